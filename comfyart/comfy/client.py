@@ -1,0 +1,95 @@
+"""One ComfyUI backend over aiohttp: submit a prompt, read /history and /queue, download outputs.
+
+Every call has a deadline; aiohttp errors become BackendUnavailable here and nowhere else.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from contextlib import asynccontextmanager
+from typing import Any, AsyncIterator, Dict, Optional, Tuple
+from urllib.parse import urlencode
+
+import aiohttp
+
+from ..errors import BackendUnavailable, PromptRejected
+from .protocol import OutputRef
+
+
+@asynccontextmanager
+async def map_http_errors(what: str) -> AsyncIterator[None]:
+    try:
+        yield
+    except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+        raise BackendUnavailable(f"{what}: {type(exc).__name__}: {exc}".rstrip(": ")) from exc
+
+
+class ComfyClient:
+    def __init__(self, session: aiohttp.ClientSession, base_url: str, *, timeout_s: float = 30.0) -> None:
+        self.session = session
+        self.base_url = base_url.rstrip("/")
+        self.timeout = aiohttp.ClientTimeout(total=timeout_s)
+
+    def ws_url(self, client_id: str) -> str:
+        return self.base_url.replace("http", "ws", 1) + f"/ws?clientId={client_id}"
+
+    async def _get_json(self, path: str, *, timeout: Optional[aiohttp.ClientTimeout] = None) -> Any:
+        async with map_http_errors(f"GET {path}"):
+            async with self.session.get(self.base_url + path, timeout=timeout or self.timeout) as response:
+                if response.status != 200:
+                    raise BackendUnavailable(f"GET {path} answered HTTP {response.status}")
+                return await response.json(content_type=None)
+
+    async def submit(self, prompt: Dict[str, Any], *, client_id: str, prompt_id: str) -> Dict[str, Any]:
+        """POST /prompt. Raises PromptRejected on a validation failure, BackendUnavailable when the answer is
+        lost or garbled (the prompt may or may not have been queued: look it up before submitting again)."""
+        body = {"prompt": prompt, "client_id": client_id, "prompt_id": prompt_id}
+        async with map_http_errors("POST /prompt"):
+            async with self.session.post(self.base_url + "/prompt", json=body, timeout=self.timeout) as response:
+                payload = await response.json(content_type=None) if response.status in (200, 400) else None
+                if response.status == 400 and isinstance(payload, dict):
+                    raise PromptRejected(payload.get("error"), payload.get("node_errors") or {})
+                if response.status != 200 or not isinstance(payload, dict):
+                    raise BackendUnavailable(f"POST /prompt answered HTTP {response.status}")
+                return payload
+
+    async def history(self, prompt_id: str) -> Optional[Dict[str, Any]]:
+        """The history entry of one prompt, or None while it is unknown or unfinished."""
+        payload = await self._get_json(f"/history/{prompt_id}")
+        if not isinstance(payload, dict):
+            raise BackendUnavailable("GET /history answered something other than an object")
+        entry = payload.get(prompt_id)
+        return entry if isinstance(entry, dict) else None
+
+    async def queue(self) -> Dict[str, Any]:
+        payload = await self._get_json("/queue")
+        if not isinstance(payload, dict):
+            raise BackendUnavailable("GET /queue answered something other than an object")
+        return payload
+
+    async def system_stats(self, timeout_s: Optional[float] = None) -> Dict[str, Any]:
+        timeout = aiohttp.ClientTimeout(total=timeout_s) if timeout_s else None
+        payload = await self._get_json("/system_stats", timeout=timeout)
+        if not isinstance(payload, dict) or "system" not in payload:
+            raise BackendUnavailable("GET /system_stats is not ComfyUI's answer")
+        return payload
+
+    async def download(self, ref: OutputRef, destination: str, *, timeout_s: float) -> Tuple[int, str, str]:
+        """Stream one output to ``destination``; returns (size, sha256 hex, content type)."""
+        query = urlencode({"filename": ref.filename, "subfolder": ref.subfolder, "type": ref.type})
+        partial = destination + ".part"
+        digest = hashlib.sha256()
+        size = 0
+        async with map_http_errors(f"GET /view {ref.filename}"):
+            async with self.session.get(f"{self.base_url}/view?{query}",
+                                        timeout=aiohttp.ClientTimeout(total=timeout_s)) as response:
+                if response.status != 200:
+                    raise BackendUnavailable(f"GET /view {ref.filename} answered HTTP {response.status}")
+                content_type = response.headers.get("Content-Type", "application/octet-stream").split(";")[0]
+                with open(partial, "wb") as out:
+                    async for chunk in response.content.iter_chunked(1 << 16):
+                        out.write(chunk)
+                        digest.update(chunk)
+                        size += len(chunk)
+        os.replace(partial, destination)
+        return size, digest.hexdigest(), content_type

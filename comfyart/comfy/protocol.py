@@ -1,0 +1,200 @@
+"""Pure translation of ComfyUI's wire formats: WebSocket frames and /history entries become typed events.
+
+No I/O here; see shared/comfyui/PROTOCOL.md for the formats.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Union
+
+
+@dataclass(frozen=True)
+class StatusEvent:
+    queue_remaining: int
+
+
+@dataclass(frozen=True)
+class ExecutionStart:
+    prompt_id: str
+
+
+@dataclass(frozen=True)
+class ExecutionCached:
+    prompt_id: str
+    nodes: List[str]
+
+
+@dataclass(frozen=True)
+class Executing:
+    prompt_id: Optional[str]  # None in the reconnect variant that carries only the node
+    node: Optional[str]  # None: the end-of-prompt marker
+
+
+@dataclass(frozen=True)
+class Progress:
+    prompt_id: str
+    node: Optional[str]
+    value: float
+    max: float
+
+
+@dataclass(frozen=True)
+class Executed:
+    prompt_id: str
+    node: str
+    output: Dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ExecutionSuccess:
+    prompt_id: str
+
+
+@dataclass(frozen=True)
+class ExecutionError:
+    prompt_id: str
+    node_id: Optional[str]
+    node_type: Optional[str]
+    exception_type: str
+    exception_message: str
+
+
+@dataclass(frozen=True)
+class ExecutionInterrupted:
+    prompt_id: str
+    node_id: Optional[str]
+    node_type: Optional[str]
+
+
+Event = Union[StatusEvent, ExecutionStart, ExecutionCached, Executing, Progress, Executed, ExecutionSuccess,
+              ExecutionError, ExecutionInterrupted]
+
+
+def parse_frame(text: str) -> Optional[Event]:
+    """One text frame → an event, or None for frames comfyart does not use (or cannot read)."""
+    try:
+        message = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(message, dict) or not isinstance(message.get("data"), dict):
+        return None
+    return parse_message(str(message.get("type")), message["data"])
+
+
+def parse_message(kind: str, data: Dict[str, Any]) -> Optional[Event]:
+    prompt_id = data.get("prompt_id")
+    try:
+        if kind == "status":
+            return StatusEvent(int(data["status"]["exec_info"]["queue_remaining"]))
+        if kind == "executing":
+            return Executing(prompt_id, data.get("node"))
+        if prompt_id is None:
+            return None
+        if kind == "execution_start":
+            return ExecutionStart(prompt_id)
+        if kind == "execution_cached":
+            return ExecutionCached(prompt_id, [str(n) for n in data.get("nodes", [])])
+        if kind == "progress":
+            return Progress(prompt_id, data.get("node"), float(data["value"]), float(data["max"]))
+        if kind == "executed":
+            return Executed(prompt_id, str(data.get("node")), data.get("output") or {})
+        if kind == "execution_success":
+            return ExecutionSuccess(prompt_id)
+        if kind == "execution_error":
+            return ExecutionError(prompt_id, data.get("node_id"), data.get("node_type"),
+                                  str(data.get("exception_type", "Exception")),
+                                  str(data.get("exception_message", "")).strip())
+        if kind == "execution_interrupted":
+            return ExecutionInterrupted(prompt_id, data.get("node_id"), data.get("node_type"))
+    except (KeyError, TypeError, ValueError):
+        return None
+    return None
+
+
+@dataclass(frozen=True)
+class OutputRef:
+    node_id: str
+    filename: str
+    subfolder: str
+    type: str
+
+
+def output_refs(outputs: Dict[str, Any]) -> List[OutputRef]:
+    """Every downloadable file in a history ``outputs`` object: any list of dicts carrying a ``filename``.
+    Temp previews are skipped: they are intermediate, and ComfyUI deletes them on restart."""
+    refs: List[OutputRef] = []
+    for node_id, node_output in outputs.items():
+        if not isinstance(node_output, dict):
+            continue
+        for items in node_output.values():
+            if not isinstance(items, list):
+                continue
+            for item in items:
+                if isinstance(item, dict) and isinstance(item.get("filename"), str):
+                    kind = str(item.get("type", "output"))
+                    if kind == "temp":
+                        continue
+                    refs.append(OutputRef(str(node_id), item["filename"], str(item.get("subfolder", "")), kind))
+    return refs
+
+
+@dataclass(frozen=True)
+class HistoryOutcome:
+    """What /history says of one prompt."""
+
+    finished: bool
+    succeeded: bool = False
+    error: Optional[str] = None
+    outputs: Dict[str, Any] = field(default_factory=dict)
+
+
+def describe_error(node_id: Optional[str], node_type: Optional[str], exception_type: str, message: str) -> str:
+    where = f"node {node_id} ({node_type})" if node_id else "the prompt"
+    return f"{exception_type} in {where}: {message}".strip()
+
+
+def history_outcome(entry: Optional[Dict[str, Any]]) -> HistoryOutcome:
+    if not entry:
+        return HistoryOutcome(finished=False)
+    status = entry.get("status") or {}
+    outputs = entry.get("outputs") or {}
+    if status.get("completed") or status.get("status_str") == "success":
+        return HistoryOutcome(finished=True, succeeded=True, outputs=outputs)
+    messages = status.get("messages") or []
+    error = f"ComfyUI reported {status.get('status_str', 'an error')}"
+    for kind, data in reversed([m for m in messages if isinstance(m, list) and len(m) == 2]):
+        if kind == "execution_error" and isinstance(data, dict):
+            error = describe_error(data.get("node_id"), data.get("node_type"),
+                                   str(data.get("exception_type", "Exception")),
+                                   str(data.get("exception_message", "")).strip())
+            break
+        if kind == "execution_interrupted" and isinstance(data, dict):
+            error = f"interrupted at node {data.get('node_id')} ({data.get('node_type')})"
+            break
+    return HistoryOutcome(finished=True, succeeded=False, error=error, outputs=outputs)
+
+
+def graph_problem(prompt: Any) -> Optional[str]:
+    """Why ``prompt`` is not an API-format node graph, or None. ComfyUI checks the rest itself."""
+    if not isinstance(prompt, dict):
+        return "prompt must be a JSON object mapping node ids to nodes"
+    if not prompt:
+        return "prompt has no nodes"
+    for node_id, node in prompt.items():
+        if not isinstance(node, dict):
+            return f"node {node_id!r} must be an object with class_type and inputs"
+        if not isinstance(node.get("class_type"), str) or not node["class_type"]:
+            return f"node {node_id!r} has no class_type"
+        if not isinstance(node.get("inputs", {}), dict):
+            return f"node {node_id!r}: inputs must be an object"
+    return None
+
+
+def prompt_in_queue(queue: Dict[str, Any], prompt_id: str) -> bool:
+    """Whether GET /queue lists ``prompt_id`` as running or pending."""
+    for key in ("queue_running", "queue_pending"):
+        for item in queue.get(key) or []:
+            if isinstance(item, list) and len(item) > 1 and item[1] == prompt_id:
+                return True
+    return False

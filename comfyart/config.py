@@ -1,0 +1,182 @@
+"""Configuration: a YAML file validated by pydantic, every field overridable by ``COMFYART_…`` variables
+(nested fields with ``__``: ``COMFYART_POOL__MIN_CONTAINERS=2``). ``REDIS_URL`` is honoured too.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Dict, List, Literal, Optional, Tuple
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from .errors import ConfigError
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ServerConfig(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8100, ge=0, le=65535)
+
+
+class RedisConfig(_Section):
+    url: Optional[str] = Field(None, description="omitted: an embedded Redis under data_dir")
+    prefix: str = Field("comfyart", description="prefix of every key comfyart writes")
+
+
+def _check_ports(ports: Tuple[int, int]) -> Tuple[int, int]:
+    low, high = ports
+    if not (0 < low <= high <= 65535):
+        raise ValueError(f"port range {low}-{high} must satisfy 0 < low <= high <= 65535")
+    return ports
+
+
+class DockerHostConfig(_Section):
+    name: str
+    url: str = "unix:///var/run/docker.sock"
+    address: str = Field("127.0.0.1", description="address the host's containers listen on / are reached at")
+    ports: Tuple[int, int]
+    gpus: List[int] = Field(default_factory=list, description="one container per GPU; empty: no GPU pinning")
+
+    _ports = field_validator("ports")(_check_ports)
+
+
+class DockerConfig(_Section):
+    image: str
+    command: List[str] = Field(default_factory=lambda: ["python", "main.py", "--listen", "{address}",
+                                                        "--port", "{port}"])
+    network: Literal["host", "bridge"] = "host"
+    container_port: int = Field(8188, description="the port ComfyUI listens on inside a bridge-networked container")
+    env: Dict[str, str] = Field(default_factory=dict)
+    volumes: List[str] = Field(default_factory=list)
+    startup_timeout: float = Field(120.0, gt=0)
+    leftovers: Literal["adopt", "remove"] = Field(
+        "adopt", description="what to do at start-up with running containers an earlier run created")
+    hosts: List[DockerHostConfig] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique_host_names(self) -> "DockerConfig":
+        names = [h.name for h in self.hosts]
+        if len(names) != len(set(names)):
+            raise ValueError("docker host names must be unique")
+        return self
+
+
+class ProcessConfig(_Section):
+    command: List[str] = Field(default_factory=lambda: ["python", "-m", "comfyart.emulator", "--host", "{address}",
+                                                        "--port", "{port}"])
+    address: str = "127.0.0.1"
+    ports: Tuple[int, int] = (8300, 8399)
+    gpus: List[int] = Field(default_factory=list)
+    env: Dict[str, str] = Field(default_factory=dict)
+    startup_timeout: float = Field(60.0, gt=0)
+
+    _ports = field_validator("ports")(_check_ports)
+
+
+class PoolConfig(_Section):
+    min_containers: int = Field(1, ge=0)
+    max_containers: int = Field(4, ge=0)
+    max_inflight: int = Field(1, ge=1, description="prompts one backend may hold at once")
+    health_interval_s: float = Field(5.0, gt=0)
+    health_timeout_s: float = Field(15.0, gt=0, description="generous: ComfyUI's HTTP stalls while previews stream")
+
+    @model_validator(mode="after")
+    def _min_below_max(self) -> "PoolConfig":
+        if self.min_containers > self.max_containers:
+            raise ValueError(f"min_containers ({self.min_containers}) exceeds max_containers ({self.max_containers})")
+        return self
+
+
+class StaticBackendConfig(_Section):
+    name: str
+    url: str
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, url: str) -> str:
+        if not url.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return url.rstrip("/")
+
+
+class TrackingConfig(_Section):
+    silence_s: float = Field(10.0, gt=0, description="a busy backend's socket silent this long: check /history")
+    submit_timeout_s: float = Field(30.0, gt=0)
+    download_timeout_s: float = Field(300.0, gt=0)
+    max_submit_attempts: int = Field(3, ge=1, description="tries on backends that did not answer, then failed")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="COMFYART_", env_nested_delimiter="__", extra="forbid")
+
+    server: ServerConfig = Field(default_factory=ServerConfig)
+    redis: RedisConfig = Field(default_factory=RedisConfig)
+    data_dir: Path = Path("./data")
+    docker: Optional[DockerConfig] = None
+    processes: Optional[ProcessConfig] = None
+    pool: PoolConfig = Field(default_factory=PoolConfig)
+    static_backends: List[StaticBackendConfig] = Field(default_factory=list)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls: type, init_settings: PydanticBaseSettingsSource,
+                                   env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
+                                   file_secret_settings: PydanticBaseSettingsSource,
+                                   ) -> Tuple[PydanticBaseSettingsSource, ...]:
+        # the YAML document arrives as init arguments; environment variables win over it
+        return env_settings, init_settings
+
+    @model_validator(mode="after")
+    def _unique_static_names(self) -> "Settings":
+        names = [b.name for b in self.static_backends]
+        if len(names) != len(set(names)):
+            raise ValueError("static backend names must be unique")
+        return self
+
+
+def _field_path(location: Tuple[Any, ...]) -> str:
+    return ".".join(str(part) for part in location) or "(top level)"
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """One line naming each offending field: ``pool.min_containers: Input should be ...``."""
+    parts = []
+    for error in exc.errors():
+        message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden":
+            message = "unknown field"
+        parts.append(f"{_field_path(error['loc'])}: {message}")
+    return "; ".join(parts)
+
+
+def load_settings(path: Optional[Path] = None, environ: Optional[Dict[str, str]] = None) -> Settings:
+    """Read and validate the configuration; any problem raises ConfigError with a one-line message."""
+    environ = os.environ if environ is None else environ
+    document: Dict[str, Any] = {}
+    if path is not None:
+        try:
+            loaded = yaml.safe_load(Path(path).read_text())
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {path} is not valid YAML: {str(exc).splitlines()[0]}") from exc
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"config file {path} must hold a mapping at the top level")
+        document = loaded or {}
+    if environ.get("REDIS_URL") and "COMFYART_REDIS__URL" not in environ:
+        document.setdefault("redis", {})
+        if isinstance(document["redis"], dict):
+            document["redis"] = {**document["redis"], "url": environ["REDIS_URL"]}
+    try:
+        settings = Settings(**document)
+    except ValidationError as exc:
+        raise ConfigError(f"invalid configuration: {describe_validation_error(exc)}") from exc
+    if path is not None and not settings.data_dir.is_absolute():
+        # a relative data_dir is relative to the working directory, as users expect from ./data
+        settings.data_dir = Path.cwd() / settings.data_dir
+    return settings

@@ -1,0 +1,45 @@
+"""``python -m comfyart.emulator --host H --port N``: serve the emulator until SIGINT/SIGTERM."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+
+from aiohttp import web
+
+from .server import DEFAULT_CHECKPOINTS, Behaviour, Emulator, build_app
+
+
+def parse_args(argv: "list[str] | None" = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m comfyart.emulator", description=__doc__)
+    parser.add_argument("--host", "--listen", dest="host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8188)
+    parser.add_argument("--base-dir", default=os.environ.get("EMULATOR_BASE_DIR"),
+                        help="holds output/, input/ and temp/ (default: a new temporary directory)")
+    parser.add_argument("--node-seconds", type=float, default=0.0, help="time every executed node takes")
+    parser.add_argument("--step-seconds", type=float, default=0.02, help="time each KSampler step takes")
+    parser.add_argument("--model-load-seconds", type=float, default=0.0,
+                        help="time CheckpointLoaderSimple takes when the checkpoint changes")
+    parser.add_argument("--checkpoints", default=",".join(DEFAULT_CHECKPOINTS),
+                        help="comma-separated checkpoint names the emulator pretends to have")
+    parser.add_argument("--vram-mb", type=int, default=24576, help="VRAM reported when a GPU is pinned")
+    parser.add_argument("--fail-node-types", default="", help="comma-separated node types that raise")
+    parser.add_argument("--behaviour", default="{}", help="JSON object merged into the run-time behaviour")
+    return parser.parse_args(argv)
+
+
+def main(argv: "list[str] | None" = None) -> None:
+    args = parse_args(argv)
+    behaviour = Behaviour(node_s=args.node_seconds, step_s=args.step_seconds, model_load_s=args.model_load_seconds,
+                          fail_node_types=[t for t in args.fail_node_types.split(",") if t])
+    behaviour.update(json.loads(args.behaviour))
+    base_dir = args.base_dir or tempfile.mkdtemp(prefix="comfyart-emulator-")
+    emulator = Emulator(base_dir, behaviour, checkpoints=[c for c in args.checkpoints.split(",") if c],
+                        vram_mb=args.vram_mb)
+    print(f"comfyart emulator listening on http://{args.host}:{args.port} (files in {base_dir})", flush=True)
+    web.run_app(build_app(emulator), host=args.host, port=args.port, print=None, access_log=None)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,65 @@
+"""comfyart's error tree; adapters translate library errors into it once, at their edge.
+
+    ComfyartError
+    ├── TransientError          retry later: StoreUnavailable, DockerUnavailable, BackendUnavailable
+    ├── PermanentError          don't retry: PromptRejected, ContainerFailed, NotFound, InvalidTransition
+    └── ConfigError             start-up only; the message names the field
+"""
+from __future__ import annotations
+
+from typing import Any
+
+
+class ComfyartError(Exception):
+    pass
+
+
+class TransientError(ComfyartError):
+    def __init__(self, message: str, retry_after_s: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class StoreUnavailable(TransientError):
+    pass
+
+
+class DockerUnavailable(TransientError):
+    pass
+
+
+class BackendUnavailable(TransientError):
+    """The backend did not answer, or answered with something that is not ComfyUI's protocol."""
+
+
+class PermanentError(ComfyartError):
+    pass
+
+
+class PromptRejected(PermanentError):
+    """ComfyUI refused the graph at validation (HTTP 400)."""
+
+    def __init__(self, error: Any, node_errors: Any) -> None:
+        self.error = error
+        self.node_errors = node_errors
+        message = error.get("message", "prompt rejected") if isinstance(error, dict) else str(error)
+        details = error.get("details") if isinstance(error, dict) else ""
+        super().__init__(f"{message}: {details}" if details else message)
+
+
+class ContainerFailed(PermanentError):
+    def __init__(self, message: str, last_logs: str = "") -> None:
+        super().__init__(message)
+        self.last_logs = last_logs
+
+
+class NotFound(PermanentError):
+    pass
+
+
+class InvalidTransition(PermanentError):
+    pass
+
+
+class ConfigError(ComfyartError):
+    pass

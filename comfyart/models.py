@@ -1,0 +1,77 @@
+"""Records and states shared by the store, the scheduler loops and the API."""
+from __future__ import annotations
+
+import enum
+from typing import Any, Dict, List, NewType, Optional
+
+from pydantic import BaseModel, Field
+
+TaskId = NewType("TaskId", str)
+BackendId = NewType("BackendId", str)
+PromptId = NewType("PromptId", str)
+
+
+class TaskStatus(enum.StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELED = "canceled"
+
+
+FINAL_STATUSES = frozenset({TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELED})
+
+# status -> statuses it may move to; pending -> pending is a requeue after a lost submission
+TRANSITIONS: Dict[TaskStatus, frozenset] = {
+    TaskStatus.PENDING: frozenset({TaskStatus.PENDING, TaskStatus.RUNNING, TaskStatus.COMPLETED, TaskStatus.FAILED,
+                                   TaskStatus.CANCELED}),
+    TaskStatus.RUNNING: frozenset({TaskStatus.PENDING, TaskStatus.COMPLETED, TaskStatus.FAILED,
+                                   TaskStatus.CANCELED}),
+    TaskStatus.COMPLETED: frozenset(),
+    TaskStatus.FAILED: frozenset(),
+    TaskStatus.CANCELED: frozenset(),
+}
+
+
+def sources_of(target: TaskStatus) -> List[TaskStatus]:
+    """The statuses from which ``target`` may be reached."""
+    return [source for source, targets in TRANSITIONS.items() if target in targets]
+
+
+class BackendState(enum.StrEnum):
+    STARTING = "starting"
+    HEALTHY = "healthy"
+    UNHEALTHY = "unhealthy"
+    ERROR = "error"
+    STOPPING = "stopping"
+
+
+class OutputFile(BaseModel):
+    node_id: str
+    filename: str
+    subfolder: str = ""
+    type: str = "output"
+    size: int
+    content_type: str
+    sha256: str
+    path: str = Field(description="where comfyart stored the file, relative to the output store")
+
+
+class Task(BaseModel):
+    id: TaskId
+    status: TaskStatus
+    created_ms: int
+    updated_ms: int
+    started_ms: Optional[int] = None
+    finished_ms: Optional[int] = None
+    prompt: Dict[str, Any]
+    backend: Optional[str] = None
+    prompt_id: Optional[str] = None
+    progress: float = 0.0
+    node: Optional[str] = None
+    node_step: Optional[int] = None
+    node_max: Optional[int] = None
+    error: Optional[str] = None
+    node_errors: Optional[Dict[str, Any]] = None
+    outputs: List[OutputFile] = Field(default_factory=list)
+    attempts: int = 0

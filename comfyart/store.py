@@ -1,0 +1,237 @@
+"""Task records and the task queue in Redis.
+
+Key schema (``P`` is the configured prefix):
+    P:task:{id}             hash: the task record (JSON-encoded values for prompt, outputs, node_errors)
+    P:tasks                 zset: every task id scored by created_ms (newest first listing)
+    P:tasks:{status}        zset: task ids in that status, scored by created_ms
+    P:queue                 list: pending task ids; LPUSH to enqueue, the dispatcher takes from the right
+    P:claimed               list: ids taken from the queue but not yet submitted (requeued at start-up)
+    P:active                set: ids submitted to a backend and not yet final
+    P:prompt:{prompt_id}    string: the task id that owns a ComfyUI prompt id
+Status changes go through one Lua script that checks the current status, so a task never leaves a final
+status and never completes twice.
+"""
+from __future__ import annotations
+
+import json
+import time
+from contextlib import contextmanager
+from typing import Any, Dict, Iterator, List, Optional, Sequence
+
+import redis.asyncio as aioredis
+import redis.exceptions
+import ulid
+
+from .errors import InvalidTransition, NotFound, StoreUnavailable
+from .models import FINAL_STATUSES, Task, TaskId, TaskStatus, sources_of
+
+_JSON_FIELDS = ("prompt", "outputs", "node_errors")
+_INT_FIELDS = ("created_ms", "updated_ms", "started_ms", "finished_ms", "node_step", "node_max", "attempts")
+
+# KEYS: task, all-index prefix (P:tasks), active set
+# ARGV: id, allowed statuses joined by ',' ('' = any non-final), new status ('' = keep), now_ms, field, value, ...
+_TRANSITION = """
+local current = redis.call('HGET', KEYS[1], 'status')
+if not current then return {'missing', ''} end
+local allowed = ARGV[2]
+if allowed == '' then
+  if current == 'completed' or current == 'failed' or current == 'canceled' then return {'refused', current} end
+elseif not string.find(',' .. allowed .. ',', ',' .. current .. ',', 1, true) then
+  return {'refused', current}
+end
+local new = ARGV[3]
+for i = 5, #ARGV, 2 do
+  if ARGV[i + 1] == '\\0' then redis.call('HDEL', KEYS[1], ARGV[i]) else redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+end
+redis.call('HSET', KEYS[1], 'updated_ms', ARGV[4])
+if new ~= '' and new ~= current then
+  local created = redis.call('HGET', KEYS[1], 'created_ms')
+  redis.call('HSET', KEYS[1], 'status', new)
+  redis.call('ZREM', KEYS[2] .. ':' .. current, ARGV[1])
+  redis.call('ZADD', KEYS[2] .. ':' .. new, created, ARGV[1])
+  if new == 'completed' or new == 'failed' or new == 'canceled' then redis.call('SREM', KEYS[3], ARGV[1]) end
+end
+return {'ok', current}
+"""
+
+DELETE = "\0"  # a field value that removes the field
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@contextmanager
+def map_redis_errors() -> Iterator[None]:
+    try:
+        yield
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+        raise StoreUnavailable(f"Redis unavailable: {exc}") from exc
+
+
+def _encode(fields: Dict[str, Any]) -> Dict[str, str]:
+    encoded = {}
+    for key, value in fields.items():
+        if value is None:
+            encoded[key] = DELETE
+        elif key in _JSON_FIELDS:
+            encoded[key] = json.dumps(value)
+        else:
+            encoded[key] = str(value.value if isinstance(value, TaskStatus) else value)
+    return encoded
+
+
+def _decode(raw: Dict[str, str]) -> Task:
+    record: Dict[str, Any] = dict(raw)
+    for key in _JSON_FIELDS:
+        if key in record:
+            record[key] = json.loads(record[key])
+    for key in _INT_FIELDS:
+        if key in record:
+            record[key] = int(record[key])
+    if "progress" in record:
+        record["progress"] = float(record["progress"])
+    return Task.model_validate(record)
+
+
+class TaskStore:
+    def __init__(self, client: "aioredis.Redis", prefix: str = "comfyart") -> None:
+        self.redis = client
+        self.prefix = prefix
+        self._transition = client.register_script(_TRANSITION)
+
+    # ------------------------------------------------------------------ keys
+    def _task_key(self, task_id: str) -> str:
+        return f"{self.prefix}:task:{task_id}"
+
+    @property
+    def queue_key(self) -> str:
+        return f"{self.prefix}:queue"
+
+    @property
+    def claimed_key(self) -> str:
+        return f"{self.prefix}:claimed"
+
+    @property
+    def active_key(self) -> str:
+        return f"{self.prefix}:active"
+
+    def _prompt_key(self, prompt_id: str) -> str:
+        return f"{self.prefix}:prompt:{prompt_id}"
+
+    # ------------------------------------------------------------------ records
+    async def create(self, prompt: Dict[str, Any]) -> Task:
+        created = now_ms()
+        task_id = TaskId(str(ulid.new()))
+        fields = {"id": task_id, "status": TaskStatus.PENDING, "created_ms": created, "updated_ms": created,
+                  "prompt": prompt, "progress": 0.0, "attempts": 0}
+        with map_redis_errors():
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.hset(self._task_key(task_id), mapping=_encode(fields))
+                pipe.zadd(f"{self.prefix}:tasks", {task_id: created})
+                pipe.zadd(f"{self.prefix}:tasks:{TaskStatus.PENDING}", {task_id: created})
+                pipe.lpush(self.queue_key, task_id)
+                await pipe.execute()
+        return Task.model_validate(fields)
+
+    async def get(self, task_id: str) -> Task:
+        with map_redis_errors():
+            raw = await self.redis.hgetall(self._task_key(task_id))
+        if not raw:
+            raise NotFound(f"no task {task_id}")
+        return _decode(raw)
+
+    async def list(self, *, status: Optional[TaskStatus] = None, limit: int = 50, offset: int = 0) -> List[Task]:
+        index = f"{self.prefix}:tasks" + (f":{status}" if status else "")
+        with map_redis_errors():
+            ids = await self.redis.zrevrange(index, offset, offset + limit - 1)
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for task_id in ids:
+                    pipe.hgetall(self._task_key(task_id))
+                records = await pipe.execute()
+        return [_decode(r) for r in records if r]
+
+    async def count(self, status: Optional[TaskStatus] = None) -> int:
+        with map_redis_errors():
+            return int(await self.redis.zcard(f"{self.prefix}:tasks" + (f":{status}" if status else "")))
+
+    async def update(self, task_id: str, *, to: Optional[TaskStatus] = None,
+                     allowed_from: Optional[Sequence[TaskStatus]] = None, **fields: Any) -> TaskStatus:
+        """Write ``fields`` (None deletes one) and move to ``to`` if the current status allows it.
+        Without ``allowed_from`` a status change follows the transition table, and a bare field update applies
+        only to a task that is not final. Returns the status before the change; raises InvalidTransition."""
+        if allowed_from is None:
+            allowed_from = sources_of(to) if to is not None else []
+        args: List[str] = [task_id, ",".join(allowed_from), to.value if to else "", str(now_ms())]
+        for key, value in _encode(fields).items():
+            args += [key, value]
+        keys = [self._task_key(task_id), f"{self.prefix}:tasks", self.active_key]
+        with map_redis_errors():
+            outcome, previous = await self._transition(keys=keys, args=args)
+        if outcome == "missing":
+            raise NotFound(f"no task {task_id}")
+        if outcome == "refused":
+            raise InvalidTransition(f"task {task_id} is {previous}; cannot move to {to or 'an update'}")
+        return TaskStatus(previous)
+
+    # ------------------------------------------------------------------ queue
+    async def claim(self, timeout_s: float) -> Optional[TaskId]:
+        """Take the oldest queued id into the claimed list; None if none came within ``timeout_s``."""
+        with map_redis_errors():
+            task_id = await self.redis.blmove(self.queue_key, self.claimed_key, timeout_s, "RIGHT", "LEFT")
+        return TaskId(task_id) if task_id else None
+
+    async def release_claim(self, task_id: str) -> None:
+        with map_redis_errors():
+            await self.redis.lrem(self.claimed_key, 1, task_id)
+
+    async def requeue_front(self, task_id: str) -> None:
+        """Put a task back at the head of the queue (it is taken next)."""
+        with map_redis_errors():
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.lrem(self.claimed_key, 1, task_id)
+                pipe.srem(self.active_key, task_id)
+                pipe.rpush(self.queue_key, task_id)
+                await pipe.execute()
+
+    async def recover_claimed(self) -> int:
+        """At start-up: ids a previous run claimed but never submitted go back to the head of the queue."""
+        moved = 0
+        with map_redis_errors():
+            while await self.redis.lmove(self.claimed_key, self.queue_key, "LEFT", "RIGHT"):
+                moved += 1
+        return moved
+
+    async def queue_length(self) -> int:
+        with map_redis_errors():
+            return int(await self.redis.llen(self.queue_key))
+
+    # ------------------------------------------------------------------ submissions
+    async def record_submission(self, task_id: str, *, backend: str, prompt_id: str, attempts: int) -> None:
+        """Before POST /prompt: remember where the prompt goes, so a crash right after it can be reconciled."""
+        await self.update(task_id, allowed_from=[TaskStatus.PENDING], backend=backend, prompt_id=prompt_id,
+                          attempts=attempts, error=None)
+        with map_redis_errors():
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.set(self._prompt_key(prompt_id), task_id)
+                pipe.sadd(self.active_key, task_id)
+                pipe.lrem(self.claimed_key, 1, task_id)
+                await pipe.execute()
+
+    async def task_for_prompt(self, prompt_id: str) -> Optional[TaskId]:
+        with map_redis_errors():
+            task_id = await self.redis.get(self._prompt_key(prompt_id))
+        return TaskId(task_id) if task_id else None
+
+    async def active_tasks(self) -> List[Task]:
+        with map_redis_errors():
+            ids = await self.redis.smembers(self.active_key)
+        tasks = []
+        for task_id in ids:
+            try:
+                task = await self.get(task_id)
+            except NotFound:
+                continue
+            if task.status not in FINAL_STATUSES:
+                tasks.append(task)
+        return tasks
