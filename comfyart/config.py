@@ -114,6 +114,9 @@ class TrackingConfig(_Section):
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="COMFYART_", env_nested_delimiter="__", extra="forbid")
 
+    instance: str = Field("main", pattern=r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,40}$",
+                          description="names this daemon's containers; leftovers of the same instance are adopted "
+                                      "or removed at start-up")
     server: ServerConfig = Field(default_factory=ServerConfig)
     redis: RedisConfig = Field(default_factory=RedisConfig)
     data_dir: Path = Path("./data")

@@ -396,7 +396,7 @@ class Emulator:
 
 
 def _visible_gpu() -> Optional[str]:
-    for var in ("CUDA_VISIBLE_DEVICES", "NVIDIA_VISIBLE_DEVICES"):
+    for var in ("NVIDIA_VISIBLE_DEVICES", "CUDA_VISIBLE_DEVICES"):  # the host GPU index first
         value = os.environ.get(var, "").strip()
         if value and value not in ("void", "none", "-1", "all"):
             return value.split(",")[0]

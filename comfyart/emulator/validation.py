@@ -101,7 +101,7 @@ class Validator:
                               f"image - Invalid image file: {value}", {"input_name": name})
             return None
         converters = {"INT": int, "FLOAT": float, "STRING": str, "BOOLEAN": bool}
-        if input_type in converters:
+        if isinstance(input_type, str) and input_type in converters:
             try:
                 value = converters[input_type](value)
             except (TypeError, ValueError) as exc:

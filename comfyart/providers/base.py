@@ -1,0 +1,69 @@
+"""What the pool needs from a way of running ComfyUI backends (Docker hosts, local processes)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import List, Optional, Protocol, Sequence, Tuple
+
+from ..policy import Placement
+
+
+@dataclass(frozen=True)
+class HostSpec:
+    name: str
+    address: str
+    ports: Tuple[int, int]
+    gpus: Tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Spawned:
+    """A backend a provider started (or found from an earlier run)."""
+
+    kind: str
+    host: str
+    address: str
+    port: int
+    gpu: Optional[int]
+    handle: str  # container id, or process id
+    name: str
+    running: bool = True
+    image: str = ""
+
+    @property
+    def backend_id(self) -> str:
+        return f"{self.kind}:{self.host}:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.address}:{self.port}"
+
+
+class Provider(Protocol):
+    kind: str
+
+    @property
+    def hosts(self) -> Sequence[HostSpec]: ...
+
+    @property
+    def startup_timeout_s(self) -> float: ...
+
+    async def spawn(self, placement: Placement) -> Spawned:
+        """Create and start a backend; raises ContainerFailed with the reason when it cannot start."""
+
+    async def check(self, backend: Spawned) -> Optional[str]:
+        """None while the backend's process/container runs; else why it stopped, with its last log lines."""
+
+    async def remove(self, backend: Spawned) -> None:
+        """Stop and delete; a backend that is already gone is not an error."""
+
+    async def leftovers(self) -> List[Spawned]:
+        """Backends an earlier run of this comfyart instance left behind."""
+
+    async def logs(self, backend: Spawned, lines: int = 20) -> str: ...
+
+    async def close(self) -> None: ...
+
+
+def render_command(template: Sequence[str], *, address: str, port: int, gpu: Optional[int], python: str) -> List[str]:
+    values = {"address": address, "port": port, "gpu": "" if gpu is None else gpu, "python": python}
+    return [part.format(**values) for part in template]
