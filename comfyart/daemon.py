@@ -79,7 +79,9 @@ async def _root(name: str, coroutine: Awaitable[None], stop: asyncio.Event) -> N
         raise _RootExited(f"{name} stopped on its own")
 
 
-async def run(settings: Settings, *, ready: Optional[asyncio.Event] = None) -> None:
+async def run(settings: Settings, *, ready: Optional[asyncio.Event] = None,
+              stop: Optional[asyncio.Event] = None) -> None:
+    """Serve until SIGINT/SIGTERM (or until ``stop`` is set); ``ready`` is set once the API listens."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     embedded: Optional[EmbeddedRedis] = None
     redis_url = settings.redis.url
@@ -105,7 +107,7 @@ async def run(settings: Settings, *, ready: Optional[asyncio.Event] = None) -> N
     server = _Server(uvicorn.Config(create_app(Services(store, pool, outputs)), host=settings.server.host,
                                     port=settings.server.port, log_config=None, access_log=False, lifespan="off",
                                     timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S))
-    stop = asyncio.Event()
+    stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)

@@ -1,0 +1,141 @@
+"""Two real Docker engines for the tests, and the emulator image on each.
+
+Each engine runs with its own socket, data root and exec root, without a bridge or iptables. The data roots live
+under ~/.cache/comfyart so images survive between runs; the Debian base is built once with mmdebstrap and kept
+as a tarball; the emulator image is tagged by a hash of its sources, so an unchanged emulator is never rebuilt.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import shutil
+import subprocess
+import tarfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import List
+
+import docker
+import docker.errors
+
+ROOT = Path(__file__).resolve().parent.parent
+CACHE = Path(os.environ.get("COMFYART_TEST_CACHE", Path.home() / ".cache" / "comfyart"))
+BASE_TAG = "comfyart-base:bookworm-1"
+BASE_PACKAGES = "python3-minimal,python3-aiohttp,python3-pil"
+
+
+@dataclass
+class DockerEngine:
+    name: str
+    root: Path
+    process: subprocess.Popen
+
+    @property
+    def url(self) -> str:
+        return f"unix://{self.root / 'docker.sock'}"
+
+    def client(self) -> docker.DockerClient:
+        return docker.DockerClient(base_url=self.url, timeout=120)
+
+
+def start_engine(name: str) -> DockerEngine:
+    root = CACHE / f"dockerd-{name}"
+    exec_root = Path("/tmp") / f"comfyart-dockerd-{name}"  # short: a unix socket path has a length limit
+    for path in (root, exec_root):
+        path.mkdir(parents=True, exist_ok=True)
+    socket = root / "docker.sock"
+    _stop_stale(root / "docker.pid")
+    socket.unlink(missing_ok=True)
+    dockerd = shutil.which("dockerd") or "/usr/sbin/dockerd"
+    log = open(root / "dockerd.log", "ab")
+    process = subprocess.Popen(
+        [dockerd, "--host", f"unix://{socket}", "--data-root", str(root / "data"), "--exec-root", str(exec_root),
+         "--pidfile", str(root / "docker.pid"), "--bridge=none", "--iptables=false", "--ip-masq=false"],
+        stdout=log, stderr=log, start_new_session=True)
+    engine = DockerEngine(name, root, process)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"dockerd {name} exited: see {root / 'dockerd.log'}")
+        try:
+            with engine.client() as client:
+                client.ping()
+            return engine
+        except docker.errors.DockerException:
+            time.sleep(0.3)
+    raise RuntimeError(f"dockerd {name} did not answer within 60 s: see {root / 'dockerd.log'}")
+
+
+def _stop_stale(pid_file: Path) -> None:
+    """A dockerd left running by an interrupted test run would hold the data root."""
+    try:
+        pid = int(pid_file.read_text().strip())
+        os.kill(pid, 15)
+        for _ in range(100):
+            os.kill(pid, 0)
+            time.sleep(0.1)
+    except (OSError, ValueError):
+        pass
+
+
+def stop_engine(engine: DockerEngine) -> None:
+    engine.process.terminate()
+    try:
+        engine.process.wait(30)
+    except subprocess.TimeoutExpired:
+        engine.process.kill()
+        engine.process.wait()
+
+
+def base_tarball() -> Path:
+    tarball = CACHE / "debian-bookworm-emulator-base.tar"
+    if not tarball.exists():
+        partial = tarball.with_suffix(".partial")
+        subprocess.run(["mmdebstrap", "--variant=apt", f"--include={BASE_PACKAGES}", "bookworm", str(partial)],
+                       check=True, stdout=subprocess.DEVNULL)
+        partial.rename(tarball)
+    return tarball
+
+
+def emulator_sources() -> List[Path]:
+    files = [ROOT / "docker" / "emulator.Dockerfile", ROOT / "comfyart" / "__init__.py"]
+    files += sorted((ROOT / "comfyart" / "emulator").glob("*.py"))
+    return files
+
+
+def emulator_tag() -> str:
+    digest = hashlib.sha256()
+    for path in emulator_sources():
+        digest.update(path.relative_to(ROOT).as_posix().encode())
+        digest.update(path.read_bytes())
+    return f"comfyart-emulator:{digest.hexdigest()[:12]}"
+
+
+def ensure_emulator_image(client: docker.DockerClient) -> str:
+    tag = emulator_tag()
+    try:
+        client.images.get(tag)
+        return tag
+    except docker.errors.ImageNotFound:
+        pass
+    try:
+        client.images.get(BASE_TAG)
+    except docker.errors.ImageNotFound:
+        with open(base_tarball(), "rb") as tar:
+            client.api.import_image_from_data(tar.read(), repository=BASE_TAG.split(":")[0],
+                                              tag=BASE_TAG.split(":")[1])
+    context = io.BytesIO()
+    with tarfile.open(fileobj=context, mode="w") as archive:
+        for path in emulator_sources():
+            archive.add(path, arcname=path.relative_to(ROOT).as_posix())
+    context.seek(0)
+    client.images.build(fileobj=context, custom_context=True, dockerfile="docker/emulator.Dockerfile", tag=tag,
+                        buildargs={"BASE": BASE_TAG}, rm=True)
+    return tag
+
+
+def remove_test_containers(client: docker.DockerClient) -> None:
+    for container in client.containers.list(all=True, filters={"label": "comfyart.managed=true"}):
+        container.remove(force=True)

@@ -1,0 +1,149 @@
+"""The core pipeline against a real redis-server and emulator processes used as static backends."""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from pathlib import Path
+
+import aiohttp
+import httpx
+
+from tests.conftest import basic_graph, make_settings, running_daemon, text_to_image_graph, wait_for_tasks
+
+
+def static(*emulators) -> list:
+    return [{"name": f"emu{i}", "url": e.url} for i, e in enumerate(emulators)]
+
+
+async def test_task_completes_with_outputs_matching_the_emulators_files(tmp_path: Path, redis_url, emulator):
+    emu = emulator()
+    settings = make_settings(tmp_path, redis_url, static_backends=static(emu))
+    async with running_daemon(settings) as api:
+        created = await api.post("/api/tasks", json={"prompt": text_to_image_graph(seed=7)})
+        assert created.status_code == 201
+        assert created.json()["status"] == "pending"
+        task_id = created.json()["id"]
+        [task] = await wait_for_tasks(api, [task_id])
+        assert task["status"] == "completed", task
+        assert task["progress"] == 1.0
+        assert task["backend"] == "static:emu0" and task["attempts"] == 1
+        assert task["started_ms"] <= task["finished_ms"]
+        [output] = task["outputs"]
+        written = emu.base_dir / "output" / output["subfolder"] / output["filename"]
+        assert output["sha256"] == hashlib.sha256(written.read_bytes()).hexdigest()
+        assert output["content_type"] == "image/png" and output["size"] == written.stat().st_size
+        served = await api.get(f"/api/tasks/{task_id}/outputs/{output['filename']}")
+        assert served.status_code == 200 and served.headers["content-type"] == "image/png"
+        assert hashlib.sha256(served.content).hexdigest() == output["sha256"]
+
+
+async def test_progress_is_written_while_a_prompt_runs(tmp_path: Path, redis_url, emulator):
+    emu = emulator("--step-seconds", "0.1")
+    settings = make_settings(tmp_path, redis_url, static_backends=static(emu))
+    async with running_daemon(settings) as api:
+        task_id = (await api.post("/api/tasks", json={"prompt": text_to_image_graph(steps=20)})).json()["id"]
+        seen = set()
+        for _ in range(100):
+            record = (await api.get(f"/api/tasks/{task_id}")).json()
+            if record["status"] == "running" and record["node"] == "3" and record["node_step"]:
+                seen.add((record["node_step"], record["node_max"], record["progress"]))
+            if record["status"] == "completed":
+                break
+            await asyncio.sleep(0.05)
+        assert len(seen) >= 3, seen  # several distinct sampler steps were observed
+        assert all(maximum == 20 and 0 < progress < 1 for _, maximum, progress in seen)
+        assert sorted(p for _, _, p in seen) == [p for _, _, p in sorted(seen)]  # progress grows with the step
+
+
+async def test_validation_failure_records_node_errors(tmp_path: Path, redis_url, emulator):
+    emu = emulator()
+    settings = make_settings(tmp_path, redis_url, static_backends=static(emu))
+    graph = basic_graph()
+    graph["1"]["inputs"]["width"] = 0
+    async with running_daemon(settings) as api:
+        task_id = (await api.post("/api/tasks", json={"prompt": graph})).json()["id"]
+        [task] = await wait_for_tasks(api, [task_id])
+        assert task["status"] == "failed"
+        assert "Prompt outputs failed validation" in task["error"]
+        assert task["node_errors"]["1"]["errors"][0]["type"] == "value_smaller_than_min"
+
+
+async def test_node_exception_fails_the_task_with_comfyuis_message(tmp_path: Path, redis_url, emulator):
+    emu = emulator("--fail-node-types", "ImageInvert")
+    settings = make_settings(tmp_path, redis_url, static_backends=static(emu))
+    async with running_daemon(settings) as api:
+        task_id = (await api.post("/api/tasks", json={"prompt": basic_graph()})).json()["id"]
+        [task] = await wait_for_tasks(api, [task_id])
+        assert task["status"] == "failed"
+        assert "node 2 (ImageInvert)" in task["error"] and "emulated failure" in task["error"]
+        assert task["outputs"] == []
+
+
+async def test_tasks_wait_in_redis_while_every_backend_is_full(tmp_path: Path, redis_url, emulator):
+    emu = emulator("--node-seconds", "0.3")
+    settings = make_settings(tmp_path, redis_url, static_backends=static(emu))
+    async with running_daemon(settings) as api:
+        ids = [(await api.post("/api/tasks", json={"prompt": basic_graph(color=i)})).json()["id"] for i in range(4)]
+        await asyncio.sleep(0.5)
+        pool = (await api.get("/api/pool")).json()
+        assert pool["backends"][0]["inflight"] == 1  # max_inflight: 1
+        assert pool["queue_length"] >= 2
+        records = await wait_for_tasks(api, ids)
+        assert [r["status"] for r in records] == ["completed"] * 4
+        assert (await api.get("/api/pool")).json()["backends"][0]["tasks_done"] == 4
+
+
+async def test_least_loaded_backend_gets_the_prompt(tmp_path: Path, redis_url, emulator):
+    slow, fast = emulator("--node-seconds", "0.5"), emulator("--node-seconds", "0.5")
+    settings = make_settings(tmp_path, redis_url, static_backends=static(slow, fast))
+    async with running_daemon(settings) as api:
+        ids = [(await api.post("/api/tasks", json={"prompt": basic_graph(color=i)})).json()["id"] for i in range(2)]
+        records = await wait_for_tasks(api, ids)
+        assert {r["backend"] for r in records} == {"static:emu0", "static:emu1"}
+
+
+async def test_a_dropped_websocket_still_yields_a_completed_task(tmp_path: Path, redis_url, emulator):
+    emu = emulator("--node-seconds", "0.3")
+    settings = make_settings(tmp_path, redis_url, static_backends=static(emu))
+    async with running_daemon(settings) as api:
+        await asyncio.sleep(0.5)  # let the tracker connect first
+        emu.control(drop_ws_after_start=True)
+        task_id = (await api.post("/api/tasks", json={"prompt": basic_graph(color=99)})).json()["id"]
+        [task] = await wait_for_tasks(api, [task_id], timeout_s=20)
+        assert task["status"] == "completed" and len(task["outputs"]) == 1
+        assert emu.control()["drop_ws_after_start"] is False  # the drop really happened
+
+
+async def test_a_socket_taken_over_by_another_client_is_covered_by_the_watchdog(tmp_path: Path, redis_url, emulator):
+    """A second socket with our clientId silently takes over: our socket hears nothing more."""
+    emu = emulator("--node-seconds", "0.2")
+    settings = make_settings(tmp_path, redis_url, static_backends=static(emu), tracking={"silence_s": 1.0})
+    async with running_daemon(settings) as api:
+        async with aiohttp.ClientSession() as session:
+            client_id = await _tracker_client_id(api, emu)
+            async with session.ws_connect(f"ws://127.0.0.1:{emu.port}/ws?clientId={client_id}"):
+                task_id = (await api.post("/api/tasks", json={"prompt": basic_graph(color=5)})).json()["id"]
+                [task] = await wait_for_tasks(api, [task_id], timeout_s=20)
+        assert task["status"] == "completed" and len(task["outputs"]) == 1
+
+
+async def _tracker_client_id(api: httpx.AsyncClient, emu) -> str:
+    """Submit one prompt and read the client id the daemon used from the backend's history."""
+    task_id = (await api.post("/api/tasks", json={"prompt": basic_graph(color=1)})).json()["id"]
+    [task] = await wait_for_tasks(api, [task_id])
+    async with httpx.AsyncClient() as plain:
+        history = (await plain.get(f"{emu.url}/history/{task['prompt_id']}")).json()
+    return history[task["prompt_id"]]["prompt"][3]["client_id"]
+
+
+async def test_queued_tasks_survive_a_restart_and_run_afterwards(tmp_path: Path, redis_url, emulator):
+    settings = make_settings(tmp_path, redis_url, static_backends=[])
+    async with running_daemon(settings) as api:  # no backend: tasks wait
+        ids = [(await api.post("/api/tasks", json={"prompt": basic_graph(color=i)})).json()["id"] for i in range(3)]
+        assert (await api.get("/api/pool")).json()["queue_length"] == 3
+    emu = emulator()
+    settings = make_settings(tmp_path, redis_url, static_backends=static(emu))
+    async with running_daemon(settings) as api:
+        records = await wait_for_tasks(api, ids)
+        assert [r["status"] for r in records] == ["completed"] * 3
+        assert all(r["attempts"] == 1 for r in records)
