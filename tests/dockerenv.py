@@ -13,9 +13,10 @@ import shutil
 import subprocess
 import tarfile
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List
+from typing import Iterator, List
 
 import docker
 import docker.errors
@@ -36,8 +37,13 @@ class DockerEngine:
     def url(self) -> str:
         return f"unix://{self.root / 'docker.sock'}"
 
-    def client(self) -> docker.DockerClient:
-        return docker.DockerClient(base_url=self.url, timeout=120)
+    @contextmanager
+    def client(self) -> Iterator[docker.DockerClient]:
+        client = docker.DockerClient(base_url=self.url, timeout=120)
+        try:
+            yield client
+        finally:
+            client.close()
 
 
 def start_engine(name: str) -> DockerEngine:

@@ -1,0 +1,191 @@
+"""The Docker provider on two real Docker engines (two hosts), with the emulator image built from Debian packages."""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import io
+import os
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+from typing import Iterator
+
+import httpx
+import pytest
+import yaml
+
+from comfyart.config import DockerConfig
+from comfyart.policy import Placement
+from comfyart.providers.docker import DockerProvider
+from tests import dockerenv
+from tests.conftest import (ROOT, basic_graph, free_port, free_port_range, make_settings, running_daemon,
+                            wait_for_port, wait_for_tasks)
+
+pytestmark = pytest.mark.docker
+
+
+@pytest.fixture(scope="session")
+def engines() -> Iterator[dict]:
+    started = {name: dockerenv.start_engine(name) for name in ("a", "b")}
+    try:
+        tags = {}
+        for engine in started.values():
+            with engine.client() as client:
+                dockerenv.remove_test_containers(client)
+                tags[engine.name] = dockerenv.ensure_emulator_image(client)
+        assert len(set(tags.values())) == 1
+        yield {"engines": started, "image": tags["a"]}
+    finally:
+        for engine in started.values():
+            with engine.client() as client:
+                dockerenv.remove_test_containers(client)
+            dockerenv.stop_engine(engine)
+
+
+@pytest.fixture(autouse=True)
+def no_containers_left(engines: dict) -> Iterator[None]:
+    yield
+    for engine in engines["engines"].values():
+        with engine.client() as client:
+            dockerenv.remove_test_containers(client)
+
+
+def docker_section(engines: dict, *, gpus_b: list | None = None, leftovers: str = "adopt", size: int = 6) -> dict:
+    a, b = free_port_range(size), free_port_range(size)
+    return {
+        "image": engines["image"],
+        "command": ["python3", "-m", "comfyart.emulator", "--host", "{address}", "--port", "{port}",
+                    "--base-dir", "/tmp/emulator", "--node-seconds", "0.05"],
+        "network": "host", "startup_timeout": 60, "leftovers": leftovers,
+        "hosts": [{"name": "host-a", "url": engines["engines"]["a"].url, "address": "127.0.0.1", "ports": list(a)},
+                  {"name": "host-b", "url": engines["engines"]["b"].url, "address": "127.0.0.1", "ports": list(b),
+                   "gpus": gpus_b or []}],
+    }
+
+
+def container_file(engine: dockerenv.DockerEngine, container_name: str, path: str) -> bytes:
+    with engine.client() as client:
+        stream, _ = client.containers.get(container_name).get_archive(path)
+        with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as archive:
+            member = archive.getmembers()[0]
+            extracted = archive.extractfile(member)
+            assert extracted is not None
+            return extracted.read()
+
+
+async def test_twenty_tasks_complete_on_containers_spread_over_two_hosts(tmp_path: Path, redis_url, engines):
+    settings = make_settings(tmp_path, redis_url, docker=docker_section(engines),
+                             pool={"min_containers": 4, "max_containers": 4})
+    async with running_daemon(settings) as api:
+        ids = [(await api.post("/api/tasks", json={"prompt": basic_graph(color=i * 4099, prefix=f"t/{i}")})).json()["id"]
+               for i in range(20)]
+        records = await wait_for_tasks(api, ids, timeout_s=120)
+        assert [r["status"] for r in records] == ["completed"] * 20, [r["error"] for r in records]
+        pool = (await api.get("/api/pool")).json()
+        hosts = {b["host"] for b in pool["backends"] if b["status"] == "healthy"}
+        assert hosts == {"host-a", "host-b"}
+        assert len(pool["backends"]) == 4
+        assert {r["backend"].split(":")[1] for r in records} == {"host-a", "host-b"}
+        names = {b["id"]: b["name"] for b in pool["backends"]}
+        for record in records:
+            [output] = record["outputs"]
+            stored = settings.data_dir / "outputs" / output["path"]
+            assert hashlib.sha256(stored.read_bytes()).hexdigest() == output["sha256"]
+            engine = engines["engines"]["a" if ":host-a:" in record["backend"] else "b"]
+            written = container_file(engine, names[record["backend"]],
+                                     f"/tmp/emulator/output/{output['subfolder']}/{output['filename']}")
+            assert hashlib.sha256(written).hexdigest() == output["sha256"]
+        # the containers carry comfyart's labels and are pinned to nothing (no GPUs listed)
+        with engines["engines"]["a"].client() as client:
+            [one, *_] = client.containers.list(filters={"label": "comfyart.managed=true"})
+            assert one.labels["comfyart.instance"] == "main" and one.labels["comfyart.host"] == "host-a"
+            assert one.attrs["HostConfig"]["NetworkMode"] == "host"
+
+
+async def test_an_unsatisfiable_gpu_request_is_reported_clearly(tmp_path: Path, redis_url, engines):
+    settings = make_settings(tmp_path, redis_url, docker=docker_section(engines, gpus_b=[0]),
+                             pool={"min_containers": 2, "max_containers": 2})
+    async with running_daemon(settings) as api:
+        for _ in range(200):
+            pool = (await api.get("/api/pool")).json()
+            if pool["recent_errors"]:
+                break
+            await asyncio.sleep(0.1)
+        [error, *_] = pool["recent_errors"]
+        assert error["host"] == "host-b"
+        assert "failed to start" in error["error"] and "gpu" in error["error"].lower()
+        assert not [b for b in pool["backends"] if b["host"] == "host-b"]  # removed, not left half-started
+    with engines["engines"]["b"].client() as client:
+        assert client.containers.list(all=True, filters={"label": "comfyart.managed=true"}) == []
+
+
+def test_the_create_call_carries_the_gpu_request_and_pinning():
+    provider = DockerProvider(DockerConfig(image="img", hosts=[{"name": "h", "ports": [9000, 9001], "gpus": [3]}]),
+                              instance="main")
+    options = provider.container_options(Placement("h", 9000, 3), "127.0.0.1")
+    [request] = options["device_requests"]
+    assert request["DeviceIDs"] == ["3"] and request["Capabilities"] == [["gpu"]]
+    assert options["environment"]["NVIDIA_VISIBLE_DEVICES"] == "3"
+    assert options["environment"]["CUDA_VISIBLE_DEVICES"] == "0"
+    assert options["labels"]["comfyart.gpu"] == "3" and options["network_mode"] == "host"
+    assert options["command"][-1] == "9000"
+
+
+def _serve(config_path: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "comfyart", "serve", "--config", str(config_path)], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+
+
+def _wait_for_healthy(port: int, count: int, timeout_s: float = 90) -> dict:
+    deadline = time.monotonic() + timeout_s
+    wait_for_port(port, timeout_s=timeout_s)
+    while time.monotonic() < deadline:
+        pool = httpx.get(f"http://127.0.0.1:{port}/api/pool", timeout=10).json()
+        if sum(b["status"] == "healthy" for b in pool["backends"]) >= count:
+            return pool
+        time.sleep(0.2)
+    raise AssertionError(f"fewer than {count} healthy backends: {pool}")
+
+
+@pytest.mark.parametrize("mode", ["remove", "adopt"])
+def test_leftovers_of_a_killed_run_are_cleaned_or_adopted(tmp_path: Path, redis_url, engines, mode):
+    port = free_port()
+    config = {"server": {"port": port}, "redis": {"url": redis_url}, "data_dir": str(tmp_path / "data"),
+              "docker": docker_section(engines, leftovers=mode), "pool": {"min_containers": 2, "max_containers": 2,
+                                                                          "health_interval_s": 0.5}}
+    config_path = tmp_path / "comfyart.yaml"
+    config_path.write_text(yaml.safe_dump(config))
+    first = _serve(config_path)
+    try:
+        before = {b["id"]: b["name"] for b in _wait_for_healthy(port, 2)["backends"]}
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait()
+    managed = {"label": "comfyart.managed=true"}
+    with engines["engines"]["a"].client() as a, engines["engines"]["b"].client() as b:
+        ids_before = {c.id for c in a.containers.list(filters=managed) + b.containers.list(filters=managed)}
+    assert len(ids_before) == 2  # the killed run left its containers behind
+    second = _serve(config_path)
+    try:
+        after = _wait_for_healthy(port, 2)
+        with engines["engines"]["a"].client() as a, engines["engines"]["b"].client() as b:
+            ids_after = {c.id for c in a.containers.list(all=True, filters=managed) +
+                         b.containers.list(all=True, filters=managed)}
+        assert len(after["backends"]) == 2
+        if mode == "adopt":
+            assert ids_after == ids_before and {b["id"] for b in after["backends"]} == set(before)
+        else:
+            assert not ids_after & ids_before and len(ids_after) == 2
+        task = httpx.post(f"http://127.0.0.1:{port}/api/tasks", json={"prompt": basic_graph()}).json()
+        for _ in range(200):
+            record = httpx.get(f"http://127.0.0.1:{port}/api/tasks/{task['id']}").json()
+            if record["status"] == "completed":
+                break
+            time.sleep(0.1)
+        assert record["status"] == "completed"
+    finally:
+        second.send_signal(signal.SIGTERM)
+        second.wait(60)
