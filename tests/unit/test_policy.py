@@ -1,0 +1,89 @@
+from __future__ import annotations
+
+import pytest
+
+from comfyart.policy import (AfterUncertainSubmit, BackendLoad, HostView, Placement, after_uncertain_submit,
+                             choose_backend, containers_to_start, place_container, prompt_progress,
+                             should_fail_after_attempts)
+
+
+def host(name, ports=(100, 102), gpus=(), used_ports=(), used_gpus=(), containers=None, available=True):
+    return HostView(name, ports, tuple(gpus), frozenset(used_ports), frozenset(used_gpus),
+                    len(used_ports) if containers is None else containers, available)
+
+
+@pytest.mark.parametrize("hosts, expected", [
+    pytest.param([host("a")], Placement("a", 100, None), id="first free port"),
+    pytest.param([host("a", used_ports=[100])], Placement("a", 101, None), id="skips a used port"),
+    pytest.param([host("a", used_ports=[100]), host("b")], Placement("b", 100, None), id="fewest containers wins"),
+    pytest.param([host("a"), host("b")], Placement("a", 100, None), id="tie goes to the first host"),
+    pytest.param([host("a", used_ports=[100, 101, 102]), host("b", used_ports=[100, 101])],
+                 Placement("b", 102, None), id="a full host is skipped even with fewer... containers"),
+    pytest.param([host("a", used_ports=[100, 101, 102])], None, id="no free port anywhere"),
+    pytest.param([host("a", gpus=[0, 1], used_ports=[100], used_gpus=[0])], Placement("a", 101, 1),
+                 id="next free gpu"),
+    pytest.param([host("a", gpus=[0], used_ports=[100], used_gpus=[0]), host("b", gpus=[3], used_ports=[100, 101],
+                                                                             used_gpus=[])],
+                 Placement("b", 102, 3), id="a host without a free gpu is full"),
+    pytest.param([host("a", gpus=[0], used_ports=[100], used_gpus=[0])], None, id="gpus exhausted"),
+    pytest.param([host("a", available=False), host("b", used_ports=[100, 101])], Placement("b", 102, None),
+                 id="an unavailable host is skipped"),
+    pytest.param([], None, id="no hosts"),
+])
+def test_place_container(hosts, expected):
+    assert place_container(hosts) == expected
+
+
+def load(id, inflight=0, healthy=True, vram=None, accepting=True):
+    return BackendLoad(id, healthy, inflight, vram, accepting)
+
+
+@pytest.mark.parametrize("backends, max_inflight, expected", [
+    pytest.param([load("a", 1), load("b", 0)], 2, "b", id="fewest in flight"),
+    pytest.param([load("a", 0, healthy=False), load("b", 1)], 2, "b", id="unhealthy skipped"),
+    pytest.param([load("a", 1), load("b", 1)], 1, None, id="all full"),
+    pytest.param([load("a", 0, vram=10), load("b", 0, vram=20)], 1, "b", id="tie: most free vram"),
+    pytest.param([load("a", 0), load("b", 0)], 1, "a", id="tie: first listed"),
+    pytest.param([load("a", 0, accepting=False), load("b", 0)], 1, "b", id="not accepting skipped"),
+    pytest.param([], 1, None, id="empty pool"),
+    pytest.param([load("a", 3), load("b", 2)], 4, "b", id="deeper slots"),
+])
+def test_choose_backend(backends, max_inflight, expected):
+    assert choose_backend(backends, max_inflight) == expected
+
+
+@pytest.mark.parametrize("active, minimum, maximum, free, expected", [
+    (0, 2, 4, 10, 2), (1, 2, 4, 10, 1), (2, 2, 4, 10, 0), (3, 2, 4, 10, 0),
+    (0, 5, 3, 10, 3), (0, 2, 4, 1, 1), (0, 0, 4, 10, 0), (0, 2, 4, 0, 0),
+])
+def test_containers_to_start(active, minimum, maximum, free, expected):
+    assert containers_to_start(active=active, min_containers=minimum, max_containers=maximum,
+                               free_slots=free) == expected
+
+
+@pytest.mark.parametrize("in_history, in_queue, expected", [
+    (True, False, AfterUncertainSubmit.TRACK), (False, True, AfterUncertainSubmit.TRACK),
+    (True, True, AfterUncertainSubmit.TRACK), (False, False, AfterUncertainSubmit.RESUBMIT),
+])
+def test_after_uncertain_submit_never_submits_a_known_prompt_again(in_history, in_queue, expected):
+    assert after_uncertain_submit(in_history=in_history, in_queue=in_queue) is expected
+
+
+@pytest.mark.parametrize("attempts, maximum, expected", [(0, 3, False), (2, 3, False), (3, 3, True), (4, 3, True)])
+def test_should_fail_after_attempts(attempts, maximum, expected):
+    assert should_fail_after_attempts(attempts, maximum) is expected
+
+
+@pytest.mark.parametrize("total, cached, finished, step, step_max, expected", [
+    (0, 0, 0, None, None, 0.0),
+    (4, 0, 0, None, None, 0.0),
+    (4, 2, 0, None, None, 0.5),
+    (4, 0, 1, 10, 20, 0.375),
+    (4, 0, 3, 20, 20, 1.0),
+    (4, 4, 4, None, None, 1.0),
+    (3, 0, 0, 5, 0, 0.0),
+    (2, 0, 0, 30, 20, 0.5),
+])
+def test_prompt_progress(total, cached, finished, step, step_max, expected):
+    assert prompt_progress(total_nodes=total, cached_nodes=cached, finished_nodes=finished, step=step,
+                           step_max=step_max) == expected
