@@ -99,6 +99,14 @@ class TaskStore:
         self.redis = client
         self.prefix = prefix
         self._transition = client.register_script(_TRANSITION)
+        self._last_id = 0
+
+    def _new_id(self) -> TaskId:
+        """A ULID greater than every one this store minted before: ids sort in creation order even within
+        one millisecond, which keeps listings and the queue in submission order."""
+        value = max(int(ulid.new()), self._last_id + 1)
+        self._last_id = value
+        return TaskId(str(ulid.from_int(value)))
 
     # ------------------------------------------------------------------ keys
     def _task_key(self, task_id: str) -> str:
@@ -122,7 +130,7 @@ class TaskStore:
     # ------------------------------------------------------------------ records
     async def create(self, prompt: Dict[str, Any]) -> Task:
         created = now_ms()
-        task_id = TaskId(str(ulid.new()))
+        task_id = self._new_id()
         fields = {"id": task_id, "status": TaskStatus.PENDING, "created_ms": created, "updated_ms": created,
                   "prompt": prompt, "progress": 0.0, "attempts": 0}
         with map_redis_errors():

@@ -1,0 +1,136 @@
+"""ComfyUI as local subprocesses: the demo configuration, failed starts, and leftovers of a killed run."""
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import yaml
+
+from tests.conftest import (ROOT, basic_graph, free_port, free_port_range, make_settings, running_daemon,
+                            text_to_image_graph, wait_for_port, wait_for_tasks)
+
+
+def processes(ports: tuple, *extra: str, gpus: list | None = None) -> dict:
+    return {"command": ["{python}", "-m", "comfyart.emulator", "--host", "{address}", "--port", "{port}", *extra],
+            "address": "127.0.0.1", "ports": list(ports), "gpus": gpus or [], "startup_timeout": 20}
+
+
+async def test_min_containers_processes_run_tasks_and_stop_with_the_daemon(tmp_path: Path, redis_url):
+    ports = free_port_range(4)
+    settings = make_settings(tmp_path, redis_url, processes=processes(ports, gpus=[0, 1]),
+                             pool={"min_containers": 2, "max_containers": 2})
+    async with running_daemon(settings) as api:
+        for _ in range(100):
+            pool = (await api.get("/api/pool")).json()
+            if sum(b["status"] == "healthy" for b in pool["backends"]) == 2:
+                break
+            await asyncio.sleep(0.1)
+        backends = pool["backends"]
+        assert sorted(b["gpu"] for b in backends) == [0, 1] and all(b["kind"] == "process" for b in backends)
+        # the emulator reports the GPU it was pinned to through CUDA_VISIBLE_DEVICES
+        stats = httpx.get(backends[0]["url"] + "/system_stats").json()
+        assert stats["devices"][0]["type"] == "cuda" and f"GPU {backends[0]['gpu']}" in stats["devices"][0]["name"]
+        ids = [(await api.post("/api/tasks", json={"prompt": text_to_image_graph(seed=i)})).json()["id"]
+               for i in range(4)]
+        records = await wait_for_tasks(api, ids)
+        assert [r["status"] for r in records] == ["completed"] * 4
+        assert all(r["outputs"][0]["content_type"] == "image/png" for r in records)
+        pids = list((settings.data_dir / "processes").glob("*.json"))
+        assert len(pids) == 2
+    for backend in backends:  # a clean stop stops the processes it started
+        port = int(backend["port"])
+        with __import__("socket").socket() as probe:
+            assert probe.connect_ex(("127.0.0.1", port)) != 0
+    assert list((settings.data_dir / "processes").glob("*.json")) == []
+
+
+async def test_a_backend_that_exits_at_start_is_reported_with_its_last_log_lines(tmp_path: Path, redis_url):
+    ports = free_port_range(2)
+    broken = {"command": ["{python}", "-c", "import sys; print('boom: no model found'); sys.exit(3)"],
+              "ports": list(ports), "startup_timeout": 10}
+    settings = make_settings(tmp_path, redis_url, processes=broken, pool={"min_containers": 1, "max_containers": 1})
+    async with running_daemon(settings) as api:
+        for _ in range(100):
+            pool = (await api.get("/api/pool")).json()
+            if pool["recent_errors"]:
+                break
+            await asyncio.sleep(0.1)
+    [error, *_] = pool["recent_errors"]
+    assert "exited with code 3" in error["error"] and "boom: no model found" in error["error"]
+    assert pool["backends"] == []
+
+
+async def test_a_backend_that_never_answers_times_out(tmp_path: Path, redis_url):
+    ports = free_port_range(2)
+    silent = {"command": ["{python}", "-c", "import time; print('loading...', flush=True); time.sleep(60)"],
+              "ports": list(ports), "startup_timeout": 1.5}
+    settings = make_settings(tmp_path, redis_url, processes=silent, pool={"min_containers": 1, "max_containers": 1})
+    async with running_daemon(settings) as api:
+        for _ in range(100):
+            pool = (await api.get("/api/pool")).json()
+            if pool["recent_errors"]:
+                break
+            await asyncio.sleep(0.1)
+    [error, *_] = pool["recent_errors"]
+    assert "did not answer /system_stats within 1.5 s" in error["error"] and "loading..." in error["error"]
+
+
+def test_a_process_left_by_a_killed_daemon_is_adopted_at_the_next_start(tmp_path: Path, redis_url):
+    port = free_port()
+    ports = free_port_range(2)
+    config = {"server": {"port": port}, "redis": {"url": redis_url}, "data_dir": str(tmp_path / "data"),
+              "processes": processes(ports), "pool": {"min_containers": 1, "max_containers": 1,
+                                                      "health_interval_s": 0.5}}
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(config))
+
+    def serve() -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-m", "comfyart", "serve", "--config", str(path)], cwd=ROOT,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+
+    def healthy_pid() -> int:
+        wait_for_port(port)
+        for _ in range(200):
+            backends = httpx.get(f"http://127.0.0.1:{port}/api/pool").json()["backends"]
+            if backends and backends[0]["status"] == "healthy":
+                break
+            time.sleep(0.1)
+        [pid_file] = (tmp_path / "data" / "processes").glob("*.json")
+        return int(yaml.safe_load(pid_file.read_text())["pid"])
+
+    first = serve()
+    try:
+        orphan = healthy_pid()
+    finally:
+        os.kill(first.pid, signal.SIGKILL)  # the daemon only: its emulator child survives in its own session
+        first.wait()
+    assert _alive(orphan)
+    second = serve()
+    try:
+        assert healthy_pid() == orphan  # adopted, not restarted
+        task = httpx.post(f"http://127.0.0.1:{port}/api/tasks", json={"prompt": basic_graph()}).json()
+        for _ in range(100):
+            record = httpx.get(f"http://127.0.0.1:{port}/api/tasks/{task['id']}").json()
+            if record["status"] == "completed":
+                break
+            time.sleep(0.1)
+        assert record["status"] == "completed"
+    finally:
+        second.send_signal(signal.SIGTERM)
+        second.wait(30)
+    assert not _alive(orphan)  # the clean stop stopped the adopted process too
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as stat:
+        return stat.read().split()[2] != "Z"
