@@ -99,7 +99,8 @@ def base_tarball() -> Path:
     tarball = CACHE / "debian-bookworm-emulator-base.tar"
     if not tarball.exists():
         partial = tarball.with_suffix(".partial")
-        subprocess.run(["mmdebstrap", "--variant=apt", f"--include={BASE_PACKAGES}", "bookworm", str(partial)],
+        subprocess.run(["mmdebstrap", "--variant=apt", "--format=tar", f"--include={BASE_PACKAGES}", "bookworm",
+                        str(partial)],
                        check=True, stdout=subprocess.DEVNULL)
         partial.rename(tarball)
     return tarball

@@ -17,9 +17,6 @@ import httpx
 import pytest
 import yaml
 
-from comfyart.config import DockerConfig
-from comfyart.policy import Placement
-from comfyart.providers.docker import DockerProvider
 from tests import dockerenv
 from tests.conftest import (ROOT, basic_graph, free_port, free_port_range, make_settings, running_daemon,
                             wait_for_port, wait_for_tasks)
@@ -120,18 +117,6 @@ async def test_an_unsatisfiable_gpu_request_is_reported_clearly(tmp_path: Path, 
         assert not [b for b in pool["backends"] if b["host"] == "host-b"]  # removed, not left half-started
     with engines["engines"]["b"].client() as client:
         assert client.containers.list(all=True, filters={"label": "comfyart.managed=true"}) == []
-
-
-def test_the_create_call_carries_the_gpu_request_and_pinning():
-    provider = DockerProvider(DockerConfig(image="img", hosts=[{"name": "h", "ports": [9000, 9001], "gpus": [3]}]),
-                              instance="main")
-    options = provider.container_options(Placement("h", 9000, 3), "127.0.0.1")
-    [request] = options["device_requests"]
-    assert request["DeviceIDs"] == ["3"] and request["Capabilities"] == [["gpu"]]
-    assert options["environment"]["NVIDIA_VISIBLE_DEVICES"] == "3"
-    assert options["environment"]["CUDA_VISIBLE_DEVICES"] == "0"
-    assert options["labels"]["comfyart.gpu"] == "3" and options["network_mode"] == "host"
-    assert options["command"][-1] == "9000"
 
 
 def _serve(config_path: Path) -> subprocess.Popen:

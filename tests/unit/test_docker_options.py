@@ -1,0 +1,28 @@
+"""The Docker provider's create call, read without an engine."""
+from __future__ import annotations
+
+from comfyart.config import DockerConfig
+from comfyart.policy import Placement
+from comfyart.providers.docker import DockerProvider
+
+
+def test_the_create_call_carries_the_gpu_request_and_pinning():
+    provider = DockerProvider(DockerConfig(image="img", hosts=[{"name": "h", "ports": [9000, 9001], "gpus": [3]}]),
+                              instance="main")
+    options = provider.container_options(Placement("h", 9000, 3), "127.0.0.1")
+    [request] = options["device_requests"]
+    assert request["DeviceIDs"] == ["3"] and request["Capabilities"] == [["gpu"]]
+    assert options["environment"]["NVIDIA_VISIBLE_DEVICES"] == "3"
+    assert options["environment"]["CUDA_VISIBLE_DEVICES"] == "0"
+    assert options["labels"]["comfyart.gpu"] == "3" and options["network_mode"] == "host"
+    assert options["command"][-1] == "9000"
+
+
+def test_bridge_networking_publishes_the_container_port_on_the_host_port():
+    config = DockerConfig(image="img", network="bridge", container_port=8188,
+                          hosts=[{"name": "h", "address": "127.0.0.5", "ports": [9000, 9001]}])
+    options = DockerProvider(config, instance="x").container_options(Placement("h", 9001, None), "127.0.0.5")
+    assert options["ports"] == {"8188/tcp": ("127.0.0.5", 9001)}
+    assert "network_mode" not in options and "device_requests" not in options
+    assert options["command"][-3:] == ["0.0.0.0", "--port", "8188"]
+    assert options["name"] == "comfyart-x-h-9001"
