@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Set
+from typing import Any, Dict, List, Optional, Set, Tuple
 
 import aiohttp
 from loguru import logger
@@ -47,7 +47,7 @@ class Tracker:
         self.session = session
         self.client_id = f"comfyart-{uuid.uuid4().hex[:16]}"
         self.prompts: Dict[str, PromptState] = {}
-        self._watchers: Dict[str, asyncio.Task] = {}
+        self._watchers: Dict[str, Tuple[Backend, asyncio.Task]] = {}
         pool.on_lost = self.backend_lost
 
     # ------------------------------------------------------------------ bookkeeping
@@ -70,14 +70,16 @@ class Tracker:
         await self.recover()
         async with asyncio.TaskGroup() as watchers:
             while True:
-                for backend in self.pool.healthy():
-                    if backend.id not in self._watchers or self._watchers[backend.id].done():
-                        self._watchers[backend.id] = watchers.create_task(self._follow(backend),
-                                                                          name=f"follow {backend.id}")
-                for backend_id, task in list(self._watchers.items()):
-                    if backend_id not in self.pool.backends:
+                # a backend id can come back as a new backend (a replacement on the same port): watchers are
+                # per Backend object, never per id
+                for backend_id, (backend, task) in list(self._watchers.items()):
+                    if self.pool.backends.get(backend_id) is not backend or task.done():
                         task.cancel()
                         del self._watchers[backend_id]
+                for backend in self.pool.healthy():
+                    if backend.id not in self._watchers:
+                        task = watchers.create_task(self._follow(backend), name=f"follow {backend.id}")
+                        self._watchers[backend.id] = (backend, task)
                 await self.pool.wait_changed(1.0)
 
     async def recover(self) -> None:
@@ -99,7 +101,7 @@ class Tracker:
     async def _follow(self, backend: Backend) -> None:
         """One WebSocket per backend, reconnected until the backend leaves the pool."""
         delay = 0.2
-        while backend.id in self.pool.backends:
+        while self.pool.backends.get(backend.id) is backend:
             try:
                 async with self.session.ws_connect(backend.client.ws_url(self.client_id), heartbeat=30,
                                                    max_msg_size=64 << 20) as ws:

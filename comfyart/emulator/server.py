@@ -7,7 +7,8 @@ prompt's ``client_id``; ``status`` is broadcast; history is written before the f
 Behaviour for tests is set with CLI flags or at run time through ``POST /emulator/control``:
 ``fail_node_types`` (raise in those node types), ``crash_on_prompt`` (exit the process when the next prompt
 starts), ``hang`` (the next node never finishes), ``drop_ws_after_start`` (close every socket once the next
-prompt has started), ``node_s`` and ``step_s`` (durations).
+prompt has started), ``drop_prompt_answers`` (queue the next N prompts but lose the answer), ``refuse_prompts``
+(answer the next N prompts with HTTP 500, unqueued), ``node_s`` and ``step_s`` (durations).
 """
 from __future__ import annotations
 
@@ -50,6 +51,8 @@ class Behaviour:
     hang: bool = False
     drop_ws_after_start: bool = False
     model_load_s: float = 0.0
+    drop_prompt_answers: int = 0  # queue the next N prompts but cut the connection instead of answering
+    refuse_prompts: int = 0  # answer the next N POST /prompt with HTTP 500 without queueing them
 
     def update(self, changes: Dict[str, Any]) -> None:
         for key, value in changes.items():
@@ -492,6 +495,9 @@ def build_app(emu: Emulator) -> web.Application:
             return _failure()
         if not isinstance(body, dict):
             return _failure()
+        if emu.behaviour.refuse_prompts > 0:
+            emu.behaviour.refuse_prompts -= 1
+            return _failure()
         if "number" in body:
             number: float = float(body["number"])
         else:
@@ -516,6 +522,11 @@ def build_app(emu: Emulator) -> web.Application:
             extra_data["client_id"] = body["client_id"]
         emu.enqueue(QueueItem(number, prompt_id, prompt, extra_data, outputs))
         await emu.broadcast_status()
+        if emu.behaviour.drop_prompt_answers > 0:
+            emu.behaviour.drop_prompt_answers -= 1
+            if request.transport is not None:
+                request.transport.close()  # the prompt is queued, but its answer is lost on the way
+            raise ConnectionResetError("answer dropped on purpose")
         return web.json_response({"prompt_id": prompt_id, "number": number, "node_errors": node_errors})
 
     @routes.get("/queue")

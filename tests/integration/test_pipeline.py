@@ -147,3 +147,42 @@ async def test_queued_tasks_survive_a_restart_and_run_afterwards(tmp_path: Path,
         records = await wait_for_tasks(api, ids)
         assert [r["status"] for r in records] == ["completed"] * 3
         assert all(r["attempts"] == 1 for r in records)
+
+
+async def test_a_lost_answer_to_post_prompt_is_settled_by_lookup_not_by_resubmitting(tmp_path: Path, redis_url,
+                                                                                       emulator):
+    emu = emulator("--node-seconds", "0.2")
+    emu.control(drop_prompt_answers=1)
+    settings = make_settings(tmp_path, redis_url, static_backends=static(emu))
+    async with running_daemon(settings) as api:
+        task_id = (await api.post("/api/tasks", json={"prompt": basic_graph(color=77)})).json()["id"]
+        [task] = await wait_for_tasks(api, [task_id], timeout_s=30)
+    assert emu.control()["drop_prompt_answers"] == 0  # the answer really was lost
+    assert task["status"] == "completed" and task["attempts"] == 1
+    async with httpx.AsyncClient() as plain:
+        history = (await plain.get(emu.url + "/history")).json()
+    assert list(history) == [task["prompt_id"]]  # it ran exactly once
+
+
+async def test_a_prompt_the_backend_never_queued_is_submitted_again(tmp_path: Path, redis_url, emulator):
+    emu = emulator()
+    emu.control(refuse_prompts=1)
+    settings = make_settings(tmp_path, redis_url, static_backends=static(emu))
+    async with running_daemon(settings) as api:
+        task_id = (await api.post("/api/tasks", json={"prompt": basic_graph(color=78)})).json()["id"]
+        [task] = await wait_for_tasks(api, [task_id], timeout_s=30)
+    assert task["status"] == "completed" and task["attempts"] == 2
+    async with httpx.AsyncClient() as plain:
+        history = (await plain.get(emu.url + "/history")).json()
+    assert list(history) == [task["prompt_id"]]
+
+
+async def test_a_backend_that_keeps_refusing_fails_the_task_after_max_attempts(tmp_path: Path, redis_url, emulator):
+    emu = emulator()
+    emu.control(refuse_prompts=10)
+    settings = make_settings(tmp_path, redis_url, static_backends=static(emu), tracking={"max_submit_attempts": 2})
+    async with running_daemon(settings) as api:
+        task_id = (await api.post("/api/tasks", json={"prompt": basic_graph(color=79)})).json()["id"]
+        [task] = await wait_for_tasks(api, [task_id], timeout_s=30)
+    assert task["status"] == "failed" and task["attempts"] == 2
+    assert "gave up after 2 attempts" in task["error"] and "HTTP 500" in task["error"]

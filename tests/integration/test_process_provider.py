@@ -134,3 +134,26 @@ def _alive(pid: int) -> bool:
         return False
     with open(f"/proc/{pid}/stat") as stat:
         return stat.read().split()[2] != "Z"
+
+
+async def test_a_backend_that_crashes_mid_task_loses_no_task(tmp_path: Path, redis_url):
+    ports = free_port_range(6)
+    settings = make_settings(tmp_path, redis_url, processes=processes(ports, "--node-seconds", "0.1"),
+                             pool={"min_containers": 2, "max_containers": 2})
+    async with running_daemon(settings) as api:
+        for _ in range(100):
+            pool = (await api.get("/api/pool")).json()
+            if sum(b["status"] == "healthy" for b in pool["backends"]) == 2:
+                break
+            await asyncio.sleep(0.1)
+        doomed = pool["backends"][0]
+        httpx.post(doomed["url"] + "/emulator/control", json={"crash_on_prompt": True}).raise_for_status()
+        ids = [(await api.post("/api/tasks", json={"prompt": basic_graph(color=i)})).json()["id"] for i in range(6)]
+        records = await wait_for_tasks(api, ids, timeout_s=60)
+        assert [r["status"] for r in records] == ["completed"] * 6
+        assert any(r["attempts"] == 2 for r in records)  # the crashed backend's task ran again elsewhere
+        pool = (await api.get("/api/pool")).json()
+        same_id = [b for b in pool["backends"] if b["id"] == doomed["id"]]
+        assert all(b["created_ms"] != doomed["created_ms"] for b in same_id)  # a replacement, if any
+        assert len(pool["backends"]) == 2  # min_containers is kept up
+        assert any("exited with code 3" in e["error"] for e in pool["recent_errors"])
