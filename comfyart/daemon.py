@@ -26,7 +26,7 @@ from .providers.process import ProcessProvider
 from .store import TaskStore, map_redis_errors
 from .tracker import Tracker
 
-GRACEFUL_SHUTDOWN_S = 5.0
+GRACEFUL_SHUTDOWN_S = 5
 
 
 class _Stopping(Exception):

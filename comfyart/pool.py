@@ -14,7 +14,7 @@ from loguru import logger
 
 from .comfy.client import ComfyClient
 from .config import PoolConfig, StaticBackendConfig
-from .errors import BackendUnavailable, ComfyartError, DockerUnavailable
+from .errors import BackendUnavailable, ComfyartError, ContainerFailed, DockerUnavailable
 from .models import BackendState
 from .policy import BackendLoad, HostView, Placement, containers_to_start, place_container
 from .providers.base import Provider, Spawned
@@ -248,7 +248,7 @@ class Pool:
             self._tasks.create_task(self._launch(backend, provider, placement), name=f"launch {backend.id}")
 
     def _place(self) -> Optional[tuple]:
-        candidates = []
+        candidates: List[tuple] = []
         for provider in self.providers:
             placement = place_container(self.host_views(provider))
             if placement is not None:
@@ -275,8 +275,10 @@ class Pool:
             backend.spawned = await provider.spawn(placement)
             backend.name = backend.spawned.name
             failure = await self._wait_until_up(backend, provider)
+        except ContainerFailed as exc:
+            failure = str(exc) + (f"; last log lines:\n{exc.last_logs}" if exc.last_logs else "")
         except ComfyartError as exc:
-            failure = str(exc) + (f"; last log lines:\n{exc.last_logs}" if getattr(exc, "last_logs", "") else "")
+            failure = str(exc)
         if failure is None:
             self._spawn_failures = 0
             backend.state = BackendState.HEALTHY
@@ -322,7 +324,7 @@ class Pool:
     def describe(self) -> Dict[str, Any]:
         hosts = []
         for provider in self.providers:
-            for host, view in zip(provider.hosts, self.host_views(provider)):
+            for host, view in zip(provider.hosts, self.host_views(provider), strict=True):
                 hosts.append({"name": host.name, "kind": provider.kind, "address": host.address,
                               "ports": list(host.ports), "gpus": list(host.gpus), "containers": view.containers,
                               "down": self.hosts_down.get(host.name)})

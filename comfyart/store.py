@@ -41,7 +41,8 @@ elseif not string.find(',' .. allowed .. ',', ',' .. current .. ',', 1, true) th
 end
 local new = ARGV[3]
 for i = 5, #ARGV, 2 do
-  if ARGV[i + 1] == '\\0' then redis.call('HDEL', KEYS[1], ARGV[i]) else redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+  if ARGV[i + 1] == '\\0' then redis.call('HDEL', KEYS[1], ARGV[i])
+  else redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
 end
 redis.call('HSET', KEYS[1], 'updated_ms', ARGV[4])
 if new ~= '' and new ~= current then

@@ -34,24 +34,28 @@ class ComfyClient:
         return self.base_url.replace("http", "ws", 1) + f"/ws?clientId={client_id}"
 
     async def _get_json(self, path: str, *, timeout: Optional[aiohttp.ClientTimeout] = None) -> Any:
-        async with map_http_errors(f"GET {path}"):
-            async with self.session.get(self.base_url + path, timeout=timeout or self.timeout) as response:
-                if response.status != 200:
-                    raise BackendUnavailable(f"GET {path} answered HTTP {response.status}")
-                return await response.json(content_type=None)
+        async with (
+            map_http_errors(f"GET {path}"),
+            self.session.get(self.base_url + path, timeout=timeout or self.timeout) as response,
+        ):
+            if response.status != 200:
+                raise BackendUnavailable(f"GET {path} answered HTTP {response.status}")
+            return await response.json(content_type=None)
 
     async def submit(self, prompt: Dict[str, Any], *, client_id: str, prompt_id: str) -> Dict[str, Any]:
         """POST /prompt. Raises PromptRejected on a validation failure, BackendUnavailable when the answer is
         lost or garbled (the prompt may or may not have been queued: look it up before submitting again)."""
         body = {"prompt": prompt, "client_id": client_id, "prompt_id": prompt_id}
-        async with map_http_errors("POST /prompt"):
-            async with self.session.post(self.base_url + "/prompt", json=body, timeout=self.timeout) as response:
-                payload = await response.json(content_type=None) if response.status in (200, 400) else None
-                if response.status == 400 and isinstance(payload, dict):
-                    raise PromptRejected(payload.get("error"), payload.get("node_errors") or {})
-                if response.status != 200 or not isinstance(payload, dict):
-                    raise BackendUnavailable(f"POST /prompt answered HTTP {response.status}")
-                return payload
+        async with (
+            map_http_errors("POST /prompt"),
+            self.session.post(self.base_url + "/prompt", json=body, timeout=self.timeout) as response,
+        ):
+            payload = await response.json(content_type=None) if response.status in (200, 400) else None
+            if response.status == 400 and isinstance(payload, dict):
+                raise PromptRejected(payload.get("error"), payload.get("node_errors") or {})
+            if response.status != 200 or not isinstance(payload, dict):
+                raise BackendUnavailable(f"POST /prompt answered HTTP {response.status}")
+            return payload
 
     async def history(self, prompt_id: str) -> Optional[Dict[str, Any]]:
         """The history entry of one prompt, or None while it is unknown or unfinished."""
@@ -80,16 +84,18 @@ class ComfyClient:
         partial = destination + ".part"
         digest = hashlib.sha256()
         size = 0
-        async with map_http_errors(f"GET /view {ref.filename}"):
-            async with self.session.get(f"{self.base_url}/view?{query}",
-                                        timeout=aiohttp.ClientTimeout(total=timeout_s)) as response:
-                if response.status != 200:
-                    raise BackendUnavailable(f"GET /view {ref.filename} answered HTTP {response.status}")
-                content_type = response.headers.get("Content-Type", "application/octet-stream").split(";")[0]
-                with open(partial, "wb") as out:
-                    async for chunk in response.content.iter_chunked(1 << 16):
-                        out.write(chunk)
-                        digest.update(chunk)
-                        size += len(chunk)
+        deadline = aiohttp.ClientTimeout(total=timeout_s)
+        async with (
+            map_http_errors(f"GET /view {ref.filename}"),
+            self.session.get(f"{self.base_url}/view?{query}", timeout=deadline) as response,
+        ):
+            if response.status != 200:
+                raise BackendUnavailable(f"GET /view {ref.filename} answered HTTP {response.status}")
+            content_type = response.headers.get("Content-Type", "application/octet-stream").split(";")[0]
+            with open(partial, "wb") as out:
+                async for chunk in response.content.iter_chunked(1 << 16):
+                    out.write(chunk)
+                    digest.update(chunk)
+                    size += len(chunk)
         os.replace(partial, destination)
         return size, digest.hexdigest(), content_type

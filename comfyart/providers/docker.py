@@ -114,8 +114,11 @@ class DockerProvider:
             except docker.errors.APIError as exc:
                 logs = _logs_of(client, name)
                 _remove_by_name(client, name)
-                raise ContainerFailed(f"container {name} on {placement.host} failed to start: {_explain(exc)}",
-                                      logs) from exc
+                reason = _explain(exc)
+                if "capabilities: [[gpu]]" in reason:
+                    reason += (f" (GPU {placement.gpu} was requested: is the NVIDIA container toolkit installed "
+                               f"on {placement.host}?)")
+                raise ContainerFailed(f"container {name} on {placement.host} failed to start: {reason}", logs) from exc
 
         container = await self._call(placement.host, create_and_start)
         return Spawned("docker", placement.host, address, placement.port, placement.gpu, container.id, name,
@@ -145,7 +148,7 @@ class DockerProvider:
         found: List[Spawned] = []
         for host in self._hosts:
             filters = {"label": [f"{LABEL_MANAGED}=true", f"{LABEL_INSTANCE}={self.instance}"]}
-            containers = await self._call(host.name, lambda c: c.containers.list(all=True, filters=filters))
+            containers = await self._call(host.name, functools.partial(_list_containers, filters=filters))
             for container in containers:
                 labels = container.labels
                 gpu = labels.get("comfyart.gpu")
@@ -164,6 +167,10 @@ class DockerProvider:
             executor.shutdown(wait=False, cancel_futures=True)
         for client in self._clients.values():
             client.close()
+
+
+def _list_containers(client: docker.DockerClient, filters: Dict[str, Any]) -> List[Any]:
+    return client.containers.list(all=True, filters=filters)
 
 
 def _remove_by_name(client: docker.DockerClient, name: str) -> None:

@@ -86,7 +86,7 @@ class ProcessProvider:
         (self.state_dir / f"{backend.port}.json").unlink(missing_ok=True)
 
     async def leftovers(self) -> List[Spawned]:
-        found = []
+        found: List[Spawned] = []
         if not self.state_dir.is_dir():
             return found
         for pid_file in self.state_dir.glob("*.json"):

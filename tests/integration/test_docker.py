@@ -77,8 +77,8 @@ async def test_twenty_tasks_complete_on_containers_spread_over_two_hosts(tmp_pat
     settings = make_settings(tmp_path, redis_url, docker=docker_section(engines),
                              pool={"min_containers": 4, "max_containers": 4})
     async with running_daemon(settings) as api:
-        ids = [(await api.post("/api/tasks", json={"prompt": basic_graph(color=i * 4099, prefix=f"t/{i}")})).json()["id"]
-               for i in range(20)]
+        graphs = [basic_graph(color=i * 4099, prefix=f"t/{i}") for i in range(20)]
+        ids = [(await api.post("/api/tasks", json={"prompt": g})).json()["id"] for g in graphs]
         records = await wait_for_tasks(api, ids, timeout_s=120)
         assert [r["status"] for r in records] == ["completed"] * 20, [r["error"] for r in records]
         pool = (await api.get("/api/pool")).json()
@@ -113,7 +113,8 @@ async def test_an_unsatisfiable_gpu_request_is_reported_clearly(tmp_path: Path, 
             await asyncio.sleep(0.1)
         [error, *_] = pool["recent_errors"]
         assert error["host"] == "host-b"
-        assert "failed to start" in error["error"] and "gpu" in error["error"].lower()
+        assert "failed to start" in error["error"] and "capabilities: [[gpu]]" in error["error"]
+        assert "GPU 0 was requested: is the NVIDIA container toolkit installed on host-b?" in error["error"]
         assert not [b for b in pool["backends"] if b["host"] == "host-b"]  # removed, not left half-started
     with engines["engines"]["b"].client() as client:
         assert client.containers.list(all=True, filters={"label": "comfyart.managed=true"}) == []
