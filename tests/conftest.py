@@ -15,6 +15,7 @@ from typing import Any, AsyncIterator, Callable, Dict, Iterator, List
 
 import httpx
 import pytest
+import yaml
 import redis
 import redis.asyncio as aioredis
 
@@ -186,6 +187,39 @@ async def wait_for_tasks(client: httpx.AsyncClient, ids: List[str], *, timeout_s
             stuck = [(r["id"], r["status"], r.get("error")) for r in records if r["status"] not in final]
             raise AssertionError(f"tasks not finished after {timeout_s} s: {stuck}")
         await asyncio.sleep(0.1)
+
+
+async def wait_for_pool(client: httpx.AsyncClient, condition: Callable[[Dict[str, Any]], bool], *,
+                        timeout_s: float = 30.0) -> Dict[str, Any]:
+    """Poll GET /api/pool until ``condition`` holds; returns that pool description."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        pool = (await client.get("/api/pool")).json()
+        if condition(pool):
+            return pool
+        if time.monotonic() > deadline:
+            raise AssertionError(f"pool condition not met after {timeout_s} s: {pool}")
+        await asyncio.sleep(0.1)
+
+
+def healthy_count(pool: Dict[str, Any]) -> int:
+    return sum(b["status"] == "healthy" for b in pool["backends"])
+
+
+def serve_subprocess(config: Dict[str, Any], path: Path) -> subprocess.Popen:
+    """``comfyart serve`` as a process of its own session (so a test can SIGKILL it alone)."""
+    path.write_text(yaml.safe_dump(config))
+    return subprocess.Popen([sys.executable, "-m", "comfyart", "serve", "--config", str(path)], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+
+
+def wait_for_task_sync(port: int, task_id: str, timeout_s: float = 30.0) -> Dict[str, Any]:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        record = httpx.get(f"http://127.0.0.1:{port}/api/tasks/{task_id}").json()
+        if record["status"] in ("completed", "failed", "canceled") or time.monotonic() > deadline:
+            return record
+        time.sleep(0.1)
 
 
 def basic_graph(color: int = 0x336699, width: int = 64, height: int = 48, prefix: str = "test/basic") -> Dict[str, Any]:

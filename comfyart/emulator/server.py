@@ -449,6 +449,15 @@ async def _json_body(request: web.Request) -> Any:
     return json.loads(raw) if raw else None
 
 
+async def _json_object(request: web.Request) -> Optional[Dict[str, Any]]:
+    """The body as a JSON object, or None where ComfyUI answers 500 (not JSON, or not an object)."""
+    try:
+        body = await _json_body(request)
+    except ValueError:
+        return None
+    return body if isinstance(body, dict) else None
+
+
 def build_app(emu: Emulator) -> web.Application:
     routes = web.RouteTableDef()
 
@@ -489,11 +498,8 @@ def build_app(emu: Emulator) -> web.Application:
 
     @routes.post("/prompt")
     async def post_prompt(request: web.Request) -> web.Response:
-        try:
-            body = await _json_body(request)
-        except ValueError:
-            return _failure()
-        if not isinstance(body, dict):
+        body = await _json_object(request)
+        if body is None:
             return _failure()
         if emu.behaviour.refuse_prompts > 0:
             emu.behaviour.refuse_prompts -= 1
@@ -536,11 +542,8 @@ def build_app(emu: Emulator) -> web.Application:
 
     @routes.post("/queue")
     async def post_queue(request: web.Request) -> web.Response:
-        try:
-            body = await _json_body(request)
-        except ValueError:
-            return _failure()
-        if not isinstance(body, dict):
+        body = await _json_object(request)
+        if body is None:
             return _failure()
         changed = False
         if body.get("clear"):
@@ -588,11 +591,8 @@ def build_app(emu: Emulator) -> web.Application:
 
     @routes.post("/history")
     async def post_history(request: web.Request) -> web.Response:
-        try:
-            body = await _json_body(request)
-        except ValueError:
-            return _failure()
-        if not isinstance(body, dict):
+        body = await _json_object(request)
+        if body is None:
             return _failure()
         if body.get("clear"):
             emu.history.clear()
@@ -663,11 +663,8 @@ def build_app(emu: Emulator) -> web.Application:
 
     @routes.post("/free")
     async def free(request: web.Request) -> web.Response:
-        try:
-            body = await _json_body(request)
-        except ValueError:
-            return _failure()
-        if not isinstance(body, dict):
+        body = await _json_object(request)
+        if body is None:
             return _failure()
         if body.get("free_memory"):
             emu.cache.clear()

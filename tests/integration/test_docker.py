@@ -1,13 +1,10 @@
 """The Docker provider on two real Docker engines (two hosts), with the emulator image built from Debian packages."""
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import io
 import os
 import signal
-import subprocess
-import sys
 import tarfile
 import time
 from pathlib import Path
@@ -15,11 +12,10 @@ from typing import Iterator
 
 import httpx
 import pytest
-import yaml
 
 from tests import dockerenv
-from tests.conftest import (ROOT, basic_graph, free_port, free_port_range, make_settings, running_daemon,
-                            wait_for_port, wait_for_tasks)
+from tests.conftest import (basic_graph, free_port, free_port_range, make_settings, running_daemon,
+                            serve_subprocess, wait_for_pool, wait_for_port, wait_for_task_sync, wait_for_tasks)
 
 pytestmark = pytest.mark.docker
 
@@ -106,11 +102,7 @@ async def test_an_unsatisfiable_gpu_request_is_reported_clearly(tmp_path: Path, 
     settings = make_settings(tmp_path, redis_url, docker=docker_section(engines, gpus_b=[0]),
                              pool={"min_containers": 2, "max_containers": 2})
     async with running_daemon(settings) as api:
-        for _ in range(200):
-            pool = (await api.get("/api/pool")).json()
-            if pool["recent_errors"]:
-                break
-            await asyncio.sleep(0.1)
+        pool = await wait_for_pool(api, lambda p: p["recent_errors"])
         [error, *_] = pool["recent_errors"]
         assert error["host"] == "host-b"
         assert "failed to start" in error["error"] and "capabilities: [[gpu]]" in error["error"]
@@ -118,11 +110,6 @@ async def test_an_unsatisfiable_gpu_request_is_reported_clearly(tmp_path: Path, 
         assert not [b for b in pool["backends"] if b["host"] == "host-b"]  # removed, not left half-started
     with engines["engines"]["b"].client() as client:
         assert client.containers.list(all=True, filters={"label": "comfyart.managed=true"}) == []
-
-
-def _serve(config_path: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "comfyart", "serve", "--config", str(config_path)], cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
 
 
 def _wait_for_healthy(port: int, count: int, timeout_s: float = 90) -> dict:
@@ -143,8 +130,7 @@ def test_leftovers_of_a_killed_run_are_cleaned_or_adopted(tmp_path: Path, redis_
               "docker": docker_section(engines, leftovers=mode), "pool": {"min_containers": 2, "max_containers": 2,
                                                                           "health_interval_s": 0.5}}
     config_path = tmp_path / "comfyart.yaml"
-    config_path.write_text(yaml.safe_dump(config))
-    first = _serve(config_path)
+    first = serve_subprocess(config, config_path)
     try:
         before = {b["id"]: b["name"] for b in _wait_for_healthy(port, 2)["backends"]}
     finally:
@@ -154,7 +140,7 @@ def test_leftovers_of_a_killed_run_are_cleaned_or_adopted(tmp_path: Path, redis_
     with engines["engines"]["a"].client() as a, engines["engines"]["b"].client() as b:
         ids_before = {c.id for c in a.containers.list(filters=managed) + b.containers.list(filters=managed)}
     assert len(ids_before) == 2  # the killed run left its containers behind
-    second = _serve(config_path)
+    second = serve_subprocess(config, config_path)
     try:
         after = _wait_for_healthy(port, 2)
         with engines["engines"]["a"].client() as a, engines["engines"]["b"].client() as b:
@@ -166,12 +152,7 @@ def test_leftovers_of_a_killed_run_are_cleaned_or_adopted(tmp_path: Path, redis_
         else:
             assert not ids_after & ids_before and len(ids_after) == 2
         task = httpx.post(f"http://127.0.0.1:{port}/api/tasks", json={"prompt": basic_graph()}).json()
-        for _ in range(200):
-            record = httpx.get(f"http://127.0.0.1:{port}/api/tasks/{task['id']}").json()
-            if record["status"] == "completed":
-                break
-            time.sleep(0.1)
-        assert record["status"] == "completed"
+        assert wait_for_task_sync(port, task["id"])["status"] == "completed"
     finally:
         second.send_signal(signal.SIGTERM)
         second.wait(60)

@@ -1,19 +1,18 @@
 """ComfyUI as local subprocesses: the demo configuration, failed starts, and leftovers of a killed run."""
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import httpx
 import yaml
 
-from tests.conftest import (ROOT, basic_graph, free_port, free_port_range, make_settings, running_daemon,
-                            text_to_image_graph, wait_for_port, wait_for_tasks)
+from tests.conftest import (basic_graph, free_port, free_port_range, healthy_count, make_settings, running_daemon,
+                            serve_subprocess, text_to_image_graph, wait_for_pool, wait_for_port, wait_for_task_sync,
+                            wait_for_tasks)
 
 
 def processes(ports: tuple, *extra: str, gpus: list | None = None) -> dict:
@@ -26,11 +25,7 @@ async def test_min_containers_processes_run_tasks_and_stop_with_the_daemon(tmp_p
     settings = make_settings(tmp_path, redis_url, processes=processes(ports, gpus=[0, 1]),
                              pool={"min_containers": 2, "max_containers": 2})
     async with running_daemon(settings) as api:
-        for _ in range(100):
-            pool = (await api.get("/api/pool")).json()
-            if sum(b["status"] == "healthy" for b in pool["backends"]) == 2:
-                break
-            await asyncio.sleep(0.1)
+        pool = await wait_for_pool(api, lambda p: healthy_count(p) == 2)
         backends = pool["backends"]
         assert sorted(b["gpu"] for b in backends) == [0, 1] and all(b["kind"] == "process" for b in backends)
         # the emulator reports the GPU it was pinned to through CUDA_VISIBLE_DEVICES
@@ -56,11 +51,7 @@ async def test_a_backend_that_exits_at_start_is_reported_with_its_last_log_lines
               "ports": list(ports), "startup_timeout": 10}
     settings = make_settings(tmp_path, redis_url, processes=broken, pool={"min_containers": 1, "max_containers": 1})
     async with running_daemon(settings) as api:
-        for _ in range(100):
-            pool = (await api.get("/api/pool")).json()
-            if pool["recent_errors"]:
-                break
-            await asyncio.sleep(0.1)
+        pool = await wait_for_pool(api, lambda p: p["recent_errors"])
     [error, *_] = pool["recent_errors"]
     assert "exited with code 3" in error["error"] and "boom: no model found" in error["error"]
     assert pool["backends"] == []
@@ -72,11 +63,7 @@ async def test_a_backend_that_never_answers_times_out(tmp_path: Path, redis_url)
               "ports": list(ports), "startup_timeout": 1.5}
     settings = make_settings(tmp_path, redis_url, processes=silent, pool={"min_containers": 1, "max_containers": 1})
     async with running_daemon(settings) as api:
-        for _ in range(100):
-            pool = (await api.get("/api/pool")).json()
-            if pool["recent_errors"]:
-                break
-            await asyncio.sleep(0.1)
+        pool = await wait_for_pool(api, lambda p: p["recent_errors"])
     [error, *_] = pool["recent_errors"]
     assert "did not answer /system_stats within 1.5 s" in error["error"] and "loading..." in error["error"]
 
@@ -87,12 +74,9 @@ def test_a_process_left_by_a_killed_daemon_is_adopted_at_the_next_start(tmp_path
     config = {"server": {"port": port}, "redis": {"url": redis_url}, "data_dir": str(tmp_path / "data"),
               "processes": processes(ports), "pool": {"min_containers": 1, "max_containers": 1,
                                                       "health_interval_s": 0.5}}
-    path = tmp_path / "c.yaml"
-    path.write_text(yaml.safe_dump(config))
 
     def serve() -> subprocess.Popen:
-        return subprocess.Popen([sys.executable, "-m", "comfyart", "serve", "--config", str(path)], cwd=ROOT,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        return serve_subprocess(config, tmp_path / "c.yaml")
 
     def healthy_pid() -> int:
         wait_for_port(port)
@@ -115,12 +99,7 @@ def test_a_process_left_by_a_killed_daemon_is_adopted_at_the_next_start(tmp_path
     try:
         assert healthy_pid() == orphan  # adopted, not restarted
         task = httpx.post(f"http://127.0.0.1:{port}/api/tasks", json={"prompt": basic_graph()}).json()
-        for _ in range(100):
-            record = httpx.get(f"http://127.0.0.1:{port}/api/tasks/{task['id']}").json()
-            if record["status"] == "completed":
-                break
-            time.sleep(0.1)
-        assert record["status"] == "completed"
+        assert wait_for_task_sync(port, task["id"])["status"] == "completed"
     finally:
         second.send_signal(signal.SIGTERM)
         second.wait(30)
@@ -141,11 +120,7 @@ async def test_a_backend_that_crashes_mid_task_loses_no_task(tmp_path: Path, red
     settings = make_settings(tmp_path, redis_url, processes=processes(ports, "--node-seconds", "0.1"),
                              pool={"min_containers": 2, "max_containers": 2})
     async with running_daemon(settings) as api:
-        for _ in range(100):
-            pool = (await api.get("/api/pool")).json()
-            if sum(b["status"] == "healthy" for b in pool["backends"]) == 2:
-                break
-            await asyncio.sleep(0.1)
+        pool = await wait_for_pool(api, lambda p: healthy_count(p) == 2)
         doomed = pool["backends"][0]
         httpx.post(doomed["url"] + "/emulator/control", json={"crash_on_prompt": True}).raise_for_status()
         ids = [(await api.post("/api/tasks", json={"prompt": basic_graph(color=i)})).json()["id"] for i in range(6)]
