@@ -14,7 +14,7 @@ from typing import Any, Dict, List
 
 ID_PATTERN = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|[0-9a-f]{32}"
                         r"|(?<=capture-client-)[0-9a-f]{8}|(?<=reconnect-)[0-9a-f]{8}|ComfyUI_temp_[a-z]{5}"
-                        r"|not_an_image_[0-9a-f]{6}|proto_upload_[0-9]+")
+                        r"|not_an_image_[0-9a-f]{6}|proto_upload_[0-9a-f]{6}|proto_api_[0-9a-f]{6}")
 DROPPED_KEYS = {"timestamp", "traceback", "exception_message", "current_inputs", "current_outputs", "number",
                 "elapsed_ms", "t_ms", "response_body_len", "first_16_bytes_hex", "raw", "image_bytes_len",
                 "length", "metadata_len", "python_version", "ram_total", "ram_free", "vram_total", "vram_free",
@@ -22,8 +22,9 @@ DROPPED_KEYS = {"timestamp", "traceback", "exception_message", "current_inputs",
 
 
 class Normaliser:
-    def __init__(self) -> None:
+    def __init__(self, *, unordered_outputs: bool = False) -> None:
         self.names: Dict[str, str] = {}
+        self.unordered_outputs = unordered_outputs
 
     def rename(self, text: str) -> str:
         def replace(match: "re.Match[str]") -> str:
@@ -35,18 +36,24 @@ class Normaliser:
 
     def clean(self, value: Any) -> Any:
         if isinstance(value, dict):
-            return {self.rename(k): self.clean(v) for k, v in value.items() if k not in DROPPED_KEYS}
+            cleaned = {self.rename(k): self.clean(v) for k, v in value.items() if k not in DROPPED_KEYS}
+            if self.unordered_outputs and isinstance(cleaned.get("executed"), list):
+                cleaned["executed"] = sorted(cleaned["executed"])  # ComfyUI builds this list from a set
+            return cleaned
         if isinstance(value, list):
             if len(value) == 5 and isinstance(value[0], (int, float)) and isinstance(value[1], str):
                 value = ["<number>"] + value[1:]  # a queue item: [number, prompt_id, prompt, extra, outputs]
+                if self.unordered_outputs and isinstance(value[4], list):
+                    value[4] = sorted(value[4])
             return [self.clean(v) for v in value]
         if isinstance(value, str):
             return self.rename(value)
         return value
 
 
-def normalise(transcript: Dict[str, Any], *, skip_paths: tuple = ("/object_info",)) -> List[str]:
-    normaliser = Normaliser()
+def normalise(transcript: Dict[str, Any], *, skip_paths: tuple = ("/object_info",),
+              unordered_nodes: bool = False, progress_values: bool = True) -> List[str]:
+    normaliser = Normaliser(unordered_outputs=unordered_nodes)
     lines: List[str] = []
     for event in transcript["events"]:
         kind = event["kind"]
@@ -60,7 +67,10 @@ def normalise(transcript: Dict[str, Any], *, skip_paths: tuple = ("/object_info"
                                      normaliser.clean(body)], sort_keys=True))
         elif kind == "ws_recv":
             if event.get("frame") == "text":
-                lines.append(json.dumps(["ws", event["conn"], normaliser.clean(event["json"])], sort_keys=True))
+                frame = normaliser.clean(event["json"])
+                if not progress_values and frame.get("type") == "progress":
+                    frame["data"].pop("value", None)  # where an interrupt lands is a matter of timing
+                lines.append(json.dumps(["ws", event["conn"], frame], sort_keys=True))
             else:
                 keep = {k: event.get(k) for k in ("event_type", "image_type_code", "node_id", "text")}
                 meta = event.get("metadata")
@@ -69,13 +79,60 @@ def normalise(transcript: Dict[str, Any], *, skip_paths: tuple = ("/object_info"
                 lines.append(json.dumps(["ws-binary", event["conn"], keep], sort_keys=True))
         elif kind in ("ws_open", "ws_closed"):
             lines.append(json.dumps([kind, event["conn"]]))
-    return lines
+    return _sort_node_blocks(lines) if unordered_nodes else lines
 
 
-def diff(real: Dict[str, Any], emulated: Dict[str, Any]) -> List[str]:
-    return list(difflib.unified_diff(normalise(real), normalise(emulated), "real", "emulated", lineterm="", n=1))
+_NODE_FRAMES = ('"executing"', '"executed"', '"progress"', '"ws-binary"')
+
+
+def _sort_node_blocks(lines: List[str]) -> List[str]:
+    """Real ComfyUI starts from its output nodes in a hash-seeded order, so with several outputs the nodes of a
+    prompt run in an order that changes between server runs. Here each node's frames (from its ``executing`` up
+    to the next node) form a block, blocks are sorted, and the cumulative progress_state frames are dropped."""
+    out: List[str] = []
+    blocks: List[List[str]] = []
+
+    def flush() -> None:
+        out.extend(line for block in sorted(blocks) for line in block)
+        blocks.clear()
+
+    for line in lines:
+        if '"progress_state"' in line:
+            continue
+        starts_block = '"executing"' in line and '"node": null' not in line
+        if starts_block:
+            blocks.append([line])
+        elif blocks and any(tag in line for tag in _NODE_FRAMES) and '"node": null' not in line:
+            blocks[-1].append(line)
+        else:
+            flush()
+            out.append(line)
+    flush()
+    return out
+
+
+def by_channel(lines: List[str]) -> List[str]:
+    """Each channel in its own order (HTTP first, then each socket): for scenarios where frames of different
+    sockets, or a frame and an HTTP answer, race each other. Repeats of one HTTP poll count once: how often a
+    client polled depends on how fast the server was."""
+    def channel(line: str) -> str:
+        kind, *rest = json.loads(line)
+        return "" if kind == "http" else str(rest[0])
+    ordered = sorted(lines, key=channel)
+    return [line for i, line in enumerate(ordered)
+            if i == 0 or line != ordered[i - 1] or not line.startswith('["http", "GET"')]
+
+
+def diff(real: Dict[str, Any], emulated: Dict[str, Any], *, unordered_nodes: bool = False,
+         per_channel: bool = False, progress_values: bool = True) -> List[str]:
+    left = normalise(real, unordered_nodes=unordered_nodes, progress_values=progress_values)
+    right = normalise(emulated, unordered_nodes=unordered_nodes, progress_values=progress_values)
+    if per_channel:
+        left, right = by_channel(left), by_channel(right)
+    return list(difflib.unified_diff(left, right, "real", "emulated", lineterm="", n=1))
 
 
 if __name__ == "__main__":
     with open(sys.argv[1]) as a, open(sys.argv[2]) as b:
-        print("\n".join(diff(json.load(a), json.load(b))))
+        print("\n".join(diff(json.load(a), json.load(b), unordered_nodes="--unordered" in sys.argv,
+                              per_channel="--per-channel" in sys.argv)))

@@ -24,6 +24,8 @@ def parse_args(argv: "list[str] | None" = None) -> argparse.Namespace:
     parser.add_argument("--checkpoints", default=",".join(DEFAULT_CHECKPOINTS),
                         help="comma-separated checkpoint names the emulator pretends to have")
     parser.add_argument("--vram-mb", type=int, default=24576, help="VRAM reported when a GPU is pinned")
+    parser.add_argument("--megapixel-seconds", type=float, default=0.0,
+                        help="compute time per megapixel of images a node outputs (0.03 is close to a CPU ComfyUI)")
     parser.add_argument("--fail-node-types", default="", help="comma-separated node types that raise")
     parser.add_argument("--behaviour", default="{}", help="JSON object merged into the run-time behaviour")
     return parser.parse_args(argv)
@@ -32,6 +34,7 @@ def parse_args(argv: "list[str] | None" = None) -> argparse.Namespace:
 def main(argv: "list[str] | None" = None) -> None:
     args = parse_args(argv)
     behaviour = Behaviour(node_s=args.node_seconds, step_s=args.step_seconds, model_load_s=args.model_load_seconds,
+                          megapixel_s=args.megapixel_seconds,
                           fail_node_types=[t for t in args.fail_node_types.split(",") if t])
     behaviour.update(json.loads(args.behaviour))
     base_dir = args.base_dir or tempfile.mkdtemp(prefix="comfyart-emulator-")

@@ -134,6 +134,8 @@ SPECS: Dict[str, NodeSpec] = {s.name: s for s in [
     NodeSpec("PreviewImage", "Preview Image", "image", {"images": ["IMAGE"]}, output_node=True,
              description="Saves the input images to your ComfyUI output directory.",
              hidden={"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"}),
+    NodeSpec("MaskPreview", "MaskPreview", "mask", {"mask": ["MASK", {}]}, output_node=True,
+             hidden={"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"}, python_module="comfy_extras.nodes_mask"),
     NodeSpec("LoadImage", "Load Image", "image", {"image": [[], {"image_upload": True}]}, ("IMAGE", "MASK")),
     NodeSpec("EmptyImage", "EmptyImage", "image",
              {"width": _int(512, 1, 16384, 1), "height": _int(512, 1, 16384, 1), "batch_size": _int(1, 1, 4096),
@@ -268,13 +270,19 @@ async def run_node(class_type: str, inputs: Dict[str, Any], ctx: Context) -> Tup
         try:
             with Image.open(path) as opened:
                 image = opened.convert("RGB")
+                alpha = opened.getchannel("A") if "A" in opened.getbands() else None
         except OSError as exc:
             raise NodeError(f"cannot identify image file '{path}'\n", "PIL.UnidentifiedImageError") from exc
-        return ([image], [image.getchannel("R")]), None
+        # ComfyUI's mask is 1 - alpha (zero where there is no alpha channel)
+        mask = ImageOps.invert(alpha) if alpha is not None else Image.new("L", image.size, 0)
+        return ([image], [mask]), None
     if class_type == "SaveImage":
         return (), _save_images(inputs["images"], inputs["filename_prefix"], ctx.output_dir, "output", ctx)
     if class_type == "PreviewImage":
         return (), _save_images(inputs["images"], ctx.temp_prefix, ctx.temp_dir, "temp", ctx)
+    if class_type == "MaskPreview":
+        masks = [m.convert("RGB") for m in inputs["mask"]]
+        return (), _save_images(masks, ctx.temp_prefix, ctx.temp_dir, "temp", ctx)
     if class_type == "PreviewAny":
         return (), {"text": [_as_text(inputs["source"])]}
     if class_type == "SaveImageWebsocket":

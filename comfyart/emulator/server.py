@@ -30,6 +30,7 @@ from aiohttp import WSMsgType, web
 from PIL import Image
 
 from .nodes import SPECS, Context, NodeError, run_node
+from .ordering import ExecutionOrder
 from .validation import validate_prompt
 
 FAILURE_TEXT = "500 Internal Server Error\n\nServer got itself in trouble"
@@ -53,6 +54,7 @@ class Behaviour:
     model_load_s: float = 0.0
     drop_prompt_answers: int = 0  # queue the next N prompts but cut the connection instead of answering
     refuse_prompts: int = 0  # answer the next N POST /prompt with HTTP 500 without queueing them
+    megapixel_s: float = 0.0  # compute time per megapixel a node outputs (a CPU ComfyUI spends ~0.03 s)
 
     def update(self, changes: Dict[str, Any]) -> None:
         for key, value in changes.items():
@@ -88,6 +90,9 @@ class Emulator:
         self.temp_dir = os.path.join(base_dir, "temp")
         for folder in (self.output_dir, self.input_dir, self.temp_dir):
             os.makedirs(folder, exist_ok=True)
+        example = os.path.join(self.input_dir, "example.png")
+        if not os.path.exists(example):  # ComfyUI ships one; the default LoadImage graph names it
+            Image.new("RGB", (64, 64), (96, 128, 160)).save(example)
         self.behaviour = behaviour
         self.models = {"checkpoints": checkpoints}
         self.vram_total = vram_mb * 1024 * 1024
@@ -105,7 +110,7 @@ class Emulator:
         self.wakeup = asyncio.Event()
         self.outbox: "asyncio.Queue[Tuple[Optional[str], Any]]" = asyncio.Queue(maxsize=64)
         self.loaded_model: Optional[str] = None
-        self.temp_prefix = "ComfyUI_temp_" + "".join(random.choice(string.ascii_lowercase) for _ in range(5))
+        self.temp_prefixes: Dict[str, str] = {}  # node id -> its preview prefix, random like ComfyUI's
         self.started = time.time()
 
     # ------------------------------------------------------------------ messaging
@@ -185,20 +190,6 @@ class Emulator:
             sig(node_id)
         return memo
 
-    @staticmethod
-    def _needed(prompt: Dict[str, Any], outputs: List[str]) -> List[str]:
-        needed: List[str] = []
-        stack = list(outputs)
-        while stack:
-            node_id = stack.pop()
-            if node_id in needed:
-                continue
-            needed.append(node_id)
-            for value in prompt[node_id].get("inputs", {}).values():
-                if isinstance(value, list) and len(value) == 2:
-                    stack.append(str(value[0]))
-        return needed
-
     async def execute(self, item: QueueItem) -> None:
         pid, prompt, cid = item.prompt_id, item.prompt, item.extra_data.get("client_id")
         messages: List[list] = []
@@ -216,7 +207,6 @@ class Emulator:
             self.behaviour.drop_ws_after_start = False
             await self._post(None, CLOSE_SOCKETS)
         signatures = self._signatures(prompt)
-        needed = self._needed(prompt, item.outputs)
         cached_ids = [n for n in prompt if signatures[n] in self.cache]
         await lifecycle("execution_cached", {"nodes": cached_ids, "prompt_id": pid, "timestamp": now_ms()})
 
@@ -224,7 +214,6 @@ class Emulator:
         ui_outputs: Dict[str, Any] = {}
         executed: List[str] = []
         states: Dict[str, Dict[str, Any]] = {}
-        done: set = set()
         new_cache: Dict[str, Tuple[tuple, Optional[dict]]] = {}
         outcome = "success"
         error_data: Dict[str, Any] = {}
@@ -238,17 +227,19 @@ class Emulator:
                                "prompt_id": pid, "display_node_id": node_id, "parent_node_id": None,
                                "real_node_id": node_id}
 
-        remaining = [n for n in prompt if n in needed]
-        while remaining:
-            node_id = self._pick_ready(prompt, remaining, done)
-            remaining.remove(node_id)
+        for node_id in cached_ids:  # cached outputs feed the nodes that do run, and stay cached
+            signature = signatures[node_id]
+            values[node_id] = self.cache[signature][0]
+            new_cache[signature] = self.cache[signature]
+        order = ExecutionOrder(prompt, item.outputs, is_cached=lambda n: signatures[n] in self.cache,
+                               is_output=lambda n: SPECS[prompt[n]["class_type"]].output_node)
+        while (node_id := order.next()) is not None:
+            order.finish(node_id)
             node = prompt[node_id]
             class_type = node["class_type"]
             signature = signatures[node_id]
             if signature in self.cache:
-                values[node_id], ui = self.cache[signature]
-                new_cache[signature] = self.cache[signature]
-                done.add(node_id)
+                ui = self.cache[signature][1]
                 if ui is not None:
                     ui_outputs[node_id] = ui
                     await self.send("executed", {"node": node_id, "display_node": node_id, "output": ui,
@@ -283,7 +274,6 @@ class Emulator:
             values[node_id] = outputs
             new_cache[signature] = (outputs, ui)
             executed.append(node_id)
-            done.add(node_id)
             if ui is not None:
                 ui_outputs[node_id] = ui
                 await self.send("executed", {"node": node_id, "display_node": node_id, "output": ui,
@@ -314,15 +304,6 @@ class Emulator:
         self.running_node = None
         await self.broadcast_status()
         await self.send("executing", {"node": None, "prompt_id": pid}, cid)
-
-    @staticmethod
-    def _pick_ready(prompt: Dict[str, Any], remaining: List[str], done: set) -> str:
-        def ready(node_id: str) -> bool:
-            return all(str(v[0]) in done for v in prompt[node_id].get("inputs", {}).values()
-                       if isinstance(v, list) and len(v) == 2)
-        candidates = [n for n in remaining if ready(n)]
-        outputs = [n for n in candidates if SPECS[prompt[n]["class_type"]].output_node]
-        return (outputs or candidates or remaining)[0]
 
     def _error_data(self, pid: str, node_id: str, class_type: str, executed: List[str], exc: Exception,
                     exception_type: str, inputs: Dict[str, Any]) -> Dict[str, Any]:
@@ -371,10 +352,20 @@ class Emulator:
             await self._send_binary(frame, cid)
 
         ctx = Context(output_dir=self.output_dir, input_dir=self.input_dir, temp_dir=self.temp_dir,
-                      temp_prefix=self.temp_prefix, prompt=item.prompt,
+                      temp_prefix=self._temp_prefix(node_id), prompt=item.prompt,
                       extra_pnginfo=item.extra_data.get("extra_pnginfo"), report_progress=report_progress,
                       send_text=send_text)
-        return await run_node(class_type, inputs, ctx)
+        outputs, ui = await run_node(class_type, inputs, ctx)
+        if behaviour.megapixel_s:
+            pixels = sum(im.size[0] * im.size[1] for out in outputs if isinstance(out, list)
+                         for im in out if isinstance(im, Image.Image))
+            await asyncio.sleep(behaviour.megapixel_s * pixels / 1e6)
+        return outputs, ui
+
+    def _temp_prefix(self, node_id: str) -> str:
+        if node_id not in self.temp_prefixes:
+            self.temp_prefixes[node_id] = "ComfyUI_temp_" + "".join(random.choices(string.ascii_lowercase, k=5))
+        return self.temp_prefixes[node_id]
 
     async def _send_binary(self, frame: bytes, cid: Optional[str]) -> None:
         await self._post(cid, frame)
@@ -436,6 +427,26 @@ def _preview_frame(image: Image.Image, node_id: str, prompt_id: str, with_metada
     metadata = json.dumps({"node_id": node_id, "prompt_id": prompt_id, "display_node_id": node_id,
                            "parent_node_id": None, "real_node_id": node_id, "image_type": "image/png"}).encode()
     return struct.pack(">II", 4, len(metadata)) + metadata + data
+
+
+def _reencode(path: str, preview: Optional[str], channel: str) -> Tuple[bytes, str]:
+    """/view's ``preview=jpeg|webp[;quality]`` and ``channel=rgb|a`` options."""
+    import io
+    with Image.open(path) as opened:
+        image = opened.convert("RGBA")
+    if channel == "rgb":
+        image = image.convert("RGB")
+    elif channel == "a":
+        alpha = image.getchannel("A")
+        image = Image.merge("RGBA", (alpha, alpha, alpha, alpha))
+    buffer = io.BytesIO()
+    if preview:
+        kind, _, quality = preview.partition(";")
+        fmt = "WEBP" if kind == "webp" else "JPEG"
+        image.convert("RGB").save(buffer, format=fmt, quality=int(quality) if quality.isdigit() else 90)
+        return buffer.getvalue(), f"image/{fmt.lower()}"
+    image.save(buffer, format="PNG")
+    return buffer.getvalue(), "image/png"
 
 
 # ====================================================================== HTTP layer
@@ -622,8 +633,12 @@ def build_app(emu: Emulator) -> web.Application:
         if not os.path.isfile(path):
             return web.Response(status=404)
         content_type = mimetypes.guess_type(filename)[0] or "application/octet-stream"
-        return web.FileResponse(path, headers={"Content-Disposition": f'filename="{filename}"',
-                                               "Content-Type": content_type})
+        disposition = {"Content-Disposition": f'filename="{filename}"'}
+        preview, channel = request.query.get("preview"), request.query.get("channel", "rgba")
+        if content_type.startswith("image/") and (preview or channel != "rgba"):
+            data, content_type = _reencode(path, preview, channel)
+            return web.Response(body=data, headers={**disposition, "Content-Type": content_type})
+        return web.FileResponse(path, headers={**disposition, "Content-Type": content_type})
 
     async def upload(request: web.Request) -> web.Response:
         try:
@@ -710,6 +725,10 @@ def build_app(emu: Emulator) -> web.Application:
             return web.json_response(value)
         return handler
 
+    @routes.get("/userdata")
+    async def userdata(request: web.Request) -> web.Response:
+        return web.Response(status=404, text="Directory not found")
+
     for path, value in (("/embeddings", []), ("/extensions", []), ("/settings", {}), ("/i18n", {}),
                         ("/users", {"storage": "server", "migrated": True}), ("/workflow_templates", {}),
                         ("/v2/userdata", [])):
@@ -727,7 +746,28 @@ def build_app(emu: Emulator) -> web.Application:
             return web.json_response({"error": f"bad control: {exc}"}, status=400)
         return web.json_response(emu.behaviour.__dict__)
 
-    app = web.Application(middlewares=[_origin_check, _options_ok], client_max_size=SERVER_FEATURES["max_upload_size"])
+    internal = web.RouteTableDef()  # the frontend's routes; ComfyUI does not mirror these under /api
+
+    @internal.get("/internal/logs/raw")
+    async def logs_raw(request: web.Request) -> web.Response:
+        return web.json_response({"entries": [], "size": {"cols": 80, "rows": 24}})
+
+    @internal.get("/internal/folder_paths")
+    async def folder_paths(request: web.Request) -> web.Response:
+        return web.json_response({"checkpoints": [os.path.join(os.path.dirname(emu.output_dir), "models",
+                                                               "checkpoints")]})
+
+    @internal.get("/internal/files/{kind}")
+    async def internal_files(request: web.Request) -> web.Response:
+        bases = {"output": emu.output_dir, "input": emu.input_dir, "temp": emu.temp_dir}
+        base = bases.get(request.match_info["kind"])
+        if base is None:
+            return web.Response(status=404)
+        return web.json_response(sorted(os.listdir(base)))
+
+    app = web.Application(middlewares=[_origin_check, _options_ok, _empty_not_found],
+                          client_max_size=SERVER_FEATURES["max_upload_size"])
+    app.add_routes(internal)
     app.add_routes(routes)
     # every route is mirrored under /api, as ComfyUI does
     api_routes = web.RouteTableDef()
@@ -771,6 +811,15 @@ async def _origin_check(request: web.Request, handler: Any) -> web.StreamRespons
         if host_name in _LOOPBACK_HOSTS and origin_host != host:
             return web.Response(status=403)
     return await handler(request)
+
+
+@web.middleware
+async def _empty_not_found(request: web.Request, handler: Any) -> web.StreamResponse:
+    """An unknown route answers 404 with an empty body, as ComfyUI's server does."""
+    try:
+        return await handler(request)
+    except web.HTTPNotFound:
+        return web.Response(status=404, content_type="application/octet-stream")
 
 
 @web.middleware
