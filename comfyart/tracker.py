@@ -120,8 +120,11 @@ class Tracker:
             try:
                 message = await asyncio.wait_for(ws.receive(), self.config.silence_s)
             except TimeoutError:
-                if backend.prompts:  # a busy backend went quiet: do not trust the socket alone
+                if backend.prompts:
+                    # a busy backend went quiet: do not trust the socket alone. ComfyUI may also have handed our
+                    # client id to another socket, leaving this one open but deaf: reconnecting takes it back.
                     await self.reconcile(backend)
+                    return
                 continue
             if message.type == aiohttp.WSMsgType.TEXT:
                 event = protocol.parse_frame(message.data)

@@ -186,3 +186,23 @@ async def test_a_backend_that_keeps_refusing_fails_the_task_after_max_attempts(t
         [task] = await wait_for_tasks(api, [task_id], timeout_s=30)
     assert task["status"] == "failed" and task["attempts"] == 2
     assert "gave up after 2 attempts" in task["error"] and "HTTP 500" in task["error"]
+
+
+async def test_after_a_takeover_the_tracker_takes_its_client_id_back(tmp_path: Path, redis_url, emulator):
+    """Once another socket took our client id and went away, ours hears nothing: reconnecting fixes it."""
+    emu = emulator()
+    settings = make_settings(tmp_path, redis_url, static_backends=static(emu), tracking={"silence_s": 1.0})
+    async with running_daemon(settings) as api:
+        client_id = await _tracker_client_id(api, emu)
+        async with aiohttp.ClientSession() as session:
+            async with session.ws_connect(f"ws://127.0.0.1:{emu.port}/ws?clientId={client_id}"):
+                first = (await api.post("/api/tasks", json={"prompt": basic_graph(color=6)})).json()["id"]
+                await wait_for_tasks(api, [first], timeout_s=20)
+        started = asyncio.get_running_loop().time()
+        ids = [(await api.post("/api/tasks", json={"prompt": basic_graph(color=10 + i)})).json()["id"]
+               for i in range(10)]
+        records = await wait_for_tasks(api, ids, timeout_s=30)
+        elapsed = asyncio.get_running_loop().time() - started
+    assert [r["status"] for r in records] == ["completed"] * 10
+    # a deaf socket costs each prompt silence_s (10 s here in all); one reconnect costs it once
+    assert elapsed < 6, f"{elapsed:.1f} s: later prompts waited for the watchdog instead of the socket"

@@ -1,0 +1,126 @@
+"""Runs comfyart against a real ComfyUI and checks the outcomes; CI cannot have ComfyUI, a developer can.
+
+    python3 bench/real_comfyui.py http://127.0.0.1:8188 [--tasks 20]
+
+Starts a redis-server and `comfyart serve` with the given URL as its one static backend, submits model-free
+graphs (success, a fully cached re-run, a LoadImage of ComfyUI's example.png, a node that fails at run time, a graph
+that fails validation, a prompt whose socket another client takes over), and checks each task's final record; for
+completed tasks it downloads the file again straight from ComfyUI's /view and compares sha256. Prints a table and
+writes bench/results/real_comfyui.json.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Dict, List
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from pipeline import RESULTS, Rig  # noqa: E402
+
+
+def basic(color: int, prefix: str = "comfyart/real") -> Dict[str, Any]:
+    return {"1": {"class_type": "EmptyImage", "inputs": {"width": 64, "height": 48, "batch_size": 1, "color": color}},
+            "2": {"class_type": "ImageInvert", "inputs": {"image": ["1", 0]}},
+            "3": {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": prefix}}}
+
+
+CASES = {
+    "success": (basic(0x123456), "completed"),
+    "cached rerun": (basic(0x123456), "completed"),
+    "load example.png": ({"1": {"class_type": "LoadImage", "inputs": {"image": "example.png"}},
+                          "2": {"class_type": "ImageInvert", "inputs": {"image": ["1", 0]}},
+                          "3": {"class_type": "SaveImage", "inputs": {"images": ["2", 0],
+                                                                      "filename_prefix": "comfyart/load"}}},
+                         "completed"),
+    "runtime error": (basic(0x654321, prefix="../escape"), "failed"),
+    "validation error": ({"1": {"class_type": "EmptyImage", "inputs": {"width": 0, "height": 8, "batch_size": 1,
+                                                                       "color": 0}},
+                          "3": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "x"}}},
+                         "failed"),
+}
+
+
+def run_case(client: httpx.Client, comfy: str, name: str, graph: dict, expected: str) -> Dict[str, Any]:
+    task_id = client.post("/api/tasks", json={"prompt": graph}).json()["id"]
+    deadline = time.monotonic() + 120
+    while True:
+        record = client.get(f"/api/tasks/{task_id}").json()
+        if record["status"] in ("completed", "failed", "canceled") or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    ok = record["status"] == expected
+    detail = record.get("error") or ""
+    for output in record["outputs"]:
+        direct = httpx.get(f"{comfy}/view", params={k: output[k] for k in ("filename", "subfolder", "type")})
+        same = hashlib.sha256(direct.content).hexdigest() == output["sha256"]
+        ok = ok and same
+        detail = f"{output['filename']} sha256 {'matches' if same else 'DIFFERS'}"
+    if expected == "completed":
+        ok = ok and bool(record["outputs"])
+    return {"case": name, "expected": expected, "status": record["status"], "ok": ok, "detail": detail[:100],
+            "seconds": round(((record.get("finished_ms") or 0) - record["created_ms"]) / 1000, 3)}
+
+
+def socket_takeover(client: httpx.Client, comfy: str, earlier: List[Dict[str, Any]]) -> Dict[str, Any]:
+    """Another socket opened with comfyart's client id silently takes over; the watchdog must still finish."""
+    import asyncio
+
+    import aiohttp
+
+    first = client.get("/api/tasks", params={"status": "completed", "limit": 1}).json()["tasks"][0]
+    history = httpx.get(f"{comfy}/history/{first['prompt_id']}").json()
+    client_id = history[first["prompt_id"]]["prompt"][3]["client_id"]
+
+    async def hold_socket() -> Dict[str, Any]:
+        async with aiohttp.ClientSession() as session, \
+                session.ws_connect(comfy.replace("http", "ws", 1) + f"/ws?clientId={client_id}"):
+            return await asyncio.to_thread(run_case, client, comfy, "socket takeover", basic(0xABCDEF), "completed")
+
+    return asyncio.run(hold_socket())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("url", help="a running ComfyUI, e.g. http://127.0.0.1:8188")
+    parser.add_argument("--tasks", type=int, default=20, help="extra concurrent tasks submitted at once")
+    args = parser.parse_args()
+    comfy = args.url.rstrip("/")
+    rig = Rig(Path(tempfile.mkdtemp(prefix="comfyart-real-")))
+    results: List[Dict[str, Any]] = []
+    try:
+        _, api = rig.daemon(rig.redis(), [comfy], "real")
+        with httpx.Client(base_url=api, timeout=30) as client:
+            for name, (graph, expected) in CASES.items():
+                results.append(run_case(client, comfy, name, graph, expected))
+            results.append(socket_takeover(client, comfy, results))
+            start = time.monotonic()
+            ids = [client.post("/api/tasks", json={"prompt": basic(i * 977)}).json()["id"] for i in range(args.tasks)]
+            while client.get("/api/tasks", params={"status": "completed", "limit": 1}).json()["total"] < \
+                    sum(r["status"] == "completed" for r in results) + len(ids):
+                if time.monotonic() - start > 300:
+                    break
+                time.sleep(0.1)
+            records = [client.get(f"/api/tasks/{i}").json() for i in ids]
+            done = sum(r["status"] == "completed" for r in records)
+            results.append({"case": f"{args.tasks} at once", "expected": "completed", "status": f"{done} completed",
+                            "ok": done == len(ids), "detail": "",
+                            "seconds": round(time.monotonic() - start, 3)})
+    finally:
+        rig.close()
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "real_comfyui.json").write_text(json.dumps(results, indent=2))
+    for row in results:
+        print(f"{'ok  ' if row['ok'] else 'FAIL'} {row['case']:<18} {row['status']:<14} {row['seconds']:>7}s  "
+              f"{row['detail']}")
+    sys.exit(0 if all(r["ok"] for r in results) else 1)
+
+
+if __name__ == "__main__":
+    main()
