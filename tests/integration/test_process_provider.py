@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 import yaml
 
 from tests.conftest import (basic_graph, free_port, free_port_range, healthy_count, make_settings, running_daemon,
@@ -45,27 +46,21 @@ async def test_min_containers_processes_run_tasks_and_stop_with_the_daemon(tmp_p
     assert list((settings.data_dir / "processes").glob("*.json")) == []
 
 
-async def test_a_backend_that_exits_at_start_is_reported_with_its_last_log_lines(tmp_path: Path, redis_url):
-    ports = free_port_range(2)
-    broken = {"command": ["{python}", "-c", "import sys; print('boom: no model found'); sys.exit(3)"],
-              "ports": list(ports), "startup_timeout": 10}
+@pytest.mark.parametrize("script, timeout_s, expected", [
+    pytest.param("import sys; print('boom: no model found'); sys.exit(3)", 10,
+                 ["exited with code 3", "boom: no model found"], id="exits at start"),
+    pytest.param("import time; print('loading...', flush=True); time.sleep(60)", 1.5,
+                 ["did not answer /system_stats within 1.5 s", "loading..."], id="never answers"),
+])
+async def test_a_backend_that_fails_to_start_is_reported_with_its_last_log_lines(tmp_path: Path, redis_url, script,
+                                                                                  timeout_s, expected):
+    broken = {"command": ["{python}", "-c", script], "ports": list(free_port_range(2)), "startup_timeout": timeout_s}
     settings = make_settings(tmp_path, redis_url, processes=broken, pool={"min_containers": 1, "max_containers": 1})
     async with running_daemon(settings) as api:
         pool = await wait_for_pool(api, lambda p: p["recent_errors"])
     [error, *_] = pool["recent_errors"]
-    assert "exited with code 3" in error["error"] and "boom: no model found" in error["error"]
+    assert all(text in error["error"] for text in expected), error
     assert pool["backends"] == []
-
-
-async def test_a_backend_that_never_answers_times_out(tmp_path: Path, redis_url):
-    ports = free_port_range(2)
-    silent = {"command": ["{python}", "-c", "import time; print('loading...', flush=True); time.sleep(60)"],
-              "ports": list(ports), "startup_timeout": 1.5}
-    settings = make_settings(tmp_path, redis_url, processes=silent, pool={"min_containers": 1, "max_containers": 1})
-    async with running_daemon(settings) as api:
-        pool = await wait_for_pool(api, lambda p: p["recent_errors"])
-    [error, *_] = pool["recent_errors"]
-    assert "did not answer /system_stats within 1.5 s" in error["error"] and "loading..." in error["error"]
 
 
 def test_a_process_left_by_a_killed_daemon_is_adopted_at_the_next_start(tmp_path: Path, redis_url):
