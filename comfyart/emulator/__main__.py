@@ -37,11 +37,13 @@ def main(argv: "list[str] | None" = None) -> None:
                           megapixel_s=args.megapixel_seconds,
                           fail_node_types=[t for t in args.fail_node_types.split(",") if t])
     behaviour.update(json.loads(args.behaviour))
-    base_dir = args.base_dir or tempfile.mkdtemp(prefix="comfyart-emulator-")
-    emulator = Emulator(base_dir, behaviour, checkpoints=[c for c in args.checkpoints.split(",") if c],
-                        vram_mb=args.vram_mb)
-    print(f"comfyart emulator listening on http://{args.host}:{args.port} (files in {base_dir})", flush=True)
-    web.run_app(build_app(emulator), host=args.host, port=args.port, print=None, access_log=None)
+    # without --base-dir the files live in a temporary directory that goes away with the emulator
+    with tempfile.TemporaryDirectory(prefix="comfyart-emulator-") as scratch:
+        base_dir = args.base_dir or scratch
+        emulator = Emulator(base_dir, behaviour, checkpoints=[c for c in args.checkpoints.split(",") if c],
+                            vram_mb=args.vram_mb)
+        print(f"comfyart emulator listening on http://{args.host}:{args.port} (files in {base_dir})", flush=True)
+        web.run_app(build_app(emulator), host=args.host, port=args.port, print=None, access_log=None)
 
 
 if __name__ == "__main__":
