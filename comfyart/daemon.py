@@ -102,8 +102,7 @@ async def run(settings: Settings, *, ready: Optional[asyncio.Event] = None,
     pool = Pool(config=settings.pool, providers=build_providers(settings), static_backends=settings.static_backends,
                 session=session, request_timeout_s=settings.tracking.submit_timeout_s, adopt_leftovers=adopt)
     tracker = Tracker(store=store, pool=pool, outputs=outputs, config=settings.tracking, session=session)
-    dispatcher = Dispatcher(store=store, pool=pool, tracker=tracker, config=settings.tracking,
-                            max_inflight=settings.pool.max_inflight)
+    dispatcher = Dispatcher(store=store, pool=pool, tracker=tracker, max_inflight=settings.pool.max_inflight)
     server = _Server(uvicorn.Config(create_app(Services(store, pool, outputs)), host=settings.server.host,
                                     port=settings.server.port, log_config=None, access_log=False, lifespan="off",
                                     timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S))

@@ -11,7 +11,6 @@ import uuid
 from loguru import logger
 
 from .comfy import protocol
-from .config import TrackingConfig
 from .errors import BackendUnavailable, InvalidTransition, NotFound, PromptRejected, TransientError
 from .models import TaskStatus
 from .policy import AfterUncertainSubmit, after_uncertain_submit, choose_backend
@@ -23,12 +22,10 @@ CLAIM_BLOCK_S = 1.0
 
 
 class Dispatcher:
-    def __init__(self, *, store: TaskStore, pool: Pool, tracker: Tracker, config: TrackingConfig,
-                 max_inflight: int) -> None:
+    def __init__(self, *, store: TaskStore, pool: Pool, tracker: Tracker, max_inflight: int) -> None:
         self.store = store
         self.pool = pool
         self.tracker = tracker
-        self.config = config
         self.max_inflight = max_inflight
 
     def has_free_slot(self) -> bool:

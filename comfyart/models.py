@@ -7,8 +7,6 @@ from typing import Any, Dict, List, NewType, Optional
 from pydantic import BaseModel, Field
 
 TaskId = NewType("TaskId", str)
-BackendId = NewType("BackendId", str)
-PromptId = NewType("PromptId", str)
 
 
 class TaskStatus(enum.StrEnum):
@@ -43,7 +41,6 @@ class BackendState(enum.StrEnum):
     HEALTHY = "healthy"
     UNHEALTHY = "unhealthy"
     ERROR = "error"
-    STOPPING = "stopping"
 
 
 class OutputFile(BaseModel):

@@ -143,12 +143,11 @@ class Pool:
         self.ready.set()
 
     async def _handle_leftover(self, provider: Provider, spawned: Spawned) -> None:
-        expected_image = getattr(getattr(provider, "config", None), "image", "")
         host = next((h for h in provider.hosts if h.name == spawned.host), None)
         fits = (host is not None and host.ports[0] <= spawned.port <= host.ports[1]
                 and (not host.gpus or spawned.gpu in host.gpus))  # still a slot the configuration offers
         adopt = (self.adopt_leftovers and spawned.running and fits and spawned.backend_id not in self.backends
-                 and (not expected_image or spawned.image in ("", expected_image)))
+                 and (not provider.image or spawned.image in ("", provider.image)))
         if not adopt:
             logger.info("removing leftover backend={} running={}", spawned.name, spawned.running)
             await provider.remove(spawned)

@@ -21,6 +21,7 @@ import os
 import random
 import string
 import struct
+import sys
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -111,7 +112,6 @@ class Emulator:
         self.outbox: "asyncio.Queue[Tuple[Optional[str], Any]]" = asyncio.Queue(maxsize=64)
         self.loaded_model: Optional[str] = None
         self.temp_prefixes: Dict[str, str] = {}  # node id -> its preview prefix, random like ComfyUI's
-        self.started = time.time()
 
     # ------------------------------------------------------------------ messaging
     def queue_remaining(self) -> int:
@@ -375,7 +375,7 @@ class Emulator:
         ram_total, ram_free = _memory()
         system = {"os": "posix", "ram_total": ram_total, "ram_free": ram_free, "comfyui_version": "0.3.64",
                   "required_frontend_version": "1.27.10", "installed_templates_version": "0.1.95",
-                  "required_templates_version": "0.1.95", "python_version": _python_version(),
+                  "required_templates_version": "0.1.95", "python_version": sys.version,
                   "pytorch_version": "emulated", "embedded_python": False, "argv": ["comfyart.emulator"]}
         if self.gpu_index is None:
             device = {"name": "cpu", "type": "cpu", "index": None, "vram_total": ram_total, "vram_free": ram_free,
@@ -410,11 +410,6 @@ def _memory() -> Tuple[int, int]:
     except OSError:
         pass
     return total, free
-
-
-def _python_version() -> str:
-    import sys
-    return sys.version
 
 
 def _preview_frame(image: Image.Image, node_id: str, prompt_id: str, with_metadata: bool) -> bytes:

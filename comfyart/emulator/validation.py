@@ -17,10 +17,6 @@ def _error(kind: str, message: str, details: str = "", extra: Optional[dict] = N
     return {"type": kind, "message": message, "details": details, "extra_info": extra or {}}
 
 
-class _InnerFailure(Exception):
-    """A problem found while resolving a link; reported on the node that holds the link."""
-
-
 class Validator:
     def __init__(self, prompt: Dict[str, Any], input_dir: str, models: Dict[str, List[str]]) -> None:
         self.prompt = prompt

@@ -40,12 +40,9 @@ class Spawned:
 
 class Provider(Protocol):
     kind: str
-
-    @property
-    def hosts(self) -> Sequence[HostSpec]: ...
-
-    @property
-    def startup_timeout_s(self) -> float: ...
+    hosts: Sequence[HostSpec]
+    startup_timeout_s: float
+    image: str  # what a leftover must run to be adopted ("" when any will do)
 
     async def spawn(self, placement: Placement) -> Spawned:
         """Create and start a backend; raises ContainerFailed with the reason when it cannot start."""

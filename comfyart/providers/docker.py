@@ -8,7 +8,7 @@ import asyncio
 import functools
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
+from typing import Any, Callable, Dict, Iterator, List, Optional
 
 import docker
 import docker.errors
@@ -48,19 +48,13 @@ class DockerProvider:
     def __init__(self, config: DockerConfig, *, instance: str) -> None:
         self.config = config
         self.instance = instance
-        self._hosts = [HostSpec(h.name, h.address, h.ports, tuple(h.gpus)) for h in config.hosts]
+        self.hosts = [HostSpec(h.name, h.address, h.ports, tuple(h.gpus)) for h in config.hosts]
+        self.startup_timeout_s = config.startup_timeout
+        self.image = config.image
         self._urls = {h.name: h.url for h in config.hosts}
         self._clients: Dict[str, docker.DockerClient] = {}
         self._executors = {h.name: ThreadPoolExecutor(1, thread_name_prefix=f"docker-{h.name}")
                            for h in config.hosts}
-
-    @property
-    def hosts(self) -> Sequence[HostSpec]:
-        return self._hosts
-
-    @property
-    def startup_timeout_s(self) -> float:
-        return self.config.startup_timeout
 
     async def _call(self, host: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         def run() -> Any:
@@ -100,7 +94,7 @@ class DockerProvider:
         return options
 
     async def spawn(self, placement: Placement) -> Spawned:
-        address = next(h.address for h in self._hosts if h.name == placement.host)
+        address = next(h.address for h in self.hosts if h.name == placement.host)
         options = self.container_options(placement, address)
         name = options["name"]
 
@@ -146,7 +140,7 @@ class DockerProvider:
 
     async def leftovers(self) -> List[Spawned]:
         found: List[Spawned] = []
-        for host in self._hosts:
+        for host in self.hosts:
             filters = {"label": [f"{LABEL_MANAGED}=true", f"{LABEL_INSTANCE}={self.instance}"]}
             containers = await self._call(host.name, functools.partial(_list_containers, filters=filters))
             for container in containers:

@@ -12,7 +12,7 @@ import signal
 import sys
 from collections import deque
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional
 
 from ..config import ProcessConfig
 from ..errors import ContainerFailed
@@ -29,16 +29,10 @@ class ProcessProvider:
         self.config = config
         self.state_dir = data_dir / "processes"
         self.log_dir = data_dir / "logs"
-        self._hosts = [HostSpec(HOST_NAME, config.address, config.ports, tuple(config.gpus))]
+        self.hosts = [HostSpec(HOST_NAME, config.address, config.ports, tuple(config.gpus))]
+        self.startup_timeout_s = config.startup_timeout
+        self.image = ""
         self._processes: Dict[str, asyncio.subprocess.Process] = {}
-
-    @property
-    def hosts(self) -> Sequence[HostSpec]:
-        return self._hosts
-
-    @property
-    def startup_timeout_s(self) -> float:
-        return self.config.startup_timeout
 
     def _log_path(self, port: int) -> Path:
         return self.log_dir / f"process-{port}.log"
