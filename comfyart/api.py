@@ -1,25 +1,35 @@
-"""The REST API: tasks, their outputs, the pool, and a health check. ``create_app`` takes its services;
-there are no module globals. Every error leaves as a 4xx/5xx with a one-line ``detail``, never a stack trace.
+"""The REST API: tasks, their outputs, workflows and input uploads, the pool, and a health check.
+``create_app`` takes its services; there are no module globals. Every error leaves as a 4xx/5xx with a one-line
+``detail``, never a stack trace.
 """
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
-from typing import Any, Dict, Optional
+from dataclasses import dataclass, field
+from typing import Any, AsyncIterator, Dict, List, Optional, Tuple
 
-from fastapi import FastAPI, Query, Request
+from fastapi import FastAPI, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
+from pydantic import ValidationError
+from starlette.datastructures import UploadFile
 
 from . import __version__
 from .comfy.protocol import graph_problem
-from .errors import NotFound, TransientError
-from .models import TaskStatus
+from .config import describe_validation_error
+from .errors import Conflict, InvalidInput, NotFound, TransientError
+from .inputs import InputStore, NotAnImage, StoredInput, TooLarge
+from .models import Task, TaskStatus
 from .outputs import OutputStore
 from .pool import Pool
 from .store import TaskStore
+from .templates import Templates
+from .workflow import ParameterError, WorkflowDefinition, definition_problems, infer_parameters, workflow_name_problem
+from .workflow_store import WorkflowStore
 
 MAX_BODY_BYTES = 32 << 20
+MAX_FORM_FILES = 16
+UPLOAD_CHUNK = 1 << 20
 
 
 @dataclass
@@ -27,6 +37,10 @@ class Services:
     store: TaskStore
     pool: Pool
     outputs: OutputStore
+    workflows: WorkflowStore
+    templates: Templates
+    inputs: InputStore
+    workflow_file_errors: List[str] = field(default_factory=list)
 
 
 def _problem(status: int, detail: str, headers: Optional[Dict[str, str]] = None) -> JSONResponse:
@@ -41,14 +55,120 @@ def _one_line(exc: RequestValidationError) -> str:
     return "; ".join(parts)
 
 
+class BadRequest(Exception):
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+
+
+async def _json_body(request: Request) -> Any:
+    raw = await request.body()
+    if len(raw) > MAX_BODY_BYTES:
+        raise BadRequest(413, f"body larger than {MAX_BODY_BYTES} bytes")
+    try:
+        return json.loads(raw)
+    except ValueError:
+        raise BadRequest(400, "body is not valid JSON") from None
+
+
+def _object(body: Any, allowed: set, what: str) -> Dict[str, Any]:
+    if not isinstance(body, dict):
+        raise BadRequest(422, f"body must be a JSON object with {what}")
+    unknown = sorted(set(body) - allowed)
+    if unknown:
+        raise BadRequest(422, f"unknown field(s): {', '.join(unknown)}")
+    return body
+
+
+def _params(value: Any) -> Dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise BadRequest(422, "params must be a JSON object mapping parameter names to values")
+    return value
+
+
+async def _chunks(upload: UploadFile) -> AsyncIterator[bytes]:
+    while chunk := await upload.read(UPLOAD_CHUNK):
+        yield chunk
+
+
+async def _store_upload(inputs: InputStore, upload: UploadFile, label: str) -> StoredInput:
+    try:
+        return await inputs.add(_chunks(upload))
+    except NotAnImage as exc:
+        raise BadRequest(415, f"{label}: {exc}") from None
+    except TooLarge as exc:
+        raise BadRequest(413, f"{label}: {exc}") from None
+
+
+async def _run_request(request: Request, inputs: InputStore) -> Tuple[Dict[str, Any], Dict[str, StoredInput]]:
+    """A run's parameters and uploaded files: JSON ``{"params": {...}}``, or a form (multipart/form-data, or
+    url-encoded when it has no files) with a ``params`` field holding that JSON object and one file per image
+    parameter, named after it."""
+    content_type = request.headers.get("content-type", "")
+    if not content_type.startswith(("multipart/form-data", "application/x-www-form-urlencoded")):
+        body = await _json_body(request) if await request.body() else {}
+        return _params(_object(body, {"params"}, "a 'params' field").get("params")), {}
+    params: Dict[str, Any] = {}
+    files: Dict[str, StoredInput] = {}
+    async with request.form(max_files=MAX_FORM_FILES, max_fields=MAX_FORM_FILES) as form:
+        for key, value in form.multi_items():
+            if isinstance(value, UploadFile):
+                if key in files:
+                    raise BadRequest(422, f"params.{key}: more than one file")
+                files[key] = await _store_upload(inputs, value, f"params.{key}")
+            elif key == "params":
+                try:
+                    params = _params(json.loads(value))
+                except ValueError:
+                    raise BadRequest(400, "the 'params' form field is not valid JSON") from None
+            else:
+                raise BadRequest(422, f"unknown form field {key!r}: send 'params' (JSON) and image files")
+    return params, files
+
+
+def _etag_version(header: Optional[str]) -> Optional[int]:
+    if header is None:
+        return None
+    value = header.strip().removeprefix("W/").strip('"')
+    if not value.isdigit():
+        raise BadRequest(400, "If-Match must be a workflow version, as its ETag gives it")
+    return int(value)
+
+
+def _created(task: Task) -> JSONResponse:
+    body = {"id": task.id, "status": task.status.value}
+    if task.workflow is not None:
+        body.update(workflow=task.workflow, workflow_version=task.workflow_version, params=task.params)
+    return JSONResponse(body, status_code=201, headers={"Location": f"/api/tasks/{task.id}"})
+
+
 def create_app(services: Services) -> FastAPI:
     app = FastAPI(title="comfyart", version=__version__,
                   description="Elastic scheduler for fleets of ComfyUI backends")
     store, pool, outputs = services.store, services.pool, services.outputs
+    workflows, templates, inputs = services.workflows, services.templates, services.inputs
+
+    @app.exception_handler(BadRequest)
+    async def bad_request(request: Request, exc: BadRequest) -> JSONResponse:
+        return _problem(exc.status, str(exc))
 
     @app.exception_handler(NotFound)
     async def not_found(request: Request, exc: NotFound) -> JSONResponse:
         return _problem(404, str(exc))
+
+    @app.exception_handler(ParameterError)
+    async def bad_parameters(request: Request, exc: ParameterError) -> JSONResponse:
+        return _problem(422, str(exc))
+
+    @app.exception_handler(InvalidInput)
+    async def invalid_input(request: Request, exc: InvalidInput) -> JSONResponse:
+        return _problem(422, str(exc))
+
+    @app.exception_handler(Conflict)
+    async def conflict(request: Request, exc: Conflict) -> JSONResponse:
+        return _problem(412, str(exc))
 
     @app.exception_handler(TransientError)
     async def unavailable(request: Request, exc: TransientError) -> JSONResponse:
@@ -60,26 +180,24 @@ def create_app(services: Services) -> FastAPI:
 
     @app.post("/api/tasks", status_code=201)
     async def submit_task(request: Request) -> Any:
-        raw = await request.body()
-        if len(raw) > MAX_BODY_BYTES:
-            return _problem(413, f"body larger than {MAX_BODY_BYTES} bytes")
-        try:
-            body = json.loads(raw)
-        except ValueError:
-            return _problem(400, "body is not valid JSON")
-        if not isinstance(body, dict):
-            return _problem(422, "body must be a JSON object with a 'prompt' field")
+        """Queue a raw API-format graph (``{"prompt": {...}}``) or a run of a stored workflow
+        (``{"workflow": NAME, "params": {...}}``)."""
+        body = _object(await _json_body(request), {"prompt", "workflow", "params"},
+                       "a 'prompt' field, or 'workflow' and 'params'")
+        if "workflow" in body:
+            if "prompt" in body:
+                raise BadRequest(422, "give either 'prompt' or 'workflow', not both")
+            if not isinstance(body["workflow"], str):
+                raise BadRequest(422, "workflow must be a workflow's name")
+            return _created(await templates.submit(body["workflow"], _params(body.get("params"))))
         if "prompt" not in body:
-            return _problem(422, "missing field 'prompt' (a ComfyUI API-format graph)")
-        unknown = sorted(set(body) - {"prompt"})
-        if unknown:
-            return _problem(422, f"unknown field(s): {', '.join(unknown)}")
+            raise BadRequest(422, "missing field 'prompt' (a ComfyUI API-format graph) or 'workflow'")
+        if "params" in body:
+            raise BadRequest(422, "params apply to a workflow; a raw prompt carries its own values")
         problem = graph_problem(body["prompt"])
         if problem is not None:
-            return _problem(422, problem)
-        task = await store.create(body["prompt"])
-        return JSONResponse({"id": task.id, "status": task.status.value}, status_code=201,
-                            headers={"Location": f"/api/tasks/{task.id}"})
+            raise BadRequest(422, problem)
+        return _created(await store.create(body["prompt"]))
 
     @app.get("/api/tasks")
     async def list_tasks(status: Optional[TaskStatus] = None, limit: int = Query(50, ge=1, le=500),
@@ -101,6 +219,75 @@ def create_app(services: Services) -> FastAPI:
             raise NotFound(f"task {task_id} has no output {filename}")
         return FileResponse(path, media_type=record.content_type, filename=filename)
 
+    # ------------------------------------------------------------------ workflows
+    @app.get("/api/workflows")
+    async def list_workflows() -> Any:
+        return {"workflows": await workflows.list(), "file_errors": services.workflow_file_errors}
+
+    @app.post("/api/workflows/infer")
+    async def infer_workflow_parameters(request: Request) -> Any:
+        """Candidate parameters for a graph: every literal input. Prune them, then PUT the workflow."""
+        graph = _object(await _json_body(request), {"graph"}, "a 'graph' field").get("graph")
+        problem = graph_problem(graph)
+        if problem is not None:
+            raise BadRequest(422, f"graph: {problem}")
+        return {"params": {name: p.model_dump(mode="json") for name, p in infer_parameters(graph).items()}}
+
+    @app.get("/api/workflows/{name}")
+    async def get_workflow(name: str, version: Optional[int] = Query(None, ge=1)) -> Any:
+        workflow = await workflows.get(name, version)
+        body = {**workflow.model_dump(mode="json"), "versions": await workflows.versions(name)}
+        return JSONResponse(body, headers={"ETag": f'"{workflow.version}"'})
+
+    @app.put("/api/workflows/{name}")
+    async def put_workflow(name: str, request: Request) -> Any:
+        """Create or replace a workflow; each change makes a new version. ``If-Match: "N"`` replaces only
+        version N (and ``If-Match: "0"`` only creates)."""
+        problem = workflow_name_problem(name)
+        if problem is not None:
+            raise BadRequest(422, f"name: {problem}")
+        expected = _etag_version(request.headers.get("if-match"))
+        try:
+            definition = WorkflowDefinition.model_validate(await _json_body(request))
+        except ValidationError as exc:
+            raise BadRequest(422, describe_validation_error(exc)) from None
+        problems = definition_problems(definition)
+        if problems:
+            raise BadRequest(422, "; ".join(problems))
+        existed = await workflows.current(name) is not None
+        version, changed = await workflows.put(name, definition, expected_version=expected)
+        return JSONResponse({"name": name, "version": version, "changed": changed},
+                            status_code=200 if existed else 201, headers={"ETag": f'"{version}"',
+                                                                          "Location": f"/api/workflows/{name}"})
+
+    @app.delete("/api/workflows/{name}", status_code=204)
+    async def delete_workflow(name: str) -> Response:
+        await workflows.delete(name)
+        return Response(status_code=204)
+
+    @app.post("/api/workflows/{name}/run", status_code=201)
+    async def run_workflow(name: str, request: Request) -> Any:
+        """Queue a run: JSON ``{"params": {...}}``, or multipart with a ``params`` JSON field and image files
+        named after their parameters."""
+        if await workflows.current(name) is None:
+            raise NotFound(f"no workflow {name}")
+        params, files = await _run_request(request, inputs)
+        return _created(await templates.submit(name, params, files))
+
+    @app.post("/api/inputs", status_code=201)
+    async def upload_input(request: Request) -> Any:
+        """Store an image for later runs (multipart, one file); a parameter then takes ``{"input": ID}``."""
+        if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+            raise BadRequest(415, "send the image as multipart/form-data")
+        async with request.form(max_files=1, max_fields=1) as form:
+            uploads = [v for _, v in form.multi_items() if isinstance(v, UploadFile)]
+            if len(uploads) != 1:
+                raise BadRequest(422, "send exactly one file")
+            stored = await _store_upload(inputs, uploads[0], "file")
+        return JSONResponse({"input": stored.id, "size": stored.size, "content_type": stored.content_type},
+                            status_code=201)
+
+    # ------------------------------------------------------------------ pool
     @app.get("/api/pool")
     async def get_pool() -> Any:
         return {**pool.describe(), "queue_length": await store.queue_length()}

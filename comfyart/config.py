@@ -111,6 +111,12 @@ class TrackingConfig(_Section):
     max_submit_attempts: int = Field(3, ge=1, description="tries on backends that did not answer, then failed")
 
 
+class WorkflowsConfig(_Section):
+    directory: Optional[Path] = Field(
+        None, description="workflow files loaded at start-up (NAME-api.json, NAME.json, NAME.params.yaml); "
+                          "newer edits made through the API are kept")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="COMFYART_", env_nested_delimiter="__", extra="forbid")
 
@@ -125,6 +131,7 @@ class Settings(BaseSettings):
     pool: PoolConfig = Field(default_factory=PoolConfig)
     static_backends: List[StaticBackendConfig] = Field(default_factory=list)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    workflows: WorkflowsConfig = Field(default_factory=WorkflowsConfig)
 
     @classmethod
     def settings_customise_sources(cls, settings_cls: type, init_settings: PydanticBaseSettingsSource,

@@ -18,13 +18,17 @@ from .api import Services, create_app
 from .config import Settings
 from .dispatcher import Dispatcher
 from .errors import ConfigError, StoreUnavailable
+from .inputs import InputStore
 from .outputs import OutputStore
 from .pool import Pool
 from .providers.base import Provider
 from .providers.docker import DockerProvider
 from .providers.process import ProcessProvider
 from .store import TaskStore, map_redis_errors
+from .templates import Templates
 from .tracker import Tracker
+from .workflow_files import load_workflow_files
+from .workflow_store import WorkflowStore
 
 GRACEFUL_SHUTDOWN_S = 5
 
@@ -95,16 +99,24 @@ async def run(settings: Settings, *, ready: Optional[asyncio.Event] = None,
             await client.ping()
     except StoreUnavailable as exc:
         raise ConfigError(f"cannot reach Redis at {redis_url}: {exc}") from exc
+    workflows = WorkflowStore(client, settings.redis.prefix)
+    file_errors: List[str] = []
+    if settings.workflows.directory is not None:
+        file_errors = (await load_workflow_files(settings.workflows.directory, workflows)).errors
     session = aiohttp.ClientSession()
     store = TaskStore(client, settings.redis.prefix)
     outputs = OutputStore(settings.data_dir / "outputs")
+    inputs = InputStore(settings.data_dir / "inputs")
+    templates = Templates(workflows=workflows, tasks=store, inputs=inputs, outputs=outputs)
     adopt = settings.docker.leftovers == "adopt" if settings.docker else True
     pool = Pool(config=settings.pool, providers=build_providers(settings), static_backends=settings.static_backends,
                 session=session, request_timeout_s=settings.tracking.submit_timeout_s, adopt_leftovers=adopt)
     tracker = Tracker(store=store, pool=pool, outputs=outputs, config=settings.tracking, session=session)
-    dispatcher = Dispatcher(store=store, pool=pool, tracker=tracker, max_inflight=settings.pool.max_inflight)
-    server = _Server(uvicorn.Config(create_app(Services(store, pool, outputs)), host=settings.server.host,
-                                    port=settings.server.port, log_config=None, access_log=False, lifespan="off",
+    dispatcher = Dispatcher(store=store, pool=pool, tracker=tracker, templates=templates,
+                            max_inflight=settings.pool.max_inflight)
+    services = Services(store, pool, outputs, workflows, templates, inputs, file_errors)
+    server = _Server(uvicorn.Config(create_app(services), host=settings.server.host, port=settings.server.port,
+                                    log_config=None, access_log=False, lifespan="off",
                                     timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S))
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -11,21 +11,24 @@ import uuid
 from loguru import logger
 
 from .comfy import protocol
-from .errors import BackendUnavailable, InvalidTransition, NotFound, PromptRejected, TransientError
+from .errors import BackendUnavailable, InvalidInput, InvalidTransition, NotFound, PromptRejected, TransientError
 from .models import TaskStatus
 from .policy import AfterUncertainSubmit, after_uncertain_submit, choose_backend
 from .pool import Backend, Pool, now_ms
 from .store import TaskStore
+from .templates import PreparedPrompt, Templates
 from .tracker import PromptState, Tracker
 
 CLAIM_BLOCK_S = 1.0
 
 
 class Dispatcher:
-    def __init__(self, *, store: TaskStore, pool: Pool, tracker: Tracker, max_inflight: int) -> None:
+    def __init__(self, *, store: TaskStore, pool: Pool, tracker: Tracker, templates: Templates,
+                 max_inflight: int) -> None:
         self.store = store
         self.pool = pool
         self.tracker = tracker
+        self.templates = templates
         self.max_inflight = max_inflight
 
     def has_free_slot(self) -> bool:
@@ -57,6 +60,11 @@ class Dispatcher:
         if task.status != TaskStatus.PENDING:
             await self.store.release_claim(task_id)  # canceled (or settled) while it waited
             return
+        try:
+            prepared = await self.templates.prepare(task)
+        except InvalidInput as exc:
+            await self._unrunnable(task_id, str(exc))
+            return
         backend_id = choose_backend(self.pool.loads(), self.max_inflight)
         if backend_id is None:
             await self.store.requeue_front(task_id)
@@ -64,13 +72,34 @@ class Dispatcher:
         backend = self.pool.backends[backend_id]
         prompt_id = str(uuid.uuid4())
         await self.store.record_submission(task_id, backend=backend.id, prompt_id=prompt_id,
-                                           attempts=task.attempts + 1)
-        state = self.tracker.expect(backend, prompt_id, task_id, task.prompt)
-        submissions.create_task(self._submit(backend, prompt_id, state, task.prompt), name=f"submit {task_id}")
+                                           attempts=task.attempts + 1,
+                                           resolved_prompt=prepared.graph if task.workflow else None)
+        state = self.tracker.expect(backend, prompt_id, task_id, prepared.graph)
+        submissions.create_task(self._submit(backend, prompt_id, state, prepared), name=f"submit {task_id}")
 
-    async def _submit(self, backend: Backend, prompt_id: str, state: PromptState, prompt: dict) -> None:
+    async def _unrunnable(self, task_id: str, error: str) -> None:
         try:
-            await backend.client.submit(prompt, client_id=self.tracker.client_id, prompt_id=prompt_id)
+            await self.store.update(task_id, to=TaskStatus.FAILED, finished_ms=now_ms(), error=error)
+        except (InvalidTransition, NotFound):
+            pass
+        await self.store.release_claim(task_id)
+        logger.info("task cannot run task={} error={}", task_id, error)
+
+    async def _submit(self, backend: Backend, prompt_id: str, state: PromptState, prepared: PreparedPrompt) -> None:
+        try:
+            await self._upload(backend, prepared)
+        except BackendUnavailable as exc:
+            # nothing was posted yet: the prompt certainly is not on this backend
+            backend.health_failures += 1
+            await self.tracker.release(backend, prompt_id, done=False)
+            await self.tracker.requeue_task(state.task_id, f"could not upload an input to {backend.id}: {exc}")
+            return
+        except InvalidInput as exc:
+            await self.tracker.release(backend, prompt_id, done=False)
+            await self._unrunnable(state.task_id, str(exc))
+            return
+        try:
+            await backend.client.submit(prepared.graph, client_id=self.tracker.client_id, prompt_id=prompt_id)
         except PromptRejected as exc:
             await self._rejected(backend, prompt_id, state, exc)
             return
@@ -79,6 +108,18 @@ class Dispatcher:
             return
         state.submitted = True
         logger.debug("submitted task={} backend={} prompt={}", state.task_id, backend.id, prompt_id)
+
+    async def _upload(self, backend: Backend, prepared: PreparedPrompt) -> None:
+        """Put each input image on the backend just before the prompt, so any backend can run any task."""
+        for upload in prepared.uploads:
+            try:
+                data = await asyncio.to_thread(upload.path.read_bytes)
+            except OSError as exc:
+                raise InvalidInput(f"params.{upload.param}: cannot read {upload.path.name}: {exc.strerror}") from exc
+            stored = await backend.client.upload_image(data, name=upload.name, content_type=upload.content_type,
+                                                       timeout_s=self.tracker.config.download_timeout_s)
+            if stored != upload.name:
+                raise BackendUnavailable(f"stored {upload.name} as {stored} despite overwrite")
 
     async def _rejected(self, backend: Backend, prompt_id: str, state: PromptState, exc: PromptRejected) -> None:
         try:

@@ -2,7 +2,8 @@
 
     ComfyartError
     ├── TransientError          retry later: StoreUnavailable, DockerUnavailable, BackendUnavailable
-    ├── PermanentError          don't retry: PromptRejected, ContainerFailed, NotFound, InvalidTransition
+    ├── PermanentError          don't retry: PromptRejected, ContainerFailed, NotFound, InvalidTransition,
+    │                           Conflict, InvalidInput
     └── ConfigError             start-up only; the message names the field
 """
 from __future__ import annotations
@@ -59,6 +60,14 @@ class NotFound(PermanentError):
 
 class InvalidTransition(PermanentError):
     pass
+
+
+class Conflict(PermanentError):
+    """A conditional write found another version than the one it expected."""
+
+
+class InvalidInput(PermanentError):
+    """A request's content is refused; the message names the field at fault."""
 
 
 class ConfigError(ComfyartError):

@@ -61,7 +61,12 @@ class Task(BaseModel):
     updated_ms: int
     started_ms: Optional[int] = None
     finished_ms: Optional[int] = None
-    prompt: Dict[str, Any]
+    prompt: Optional[Dict[str, Any]] = Field(
+        None, description="the API-format graph; for a task queued by workflow name, written when it is dispatched")
+    workflow: Optional[str] = None
+    workflow_version: Optional[int] = None
+    params: Optional[Dict[str, Any]] = Field(None, description="the workflow parameters it runs with, the seed "
+                                                               "actually used included")
     backend: Optional[str] = None
     prompt_id: Optional[str] = None
     progress: float = 0.0

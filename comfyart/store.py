@@ -1,7 +1,7 @@
 """Task records and the task queue in Redis.
 
 Key schema (``P`` is the configured prefix):
-    P:task:{id}             hash: the task record (JSON-encoded values for prompt, outputs, node_errors)
+    P:task:{id}             hash: the task record (JSON-encoded values for prompt, params, outputs, node_errors)
     P:tasks                 zset: every task id scored by created_ms (newest first listing)
     P:tasks:{status}        zset: task ids in that status, scored by created_ms
     P:queue                 list: pending task ids; LPUSH to enqueue, the dispatcher takes from the right
@@ -25,8 +25,9 @@ import ulid
 from .errors import InvalidTransition, NotFound, StoreUnavailable
 from .models import FINAL_STATUSES, Task, TaskId, TaskStatus, sources_of
 
-_JSON_FIELDS = ("prompt", "outputs", "node_errors")
-_INT_FIELDS = ("created_ms", "updated_ms", "started_ms", "finished_ms", "node_step", "node_max", "attempts")
+_JSON_FIELDS = ("prompt", "outputs", "node_errors", "params")
+_INT_FIELDS = ("created_ms", "updated_ms", "started_ms", "finished_ms", "node_step", "node_max", "attempts",
+               "workflow_version")
 
 # KEYS: task, all-index prefix (P:tasks), active set
 # ARGV: id, allowed statuses joined by ',' ('' = any non-final), new status ('' = keep), now_ms, field, value, ...
@@ -129,11 +130,18 @@ class TaskStore:
         return f"{self.prefix}:prompt:{prompt_id}"
 
     # ------------------------------------------------------------------ records
-    async def create(self, prompt: Dict[str, Any]) -> Task:
+    async def create(self, prompt: Optional[Dict[str, Any]] = None, *, workflow: Optional[str] = None,
+                     workflow_version: Optional[int] = None, params: Optional[Dict[str, Any]] = None) -> Task:
+        """Queue a task: a whole graph, or a workflow's name, version and parameter values (the graph is resolved
+        at dispatch, which keeps a long queue small)."""
         created = now_ms()
         task_id = self._new_id()
-        fields = {"id": task_id, "status": TaskStatus.PENDING, "created_ms": created, "updated_ms": created,
-                  "prompt": prompt, "progress": 0.0, "attempts": 0}
+        fields: Dict[str, Any] = {"id": task_id, "status": TaskStatus.PENDING, "created_ms": created,
+                                  "updated_ms": created, "progress": 0.0, "attempts": 0}
+        if prompt is not None:
+            fields["prompt"] = prompt
+        else:
+            fields.update(workflow=workflow, workflow_version=workflow_version, params=params or {})
         with map_redis_errors():
             async with self.redis.pipeline(transaction=True) as pipe:
                 pipe.hset(self._task_key(task_id), mapping=_encode(fields))
@@ -216,10 +224,14 @@ class TaskStore:
             return int(await self.redis.llen(self.queue_key))
 
     # ------------------------------------------------------------------ submissions
-    async def record_submission(self, task_id: str, *, backend: str, prompt_id: str, attempts: int) -> None:
-        """Before POST /prompt: remember where the prompt goes, so a crash right after it can be reconciled."""
-        await self.update(task_id, allowed_from=[TaskStatus.PENDING], backend=backend, prompt_id=prompt_id,
-                          attempts=attempts, error=None)
+    async def record_submission(self, task_id: str, *, backend: str, prompt_id: str, attempts: int,
+                                resolved_prompt: Optional[Dict[str, Any]] = None) -> None:
+        """Before POST /prompt: remember where the prompt goes, so a crash right after it can be reconciled, and
+        the graph a task queued by workflow name resolved to."""
+        fields: Dict[str, Any] = {"backend": backend, "prompt_id": prompt_id, "attempts": attempts, "error": None}
+        if resolved_prompt is not None:
+            fields["prompt"] = resolved_prompt
+        await self.update(task_id, allowed_from=[TaskStatus.PENDING], **fields)
         with map_redis_errors():
             async with self.redis.pipeline(transaction=True) as pipe:
                 pipe.set(self._prompt_key(prompt_id), task_id)

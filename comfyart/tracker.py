@@ -7,13 +7,13 @@ from __future__ import annotations
 import asyncio
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Set, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Set, Tuple
 
 import aiohttp
 from loguru import logger
 
 from .comfy import protocol
-from .comfy.protocol import ExecutionCached, ExecutionError, ExecutionInterrupted, ExecutionStart, Executing, Progress
+from .comfy.protocol import Executing, ExecutionCached, ExecutionError, ExecutionInterrupted, ExecutionStart, Progress
 from .config import TrackingConfig
 from .errors import BackendUnavailable, InvalidTransition, NotFound, TransientError
 from .models import OutputFile, TaskStatus
@@ -51,7 +51,7 @@ class Tracker:
         pool.on_lost = self.backend_lost
 
     # ------------------------------------------------------------------ bookkeeping
-    def expect(self, backend: Backend, prompt_id: str, task_id: str, prompt: Dict[str, Any]) -> PromptState:
+    def expect(self, backend: Backend, prompt_id: str, task_id: str, prompt: Mapping[str, Any]) -> PromptState:
         """Take a slot on ``backend`` for a prompt about to be submitted."""
         state = PromptState(task_id, total_nodes=len(prompt))
         self.prompts[prompt_id] = state
@@ -89,7 +89,7 @@ class Tracker:
         for task in await self.store.active_tasks():
             backend = self.pool.backends.get(task.backend or "")
             if backend is not None and task.prompt_id:
-                state = self.expect(backend, task.prompt_id, task.id, task.prompt)
+                state = self.expect(backend, task.prompt_id, task.id, task.prompt or {})
                 state.submitted = True
                 reattached += 1
             else:

@@ -11,13 +11,13 @@ import sys
 import time
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable, Dict, Iterator, List
+from typing import Any, AsyncIterator, Callable, Dict, Iterator, List, Optional
 
 import httpx
 import pytest
-import yaml
 import redis
 import redis.asyncio as aioredis
+import yaml
 
 from comfyart.config import Settings
 
@@ -121,11 +121,12 @@ class EmulatorProcess:
 
 @pytest.fixture
 def emulator(tmp_path: Path) -> Iterator[Callable[..., EmulatorProcess]]:
-    """Factory: ``emulator(*extra_args)`` starts ``python -m comfyart.emulator`` on a free port."""
+    """Factory: ``emulator(*extra_args, port=None)`` starts ``python -m comfyart.emulator`` on ``port`` or a free
+    one."""
     started: List[EmulatorProcess] = []
 
-    def start(*args: str) -> EmulatorProcess:
-        port = free_port()
+    def start(*args: str, port: Optional[int] = None) -> EmulatorProcess:
+        port = port or free_port()
         base_dir = tmp_path / f"emulator-{port}"
         process = subprocess.Popen([sys.executable, "-m", "comfyart.emulator", "--host", "127.0.0.1", "--port",
                                     str(port), "--base-dir", str(base_dir), *args], cwd=ROOT,

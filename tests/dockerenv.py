@@ -18,8 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, List
 
-import docker
 import docker.errors
+
+import docker
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = Path(os.environ.get("COMFYART_TEST_CACHE", Path.home() / ".cache" / "comfyart"))

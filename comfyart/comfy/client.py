@@ -78,6 +78,24 @@ class ComfyClient:
             raise BackendUnavailable("GET /system_stats is not ComfyUI's answer")
         return payload
 
+    async def upload_image(self, data: bytes, *, name: str, content_type: str, timeout_s: float) -> str:
+        """POST /upload/image with overwrite, so the backend keeps ``name``; returns the name the graph must use
+        (``subfolder/name`` when the backend put it in a subfolder)."""
+        form = aiohttp.FormData()
+        form.add_field("image", data, filename=name, content_type=content_type)
+        form.add_field("type", "input")
+        form.add_field("overwrite", "true")
+        async with (
+            map_http_errors(f"POST /upload/image {name}"),
+            self.session.post(self.base_url + "/upload/image", data=form,
+                              timeout=aiohttp.ClientTimeout(total=timeout_s)) as response,
+        ):
+            payload = await response.json(content_type=None) if response.status == 200 else None
+            if not isinstance(payload, dict) or not isinstance(payload.get("name"), str):
+                raise BackendUnavailable(f"POST /upload/image {name} answered HTTP {response.status}")
+        subfolder = payload.get("subfolder") or ""
+        return f"{subfolder}/{payload['name']}" if subfolder else payload["name"]
+
     async def download(self, ref: OutputRef, destination: str, *, timeout_s: float) -> Tuple[int, str, str]:
         """Stream one output to ``destination``; returns (size, sha256 hex, content type)."""
         query = urlencode({"filename": ref.filename, "subfolder": ref.subfolder, "type": ref.type})

@@ -37,6 +37,8 @@ class Latent:
     batch: int
     seed: int = 0
     text: str = ""
+    source: Optional[List[Image.Image]] = None  # the encoded pictures of an image-to-image latent
+    denoise: float = 1.0
 
 
 @dataclass
@@ -226,16 +228,22 @@ async def run_node(class_type: str, inputs: Dict[str, Any], ctx: Context) -> Tup
         return (Latent(inputs["width"], inputs["height"], inputs["batch_size"]),), None
     if class_type == "VAEEncode":
         images = inputs["pixels"]
-        return (Latent(images[0].size[0], images[0].size[1], len(images)),), None
+        return (Latent(images[0].size[0], images[0].size[1], len(images), source=list(images)),), None
     if class_type == "KSampler":
         latent: Latent = inputs["latent_image"]
         steps = inputs["steps"]
         for step in range(1, steps + 1):
             await ctx.report_progress(step, steps, None)
-        return (Latent(latent.width, latent.height, latent.batch, inputs["seed"], str(inputs["positive"][1])),), None
+        return (Latent(latent.width, latent.height, latent.batch, inputs["seed"], str(inputs["positive"][1]),
+                       latent.source, inputs["denoise"]),), None
     if class_type == "VAEDecode":
         lat: Latent = inputs["samples"]
-        return ([_seeded_image(lat.width, lat.height, lat.seed + i, lat.text) for i in range(lat.batch)],), None
+        images = [_seeded_image(lat.width, lat.height, lat.seed + i, lat.text) for i in range(lat.batch)]
+        if lat.source:
+            # image to image: keep (1 - denoise) of the encoded picture, as a sampler starting from it would
+            images = [Image.blend(lat.source[i % len(lat.source)].convert("RGB"), image, lat.denoise)
+                      for i, image in enumerate(images)]
+        return (images,), None
     if class_type == "EmptyImage":
         color = inputs["color"]
         rgb = ((color >> 16) & 0xFF, (color >> 8) & 0xFF, color & 0xFF)

@@ -10,10 +10,11 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any, Callable, Dict, Iterator, List, Optional
 
-import docker
 import docker.errors
 import docker.types
 import requests.exceptions
+
+import docker
 
 from ..config import DockerConfig
 from ..errors import ContainerFailed, DockerUnavailable

@@ -14,8 +14,18 @@ import httpx
 import pytest
 
 from tests import dockerenv
-from tests.conftest import (basic_graph, free_port, free_port_range, make_settings, running_daemon,
-                            serve_subprocess, wait_for_pool, wait_for_port, wait_for_task_sync, wait_for_tasks)
+from tests.conftest import (
+    basic_graph,
+    free_port,
+    free_port_range,
+    make_settings,
+    running_daemon,
+    serve_subprocess,
+    wait_for_pool,
+    wait_for_port,
+    wait_for_task_sync,
+    wait_for_tasks,
+)
 
 pytestmark = pytest.mark.docker
 

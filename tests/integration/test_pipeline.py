@@ -8,8 +8,14 @@ from pathlib import Path
 import aiohttp
 import httpx
 
-from tests.conftest import (basic_graph, make_settings, running_daemon, text_to_image_graph, wait_for_pool,
-                            wait_for_tasks)
+from tests.conftest import (
+    basic_graph,
+    make_settings,
+    running_daemon,
+    text_to_image_graph,
+    wait_for_pool,
+    wait_for_tasks,
+)
 
 
 def static(*emulators) -> list:

@@ -11,9 +11,20 @@ import httpx
 import pytest
 import yaml
 
-from tests.conftest import (basic_graph, free_port, free_port_range, healthy_count, make_settings, running_daemon,
-                            serve_subprocess, text_to_image_graph, wait_for_pool, wait_for_port, wait_for_task_sync,
-                            wait_for_tasks)
+from tests.conftest import (
+    basic_graph,
+    free_port,
+    free_port_range,
+    healthy_count,
+    make_settings,
+    running_daemon,
+    serve_subprocess,
+    text_to_image_graph,
+    wait_for_pool,
+    wait_for_port,
+    wait_for_task_sync,
+    wait_for_tasks,
+)
 
 
 def processes(ports: tuple, *extra: str, gpus: list | None = None) -> dict:

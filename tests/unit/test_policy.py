@@ -2,9 +2,18 @@ from __future__ import annotations
 
 import pytest
 
-from comfyart.policy import (AfterUncertainSubmit, BackendLoad, HostView, Placement, after_uncertain_submit,
-                             choose_backend, containers_to_start, place_container, prompt_progress,
-                             should_fail_after_attempts)
+from comfyart.policy import (
+    AfterUncertainSubmit,
+    BackendLoad,
+    HostView,
+    Placement,
+    after_uncertain_submit,
+    choose_backend,
+    containers_to_start,
+    place_container,
+    prompt_progress,
+    should_fail_after_attempts,
+)
 
 
 def host(name, ports=(100, 102), gpus=(), used_ports=(), used_gpus=(), containers=None, available=True):

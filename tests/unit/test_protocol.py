@@ -8,8 +8,17 @@ from typing import Any, Iterator, List
 import pytest
 
 from comfyart.comfy import protocol
-from comfyart.comfy.protocol import (ExecutionCached, ExecutionError, ExecutionInterrupted, ExecutionStart,
-                                     ExecutionSuccess, Executed, Executing, Progress, StatusEvent)
+from comfyart.comfy.protocol import (
+    Executed,
+    Executing,
+    ExecutionCached,
+    ExecutionError,
+    ExecutionInterrupted,
+    ExecutionStart,
+    ExecutionSuccess,
+    Progress,
+    StatusEvent,
+)
 
 TRANSCRIPTS = Path(__file__).resolve().parents[2].parent / "shared" / "comfyui" / "transcripts"
 

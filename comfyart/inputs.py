@@ -1,0 +1,106 @@
+"""Uploaded input images, stored by content under the data directory until a task delivers them to a backend.
+
+An input's id is its SHA-256 plus its extension, so the same picture uploaded twice is stored once and reaches a
+backend under one name.
+"""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import AsyncIterator, Optional, Tuple
+
+INPUT_ID = re.compile(r"^[0-9a-f]{64}\.(png|jpg|webp|gif|bmp|tiff)$")
+MAX_UPLOAD_BYTES = 64 << 20
+IMAGE_KINDS = "PNG, JPEG, WEBP, GIF, BMP or TIFF"
+
+_SIGNATURES = (
+    (b"\x89PNG\r\n\x1a\n", "image/png", ".png"),
+    (b"\xff\xd8\xff", "image/jpeg", ".jpg"),
+    (b"GIF87a", "image/gif", ".gif"),
+    (b"GIF89a", "image/gif", ".gif"),
+    (b"BM", "image/bmp", ".bmp"),
+    (b"II*\x00", "image/tiff", ".tiff"),
+    (b"MM\x00*", "image/tiff", ".tiff"),
+)
+
+
+def sniff_image(head: bytes) -> Optional[Tuple[str, str]]:
+    """(content type, extension) of an image from its first bytes, or None: the bytes decide, never the name or
+    the client's declared content type."""
+    if len(head) >= 12 and head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "image/webp", ".webp"
+    for signature, content_type, extension in _SIGNATURES:
+        if head.startswith(signature):
+            return content_type, extension
+    return None
+
+
+class NotAnImage(ValueError):
+    pass
+
+
+def _image_kind(head: bytes) -> Tuple[str, str]:
+    kind = sniff_image(head)
+    if kind is None:
+        raise NotAnImage(f"not an image ({IMAGE_KINDS})")
+    return kind
+
+
+class TooLarge(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class StoredInput:
+    id: str
+    size: int
+    content_type: str
+
+
+class InputStore:
+    def __init__(self, root: Path) -> None:
+        self.root = root.resolve()
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def path(self, input_id: str) -> Optional[Path]:
+        """The file of a stored input, or None (also for anything that is not an input id)."""
+        if not INPUT_ID.match(input_id):
+            return None
+        path = self.root / input_id[:2] / input_id
+        return path if path.is_file() else None
+
+    async def add(self, chunks: AsyncIterator[bytes], *, limit: int = MAX_UPLOAD_BYTES) -> StoredInput:
+        """Store an upload read chunk by chunk; NotAnImage or TooLarge leave nothing behind."""
+        digest = hashlib.sha256()
+        size = 0
+        kind: Optional[Tuple[str, str]] = None
+        head = b""
+        fd, partial = tempfile.mkstemp(dir=self.root, prefix=".upload-")
+        try:
+            with os.fdopen(fd, "wb") as out:
+                async for chunk in chunks:
+                    size += len(chunk)
+                    if size > limit:
+                        raise TooLarge(f"larger than {limit} bytes")
+                    if kind is None and len(head) < 16:
+                        head += chunk[:16]
+                        if len(head) >= 16:
+                            kind = _image_kind(head)
+                    digest.update(chunk)
+                    await asyncio.to_thread(out.write, chunk)
+            if kind is None:
+                kind = _image_kind(head)
+            content_type, extension = kind
+            input_id = digest.hexdigest() + extension
+            target = self.root / input_id[:2] / input_id
+            target.parent.mkdir(exist_ok=True)
+            os.replace(partial, target)
+        finally:
+            if os.path.exists(partial):
+                os.unlink(partial)
+        return StoredInput(input_id, size, content_type)

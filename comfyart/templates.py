@@ -1,0 +1,139 @@
+"""Tasks that run a stored workflow: queued by name, version and parameter values, resolved into a graph (and the
+image files it loads) only when the dispatcher is about to submit them.
+"""
+from __future__ import annotations
+
+import random
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Tuple
+
+from .errors import InvalidInput, NotFound
+from .inputs import InputStore, StoredInput
+from .models import Task, TaskStatus
+from .outputs import OutputStore
+from .store import TaskStore
+from .workflow import ImageInput, ParameterError, WorkflowDefinition, apply, bind, image_inputs
+from .workflow_store import WorkflowStore
+
+CACHED_DEFINITIONS = 256
+
+
+@dataclass(frozen=True)
+class Upload:
+    """A file to put on the backend (``POST /upload/image``) before the prompt that loads it."""
+
+    param: str
+    path: Path
+    name: str  # the file name the backend will know it by, and the graph names
+    content_type: str
+
+
+@dataclass(frozen=True)
+class PreparedPrompt:
+    graph: Dict[str, Any]
+    uploads: List[Upload]
+
+
+class Templates:
+    def __init__(self, *, workflows: WorkflowStore, tasks: TaskStore, inputs: InputStore, outputs: OutputStore,
+                 rng: Optional[random.Random] = None) -> None:
+        self.workflows = workflows
+        self.tasks = tasks
+        self.inputs = inputs
+        self.outputs = outputs
+        self.rng = rng or random.SystemRandom()
+        # versions never change once written, so a cached definition cannot go stale
+        self._definitions: "OrderedDict[Tuple[str, int], WorkflowDefinition]" = OrderedDict()
+
+    async def definition(self, name: str, version: int) -> WorkflowDefinition:
+        key = (name, version)
+        cached = self._definitions.get(key)
+        if cached is not None:
+            self._definitions.move_to_end(key)
+            return cached
+        definition = await self.workflows.definition(name, version)
+        self._definitions[key] = definition
+        if len(self._definitions) > CACHED_DEFINITIONS:
+            self._definitions.popitem(last=False)
+        return definition
+
+    # ------------------------------------------------------------------ submission
+    async def submit(self, name: str, params: Mapping[str, Any],
+                     uploads: Optional[Mapping[str, StoredInput]] = None) -> Task:
+        """Queue a run of workflow ``name``'s current version. ``uploads`` are files that came with the request,
+        by parameter. Raises NotFound, or ParameterError naming each parameter at fault."""
+        meta = await self.workflows.current(name)
+        if meta is None:
+            raise NotFound(f"no workflow {name}")
+        version = int(meta["version"])
+        # read, not cached: the cache serves dispatch, and holding a version there would keep it runnable
+        # after its retention ran out
+        definition = await self.workflows.definition(name, version)
+        request = dict(params)
+        for param, stored in (uploads or {}).items():
+            if param in request:
+                raise ParameterError({param: "given both as a file and in params"})
+            request[param] = {"input": stored.id}
+        values = bind(definition.params, request, self.rng)
+        problems = {}
+        for image in image_inputs(definition.params, values):
+            try:
+                await self._source(image)
+            except ValueError as exc:
+                problems[image.param] = str(exc)
+        if problems:
+            raise ParameterError(problems)
+        return await self.tasks.create(workflow=name, workflow_version=version, params=values)
+
+    async def _source(self, image: ImageInput) -> Tuple[Path, str, str]:
+        """(path, sha256, content type) of an image parameter's file, or ValueError saying why it has none."""
+        ref = image.ref
+        if ref.input is not None:
+            path = self.inputs.path(ref.input)
+            if path is None:
+                raise ValueError(f"no uploaded input {ref.input}")
+            return path, ref.input.split(".")[0], _image_type(path)
+        try:
+            task = await self.tasks.get(ref.task or "")
+        except NotFound:
+            raise ValueError(f"no task {ref.task}") from None
+        if task.status is not TaskStatus.COMPLETED:
+            raise ValueError(f"task {task.id} is {task.status}, not completed")
+        record = next((o for o in task.outputs if o.filename == ref.filename), None)
+        path = self.outputs.find(task.id, ref.filename or "") if record is not None else None
+        if record is None or path is None:
+            raise ValueError(f"task {task.id} has no output {ref.filename}")
+        if not record.content_type.startswith("image/"):
+            raise ValueError(f"output {ref.filename} of task {task.id} is {record.content_type}, not an image")
+        return path, record.sha256, record.content_type
+
+    # ------------------------------------------------------------------ dispatch
+    async def prepare(self, task: Task) -> PreparedPrompt:
+        """The graph to submit for ``task`` and the files to upload first. Raises InvalidInput when it can no
+        longer run (its workflow version or an input file is gone): retrying elsewhere would not help."""
+        if task.workflow is None or task.workflow_version is None:
+            if task.prompt is None:
+                raise InvalidInput(f"task {task.id} has neither a prompt nor a workflow")
+            return PreparedPrompt(task.prompt, [])
+        try:
+            definition = await self.definition(task.workflow, task.workflow_version)
+        except NotFound:
+            raise InvalidInput(f"workflow {task.workflow} version {task.workflow_version} is no longer stored "
+                               f"(the workflow was deleted)") from None
+        values = task.params or {}
+        uploads: List[Upload] = []
+        for image in image_inputs(definition.params, values):
+            try:
+                path, sha256, content_type = await self._source(image)
+            except ValueError as exc:
+                raise InvalidInput(f"params.{image.param}: {exc}") from None
+            uploads.append(Upload(image.param, path, f"comfyart-{sha256[:24]}{path.suffix.lower()}", content_type))
+        graph = apply(definition.graph, definition.params, values, {u.param: u.name for u in uploads})
+        return PreparedPrompt(graph, uploads)
+
+
+def _image_type(path: Path) -> str:
+    extension = path.suffix.lower().lstrip(".")
+    return "image/jpeg" if extension == "jpg" else f"image/{extension}"
