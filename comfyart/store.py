@@ -77,14 +77,16 @@ def _encode(fields: Dict[str, Any]) -> Dict[str, str]:
         if value is None:
             encoded[key] = DELETE
         elif key in _JSON_FIELDS:
-            encoded[key] = json.dumps(value)
+            encoded[key] = json.dumps(value, separators=(",", ":"))
         else:
             encoded[key] = str(value.value if isinstance(value, TaskStatus) else value)
     return encoded
 
 
-def _decode(raw: Dict[str, str]) -> Task:
-    record: Dict[str, Any] = dict(raw)
+def _decode(task_id: str, raw: Dict[str, str]) -> Task:
+    # a new record holds only what differs from the defaults (id is in its key, updated_ms starts at created_ms):
+    # every field costs tens of bytes, and a queue can hold millions of records
+    record: Dict[str, Any] = {"id": task_id, "updated_ms": raw["created_ms"], **raw}
     for key in _JSON_FIELDS:
         if key in record:
             record[key] = json.loads(record[key])
@@ -136,8 +138,7 @@ class TaskStore:
         at dispatch, which keeps a long queue small)."""
         created = now_ms()
         task_id = self._new_id()
-        fields: Dict[str, Any] = {"id": task_id, "status": TaskStatus.PENDING, "created_ms": created,
-                                  "updated_ms": created, "progress": 0.0, "attempts": 0}
+        fields: Dict[str, Any] = {"status": TaskStatus.PENDING, "created_ms": created}
         if prompt is not None:
             fields["prompt"] = prompt
         else:
@@ -149,14 +150,14 @@ class TaskStore:
                 pipe.zadd(f"{self.prefix}:tasks:{TaskStatus.PENDING}", {task_id: created})
                 pipe.lpush(self.queue_key, task_id)
                 await pipe.execute()
-        return Task.model_validate(fields)
+        return Task.model_validate({"id": task_id, "updated_ms": created, **fields})
 
     async def get(self, task_id: str) -> Task:
         with map_redis_errors():
             raw = await self.redis.hgetall(self._task_key(task_id))
         if not raw:
             raise NotFound(f"no task {task_id}")
-        return _decode(raw)
+        return _decode(task_id, raw)
 
     async def list(self, *, status: Optional[TaskStatus] = None, limit: int = 50, offset: int = 0) -> List[Task]:
         index = f"{self.prefix}:tasks" + (f":{status}" if status else "")
@@ -166,7 +167,7 @@ class TaskStore:
                 for task_id in ids:
                     pipe.hgetall(self._task_key(task_id))
                 records = await pipe.execute()
-        return [_decode(r) for r in records if r]
+        return [_decode(task_id, r) for task_id, r in zip(ids, records) if r]
 
     async def count(self, status: Optional[TaskStatus] = None) -> int:
         with map_redis_errors():

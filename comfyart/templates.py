@@ -47,10 +47,15 @@ class Templates:
         # versions never change once written, so a cached definition cannot go stale
         self._definitions: "OrderedDict[Tuple[str, int], WorkflowDefinition]" = OrderedDict()
 
-    async def definition(self, name: str, version: int) -> WorkflowDefinition:
+    async def definition(self, name: str, version: int, *, known_stored: bool = False) -> WorkflowDefinition:
+        """One version, parsed once. A cached one is checked to be still stored (a deleted workflow's versions
+        expire) unless the caller already knows it is."""
         key = (name, version)
         cached = self._definitions.get(key)
         if cached is not None:
+            if not known_stored and not await self.workflows.has_version(name, version):
+                del self._definitions[key]
+                raise NotFound(f"workflow {name} has no version {version}")
             self._definitions.move_to_end(key)
             return cached
         definition = await self.workflows.definition(name, version)
@@ -68,9 +73,7 @@ class Templates:
         if meta is None:
             raise NotFound(f"no workflow {name}")
         version = int(meta["version"])
-        # read, not cached: the cache serves dispatch, and holding a version there would keep it runnable
-        # after its retention ran out
-        definition = await self.workflows.definition(name, version)
+        definition = await self.definition(name, version, known_stored=True)  # the current version is stored
         request = dict(params)
         for param, stored in (uploads or {}).items():
             if param in request:

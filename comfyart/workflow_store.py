@@ -100,6 +100,10 @@ class WorkflowStore:
             raise NotFound(f"workflow {name} has no version {version}")
         return WorkflowDefinition.model_validate_json(raw)
 
+    async def has_version(self, name: str, version: int) -> bool:
+        with map_redis_errors():
+            return bool(await self.redis.hexists(self._keys(name)[2], str(version)))
+
     async def versions(self, name: str) -> List[int]:
         with map_redis_errors():
             fields = await self.redis.hkeys(self._keys(name)[2])

@@ -8,7 +8,8 @@ Behaviour for tests is set with CLI flags or at run time through ``POST /emulato
 ``fail_node_types`` (raise in those node types), ``crash_on_prompt`` (exit the process when the next prompt
 starts), ``hang`` (the next node never finishes), ``drop_ws_after_start`` (close every socket once the next
 prompt has started), ``drop_prompt_answers`` (queue the next N prompts but lose the answer), ``refuse_prompts``
-(answer the next N prompts with HTTP 500, unqueued), ``node_s`` and ``step_s`` (durations).
+(answer the next N prompts with HTTP 500, unqueued), ``refuse_uploads`` (the same for the next N image uploads),
+``node_s`` and ``step_s`` (durations).
 """
 from __future__ import annotations
 
@@ -55,6 +56,7 @@ class Behaviour:
     model_load_s: float = 0.0
     drop_prompt_answers: int = 0  # queue the next N prompts but cut the connection instead of answering
     refuse_prompts: int = 0  # answer the next N POST /prompt with HTTP 500 without queueing them
+    refuse_uploads: int = 0  # answer the next N POST /upload/image (or mask) with HTTP 500, storing nothing
     megapixel_s: float = 0.0  # compute time per megapixel a node outputs (a CPU ComfyUI spends ~0.03 s)
 
     def update(self, changes: Dict[str, Any]) -> None:
@@ -636,6 +638,9 @@ def build_app(emu: Emulator) -> web.Application:
         return web.FileResponse(path, headers={**disposition, "Content-Type": content_type})
 
     async def upload(request: web.Request) -> web.Response:
+        if emu.behaviour.refuse_uploads > 0:
+            emu.behaviour.refuse_uploads -= 1
+            return _failure()
         try:
             form = await request.post()
         except ValueError:

@@ -5,6 +5,7 @@ import io
 import json
 from pathlib import Path
 
+import httpx
 import pytest
 from PIL import Image
 
@@ -285,3 +286,23 @@ async def test_queued_tasks_resolve_when_dispatched(tmp_path: Path, redis_url, e
         assert pinned_task["prompt"]["5"]["inputs"]["width"] == 48
         assert missing_input["status"] == "failed" and "params.image: no uploaded input" in missing_input["error"]
         assert gone["status"] == "failed" and "workflow doomed version 1 is no longer stored" in gone["error"]
+
+
+async def test_a_refused_upload_requeues_the_task_and_never_posts_the_prompt(tmp_path: Path, redis_url, emulator):
+    emu = emulator()
+    emu.control(refuse_uploads=100)
+    settings = settings_for(tmp_path, redis_url, emu, tracking={"max_submit_attempts": 2})
+    async with running_daemon(settings) as api:
+        run = await api.post("/api/workflows/image-to-image/run", data={"params": '{"prompt": "x"}'},
+                             files={"image": ("a.png", png((1, 2, 3)), "image/png")})
+        [refused] = await wait_for_tasks(api, [run.json()["id"]])
+        assert refused["status"] == "failed" and refused["attempts"] == 2
+        assert "gave up after 2 attempts: could not upload an input to static:emu0" in refused["error"]
+        assert (await api.get("/api/pool")).json()["backends"][0]["inflight"] == 0  # the slot was given back
+        assert httpx.get(emu.url + "/history").json() == {}  # no prompt reached the backend
+
+        emu.control(refuse_uploads=1)  # one refusal, then the retry goes through
+        retry = await api.post("/api/workflows/image-to-image/run", data={"params": '{"prompt": "x"}'},
+                               files={"image": ("a.png", png((1, 2, 3)), "image/png")})
+        [done] = await wait_for_tasks(api, [retry.json()["id"]])
+        assert done["status"] == "completed" and done["attempts"] == 2, done
