@@ -4,7 +4,8 @@
 
 Starts a redis-server and `comfyart serve` with the given URL as its one static backend, submits model-free
 graphs (success, a fully cached re-run, a LoadImage of ComfyUI's example.png, a node that fails at run time, a graph
-that fails validation, a prompt whose socket another client takes over), and checks each task's final record; for
+that fails validation, a prompt whose socket another client takes over, a stored workflow run with an uploaded
+image and then with that run's output), and checks each task's final record; for
 completed tasks it downloads the file again straight from ComfyUI's /view and compares sha256. Prints a table and
 writes bench/results/real_comfyui.json.
 """
@@ -47,14 +48,21 @@ CASES = {
 }
 
 
-def run_case(client: httpx.Client, comfy: str, name: str, graph: dict, expected: str) -> Dict[str, Any]:
-    task_id = client.post("/api/tasks", json={"prompt": graph}).json()["id"]
+def wait_record(client: httpx.Client, task_id: str) -> Dict[str, Any]:
     deadline = time.monotonic() + 120
     while True:
         record = client.get(f"/api/tasks/{task_id}").json()
         if record["status"] in ("completed", "failed", "canceled") or time.monotonic() > deadline:
-            break
+            return record
         time.sleep(0.05)
+
+
+def run_case(client: httpx.Client, comfy: str, name: str, graph: dict, expected: str) -> Dict[str, Any]:
+    return check_record(client, comfy, name, client.post("/api/tasks", json={"prompt": graph}).json()["id"], expected)
+
+
+def check_record(client: httpx.Client, comfy: str, name: str, task_id: str, expected: str) -> Dict[str, Any]:
+    record = wait_record(client, task_id)
     ok = record["status"] == expected
     detail = record.get("error") or ""
     for output in record["outputs"]:
@@ -66,6 +74,45 @@ def run_case(client: httpx.Client, comfy: str, name: str, graph: dict, expected:
         ok = ok and bool(record["outputs"])
     return {"case": name, "expected": expected, "status": record["status"], "ok": ok, "detail": detail[:100],
             "seconds": round(((record.get("finished_ms") or 0) - record["created_ms"]) / 1000, 3)}
+
+
+INVERT = {"graph": {"1": {"class_type": "LoadImage", "inputs": {"image": "example.png"}},
+                    "2": {"class_type": "ImageInvert", "inputs": {"image": ["1", 0]}},
+                    "3": {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": "comfyart/wf"}}},
+          "params": {"image": {"type": "image", "target": "1.image", "required": True}}}
+
+
+def workflow_cases(client: httpx.Client, comfy: str) -> List[Dict[str, Any]]:
+    """A stored workflow whose image parameter is uploaded with the run, then fed with that run's output: comfyart
+    must deliver each file through ComfyUI's /upload/image, and each inversion must show in the picture."""
+    import io
+
+    from PIL import Image
+
+    def pixel(data: bytes) -> tuple:
+        return Image.open(io.BytesIO(data)).convert("RGB").getpixel((3, 3))
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (40, 30), (200, 30, 60)).save(buffer, "PNG")
+    client.put("/api/workflows/real-invert", json=INVERT).raise_for_status()
+    uploaded = client.post("/api/workflows/real-invert/run",
+                           files={"image": ("in.png", buffer.getvalue(), "image/png")}).json()["id"]
+    first = check_record(client, comfy, "workflow upload", uploaded, "completed")
+    record = client.get(f"/api/tasks/{uploaded}").json()
+    results = [first]
+    if record["status"] == "completed":
+        output = record["outputs"][0]["filename"]
+        data = client.get(f"/api/tasks/{uploaded}/outputs/{output}").content
+        first["ok"] = first["ok"] and pixel(data) == (54, 225, 195)  # ComfyUI inverts in float32, truncating
+        chained_id = client.post("/api/tasks", json={"workflow": "real-invert", "params": {
+            "image": {"task": uploaded, "filename": output}}}).json()["id"]
+        chained = check_record(client, comfy, "workflow chained", chained_id, "completed")
+        record = client.get(f"/api/tasks/{chained_id}").json()
+        if record["status"] == "completed":
+            data = client.get(f"/api/tasks/{chained_id}/outputs/{record['outputs'][0]['filename']}").content
+            chained["ok"] = chained["ok"] and pixel(data) == (201, 29, 59)  # inverted twice
+        results.append(chained)
+    return results
 
 
 def socket_takeover(client: httpx.Client, comfy: str, earlier: List[Dict[str, Any]]) -> Dict[str, Any]:
@@ -100,6 +147,7 @@ def main() -> None:
             for name, (graph, expected) in CASES.items():
                 results.append(run_case(client, comfy, name, graph, expected))
             results.append(socket_takeover(client, comfy, results))
+            results.extend(workflow_cases(client, comfy))
             start = time.monotonic()
             ids = [client.post("/api/tasks", json={"prompt": basic(i * 977)}).json()["id"] for i in range(args.tasks)]
             while client.get("/api/tasks", params={"status": "completed", "limit": 1}).json()["total"] < \

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import random
+import struct
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -217,6 +218,15 @@ def _as_text(value: Any) -> str:
     return str(value)
 
 
+def _float32(value: float) -> float:
+    return float(struct.unpack("f", struct.pack("f", value))[0])
+
+
+# ComfyUI inverts float32 pixels (v / 255, then 1 - x) and saves them truncated (uint8 of 255 * x): 200 becomes 54,
+# not 55. This table gives the same bytes for every value.
+_INVERT = [int(min(255.0, max(0.0, _float32(255.0 * _float32(1.0 - _float32(v / 255.0)))))) for v in range(256)]
+
+
 async def run_node(class_type: str, inputs: Dict[str, Any], ctx: Context) -> Tuple[tuple, Optional[dict]]:
     """Execute one node; returns (outputs, ui_output)."""
     if class_type == "CheckpointLoaderSimple":
@@ -250,7 +260,7 @@ async def run_node(class_type: str, inputs: Dict[str, Any], ctx: Context) -> Tup
         image = Image.new("RGB", (inputs["width"], inputs["height"]), rgb)
         return ([image.copy() for _ in range(inputs["batch_size"])],), None
     if class_type == "ImageInvert":
-        return ([ImageOps.invert(im) for im in inputs["image"]],), None
+        return ([im.convert("RGB").point(_INVERT * 3) for im in inputs["image"]],), None
     if class_type == "ImageScale":
         width, height = inputs["width"], inputs["height"]
         out = []
