@@ -55,6 +55,17 @@ def _one_line(exc: RequestValidationError) -> str:
     return "; ".join(parts)
 
 
+# errors of the domain that a request can cause, and how each answers; the message is already one line
+ERROR_STATUS: Dict[type, int] = {NotFound: 404, ParameterError: 422, InvalidInput: 422, Conflict: 412}
+
+
+def _answer_with(status: int) -> Any:
+    async def answer(request: Request, exc: Exception) -> JSONResponse:
+        return _problem(status, str(exc))
+
+    return answer
+
+
 class BadRequest(Exception):
     def __init__(self, status: int, detail: str) -> None:
         super().__init__(detail)
@@ -154,21 +165,8 @@ def create_app(services: Services) -> FastAPI:
     async def bad_request(request: Request, exc: BadRequest) -> JSONResponse:
         return _problem(exc.status, str(exc))
 
-    @app.exception_handler(NotFound)
-    async def not_found(request: Request, exc: NotFound) -> JSONResponse:
-        return _problem(404, str(exc))
-
-    @app.exception_handler(ParameterError)
-    async def bad_parameters(request: Request, exc: ParameterError) -> JSONResponse:
-        return _problem(422, str(exc))
-
-    @app.exception_handler(InvalidInput)
-    async def invalid_input(request: Request, exc: InvalidInput) -> JSONResponse:
-        return _problem(422, str(exc))
-
-    @app.exception_handler(Conflict)
-    async def conflict(request: Request, exc: Conflict) -> JSONResponse:
-        return _problem(412, str(exc))
+    for error_type, status in ERROR_STATUS.items():
+        app.add_exception_handler(error_type, _answer_with(status))
 
     @app.exception_handler(TransientError)
     async def unavailable(request: Request, exc: TransientError) -> JSONResponse:

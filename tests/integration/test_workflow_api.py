@@ -306,3 +306,22 @@ async def test_a_refused_upload_requeues_the_task_and_never_posts_the_prompt(tmp
                                files={"image": ("a.png", png((1, 2, 3)), "image/png")})
         [done] = await wait_for_tasks(api, [retry.json()["id"]])
         assert done["status"] == "completed" and done["attempts"] == 2, done
+
+
+async def test_bad_workflow_files_never_stop_the_daemon(tmp_path: Path, redis_url):
+    directory = tmp_path / "workflows"
+    directory.mkdir()
+    (directory / "good-api.json").write_text(json.dumps(text_to_image_graph()))
+    (directory / "broken-api.json").write_text("{ not json")
+    (directory / "wrong.params.yaml").write_text("params: {seed: {type: int, target: 3.seed}}\n")
+    settings = make_settings(tmp_path, redis_url, workflows={"directory": str(directory)})
+    async with running_daemon(settings) as api:
+        listing = (await api.get("/api/workflows")).json()
+        assert [w["name"] for w in listing["workflows"]] == ["good"]
+        assert [e.split(":")[0] for e in sorted(listing["file_errors"])] == ["broken-api.json", "wrong.params.yaml"]
+        run = await api.post("/api/workflows/good/run", json={})
+        assert run.status_code == 201 and run.json()["params"] == {}  # no map: the graph as it is
+    missing = make_settings(tmp_path, redis_url, workflows={"directory": str(tmp_path / "absent")})
+    async with running_daemon(missing) as api:
+        [error] = (await api.get("/api/workflows")).json()["file_errors"]
+        assert "cannot read the workflow directory" in error
