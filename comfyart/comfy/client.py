@@ -4,6 +4,7 @@ Every call has a deadline; aiohttp errors become BackendUnavailable here and now
 """
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 from contextlib import asynccontextmanager
@@ -14,6 +15,8 @@ import aiohttp
 
 from ..errors import BackendUnavailable, PromptRejected
 from .protocol import OutputRef
+
+WRITE_BATCH_BYTES = 1 << 20
 
 
 @asynccontextmanager
@@ -110,10 +113,18 @@ class ComfyClient:
             if response.status != 200:
                 raise BackendUnavailable(f"GET /view {ref.filename} answered HTTP {response.status}")
             content_type = response.headers.get("Content-Type", "application/octet-stream").split(";")[0]
-            with open(partial, "wb") as out:
+            out = await asyncio.to_thread(open, partial, "wb")
+            try:
+                pending = bytearray()
                 async for chunk in response.content.iter_chunked(1 << 16):
-                    out.write(chunk)
                     digest.update(chunk)
                     size += len(chunk)
+                    pending += chunk
+                    if len(pending) >= WRITE_BATCH_BYTES:  # disk writes stay off the event loop, a batch a hop
+                        await asyncio.to_thread(out.write, bytes(pending))
+                        pending.clear()
+                await asyncio.to_thread(out.write, bytes(pending))
+            finally:
+                await asyncio.to_thread(out.close)
         os.replace(partial, destination)
         return size, digest.hexdigest(), content_type
