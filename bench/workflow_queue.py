@@ -5,8 +5,9 @@
 Starts its own redis-server (or uses REDIS_URL, which it flushes), stores the shipped text-to-image workflow,
 queues --tasks runs of it by name (random seed, a prompt of 60 characters) through the same code the API uses,
 then the same number of raw-graph tasks (the same 7-node graph, and one grown to the size of a typical production
-graph with a chain of LoRA loaders and the titles ComfyUI's API export carries), and reports Redis memory per queued task, the extrapolation to a million,
-and the submission rate of each kind (one client, awaited one by one: a lower bound for the API's rate).
+graph with a chain of LoRA loaders and the titles ComfyUI's API export carries), and reports Redis memory per
+queued task, the extrapolation to a million, and the submission rate of each kind (one client, awaited one by
+one: a lower bound for the API's rate).
 Also times the dispatcher's resolution of a queued task into its graph. Prints a table and writes
 bench/results/workflow_queue.json.
 """
@@ -51,7 +52,7 @@ def grown(graph: dict, loras: int) -> dict:
     big["3"]["inputs"]["model"] = model
     for encoder in ("6", "7"):
         big[encoder]["inputs"]["clip"] = clip
-    for node_id, node in big.items():
+    for node in big.values():
         node.setdefault("_meta", {"title": node["class_type"]})
     return big
 

@@ -252,11 +252,10 @@ def create_app(services: Services) -> FastAPI:
         problems = definition_problems(definition)
         if problems:
             raise BadRequest(422, "; ".join(problems))
-        existed = await workflows.current(name) is not None
-        version, changed = await workflows.put(name, definition, expected_version=expected)
-        return JSONResponse({"name": name, "version": version, "changed": changed},
-                            status_code=200 if existed else 201, headers={"ETag": f'"{version}"',
-                                                                          "Location": f"/api/workflows/{name}"})
+        result = await workflows.put(name, definition, expected_version=expected)
+        return JSONResponse({"name": name, "version": result.version, "changed": result.changed},
+                            status_code=201 if result.created else 200,
+                            headers={"ETag": f'"{result.version}"', "Location": f"/api/workflows/{name}"})
 
     @app.delete("/api/workflows/{name}", status_code=204)
     async def delete_workflow(name: str) -> Response:

@@ -18,6 +18,7 @@ INPUT_ID = re.compile(r"^[0-9a-f]{64}\.(png|jpg|webp|gif|bmp|tiff)$")
 MAX_UPLOAD_BYTES = 64 << 20
 IMAGE_KINDS = "PNG, JPEG, WEBP, GIF, BMP or TIFF"
 
+_WEBP = ("image/webp", ".webp")  # RIFF....WEBP: a signature with a gap, checked on its own
 _SIGNATURES = (
     (b"\x89PNG\r\n\x1a\n", "image/png", ".png"),
     (b"\xff\xd8\xff", "image/jpeg", ".jpg"),
@@ -33,11 +34,15 @@ def sniff_image(head: bytes) -> Optional[Tuple[str, str]]:
     """(content type, extension) of an image from its first bytes, or None: the bytes decide, never the name or
     the client's declared content type."""
     if len(head) >= 12 and head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        return "image/webp", ".webp"
+        return _WEBP
     for signature, content_type, extension in _SIGNATURES:
         if head.startswith(signature):
             return content_type, extension
     return None
+
+
+CONTENT_TYPES = {extension: content_type for _, content_type, extension in _SIGNATURES}
+CONTENT_TYPES[_WEBP[1]] = _WEBP[0]
 
 
 class NotAnImage(ValueError):
@@ -73,6 +78,10 @@ class InputStore:
             return None
         path = self.root / input_id[:2] / input_id
         return path if path.is_file() else None
+
+    @staticmethod
+    def content_type(input_id: str) -> str:
+        return CONTENT_TYPES["." + input_id.rsplit(".", 1)[-1]]
 
     async def add(self, chunks: AsyncIterator[bytes], *, limit: int = MAX_UPLOAD_BYTES) -> StoredInput:
         """Store an upload read chunk by chunk; NotAnImage or TooLarge leave nothing behind."""

@@ -167,7 +167,7 @@ class TaskStore:
                 for task_id in ids:
                     pipe.hgetall(self._task_key(task_id))
                 records = await pipe.execute()
-        return [_decode(task_id, r) for task_id, r in zip(ids, records) if r]
+        return [_decode(task_id, r) for task_id, r in zip(ids, records, strict=True) if r]
 
     async def count(self, status: Optional[TaskStatus] = None) -> int:
         with map_redis_errors():

@@ -97,7 +97,7 @@ class Templates:
             path = self.inputs.path(ref.input)
             if path is None:
                 raise ValueError(f"no uploaded input {ref.input}")
-            return path, ref.input.split(".")[0], _image_type(path)
+            return path, ref.input.split(".")[0], self.inputs.content_type(ref.input)
         try:
             task = await self.tasks.get(ref.task or "")
         except NotFound:
@@ -136,7 +136,3 @@ class Templates:
         graph = apply(definition.graph, definition.params, values, {u.param: u.name for u in uploads})
         return PreparedPrompt(graph, uploads)
 
-
-def _image_type(path: Path) -> str:
-    extension = path.suffix.lower().lstrip(".")
-    return "image/jpeg" if extension == "jpg" else f"image/{extension}"

@@ -13,7 +13,8 @@ tasks queued before the delete still run.
 from __future__ import annotations
 
 import json
-from typing import Any, Dict, List, Optional, Tuple
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional
 
 import redis.asyncio as aioredis
 
@@ -29,6 +30,7 @@ _PUT = """
 local current = redis.call('HGET', KEYS[2], 'version')
 if ARGV[2] ~= '' and (current or '0') ~= ARGV[2] then return {'conflict', current or '0'} end
 if current and redis.call('HGET', KEYS[2], 'sha') == ARGV[4] then return {'unchanged', current} end
+local outcome = current and 'replaced' or 'created'
 local version = redis.call('INCR', KEYS[4])
 redis.call('HSET', KEYS[3], version, ARGV[3])
 redis.call('PERSIST', KEYS[3])
@@ -36,7 +38,7 @@ local created = redis.call('HGET', KEYS[2], 'created_ms') or ARGV[6]
 redis.call('HSET', KEYS[2], 'name', ARGV[1], 'version', version, 'sha', ARGV[4], 'source', ARGV[5],
            'created_ms', created, 'updated_ms', ARGV[6], 'description', ARGV[7], 'params', ARGV[8])
 redis.call('SADD', KEYS[1], ARGV[1])
-return {'ok', tostring(version)}
+return {outcome, tostring(version)}
 """
 
 # KEYS: names set, current hash, versions hash; ARGV: name, retention seconds
@@ -46,6 +48,17 @@ redis.call('SREM', KEYS[1], ARGV[1])
 redis.call('EXPIRE', KEYS[3], ARGV[2])
 return 1
 """
+
+
+@dataclass(frozen=True)
+class PutResult:
+    version: int
+    changed: bool  # a new version was written (identical content keeps the current one)
+    created: bool  # the workflow did not exist before
+
+
+# what each stored version records besides its definition
+_VERSION_META = ("source", "updated_ms")
 
 
 class WorkflowStore:
@@ -60,19 +73,20 @@ class WorkflowStore:
         return [f"{p}:workflows", f"{p}:workflow:{name}", f"{p}:workflow-versions:{name}", f"{p}:workflow-seq:{name}"]
 
     async def put(self, name: str, definition: WorkflowDefinition, *, source: str = "api",
-                  expected_version: Optional[int] = None) -> Tuple[int, bool]:
-        """Store ``definition`` as the next version of ``name``; returns (version, created a new version).
-        Content identical to the current version keeps it. ``expected_version`` (0: must not exist) makes the
-        write conditional; a mismatch raises Conflict."""
+                  expected_version: Optional[int] = None) -> PutResult:
+        """Store ``definition`` as the next version of ``name``. Content identical to the current version keeps
+        it. ``expected_version`` (0: must not exist) makes the write conditional; a mismatch raises Conflict."""
         document = definition.model_dump(mode="json")
-        args = [name, "" if expected_version is None else str(expected_version), json.dumps(document),
-                definition.content_sha(), source, str(now_ms()), definition.description,
+        written = now_ms()
+        version_record = {**document, "source": source, "updated_ms": written}
+        args = [name, "" if expected_version is None else str(expected_version), json.dumps(version_record),
+                definition.content_sha(), source, str(written), definition.description,
                 json.dumps(document["params"])]
         with map_redis_errors():
             outcome, version = await self._put(keys=self._keys(name), args=args)
         if outcome == "conflict":
             raise Conflict(f"workflow {name} is at version {version}, not {expected_version}")
-        return int(version), outcome == "ok"
+        return PutResult(int(version), changed=outcome != "unchanged", created=outcome == "created")
 
     async def current(self, name: str) -> Optional[Dict[str, str]]:
         """The current version's metadata (no graph), or None."""
@@ -85,19 +99,22 @@ class WorkflowStore:
         if meta is None and version is None:
             raise NotFound(f"no workflow {name}")
         wanted = version if version is not None else int(meta["version"])  # type: ignore[index]
-        definition = await self.definition(name, wanted)
-        times: Dict[str, Any] = {"created_ms": 0, "updated_ms": 0, "source": "api"}
-        if meta is not None and int(meta["version"]) == wanted:
-            times = {"created_ms": int(meta["created_ms"]), "updated_ms": int(meta["updated_ms"]),
-                     "source": meta["source"]}
-        return Workflow(name=name, version=wanted, **times, **definition.model_dump())
+        record = await self._version_record(name, wanted)
+        created_ms = int(meta["created_ms"]) if meta is not None else record["updated_ms"]
+        return Workflow(name=name, version=wanted, created_ms=created_ms, **record)
 
     async def definition(self, name: str, version: int) -> WorkflowDefinition:
         """One stored version, current or not (old versions stay until the workflow is deleted)."""
+        record = await self._version_record(name, version)
+        return WorkflowDefinition.model_validate({k: v for k, v in record.items() if k not in _VERSION_META})
+
+    async def _version_record(self, name: str, version: int) -> Dict[str, Any]:
         with map_redis_errors():
             raw = await self.redis.hget(self._keys(name)[2], str(version))
         if raw is None:
             raise NotFound(f"workflow {name} has no version {version}")
+        record: Dict[str, Any] = json.loads(raw)
+        return record
         return WorkflowDefinition.model_validate_json(raw)
 
     async def has_version(self, name: str, version: int) -> bool:

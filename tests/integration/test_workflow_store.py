@@ -7,6 +7,7 @@ import os
 import random
 import shutil
 import time
+from dataclasses import astuple
 from pathlib import Path
 
 import pytest
@@ -35,12 +36,14 @@ def workflows(redis_client) -> WorkflowStore:
 
 
 async def test_versions_are_kept_and_identical_content_adds_none(workflows):
-    assert await workflows.put("t2i", t2i()) == (1, True)
-    assert await workflows.put("t2i", t2i()) == (1, False)  # same content: same version
-    assert await workflows.put("t2i", t2i(steps=8)) == (2, True)
+    assert astuple(await workflows.put("t2i", t2i()))[:2] == (1, True)
+    assert astuple(await workflows.put("t2i", t2i()))[:2] == (1, False)  # same content: same version
+    assert astuple(await workflows.put("t2i", t2i(steps=8)))[:2] == (2, True)
     current = await workflows.get("t2i")
     assert current.version == 2 and current.graph["3"]["inputs"]["steps"] == 8 and current.source == "api"
-    assert (await workflows.get("t2i", 1)).graph["3"]["inputs"]["steps"] == 4
+    first = await workflows.get("t2i", 1)
+    assert first.graph["3"]["inputs"]["steps"] == 4
+    assert first.source == "api" and first.created_ms <= first.updated_ms <= current.updated_ms  # its own times
     assert await workflows.versions("t2i") == [1, 2]
     assert current.created_ms <= current.updated_ms
     [listed] = await workflows.list()
@@ -51,10 +54,10 @@ async def test_versions_are_kept_and_identical_content_adds_none(workflows):
 async def test_conditional_writes(workflows):
     with pytest.raises(Conflict, match="at version 0, not 3"):
         await workflows.put("t2i", t2i(), expected_version=3)
-    assert await workflows.put("t2i", t2i(), expected_version=0) == (1, True)
+    assert astuple(await workflows.put("t2i", t2i(), expected_version=0))[:2] == (1, True)
     with pytest.raises(Conflict, match="at version 1, not 0"):
         await workflows.put("t2i", t2i(steps=5), expected_version=0)
-    assert await workflows.put("t2i", t2i(steps=5), expected_version=1) == (2, True)
+    assert astuple(await workflows.put("t2i", t2i(steps=5), expected_version=1))[:2] == (2, True)
     with pytest.raises(Conflict):
         await workflows.put("t2i", t2i(steps=6), expected_version=1)
     assert (await workflows.get("t2i")).version == 2
@@ -72,7 +75,7 @@ async def test_delete_keeps_versions_for_queued_tasks_and_never_reuses_a_number(
     # what tasks queued before the delete need stays readable, for a while
     assert (await workflows.definition("t2i", 1)).graph["3"]["inputs"]["steps"] == 4
     assert 0 < await redis_client.ttl("t:workflow-versions:t2i") <= DELETED_RETENTION_S
-    assert await workflows.put("t2i", t2i(steps=9)) == (3, True)
+    assert astuple(await workflows.put("t2i", t2i(steps=9)))[:2] == (3, True)
     assert await redis_client.ttl("t:workflow-versions:t2i") == -1  # alive again: no expiry
     assert await workflows.versions("t2i") == [1, 2, 3]
 
@@ -173,7 +176,7 @@ async def test_bad_workflow_files_are_named_and_skipped(workflows, tmp_path):
                 ("orphan.params.yaml", "no orphan-api.json beside it"),
                 ("uionly.json", "UI format; export the workflow with 'Export (API)' as uionly-api.json")]
     assert len(errors) == len(expected), errors
-    for error, (filename, reason) in zip(errors, expected):
+    for error, (filename, reason) in zip(errors, expected, strict=True):
         assert error.startswith(f"{filename}: ") and reason in error, error
     assert sorted(w["name"] for w in await workflows.list()) == ["good", "plain"]
     good = await workflows.get("good")
