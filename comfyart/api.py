@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Dict, List, Optional, Tuple
 
@@ -16,18 +17,21 @@ from starlette.datastructures import UploadFile
 
 from . import __version__
 from .comfy.protocol import graph_problem
-from .config import describe_validation_error
-from .errors import Conflict, InvalidInput, NotFound, TransientError
+from .config import StaticBackendConfig, describe_validation_error
+from .dispatcher import Dispatcher
+from .errors import Conflict, InvalidInput, InvalidTransition, NotFound, StateConflict, TransientError
 from .inputs import InputStore, NotAnImage, StoredInput, TooLarge
 from .models import Task, TaskStatus
 from .outputs import OutputStore
 from .pool import Pool
 from .store import TaskStore
 from .templates import Templates
+from .tracker import Tracker
 from .workflow import ParameterError, WorkflowDefinition, definition_problems, infer_parameters, workflow_name_problem
 from .workflow_store import WorkflowStore
 
 MAX_BODY_BYTES = 32 << 20
+BACKEND_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 MAX_FORM_FILES = 16
 UPLOAD_CHUNK = 1 << 20
 
@@ -40,6 +44,8 @@ class Services:
     workflows: WorkflowStore
     templates: Templates
     inputs: InputStore
+    tracker: Tracker
+    dispatcher: Dispatcher
     workflow_file_errors: List[str] = field(default_factory=list)
 
 
@@ -56,7 +62,8 @@ def _one_line(exc: RequestValidationError) -> str:
 
 
 # errors of the domain that a request can cause, and how each answers; the message is already one line
-ERROR_STATUS: Dict[type, int] = {NotFound: 404, ParameterError: 422, InvalidInput: 422, Conflict: 412}
+ERROR_STATUS: Dict[type, int] = {NotFound: 404, ParameterError: 422, InvalidInput: 422, Conflict: 412,
+                                 StateConflict: 409, InvalidTransition: 409}
 
 
 def _answer_with(status: int) -> Any:
@@ -208,6 +215,16 @@ def create_app(services: Services) -> FastAPI:
     async def get_task(task_id: str) -> Any:
         return (await store.get(task_id)).model_dump()
 
+    @app.delete("/api/tasks/{task_id}")
+    async def cancel_task(task_id: str) -> Any:
+        """Cancel: a queued task leaves the queue, a running one is interrupted on its backend. A task that
+        already ended answers 409."""
+        try:
+            return (await services.tracker.cancel(task_id)).model_dump(exclude={"prompt"})
+        except InvalidTransition:
+            task = await store.get(task_id)
+            raise BadRequest(409, f"task {task_id} is already {task.status.value}") from None
+
     @app.get("/api/tasks/{task_id}/outputs/{filename}")
     async def get_output(task_id: str, filename: str) -> Any:
         task = await store.get(task_id)
@@ -287,7 +304,61 @@ def create_app(services: Services) -> FastAPI:
     # ------------------------------------------------------------------ pool
     @app.get("/api/pool")
     async def get_pool() -> Any:
+        """Hosts, backends (health, mode, load), recent errors, and the autoscaler's last decision and why."""
         return {**pool.describe(), "queue_length": await store.queue_length()}
+
+    @app.post("/api/pool/health-check")
+    async def health_check_now() -> Any:
+        """Run one round now (probes, container checks, recycling, scaling) and return the pool."""
+        return {**await pool.check_now(), "queue_length": await store.queue_length()}
+
+    @app.post("/api/pool/scale")
+    async def scale(request: Request) -> Any:
+        """Set ``min_containers``, ``max_containers`` or a fixed ``target`` at run time (``null``: back to the
+        configuration); kept in Redis across restarts."""
+        body = _object(await _json_body(request), {"min_containers", "max_containers", "target"},
+                       "min_containers, max_containers or target")
+        for key, value in body.items():
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
+                raise BadRequest(422, f"{key} must be a whole number >= 0, or null")
+        await pool.set_scale(body)
+        return pool.describe()
+
+    @app.post("/api/pool/backends", status_code=201)
+    async def register_backend(request: Request) -> Any:
+        """Register a static ComfyUI backend (a machine can announce itself at boot); kept in Redis. The same
+        name and URL again answers 200."""
+        body = _object(await _json_body(request), {"name", "url"}, "'name' and 'url'")
+        try:
+            static = StaticBackendConfig(**body)
+        except ValidationError as exc:
+            raise BadRequest(422, describe_validation_error(exc)) from None
+        if not BACKEND_NAME.match(static.name):
+            raise BadRequest(422, "name: 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit")
+        backend, created = await pool.register_static(static.name, static.url)
+        return JSONResponse(backend.describe(), status_code=201 if created else 200)
+
+    @app.delete("/api/pool/backends/{name}", status_code=202)
+    async def deregister_backend(name: str) -> Any:
+        """Forget a registered static backend: it takes no new work and leaves once its prompts are done."""
+        return (await pool.deregister_static(name)).describe()
+
+    @app.post("/api/pool/backends/{backend_id}/{action}")
+    async def control_backend(backend_id: str, action: str) -> Any:
+        """``drain`` (no new work, then stopped; a static one waits), ``recycle`` (drain, then replace),
+        ``enable`` (take work again; cancels a drain), ``disable`` (no new work, kept as is)."""
+        if action == "drain":
+            backend = pool.drain(backend_id)
+        elif action == "recycle":
+            backend = pool.recycle(backend_id)
+        elif action == "enable":
+            backend = await pool.enable(backend_id)
+        elif action == "disable":
+            backend = pool.disable(backend_id)
+        else:
+            raise BadRequest(404, f"no action {action!r}: drain, recycle, enable or disable")
+        await pool.step()  # a drained idle backend goes at once
+        return backend.describe()
 
     @app.get("/healthz")
     async def healthz() -> Any:

@@ -82,8 +82,19 @@ class PoolConfig(_Section):
     min_containers: int = Field(1, ge=0)
     max_containers: int = Field(4, ge=0)
     max_inflight: int = Field(1, ge=1, description="prompts one backend may hold at once")
+    tasks_per_container: float = Field(
+        2.0, gt=0, description="the autoscaler wants one container per this many tasks, queued or running")
+    scale_up_cooldown_s: float = Field(10.0, ge=0, description="after starting containers, wait this long before "
+                                                               "starting more (the minimum is kept regardless)")
+    scale_down_cooldown_s: float = Field(60.0, ge=0, description="between two scale-downs")
+    idle_timeout_s: float = Field(300.0, ge=0, description="a container idle this long may be drained and stopped")
+    max_tasks: int = Field(0, ge=0, description="recycle a container after this many tasks; 0: never")
+    max_age_s: float = Field(0, ge=0, description="recycle a container after this long; 0: never")
     health_interval_s: float = Field(5.0, gt=0)
     health_timeout_s: float = Field(15.0, gt=0, description="generous: ComfyUI's HTTP stalls while previews stream")
+    unhealthy_threshold: int = Field(3, ge=1, description="failed checks in a row that make a backend unhealthy")
+    healthy_threshold: int = Field(1, ge=1, description="good checks in a row that bring it back")
+    replace_unhealthy_after_s: float = Field(60.0, ge=0, description="a container unhealthy this long is replaced")
 
     @model_validator(mode="after")
     def _min_below_max(self) -> "PoolConfig":
@@ -108,7 +119,12 @@ class TrackingConfig(_Section):
     silence_s: float = Field(10.0, gt=0, description="a busy backend's socket silent this long: check /history")
     submit_timeout_s: float = Field(30.0, gt=0)
     download_timeout_s: float = Field(300.0, gt=0)
-    max_submit_attempts: int = Field(3, ge=1, description="tries on backends that did not answer, then failed")
+    task_timeout_s: float = Field(3600.0, gt=0, description="a prompt unfinished this long after its submission is "
+                                                             "interrupted and retried elsewhere")
+    max_retries: int = Field(2, ge=0, description="retries of a task after faults of its backend (lost, timed "
+                                                  "out, unreachable), each on another backend where one is free")
+    claim_lease_s: float = Field(30.0, gt=0, description="a task claimed from the queue but not submitted within "
+                                                         "this long goes back to the queue")
 
 
 class WorkflowsConfig(_Section):

@@ -21,6 +21,7 @@ from .errors import ConfigError, StoreUnavailable
 from .inputs import InputStore
 from .outputs import OutputStore
 from .pool import Pool
+from .pool_store import PoolStore
 from .providers.base import Provider
 from .providers.docker import DockerProvider
 from .providers.process import ProcessProvider
@@ -109,12 +110,15 @@ async def run(settings: Settings, *, ready: Optional[asyncio.Event] = None,
     inputs = InputStore(settings.data_dir / "inputs")
     templates = Templates(workflows=workflows, tasks=store, inputs=inputs, outputs=outputs)
     adopt = settings.docker.leftovers == "adopt" if settings.docker else True
+    pool_store = PoolStore(client, settings.redis.prefix)
     pool = Pool(config=settings.pool, providers=build_providers(settings), static_backends=settings.static_backends,
-                session=session, request_timeout_s=settings.tracking.submit_timeout_s, adopt_leftovers=adopt)
-    tracker = Tracker(store=store, pool=pool, outputs=outputs, config=settings.tracking, session=session)
+                session=session, store=pool_store, waiting=store.waiting,
+                request_timeout_s=settings.tracking.submit_timeout_s, adopt_leftovers=adopt)
+    tracker = Tracker(store=store, pool=pool, outputs=outputs, config=settings.tracking, session=session,
+                      client_id=await pool_store.client_id())
     dispatcher = Dispatcher(store=store, pool=pool, tracker=tracker, templates=templates,
-                            max_inflight=settings.pool.max_inflight)
-    services = Services(store, pool, outputs, workflows, templates, inputs, file_errors)
+                            max_inflight=settings.pool.max_inflight, claim_lease_s=settings.tracking.claim_lease_s)
+    services = Services(store, pool, outputs, workflows, templates, inputs, tracker, dispatcher, file_errors)
     server = _Server(uvicorn.Config(create_app(services), host=settings.server.host, port=settings.server.port,
                                     log_config=None, access_log=False, lifespan="off",
                                     timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S))

@@ -1,19 +1,22 @@
 """Takes task ids from the Redis queue and submits each prompt to the least-loaded backend with a free slot.
 
 comfyart mints every prompt id and records it before POST /prompt, so an answer lost on the way is settled by
-looking the prompt up in /history and /queue, never by submitting blindly again.
+looking the prompt up in /history and /queue, never by submitting blindly again. A claim holds a lease: a task
+whose dispatch broke off half-way (Redis gone for a moment) returns to the queue when the lease ends.
 """
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
+from typing import Optional
 
 from loguru import logger
 
 from .comfy import protocol
 from .errors import BackendUnavailable, InvalidInput, InvalidTransition, NotFound, PromptRejected, TransientError
 from .models import TaskStatus
-from .policy import AfterUncertainSubmit, after_uncertain_submit, choose_backend
+from .policy import AfterUncertainSubmit, AttemptEnd, after_uncertain_submit, choose_backend
 from .pool import Backend, Pool, now_ms
 from .store import TaskStore
 from .templates import PreparedPrompt, Templates
@@ -24,25 +27,32 @@ CLAIM_BLOCK_S = 1.0
 
 class Dispatcher:
     def __init__(self, *, store: TaskStore, pool: Pool, tracker: Tracker, templates: Templates,
-                 max_inflight: int) -> None:
+                 max_inflight: int, claim_lease_s: float = 30.0) -> None:
         self.store = store
         self.pool = pool
         self.tracker = tracker
         self.templates = templates
         self.max_inflight = max_inflight
+        self.claim_lease_s = claim_lease_s
+        self.first_dispatch_ms: Optional[int] = None  # when this run first submitted a task (for recovery figures)
 
     def has_free_slot(self) -> bool:
         return choose_backend(self.pool.loads(), self.max_inflight) is not None
 
     async def run(self) -> None:
         await self.pool.ready.wait()
+        next_lease_check = 0.0
         async with asyncio.TaskGroup() as submissions:
             while True:
-                if not self.has_free_slot():
-                    await self.pool.wait_changed(1.0)
-                    continue
                 try:
-                    task_id = await self.store.claim(CLAIM_BLOCK_S)
+                    if time.monotonic() >= next_lease_check:
+                        next_lease_check = time.monotonic() + self.claim_lease_s / 4
+                        for task_id in await self.store.return_expired_claims():
+                            logger.warning("claim expired, task back in the queue task={}", task_id)
+                    if not self.has_free_slot():
+                        await self.pool.wait_changed(1.0)
+                        continue
+                    task_id = await self.store.claim(CLAIM_BLOCK_S, self.claim_lease_s)
                     if task_id is not None:
                         await self.dispatch(task_id, submissions)
                 except TransientError as exc:
@@ -65,15 +75,22 @@ class Dispatcher:
         except InvalidInput as exc:
             await self._unrunnable(task_id, str(exc))
             return
-        backend_id = choose_backend(self.pool.loads(), self.max_inflight)
+        failed_on = frozenset(attempt.backend for attempt in task.history)
+        backend_id = choose_backend(self.pool.loads(), self.max_inflight, avoid=failed_on)
         if backend_id is None:
             await self.store.requeue_front(task_id)
             return
         backend = self.pool.backends[backend_id]
         prompt_id = str(uuid.uuid4())
-        await self.store.record_submission(task_id, backend=backend.id, prompt_id=prompt_id,
-                                           attempts=task.attempts + 1,
-                                           resolved_prompt=prepared.graph if task.workflow else None)
+        try:
+            await self.store.record_submission(task_id, backend=backend.id, prompt_id=prompt_id,
+                                               attempts=task.attempts + 1,
+                                               resolved_prompt=prepared.graph if task.workflow else None)
+        except (InvalidTransition, NotFound) as exc:
+            logger.info("not submitted task={} reason={}", task_id, exc)  # canceled, or its lease ran out
+            return
+        if self.first_dispatch_ms is None:
+            self.first_dispatch_ms = now_ms()
         state = self.tracker.expect(backend, prompt_id, task_id, prepared.graph)
         submissions.create_task(self._submit(backend, prompt_id, state, prepared), name=f"submit {task_id}")
 
@@ -90,14 +107,16 @@ class Dispatcher:
             await self._upload(backend, prepared)
         except BackendUnavailable as exc:
             # nothing was posted yet: the prompt certainly is not on this backend
-            backend.health_failures += 1
             await self.tracker.release(backend, prompt_id, done=False)
-            await self.tracker.requeue_task(state.task_id, f"could not upload an input to {backend.id}: {exc}")
+            await self.tracker.requeue_task(state.task_id, AttemptEnd.NOT_ACCEPTED,
+                                            f"could not upload an input to {backend.id}: {exc}", prompt_id=prompt_id)
             return
         except InvalidInput as exc:
             await self.tracker.release(backend, prompt_id, done=False)
             await self._unrunnable(state.task_id, str(exc))
             return
+        if self.tracker.prompts.get(prompt_id) is not state:
+            return  # canceled while its inputs were uploading
         try:
             await backend.client.submit(prepared.graph, client_id=self.tracker.client_id, prompt_id=prompt_id)
         except PromptRejected as exc:
@@ -107,6 +126,9 @@ class Dispatcher:
             await self._uncertain(backend, prompt_id, state, exc)
             return
         state.submitted = True
+        if self.tracker.prompts.get(prompt_id) is not state:
+            await self.tracker.stop_on_backend(backend, prompt_id)  # canceled while POST /prompt was on its way
+            return
         logger.debug("submitted task={} backend={} prompt={}", state.task_id, backend.id, prompt_id)
 
     async def _upload(self, backend: Backend, prepared: PreparedPrompt) -> None:
@@ -143,6 +165,6 @@ class Dispatcher:
         if after_uncertain_submit(in_history=in_history, in_queue=in_queue) is AfterUncertainSubmit.TRACK:
             state.submitted = True
             return
-        backend.health_failures += 1
         await self.tracker.release(backend, prompt_id, done=False)
-        await self.tracker.requeue_task(state.task_id, f"{backend.id} did not take the prompt: {exc}")
+        await self.tracker.requeue_task(state.task_id, AttemptEnd.NOT_ACCEPTED,
+                                        f"{backend.id} did not take the prompt: {exc}", prompt_id=prompt_id)

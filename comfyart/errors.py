@@ -3,7 +3,7 @@
     ComfyartError
     ├── TransientError          retry later: StoreUnavailable, DockerUnavailable, BackendUnavailable
     ├── PermanentError          don't retry: PromptRejected, ContainerFailed, NotFound, InvalidTransition,
-    │                           Conflict, InvalidInput
+    │                           Conflict, StateConflict, InvalidInput
     └── ConfigError             start-up only; the message names the field
 """
 from __future__ import annotations
@@ -64,6 +64,10 @@ class InvalidTransition(PermanentError):
 
 class Conflict(PermanentError):
     """A conditional write found another version than the one it expected."""
+
+
+class StateConflict(PermanentError):
+    """The request cannot apply in the current state (a name taken, a backend being removed)."""
 
 
 class InvalidInput(PermanentError):

@@ -43,6 +43,14 @@ class BackendState(enum.StrEnum):
     ERROR = "error"
 
 
+class BackendMode(enum.StrEnum):
+    """Whether a backend takes new prompts; independent of its health."""
+
+    ACTIVE = "active"
+    DISABLED = "disabled"  # takes nothing new until enabled; stays in the pool
+    DRAINING = "draining"  # takes nothing new; once idle it is stopped, replaced or removed (see Backend.after_drain)
+
+
 class OutputFile(BaseModel):
     node_id: str
     filename: str
@@ -52,6 +60,17 @@ class OutputFile(BaseModel):
     content_type: str
     sha256: str
     path: str = Field(description="where comfyart stored the file, relative to the output store")
+
+
+class Attempt(BaseModel):
+    """One submission of a task that ended without a result and was retried (or gave up)."""
+
+    backend: str
+    prompt_id: str
+    submitted_ms: Optional[int] = None
+    ended_ms: int
+    outcome: str = Field(description="backend_lost, timed_out, vanished, not_accepted, workflow_error, interrupted")
+    error: str
 
 
 class Task(BaseModel):
@@ -76,4 +95,6 @@ class Task(BaseModel):
     error: Optional[str] = None
     node_errors: Optional[Dict[str, Any]] = None
     outputs: List[OutputFile] = Field(default_factory=list)
-    attempts: int = 0
+    attempts: int = Field(0, description="submissions so far, the first included")
+    submitted_ms: Optional[int] = None
+    history: List[Attempt] = Field(default_factory=list, description="earlier attempts that ended without a result")

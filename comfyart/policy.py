@@ -1,5 +1,6 @@
-"""Pure decisions: where a container goes, which backend takes a prompt, how many containers to start,
-what to do after an uncertain submission, how far along a prompt is. No I/O, no clock, no randomness.
+"""Pure decisions: where a container goes, which backend takes a prompt, what to do after an uncertain
+submission, whether a failed attempt is retried, how far along a prompt is. No I/O, no clock, no randomness.
+(How many containers to run is ``autoscale``'s.)
 """
 from __future__ import annotations
 
@@ -56,21 +57,17 @@ class BackendLoad:
     accepting: bool = True
 
 
-def choose_backend(backends: Sequence[BackendLoad], max_inflight: int) -> Optional[str]:
+def choose_backend(backends: Sequence[BackendLoad], max_inflight: int,
+                   avoid: FrozenSet[str] = frozenset()) -> Optional[str]:
     """Least loaded healthy backend with a free slot: fewest in-flight prompts, then most free VRAM,
-    then the order given. None when every backend is full or sick."""
+    then the order given. Backends in ``avoid`` (where the task already failed) are taken only when no other
+    has a free slot. None when every backend is full, sick or not taking work."""
     candidates = [b for b in backends if b.healthy and b.accepting and b.inflight < max_inflight]
     if not candidates:
         return None
+    candidates = [b for b in candidates if b.id not in avoid] or candidates
     order = {b.id: i for i, b in enumerate(backends)}
     return min(candidates, key=lambda b: (b.inflight, -(b.vram_free or 0), order[b.id])).id
-
-
-def containers_to_start(*, active: int, min_containers: int, max_containers: int, free_slots: int) -> int:
-    """How many containers to start now to keep ``min_containers`` up: ``active`` counts the ones starting
-    or running; never more than ``max_containers`` in all, nor more than the hosts have room for."""
-    wanted = min(min_containers, max_containers) - active
-    return max(0, min(wanted, free_slots))
 
 
 class AfterUncertainSubmit(enum.Enum):
@@ -86,9 +83,26 @@ def after_uncertain_submit(*, in_history: bool, in_queue: bool) -> AfterUncertai
     return AfterUncertainSubmit.RESUBMIT
 
 
-def should_fail_after_attempts(attempts: int, max_attempts: int) -> bool:
-    """A task whose submissions kept getting lost fails once it has used ``max_attempts``."""
-    return attempts >= max_attempts
+class AttemptEnd(enum.Enum):
+    """How an attempt (one submission of a task to one backend) ended without a result."""
+
+    BACKEND_LOST = "backend_lost"  # the container died, its host went away, or it was replaced
+    TIMED_OUT = "timed_out"  # still unfinished after task_timeout
+    VANISHED = "vanished"  # the backend forgot the prompt (restarted): in neither /history nor /queue
+    NOT_ACCEPTED = "not_accepted"  # the submission or an input upload failed before the backend took it
+    WORKFLOW_ERROR = "workflow_error"  # rejected at validation, or a node raised: the graph's own fault
+    INTERRUPTED = "interrupted"  # someone interrupted it on the backend
+
+
+RETRYABLE = frozenset({AttemptEnd.BACKEND_LOST, AttemptEnd.TIMED_OUT, AttemptEnd.VANISHED,
+                       AttemptEnd.NOT_ACCEPTED})
+
+
+def should_retry(end: AttemptEnd, *, attempts: int, max_retries: int) -> bool:
+    """Faults of the backend are retried, on another backend, until the task has had ``max_retries`` retries
+    (``attempts`` counts submissions so far, the first included); faults of the workflow never are: they would
+    fail the same way anywhere."""
+    return end in RETRYABLE and attempts <= max_retries
 
 
 def prompt_progress(*, total_nodes: int, cached_nodes: int, finished_nodes: int, step: Optional[float],

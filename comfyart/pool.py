@@ -1,5 +1,7 @@
-"""The pool of ComfyUI backends: static URLs plus what the providers spawn. One loop health-checks them,
-notices dead containers, and keeps ``min_containers`` running; start-ups run as tasks the loop owns.
+"""The pool of ComfyUI backends: static URLs (from the configuration, or registered at run time) plus what the
+providers spawn. One loop health-checks them, replaces dead, sick and worn-out containers, and scales the
+container count with the queue; the decisions are the pure functions of ``autoscale``, this module only observes
+and acts. Start-ups and stops run as tasks the loop owns.
 """
 from __future__ import annotations
 
@@ -12,20 +14,52 @@ from typing import Any, Awaitable, Callable, Deque, Dict, List, Optional, Sequen
 import aiohttp
 from loguru import logger
 
+from .autoscale import (
+    ContainerState,
+    ContainerView,
+    HealthCount,
+    Recycle,
+    ScaleDecision,
+    ScaleInput,
+    ScaleLimits,
+    after_health_check,
+    decide_scale,
+    free_slots,
+    recycle_reason,
+)
+from .comfy import protocol
 from .comfy.client import ComfyClient
 from .config import PoolConfig, StaticBackendConfig
-from .errors import BackendUnavailable, ComfyartError, ContainerFailed, DockerUnavailable
-from .models import BackendState
-from .policy import BackendLoad, HostView, Placement, containers_to_start, place_container
+from .errors import (
+    BackendUnavailable,
+    ComfyartError,
+    ContainerFailed,
+    DockerUnavailable,
+    InvalidInput,
+    NotFound,
+    StateConflict,
+)
+from .models import BackendMode, BackendState
+from .policy import BackendLoad, HostView, Placement, place_container
+from .pool_store import PoolStore, ScaleOverride
 from .providers.base import Provider, Spawned
 
-UNHEALTHY_AFTER_FAILURES = 3
 STARTUP_PROBE_TIMEOUT_S = 2.0
 SPAWN_BACKOFF_MAX_S = 60.0
 
 
 def now_ms() -> int:
     return int(time.time() * 1000)
+
+
+class AfterDrain:
+    """What happens to a draining backend once it holds no prompt."""
+
+    SCALE_DOWN = "scale-down"  # the autoscaler's: stopped, unless the load comes back first
+    STOP = "stop"  # drained by hand: stopped
+    RECYCLE = "recycle"  # stopped and replaced
+    REMOVE = "remove"  # a static backend deregistered through the API: forgotten
+    HOLD = "hold"  # a static backend drained by hand: stays, taking nothing, until enabled
 
 
 @dataclass
@@ -39,11 +73,19 @@ class Backend:
     gpu: Optional[int] = None
     name: str = ""
     state: BackendState = BackendState.STARTING
+    mode: BackendMode = BackendMode.ACTIVE
+    after_drain: Optional[str] = None
+    drain_reason: Optional[str] = None
+    source: str = "config"  # static backends: "config" or "api"
     spawned: Optional[Spawned] = None
     provider: Optional[Provider] = None
     prompts: Dict[str, str] = field(default_factory=dict)  # prompt id -> task id, in flight here
     tasks_done: int = 0
-    health_failures: int = 0
+    health: HealthCount = field(default_factory=lambda: HealthCount(False))
+    unhealthy_since: Optional[float] = None  # monotonic
+    idle_since: float = field(default_factory=time.monotonic)
+    started: float = field(default_factory=time.monotonic)
+    stuck_prompt: Optional[str] = None  # a prompt that timed out here and may still occupy the backend
     last_health_ms: Optional[int] = None
     vram_total: Optional[int] = None
     vram_free: Optional[int] = None
@@ -54,28 +96,44 @@ class Backend:
     def managed(self) -> bool:
         return self.kind != "static"
 
+    @property
+    def accepting(self) -> bool:
+        return self.mode == BackendMode.ACTIVE
+
     def load(self) -> BackendLoad:
-        return BackendLoad(self.id, self.state == BackendState.HEALTHY, len(self.prompts), self.vram_free)
+        return BackendLoad(self.id, self.state == BackendState.HEALTHY, len(self.prompts), self.vram_free,
+                           self.accepting)
+
+    def idle_s(self, now: float) -> float:
+        return 0.0 if self.prompts else max(0.0, now - self.idle_since)
 
     def describe(self) -> Dict[str, Any]:
+        now = time.monotonic()
         return {"id": self.id, "kind": self.kind, "name": self.name, "host": self.host, "url": self.url,
-                "port": self.port, "gpu": self.gpu, "status": self.state.value, "inflight": len(self.prompts),
-                "tasks_done": self.tasks_done, "last_health_check_ms": self.last_health_ms,
-                "vram_total": self.vram_total, "vram_free": self.vram_free, "error": self.error,
-                "created_ms": self.created_ms}
+                "port": self.port, "gpu": self.gpu, "status": self.state.value, "mode": self.mode.value,
+                "after_drain": self.after_drain, "drain_reason": self.drain_reason,
+                "source": self.source if self.kind == "static" else None, "inflight": len(self.prompts),
+                "tasks_done": self.tasks_done, "idle_s": round(self.idle_s(now), 1),
+                "age_s": round(now - self.started, 1), "last_health_check_ms": self.last_health_ms,
+                "health_failures": self.health.failures, "vram_total": self.vram_total,
+                "vram_free": self.vram_free, "error": self.error, "created_ms": self.created_ms}
 
 
 LostHandler = Callable[[Backend, str], Awaitable[None]]
+WaitingCount = Callable[[], Awaitable[int]]
 
 
 class Pool:
     def __init__(self, *, config: PoolConfig, providers: Sequence[Provider],
                  static_backends: Sequence[StaticBackendConfig], session: aiohttp.ClientSession,
+                 store: Optional[PoolStore] = None, waiting: Optional[WaitingCount] = None,
                  request_timeout_s: float = 30.0, adopt_leftovers: bool = True) -> None:
         self.config = config
         self.providers = list(providers)
         self.static_backends = list(static_backends)
         self.session = session
+        self.store = store
+        self.waiting = waiting  # tasks queued or claimed, for the autoscaler
         self.request_timeout_s = request_timeout_s
         self.adopt_leftovers = adopt_leftovers
         self.backends: Dict[str, Backend] = {}
@@ -83,9 +141,16 @@ class Pool:
         self.hosts_down: Dict[str, str] = {}
         self.ready = asyncio.Event()  # set once leftovers are handled and static backends listed
         self.on_lost: Optional[LostHandler] = None
+        self.override = ScaleOverride()
+        self.last_decision: Optional[ScaleDecision] = None
+        self.last_decision_ms: Optional[int] = None
         self._changed = asyncio.Condition()
+        self._step_lock = asyncio.Lock()
         self._spawn_failures = 0
         self._next_spawn_at = 0.0
+        self._last_scale_up: Optional[float] = None
+        self._last_scale_down: Optional[float] = None
+        self._replacements = 0
         self._tasks: Optional[asyncio.TaskGroup] = None
 
     # ------------------------------------------------------------------ views
@@ -103,6 +168,21 @@ class Pool:
                                   frozenset(b.gpu for b in mine if b.gpu is not None), len(mine),
                                   available=host.name not in self.hosts_down))
         return views
+
+    def limits(self) -> ScaleLimits:
+        cfg, override = self.config, self.override
+        return ScaleLimits(
+            min_containers=cfg.min_containers if override.min_containers is None else override.min_containers,
+            max_containers=cfg.max_containers if override.max_containers is None else override.max_containers,
+            tasks_per_container=cfg.tasks_per_container, scale_up_cooldown_s=cfg.scale_up_cooldown_s,
+            scale_down_cooldown_s=cfg.scale_down_cooldown_s, idle_timeout_s=cfg.idle_timeout_s,
+            target=override.target)
+
+    def get(self, backend_id: str) -> Backend:
+        backend = self.backends.get(backend_id)
+        if backend is None:
+            raise NotFound(f"no backend {backend_id}")
+        return backend
 
     async def notify(self) -> None:
         """Wake whoever waits for the pool to change (a free slot, a new backend)."""
@@ -127,10 +207,12 @@ class Pool:
 
     async def _start(self) -> None:
         for static in self.static_backends:
-            backend = Backend(f"static:{static.name}", "static", "static", static.url,
-                              ComfyClient(self.session, static.url, timeout_s=self.request_timeout_s), name=static.name,
-                              state=BackendState.UNHEALTHY)  # healthy once it answers a probe
-            self.backends[backend.id] = backend
+            self._add_static_backend(static.name, static.url, "config")
+        if self.store is not None:
+            for name, url in (await self.store.static_backends()).items():
+                if f"static:{name}" not in self.backends:
+                    self._add_static_backend(name, url, "api")
+            self.override = await self.store.scale_override()
         for provider in self.providers:
             try:
                 leftovers = await provider.leftovers()
@@ -141,6 +223,13 @@ class Pool:
                 await self._handle_leftover(provider, spawned)
         await self._probe_all()
         self.ready.set()
+
+    def _add_static_backend(self, name: str, url: str, source: str) -> Backend:
+        backend = Backend(f"static:{name}", "static", "static", url,
+                          ComfyClient(self.session, url, timeout_s=self.request_timeout_s), name=name,
+                          state=BackendState.UNHEALTHY, source=source)  # healthy once it answers a probe
+        self.backends[backend.id] = backend
+        return backend
 
     async def _handle_leftover(self, provider: Provider, spawned: Spawned) -> None:
         host = next((h for h in provider.hosts if h.name == spawned.host), None)
@@ -163,81 +252,233 @@ class Pool:
                        port=spawned.port, gpu=spawned.gpu, name=spawned.name, spawned=spawned, provider=provider)
 
     async def step(self) -> None:
-        """One pass: probe every backend, drop dead containers, start containers up to min_containers."""
-        await self._probe_all()
-        await self._check_liveness()
-        self._ensure_minimum()
+        """One pass: probe every backend, check the hosts and containers, recycle, finish drains, scale."""
+        async with self._step_lock:  # the loop and POST /api/pool/health-check never interleave
+            await self._probe_all()
+            await self._check_hosts()
+            await self._recycle()
+            await self._finish_drains()
+            await self._autoscale()
 
+    # ------------------------------------------------------------------ health
     async def _probe_all(self) -> None:
         probed = [b for b in self.backends.values() if b.state in (BackendState.HEALTHY, BackendState.UNHEALTHY)]
         await asyncio.gather(*(self._probe(b) for b in probed))
 
     async def _probe(self, backend: Backend) -> None:
+        error: Optional[str] = None
         try:
             stats = await backend.client.system_stats(timeout_s=self.config.health_timeout_s)
+            if backend.stuck_prompt is not None:
+                error = await self._still_stuck(backend)
         except BackendUnavailable as exc:
-            backend.health_failures += 1
-            backend.last_health_ms = now_ms()
-            backend.error = str(exc)
-            if backend.health_failures >= UNHEALTHY_AFTER_FAILURES and backend.state == BackendState.HEALTHY:
-                backend.state = BackendState.UNHEALTHY
-                logger.warning("backend unhealthy backend={} error={}", backend.id, exc)
-            return
-        self._record_stats(backend, stats)
-        if backend.state != BackendState.HEALTHY:
+            error = str(exc)
+        backend.last_health_ms = now_ms()
+        was_healthy = backend.state == BackendState.HEALTHY
+        backend.health = after_health_check(backend.health, error is None,
+                                            unhealthy_threshold=self.config.unhealthy_threshold,
+                                            healthy_threshold=self.config.healthy_threshold)
+        if error is None:
+            self._record_stats(backend, stats)
+        else:
+            backend.error = error
+        if backend.health.healthy and not was_healthy:
             backend.state = BackendState.HEALTHY
             backend.error = None
+            backend.unhealthy_since = None
+            backend.idle_since = time.monotonic()
             logger.info("backend healthy backend={} url={}", backend.id, backend.url)
             await self.notify()
+        elif not backend.health.healthy:
+            if was_healthy:
+                logger.warning("backend unhealthy backend={} error={}", backend.id, error)
+            backend.state = BackendState.UNHEALTHY
+            if backend.unhealthy_since is None:
+                backend.unhealthy_since = time.monotonic()
+
+    async def _still_stuck(self, backend: Backend) -> Optional[str]:
+        """A prompt timed out here: the backend stays unhealthy while it still runs it (ComfyUI cannot interrupt a
+        node that reports no progress)."""
+        queue = await backend.client.queue()
+        if protocol.prompt_running(queue, backend.stuck_prompt or ""):
+            return f"still running prompt {backend.stuck_prompt}, which timed out"
+        backend.stuck_prompt = None
+        return None
 
     @staticmethod
     def _record_stats(backend: Backend, stats: Dict[str, Any]) -> None:
-        backend.health_failures = 0
         backend.last_health_ms = now_ms()
         devices = stats.get("devices") or []
         if devices and isinstance(devices[0], dict):
             backend.vram_total = devices[0].get("vram_total")
             backend.vram_free = devices[0].get("vram_free")
 
-    async def _check_liveness(self) -> None:
-        for backend in list(self.backends.values()):
-            if backend.spawned is None or backend.provider is None or backend.state == BackendState.STARTING:
-                continue
-            try:
-                reason = await backend.provider.check(backend.spawned)
-                self.hosts_down.pop(backend.host, None)
-            except DockerUnavailable as exc:
-                self.hosts_down[backend.host] = str(exc)
-                continue
-            if reason is not None:
-                await self._lose(backend, reason)
+    async def check_now(self) -> Dict[str, Any]:
+        """POST /api/pool/health-check: one whole round now."""
+        await self.step()
+        return self.describe()
 
-    async def _lose(self, backend: Backend, reason: str) -> None:
-        """A managed backend died: forget it, tell the tracker (its prompts go back to the queue), remove it."""
+    async def _check_hosts(self) -> None:
+        """Ping each host; an unreachable one is marked down, skipped by placement, and its backends are lost.
+        The containers of a live host are inspected: exited, out of memory or gone means lost."""
+        for provider in self.providers:
+            for host in provider.hosts:
+                try:
+                    await provider.ping(host.name)
+                except DockerUnavailable as exc:
+                    await self._host_down(host.name, str(exc))
+                    continue
+                if self.hosts_down.pop(host.name, None) is not None:
+                    logger.info("host back host={}", host.name)
+                    await self._clear_leftovers(provider, host.name)
+                for backend in [b for b in self.backends.values()
+                                if b.provider is provider and b.host == host.name and b.spawned is not None
+                                and b.state != BackendState.STARTING]:
+                    try:
+                        reason = await provider.check(backend.spawned)  # type: ignore[arg-type]
+                    except DockerUnavailable as exc:
+                        await self._host_down(host.name, str(exc))
+                        break
+                    if reason is not None:
+                        await self._lose(backend, reason, replace=True)
+
+    async def _host_down(self, host: str, error: str) -> None:
+        if host not in self.hosts_down:
+            logger.warning("host down host={} error={}", host, error)
+        self.hosts_down[host] = error
+        for backend in [b for b in self.backends.values() if b.managed and b.host == host
+                        and b.state != BackendState.STARTING]:
+            await self._lose(backend, f"its Docker host {host} is unreachable: {error}", replace=True)
+
+    async def _clear_leftovers(self, provider: Provider, host: str) -> None:
+        """A host that comes back may still hold the containers of backends given up for lost."""
+        try:
+            leftovers = await provider.leftovers()
+        except DockerUnavailable:
+            return
+        for spawned in leftovers:
+            if spawned.host == host and spawned.backend_id not in self.backends:
+                await self._remove_quietly(provider, spawned)
+
+    async def _lose(self, backend: Backend, reason: str, *, replace: bool) -> None:
+        """A backend died: forget it, tell the tracker (its prompts go back to the queue), remove it."""
         logger.warning("backend lost backend={} reason={}", backend.id, reason.splitlines()[0])
         self._record_error(backend, reason)
         self.backends.pop(backend.id, None)
+        if replace and backend.managed:
+            self._replacements += 1
         if self.on_lost is not None:
             await self.on_lost(backend, reason)
-        if backend.provider and backend.spawned:
-            try:
-                await backend.provider.remove(backend.spawned)
-            except ComfyartError as exc:
-                logger.warning("removing lost backend failed backend={} error={}", backend.id, exc)
+        if backend.provider and backend.spawned and backend.host not in self.hosts_down:
+            await self._remove_quietly(backend.provider, backend.spawned)
         await self.notify()
+
+    async def _remove_quietly(self, provider: Provider, spawned: Spawned) -> None:
+        try:
+            await provider.remove(spawned)
+        except ComfyartError as exc:
+            logger.warning("removing backend failed backend={} error={}", spawned.backend_id, exc)
 
     def _record_error(self, backend: Backend, reason: str) -> None:
         backend.state = BackendState.ERROR
         backend.error = reason
         self.recent_errors.append({"id": backend.id, "host": backend.host, "error": reason, "at_ms": now_ms()})
 
-    def _ensure_minimum(self) -> None:
-        if not self.providers or time.monotonic() < self._next_spawn_at:
+    # ------------------------------------------------------------------ recycling and drains
+    async def _recycle(self) -> None:
+        now = time.monotonic()
+        for backend in [b for b in self.backends.values() if b.managed and b.state != BackendState.STARTING]:
+            if backend.mode == BackendMode.DRAINING:
+                continue
+            verdict = recycle_reason(
+                tasks_done=backend.tasks_done, age_s=now - backend.started,
+                unhealthy_s=None if backend.unhealthy_since is None else now - backend.unhealthy_since,
+                max_tasks=self.config.max_tasks, max_age_s=self.config.max_age_s,
+                replace_unhealthy_after_s=self.config.replace_unhealthy_after_s)
+            if verdict is None:
+                continue
+            how, why = verdict
+            if how is Recycle.NOW:
+                await self._lose(backend, f"replaced: {why}", replace=True)
+            else:
+                self._drain(backend, AfterDrain.RECYCLE, why)
+
+    def _drain(self, backend: Backend, after: str, reason: str) -> None:
+        if backend.mode != BackendMode.DRAINING:
+            logger.info("draining backend={} then={} reason={}", backend.id, after, reason)
+        backend.mode = BackendMode.DRAINING
+        backend.after_drain = after
+        backend.drain_reason = reason
+
+    async def _finish_drains(self) -> None:
+        for backend in list(self.backends.values()):
+            if backend.mode != BackendMode.DRAINING or backend.prompts:
+                continue
+            after = backend.after_drain
+            if after == AfterDrain.HOLD:
+                continue
+            logger.info("drained backend={} then={}", backend.id, after)
+            self.backends.pop(backend.id, None)
+            if after == AfterDrain.RECYCLE:
+                self._replacements += 1
+            if backend.provider is not None and backend.spawned is not None:
+                await self._remove_quietly(backend.provider, backend.spawned)
+            await self.notify()
+
+    # ------------------------------------------------------------------ scaling
+    def _container_views(self, now: float) -> List[ContainerView]:
+        views = []
+        for backend in self.backends.values():
+            if not backend.managed:
+                continue
+            if backend.mode == BackendMode.DRAINING and backend.after_drain != AfterDrain.SCALE_DOWN:
+                continue  # on its way out (recycled, drained by hand): not part of the pool's size
+            state = {BackendState.STARTING: ContainerState.STARTING,
+                     BackendState.HEALTHY: ContainerState.HEALTHY}.get(backend.state, ContainerState.UNHEALTHY)
+            idle = 0.0 if backend.mode == BackendMode.DISABLED else backend.idle_s(now)  # disabled: kept as is
+            views.append(ContainerView(backend.id, state, backend.mode == BackendMode.DRAINING,
+                                       len(backend.prompts), idle))
+        return views
+
+    async def _autoscale(self) -> None:
+        if not self.providers:
             return
-        active = sum(1 for b in self.backends.values() if b.managed)
-        wanted = containers_to_start(active=active, min_containers=self.config.min_containers,
-                                     max_containers=self.config.max_containers, free_slots=self.config.max_containers)
-        for _ in range(wanted):
+        now = time.monotonic()
+        waiting = await self.waiting() if self.waiting is not None else 0
+        statics = [b for b in self.backends.values() if not b.managed]
+        observed = ScaleInput(
+            queued=waiting, running=sum(len(b.prompts) for b in self.backends.values()),
+            containers=tuple(self._container_views(now)),
+            free_slots=sum(free_slots(self.host_views(p)) for p in self.providers),
+            static_capacity=sum(1 for b in statics if b.state == BackendState.HEALTHY and b.accepting),
+            since_scale_up_s=None if self._last_scale_up is None else now - self._last_scale_up,
+            since_scale_down_s=None if self._last_scale_down is None else now - self._last_scale_down,
+            replacements=self._replacements)
+        decision = decide_scale(observed, self.limits())
+        if decision.acts or self.last_decision is None or decision.reason != self.last_decision.reason:
+            if decision.acts:
+                logger.info("autoscale {}", decision.reason)
+            self.last_decision, self.last_decision_ms = decision, now_ms()
+        for backend_id in decision.undrain:
+            backend = self.backends[backend_id]
+            backend.mode, backend.after_drain, backend.drain_reason = BackendMode.ACTIVE, None, None
+        for backend_id in decision.drain:
+            self._drain(self.backends[backend_id], AfterDrain.SCALE_DOWN, "idle: the load went down")
+        if decision.drain:
+            self._last_scale_down = now
+        if decision.undrain:
+            await self.notify()
+        if decision.start and now >= self._next_spawn_at:
+            started = self._start_containers(decision.start)
+            if started:
+                self._last_scale_up = now
+                self._replacements = max(0, self._replacements - started)
+        if not self.backends or all(b.managed for b in self.backends.values()):
+            self._replacements = min(self._replacements, self.limits().max_containers)
+
+    def _start_containers(self, count: int) -> int:
+        started = 0
+        for _ in range(count):
             placed = self._place()
             if placed is None:
                 break
@@ -245,6 +486,8 @@ class Pool:
             backend = self._reserve(provider, placement)
             assert self._tasks is not None
             self._tasks.create_task(self._launch(backend, provider, placement), name=f"launch {backend.id}")
+            started += 1
+        return started
 
     def _place(self) -> Optional[tuple]:
         candidates: List[tuple] = []
@@ -278,9 +521,13 @@ class Pool:
             failure = str(exc) + (f"; last log lines:\n{exc.last_logs}" if exc.last_logs else "")
         except ComfyartError as exc:
             failure = str(exc)
+        if self.backends.get(backend.id) is not backend:
+            return  # given up meanwhile (its host went down)
         if failure is None:
             self._spawn_failures = 0
             backend.state = BackendState.HEALTHY
+            backend.health = HealthCount(True)
+            backend.started = backend.idle_since = time.monotonic()
             logger.info("backend up backend={} url={}", backend.id, backend.url)
             await self.notify()
             return
@@ -291,10 +538,7 @@ class Pool:
         self._next_spawn_at = time.monotonic() + min(SPAWN_BACKOFF_MAX_S,
                                                      self.config.health_interval_s * 2 ** self._spawn_failures)
         if backend.spawned is not None:
-            try:
-                await provider.remove(backend.spawned)
-            except ComfyartError as exc:
-                logger.warning("cleanup after failed start failed backend={} error={}", backend.id, exc)
+            await self._remove_quietly(provider, backend.spawned)
 
     async def _wait_until_up(self, backend: Backend, provider: Provider) -> Optional[str]:
         assert backend.spawned is not None
@@ -312,6 +556,76 @@ class Pool:
         return (f"did not answer /system_stats within {provider.startup_timeout_s:g} s"
                 + (f"; last log lines:\n{logs}" if logs else ""))
 
+    # ------------------------------------------------------------------ manual controls
+    async def set_scale(self, changes: Dict[str, Optional[int]]) -> None:
+        """POST /api/pool/scale: set ``min_containers``, ``max_containers`` or ``target`` at run time (None: back
+        to the configured value; a field not given keeps its current override). Kept in Redis."""
+        merged = ScaleOverride(**{**vars(self.override), **changes})
+        low = self.config.min_containers if merged.min_containers is None else merged.min_containers
+        high = self.config.max_containers if merged.max_containers is None else merged.max_containers
+        if low > high:
+            raise InvalidInput(f"min_containers ({low}) exceeds max_containers ({high})")
+        if merged.target is not None and not low <= merged.target <= high:
+            raise InvalidInput(f"target {merged.target} is outside min_containers..max_containers ({low}..{high})")
+        if self.store is not None:
+            await self.store.set_scale_override(merged)
+        self.override = merged
+        self._last_scale_up = self._last_scale_down = None  # an explicit order is not held back by cooldowns
+        await self.step()
+
+    def drain(self, backend_id: str) -> Backend:
+        backend = self.get(backend_id)
+        self._drain(backend, AfterDrain.STOP if backend.managed else AfterDrain.HOLD, "drained through the API")
+        return backend
+
+    def recycle(self, backend_id: str) -> Backend:
+        backend = self.get(backend_id)
+        if not backend.managed:
+            raise StateConflict(f"{backend_id} is a static backend: comfyart cannot restart it (drain or disable it)")
+        self._drain(backend, AfterDrain.RECYCLE, "recycled through the API")
+        return backend
+
+    async def enable(self, backend_id: str) -> Backend:
+        backend = self.get(backend_id)
+        if backend.after_drain == AfterDrain.REMOVE:
+            raise StateConflict(f"{backend_id} is being removed; register it again once it is gone")
+        backend.mode, backend.after_drain, backend.drain_reason = BackendMode.ACTIVE, None, None
+        await self.notify()
+        return backend
+
+    def disable(self, backend_id: str) -> Backend:
+        backend = self.get(backend_id)
+        backend.mode, backend.after_drain, backend.drain_reason = BackendMode.DISABLED, None, "disabled"
+        return backend
+
+    async def register_static(self, name: str, url: str) -> tuple[Backend, bool]:
+        """POST /api/pool/backends: a ComfyUI that announces itself. The same name and URL again is a no-op
+        (announcing at every boot is fine); another URL under a taken name is refused."""
+        backend = self.backends.get(f"static:{name}")
+        if backend is not None:
+            if backend.url != url:
+                raise StateConflict(f"backend {name} is registered with {backend.url}; DELETE it first")
+            if backend.after_drain == AfterDrain.REMOVE:
+                raise StateConflict(f"backend {name} is being removed; register it again once it is gone")
+            return backend, False
+        if self.store is not None:
+            await self.store.add_static(name, url)
+        backend = self._add_static_backend(name, url, "api")
+        await self._probe(backend)
+        return backend, True
+
+    async def deregister_static(self, name: str) -> Backend:
+        """DELETE /api/pool/backends/{name}: no new work, then forgotten once its prompts are done."""
+        backend = self.get(f"static:{name}")
+        if backend.source != "api":
+            raise StateConflict(f"backend {name} comes from the configuration file; remove it there, or disable it")
+        if self.store is not None:
+            await self.store.remove_static(name)
+        self._drain(backend, AfterDrain.REMOVE, "deregistered through the API")
+        await self._finish_drains()
+        return backend
+
+    # ------------------------------------------------------------------ shutdown and description
     async def shutdown(self) -> None:
         """Stop the local processes this run started; containers stay up and are adopted at the next start."""
         for backend in list(self.backends.values()):
@@ -326,8 +640,17 @@ class Pool:
             for host, view in zip(provider.hosts, self.host_views(provider), strict=True):
                 hosts.append({"name": host.name, "kind": provider.kind, "address": host.address,
                               "ports": list(host.ports), "gpus": list(host.gpus), "containers": view.containers,
-                              "down": self.hosts_down.get(host.name)})
+                              "free_slots": free_slots([view]), "down": self.hosts_down.get(host.name)})
+        limits = self.limits()
+        decision = self.last_decision
         return {"hosts": hosts, "backends": [b.describe() for b in self.backends.values()],
                 "recent_errors": list(self.recent_errors),
-                "config": {"min_containers": self.config.min_containers,
-                           "max_containers": self.config.max_containers, "max_inflight": self.config.max_inflight}}
+                "autoscaler": None if decision is None else {
+                    "desired": decision.desired, "start": decision.start, "drain": list(decision.drain),
+                    "undrain": list(decision.undrain), "reason": decision.reason,
+                    "limited_by": list(decision.limited_by), "at_ms": self.last_decision_ms},
+                "config": {"min_containers": limits.min_containers, "max_containers": limits.max_containers,
+                           "target": limits.target, "max_inflight": self.config.max_inflight,
+                           "tasks_per_container": limits.tasks_per_container,
+                           "idle_timeout_s": limits.idle_timeout_s,
+                           "overridden": {k: v for k, v in vars(self.override).items() if v is not None}}}

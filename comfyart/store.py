@@ -5,18 +5,20 @@ Key schema (``P`` is the configured prefix):
     P:tasks                 zset: every task id scored by created_ms (newest first listing)
     P:tasks:{status}        zset: task ids in that status, scored by created_ms
     P:queue                 list: pending task ids; LPUSH to enqueue, the dispatcher takes from the right
-    P:claimed               list: ids taken from the queue but not yet submitted (requeued at start-up)
+    P:claims                zset: ids taken from the queue but not yet submitted, scored by their lease's end;
+                            an expired lease (and every claim at start-up) puts the id back at the queue's head
     P:active                set: ids submitted to a backend and not yet final
     P:prompt:{prompt_id}    string: the task id that owns a ComfyUI prompt id
 Status changes go through one Lua script that checks the current status, so a task never leaves a final
-status and never completes twice.
+status and never completes twice. Claiming (queue -> claims) and recording a submission (claims -> active) are
+Lua scripts too: a task is always in exactly one of queue, claims and active, or final.
 """
 from __future__ import annotations
 
 import json
 import time
 from contextlib import contextmanager
-from typing import Any, Dict, Iterator, List, Optional, Sequence
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import redis.asyncio as aioredis
 import redis.exceptions
@@ -25,15 +27,17 @@ import ulid
 from .errors import InvalidTransition, NotFound, StoreUnavailable
 from .models import FINAL_STATUSES, Task, TaskId, TaskStatus, sources_of
 
-_JSON_FIELDS = ("prompt", "outputs", "node_errors", "params")
+_JSON_FIELDS = ("prompt", "outputs", "node_errors", "params", "history")
 _INT_FIELDS = ("created_ms", "updated_ms", "started_ms", "finished_ms", "node_step", "node_max", "attempts",
-               "workflow_version")
+               "workflow_version", "submitted_ms")
 
 # KEYS: task, all-index prefix (P:tasks), active set
-# ARGV: id, allowed statuses joined by ',' ('' = any non-final), new status ('' = keep), now_ms, field, value, ...
+# ARGV: id, allowed statuses joined by ',' ('' = any non-final), new status ('' = keep), now_ms,
+#       expected field ('' = none), its expected value, field, value, ...
 _TRANSITION = """
 local current = redis.call('HGET', KEYS[1], 'status')
 if not current then return {'missing', ''} end
+if ARGV[5] ~= '' and redis.call('HGET', KEYS[1], ARGV[5]) ~= ARGV[6] then return {'refused', current} end
 local allowed = ARGV[2]
 if allowed == '' then
   if current == 'completed' or current == 'failed' or current == 'canceled' then return {'refused', current} end
@@ -41,7 +45,7 @@ elseif not string.find(',' .. allowed .. ',', ',' .. current .. ',', 1, true) th
   return {'refused', current}
 end
 local new = ARGV[3]
-for i = 5, #ARGV, 2 do
+for i = 7, #ARGV, 2 do
   if ARGV[i + 1] == '\\0' then redis.call('HDEL', KEYS[1], ARGV[i])
   else redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
 end
@@ -54,6 +58,42 @@ if new ~= '' and new ~= current then
   if new == 'completed' or new == 'failed' or new == 'canceled' then redis.call('SREM', KEYS[3], ARGV[1]) end
 end
 return {'ok', current}
+"""
+
+# KEYS: queue, claims   ARGV: lease end (ms)
+_CLAIM = """
+local id = redis.call('RPOP', KEYS[1])
+if not id then return false end
+redis.call('ZADD', KEYS[2], ARGV[1], id)
+return id
+"""
+
+# KEYS: claims, queue   ARGV: claims whose lease ends at or before this (ms, or '+inf') go back to the queue's
+# head, the earliest claimed taken first
+_RETURN_CLAIMS = """
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+for i = #ids, 1, -1 do
+  redis.call('ZREM', KEYS[1], ids[i])
+  redis.call('RPUSH', KEYS[2], ids[i])
+end
+return ids
+"""
+
+# KEYS: task, claims, active, prompt key   ARGV: id, now_ms, field, value, ...
+# Only a pending task whose claim this dispatcher still holds is submitted: an expired lease or a cancel wins.
+_RECORD_SUBMISSION = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status then redis.call('ZREM', KEYS[2], ARGV[1]); return 'missing' end
+if status ~= 'pending' then redis.call('ZREM', KEYS[2], ARGV[1]); return status end
+if redis.call('ZREM', KEYS[2], ARGV[1]) == 0 then return 'unclaimed' end
+for i = 3, #ARGV, 2 do
+  if ARGV[i + 1] == '\\0' then redis.call('HDEL', KEYS[1], ARGV[i])
+  else redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+end
+redis.call('HSET', KEYS[1], 'updated_ms', ARGV[2])
+redis.call('SET', KEYS[4], ARGV[1])
+redis.call('SADD', KEYS[3], ARGV[1])
+return 'ok'
 """
 
 DELETE = "\0"  # a field value that removes the field
@@ -103,6 +143,9 @@ class TaskStore:
         self.redis = client
         self.prefix = prefix
         self._transition = client.register_script(_TRANSITION)
+        self._claim = client.register_script(_CLAIM)
+        self._return_claims = client.register_script(_RETURN_CLAIMS)
+        self._record_submission = client.register_script(_RECORD_SUBMISSION)
         self._last_id = 0
 
     def _new_id(self) -> TaskId:
@@ -121,8 +164,8 @@ class TaskStore:
         return f"{self.prefix}:queue"
 
     @property
-    def claimed_key(self) -> str:
-        return f"{self.prefix}:claimed"
+    def claims_key(self) -> str:
+        return f"{self.prefix}:claims"
 
     @property
     def active_key(self) -> str:
@@ -174,13 +217,16 @@ class TaskStore:
             return int(await self.redis.zcard(f"{self.prefix}:tasks" + (f":{status}" if status else "")))
 
     async def update(self, task_id: str, *, to: Optional[TaskStatus] = None,
-                     allowed_from: Optional[Sequence[TaskStatus]] = None, **fields: Any) -> TaskStatus:
-        """Write ``fields`` (None deletes one) and move to ``to`` if the current status allows it.
-        Without ``allowed_from`` a status change follows the transition table, and a bare field update applies
-        only to a task that is not final. Returns the status before the change; raises InvalidTransition."""
+                     allowed_from: Optional[Sequence[TaskStatus]] = None, expect: Optional[Tuple[str, str]] = None,
+                     **fields: Any) -> TaskStatus:
+        """Write ``fields`` (None deletes one) and move to ``to`` if the current status allows it and, with
+        ``expect=(field, value)``, if that field still holds that value (e.g. the prompt id of the attempt being
+        ended). Without ``allowed_from`` a status change follows the transition table, and a bare field update
+        applies only to a task that is not final. Returns the status before the change; raises InvalidTransition."""
         if allowed_from is None:
             allowed_from = sources_of(to) if to is not None else []
-        args: List[str] = [task_id, ",".join(allowed_from), to.value if to else "", str(now_ms())]
+        args: List[str] = [task_id, ",".join(allowed_from), to.value if to else "", str(now_ms()),
+                           *(expect or ("", ""))]
         for key, value in _encode(fields).items():
             args += [key, value]
         keys = [self._task_key(task_id), f"{self.prefix}:tasks", self.active_key]
@@ -193,52 +239,91 @@ class TaskStore:
         return TaskStatus(previous)
 
     # ------------------------------------------------------------------ queue
-    async def claim(self, timeout_s: float) -> Optional[TaskId]:
-        """Take the oldest queued id into the claimed list; None if none came within ``timeout_s``."""
+    async def claim(self, timeout_s: float, lease_s: float) -> Optional[TaskId]:
+        """Take the oldest queued id under a lease of ``lease_s``; None if none came within ``timeout_s``."""
         with map_redis_errors():
-            task_id = await self.redis.blmove(self.queue_key, self.claimed_key, timeout_s, "RIGHT", "LEFT")
+            # a blocking peek: moving the tail onto the tail of the same list changes nothing, but waits for one
+            if not await self.redis.blmove(self.queue_key, self.queue_key, timeout_s, "RIGHT", "RIGHT"):
+                return None
+            task_id = await self._claim(keys=[self.queue_key, self.claims_key],
+                                        args=[now_ms() + int(lease_s * 1000)])
         return TaskId(task_id) if task_id else None
 
     async def release_claim(self, task_id: str) -> None:
         with map_redis_errors():
-            await self.redis.lrem(self.claimed_key, 1, task_id)
+            await self.redis.zrem(self.claims_key, task_id)
 
     async def requeue_front(self, task_id: str) -> None:
         """Put a task back at the head of the queue (it is taken next)."""
         with map_redis_errors():
             async with self.redis.pipeline(transaction=True) as pipe:
-                pipe.lrem(self.claimed_key, 1, task_id)
+                pipe.zrem(self.claims_key, task_id)
                 pipe.srem(self.active_key, task_id)
+                pipe.lrem(self.queue_key, 1, task_id)  # never twice in the queue
                 pipe.rpush(self.queue_key, task_id)
                 await pipe.execute()
 
-    async def recover_claimed(self) -> int:
-        """At start-up: ids a previous run claimed but never submitted go back to the head of the queue."""
-        moved = 0
+    async def return_expired_claims(self) -> List[TaskId]:
+        """Claims whose lease ran out (their dispatch failed half-way) go back to the head of the queue."""
         with map_redis_errors():
-            while await self.redis.lmove(self.claimed_key, self.queue_key, "LEFT", "RIGHT"):
-                moved += 1
-        return moved
+            ids = await self._return_claims(keys=[self.claims_key, self.queue_key], args=[now_ms()])
+        return [TaskId(i) for i in ids]
+
+    async def recover_claimed(self) -> int:
+        """At start-up: every id a previous run claimed but never submitted goes back to the head of the queue."""
+        with map_redis_errors():
+            ids = await self._return_claims(keys=[self.claims_key, self.queue_key], args=["+inf"])
+        return len(ids)
 
     async def queue_length(self) -> int:
         with map_redis_errors():
             return int(await self.redis.llen(self.queue_key))
 
+    async def waiting(self) -> int:
+        """Tasks not yet on a backend: queued or claimed."""
+        with map_redis_errors():
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.llen(self.queue_key)
+                pipe.zcard(self.claims_key)
+                queued, claimed = await pipe.execute()
+        return int(queued) + int(claimed)
+
+    async def cancel(self, task_id: str) -> TaskStatus:
+        """Mark a pending or running task canceled and take it out of the queue, claims and active set; returns
+        the status it had. The status change comes first: a dispatcher holding its claim then finds it canceled."""
+        previous = await self.update(task_id, to=TaskStatus.CANCELED,
+                                     allowed_from=[TaskStatus.PENDING, TaskStatus.RUNNING], finished_ms=now_ms())
+        with map_redis_errors():
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.lrem(self.queue_key, 0, task_id)
+                pipe.zrem(self.claims_key, task_id)
+                pipe.srem(self.active_key, task_id)
+                await pipe.execute()
+        return previous
+
     # ------------------------------------------------------------------ submissions
     async def record_submission(self, task_id: str, *, backend: str, prompt_id: str, attempts: int,
                                 resolved_prompt: Optional[Dict[str, Any]] = None) -> None:
         """Before POST /prompt: remember where the prompt goes, so a crash right after it can be reconciled, and
-        the graph a task queued by workflow name resolved to."""
-        fields: Dict[str, Any] = {"backend": backend, "prompt_id": prompt_id, "attempts": attempts, "error": None}
+        the graph a task queued by workflow name resolved to. Moves the task from claims to active in one step;
+        raises InvalidTransition when its claim is gone (lease expired) or it is no longer pending (canceled)."""
+        fields: Dict[str, Any] = {"backend": backend, "prompt_id": prompt_id, "attempts": attempts, "error": None,
+                                  "submitted_ms": now_ms()}
         if resolved_prompt is not None:
             fields["prompt"] = resolved_prompt
-        await self.update(task_id, allowed_from=[TaskStatus.PENDING], **fields)
+        args: List[Any] = [task_id, now_ms()]
+        for key, value in _encode(fields).items():
+            args += [key, value]
         with map_redis_errors():
-            async with self.redis.pipeline(transaction=True) as pipe:
-                pipe.set(self._prompt_key(prompt_id), task_id)
-                pipe.sadd(self.active_key, task_id)
-                pipe.lrem(self.claimed_key, 1, task_id)
-                await pipe.execute()
+            outcome = await self._record_submission(
+                keys=[self._task_key(task_id), self.claims_key, self.active_key, self._prompt_key(prompt_id)],
+                args=args)
+        if outcome == "missing":
+            raise NotFound(f"no task {task_id}")
+        if outcome == "unclaimed":
+            raise InvalidTransition(f"task {task_id}: its claim expired before it was submitted")
+        if outcome != "ok":
+            raise InvalidTransition(f"task {task_id} is {outcome}; not submitted")
 
     async def task_for_prompt(self, prompt_id: str) -> Optional[TaskId]:
         with map_redis_errors():

@@ -1,11 +1,13 @@
 """Follows every prompt comfyart submitted, from the backend's WebSocket and, whenever that may have missed
-something (a reconnect, a silent socket, the end-of-prompt marker), from /history and /queue. It writes
-status, progress and outputs into the task records, and frees the backend's slot when a prompt ends.
+something (a reconnect, a prompt silent for ``silence_s``, the end-of-prompt marker), from /history and /queue.
+It writes status, progress and outputs into the task records, frees the backend's slot when a prompt ends, and
+ends the attempts that fail for the backend's sake (lost, timed out, vanished): retried, or failed with their
+history once ``max_retries`` are spent. Canceling a task goes through it too.
 """
 from __future__ import annotations
 
 import asyncio
-import uuid
+import time
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Set, Tuple
 
@@ -16,20 +18,26 @@ from .comfy import protocol
 from .comfy.protocol import Executing, ExecutionCached, ExecutionError, ExecutionInterrupted, ExecutionStart, Progress
 from .config import TrackingConfig
 from .errors import BackendUnavailable, InvalidTransition, NotFound, TransientError
-from .models import OutputFile, TaskStatus
+from .models import Attempt, OutputFile, Task, TaskStatus
 from .outputs import OutputStore
-from .policy import prompt_progress, should_fail_after_attempts
+from .policy import AttemptEnd, prompt_progress, should_retry
 from .pool import Backend, Pool, now_ms
 from .store import TaskStore
 
 MAX_DOWNLOAD_TRIES = 3
 
 
+WATCHDOG_TICK_S = 0.5
+
+
 @dataclass
 class PromptState:
     task_id: str
     total_nodes: int
+    backend: Backend
     submitted: bool = False  # the backend confirmed (or /queue showed) it; before that a lookup proves nothing
+    since: float = field(default_factory=time.monotonic)  # submission, for task_timeout
+    last_seen: float = field(default_factory=time.monotonic)  # last event or lookup, for the watchdog
     cached: int = 0
     finished: Set[str] = field(default_factory=set)
     node: Optional[str] = None
@@ -39,13 +47,13 @@ class PromptState:
 
 class Tracker:
     def __init__(self, *, store: TaskStore, pool: Pool, outputs: OutputStore, config: TrackingConfig,
-                 session: aiohttp.ClientSession) -> None:
+                 session: aiohttp.ClientSession, client_id: str) -> None:
         self.store = store
         self.pool = pool
         self.outputs = outputs
         self.config = config
         self.session = session
-        self.client_id = f"comfyart-{uuid.uuid4().hex[:16]}"
+        self.client_id = client_id  # kept across restarts: events of earlier prompts still reach us
         self.prompts: Dict[str, PromptState] = {}
         self._watchers: Dict[str, Tuple[Backend, asyncio.Task]] = {}
         pool.on_lost = self.backend_lost
@@ -53,7 +61,7 @@ class Tracker:
     # ------------------------------------------------------------------ bookkeeping
     def expect(self, backend: Backend, prompt_id: str, task_id: str, prompt: Mapping[str, Any]) -> PromptState:
         """Take a slot on ``backend`` for a prompt about to be submitted."""
-        state = PromptState(task_id, total_nodes=len(prompt))
+        state = PromptState(task_id, total_nodes=len(prompt), backend=backend)
         self.prompts[prompt_id] = state
         backend.prompts[prompt_id] = task_id
         return state
@@ -62,6 +70,8 @@ class Tracker:
         self.prompts.pop(prompt_id, None)
         if backend.prompts.pop(prompt_id, None) is not None and done:
             backend.tasks_done += 1
+        if not backend.prompts:
+            backend.idle_since = time.monotonic()
         await self.pool.notify()
 
     # ------------------------------------------------------------------ loop
@@ -69,6 +79,7 @@ class Tracker:
         await self.pool.ready.wait()
         await self.recover()
         async with asyncio.TaskGroup() as watchers:
+            watchers.create_task(self._watchdog(), name="prompt watchdog")
             while True:
                 # a backend id can come back as a new backend (a replacement on the same port): watchers are
                 # per Backend object, never per id
@@ -89,11 +100,15 @@ class Tracker:
         for task in await self.store.active_tasks():
             backend = self.pool.backends.get(task.backend or "")
             if backend is not None and task.prompt_id:
+                # confirmed or not, the first lookup decides: /history, /queue, or never seen (requeued)
                 state = self.expect(backend, task.prompt_id, task.id, task.prompt or {})
                 state.submitted = True
+                if task.submitted_ms:
+                    state.since -= max(0.0, time.time() - task.submitted_ms / 1000)  # task_timeout keeps counting
                 reattached += 1
             else:
-                await self.requeue_task(task.id, "its backend is gone after a restart")
+                await self.requeue_task(task.id, AttemptEnd.BACKEND_LOST, "its backend is gone after a restart",
+                                        prompt_id=task.prompt_id)
                 requeued += 1
         if reattached or requeued:
             logger.info("recovered tasks reattached={} requeued={}", reattached, requeued)
@@ -133,6 +148,66 @@ class Tracker:
             elif message.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR):
                 return
 
+    async def _watchdog(self) -> None:
+        """Per prompt: past ``task_timeout_s`` it is ended and retried; silent for ``silence_s`` it is looked up
+        in /history (a socket can miss events, or belong to a backend that restarted and forgot the prompt)."""
+        async with asyncio.TaskGroup() as checks:
+            busy: Set[str] = set()
+            while True:
+                await asyncio.sleep(WATCHDOG_TICK_S)
+                now = time.monotonic()
+                for prompt_id, state in list(self.prompts.items()):
+                    if prompt_id in busy or not state.submitted or state.settling:
+                        continue
+                    if now - state.since >= self.config.task_timeout_s:
+                        check = self._time_out(prompt_id, state)
+                    elif now - state.last_seen >= self.config.silence_s:
+                        state.last_seen = now
+                        check = self.settle(state.backend, prompt_id)
+                    else:
+                        continue
+                    busy.add(prompt_id)
+                    task = checks.create_task(check, name=f"watchdog {prompt_id}")
+                    task.add_done_callback(lambda _, pid=prompt_id: busy.discard(pid))
+
+    async def _time_out(self, prompt_id: str, state: PromptState) -> None:
+        backend = state.backend
+        if self.prompts.get(prompt_id) is not state:
+            return
+        running = await self.stop_on_backend(backend, prompt_id)
+        if running:
+            backend.stuck_prompt = prompt_id  # unhealthy while it still holds it: a hung node ignores /interrupt
+        await self.release(backend, prompt_id, done=False)
+        await self.requeue_task(state.task_id, AttemptEnd.TIMED_OUT,
+                                f"no result from {backend.id} within task_timeout ({self.config.task_timeout_s:g} s)",
+                                prompt_id=prompt_id)
+
+    async def stop_on_backend(self, backend: Backend, prompt_id: str) -> bool:
+        """Interrupt the prompt if it runs, or take it out of the backend's queue; returns whether it was running.
+        Best effort: an unreachable backend is left as it is."""
+        try:
+            queue = await backend.client.queue()
+            if protocol.prompt_running(queue, prompt_id):
+                await backend.client.interrupt(prompt_id)
+                return True
+            if protocol.prompt_in_queue(queue, prompt_id):
+                await backend.client.delete_queued(prompt_id)
+        except BackendUnavailable as exc:
+            logger.warning("could not stop prompt backend={} prompt={} error={}", backend.id, prompt_id, exc)
+        return False
+
+    async def cancel(self, task_id: str) -> Task:
+        """DELETE /api/tasks/{id}: a queued task leaves the queue; a submitted one is interrupted (or taken out of
+        the backend's queue). Either way it ends ``canceled``; a final task raises InvalidTransition."""
+        await self.store.cancel(task_id)
+        task = await self.store.get(task_id)  # read after the status change: a submission recorded before it shows
+        state = self.prompts.get(task.prompt_id or "")
+        if task.prompt_id and state is not None and state.task_id == task_id:
+            await self.stop_on_backend(state.backend, task.prompt_id)
+            await self.release(state.backend, task.prompt_id, done=False)
+        logger.info("task canceled task={}", task_id)
+        return task
+
     # ------------------------------------------------------------------ events
     async def handle(self, backend: Backend, event: protocol.Event) -> None:
         prompt_id = getattr(event, "prompt_id", None)
@@ -140,6 +215,7 @@ class Tracker:
         if state is None:
             return  # not ours (another client's prompt, or one already settled)
         task_id = state.task_id
+        state.last_seen = time.monotonic()
         try:
             if isinstance(event, ExecutionStart):
                 state.submitted = True
@@ -209,7 +285,9 @@ class Tracker:
                 await self._finish_failed(backend, prompt_id, state, outcome.error or "failed")
             elif queue is not None and not protocol.prompt_in_queue(queue, prompt_id):
                 await self.release(backend, prompt_id, done=False)
-                await self.requeue_task(state.task_id, f"prompt {prompt_id} vanished from {backend.id}")
+                await self.requeue_task(state.task_id, AttemptEnd.VANISHED,
+                                        f"{backend.id} has no record of prompt {prompt_id} (restarted?)",
+                                        prompt_id=prompt_id)
         finally:
             state.settling = False
 
@@ -253,16 +331,27 @@ class Tracker:
             pass
         await self.release(backend, prompt_id, done=True)
 
-    async def requeue_task(self, task_id: str, reason: str) -> None:
-        """Back to the head of the queue, or failed when its attempts are used up."""
+    async def requeue_task(self, task_id: str, end: AttemptEnd, reason: str, *, prompt_id: Optional[str]) -> None:
+        """End the attempt that submitted ``prompt_id``: back to the head of the queue when ``should_retry`` says
+        so, else failed. Either way the attempt joins the task's history. An attempt already ended (another path
+        got there first) is left alone."""
         try:
             task = await self.store.get(task_id)
-            if should_fail_after_attempts(task.attempts, self.config.max_submit_attempts):
-                await self.store.update(task_id, to=TaskStatus.FAILED, finished_ms=now_ms(),
-                                        error=f"gave up after {task.attempts} attempts: {reason}")
+            if task.prompt_id != prompt_id or task.status not in (TaskStatus.PENDING, TaskStatus.RUNNING):
                 return
-            await self.store.update(task_id, to=TaskStatus.PENDING, backend=None, prompt_id=None, progress=0.0,
-                                    node=None, node_step=None, node_max=None, error=f"requeued: {reason}")
+            attempt = Attempt(backend=task.backend or "", prompt_id=prompt_id or "", submitted_ms=task.submitted_ms,
+                              ended_ms=now_ms(), outcome=end.value, error=reason)
+            history = [a.model_dump(exclude_none=True) for a in [*task.history, attempt]]
+            expect = ("prompt_id", prompt_id) if prompt_id else None
+            if not should_retry(end, attempts=task.attempts, max_retries=self.config.max_retries):
+                await self.store.update(task_id, to=TaskStatus.FAILED, expect=expect, finished_ms=now_ms(),
+                                        history=history,
+                                        error=f"gave up after {task.attempts} attempts; the last: {reason}")
+                logger.warning("task failed task={} attempts={} reason={}", task_id, task.attempts, reason)
+                return
+            await self.store.update(task_id, to=TaskStatus.PENDING, expect=expect, backend=None, prompt_id=None,
+                                    submitted_ms=None, progress=0.0, node=None, node_step=None, node_max=None,
+                                    history=history, error=f"retrying: {reason}")
         except (InvalidTransition, NotFound):
             return
         await self.store.requeue_front(task_id)
@@ -273,4 +362,6 @@ class Tracker:
             state = self.prompts.pop(prompt_id, None)
             backend.prompts.pop(prompt_id, None)
             if state is not None:
-                await self.requeue_task(state.task_id, f"backend {backend.id} was lost: {reason.splitlines()[0]}")
+                await self.requeue_task(state.task_id, AttemptEnd.BACKEND_LOST,
+                                        f"backend {backend.id} was lost: {reason.splitlines()[0]}",
+                                        prompt_id=prompt_id)

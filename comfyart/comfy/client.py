@@ -74,6 +74,22 @@ class ComfyClient:
             raise BackendUnavailable("GET /queue answered something other than an object")
         return payload
 
+    async def _post_json(self, path: str, body: Dict[str, Any]) -> None:
+        async with (
+            map_http_errors(f"POST {path}"),
+            self.session.post(self.base_url + path, json=body, timeout=self.timeout) as response,
+        ):
+            if response.status != 200:
+                raise BackendUnavailable(f"POST {path} answered HTTP {response.status}")
+
+    async def interrupt(self, prompt_id: str) -> None:
+        """POST /interrupt for that prompt only: ComfyUI ignores it unless the prompt is the one running."""
+        await self._post_json("/interrupt", {"prompt_id": prompt_id})
+
+    async def delete_queued(self, prompt_id: str) -> None:
+        """Take a prompt that waits in the backend's queue out of it (the running one stays)."""
+        await self._post_json("/queue", {"delete": [prompt_id]})
+
     async def system_stats(self, timeout_s: Optional[float] = None) -> Dict[str, Any]:
         timeout = aiohttp.ClientTimeout(total=timeout_s) if timeout_s else None
         payload = await self._get_json("/system_stats", timeout=timeout)

@@ -198,3 +198,9 @@ def prompt_in_queue(queue: Dict[str, Any], prompt_id: str) -> bool:
             if isinstance(item, list) and len(item) > 1 and item[1] == prompt_id:
                 return True
     return False
+
+
+def prompt_running(queue: Dict[str, Any], prompt_id: str) -> bool:
+    """Whether GET /queue shows ``prompt_id`` as the prompt running now."""
+    return any(isinstance(item, list) and len(item) > 1 and item[1] == prompt_id
+               for item in queue.get("queue_running") or [])

@@ -56,6 +56,9 @@ class Provider(Protocol):
     async def leftovers(self) -> List[Spawned]:
         """Backends an earlier run of this comfyart instance left behind."""
 
+    async def ping(self, host: str) -> None:
+        """Raises DockerUnavailable (or the like) when the host cannot be reached."""
+
     async def logs(self, backend: Spawned, lines: int = 20) -> str: ...
 
     async def close(self) -> None: ...

@@ -153,6 +153,9 @@ class DockerProvider:
                                      image=(container.attrs.get("Config") or {}).get("Image", "")))
         return found
 
+    async def ping(self, host: str) -> None:
+        await self._call(host, lambda client: client.ping())
+
     async def logs(self, backend: Spawned, lines: int = 20) -> str:
         result: str = await self._call(backend.host, functools.partial(_logs_of, name=backend.handle, lines=lines))
         return result

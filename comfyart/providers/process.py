@@ -97,6 +97,9 @@ class ProcessProvider:
                 pid_file.unlink(missing_ok=True)
         return found
 
+    async def ping(self, host: str) -> None:
+        return None  # the local machine is always there
+
     async def logs(self, backend: Spawned, lines: int = 20) -> str:
         path = self._log_path(backend.port)
         if not path.exists():

@@ -190,7 +190,7 @@ async def test_a_prompt_the_backend_never_queued_is_submitted_again(tmp_path: Pa
 async def test_a_backend_that_keeps_refusing_fails_the_task_after_max_attempts(tmp_path: Path, redis_url, emulator):
     emu = emulator()
     emu.control(refuse_prompts=10)
-    settings = make_settings(tmp_path, redis_url, static_backends=static(emu), tracking={"max_submit_attempts": 2})
+    settings = make_settings(tmp_path, redis_url, static_backends=static(emu), tracking={"max_retries": 1})
     async with running_daemon(settings) as api:
         task_id = (await api.post("/api/tasks", json={"prompt": basic_graph(color=79)})).json()["id"]
         [task] = await wait_for_tasks(api, [task_id], timeout_s=30)

@@ -7,6 +7,7 @@ import pytest
 
 from comfyart.errors import InvalidTransition, NotFound
 from comfyart.models import TaskStatus
+from comfyart.pool_store import PoolStore, ScaleOverride
 from comfyart.store import TaskStore
 
 GRAPH = {"1": {"class_type": "EmptyImage", "inputs": {}}}
@@ -23,10 +24,10 @@ async def test_create_get_and_the_queue_order(store: TaskStore):
     fetched = await store.get(first.id)
     assert fetched.status == TaskStatus.PENDING and fetched.prompt == GRAPH and fetched.attempts == 0
     assert await store.queue_length() == 2
-    assert await store.claim(0.1) == first.id  # oldest first
-    assert await store.claim(0.1) == second.id
-    assert await store.claim(0.1) is None
-    assert await store.redis.lrange(store.claimed_key, 0, -1) == [second.id, first.id]
+    assert await store.claim(0.1, 30) == first.id  # oldest first
+    assert await store.claim(0.1, 30) == second.id
+    assert await store.claim(0.1, 30) is None
+    assert set(await store.redis.zrange(store.claims_key, 0, -1)) == {first.id, second.id}
 
 
 async def test_list_newest_first_with_filter_and_paging(store: TaskStore):
@@ -70,23 +71,96 @@ async def test_unknown_task(store: TaskStore):
 
 async def test_submission_bookkeeping_and_requeue(store: TaskStore):
     task = await store.create(GRAPH)
-    await store.claim(0.1)
+    await store.claim(0.1, 30)
     await store.record_submission(task.id, backend="b1", prompt_id="p1", attempts=1)
     assert await store.task_for_prompt("p1") == task.id
     assert [t.id for t in await store.active_tasks()] == [task.id]
-    assert await store.redis.llen(store.claimed_key) == 0
+    assert await store.redis.zcard(store.claims_key) == 0
     await store.update(task.id, to=TaskStatus.PENDING, backend=None, prompt_id=None)
     await store.requeue_front(task.id)
     other = await store.create(GRAPH)
-    assert await store.claim(0.1) == task.id  # the requeued task goes before newer ones
-    assert await store.claim(0.1) == other.id
+    assert await store.claim(0.1, 30) == task.id  # the requeued task goes before newer ones
+    assert await store.claim(0.1, 30) == other.id
     record = await store.get(task.id)
     assert record.backend is None and record.prompt_id is None and record.attempts == 1
 
 
 async def test_claimed_but_unsubmitted_tasks_return_to_the_queue(store: TaskStore):
     first, second = await store.create(GRAPH), await store.create(GRAPH)
-    await store.claim(0.1)
-    await store.claim(0.1)
+    await store.claim(0.1, 30)
+    await store.claim(0.1, 30)
     assert await store.recover_claimed() == 2
-    assert await store.claim(0.1) == first.id and await store.claim(0.1) == second.id
+    assert await store.claim(0.1, 30) == first.id and await store.claim(0.1, 30) == second.id
+
+
+async def test_an_expired_claim_returns_to_the_head_of_the_queue_and_its_late_submission_is_refused(store):
+    first, second = await store.create(GRAPH), await store.create(GRAPH)
+    assert await store.claim(0.1, 0.2) == first.id
+    assert await store.return_expired_claims() == []  # the lease still runs
+    await asyncio.sleep(0.3)
+    assert await store.return_expired_claims() == [first.id]
+    assert await store.waiting() == 2
+    with pytest.raises(InvalidTransition, match="claim expired"):
+        await store.record_submission(first.id, backend="b", prompt_id="late", attempts=1)
+    assert await store.task_for_prompt("late") is None and await store.active_tasks() == []
+    assert await store.claim(0.1, 30) == first.id and await store.claim(0.1, 30) == second.id
+
+
+async def test_a_task_is_always_in_exactly_one_of_queue_claims_and_active(store: TaskStore):
+    tasks = [await store.create(GRAPH) for _ in range(6)]
+
+    async def where(task_id):
+        queue = await store.redis.lrange(store.queue_key, 0, -1)
+        claims = await store.redis.zrange(store.claims_key, 0, -1)
+        active = await store.redis.smembers(store.active_key)
+        return [queue.count(task_id), claims.count(task_id), int(task_id in active)]
+
+    claimed = [await store.claim(0.1, 30) for _ in range(4)]
+    await store.record_submission(claimed[0], backend="b", prompt_id="p0", attempts=1)
+    await store.record_submission(claimed[1], backend="b", prompt_id="p1", attempts=1)
+    await store.requeue_front(claimed[1])
+    await store.requeue_front(claimed[1])  # twice: still once in the queue
+    await store.cancel(claimed[2])
+    placements = {t.id: await where(t.id) for t in tasks}
+    assert placements[claimed[0]] == [0, 0, 1]
+    assert placements[claimed[1]] == [1, 0, 0]
+    assert placements[claimed[2]] == [0, 0, 0] and (await store.get(claimed[2])).status == TaskStatus.CANCELED
+    assert placements[claimed[3]] == [0, 1, 0]
+    assert placements[tasks[4].id] == placements[tasks[5].id] == [1, 0, 0]
+
+
+async def test_a_canceled_task_is_never_submitted(store: TaskStore):
+    task = await store.create(GRAPH)
+    assert await store.claim(0.1, 30) == task.id
+    assert await store.cancel(task.id) == TaskStatus.PENDING
+    with pytest.raises(InvalidTransition, match="canceled"):
+        await store.record_submission(task.id, backend="b", prompt_id="p", attempts=1)
+    with pytest.raises(InvalidTransition):
+        await store.cancel(task.id)  # a final task cannot be canceled again
+    assert await store.waiting() == 0
+
+
+async def test_an_update_can_require_a_field_to_hold_a_value(store: TaskStore):
+    task = await store.create(GRAPH)
+    await store.claim(0.1, 30)
+    await store.record_submission(task.id, backend="b", prompt_id="p1", attempts=1)
+    with pytest.raises(InvalidTransition):
+        await store.update(task.id, to=TaskStatus.PENDING, expect=("prompt_id", "p0"), prompt_id=None)
+    await store.update(task.id, to=TaskStatus.PENDING, expect=("prompt_id", "p1"), prompt_id=None)
+    with pytest.raises(InvalidTransition):  # the same attempt cannot be ended twice
+        await store.update(task.id, to=TaskStatus.PENDING, expect=("prompt_id", "p1"), prompt_id=None)
+    assert (await store.get(task.id)).prompt_id is None
+
+
+async def test_pool_store_keeps_static_backends_scale_overrides_and_the_client_id(redis_client):
+    pools = PoolStore(redis_client, "test")
+    first_id = await pools.client_id()
+    assert first_id.startswith("comfyart-") and await PoolStore(redis_client, "test").client_id() == first_id
+    await pools.add_static("gpu-box", "http://127.0.0.1:9")
+    assert await pools.static_backends() == {"gpu-box": "http://127.0.0.1:9"}
+    assert await pools.remove_static("gpu-box") and not await pools.remove_static("gpu-box")
+    assert await pools.scale_override() == ScaleOverride()
+    await pools.set_scale_override(ScaleOverride(min_containers=2, target=3))
+    assert await pools.scale_override() == ScaleOverride(min_containers=2, target=3)
+    await pools.set_scale_override(ScaleOverride())
+    assert await pools.scale_override() == ScaleOverride()

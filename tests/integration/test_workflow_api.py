@@ -291,7 +291,7 @@ async def test_queued_tasks_resolve_when_dispatched(tmp_path: Path, redis_url, e
 async def test_a_refused_upload_requeues_the_task_and_never_posts_the_prompt(tmp_path: Path, redis_url, emulator):
     emu = emulator()
     emu.control(refuse_uploads=100)
-    settings = settings_for(tmp_path, redis_url, emu, tracking={"max_submit_attempts": 2})
+    settings = settings_for(tmp_path, redis_url, emu, tracking={"max_retries": 1})
     async with running_daemon(settings) as api:
         run = await api.post("/api/workflows/image-to-image/run", data={"params": '{"prompt": "x"}'},
                              files={"image": ("a.png", png((1, 2, 3)), "image/png")})

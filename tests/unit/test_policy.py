@@ -4,15 +4,15 @@ import pytest
 
 from comfyart.policy import (
     AfterUncertainSubmit,
+    AttemptEnd,
     BackendLoad,
     HostView,
     Placement,
     after_uncertain_submit,
     choose_backend,
-    containers_to_start,
     place_container,
     prompt_progress,
-    should_fail_after_attempts,
+    should_retry,
 )
 
 
@@ -61,15 +61,6 @@ def test_choose_backend(backends, max_inflight, expected):
     assert choose_backend(backends, max_inflight) == expected
 
 
-@pytest.mark.parametrize("active, minimum, maximum, free, expected", [
-    (0, 2, 4, 10, 2), (1, 2, 4, 10, 1), (2, 2, 4, 10, 0), (3, 2, 4, 10, 0),
-    (0, 5, 3, 10, 3), (0, 2, 4, 1, 1), (0, 0, 4, 10, 0), (0, 2, 4, 0, 0),
-])
-def test_containers_to_start(active, minimum, maximum, free, expected):
-    assert containers_to_start(active=active, min_containers=minimum, max_containers=maximum,
-                               free_slots=free) == expected
-
-
 @pytest.mark.parametrize("in_history, in_queue, expected", [
     (True, False, AfterUncertainSubmit.TRACK), (False, True, AfterUncertainSubmit.TRACK),
     (True, True, AfterUncertainSubmit.TRACK), (False, False, AfterUncertainSubmit.RESUBMIT),
@@ -78,9 +69,25 @@ def test_after_uncertain_submit_never_submits_a_known_prompt_again(in_history, i
     assert after_uncertain_submit(in_history=in_history, in_queue=in_queue) is expected
 
 
-@pytest.mark.parametrize("attempts, maximum, expected", [(0, 3, False), (2, 3, False), (3, 3, True), (4, 3, True)])
-def test_should_fail_after_attempts(attempts, maximum, expected):
-    assert should_fail_after_attempts(attempts, maximum) is expected
+@pytest.mark.parametrize("end", list(AttemptEnd))
+@pytest.mark.parametrize("attempts, max_retries", [(1, 0), (1, 2), (2, 2), (3, 2), (4, 2), (1, 1), (2, 1)])
+def test_should_retry_backend_faults_until_retries_are_spent_and_workflow_faults_never(end, attempts, max_retries):
+    retryable = end in (AttemptEnd.BACKEND_LOST, AttemptEnd.TIMED_OUT, AttemptEnd.VANISHED, AttemptEnd.NOT_ACCEPTED)
+    # attempts counts the first submission: max_retries=2 allows attempts 1, 2 and 3
+    expected = retryable and attempts - 1 < max_retries
+    assert should_retry(end, attempts=attempts, max_retries=max_retries) is expected
+
+
+@pytest.mark.parametrize("backends, avoid, expected", [
+    pytest.param([load("a"), load("b")], {"a"}, "b", id="avoids where it failed"),
+    pytest.param([load("a"), load("b", inflight=1)], {"a"}, "a", id="falls back when the others are full"),
+    pytest.param([load("a"), load("b", healthy=False)], {"a"}, "a", id="falls back when the others are sick"),
+    pytest.param([load("a"), load("b"), load("c")], {"a", "b"}, "c", id="several avoided"),
+    pytest.param([load("a", inflight=1), load("b")], {"b"}, "b", id="an avoided one with the only free slot"),
+    pytest.param([load("a", accepting=False), load("b")], {"b"}, "b", id="a draining one is no alternative"),
+])
+def test_choose_backend_avoids_backends_where_the_task_failed(backends, avoid, expected):
+    assert choose_backend(backends, 1, avoid=frozenset(avoid)) == expected
 
 
 @pytest.mark.parametrize("total, cached, finished, step, step_max, expected", [

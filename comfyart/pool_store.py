@@ -1,0 +1,70 @@
+"""What the pool keeps in Redis so that it outlives a restart.
+
+Key schema (``P`` is the configured prefix):
+    P:static-backends       hash: name -> URL of static backends registered through the API
+    P:pool-scale            hash: min_containers, max_containers, target set through the API (absent: config)
+    P:client-id             string: the WebSocket client id; a restarted daemon keeps it, so the events of
+                            prompts submitted before the restart still reach it
+"""
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Dict, Optional
+
+import redis.asyncio as aioredis
+
+from .store import map_redis_errors
+
+
+@dataclass(frozen=True)
+class ScaleOverride:
+    min_containers: Optional[int] = None
+    max_containers: Optional[int] = None
+    target: Optional[int] = None
+
+
+class PoolStore:
+    def __init__(self, client: "aioredis.Redis", prefix: str = "comfyart") -> None:
+        self.redis = client
+        self.prefix = prefix
+
+    @property
+    def _static_key(self) -> str:
+        return f"{self.prefix}:static-backends"
+
+    @property
+    def _scale_key(self) -> str:
+        return f"{self.prefix}:pool-scale"
+
+    async def client_id(self) -> str:
+        key = f"{self.prefix}:client-id"
+        with map_redis_errors():
+            await self.redis.set(key, f"comfyart-{uuid.uuid4().hex[:16]}", nx=True)
+            return str(await self.redis.get(key))
+
+    async def static_backends(self) -> Dict[str, str]:
+        with map_redis_errors():
+            return dict(await self.redis.hgetall(self._static_key))
+
+    async def add_static(self, name: str, url: str) -> None:
+        with map_redis_errors():
+            await self.redis.hset(self._static_key, name, url)
+
+    async def remove_static(self, name: str) -> bool:
+        with map_redis_errors():
+            return bool(await self.redis.hdel(self._static_key, name))
+
+    async def scale_override(self) -> ScaleOverride:
+        with map_redis_errors():
+            raw = await self.redis.hgetall(self._scale_key)
+        return ScaleOverride(**{k: int(v) for k, v in raw.items() if k in ScaleOverride.__dataclass_fields__})
+
+    async def set_scale_override(self, override: ScaleOverride) -> None:
+        values = {k: v for k, v in vars(override).items() if v is not None}
+        with map_redis_errors():
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.delete(self._scale_key)
+                if values:
+                    pipe.hset(self._scale_key, mapping=values)
+                await pipe.execute()
