@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from typing import Optional
 
 from loguru import logger
 
@@ -34,7 +33,6 @@ class Dispatcher:
         self.templates = templates
         self.max_inflight = max_inflight
         self.claim_lease_s = claim_lease_s
-        self.first_dispatch_ms: Optional[int] = None  # when this run first submitted a task (for recovery figures)
 
     def has_free_slot(self) -> bool:
         return choose_backend(self.pool.loads(), self.max_inflight) is not None
@@ -89,8 +87,6 @@ class Dispatcher:
         except (InvalidTransition, NotFound) as exc:
             logger.info("not submitted task={} reason={}", task_id, exc)  # canceled, or its lease ran out
             return
-        if self.first_dispatch_ms is None:
-            self.first_dispatch_ms = now_ms()
         state = self.tracker.expect(backend, prompt_id, task_id, prepared.graph)
         submissions.create_task(self._submit(backend, prompt_id, state, prepared), name=f"submit {task_id}")
 

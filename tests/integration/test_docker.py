@@ -1,6 +1,7 @@
 """The Docker provider on two real Docker engines (two hosts), with the emulator image built from Debian packages."""
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import io
 import os
@@ -18,9 +19,11 @@ from tests.conftest import (
     basic_graph,
     free_port,
     free_port_range,
+    healthy_count,
     make_settings,
     running_daemon,
     serve_subprocess,
+    text_to_image_graph,
     wait_for_pool,
     wait_for_port,
     wait_for_task_sync,
@@ -166,3 +169,102 @@ def test_leftovers_of_a_killed_run_are_cleaned_or_adopted(tmp_path: Path, redis_
     finally:
         second.send_signal(signal.SIGTERM)
         second.wait(60)
+
+
+def containers_of(engines: dict) -> list:
+    found = []
+    for engine in engines["engines"].values():
+        with engine.client() as client:
+            found += [c.name for c in client.containers.list(all=True, filters={"label": "comfyart.managed=true"})]
+    return found
+
+
+async def test_a_burst_scales_the_pool_to_max_in_one_step_and_back_after_the_idle_timeout(tmp_path: Path, redis_url,
+                                                                                           engines):
+    settings = make_settings(tmp_path, redis_url, docker=docker_section(engines),
+                             pool={"min_containers": 1, "max_containers": 4, "tasks_per_container": 2,
+                                   "scale_up_cooldown_s": 0, "scale_down_cooldown_s": 0, "idle_timeout_s": 2})
+    async with running_daemon(settings) as api:
+        await wait_for_pool(api, lambda p: healthy_count(p) == 1, timeout_s=60)
+        ids = [(await api.post("/api/tasks", json={"prompt": basic_graph(color=i, prefix=f"b/{i}")})).json()["id"]
+               for i in range(50)]
+        sizes, healthy_max, reasons = [], 0, set()
+        deadline = time.monotonic() + 180
+        while True:
+            pool = (await api.get("/api/pool")).json()
+            sizes.append(len(pool["backends"]))
+            healthy_max = max(healthy_max, healthy_count(pool))
+            if pool["autoscaler"]:
+                reasons.add(pool["autoscaler"]["reason"])
+            records = [(await api.get(f"/api/tasks/{i}")).json() for i in ids]
+            if all(r["status"] == "completed" for r in records):
+                break
+            assert time.monotonic() < deadline and not any(r["status"] == "failed" for r in records)
+            await asyncio.sleep(0.2)
+        assert healthy_max == 4, sizes
+        assert 2 not in sizes and 3 not in sizes[:sizes.index(4)], f"scaled up one at a time: {sizes}"
+        assert any("start 3" in r for r in reasons), reasons
+        assert len({r["backend"] for r in records}) == 4
+        # idle for idle_timeout_s: drained and stopped down to min_containers, containers removed on Docker
+        pool = await wait_for_pool(api, lambda p: len(p["backends"]) == 1, timeout_s=60)
+        assert "drain" in pool["autoscaler"]["reason"] or "steady" in pool["autoscaler"]["reason"]
+        deadline = time.monotonic() + 30
+        while len(containers_of(engines)) != 1:
+            assert time.monotonic() < deadline, containers_of(engines)
+            await asyncio.sleep(0.2)
+
+
+async def _slow_containers(api, count: int) -> dict:
+    """Wait for ``count`` healthy containers and make their KSampler steps slow (0.05 s each)."""
+    pool = await wait_for_pool(api, lambda p: healthy_count(p) == count, timeout_s=90)
+    async with httpx.AsyncClient() as plain:
+        for b in pool["backends"]:
+            (await plain.post(b["url"] + "/emulator/control", json={"step_s": 0.05})).raise_for_status()
+    return pool
+
+
+async def test_docker_kill_of_a_busy_container_moves_its_task_to_another(tmp_path: Path, redis_url, engines):
+    settings = make_settings(tmp_path, redis_url, docker=docker_section(engines),
+                             pool={"min_containers": 2, "max_containers": 2})
+    async with running_daemon(settings) as api:
+        pool = await _slow_containers(api, 2)
+        task_id = (await api.post("/api/tasks", json={"prompt": text_to_image_graph(seed=3, steps=60)})).json()["id"]
+        deadline = time.monotonic() + 30
+        while (record := (await api.get(f"/api/tasks/{task_id}")).json())["status"] != "running":
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.05)
+        victim = next(b for b in pool["backends"] if b["id"] == record["backend"])
+        engine = engines["engines"]["a" if victim["host"] == "host-a" else "b"]
+        with engine.client() as client:
+            client.containers.get(victim["name"]).kill()
+        [task] = await wait_for_tasks(api, [task_id], timeout_s=90)
+        assert task["status"] == "completed" and task["backend"] != victim["id"] and task["attempts"] == 2
+        [attempt] = task["history"]
+        assert attempt["backend"] == victim["id"] and attempt["outcome"] == "backend_lost"
+        assert "exit code" in attempt["error"] or "disappeared" in attempt["error"]
+        # the dead container was replaced to keep min_containers
+        pool = await wait_for_pool(api, lambda p: healthy_count(p) == 2, timeout_s=90)
+        assert any(e["id"] == victim["id"] for e in pool["recent_errors"])
+
+
+async def test_a_docker_host_that_goes_away_hands_its_tasks_to_the_other(tmp_path: Path, redis_url, engines):
+    settings = make_settings(tmp_path, redis_url, docker=docker_section(engines),
+                             pool={"min_containers": 2, "max_containers": 2})
+    try:
+        async with running_daemon(settings) as api:
+            pool = await _slow_containers(api, 2)
+            assert {b["host"] for b in pool["backends"]} == {"host-a", "host-b"}
+            ids = [(await api.post("/api/tasks", json={"prompt": text_to_image_graph(seed=i, steps=30)})).json()["id"]
+                   for i in range(6)]
+            await asyncio.sleep(0.5)
+            await asyncio.to_thread(dockerenv.stop_engine, engines["engines"]["b"])
+            records = await wait_for_tasks(api, ids, timeout_s=120)
+            assert [r["status"] for r in records] == ["completed"] * 6, [r["error"] for r in records]
+            moved = [r for r in records if r["history"]]
+            assert moved and all(r["history"][0]["backend"].startswith("docker:host-b:") for r in moved)
+            assert all(r["backend"].startswith("docker:host-a:") for r in moved)
+            pool = (await api.get("/api/pool")).json()
+            assert next(h for h in pool["hosts"] if h["name"] == "host-b")["down"]
+            assert {b["host"] for b in pool["backends"]} == {"host-a"}  # placement skips the host that is down
+    finally:
+        engines["engines"]["b"] = await asyncio.to_thread(dockerenv.start_engine, "b")

@@ -196,6 +196,8 @@ async def test_a_backend_that_keeps_refusing_fails_the_task_after_max_attempts(t
         [task] = await wait_for_tasks(api, [task_id], timeout_s=30)
     assert task["status"] == "failed" and task["attempts"] == 2
     assert "gave up after 2 attempts" in task["error"] and "HTTP 500" in task["error"]
+    assert [(a["backend"], a["outcome"]) for a in task["history"]] == [("static:emu0", "not_accepted")] * 2
+    assert all("HTTP 500" in a["error"] and a["ended_ms"] >= a["submitted_ms"] for a in task["history"])
 
 
 async def test_after_a_takeover_the_tracker_takes_its_client_id_back(tmp_path: Path, redis_url, emulator):

@@ -297,7 +297,7 @@ async def test_a_refused_upload_requeues_the_task_and_never_posts_the_prompt(tmp
                              files={"image": ("a.png", png((1, 2, 3)), "image/png")})
         [refused] = await wait_for_tasks(api, [run.json()["id"]])
         assert refused["status"] == "failed" and refused["attempts"] == 2
-        assert "gave up after 2 attempts: could not upload an input to static:emu0" in refused["error"]
+        assert "gave up after 2 attempts; the last: could not upload an input to static:emu0" in refused["error"]
         assert (await api.get("/api/pool")).json()["backends"][0]["inflight"] == 0  # the slot was given back
         assert httpx.get(emu.url + "/history").json() == {}  # no prompt reached the backend
 
