@@ -38,6 +38,7 @@ from .errors import (
     InvalidInput,
     NotFound,
     StateConflict,
+    TransientError,
 )
 from .models import BackendMode, BackendState
 from .policy import BackendLoad, HostView, Placement, place_container
@@ -86,6 +87,7 @@ class Backend:
     idle_since: float = field(default_factory=time.monotonic)
     started: float = field(default_factory=time.monotonic)
     stuck_prompt: Optional[str] = None  # a prompt that timed out here and may still occupy the backend
+    task_limit: int = 0  # max_tasks for a container: it takes no more than that many, then it is recycled
     last_health_ms: Optional[int] = None
     vram_total: Optional[int] = None
     vram_free: Optional[int] = None
@@ -98,6 +100,8 @@ class Backend:
 
     @property
     def accepting(self) -> bool:
+        if self.task_limit and self.tasks_done + len(self.prompts) >= self.task_limit:
+            return False
         return self.mode == BackendMode.ACTIVE
 
     def load(self) -> BackendLoad:
@@ -152,6 +156,9 @@ class Pool:
         self._last_scale_down: Optional[float] = None
         self._replacements = 0
         self._tasks: Optional[asyncio.TaskGroup] = None
+        # since this process started: containers started, lost (died, host down, unhealthy too long), recycled
+        # (max_tasks, max_age, by hand), stopped (scaled down or drained by hand)
+        self.counters = {"started": 0, "lost": 0, "recycled": 0, "stopped": 0}
 
     # ------------------------------------------------------------------ views
     def loads(self) -> List[BackendLoad]:
@@ -202,7 +209,10 @@ class Pool:
             self._tasks = tasks
             await self._start()
             while True:
-                await self.step()
+                try:
+                    await self.step()
+                except TransientError as exc:  # Redis (the queue length) away for a moment: next round
+                    logger.warning("pool round cut short error={}", exc)
                 await asyncio.sleep(self.config.health_interval_s)
 
     async def _start(self) -> None:
@@ -249,7 +259,8 @@ class Pool:
     def _backend_for(self, provider: Provider, spawned: Spawned) -> Backend:
         return Backend(spawned.backend_id, spawned.kind, spawned.host, spawned.url,
                        ComfyClient(self.session, spawned.url, timeout_s=self.request_timeout_s),
-                       port=spawned.port, gpu=spawned.gpu, name=spawned.name, spawned=spawned, provider=provider)
+                       port=spawned.port, gpu=spawned.gpu, name=spawned.name, spawned=spawned, provider=provider,
+                       task_limit=self.config.max_tasks)
 
     async def step(self) -> None:
         """One pass: probe every backend, check the hosts and containers, recycle, finish drains, scale."""
@@ -365,6 +376,8 @@ class Pool:
         logger.warning("backend lost backend={} reason={}", backend.id, reason.splitlines()[0])
         self._record_error(backend, reason)
         self.backends.pop(backend.id, None)
+        if backend.managed:
+            self.counters["lost"] += 1
         if replace and backend.managed:
             self._replacements += 1
         if self.on_lost is not None:
@@ -421,6 +434,9 @@ class Pool:
             self.backends.pop(backend.id, None)
             if after == AfterDrain.RECYCLE:
                 self._replacements += 1
+                self.counters["recycled"] += 1
+            elif backend.managed:
+                self.counters["stopped"] += 1
             if backend.provider is not None and backend.spawned is not None:
                 await self._remove_quietly(backend.provider, backend.spawned)
             await self.notify()
@@ -473,8 +489,8 @@ class Pool:
             if started:
                 self._last_scale_up = now
                 self._replacements = max(0, self._replacements - started)
-        if not self.backends or all(b.managed for b in self.backends.values()):
-            self._replacements = min(self._replacements, self.limits().max_containers)
+        if decision.desired <= sum(1 for c in observed.containers if not c.draining):
+            self._replacements = 0  # nothing is owed to a pool that has what it wants
 
     def _start_containers(self, count: int) -> int:
         started = 0
@@ -506,7 +522,7 @@ class Pool:
         url = f"http://{address}:{placement.port}"
         backend = Backend(f"{provider.kind}:{placement.host}:{placement.port}", provider.kind, placement.host, url,
                           ComfyClient(self.session, url, timeout_s=self.request_timeout_s), port=placement.port,
-                          gpu=placement.gpu, provider=provider)
+                          gpu=placement.gpu, provider=provider, task_limit=self.config.max_tasks)
         self.backends[backend.id] = backend
         return backend
 
@@ -525,6 +541,7 @@ class Pool:
             return  # given up meanwhile (its host went down)
         if failure is None:
             self._spawn_failures = 0
+            self.counters["started"] += 1
             backend.state = BackendState.HEALTHY
             backend.health = HealthCount(True)
             backend.started = backend.idle_since = time.monotonic()
@@ -644,7 +661,7 @@ class Pool:
         limits = self.limits()
         decision = self.last_decision
         return {"hosts": hosts, "backends": [b.describe() for b in self.backends.values()],
-                "recent_errors": list(self.recent_errors),
+                "recent_errors": list(self.recent_errors), "counters": dict(self.counters),
                 "autoscaler": None if decision is None else {
                     "desired": decision.desired, "start": decision.start, "drain": list(decision.drain),
                     "undrain": list(decision.undrain), "reason": decision.reason,

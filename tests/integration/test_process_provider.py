@@ -1,6 +1,7 @@
 """ComfyUI as local subprocesses: the demo configuration, failed starts, and leftovers of a killed run."""
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -138,3 +139,26 @@ async def test_a_backend_that_crashes_mid_task_loses_no_task(tmp_path: Path, red
         assert all(b["created_ms"] != doomed["created_ms"] for b in same_id)  # a replacement, if any
         assert len(pool["backends"]) == 2  # min_containers is kept up
         assert any("exited with code 3" in e["error"] for e in pool["recent_errors"])
+
+
+async def test_containers_are_recycled_after_max_tasks_and_on_request_without_losing_work(tmp_path: Path, redis_url):
+    ports = free_port_range(3)
+    settings = make_settings(tmp_path, redis_url, processes=processes(ports),
+                             pool={"min_containers": 1, "max_containers": 1, "max_tasks": 2})
+    async with running_daemon(settings) as api:
+        await wait_for_pool(api, lambda p: healthy_count(p) == 1)
+        ids = [(await api.post("/api/tasks", json={"prompt": basic_graph(color=i)})).json()["id"] for i in range(5)]
+        records = await wait_for_tasks(api, ids)
+        assert [r["status"] for r in records] == ["completed"] * 5
+        assert all(r["history"] == [] and r["attempts"] == 1 for r in records)  # drained, never cut short
+        # at most 2 tasks per container: the 5 needed 3 containers, so 2 recycles at least
+        pool = await wait_for_pool(api, lambda p: p["counters"]["recycled"] >= 2 and healthy_count(p) == 1)
+        assert pool["counters"]["lost"] == 0
+        [current] = (await wait_for_pool(api, lambda p: healthy_count(p) == 1))["backends"]
+        recycled = await api.post(f"/api/pool/backends/{current['id']}/recycle")
+        assert recycled.status_code == 200
+        pool = await wait_for_pool(api, lambda p: healthy_count(p) == 1 and
+                                   p["backends"][0]["created_ms"] != current["created_ms"], timeout_s=30)
+        task_id = (await api.post("/api/tasks", json={"prompt": basic_graph(color=99)})).json()["id"]
+        [task] = await wait_for_tasks(api, [task_id])
+        assert task["status"] == "completed" and task["backend"] == pool["backends"][0]["id"]
