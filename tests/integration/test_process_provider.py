@@ -1,7 +1,6 @@
 """ComfyUI as local subprocesses: the demo configuration, failed starts, and leftovers of a killed run."""
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import subprocess
