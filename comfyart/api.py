@@ -18,7 +18,6 @@ from starlette.datastructures import UploadFile
 from . import __version__
 from .comfy.protocol import graph_problem
 from .config import StaticBackendConfig, describe_validation_error
-from .dispatcher import Dispatcher
 from .errors import Conflict, InvalidInput, InvalidTransition, NotFound, StateConflict, TransientError
 from .inputs import InputStore, NotAnImage, StoredInput, TooLarge
 from .models import Task, TaskStatus
@@ -45,7 +44,6 @@ class Services:
     templates: Templates
     inputs: InputStore
     tracker: Tracker
-    dispatcher: Dispatcher
     workflow_file_errors: List[str] = field(default_factory=list)
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import enum
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Optional, Sequence, Tuple
 
 from .policy import HostView
@@ -57,7 +57,7 @@ class ScaleDecision:
     undrain: Tuple[str, ...] = ()  # draining containers put back to work instead of starting new ones
     drain: Tuple[str, ...] = ()
     reason: str = ""
-    limited_by: Tuple[str, ...] = field(default=())  # what held the pool back: "capacity", "cooldown", "busy"
+    limited_by: Tuple[str, ...] = ()  # what held the pool back: "capacity", "cooldown", "busy"
 
     @property
     def acts(self) -> bool:

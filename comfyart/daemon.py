@@ -118,7 +118,7 @@ async def run(settings: Settings, *, ready: Optional[asyncio.Event] = None,
                       client_id=await pool_store.client_id())
     dispatcher = Dispatcher(store=store, pool=pool, tracker=tracker, templates=templates,
                             max_inflight=settings.pool.max_inflight, claim_lease_s=settings.tracking.claim_lease_s)
-    services = Services(store, pool, outputs, workflows, templates, inputs, tracker, dispatcher, file_errors)
+    services = Services(store, pool, outputs, workflows, templates, inputs, tracker, file_errors)
     server = _Server(uvicorn.Config(create_app(services), host=settings.server.host, port=settings.server.port,
                                     log_config=None, access_log=False, lifespan="off",
                                     timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S))

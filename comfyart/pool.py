@@ -176,8 +176,9 @@ class Pool:
                                   available=host.name not in self.hosts_down))
         return views
 
-    def limits(self) -> ScaleLimits:
-        cfg, override = self.config, self.override
+    def limits(self, override: Optional[ScaleOverride] = None) -> ScaleLimits:
+        """The configuration with the run-time overrides (``self.override`` unless another is given) on top."""
+        cfg, override = self.config, override or self.override
         return ScaleLimits(
             min_containers=cfg.min_containers if override.min_containers is None else override.min_containers,
             max_containers=cfg.max_containers if override.max_containers is None else override.max_containers,
@@ -336,22 +337,19 @@ class Pool:
             for host in provider.hosts:
                 try:
                     await provider.ping(host.name)
+                    if self.hosts_down.pop(host.name, None) is not None:
+                        logger.info("host back host={}", host.name)
+                        await self._clear_leftovers(provider, host.name)
+                    await self._check_containers(provider, host.name)
                 except DockerUnavailable as exc:
                     await self._host_down(host.name, str(exc))
-                    continue
-                if self.hosts_down.pop(host.name, None) is not None:
-                    logger.info("host back host={}", host.name)
-                    await self._clear_leftovers(provider, host.name)
-                for backend in [b for b in self.backends.values()
-                                if b.provider is provider and b.host == host.name and b.spawned is not None
-                                and b.state != BackendState.STARTING]:
-                    try:
-                        reason = await provider.check(backend.spawned)  # type: ignore[arg-type]
-                    except DockerUnavailable as exc:
-                        await self._host_down(host.name, str(exc))
-                        break
-                    if reason is not None:
-                        await self._lose(backend, reason, replace=True)
+
+    async def _check_containers(self, provider: Provider, host: str) -> None:
+        for backend in [b for b in self.backends.values() if b.provider is provider and b.host == host
+                        and b.spawned is not None and b.state != BackendState.STARTING]:
+            reason = await provider.check(backend.spawned)  # type: ignore[arg-type]
+            if reason is not None:
+                await self._lose(backend, reason, replace=True)
 
     async def _host_down(self, host: str, error: str) -> None:
         if host not in self.hosts_down:
@@ -578,8 +576,8 @@ class Pool:
         """POST /api/pool/scale: set ``min_containers``, ``max_containers`` or ``target`` at run time (None: back
         to the configured value; a field not given keeps its current override). Kept in Redis."""
         merged = ScaleOverride(**{**vars(self.override), **changes})
-        low = self.config.min_containers if merged.min_containers is None else merged.min_containers
-        high = self.config.max_containers if merged.max_containers is None else merged.max_containers
+        wanted = self.limits(merged)
+        low, high = wanted.min_containers, wanted.max_containers
         if low > high:
             raise InvalidInput(f"min_containers ({low}) exceeds max_containers ({high})")
         if merged.target is not None and not low <= merged.target <= high:

@@ -123,6 +123,11 @@ def _encode(fields: Dict[str, Any]) -> Dict[str, str]:
     return encoded
 
 
+def _field_args(fields: Dict[str, Any]) -> List[str]:
+    """``field, value, field, value, ...`` as the Lua scripts take them."""
+    return [part for pair in _encode(fields).items() for part in pair]
+
+
 def _decode(task_id: str, raw: Dict[str, str]) -> Task:
     # a new record holds only what differs from the defaults (id is in its key, updated_ms starts at created_ms):
     # every field costs tens of bytes, and a queue can hold millions of records
@@ -225,10 +230,8 @@ class TaskStore:
         applies only to a task that is not final. Returns the status before the change; raises InvalidTransition."""
         if allowed_from is None:
             allowed_from = sources_of(to) if to is not None else []
-        args: List[str] = [task_id, ",".join(allowed_from), to.value if to else "", str(now_ms()),
-                           *(expect or ("", ""))]
-        for key, value in _encode(fields).items():
-            args += [key, value]
+        args: List[Any] = [task_id, ",".join(allowed_from), to.value if to else "", str(now_ms()),
+                           *(expect or ("", "")), *_field_args(fields)]
         keys = [self._task_key(task_id), f"{self.prefix}:tasks", self.active_key]
         with map_redis_errors():
             outcome, previous = await self._transition(keys=keys, args=args)
@@ -265,15 +268,16 @@ class TaskStore:
 
     async def return_expired_claims(self) -> List[TaskId]:
         """Claims whose lease ran out (their dispatch failed half-way) go back to the head of the queue."""
-        with map_redis_errors():
-            ids = await self._return_claims(keys=[self.claims_key, self.queue_key], args=[now_ms()])
-        return [TaskId(i) for i in ids]
+        return await self._return_claims_until(now_ms())
 
     async def recover_claimed(self) -> int:
         """At start-up: every id a previous run claimed but never submitted goes back to the head of the queue."""
+        return len(await self._return_claims_until("+inf"))
+
+    async def _return_claims_until(self, lease_end: Any) -> List[TaskId]:
         with map_redis_errors():
-            ids = await self._return_claims(keys=[self.claims_key, self.queue_key], args=["+inf"])
-        return len(ids)
+            ids = await self._return_claims(keys=[self.claims_key, self.queue_key], args=[lease_end])
+        return [TaskId(i) for i in ids]
 
     async def queue_length(self) -> int:
         with map_redis_errors():
@@ -311,9 +315,7 @@ class TaskStore:
                                   "submitted_ms": now_ms()}
         if resolved_prompt is not None:
             fields["prompt"] = resolved_prompt
-        args: List[Any] = [task_id, now_ms()]
-        for key, value in _encode(fields).items():
-            args += [key, value]
+        args: List[Any] = [task_id, now_ms(), *_field_args(fields)]
         with map_redis_errors():
             outcome = await self._record_submission(
                 keys=[self._task_key(task_id), self.claims_key, self.active_key, self._prompt_key(prompt_id)],
