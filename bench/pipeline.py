@@ -79,12 +79,15 @@ class Rig:
                     "--base-dir", str(self.workdir / f"emu-{port}")], port)
         return f"http://127.0.0.1:{port}"
 
-    def daemon(self, redis_url: str, backends: List[str], name: str) -> tuple:
+    def daemon(self, redis_url: str, backends: List[str], name: str, **sections: dict) -> tuple:
+        """``comfyart serve`` over static ``backends``; ``sections`` (e.g. ``scheduler={...}``) extend the config."""
         port = free_port()
         config = {"server": {"port": port}, "redis": {"url": redis_url, "prefix": f"bench-{name}"},
                   "data_dir": str(self.workdir / f"data-{name}"),
                   "static_backends": [{"name": f"b{i}", "url": u} for i, u in enumerate(backends)],
-                  "pool": {"min_containers": 0, "max_inflight": 1}}
+                  "pool": {"min_containers": 0}, "scheduler": {"prefetch": 0}}
+        for key, value in sections.items():
+            config[key] = {**config.get(key, {}), **value}
         path = self.workdir / f"{name}.yaml"
         path.write_text(yaml.safe_dump(config))
         process = self.spawn([sys.executable, "-m", "comfyart", "serve", "--config", str(path), "--log-level",

@@ -51,7 +51,7 @@ def run(tasks: int, backends: int, node_s: float, kill_at: float) -> Dict[str, A
         data_dir = rig.workdir / "data"
         config = {"server": {"port": port}, "redis": {"url": redis_url, "prefix": PREFIX}, "data_dir": str(data_dir),
                   "static_backends": [{"name": f"b{i}", "url": u} for i, u in enumerate(urls)],
-                  "pool": {"min_containers": 0, "max_inflight": 2, "health_interval_s": 1},
+                  "pool": {"min_containers": 0, "health_interval_s": 1}, "scheduler": {"prefetch": 1},
                   "tracking": {"silence_s": 2}}
         config_path = rig.workdir / "comfyart.yaml"
         config_path.write_text(yaml.safe_dump(config))
@@ -66,7 +66,7 @@ def run(tasks: int, backends: int, node_s: float, kill_at: float) -> Dict[str, A
         first.wait()
         killed_ms = int(time.time() * 1000)
         with redis.Redis.from_url(redis_url, decode_responses=True) as r:
-            at_kill = {"queued": r.llen(f"{PREFIX}:queue"), "claimed": r.zcard(f"{PREFIX}:claims"),
+            at_kill = {"queued": r.zcard(f"{PREFIX}:queue"), "claimed": r.zcard(f"{PREFIX}:claims"),
                        "in_flight": r.scard(f"{PREFIX}:active"),
                        "completed": r.zcard(f"{PREFIX}:tasks:completed")}
 

@@ -17,12 +17,14 @@ from starlette.datastructures import UploadFile
 
 from . import __version__
 from .comfy.protocol import graph_problem
-from .config import StaticBackendConfig, describe_validation_error
+from .config import TAG_PATTERN, SchedulerConfig, StaticBackendConfig, describe_validation_error
+from .dispatcher import Dispatcher
 from .errors import Conflict, InvalidInput, InvalidTransition, NotFound, StateConflict, TransientError
 from .inputs import InputStore, NotAnImage, StoredInput, TooLarge
 from .models import Task, TaskStatus
 from .outputs import OutputStore
 from .pool import Pool
+from .scheduling import parse_priority
 from .store import TaskStore
 from .templates import Templates
 from .tracker import Tracker
@@ -32,6 +34,8 @@ from .workflow_store import WorkflowStore
 MAX_BODY_BYTES = 32 << 20
 BACKEND_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 MAX_FORM_FILES = 16
+TAG = re.compile(TAG_PATTERN)
+SCHEDULING_FIELDS = {"priority", "requires", "vram_mb"}
 UPLOAD_CHUNK = 1 << 20
 
 
@@ -44,6 +48,7 @@ class Services:
     templates: Templates
     inputs: InputStore
     tracker: Tracker
+    dispatcher: Dispatcher
     workflow_file_errors: List[str] = field(default_factory=list)
 
 
@@ -104,6 +109,27 @@ def _params(value: Any) -> Dict[str, Any]:
     return value
 
 
+def _scheduling(body: Dict[str, Any]) -> Dict[str, Any]:
+    """``priority``, ``requires`` and ``vram_mb`` of a task request, checked; absent ones are left out."""
+    options: Dict[str, Any] = {}
+    if body.get("priority") is not None:
+        try:
+            options["priority"] = parse_priority(body["priority"])
+        except ValueError as exc:
+            raise BadRequest(422, f"priority: {exc}") from None
+    requires = body.get("requires")
+    if requires is not None:
+        if not isinstance(requires, list) or not all(isinstance(t, str) and TAG.match(t) for t in requires):
+            raise BadRequest(422, "requires: a list of tags (letters, digits, '.', '_', ':', '/', '-'; up to 64)")
+        options["requires"] = requires
+    vram_mb = body.get("vram_mb")
+    if vram_mb is not None:
+        if not isinstance(vram_mb, int) or isinstance(vram_mb, bool) or not 1 <= vram_mb <= 1 << 24:
+            raise BadRequest(422, "vram_mb: a whole number of MiB from 1")
+        options["vram_mb"] = vram_mb
+    return options
+
+
 async def _chunks(upload: UploadFile) -> AsyncIterator[bytes]:
     while chunk := await upload.read(UPLOAD_CHUNK):
         yield chunk
@@ -118,15 +144,18 @@ async def _store_upload(inputs: InputStore, upload: UploadFile, label: str) -> S
         raise BadRequest(413, f"{label}: {exc}") from None
 
 
-async def _run_request(request: Request, inputs: InputStore) -> Tuple[Dict[str, Any], Dict[str, StoredInput]]:
-    """A run's parameters and uploaded files: JSON ``{"params": {...}}``, or a form (multipart/form-data, or
-    url-encoded when it has no files) with a ``params`` field holding that JSON object and one file per image
-    parameter, named after it."""
+async def _run_request(request: Request, inputs: InputStore,
+                       ) -> Tuple[Dict[str, Any], Dict[str, StoredInput], Dict[str, Any]]:
+    """A run's parameters, uploaded files and scheduling options: JSON ``{"params": {...}, "priority": ...}``, or a
+    form (multipart/form-data, or url-encoded when it has no files) with a ``params`` field holding that JSON
+    object, one file per image parameter named after it, and optionally ``priority``."""
     content_type = request.headers.get("content-type", "")
     if not content_type.startswith(("multipart/form-data", "application/x-www-form-urlencoded")):
-        body = await _json_body(request) if await request.body() else {}
-        return _params(_object(body, {"params"}, "a 'params' field").get("params")), {}
+        body = _object(await _json_body(request) if await request.body() else {}, {"params", *SCHEDULING_FIELDS},
+                       "a 'params' field")
+        return _params(body.get("params")), {}, _scheduling(body)
     params: Dict[str, Any] = {}
+    options: Dict[str, Any] = {}
     files: Dict[str, StoredInput] = {}
     async with request.form(max_files=MAX_FORM_FILES, max_fields=MAX_FORM_FILES) as form:
         for key, value in form.multi_items():
@@ -139,9 +168,11 @@ async def _run_request(request: Request, inputs: InputStore) -> Tuple[Dict[str, 
                     params = _params(json.loads(value))
                 except ValueError:
                     raise BadRequest(400, "the 'params' form field is not valid JSON") from None
+            elif key == "priority":
+                options = _scheduling({"priority": int(value) if value.lstrip("-").isdigit() else value})
             else:
-                raise BadRequest(422, f"unknown form field {key!r}: send 'params' (JSON) and image files")
-    return params, files
+                raise BadRequest(422, f"unknown form field {key!r}: send 'params' (JSON), image files, priority")
+    return params, files, options
 
 
 def _etag_version(header: Optional[str]) -> Optional[int]:
@@ -154,7 +185,9 @@ def _etag_version(header: Optional[str]) -> Optional[int]:
 
 
 def _created(task: Task) -> JSONResponse:
-    body = {"id": task.id, "status": task.status.value}
+    body: Dict[str, Any] = {"id": task.id, "status": task.status.value}
+    if task.priority:
+        body["priority"] = task.priority
     if task.workflow is not None:
         body.update(workflow=task.workflow, workflow_version=task.workflow_version, params=task.params)
     return JSONResponse(body, status_code=201, headers={"Location": f"/api/tasks/{task.id}"})
@@ -185,14 +218,15 @@ def create_app(services: Services) -> FastAPI:
     async def submit_task(request: Request) -> Any:
         """Queue a raw API-format graph (``{"prompt": {...}}``) or a run of a stored workflow
         (``{"workflow": NAME, "params": {...}}``)."""
-        body = _object(await _json_body(request), {"prompt", "workflow", "params"},
+        body = _object(await _json_body(request), {"prompt", "workflow", "params", *SCHEDULING_FIELDS},
                        "a 'prompt' field, or 'workflow' and 'params'")
+        options = _scheduling(body)
         if "workflow" in body:
             if "prompt" in body:
                 raise BadRequest(422, "give either 'prompt' or 'workflow', not both")
             if not isinstance(body["workflow"], str):
                 raise BadRequest(422, "workflow must be a workflow's name")
-            return _created(await templates.submit(body["workflow"], _params(body.get("params"))))
+            return _created(await templates.submit(body["workflow"], _params(body.get("params")), **options))
         if "prompt" not in body:
             raise BadRequest(422, "missing field 'prompt' (a ComfyUI API-format graph) or 'workflow'")
         if "params" in body:
@@ -200,7 +234,7 @@ def create_app(services: Services) -> FastAPI:
         problem = graph_problem(body["prompt"])
         if problem is not None:
             raise BadRequest(422, problem)
-        return _created(await store.create(body["prompt"]))
+        return _created(await store.create(body["prompt"], **options))
 
     @app.get("/api/tasks")
     async def list_tasks(status: Optional[TaskStatus] = None, limit: int = Query(50, ge=1, le=500),
@@ -283,8 +317,8 @@ def create_app(services: Services) -> FastAPI:
         named after their parameters."""
         if await workflows.current(name) is None:
             raise NotFound(f"no workflow {name}")
-        params, files = await _run_request(request, inputs)
-        return _created(await templates.submit(name, params, files))
+        params, files, options = await _run_request(request, inputs)
+        return _created(await templates.submit(name, params, files, **options))
 
     @app.post("/api/inputs", status_code=201)
     async def upload_input(request: Request) -> Any:
@@ -326,14 +360,14 @@ def create_app(services: Services) -> FastAPI:
     async def register_backend(request: Request) -> Any:
         """Register a static ComfyUI backend (a machine can announce itself at boot); kept in Redis. The same
         name and URL again answers 200."""
-        body = _object(await _json_body(request), {"name", "url"}, "'name' and 'url'")
+        body = _object(await _json_body(request), {"name", "url", "tags", "weight"}, "'name' and 'url'")
         try:
             static = StaticBackendConfig(**body)
         except ValidationError as exc:
             raise BadRequest(422, describe_validation_error(exc)) from None
         if not BACKEND_NAME.match(static.name):
             raise BadRequest(422, "name: 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit")
-        backend, created = await pool.register_static(static.name, static.url)
+        backend, created = await pool.register_static(static)
         return JSONResponse(backend.describe(), status_code=201 if created else 200)
 
     @app.delete("/api/pool/backends/{name}", status_code=202)
@@ -357,6 +391,25 @@ def create_app(services: Services) -> FastAPI:
             raise BadRequest(404, f"no action {action!r}: drain, recycle, enable or disable")
         await pool.step()  # a drained idle backend goes at once
         return backend.describe()
+
+    # ------------------------------------------------------------------ scheduler
+    @app.get("/api/scheduler")
+    async def get_scheduler() -> Any:
+        """The settings in force, which ones were changed at run time, dispatch counters, and queued tasks that no
+        backend in the pool could run (with why)."""
+        return {**services.dispatcher.describe(), "queue_length": await store.queue_length()}
+
+    @app.put("/api/scheduler")
+    async def put_scheduler(request: Request) -> Any:
+        """Change ``strategy``, ``prefetch``, ``lookahead``, ``priority_ageing_s`` or ``affinity_max_skips`` at run
+        time (``null``: back to the configured value); kept in Redis across restarts."""
+        body = _object(await _json_body(request), set(SchedulerConfig.model_fields),
+                       "scheduler settings")
+        try:
+            await services.dispatcher.apply(body)
+        except ValidationError as exc:
+            raise BadRequest(422, describe_validation_error(exc)) from None
+        return {**services.dispatcher.describe(), "queue_length": await store.queue_length()}
 
     @app.get("/healthz")
     async def healthz() -> Any:

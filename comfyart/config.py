@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Dict, List, Literal, Optional, Tuple
+from typing import Annotated, Any, Dict, List, Literal, Optional, Tuple
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from .errors import ConfigError
+from .scheduling import Strategy
 
 
 class _Section(BaseModel):
@@ -28,6 +29,18 @@ class RedisConfig(_Section):
     prefix: str = Field("comfyart", description="prefix of every key comfyart writes")
 
 
+TAG_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,63}$"
+Tag = Annotated[str, StringConstraints(pattern=TAG_PATTERN)]
+
+
+def _tags_field() -> Any:
+    return Field(default_factory=list, description="capabilities a task can require (e.g. video, sdxl, gpu:a100)")
+
+
+def _weight_field() -> Any:
+    return Field(1.0, gt=0, le=1000, description="share of the work under the weighted strategy")
+
+
 def _check_ports(ports: Tuple[int, int]) -> Tuple[int, int]:
     low, high = ports
     if not (0 < low <= high <= 65535):
@@ -41,6 +54,8 @@ class DockerHostConfig(_Section):
     address: str = Field("127.0.0.1", description="address the host's containers listen on / are reached at")
     ports: Tuple[int, int]
     gpus: List[int] = Field(default_factory=list, description="one container per GPU; empty: no GPU pinning")
+    tags: List[Tag] = _tags_field()
+    weight: float = _weight_field()
 
     _ports = field_validator("ports")(_check_ports)
 
@@ -74,6 +89,8 @@ class ProcessConfig(_Section):
     gpus: List[int] = Field(default_factory=list)
     env: Dict[str, str] = Field(default_factory=dict)
     startup_timeout: float = Field(60.0, gt=0)
+    tags: List[Tag] = _tags_field()
+    weight: float = _weight_field()
 
     _ports = field_validator("ports")(_check_ports)
 
@@ -81,7 +98,6 @@ class ProcessConfig(_Section):
 class PoolConfig(_Section):
     min_containers: int = Field(1, ge=0)
     max_containers: int = Field(4, ge=0)
-    max_inflight: int = Field(1, ge=1, description="prompts one backend may hold at once")
     tasks_per_container: float = Field(
         2.0, gt=0, description="the autoscaler wants one container per this many tasks, queued or running")
     scale_up_cooldown_s: float = Field(10.0, ge=0, description="after starting containers, wait this long before "
@@ -106,6 +122,8 @@ class PoolConfig(_Section):
 class StaticBackendConfig(_Section):
     name: str
     url: str
+    tags: List[Tag] = _tags_field()
+    weight: float = _weight_field()
 
     @field_validator("url")
     @classmethod
@@ -125,6 +143,16 @@ class TrackingConfig(_Section):
                                                   "out, unreachable), each on another backend where one is free")
     claim_lease_s: float = Field(30.0, gt=0, description="a task claimed from the queue but not submitted within "
                                                          "this long goes back to the queue")
+
+
+class SchedulerConfig(_Section):
+    strategy: Strategy = Field(Strategy.LEAST_BUSY, description="least_busy, round_robin, weighted or affinity")
+    prefetch: int = Field(1, ge=0, le=16, description="prompts queued on a busy backend beyond the running one")
+    lookahead: int = Field(32, ge=1, le=1000, description="queued tasks considered at each dispatch: tasks "
+                                                          "behind one that cannot run yet go ahead")
+    priority_ageing_s: float = Field(300.0, ge=0, description="a waiting task gains one priority level per this "
+                                                              "long; 0: strict priority")
+    affinity_max_skips: int = Field(8, ge=0, description="affinity may run later tasks before one this many times")
 
 
 class WorkflowsConfig(_Section):
@@ -147,6 +175,7 @@ class Settings(BaseSettings):
     pool: PoolConfig = Field(default_factory=PoolConfig)
     static_backends: List[StaticBackendConfig] = Field(default_factory=list)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
     workflows: WorkflowsConfig = Field(default_factory=WorkflowsConfig)
 
     @classmethod

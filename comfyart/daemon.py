@@ -105,7 +105,10 @@ async def run(settings: Settings, *, ready: Optional[asyncio.Event] = None,
     if settings.workflows.directory is not None:
         file_errors = (await load_workflow_files(settings.workflows.directory, workflows)).errors
     session = aiohttp.ClientSession()
-    store = TaskStore(client, settings.redis.prefix)
+    store = TaskStore(client, settings.redis.prefix, ageing_s=settings.scheduler.priority_ageing_s)
+    migrated = await store.migrate_queue()
+    if migrated:
+        logger.info("queue migrated to the priority queue tasks={}", migrated)
     outputs = OutputStore(settings.data_dir / "outputs")
     inputs = InputStore(settings.data_dir / "inputs")
     templates = Templates(workflows=workflows, tasks=store, inputs=inputs, outputs=outputs)
@@ -116,9 +119,10 @@ async def run(settings: Settings, *, ready: Optional[asyncio.Event] = None,
                 request_timeout_s=settings.tracking.submit_timeout_s, adopt_leftovers=adopt)
     tracker = Tracker(store=store, pool=pool, outputs=outputs, config=settings.tracking, session=session,
                       client_id=await pool_store.client_id())
-    dispatcher = Dispatcher(store=store, pool=pool, tracker=tracker, templates=templates,
-                            max_inflight=settings.pool.max_inflight, claim_lease_s=settings.tracking.claim_lease_s)
-    services = Services(store, pool, outputs, workflows, templates, inputs, tracker, file_errors)
+    dispatcher = Dispatcher(store=store, pool=pool, tracker=tracker, templates=templates, config=settings.scheduler,
+                            claim_lease_s=settings.tracking.claim_lease_s, pool_store=pool_store)
+    await dispatcher.load_overrides()
+    services = Services(store, pool, outputs, workflows, templates, inputs, tracker, dispatcher, file_errors)
     server = _Server(uvicorn.Config(create_app(services), host=settings.server.host, port=settings.server.port,
                                     log_config=None, access_log=False, lifespan="off",
                                     timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S))

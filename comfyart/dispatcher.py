@@ -1,42 +1,83 @@
-"""Takes task ids from the Redis queue and submits each prompt to the least-loaded backend with a free slot.
+"""Takes tasks from the Redis queue and submits each prompt to the backend the scheduling strategy picks.
 
-comfyart mints every prompt id and records it before POST /prompt, so an answer lost on the way is settled by
-looking the prompt up in /history and /queue, never by submitting blindly again. A claim holds a lease: a task
-whose dispatch broke off half-way (Redis gone for a moment) returns to the queue when the lease ends.
+Each round reads the head of the queue (``scheduler.lookahead`` ids) and the backends' free slots, and
+``scheduling.assign`` pairs them; the pairs are claimed and submitted. comfyart mints every prompt id and records
+it before POST /prompt, so an answer lost on the way is settled by looking the prompt up in /history and /queue,
+never by submitting blindly again. A claim holds a lease: a task whose dispatch broke off half-way (Redis gone for
+a moment) returns to the queue when the lease ends.
 """
 from __future__ import annotations
 
 import asyncio
 import time
 import uuid
+from collections import Counter
+from typing import Any, Dict, List, Optional, Tuple
 
 from loguru import logger
 
 from .comfy import protocol
+from .config import SchedulerConfig
 from .errors import BackendUnavailable, InvalidInput, InvalidTransition, NotFound, PromptRejected, TransientError
 from .models import TaskStatus
-from .policy import AfterUncertainSubmit, AttemptEnd, after_uncertain_submit, choose_backend
+from .policy import AfterUncertainSubmit, AttemptEnd, after_uncertain_submit
 from .pool import Backend, Pool, now_ms
+from .pool_store import PoolStore
+from .scheduling import Needs, QueuedTask, assign, skipped_by, unschedulable_reason
 from .store import TaskStore
 from .templates import PreparedPrompt, Templates
 from .tracker import PromptState, Tracker
 
-CLAIM_BLOCK_S = 1.0
+IDLE_WAIT_S = 1.0  # with nothing to do, look again this often even unwoken (a task queued by another process)
+BLOCKED_CHECK_S = 1.0
 
 
 class Dispatcher:
     def __init__(self, *, store: TaskStore, pool: Pool, tracker: Tracker, templates: Templates,
-                 max_inflight: int, claim_lease_s: float = 30.0) -> None:
+                 config: SchedulerConfig, claim_lease_s: float = 30.0, pool_store: Optional[PoolStore] = None) -> None:
         self.store = store
         self.pool = pool
         self.tracker = tracker
         self.templates = templates
-        self.max_inflight = max_inflight
+        self.config = config  # as configured; ``settings`` adds the run-time changes
+        self.settings = config
+        self.overrides: Dict[str, Any] = {}
         self.claim_lease_s = claim_lease_s
+        self.pool_store = pool_store
+        pool.wakeups.append(store.queued)  # a freed slot wakes the dispatcher as a queued task does
+        self.counters = Counter({"dispatched": 0, "same_models": 0, "model_changes": 0})
+        self.blocked: Dict[str, str] = {}  # queued task id -> why no backend in the pool could ever run it
+        self._queued: Dict[str, QueuedTask] = {}  # what the window's tasks need; it never changes while queued
+        self._skips: Counter = Counter()
+        self._seq = 0
+        self._next_blocked_check = 0.0
 
-    def has_free_slot(self) -> bool:
-        return choose_backend(self.pool.loads(), self.max_inflight) is not None
+    # ------------------------------------------------------------------ settings
+    async def load_overrides(self) -> None:
+        if self.pool_store is not None:
+            await self.apply({k: v for k, v in (await self.pool_store.scheduler_override()).items()
+                              if k in SchedulerConfig.model_fields}, persist=False)
 
+    async def apply(self, changes: Dict[str, Any], *, persist: bool = True) -> SchedulerConfig:
+        """PUT /api/scheduler: change settings at run time (None: back to the configured value). Raises
+        pydantic's ValidationError for a bad value; kept in Redis across restarts."""
+        overrides = {k: v for k, v in {**self.overrides, **changes}.items() if v is not None}
+        settings = SchedulerConfig.model_validate({**self.config.model_dump(), **overrides})
+        if persist and self.pool_store is not None:
+            await self.pool_store.set_scheduler_override(
+                {k: v.value if hasattr(v, "value") else v for k, v in overrides.items()})
+        self.settings, self.overrides = settings, overrides
+        self.store.ageing_s = settings.priority_ageing_s
+        self._skips.clear()
+        self.store.queued.set()
+        return settings
+
+    def describe(self) -> Dict[str, Any]:
+        return {**self.settings.model_dump(mode="json"), "overridden": sorted(self.overrides),
+                "counters": dict(self.counters),
+                "blocked": [{"task": task_id, "reason": reason} for task_id, reason in self.blocked.items()]}
+
+    # ------------------------------------------------------------------ loop
     async def run(self) -> None:
         await self.pool.ready.wait()
         next_lease_check = 0.0
@@ -47,38 +88,98 @@ class Dispatcher:
                         next_lease_check = time.monotonic() + self.claim_lease_s / 4
                         for task_id in await self.store.return_expired_claims():
                             logger.warning("claim expired, task back in the queue task={}", task_id)
-                    if not self.has_free_slot():
-                        await self.pool.wait_changed(1.0)
-                        continue
-                    task_id = await self.store.claim(CLAIM_BLOCK_S, self.claim_lease_s)
-                    if task_id is not None:
-                        await self.dispatch(task_id, submissions)
+                    self.store.queued.clear()
+                    if not await self.round(submissions):
+                        try:
+                            await asyncio.wait_for(self.store.queued.wait(), IDLE_WAIT_S)
+                        except TimeoutError:
+                            pass
                 except TransientError as exc:
                     logger.warning("dispatch paused error={}", exc)
                     await asyncio.sleep(exc.retry_after_s)
 
-    async def dispatch(self, task_id: str, submissions: asyncio.TaskGroup) -> None:
-        """Pick a backend, record the submission, then POST in a task of its own so a slow backend delays
-        no other."""
+    async def round(self, submissions: asyncio.TaskGroup) -> bool:
+        """Pair the head of the queue with free slots and submit; False when nothing could be dispatched."""
+        settings = self.settings
+        slots = self.pool.slots()
+        if not any(s.healthy and s.accepting and s.inflight <= settings.prefetch for s in slots):
+            return False
+        ids, waiting = await self.store.peek(settings.lookahead)
+        if not ids:
+            return False
+        window = await self._window(ids)
+        pairs = assign(window, slots, strategy=settings.strategy, prefetch=settings.prefetch, waiting=waiting,
+                       affinity_max_skips=settings.affinity_max_skips)
+        self._note_blocked(window, slots, pairs)
+        for task_id in skipped_by(window, pairs):
+            self._skips[task_id] += 1
+        needs = {t.id: t.needs for t in window}
+        for task_id, backend_id in pairs:
+            backend = self.pool.backends.get(backend_id)
+            if backend is None or not await self.store.claim_id(task_id, self.claim_lease_s):
+                continue
+            self._queued.pop(task_id, None)
+            self._skips.pop(task_id, None)
+            await self.dispatch(task_id, backend, needs[task_id], submissions)
+        return bool(pairs)
+
+    async def _window(self, ids: List[str]) -> List[QueuedTask]:
+        missing = [task_id for task_id in ids if task_id not in self._queued]
+        if missing:
+            for task_id, task in zip(missing, await self.store.get_many(missing), strict=True):
+                if task is None:
+                    continue
+                failed_on = frozenset(attempt.backend for attempt in task.history)
+                self._queued[task_id] = QueuedTask(task_id, task.priority, await self.templates.needs(task),
+                                                   failed_on)
+        if len(self._queued) > 4 * len(ids) + 64:  # canceled while queued: forget what left the window
+            keep = set(ids)
+            self._queued = {k: v for k, v in self._queued.items() if k in keep}
+            self._skips = Counter({k: v for k, v in self._skips.items() if k in keep})
+        window = []
+        for task_id in ids:
+            queued = self._queued.get(task_id)
+            if queued is not None:
+                skips = self._skips.get(task_id, 0)
+                window.append(queued if not skips else QueuedTask(queued.id, queued.priority, queued.needs,
+                                                                  queued.avoid, skips))
+        return window
+
+    def _note_blocked(self, window: List[QueuedTask], slots: List[Any], pairs: List[Tuple[str, str]]) -> None:
+        """Once a second: which tasks of the window no backend in the pool could ever run, and why."""
+        if time.monotonic() < self._next_blocked_check:
+            return
+        self._next_blocked_check = time.monotonic() + BLOCKED_CHECK_S
+        placed = {task_id for task_id, _ in pairs}
+        usable = [s for s in slots if s.healthy]
+        blocked = {}
+        for task in window:
+            if task.id not in placed and (task.needs.tags or task.needs.vram is not None):
+                reason = unschedulable_reason(task.needs, usable)
+                if reason is not None:
+                    blocked[task.id] = reason
+        for task_id in blocked.keys() - self.blocked.keys():
+            logger.warning("task cannot run on any backend now task={} reason={}", task_id, blocked[task_id])
+        self.blocked = blocked
+
+    async def dispatch(self, task_id: str, backend: Backend, needs: Needs, submissions: asyncio.TaskGroup) -> bool:
+        """Record the submission, then POST in a task of its own so a slow backend delays no other."""
         try:
             task = await self.store.get(task_id)
         except NotFound:
             await self.store.release_claim(task_id)
-            return
+            return False
         if task.status != TaskStatus.PENDING:
             await self.store.release_claim(task_id)  # canceled (or settled) while it waited
-            return
+            return False
         try:
             prepared = await self.templates.prepare(task)
         except InvalidInput as exc:
             await self._unrunnable(task_id, str(exc))
-            return
-        failed_on = frozenset(attempt.backend for attempt in task.history)
-        backend_id = choose_backend(self.pool.loads(), self.max_inflight, avoid=failed_on)
-        if backend_id is None:
-            await self.store.requeue_front(task_id)
-            return
-        backend = self.pool.backends[backend_id]
+            return False
+        if self.pool.backends.get(backend.id) is not backend or not backend.accepting:
+            await self.store.requeue(task_id)  # lost or drained since the round began
+            return False
         prompt_id = str(uuid.uuid4())
         try:
             await self.store.record_submission(task_id, backend=backend.id, prompt_id=prompt_id,
@@ -86,9 +187,16 @@ class Dispatcher:
                                                resolved_prompt=prepared.graph if task.workflow else None)
         except (InvalidTransition, NotFound) as exc:
             logger.info("not submitted task={} reason={}", task_id, exc)  # canceled, or its lease ran out
-            return
+            return False
+        self._seq += 1
+        backend.last_dispatch = self._seq
+        self.counters["dispatched"] += 1
+        if needs.models:
+            self.counters["same_models" if backend.models == needs.models else "model_changes"] += 1
+            backend.models = needs.models
         state = self.tracker.expect(backend, prompt_id, task_id, prepared.graph)
         submissions.create_task(self._submit(backend, prompt_id, state, prepared), name=f"submit {task_id}")
+        return True
 
     async def _unrunnable(self, task_id: str, error: str) -> None:
         try:

@@ -95,6 +95,9 @@ class Task(BaseModel):
     error: Optional[str] = None
     node_errors: Optional[Dict[str, Any]] = None
     outputs: List[OutputFile] = Field(default_factory=list)
+    priority: int = Field(0, description="higher runs first; high = 1, normal = 0, low = -1")
+    requires: List[str] = Field(default_factory=list, description="tags a backend must have to run it")
+    vram_mb: Optional[int] = Field(None, description="VRAM it needs; backends with less are skipped")
     attempts: int = Field(0, description="submissions so far, the first included")
     submitted_ms: Optional[int] = None
     history: List[Attempt] = Field(default_factory=list, description="earlier attempts that ended without a result")

@@ -1,6 +1,6 @@
-"""Pure decisions: where a container goes, which backend takes a prompt, what to do after an uncertain
-submission, whether a failed attempt is retried, how far along a prompt is. No I/O, no clock, no randomness.
-(How many containers to run is ``autoscale``'s.)
+"""Pure decisions: where a container goes, what to do after an uncertain submission, whether a failed attempt is
+retried, how far along a prompt is. No I/O, no clock, no randomness. (How many containers to run is
+``autoscale``'s; which backend takes which task is ``scheduling``'s.)
 """
 from __future__ import annotations
 
@@ -46,28 +46,6 @@ def place_container(hosts: Sequence[HostView]) -> Optional[Placement]:
         if best is None or key < best[:2]:
             best = (host.containers, order, Placement(host.name, port, gpu))
     return best[2] if best else None
-
-
-@dataclass(frozen=True)
-class BackendLoad:
-    id: str
-    healthy: bool
-    inflight: int
-    vram_free: Optional[int] = None
-    accepting: bool = True
-
-
-def choose_backend(backends: Sequence[BackendLoad], max_inflight: int,
-                   avoid: FrozenSet[str] = frozenset()) -> Optional[str]:
-    """Least loaded healthy backend with a free slot: fewest in-flight prompts, then most free VRAM,
-    then the order given. Backends in ``avoid`` (where the task already failed) are taken only when no other
-    has a free slot. None when every backend is full, sick or not taking work."""
-    candidates = [b for b in backends if b.healthy and b.accepting and b.inflight < max_inflight]
-    if not candidates:
-        return None
-    candidates = [b for b in candidates if b.id not in avoid] or candidates
-    order = {b.id: i for i, b in enumerate(backends)}
-    return min(candidates, key=lambda b: (b.inflight, -(b.vram_free or 0), order[b.id])).id
 
 
 class AfterUncertainSubmit(enum.Enum):

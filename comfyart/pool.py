@@ -9,7 +9,7 @@ import asyncio
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Deque, Dict, List, Optional, Sequence
+from typing import Any, Awaitable, Callable, Deque, Dict, FrozenSet, List, Optional, Sequence
 
 import aiohttp
 from loguru import logger
@@ -41,9 +41,10 @@ from .errors import (
     TransientError,
 )
 from .models import BackendMode, BackendState
-from .policy import BackendLoad, HostView, Placement, place_container
+from .policy import HostView, Placement, place_container
 from .pool_store import PoolStore, ScaleOverride
 from .providers.base import Provider, Spawned
+from .scheduling import BackendSlot
 
 STARTUP_PROBE_TIMEOUT_S = 2.0
 SPAWN_BACKOFF_MAX_S = 60.0
@@ -91,6 +92,11 @@ class Backend:
     last_health_ms: Optional[int] = None
     vram_total: Optional[int] = None
     vram_free: Optional[int] = None
+    ram_free: Optional[int] = None
+    tags: FrozenSet[str] = frozenset()
+    weight: float = 1.0
+    models: FrozenSet[str] = frozenset()  # of the last prompt given to it: what it has loaded once that runs
+    last_dispatch: int = 0  # the dispatcher's sequence number of that prompt
     error: Optional[str] = None
     created_ms: int = field(default_factory=now_ms)
 
@@ -104,9 +110,9 @@ class Backend:
             return False
         return self.mode == BackendMode.ACTIVE
 
-    def load(self) -> BackendLoad:
-        return BackendLoad(self.id, self.state == BackendState.HEALTHY, len(self.prompts), self.vram_free,
-                           self.accepting)
+    def slot(self) -> BackendSlot:
+        return BackendSlot(self.id, len(self.prompts), self.state == BackendState.HEALTHY, self.accepting,
+                           self.tags, self.weight, self.vram_total, self.vram_free, self.models, self.last_dispatch)
 
     def idle_s(self, now: float) -> float:
         return 0.0 if self.prompts else max(0.0, now - self.idle_since)
@@ -120,7 +126,9 @@ class Backend:
                 "tasks_done": self.tasks_done, "idle_s": round(self.idle_s(now), 1),
                 "age_s": round(now - self.started, 1), "last_health_check_ms": self.last_health_ms,
                 "health_failures": self.health.failures, "vram_total": self.vram_total,
-                "vram_free": self.vram_free, "error": self.error, "created_ms": self.created_ms}
+                "vram_free": self.vram_free, "ram_free": self.ram_free, "tags": sorted(self.tags),
+                "weight": self.weight, "models": sorted(self.models), "error": self.error,
+                "created_ms": self.created_ms}
 
 
 LostHandler = Callable[[Backend, str], Awaitable[None]]
@@ -149,6 +157,7 @@ class Pool:
         self.last_decision: Optional[ScaleDecision] = None
         self.last_decision_ms: Optional[int] = None
         self._changed = asyncio.Condition()
+        self.wakeups: List[asyncio.Event] = []  # set on every change too, for loops that wait on several things
         self._step_lock = asyncio.Lock()
         self._spawn_failures = 0
         self._next_spawn_at = 0.0
@@ -161,8 +170,8 @@ class Pool:
         self.counters = {"started": 0, "lost": 0, "recycled": 0, "stopped": 0}
 
     # ------------------------------------------------------------------ views
-    def loads(self) -> List[BackendLoad]:
-        return [b.load() for b in self.backends.values()]
+    def slots(self) -> List[BackendSlot]:
+        return [b.slot() for b in self.backends.values()]
 
     def healthy(self) -> List[Backend]:
         return [b for b in self.backends.values() if b.state == BackendState.HEALTHY]
@@ -194,6 +203,8 @@ class Pool:
 
     async def notify(self) -> None:
         """Wake whoever waits for the pool to change (a free slot, a new backend)."""
+        for event in self.wakeups:
+            event.set()
         async with self._changed:
             self._changed.notify_all()
 
@@ -218,11 +229,11 @@ class Pool:
 
     async def _start(self) -> None:
         for static in self.static_backends:
-            self._add_static_backend(static.name, static.url, "config")
+            self._add_static_backend(static, "config")
         if self.store is not None:
-            for name, url in (await self.store.static_backends()).items():
+            for name, static in (await self.store.static_backends()).items():
                 if f"static:{name}" not in self.backends:
-                    self._add_static_backend(name, url, "api")
+                    self._add_static_backend(static, "api")
             self.override = await self.store.scale_override()
         for provider in self.providers:
             try:
@@ -235,10 +246,11 @@ class Pool:
         await self._probe_all()
         self.ready.set()
 
-    def _add_static_backend(self, name: str, url: str, source: str) -> Backend:
-        backend = Backend(f"static:{name}", "static", "static", url,
-                          ComfyClient(self.session, url, timeout_s=self.request_timeout_s), name=name,
-                          state=BackendState.UNHEALTHY, source=source)  # healthy once it answers a probe
+    def _add_static_backend(self, static: StaticBackendConfig, source: str) -> Backend:
+        backend = Backend(f"static:{static.name}", "static", "static", static.url,
+                          ComfyClient(self.session, static.url, timeout_s=self.request_timeout_s), name=static.name,
+                          state=BackendState.UNHEALTHY, source=source,  # healthy once it answers a probe
+                          tags=frozenset(static.tags), weight=static.weight)
         self.backends[backend.id] = backend
         return backend
 
@@ -258,10 +270,12 @@ class Pool:
         logger.info("adopted leftover backend={}", backend.id)
 
     def _backend_for(self, provider: Provider, spawned: Spawned) -> Backend:
+        host = next((h for h in provider.hosts if h.name == spawned.host), None)
         return Backend(spawned.backend_id, spawned.kind, spawned.host, spawned.url,
                        ComfyClient(self.session, spawned.url, timeout_s=self.request_timeout_s),
                        port=spawned.port, gpu=spawned.gpu, name=spawned.name, spawned=spawned, provider=provider,
-                       task_limit=self.config.max_tasks)
+                       task_limit=self.config.max_tasks, tags=host.tags if host else frozenset(),
+                       weight=host.weight if host else 1.0)
 
     async def step(self) -> None:
         """One pass: probe every backend, check the hosts and containers, recycle, finish drains, scale."""
@@ -320,6 +334,9 @@ class Pool:
     @staticmethod
     def _record_stats(backend: Backend, stats: Dict[str, Any]) -> None:
         backend.last_health_ms = now_ms()
+        system = stats.get("system")
+        if isinstance(system, dict) and isinstance(system.get("ram_free"), int):
+            backend.ram_free = system["ram_free"]
         devices = stats.get("devices") or []
         if devices and isinstance(devices[0], dict):
             backend.vram_total = devices[0].get("vram_total")
@@ -516,11 +533,12 @@ class Pool:
         return provider, placement
 
     def _reserve(self, provider: Provider, placement: Placement) -> Backend:
-        address = next(h.address for h in provider.hosts if h.name == placement.host)
-        url = f"http://{address}:{placement.port}"
+        host = next(h for h in provider.hosts if h.name == placement.host)
+        url = f"http://{host.address}:{placement.port}"
         backend = Backend(f"{provider.kind}:{placement.host}:{placement.port}", provider.kind, placement.host, url,
                           ComfyClient(self.session, url, timeout_s=self.request_timeout_s), port=placement.port,
-                          gpu=placement.gpu, provider=provider, task_limit=self.config.max_tasks)
+                          gpu=placement.gpu, provider=provider, task_limit=self.config.max_tasks, tags=host.tags,
+                          weight=host.weight)
         self.backends[backend.id] = backend
         return backend
 
@@ -613,19 +631,25 @@ class Pool:
         backend.mode, backend.after_drain, backend.drain_reason = BackendMode.DISABLED, None, "disabled"
         return backend
 
-    async def register_static(self, name: str, url: str) -> tuple[Backend, bool]:
+    async def register_static(self, static: StaticBackendConfig) -> tuple[Backend, bool]:
         """POST /api/pool/backends: a ComfyUI that announces itself. The same name and URL again is a no-op
-        (announcing at every boot is fine); another URL under a taken name is refused."""
+        (announcing at every boot is fine; new tags and weight apply); another URL under a taken name is
+        refused."""
+        name, url = static.name, static.url
         backend = self.backends.get(f"static:{name}")
         if backend is not None:
             if backend.url != url:
                 raise StateConflict(f"backend {name} is registered with {backend.url}; DELETE it first")
             if backend.after_drain == AfterDrain.REMOVE:
                 raise StateConflict(f"backend {name} is being removed; register it again once it is gone")
+            if backend.source == "api" and (backend.tags, backend.weight) != (frozenset(static.tags), static.weight):
+                if self.store is not None:
+                    await self.store.add_static(static)
+                backend.tags, backend.weight = frozenset(static.tags), static.weight
             return backend, False
         if self.store is not None:
-            await self.store.add_static(name, url)
-        backend = self._add_static_backend(name, url, "api")
+            await self.store.add_static(static)
+        backend = self._add_static_backend(static, "api")
         await self._probe(backend)
         return backend, True
 
@@ -665,7 +689,7 @@ class Pool:
                     "undrain": list(decision.undrain), "reason": decision.reason,
                     "limited_by": list(decision.limited_by), "at_ms": self.last_decision_ms},
                 "config": {"min_containers": limits.min_containers, "max_containers": limits.max_containers,
-                           "target": limits.target, "max_inflight": self.config.max_inflight,
+                           "target": limits.target,
                            "tasks_per_container": limits.tasks_per_container,
                            "idle_timeout_s": limits.idle_timeout_s,
                            "overridden": {k: v for k, v in vars(self.override).items() if v is not None}}}

@@ -1,19 +1,23 @@
 """What the pool keeps in Redis so that it outlives a restart.
 
 Key schema (``P`` is the configured prefix):
-    P:static-backends       hash: name -> URL of static backends registered through the API
+    P:static-backends       hash: name -> {"url", "tags", "weight"} (JSON; a bare URL from 0.1) of static
+                            backends registered through the API
     P:pool-scale            hash: min_containers, max_containers, target set through the API (absent: config)
+    P:scheduler             hash: scheduler settings changed through the API (JSON values; absent: config)
     P:client-id             string: the WebSocket client id; a restarted daemon keeps it, so the events of
                             prompts submitted before the restart still reach it
 """
 from __future__ import annotations
 
+import json
 import uuid
 from dataclasses import dataclass
-from typing import Dict, Optional
+from typing import Any, Dict, Optional
 
 import redis.asyncio as aioredis
 
+from .config import StaticBackendConfig
 from .store import map_redis_errors
 
 
@@ -43,13 +47,19 @@ class PoolStore:
             await self.redis.set(key, f"comfyart-{uuid.uuid4().hex[:16]}", nx=True)
             return str(await self.redis.get(key))
 
-    async def static_backends(self) -> Dict[str, str]:
+    async def static_backends(self) -> Dict[str, StaticBackendConfig]:
         with map_redis_errors():
-            return dict(await self.redis.hgetall(self._static_key))
+            raw = await self.redis.hgetall(self._static_key)
+        backends = {}
+        for name, value in raw.items():
+            fields = json.loads(value) if value.startswith("{") else {"url": value}
+            backends[name] = StaticBackendConfig(name=name, **fields)
+        return backends
 
-    async def add_static(self, name: str, url: str) -> None:
+    async def add_static(self, backend: StaticBackendConfig) -> None:
+        value = json.dumps(backend.model_dump(exclude={"name"}))
         with map_redis_errors():
-            await self.redis.hset(self._static_key, name, url)
+            await self.redis.hset(self._static_key, backend.name, value)
 
     async def remove_static(self, name: str) -> bool:
         with map_redis_errors():
@@ -67,4 +77,18 @@ class PoolStore:
                 pipe.delete(self._scale_key)
                 if values:
                     pipe.hset(self._scale_key, mapping=values)
+                await pipe.execute()
+
+    async def scheduler_override(self) -> Dict[str, Any]:
+        with map_redis_errors():
+            raw = await self.redis.hgetall(f"{self.prefix}:scheduler")
+        return {key: json.loads(value) for key, value in raw.items()}
+
+    async def set_scheduler_override(self, values: Dict[str, Any]) -> None:
+        key = f"{self.prefix}:scheduler"
+        with map_redis_errors():
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.delete(key)
+                if values:
+                    pipe.hset(key, mapping={k: json.dumps(v) for k, v in values.items()})
                 await pipe.execute()

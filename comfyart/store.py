@@ -4,9 +4,10 @@ Key schema (``P`` is the configured prefix):
     P:task:{id}             hash: the task record (JSON-encoded values for prompt, params, outputs, node_errors)
     P:tasks                 zset: every task id scored by created_ms (newest first listing)
     P:tasks:{status}        zset: task ids in that status, scored by created_ms
-    P:queue                 list: pending task ids; LPUSH to enqueue, the dispatcher takes from the right
+    P:queue                 zset: pending task ids scored by ``scheduling.queue_score`` (priority, then age), lowest
+                            first; the dispatcher reads a window of its head and claims the ids it assigns
     P:claims                zset: ids taken from the queue but not yet submitted, scored by their lease's end;
-                            an expired lease (and every claim at start-up) puts the id back at the queue's head
+                            an expired lease (and every claim at start-up) puts the id back in the queue
     P:active                set: ids submitted to a backend and not yet final
     P:prompt:{prompt_id}    string: the task id that owns a ComfyUI prompt id
 Status changes go through one Lua script that checks the current status, so a task never leaves a final
@@ -15,6 +16,7 @@ Lua scripts too: a task is always in exactly one of queue, claims and active, or
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from contextlib import contextmanager
@@ -26,10 +28,11 @@ import ulid
 
 from .errors import InvalidTransition, NotFound, StoreUnavailable
 from .models import FINAL_STATUSES, Task, TaskId, TaskStatus, sources_of
+from .scheduling import STRICT_LEVEL_MS, queue_score
 
-_JSON_FIELDS = ("prompt", "outputs", "node_errors", "params", "history")
+_JSON_FIELDS = ("prompt", "outputs", "node_errors", "params", "history", "requires")
 _INT_FIELDS = ("created_ms", "updated_ms", "started_ms", "finished_ms", "node_step", "node_max", "attempts",
-               "workflow_version", "submitted_ms")
+               "workflow_version", "submitted_ms", "priority", "vram_mb")
 
 # KEYS: task, all-index prefix (P:tasks), active set
 # ARGV: id, allowed statuses joined by ',' ('' = any non-final), new status ('' = keep), now_ms,
@@ -60,21 +63,35 @@ end
 return {'ok', current}
 """
 
-# KEYS: queue, claims   ARGV: lease end (ms)
+# KEYS: queue, claims   ARGV: id, lease end (ms)
 _CLAIM = """
-local id = redis.call('RPOP', KEYS[1])
-if not id then return false end
-redis.call('ZADD', KEYS[2], ARGV[1], id)
-return id
+if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then return 0 end
+redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
+return 1
 """
 
-# KEYS: claims, queue   ARGV: claims whose lease ends at or before this (ms, or '+inf') go back to the queue's
-# head, the earliest claimed taken first
-_RETURN_CLAIMS = """
+# a task's place in the queue, as scheduling.queue_score computes it; ARGV[level] is the ms one level is worth
+_SCORE = """
+local function score(task_key, level_ms)
+  local fields = redis.call('HMGET', task_key, 'created_ms', 'priority')
+  return string.format('%.0f', tonumber(fields[1] or '0') - tonumber(fields[2] or '0') * tonumber(level_ms))
+end
+"""
+
+# KEYS: task, queue, claims, active   ARGV: id, level ms
+_REQUEUE = _SCORE + """
+redis.call('ZREM', KEYS[3], ARGV[1])
+redis.call('SREM', KEYS[4], ARGV[1])
+redis.call('ZADD', KEYS[2], score(KEYS[1], ARGV[2]), ARGV[1])
+"""
+
+# KEYS: claims, queue   ARGV: claims whose lease ends at or before this (ms, or '+inf') go back to the queue,
+# task key prefix, level ms
+_RETURN_CLAIMS = _SCORE + """
 local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
-for i = #ids, 1, -1 do
-  redis.call('ZREM', KEYS[1], ids[i])
-  redis.call('RPUSH', KEYS[2], ids[i])
+for _, id in ipairs(ids) do
+  redis.call('ZREM', KEYS[1], id)
+  redis.call('ZADD', KEYS[2], score(ARGV[2] .. id, ARGV[3]), id)
 end
 return ids
 """
@@ -144,11 +161,14 @@ def _decode(task_id: str, raw: Dict[str, str]) -> Task:
 
 
 class TaskStore:
-    def __init__(self, client: "aioredis.Redis", prefix: str = "comfyart") -> None:
+    def __init__(self, client: "aioredis.Redis", prefix: str = "comfyart", *, ageing_s: float = 0.0) -> None:
         self.redis = client
         self.prefix = prefix
+        self.ageing_s = ageing_s  # a queued task gains one priority level per this long (0: strict priority)
+        self.queued = asyncio.Event()  # set whenever a task enters the queue: the dispatcher wakes on it
         self._transition = client.register_script(_TRANSITION)
         self._claim = client.register_script(_CLAIM)
+        self._requeue = client.register_script(_REQUEUE)
         self._return_claims = client.register_script(_RETURN_CLAIMS)
         self._record_submission = client.register_script(_RECORD_SUBMISSION)
         self._last_id = 0
@@ -179,11 +199,16 @@ class TaskStore:
     def _prompt_key(self, prompt_id: str) -> str:
         return f"{self.prefix}:prompt:{prompt_id}"
 
+    @property
+    def level_ms(self) -> int:
+        return int(self.ageing_s * 1000) if self.ageing_s > 0 else STRICT_LEVEL_MS
+
     # ------------------------------------------------------------------ records
     async def create(self, prompt: Optional[Dict[str, Any]] = None, *, workflow: Optional[str] = None,
-                     workflow_version: Optional[int] = None, params: Optional[Dict[str, Any]] = None) -> Task:
+                     workflow_version: Optional[int] = None, params: Optional[Dict[str, Any]] = None,
+                     priority: int = 0, requires: Sequence[str] = (), vram_mb: Optional[int] = None) -> Task:
         """Queue a task: a whole graph, or a workflow's name, version and parameter values (the graph is resolved
-        at dispatch, which keeps a long queue small)."""
+        at dispatch, which keeps a long queue small). Defaults are not stored: a queue can hold millions."""
         created = now_ms()
         task_id = self._new_id()
         fields: Dict[str, Any] = {"status": TaskStatus.PENDING, "created_ms": created}
@@ -191,13 +216,20 @@ class TaskStore:
             fields["prompt"] = prompt
         else:
             fields.update(workflow=workflow, workflow_version=workflow_version, params=params or {})
+        if priority:
+            fields["priority"] = priority
+        if requires:
+            fields["requires"] = sorted(set(requires))
+        if vram_mb is not None:
+            fields["vram_mb"] = vram_mb
         with map_redis_errors():
             async with self.redis.pipeline(transaction=True) as pipe:
                 pipe.hset(self._task_key(task_id), mapping=_encode(fields))
                 pipe.zadd(f"{self.prefix}:tasks", {task_id: created})
                 pipe.zadd(f"{self.prefix}:tasks:{TaskStatus.PENDING}", {task_id: created})
-                pipe.lpush(self.queue_key, task_id)
+                pipe.zadd(self.queue_key, {task_id: queue_score(created, priority, self.ageing_s)})
                 await pipe.execute()
+        self.queued.set()
         return Task.model_validate({"id": task_id, "updated_ms": created, **fields})
 
     async def get(self, task_id: str) -> Task:
@@ -206,6 +238,15 @@ class TaskStore:
         if not raw:
             raise NotFound(f"no task {task_id}")
         return _decode(task_id, raw)
+
+    async def get_many(self, task_ids: Sequence[str]) -> List[Optional[Task]]:
+        """The records of ``task_ids`` in one round trip; None for an id with no record."""
+        with map_redis_errors():
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for task_id in task_ids:
+                    pipe.hgetall(self._task_key(task_id))
+                records = await pipe.execute()
+        return [_decode(task_id, raw) if raw else None for task_id, raw in zip(task_ids, records, strict=True)]
 
     async def list(self, *, status: Optional[TaskStatus] = None, limit: int = 50, offset: int = 0) -> List[Task]:
         index = f"{self.prefix}:tasks" + (f":{status}" if status else "")
@@ -242,52 +283,90 @@ class TaskStore:
         return TaskStatus(previous)
 
     # ------------------------------------------------------------------ queue
-    async def claim(self, timeout_s: float, lease_s: float) -> Optional[TaskId]:
-        """Take the oldest queued id under a lease of ``lease_s``; None if none came within ``timeout_s``."""
+    async def peek(self, count: int) -> Tuple[List[TaskId], int]:
+        """The first ``count`` queued ids in queue order, and how many are queued in all."""
         with map_redis_errors():
-            # a blocking peek: moving the tail onto the tail of the same list changes nothing, but waits for one
-            if not await self.redis.blmove(self.queue_key, self.queue_key, timeout_s, "RIGHT", "RIGHT"):
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.zrange(self.queue_key, 0, count - 1)
+                pipe.zcard(self.queue_key)
+                ids, total = await pipe.execute()
+        return [TaskId(i) for i in ids], int(total)
+
+    async def claim_id(self, task_id: str, lease_s: float) -> bool:
+        """Take ``task_id`` out of the queue under a lease of ``lease_s``; False if it is no longer queued."""
+        with map_redis_errors():
+            return bool(await self._claim(keys=[self.queue_key, self.claims_key],
+                                          args=[task_id, now_ms() + int(lease_s * 1000)]))
+
+    async def claim(self, timeout_s: float, lease_s: float) -> Optional[TaskId]:
+        """Take the first queued id under a lease of ``lease_s``; None if none came within ``timeout_s``."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            self.queued.clear()
+            ids, _ = await self.peek(1)
+            if ids and await self.claim_id(ids[0], lease_s):
+                return ids[0]
+            if ids:
+                continue  # taken meanwhile: look again
+            left = deadline - time.monotonic()
+            if left <= 0:
                 return None
-            task_id = await self._claim(keys=[self.queue_key, self.claims_key],
-                                        args=[now_ms() + int(lease_s * 1000)])
-        return TaskId(task_id) if task_id else None
+            try:  # woken by a task queued here; polled for one queued by another process
+                await asyncio.wait_for(self.queued.wait(), min(left, 0.1))
+            except TimeoutError:
+                pass
 
     async def release_claim(self, task_id: str) -> None:
         with map_redis_errors():
             await self.redis.zrem(self.claims_key, task_id)
 
-    async def requeue_front(self, task_id: str) -> None:
-        """Put a task back at the head of the queue (it is taken next)."""
+    async def requeue(self, task_id: str) -> None:
+        """Put a task back in the queue at its place (its priority and creation time): ahead of every task of its
+        level queued after it."""
         with map_redis_errors():
-            async with self.redis.pipeline(transaction=True) as pipe:
-                pipe.zrem(self.claims_key, task_id)
-                pipe.srem(self.active_key, task_id)
-                pipe.lrem(self.queue_key, 1, task_id)  # never twice in the queue
-                pipe.rpush(self.queue_key, task_id)
-                await pipe.execute()
+            await self._requeue(keys=[self._task_key(task_id), self.queue_key, self.claims_key, self.active_key],
+                                args=[task_id, self.level_ms])
+        self.queued.set()
 
     async def return_expired_claims(self) -> List[TaskId]:
-        """Claims whose lease ran out (their dispatch failed half-way) go back to the head of the queue."""
+        """Claims whose lease ran out (their dispatch failed half-way) go back to the queue."""
         return await self._return_claims_until(now_ms())
 
     async def recover_claimed(self) -> int:
-        """At start-up: every id a previous run claimed but never submitted goes back to the head of the queue."""
+        """At start-up: every id a previous run claimed but never submitted goes back to the queue."""
         return len(await self._return_claims_until("+inf"))
 
     async def _return_claims_until(self, lease_end: Any) -> List[TaskId]:
         with map_redis_errors():
-            ids = await self._return_claims(keys=[self.claims_key, self.queue_key], args=[lease_end])
+            ids = await self._return_claims(keys=[self.claims_key, self.queue_key],
+                                            args=[lease_end, f"{self.prefix}:task:", self.level_ms])
+        if ids:
+            self.queued.set()
         return [TaskId(i) for i in ids]
+
+    async def migrate_queue(self) -> int:
+        """A queue written by comfyart 0.1 (a list, oldest at the right) becomes the scored queue. The list is
+        renamed first and deleted last, so a crash half-way loses nothing: the next start carries on."""
+        legacy = f"{self.queue_key}:list"
+        with map_redis_errors():
+            if await self.redis.type(self.queue_key) == "list":
+                await self.redis.rename(self.queue_key, legacy)
+            ids = list(reversed(await self.redis.lrange(legacy, 0, -1)))
+            for task_id in ids:
+                await self._requeue(keys=[self._task_key(task_id), self.queue_key, self.claims_key,
+                                          self.active_key], args=[task_id, self.level_ms])
+            await self.redis.delete(legacy)
+        return len(ids)
 
     async def queue_length(self) -> int:
         with map_redis_errors():
-            return int(await self.redis.llen(self.queue_key))
+            return int(await self.redis.zcard(self.queue_key))
 
     async def waiting(self) -> int:
         """Tasks not yet on a backend: queued or claimed."""
         with map_redis_errors():
             async with self.redis.pipeline(transaction=False) as pipe:
-                pipe.llen(self.queue_key)
+                pipe.zcard(self.queue_key)
                 pipe.zcard(self.claims_key)
                 queued, claimed = await pipe.execute()
         return int(queued) + int(claimed)
@@ -299,7 +378,7 @@ class TaskStore:
                                      allowed_from=[TaskStatus.PENDING, TaskStatus.RUNNING], finished_ms=now_ms())
         with map_redis_errors():
             async with self.redis.pipeline(transaction=True) as pipe:
-                pipe.lrem(self.queue_key, 0, task_id)
+                pipe.zrem(self.queue_key, task_id)
                 pipe.zrem(self.claims_key, task_id)
                 pipe.srem(self.active_key, task_id)
                 await pipe.execute()

@@ -7,12 +7,13 @@ import random
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from .errors import InvalidInput, NotFound
 from .inputs import InputStore, StoredInput
 from .models import Task, TaskStatus
 from .outputs import OutputStore
+from .scheduling import Needs, graph_models
 from .store import TaskStore
 from .workflow import ImageInput, ParameterError, WorkflowDefinition, apply, bind, image_inputs
 from .workflow_store import WorkflowStore
@@ -66,7 +67,8 @@ class Templates:
 
     # ------------------------------------------------------------------ submission
     async def submit(self, name: str, params: Mapping[str, Any],
-                     uploads: Optional[Mapping[str, StoredInput]] = None) -> Task:
+                     uploads: Optional[Mapping[str, StoredInput]] = None, *, priority: int = 0,
+                     requires: Sequence[str] = (), vram_mb: Optional[int] = None) -> Task:
         """Queue a run of workflow ``name``'s current version. ``uploads`` are files that came with the request,
         by parameter. Raises NotFound, or ParameterError naming each parameter at fault."""
         meta = await self.workflows.current(name)
@@ -88,7 +90,8 @@ class Templates:
                 problems[image.param] = str(exc)
         if problems:
             raise ParameterError(problems)
-        return await self.tasks.create(workflow=name, workflow_version=version, params=values)
+        return await self.tasks.create(workflow=name, workflow_version=version, params=values, priority=priority,
+                                       requires=requires, vram_mb=vram_mb)
 
     async def _source(self, image: ImageInput) -> Tuple[Path, str, str]:
         """(path, sha256, content type) of an image parameter's file, or ValueError saying why it has none."""
@@ -136,3 +139,25 @@ class Templates:
         graph = apply(definition.graph, definition.params, values, {u.param: u.name for u in uploads})
         return PreparedPrompt(graph, uploads)
 
+
+    async def needs(self, task: Task) -> Needs:
+        """What ``task`` asks of a backend: its own tags and VRAM with its workflow's, and the models its graph
+        loads. A task that can no longer run needs nothing: dispatching it fails it with the reason."""
+        tags = set(task.requires)
+        vram_mb = task.vram_mb
+        graph: Mapping[str, Any] = task.prompt or {}
+        if task.workflow is not None and task.workflow_version is not None:
+            try:
+                definition = await self.definition(task.workflow, task.workflow_version, known_stored=True)
+            except NotFound:
+                return Needs()
+            tags.update(definition.requires)
+            if definition.vram_mb is not None:
+                vram_mb = max(vram_mb or 0, definition.vram_mb)
+            values = task.params or {}
+            images = {i.param: "" for i in image_inputs(definition.params, values)}
+            try:
+                graph = apply(definition.graph, definition.params, values, images)
+            except (KeyError, TypeError):
+                graph = definition.graph
+        return Needs(frozenset(tags), None if vram_mb is None else vram_mb << 20, graph_models(graph))

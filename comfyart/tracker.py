@@ -354,7 +354,7 @@ class Tracker:
                                     history=history, error=f"retrying: {reason}")
         except (InvalidTransition, NotFound):
             return
-        await self.store.requeue_front(task_id)
+        await self.store.requeue(task_id)
         logger.warning("task requeued task={} reason={}", task_id, reason)
 
     async def backend_lost(self, backend: Backend, reason: str) -> None:

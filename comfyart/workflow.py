@@ -15,9 +15,9 @@ import math
 import random
 import re
 from dataclasses import dataclass
-from typing import Any, Dict, List, Mapping, Optional, Union
+from typing import Annotated, Any, Dict, List, Mapping, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_serializer, field_validator
 
 from .comfy.protocol import graph_problem
 
@@ -99,10 +99,17 @@ class WorkflowDefinition(BaseModel):
     params: Dict[str, Parameter] = Field(default_factory=dict)
     ui: Optional[Dict[str, Any]] = Field(None, description="the UI-format graph exported from ComfyUI, kept as is")
     description: str = ""
+    requires: List[Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,63}$")]] = Field(
+        default_factory=list, description="tags a backend must have to run it (e.g. video, gpu:a100)")
+    vram_mb: Optional[int] = Field(None, ge=1, description="VRAM it needs; backends with less are skipped")
 
     def content_sha(self) -> str:
         """Identical definitions hash alike whatever their key order or shorthand targets."""
-        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        document = self.model_dump(mode="json")
+        for key in ("requires", "vram_mb"):  # added later: left out while unset, so older hashes still match
+            if not document[key]:
+                del document[key]
+        canonical = json.dumps(document, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
 
 

@@ -166,9 +166,8 @@ async def running_daemon(settings: Settings) -> AsyncIterator[httpx.AsyncClient]
 def make_settings(tmp_path: Path, redis_url: str, **sections: Any) -> Settings:
     document: Dict[str, Any] = {"server": {"host": "127.0.0.1", "port": free_port()},
                                 "redis": {"url": redis_url}, "data_dir": str(tmp_path / "data"),
-                                "pool": {"min_containers": 0, "max_containers": 4, "max_inflight": 1,
-                                         "health_interval_s": 0.5},
-                                "tracking": {"silence_s": 2.0}}
+                                "pool": {"min_containers": 0, "max_containers": 4, "health_interval_s": 0.5},
+                                "scheduler": {"prefetch": 0}, "tracking": {"silence_s": 2.0}}
     for key, value in sections.items():
         if isinstance(value, dict) and isinstance(document.get(key), dict):
             document[key] = {**document[key], **value}

@@ -1,9 +1,14 @@
-"""``python -m comfyart.emulator --host H --port N``: serve the emulator until SIGINT/SIGTERM."""
+"""``python -m comfyart.emulator --host H --port N``: serve the emulator until SIGINT/SIGTERM.
+
+``--count K`` serves K independent emulators on ports N .. N+K-1 from one process (a fleet for benchmarks:
+each has its own queue, history, sockets and files, as K ComfyUI servers would)."""
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
+import signal
 import tempfile
 
 from aiohttp import web
@@ -24,24 +29,57 @@ def parse_args(argv: "list[str] | None" = None) -> argparse.Namespace:
     parser.add_argument("--checkpoints", default=",".join(DEFAULT_CHECKPOINTS),
                         help="comma-separated checkpoint names the emulator pretends to have")
     parser.add_argument("--vram-mb", type=int, default=24576, help="VRAM reported when a GPU is pinned")
+    parser.add_argument("--gpu", default=None, help="report this GPU index as if it were pinned (default: from "
+                                                    "NVIDIA_VISIBLE_DEVICES / CUDA_VISIBLE_DEVICES)")
     parser.add_argument("--megapixel-seconds", type=float, default=0.0,
                         help="compute time per megapixel of images a node outputs (0.03 is close to a CPU ComfyUI)")
     parser.add_argument("--fail-node-types", default="", help="comma-separated node types that raise")
     parser.add_argument("--behaviour", default="{}", help="JSON object merged into the run-time behaviour")
+    parser.add_argument("--count", type=int, default=1, help="independent emulators on consecutive ports")
     return parser.parse_args(argv)
 
 
-def main(argv: "list[str] | None" = None) -> None:
-    args = parse_args(argv)
+def _behaviour(args: argparse.Namespace) -> Behaviour:
     behaviour = Behaviour(node_s=args.node_seconds, step_s=args.step_seconds, model_load_s=args.model_load_seconds,
                           megapixel_s=args.megapixel_seconds,
                           fail_node_types=[t for t in args.fail_node_types.split(",") if t])
     behaviour.update(json.loads(args.behaviour))
+    return behaviour
+
+
+async def _serve_fleet(args: argparse.Namespace, base_dir: str) -> None:
+    runners = []
+    for index in range(args.count):
+        emulator = Emulator(os.path.join(base_dir, str(args.port + index)), _behaviour(args),
+                            checkpoints=[c for c in args.checkpoints.split(",") if c], vram_mb=args.vram_mb,
+                            gpu=args.gpu)
+        runner = web.AppRunner(build_app(emulator), access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, args.host, args.port + index).start()
+        runners.append(runner)
+    print(f"comfyart emulator fleet listening on http://{args.host}:{args.port}-{args.port + args.count - 1}",
+          flush=True)
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        asyncio.get_running_loop().add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        for runner in runners:
+            await runner.cleanup()
+
+
+def main(argv: "list[str] | None" = None) -> None:
+    args = parse_args(argv)
+    behaviour = _behaviour(args)
     # without --base-dir the files live in a temporary directory that goes away with the emulator
     with tempfile.TemporaryDirectory(prefix="comfyart-emulator-") as scratch:
         base_dir = args.base_dir or scratch
+        if args.count > 1:
+            asyncio.run(_serve_fleet(args, base_dir))
+            return
         emulator = Emulator(base_dir, behaviour, checkpoints=[c for c in args.checkpoints.split(",") if c],
-                            vram_mb=args.vram_mb)
+                            vram_mb=args.vram_mb, gpu=args.gpu)
         print(f"comfyart emulator listening on http://{args.host}:{args.port} (files in {base_dir})", flush=True)
         web.run_app(build_app(emulator), host=args.host, port=args.port, print=None, access_log=None)
 

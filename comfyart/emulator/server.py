@@ -87,7 +87,8 @@ class _Interrupted(Exception):
 
 
 class Emulator:
-    def __init__(self, base_dir: str, behaviour: Behaviour, *, checkpoints: List[str], vram_mb: int) -> None:
+    def __init__(self, base_dir: str, behaviour: Behaviour, *, checkpoints: List[str], vram_mb: int,
+                 gpu: Optional[str] = None) -> None:
         self.output_dir = os.path.join(base_dir, "output")
         self.input_dir = os.path.join(base_dir, "input")
         self.temp_dir = os.path.join(base_dir, "temp")
@@ -99,7 +100,7 @@ class Emulator:
         self.behaviour = behaviour
         self.models = {"checkpoints": checkpoints}
         self.vram_total = vram_mb * 1024 * 1024
-        self.gpu_index = _visible_gpu()
+        self.gpu_index = gpu if gpu is not None else _visible_gpu()
         self.sockets: Dict[str, web.WebSocketResponse] = {}
         self.socket_flags: Dict[str, Dict[str, Any]] = {}
         self.pending: List[Tuple[float, int, QueueItem]] = []
@@ -113,6 +114,8 @@ class Emulator:
         self.wakeup = asyncio.Event()
         self.outbox: "asyncio.Queue[Tuple[Optional[str], Any]]" = asyncio.Queue(maxsize=64)
         self.loaded_model: Optional[str] = None
+        self.model_loads = 0  # checkpoint changes: what affinity scheduling saves
+        self.prompts_run = 0
         self.temp_prefixes: Dict[str, str] = {}  # node id -> its preview prefix, random like ComfyUI's
 
     # ------------------------------------------------------------------ messaging
@@ -204,6 +207,7 @@ class Emulator:
             await self.send(kind, data, cid, broadcast_without_client=broadcast)
 
         self.interrupt_requested = False
+        self.prompts_run += 1
         await lifecycle("execution_start", {"prompt_id": pid, "timestamp": now_ms()})
         if self.behaviour.drop_ws_after_start:
             self.behaviour.drop_ws_after_start = False
@@ -328,6 +332,7 @@ class Emulator:
         if class_type == "CheckpointLoaderSimple" and self.loaded_model != inputs.get("ckpt_name"):
             await asyncio.sleep(behaviour.model_load_s)
             self.loaded_model = inputs.get("ckpt_name")
+            self.model_loads += 1
         if behaviour.node_s:
             await asyncio.sleep(behaviour.node_s)
 
@@ -737,6 +742,11 @@ def build_app(emu: Emulator) -> web.Application:
     @routes.get("/emulator/control")
     async def get_control(request: web.Request) -> web.Response:
         return web.json_response(emu.behaviour.__dict__)
+
+    @routes.get("/emulator/stats")
+    async def get_stats(request: web.Request) -> web.Response:
+        return web.json_response({"model_loads": emu.model_loads, "prompts_run": emu.prompts_run,
+                                  "loaded_model": emu.loaded_model})
 
     @routes.post("/emulator/control")
     async def post_control(request: web.Request) -> web.Response:

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Optional, Protocol, Sequence, Tuple
+from typing import FrozenSet, List, Optional, Protocol, Sequence, Tuple
 
 from ..policy import Placement
 
@@ -13,6 +13,8 @@ class HostSpec:
     address: str
     ports: Tuple[int, int]
     gpus: Tuple[int, ...]
+    tags: FrozenSet[str] = frozenset()
+    weight: float = 1.0
 
 
 @dataclass(frozen=True)

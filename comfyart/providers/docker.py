@@ -49,7 +49,8 @@ class DockerProvider:
     def __init__(self, config: DockerConfig, *, instance: str) -> None:
         self.config = config
         self.instance = instance
-        self.hosts = [HostSpec(h.name, h.address, h.ports, tuple(h.gpus)) for h in config.hosts]
+        self.hosts = [HostSpec(h.name, h.address, h.ports, tuple(h.gpus), frozenset(h.tags), h.weight)
+                      for h in config.hosts]
         self.startup_timeout_s = config.startup_timeout
         self.image = config.image
         self._urls = {h.name: h.url for h in config.hosts}

@@ -29,7 +29,8 @@ class ProcessProvider:
         self.config = config
         self.state_dir = data_dir / "processes"
         self.log_dir = data_dir / "logs"
-        self.hosts = [HostSpec(HOST_NAME, config.address, config.ports, tuple(config.gpus))]
+        self.hosts = [HostSpec(HOST_NAME, config.address, config.ports, tuple(config.gpus),
+                               frozenset(config.tags), config.weight)]
         self.startup_timeout_s = config.startup_timeout
         self.image = ""
         self._processes: Dict[str, asyncio.subprocess.Process] = {}

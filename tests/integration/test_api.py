@@ -22,7 +22,12 @@ async def api(tmp_path: Path, redis_url):
     (b'{"prompt": {}}', 422, "prompt has no nodes"),
     (b'{"prompt": {"1": {"inputs": {}}}}', 422, "node '1' has no class_type"),
     (b'{"prompt": {"1": "x"}}', 422, "node '1' must be an object"),
-    (b'{"prompt": {"1": {"class_type": "A"}}, "priority": 1}', 422, "unknown field(s): priority"),
+    (b'{"prompt": {"1": {"class_type": "A"}}, "urgency": 1}', 422, "unknown field(s): urgency"),
+    (b'{"prompt": {"1": {"class_type": "A"}}, "priority": "urgent"}', 422, "priority: must be high, normal, low"),
+    (b'{"prompt": {"1": {"class_type": "A"}}, "priority": 101}', 422, "priority: must be high, normal, low"),
+    (b'{"prompt": {"1": {"class_type": "A"}}, "requires": "video"}', 422, "requires: a list of tags"),
+    (b'{"prompt": {"1": {"class_type": "A"}}, "requires": ["no spaces"]}', 422, "requires: a list of tags"),
+    (b'{"prompt": {"1": {"class_type": "A"}}, "vram_mb": 0}', 422, "vram_mb: a whole number"),
 ])
 async def test_bad_submissions(api, body, status, reason):
     response = await api.post("/api/tasks", content=body, headers={"content-type": "application/json"})

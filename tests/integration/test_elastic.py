@@ -207,7 +207,7 @@ def test_sigkill_of_the_scheduler_mid_run_loses_and_repeats_nothing(tmp_path: Pa
     port = free_port()
     config = {"server": {"port": port}, "redis": {"url": redis_url}, "data_dir": str(tmp_path / "data"),
               "static_backends": [{"name": f"e{i}", "url": e.url} for i, e in enumerate(emulators)],
-              "pool": {"max_inflight": 2, "health_interval_s": 0.5}, "tracking": {"silence_s": 2.0}}
+              "pool": {"health_interval_s": 0.5}, "scheduler": {"prefetch": 1}, "tracking": {"silence_s": 2.0}}
     api = f"http://127.0.0.1:{port}"
     first = serve_subprocess(config, tmp_path / "comfyart.yaml")
     try:

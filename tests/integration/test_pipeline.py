@@ -97,7 +97,7 @@ async def test_tasks_wait_in_redis_while_every_backend_is_full(tmp_path: Path, r
         while (await api.get("/api/tasks", params={"status": "completed"})).json()["total"] < 4:
             most_inflight = max(most_inflight, (await api.get("/api/pool")).json()["backends"][0]["inflight"])
             await asyncio.sleep(0.05)
-        assert most_inflight == 1  # max_inflight: 1, never more
+        assert most_inflight == 1  # prefetch: 0, never more
         records = await wait_for_tasks(api, ids)
         assert [r["status"] for r in records] == ["completed"] * 4
         assert (await api.get("/api/pool")).json()["backends"][0]["tasks_done"] == 4

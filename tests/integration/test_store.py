@@ -5,6 +5,7 @@ import asyncio
 
 import pytest
 
+from comfyart.config import StaticBackendConfig
 from comfyart.errors import InvalidTransition, NotFound
 from comfyart.models import TaskStatus
 from comfyart.pool_store import PoolStore, ScaleOverride
@@ -77,7 +78,7 @@ async def test_submission_bookkeeping_and_requeue(store: TaskStore):
     assert [t.id for t in await store.active_tasks()] == [task.id]
     assert await store.redis.zcard(store.claims_key) == 0
     await store.update(task.id, to=TaskStatus.PENDING, backend=None, prompt_id=None)
-    await store.requeue_front(task.id)
+    await store.requeue(task.id)
     other = await store.create(GRAPH)
     assert await store.claim(0.1, 30) == task.id  # the requeued task goes before newer ones
     assert await store.claim(0.1, 30) == other.id
@@ -110,7 +111,7 @@ async def test_a_task_is_always_in_exactly_one_of_queue_claims_and_active(store:
     tasks = [await store.create(GRAPH) for _ in range(6)]
 
     async def where(task_id):
-        queue = await store.redis.lrange(store.queue_key, 0, -1)
+        queue = await store.redis.zrange(store.queue_key, 0, -1)
         claims = await store.redis.zrange(store.claims_key, 0, -1)
         active = await store.redis.smembers(store.active_key)
         return [queue.count(task_id), claims.count(task_id), int(task_id in active)]
@@ -118,8 +119,8 @@ async def test_a_task_is_always_in_exactly_one_of_queue_claims_and_active(store:
     claimed = [await store.claim(0.1, 30) for _ in range(4)]
     await store.record_submission(claimed[0], backend="b", prompt_id="p0", attempts=1)
     await store.record_submission(claimed[1], backend="b", prompt_id="p1", attempts=1)
-    await store.requeue_front(claimed[1])
-    await store.requeue_front(claimed[1])  # twice: still once in the queue
+    await store.requeue(claimed[1])
+    await store.requeue(claimed[1])  # twice: still once in the queue
     await store.cancel(claimed[2])
     placements = {t.id: await where(t.id) for t in tasks}
     assert placements[claimed[0]] == [0, 0, 1]
@@ -156,11 +157,65 @@ async def test_pool_store_keeps_static_backends_scale_overrides_and_the_client_i
     pools = PoolStore(redis_client, "test")
     first_id = await pools.client_id()
     assert first_id.startswith("comfyart-") and await PoolStore(redis_client, "test").client_id() == first_id
-    await pools.add_static("gpu-box", "http://127.0.0.1:9")
-    assert await pools.static_backends() == {"gpu-box": "http://127.0.0.1:9"}
+    await pools.add_static(StaticBackendConfig(name="gpu-box", url="http://127.0.0.1:9", tags=["video"], weight=2))
+    assert await pools.static_backends() == {"gpu-box": StaticBackendConfig(name="gpu-box", url="http://127.0.0.1:9",
+                                                                            tags=["video"], weight=2)}
+    await redis_client.hset("test:static-backends", "old", "http://127.0.0.1:10")  # as 0.1 wrote it
+    assert (await pools.static_backends())["old"] == StaticBackendConfig(name="old", url="http://127.0.0.1:10")
     assert await pools.remove_static("gpu-box") and not await pools.remove_static("gpu-box")
     assert await pools.scale_override() == ScaleOverride()
     await pools.set_scale_override(ScaleOverride(min_containers=2, target=3))
     assert await pools.scale_override() == ScaleOverride(min_containers=2, target=3)
     await pools.set_scale_override(ScaleOverride())
     assert await pools.scale_override() == ScaleOverride()
+
+
+async def test_priorities_strict_between_levels_fifo_within_and_kept_on_requeue(store: TaskStore):
+    low = await store.create(GRAPH, priority=-1)
+    normal = [await store.create(GRAPH) for _ in range(2)]
+    high = await store.create(GRAPH, priority=1)
+    ids, total = await store.peek(10)
+    assert ids == [high.id, normal[0].id, normal[1].id, low.id] and total == 4
+    assert await store.claim_id(high.id, 30) and not await store.claim_id(high.id, 30)  # once only
+    await store.requeue(high.id)  # a retry keeps its place: still ahead of every normal task
+    assert (await store.peek(1))[0] == [high.id]
+    record = await store.get(low.id)
+    assert record.priority == -1 and (await store.get(normal[0].id)).priority == 0
+    raw = await store.redis.hgetall(f"{store.prefix}:task:{normal[0].id}")
+    assert "priority" not in raw and "requires" not in raw  # defaults cost no memory
+
+
+async def test_ageing_lets_an_old_low_task_overtake_newer_normal_ones(redis_client):
+    store = TaskStore(redis_client, "ageing", ageing_s=60)
+    low = await store.create(GRAPH, priority=-1)
+    newer = await store.create(GRAPH)
+    assert (await store.peek(2))[0] == [newer.id, low.id]
+    # 61 s later (as if): the low task has waited one level's worth, and beats a new normal task
+    await store.redis.hset(f"ageing:task:{low.id}", "created_ms", low.created_ms - 61_000)
+    await store.requeue(low.id)
+    assert (await store.peek(2))[0] == [low.id, newer.id]
+
+
+async def test_expired_claims_return_at_their_place_by_priority(store: TaskStore):
+    normal = await store.create(GRAPH)
+    high = await store.create(GRAPH, priority=1)
+    assert await store.claim_id(high.id, 0.05)
+    await asyncio.sleep(0.1)
+    assert await store.return_expired_claims() == [high.id]
+    assert (await store.peek(2))[0] == [high.id, normal.id]
+
+
+async def test_a_list_queue_from_the_previous_version_is_migrated(store: TaskStore):
+    tasks = [await store.create(GRAPH, priority=p) for p in (0, 0, 1)]
+    await store.redis.delete(store.queue_key)
+    await store.redis.lpush(store.queue_key, *[t.id for t in tasks])  # as 0.1 kept it: oldest at the right
+    assert await store.migrate_queue() == 3
+    assert (await store.peek(5))[0] == [tasks[2].id, tasks[0].id, tasks[1].id]
+    assert await store.migrate_queue() == 0 and not await store.redis.exists(f"{store.queue_key}:list")
+
+
+async def test_requirements_are_stored_and_read_back_in_bulk(store: TaskStore):
+    task = await store.create(GRAPH, requires=["video", "sdxl", "video"], vram_mb=12000)
+    records = await store.get_many([task.id, "01NOSUCHTASK0000000000000"])
+    assert records[1] is None
+    assert records[0].requires == ["sdxl", "video"] and records[0].vram_mb == 12000

@@ -57,8 +57,8 @@ def test_environment_overrides_yaml(tmp_path: Path, monkeypatch):
 
 
 def test_bad_environment_value_is_named(tmp_path: Path, monkeypatch):
-    monkeypatch.setenv("COMFYART_POOL__MAX_INFLIGHT", "zero")
-    with pytest.raises(ConfigError, match="pool.max_inflight"):
+    monkeypatch.setenv("COMFYART_SCHEDULER__PREFETCH", "zero")
+    with pytest.raises(ConfigError, match="scheduler.prefetch"):
         load_settings(write(tmp_path, "{}"), environ={})
 
 

@@ -5,11 +5,9 @@ import pytest
 from comfyart.policy import (
     AfterUncertainSubmit,
     AttemptEnd,
-    BackendLoad,
     HostView,
     Placement,
     after_uncertain_submit,
-    choose_backend,
     place_container,
     prompt_progress,
     should_retry,
@@ -43,24 +41,6 @@ def test_place_container(hosts, expected):
     assert place_container(hosts) == expected
 
 
-def load(id, inflight=0, healthy=True, vram=None, accepting=True):
-    return BackendLoad(id, healthy, inflight, vram, accepting)
-
-
-@pytest.mark.parametrize("backends, max_inflight, expected", [
-    pytest.param([load("a", 1), load("b", 0)], 2, "b", id="fewest in flight"),
-    pytest.param([load("a", 0, healthy=False), load("b", 1)], 2, "b", id="unhealthy skipped"),
-    pytest.param([load("a", 1), load("b", 1)], 1, None, id="all full"),
-    pytest.param([load("a", 0, vram=10), load("b", 0, vram=20)], 1, "b", id="tie: most free vram"),
-    pytest.param([load("a", 0), load("b", 0)], 1, "a", id="tie: first listed"),
-    pytest.param([load("a", 0, accepting=False), load("b", 0)], 1, "b", id="not accepting skipped"),
-    pytest.param([], 1, None, id="empty pool"),
-    pytest.param([load("a", 3), load("b", 2)], 4, "b", id="deeper slots"),
-])
-def test_choose_backend(backends, max_inflight, expected):
-    assert choose_backend(backends, max_inflight) == expected
-
-
 @pytest.mark.parametrize("in_history, in_queue, expected", [
     (True, False, AfterUncertainSubmit.TRACK), (False, True, AfterUncertainSubmit.TRACK),
     (True, True, AfterUncertainSubmit.TRACK), (False, False, AfterUncertainSubmit.RESUBMIT),
@@ -76,18 +56,6 @@ def test_should_retry_backend_faults_until_retries_are_spent_and_workflow_faults
     # attempts counts the first submission: max_retries=2 allows attempts 1, 2 and 3
     expected = retryable and attempts - 1 < max_retries
     assert should_retry(end, attempts=attempts, max_retries=max_retries) is expected
-
-
-@pytest.mark.parametrize("backends, avoid, expected", [
-    pytest.param([load("a"), load("b")], {"a"}, "b", id="avoids where it failed"),
-    pytest.param([load("a"), load("b", inflight=1)], {"a"}, "a", id="falls back when the others are full"),
-    pytest.param([load("a"), load("b", healthy=False)], {"a"}, "a", id="falls back when the others are sick"),
-    pytest.param([load("a"), load("b"), load("c")], {"a", "b"}, "c", id="several avoided"),
-    pytest.param([load("a", inflight=1), load("b")], {"b"}, "b", id="an avoided one with the only free slot"),
-    pytest.param([load("a", accepting=False), load("b")], {"b"}, "b", id="a draining one is no alternative"),
-])
-def test_choose_backend_avoids_backends_where_the_task_failed(backends, avoid, expected):
-    assert choose_backend(backends, 1, avoid=frozenset(avoid)) == expected
 
 
 @pytest.mark.parametrize("total, cached, finished, step, step_max, expected", [

@@ -1,0 +1,387 @@
+"""Scheduling benchmark: does comfyart keep every GPU busy? Six measurements against emulated backends.
+
+    python3 bench/scheduling.py [--quick] [--only overhead,idle_gap,throughput,makespan,affinity,scale]
+
+1. overhead    one backend, 1 s tasks: makespan through comfyart ÷ the same prompts posted straight into the
+               emulator's queue, and the latency comfyart adds per task (p50/p99).
+2. idle_gap    one saturated backend: time from one prompt's execution_success to the next one's
+               execution_start (the backend's own timestamps), with prefetch 0 and 1.
+3. throughput  zero-duration tasks on 64 backends, queued first: tasks/s completed end to end (records, events,
+               downloaded outputs) and the daemon's CPU per task.
+4. makespan    heavy-tailed tasks (KSampler steps from a Pareto law) on 16 backends, per strategy: makespan ÷
+               the ideal, max(total work ÷ backends, longest task), from the run times the backends recorded.
+5. affinity    tasks over 4 checkpoints on 8 backends that take --model-load seconds to switch checkpoint: model
+               loads and makespan, least_busy against affinity.
+6. scale       1,000 backends registered, 100,000 tasks queued by workflow name: Redis bytes per queued task,
+               the daemon's CPU at steady state, and how long a new high-priority task takes to reach a backend.
+
+Backends are emulator fleets (many independent emulators per process), Redis is a redis-server of its own, and
+comfyart runs as `comfyart serve`. Prints a table and writes bench/results/scheduling.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import random
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Dict, List
+
+import httpx
+import redis
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from pipeline import RESULTS, Rig, cpu_seconds, free_port, graph, percentile, run_direct, wait_port  # noqa: E402
+
+CHECKPOINTS = ["v1-5-pruned-emaonly-fp16.safetensors", "sd_xl_base_1.0.safetensors", "dreamshaper_8.safetensors",
+               "realisticVision_v60.safetensors"]
+
+
+def sampler_graph(seed: int, steps: int, checkpoint: str = CHECKPOINTS[0]) -> dict:
+    """The text-to-image graph: its duration is ``steps`` × the emulator's step time."""
+    return {
+        "4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": checkpoint}},
+        "5": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}},
+        "6": {"class_type": "CLIPTextEncode", "inputs": {"text": f"a lighthouse {seed}", "clip": ["4", 1]}},
+        "7": {"class_type": "CLIPTextEncode", "inputs": {"text": "blurry", "clip": ["4", 1]}},
+        "3": {"class_type": "KSampler", "inputs": {"seed": seed, "steps": steps, "cfg": 7.0, "sampler_name": "euler",
+                                                   "scheduler": "normal", "denoise": 1.0, "model": ["4", 0],
+                                                   "positive": ["6", 0], "negative": ["7", 0],
+                                                   "latent_image": ["5", 0]}},
+        "8": {"class_type": "VAEDecode", "inputs": {"samples": ["3", 0], "vae": ["4", 2]}},
+        "9": {"class_type": "SaveImage", "inputs": {"filename_prefix": f"bench/{seed}", "images": ["8", 0]}},
+    }
+
+
+class Bench(Rig):
+    def fleet(self, count: int, per_process: int = 16, *flags: str) -> List[str]:
+        """``count`` independent emulators, ``per_process`` to a process."""
+        urls = []
+        while len(urls) < count:
+            size = min(per_process, count - len(urls))
+            port = free_port_block(size)
+            process = subprocess.Popen(
+                [sys.executable, "-m", "comfyart.emulator", "--port", str(port), "--count", str(size),
+                 "--base-dir", str(self.workdir / f"fleet-{port}"), *flags],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            self.processes.append(process)
+            wait_port(port + size - 1, 60)
+            urls += [f"http://127.0.0.1:{port + i}" for i in range(size)]
+        return urls
+
+    def empty_daemon(self, redis_url: str, name: str, **sections: dict) -> tuple:
+        """A daemon with no backends yet: tasks queue up until ``register`` adds them."""
+        port = free_port()
+        config = {"server": {"port": port}, "redis": {"url": redis_url, "prefix": f"bench-{name}"},
+                  "data_dir": str(self.workdir / f"data-{name}"), "pool": {"min_containers": 0},
+                  "tracking": {"silence_s": 30}}
+        for key, value in sections.items():
+            config[key] = {**config.get(key, {}), **value}
+        path = self.workdir / f"{name}.yaml"
+        path.write_text(json.dumps(config))
+        process = subprocess.Popen([sys.executable, "-m", "comfyart", "serve", "--config", str(path), "--log-level",
+                                    "warning"], cwd=Path(__file__).resolve().parent.parent,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.processes.append(process)
+        wait_port(port)
+        return process, f"http://127.0.0.1:{port}"
+
+
+def free_port_block(size: int) -> int:
+    """The first of ``size`` consecutive free ports."""
+    for _ in range(50):
+        start = random.randrange(20000, 60000 - size)
+        try:
+            for port in range(start, start + size):
+                with socket.socket() as probe:
+                    probe.bind(("127.0.0.1", port))
+            return start
+        except OSError:
+            continue
+    raise RuntimeError("no block of free ports")
+
+
+def register(api: str, urls: List[str]) -> None:
+    def one(item: tuple) -> None:
+        index, url = item
+        answer = httpx.post(f"{api}/api/pool/backends", json={"name": f"b{index}", "url": url}, timeout=60)
+        answer.raise_for_status()
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(one, enumerate(urls)))
+
+
+def post_tasks(api: str, bodies: List[dict]) -> List[str]:
+    with httpx.Client(base_url=api, timeout=60) as client:
+        return [client.post("/api/tasks", json=body).json()["id"] for body in bodies]
+
+
+def wait_all(api: str, count: int, timeout_s: float = 900) -> None:
+    """Poll (gently: the polling costs the daemon CPU too) until ``count`` tasks completed; any failure raises."""
+    deadline = time.monotonic() + timeout_s
+    with httpx.Client(base_url=api, timeout=60) as client:
+        while True:
+            done = client.get("/api/tasks", params={"status": "completed", "limit": 1}).json()["total"]
+            if done >= count:
+                return
+            failed = client.get("/api/tasks", params={"status": "failed", "limit": 1}).json()["total"]
+            if failed:
+                raise RuntimeError(f"{failed} tasks failed")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{done} of {count} done")
+            time.sleep(0.1)
+
+
+def records(api: str, ids: List[str]) -> List[dict]:
+    with httpx.Client(base_url=api, timeout=60) as client:
+        return [client.get(f"/api/tasks/{task_id}").json() for task_id in ids]
+
+
+def run_times(record_list: List[dict]) -> Dict[str, float]:
+    """Each task's run time in seconds, as its backend recorded it (execution_start → execution_success)."""
+    times = {}
+    by_backend: Dict[str, List[dict]] = {}
+    urls = {}
+    for record in record_list:
+        by_backend.setdefault(record["backend"], []).append(record)
+    with httpx.Client(timeout=60) as client:
+        for backend, group in by_backend.items():
+            url = urls.get(backend) or backend_url(group[0])
+            history = client.get(f"{url}/history", params={"max_items": 100000}).json()
+            for record in group:
+                messages = dict((k, d) for k, d in history[record["prompt_id"]]["status"]["messages"])
+                times[record["id"]] = (messages["execution_success"]["timestamp"]
+                                       - messages["execution_start"]["timestamp"]) / 1000
+    return times
+
+
+BACKEND_URLS: Dict[str, str] = {}
+
+
+def backend_url(record: dict) -> str:
+    return BACKEND_URLS[record["backend"]]
+
+
+def learn_urls(api: str) -> None:
+    for backend in httpx.get(f"{api}/api/pool", timeout=60).json()["backends"]:
+        BACKEND_URLS[backend["id"]] = backend["url"]
+
+
+# ---------------------------------------------------------------------------------------------------- 1
+def overhead(bench: Bench, redis_url: str, count: int) -> Dict[str, Any]:
+    node_s = 1.0 / 3  # the 3-node graph: 1 s a task
+    direct_url, comfyart_url = bench.emulator(node_s), bench.emulator(node_s)
+    direct = run_direct(direct_url, count, 0)
+    _, api = bench.daemon(redis_url, [comfyart_url], "overhead", scheduler={"prefetch": 1})
+    start = time.monotonic()
+    ids = post_tasks(api, [{"prompt": graph(i)} for i in range(count)])
+    wait_all(api, count)
+    makespan = time.monotonic() - start
+    learn_urls(api)
+    done = records(api, ids)
+    times = run_times(done)
+    added = [r["finished_ms"] - r["started_ms"] - times[r["id"]] * 1000 for r in done]
+    return {"tasks": count, "task_s": 1.0, "direct_makespan_s": round(direct, 3),
+            "comfyart_makespan_s": round(makespan, 3), "ratio": round(makespan / direct, 4),
+            "added_latency_ms_p50": round(percentile(added, 0.5), 1),
+            "added_latency_ms_p99": round(percentile(added, 0.99), 1)}
+
+
+# ---------------------------------------------------------------------------------------------------- 2
+def idle_gap(bench: Bench, redis_url: str, count: int) -> Dict[str, Any]:
+    result: Dict[str, Any] = {"tasks": count, "task_s": 0.1}
+    for prefetch in (0, 1):
+        url = bench.emulator(0.1 / 3)
+        _, api = bench.daemon(redis_url, [url], f"gap{prefetch}", scheduler={"prefetch": prefetch})
+        post_tasks(api, [{"prompt": graph(1000 + i)} for i in range(count)])
+        wait_all(api, count)
+        history = httpx.get(f"{url}/history", params={"max_items": 100000}, timeout=60).json()
+        spans = sorted(((dict((k, d["timestamp"]) for k, d in entry["status"]["messages"]
+                              if k in ("execution_start", "execution_success")))
+                        for entry in history.values()), key=lambda span: span["execution_start"])
+        gaps = [after["execution_start"] - before["execution_success"]
+                for before, after in zip(spans, spans[1:], strict=False)]
+        result[f"prefetch{prefetch}_gap_ms_p50"] = percentile(gaps, 0.5)
+        result[f"prefetch{prefetch}_gap_ms_p99"] = percentile(gaps, 0.99)
+    return result
+
+
+# ---------------------------------------------------------------------------------------------------- 3
+def throughput(bench: Bench, redis_url: str, count: int, backends: int) -> Dict[str, Any]:
+    urls = bench.fleet(backends, 16)
+    process, api = bench.empty_daemon(redis_url, "throughput", scheduler={"prefetch": 1})
+    ids = post_tasks(api, [{"prompt": graph(20_000 + i)} for i in range(count)])
+    cpu_before = cpu_seconds(process.pid)
+    start = time.monotonic()
+    register(api, urls)
+    wait_all(api, count)
+    makespan = time.monotonic() - start
+    cpu = cpu_seconds(process.pid) - cpu_before
+    done = records(api, ids)
+    outputs = sum(len(r["outputs"]) for r in done)
+    return {"tasks": count, "backends": backends, "makespan_s": round(makespan, 3),
+            "tasks_per_s": round(count / makespan, 1), "daemon_cpu_ms_per_task": round(cpu / count * 1000, 2),
+            "daemon_cpu_share": round(cpu / makespan, 2), "outputs_downloaded": outputs}
+
+
+# ---------------------------------------------------------------------------------------------------- 4
+def heavy_tailed_steps(count: int, rng: random.Random) -> List[int]:
+    """Pareto(1.5) step counts, 2 at least, 120 at most: most tasks short, a few very long."""
+    return [min(120, max(2, math.ceil(2 * rng.paretovariate(1.5)))) for _ in range(count)]
+
+
+def makespan(bench: Bench, redis_url: str, count: int, backends: int, step_s: float) -> Dict[str, Any]:
+    rng = random.Random(7)
+    steps = heavy_tailed_steps(count, rng)
+    urls = bench.fleet(backends, 8, "--step-seconds", str(step_s))
+    result: Dict[str, Any] = {"tasks": count, "backends": backends, "step_s": step_s,
+                              "steps_p50": percentile(steps, 0.5), "steps_max": max(steps)}
+    for strategy in ("least_busy", "round_robin", "weighted", "affinity"):
+        _, api = bench.empty_daemon(redis_url, f"makespan-{strategy}", scheduler={"strategy": strategy})
+        ids = post_tasks(api, [{"prompt": sampler_graph(i, s)} for i, s in enumerate(steps)])
+        start_ms = time.time() * 1000
+        register(api, urls)
+        wait_all(api, count)
+        learn_urls(api)
+        done = records(api, ids)
+        span_s = (max(r["finished_ms"] for r in done) - start_ms) / 1000
+        times = run_times(done)
+        ideal = max(sum(times.values()) / backends, max(times.values()))
+        result[strategy] = {"makespan_s": round(span_s, 3), "ideal_s": round(ideal, 3),
+                            "ratio": round(span_s / ideal, 4)}
+        for url in urls:  # the next strategy gets backends without these histories
+            httpx.post(f"{url}/history", json={"clear": True}, timeout=30)
+    return result
+
+
+# ---------------------------------------------------------------------------------------------------- 5
+def affinity(bench: Bench, redis_url: str, count: int, load_s: float) -> Dict[str, Any]:
+    rng = random.Random(5)
+    checkpoints = [rng.choice(CHECKPOINTS) for _ in range(count)]
+    urls = bench.fleet(8, 8, "--step-seconds", "0.03", "--model-load-seconds", str(load_s))
+    result: Dict[str, Any] = {"tasks": count, "backends": 8, "checkpoints": 4, "model_load_s": load_s,
+                              "task_s_without_load": 0.09}
+    for strategy in ("least_busy", "affinity"):
+        for url in urls:
+            httpx.post(f"{url}/free", json={"unload_models": True}, timeout=30)
+        before = sum(httpx.get(f"{u}/emulator/stats", timeout=30).json()["model_loads"] for u in urls)
+        _, api = bench.empty_daemon(redis_url, f"affinity-{strategy}", scheduler={"strategy": strategy})
+        post_tasks(api, [{"prompt": sampler_graph(5000 + i, 3, ckpt)} for i, ckpt in enumerate(checkpoints)])
+        start = time.monotonic()
+        register(api, urls)
+        wait_all(api, count)
+        span = time.monotonic() - start
+        loads = sum(httpx.get(f"{u}/emulator/stats", timeout=30).json()["model_loads"] for u in urls) - before
+        result[strategy] = {"model_loads": loads, "makespan_s": round(span, 3)}
+    result["loads_cut"] = round(result["least_busy"]["model_loads"] / max(1, result["affinity"]["model_loads"]), 2)
+    return result
+
+
+# ---------------------------------------------------------------------------------------------------- 6
+WORKFLOW = {"graph": sampler_graph(1, 2), "params": {
+    "prompt": {"target": "6.text", "type": "string", "default": "a lighthouse"},
+    "seed": {"target": "3.seed", "type": "int", "default": -1}}}
+
+
+def scale(bench: Bench, redis_url: str, backends: int, queued: int, probes: int) -> Dict[str, Any]:
+    urls = bench.fleet(backends, 250, "--step-seconds", "0")
+    process, api = bench.empty_daemon(redis_url, "scale", scheduler={"prefetch": 1},
+                                      pool={"health_interval_s": 5})
+    r = redis.Redis.from_url(redis_url)
+    assert httpx.put(f"{api}/api/workflows/t2i", json=WORKFLOW, timeout=30).status_code in (200, 201)
+    memory_before = r.info("memory")["used_memory"]
+    body = {"workflow": "t2i", "params": {"prompt": "a lighthouse on a cliff at dawn, oil painting, dramatic light"}}
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda chunk: post_tasks(api, [body] * chunk), [queued // 8] * 8))
+    queued = queued // 8 * 8
+    bytes_per_task = (r.info("memory")["used_memory"] - memory_before) / queued
+    register(api, urls)
+    healthy_deadline = time.monotonic() + 120
+    while sum(b["status"] == "healthy" for b in httpx.get(f"{api}/api/pool", timeout=60).json()["backends"]) \
+            < backends and time.monotonic() < healthy_deadline:
+        time.sleep(0.5)
+    time.sleep(5)  # past the start-up burst
+    with httpx.Client(base_url=api, timeout=60) as client:
+        done_before = client.get("/api/tasks", params={"status": "completed", "limit": 1}).json()["total"]
+        cpu_before, wall_before = cpu_seconds(process.pid), time.monotonic()
+        latencies = []
+        for _ in range(probes):
+            probe = client.post("/api/tasks", json={**body, "priority": "high"}).json()["id"]
+            while True:
+                record = client.get(f"/api/tasks/{probe}").json()
+                if record.get("submitted_ms"):
+                    latencies.append(record["submitted_ms"] - record["created_ms"])
+                    break
+                time.sleep(0.005)
+            time.sleep(0.5)
+        wall = time.monotonic() - wall_before
+        cpu = cpu_seconds(process.pid) - cpu_before
+        done = client.get("/api/tasks", params={"status": "completed", "limit": 1}).json()["total"] - done_before
+        still_queued = client.get("/api/pool").json()["queue_length"]
+    return {"backends": backends, "queued": queued, "redis_bytes_per_queued_task": round(bytes_per_task),
+            "steady_tasks_per_s": round(done / wall, 1), "steady_daemon_cpu_share": round(cpu / wall, 2),
+            "steady_daemon_cpu_ms_per_task": round(cpu / max(1, done) * 1000, 2),
+            "high_priority_dispatch_ms_p50": percentile(latencies, 0.5),
+            "high_priority_dispatch_ms_p99": percentile(latencies, 0.99), "still_queued": still_queued}
+
+
+SECTIONS = ("overhead", "idle_gap", "throughput", "makespan", "affinity", "scale")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer tasks (a smoke run)")
+    parser.add_argument("--only", default=",".join(SECTIONS), help="comma-separated sections to run")
+    args = parser.parse_args()
+    wanted = [s for s in args.only.split(",") if s]
+    quick = args.quick
+    results: Dict[str, Any] = {}
+    for section in wanted:
+        bench = Bench(Path(tempfile.mkdtemp(prefix="comfyart-bench-")))
+        try:
+            redis_url = bench.redis()
+            started = time.monotonic()
+            if section == "overhead":
+                results[section] = overhead(bench, redis_url, 8 if quick else 30)
+            elif section == "idle_gap":
+                results[section] = idle_gap(bench, redis_url, 20 if quick else 60)
+            elif section == "throughput":
+                results[section] = throughput(bench, redis_url, 500 if quick else 3000, 64)
+            elif section == "makespan":
+                results[section] = makespan(bench, redis_url, 200 if quick else 1000, 16, 0.1)
+            elif section == "affinity":
+                results[section] = affinity(bench, redis_url, 80 if quick else 320, 0.5)
+            elif section == "scale":
+                results[section] = scale(bench, redis_url, 200 if quick else 1000, 10_000 if quick else 100_000,
+                                         5 if quick else 20)
+            else:
+                parser.error(f"no section {section}")
+            results[section]["bench_seconds"] = round(time.monotonic() - started, 1)
+        finally:
+            bench.close()
+            shutil.rmtree(bench.workdir, ignore_errors=True)
+        print(json.dumps({section: results[section]}), flush=True)
+    results["machine"] = {"cpus": os.cpu_count(), "python": sys.version.split()[0], "quick": quick}
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    name = "scheduling-quick.json" if quick else "scheduling.json"
+    (RESULTS / name).write_text(json.dumps(results, indent=2))
+    print(f"\n{'benchmark':<11} {'figure':<34} value")
+    for section in wanted:
+        for key, value in results[section].items():
+            if isinstance(value, dict):
+                for sub, figure in value.items():
+                    print(f"{section:<11} {key + '.' + sub:<34} {figure}")
+            else:
+                print(f"{section:<11} {key:<34} {value}")
+    print(f"written to {RESULTS / name}")
+
+
+if __name__ == "__main__":
+    main()

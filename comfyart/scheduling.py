@@ -1,0 +1,249 @@
+"""Pure scheduling decisions: in what order queued tasks run, and which backend takes each. No I/O, no clock.
+
+The dispatcher looks at a window of the queue (the first ``lookahead`` task ids in queue order) and at the
+backends, and ``assign`` pairs tasks with free slots:
+
+* a task runs only where its required tags are present, its declared VRAM fits, and a slot is free;
+* the queue is ordered by ``queue_score``: strict priority between levels, FIFO within one, and a waiting task
+  gains one level per ``ageing_s`` so that nothing starves;
+* the strategy picks among the backends a task may use: ``least_busy``, ``round_robin``, ``weighted`` or
+  ``affinity`` (least busy, but a task goes where its models are already loaded when that leaves no backend
+  idle; a task passed over that way ``affinity_max_skips`` times runs next wherever it can);
+* a slot beyond the running prompt (``prefetch``) is only used while the queue is at least as long as the
+  number of backends the task could go to: near the end of the queue a prompt waits for an idle backend rather
+  than queueing behind a long one on a busy backend.
+"""
+from __future__ import annotations
+
+import enum
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Dict, FrozenSet, List, Mapping, Optional, Sequence, Tuple
+
+PRIORITY_NAMES: Dict[str, int] = {"low": -1, "normal": 0, "high": 1}
+PRIORITY_RANGE = (-100, 100)
+# without ageing one level must outweigh any wait: 10^13 ms is 300 years, and 100 levels of it still fit in the
+# 53 bits a Redis score keeps exactly
+STRICT_LEVEL_MS = 10**13
+
+
+class Strategy(enum.StrEnum):
+    LEAST_BUSY = "least_busy"
+    ROUND_ROBIN = "round_robin"
+    WEIGHTED = "weighted"
+    AFFINITY = "affinity"
+
+
+def parse_priority(value: Any) -> int:
+    """``high``, ``normal``, ``low`` or a whole number in PRIORITY_RANGE (higher runs first); ValueError says why
+    a value is not one."""
+    if isinstance(value, str) and value.lower() in PRIORITY_NAMES:
+        return PRIORITY_NAMES[value.lower()]
+    if isinstance(value, int) and not isinstance(value, bool) and PRIORITY_RANGE[0] <= value <= PRIORITY_RANGE[1]:
+        return value
+    low, high = PRIORITY_RANGE
+    raise ValueError(f"must be high, normal, low or a whole number from {low} to {high}")
+
+
+def queue_score(created_ms: int, priority: int, ageing_s: float) -> int:
+    """A task's place in the queue, lowest first. Comparing ``created - priority × level`` is comparing
+    ``priority + waited / level`` at any instant, so the order never needs rewriting as tasks age: a task that has
+    waited ``ageing_s`` longer ranks with a new task one level up. ``ageing_s`` 0 means strict priority."""
+    level_ms = int(ageing_s * 1000) if ageing_s > 0 else STRICT_LEVEL_MS
+    return created_ms - priority * level_ms
+
+
+# loader inputs that name model files: checkpoints, LoRAs, VAEs, UNets, text encoders, control nets, upscalers
+_MODEL_INPUTS = frozenset({"ckpt_name", "lora_name", "vae_name", "unet_name", "clip_name", "clip_name1",
+                           "clip_name2", "clip_name3", "clip_name4", "control_net_name", "model_name",
+                           "style_model_name", "gligen_name", "hypernetwork_name", "upscale_model"})
+_MODEL_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin", ".gguf", ".sft", ".onnx")
+
+
+def graph_models(graph: Mapping[str, Any]) -> FrozenSet[str]:
+    """The model files a graph loads: literal values of the loader inputs, and of any ``*_name`` input that names
+    a model file (custom loaders follow that convention)."""
+    models = set()
+    for node in graph.values():
+        inputs = node.get("inputs") if isinstance(node, dict) else None
+        if not isinstance(inputs, dict):
+            continue
+        for key, value in inputs.items():
+            if not isinstance(value, str) or not value:
+                continue
+            if key in _MODEL_INPUTS or (key.endswith("_name") and value.lower().endswith(_MODEL_SUFFIXES)):
+                models.add(value)
+    return frozenset(models)
+
+
+@dataclass(frozen=True)
+class Needs:
+    """What a task asks of a backend."""
+
+    tags: FrozenSet[str] = frozenset()
+    vram: Optional[int] = None  # bytes
+    models: FrozenSet[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class QueuedTask:
+    id: str
+    priority: int = 0
+    needs: Needs = field(default_factory=Needs)
+    avoid: FrozenSet[str] = frozenset()  # backends where it already failed: used only when no other is free
+    skips: int = 0  # times affinity ran a later task before it
+
+
+@dataclass(frozen=True)
+class BackendSlot:
+    id: str
+    inflight: int
+    healthy: bool = True
+    accepting: bool = True
+    tags: FrozenSet[str] = frozenset()
+    weight: float = 1.0
+    vram_total: Optional[int] = None
+    vram_free: Optional[int] = None
+    models: FrozenSet[str] = frozenset()  # of the last prompt it was given: loaded once that one runs
+    last_used: int = 0  # dispatch sequence number of its last prompt; 0: never
+
+
+def cannot_run_reason(needs: Needs, backend: BackendSlot) -> Optional[str]:
+    """Why ``backend`` can never run a task with ``needs`` (whatever its load), or None."""
+    missing = needs.tags - backend.tags
+    if missing:
+        return f"lacks tag(s) {', '.join(sorted(missing))}"
+    if needs.vram is not None:
+        if backend.vram_total is None:
+            return "reports no VRAM figures"
+        if backend.vram_total < needs.vram:
+            return f"has {backend.vram_total >> 20} MiB of VRAM, the task needs {needs.vram >> 20} MiB"
+    return None
+
+
+def unschedulable_reason(needs: Needs, backends: Sequence[BackendSlot]) -> Optional[str]:
+    """Why no backend in the pool could ever run a task, or None when one could (busy or not)."""
+    if not backends:
+        return "no backends"
+    reasons = Counter(cannot_run_reason(needs, b) for b in backends)
+    if None in reasons:
+        return None
+    return "; ".join(f"{n} backend(s) {reason}" for reason, n in sorted(reasons.items()))
+
+
+@dataclass
+class _Board:
+    """The backends as the assignment of one window goes on: loads and loaded models change with each pick."""
+
+    backends: Dict[str, BackendSlot]
+    order: Dict[str, int]
+    inflight: Dict[str, int]
+    models: Dict[str, FrozenSet[str]]
+    last_used: Dict[str, int]
+    slots: int
+    seq: int
+    _fits: Dict[Tuple[Needs, str], bool] = field(default_factory=dict)
+
+    def fits(self, needs: Needs, backend_id: str) -> bool:
+        key = (needs, backend_id)
+        fits = self._fits.get(key)
+        if fits is None:
+            fits = self._fits[key] = cannot_run_reason(needs, self.backends[backend_id]) is None
+        return fits
+
+    def load_key(self, backend_id: str) -> Tuple:
+        backend = self.backends[backend_id]
+        return (self.inflight[backend_id], -(backend.vram_free or 0), self.last_used[backend_id],
+                self.order[backend_id])
+
+    def take(self, backend_id: str, task: QueuedTask) -> None:
+        self.inflight[backend_id] += 1
+        if task.needs.models:
+            self.models[backend_id] = task.needs.models
+        self.seq += 1
+        self.last_used[backend_id] = self.seq
+
+
+def _candidates(task: QueuedTask, board: _Board, waiting: int) -> List[str]:
+    """Backends that may take ``task`` now; those it already failed on only when no other may. Prefetch slots
+    count only while at least as many tasks wait as there are backends that could run this one."""
+    fit = [b for b in board.backends if board.fits(task.needs, b)]
+    limit = board.slots if waiting >= len(fit) else 1
+    free = [b for b in fit if board.inflight[b] < limit]
+    return [b for b in free if b not in task.avoid] or free
+
+
+def _by_strategy(strategy: Strategy, candidates: Sequence[str], board: _Board) -> str:
+    if strategy is Strategy.ROUND_ROBIN:
+        return min(candidates, key=lambda b: (board.last_used[b], board.order[b]))
+    if strategy is Strategy.WEIGHTED:
+        return min(candidates, key=lambda b: ((board.inflight[b] + 1) / max(board.backends[b].weight, 1e-9),
+                                              board.last_used[b], board.order[b]))
+    return min(candidates, key=board.load_key)
+
+
+def _pick_affinity(window: Sequence[QueuedTask], board: _Board, waiting: int, max_skips: int,
+                   ) -> Optional[Tuple[int, str]]:
+    runnable = [(i, t, c) for i, t in enumerate(window) if (c := _candidates(t, board, waiting))]
+    if not runnable:
+        return None
+    first_index, first, first_candidates = runnable[0]
+    any_idle = any(board.inflight[b] == 0 for i, t, c in runnable for b in c)
+    if first.skips < max_skips:
+        # the earliest task of the first one's level whose models a free backend has loaded; while a backend is
+        # idle only idle backends count, so affinity never keeps one waiting
+        for index, task, candidates in runnable:
+            if task.priority != first.priority:
+                break
+            if not task.needs.models:
+                continue
+            matching = [b for b in candidates if board.models[b] == task.needs.models
+                        and (board.inflight[b] == 0 or not any_idle)]
+            if matching:
+                return index, min(matching, key=board.load_key)
+    # no match: the first task goes to the least busy backend, evicting the models the window wants least
+    demand = Counter(t.needs.models for t in window if t.needs.models)
+    return first_index, min(first_candidates, key=lambda b: (board.inflight[b], demand[board.models[b]],
+                                                             *board.load_key(b)[1:]))
+
+
+def assign(window: Sequence[QueuedTask], backends: Sequence[BackendSlot], *, strategy: Strategy, prefetch: int,
+           waiting: int, affinity_max_skips: int = 8) -> List[Tuple[str, str]]:
+    """Pairs (task id, backend id) for as many tasks of ``window`` (in queue order) as free slots allow.
+
+    ``waiting`` counts every queued task (the window is its head); a backend takes ``1 + prefetch`` prompts, the
+    extra ones only while at least as many tasks wait as there are backends that could run the task. A task no
+    free backend can run is passed over, so it never blocks those behind it."""
+    usable = [b for b in backends if b.healthy and b.accepting]
+    board = _Board({b.id: b for b in usable}, {b.id: i for i, b in enumerate(usable)},
+                   {b.id: b.inflight for b in usable}, {b.id: b.models for b in usable},
+                   {b.id: b.last_used for b in usable}, 1 + prefetch,
+                   max((b.last_used for b in usable), default=0))
+    pending = list(window)
+    pairs: List[Tuple[str, str]] = []
+    while pending:
+        left = waiting - len(pairs)
+        if strategy is Strategy.AFFINITY:
+            picked = _pick_affinity(pending, board, left, affinity_max_skips)
+        else:
+            picked = next(((i, _by_strategy(strategy, c, board)) for i, t in enumerate(pending)
+                           if (c := _candidates(t, board, left))), None)
+        if picked is None:
+            break
+        index, backend_id = picked
+        task = pending.pop(index)
+        board.take(backend_id, task)
+        pairs.append((task.id, backend_id))
+    return pairs
+
+
+def skipped_by(window: Sequence[QueuedTask], pairs: Sequence[Tuple[str, str]]) -> List[str]:
+    """Tasks of the window that a later task of the same level overtook: their skip counts go up."""
+    chosen = {task_id for task_id, _ in pairs}
+    overtaken = []
+    for index, task in enumerate(window):
+        if task.id in chosen:
+            continue
+        if any(later.id in chosen and later.priority == task.priority for later in window[index + 1:]):
+            overtaken.append(task.id)
+    return overtaken

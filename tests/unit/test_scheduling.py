@@ -1,0 +1,312 @@
+"""The scheduling decisions: queue order, priorities and ageing, model extraction, and ``assign`` under every
+strategy, by table and by invariants checked over many generated pools and queues."""
+import random
+
+import pytest
+
+from comfyart.scheduling import (
+    STRICT_LEVEL_MS,
+    BackendSlot,
+    Needs,
+    QueuedTask,
+    Strategy,
+    assign,
+    cannot_run_reason,
+    graph_models,
+    parse_priority,
+    queue_score,
+    skipped_by,
+    unschedulable_reason,
+)
+
+GIB = 1 << 30
+
+
+def slot(id, inflight=0, **kw):
+    return BackendSlot(id, inflight, **kw)
+
+
+def task(id, priority=0, models=(), tags=(), vram=None, avoid=(), skips=0):
+    return QueuedTask(id, priority, Needs(frozenset(tags), vram, frozenset(models)), frozenset(avoid), skips)
+
+
+def run(window, backends, strategy=Strategy.LEAST_BUSY, prefetch=0, waiting=None, **kw):
+    return assign(window, backends, strategy=strategy, prefetch=prefetch,
+                  waiting=len(window) if waiting is None else waiting, **kw)
+
+
+# ---------------------------------------------------------------------------------------------------- priorities
+@pytest.mark.parametrize("value, expected", [
+    ("high", 1), ("normal", 0), ("low", -1), ("HIGH", 1), (5, 5), (-100, -100), (100, 100), (0, 0),
+])
+def test_parse_priority(value, expected):
+    assert parse_priority(value) == expected
+
+
+@pytest.mark.parametrize("value", ["urgent", "", 101, -101, 1.5, True, None, [1]])
+def test_parse_priority_refuses(value):
+    with pytest.raises(ValueError, match="high, normal, low"):
+        parse_priority(value)
+
+
+def test_strict_priority_without_ageing_whatever_the_wait():
+    year_ms = 365 * 24 * 3600 * 1000
+    assert queue_score(10**12 + year_ms, 1, 0) < queue_score(10**12, 0, 0)  # a new high beats a year-old normal
+    assert queue_score(10**12, 0, 0) < queue_score(10**12 + 1, 0, 0)  # FIFO within a level
+    assert queue_score(0, 100, 0) == -100 * STRICT_LEVEL_MS
+    assert float(queue_score(2 * 10**12, -100, 0)) == queue_score(2 * 10**12, -100, 0)  # exact as a Redis score
+
+
+def test_ageing_lifts_a_task_one_level_per_period():
+    ageing_s = 60
+    old_low = queue_score(1_000_000, -1, ageing_s)
+    # after waiting one period a low task ranks with a new normal one, after two with a new high one
+    assert old_low == queue_score(1_000_000 + 60_000, 0, ageing_s)
+    assert old_low == queue_score(1_000_000 + 120_000, 1, ageing_s)
+    assert old_low < queue_score(1_000_000 + 120_001, 1, ageing_s)
+    assert queue_score(1_000_000 + 59_999, 0, ageing_s) < old_low  # not yet
+
+
+def test_ordering_by_score_is_strict_priority_then_fifo():
+    rng = random.Random(3)
+    tasks = [(rng.randrange(10**12, 10**12 + 10**6), rng.choice([-1, 0, 1, 7])) for _ in range(500)]
+    ordered = sorted(tasks, key=lambda t: queue_score(t[0], t[1], 0))
+    assert ordered == sorted(tasks, key=lambda t: (-t[1], t[0]))
+
+
+# ---------------------------------------------------------------------------------------------------- models
+def test_graph_models_finds_every_loader_input():
+    graph = {
+        "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "sdxl.safetensors"}},
+        "2": {"class_type": "LoraLoader", "inputs": {"lora_name": "style.safetensors", "model": ["1", 0]}},
+        "3": {"class_type": "VAELoader", "inputs": {"vae_name": "vae.pt"}},
+        "4": {"class_type": "DualCLIPLoader", "inputs": {"clip_name1": "t5.safetensors", "clip_name2": "l.sft"}},
+        "5": {"class_type": "UNETLoader", "inputs": {"unet_name": "flux.gguf", "weight_dtype": "default"}},
+        "6": {"class_type": "SomeCustomLoader", "inputs": {"motion_name": "animate.ckpt", "mode_name": "fast"}},
+        "7": {"class_type": "CLIPTextEncode", "inputs": {"text": "a model.safetensors", "clip": ["1", 1]}},
+        "8": {"class_type": "Broken"},
+    }
+    assert graph_models(graph) == {"sdxl.safetensors", "style.safetensors", "vae.pt", "t5.safetensors", "l.sft",
+                                   "flux.gguf", "animate.ckpt"}
+
+
+def test_graph_models_ignores_links_and_empty_values():
+    assert graph_models({"1": {"class_type": "X", "inputs": {"ckpt_name": ["2", 0]}},
+                         "2": {"class_type": "Y", "inputs": {"ckpt_name": ""}}}) == frozenset()
+
+
+# ---------------------------------------------------------------------------------------------------- fit
+@pytest.mark.parametrize("needs, backend, reason", [
+    (Needs(), slot("a"), None),
+    (Needs(frozenset({"video"})), slot("a", tags=frozenset({"video", "sdxl"})), None),
+    (Needs(frozenset({"video", "gpu:a100"})), slot("a", tags=frozenset({"video"})), "lacks tag(s) gpu:a100"),
+    (Needs(vram=8 * GIB), slot("a", vram_total=24 * GIB, vram_free=1 * GIB), None),  # ComfyUI unloads to fit
+    (Needs(vram=48 * GIB), slot("a", vram_total=24 * GIB), "has 24576 MiB of VRAM, the task needs 49152 MiB"),
+    (Needs(vram=GIB), slot("a"), "reports no VRAM figures"),
+])
+def test_cannot_run_reason(needs, backend, reason):
+    assert cannot_run_reason(needs, backend) == reason
+
+
+def test_unschedulable_reason_counts_why():
+    backends = [slot("a", tags=frozenset({"sdxl"})), slot("b"), slot("c", tags=frozenset({"video"}))]
+    assert unschedulable_reason(Needs(frozenset({"video"})), backends) is None
+    assert unschedulable_reason(Needs(frozenset({"flux"})), backends) == "3 backend(s) lacks tag(s) flux"
+    assert unschedulable_reason(Needs(), []) == "no backends"
+
+
+# ---------------------------------------------------------------------------------------------------- strategies
+@pytest.mark.parametrize("backends, expected", [
+    pytest.param([slot("a", 1), slot("b", 0)], "b", id="fewest in flight"),
+    pytest.param([slot("a", 0, healthy=False), slot("b", 1)], None, id="unhealthy skipped, b full"),
+    pytest.param([slot("a", 0, vram_free=10), slot("b", 0, vram_free=20)], "b", id="tie: most free vram"),
+    pytest.param([slot("a", 0, last_used=9), slot("b", 0, last_used=3)], "b", id="tie: least recently used"),
+    pytest.param([slot("a", 0), slot("b", 0)], "a", id="tie: first listed"),
+    pytest.param([slot("a", 0, accepting=False), slot("b", 0)], "b", id="not accepting skipped"),
+    pytest.param([], None, id="empty pool"),
+])
+def test_least_busy(backends, expected):
+    pairs = run([task("t")], backends)
+    assert pairs == ([("t", expected)] if expected else [])
+
+
+def test_round_robin_cycles_whatever_the_load():
+    backends = [slot("a", 0), slot("b", 0), slot("c", 0)]
+    pairs = run([task(f"t{i}") for i in range(6)], backends, Strategy.ROUND_ROBIN, prefetch=1, waiting=100)
+    assert [b for _, b in pairs] == ["a", "b", "c", "a", "b", "c"]
+
+
+def test_weighted_spreads_by_weight():
+    backends = [slot("big", 0, weight=3.0), slot("small", 0, weight=1.0)]
+    pairs = run([task(f"t{i}") for i in range(4)], backends, Strategy.WEIGHTED, prefetch=3, waiting=100)
+    assert sorted(b for _, b in pairs) == ["big", "big", "big", "small"]
+
+
+@pytest.mark.parametrize("backends, avoid, expected", [
+    pytest.param([slot("a"), slot("b")], {"a"}, "b", id="avoids where it failed"),
+    pytest.param([slot("a"), slot("b", 1)], {"a"}, "a", id="falls back when the others are full"),
+    pytest.param([slot("a"), slot("b", healthy=False)], {"a"}, "a", id="falls back when the others are sick"),
+    pytest.param([slot("a"), slot("b"), slot("c")], {"a", "b"}, "c", id="several avoided"),
+    pytest.param([slot("a", 1), slot("b")], {"b"}, "b", id="an avoided one with the only free slot"),
+    pytest.param([slot("a", accepting=False), slot("b")], {"b"}, "b", id="a draining one is no alternative"),
+])
+@pytest.mark.parametrize("strategy", list(Strategy))
+def test_avoids_backends_where_the_task_failed(backends, avoid, expected, strategy):
+    assert run([task("t", avoid=avoid)], backends, strategy) == [("t", expected)]
+
+
+def test_avoid_is_a_last_resort():
+    backends = [slot("a", 0), slot("b", 1)]
+    assert run([task("t", avoid={"a"})], backends, prefetch=1, waiting=5) == [("t", "b")]
+    assert run([task("t", avoid={"a"})], [slot("a", 0)]) == [("t", "a")]
+
+
+def test_required_tags_route_and_never_block_the_queue():
+    backends = [slot("plain", 0), slot("vid", 1, tags=frozenset({"video"}))]
+    window = [task("needs-video", tags={"video"}), task("any")]
+    # the video backend is full: the first task waits, the second runs instead of queueing behind it
+    assert run(window, backends) == [("any", "plain")]
+    assert run(window, [slot("plain", 0), slot("vid", 0, tags=frozenset({"video"}))]) == \
+        [("needs-video", "vid"), ("any", "plain")]
+
+
+def test_vram_requirement_skips_small_backends():
+    backends = [slot("small", 0, vram_total=8 * GIB, vram_free=8 * GIB), slot("big", 1, vram_total=80 * GIB)]
+    assert run([task("t", vram=40 * GIB)], backends) == []
+    assert run([task("t", vram=40 * GIB)], backends, prefetch=1) == [("t", "big")]
+
+
+def test_prefetch_only_while_the_queue_is_deep():
+    backends = [slot("a", 1), slot("b", 1), slot("c", 0)]
+    # three backends, two tasks waiting: the second waits for an idle backend instead of queueing behind one
+    assert run([task("t1"), task("t2")], backends, prefetch=1, waiting=2) == [("t1", "c")]
+    assert run([task("t1"), task("t2")], backends, prefetch=1, waiting=3) == [("t1", "c")]
+    assert run([task("t1"), task("t2")], backends, prefetch=1, waiting=4) == [("t1", "c"), ("t2", "a")]
+    assert run([task("t1")], [slot("a", 1)], prefetch=1, waiting=1) == [("t1", "a")]  # one backend: always
+
+
+# ---------------------------------------------------------------------------------------------------- affinity
+def test_affinity_prefers_the_backend_with_the_models_loaded():
+    backends = [slot("a", 0, models=frozenset({"x"})), slot("b", 0, models=frozenset({"y"}))]
+    assert run([task("t", models={"y"})], backends, Strategy.AFFINITY) == [("t", "b")]
+    assert run([task("t", models={"y"})], backends, Strategy.LEAST_BUSY) == [("t", "a")]
+
+
+def test_affinity_runs_a_later_matching_task_on_a_busy_backend():
+    backends = [slot("a", 1, models=frozenset({"x"})), slot("b", 1, models=frozenset({"y"}))]
+    window = [task("t1", models={"z"}), task("t2", models={"y"})]
+    pairs = run(window, backends, Strategy.AFFINITY, prefetch=1, waiting=10)
+    assert pairs[0] == ("t2", "b")
+    assert skipped_by(window, pairs[:1]) == ["t1"]
+
+
+def test_affinity_never_leaves_a_backend_idle():
+    # b is idle with other models loaded: the matching busy backend a does not take the task instead
+    backends = [slot("a", 1, models=frozenset({"x"})), slot("b", 0, models=frozenset({"y"}))]
+    assert run([task("t", models={"x"})], backends, Strategy.AFFINITY, prefetch=1, waiting=10) == [("t", "b")]
+
+
+def test_affinity_gives_way_to_a_task_skipped_too_often():
+    backends = [slot("b", 1, models=frozenset({"y"}))]
+    window = [task("t1", models={"z"}, skips=8), task("t2", models={"y"})]
+    assert run(window, backends, Strategy.AFFINITY, prefetch=1, waiting=10)[0] == ("t1", "b")
+
+
+def test_affinity_never_overtakes_a_higher_level():
+    backends = [slot("b", 1, models=frozenset({"y"}))]
+    window = [task("t1", priority=1, models={"z"}), task("t2", priority=0, models={"y"})]
+    assert run(window, backends, Strategy.AFFINITY, prefetch=1, waiting=10)[0] == ("t1", "b")
+
+
+def test_affinity_evicts_the_models_the_queue_wants_least():
+    backends = [slot("a", 0, models=frozenset({"x"})), slot("b", 0, models=frozenset({"y"}))]
+    window = [task("t1", models={"z"}), task("t2", models={"x"}), task("t3", models={"x"})]
+    pairs = run(window, backends, Strategy.AFFINITY)
+    assert ("t1", "b") in pairs and ("t2", "a") in pairs
+
+
+# ---------------------------------------------------------------------------------------------------- invariants
+def _random_case(rng):
+    tags = ["video", "sdxl", "gpu:a100"]
+    models = [frozenset({m}) for m in ("m1", "m2", "m3", "m4")] + [frozenset()]
+    backends = []
+    for i in range(rng.randint(0, 8)):
+        vram = rng.choice([None, 8 * GIB, 24 * GIB, 80 * GIB])
+        backends.append(BackendSlot(
+            f"b{i}", rng.randint(0, 2), healthy=rng.random() > 0.15, accepting=rng.random() > 0.1,
+            tags=frozenset(t for t in tags if rng.random() < 0.3), weight=rng.choice([0.5, 1.0, 2.0]),
+            vram_total=vram, vram_free=None if vram is None else rng.randrange(0, vram + 1),
+            models=rng.choice(models), last_used=rng.randint(0, 20)))
+    window = []
+    for j in range(rng.randint(0, 10)):
+        window.append(QueuedTask(
+            f"t{j}", rng.choice([0, 0, 0, 1, -1]),
+            Needs(frozenset(t for t in tags if rng.random() < 0.1), rng.choice([None, None, 16 * GIB]),
+                  rng.choice(models)),
+            frozenset(f"b{k}" for k in range(8) if rng.random() < 0.1), rng.randint(0, 9)))
+    window.sort(key=lambda t: -t.priority)
+    return backends, window, rng.randint(0, 2), len(window) + rng.randint(0, 10)
+
+
+@pytest.mark.parametrize("strategy", list(Strategy))
+def test_assign_invariants(strategy):
+    rng = random.Random(f"assign-{strategy}")
+    for _ in range(3000):
+        backends, window, prefetch, waiting = _random_case(rng)
+        pairs = assign(window, backends, strategy=strategy, prefetch=prefetch, waiting=waiting)
+        by_id = {b.id: b for b in backends}
+        tasks = {t.id: t for t in window}
+        usable = [b for b in backends if b.healthy and b.accepting]
+        assert len({t for t, _ in pairs}) == len(pairs)  # a task is placed once
+        load = {b.id: b.inflight for b in backends}
+        for step, (task_id, backend_id) in enumerate(pairs):
+            backend = by_id[backend_id]
+            assert backend.healthy and backend.accepting
+            assert cannot_run_reason(tasks[task_id].needs, backend) is None
+            deep = waiting - step >= sum(cannot_run_reason(tasks[task_id].needs, b) is None for b in usable)
+            assert load[backend_id] < (1 + prefetch if deep else 1)  # prefetch slots only with a deep queue
+            load[backend_id] += 1
+        # work conserving: no task left over that an idle (untouched, empty) backend could have run
+        placed = {t for t, _ in pairs}
+        for t in window:
+            if t.id in placed:
+                continue
+            for b in usable:
+                assert not (load[b.id] == 0 and cannot_run_reason(t.needs, b) is None), (t, b, pairs)
+        if strategy is not Strategy.AFFINITY:
+            # FIFO: a task left waiting was never overtaken by a later one on a backend it could have used (other
+            # than a prefetch slot, which depends on how many backends fit each task)
+            order = {t.id: i for i, t in enumerate(window)}
+            before = {b.id: b.inflight for b in backends}
+            for later, backend_id in pairs:
+                for t in window[:order[later]]:
+                    if t.id not in placed and before[backend_id] == 0:
+                        assert cannot_run_reason(t.needs, by_id[backend_id]) is not None, (t, later, pairs)
+                before[backend_id] += 1
+
+
+def test_affinity_bounds_how_long_a_task_is_passed_over():
+    """Replaying dispatch rounds: the head task of a level runs within affinity_max_skips rounds."""
+    rng = random.Random(11)
+    for _ in range(300):
+        models = [frozenset({m}) for m in ("m1", "m2", "m3", "m4")]
+        backends = [BackendSlot(f"b{i}", 1, models=rng.choice(models)) for i in range(4)]
+        window = [QueuedTask(f"t{j}", 0, Needs(models=rng.choice(models))) for j in range(12)]
+        head = window[0]
+        skips = 0
+        for _round in range(20):
+            current = [QueuedTask(t.id, t.priority, t.needs, t.avoid, skips if t.id == head.id else 0)
+                       for t in window]
+            freed = rng.randrange(len(backends))  # one backend has a free slot each round
+            views = [BackendSlot(b.id, 1 if i == freed else 2, models=b.models) for i, b in enumerate(backends)]
+            pairs = assign(current, views, strategy=Strategy.AFFINITY, prefetch=1, waiting=100)
+            assert len(pairs) == 1
+            task_id, backend_id = pairs[0]
+            if task_id == head.id:
+                break
+            assert head.id in skipped_by(current, pairs)
+            skips += 1
+            window = [t for t in window if t.id != task_id]
+            backends = [BackendSlot(b.id, 1, models=next(t.needs.models for t in current if t.id == task_id))
+                        if b.id == backend_id else b for b in backends]
+        assert skips <= 8
