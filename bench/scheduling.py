@@ -371,7 +371,9 @@ def main() -> None:
     results["machine"] = {"cpus": os.cpu_count(), "python": sys.version.split()[0], "quick": quick}
     RESULTS.mkdir(parents=True, exist_ok=True)
     name = "scheduling-quick.json" if quick else "scheduling.json"
-    (RESULTS / name).write_text(json.dumps(results, indent=2))
+    path = RESULTS / name
+    earlier = json.loads(path.read_text()) if path.exists() else {}  # --only keeps the other sections' figures
+    path.write_text(json.dumps({**earlier, **results}, indent=2))
     print(f"\n{'benchmark':<11} {'figure':<34} value")
     for section in wanted:
         for key, value in results[section].items():
