@@ -39,7 +39,7 @@ import httpx
 import redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from pipeline import RESULTS, Rig, cpu_seconds, free_port, graph, percentile, run_direct, wait_port  # noqa: E402
+from pipeline import RESULTS, Rig, cpu_seconds, graph, percentile, run_direct, wait_port  # noqa: E402
 
 CHECKPOINTS = ["v1-5-pruned-emaonly-fp16.safetensors", "sd_xl_base_1.0.safetensors", "dreamshaper_8.safetensors",
                "realisticVision_v60.safetensors"]
@@ -78,21 +78,9 @@ class Bench(Rig):
         return urls
 
     def empty_daemon(self, redis_url: str, name: str, **sections: dict) -> tuple:
-        """A daemon with no backends yet: tasks queue up until ``register`` adds them."""
-        port = free_port()
-        config = {"server": {"port": port}, "redis": {"url": redis_url, "prefix": f"bench-{name}"},
-                  "data_dir": str(self.workdir / f"data-{name}"), "pool": {"min_containers": 0},
-                  "tracking": {"silence_s": 30}}
-        for key, value in sections.items():
-            config[key] = {**config.get(key, {}), **value}
-        path = self.workdir / f"{name}.yaml"
-        path.write_text(json.dumps(config))
-        process = subprocess.Popen([sys.executable, "-m", "comfyart", "serve", "--config", str(path), "--log-level",
-                                    "warning"], cwd=Path(__file__).resolve().parent.parent,
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        self.processes.append(process)
-        wait_port(port)
-        return process, f"http://127.0.0.1:{port}"
+        """A daemon with no backends yet (prefetch 1 unless given): tasks queue up until ``register`` adds them."""
+        return self.daemon(redis_url, [], name, tracking={"silence_s": 30},
+                           **{**sections, "scheduler": {"prefetch": 1, **sections.get("scheduler", {})}})
 
 
 def free_port_block(size: int) -> int:
@@ -144,34 +132,21 @@ def records(api: str, ids: List[str]) -> List[dict]:
         return [client.get(f"/api/tasks/{task_id}").json() for task_id in ids]
 
 
-def run_times(record_list: List[dict]) -> Dict[str, float]:
+def run_times(api: str, record_list: List[dict]) -> Dict[str, float]:
     """Each task's run time in seconds, as its backend recorded it (execution_start → execution_success)."""
+    urls = {b["id"]: b["url"] for b in httpx.get(f"{api}/api/pool", timeout=60).json()["backends"]}
     times = {}
     by_backend: Dict[str, List[dict]] = {}
-    urls = {}
     for record in record_list:
         by_backend.setdefault(record["backend"], []).append(record)
     with httpx.Client(timeout=60) as client:
         for backend, group in by_backend.items():
-            url = urls.get(backend) or backend_url(group[0])
-            history = client.get(f"{url}/history", params={"max_items": 100000}).json()
+            history = client.get(f"{urls[backend]}/history", params={"max_items": 100000}).json()
             for record in group:
                 messages = dict((k, d) for k, d in history[record["prompt_id"]]["status"]["messages"])
                 times[record["id"]] = (messages["execution_success"]["timestamp"]
                                        - messages["execution_start"]["timestamp"]) / 1000
     return times
-
-
-BACKEND_URLS: Dict[str, str] = {}
-
-
-def backend_url(record: dict) -> str:
-    return BACKEND_URLS[record["backend"]]
-
-
-def learn_urls(api: str) -> None:
-    for backend in httpx.get(f"{api}/api/pool", timeout=60).json()["backends"]:
-        BACKEND_URLS[backend["id"]] = backend["url"]
 
 
 # ---------------------------------------------------------------------------------------------------- 1
@@ -184,9 +159,8 @@ def overhead(bench: Bench, redis_url: str, count: int) -> Dict[str, Any]:
     ids = post_tasks(api, [{"prompt": graph(i)} for i in range(count)])
     wait_all(api, count)
     makespan = time.monotonic() - start
-    learn_urls(api)
     done = records(api, ids)
-    times = run_times(done)
+    times = run_times(api, done)
     added = [r["finished_ms"] - r["started_ms"] - times[r["id"]] * 1000 for r in done]
     return {"tasks": count, "task_s": 1.0, "direct_makespan_s": round(direct, 3),
             "comfyart_makespan_s": round(makespan, 3), "ratio": round(makespan / direct, 4),
@@ -249,10 +223,9 @@ def makespan(bench: Bench, redis_url: str, count: int, backends: int, step_s: fl
         start_ms = time.time() * 1000
         register(api, urls)
         wait_all(api, count)
-        learn_urls(api)
         done = records(api, ids)
         span_s = (max(r["finished_ms"] for r in done) - start_ms) / 1000
-        times = run_times(done)
+        times = run_times(api, done)
         ideal = max(sum(times.values()) / backends, max(times.values()))
         result[strategy] = {"makespan_s": round(span_s, 3), "ideal_s": round(ideal, 3),
                             "ratio": round(span_s / ideal, 4)}

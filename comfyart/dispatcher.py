@@ -19,7 +19,7 @@ from loguru import logger
 from .comfy import protocol
 from .config import SchedulerConfig
 from .errors import BackendUnavailable, InvalidInput, InvalidTransition, NotFound, PromptRejected, TransientError
-from .models import TaskStatus
+from .models import Task, TaskStatus
 from .policy import AfterUncertainSubmit, AttemptEnd, after_uncertain_submit
 from .pool import Backend, Pool, now_ms
 from .pool_store import PoolStore
@@ -47,7 +47,9 @@ class Dispatcher:
         pool.wakeups.append(store.queued)  # a freed slot wakes the dispatcher as a queued task does
         self.counters = Counter({"dispatched": 0, "same_models": 0, "model_changes": 0})
         self.blocked: Dict[str, str] = {}  # queued task id -> why no backend in the pool could ever run it
-        self._queued: Dict[str, QueuedTask] = {}  # what the window's tasks need; it never changes while queued
+        # the window's tasks, read once: a queued task's record and needs never change until it is claimed (a
+        # cancel meanwhile is caught by record_submission)
+        self._queued: Dict[str, Tuple[QueuedTask, Task]] = {}
         self._skips: Counter = Counter()
         self._seq = 0
         self._next_blocked_check = 0.0
@@ -64,8 +66,8 @@ class Dispatcher:
         overrides = {k: v for k, v in {**self.overrides, **changes}.items() if v is not None}
         settings = SchedulerConfig.model_validate({**self.config.model_dump(), **overrides})
         if persist and self.pool_store is not None:
-            await self.pool_store.set_scheduler_override(
-                {k: v.value if hasattr(v, "value") else v for k, v in overrides.items()})
+            as_json = settings.model_dump(mode="json")
+            await self.pool_store.set_scheduler_override({k: as_json[k] for k in overrides})
         self.settings, self.overrides = settings, overrides
         self.store.ageing_s = settings.priority_ageing_s
         self._skips.clear()
@@ -113,14 +115,13 @@ class Dispatcher:
         self._note_blocked(window, slots, pairs)
         for task_id in skipped_by(window, pairs):
             self._skips[task_id] += 1
-        needs = {t.id: t.needs for t in window}
         for task_id, backend_id in pairs:
             backend = self.pool.backends.get(backend_id)
             if backend is None or not await self.store.claim_id(task_id, self.claim_lease_s):
                 continue
-            self._queued.pop(task_id, None)
+            queued, task = self._queued.pop(task_id)
             self._skips.pop(task_id, None)
-            await self.dispatch(task_id, backend, needs[task_id], submissions)
+            await self.dispatch(task, backend, queued.needs, submissions)
         return bool(pairs)
 
     async def _window(self, ids: List[str]) -> List[QueuedTask]:
@@ -130,15 +131,15 @@ class Dispatcher:
                 if task is None:
                     continue
                 failed_on = frozenset(attempt.backend for attempt in task.history)
-                self._queued[task_id] = QueuedTask(task_id, task.priority, await self.templates.needs(task),
-                                                   failed_on)
+                self._queued[task_id] = (QueuedTask(task_id, task.priority, await self.templates.needs(task),
+                                                    failed_on), task)
         if len(self._queued) > 4 * len(ids) + 64:  # canceled while queued: forget what left the window
             keep = set(ids)
             self._queued = {k: v for k, v in self._queued.items() if k in keep}
             self._skips = Counter({k: v for k, v in self._skips.items() if k in keep})
         window = []
         for task_id in ids:
-            queued = self._queued.get(task_id)
+            queued, _ = self._queued.get(task_id, (None, None))
             if queued is not None:
                 skips = self._skips.get(task_id, 0)
                 window.append(queued if not skips else QueuedTask(queued.id, queued.priority, queued.needs,
@@ -162,16 +163,9 @@ class Dispatcher:
             logger.warning("task cannot run on any backend now task={} reason={}", task_id, blocked[task_id])
         self.blocked = blocked
 
-    async def dispatch(self, task_id: str, backend: Backend, needs: Needs, submissions: asyncio.TaskGroup) -> bool:
+    async def dispatch(self, task: Task, backend: Backend, needs: Needs, submissions: asyncio.TaskGroup) -> bool:
         """Record the submission, then POST in a task of its own so a slow backend delays no other."""
-        try:
-            task = await self.store.get(task_id)
-        except NotFound:
-            await self.store.release_claim(task_id)
-            return False
-        if task.status != TaskStatus.PENDING:
-            await self.store.release_claim(task_id)  # canceled (or settled) while it waited
-            return False
+        task_id = task.id
         try:
             prepared = await self.templates.prepare(task)
         except InvalidInput as exc:

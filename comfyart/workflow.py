@@ -15,11 +15,12 @@ import math
 import random
 import re
 from dataclasses import dataclass
-from typing import Annotated, Any, Dict, List, Mapping, Optional, Union
+from typing import Any, Dict, List, Mapping, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_serializer, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_validator
 
 from .comfy.protocol import graph_problem
+from .config import Tag
 
 WORKFLOW_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 PARAMETER_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
@@ -99,7 +100,7 @@ class WorkflowDefinition(BaseModel):
     params: Dict[str, Parameter] = Field(default_factory=dict)
     ui: Optional[Dict[str, Any]] = Field(None, description="the UI-format graph exported from ComfyUI, kept as is")
     description: str = ""
-    requires: List[Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,63}$")]] = Field(
+    requires: List[Tag] = Field(
         default_factory=list, description="tags a backend must have to run it (e.g. video, gpu:a100)")
     vram_mb: Optional[int] = Field(None, ge=1, description="VRAM it needs; backends with less are skipped")
 
