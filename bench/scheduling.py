@@ -8,8 +8,9 @@
                execution_start (the backend's own timestamps), with prefetch 0 and 1.
 3. throughput  zero-duration tasks on 64 backends, queued first: tasks/s completed end to end (records, events,
                downloaded outputs) and the daemon's CPU per task.
-4. makespan    heavy-tailed tasks (KSampler steps from a Pareto law) on 16 backends, per strategy: makespan ÷
-               the ideal, max(total work ÷ backends, longest task), from the run times the backends recorded.
+4. makespan    heavy-tailed tasks (KSampler steps from a Pareto law) on 16 backends, per strategy in FIFO order,
+               then least_busy in longest_first order (prefetch 1 and 0): makespan ÷ the ideal, max(total work ÷
+               backends, longest task), from the run times the backends recorded.
 5. affinity    tasks over 4 checkpoints on 8 backends that take --model-load seconds to switch checkpoint: model
                loads and makespan, least_busy against affinity.
 6. scale       1,000 backends registered, 100,000 tasks queued by workflow name: Redis bytes per queued task,
@@ -217,8 +218,12 @@ def makespan(bench: Bench, redis_url: str, count: int, backends: int, step_s: fl
     urls = bench.fleet(backends, 8, "--step-seconds", str(step_s))
     result: Dict[str, Any] = {"tasks": count, "backends": backends, "step_s": step_s,
                               "steps_p50": percentile(steps, 0.5), "steps_max": max(steps)}
-    for strategy in ("least_busy", "round_robin", "weighted", "affinity"):
-        _, api = bench.empty_daemon(redis_url, f"makespan-{strategy}", scheduler={"strategy": strategy})
+    runs = [(strategy, {"strategy": strategy}) for strategy in ("least_busy", "round_robin", "weighted", "affinity")]
+    # longest_first over the whole batch: the window must hold every queued task
+    runs += [(f"longest_first_prefetch{prefetch}", {"order": "longest_first", "lookahead": 1000,
+                                                    "prefetch": prefetch}) for prefetch in (1, 0)]
+    for label, scheduler in runs:
+        _, api = bench.empty_daemon(redis_url, f"makespan-{label}", scheduler=scheduler)
         ids = post_tasks(api, [{"prompt": sampler_graph(i, s)} for i, s in enumerate(steps)])
         start_ms = time.time() * 1000
         register(api, urls)
@@ -227,8 +232,8 @@ def makespan(bench: Bench, redis_url: str, count: int, backends: int, step_s: fl
         span_s = (max(r["finished_ms"] for r in done) - start_ms) / 1000
         times = run_times(api, done)
         ideal = max(sum(times.values()) / backends, max(times.values()))
-        result[strategy] = {"makespan_s": round(span_s, 3), "ideal_s": round(ideal, 3),
-                            "ratio": round(span_s / ideal, 4)}
+        result[label] = {"makespan_s": round(span_s, 3), "ideal_s": round(ideal, 3),
+                         "ratio": round(span_s / ideal, 4)}
         for url in urls:  # the next strategy gets backends without these histories
             httpx.post(f"{url}/history", json={"clear": True}, timeout=30)
     return result

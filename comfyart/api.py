@@ -401,8 +401,8 @@ def create_app(services: Services) -> FastAPI:
 
     @app.put("/api/scheduler")
     async def put_scheduler(request: Request) -> Any:
-        """Change ``strategy``, ``prefetch``, ``lookahead``, ``priority_ageing_s`` or ``affinity_max_skips`` at run
-        time (``null``: back to the configured value); kept in Redis across restarts."""
+        """Change ``strategy``, ``order``, ``prefetch``, ``lookahead``, ``priority_ageing_s`` or
+        ``affinity_max_skips`` at run time (``null``: back to the configured value); kept in Redis across restarts."""
         body = _object(await _json_body(request), set(SchedulerConfig.model_fields),
                        "scheduler settings")
         try:

@@ -7,7 +7,7 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import List, Optional
+from typing import Callable, List, Optional
 
 from loguru import logger
 
@@ -34,6 +34,16 @@ def configure_logging(level: str) -> None:
     logging.basicConfig(handlers=[_InterceptHandler()], level=logging.INFO, force=True)
 
 
+def _fast_loop_factory() -> Optional[Callable[[], asyncio.AbstractEventLoop]]:
+    """uvloop when it is installed (it is in requirements.txt): it roughly halves the cost of each socket
+    operation, and the daemon is a few thousand of those per second under load."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="comfyart", description="Elastic scheduler for ComfyUI fleets")
     parser.add_argument("--version", action="version", version=f"comfyart {__version__}")
@@ -52,7 +62,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     from .daemon import run  # imported late: argument errors should not pay for docker and uvicorn imports
 
     try:
-        asyncio.run(run(settings))
+        with asyncio.Runner(loop_factory=_fast_loop_factory()) as runner:
+            runner.run(run(settings))
     except ConfigError as exc:
         print(f"comfyart: {exc}", file=sys.stderr)
         return 2

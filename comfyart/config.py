@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from .errors import ConfigError
-from .scheduling import Strategy
+from .scheduling import Order, Strategy
 
 
 class _Section(BaseModel):
@@ -143,10 +143,14 @@ class TrackingConfig(_Section):
                                                   "out, unreachable), each on another backend where one is free")
     claim_lease_s: float = Field(30.0, gt=0, description="a task claimed from the queue but not submitted within "
                                                          "this long goes back to the queue")
+    progress_interval_s: float = Field(0.25, gt=0, le=10, description="a running task's progress is written to its "
+                                                                      "record at most this often")
 
 
 class SchedulerConfig(_Section):
     strategy: Strategy = Field(Strategy.LEAST_BUSY, description="least_busy, round_robin, weighted or affinity")
+    order: Order = Field(Order.FIFO, description="within a priority level: fifo, or longest_first (the most "
+                                                 "expensive graphs of the window first: shortest makespan)")
     prefetch: int = Field(1, ge=0, le=16, description="prompts queued on a busy backend beyond the running one")
     lookahead: int = Field(32, ge=1, le=1000, description="queued tasks considered at each dispatch: tasks "
                                                           "behind one that cannot run yet go ahead")

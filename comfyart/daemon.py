@@ -31,6 +31,7 @@ from .tracker import Tracker
 from .workflow_files import load_workflow_files
 from .workflow_store import WorkflowStore
 
+BACKEND_CONNECTIONS = 16  # to one backend at once: its WebSocket, submissions, downloads, checks
 GRACEFUL_SHUTDOWN_S = 5
 
 
@@ -104,7 +105,9 @@ async def run(settings: Settings, *, ready: Optional[asyncio.Event] = None,
     file_errors: List[str] = []
     if settings.workflows.directory is not None:
         file_errors = (await load_workflow_files(settings.workflows.directory, workflows)).errors
-    session = aiohttp.ClientSession()
+    # aiohttp's default caps all connections at 100, and every backend's WebSocket holds one for good: with a few
+    # dozen backends, submissions and downloads would queue for a connection. The cap is per backend instead.
+    session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0, limit_per_host=BACKEND_CONNECTIONS))
     store = TaskStore(client, settings.redis.prefix, ageing_s=settings.scheduler.priority_ageing_s)
     migrated = await store.migrate_queue()
     if migrated:

@@ -1,6 +1,6 @@
 """Takes tasks from the Redis queue and submits each prompt to the backend the scheduling strategy picks.
 
-Each round reads the head of the queue (``scheduler.lookahead`` ids) and the backends' free slots, and
+Each round reads the head of the queue (an id per free slot, plus ``scheduler.lookahead``) and the backends, and
 ``scheduling.assign`` pairs them; the pairs are claimed and submitted. comfyart mints every prompt id and records
 it before POST /prompt, so an answer lost on the way is settled by looking the prompt up in /history and /queue,
 never by submitting blindly again. A claim holds a lease: a task whose dispatch broke off half-way (Redis gone for
@@ -9,6 +9,8 @@ a moment) returns to the queue when the lease ends.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import time
 import uuid
 from collections import Counter
@@ -23,8 +25,17 @@ from .models import Task, TaskStatus
 from .policy import AfterUncertainSubmit, AttemptEnd, after_uncertain_submit
 from .pool import Backend, Pool, now_ms
 from .pool_store import PoolStore
-from .scheduling import Needs, QueuedTask, assign, skipped_by, unschedulable_reason
-from .store import TaskStore
+from .scheduling import (
+    Needs,
+    QueuedTask,
+    assign,
+    free_slots,
+    ordered,
+    skipped_by,
+    unschedulable_reason,
+    window_size,
+)
+from .store import Submission, TaskStore
 from .templates import PreparedPrompt, Templates
 from .tracker import PromptState, Tracker
 
@@ -92,10 +103,9 @@ class Dispatcher:
                             logger.warning("claim expired, task back in the queue task={}", task_id)
                     self.store.queued.clear()
                     if not await self.round(submissions):
-                        try:
-                            await asyncio.wait_for(self.store.queued.wait(), IDLE_WAIT_S)
-                        except TimeoutError:
-                            pass
+                        with contextlib.suppress(TimeoutError):
+                            async with asyncio.timeout(IDLE_WAIT_S):
+                                await self.store.queued.wait()
                 except TransientError as exc:
                     logger.warning("dispatch paused error={}", exc)
                     await asyncio.sleep(exc.retry_after_s)
@@ -104,9 +114,9 @@ class Dispatcher:
         """Pair the head of the queue with free slots and submit; False when nothing could be dispatched."""
         settings = self.settings
         slots = self.pool.slots()
-        if not any(s.healthy and s.accepting and s.inflight <= settings.prefetch for s in slots):
+        if not free_slots(slots, settings.prefetch):
             return False
-        ids, waiting = await self.store.peek(settings.lookahead)
+        ids, waiting = await self.store.peek(window_size(slots, settings.prefetch, settings.lookahead))
         if not ids:
             return False
         window = await self._window(ids)
@@ -115,13 +125,17 @@ class Dispatcher:
         self._note_blocked(window, slots, pairs)
         for task_id in skipped_by(window, pairs):
             self._skips[task_id] += 1
-        for task_id, backend_id in pairs:
-            backend = self.pool.backends.get(backend_id)
-            if backend is None or not await self.store.claim_id(task_id, self.claim_lease_s):
-                continue
+        placed = [(task_id, self.pool.backends[backend_id]) for task_id, backend_id in pairs
+                  if backend_id in self.pool.backends]
+        # one round trip claims them all, one more records them all: a busy loop makes every await cost a lap
+        claimed = await self.store.claim_ids([task_id for task_id, _ in placed], self.claim_lease_s)
+        ready = []
+        for (task_id, backend), ok in zip(placed, claimed, strict=True):
             queued, task = self._queued.pop(task_id)
             self._skips.pop(task_id, None)
-            await self.dispatch(task, backend, queued.needs, submissions)
+            if ok:
+                ready.append((task, backend, queued.needs))
+        await self.dispatch(ready, submissions)
         return bool(pairs)
 
     async def _window(self, ids: List[str]) -> List[QueuedTask]:
@@ -131,8 +145,9 @@ class Dispatcher:
                 if task is None:
                     continue
                 failed_on = frozenset(attempt.backend for attempt in task.history)
-                self._queued[task_id] = (QueuedTask(task_id, task.priority, await self.templates.needs(task),
-                                                    failed_on), task)
+                needs, cost = await self.templates.needs(task)
+                self._queued[task_id] = (QueuedTask(task_id, task.priority, needs, failed_on,
+                                                    created_ms=task.created_ms, cost=cost), task)
         if len(self._queued) > 4 * len(ids) + 64:  # canceled while queued: forget what left the window
             keep = set(ids)
             self._queued = {k: v for k, v in self._queued.items() if k in keep}
@@ -142,9 +157,8 @@ class Dispatcher:
             queued, _ = self._queued.get(task_id, (None, None))
             if queued is not None:
                 skips = self._skips.get(task_id, 0)
-                window.append(queued if not skips else QueuedTask(queued.id, queued.priority, queued.needs,
-                                                                  queued.avoid, skips))
-        return window
+                window.append(queued if not skips else dataclasses.replace(queued, skips=skips))
+        return ordered(window, self.settings.order, now_ms(), self.settings.priority_ageing_s)
 
     def _note_blocked(self, window: List[QueuedTask], slots: List[Any], pairs: List[Tuple[str, str]]) -> None:
         """Once a second: which tasks of the window no backend in the pool could ever run, and why."""
@@ -163,34 +177,40 @@ class Dispatcher:
             logger.warning("task cannot run on any backend now task={} reason={}", task_id, blocked[task_id])
         self.blocked = blocked
 
-    async def dispatch(self, task: Task, backend: Backend, needs: Needs, submissions: asyncio.TaskGroup) -> bool:
-        """Record the submission, then POST in a task of its own so a slow backend delays no other."""
-        task_id = task.id
-        try:
-            prepared = await self.templates.prepare(task)
-        except InvalidInput as exc:
-            await self._unrunnable(task_id, str(exc))
-            return False
-        if self.pool.backends.get(backend.id) is not backend or not backend.accepting:
-            await self.store.requeue(task_id)  # lost or drained since the round began
-            return False
-        prompt_id = str(uuid.uuid4())
-        try:
-            await self.store.record_submission(task_id, backend=backend.id, prompt_id=prompt_id,
-                                               attempts=task.attempts + 1,
-                                               resolved_prompt=prepared.graph if task.workflow else None)
-        except (InvalidTransition, NotFound) as exc:
-            logger.info("not submitted task={} reason={}", task_id, exc)  # canceled, or its lease ran out
-            return False
-        self._seq += 1
-        backend.last_dispatch = self._seq
-        self.counters["dispatched"] += 1
-        if needs.models:
-            self.counters["same_models" if backend.models == needs.models else "model_changes"] += 1
-            backend.models = needs.models
-        state = self.tracker.expect(backend, prompt_id, task_id, prepared.graph)
-        submissions.create_task(self._submit(backend, prompt_id, state, prepared), name=f"submit {task_id}")
-        return True
+    async def dispatch(self, claimed: List[Tuple[Task, Backend, Needs]], submissions: asyncio.TaskGroup) -> int:
+        """Record the claimed tasks' submissions, then POST each in a task of its own so a slow backend delays no
+        other. Returns how many were handed to a backend."""
+        prepared_list: List[Tuple[Task, Backend, Needs, PreparedPrompt]] = []
+        for task, backend, needs in claimed:
+            try:
+                prepared = await self.templates.prepare(task)
+            except InvalidInput as exc:
+                await self._unrunnable(task.id, str(exc))
+                continue
+            if self.pool.backends.get(backend.id) is not backend or not backend.accepting:
+                await self.store.requeue(task.id)  # lost or drained since the round began
+                continue
+            prepared_list.append((task, backend, needs, prepared))
+        records = [Submission(task.id, backend.id, str(uuid.uuid4()), task.attempts + 1,
+                              prepared.graph if task.workflow else None)
+                   for task, backend, _, prepared in prepared_list]
+        refusals = await self.store.record_submissions(records)
+        handed = 0
+        for (task, backend, needs, prepared), record, refusal in zip(prepared_list, records, refusals, strict=True):
+            if refusal is not None:
+                logger.info("not submitted task={} reason={}", task.id, refusal)  # canceled, or its lease ran out
+                continue
+            self._seq += 1
+            backend.last_dispatch = self._seq
+            self.counters["dispatched"] += 1
+            if needs.models:
+                self.counters["same_models" if backend.models == needs.models else "model_changes"] += 1
+                backend.models = needs.models
+            state = self.tracker.expect(backend, record.prompt_id, task.id, prepared.graph)
+            submissions.create_task(self._submit(backend, record.prompt_id, state, prepared),
+                                    name=f"submit {task.id}")
+            handed += 1
+        return handed
 
     async def _unrunnable(self, task_id: str, error: str) -> None:
         try:

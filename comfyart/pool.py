@@ -6,6 +6,7 @@ and acts. Start-ups and stops run as tasks the loop owns.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -156,7 +157,7 @@ class Pool:
         self.override = ScaleOverride()
         self.last_decision: Optional[ScaleDecision] = None
         self.last_decision_ms: Optional[int] = None
-        self._changed = asyncio.Condition()
+        self._changed = asyncio.Event()  # set, and replaced, at each change
         self.wakeups: List[asyncio.Event] = []  # set on every change too, for loops that wait on several things
         self._step_lock = asyncio.Lock()
         self._spawn_failures = 0
@@ -201,19 +202,19 @@ class Pool:
             raise NotFound(f"no backend {backend_id}")
         return backend
 
-    async def notify(self) -> None:
-        """Wake whoever waits for the pool to change (a free slot, a new backend)."""
+    def notify(self) -> None:
+        """Wake whoever waits for the pool to change (a free slot, a new backend). No lock: this runs once per
+        finished prompt, and waiters queueing on a lock each cost a lap of the event loop."""
         for event in self.wakeups:
             event.set()
-        async with self._changed:
-            self._changed.notify_all()
+        self._changed.set()
+        self._changed = asyncio.Event()
 
     async def wait_changed(self, timeout_s: float) -> None:
-        async with self._changed:
-            try:
-                await asyncio.wait_for(self._changed.wait(), timeout_s)
-            except TimeoutError:
-                pass
+        changed = self._changed
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout_s):
+                await changed.wait()
 
     # ------------------------------------------------------------------ loop
     async def run(self) -> None:
@@ -314,7 +315,7 @@ class Pool:
             backend.unhealthy_since = None
             backend.idle_since = time.monotonic()
             logger.info("backend healthy backend={} url={}", backend.id, backend.url)
-            await self.notify()
+            self.notify()
         elif not backend.health.healthy:
             if was_healthy:
                 logger.warning("backend unhealthy backend={} error={}", backend.id, error)
@@ -399,7 +400,7 @@ class Pool:
             await self.on_lost(backend, reason)
         if backend.provider and backend.spawned and backend.host not in self.hosts_down:
             await self._remove_quietly(backend.provider, backend.spawned)
-        await self.notify()
+        self.notify()
 
     async def _remove_quietly(self, provider: Provider, spawned: Spawned) -> None:
         try:
@@ -454,7 +455,7 @@ class Pool:
                 self.counters["stopped"] += 1
             if backend.provider is not None and backend.spawned is not None:
                 await self._remove_quietly(backend.provider, backend.spawned)
-            await self.notify()
+            self.notify()
 
     # ------------------------------------------------------------------ scaling
     def _container_views(self, now: float) -> List[ContainerView]:
@@ -498,7 +499,7 @@ class Pool:
         if decision.drain:
             self._last_scale_down = now
         if decision.undrain:
-            await self.notify()
+            self.notify()
         if decision.start and now >= self._next_spawn_at:
             started = self._start_containers(decision.start)
             if started:
@@ -562,7 +563,7 @@ class Pool:
             backend.health = HealthCount(True)
             backend.started = backend.idle_since = time.monotonic()
             logger.info("backend up backend={} url={}", backend.id, backend.url)
-            await self.notify()
+            self.notify()
             return
         logger.error("backend failed to start backend={} reason={}", backend.id, failure)
         self._record_error(backend, failure)
@@ -623,7 +624,7 @@ class Pool:
         if backend.after_drain == AfterDrain.REMOVE:
             raise StateConflict(f"{backend_id} is being removed; register it again once it is gone")
         backend.mode, backend.after_drain, backend.drain_reason = BackendMode.ACTIVE, None, None
-        await self.notify()
+        self.notify()
         return backend
 
     def disable(self, backend_id: str) -> Backend:

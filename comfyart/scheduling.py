@@ -1,7 +1,7 @@
 """Pure scheduling decisions: in what order queued tasks run, and which backend takes each. No I/O, no clock.
 
-The dispatcher looks at a window of the queue (the first ``lookahead`` task ids in queue order) and at the
-backends, and ``assign`` pairs tasks with free slots:
+The dispatcher looks at a window of the queue (as many task ids, in queue order, as there are free slots, plus
+``lookahead``) and at the backends, and ``assign`` pairs tasks with free slots:
 
 * a task runs only where its required tags are present, its declared VRAM fits, and a slot is free;
 * the queue is ordered by ``queue_score``: strict priority between levels, FIFO within one, and a waiting task
@@ -25,6 +25,13 @@ PRIORITY_RANGE = (-100, 100)
 # without ageing one level must outweigh any wait: 10^13 ms is 300 years, and 100 levels of it still fit in the
 # 53 bits a Redis score keeps exactly
 STRICT_LEVEL_MS = 10**13
+
+
+class Order(enum.StrEnum):
+    """The order of the tasks of one priority level."""
+
+    FIFO = "fifo"  # as they were queued
+    LONGEST_FIRST = "longest_first"  # the most expensive first (``graph_cost``), within the window and ageing
 
 
 class Strategy(enum.StrEnum):
@@ -76,6 +83,34 @@ def graph_models(graph: Mapping[str, Any]) -> FrozenSet[str]:
     return frozenset(models)
 
 
+REFERENCE_PIXELS = 512 * 512
+_LATENT_SIZE_INPUTS = ("width", "height")
+
+
+def graph_cost(graph: Mapping[str, Any]) -> float:
+    """A rough estimate of a graph's GPU work: the sampling steps of every node with a ``steps`` input, times the
+    largest latent's size in 512×512 images (batch and frame count included). Only the ratio between graphs
+    matters; a graph with no sampler costs 0."""
+    steps = 0
+    images = 1.0
+    for node in graph.values():
+        inputs = node.get("inputs") if isinstance(node, dict) else None
+        if not isinstance(inputs, dict):
+            continue
+        value = inputs.get("steps")
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            steps += value
+        width, height = inputs.get("width"), inputs.get("height")
+        if isinstance(width, int) and isinstance(height, int) and width > 0 and height > 0:
+            count = 1
+            for key in ("batch_size", "length"):  # images in a batch, frames of a video latent
+                extra = inputs.get(key)
+                if isinstance(extra, int) and not isinstance(extra, bool) and extra > 1:
+                    count *= extra
+            images = max(images, width * height * count / REFERENCE_PIXELS)
+    return steps * images
+
+
 @dataclass(frozen=True)
 class Needs:
     """What a task asks of a backend."""
@@ -92,6 +127,26 @@ class QueuedTask:
     needs: Needs = field(default_factory=Needs)
     avoid: FrozenSet[str] = frozenset()  # backends where it already failed: used only when no other is free
     skips: int = 0  # times affinity ran a later task before it
+    created_ms: int = 0
+    cost: float = 0.0  # graph_cost of its graph
+
+
+def level_at(task: QueuedTask, now_ms: int, ageing_s: float) -> int:
+    """A task's priority level now: its own, plus one per ``ageing_s`` it has waited."""
+    if ageing_s <= 0:
+        return task.priority
+    return task.priority + max(0, now_ms - task.created_ms) // int(ageing_s * 1000)
+
+
+def ordered(window: Sequence[QueuedTask], order: Order, now_ms: int, ageing_s: float) -> List[QueuedTask]:
+    """The window in the order ``assign`` should consider it. ``fifo`` keeps queue order. ``longest_first`` takes
+    the most expensive tasks of each level first (a heavy-tailed batch then ends with short tasks filling the
+    gaps, not with one long task running alone); with ageing, a cheap task that waited ``ageing_s`` moves up a
+    level and goes ahead of the expensive tasks queued after it."""
+    if order is Order.FIFO:
+        return list(window)
+    rank = {task.id: index for index, task in enumerate(window)}
+    return sorted(window, key=lambda t: (-level_at(t, now_ms, ageing_s), -t.cost, rank[t.id]))
 
 
 @dataclass(frozen=True)
@@ -235,6 +290,17 @@ def assign(window: Sequence[QueuedTask], backends: Sequence[BackendSlot], *, str
         board.take(backend_id, task)
         pairs.append((task.id, backend_id))
     return pairs
+
+
+def free_slots(backends: Sequence[BackendSlot], prefetch: int) -> int:
+    """Prompts the healthy, accepting backends could take now, prefetch slots included."""
+    return sum(max(0, 1 + prefetch - b.inflight) for b in backends if b.healthy and b.accepting)
+
+
+def window_size(backends: Sequence[BackendSlot], prefetch: int, lookahead: int) -> int:
+    """How many queued tasks a round reads: enough to fill every free slot, plus ``lookahead`` more that may go
+    ahead of tasks that cannot run yet (or, with affinity, of tasks whose models are loaded nowhere)."""
+    return free_slots(backends, prefetch) + lookahead
 
 
 def skipped_by(window: Sequence[QueuedTask], pairs: Sequence[Tuple[str, str]]) -> List[str]:

@@ -3,7 +3,9 @@
 Key schema (``P`` is the configured prefix):
     P:task:{id}             hash: the task record (JSON-encoded values for prompt, params, outputs, node_errors)
     P:tasks                 zset: every task id scored by created_ms (newest first listing)
-    P:tasks:{status}        zset: task ids in that status, scored by created_ms
+    P:tasks:{status}        zset: task ids in that status, scored by created_ms; none for ``pending``: a pending
+                            task is in the queue, the claims or the active set already, and a second index of a
+                            long queue would cost a tenth of its memory
     P:queue                 zset: pending task ids scored by ``scheduling.queue_score`` (priority, then age), lowest
                             first; the dispatcher reads a window of its head and claims the ids it assigns
     P:claims                zset: ids taken from the queue but not yet submitted, scored by their lease's end;
@@ -20,6 +22,7 @@ import asyncio
 import json
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import redis.asyncio as aioredis
@@ -34,7 +37,7 @@ _JSON_FIELDS = ("prompt", "outputs", "node_errors", "params", "history", "requir
 _INT_FIELDS = ("created_ms", "updated_ms", "started_ms", "finished_ms", "node_step", "node_max", "attempts",
                "workflow_version", "submitted_ms", "priority", "vram_mb")
 
-# KEYS: task, all-index prefix (P:tasks), active set
+# KEYS: task, all-index prefix (P:tasks), active set, queue, claims
 # ARGV: id, allowed statuses joined by ',' ('' = any non-final), new status ('' = keep), now_ms,
 #       expected field ('' = none), its expected value, field, value, ...
 _TRANSITION = """
@@ -56,18 +59,29 @@ redis.call('HSET', KEYS[1], 'updated_ms', ARGV[4])
 if new ~= '' and new ~= current then
   local created = redis.call('HGET', KEYS[1], 'created_ms')
   redis.call('HSET', KEYS[1], 'status', new)
-  redis.call('ZREM', KEYS[2] .. ':' .. current, ARGV[1])
-  redis.call('ZADD', KEYS[2] .. ':' .. new, created, ARGV[1])
-  if new == 'completed' or new == 'failed' or new == 'canceled' then redis.call('SREM', KEYS[3], ARGV[1]) end
+  if current ~= 'pending' then redis.call('ZREM', KEYS[2] .. ':' .. current, ARGV[1]) end
+  if new ~= 'pending' then redis.call('ZADD', KEYS[2] .. ':' .. new, created, ARGV[1]) end
+  if new == 'completed' or new == 'failed' or new == 'canceled' then
+    redis.call('SREM', KEYS[3], ARGV[1])
+    redis.call('ZREM', KEYS[4], ARGV[1])
+    redis.call('ZREM', KEYS[5], ARGV[1])
+  end
 end
 return {'ok', current}
 """
 
-# KEYS: queue, claims   ARGV: id, lease end (ms)
+# KEYS: queue, claims   ARGV: lease end (ms), id, id, ...   returns 1 per id claimed, 0 per id no longer queued
 _CLAIM = """
-if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then return 0 end
-redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
-return 1
+local claimed = {}
+for i = 2, #ARGV do
+  if redis.call('ZREM', KEYS[1], ARGV[i]) == 1 then
+    redis.call('ZADD', KEYS[2], ARGV[1], ARGV[i])
+    claimed[#claimed + 1] = 1
+  else
+    claimed[#claimed + 1] = 0
+  end
+end
+return claimed
 """
 
 # a task's place in the queue, as scheduling.queue_score computes it; ARGV[level] is the ms one level is worth
@@ -96,21 +110,54 @@ end
 return ids
 """
 
-# KEYS: task, claims, active, prompt key   ARGV: id, now_ms, field, value, ...
+# KEYS: claims, active   ARGV: task key prefix, prompt key prefix, now_ms, then per task: id, prompt id, number
+# of field/value pairs, field, value, ...   Returns one outcome per task.
 # Only a pending task whose claim this dispatcher still holds is submitted: an expired lease or a cancel wins.
-_RECORD_SUBMISSION = """
-local status = redis.call('HGET', KEYS[1], 'status')
-if not status then redis.call('ZREM', KEYS[2], ARGV[1]); return 'missing' end
-if status ~= 'pending' then redis.call('ZREM', KEYS[2], ARGV[1]); return status end
-if redis.call('ZREM', KEYS[2], ARGV[1]) == 0 then return 'unclaimed' end
-for i = 3, #ARGV, 2 do
-  if ARGV[i + 1] == '\\0' then redis.call('HDEL', KEYS[1], ARGV[i])
-  else redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+_RECORD_SUBMISSIONS = """
+local outcomes = {}
+local i = 4
+while i <= #ARGV do
+  local id, prompt_id, pairs = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
+  local task_key = ARGV[1] .. id
+  local first, last = i + 3, i + 2 + 2 * pairs
+  i = last + 1
+  local status = redis.call('HGET', task_key, 'status')
+  local outcome = 'ok'
+  if not status then outcome = 'missing'
+  elseif status ~= 'pending' then outcome = status
+  elseif redis.call('ZSCORE', KEYS[1], id) == false then outcome = 'unclaimed' end
+  redis.call('ZREM', KEYS[1], id)
+  if outcome == 'ok' then
+    for j = first, last, 2 do
+      if ARGV[j + 1] == '\\0' then redis.call('HDEL', task_key, ARGV[j])
+      else redis.call('HSET', task_key, ARGV[j], ARGV[j + 1]) end
+    end
+    redis.call('HSET', task_key, 'updated_ms', ARGV[3])
+    redis.call('SET', ARGV[2] .. prompt_id, id)
+    redis.call('SADD', KEYS[2], id)
+  end
+  outcomes[#outcomes + 1] = outcome
 end
-redis.call('HSET', KEYS[1], 'updated_ms', ARGV[2])
-redis.call('SET', KEYS[4], ARGV[1])
-redis.call('SADD', KEYS[3], ARGV[1])
-return 'ok'
+return outcomes
+"""
+
+# ARGV: task key prefix, now_ms, then per task: id, prompt id, number of field/value pairs, field, value, ...
+# Progress of a running attempt: written only while the task is pending or running that very prompt.
+_PROGRESS = """
+local i = 3
+while i <= #ARGV do
+  local task_key, prompt_id, pairs = ARGV[1] .. ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
+  local first, last = i + 3, i + 2 + 2 * pairs
+  i = last + 1
+  local current = redis.call('HMGET', task_key, 'status', 'prompt_id')
+  if (current[1] == 'pending' or current[1] == 'running') and current[2] == prompt_id then
+    for j = first, last, 2 do
+      if ARGV[j + 1] == '\\0' then redis.call('HDEL', task_key, ARGV[j])
+      else redis.call('HSET', task_key, ARGV[j], ARGV[j + 1]) end
+    end
+    redis.call('HSET', task_key, 'updated_ms', ARGV[2])
+  end
+end
 """
 
 DELETE = "\0"  # a field value that removes the field
@@ -145,6 +192,28 @@ def _field_args(fields: Dict[str, Any]) -> List[str]:
     return [part for pair in _encode(fields).items() for part in pair]
 
 
+@dataclass(frozen=True)
+class Submission:
+    """A claimed task about to be posted: where, under which prompt id, and the graph it resolved to (for a task
+    queued by workflow name)."""
+
+    task_id: str
+    backend: str
+    prompt_id: str
+    attempts: int
+    resolved_prompt: Optional[Dict[str, Any]] = None
+
+
+def _submission_refusal(task_id: str, outcome: str) -> Optional[Exception]:
+    if outcome == "ok":
+        return None
+    if outcome == "missing":
+        return NotFound(f"no task {task_id}")
+    if outcome == "unclaimed":
+        return InvalidTransition(f"task {task_id}: its claim expired before it was submitted")
+    return InvalidTransition(f"task {task_id} is {outcome}; not submitted")
+
+
 def _decode(task_id: str, raw: Dict[str, str]) -> Task:
     # a new record holds only what differs from the defaults (id is in its key, updated_ms starts at created_ms):
     # every field costs tens of bytes, and a queue can hold millions of records
@@ -170,7 +239,8 @@ class TaskStore:
         self._claim = client.register_script(_CLAIM)
         self._requeue = client.register_script(_REQUEUE)
         self._return_claims = client.register_script(_RETURN_CLAIMS)
-        self._record_submission = client.register_script(_RECORD_SUBMISSION)
+        self._record_submissions = client.register_script(_RECORD_SUBMISSIONS)
+        self._progress = client.register_script(_PROGRESS)
         self._last_id = 0
 
     def _new_id(self) -> TaskId:
@@ -226,7 +296,6 @@ class TaskStore:
             async with self.redis.pipeline(transaction=True) as pipe:
                 pipe.hset(self._task_key(task_id), mapping=_encode(fields))
                 pipe.zadd(f"{self.prefix}:tasks", {task_id: created})
-                pipe.zadd(f"{self.prefix}:tasks:{TaskStatus.PENDING}", {task_id: created})
                 pipe.zadd(self.queue_key, {task_id: queue_score(created, priority, self.ageing_s)})
                 await pipe.execute()
         self.queued.set()
@@ -249,18 +318,44 @@ class TaskStore:
         return [_decode(task_id, raw) if raw else None for task_id, raw in zip(task_ids, records, strict=True)]
 
     async def list(self, *, status: Optional[TaskStatus] = None, limit: int = 50, offset: int = 0) -> List[Task]:
-        index = f"{self.prefix}:tasks" + (f":{status}" if status else "")
+        """Newest first; pending tasks in the order they run: those on a backend, those being dispatched, then
+        the queue from its head."""
         with map_redis_errors():
-            ids = await self.redis.zrevrange(index, offset, offset + limit - 1)
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for task_id in ids:
-                    pipe.hgetall(self._task_key(task_id))
-                records = await pipe.execute()
-        return [_decode(task_id, r) for task_id, r in zip(ids, records, strict=True) if r]
+            if status == TaskStatus.PENDING:
+                ids = await self._pending_ids(limit, offset)
+            else:
+                index = f"{self.prefix}:tasks" + (f":{status}" if status else "")
+                ids = await self.redis.zrevrange(index, offset, offset + limit - 1)
+        return [task for task in await self.get_many(ids)
+                if task is not None and (status is None or task.status == status)]
+
+    async def _pending_ids(self, limit: int, offset: int) -> List[str]:
+        active = sorted(await self.redis.smembers(self.active_key))  # ULIDs: creation order
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for task_id in active:
+                pipe.hget(self._task_key(task_id), "status")
+            statuses = await pipe.execute()
+        ahead = [i for i, s in zip(active, statuses, strict=True) if s == TaskStatus.PENDING]
+        ahead += await self.redis.zrange(self.claims_key, 0, -1)
+        ids = ahead[offset:offset + limit]
+        if len(ids) < limit:
+            start = max(0, offset - len(ahead))
+            ids += await self.redis.zrange(self.queue_key, start, start + limit - len(ids) - 1)
+        return ids
 
     async def count(self, status: Optional[TaskStatus] = None) -> int:
         with map_redis_errors():
-            return int(await self.redis.zcard(f"{self.prefix}:tasks" + (f":{status}" if status else "")))
+            if status != TaskStatus.PENDING:
+                return int(await self.redis.zcard(f"{self.prefix}:tasks" + (f":{status}" if status else "")))
+            # pending: queued, claimed, or submitted and not yet started (the active set holds those and the
+            # running ones)
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.zcard(self.queue_key)
+                pipe.zcard(self.claims_key)
+                pipe.scard(self.active_key)
+                pipe.zcard(f"{self.prefix}:tasks:{TaskStatus.RUNNING}")
+                queued, claimed, active, running = await pipe.execute()
+            return int(queued) + int(claimed) + int(active) - int(running)
 
     async def update(self, task_id: str, *, to: Optional[TaskStatus] = None,
                      allowed_from: Optional[Sequence[TaskStatus]] = None, expect: Optional[Tuple[str, str]] = None,
@@ -273,7 +368,7 @@ class TaskStore:
             allowed_from = sources_of(to) if to is not None else []
         args: List[Any] = [task_id, ",".join(allowed_from), to.value if to else "", str(now_ms()),
                            *(expect or ("", "")), *_field_args(fields)]
-        keys = [self._task_key(task_id), f"{self.prefix}:tasks", self.active_key]
+        keys = [self._task_key(task_id), f"{self.prefix}:tasks", self.active_key, self.queue_key, self.claims_key]
         with map_redis_errors():
             outcome, previous = await self._transition(keys=keys, args=args)
         if outcome == "missing":
@@ -281,6 +376,18 @@ class TaskStore:
         if outcome == "refused":
             raise InvalidTransition(f"task {task_id} is {previous}; cannot move to {to or 'an update'}")
         return TaskStatus(previous)
+
+    async def write_progress(self, updates: Sequence[Tuple[str, str, Dict[str, Any]]]) -> None:
+        """Progress fields of running attempts, ``(task id, prompt id, fields)`` each, in one round trip. A task
+        that ended, or moved on to another attempt, is left as it is."""
+        if not updates:
+            return
+        args: List[Any] = [f"{self.prefix}:task:", now_ms()]
+        for task_id, prompt_id, fields in updates:
+            pairs = _field_args(fields)
+            args += [task_id, prompt_id, len(pairs) // 2, *pairs]
+        with map_redis_errors():
+            await self._progress(args=args)
 
     # ------------------------------------------------------------------ queue
     async def peek(self, count: int) -> Tuple[List[TaskId], int]:
@@ -294,9 +401,17 @@ class TaskStore:
 
     async def claim_id(self, task_id: str, lease_s: float) -> bool:
         """Take ``task_id`` out of the queue under a lease of ``lease_s``; False if it is no longer queued."""
+        return (await self.claim_ids([task_id], lease_s))[0]
+
+    async def claim_ids(self, task_ids: Sequence[str], lease_s: float) -> List[bool]:
+        """Take each of ``task_ids`` out of the queue under a lease of ``lease_s``, in one round trip: True for
+        each one claimed, False for one no longer queued."""
+        if not task_ids:
+            return []
         with map_redis_errors():
-            return bool(await self._claim(keys=[self.queue_key, self.claims_key],
-                                          args=[task_id, now_ms() + int(lease_s * 1000)]))
+            claimed = await self._claim(keys=[self.queue_key, self.claims_key],
+                                        args=[now_ms() + int(lease_s * 1000), *task_ids])
+        return [bool(c) for c in claimed]
 
     async def claim(self, timeout_s: float, lease_s: float) -> Optional[TaskId]:
         """Take the first queued id under a lease of ``lease_s``; None if none came within ``timeout_s``."""
@@ -349,6 +464,7 @@ class TaskStore:
         renamed first and deleted last, so a crash half-way loses nothing: the next start carries on."""
         legacy = f"{self.queue_key}:list"
         with map_redis_errors():
+            await self.redis.unlink(f"{self.prefix}:tasks:{TaskStatus.PENDING}")  # earlier versions kept this index
             if await self.redis.type(self.queue_key) == "list":
                 await self.redis.rename(self.queue_key, legacy)
             ids = list(reversed(await self.redis.lrange(legacy, 0, -1)))
@@ -372,17 +488,10 @@ class TaskStore:
         return int(queued) + int(claimed)
 
     async def cancel(self, task_id: str) -> TaskStatus:
-        """Mark a pending or running task canceled and take it out of the queue, claims and active set; returns
-        the status it had. The status change comes first: a dispatcher holding its claim then finds it canceled."""
-        previous = await self.update(task_id, to=TaskStatus.CANCELED,
-                                     allowed_from=[TaskStatus.PENDING, TaskStatus.RUNNING], finished_ms=now_ms())
-        with map_redis_errors():
-            async with self.redis.pipeline(transaction=True) as pipe:
-                pipe.zrem(self.queue_key, task_id)
-                pipe.zrem(self.claims_key, task_id)
-                pipe.srem(self.active_key, task_id)
-                await pipe.execute()
-        return previous
+        """Mark a pending or running task canceled, which takes it out of the queue, claims and active set (as
+        every final status does, in the same script); returns the status it had."""
+        return await self.update(task_id, to=TaskStatus.CANCELED, allowed_from=[TaskStatus.PENDING, TaskStatus.RUNNING],
+                                 finished_ms=now_ms())
 
     # ------------------------------------------------------------------ submissions
     async def record_submission(self, task_id: str, *, backend: str, prompt_id: str, attempts: int,
@@ -390,21 +499,28 @@ class TaskStore:
         """Before POST /prompt: remember where the prompt goes, so a crash right after it can be reconciled, and
         the graph a task queued by workflow name resolved to. Moves the task from claims to active in one step;
         raises InvalidTransition when its claim is gone (lease expired) or it is no longer pending (canceled)."""
-        fields: Dict[str, Any] = {"backend": backend, "prompt_id": prompt_id, "attempts": attempts, "error": None,
-                                  "submitted_ms": now_ms()}
-        if resolved_prompt is not None:
-            fields["prompt"] = resolved_prompt
-        args: List[Any] = [task_id, now_ms(), *_field_args(fields)]
+        outcome = (await self.record_submissions([Submission(task_id, backend, prompt_id, attempts,
+                                                             resolved_prompt)]))[0]
+        if outcome is not None:
+            raise outcome
+
+    async def record_submissions(self, submissions: Sequence["Submission"]) -> List[Optional[Exception]]:
+        """``record_submission`` for several tasks in one round trip: None for each one recorded, else the
+        NotFound or InvalidTransition it would have raised."""
+        if not submissions:
+            return []
+        now = now_ms()
+        args: List[Any] = [f"{self.prefix}:task:", f"{self.prefix}:prompt:", now]
+        for submission in submissions:
+            fields: Dict[str, Any] = {"backend": submission.backend, "prompt_id": submission.prompt_id,
+                                      "attempts": submission.attempts, "error": None, "submitted_ms": now}
+            if submission.resolved_prompt is not None:
+                fields["prompt"] = submission.resolved_prompt
+            pairs = _field_args(fields)
+            args += [submission.task_id, submission.prompt_id, len(pairs) // 2, *pairs]
         with map_redis_errors():
-            outcome = await self._record_submission(
-                keys=[self._task_key(task_id), self.claims_key, self.active_key, self._prompt_key(prompt_id)],
-                args=args)
-        if outcome == "missing":
-            raise NotFound(f"no task {task_id}")
-        if outcome == "unclaimed":
-            raise InvalidTransition(f"task {task_id}: its claim expired before it was submitted")
-        if outcome != "ok":
-            raise InvalidTransition(f"task {task_id} is {outcome}; not submitted")
+            outcomes = await self._record_submissions(keys=[self.claims_key, self.active_key], args=args)
+        return [_submission_refusal(s.task_id, outcome) for s, outcome in zip(submissions, outcomes, strict=True)]
 
     async def task_for_prompt(self, prompt_id: str) -> Optional[TaskId]:
         with map_redis_errors():

@@ -13,7 +13,7 @@ from .errors import InvalidInput, NotFound
 from .inputs import InputStore, StoredInput
 from .models import Task, TaskStatus
 from .outputs import OutputStore
-from .scheduling import Needs, graph_models
+from .scheduling import Needs, graph_cost, graph_models
 from .store import TaskStore
 from .workflow import ImageInput, ParameterError, WorkflowDefinition, apply, bind, image_inputs
 from .workflow_store import WorkflowStore
@@ -140,9 +140,10 @@ class Templates:
         return PreparedPrompt(graph, uploads)
 
 
-    async def needs(self, task: Task) -> Needs:
-        """What ``task`` asks of a backend: its own tags and VRAM with its workflow's, and the models its graph
-        loads. A task that can no longer run needs nothing: dispatching it fails it with the reason."""
+    async def needs(self, task: Task) -> Tuple[Needs, float]:
+        """What ``task`` asks of a backend (its own tags and VRAM with its workflow's, and the models its graph
+        loads) and its graph's estimated cost. A task that can no longer run needs nothing and costs nothing:
+        dispatching it fails it with the reason."""
         tags = set(task.requires)
         vram_mb = task.vram_mb
         graph: Mapping[str, Any] = task.prompt or {}
@@ -150,7 +151,7 @@ class Templates:
             try:
                 definition = await self.definition(task.workflow, task.workflow_version, known_stored=True)
             except NotFound:
-                return Needs()
+                return Needs(), 0.0
             tags.update(definition.requires)
             if definition.vram_mb is not None:
                 vram_mb = max(vram_mb or 0, definition.vram_mb)
@@ -160,4 +161,5 @@ class Templates:
                 graph = apply(definition.graph, definition.params, values, images)
             except (KeyError, TypeError):
                 graph = definition.graph
-        return Needs(frozenset(tags), None if vram_mb is None else vram_mb << 20, graph_models(graph))
+        needs = Needs(frozenset(tags), None if vram_mb is None else vram_mb << 20, graph_models(graph))
+        return needs, graph_cost(graph)

@@ -9,13 +9,23 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Set, Tuple
 
 import aiohttp
 from loguru import logger
 
 from .comfy import protocol
-from .comfy.protocol import Executing, ExecutionCached, ExecutionError, ExecutionInterrupted, ExecutionStart, Progress
+from .comfy.protocol import (
+    Executed,
+    Executing,
+    ExecutionCached,
+    ExecutionError,
+    ExecutionInterrupted,
+    ExecutionStart,
+    ExecutionSuccess,
+    Progress,
+)
 from .config import TrackingConfig
 from .errors import BackendUnavailable, InvalidTransition, NotFound, TransientError
 from .models import Attempt, OutputFile, Task, TaskStatus
@@ -43,6 +53,13 @@ class PromptState:
     node: Optional[str] = None
     settling: bool = False
     download_failures: int = 0
+    # what the socket showed: when it saw the whole run (start, nothing cached, success, on one connection), the
+    # outputs of its ``executed`` events are the history's outputs and /history need not be asked
+    epoch: int = -1  # the backend's socket connection that carried execution_start
+    cache_known: bool = False
+    succeeded: bool = False
+    outputs: Dict[str, Any] = field(default_factory=dict)
+    unsaved: Dict[str, Any] = field(default_factory=dict)  # progress fields the next flush writes
 
 
 class Tracker:
@@ -56,6 +73,8 @@ class Tracker:
         self.client_id = client_id  # kept across restarts: events of earlier prompts still reach us
         self.prompts: Dict[str, PromptState] = {}
         self._watchers: Dict[str, Tuple[Backend, asyncio.Task]] = {}
+        self._epochs: Dict[str, int] = {}  # backend id -> how many times its socket connected
+        self._unsaved: Set[str] = set()  # prompt ids with progress not yet written
         pool.on_lost = self.backend_lost
 
     # ------------------------------------------------------------------ bookkeeping
@@ -72,7 +91,7 @@ class Tracker:
             backend.tasks_done += 1
         if not backend.prompts:
             backend.idle_since = time.monotonic()
-        await self.pool.notify()
+        self.pool.notify()
 
     # ------------------------------------------------------------------ loop
     async def run(self) -> None:
@@ -80,6 +99,7 @@ class Tracker:
         await self.recover()
         async with asyncio.TaskGroup() as watchers:
             watchers.create_task(self._watchdog(), name="prompt watchdog")
+            watchers.create_task(self._progress_writer(), name="progress writer")
             while True:
                 # a backend id can come back as a new backend (a replacement on the same port): watchers are
                 # per Backend object, never per id
@@ -121,6 +141,7 @@ class Tracker:
                 async with self.session.ws_connect(backend.client.ws_url(self.client_id), heartbeat=30,
                                                    max_msg_size=64 << 20) as ws:
                     delay = 0.2
+                    self._epochs[backend.id] = self._epochs.get(backend.id, 0) + 1
                     await self.reconcile(backend)  # whatever happened while we were not listening
                     await self._read(backend, ws)
             except (aiohttp.ClientError, OSError, TimeoutError) as exc:
@@ -133,7 +154,9 @@ class Tracker:
     async def _read(self, backend: Backend, ws: aiohttp.ClientWebSocketResponse) -> None:
         while True:
             try:
-                message = await asyncio.wait_for(ws.receive(), self.config.silence_s)
+                # receive's own timeout, not asyncio.wait_for: that wraps every frame in a task of its own,
+                # which costs a lap of the event loop per frame
+                message = await ws.receive(timeout=self.config.silence_s)
             except TimeoutError:
                 if backend.prompts:
                     # a busy backend went quiet: do not trust the socket alone. ComfyUI may also have handed our
@@ -219,22 +242,30 @@ class Tracker:
         try:
             if isinstance(event, ExecutionStart):
                 state.submitted = True
+                state.epoch = self._epochs.get(backend.id, 0)
                 await self.store.update(task_id, to=TaskStatus.RUNNING, allowed_from=[TaskStatus.PENDING],
                                         started_ms=now_ms(), progress=0.0)
             elif isinstance(event, ExecutionCached):
                 state.cached = len(event.nodes)
-                await self._write_progress(state)
+                state.cache_known = True
+                self._note_progress(prompt_id, state)
             elif isinstance(event, Executing):
                 if event.node is None:
-                    await self.settle(backend, prompt_id)
+                    seen_whole = (state.succeeded and state.cache_known and state.cached == 0
+                                  and state.epoch == self._epochs.get(backend.id))
+                    await self.settle(backend, prompt_id, outputs=state.outputs if seen_whole else None)
                     return
                 if state.node is not None:
                     state.finished.add(state.node)
                 state.node = event.node
-                await self._write_progress(state, node=event.node, node_step=None, node_max=None)
+                self._note_progress(prompt_id, state, node=event.node, node_step=None, node_max=None)
             elif isinstance(event, Progress):
-                await self._write_progress(state, step=event.value, step_max=event.max, node=event.node,
-                                           node_step=int(event.value), node_max=int(event.max))
+                self._note_progress(prompt_id, state, step=event.value, step_max=event.max, node=event.node,
+                                    node_step=int(event.value), node_max=int(event.max))
+            elif isinstance(event, Executed):
+                state.outputs[event.node] = event.output
+            elif isinstance(event, ExecutionSuccess):
+                state.succeeded = True
             elif isinstance(event, ExecutionError):
                 message = protocol.describe_error(event.node_id, event.node_type, event.exception_type,
                                                   event.exception_message)
@@ -245,12 +276,33 @@ class Tracker:
         except (InvalidTransition, NotFound):
             pass  # the task moved on (canceled, or settled by the watchdog first)
 
-    async def _write_progress(self, state: PromptState, *, step: Optional[float] = None,
-                              step_max: Optional[float] = None, **fields: Any) -> None:
+    def _note_progress(self, prompt_id: str, state: PromptState, *, step: Optional[float] = None,
+                       step_max: Optional[float] = None, **fields: Any) -> None:
+        """Progress is merged in memory and written by ``_progress_writer``: a sampler can send hundreds of
+        steps a second, and a short prompt ends before its progress is worth a write."""
         progress = prompt_progress(total_nodes=state.total_nodes, cached_nodes=state.cached,
                                    finished_nodes=len(state.finished), step=step, step_max=step_max)
-        await self.store.update(state.task_id, allowed_from=[TaskStatus.PENDING, TaskStatus.RUNNING],
-                                progress=progress, **fields)
+        state.unsaved.update(fields, progress=progress)
+        self._unsaved.add(prompt_id)
+
+    async def _progress_writer(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.progress_interval_s)
+            await self.write_progress()
+
+    async def write_progress(self) -> None:
+        """Write the progress noted since the last call, every prompt's in one round trip."""
+        updates = []
+        for prompt_id in self._unsaved:
+            state = self.prompts.get(prompt_id)
+            if state is not None and state.unsaved:
+                updates.append((state.task_id, prompt_id, state.unsaved))
+                state.unsaved = {}
+        self._unsaved.clear()
+        try:
+            await self.store.write_progress(updates)
+        except TransientError as exc:
+            logger.debug("progress not written error={}", exc)  # newer progress follows
 
     # ------------------------------------------------------------------ settling from /history
     async def reconcile(self, backend: Backend) -> None:
@@ -266,14 +318,20 @@ class Tracker:
         for prompt_id in pending:
             await self.settle(backend, prompt_id, queue=queue)
 
-    async def settle(self, backend: Backend, prompt_id: str, *, queue: Optional[Dict[str, Any]] = None) -> None:
+    async def settle(self, backend: Backend, prompt_id: str, *, queue: Optional[Dict[str, Any]] = None,
+                     outputs: Optional[Dict[str, Any]] = None) -> None:
+        """End a prompt as /history (and /queue) tell; with ``outputs``, the socket saw the whole successful run
+        and those are its outputs."""
         state = self.prompts.get(prompt_id)
         if state is None or state.settling:
             return
         state.settling = True
         try:
             try:
-                outcome = protocol.history_outcome(await backend.client.history(prompt_id))
+                if outputs is not None:
+                    outcome = protocol.HistoryOutcome(finished=True, succeeded=True, outputs=outputs)
+                else:
+                    outcome = protocol.history_outcome(await backend.client.history(prompt_id))
                 if not outcome.finished and queue is None:
                     queue = await backend.client.queue()
             except BackendUnavailable as exc:
@@ -315,9 +373,10 @@ class Tracker:
     async def _download(self, backend: Backend, task_id: str, outputs: Dict[str, Any]) -> List[OutputFile]:
         files = []
         for ref in protocol.output_refs(outputs):
-            destination = self.outputs.destination(task_id, ref.filename, ref.node_id)
-            size, sha256, content_type = await backend.client.download(
-                ref, str(destination), timeout_s=self.config.download_timeout_s)
+            path, size, sha256, content_type = await backend.client.download(
+                ref, lambda ref=ref: str(self.outputs.destination(task_id, ref.filename, ref.node_id)),
+                timeout_s=self.config.download_timeout_s)
+            destination = Path(path)
             files.append(OutputFile(node_id=ref.node_id, filename=destination.name, subfolder=ref.subfolder,
                                     type=ref.type, size=size, content_type=content_type, sha256=sha256,
                                     path=self.outputs.relative(destination)))

@@ -8,7 +8,7 @@ import asyncio
 import hashlib
 import os
 from contextlib import asynccontextmanager
-from typing import Any, AsyncIterator, Dict, Optional, Tuple
+from typing import Any, AsyncIterator, BinaryIO, Callable, Dict, Optional, Tuple
 from urllib.parse import urlencode
 
 import aiohttp
@@ -115,32 +115,63 @@ class ComfyClient:
         subfolder = payload.get("subfolder") or ""
         return f"{subfolder}/{payload['name']}" if subfolder else payload["name"]
 
-    async def download(self, ref: OutputRef, destination: str, *, timeout_s: float) -> Tuple[int, str, str]:
-        """Stream one output to ``destination``; returns (size, sha256 hex, content type)."""
+    async def download(self, ref: OutputRef, place: Callable[[], str], *,
+                       timeout_s: float) -> Tuple[str, int, str, str]:
+        """Stream one output to the path ``place()`` returns (called off the event loop: it may create
+        directories); returns (that path, size, sha256 hex, content type)."""
         query = urlencode({"filename": ref.filename, "subfolder": ref.subfolder, "type": ref.type})
-        partial = destination + ".part"
         digest = hashlib.sha256()
         size = 0
         deadline = aiohttp.ClientTimeout(total=timeout_s)
-        async with (
-            map_http_errors(f"GET /view {ref.filename}"),
-            self.session.get(f"{self.base_url}/view?{query}", timeout=deadline) as response,
-        ):
-            if response.status != 200:
-                raise BackendUnavailable(f"GET /view {ref.filename} answered HTTP {response.status}")
-            content_type = response.headers.get("Content-Type", "application/octet-stream").split(";")[0]
-            out = await asyncio.to_thread(open, partial, "wb")
-            try:
+        file = _OutputFile(place)
+        try:
+            async with (
+                map_http_errors(f"GET /view {ref.filename}"),
+                self.session.get(f"{self.base_url}/view?{query}", timeout=deadline) as response,
+            ):
+                if response.status != 200:
+                    raise BackendUnavailable(f"GET /view {ref.filename} answered HTTP {response.status}")
+                content_type = response.headers.get("Content-Type", "application/octet-stream").split(";")[0]
                 pending = bytearray()
                 async for chunk in response.content.iter_chunked(1 << 16):
                     digest.update(chunk)
                     size += len(chunk)
                     pending += chunk
                     if len(pending) >= WRITE_BATCH_BYTES:  # disk writes stay off the event loop, a batch a hop
-                        await asyncio.to_thread(out.write, bytes(pending))
+                        await asyncio.to_thread(file.write, bytes(pending))
                         pending.clear()
-                await asyncio.to_thread(out.write, bytes(pending))
-            finally:
-                await asyncio.to_thread(out.close)
-        os.replace(partial, destination)
-        return size, digest.hexdigest(), content_type
+                # a small file costs one hop in all: place, open, write, close, rename
+                path = await asyncio.to_thread(file.finish, bytes(pending))
+        except BaseException:
+            await asyncio.to_thread(file.discard)
+            raise
+        return path, size, digest.hexdigest(), content_type
+
+
+class _OutputFile:
+    """A download's file, written under ``.part`` and renamed when complete; every method blocks (run them in a
+    thread)."""
+
+    def __init__(self, place: Callable[[], str]) -> None:
+        self.place = place
+        self.path: Optional[str] = None
+        self.file: Optional[BinaryIO] = None
+
+    def write(self, data: bytes) -> None:
+        if self.file is None:
+            self.path = self.place()
+            self.file = open(self.path + ".part", "wb")  # closed in finish or discard
+        self.file.write(data)
+
+    def finish(self, data: bytes) -> str:
+        self.write(data)
+        assert self.file is not None and self.path is not None
+        self.file.close()
+        os.replace(self.path + ".part", self.path)
+        return self.path
+
+    def discard(self) -> None:
+        if self.file is not None:
+            self.file.close()
+            if self.path is not None and os.path.exists(self.path + ".part"):
+                os.unlink(self.path + ".part")

@@ -10,6 +10,7 @@ import json
 import os
 import signal
 import tempfile
+from typing import Callable, Optional
 
 from aiohttp import web
 
@@ -69,6 +70,16 @@ async def _serve_fleet(args: argparse.Namespace, base_dir: str) -> None:
             await runner.cleanup()
 
 
+def _loop_factory() -> Optional[Callable[[], asyncio.AbstractEventLoop]]:
+    """uvloop where installed: a fleet of emulators in one process stands in for many machines, and should cost
+    this one as little as it can."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
+
+
 def main(argv: "list[str] | None" = None) -> None:
     args = parse_args(argv)
     behaviour = _behaviour(args)
@@ -76,12 +87,15 @@ def main(argv: "list[str] | None" = None) -> None:
     with tempfile.TemporaryDirectory(prefix="comfyart-emulator-") as scratch:
         base_dir = args.base_dir or scratch
         if args.count > 1:
-            asyncio.run(_serve_fleet(args, base_dir))
+            with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+                runner.run(_serve_fleet(args, base_dir))
             return
         emulator = Emulator(base_dir, behaviour, checkpoints=[c for c in args.checkpoints.split(",") if c],
                             vram_mb=args.vram_mb, gpu=args.gpu)
         print(f"comfyart emulator listening on http://{args.host}:{args.port} (files in {base_dir})", flush=True)
-        web.run_app(build_app(emulator), host=args.host, port=args.port, print=None, access_log=None)
+        factory = _loop_factory()
+        web.run_app(build_app(emulator), host=args.host, port=args.port, print=None, access_log=None,
+                    loop=factory() if factory else None)
 
 
 if __name__ == "__main__":

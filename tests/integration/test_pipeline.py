@@ -44,6 +44,26 @@ async def test_task_completes_with_outputs_matching_the_emulators_files(tmp_path
         assert hashlib.sha256(served.content).hexdigest() == output["sha256"]
 
 
+async def test_a_fully_cached_rerun_takes_its_outputs_from_history(tmp_path: Path, redis_url, emulator):
+    """The second run of one graph is all cached: its outputs are the first run's files, read from /history (the
+    socket alone is trusted only for a run it saw whole, with nothing cached)."""
+    emu = emulator()
+    settings = make_settings(tmp_path, redis_url, static_backends=static(emu))
+    graph = text_to_image_graph(seed=11)
+    async with running_daemon(settings) as api:
+        first_id = (await api.post("/api/tasks", json={"prompt": graph})).json()["id"]
+        [first] = await wait_for_tasks(api, [first_id])
+        second_id = (await api.post("/api/tasks", json={"prompt": graph})).json()["id"]
+        [second] = await wait_for_tasks(api, [second_id])
+        async with httpx.AsyncClient() as plain:
+            entry = (await plain.get(f"{emu.url}/history/{second['prompt_id']}")).json()[second["prompt_id"]]
+    cached = dict(entry["status"]["messages"])["execution_cached"]["nodes"]
+    assert sorted(cached) == sorted(graph)  # every node of the rerun came from the cache
+    assert first["status"] == second["status"] == "completed", (first, second)
+    assert [o["sha256"] for o in second["outputs"]] == [o["sha256"] for o in first["outputs"]]
+    assert len(second["outputs"]) == 1 and second["progress"] == 1.0
+
+
 async def test_progress_is_written_while_a_prompt_runs(tmp_path: Path, redis_url, emulator):
     emu = emulator("--step-seconds", "0.1")
     settings = make_settings(tmp_path, redis_url, static_backends=static(emu))

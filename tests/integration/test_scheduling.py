@@ -50,6 +50,27 @@ async def test_priorities_run_high_first_and_fifo_within_a_level(tmp_path: Path,
     assert [r["priority"] for r in started] == [7, 1, 0, 0, -1, -1]
 
 
+async def test_longest_first_runs_the_costliest_graphs_of_a_level_first(tmp_path: Path, redis_url, emulator):
+    emu = emulator("--step-seconds", "0.02")
+    settings = make_settings(tmp_path, redis_url, static_backends=[{"name": "e", "url": emu.url}],
+                             scheduler={"prefetch": 0, "priority_ageing_s": 0, "order": "longest_first"})
+    async with running_daemon(settings) as api:
+        await healthy(api, 1)
+        blocker = (await api.post("/api/tasks", json={"prompt": text_to_image_graph(seed=1, steps=40)})).json()["id"]
+        await wait_for_pool(api, lambda p: p["backends"][0]["inflight"] == 1)
+        queued = [(2, "normal"), (10, "normal"), (1, "high"), (5, "normal"), (30, "low")]
+        ids = [(await api.post("/api/tasks", json={"prompt": text_to_image_graph(seed=10 + i, steps=steps),
+                                                   "priority": priority})).json()["id"]
+               for i, (steps, priority) in enumerate(queued)]
+        pending = (await api.get("/api/tasks", params={"status": "pending"})).json()
+        assert [t["id"] for t in pending["tasks"]] == [ids[2], ids[0], ids[1], ids[3], ids[4]]  # queue order
+        assert pending["total"] == 5
+        records = await wait_for_tasks(api, [blocker, *ids])
+    assert all(r["status"] == "completed" for r in records)
+    started = [r["id"] for r in sorted(records[1:], key=lambda r: r["started_ms"])]
+    assert started == [ids[2], ids[1], ids[3], ids[0], ids[4]]  # high; then 10, 5, 2 steps; then low
+
+
 async def test_required_tags_route_tasks_and_an_unrunnable_one_blocks_nothing(tmp_path: Path, redis_url, emulator):
     plain, video = emulator(), emulator()
     settings = make_settings(tmp_path, redis_url, static_backends=[

@@ -9,7 +9,7 @@ from comfyart.config import StaticBackendConfig
 from comfyart.errors import InvalidTransition, NotFound
 from comfyart.models import TaskStatus
 from comfyart.pool_store import PoolStore, ScaleOverride
-from comfyart.store import TaskStore
+from comfyart.store import Submission, TaskStore
 
 GRAPH = {"1": {"class_type": "EmptyImage", "inputs": {}}}
 
@@ -219,3 +219,49 @@ async def test_requirements_are_stored_and_read_back_in_bulk(store: TaskStore):
     records = await store.get_many([task.id, "01NOSUCHTASK0000000000000"])
     assert records[1] is None
     assert records[0].requires == ["sdxl", "video"] and records[0].vram_mb == 12000
+
+
+async def test_claims_and_submissions_in_one_round_trip_each(store: TaskStore):
+    tasks = [await store.create(GRAPH) for _ in range(4)]
+    await store.cancel(tasks[2].id)
+    assert await store.claim_ids([t.id for t in tasks] + ["nonexistent"], 30) == [True, True, False, True, False]
+    await store.cancel(tasks[3].id)  # canceled while claimed: its submission is refused
+    await store.redis.delete(f"{store.prefix}:task:{tasks[1].id}")  # its record is gone
+    outcomes = await store.record_submissions([
+        Submission(tasks[0].id, "b", "p0", 1, resolved_prompt={"9": {"class_type": "X", "inputs": {}}}),
+        Submission(tasks[1].id, "b", "p1", 1),
+        Submission(tasks[3].id, "b", "p3", 1),
+        Submission(tasks[0].id, "b", "p0-again", 1),  # its claim was used up by the first
+    ])
+    assert outcomes[0] is None
+    assert isinstance(outcomes[1], NotFound)
+    assert isinstance(outcomes[2], InvalidTransition) and "canceled" in str(outcomes[2])
+    assert isinstance(outcomes[3], InvalidTransition) and "claim" in str(outcomes[3])
+    recorded = await store.get(tasks[0].id)
+    assert (recorded.backend, recorded.prompt_id, recorded.attempts) == ("b", "p0", 1)
+    assert recorded.prompt == {"9": {"class_type": "X", "inputs": {}}}
+    assert await store.task_for_prompt("p0") == tasks[0].id and await store.task_for_prompt("p0-again") is None
+    assert await store.redis.smembers(store.active_key) == {tasks[0].id}
+    assert await store.redis.zcard(store.claims_key) == 0
+
+
+async def test_progress_is_written_only_to_the_attempt_it_belongs_to(store: TaskStore):
+    running, requeued, done = [await store.create(GRAPH) for _ in range(3)]
+    for task, prompt_id in ((running, "p-run"), (requeued, "p-old"), (done, "p-done")):
+        await store.claim_id(task.id, 30)
+        await store.record_submission(task.id, backend="b", prompt_id=prompt_id, attempts=1)
+    await store.update(running.id, to=TaskStatus.RUNNING)
+    await store.update(requeued.id, to=TaskStatus.PENDING, prompt_id=None)  # its attempt ended
+    await store.update(done.id, to=TaskStatus.COMPLETED, progress=1.0)
+    await store.write_progress([(running.id, "p-run", {"progress": 0.5, "node": "3", "node_step": 4}),
+                                (requeued.id, "p-old", {"progress": 0.5}),
+                                (done.id, "p-done", {"progress": 0.5, "node": "3"})])
+    after = await store.get(running.id)
+    assert (after.progress, after.node, after.node_step) == (0.5, "3", 4)
+    assert (await store.get(requeued.id)).progress == 0.0
+    finished = await store.get(done.id)
+    assert finished.progress == 1.0 and finished.node is None
+    await store.write_progress([(running.id, "p-run", {"node": None, "node_step": None})])  # None deletes
+    cleared = await store.get(running.id)
+    assert cleared.node is None and cleared.node_step is None and cleared.progress == 0.5
+    await store.write_progress([])  # nothing to write: no round trip, no error

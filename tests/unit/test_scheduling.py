@@ -8,15 +8,21 @@ from comfyart.scheduling import (
     STRICT_LEVEL_MS,
     BackendSlot,
     Needs,
+    Order,
     QueuedTask,
     Strategy,
     assign,
     cannot_run_reason,
+    free_slots,
+    graph_cost,
     graph_models,
+    level_at,
+    ordered,
     parse_priority,
     queue_score,
     skipped_by,
     unschedulable_reason,
+    window_size,
 )
 
 GIB = 1 << 30
@@ -310,3 +316,90 @@ def test_affinity_bounds_how_long_a_task_is_passed_over():
             backends = [BackendSlot(b.id, 1, models=next(t.needs.models for t in current if t.id == task_id))
                         if b.id == backend_id else b for b in backends]
         assert skips <= 8
+
+
+# ---------------------------------------------------------------------------------------------------- window
+def test_free_slots_count_only_healthy_accepting_backends():
+    backends = [slot("a", 0), slot("b", 1), slot("c", 2), slot("d", 0, healthy=False), slot("e", 0, accepting=False),
+                slot("f", 5)]
+    assert free_slots(backends, prefetch=0) == 1  # only a: b and c are busy, f is over its limit
+    assert free_slots(backends, prefetch=1) == 2 + 1  # a twice, b once
+    assert free_slots(backends, prefetch=2) == 3 + 2 + 1
+    assert free_slots([], prefetch=1) == 0
+
+
+def test_window_holds_every_free_slot_plus_the_lookahead():
+    backends = [slot(f"b{i}", i % 3) for i in range(64)]
+    assert window_size(backends, prefetch=1, lookahead=32) == free_slots(backends, 1) + 32
+    assert window_size([slot("a", 2)], prefetch=1, lookahead=5) == 5
+
+
+# ---------------------------------------------------------------------------------------------------- cost
+def sampler(steps, source="5"):
+    return {"class_type": "KSampler", "inputs": {"steps": steps, "latent_image": [source, 0], "seed": 1}}
+
+
+def latent(width, height, batch=1, **extra):
+    return {"class_type": "EmptyLatentImage", "inputs": {"width": width, "height": height, "batch_size": batch,
+                                                          **extra}}
+
+
+@pytest.mark.parametrize("graph, expected", [
+    ({"3": sampler(20), "5": latent(512, 512)}, 20),
+    ({"3": sampler(20), "5": latent(1024, 1024)}, 80),  # four times the pixels
+    ({"3": sampler(20), "5": latent(512, 512, batch=4)}, 80),
+    ({"3": sampler(30), "5": latent(848, 480, length=33)}, 30 * 848 * 480 * 33 / (512 * 512)),  # video frames
+    ({"3": sampler(20), "4": sampler(10), "5": latent(512, 512)}, 30),  # hires fix: both passes
+    ({"3": sampler(20), "5": latent(256, 256)}, 20),  # smaller latents count as one image: steps dominate
+    ({"3": sampler(20)}, 20),  # no literal latent size
+    ({"1": {"class_type": "EmptyImage", "inputs": {"width": 64, "height": 64}}}, 0),  # no sampler
+    ({"3": {"class_type": "KSampler", "inputs": {"steps": ["9", 0]}}}, 0),  # steps from a link: unknown
+    ({"3": {"class_type": "KSampler", "inputs": {"steps": True}}}, 0),
+    ({"3": "garbage", "4": {"inputs": None}}, 0),
+    ({}, 0),
+])
+def test_graph_cost(graph, expected):
+    assert graph_cost(graph) == pytest.approx(expected)
+
+
+# ---------------------------------------------------------------------------------------------------- order
+def costly(id, cost, priority=0, created_ms=0):
+    return QueuedTask(id, priority, created_ms=created_ms, cost=cost)
+
+
+def test_fifo_keeps_queue_order():
+    window = [costly("a", 1), costly("b", 9), costly("c", 5)]
+    assert [t.id for t in ordered(window, Order.FIFO, now_ms=0, ageing_s=0)] == ["a", "b", "c"]
+
+
+def test_longest_first_orders_each_level_by_cost_and_keeps_levels_strict():
+    window = [costly("h1", 1, priority=1), costly("n1", 2), costly("n2", 50), costly("h2", 7, priority=1),
+              costly("n3", 2), costly("l1", 99, priority=-1)]
+    got = [t.id for t in ordered(window, Order.LONGEST_FIRST, now_ms=0, ageing_s=0)]
+    assert got == ["h2", "h1", "n2", "n1", "n3", "l1"]  # equal costs keep queue order
+
+
+def test_longest_first_lets_a_task_that_waited_an_ageing_period_go_first():
+    now = 1_000_000
+    window = [costly("old-cheap", 1, created_ms=now - 301_000), costly("new-costly", 100, created_ms=now - 1000),
+              costly("mid-cheap", 2, created_ms=now - 200_000)]
+    got = [t.id for t in ordered(window, Order.LONGEST_FIRST, now_ms=now, ageing_s=300)]
+    assert got == ["old-cheap", "new-costly", "mid-cheap"]
+    assert level_at(window[0], now, 300) == 1 and level_at(window[1], now, 300) == 0
+    assert level_at(window[0], now, 0) == 0  # strict priority: no ageing
+
+
+def test_longest_first_makes_longest_processing_time_schedules():
+    """Replaying list scheduling on identical backends: the window in longest_first order finishes a heavy-tailed
+    batch within 4/3 of the ideal (Graham's bound for LPT), where FIFO order can take almost twice as long."""
+    rng = random.Random(3)
+    for _ in range(200):
+        costs = [min(120, int(2 * rng.paretovariate(1.5))) for _ in range(rng.randrange(20, 200))]
+        window = [costly(f"t{i}", c) for i, c in enumerate(costs)]
+        machines = rng.randrange(2, 17)
+        ideal = max(sum(costs) / machines, max(costs))
+        finish = [0.0] * machines
+        for task_ in ordered(window, Order.LONGEST_FIRST, now_ms=0, ageing_s=0):
+            index = finish.index(min(finish))
+            finish[index] += task_.cost
+        assert max(finish) <= ideal * 4 / 3 + 1e-9
