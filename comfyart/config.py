@@ -156,7 +156,7 @@ class SchedulerConfig(_Section):
                                                           "behind one that cannot run yet go ahead")
     priority_ageing_s: float = Field(300.0, ge=0, description="a waiting task gains one priority level per this "
                                                               "long; 0: strict priority")
-    affinity_max_skips: int = Field(8, ge=0, description="affinity may run later tasks before one this many times")
+    affinity_max_skips: int = Field(16, ge=0, description="affinity may run later tasks before one this many times")
 
 
 class WorkflowsConfig(_Section):

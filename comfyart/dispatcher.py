@@ -26,7 +26,6 @@ from .policy import AfterUncertainSubmit, AttemptEnd, after_uncertain_submit
 from .pool import Backend, Pool, now_ms
 from .pool_store import PoolStore
 from .scheduling import (
-    Needs,
     QueuedTask,
     assign,
     free_slots,
@@ -134,7 +133,7 @@ class Dispatcher:
             queued, task = self._queued.pop(task_id)
             self._skips.pop(task_id, None)
             if ok:
-                ready.append((task, backend, queued.needs))
+                ready.append((task, backend, queued))
         await self.dispatch(ready, submissions)
         return bool(pairs)
 
@@ -177,11 +176,11 @@ class Dispatcher:
             logger.warning("task cannot run on any backend now task={} reason={}", task_id, blocked[task_id])
         self.blocked = blocked
 
-    async def dispatch(self, claimed: List[Tuple[Task, Backend, Needs]], submissions: asyncio.TaskGroup) -> int:
+    async def dispatch(self, claimed: List[Tuple[Task, Backend, QueuedTask]], submissions: asyncio.TaskGroup) -> int:
         """Record the claimed tasks' submissions, then POST each in a task of its own so a slow backend delays no
         other. Returns how many were handed to a backend."""
-        prepared_list: List[Tuple[Task, Backend, Needs, PreparedPrompt]] = []
-        for task, backend, needs in claimed:
+        prepared_list: List[Tuple[Task, Backend, QueuedTask, PreparedPrompt]] = []
+        for task, backend, queued in claimed:
             try:
                 prepared = await self.templates.prepare(task)
             except InvalidInput as exc:
@@ -190,23 +189,24 @@ class Dispatcher:
             if self.pool.backends.get(backend.id) is not backend or not backend.accepting:
                 await self.store.requeue(task.id)  # lost or drained since the round began
                 continue
-            prepared_list.append((task, backend, needs, prepared))
+            prepared_list.append((task, backend, queued, prepared))
         records = [Submission(task.id, backend.id, str(uuid.uuid4()), task.attempts + 1,
                               prepared.graph if task.workflow else None)
                    for task, backend, _, prepared in prepared_list]
         refusals = await self.store.record_submissions(records)
         handed = 0
-        for (task, backend, needs, prepared), record, refusal in zip(prepared_list, records, refusals, strict=True):
+        for (task, backend, queued, prepared), record, refusal in zip(prepared_list, records, refusals, strict=True):
             if refusal is not None:
                 logger.info("not submitted task={} reason={}", task.id, refusal)  # canceled, or its lease ran out
                 continue
             self._seq += 1
             backend.last_dispatch = self._seq
             self.counters["dispatched"] += 1
-            if needs.models:
-                self.counters["same_models" if backend.models == needs.models else "model_changes"] += 1
-                backend.models = needs.models
-            state = self.tracker.expect(backend, record.prompt_id, task.id, prepared.graph)
+            models = queued.needs.models
+            if models:
+                self.counters["same_models" if backend.models == models else "model_changes"] += 1
+                backend.models = models
+            state = self.tracker.expect(backend, record.prompt_id, task.id, prepared.graph, queued.cost)
             submissions.create_task(self._submit(backend, record.prompt_id, state, prepared),
                                     name=f"submit {task.id}")
             handed += 1

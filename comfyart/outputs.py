@@ -25,7 +25,8 @@ class OutputStore:
         return target
 
     def relative(self, path: Path) -> str:
-        return str(path.resolve().relative_to(self.root))
+        """``path`` (one ``destination`` gave) relative to the store."""
+        return str(path.relative_to(self.root))
 
     def find(self, task_id: str, filename: str) -> Path | None:
         """The stored file of a task, or None; never a path outside the store."""

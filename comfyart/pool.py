@@ -83,6 +83,7 @@ class Backend:
     spawned: Optional[Spawned] = None
     provider: Optional[Provider] = None
     prompts: Dict[str, str] = field(default_factory=dict)  # prompt id -> task id, in flight here
+    prompt_costs: Dict[str, float] = field(default_factory=dict)  # prompt id -> its graph's estimated cost
     tasks_done: int = 0
     health: HealthCount = field(default_factory=lambda: HealthCount(False))
     unhealthy_since: Optional[float] = None  # monotonic
@@ -113,7 +114,8 @@ class Backend:
 
     def slot(self) -> BackendSlot:
         return BackendSlot(self.id, len(self.prompts), self.state == BackendState.HEALTHY, self.accepting,
-                           self.tags, self.weight, self.vram_total, self.vram_free, self.models, self.last_dispatch)
+                           self.tags, self.weight, self.vram_total, self.vram_free, self.models, self.last_dispatch,
+                           work=sum(self.prompt_costs.get(p, 0.0) for p in self.prompts))
 
     def idle_s(self, now: float) -> float:
         return 0.0 if self.prompts else max(0.0, now - self.idle_since)

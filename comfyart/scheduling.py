@@ -161,6 +161,7 @@ class BackendSlot:
     vram_free: Optional[int] = None
     models: FrozenSet[str] = frozenset()  # of the last prompt it was given: loaded once that one runs
     last_used: int = 0  # dispatch sequence number of its last prompt; 0: never
+    work: float = 0.0  # graph_cost of the prompts it holds
 
 
 def cannot_run_reason(needs: Needs, backend: BackendSlot) -> Optional[str]:
@@ -195,6 +196,7 @@ class _Board:
     inflight: Dict[str, int]
     models: Dict[str, FrozenSet[str]]
     last_used: Dict[str, int]
+    work: Dict[str, float]
     slots: int
     seq: int
     _fits: Dict[Tuple[Needs, str], bool] = field(default_factory=dict)
@@ -208,11 +210,12 @@ class _Board:
 
     def load_key(self, backend_id: str) -> Tuple:
         backend = self.backends[backend_id]
-        return (self.inflight[backend_id], -(backend.vram_free or 0), self.last_used[backend_id],
-                self.order[backend_id])
+        return (self.inflight[backend_id], self.work[backend_id], -(backend.vram_free or 0),
+                self.last_used[backend_id], self.order[backend_id])
 
     def take(self, backend_id: str, task: QueuedTask) -> None:
         self.inflight[backend_id] += 1
+        self.work[backend_id] += task.cost
         if task.needs.models:
             self.models[backend_id] = task.needs.models
         self.seq += 1
@@ -259,11 +262,11 @@ def _pick_affinity(window: Sequence[QueuedTask], board: _Board, waiting: int, ma
     # no match: the first task goes to the least busy backend, evicting the models the window wants least
     demand = Counter(t.needs.models for t in window if t.needs.models)
     return first_index, min(first_candidates, key=lambda b: (board.inflight[b], demand[board.models[b]],
-                                                             *board.load_key(b)[1:]))
+                                                             *board.load_key(b)[2:]))
 
 
 def assign(window: Sequence[QueuedTask], backends: Sequence[BackendSlot], *, strategy: Strategy, prefetch: int,
-           waiting: int, affinity_max_skips: int = 8) -> List[Tuple[str, str]]:
+           waiting: int, affinity_max_skips: int = 16) -> List[Tuple[str, str]]:
     """Pairs (task id, backend id) for as many tasks of ``window`` (in queue order) as free slots allow.
 
     ``waiting`` counts every queued task (the window is its head); a backend takes ``1 + prefetch`` prompts, the
@@ -272,7 +275,7 @@ def assign(window: Sequence[QueuedTask], backends: Sequence[BackendSlot], *, str
     usable = [b for b in backends if b.healthy and b.accepting]
     board = _Board({b.id: b for b in usable}, {b.id: i for i, b in enumerate(usable)},
                    {b.id: b.inflight for b in usable}, {b.id: b.models for b in usable},
-                   {b.id: b.last_used for b in usable}, 1 + prefetch,
+                   {b.id: b.last_used for b in usable}, {b.id: b.work for b in usable}, 1 + prefetch,
                    max((b.last_used for b in usable), default=0))
     pending = list(window)
     pairs: List[Tuple[str, str]] = []

@@ -78,15 +78,19 @@ class Tracker:
         pool.on_lost = self.backend_lost
 
     # ------------------------------------------------------------------ bookkeeping
-    def expect(self, backend: Backend, prompt_id: str, task_id: str, prompt: Mapping[str, Any]) -> PromptState:
-        """Take a slot on ``backend`` for a prompt about to be submitted."""
+    def expect(self, backend: Backend, prompt_id: str, task_id: str, prompt: Mapping[str, Any],
+               cost: float = 0.0) -> PromptState:
+        """Take a slot on ``backend`` for a prompt about to be submitted (``cost``: its graph's estimate)."""
         state = PromptState(task_id, total_nodes=len(prompt), backend=backend)
         self.prompts[prompt_id] = state
         backend.prompts[prompt_id] = task_id
+        if cost:
+            backend.prompt_costs[prompt_id] = cost
         return state
 
     async def release(self, backend: Backend, prompt_id: str, *, done: bool) -> None:
         self.prompts.pop(prompt_id, None)
+        backend.prompt_costs.pop(prompt_id, None)
         if backend.prompts.pop(prompt_id, None) is not None and done:
             backend.tasks_done += 1
         if not backend.prompts:
@@ -420,6 +424,7 @@ class Tracker:
         for prompt_id in list(backend.prompts):
             state = self.prompts.pop(prompt_id, None)
             backend.prompts.pop(prompt_id, None)
+            backend.prompt_costs.pop(prompt_id, None)
             if state is not None:
                 await self.requeue_task(state.task_id, AttemptEnd.BACKEND_LOST,
                                         f"backend {backend.id} was lost: {reason.splitlines()[0]}",

@@ -214,8 +214,11 @@ def test_affinity_never_leaves_a_backend_idle():
 
 def test_affinity_gives_way_to_a_task_skipped_too_often():
     backends = [slot("b", 1, models=frozenset({"y"}))]
-    window = [task("t1", models={"z"}, skips=8), task("t2", models={"y"})]
+    window = [task("t1", models={"z"}, skips=16), task("t2", models={"y"})]
     assert run(window, backends, Strategy.AFFINITY, prefetch=1, waiting=10)[0] == ("t1", "b")
+    window = [task("t1", models={"z"}, skips=15), task("t2", models={"y"})]  # one skip short of the default bound
+    assert run(window, backends, Strategy.AFFINITY, prefetch=1, waiting=10)[0] == ("t2", "b")
+    assert run(window, backends, Strategy.AFFINITY, prefetch=1, waiting=10, affinity_max_skips=8)[0] == ("t1", "b")
 
 
 def test_affinity_never_overtakes_a_higher_level():
@@ -300,7 +303,7 @@ def test_affinity_bounds_how_long_a_task_is_passed_over():
         window = [QueuedTask(f"t{j}", 0, Needs(models=rng.choice(models))) for j in range(12)]
         head = window[0]
         skips = 0
-        for _round in range(20):
+        for _round in range(40):
             current = [QueuedTask(t.id, t.priority, t.needs, t.avoid, skips if t.id == head.id else 0)
                        for t in window]
             freed = rng.randrange(len(backends))  # one backend has a free slot each round
@@ -315,7 +318,7 @@ def test_affinity_bounds_how_long_a_task_is_passed_over():
             window = [t for t in window if t.id != task_id]
             backends = [BackendSlot(b.id, 1, models=next(t.needs.models for t in current if t.id == task_id))
                         if b.id == backend_id else b for b in backends]
-        assert skips <= 8
+        assert skips <= 16
 
 
 # ---------------------------------------------------------------------------------------------------- window
@@ -403,3 +406,14 @@ def test_longest_first_makes_longest_processing_time_schedules():
             index = finish.index(min(finish))
             finish[index] += task_.cost
         assert max(finish) <= ideal * 4 / 3 + 1e-9
+
+
+def test_least_busy_breaks_ties_by_the_work_in_flight():
+    backends = [slot("long", 1, work=120.0), slot("short", 1, work=3.0), slot("mid", 1, work=20.0)]
+    assert run([costly("t", 50)], backends, prefetch=1, waiting=10) == [("t", "short")]
+    # within one round the work assigned counts too: the longest tasks spread like LPT
+    window = [costly("a", 60), costly("b", 40), costly("c", 30)]
+    pairs = run(window, [slot("x", 1, work=10.0), slot("y", 1, work=50.0), slot("z", 1, work=35.0)], prefetch=1,
+                waiting=10)
+    assert pairs == [("a", "x"), ("b", "z"), ("c", "y")]
+    assert run([costly("t", 1)], [slot("busy", 1, work=0.0), slot("idle", 0, work=0.0)]) == [("t", "idle")]
