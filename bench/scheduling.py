@@ -13,8 +13,9 @@
                backends, longest task), from the run times the backends recorded.
 5. affinity    tasks over 4 checkpoints on 8 backends that take --model-load seconds to switch checkpoint: model
                loads and makespan, least_busy against affinity.
-6. scale       1,000 backends registered, 100,000 tasks queued by workflow name: Redis bytes per queued task,
-               the daemon's CPU at steady state, and how long a new high-priority task takes to reach a backend.
+6. scale       1,000 backends registered, 100,000 tasks of 10 s queued by workflow name: Redis bytes per queued
+               task, the daemon's CPU at steady state (every backend busy), and how long a new high-priority task
+               takes to reach a backend (the next slot to free up).
 
 Backends are emulator fleets (many independent emulators per process), Redis is a redis-server of its own, and
 comfyart runs as `comfyart serve`. Prints a table and writes bench/results/scheduling.json.
@@ -102,7 +103,8 @@ def register(api: str, urls: List[str]) -> None:
     def one(item: tuple) -> None:
         index, url = item
         answer = httpx.post(f"{api}/api/pool/backends", json={"name": f"b{index}", "url": url}, timeout=60)
-        answer.raise_for_status()
+        if answer.status_code >= 300:
+            raise RuntimeError(f"registering {url}: HTTP {answer.status_code} {answer.text}")
     with ThreadPoolExecutor(16) as pool:
         list(pool.map(one, enumerate(urls)))
 
@@ -263,13 +265,17 @@ def affinity(bench: Bench, redis_url: str, count: int, load_s: float) -> Dict[st
 
 
 # ---------------------------------------------------------------------------------------------------- 6
+SCALE_TASK_S = 10.0  # the workflow's 2 sampler steps
 WORKFLOW = {"graph": sampler_graph(1, 2), "params": {
     "prompt": {"target": "6.text", "type": "string", "default": "a lighthouse"},
     "seed": {"target": "3.seed", "type": "int", "default": -1}}}
 
 
-def scale(bench: Bench, redis_url: str, backends: int, queued: int, probes: int) -> Dict[str, Any]:
-    urls = bench.fleet(backends, 250, "--step-seconds", "0")
+def scale(bench: Bench, redis_url: str, backends: int, queued: int, probes: int,
+          steady_s: float = 20) -> Dict[str, Any]:
+    # 10 s tasks: every backend stays busy and the queue stays deep, as in production, without the emulators
+    # (which share the machine) saturating it
+    urls = bench.fleet(backends, 250, "--step-seconds", str(SCALE_TASK_S / 2))
     process, api = bench.empty_daemon(redis_url, "scale", scheduler={"prefetch": 1},
                                       pool={"health_interval_s": 5})
     r = redis.Redis.from_url(redis_url)
@@ -287,8 +293,13 @@ def scale(bench: Bench, redis_url: str, backends: int, queued: int, probes: int)
         time.sleep(0.5)
     time.sleep(5)  # past the start-up burst
     with httpx.Client(base_url=api, timeout=60) as client:
+        # steady state, untouched: the probes below poll the API, which would count as the scheduler's CPU
         done_before = client.get("/api/tasks", params={"status": "completed", "limit": 1}).json()["total"]
         cpu_before, wall_before = cpu_seconds(process.pid), time.monotonic()
+        time.sleep(steady_s)
+        wall = time.monotonic() - wall_before
+        cpu = cpu_seconds(process.pid) - cpu_before
+        done = client.get("/api/tasks", params={"status": "completed", "limit": 1}).json()["total"] - done_before
         latencies = []
         for _ in range(probes):
             probe = client.post("/api/tasks", json={**body, "priority": "high"}).json()["id"]
@@ -297,11 +308,8 @@ def scale(bench: Bench, redis_url: str, backends: int, queued: int, probes: int)
                 if record.get("submitted_ms"):
                     latencies.append(record["submitted_ms"] - record["created_ms"])
                     break
-                time.sleep(0.005)
+                time.sleep(0.02)
             time.sleep(0.5)
-        wall = time.monotonic() - wall_before
-        cpu = cpu_seconds(process.pid) - cpu_before
-        done = client.get("/api/tasks", params={"status": "completed", "limit": 1}).json()["total"] - done_before
         still_queued = client.get("/api/pool").json()["queue_length"]
     return {"backends": backends, "queued": queued, "redis_bytes_per_queued_task": round(bytes_per_task),
             "steady_tasks_per_s": round(done / wall, 1), "steady_daemon_cpu_share": round(cpu / wall, 2),

@@ -31,6 +31,8 @@ from .tracker import Tracker
 from .workflow_files import load_workflow_files
 from .workflow_store import WorkflowStore
 
+REDIS_CONNECTIONS = 64
+REDIS_CONNECTION_WAIT_S = 20  # then the command fails as Redis unavailable
 BACKEND_CONNECTIONS = 16  # to one backend at once: its WebSocket, submissions, downloads, checks
 GRACEFUL_SHUTDOWN_S = 5
 
@@ -95,7 +97,11 @@ async def run(settings: Settings, *, ready: Optional[asyncio.Event] = None,
         embedded = EmbeddedRedis(settings.data_dir)
         redis_url = await embedded.start()
         logger.info("embedded redis started url={}", redis_url)
-    client = aioredis.from_url(redis_url, decode_responses=True, health_check_interval=30)
+    # redis-py's default pool refuses the 101st concurrent command ("Too many connections"); with hundreds of
+    # backends reporting at once, commands wait for a connection instead
+    client = aioredis.Redis.from_pool(aioredis.BlockingConnectionPool.from_url(
+        redis_url, decode_responses=True, health_check_interval=30, max_connections=REDIS_CONNECTIONS,
+        timeout=REDIS_CONNECTION_WAIT_S))
     try:
         with map_redis_errors():
             await client.ping()

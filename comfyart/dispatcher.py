@@ -180,11 +180,10 @@ class Dispatcher:
         """Record the claimed tasks' submissions, then POST each in a task of its own so a slow backend delays no
         other. Returns how many were handed to a backend."""
         prepared_list: List[Tuple[Task, Backend, QueuedTask, PreparedPrompt]] = []
-        for task, backend, queued in claimed:
-            try:
-                prepared = await self.templates.prepare(task)
-            except InvalidInput as exc:
-                await self._unrunnable(task.id, str(exc))
+        for (task, backend, queued), prepared in zip(
+                claimed, await self.templates.prepare_many([task for task, _, _ in claimed]), strict=True):
+            if isinstance(prepared, InvalidInput):
+                await self._unrunnable(task.id, str(prepared))
                 continue
             if self.pool.backends.get(backend.id) is not backend or not backend.accepting:
                 await self.store.requeue(task.id)  # lost or drained since the round began

@@ -7,7 +7,7 @@ import random
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from .errors import InvalidInput, NotFound
 from .inputs import InputStore, StoredInput
@@ -116,7 +116,20 @@ class Templates:
         return path, record.sha256, record.content_type
 
     # ------------------------------------------------------------------ dispatch
-    async def prepare(self, task: Task) -> PreparedPrompt:
+    async def prepare_many(self, tasks: Sequence[Task]) -> List[Union[PreparedPrompt, InvalidInput]]:
+        """``prepare`` for each task, its workflow versions checked in one round trip: a dispatch round
+        prepares hundreds of tasks at once, and each Redis round trip waits for a lap of a busy event loop."""
+        stored = await self.workflows.stored_versions((t.workflow, t.workflow_version) for t in tasks
+                                                      if t.workflow is not None and t.workflow_version is not None)
+        prepared: List[Union[PreparedPrompt, InvalidInput]] = []
+        for task in tasks:
+            try:
+                prepared.append(await self.prepare(task, known_stored=(task.workflow, task.workflow_version) in stored))
+            except InvalidInput as exc:
+                prepared.append(exc)
+        return prepared
+
+    async def prepare(self, task: Task, *, known_stored: bool = False) -> PreparedPrompt:
         """The graph to submit for ``task`` and the files to upload first. Raises InvalidInput when it can no
         longer run (its workflow version or an input file is gone): retrying elsewhere would not help."""
         if task.workflow is None or task.workflow_version is None:
@@ -124,7 +137,7 @@ class Templates:
                 raise InvalidInput(f"task {task.id} has neither a prompt nor a workflow")
             return PreparedPrompt(task.prompt, [])
         try:
-            definition = await self.definition(task.workflow, task.workflow_version)
+            definition = await self.definition(task.workflow, task.workflow_version, known_stored=known_stored)
         except NotFound:
             raise InvalidInput(f"workflow {task.workflow} version {task.workflow_version} is no longer stored "
                                f"(the workflow was deleted)") from None

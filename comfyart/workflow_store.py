@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Iterable, List, Optional, Set, Tuple
 
 import redis.asyncio as aioredis
 
@@ -120,6 +120,18 @@ class WorkflowStore:
     async def has_version(self, name: str, version: int) -> bool:
         with map_redis_errors():
             return bool(await self.redis.hexists(self._keys(name)[2], str(version)))
+
+    async def stored_versions(self, wanted: Iterable[Tuple[str, int]]) -> Set[Tuple[str, int]]:
+        """Which of ``wanted`` (name, version) pairs are stored, in one round trip."""
+        pairs = list(dict.fromkeys(wanted))
+        if not pairs:
+            return set()
+        with map_redis_errors():
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for name, version in pairs:
+                    pipe.hexists(self._keys(name)[2], str(version))
+                found = await pipe.execute()
+        return {pair for pair, present in zip(pairs, found, strict=True) if present}
 
     async def versions(self, name: str) -> List[int]:
         with map_redis_errors():
