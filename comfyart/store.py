@@ -37,10 +37,21 @@ _JSON_FIELDS = ("prompt", "outputs", "node_errors", "params", "history", "requir
 _INT_FIELDS = ("created_ms", "updated_ms", "started_ms", "finished_ms", "node_step", "node_max", "attempts",
                "workflow_version", "submitted_ms", "priority", "vram_mb")
 
+# ARGV[first..last] hold field, value pairs; a value of "\0" (DELETE) removes the field
+_WRITE_FIELDS = """
+local function write_fields(task_key, first, last, now_ms)
+  for j = first, last, 2 do
+    if ARGV[j + 1] == '\\0' then redis.call('HDEL', task_key, ARGV[j])
+    else redis.call('HSET', task_key, ARGV[j], ARGV[j + 1]) end
+  end
+  redis.call('HSET', task_key, 'updated_ms', now_ms)
+end
+"""
+
 # KEYS: task, all-index prefix (P:tasks), active set, queue, claims
 # ARGV: id, allowed statuses joined by ',' ('' = any non-final), new status ('' = keep), now_ms,
 #       expected field ('' = none), its expected value, field, value, ...
-_TRANSITION = """
+_TRANSITION = _WRITE_FIELDS + """
 local current = redis.call('HGET', KEYS[1], 'status')
 if not current then return {'missing', ''} end
 if ARGV[5] ~= '' and redis.call('HGET', KEYS[1], ARGV[5]) ~= ARGV[6] then return {'refused', current} end
@@ -51,11 +62,7 @@ elseif not string.find(',' .. allowed .. ',', ',' .. current .. ',', 1, true) th
   return {'refused', current}
 end
 local new = ARGV[3]
-for i = 7, #ARGV, 2 do
-  if ARGV[i + 1] == '\\0' then redis.call('HDEL', KEYS[1], ARGV[i])
-  else redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
-end
-redis.call('HSET', KEYS[1], 'updated_ms', ARGV[4])
+write_fields(KEYS[1], 7, #ARGV, ARGV[4])
 if new ~= '' and new ~= current then
   local created = redis.call('HGET', KEYS[1], 'created_ms')
   redis.call('HSET', KEYS[1], 'status', new)
@@ -113,7 +120,7 @@ return ids
 # KEYS: claims, active   ARGV: task key prefix, prompt key prefix, now_ms, then per task: id, prompt id, number
 # of field/value pairs, field, value, ...   Returns one outcome per task.
 # Only a pending task whose claim this dispatcher still holds is submitted: an expired lease or a cancel wins.
-_RECORD_SUBMISSIONS = """
+_RECORD_SUBMISSIONS = _WRITE_FIELDS + """
 local outcomes = {}
 local i = 4
 while i <= #ARGV do
@@ -128,11 +135,7 @@ while i <= #ARGV do
   elseif redis.call('ZSCORE', KEYS[1], id) == false then outcome = 'unclaimed' end
   redis.call('ZREM', KEYS[1], id)
   if outcome == 'ok' then
-    for j = first, last, 2 do
-      if ARGV[j + 1] == '\\0' then redis.call('HDEL', task_key, ARGV[j])
-      else redis.call('HSET', task_key, ARGV[j], ARGV[j + 1]) end
-    end
-    redis.call('HSET', task_key, 'updated_ms', ARGV[3])
+    write_fields(task_key, first, last, ARGV[3])
     redis.call('SET', ARGV[2] .. prompt_id, id)
     redis.call('SADD', KEYS[2], id)
   end
@@ -143,7 +146,7 @@ return outcomes
 
 # ARGV: task key prefix, now_ms, then per task: id, prompt id, number of field/value pairs, field, value, ...
 # Progress of a running attempt: written only while the task is pending or running that very prompt.
-_PROGRESS = """
+_PROGRESS = _WRITE_FIELDS + """
 local i = 3
 while i <= #ARGV do
   local task_key, prompt_id, pairs = ARGV[1] .. ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
@@ -151,11 +154,7 @@ while i <= #ARGV do
   i = last + 1
   local current = redis.call('HMGET', task_key, 'status', 'prompt_id')
   if (current[1] == 'pending' or current[1] == 'running') and current[2] == prompt_id then
-    for j = first, last, 2 do
-      if ARGV[j + 1] == '\\0' then redis.call('HDEL', task_key, ARGV[j])
-      else redis.call('HSET', task_key, ARGV[j], ARGV[j + 1]) end
-    end
-    redis.call('HSET', task_key, 'updated_ms', ARGV[2])
+    write_fields(task_key, first, last, ARGV[2])
   end
 end
 """
