@@ -176,9 +176,9 @@ class Dispatcher:
             logger.warning("task cannot run on any backend now task={} reason={}", task_id, blocked[task_id])
         self.blocked = blocked
 
-    async def dispatch(self, claimed: List[Tuple[Task, Backend, QueuedTask]], submissions: asyncio.TaskGroup) -> int:
+    async def dispatch(self, claimed: List[Tuple[Task, Backend, QueuedTask]], submissions: asyncio.TaskGroup) -> None:
         """Record the claimed tasks' submissions, then POST each in a task of its own so a slow backend delays no
-        other. Returns how many were handed to a backend."""
+        other."""
         prepared_list: List[Tuple[Task, Backend, QueuedTask, PreparedPrompt]] = []
         for (task, backend, queued), prepared in zip(
                 claimed, await self.templates.prepare_many([task for task, _, _ in claimed]), strict=True):
@@ -193,7 +193,6 @@ class Dispatcher:
                               prepared.graph if task.workflow else None)
                    for task, backend, _, prepared in prepared_list]
         refusals = await self.store.record_submissions(records)
-        handed = 0
         for (task, backend, queued, prepared), record, refusal in zip(prepared_list, records, refusals, strict=True):
             if refusal is not None:
                 logger.info("not submitted task={} reason={}", task.id, refusal)  # canceled, or its lease ran out
@@ -208,8 +207,6 @@ class Dispatcher:
             state = self.tracker.expect(backend, record.prompt_id, task.id, prepared.graph, queued.cost)
             submissions.create_task(self._submit(backend, record.prompt_id, state, prepared),
                                     name=f"submit {task.id}")
-            handed += 1
-        return handed
 
     async def _unrunnable(self, task_id: str, error: str) -> None:
         try:

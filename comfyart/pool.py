@@ -115,7 +115,7 @@ class Backend:
     def slot(self) -> BackendSlot:
         return BackendSlot(self.id, len(self.prompts), self.state == BackendState.HEALTHY, self.accepting,
                            self.tags, self.weight, self.vram_total, self.vram_free, self.models, self.last_dispatch,
-                           work=sum(self.prompt_costs.get(p, 0.0) for p in self.prompts))
+                           work=sum(self.prompt_costs.values()))
 
     def idle_s(self, now: float) -> float:
         return 0.0 if self.prompts else max(0.0, now - self.idle_since)

@@ -74,7 +74,6 @@ class Tracker:
         self.prompts: Dict[str, PromptState] = {}
         self._watchers: Dict[str, Tuple[Backend, asyncio.Task]] = {}
         self._epochs: Dict[str, int] = {}  # backend id -> how many times its socket connected
-        self._unsaved: Set[str] = set()  # prompt ids with progress not yet written
         pool.on_lost = self.backend_lost
 
     # ------------------------------------------------------------------ bookkeeping
@@ -287,7 +286,6 @@ class Tracker:
         progress = prompt_progress(total_nodes=state.total_nodes, cached_nodes=state.cached,
                                    finished_nodes=len(state.finished), step=step, step_max=step_max)
         state.unsaved.update(fields, progress=progress)
-        self._unsaved.add(prompt_id)
 
     async def _progress_writer(self) -> None:
         while True:
@@ -297,12 +295,10 @@ class Tracker:
     async def write_progress(self) -> None:
         """Write the progress noted since the last call, every prompt's in one round trip."""
         updates = []
-        for prompt_id in self._unsaved:
-            state = self.prompts.get(prompt_id)
-            if state is not None and state.unsaved:
+        for prompt_id, state in self.prompts.items():
+            if state.unsaved:
                 updates.append((state.task_id, prompt_id, state.unsaved))
                 state.unsaved = {}
-        self._unsaved.clear()
         try:
             await self.store.write_progress(updates)
         except TransientError as exc:
