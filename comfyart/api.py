@@ -8,10 +8,11 @@ import json
 import re
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Dict, List, Optional, Tuple
+from urllib.parse import urlsplit
 
 from fastapi import FastAPI, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, RedirectResponse
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 
@@ -20,12 +21,15 @@ from .comfy.protocol import graph_problem
 from .config import TAG_PATTERN, SchedulerConfig, StaticBackendConfig, describe_validation_error
 from .dispatcher import Dispatcher
 from .errors import Conflict, InvalidInput, InvalidTransition, NotFound, StateConflict, TransientError
+from .front import FrontDoor, build_router
 from .inputs import InputStore, NotAnImage, StoredInput, TooLarge
 from .models import Task, TaskStatus
+from .object_store import S3Outputs
 from .outputs import OutputStore
 from .pool import Pool
 from .scheduling import parse_priority
 from .store import TaskStore
+from .streams import add_event_routes
 from .templates import Templates
 from .tracker import Tracker
 from .workflow import ParameterError, WorkflowDefinition, definition_problems, infer_parameters, workflow_name_problem
@@ -35,7 +39,8 @@ MAX_BODY_BYTES = 32 << 20
 BACKEND_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 MAX_FORM_FILES = 16
 TAG = re.compile(TAG_PATTERN)
-SCHEDULING_FIELDS = {"priority", "requires", "vram_mb"}
+SCHEDULING_FIELDS = {"priority", "requires", "vram_mb", "webhook"}
+MAX_WEBHOOK_URL = 2048
 UPLOAD_CHUNK = 1 << 20
 
 
@@ -49,7 +54,9 @@ class Services:
     inputs: InputStore
     tracker: Tracker
     dispatcher: Dispatcher
+    front: FrontDoor
     workflow_file_errors: List[str] = field(default_factory=list)
+    objects: Optional[S3Outputs] = None
 
 
 def _problem(status: int, detail: str, headers: Optional[Dict[str, str]] = None) -> JSONResponse:
@@ -127,7 +134,22 @@ def _scheduling(body: Dict[str, Any]) -> Dict[str, Any]:
         if not isinstance(vram_mb, int) or isinstance(vram_mb, bool) or not 1 <= vram_mb <= 1 << 24:
             raise BadRequest(422, "vram_mb: a whole number of MiB from 1")
         options["vram_mb"] = vram_mb
+    webhook = body.get("webhook")
+    if webhook is not None:
+        problem = webhook_problem(webhook)
+        if problem is not None:
+            raise BadRequest(422, f"webhook: {problem}")
+        options["webhook"] = webhook
     return options
+
+
+def webhook_problem(url: Any) -> Optional[str]:
+    if not isinstance(url, str) or len(url) > MAX_WEBHOOK_URL:
+        return f"an http(s) URL of at most {MAX_WEBHOOK_URL} characters"
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return "an http(s) URL with a host"
+    return None
 
 
 async def _chunks(upload: UploadFile) -> AsyncIterator[bytes]:
@@ -261,6 +283,8 @@ def create_app(services: Services) -> FastAPI:
     async def get_output(task_id: str, filename: str) -> Any:
         task = await store.get(task_id)
         record = next((o for o in task.outputs if o.filename == filename), None)
+        if record is not None and record.bucket is not None and services.objects is not None:
+            return RedirectResponse(await services.objects.presign(record.path), status_code=307)
         path = outputs.find(task_id, filename) if record is not None else None
         if record is None or path is None:
             raise NotFound(f"task {task_id} has no output {filename}")
@@ -410,6 +434,9 @@ def create_app(services: Services) -> FastAPI:
         except ValidationError as exc:
             raise BadRequest(422, describe_validation_error(exc)) from None
         return {**services.dispatcher.describe(), "queue_length": await store.queue_length()}
+
+    add_event_routes(app, store, store.events)
+    app.include_router(build_router(services.front))
 
     @app.get("/healthz")
     async def healthz() -> Any:

@@ -8,7 +8,16 @@ from pathlib import Path
 from typing import Annotated, Any, Dict, List, Literal, Optional, Tuple
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from .errors import ConfigError
@@ -22,6 +31,20 @@ class _Section(BaseModel):
 class ServerConfig(_Section):
     host: str = "127.0.0.1"
     port: int = Field(8100, ge=0, le=65535)
+    public_url: Optional[str] = Field(None, description="how clients reach this daemon (e.g. behind a proxy), for "
+                                                        "the output URLs in webhooks; default http://host:port")
+
+    def public_base(self) -> str:
+        return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
+
+
+class WebhooksConfig(_Section):
+    secret: Optional[SecretStr] = Field(None, description="signs each delivery: X-Comfyart-Signature is "
+                                                          "sha256=HMAC-SHA256(secret, body) in hex")
+    timeout_s: float = Field(10.0, gt=0, description="for one delivery attempt")
+    max_attempts: int = Field(8, ge=1, le=100)
+    backoff_s: float = Field(1.0, gt=0, description="wait before the 2nd attempt; doubled each time after")
+    backoff_max_s: float = Field(600.0, gt=0)
 
 
 class RedisConfig(_Section):
@@ -165,6 +188,29 @@ class WorkflowsConfig(_Section):
                           "newer edits made through the API are kept")
 
 
+class S3Config(_Section):
+    endpoint_url: Optional[str] = Field(None, description="of an S3-compatible service; omitted: AWS")
+    bucket: str
+    prefix: str = Field("comfyart/", description="before every object key (then TASK_ID/FILENAME)")
+    region: Optional[str] = None
+    access_key_id: Optional[str] = Field(None, description="omitted: boto3's usual sources (environment, profile)")
+    secret_access_key: Optional[SecretStr] = None
+    presign_expires_s: int = Field(7 * 24 * 3600, ge=60, le=7 * 24 * 3600,
+                                   description="life of the presigned URLs put in task records")
+
+
+class OutputsConfig(_Section):
+    storage: Literal["local", "s3"] = Field("local", description="local: under data_dir/outputs; s3: object storage "
+                                                                 "(each file is downloaded, uploaded, then removed)")
+    s3: Optional[S3Config] = None
+
+    @model_validator(mode="after")
+    def _s3_given(self) -> "OutputsConfig":
+        if self.storage == "s3" and self.s3 is None:
+            raise ValueError("outputs.storage s3 needs an outputs.s3 section (bucket, endpoint_url, credentials)")
+        return self
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="COMFYART_", env_nested_delimiter="__", extra="forbid")
 
@@ -181,6 +227,8 @@ class Settings(BaseSettings):
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
     workflows: WorkflowsConfig = Field(default_factory=WorkflowsConfig)
+    webhooks: WebhooksConfig = Field(default_factory=WebhooksConfig)
+    outputs: OutputsConfig = Field(default_factory=OutputsConfig)
 
     @classmethod
     def settings_customise_sources(cls, settings_cls: type, init_settings: PydanticBaseSettingsSource,

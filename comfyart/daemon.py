@@ -18,7 +18,10 @@ from .api import Services, create_app
 from .config import Settings
 from .dispatcher import Dispatcher
 from .errors import ConfigError, StoreUnavailable
+from .events import ClusterWatch, EventHub
+from .front import FrontDoor
 from .inputs import InputStore
+from .object_store import S3Outputs
 from .outputs import OutputStore
 from .pool import Pool
 from .pool_store import PoolStore
@@ -28,6 +31,7 @@ from .providers.process import ProcessProvider
 from .store import TaskStore, map_redis_errors
 from .templates import Templates
 from .tracker import Tracker
+from .webhooks import WebhookSender
 from .workflow_files import load_workflow_files
 from .workflow_store import WorkflowStore
 
@@ -111,10 +115,16 @@ async def run(settings: Settings, *, ready: Optional[asyncio.Event] = None,
     file_errors: List[str] = []
     if settings.workflows.directory is not None:
         file_errors = (await load_workflow_files(settings.workflows.directory, workflows)).errors
+    objects: Optional[S3Outputs] = None
+    if settings.outputs.storage == "s3":
+        assert settings.outputs.s3 is not None  # the config's validator insists
+        objects = S3Outputs(settings.outputs.s3)
+        await objects.check()
     # aiohttp's default caps all connections at 100, and every backend's WebSocket holds one for good: with a few
     # dozen backends, submissions and downloads would queue for a connection. The cap is per backend instead.
     session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0, limit_per_host=BACKEND_CONNECTIONS))
-    store = TaskStore(client, settings.redis.prefix, ageing_s=settings.scheduler.priority_ageing_s)
+    events = EventHub()
+    store = TaskStore(client, settings.redis.prefix, ageing_s=settings.scheduler.priority_ageing_s, events=events)
     migrated = await store.migrate_queue()
     if migrated:
         logger.info("queue migrated to the priority queue tasks={}", migrated)
@@ -127,11 +137,20 @@ async def run(settings: Settings, *, ready: Optional[asyncio.Event] = None,
                 session=session, store=pool_store, waiting=store.waiting,
                 request_timeout_s=settings.tracking.submit_timeout_s, adopt_leftovers=adopt)
     tracker = Tracker(store=store, pool=pool, outputs=outputs, config=settings.tracking, session=session,
-                      client_id=await pool_store.client_id())
+                      client_id=await pool_store.client_id(), objects=objects)
     dispatcher = Dispatcher(store=store, pool=pool, tracker=tracker, templates=templates, config=settings.scheduler,
                             claim_lease_s=settings.tracking.claim_lease_s, pool_store=pool_store)
     await dispatcher.load_overrides()
-    services = Services(store, pool, outputs, workflows, templates, inputs, tracker, dispatcher, file_errors)
+    front = FrontDoor(store=store, pool=pool, outputs=outputs, inputs=inputs, tracker=tracker, session=session,
+                      events=events, objects=objects)
+    watch = ClusterWatch(events, pool_summary=lambda: {b.id: {"status": b.state.value, "mode": b.mode.value,
+                                                              "inflight": len(b.prompts)}
+                                                       for b in pool.backends.values()},
+                         queue_depth=store.depth)
+    webhooks = WebhookSender(store=store, session=session, config=settings.webhooks,
+                             public_url=settings.server.public_base())
+    services = Services(store, pool, outputs, workflows, templates, inputs, tracker, dispatcher, front, file_errors,
+                        objects)
     server = _Server(uvicorn.Config(create_app(services), host=settings.server.host, port=settings.server.port,
                                     log_config=None, access_log=False, lifespan="off",
                                     timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S))
@@ -159,6 +178,9 @@ async def run(settings: Settings, *, ready: Optional[asyncio.Event] = None,
             roots.create_task(_root("pool", pool.run(), stop), name="pool")
             roots.create_task(_root("tracker", tracker.run(), stop), name="tracker")
             roots.create_task(_root("dispatcher", dispatcher.run(), stop), name="dispatcher")
+            roots.create_task(_root("comfyui front door", front.run(), stop), name="comfyui front door")
+            roots.create_task(_root("cluster events", watch.run(), stop), name="cluster events")
+            roots.create_task(_root("webhooks", webhooks.run(), stop), name="webhooks")
             api = roots.create_task(_root("api", server.serve(), stop), name="api")
             roots.create_task(until_stopped(api), name="stop")
             roots.create_task(announce(), name="announce")

@@ -21,7 +21,7 @@ from loguru import logger
 from .comfy import protocol
 from .config import SchedulerConfig
 from .errors import BackendUnavailable, InvalidInput, InvalidTransition, NotFound, PromptRejected, TransientError
-from .models import Task, TaskStatus
+from .models import Task, TaskStatus, relay_of
 from .policy import AfterUncertainSubmit, AttemptEnd, after_uncertain_submit
 from .pool import Backend, Pool, now_ms
 from .pool_store import PoolStore
@@ -204,7 +204,8 @@ class Dispatcher:
             if models:
                 self.counters["same_models" if backend.models == models else "model_changes"] += 1
                 backend.models = models
-            state = self.tracker.expect(backend, record.prompt_id, task.id, prepared.graph, queued.cost)
+            state = self.tracker.expect(backend, record.prompt_id, task.id, prepared.graph, queued.cost,
+                                        relay=relay_of(task))
             submissions.create_task(self._submit(backend, record.prompt_id, state, prepared),
                                     name=f"submit {task.id}")
 
@@ -232,7 +233,8 @@ class Dispatcher:
         if self.tracker.prompts.get(prompt_id) is not state:
             return  # canceled while its inputs were uploading
         try:
-            await backend.client.submit(prepared.graph, client_id=self.tracker.client_id, prompt_id=prompt_id)
+            await backend.client.submit(prepared.graph, client_id=self.tracker.client_id, prompt_id=prompt_id,
+                                        extra_data=prepared.extra_data, targets=prepared.targets)
         except PromptRejected as exc:
             await self._rejected(backend, prompt_id, state, exc)
             return

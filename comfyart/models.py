@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import enum
+from dataclasses import dataclass
 from typing import Any, Dict, List, NewType, Optional
 
 from pydantic import BaseModel, Field
@@ -59,7 +60,10 @@ class OutputFile(BaseModel):
     size: int
     content_type: str
     sha256: str
-    path: str = Field(description="where comfyart stored the file, relative to the output store")
+    path: str = Field(description="where comfyart stored the file: relative to the output store, or with object "
+                                  "storage the object's key")
+    bucket: Optional[str] = Field(None, description="with object storage: the bucket that holds it")
+    url: Optional[str] = Field(None, description="with object storage: a presigned URL of the object")
 
 
 class Attempt(BaseModel):
@@ -101,3 +105,31 @@ class Task(BaseModel):
     attempts: int = Field(0, description="submissions so far, the first included")
     submitted_ms: Optional[int] = None
     history: List[Attempt] = Field(default_factory=list, description="earlier attempts that ended without a result")
+    # queued through the ComfyUI-compatible API
+    client_id: Optional[str] = Field(None, description="the ComfyUI client id whose WebSocket gets its events")
+    comfy_prompt_id: Optional[str] = Field(None, description="the prompt id its ComfyUI client knows it by")
+    number: Optional[float] = Field(None, description="its ComfyUI queue number")
+    extra_data: Optional[Dict[str, Any]] = None
+    comfy_targets: Optional[List[str]] = Field(None, description="the output nodes to run (ComfyUI's "
+                                                                 "partial_execution_targets); none: all")
+    comfy_outputs: Optional[Dict[str, Any]] = Field(None, description="the UI outputs as the backend reported them")
+    comfy_messages: Optional[List[List[Any]]] = Field(
+        None, description="the backend's execution_* messages of the last attempt, [type, data] each, as ComfyUI "
+                          "keeps them in its history")
+    webhook: Optional[str] = Field(None, description="URL that gets the record once the task ends")
+    webhook_deliveries: List[Dict[str, Any]] = Field(default_factory=list,
+                                                     description="each attempt to deliver the webhook")
+
+
+@dataclass(frozen=True)
+class Relay:
+    """Where the frames of a prompt queued through the ComfyUI-compatible API go: its client's socket (none
+    without a client id), under the prompt id that client knows."""
+
+    task_id: str
+    comfy_prompt_id: str
+    client_id: Optional[str]
+
+
+def relay_of(task: Task) -> Optional[Relay]:
+    return Relay(task.id, task.comfy_prompt_id, task.client_id) if task.comfy_prompt_id else None

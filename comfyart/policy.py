@@ -94,3 +94,15 @@ def prompt_progress(*, total_nodes: int, cached_nodes: int, finished_nodes: int,
         running_fraction = max(0.0, min(1.0, step / step_max))
     done = min(total_nodes, cached_nodes + finished_nodes) + running_fraction
     return round(max(0.0, min(1.0, done / total_nodes)), 4)
+
+
+def webhook_next_attempt(*, attempt: int, status: Optional[int], max_attempts: int, backoff_s: float,
+                         backoff_max_s: float) -> Optional[float]:
+    """After delivery attempt ``attempt`` (1 = the first) answered ``status`` (None: no answer at all): None when
+    it is done (delivered, or given up after ``max_attempts``), else the seconds to wait before the next one.
+    Any answer other than 2xx is retried: a receiver that is down often answers 502 or 503 from its proxy."""
+    if status is not None and 200 <= status < 300:
+        return None
+    if attempt >= max_attempts:
+        return None
+    return min(backoff_max_s, backoff_s * 2 ** (attempt - 1))

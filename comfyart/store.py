@@ -12,6 +12,13 @@ Key schema (``P`` is the configured prefix):
                             an expired lease (and every claim at start-up) puts the id back in the queue
     P:active                set: ids submitted to a backend and not yet final
     P:prompt:{prompt_id}    string: the task id that owns a ComfyUI prompt id
+    P:comfy:prompt:{id}     string: the task id of a prompt id a client of the ComfyUI-compatible API knows
+    P:comfy:prompts         zset: those prompt ids scored by created_ms: that API's history and jobs
+    P:comfy:open            zset: ids of that API's tasks not yet final, scored by their queue number
+    P:comfy:number          counter: that API's queue numbers
+    P:webhooks              zset: ids of final tasks whose webhook is yet to be delivered, scored by when the
+                            next attempt is due (ms); added by the transition to a final status itself, so a
+                            crash cannot lose a delivery
 Status changes go through one Lua script that checks the current status, so a task never leaves a final
 status and never completes twice. Claiming (queue -> claims) and recording a submission (claims -> active) are
 Lua scripts too: a task is always in exactly one of queue, claims and active, or final.
@@ -30,12 +37,18 @@ import redis.exceptions
 import ulid
 
 from .errors import InvalidTransition, NotFound, StoreUnavailable
+from .events import EventHub
 from .models import FINAL_STATUSES, Task, TaskId, TaskStatus, sources_of
 from .scheduling import STRICT_LEVEL_MS, queue_score
 
-_JSON_FIELDS = ("prompt", "outputs", "node_errors", "params", "history", "requires")
+_JSON_FIELDS = ("prompt", "outputs", "node_errors", "params", "history", "requires", "extra_data", "comfy_outputs",
+                "comfy_messages", "webhook_deliveries", "comfy_targets")
 _INT_FIELDS = ("created_ms", "updated_ms", "started_ms", "finished_ms", "node_step", "node_max", "attempts",
                "workflow_version", "submitted_ms", "priority", "vram_mb")
+_FLOAT_FIELDS = ("progress", "number")
+# what a task event leaves out: large, and in the record for whoever needs it
+_UNPUBLISHED = frozenset({"prompt", "params", "history", "extra_data", "comfy_outputs", "node_errors",
+                          "webhook_deliveries"})
 
 # ARGV[first..last] hold field, value pairs; a value of "\0" (DELETE) removes the field
 _WRITE_FIELDS = """
@@ -48,7 +61,8 @@ local function write_fields(task_key, first, last, now_ms)
 end
 """
 
-# KEYS: task, all-index prefix (P:tasks), active set, queue, claims
+# KEYS: task, all-index prefix (P:tasks), active set, queue, claims, open prompts of the ComfyUI-compatible API,
+#       webhooks due
 # ARGV: id, allowed statuses joined by ',' ('' = any non-final), new status ('' = keep), now_ms,
 #       expected field ('' = none), its expected value, field, value, ...
 _TRANSITION = _WRITE_FIELDS + """
@@ -62,6 +76,7 @@ elseif not string.find(',' .. allowed .. ',', ',' .. current .. ',', 1, true) th
   return {'refused', current}
 end
 local new = ARGV[3]
+local webhook = ''
 write_fields(KEYS[1], 7, #ARGV, ARGV[4])
 if new ~= '' and new ~= current then
   local created = redis.call('HGET', KEYS[1], 'created_ms')
@@ -72,9 +87,14 @@ if new ~= '' and new ~= current then
     redis.call('SREM', KEYS[3], ARGV[1])
     redis.call('ZREM', KEYS[4], ARGV[1])
     redis.call('ZREM', KEYS[5], ARGV[1])
+    redis.call('ZREM', KEYS[6], ARGV[1])
+    if redis.call('HEXISTS', KEYS[1], 'webhook') == 1 then
+      redis.call('ZADD', KEYS[7], ARGV[4], ARGV[1])
+      webhook = '1'
+    end
   end
 end
-return {'ok', current}
+return {'ok', current, redis.call('HGET', KEYS[1], 'client_id') or '', webhook}
 """
 
 # KEYS: queue, claims   ARGV: lease end (ms), id, id, ...   returns 1 per id claimed, 0 per id no longer queued
@@ -223,15 +243,18 @@ def _decode(task_id: str, raw: Dict[str, str]) -> Task:
     for key in _INT_FIELDS:
         if key in record:
             record[key] = int(record[key])
-    if "progress" in record:
-        record["progress"] = float(record["progress"])
+    for key in _FLOAT_FIELDS:
+        if key in record:
+            record[key] = float(record[key])
     return Task.model_validate(record)
 
 
 class TaskStore:
-    def __init__(self, client: "aioredis.Redis", prefix: str = "comfyart", *, ageing_s: float = 0.0) -> None:
+    def __init__(self, client: "aioredis.Redis", prefix: str = "comfyart", *, ageing_s: float = 0.0,
+                 events: Optional[EventHub] = None) -> None:
         self.redis = client
         self.prefix = prefix
+        self.events = events or EventHub()  # every change a task goes through is published here
         self.ageing_s = ageing_s  # a queued task gains one priority level per this long (0: strict priority)
         self.queued = asyncio.Event()  # set whenever a task enters the queue: the dispatcher wakes on it
         self._transition = client.register_script(_TRANSITION)
@@ -268,6 +291,21 @@ class TaskStore:
     def _prompt_key(self, prompt_id: str) -> str:
         return f"{self.prefix}:prompt:{prompt_id}"
 
+    def _comfy_key(self, comfy_prompt_id: str) -> str:
+        return f"{self.prefix}:comfy:prompt:{comfy_prompt_id}"
+
+    @property
+    def comfy_prompts_key(self) -> str:
+        return f"{self.prefix}:comfy:prompts"
+
+    @property
+    def webhooks_key(self) -> str:
+        return f"{self.prefix}:webhooks"
+
+    @property
+    def comfy_open_key(self) -> str:
+        return f"{self.prefix}:comfy:open"
+
     @property
     def level_ms(self) -> int:
         return int(self.ageing_s * 1000) if self.ageing_s > 0 else STRICT_LEVEL_MS
@@ -275,9 +313,12 @@ class TaskStore:
     # ------------------------------------------------------------------ records
     async def create(self, prompt: Optional[Dict[str, Any]] = None, *, workflow: Optional[str] = None,
                      workflow_version: Optional[int] = None, params: Optional[Dict[str, Any]] = None,
-                     priority: int = 0, requires: Sequence[str] = (), vram_mb: Optional[int] = None) -> Task:
+                     priority: int = 0, requires: Sequence[str] = (), vram_mb: Optional[int] = None,
+                     webhook: Optional[str] = None, comfy: Optional[Dict[str, Any]] = None) -> Task:
         """Queue a task: a whole graph, or a workflow's name, version and parameter values (the graph is resolved
-        at dispatch, which keeps a long queue small). Defaults are not stored: a queue can hold millions."""
+        at dispatch, which keeps a long queue small). Defaults are not stored: a queue can hold millions.
+        ``comfy`` holds what the ComfyUI-compatible API records: ``comfy_prompt_id``, ``client_id``, ``number``,
+        ``extra_data``; the prompt id then finds the task."""
         created = now_ms()
         task_id = self._new_id()
         fields: Dict[str, Any] = {"status": TaskStatus.PENDING, "created_ms": created}
@@ -291,14 +332,38 @@ class TaskStore:
             fields["requires"] = sorted(set(requires))
         if vram_mb is not None:
             fields["vram_mb"] = vram_mb
+        if webhook is not None:
+            fields["webhook"] = webhook
+        comfy = {k: v for k, v in (comfy or {}).items() if v is not None}
+        fields.update(comfy)
         with map_redis_errors():
             async with self.redis.pipeline(transaction=True) as pipe:
                 pipe.hset(self._task_key(task_id), mapping=_encode(fields))
                 pipe.zadd(f"{self.prefix}:tasks", {task_id: created})
                 pipe.zadd(self.queue_key, {task_id: queue_score(created, priority, self.ageing_s)})
+                if "comfy_prompt_id" in comfy:
+                    # a prompt id given again takes over its history entry, as in ComfyUI
+                    pipe.set(self._comfy_key(comfy["comfy_prompt_id"]), task_id)
+                    pipe.zadd(self.comfy_prompts_key, {comfy["comfy_prompt_id"]: created})
+                    pipe.zadd(self.comfy_open_key, {task_id: comfy.get("number", 0)})
                 await pipe.execute()
         self.queued.set()
-        return Task.model_validate({"id": task_id, "updated_ms": created, **fields})
+        task = Task.model_validate({"id": task_id, "updated_ms": created, **fields})
+        self._publish(task_id, TaskStatus.PENDING, None, comfy.get("client_id"), {"created_ms": created})
+        return task
+
+    def _publish(self, task_id: str, status: TaskStatus, previous: Optional[TaskStatus], client_id: Optional[str],
+                 fields: Dict[str, Any]) -> None:
+        if not self.events.listening:
+            return
+        event = {"type": "task", "id": task_id, "status": status.value,
+                 "previous": previous.value if previous else None}
+        if client_id:
+            event["client_id"] = client_id
+        for key, value in fields.items():
+            if key not in _UNPUBLISHED:
+                event[key] = value.value if isinstance(value, TaskStatus) else value
+        self.events.publish(event)
 
     async def get(self, task_id: str) -> Task:
         with map_redis_errors():
@@ -367,13 +432,17 @@ class TaskStore:
             allowed_from = sources_of(to) if to is not None else []
         args: List[Any] = [task_id, ",".join(allowed_from), to.value if to else "", str(now_ms()),
                            *(expect or ("", "")), *_field_args(fields)]
-        keys = [self._task_key(task_id), f"{self.prefix}:tasks", self.active_key, self.queue_key, self.claims_key]
+        keys = [self._task_key(task_id), f"{self.prefix}:tasks", self.active_key, self.queue_key, self.claims_key,
+                self.comfy_open_key, self.webhooks_key]
         with map_redis_errors():
-            outcome, previous = await self._transition(keys=keys, args=args)
+            outcome, previous, *found = await self._transition(keys=keys, args=args)
         if outcome == "missing":
             raise NotFound(f"no task {task_id}")
         if outcome == "refused":
             raise InvalidTransition(f"task {task_id} is {previous}; cannot move to {to or 'an update'}")
+        client_id, webhook_due = found
+        self._publish(task_id, to or TaskStatus(previous), TaskStatus(previous), client_id,
+                      {**fields, "webhook_due": True} if webhook_due else fields)
         return TaskStatus(previous)
 
     async def write_progress(self, updates: Sequence[Tuple[str, str, Dict[str, Any]]]) -> None:
@@ -387,6 +456,9 @@ class TaskStore:
             args += [task_id, prompt_id, len(pairs) // 2, *pairs]
         with map_redis_errors():
             await self._progress(args=args)
+        if self.events.listening:
+            for task_id, prompt_id, fields in updates:
+                self.events.publish({"type": "progress", "id": task_id, "prompt_id": prompt_id, **fields})
 
     # ------------------------------------------------------------------ queue
     async def peek(self, count: int) -> Tuple[List[TaskId], int]:
@@ -477,6 +549,28 @@ class TaskStore:
         with map_redis_errors():
             return int(await self.redis.zcard(self.queue_key))
 
+    async def depth(self) -> Dict[str, int]:
+        """Queue depth for the live events: queued by priority level, and on backends."""
+        with map_redis_errors():
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.zcard(self.queue_key)
+                pipe.zcard(self.claims_key)
+                pipe.scard(self.active_key)
+                pipe.zcard(f"{self.prefix}:tasks:{TaskStatus.RUNNING}")
+                queued, claimed, active, running = await pipe.execute()
+        return {"queued": int(queued) + int(claimed), "submitted": int(active) - int(running),
+                "running": int(running)}
+
+    async def unfinished(self) -> int:
+        """Tasks pending or running: ComfyUI's ``queue_remaining`` for the whole cluster."""
+        with map_redis_errors():
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.zcard(self.queue_key)
+                pipe.zcard(self.claims_key)
+                pipe.scard(self.active_key)
+                queued, claimed, active = await pipe.execute()
+        return int(queued) + int(claimed) + int(active)
+
     async def waiting(self) -> int:
         """Tasks not yet on a backend: queued or claimed."""
         with map_redis_errors():
@@ -519,12 +613,81 @@ class TaskStore:
             args += [submission.task_id, submission.prompt_id, len(pairs) // 2, *pairs]
         with map_redis_errors():
             outcomes = await self._record_submissions(keys=[self.claims_key, self.active_key], args=args)
+        for submission, outcome in zip(submissions, outcomes, strict=True):
+            if outcome == "ok":
+                self._publish(submission.task_id, TaskStatus.PENDING, TaskStatus.PENDING, None,
+                              {"backend": submission.backend, "prompt_id": submission.prompt_id,
+                               "attempts": submission.attempts, "submitted_ms": now})
         return [_submission_refusal(s.task_id, outcome) for s, outcome in zip(submissions, outcomes, strict=True)]
 
     async def task_for_prompt(self, prompt_id: str) -> Optional[TaskId]:
         with map_redis_errors():
             task_id = await self.redis.get(self._prompt_key(prompt_id))
         return TaskId(task_id) if task_id else None
+
+    # ------------------------------------------------------------------ webhooks
+    async def due_webhooks(self, now: int, limit: int) -> List[TaskId]:
+        with map_redis_errors():
+            return [TaskId(i) for i in await self.redis.zrangebyscore(self.webhooks_key, "-inf", now, 0, limit)]
+
+    async def webhook_attempted(self, task_id: str, deliveries: List[Dict[str, Any]],
+                                next_at: Optional[int]) -> None:
+        """Record a delivery attempt; ``next_at`` (ms) schedules another, None ends the deliveries."""
+        with map_redis_errors():
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.hset(self._task_key(task_id), "webhook_deliveries", json.dumps(deliveries))
+                if next_at is None:
+                    pipe.zrem(self.webhooks_key, task_id)
+                else:
+                    pipe.zadd(self.webhooks_key, {task_id: next_at})
+                await pipe.execute()
+
+    # ------------------------------------------------------------------ the ComfyUI-compatible API's view
+    async def next_comfy_number(self) -> int:
+        with map_redis_errors():
+            return int(await self.redis.incr(f"{self.prefix}:comfy:number")) - 1
+
+    async def comfy_task(self, comfy_prompt_id: str) -> Optional[Task]:
+        with map_redis_errors():
+            task_id = await self.redis.get(self._comfy_key(comfy_prompt_id))
+        if not task_id:
+            return None
+        task = (await self.get_many([task_id]))[0]
+        return task if task is not None and task.comfy_prompt_id == comfy_prompt_id else None
+
+    async def comfy_tasks(self, *, newest_first: bool = True, offset: int = 0,
+                          limit: Optional[int] = None) -> Tuple[List[Task], int]:
+        """Tasks queued through the ComfyUI-compatible API (a page of them, by creation), and how many there are."""
+        end = -1 if limit is None else offset + limit - 1
+        with map_redis_errors():
+            ids = await (self.redis.zrevrange if newest_first else self.redis.zrange)(
+                self.comfy_prompts_key, offset, end)
+            total = int(await self.redis.zcard(self.comfy_prompts_key))
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for prompt_id in ids:
+                    pipe.get(self._comfy_key(prompt_id))
+                task_ids = await pipe.execute()
+        found = await self.get_many([t for t in task_ids if t])
+        return [t for t in found if t is not None], total
+
+    async def open_comfy_tasks(self) -> List[Task]:
+        """Those not final yet, in queue-number order."""
+        with map_redis_errors():
+            ids = await self.redis.zrange(self.comfy_open_key, 0, -1)
+        return [t for t in await self.get_many(ids) if t is not None and t.status not in FINAL_STATUSES]
+
+    async def forget_comfy(self, comfy_prompt_ids: Optional[Sequence[str]] = None) -> None:
+        """Take prompt ids out of the ComfyUI-compatible history (all of them with None); the task records
+        stay."""
+        with map_redis_errors():
+            if comfy_prompt_ids is None:
+                comfy_prompt_ids = await self.redis.zrange(self.comfy_prompts_key, 0, -1)
+            if not comfy_prompt_ids:
+                return
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.zrem(self.comfy_prompts_key, *comfy_prompt_ids)
+                pipe.delete(*[self._comfy_key(p) for p in comfy_prompt_ids])
+                await pipe.execute()
 
     async def active_tasks(self) -> List[Task]:
         with map_redis_errors():

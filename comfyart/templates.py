@@ -35,6 +35,8 @@ class Upload:
 class PreparedPrompt:
     graph: Dict[str, Any]
     uploads: List[Upload]
+    extra_data: Optional[Dict[str, Any]] = None  # passed on with the prompt (a ComfyUI client's, e.g. its workflow)
+    targets: Optional[List[str]] = None  # the output nodes to run (partial_execution_targets); None: all
 
 
 class Templates:
@@ -68,7 +70,8 @@ class Templates:
     # ------------------------------------------------------------------ submission
     async def submit(self, name: str, params: Mapping[str, Any],
                      uploads: Optional[Mapping[str, StoredInput]] = None, *, priority: int = 0,
-                     requires: Sequence[str] = (), vram_mb: Optional[int] = None) -> Task:
+                     requires: Sequence[str] = (), vram_mb: Optional[int] = None,
+                     webhook: Optional[str] = None) -> Task:
         """Queue a run of workflow ``name``'s current version. ``uploads`` are files that came with the request,
         by parameter. Raises NotFound, or ParameterError naming each parameter at fault."""
         meta = await self.workflows.current(name)
@@ -91,7 +94,7 @@ class Templates:
         if problems:
             raise ParameterError(problems)
         return await self.tasks.create(workflow=name, workflow_version=version, params=values, priority=priority,
-                                       requires=requires, vram_mb=vram_mb)
+                                       requires=requires, vram_mb=vram_mb, webhook=webhook)
 
     async def _source(self, image: ImageInput) -> Tuple[Path, str, str]:
         """(path, sha256, content type) of an image parameter's file, or ValueError saying why it has none."""
@@ -135,7 +138,8 @@ class Templates:
         if task.workflow is None or task.workflow_version is None:
             if task.prompt is None:
                 raise InvalidInput(f"task {task.id} has neither a prompt nor a workflow")
-            return PreparedPrompt(task.prompt, [])
+            extra_data = {k: v for k, v in (task.extra_data or {}).items() if k != "client_id"} or None
+            return PreparedPrompt(task.prompt, self._named_inputs(task.prompt), extra_data, task.comfy_targets)
         try:
             definition = await self.definition(task.workflow, task.workflow_version, known_stored=known_stored)
         except NotFound:
@@ -152,6 +156,18 @@ class Templates:
         graph = apply(definition.graph, definition.params, values, {u.param: u.name for u in uploads})
         return PreparedPrompt(graph, uploads)
 
+
+    def _named_inputs(self, graph: Mapping[str, Any]) -> List[Upload]:
+        """Stored inputs a raw graph names by their id (as the ComfyUI-compatible upload answers them): each goes
+        to the backend under that same name, so the graph needs no change."""
+        uploads: Dict[str, Upload] = {}
+        for node_id, node in graph.items():
+            for name, value in (node.get("inputs") or {}).items() if isinstance(node, dict) else ():
+                if isinstance(value, str) and 68 <= len(value) <= 69 and value not in uploads:
+                    path = self.inputs.path(value)
+                    if path is not None:
+                        uploads[value] = Upload(f"{node_id}.{name}", path, value, self.inputs.content_type(value))
+        return list(uploads.values())
 
     async def needs(self, task: Task) -> Tuple[Needs, float]:
         """What ``task`` asks of a backend (its own tags and VRAM with its workflow's, and the models its graph

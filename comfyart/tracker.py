@@ -10,7 +10,7 @@ import asyncio
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Set, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Protocol, Set, Tuple
 
 import aiohttp
 from loguru import logger
@@ -28,7 +28,8 @@ from .comfy.protocol import (
 )
 from .config import TrackingConfig
 from .errors import BackendUnavailable, InvalidTransition, NotFound, TransientError
-from .models import Attempt, OutputFile, Task, TaskStatus
+from .models import Attempt, OutputFile, Relay, Task, TaskStatus, relay_of
+from .object_store import ObjectStoreUnavailable, S3Outputs
 from .outputs import OutputStore
 from .policy import AttemptEnd, prompt_progress, should_retry
 from .pool import Backend, Pool, now_ms
@@ -38,6 +39,9 @@ MAX_DOWNLOAD_TRIES = 3
 
 
 WATCHDOG_TICK_S = 0.5
+# the messages ComfyUI keeps in a prompt's history (its status.messages)
+HISTORY_MESSAGES = frozenset({"execution_start", "execution_cached", "execution_success", "execution_error",
+                              "execution_interrupted"})
 
 
 @dataclass
@@ -60,27 +64,40 @@ class PromptState:
     succeeded: bool = False
     outputs: Dict[str, Any] = field(default_factory=dict)
     unsaved: Dict[str, Any] = field(default_factory=dict)  # progress fields the next flush writes
+    relay: Optional[Relay] = None  # queued through the ComfyUI-compatible API: its frames go to its client
+    messages: List[List[Any]] = field(default_factory=list)  # its execution_* messages, for that client
+
+
+class FrameSink(Protocol):
+    """Where the frames of prompts queued through the ComfyUI-compatible API go (``front.FrontDoor``)."""
+
+    def forward(self, relay: Relay, kind: str, data: Dict[str, Any]) -> None: ...
+
+    def forward_binary(self, relay: Relay, payload: bytes) -> None: ...
 
 
 class Tracker:
     def __init__(self, *, store: TaskStore, pool: Pool, outputs: OutputStore, config: TrackingConfig,
-                 session: aiohttp.ClientSession, client_id: str) -> None:
+                 session: aiohttp.ClientSession, client_id: str, objects: Optional[S3Outputs] = None) -> None:
         self.store = store
         self.pool = pool
         self.outputs = outputs
+        self.objects = objects  # outputs go to object storage rather than stay in ``outputs``
         self.config = config
         self.session = session
         self.client_id = client_id  # kept across restarts: events of earlier prompts still reach us
         self.prompts: Dict[str, PromptState] = {}
         self._watchers: Dict[str, Tuple[Backend, asyncio.Task]] = {}
         self._epochs: Dict[str, int] = {}  # backend id -> how many times its socket connected
+        self._running: Dict[str, str] = {}  # backend id -> the prompt it runs: its preview frames carry no id
+        self.frames: Optional[FrameSink] = None
         pool.on_lost = self.backend_lost
 
     # ------------------------------------------------------------------ bookkeeping
     def expect(self, backend: Backend, prompt_id: str, task_id: str, prompt: Mapping[str, Any],
-               cost: float = 0.0) -> PromptState:
+               cost: float = 0.0, relay: Optional[Relay] = None) -> PromptState:
         """Take a slot on ``backend`` for a prompt about to be submitted (``cost``: its graph's estimate)."""
-        state = PromptState(task_id, total_nodes=len(prompt), backend=backend)
+        state = PromptState(task_id, total_nodes=len(prompt), backend=backend, relay=relay)
         self.prompts[prompt_id] = state
         backend.prompts[prompt_id] = task_id
         if cost:
@@ -124,7 +141,7 @@ class Tracker:
             backend = self.pool.backends.get(task.backend or "")
             if backend is not None and task.prompt_id:
                 # confirmed or not, the first lookup decides: /history, /queue, or never seen (requeued)
-                state = self.expect(backend, task.prompt_id, task.id, task.prompt or {})
+                state = self.expect(backend, task.prompt_id, task.id, task.prompt or {}, relay=relay_of(task))
                 state.submitted = True
                 if task.submitted_ms:
                     state.since -= max(0.0, time.time() - task.submitted_ms / 1000)  # task_timeout keeps counting
@@ -168,11 +185,35 @@ class Tracker:
                     return
                 continue
             if message.type == aiohttp.WSMsgType.TEXT:
-                event = protocol.parse_frame(message.data)
+                kind, data = protocol.split_frame(message.data)
+                if data is None:
+                    continue
+                if self.frames is not None:
+                    self._relay(backend, kind, data)
+                event = protocol.parse_message(kind, data)
                 if event is not None:
                     await self.handle(backend, event)
+            elif message.type == aiohttp.WSMsgType.BINARY:
+                state = self.prompts.get(self._running.get(backend.id, ""))
+                if state is not None and state.relay is not None and self.frames is not None:
+                    self.frames.forward_binary(state.relay, message.data)
             elif message.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR):
                 return
+
+    def _relay(self, backend: Backend, kind: str, data: Dict[str, Any]) -> None:
+        """Pass a frame on to the ComfyUI client whose prompt it is about."""
+        prompt_id = data.get("prompt_id")
+        if kind == "execution_start":
+            self._running[backend.id] = prompt_id
+        elif kind == "executing" and data.get("node") is None and self._running.get(backend.id) == prompt_id:
+            del self._running[backend.id]
+        state = self.prompts.get(prompt_id) if prompt_id else None
+        if state is None or state.relay is None:
+            return
+        if kind in HISTORY_MESSAGES:
+            state.messages.append([kind, data])
+        assert self.frames is not None
+        self.frames.forward(state.relay, kind, data)
 
     async def _watchdog(self) -> None:
         """Per prompt: past ``task_timeout_s`` it is ended and retried; silent for ``silence_s`` it is looked up
@@ -353,7 +394,7 @@ class Tracker:
                                 outputs: Dict[str, Any]) -> None:
         try:
             files = await self._download(backend, state.task_id, outputs)
-        except BackendUnavailable as exc:
+        except (BackendUnavailable, ObjectStoreUnavailable) as exc:
             state.download_failures += 1
             logger.warning("download failed task={} backend={} error={}", state.task_id, backend.id, exc)
             if state.download_failures < MAX_DOWNLOAD_TRIES:
@@ -361,9 +402,10 @@ class Tracker:
             await self._finish_failed(backend, prompt_id, state, f"could not download outputs: {exc}")
             return
         try:
+            comfy = {"comfy_outputs": outputs, "comfy_messages": state.messages} if state.relay is not None else {}
             await self.store.update(state.task_id, to=TaskStatus.COMPLETED, finished_ms=now_ms(), progress=1.0,
-                                    outputs=[f.model_dump() for f in files], node=None, node_step=None,
-                                    node_max=None)
+                                    outputs=[f.model_dump(exclude_none=True) for f in files], node=None,
+                                    node_step=None, node_max=None, **comfy)
             logger.info("task completed task={} backend={} prompt={} outputs={}", state.task_id, backend.id,
                         prompt_id, len(files))
         except (InvalidTransition, NotFound):
@@ -377,14 +419,21 @@ class Tracker:
                 ref, lambda ref=ref: str(self.outputs.destination(task_id, ref.filename, ref.node_id)),
                 timeout_s=self.config.download_timeout_s)
             destination = Path(path)
-            files.append(OutputFile(node_id=ref.node_id, filename=destination.name, subfolder=ref.subfolder,
-                                    type=ref.type, size=size, content_type=content_type, sha256=sha256,
-                                    path=self.outputs.relative(destination)))
+            stored = OutputFile(node_id=ref.node_id, filename=destination.name, subfolder=ref.subfolder,
+                                type=ref.type, size=size, content_type=content_type, sha256=sha256,
+                                path=self.outputs.relative(destination))
+            if self.objects is not None:
+                key = self.objects.key(task_id, destination.name)
+                url = await self.objects.put(destination, key, content_type)
+                await asyncio.to_thread(destination.unlink)
+                stored = stored.model_copy(update={"path": key, "bucket": self.objects.bucket, "url": url})
+            files.append(stored)
         return files
 
     async def _finish_failed(self, backend: Backend, prompt_id: str, state: PromptState, error: str) -> None:
         try:
-            await self.store.update(state.task_id, to=TaskStatus.FAILED, finished_ms=now_ms(), error=error)
+            comfy = {"comfy_messages": state.messages} if state.messages else {}
+            await self.store.update(state.task_id, to=TaskStatus.FAILED, finished_ms=now_ms(), error=error, **comfy)
             logger.info("task failed task={} backend={} error={}", state.task_id, backend.id, error)
         except (InvalidTransition, NotFound):
             pass

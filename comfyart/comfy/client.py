@@ -8,7 +8,7 @@ import asyncio
 import hashlib
 import os
 from contextlib import asynccontextmanager
-from typing import Any, AsyncIterator, BinaryIO, Callable, Dict, Optional, Tuple
+from typing import Any, AsyncIterator, BinaryIO, Callable, Dict, List, Optional, Tuple
 from urllib.parse import urlencode
 
 import aiohttp
@@ -45,10 +45,16 @@ class ComfyClient:
                 raise BackendUnavailable(f"GET {path} answered HTTP {response.status}")
             return await response.json(content_type=None)
 
-    async def submit(self, prompt: Dict[str, Any], *, client_id: str, prompt_id: str) -> Dict[str, Any]:
+    async def submit(self, prompt: Dict[str, Any], *, client_id: str, prompt_id: str,
+                     extra_data: Optional[Dict[str, Any]] = None,
+                     targets: Optional[List[str]] = None) -> Dict[str, Any]:
         """POST /prompt. Raises PromptRejected on a validation failure, BackendUnavailable when the answer is
         lost or garbled (the prompt may or may not have been queued: look it up before submitting again)."""
-        body = {"prompt": prompt, "client_id": client_id, "prompt_id": prompt_id}
+        body: Dict[str, Any] = {"prompt": prompt, "client_id": client_id, "prompt_id": prompt_id}
+        if extra_data:
+            body["extra_data"] = {**extra_data, "client_id": client_id}
+        if targets is not None:
+            body["partial_execution_targets"] = targets
         async with (
             map_http_errors("POST /prompt"),
             self.session.post(self.base_url + "/prompt", json=body, timeout=self.timeout) as response,

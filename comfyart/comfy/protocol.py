@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 
 @dataclass(frozen=True)
@@ -71,15 +71,21 @@ Event = Union[StatusEvent, ExecutionStart, ExecutionCached, Executing, Progress,
               ExecutionError, ExecutionInterrupted]
 
 
-def parse_frame(text: str) -> Optional[Event]:
-    """One text frame → an event, or None for frames comfyart does not use (or cannot read)."""
+def split_frame(text: str) -> Tuple[str, Optional[Dict[str, Any]]]:
+    """One text frame → (its type, its data), or ("", None) for one that is not ComfyUI's shape."""
     try:
         message = json.loads(text)
     except ValueError:
-        return None
+        return "", None
     if not isinstance(message, dict) or not isinstance(message.get("data"), dict):
-        return None
-    return parse_message(str(message.get("type")), message["data"])
+        return "", None
+    return str(message.get("type")), message["data"]
+
+
+def parse_frame(text: str) -> Optional[Event]:
+    """One text frame → an event, or None for frames comfyart does not use (or cannot read)."""
+    kind, data = split_frame(text)
+    return parse_message(kind, data) if data is not None else None
 
 
 def parse_message(kind: str, data: Dict[str, Any]) -> Optional[Event]:

@@ -1,0 +1,186 @@
+"""Validating an API-format graph against ``/object_info``, with ComfyUI's answer shapes (PROTOCOL.md §3,
+POST /prompt), so the ComfyUI-compatible front door can turn a bad prompt away before it is queued, as one ComfyUI
+would. Pure functions.
+
+``validate(graph, object_info)`` returns a ``Verdict``: ``error`` is ComfyUI's top-level error (None when at least
+one output node is valid), ``node_errors`` is per node, and ``outputs`` lists the valid output nodes. Combo
+choices that the pool cannot list (an input comfyart stores and delivers itself) are let through by
+``also_allowed``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
+
+Error = Dict[str, Any]
+_CONVERT = {"INT": int, "FLOAT": float, "STRING": str, "BOOLEAN": bool}
+
+
+def _error(kind: str, message: str, details: str = "", extra: Optional[dict] = None) -> Error:
+    return {"type": kind, "message": message, "details": details, "extra_info": extra or {}}
+
+
+@dataclass
+class Verdict:
+    error: Optional[Error]
+    node_errors: Dict[str, Any] = field(default_factory=dict)
+    outputs: List[str] = field(default_factory=list)
+
+
+def output_nodes(graph: Mapping[str, Any], object_info: Mapping[str, Any]) -> List[str]:
+    return [node_id for node_id, node in graph.items()
+            if isinstance(node, dict) and object_info.get(node.get("class_type"), {}).get("output_node")]
+
+
+def _combo_options(spec: Sequence[Any]) -> Optional[List[Any]]:
+    """The choices of a combo input: ``[[a, b], {...}]``, or the v3 ``["COMBO", {"options": [...]}]``."""
+    if spec and isinstance(spec[0], list):
+        return spec[0]
+    if spec and spec[0] == "COMBO" and len(spec) > 1 and isinstance(spec[1], dict):
+        return list(spec[1].get("options", []))
+    return None
+
+
+class _Checker:
+    def __init__(self, graph: Mapping[str, Any], object_info: Mapping[str, Any],
+                 also_allowed: Callable[[Any], bool]) -> None:
+        self.graph = graph
+        self.info = object_info
+        self.also_allowed = also_allowed
+        self.results: Dict[str, List[Error]] = {}
+        self.valid: Dict[str, bool] = {}
+
+    def check(self, node_id: str) -> bool:
+        if node_id in self.valid:
+            return self.valid[node_id]
+        self.valid[node_id] = True  # a cycle is not this node's own error; ComfyUI reports it at run time
+        node = self.graph[node_id]
+        if not isinstance(node.get("inputs"), dict):
+            self.results[node_id] = [_error("exception_during_validation", "Exception when validating node",
+                                            "'inputs'", {"exception_type": "KeyError", "traceback": []})]
+            self.valid[node_id] = False
+            return False
+        spec = self.info[node["class_type"]].get("input", {})
+        inputs = node["inputs"]
+        errors: List[Error] = []
+        upstream_ok = True
+        for name, config in (spec.get("required") or {}).items():
+            if name not in inputs:
+                errors.append(_error("required_input_missing", "Required input is missing", name,
+                                     {"input_name": name}))
+                continue
+            upstream_ok &= self._input(name, config, inputs[name], errors)
+        for name, config in (spec.get("optional") or {}).items():
+            if name in inputs:
+                upstream_ok &= self._input(name, config, inputs[name], errors)
+        if errors:
+            self.results[node_id] = errors
+        self.valid[node_id] = not errors and upstream_ok
+        return self.valid[node_id]
+
+    def _input(self, name: str, config: Any, value: Any, errors: List[Error]) -> bool:
+        """Check one input; returns whether what it links to is valid (its own problems go to ``errors``)."""
+        config = config if isinstance(config, list) and config else ["*"]
+        input_type = config[0]
+        options = config[1] if len(config) > 1 and isinstance(config[1], dict) else {}
+        shown = [input_type, options]
+        if isinstance(value, list):
+            if len(value) != 2 or not isinstance(value[1], int):
+                errors.append(_error("bad_linked_input", "Bad linked input, must be a length-2 list of "
+                                     "[node_id, slot_index]", name,
+                                     {"input_name": name, "input_config": shown, "received_value": value}))
+                return True
+            upstream = str(value[0])
+            if upstream not in self.graph:
+                self.results[upstream] = [_error("exception_during_inner_validation",
+                                                 "Exception when validating inner node", repr(upstream),
+                                                 {"input_name": name, "input_config": shown,
+                                                  "exception_message": repr(upstream), "exception_type": "KeyError",
+                                                  "traceback": [], "linked_node": value})]
+                return False
+            produced = self.info[self.graph[upstream]["class_type"]].get("output") or []
+            received = produced[value[1]] if 0 <= value[1] < len(produced) else None
+            if (isinstance(input_type, str) and isinstance(received, str) and "*" not in (received, input_type)
+                    and not set(received.split(",")) & set(input_type.split(","))):
+                errors.append(_error("return_type_mismatch", "Return type mismatch between linked nodes",
+                                     f"{name}, received_type({received}) mismatch input_type({input_type})",
+                                     {"input_name": name, "input_config": shown, "received_type": received,
+                                      "linked_node": value}))
+                return True
+            return self.check(upstream)
+        choices = _combo_options(config)
+        if choices is not None:
+            if value not in choices and not self.also_allowed(value):
+                errors.append(_error("value_not_in_list", "Value not in list", f"{name}: '{value}' not in {choices}",
+                                     {"input_name": name, "input_config": [choices, options],
+                                      "received_value": value}))
+            return True
+        if input_type in _CONVERT:
+            try:
+                converted = _CONVERT[input_type](value)
+            except (TypeError, ValueError) as exc:
+                errors.append(_error("invalid_input_type",
+                                     f"Failed to convert an input value to a {input_type} value",
+                                     f"{name}, {value}, {exc}",
+                                     {"input_name": name, "input_config": shown, "received_value": value,
+                                      "exception_message": str(exc)}))
+                return True
+            if input_type in ("INT", "FLOAT"):
+                if "min" in options and converted < options["min"]:
+                    errors.append(_error("value_smaller_than_min", f"Value {converted} smaller than min of "
+                                         f"{options['min']}", name,
+                                         {"input_name": name, "input_config": shown, "received_value": converted}))
+                elif "max" in options and converted > options["max"]:
+                    errors.append(_error("value_bigger_than_max", f"Value {converted} bigger than max of "
+                                         f"{options['max']}", name,
+                                         {"input_name": name, "input_config": shown, "received_value": converted}))
+        return True
+
+    def failing_upstream(self, output_id: str) -> List[str]:
+        """Nodes reachable from ``output_id`` (itself included) that carry their own errors."""
+        seen: List[str] = []
+        stack = [output_id]
+        while stack:
+            node_id = stack.pop()
+            if node_id in seen:
+                continue
+            seen.append(node_id)
+            node = self.graph.get(node_id)
+            inputs = node.get("inputs") if isinstance(node, dict) else None
+            for value in (inputs or {}).values():
+                if isinstance(value, list) and len(value) == 2:
+                    stack.append(str(value[0]))
+        return [n for n in seen if self.results.get(n)]
+
+
+def validate(graph: Any, object_info: Mapping[str, Any], *, targets: Optional[Sequence[str]] = None,
+             also_allowed: Callable[[Any], bool] = lambda value: False) -> Verdict:
+    if not isinstance(graph, dict):
+        return Verdict(_error("invalid_prompt", "Prompt must be an object of nodes"))
+    for node_id, node in graph.items():
+        if not isinstance(node, dict) or "class_type" not in node:
+            return Verdict(_error("invalid_prompt", "Cannot execute because a node is missing the class_type "
+                                  "property.", f"Node ID '#{node_id}'"))
+        if node["class_type"] not in object_info:
+            return Verdict(_error("invalid_prompt", f"Cannot execute because node {node['class_type']} does not "
+                                  "exist.", f"Node ID '#{node_id}'"))
+    outputs = [n for n in output_nodes(graph, object_info) if targets is None or n in targets]
+    if not outputs:
+        return Verdict(_error("prompt_no_outputs", "Prompt has no outputs"))
+    checker = _Checker(graph, object_info, also_allowed)
+    good = [output_id for output_id in outputs if checker.check(output_id)]
+    node_errors: Dict[str, Any] = {}
+    reasons: List[str] = []
+    for output_id in outputs:
+        if output_id in good:
+            continue
+        reasons += [f"{e['message']}: {e['details']}" for e in checker.results.get(output_id, [])]
+        for node_id in checker.failing_upstream(output_id):
+            entry = node_errors.setdefault(node_id, {"errors": checker.results[node_id], "dependent_outputs": [],
+                                                     "class_type": graph.get(node_id, {}).get("class_type")})
+            entry["dependent_outputs"].append(output_id)
+    if not good:
+        return Verdict(_error("prompt_outputs_failed_validation", "Prompt outputs failed validation",
+                              "\n".join(reasons)), node_errors)
+    return Verdict(None, node_errors, good)
+

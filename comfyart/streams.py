@@ -1,0 +1,117 @@
+"""comfyart's own live events: ``GET /api/tasks/{id}/events`` (Server-Sent Events, until the task ends) and the
+WebSocket ``GET /api/events`` (one task, a set, or the whole cluster: task transitions, progress, pool changes and
+queue depth).
+
+Each stream subscribes before it reads the records it starts with, so no change falls between the two. A stream
+that falls too far behind gets a ``lagged`` event and ends (the WebSocket closes with 1013): re-read and
+reconnect.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any, AsyncIterator, Dict, Optional, Set
+
+from fastapi import FastAPI, WebSocket, WebSocketDisconnect
+from fastapi.sse import EventSourceResponse, format_sse_event
+
+from .errors import NotFound
+from .events import Event, EventHub
+from .models import FINAL_STATUSES, Task
+from .store import TaskStore
+
+KEEPALIVE_S = 15.0
+TASK_EVENTS = ("task", "progress")
+
+
+def snapshot(task: Task) -> Event:
+    """A task's record as the first event of a stream (its graph and history left out)."""
+    return {"type": "task", "snapshot": True, **task.model_dump(mode="json", exclude={"prompt", "history", "params"})}
+
+
+def _ids(raw: Optional[str]) -> Optional[Set[str]]:
+    if not raw:
+        return None
+    return {part for part in raw.split(",") if part}
+
+
+def add_event_routes(app: FastAPI, store: TaskStore, hub: EventHub) -> None:
+    @app.get("/api/tasks/{task_id}/events", responses={200: {"content": {"text/event-stream": {}}}})
+    async def task_events(task_id: str) -> Any:
+        """Server-Sent Events of one task: its record first, then each change (``task``, ``progress``); the
+        stream ends after the task's final status."""
+        subscription = hub.subscribe(lambda e: e.get("id") == task_id and e.get("type") in TASK_EVENTS)
+        try:
+            task = await store.get(task_id)
+        except BaseException:
+            subscription.close()
+            raise
+
+        async def stream() -> AsyncIterator[bytes]:
+            with subscription:
+                yield format_sse_event(event="task", data_str=json.dumps(snapshot(task)))
+                if task.status in FINAL_STATUSES:
+                    return
+                while True:
+                    event = await subscription.get(KEEPALIVE_S)
+                    if event is None:
+                        if subscription.closed:
+                            return
+                        yield format_sse_event(comment="keep-alive")
+                        continue
+                    yield format_sse_event(event=event["type"], data_str=json.dumps(event, default=str))
+                    if event["type"] == "lagged" or (event["type"] == "task" and event["status"] in FINAL_STATUSES):
+                        return
+
+        return EventSourceResponse(stream())
+
+    @app.websocket("/api/events")
+    async def events(websocket: WebSocket) -> None:
+        """Live events as JSON text frames. ``?tasks=ID,ID`` follows those tasks (each one's record comes first);
+        without it, everything. Send ``{"tasks": [ids]}`` to follow others, ``{"tasks": null}`` for everything."""
+        await websocket.accept()
+        follow: Dict[str, Optional[Set[str]]] = {"ids": _ids(websocket.query_params.get("tasks"))}
+
+        def wanted(event: Event) -> bool:
+            ids = follow["ids"]
+            return ids is None or (event.get("type") in TASK_EVENTS and event.get("id") in ids)
+
+        async def send_snapshots(ids: Optional[Set[str]]) -> None:
+            for task in await store.get_many(sorted(ids or ())):
+                if task is not None:
+                    await websocket.send_text(json.dumps(snapshot(task)))
+
+        async def read_commands() -> None:
+            while True:
+                try:
+                    command = json.loads(await websocket.receive_text())
+                except ValueError:
+                    await websocket.send_text(json.dumps({"type": "error", "detail": "send JSON: {\"tasks\": [...]}"}))
+                    continue
+                if not isinstance(command, dict) or "tasks" not in command or not (
+                        command["tasks"] is None or isinstance(command["tasks"], list)):
+                    await websocket.send_text(json.dumps({"type": "error", "detail": "send {\"tasks\": [ids]} or "
+                                                                                     "{\"tasks\": null}"}))
+                    continue
+                follow["ids"] = None if command["tasks"] is None else {str(i) for i in command["tasks"]}
+                await send_snapshots(follow["ids"])
+
+        with hub.subscribe(wanted) as subscription:
+            reader = asyncio.get_running_loop().create_task(read_commands(), name="events commands")
+            try:
+                await send_snapshots(follow["ids"])
+                while not reader.done():
+                    event = await subscription.get(1.0)
+                    if event is None:
+                        if subscription.closed:
+                            break
+                        continue
+                    await websocket.send_text(json.dumps(event, default=str))
+                    if event["type"] == "lagged":
+                        await websocket.close(code=1013)
+                        break
+            except (WebSocketDisconnect, RuntimeError, NotFound):
+                pass
+            finally:
+                reader.cancel()
+                await asyncio.gather(reader, return_exceptions=True)

@@ -1,0 +1,125 @@
+"""Webhook deliveries: when a task that carries a ``webhook`` URL ends (completed, failed or canceled), its
+record is POSTed there, signed, and retried with backoff until a 2xx answer or ``max_attempts``.
+
+The task's move to a final status schedules the delivery in Redis in the same script (``P:webhooks``), so a
+restart resumes it. Every attempt is recorded in the task's ``webhook_deliveries``. Delivery is at least once: a
+receiver should use ``X-Comfyart-Delivery`` (the task id) to ignore repeats.
+
+Headers: ``X-Comfyart-Event`` (``task.completed``, ``task.failed``, ``task.canceled``), ``X-Comfyart-Delivery``,
+and with ``webhooks.secret`` set, ``X-Comfyart-Signature: sha256=<hex HMAC-SHA256 of the body>``.
+"""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+from typing import Any, Dict, Optional
+from urllib.parse import quote
+
+import aiohttp
+from loguru import logger
+
+from .config import WebhooksConfig
+from .errors import NotFound, TransientError
+from .events import EventHub
+from .models import FINAL_STATUSES, Task
+from .policy import webhook_next_attempt
+from .store import TaskStore, now_ms
+
+POLL_S = 1.0
+BATCH = 32
+USER_AGENT = "comfyart-webhook"
+
+
+def signature(secret: str, body: bytes) -> str:
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def payload(task: Task, public_url: str) -> bytes:
+    """The task record as delivered: its graph left out, each output with the URL that downloads it."""
+    record = task.model_dump(mode="json", exclude={"prompt", "webhook_deliveries"})
+    for output in record["outputs"]:
+        output.setdefault("url", None)
+        if output["url"] is None:
+            output["url"] = f"{public_url}/api/tasks/{task.id}/outputs/{quote(output['filename'])}"
+    return json.dumps(record, separators=(",", ":")).encode()
+
+
+class WebhookSender:
+    def __init__(self, *, store: TaskStore, session: aiohttp.ClientSession, config: WebhooksConfig,
+                 public_url: str, events: Optional[EventHub] = None) -> None:
+        self.store = store
+        self.session = session
+        self.config = config
+        self.public_url = public_url
+        self.events = events or store.events
+
+    async def run(self) -> None:
+        def ended_with_webhook(event: Dict[str, Any]) -> bool:
+            return event.get("type") == "task" and event.get("webhook_due") is True
+
+        async with asyncio.TaskGroup() as deliveries:
+            while True:
+                # the events only wake the loop early; Redis says what is due, so a lagged subscription loses nothing
+                with self.events.subscribe(ended_with_webhook, capacity=10_000) as ended:
+                    while not ended.closed:
+                        try:
+                            due = await self.store.due_webhooks(now_ms(), BATCH)
+                        except TransientError as exc:
+                            logger.warning("webhooks paused error={}", exc)
+                            due = []
+                        in_flight = [deliveries.create_task(self.deliver(task_id), name=f"webhook {task_id}")
+                                     for task_id in due]
+                        if in_flight:
+                            await asyncio.wait(in_flight)
+                        if len(due) < BATCH:
+                            await ended.get(POLL_S)  # a task just ended, or time to look for retries
+
+    async def deliver(self, task_id: str) -> None:
+        try:
+            await self._deliver(task_id)
+        except TransientError as exc:  # Redis away: the delivery stays due and is tried again
+            logger.warning("webhook delivery postponed task={} error={}", task_id, exc)
+
+    async def _deliver(self, task_id: str) -> None:
+        try:
+            task = await self.store.get(task_id)
+        except NotFound:
+            await self.store.webhook_attempted(task_id, [], None)
+            return
+        if task.webhook is None or task.status not in FINAL_STATUSES:
+            await self.store.webhook_attempted(task_id, task.webhook_deliveries, None)
+            return
+        body = payload(task, self.public_url)
+        headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT,
+                   "X-Comfyart-Event": f"task.{task.status.value}", "X-Comfyart-Delivery": task.id}
+        if self.config.secret is not None:
+            headers["X-Comfyart-Signature"] = signature(self.config.secret.get_secret_value(), body)
+        attempt = len(task.webhook_deliveries) + 1
+        status: Optional[int] = None
+        error: Optional[str] = None
+        try:
+            async with self.session.post(task.webhook, data=body, headers=headers, allow_redirects=False,
+                                         timeout=aiohttp.ClientTimeout(total=self.config.timeout_s)) as response:
+                status = response.status
+                await response.read()
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            error = f"{type(exc).__name__}: {exc}".rstrip(": ")
+        wait_s = webhook_next_attempt(attempt=attempt, status=status, max_attempts=self.config.max_attempts,
+                                      backoff_s=self.config.backoff_s, backoff_max_s=self.config.backoff_max_s)
+        delivered = status is not None and 200 <= status < 300
+        record: Dict[str, Any] = {"attempt": attempt, "at_ms": now_ms(), "status": status, "delivered": delivered}
+        if error is not None:
+            record["error"] = error
+        next_at = None if wait_s is None else now_ms() + int(wait_s * 1000)
+        if next_at is not None:
+            record["next_attempt_ms"] = next_at
+        await self.store.webhook_attempted(task.id, [*task.webhook_deliveries, record], next_at)
+        if delivered:
+            logger.info("webhook delivered task={} status={}", task.id, status)
+        elif next_at is None:
+            logger.warning("webhook given up task={} attempts={} last={}", task.id, attempt, status or error)
+        else:
+            logger.info("webhook failed, retrying task={} attempt={} in_s={} last={}", task.id, attempt, wait_s,
+                        status or error)
