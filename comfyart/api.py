@@ -191,9 +191,12 @@ async def _run_request(request: Request, inputs: InputStore,
                 except ValueError:
                     raise BadRequest(400, "the 'params' form field is not valid JSON") from None
             elif key == "priority":
-                options = _scheduling({"priority": int(value) if value.lstrip("-").isdigit() else value})
+                options.update(_scheduling({"priority": int(value) if value.lstrip("-").isdigit() else value}))
+            elif key == "webhook":
+                options.update(_scheduling({"webhook": value}))
             else:
-                raise BadRequest(422, f"unknown form field {key!r}: send 'params' (JSON), image files, priority")
+                raise BadRequest(422, f"unknown form field {key!r}: send 'params' (JSON), image files, priority, "
+                                      f"webhook")
     return params, files, options
 
 

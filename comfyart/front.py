@@ -361,11 +361,12 @@ class FrontDoor:
         await websocket.accept()
         sid = websocket.query_params.get("clientId") or uuid.uuid4().hex
         connection = _Connection(sid)
+        connection.put_status(await self.remaining(), sid)  # before any frame can be relayed to it
         replaced = self.connections.get(sid)
         self.connections[sid] = connection  # the newest socket of a client id takes over; the old one goes deaf
         if replaced is not None:
             replaced.frames.clear()
-        connection.put_status(await self.remaining(), sid)
+            connection.open = replaced.open
         reader = asyncio.get_running_loop().create_task(self._read_client(websocket, connection),
                                                         name=f"comfyui client {sid}")
         try:
