@@ -31,6 +31,7 @@ from fastapi import APIRouter, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
 from loguru import logger
 from PIL import Image
+from starlette.background import BackgroundTask
 from starlette.datastructures import UploadFile
 
 from .comfy.validate import output_nodes, validate
@@ -49,6 +50,7 @@ INFO_TTL_S = 60.0
 STATS_TTL_S = 2.0
 FETCH_CONCURRENCY = 8
 HOLD_PROGRESS_S = 0.05
+ENDED_REMEMBERED = 1000
 OUTBOX_FRAMES = 4096  # a client this far behind is disconnected, as it would stall nothing else
 MAX_PROMPT_BYTES = 32 << 20
 PROMPT_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -154,6 +156,12 @@ def queue_item(task: Task, outputs_to_execute: List[str]) -> List[Any]:
             task.extra_data or {}, outputs_to_execute]
 
 
+def in_history(task: Task) -> bool:
+    """Whether ComfyUI would keep the prompt in its history: it ran and ended. One deleted from the queue never
+    gets there."""
+    return task.status in FINAL_STATUSES and not (task.status is TaskStatus.CANCELED and task.started_ms is None)
+
+
 def history_entry(task: Task, outputs_to_execute: List[str]) -> Dict[str, Any]:
     prompt_id = task.comfy_prompt_id
     started = _timestamp(task.started_ms or task.finished_ms)
@@ -207,6 +215,7 @@ class _Connection:
         self.preview_metadata = False
         self.held: Optional[Dict[str, Any]] = None
         self.open: set = set()  # its prompts not ended yet: no status may tell it the queue is shorter
+        self.ended: "collections.OrderedDict[str, None]" = collections.OrderedDict()  # recent ends: no frame after
         self.status_sent: Optional[int] = None
         self.nodes: Dict[str, Optional[str]] = {}  # client prompt id -> node running, for preview metadata
 
@@ -279,7 +288,8 @@ class FrontDoor:
     # ------------------------------------------------------------------ frames from the tracker
     def forward(self, relay: Relay, kind: str, data: Dict[str, Any]) -> None:
         connection = self.connections.get(relay.client_id or "")
-        if connection is None or kind not in RELAYED or (kind == "executing" and data.get("node") is None):
+        if (connection is None or kind not in RELAYED or (kind == "executing" and data.get("node") is None)
+                or relay.comfy_prompt_id in connection.ended):
             return
         if kind in ("executing", "progress") and data.get("node") is not None:
             connection.nodes[relay.comfy_prompt_id] = str(data["node"])
@@ -292,7 +302,7 @@ class FrontDoor:
 
     def forward_binary(self, relay: Relay, payload: bytes) -> None:
         connection = self.connections.get(relay.client_id or "")
-        if connection is None:
+        if connection is None or relay.comfy_prompt_id in connection.ended:
             return
         if connection.preview_metadata:
             connection.put_preview(with_metadata(payload, relay, connection.nodes.get(relay.comfy_prompt_id)))
@@ -303,8 +313,11 @@ class FrontDoor:
     async def run(self) -> None:
         """Sends each client the end of its prompts, and every socket the queue length when it changes."""
         def wanted(event: Dict[str, Any]) -> bool:  # judged as it is published: the rest never queue up
-            return (event.get("type") == "task" and event.get("status") != event.get("previous")
-                    and (bool(self.connections) or "client_id" in event))
+            if event.get("type") != "task" or event.get("status") == event.get("previous"):
+                return False
+            if event.get("previous") is None and "client_id" in event:
+                return False  # queued through POST /prompt: its status follows the HTTP answer (queue_prompt)
+            return bool(self.connections) or "client_id" in event
 
         while True:
             with self.events.subscribe(wanted, capacity=100_000) as events:
@@ -318,7 +331,7 @@ class FrontDoor:
                             break
                         if more.get("client_id") and more["status"] in FINAL_STATUSES:
                             await self._send_end(more["id"], more["client_id"], more.get("previous"))
-                    await self._broadcast_status()
+                    await self.broadcast_status()
 
     async def _send_end(self, task_id: str, client_id: str, previous: Optional[str]) -> None:
         connection = self.connections.get(client_id)
@@ -339,6 +352,9 @@ class FrontDoor:
         connection.put({"type": "executing", "data": {"node": None, "prompt_id": task.comfy_prompt_id}})
         connection.nodes.pop(task.comfy_prompt_id, None)
         connection.open.discard(task.comfy_prompt_id)
+        connection.ended[task.comfy_prompt_id] = None
+        if len(connection.ended) > ENDED_REMEMBERED:
+            connection.ended.popitem(last=False)
 
     async def remaining(self) -> int:
         try:
@@ -346,7 +362,7 @@ class FrontDoor:
         except TransientError:
             return self._remaining or 0
 
-    async def _broadcast_status(self) -> None:
+    async def broadcast_status(self) -> None:
         if not self.connections:
             return
         remaining = await self.remaining()
@@ -543,7 +559,6 @@ class FrontDoor:
                                        "extra_data": extra_data, "comfy_targets": targets})
         if client_id in self.connections:
             self.connections[client_id].open.add(prompt_id)
-        await self._broadcast_status()
         shown = number if "number" in body else int(number)
         return 200, {"prompt_id": prompt_id, "number": shown, "node_errors": verdict.node_errors}
 
@@ -558,6 +573,12 @@ class FrontDoor:
             return output_nodes(task.prompt or {}, await self.object_info())
         except BackendUnavailable:
             return []
+
+    async def interrupt(self, task: Task) -> bool:
+        try:
+            return await self.tracker.interrupt(task.id)
+        except (NotFound, TransientError):
+            return False
 
     async def cancel(self, task: Task, *, only_if: Tuple[TaskStatus, ...]) -> bool:
         if task.status not in only_if:
@@ -744,7 +765,9 @@ def build_router(front: FrontDoor) -> APIRouter:
             status, answer = await front.queue_prompt(body)
         except TransientError as exc:
             return _unavailable(exc)
-        return JSONResponse(answer, status_code=status)
+        # the queue's new length goes to the sockets after this answer, as ComfyUI orders them
+        return JSONResponse(answer, status_code=status,
+                            background=BackgroundTask(front.broadcast_status) if status == 200 else None)
 
     async def prompt_get() -> Any:
         return {"exec_info": {"queue_remaining": await front.remaining()}}
@@ -778,7 +801,7 @@ def build_router(front: FrontDoor) -> APIRouter:
         else:
             targets = await store.open_comfy_tasks()
         for task in targets:
-            await front.cancel(task, only_if=(TaskStatus.RUNNING,))
+            await front.interrupt(task)
         return Response(status_code=200)
 
     async def history_all(max_items: Optional[str] = None, offset: Optional[str] = None) -> Response:
@@ -794,13 +817,13 @@ def build_router(front: FrontDoor) -> APIRouter:
             tasks.reverse()
         entries = {}
         for task in tasks:
-            if task.status in FINAL_STATUSES:
+            if in_history(task):
                 entries[task.comfy_prompt_id] = history_entry(task, await front.outputs_to_execute(task))
         return JSONResponse(entries)
 
     async def history_one(prompt_id: str) -> Any:
         task = await store.comfy_task(prompt_id)
-        if task is None or task.status not in FINAL_STATUSES:
+        if task is None or not in_history(task):
             return {}
         return {prompt_id: history_entry(task, await front.outputs_to_execute(task))}
 

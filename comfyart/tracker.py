@@ -39,6 +39,7 @@ MAX_DOWNLOAD_TRIES = 3
 
 
 WATCHDOG_TICK_S = 0.5
+INTERRUPT_GRACE_S = 60.0
 # the messages ComfyUI keeps in a prompt's history (its status.messages)
 HISTORY_MESSAGES = frozenset({"execution_start", "execution_cached", "execution_success", "execution_error",
                               "execution_interrupted"})
@@ -64,6 +65,9 @@ class PromptState:
     succeeded: bool = False
     outputs: Dict[str, Any] = field(default_factory=dict)
     unsaved: Dict[str, Any] = field(default_factory=dict)  # progress fields the next flush writes
+    started: bool = False  # recorded as running (its execution_start, or /queue showed it running)
+    interrupt_by: Optional[float] = None  # interrupted at a client's request: canceled once the backend says so,
+    # or at this monotonic time at the latest
     relay: Optional[Relay] = None  # queued through the ComfyUI-compatible API: its frames go to its client
     messages: List[List[Any]] = field(default_factory=list)  # its execution_* messages, for that client
 
@@ -143,6 +147,7 @@ class Tracker:
                 # confirmed or not, the first lookup decides: /history, /queue, or never seen (requeued)
                 state = self.expect(backend, task.prompt_id, task.id, task.prompt or {}, relay=relay_of(task))
                 state.submitted = True
+                state.started = task.status is TaskStatus.RUNNING
                 if task.submitted_ms:
                     state.since -= max(0.0, time.time() - task.submitted_ms / 1000)  # task_timeout keeps counting
                 reattached += 1
@@ -226,7 +231,9 @@ class Tracker:
                 for prompt_id, state in list(self.prompts.items()):
                     if prompt_id in busy or not state.submitted or state.settling:
                         continue
-                    if now - state.since >= self.config.task_timeout_s:
+                    if state.interrupt_by is not None and now >= state.interrupt_by:
+                        check = self._cancel_quietly(state.task_id)
+                    elif now - state.since >= self.config.task_timeout_s:
                         check = self._time_out(prompt_id, state)
                     elif now - state.last_seen >= self.config.silence_s:
                         state.last_seen = now
@@ -236,6 +243,12 @@ class Tracker:
                     busy.add(prompt_id)
                     task = checks.create_task(check, name=f"watchdog {prompt_id}")
                     task.add_done_callback(lambda _, pid=prompt_id: busy.discard(pid))
+
+    async def _cancel_quietly(self, task_id: str) -> None:
+        try:
+            await self.cancel(task_id)
+        except (InvalidTransition, NotFound, TransientError):
+            pass
 
     async def _time_out(self, prompt_id: str, state: PromptState) -> None:
         backend = state.backend
@@ -263,12 +276,36 @@ class Tracker:
             logger.warning("could not stop prompt backend={} prompt={} error={}", backend.id, prompt_id, exc)
         return False
 
+    async def interrupt(self, task_id: str) -> bool:
+        """ComfyUI's POST /interrupt for one task, when its prompt is the one its backend runs now (asked of the
+        backend: a lost execution_start must not make it look queued); otherwise nothing happens. The backend is
+        asked to interrupt it, and the task ends ``canceled`` when the backend reports the interruption (its
+        frames until then, as from one ComfyUI), or after ``INTERRUPT_GRACE_S`` at the latest."""
+        task = await self.store.get(task_id)
+        state = self.prompts.get(task.prompt_id or "")
+        if state is None or state.task_id != task_id or task.status not in (TaskStatus.PENDING, TaskStatus.RUNNING):
+            return False
+        try:
+            running = protocol.prompt_running(await state.backend.client.queue(), task.prompt_id or "")
+        except BackendUnavailable:
+            running = task.status is TaskStatus.RUNNING
+        if not running:
+            return False
+        state.interrupt_by = time.monotonic() + INTERRUPT_GRACE_S
+        try:
+            await state.backend.client.interrupt(task.prompt_id or "")
+        except BackendUnavailable:
+            state.interrupt_by = time.monotonic()  # the watchdog cancels it now
+        return True
+
     async def cancel(self, task_id: str) -> Task:
         """DELETE /api/tasks/{id}: a queued task leaves the queue; a submitted one is interrupted (or taken out of
         the backend's queue). Either way it ends ``canceled``; a final task raises InvalidTransition."""
         await self.store.cancel(task_id)
         task = await self.store.get(task_id)  # read after the status change: a submission recorded before it shows
         state = self.prompts.get(task.prompt_id or "")
+        if state is not None:
+            state.relay = None  # its client heard the end already: no frame of it may follow
         if task.prompt_id and state is not None and state.task_id == task_id:
             await self.stop_on_backend(state.backend, task.prompt_id)
             await self.release(state.backend, task.prompt_id, done=False)
@@ -281,14 +318,12 @@ class Tracker:
         state = self.prompts.get(prompt_id) if prompt_id else None
         if state is None:
             return  # not ours (another client's prompt, or one already settled)
-        task_id = state.task_id
         state.last_seen = time.monotonic()
         try:
             if isinstance(event, ExecutionStart):
                 state.submitted = True
                 state.epoch = self._epochs.get(backend.id, 0)
-                await self.store.update(task_id, to=TaskStatus.RUNNING, allowed_from=[TaskStatus.PENDING],
-                                        started_ms=now_ms(), progress=0.0)
+                await self._mark_running(state)
             elif isinstance(event, ExecutionCached):
                 state.cached = len(event.nodes)
                 state.cache_known = True
@@ -316,9 +351,15 @@ class Tracker:
                 await self._finish_failed(backend, prompt_id, state, message)
             elif isinstance(event, ExecutionInterrupted):
                 await self._finish_failed(backend, prompt_id, state,
-                                          f"interrupted at node {event.node_id} ({event.node_type})")
+                                          f"interrupted at node {event.node_id} ({event.node_type})",
+                                          to=TaskStatus.CANCELED if state.interrupt_by else TaskStatus.FAILED)
         except (InvalidTransition, NotFound):
             pass  # the task moved on (canceled, or settled by the watchdog first)
+
+    async def _mark_running(self, state: PromptState) -> None:
+        state.started = True
+        await self.store.update(state.task_id, to=TaskStatus.RUNNING, allowed_from=[TaskStatus.PENDING],
+                                started_ms=now_ms(), progress=0.0)
 
     def _note_progress(self, prompt_id: str, state: PromptState, *, step: Optional[float] = None,
                        step_max: Optional[float] = None, **fields: Any) -> None:
@@ -382,6 +423,12 @@ class Tracker:
                 await self._finish_completed(backend, prompt_id, state, outcome.outputs)
             elif outcome.finished:
                 await self._finish_failed(backend, prompt_id, state, outcome.error or "failed")
+            elif queue is not None and protocol.prompt_running(queue, prompt_id) and not state.started:
+                # its execution_start was lost (sent while the socket reconnected): /queue shows it running
+                try:
+                    await self._mark_running(state)
+                except (InvalidTransition, NotFound):
+                    pass
             elif queue is not None and not protocol.prompt_in_queue(queue, prompt_id):
                 await self.release(backend, prompt_id, done=False)
                 await self.requeue_task(state.task_id, AttemptEnd.VANISHED,
@@ -430,11 +477,14 @@ class Tracker:
             files.append(stored)
         return files
 
-    async def _finish_failed(self, backend: Backend, prompt_id: str, state: PromptState, error: str) -> None:
+    async def _finish_failed(self, backend: Backend, prompt_id: str, state: PromptState, error: str, *,
+                             to: TaskStatus = TaskStatus.FAILED) -> None:
         try:
-            comfy = {"comfy_messages": state.messages} if state.messages else {}
-            await self.store.update(state.task_id, to=TaskStatus.FAILED, finished_ms=now_ms(), error=error, **comfy)
-            logger.info("task failed task={} backend={} error={}", state.task_id, backend.id, error)
+            comfy: Dict[str, Any] = {}
+            if state.relay is not None:  # ComfyUI keeps what a failed prompt showed before it failed
+                comfy.update(comfy_messages=state.messages, comfy_outputs=state.outputs)
+            await self.store.update(state.task_id, to=to, finished_ms=now_ms(), error=error, **comfy)
+            logger.info("task {} task={} backend={} error={}", to.value, state.task_id, backend.id, error)
         except (InvalidTransition, NotFound):
             pass
         await self.release(backend, prompt_id, done=True)

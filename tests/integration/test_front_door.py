@@ -179,6 +179,9 @@ async def test_queue_interrupt_and_jobs_api(tmp_path: Path, redis_url, emulator)
         history = (await api.get(f"/history/{ids[0]}")).json()[ids[0]]
         assert history["status"]["status_str"] == "error"
         assert history["status"]["messages"][-1][0] == "execution_interrupted"
+        # the backend's own message (ComfyUI's node and type), not one comfyart made up
+        assert history["status"]["messages"][-1][1]["node_type"] == "KSampler"
+        assert (await api.get(f"/history/{ids[2]}")).json() == {}  # deleted from the queue: never in history
 
 
 async def test_an_uploaded_image_reaches_whichever_backend_runs_the_prompt(tmp_path: Path, redis_url, emulator):

@@ -31,7 +31,10 @@ CAPTURE = SHARED / "comfyui" / "tools" / "capture.py"
 REAL = SHARED / "comfyui" / "transcripts"
 SCENARIOS = {"connect": "00_ws_connect_handshake", "success": "01_success_basic", "cached": "02_cached_rerun",
              "api_ws": "19_api_prefixed_ws", "progress_legacy": "06_progress_preview_legacy",
-             "progress_meta": "07_progress_preview_metadata", "prompt_options": "18_prompt_body_options"}
+             "progress_meta": "07_progress_preview_metadata", "prompt_options": "18_prompt_body_options",
+             "interrupt": "09_interrupt"}
+# the interrupt lands at the backend's next progress report or node boundary: compared as in the emulator's test
+RELAXED = {"09_interrupt"}
 TASK_SUBFOLDER = re.compile(r"\b[0-9A-HJKMNP-TV-Z]{26}(/|%2F|(?=\"|&|$))")
 
 
@@ -63,9 +66,10 @@ def comfyart_differences_removed(transcript: Dict[str, Any]) -> Dict[str, Any]:
 def front_door_transcripts(tmp_path_factory: pytest.TempPathFactory, redis_server: str) -> Iterator[Path]:
     work = tmp_path_factory.mktemp("front-door")
     emulator_port, port = free_port(), free_port()
+    # --megapixel-seconds: the big-image interrupt scenario needs a CPU ComfyUI's pace
     emulator = subprocess.Popen([sys.executable, "-m", "comfyart.emulator", "--port", str(emulator_port),
-                                 "--base-dir", str(work / "emulator")], cwd=ROOT, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL)
+                                 "--base-dir", str(work / "emulator"), "--megapixel-seconds", "0.03"],
+                                cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     daemon = None
     try:
         wait_for_port(emulator_port)
@@ -97,7 +101,8 @@ def front_door_transcripts(tmp_path_factory: pytest.TempPathFactory, redis_serve
 def test_the_front_door_matches_real_comfyui(front_door_transcripts: Path, scenario: str):
     real = comfyart_differences_removed(json.loads((REAL / f"{scenario}.json").read_text()))
     served = comfyart_differences_removed(json.loads((front_door_transcripts / f"{scenario}.json").read_text()))
-    differences = diff(real, served)
+    relaxed = scenario in RELAXED
+    differences = diff(real, served, unordered_nodes=relaxed, progress_values=not relaxed)
     assert not differences, "\n".join(differences[:60])
 
 

@@ -13,6 +13,7 @@ from comfyart.comfy.validate import output_nodes, validate
 from comfyart.events import EventHub
 from comfyart.front import (
     history_entry,
+    in_history,
     job,
     merge_object_info,
     public_outputs,
@@ -203,6 +204,14 @@ def test_terminal_messages_follow_how_the_task_ended():
     kind, data = terminal_message(task(status=TaskStatus.FAILED, error="backend lost"))
     assert kind == "execution_error" and data["exception_message"] == "backend lost"
     assert terminal_message(task(status=TaskStatus.CANCELED))[0] == "execution_interrupted"
+
+
+def test_only_prompts_that_ran_reach_the_history():
+    assert in_history(task())
+    assert in_history(task(status=TaskStatus.FAILED))
+    assert in_history(task(status=TaskStatus.CANCELED))  # interrupted while running
+    assert not in_history(task(status=TaskStatus.CANCELED, started_ms=None))  # deleted from the queue
+    assert not in_history(task(status=TaskStatus.RUNNING))
 
 
 def test_history_queue_and_job_views():
