@@ -416,6 +416,9 @@ class Tracker:
                     outcome = protocol.history_outcome(await backend.client.history(prompt_id))
                 if not outcome.finished and queue is None:
                     queue = await backend.client.queue()
+                    if not protocol.prompt_in_queue(queue, prompt_id):
+                        # it may have finished between the two lookups: /history again, before calling it lost
+                        outcome = protocol.history_outcome(await backend.client.history(prompt_id))
             except BackendUnavailable as exc:
                 logger.debug("history lookup failed backend={} prompt={} error={}", backend.id, prompt_id, exc)
                 return
