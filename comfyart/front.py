@@ -24,7 +24,7 @@ import struct
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
+from typing import Any, Callable, Deque, Dict, List, Optional, Set, Tuple
 
 import aiohttp
 from fastapi import APIRouter, Request, WebSocket, WebSocketDisconnect
@@ -49,6 +49,7 @@ OBJECT_INFO_TTL_S = 300.0
 INFO_TTL_S = 60.0
 STATS_TTL_S = 2.0
 FETCH_CONCURRENCY = 8
+CACHED_ANSWERS = 64
 HOLD_PROGRESS_S = 0.05
 ENDED_REMEMBERED = 1000
 OUTBOX_FRAMES = 4096  # a client this far behind is disconnected, as it would stall nothing else
@@ -214,7 +215,7 @@ class _Connection:
         self.closed = False
         self.preview_metadata = False
         self.held: Optional[Dict[str, Any]] = None
-        self.open: set = set()  # its prompts not ended yet: no status may tell it the queue is shorter
+        self.open: Set[str] = set()  # its prompts not ended yet: no status may tell it the queue is shorter
         self.ended: "collections.OrderedDict[str, None]" = collections.OrderedDict()  # recent ends: no frame after
         self.status_sent: Optional[int] = None
         self.nodes: Dict[str, Optional[str]] = {}  # client prompt id -> node running, for preview metadata
@@ -281,7 +282,7 @@ class FrontDoor:
         self.session = session
         self.events = events
         self.connections: Dict[str, _Connection] = {}
-        self._cache: Dict[str, _Cached] = collections.defaultdict(_Cached)
+        self._cache: "collections.OrderedDict[str, _Cached]" = collections.OrderedDict()
         self._remaining: Optional[int] = None
         tracker.frames = self
 
@@ -436,7 +437,16 @@ class FrontDoor:
 
     # ------------------------------------------------------------------ what the pool knows
     async def _cached(self, key: str, ttl_s: float, fetch: Callable[[], Any]) -> Any:
-        entry = self._cache[key]
+        entry = self._cache.get(key)
+        if entry is None:
+            # keys come from requests (/models/{folder}): the oldest idle ones make room
+            while len(self._cache) >= CACHED_ANSWERS:
+                oldest = next((k for k, v in self._cache.items() if not v.lock.locked()), None)
+                if oldest is None:
+                    break
+                del self._cache[oldest]
+            entry = self._cache[key] = _Cached()
+        self._cache.move_to_end(key)
         if entry.value is not None and time.monotonic() < entry.expires:
             return entry.value
         async with entry.lock:  # one fetch at a time; the others take its answer

@@ -271,3 +271,27 @@ async def test_subscribers_get_what_they_filter_and_a_slow_one_is_cut_off():
 async def _take(subscription, count):
     for _ in range(count):
         yield await asyncio.wait_for(subscription.__anext__(), 1)
+
+
+async def test_cached_answers_are_reused_and_bounded():
+    from types import SimpleNamespace
+
+    from comfyart.front import CACHED_ANSWERS, FrontDoor
+    front = FrontDoor(store=None, pool=None, outputs=None, inputs=None, tracker=SimpleNamespace(), session=None,
+                      events=EventHub())
+    fetched = []
+
+    def fetcher(key):
+        async def fetch():
+            fetched.append(key)
+            return key
+        return fetch
+
+    assert await front._cached("a", 60, fetcher("a")) == "a"
+    assert await front._cached("a", 60, fetcher("a")) == "a"
+    assert fetched == ["a"]
+    for i in range(CACHED_ANSWERS * 3):
+        await front._cached(f"/models/{i}", 60, fetcher(i))
+    assert len(front._cache) <= CACHED_ANSWERS
+    assert await front._cached("expired", 0, fetcher("x")) == "x"
+    assert await front._cached("expired", 0, fetcher("y")) == "y"  # a TTL of 0: fetched again
