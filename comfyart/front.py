@@ -24,7 +24,7 @@ import struct
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Callable, Deque, Dict, List, Optional, Set, Tuple
+from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Set, Tuple
 
 import aiohttp
 from fastapi import APIRouter, Request, WebSocket, WebSocketDisconnect
@@ -69,9 +69,9 @@ def public_subfolder(task_id: str, subfolder: str) -> str:
     return f"{task_id}/{subfolder}" if subfolder else task_id
 
 
-def _stored_match(task: Task, node_id: str, ref: Dict[str, Any]) -> Optional[OutputFile]:
+def _stored_match(stored: Sequence[OutputFile], node_id: str, ref: Dict[str, Any]) -> Optional[OutputFile]:
     name, subfolder = ref.get("filename"), ref.get("subfolder") or ""
-    for output in task.outputs:
+    for output in stored:
         if (output.node_id == node_id and output.subfolder == subfolder
                 and output.filename in (name, f"{node_id}_{name}")):
             return output
@@ -86,24 +86,27 @@ def public_outputs(task: Task, outputs: Optional[Dict[str, Any]]) -> Dict[str, A
         for output in task.outputs:
             outputs.setdefault(output.node_id, {}).setdefault("images", []).append(
                 {"filename": output.filename, "subfolder": output.subfolder, "type": output.type})
-    public: Dict[str, Any] = {}
-    for node_id, node_output in outputs.items():
-        if not isinstance(node_output, dict):
-            continue
-        shown: Dict[str, Any] = {}
-        for key, value in node_output.items():
-            if isinstance(value, list) and value and all(isinstance(v, dict) and "filename" in v for v in value):
-                files = []
-                for ref in value:
-                    stored = _stored_match(task, node_id, ref)
-                    files.append({**ref, "filename": stored.filename if stored else ref["filename"],
-                                  "subfolder": public_subfolder(task.id, ref.get("subfolder") or ""),
-                                  "type": ref.get("type", "output")})
-                shown[key] = files
-            else:
-                shown[key] = value
-        public[node_id] = shown
-    return public
+    return {node_id: public_node_output(task.id, task.outputs, node_id, node_output)
+            for node_id, node_output in outputs.items() if isinstance(node_output, dict)}
+
+
+def public_node_output(task_id: str, stored: Sequence[OutputFile], node_id: str,
+                       node_output: Dict[str, Any]) -> Dict[str, Any]:
+    """One node's UI output for its client: each file in the task's subfolder, under the name ``stored`` has it
+    by (a file not stored yet keeps the backend's name)."""
+    shown: Dict[str, Any] = {}
+    for key, value in node_output.items():
+        if isinstance(value, list) and value and all(isinstance(v, dict) and "filename" in v for v in value):
+            files = []
+            for ref in value:
+                match = _stored_match(stored, node_id, ref)
+                files.append({**ref, "filename": match.filename if match else ref["filename"],
+                              "subfolder": public_subfolder(task_id, ref.get("subfolder") or ""),
+                              "type": ref.get("type", "output")})
+            shown[key] = files
+        else:
+            shown[key] = value
+    return shown
 
 
 def rewrite_frame(relay: Relay, kind: str, data: Dict[str, Any]) -> Dict[str, Any]:
@@ -113,8 +116,7 @@ def rewrite_frame(relay: Relay, kind: str, data: Dict[str, Any]) -> Dict[str, An
         data["nodes"] = {k: {**v, "prompt_id": relay.comfy_prompt_id} if isinstance(v, dict) else v
                          for k, v in data["nodes"].items()}
     elif kind == "executed" and isinstance(data.get("output"), dict):
-        stub = Task(id=relay.task_id, status=TaskStatus.RUNNING, created_ms=0, updated_ms=0)
-        data["output"] = public_outputs(stub, {str(data.get("node")): data["output"]})[str(data.get("node"))]
+        data["output"] = public_node_output(relay.task_id, (), str(data.get("node")), data["output"])
     return data
 
 
@@ -320,18 +322,15 @@ class FrontDoor:
                 return False  # queued through POST /prompt: its status follows the HTTP answer (queue_prompt)
             return bool(self.connections) or "client_id" in event
 
-        while True:
+        while True:  # a lagged subscription ends its stream: subscribe again
             with self.events.subscribe(wanted, capacity=100_000) as events:
                 async for event in events:
-                    if event["type"] == "lagged":
-                        break
-                    if event.get("client_id") and event["status"] in FINAL_STATUSES:
-                        await self._send_end(event["id"], event["client_id"], event.get("previous"))
+                    burst = [event]
                     while (more := await events.get(0)) is not None:  # a burst: one status for all of it
-                        if more["type"] == "lagged":
-                            break
-                        if more.get("client_id") and more["status"] in FINAL_STATUSES:
-                            await self._send_end(more["id"], more["client_id"], more.get("previous"))
+                        burst.append(more)
+                    for item in burst:
+                        if item["type"] == "task" and item.get("client_id") and item["status"] in FINAL_STATUSES:
+                            await self._send_end(item["id"], item["client_id"], item.get("previous"))
                     await self.broadcast_status()
 
     async def _send_end(self, task_id: str, client_id: str, previous: Optional[str]) -> None:
@@ -455,15 +454,6 @@ class FrontDoor:
                 entry.expires = time.monotonic() + ttl_s
         return entry.value
 
-    async def _get_raw(self, backend: Any, path: str) -> Optional[bytes]:
-        try:
-            async with self.session.get(backend.url.rstrip("/") + path,
-                                        timeout=aiohttp.ClientTimeout(total=30)) as response:
-                return await response.read() if response.status == 200 else None
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            logger.debug("GET {} failed backend={} error={!r}", path, backend.id, exc)
-            return None
-
     async def object_info(self) -> Dict[str, Any]:
         """The node classes of the whole pool: a class any healthy backend has, with the choices of its combo
         inputs merged (backends may hold different models). Identical answers are parsed once."""
@@ -475,7 +465,12 @@ class FrontDoor:
 
             async def one(backend: Any) -> Optional[bytes]:
                 async with limit:
-                    return await self._get_raw(backend, "/object_info")
+                    try:
+                        status, body = await backend.client.get("/object_info")
+                    except BackendUnavailable as exc:
+                        logger.debug("no /object_info backend={} error={}", backend.id, exc)
+                        return None
+                    return body if status == 200 else None
 
             bodies = await asyncio.gather(*(one(b) for b in backends))
             merged: Dict[str, Any] = {}
@@ -499,11 +494,10 @@ class FrontDoor:
         async def fetch() -> Tuple[int, Any]:
             for backend in self.pool.healthy():
                 try:
-                    async with self.session.get(backend.url.rstrip("/") + path,
-                                                timeout=aiohttp.ClientTimeout(total=30)) as response:
-                        if response.status in (200, 404):
-                            return response.status, await response.json(content_type=None)
-                except (aiohttp.ClientError, TimeoutError, ValueError):
+                    status, body = await backend.client.get(path)
+                    if status in (200, 404):
+                        return status, json.loads(body)
+                except (BackendUnavailable, ValueError):
                     continue
             raise BackendUnavailable(f"no healthy backend answered {path}")
 
@@ -821,9 +815,9 @@ def build_router(front: FrontDoor) -> APIRouter:
         except ValueError:
             return JSONResponse({"error": "max_items and offset must be whole numbers"}, status_code=400)
         if start is not None:
-            tasks, _ = await store.comfy_tasks(newest_first=False, offset=max(0, start), limit=limit)
+            tasks = await store.comfy_tasks(newest_first=False, offset=max(0, start), limit=limit)
         else:
-            tasks, _ = await store.comfy_tasks(newest_first=True, limit=limit or 10_000)
+            tasks = await store.comfy_tasks(newest_first=True, limit=limit or 10_000)
             tasks.reverse()
         entries = {}
         for task in tasks:
@@ -842,7 +836,7 @@ def build_router(front: FrontDoor) -> APIRouter:
         if not isinstance(body, dict):
             return _bad_json()
         if body.get("clear") is True:
-            tasks, _ = await store.comfy_tasks()
+            tasks = await store.comfy_tasks()
             await store.forget_comfy([t.comfy_prompt_id for t in tasks if t.status in FINAL_STATUSES])
         delete = [str(p) for p in body.get("delete") or []]
         if delete:
@@ -896,11 +890,9 @@ def build_router(front: FrontDoor) -> APIRouter:
             return _bad_json()
         for backend in front.pool.healthy():
             try:
-                async with front.session.post(backend.url.rstrip("/") + "/free", json=body,
-                                              timeout=aiohttp.ClientTimeout(total=10)) as response:
-                    await response.read()
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                logger.debug("POST /free failed backend={} error={!r}", backend.id, exc)
+                await backend.client.free(body)
+            except BackendUnavailable as exc:
+                logger.debug("POST /free failed backend={} error={}", backend.id, exc)
         return Response(status_code=200)
 
     async def jobs(status: Optional[str] = None, workflow_id: Optional[str] = None, sort_by: str = "created_at",
@@ -918,9 +910,9 @@ def build_router(front: FrontDoor) -> APIRouter:
                 raise ValueError
         except ValueError:
             return JSONResponse({"error": "limit and offset must be whole numbers (limit from 1)"}, status_code=400)
-        tasks, _ = await store.comfy_tasks()
-        found = [job(t) for t in tasks if JOB_STATUS[t.status] in wanted
-                 and (workflow_id is None or job(t)["workflow_id"] == workflow_id)]
+        tasks = await store.comfy_tasks()
+        found = [j for j in (job(t) for t in tasks if JOB_STATUS[t.status] in wanted)
+                 if workflow_id is None or j["workflow_id"] == workflow_id]
         if sort_by == "execution_duration":
             found.sort(key=lambda j: (j["execution_end_time"] or 0) - (j["execution_start_time"] or 0),
                        reverse=sort_order == "desc")

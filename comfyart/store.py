@@ -30,7 +30,7 @@ import json
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
 import redis.asyncio as aioredis
 import redis.exceptions
@@ -47,8 +47,8 @@ _INT_FIELDS = ("created_ms", "updated_ms", "started_ms", "finished_ms", "node_st
                "workflow_version", "submitted_ms", "priority", "vram_mb")
 _FLOAT_FIELDS = ("progress", "number")
 # what a task event leaves out: large, and in the record for whoever needs it
-_UNPUBLISHED = frozenset({"prompt", "params", "history", "extra_data", "comfy_outputs", "node_errors",
-                          "webhook_deliveries"})
+_UNPUBLISHED = frozenset({"prompt", "params", "history", "extra_data", "comfy_outputs", "comfy_messages",
+                          "comfy_targets", "node_errors", "webhook_deliveries"})
 
 # ARGV[first..last] hold field, value pairs; a value of "\0" (DELETE) removes the field
 _WRITE_FIELDS = """
@@ -209,6 +209,13 @@ def _encode(fields: Dict[str, Any]) -> Dict[str, str]:
 def _field_args(fields: Dict[str, Any]) -> List[str]:
     """``field, value, field, value, ...`` as the Lua scripts take them."""
     return [part for pair in _encode(fields).items() for part in pair]
+
+
+class _Census(NamedTuple):
+    queued: int
+    claimed: int
+    active: int  # submitted to a backend, running ones included
+    running: int
 
 
 @dataclass(frozen=True)
@@ -411,15 +418,9 @@ class TaskStore:
         with map_redis_errors():
             if status != TaskStatus.PENDING:
                 return int(await self.redis.zcard(f"{self.prefix}:tasks" + (f":{status}" if status else "")))
-            # pending: queued, claimed, or submitted and not yet started (the active set holds those and the
-            # running ones)
-            async with self.redis.pipeline(transaction=True) as pipe:
-                pipe.zcard(self.queue_key)
-                pipe.zcard(self.claims_key)
-                pipe.scard(self.active_key)
-                pipe.zcard(f"{self.prefix}:tasks:{TaskStatus.RUNNING}")
-                queued, claimed, active, running = await pipe.execute()
-            return int(queued) + int(claimed) + int(active) - int(running)
+        census = await self._census()
+        # pending: queued, claimed, or submitted and not yet started (the active set holds those and the running)
+        return census.queued + census.claimed + census.active - census.running
 
     async def update(self, task_id: str, *, to: Optional[TaskStatus] = None,
                      allowed_from: Optional[Sequence[TaskStatus]] = None, expect: Optional[Tuple[str, str]] = None,
@@ -549,36 +550,31 @@ class TaskStore:
         with map_redis_errors():
             return int(await self.redis.zcard(self.queue_key))
 
-    async def depth(self) -> Dict[str, int]:
-        """Queue depth for the live events: queued by priority level, and on backends."""
+    async def _census(self) -> "_Census":
+        """Where the unfinished tasks are, counted in one transaction: every count of them derives from it."""
         with map_redis_errors():
-            async with self.redis.pipeline(transaction=False) as pipe:
+            async with self.redis.pipeline(transaction=True) as pipe:
                 pipe.zcard(self.queue_key)
                 pipe.zcard(self.claims_key)
                 pipe.scard(self.active_key)
                 pipe.zcard(f"{self.prefix}:tasks:{TaskStatus.RUNNING}")
-                queued, claimed, active, running = await pipe.execute()
-        return {"queued": int(queued) + int(claimed), "submitted": int(active) - int(running),
-                "running": int(running)}
+                return _Census(*(int(n) for n in await pipe.execute()))
+
+    async def depth(self) -> Dict[str, int]:
+        """Queue depth for the live events: waiting for a backend, submitted and not started, running."""
+        census = await self._census()
+        return {"queued": census.queued + census.claimed, "submitted": census.active - census.running,
+                "running": census.running}
 
     async def unfinished(self) -> int:
         """Tasks pending or running: ComfyUI's ``queue_remaining`` for the whole cluster."""
-        with map_redis_errors():
-            async with self.redis.pipeline(transaction=False) as pipe:
-                pipe.zcard(self.queue_key)
-                pipe.zcard(self.claims_key)
-                pipe.scard(self.active_key)
-                queued, claimed, active = await pipe.execute()
-        return int(queued) + int(claimed) + int(active)
+        census = await self._census()
+        return census.queued + census.claimed + census.active
 
     async def waiting(self) -> int:
         """Tasks not yet on a backend: queued or claimed."""
-        with map_redis_errors():
-            async with self.redis.pipeline(transaction=False) as pipe:
-                pipe.zcard(self.queue_key)
-                pipe.zcard(self.claims_key)
-                queued, claimed = await pipe.execute()
-        return int(queued) + int(claimed)
+        census = await self._census()
+        return census.queued + census.claimed
 
     async def cancel(self, task_id: str) -> TaskStatus:
         """Mark a pending or running task canceled, which takes it out of the queue, claims and active set (as
@@ -656,19 +652,18 @@ class TaskStore:
         return task if task is not None and task.comfy_prompt_id == comfy_prompt_id else None
 
     async def comfy_tasks(self, *, newest_first: bool = True, offset: int = 0,
-                          limit: Optional[int] = None) -> Tuple[List[Task], int]:
-        """Tasks queued through the ComfyUI-compatible API (a page of them, by creation), and how many there are."""
+                          limit: Optional[int] = None) -> List[Task]:
+        """Tasks queued through the ComfyUI-compatible API: a page of them, by creation."""
         end = -1 if limit is None else offset + limit - 1
         with map_redis_errors():
             ids = await (self.redis.zrevrange if newest_first else self.redis.zrange)(
                 self.comfy_prompts_key, offset, end)
-            total = int(await self.redis.zcard(self.comfy_prompts_key))
             async with self.redis.pipeline(transaction=False) as pipe:
                 for prompt_id in ids:
                     pipe.get(self._comfy_key(prompt_id))
                 task_ids = await pipe.execute()
         found = await self.get_many([t for t in task_ids if t])
-        return [t for t in found if t is not None], total
+        return [t for t in found if t is not None]
 
     async def open_comfy_tasks(self) -> List[Task]:
         """Those not final yet, in queue-number order."""

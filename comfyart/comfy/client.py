@@ -80,6 +80,18 @@ class ComfyClient:
             raise BackendUnavailable("GET /queue answered something other than an object")
         return payload
 
+    async def get(self, path: str) -> Tuple[int, bytes]:
+        """GET ``path`` as it is: (status, body), for answers comfyart passes on to its own clients."""
+        async with (
+            map_http_errors(f"GET {path}"),
+            self.session.get(self.base_url + path, timeout=self.timeout) as response,
+        ):
+            return response.status, await response.read()
+
+    async def free(self, body: Dict[str, Any]) -> None:
+        """POST /free: unload models and/or drop cached outputs once the running prompt ends."""
+        await self._post_json("/free", body)
+
     async def _post_json(self, path: str, body: Dict[str, Any]) -> None:
         async with (
             map_http_errors(f"POST {path}"),
