@@ -1,32 +1,60 @@
-"""The REST API: tasks, their outputs, workflows and input uploads, the pool, and a health check.
+"""The REST API: tasks, their outputs, workflows and input uploads, the pool, API keys, and a health check.
 ``create_app`` takes its services; there are no module globals. Every error leaves as a 4xx/5xx with a one-line
 ``detail``, never a stack trace.
+
+Who may do what: the auth middleware names the caller (a Principal); routes that change the pool, the scheduler,
+workflows or keys take the ``admin_only`` dependency, and every route about tasks shows a client its own only
+(another's task answers 404, as if it did not exist).
 """
 from __future__ import annotations
 
-import json
 import re
+import time
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Dict, List, Optional, Tuple
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
-from fastapi import FastAPI, Query, Request, Response
+from fastapi import Depends, FastAPI, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, RedirectResponse
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 
 from . import __version__
+from .auth import (
+    Authenticator,
+    AuthMiddleware,
+    Caller,
+    KeyStore,
+    Principal,
+    Role,
+    Unauthenticated,
+    admin_only,
+    can_see,
+    signature_valid,
+    signed_query,
+)
 from .comfy.protocol import graph_problem
-from .config import TAG_PATTERN, SchedulerConfig, StaticBackendConfig, describe_validation_error
+from .config import TAG_PATTERN, LimitsConfig, SchedulerConfig, StaticBackendConfig, describe_validation_error
 from .dispatcher import Dispatcher
-from .errors import Conflict, InvalidInput, InvalidTransition, NotFound, StateConflict, TransientError
+from .errors import (
+    Conflict,
+    Forbidden,
+    InvalidInput,
+    InvalidTransition,
+    NotFound,
+    QuotaExceeded,
+    StateConflict,
+    TransientError,
+)
 from .front import FrontDoor, build_router
 from .inputs import InputStore, NotAnImage, StoredInput, TooLarge
+from .limits import BodyLimit, BodyTooLarge, JSONTooDeep, parse_json
 from .models import Task, TaskStatus
 from .object_store import S3Outputs
 from .outputs import OutputStore
 from .pool import Pool
+from .quotas import Quotas
 from .scheduling import parse_priority
 from .store import TaskStore
 from .streams import add_event_routes
@@ -35,13 +63,32 @@ from .tracker import Tracker
 from .workflow import ParameterError, WorkflowDefinition, definition_problems, infer_parameters, workflow_name_problem
 from .workflow_store import WorkflowStore
 
-MAX_BODY_BYTES = 32 << 20
 BACKEND_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+KEY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
 MAX_FORM_FILES = 16
 TAG = re.compile(TAG_PATTERN)
 SCHEDULING_FIELDS = {"priority", "requires", "vram_mb", "webhook"}
 MAX_WEBHOOK_URL = 2048
 UPLOAD_CHUNK = 1 << 20
+
+
+@dataclass
+class Security:
+    """Auth and input limits. The default is auth off: everyone is one admin, as on a loopback workstation."""
+
+    authenticator: Optional[Authenticator] = None
+    keys: Optional[KeyStore] = None
+    quotas: Optional[Quotas] = None
+    url_secret: bytes = b""
+    signed_url_ttl_s: int = 24 * 3600
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+
+    def output_url(self, base: str, task_id: str, filename: str, ttl_s: Optional[int] = None,
+                   now: Optional[float] = None) -> Tuple[str, int]:
+        """A URL of an output that works without a key until it expires: (url, expires as a UNIX time)."""
+        path = f"/api/tasks/{task_id}/outputs/{quote(filename)}"
+        expires = int((now if now is not None else time.time()) + (ttl_s or self.signed_url_ttl_s))
+        return f"{base}{path}?{signed_query(self.url_secret, path, expires)}", expires
 
 
 @dataclass
@@ -57,6 +104,7 @@ class Services:
     front: FrontDoor
     workflow_file_errors: List[str] = field(default_factory=list)
     objects: Optional[S3Outputs] = None
+    security: Security = field(default_factory=Security)
 
 
 def _problem(status: int, detail: str, headers: Optional[Dict[str, str]] = None) -> JSONResponse:
@@ -73,7 +121,7 @@ def _one_line(exc: RequestValidationError) -> str:
 
 # errors of the domain that a request can cause, and how each answers; the message is already one line
 ERROR_STATUS: Dict[type, int] = {NotFound: 404, ParameterError: 422, InvalidInput: 422, Conflict: 412,
-                                 StateConflict: 409, InvalidTransition: 409}
+                                 StateConflict: 409, InvalidTransition: 409, Forbidden: 403, BodyTooLarge: 413}
 
 
 def _answer_with(status: int) -> Any:
@@ -90,11 +138,10 @@ class BadRequest(Exception):
 
 
 async def _json_body(request: Request) -> Any:
-    raw = await request.body()
-    if len(raw) > MAX_BODY_BYTES:
-        raise BadRequest(413, f"body larger than {MAX_BODY_BYTES} bytes")
     try:
-        return json.loads(raw)
+        return parse_json(await request.body(), request.app.state.limits.max_json_depth)
+    except JSONTooDeep as exc:
+        raise BadRequest(422, str(exc)) from None
     except ValueError:
         raise BadRequest(400, "body is not valid JSON") from None
 
@@ -187,7 +234,9 @@ async def _run_request(request: Request, inputs: InputStore,
                 files[key] = await _store_upload(inputs, value, f"params.{key}")
             elif key == "params":
                 try:
-                    params = _params(json.loads(value))
+                    params = _params(parse_json(value, request.app.state.limits.max_json_depth))
+                except JSONTooDeep as exc:
+                    raise BadRequest(422, f"params: {exc}") from None
                 except ValueError:
                     raise BadRequest(400, "the 'params' form field is not valid JSON") from None
             elif key == "priority":
@@ -223,10 +272,38 @@ def create_app(services: Services) -> FastAPI:
                   description="Elastic scheduler for fleets of ComfyUI backends")
     store, pool, outputs = services.store, services.pool, services.outputs
     workflows, templates, inputs = services.workflows, services.templates, services.inputs
+    security = services.security
+    app.state.limits = security.limits
+    # outermost first: a body over its limit is refused before anyone is asked who sent it
+    app.add_middleware(AuthMiddleware, authenticator=security.authenticator)
+    app.add_middleware(BodyLimit, limits=security.limits)
+    admin = [Depends(admin_only)]
+
+    async def visible_task(task_id: str, principal: Principal) -> Task:
+        """The task, if the caller may see it; another client's answers as a missing one does."""
+        task = await store.get(task_id)
+        if not can_see(principal, task.owner):
+            raise NotFound(f"no task {task_id}")
+        return task
+
+    async def admitted(principal: Principal) -> Dict[str, Any]:
+        """The owner and queue quota a new task of the caller carries, after its submission rate is checked."""
+        if security.quotas is None:
+            return {"owner": principal.owner}
+        await security.quotas.submission(principal)
+        return {"owner": principal.owner, "max_queued": security.quotas.max_queued(principal)}
 
     @app.exception_handler(BadRequest)
     async def bad_request(request: Request, exc: BadRequest) -> JSONResponse:
         return _problem(exc.status, str(exc))
+
+    @app.exception_handler(Unauthenticated)
+    async def unauthenticated(request: Request, exc: Unauthenticated) -> JSONResponse:
+        return _problem(401, str(exc), {"WWW-Authenticate": 'Bearer realm="comfyart"'})
+
+    @app.exception_handler(QuotaExceeded)
+    async def over_quota(request: Request, exc: QuotaExceeded) -> JSONResponse:
+        return _problem(429, str(exc), {"Retry-After": str(max(1, round(exc.retry_after_s + 0.49)))})
 
     for error_type, status in ERROR_STATUS.items():
         app.add_exception_handler(error_type, _answer_with(status))
@@ -240,7 +317,7 @@ def create_app(services: Services) -> FastAPI:
         return _problem(422, _one_line(exc))
 
     @app.post("/api/tasks", status_code=201)
-    async def submit_task(request: Request) -> Any:
+    async def submit_task(request: Request, principal: Caller) -> Any:
         """Queue a raw API-format graph (``{"prompt": {...}}``) or a run of a stored workflow
         (``{"workflow": NAME, "params": {...}}``)."""
         body = _object(await _json_body(request), {"prompt", "workflow", "params", *SCHEDULING_FIELDS},
@@ -251,40 +328,67 @@ def create_app(services: Services) -> FastAPI:
                 raise BadRequest(422, "give either 'prompt' or 'workflow', not both")
             if not isinstance(body["workflow"], str):
                 raise BadRequest(422, "workflow must be a workflow's name")
-            return _created(await templates.submit(body["workflow"], _params(body.get("params")), **options))
+            params = _params(body.get("params"))
+            return _created(await templates.submit(body["workflow"], params, **options,
+                                                   **await admitted(principal),
+                                                   may_read=lambda task: can_see(principal, task.owner)))
         if "prompt" not in body:
             raise BadRequest(422, "missing field 'prompt' (a ComfyUI API-format graph) or 'workflow'")
         if "params" in body:
             raise BadRequest(422, "params apply to a workflow; a raw prompt carries its own values")
-        problem = graph_problem(body["prompt"])
+        problem = graph_problem(body["prompt"], max_nodes=security.limits.max_graph_nodes)
         if problem is not None:
             raise BadRequest(422, problem)
-        return _created(await store.create(body["prompt"], **options))
+        return _created(await store.create(body["prompt"], **options, **await admitted(principal)))
 
     @app.get("/api/tasks")
-    async def list_tasks(status: Optional[TaskStatus] = None, limit: int = Query(50, ge=1, le=500),
+    async def list_tasks(principal: Caller, status: Optional[TaskStatus] = None, limit: int = Query(50, ge=1, le=500),
                          offset: int = Query(0, ge=0)) -> Any:
-        tasks = await store.list(status=status, limit=limit, offset=offset)
-        return {"tasks": [t.model_dump(exclude={"prompt"}) for t in tasks], "total": await store.count(status),
-                "limit": limit, "offset": offset}
+        """Newest first (pending ones in the order they will run). A client sees its own tasks only."""
+        owner = None if principal.admin else principal.id
+        tasks = await store.list(status=status, limit=limit, offset=offset, owner=owner)
+        return {"tasks": [t.model_dump(exclude={"prompt"}) for t in tasks],
+                "total": await store.count(status, owner=owner), "limit": limit, "offset": offset}
 
     @app.get("/api/tasks/{task_id}")
-    async def get_task(task_id: str) -> Any:
-        return (await store.get(task_id)).model_dump()
+    async def get_task(task_id: str, principal: Caller) -> Any:
+        return (await visible_task(task_id, principal)).model_dump()
 
     @app.delete("/api/tasks/{task_id}")
-    async def cancel_task(task_id: str) -> Any:
+    async def cancel_task(task_id: str, principal: Caller) -> Any:
         """Cancel: a queued task leaves the queue, a running one is interrupted on its backend. A task that
         already ended answers 409."""
+        await visible_task(task_id, principal)
         try:
             return (await services.tracker.cancel(task_id)).model_dump(exclude={"prompt"})
         except InvalidTransition:
             task = await store.get(task_id)
             raise BadRequest(409, f"task {task_id} is already {task.status.value}") from None
 
+    @app.post("/api/tasks/{task_id}/outputs/{filename}/link")
+    async def share_output(principal: Caller, task_id: str, filename: str, request: Request,
+                           expires_in_s: Optional[int] = Query(None, ge=60, le=30 * 24 * 3600)) -> Any:
+        """A URL of the output that needs no key until it expires (default ``auth.signed_url_ttl_s``)."""
+        task = await visible_task(task_id, principal)
+        if not any(o.filename == filename for o in task.outputs):
+            raise NotFound(f"task {task_id} has no output {filename}")
+        base = str(request.base_url).rstrip("/")
+        url, expires = security.output_url(base, task_id, filename, expires_in_s)
+        return {"url": url, "expires": expires}
+
     @app.get("/api/tasks/{task_id}/outputs/{filename}")
-    async def get_output(task_id: str, filename: str) -> Any:
-        task = await store.get(task_id)
+    async def get_output(task_id: str, filename: str, request: Request) -> Any:
+        """The file; with ``expires`` and ``signature`` (from ``…/link``, or a webhook) no key is needed."""
+        principal = request.scope.get("state", {}).get("principal")
+        if principal is None:  # let in without credentials only for a signed URL: check it
+            query = request.query_params
+            path = f"/api/tasks/{task_id}/outputs/{quote(filename)}"
+            if not signature_valid(security.url_secret, path, query.get("expires"), query.get("signature"),
+                                   time.time()):
+                raise Unauthenticated("this link is invalid or has expired")
+            task = await store.get(task_id)
+        else:
+            task = await visible_task(task_id, principal)
         record = next((o for o in task.outputs if o.filename == filename), None)
         if record is not None and record.bucket is not None and services.objects is not None:
             return RedirectResponse(await services.objects.presign(record.path), status_code=307)
@@ -298,7 +402,7 @@ def create_app(services: Services) -> FastAPI:
     async def list_workflows() -> Any:
         return {"workflows": await workflows.list(), "file_errors": services.workflow_file_errors}
 
-    @app.post("/api/workflows/infer")
+    @app.post("/api/workflows/infer", dependencies=admin)
     async def infer_workflow_parameters(request: Request) -> Any:
         """Candidate parameters for a graph: every literal input. Prune them, then PUT the workflow."""
         graph = _object(await _json_body(request), {"graph"}, "a 'graph' field").get("graph")
@@ -313,7 +417,7 @@ def create_app(services: Services) -> FastAPI:
         body = {**workflow.model_dump(mode="json"), "versions": await workflows.versions(name)}
         return JSONResponse(body, headers={"ETag": f'"{workflow.version}"'})
 
-    @app.put("/api/workflows/{name}")
+    @app.put("/api/workflows/{name}", dependencies=admin)
     async def put_workflow(name: str, request: Request) -> Any:
         """Create or replace a workflow; each change makes a new version. ``If-Match: "N"`` replaces only
         version N (and ``If-Match: "0"`` only creates)."""
@@ -333,19 +437,20 @@ def create_app(services: Services) -> FastAPI:
                             status_code=201 if result.created else 200,
                             headers={"ETag": f'"{result.version}"', "Location": f"/api/workflows/{name}"})
 
-    @app.delete("/api/workflows/{name}", status_code=204)
+    @app.delete("/api/workflows/{name}", status_code=204, dependencies=admin)
     async def delete_workflow(name: str) -> Response:
         await workflows.delete(name)
         return Response(status_code=204)
 
     @app.post("/api/workflows/{name}/run", status_code=201)
-    async def run_workflow(name: str, request: Request) -> Any:
+    async def run_workflow(name: str, request: Request, principal: Caller) -> Any:
         """Queue a run: JSON ``{"params": {...}}``, or multipart with a ``params`` JSON field and image files
         named after their parameters."""
         if await workflows.current(name) is None:
             raise NotFound(f"no workflow {name}")
         params, files, options = await _run_request(request, inputs)
-        return _created(await templates.submit(name, params, files, **options))
+        return _created(await templates.submit(name, params, files, **options, **await admitted(principal),
+                                               may_read=lambda task: can_see(principal, task.owner)))
 
     @app.post("/api/inputs", status_code=201)
     async def upload_input(request: Request) -> Any:
@@ -361,17 +466,17 @@ def create_app(services: Services) -> FastAPI:
                             status_code=201)
 
     # ------------------------------------------------------------------ pool
-    @app.get("/api/pool")
+    @app.get("/api/pool", dependencies=admin)
     async def get_pool() -> Any:
         """Hosts, backends (health, mode, load), recent errors, and the autoscaler's last decision and why."""
         return {**pool.describe(), "queue_length": await store.queue_length()}
 
-    @app.post("/api/pool/health-check")
+    @app.post("/api/pool/health-check", dependencies=admin)
     async def health_check_now() -> Any:
         """Run one round now (probes, container checks, recycling, scaling) and return the pool."""
         return {**await pool.check_now(), "queue_length": await store.queue_length()}
 
-    @app.post("/api/pool/scale")
+    @app.post("/api/pool/scale", dependencies=admin)
     async def scale(request: Request) -> Any:
         """Set ``min_containers``, ``max_containers`` or a fixed ``target`` at run time (``null``: back to the
         configuration); kept in Redis across restarts."""
@@ -383,7 +488,7 @@ def create_app(services: Services) -> FastAPI:
         await pool.set_scale(body)
         return pool.describe()
 
-    @app.post("/api/pool/backends", status_code=201)
+    @app.post("/api/pool/backends", status_code=201, dependencies=admin)
     async def register_backend(request: Request) -> Any:
         """Register a static ComfyUI backend (a machine can announce itself at boot); kept in Redis. The same
         name and URL again answers 200."""
@@ -397,12 +502,12 @@ def create_app(services: Services) -> FastAPI:
         backend, created = await pool.register_static(static)
         return JSONResponse(backend.describe(), status_code=201 if created else 200)
 
-    @app.delete("/api/pool/backends/{name}", status_code=202)
+    @app.delete("/api/pool/backends/{name}", status_code=202, dependencies=admin)
     async def deregister_backend(name: str) -> Any:
         """Forget a registered static backend: it takes no new work and leaves once its prompts are done."""
         return (await pool.deregister_static(name)).describe()
 
-    @app.post("/api/pool/backends/{backend_id}/{action}")
+    @app.post("/api/pool/backends/{backend_id}/{action}", dependencies=admin)
     async def control_backend(backend_id: str, action: str) -> Any:
         """``drain`` (no new work, then stopped; a static one waits), ``recycle`` (drain, then replace),
         ``enable`` (take work again; cancels a drain), ``disable`` (no new work, kept as is)."""
@@ -420,13 +525,13 @@ def create_app(services: Services) -> FastAPI:
         return backend.describe()
 
     # ------------------------------------------------------------------ scheduler
-    @app.get("/api/scheduler")
+    @app.get("/api/scheduler", dependencies=admin)
     async def get_scheduler() -> Any:
         """The settings in force, which ones were changed at run time, dispatch counters, and queued tasks that no
         backend in the pool could run (with why)."""
         return {**services.dispatcher.describe(), "queue_length": await store.queue_length()}
 
-    @app.put("/api/scheduler")
+    @app.put("/api/scheduler", dependencies=admin)
     async def put_scheduler(request: Request) -> Any:
         """Change ``strategy``, ``order``, ``prefetch``, ``lookahead``, ``priority_ageing_s`` or
         ``affinity_max_skips`` at run time (``null``: back to the configured value); kept in Redis across restarts."""
@@ -437,6 +542,47 @@ def create_app(services: Services) -> FastAPI:
         except ValidationError as exc:
             raise BadRequest(422, describe_validation_error(exc)) from None
         return {**services.dispatcher.describe(), "queue_length": await store.queue_length()}
+
+    # ------------------------------------------------------------------ keys
+    @app.get("/api/keys", dependencies=admin)
+    async def list_keys() -> Any:
+        """Every key: those made at run time and those of the configuration; never a key or its hash."""
+        configured = security.authenticator.config_keys.values() if security.authenticator else ()
+        made = await security.keys.list() if security.keys else []
+        return {"keys": [k.describe() for k in [*configured, *made]]}
+
+    @app.post("/api/keys", status_code=201, dependencies=admin)
+    async def create_key(request: Request) -> Any:
+        """A new key: ``{"name", "role": "client"|"admin", "max_queued", "submissions_per_minute"}``. The answer
+        holds the key itself, the only time it is shown: only its hash is kept."""
+        if security.keys is None:
+            raise BadRequest(409, "auth is off: keys would not be checked; turn auth on first")
+        body = _object(await _json_body(request), {"name", "role", "max_queued", "submissions_per_minute"},
+                       "'name' and 'role'")
+        name, role = body.get("name"), body.get("role", "client")
+        if not isinstance(name, str) or not KEY_NAME.match(name):
+            raise BadRequest(422, "name: 1-64 letters, digits, '.', '_', '@' or '-'")
+        if role not in ("admin", "client"):
+            raise BadRequest(422, "role: admin or client")
+        max_queued = body.get("max_queued")
+        if max_queued is not None and (not isinstance(max_queued, int) or isinstance(max_queued, bool)
+                                       or max_queued < 0):
+            raise BadRequest(422, "max_queued: a whole number >= 0 (0: no limit)")
+        rate = body.get("submissions_per_minute")
+        if rate is not None and (not isinstance(rate, (int, float)) or isinstance(rate, bool) or rate < 0):
+            raise BadRequest(422, "submissions_per_minute: a number >= 0 (0: no limit)")
+        record, key = await security.keys.create(name, Role(role), max_queued=max_queued,
+                                                 submissions_per_minute=rate)
+        return JSONResponse({**record.describe(), "key": key}, status_code=201,
+                            headers={"Location": f"/api/keys/{record.id}"})
+
+    @app.delete("/api/keys/{key_id}", dependencies=admin)
+    async def revoke_key(key_id: str) -> Any:
+        """Revoke a key made at run time: it is refused from the next request on. (Keys of the configuration
+        leave with the configuration.)"""
+        if security.keys is None:
+            raise NotFound(f"no key {key_id}")
+        return (await security.keys.revoke(key_id)).describe()
 
     add_event_routes(app, store, store.events)
     app.include_router(build_router(services.front))

@@ -1,8 +1,9 @@
-"""Command line: ``comfyart serve --config FILE``."""
+"""Command line: ``comfyart serve --config FILE``; ``comfyart keys create|list|revoke`` for API keys."""
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import os
 import sys
@@ -12,8 +13,8 @@ from typing import Callable, List, Optional
 from loguru import logger
 
 from . import __version__
-from .config import load_settings
-from .errors import ConfigError
+from .config import Settings, load_settings
+from .errors import ConfigError, NotFound, StoreUnavailable
 
 
 class _InterceptHandler(logging.Handler):
@@ -51,14 +52,27 @@ def main(argv: Optional[List[str]] = None) -> int:
     serve = commands.add_parser("serve", help="run the daemon: REST API, pool, dispatcher, tracker")
     serve.add_argument("--config", type=Path, help="YAML configuration file (default: built-in defaults)")
     serve.add_argument("--log-level", default=os.environ.get("COMFYART_LOG_LEVEL", "info"))
+    keys = commands.add_parser("keys", help="API keys kept in Redis (the daemon need not run)")
+    keys.add_argument("--config", type=Path, help="the daemon's configuration (for Redis and its prefix)")
+    key_commands = keys.add_subparsers(dest="keys_command", required=True)
+    create = key_commands.add_parser("create", help="make a key; it is printed once and stored only as a hash")
+    create.add_argument("--name", required=True, help="who or what uses it")
+    create.add_argument("--role", choices=["client", "admin"], default="client")
+    create.add_argument("--max-queued", type=int, help="its tasks pending or running at once (0: no limit)")
+    create.add_argument("--per-minute", type=float, help="its submissions a minute (0: no limit)")
+    key_commands.add_parser("list", help="every key made at run time (never a key itself)")
+    revoke = key_commands.add_parser("revoke", help="refuse a key from now on")
+    revoke.add_argument("key_id")
     args = parser.parse_args(argv)
 
-    configure_logging(args.log_level)
+    configure_logging(args.log_level if args.command == "serve" else "warning")
     try:
         settings = load_settings(args.config)
     except ConfigError as exc:
         print(f"comfyart: {exc}", file=sys.stderr)
         return 2
+    if args.command == "keys":
+        return _run_keys(args, settings)
     from .daemon import run  # imported late: argument errors should not pay for docker and uvicorn imports
 
     try:
@@ -68,6 +82,42 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"comfyart: {exc}", file=sys.stderr)
         return 2
     return 0
+
+
+def _run_keys(args: argparse.Namespace, settings: Settings) -> int:
+    from .auth import KeyStore, Role
+    from .daemon import connect_redis
+
+    async def act() -> int:
+        client, embedded = await connect_redis(settings)
+        try:
+            store = KeyStore(client, settings.redis.prefix)
+            if args.keys_command == "create":
+                if (args.max_queued is not None and args.max_queued < 0) or (args.per_minute or 0) < 0:
+                    print("comfyart: --max-queued and --per-minute must be >= 0", file=sys.stderr)
+                    return 2
+                record, key = await store.create(args.name, Role(args.role), max_queued=args.max_queued,
+                                                 submissions_per_minute=args.per_minute)
+                print(json.dumps({**record.describe(), "key": key}))
+                if not settings.auth.active:
+                    print("comfyart: note: auth is off in this configuration; the daemon will not ask for keys "
+                          "until auth.enabled is true", file=sys.stderr)
+            elif args.keys_command == "list":
+                for record in await store.list():
+                    print(json.dumps(record.describe()))
+            else:
+                print(json.dumps((await store.revoke(args.key_id)).describe()))
+            return 0
+        finally:
+            await client.aclose()
+            if embedded is not None:
+                await embedded.stop()
+
+    try:
+        return asyncio.run(act())
+    except (ConfigError, NotFound, StoreUnavailable) as exc:
+        print(f"comfyart: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -47,6 +47,70 @@ class WebhooksConfig(_Section):
     backoff_max_s: float = Field(600.0, gt=0)
 
 
+class ApiKeyConfig(_Section):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$", description="the key's owner id is "
+                                                                                "config:<name>")
+    role: Literal["admin", "client"] = "client"
+    key: Optional[SecretStr] = Field(None, description="the key itself (any string of 24 characters or more)")
+    key_sha256: Optional[str] = Field(None, pattern=r"^[0-9a-f]{64}$",
+                                      description="or its SHA-256 in hex, to keep the key out of the file")
+    max_queued: Optional[int] = Field(None, ge=0, description="overrides auth.quotas.max_queued for this key")
+    submissions_per_minute: Optional[float] = Field(None, ge=0, description="overrides the quota's rate")
+
+    @model_validator(mode="after")
+    def _one_secret(self) -> "ApiKeyConfig":
+        if (self.key is None) == (self.key_sha256 is None):
+            raise ValueError(f"key {self.name}: give either key or key_sha256")
+        if self.key is not None and len(self.key.get_secret_value()) < 24:
+            raise ValueError(f"key {self.name}: a key needs 24 characters or more")
+        return self
+
+
+class QuotaConfig(_Section):
+    max_queued: int = Field(1000, ge=0, description="a client's tasks pending or running at once; 0: no limit")
+    submissions_per_minute: float = Field(600.0, ge=0, description="a client's sustained submission rate; 0: no "
+                                                                   "limit")
+    burst: int = Field(60, ge=1, description="submissions a client may make at once above the rate")
+
+
+class AuthConfig(_Section):
+    enabled: Optional[bool] = Field(None, description="omitted: on when any key or the admin user is configured")
+    keys: List[ApiKeyConfig] = Field(default_factory=list)
+    admin_user: Optional[str] = Field(None, description="basic-auth user with the admin role (the dashboard)")
+    admin_password: Optional[SecretStr] = None
+    allow_unauthenticated: bool = Field(False, description="serve with auth off on an address other than "
+                                                           "loopback: anyone who reaches it controls the pool")
+    url_secret: Optional[SecretStr] = Field(None, description="signs shareable output URLs; omitted: a random "
+                                                              "one kept in Redis")
+    signed_url_ttl_s: int = Field(24 * 3600, ge=60, le=30 * 24 * 3600,
+                                  description="default life of a signed output URL (webhooks carry them)")
+    quotas: QuotaConfig = Field(default_factory=QuotaConfig)
+
+    @model_validator(mode="after")
+    def _user_and_password(self) -> "AuthConfig":
+        if (self.admin_user is None) != (self.admin_password is None):
+            raise ValueError("auth.admin_user and auth.admin_password go together")
+        if self.admin_password is not None and len(self.admin_password.get_secret_value()) < 12:
+            raise ValueError("auth.admin_password needs 12 characters or more")
+        names = [k.name for k in self.keys]
+        if len(names) != len(set(names)):
+            raise ValueError("auth key names must be unique")
+        return self
+
+    @property
+    def active(self) -> bool:
+        if self.enabled is not None:
+            return self.enabled
+        return bool(self.keys) or self.admin_user is not None
+
+
+class LimitsConfig(_Section):
+    max_body_bytes: int = Field(32 << 20, ge=1024, description="a request body (JSON); larger answers 413")
+    max_upload_bytes: int = Field(64 << 20, ge=1024, description="an uploaded image")
+    max_json_depth: int = Field(64, ge=4, le=1000, description="nesting of any JSON a request sends")
+    max_graph_nodes: int = Field(5000, ge=1, description="nodes in one prompt graph")
+
+
 class RedisConfig(_Section):
     url: Optional[str] = Field(None, description="omitted: an embedded Redis under data_dir")
     prefix: str = Field("comfyart", description="prefix of every key comfyart writes")
@@ -229,6 +293,8 @@ class Settings(BaseSettings):
     workflows: WorkflowsConfig = Field(default_factory=WorkflowsConfig)
     webhooks: WebhooksConfig = Field(default_factory=WebhooksConfig)
     outputs: OutputsConfig = Field(default_factory=OutputsConfig)
+    auth: AuthConfig = Field(default_factory=AuthConfig)
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)
 
     @classmethod
     def settings_customise_sources(cls, settings_cls: type, init_settings: PydanticBaseSettingsSource,

@@ -5,17 +5,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import signal
 from pathlib import Path
-from typing import Any, Awaitable, List, Optional
+from typing import Any, Awaitable, List, Optional, Tuple
 
 import aiohttp
 import redis.asyncio as aioredis
 import uvicorn
 from loguru import logger
 
-from .api import Services, create_app
-from .config import Settings
+from .api import Security, Services, create_app
+from .auth import Authenticator, KeyRecord, KeyStore, Role, hash_key
+from .config import AuthConfig, Settings
 from .dispatcher import Dispatcher
 from .errors import ConfigError, StoreUnavailable
 from .events import ClusterWatch, EventHub
@@ -28,6 +30,8 @@ from .pool_store import PoolStore
 from .providers.base import Provider
 from .providers.docker import DockerProvider
 from .providers.process import ProcessProvider
+from .quotas import Quotas
+from .redact import redact_url
 from .store import TaskStore, map_redis_errors
 from .templates import Templates
 from .tracker import Tracker
@@ -39,6 +43,7 @@ REDIS_CONNECTIONS = 64
 REDIS_CONNECTION_WAIT_S = 20  # then the command fails as Redis unavailable
 BACKEND_CONNECTIONS = 16  # to one backend at once: its WebSocket, submissions, downloads, checks
 GRACEFUL_SHUTDOWN_S = 5
+WS_MAX_BYTES = 1 << 20  # a frame a client sends us: ComfyUI's clients send a few hundred bytes
 
 
 class _Stopping(Exception):
@@ -76,6 +81,49 @@ class EmbeddedRedis:
             await asyncio.to_thread(self._server._cleanup)
 
 
+def is_loopback(host: str) -> bool:
+    """Whether a listen address only takes connections from this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def auth_problem(auth: AuthConfig, host: str) -> Optional[str]:
+    """Why the daemon must not start with this auth configuration on ``host``, or None."""
+    if auth.active or is_loopback(host) or auth.allow_unauthenticated:
+        return None
+    return (f"auth is off and server.host {host} is not a loopback address: anyone who can reach it would control "
+            f"the pool. Configure auth (auth.keys or auth.admin_user), or set auth.allow_unauthenticated: true")
+
+
+def config_keys(auth: AuthConfig) -> List[KeyRecord]:
+    return [KeyRecord(id=f"config:{k.name}", name=k.name, role=Role(k.role),
+                      sha256=k.key_sha256 or hash_key(k.key.get_secret_value() if k.key else ""), created_ms=0,
+                      max_queued=k.max_queued, submissions_per_minute=k.submissions_per_minute, source="config")
+            for k in auth.keys]
+
+
+async def build_security(settings: Settings, client: "aioredis.Redis") -> Security:
+    auth = settings.auth
+    keys = KeyStore(client, settings.redis.prefix)
+    secret = auth.url_secret.get_secret_value().encode() if auth.url_secret else await keys.url_secret()
+    if not auth.active:
+        logger.warning("auth is OFF: every caller is an admin (server.host={}); configure auth.keys or "
+                       "auth.admin_user before exposing this daemon", settings.server.host)
+        return Security(url_secret=secret, signed_url_ttl_s=auth.signed_url_ttl_s, limits=settings.limits)
+    admin_user = (auth.admin_user, auth.admin_password.get_secret_value()) \
+        if auth.admin_user and auth.admin_password else None
+    authenticator = Authenticator(keys, config_keys=config_keys(auth), admin_user=admin_user)
+    logger.info("auth on config_keys={} run_time_keys={} admin_user={}", len(auth.keys), len(await keys.list()),
+                "yes" if admin_user else "no")
+    return Security(authenticator=authenticator, keys=keys,
+                    quotas=Quotas(client, settings.redis.prefix, auth.quotas), url_secret=secret,
+                    signed_url_ttl_s=auth.signed_url_ttl_s, limits=settings.limits)
+
+
 def build_providers(settings: Settings) -> List[Provider]:
     providers: List[Provider] = []
     if settings.docker is not None and settings.docker.hosts:
@@ -91,9 +139,9 @@ async def _root(name: str, coroutine: Awaitable[None], stop: asyncio.Event) -> N
         raise _RootExited(f"{name} stopped on its own")
 
 
-async def run(settings: Settings, *, ready: Optional[asyncio.Event] = None,
-              stop: Optional[asyncio.Event] = None) -> None:
-    """Serve until SIGINT/SIGTERM (or until ``stop`` is set); ``ready`` is set once the API listens."""
+async def connect_redis(settings: Settings) -> Tuple["aioredis.Redis", Optional[EmbeddedRedis]]:
+    """A client of the configured Redis, or of the embedded one (started, or joined when another process of this
+    data directory runs it). Raises ConfigError when it does not answer."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     embedded: Optional[EmbeddedRedis] = None
     redis_url = settings.redis.url
@@ -110,7 +158,20 @@ async def run(settings: Settings, *, ready: Optional[asyncio.Event] = None,
         with map_redis_errors():
             await client.ping()
     except StoreUnavailable as exc:
-        raise ConfigError(f"cannot reach Redis at {redis_url}: {exc}") from exc
+        await client.aclose()
+        if embedded is not None:
+            await embedded.stop()
+        raise ConfigError(f"cannot reach Redis at {redact_url(redis_url)}: {exc}") from exc
+    return client, embedded
+
+
+async def run(settings: Settings, *, ready: Optional[asyncio.Event] = None,
+              stop: Optional[asyncio.Event] = None) -> None:
+    """Serve until SIGINT/SIGTERM (or until ``stop`` is set); ``ready`` is set once the API listens."""
+    problem = auth_problem(settings.auth, settings.server.host)
+    if problem is not None:
+        raise ConfigError(problem)
+    client, embedded = await connect_redis(settings)
     workflows = WorkflowStore(client, settings.redis.prefix)
     file_errors: List[str] = []
     if settings.workflows.directory is not None:
@@ -141,19 +202,24 @@ async def run(settings: Settings, *, ready: Optional[asyncio.Event] = None,
     dispatcher = Dispatcher(store=store, pool=pool, tracker=tracker, templates=templates, config=settings.scheduler,
                             claim_lease_s=settings.tracking.claim_lease_s, pool_store=pool_store)
     await dispatcher.load_overrides()
+    security = await build_security(settings, client)
     front = FrontDoor(store=store, pool=pool, outputs=outputs, inputs=inputs, tracker=tracker, session=session,
-                      events=events, objects=objects)
+                      events=events, objects=objects, quotas=security.quotas, limits=settings.limits)
     watch = ClusterWatch(events, pool_summary=lambda: {b.id: {"status": b.state.value, "mode": b.mode.value,
                                                               "inflight": len(b.prompts)}
                                                        for b in pool.backends.values()},
                          queue_depth=store.depth)
     webhooks = WebhookSender(store=store, session=session, config=settings.webhooks,
-                             public_url=settings.server.public_base())
+                             public_url=settings.server.public_base(),
+                             # signed from the task's end, so every delivery of one webhook carries the same body
+                             output_url=lambda task, filename: security.output_url(
+                                 settings.server.public_base(), task.id, filename,
+                                 now=(task.finished_ms or task.updated_ms) / 1000)[0])
     services = Services(store, pool, outputs, workflows, templates, inputs, tracker, dispatcher, front, file_errors,
-                        objects)
+                        objects, security)
     server = _Server(uvicorn.Config(create_app(services), host=settings.server.host, port=settings.server.port,
                                     log_config=None, access_log=False, lifespan="off",
-                                    timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S))
+                                    timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S, ws_max_size=WS_MAX_BYTES))
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -3,7 +3,7 @@
     ComfyartError
     ├── TransientError          retry later: StoreUnavailable, DockerUnavailable, BackendUnavailable
     ├── PermanentError          don't retry: PromptRejected, ContainerFailed, NotFound, InvalidTransition,
-    │                           Conflict, StateConflict, InvalidInput
+    │                           Conflict, StateConflict, InvalidInput, QuotaExceeded, Forbidden
     └── ConfigError             start-up only; the message names the field
 """
 from __future__ import annotations
@@ -72,6 +72,18 @@ class StateConflict(PermanentError):
 
 class InvalidInput(PermanentError):
     """A request's content is refused; the message names the field at fault."""
+
+
+class QuotaExceeded(PermanentError):
+    """A client's quota refuses the request for now (HTTP 429)."""
+
+    def __init__(self, message: str, retry_after_s: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class Forbidden(PermanentError):
+    """The caller's role does not allow the request (HTTP 403)."""
 
 
 class ConfigError(ComfyartError):

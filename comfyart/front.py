@@ -11,6 +11,8 @@ cluster, so a ComfyUI client points at comfyart unchanged (PROTOCOL.md is the re
 * Outputs are named ``subfolder = <task id>[/<backend's subfolder>]``: two backends' ``ComfyUI_00001_.png`` never
   collide, and ``/view`` finds the task from the name.
 * Everything is also served under ``/api``, as ComfyUI does.
+* With auth on, each API key has its own ComfyUI: its prompt ids, client ids, queue, history and jobs; another
+  key's prompt is as unknown as a missing one. ``POST /free`` (it unloads models everywhere) is for admins.
 """
 from __future__ import annotations
 
@@ -34,14 +36,18 @@ from PIL import Image
 from starlette.background import BackgroundTask
 from starlette.datastructures import UploadFile
 
+from .auth import NOBODY, AdminCaller, Caller, Principal, can_see
 from .comfy.validate import output_nodes, validate
-from .errors import BackendUnavailable, InvalidTransition, NotFound, TransientError
+from .config import LimitsConfig
+from .errors import BackendUnavailable, InvalidTransition, NotFound, QuotaExceeded, TransientError
 from .events import EventHub
 from .inputs import INPUT_ID, InputStore, NotAnImage, TooLarge
-from .models import FINAL_STATUSES, OutputFile, Relay, Task, TaskStatus
+from .limits import parse_json
+from .models import FINAL_STATUSES, OutputFile, Relay, Task, TaskStatus, socket_key
 from .object_store import S3Outputs
 from .outputs import OutputStore
 from .pool import Pool
+from .quotas import Quotas
 from .store import TaskStore
 from .tracker import Tracker
 
@@ -53,7 +59,7 @@ CACHED_ANSWERS = 64
 HOLD_PROGRESS_S = 0.05
 ENDED_REMEMBERED = 1000
 OUTBOX_FRAMES = 4096  # a client this far behind is disconnected, as it would stall nothing else
-MAX_PROMPT_BYTES = 32 << 20
+BACKEND_JSON_DEPTH = 256  # what a backend answers may nest deeper than a request, but not without end
 PROMPT_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 FEATURES = {"supports_preview_metadata": True, "max_upload_size": 64 << 20}
 JOB_STATUS = {TaskStatus.PENDING: "pending", TaskStatus.RUNNING: "in_progress", TaskStatus.COMPLETED: "completed",
@@ -274,8 +280,11 @@ class _Cached:
 
 class FrontDoor:
     def __init__(self, *, store: TaskStore, pool: Pool, outputs: OutputStore, inputs: InputStore, tracker: Tracker,
-                 session: aiohttp.ClientSession, events: EventHub, objects: Optional[S3Outputs] = None) -> None:
+                 session: aiohttp.ClientSession, events: EventHub, objects: Optional[S3Outputs] = None,
+                 quotas: Optional[Quotas] = None, limits: Optional[LimitsConfig] = None) -> None:
         self.store = store
+        self.quotas = quotas
+        self.limits = limits or LimitsConfig()
         self.objects = objects
         self.pool = pool
         self.outputs = outputs
@@ -283,14 +292,14 @@ class FrontDoor:
         self.tracker = tracker
         self.session = session
         self.events = events
-        self.connections: Dict[str, _Connection] = {}
+        self.connections: Dict[str, _Connection] = {}  # by socket_key(owner, client id)
         self._cache: "collections.OrderedDict[str, _Cached]" = collections.OrderedDict()
         self._remaining: Optional[int] = None
         tracker.frames = self
 
     # ------------------------------------------------------------------ frames from the tracker
     def forward(self, relay: Relay, kind: str, data: Dict[str, Any]) -> None:
-        connection = self.connections.get(relay.client_id or "")
+        connection = self.connections.get(relay.socket or "")
         if (connection is None or kind not in RELAYED or (kind == "executing" and data.get("node") is None)
                 or relay.comfy_prompt_id in connection.ended):
             return
@@ -304,7 +313,7 @@ class FrontDoor:
             connection.put(frame)
 
     def forward_binary(self, relay: Relay, payload: bytes) -> None:
-        connection = self.connections.get(relay.client_id or "")
+        connection = self.connections.get(relay.socket or "")
         if connection is None or relay.comfy_prompt_id in connection.ended:
             return
         if connection.preview_metadata:
@@ -330,11 +339,12 @@ class FrontDoor:
                         burst.append(more)
                     for item in burst:
                         if item["type"] == "task" and item.get("client_id") and item["status"] in FINAL_STATUSES:
-                            await self._send_end(item["id"], item["client_id"], item.get("previous"))
+                            await self._send_end(item["id"], socket_key(item.get("owner"), item["client_id"]),
+                                                 item.get("previous"))
                     await self.broadcast_status()
 
-    async def _send_end(self, task_id: str, client_id: str, previous: Optional[str]) -> None:
-        connection = self.connections.get(client_id)
+    async def _send_end(self, task_id: str, socket: str, previous: Optional[str]) -> None:
+        connection = self.connections.get(socket)
         if connection is None:
             return
         try:
@@ -373,13 +383,14 @@ class FrontDoor:
             if connection.status_sent != remaining and remaining >= len(connection.open):
                 connection.put_status(remaining)
 
-    async def socket(self, websocket: WebSocket) -> None:
+    async def socket(self, websocket: WebSocket, principal: Caller) -> None:
         await websocket.accept()
         sid = websocket.query_params.get("clientId") or uuid.uuid4().hex
+        key = socket_key(principal.owner, sid)
         connection = _Connection(sid)
         connection.put_status(await self.remaining(), sid)  # before any frame can be relayed to it
-        replaced = self.connections.get(sid)
-        self.connections[sid] = connection  # the newest socket of a client id takes over; the old one goes deaf
+        replaced = self.connections.get(key)
+        self.connections[key] = connection  # the newest socket of a client id takes over; the old one goes deaf
         if replaced is not None:
             replaced.frames.clear()
             connection.open = replaced.open
@@ -395,21 +406,21 @@ class FrontDoor:
                         connection.flush_held()
                 await connection.ready.wait()
                 connection.ready.clear()
-                while connection.frames and self.connections.get(sid) is connection:
+                while connection.frames and self.connections.get(key) is connection:
                     frame = connection.frames.popleft()
                     if isinstance(frame, bytes):
                         await websocket.send_bytes(frame)
                     else:
                         await websocket.send_text(json.dumps(frame))
-                if self.connections.get(sid) is not connection:
+                if self.connections.get(key) is not connection:
                     connection.frames.clear()
         except (WebSocketDisconnect, RuntimeError, OSError):
             pass
         finally:
             connection.close()
             reader.cancel()
-            if self.connections.get(sid) is connection:
-                del self.connections[sid]
+            if self.connections.get(key) is connection:
+                del self.connections[key]
 
     async def _read_client(self, websocket: WebSocket, connection: _Connection) -> None:
         first = True
@@ -421,7 +432,7 @@ class FrontDoor:
                 text = message.get("text")
                 if first and text:
                     try:
-                        frame = json.loads(text)
+                        frame = parse_json(text, self.limits.max_json_depth)
                     except ValueError:
                         frame = None
                     if isinstance(frame, dict) and frame.get("type") == "feature_flags":
@@ -480,7 +491,7 @@ class FrontDoor:
                     continue
                 seen.add(hashlib.sha256(body).digest())
                 try:
-                    merge_object_info(merged, json.loads(body))
+                    merge_object_info(merged, parse_json(body, BACKEND_JSON_DEPTH))
                 except (ValueError, TypeError, AttributeError):
                     continue
             if not merged:
@@ -496,7 +507,7 @@ class FrontDoor:
                 try:
                     status, body = await backend.client.get(path)
                     if status in (200, 404):
-                        return status, json.loads(body)
+                        return status, parse_json(body, BACKEND_JSON_DEPTH)
                 except (BackendUnavailable, ValueError):
                     continue
             raise BackendUnavailable(f"no healthy backend answered {path}")
@@ -524,12 +535,14 @@ class FrontDoor:
         return await self._cached("system_stats", STATS_TTL_S, fetch)
 
     # ------------------------------------------------------------------ queueing
-    async def queue_prompt(self, body: Dict[str, Any]) -> Tuple[int, Dict[str, Any]]:
-        """POST /prompt: (status, answer) as ComfyUI gives them."""
+    async def queue_prompt(self, body: Dict[str, Any], principal: Principal = NOBODY) -> Tuple[int, Dict[str, Any]]:
+        """POST /prompt: (status, answer) as ComfyUI gives them. Raises QuotaExceeded."""
         def refused(kind: str, message: str, node_errors: Optional[dict] = None) -> Tuple[int, Dict[str, Any]]:
             return 400, {"error": {"type": kind, "message": message, "details": message, "extra_info": {}},
                          "node_errors": node_errors or {}}
 
+        if self.quotas is not None:  # first: a client over its rate costs no validation
+            await self.quotas.submission(principal)
         if "prompt" not in body:
             return refused("no_prompt", "No prompt provided")
         graph = body["prompt"]
@@ -541,6 +554,11 @@ class FrontDoor:
         targets = body.get("partial_execution_targets")
         if targets is not None and (not isinstance(targets, list) or not all(isinstance(t, str) for t in targets)):
             return refused("invalid_prompt", "partial_execution_targets must be a list of node ids")
+        if client_id is not None and not isinstance(client_id, str):
+            return refused("invalid_prompt", "client_id must be a string")
+        if isinstance(graph, dict) and len(graph) > self.limits.max_graph_nodes:
+            return refused("invalid_prompt", f"prompt has {len(graph)} nodes; at most "
+                                             f"{self.limits.max_graph_nodes} are allowed")
         object_info = await self.object_info()
         verdict = validate(graph, object_info, targets=targets, also_allowed=self._stored_input)
         if verdict.error is not None:
@@ -558,11 +576,15 @@ class FrontDoor:
                       "create_time": int(time.time() * 1000)}
         for secret in ("auth_token_comfy_org", "api_key_comfy_org"):
             extra_data.pop(secret, None)
+        quota: Dict[str, Any] = {"owner": principal.owner}
+        if self.quotas is not None:
+            quota["max_queued"] = self.quotas.max_queued(principal)
         await self.store.create(graph, priority=1 if body.get("front") is True else 0,
                                 comfy={"comfy_prompt_id": prompt_id, "client_id": client_id, "number": number,
-                                       "extra_data": extra_data, "comfy_targets": targets})
-        if client_id in self.connections:
-            self.connections[client_id].open.add(prompt_id)
+                                       "extra_data": extra_data, "comfy_targets": targets}, **quota)
+        connection = self.connections.get(socket_key(principal.owner, client_id)) if client_id else None
+        if connection is not None:
+            connection.open.add(prompt_id)
         shown = number if "number" in body else int(number)
         return 200, {"prompt_id": prompt_id, "number": shown, "node_errors": verdict.node_errors}
 
@@ -594,7 +616,7 @@ class FrontDoor:
         return True
 
     # ------------------------------------------------------------------ files
-    async def view(self, filename: str, subfolder: str, kind: str) -> Response:
+    async def view(self, filename: str, subfolder: str, kind: str, principal: Principal = NOBODY) -> Response:
         if not filename or "\0" in filename or "\0" in subfolder:
             return Response(status_code=404)
         if ".." in filename.replace("\\", "/").split("/") or filename.startswith(("/", "\\")):
@@ -608,6 +630,8 @@ class FrontDoor:
                 task = await self.store.get(task_id)
             except NotFound:
                 task = None
+        if task is not None and not can_see(principal, task.owner):
+            return Response(status_code=404)
         if task is not None:
             for output in task.outputs:
                 if output.filename == filename and output.subfolder == rest and output.type == kind:
@@ -646,7 +670,7 @@ class FrontDoor:
 
         return StreamingResponse(body(), media_type=response.headers.get("Content-Type"))
 
-    async def upload(self, request: Request, *, mask: bool = False) -> Response:
+    async def upload(self, request: Request, *, mask: bool = False, principal: Principal = NOBODY) -> Response:
         """POST /upload/image and /upload/mask: the file is stored by comfyart (by content) and put on whichever
         backend runs a prompt that names it. The name it answers is what the graph must use. A mask is applied as
         the alpha channel of its ``original_ref`` image, as ComfyUI does, and the result stored."""
@@ -659,7 +683,7 @@ class FrontDoor:
             kind = form.get("type") if isinstance(form.get("type"), str) else "input"
             original = None
             if mask:
-                original = await self._original(form.get("original_ref"))
+                original = await self._original(form.get("original_ref"), principal)
                 if original is None:
                     return JSONResponse({"error": "original_ref must name an uploaded image or an output"},
                                         status_code=400)
@@ -679,10 +703,10 @@ class FrontDoor:
                 return JSONResponse({"error": str(exc)}, status_code=413)
         return JSONResponse({"name": stored.id, "subfolder": "", "type": kind or "input"})
 
-    async def _original(self, ref: Any) -> Optional[Path]:
-        """The file an ``original_ref`` names: a stored input, or an output of a task."""
+    async def _original(self, ref: Any, principal: Principal) -> Optional[Path]:
+        """The file an ``original_ref`` names: a stored input, or an output of a task the caller may see."""
         try:
-            ref = json.loads(ref) if isinstance(ref, str) else None
+            ref = parse_json(ref, self.limits.max_json_depth) if isinstance(ref, str) else None
         except ValueError:
             return None
         if not isinstance(ref, dict) or not isinstance(ref.get("filename"), str):
@@ -695,7 +719,9 @@ class FrontDoor:
             task = await self.store.get(task_id) if task_id else None
         except NotFound:
             return None
-        return self.outputs.find(task.id, ref["filename"]) if task is not None else None
+        if task is None or not can_see(principal, task.owner):
+            return None
+        return self.outputs.find(task.id, ref["filename"])
 
 
 class MaskError(ValueError):
@@ -735,11 +761,17 @@ def merge_object_info(merged: Dict[str, Any], info: Dict[str, Any]) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------- routes
-def _json(request_body: bytes) -> Any:
+def _json(request_body: bytes, max_depth: int) -> Any:
+    """The body as JSON; None when it is not JSON or nests too deep (both answer as invalid JSON)."""
     try:
-        return json.loads(request_body) if request_body else {}
+        return parse_json(request_body, max_depth) if request_body else {}
     except ValueError:
         return None
+
+
+def _listed(value: Any) -> List[Any]:
+    """A list field of a request; anything else counts as none."""
+    return value if isinstance(value, list) else []
 
 
 def _bad_json() -> JSONResponse:
@@ -753,22 +785,30 @@ def _unavailable(exc: TransientError) -> JSONResponse:
                         headers={"Retry-After": str(max(1, round(exc.retry_after_s)))})
 
 
+def _over_quota(exc: QuotaExceeded) -> JSONResponse:
+    return JSONResponse({"error": {"type": "quota_exceeded", "message": str(exc), "details": "", "extra_info": {}},
+                         "node_errors": {}}, status_code=429,
+                        headers={"Retry-After": str(max(1, round(exc.retry_after_s + 0.49)))})
+
+
 def build_router(front: FrontDoor) -> APIRouter:
     router = APIRouter()
     store = front.store
+    depth = front.limits.max_json_depth
 
-    async def prompt_post(request: Request) -> Response:
-        raw = await request.body()
-        if len(raw) > MAX_PROMPT_BYTES:
-            return JSONResponse({"error": {"type": "too_large", "message": "prompt too large", "details": "",
-                                           "extra_info": {}}, "node_errors": {}}, status_code=413)
-        body = _json(raw)
+    def own(principal: Principal) -> Optional[str]:
+        return principal.owner
+
+    async def prompt_post(request: Request, principal: Caller) -> Response:
+        body = _json(await request.body(), depth)
         if not isinstance(body, dict):
             return _bad_json()
         try:
-            status, answer = await front.queue_prompt(body)
+            status, answer = await front.queue_prompt(body, principal)
         except TransientError as exc:
             return _unavailable(exc)
+        except QuotaExceeded as exc:
+            return _over_quota(exc)
         # the queue's new length goes to the sockets after this answer, as ComfyUI orders them
         return JSONResponse(answer, status_code=status,
                             background=BackgroundTask(front.broadcast_status) if status == 200 else None)
@@ -776,48 +816,51 @@ def build_router(front: FrontDoor) -> APIRouter:
     async def prompt_get() -> Any:
         return {"exec_info": {"queue_remaining": await front.remaining()}}
 
-    async def queue_get() -> Any:
+    async def queue_get(principal: Caller) -> Any:
         running, pending = [], []
-        for task in await store.open_comfy_tasks():
+        for task in await store.open_comfy_tasks(own(principal)):
             item = queue_item(task, await front.outputs_to_execute(task))
             (running if task.status is TaskStatus.RUNNING else pending).append(item)
         return {"queue_running": running, "queue_pending": pending}
 
-    async def queue_post(request: Request) -> Response:
-        body = _json(await request.body())
+    async def queue_post(request: Request, principal: Caller) -> Response:
+        body = _json(await request.body(), depth)
         if not isinstance(body, dict):
             return _bad_json()
         if body.get("clear") is True:
-            for task in await store.open_comfy_tasks():
+            for task in await store.open_comfy_tasks(own(principal)):
                 await front.cancel(task, only_if=(TaskStatus.PENDING,))
-        for prompt_id in body.get("delete") or []:
-            task = await store.comfy_task(str(prompt_id))
+        for prompt_id in _listed(body.get("delete")):
+            task = await store.comfy_task(str(prompt_id), own(principal))
             if task is not None:
                 await front.cancel(task, only_if=(TaskStatus.PENDING,))
         return Response(status_code=200)
 
-    async def interrupt(request: Request) -> Response:
-        body = _json(await request.body())
+    async def interrupt(request: Request, principal: Caller) -> Response:
+        body = _json(await request.body(), depth)
         prompt_id = body.get("prompt_id") if isinstance(body, dict) else None
         if prompt_id:
-            task = await store.comfy_task(str(prompt_id))
+            task = await store.comfy_task(str(prompt_id), own(principal))
             targets = [task] if task is not None else []
         else:
-            targets = await store.open_comfy_tasks()
+            targets = await store.open_comfy_tasks(own(principal))
         for task in targets:
             await front.interrupt(task)
         return Response(status_code=200)
 
-    async def history_all(max_items: Optional[str] = None, offset: Optional[str] = None) -> Response:
+    async def history_all(principal: Caller, max_items: Optional[str] = None, offset: Optional[str] = None) -> Response:
         try:
             limit = int(max_items) if max_items is not None else None
             start = int(offset) if offset is not None else None
         except ValueError:
             return JSONResponse({"error": "max_items and offset must be whole numbers"}, status_code=400)
+        if limit is not None and limit < 0:
+            limit = None
         if start is not None:
-            tasks = await store.comfy_tasks(newest_first=False, offset=max(0, start), limit=limit)
+            tasks = await store.comfy_tasks(newest_first=False, offset=max(0, start), limit=limit,
+                                            owner=own(principal))
         else:
-            tasks = await store.comfy_tasks(newest_first=True, limit=limit or 10_000)
+            tasks = await store.comfy_tasks(newest_first=True, limit=limit or 10_000, owner=own(principal))
             tasks.reverse()
         entries = {}
         for task in tasks:
@@ -825,33 +868,34 @@ def build_router(front: FrontDoor) -> APIRouter:
                 entries[task.comfy_prompt_id] = history_entry(task, await front.outputs_to_execute(task))
         return JSONResponse(entries)
 
-    async def history_one(prompt_id: str) -> Any:
-        task = await store.comfy_task(prompt_id)
+    async def history_one(prompt_id: str, principal: Caller) -> Any:
+        task = await store.comfy_task(prompt_id, own(principal))
         if task is None or not in_history(task):
             return {}
         return {prompt_id: history_entry(task, await front.outputs_to_execute(task))}
 
-    async def history_post(request: Request) -> Response:
-        body = _json(await request.body())
+    async def history_post(request: Request, principal: Caller) -> Response:
+        body = _json(await request.body(), depth)
         if not isinstance(body, dict):
             return _bad_json()
+        owner = own(principal)
         if body.get("clear") is True:
-            tasks = await store.comfy_tasks()
-            await store.forget_comfy([t.comfy_prompt_id for t in tasks if t.status in FINAL_STATUSES])
-        delete = [str(p) for p in body.get("delete") or []]
+            tasks = await store.comfy_tasks(owner=owner)
+            await store.forget_comfy([t.comfy_prompt_id for t in tasks if t.status in FINAL_STATUSES], owner)
+        delete = [str(p) for p in _listed(body.get("delete"))]
         if delete:
-            tasks = [await store.comfy_task(p) for p in delete]
-            await store.forget_comfy([t.comfy_prompt_id for t in tasks if t and t.status in FINAL_STATUSES])
+            tasks = [await store.comfy_task(p, owner) for p in delete]
+            await store.forget_comfy([t.comfy_prompt_id for t in tasks if t and t.status in FINAL_STATUSES], owner)
         return Response(status_code=200)
 
-    async def view(filename: str = "", subfolder: str = "", type: str = "output") -> Response:
-        return await front.view(filename, subfolder, type)
+    async def view(principal: Caller, filename: str = "", subfolder: str = "", type: str = "output") -> Response:
+        return await front.view(filename, subfolder, type, principal)
 
-    async def upload(request: Request) -> Response:
-        return await front.upload(request)
+    async def upload(request: Request, principal: Caller) -> Response:
+        return await front.upload(request, principal=principal)
 
-    async def upload_mask(request: Request) -> Response:
-        return await front.upload(request, mask=True)
+    async def upload_mask(request: Request, principal: Caller) -> Response:
+        return await front.upload(request, mask=True, principal=principal)
 
     async def system_stats() -> Any:
         try:
@@ -884,8 +928,8 @@ def build_router(front: FrontDoor) -> APIRouter:
     async def features() -> Any:
         return FEATURES
 
-    async def free(request: Request) -> Response:
-        body = _json(await request.body())
+    async def free(request: Request, principal: AdminCaller) -> Response:
+        body = _json(await request.body(), depth)
         if not isinstance(body, dict):
             return _bad_json()
         for backend in front.pool.healthy():
@@ -895,7 +939,8 @@ def build_router(front: FrontDoor) -> APIRouter:
                 logger.debug("POST /free failed backend={} error={}", backend.id, exc)
         return Response(status_code=200)
 
-    async def jobs(status: Optional[str] = None, workflow_id: Optional[str] = None, sort_by: str = "created_at",
+    async def jobs(principal: Caller, status: Optional[str] = None, workflow_id: Optional[str] = None,
+                   sort_by: str = "created_at",
                    sort_order: str = "desc", limit: Optional[str] = None, offset: str = "0") -> Response:
         wanted = set(status.split(",")) if status else set(JOB_STATUS.values())
         if not wanted <= set(JOB_STATUS.values()) or sort_by not in ("created_at", "execution_duration") \
@@ -910,7 +955,7 @@ def build_router(front: FrontDoor) -> APIRouter:
                 raise ValueError
         except ValueError:
             return JSONResponse({"error": "limit and offset must be whole numbers (limit from 1)"}, status_code=400)
-        tasks = await store.comfy_tasks()
+        tasks = await store.comfy_tasks(owner=own(principal))
         found = [j for j in (job(t) for t in tasks if JOB_STATUS[t.status] in wanted)
                  if workflow_id is None or j["workflow_id"] == workflow_id]
         if sort_by == "execution_duration":
@@ -922,27 +967,27 @@ def build_router(front: FrontDoor) -> APIRouter:
         return JSONResponse({"jobs": page, "pagination": {"offset": start, "limit": count, "total": len(found),
                                                           "has_more": start + len(page) < len(found)}})
 
-    async def job_one(job_id: str) -> Response:
-        task = await store.comfy_task(job_id)
+    async def job_one(job_id: str, principal: Caller) -> Response:
+        task = await store.comfy_task(job_id, own(principal))
         if task is None:
             return JSONResponse({"error": "Job not found"}, status_code=404)
         return JSONResponse(job(task, detail=True))
 
-    async def job_cancel(job_id: str) -> Response:
-        task = await store.comfy_task(job_id)
+    async def job_cancel(job_id: str, principal: Caller) -> Response:
+        task = await store.comfy_task(job_id, own(principal))
         if task is None:
             return JSONResponse({"error": "Job not found"}, status_code=404)
         cancelled = await front.cancel(task, only_if=(TaskStatus.PENDING, TaskStatus.RUNNING))
         return JSONResponse({"cancelled": cancelled})
 
-    async def jobs_cancel(request: Request) -> Response:
-        body = _json(await request.body())
+    async def jobs_cancel(request: Request, principal: Caller) -> Response:
+        body = _json(await request.body(), depth)
         ids = body.get("job_ids") if isinstance(body, dict) else None
         if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
             return JSONResponse({"error": "job_ids must be a list of job ids"}, status_code=400)
         cancelled = False
         for job_id in ids:
-            task = await store.comfy_task(job_id)
+            task = await store.comfy_task(job_id, own(principal))
             if task is not None:
                 cancelled |= await front.cancel(task, only_if=(TaskStatus.PENDING, TaskStatus.RUNNING))
         return JSONResponse({"cancelled": cancelled})

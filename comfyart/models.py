@@ -105,6 +105,7 @@ class Task(BaseModel):
     attempts: int = Field(0, description="submissions so far, the first included")
     submitted_ms: Optional[int] = None
     history: List[Attempt] = Field(default_factory=list, description="earlier attempts that ended without a result")
+    owner: Optional[str] = Field(None, description="id of the API key that queued it (none with auth off)")
     # queued through the ComfyUI-compatible API
     client_id: Optional[str] = Field(None, description="the ComfyUI client id whose WebSocket gets its events")
     comfy_prompt_id: Optional[str] = Field(None, description="the prompt id its ComfyUI client knows it by")
@@ -129,7 +130,18 @@ class Relay:
     task_id: str
     comfy_prompt_id: str
     client_id: Optional[str]
+    owner: Optional[str] = None
+
+    @property
+    def socket(self) -> Optional[str]:
+        return socket_key(self.owner, self.client_id) if self.client_id else None
+
+
+def socket_key(owner: Optional[str], client_id: str) -> str:
+    """Which socket of the ComfyUI-compatible API a client id names: client ids are the callers' own, so two
+    callers' ids live apart, and one can neither hear nor take over another's socket."""
+    return client_id if owner is None else f"{owner}\0{client_id}"
 
 
 def relay_of(task: Task) -> Optional[Relay]:
-    return Relay(task.id, task.comfy_prompt_id, task.client_id) if task.comfy_prompt_id else None
+    return Relay(task.id, task.comfy_prompt_id, task.client_id, task.owner) if task.comfy_prompt_id else None

@@ -2,7 +2,25 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
+
+MAX_NAME_BYTES = 200  # file systems allow 255; the node-id prefix of a second file with the name needs room
+UNSAFE = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def safe_filename(name: str) -> str:
+    """A backend's file name as one harmless path component: its base name, without control characters,
+    at most MAX_NAME_BYTES bytes (its extension kept), never ``.``, ``..`` or empty."""
+    name = UNSAFE.sub("_", os.path.basename(name.replace("\\", "/")))
+    if name in ("", ".", ".."):
+        return "output"
+    if len(name.encode()) > MAX_NAME_BYTES:
+        stem, dot, suffix = name.rpartition(".")
+        suffix = suffix[:16] if dot and stem else ""
+        budget = MAX_NAME_BYTES - len(suffix.encode()) - 1
+        name = (stem or name).encode()[:budget].decode(errors="ignore") + ("." + suffix if suffix else "")
+    return name
 
 
 class OutputStore:
@@ -16,12 +34,10 @@ class OutputStore:
 
     def destination(self, task_id: str, filename: str, node_id: str) -> Path:
         """Where an output goes: its own base name, prefixed by the node id when another output took it."""
-        name = os.path.basename(filename.replace("\\", "/")) or "output"
-        if name in (".", ".."):
-            name = "output"
+        name = safe_filename(filename)
         target = self.task_dir(task_id) / name
         if target.exists():
-            target = target.with_name(f"{node_id}_{name}")
+            target = target.with_name(safe_filename(f"{node_id}_{name}".replace("/", "_").replace("\\", "_")))
         return target
 
     def relative(self, path: Path) -> str:

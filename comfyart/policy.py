@@ -5,6 +5,7 @@ retried, how far along a prompt is. No I/O, no clock, no randomness. (How many c
 from __future__ import annotations
 
 import enum
+import math
 from dataclasses import dataclass
 from typing import FrozenSet, Optional, Sequence, Tuple
 
@@ -106,3 +107,25 @@ def webhook_next_attempt(*, attempt: int, status: Optional[int], max_attempts: i
     if attempt >= max_attempts:
         return None
     return min(backoff_max_s, backoff_s * 2 ** (attempt - 1))
+
+
+@dataclass(frozen=True)
+class RateDecision:
+    allowed: bool
+    tat_ms: float  # the theoretical arrival time to keep (unchanged when refused); fractional: no drift
+    retry_after_ms: int  # 0 when allowed
+
+
+def rate_limit(*, now_ms: int, tat_ms: Optional[float], per_minute: float, burst: int) -> RateDecision:
+    """One submission against a rate of ``per_minute`` with ``burst`` allowed at once (the generic cell rate
+    algorithm: ``tat_ms`` is when the caller would be back to an empty bucket). A refusal says how long until
+    one more is allowed."""
+    if per_minute <= 0:
+        return RateDecision(True, tat_ms or now_ms, 0)
+    interval_ms = 60_000.0 / per_minute
+    start = max(tat_ms or now_ms, now_ms)
+    new_tat = start + interval_ms
+    tolerance = interval_ms * max(1, burst)
+    if new_tat - now_ms > tolerance:
+        return RateDecision(False, tat_ms or now_ms, max(1, math.ceil(new_tat - tolerance - now_ms)))
+    return RateDecision(True, new_tat, 0)

@@ -45,6 +45,7 @@ from .models import BackendMode, BackendState
 from .policy import HostView, Placement, place_container
 from .pool_store import PoolStore, ScaleOverride
 from .providers.base import Provider, Spawned
+from .redact import redact_url
 from .scheduling import BackendSlot
 
 STARTUP_PROBE_TIMEOUT_S = 2.0
@@ -122,7 +123,7 @@ class Backend:
 
     def describe(self) -> Dict[str, Any]:
         now = time.monotonic()
-        return {"id": self.id, "kind": self.kind, "name": self.name, "host": self.host, "url": self.url,
+        return {"id": self.id, "kind": self.kind, "name": self.name, "host": self.host, "url": redact_url(self.url),
                 "port": self.port, "gpu": self.gpu, "status": self.state.value, "mode": self.mode.value,
                 "after_drain": self.after_drain, "drain_reason": self.drain_reason,
                 "source": self.source if self.kind == "static" else None, "inflight": len(self.prompts),
@@ -316,7 +317,7 @@ class Pool:
             backend.error = None
             backend.unhealthy_since = None
             backend.idle_since = time.monotonic()
-            logger.info("backend healthy backend={} url={}", backend.id, backend.url)
+            logger.info("backend healthy backend={} url={}", backend.id, redact_url(backend.url))
             self.notify()
         elif not backend.health.healthy:
             if was_healthy:
@@ -564,7 +565,7 @@ class Pool:
             backend.state = BackendState.HEALTHY
             backend.health = HealthCount(True)
             backend.started = backend.idle_since = time.monotonic()
-            logger.info("backend up backend={} url={}", backend.id, backend.url)
+            logger.info("backend up backend={} url={}", backend.id, redact_url(backend.url))
             self.notify()
             return
         logger.error("backend failed to start backend={} reason={}", backend.id, failure)

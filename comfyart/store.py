@@ -19,6 +19,11 @@ Key schema (``P`` is the configured prefix):
     P:webhooks              zset: ids of final tasks whose webhook is yet to be delivered, scored by when the
                             next attempt is due (ms); added by the transition to a final status itself, so a
                             crash cannot lose a delivery
+    P:owner:{o}:tasks       zset: the tasks of one API key (auth on), scored by created_ms: a client's listing
+    P:owner:{o}:open        set: its tasks not final yet: its quota; a final status leaves it in the transition
+    P:owner:{o}:rate        string: the theoretical arrival time (ms) of its submission rate limit (GCRA)
+    P:owner:{o}:comfy:...   the ComfyUI-compatible API's prompt ids and history above, one namespace per key:
+                            prompt ids and client ids are the callers' own and may collide
 Status changes go through one Lua script that checks the current status, so a task never leaves a final
 status and never completes twice. Claiming (queue -> claims) and recording a submission (claims -> active) are
 Lua scripts too: a task is always in exactly one of queue, claims and active, or final.
@@ -36,7 +41,7 @@ import redis.asyncio as aioredis
 import redis.exceptions
 import ulid
 
-from .errors import InvalidTransition, NotFound, StoreUnavailable
+from .errors import InvalidTransition, NotFound, QuotaExceeded, StoreUnavailable
 from .events import EventHub
 from .models import FINAL_STATUSES, Task, TaskId, TaskStatus, sources_of
 from .scheduling import STRICT_LEVEL_MS, queue_score
@@ -62,7 +67,7 @@ end
 """
 
 # KEYS: task, all-index prefix (P:tasks), active set, queue, claims, open prompts of the ComfyUI-compatible API,
-#       webhooks due
+#       webhooks due, owners' prefix (P:owner:)
 # ARGV: id, allowed statuses joined by ',' ('' = any non-final), new status ('' = keep), now_ms,
 #       expected field ('' = none), its expected value, field, value, ...
 _TRANSITION = _WRITE_FIELDS + """
@@ -92,9 +97,12 @@ if new ~= '' and new ~= current then
       redis.call('ZADD', KEYS[7], ARGV[4], ARGV[1])
       webhook = '1'
     end
+    local owner = redis.call('HGET', KEYS[1], 'owner')
+    if owner then redis.call('SREM', KEYS[8] .. owner .. ':open', ARGV[1]) end
   end
 end
-return {'ok', current, redis.call('HGET', KEYS[1], 'client_id') or '', webhook}
+local ids = redis.call('HMGET', KEYS[1], 'client_id', 'owner')
+return {'ok', current, ids[1] or '', webhook, ids[2] or ''}
 """
 
 # KEYS: queue, claims   ARGV: lease end (ms), id, id, ...   returns 1 per id claimed, 0 per id no longer queued
@@ -109,6 +117,13 @@ for i = 2, #ARGV do
   end
 end
 return claimed
+"""
+
+# KEYS: the owner's open set   ARGV: max (0: none), id   returns 1 when admitted
+_ADMIT = """
+if tonumber(ARGV[1]) > 0 and redis.call('SCARD', KEYS[1]) >= tonumber(ARGV[1]) then return 0 end
+redis.call('SADD', KEYS[1], ARGV[2])
+return 1
 """
 
 # a task's place in the queue, as scheduling.queue_score computes it; ARGV[level] is the ms one level is worth
@@ -270,6 +285,7 @@ class TaskStore:
         self._return_claims = client.register_script(_RETURN_CLAIMS)
         self._record_submissions = client.register_script(_RECORD_SUBMISSIONS)
         self._progress = client.register_script(_PROGRESS)
+        self._admit = client.register_script(_ADMIT)
         self._last_id = 0
 
     def _new_id(self) -> TaskId:
@@ -298,12 +314,20 @@ class TaskStore:
     def _prompt_key(self, prompt_id: str) -> str:
         return f"{self.prefix}:prompt:{prompt_id}"
 
-    def _comfy_key(self, comfy_prompt_id: str) -> str:
-        return f"{self.prefix}:comfy:prompt:{comfy_prompt_id}"
+    def _comfy_space(self, owner: Optional[str]) -> str:
+        return f"{self.prefix}:comfy" if owner is None else f"{self.prefix}:owner:{owner}:comfy"
 
-    @property
-    def comfy_prompts_key(self) -> str:
-        return f"{self.prefix}:comfy:prompts"
+    def _comfy_key(self, comfy_prompt_id: str, owner: Optional[str] = None) -> str:
+        return f"{self._comfy_space(owner)}:prompt:{comfy_prompt_id}"
+
+    def comfy_prompts_key(self, owner: Optional[str] = None) -> str:
+        return f"{self._comfy_space(owner)}:prompts"
+
+    def owner_tasks_key(self, owner: str) -> str:
+        return f"{self.prefix}:owner:{owner}:tasks"
+
+    def owner_open_key(self, owner: str) -> str:
+        return f"{self.prefix}:owner:{owner}:open"
 
     @property
     def webhooks_key(self) -> str:
@@ -321,14 +345,20 @@ class TaskStore:
     async def create(self, prompt: Optional[Dict[str, Any]] = None, *, workflow: Optional[str] = None,
                      workflow_version: Optional[int] = None, params: Optional[Dict[str, Any]] = None,
                      priority: int = 0, requires: Sequence[str] = (), vram_mb: Optional[int] = None,
-                     webhook: Optional[str] = None, comfy: Optional[Dict[str, Any]] = None) -> Task:
+                     webhook: Optional[str] = None, comfy: Optional[Dict[str, Any]] = None,
+                     owner: Optional[str] = None, max_queued: int = 0) -> Task:
         """Queue a task: a whole graph, or a workflow's name, version and parameter values (the graph is resolved
         at dispatch, which keeps a long queue small). Defaults are not stored: a queue can hold millions.
         ``comfy`` holds what the ComfyUI-compatible API records: ``comfy_prompt_id``, ``client_id``, ``number``,
-        ``extra_data``; the prompt id then finds the task."""
-        created = now_ms()
+        ``extra_data``; the prompt id then finds the task (within the owner's namespace). ``owner`` is the API
+        key's id; with ``max_queued`` it may have that many tasks unfinished, else QuotaExceeded."""
         task_id = self._new_id()
+        if owner is not None:
+            await self._admit_owned(owner, task_id, max_queued)
+        created = now_ms()
         fields: Dict[str, Any] = {"status": TaskStatus.PENDING, "created_ms": created}
+        if owner is not None:
+            fields["owner"] = owner
         if prompt is not None:
             fields["prompt"] = prompt
         else:
@@ -348,25 +378,46 @@ class TaskStore:
                 pipe.hset(self._task_key(task_id), mapping=_encode(fields))
                 pipe.zadd(f"{self.prefix}:tasks", {task_id: created})
                 pipe.zadd(self.queue_key, {task_id: queue_score(created, priority, self.ageing_s)})
+                if owner is not None:
+                    pipe.zadd(self.owner_tasks_key(owner), {task_id: created})
                 if "comfy_prompt_id" in comfy:
                     # a prompt id given again takes over its history entry, as in ComfyUI
-                    pipe.set(self._comfy_key(comfy["comfy_prompt_id"]), task_id)
-                    pipe.zadd(self.comfy_prompts_key, {comfy["comfy_prompt_id"]: created})
+                    pipe.set(self._comfy_key(comfy["comfy_prompt_id"], owner), task_id)
+                    pipe.zadd(self.comfy_prompts_key(owner), {comfy["comfy_prompt_id"]: created})
                     pipe.zadd(self.comfy_open_key, {task_id: comfy.get("number", 0)})
                 await pipe.execute()
         self.queued.set()
         task = Task.model_validate({"id": task_id, "updated_ms": created, **fields})
-        self._publish(task_id, TaskStatus.PENDING, None, comfy.get("client_id"), {"created_ms": created})
+        self._publish(task_id, TaskStatus.PENDING, None, comfy.get("client_id"), {"created_ms": created}, owner)
         return task
 
+    async def _admit_owned(self, owner: str, task_id: str, max_queued: int) -> None:
+        """Count the task against its owner's unfinished ones, atomically, or raise QuotaExceeded. A refusal
+        first drops ids that are final or gone (a crash between admission and the record leaves one)."""
+        key = self.owner_open_key(owner)
+        with map_redis_errors():
+            if await self._admit(keys=[key], args=[max_queued, task_id]):
+                return
+            members = sorted(await self.redis.smembers(key))
+            found = await self.get_many(members)
+            stale = [m for m, t in zip(members, found, strict=True) if t is None or t.status in FINAL_STATUSES]
+            if stale:
+                await self.redis.srem(key, *stale)
+                if await self._admit(keys=[key], args=[max_queued, task_id]):
+                    return
+        raise QuotaExceeded(f"quota: {max_queued} tasks pending or running at once; wait for some to finish",
+                            retry_after_s=5)
+
     def _publish(self, task_id: str, status: TaskStatus, previous: Optional[TaskStatus], client_id: Optional[str],
-                 fields: Dict[str, Any]) -> None:
+                 fields: Dict[str, Any], owner: Optional[str] = None) -> None:
         if not self.events.listening:
             return
         event = {"type": "task", "id": task_id, "status": status.value,
                  "previous": previous.value if previous else None}
         if client_id:
             event["client_id"] = client_id
+        if owner:
+            event["owner"] = owner
         for key, value in fields.items():
             if key not in _UNPUBLISHED:
                 event[key] = value.value if isinstance(value, TaskStatus) else value
@@ -388,9 +439,12 @@ class TaskStore:
                 records = await pipe.execute()
         return [_decode(task_id, raw) if raw else None for task_id, raw in zip(task_ids, records, strict=True)]
 
-    async def list(self, *, status: Optional[TaskStatus] = None, limit: int = 50, offset: int = 0) -> List[Task]:
+    async def list(self, *, status: Optional[TaskStatus] = None, limit: int = 50, offset: int = 0,
+                   owner: Optional[str] = None) -> List[Task]:
         """Newest first; pending tasks in the order they run: those on a backend, those being dispatched, then
-        the queue from its head."""
+        the queue from its head. With ``owner``: that key's tasks only, newest first."""
+        if owner is not None:
+            return (await self._owned(owner, status, offset + limit))[offset:]
         with map_redis_errors():
             if status == TaskStatus.PENDING:
                 ids = await self._pending_ids(limit, offset)
@@ -414,7 +468,26 @@ class TaskStore:
             ids += await self.redis.zrange(self.queue_key, start, start + limit - len(ids) - 1)
         return ids
 
-    async def count(self, status: Optional[TaskStatus] = None) -> int:
+    async def _owned(self, owner: str, status: Optional[TaskStatus], wanted: Optional[int]) -> List[Task]:
+        """An owner's tasks in ``status``, newest first, read a page at a time until ``wanted`` are found."""
+        found: List[Task] = []
+        start = 0
+        page = 500
+        while wanted is None or len(found) < wanted:
+            with map_redis_errors():
+                ids = await self.redis.zrevrange(self.owner_tasks_key(owner), start, start + page - 1)
+            if not ids:
+                break
+            found += [t for t in await self.get_many(ids) if t is not None and (status is None or t.status == status)]
+            start += page
+        return found if wanted is None else found[:wanted]
+
+    async def count(self, status: Optional[TaskStatus] = None, owner: Optional[str] = None) -> int:
+        if owner is not None:
+            if status is None:
+                with map_redis_errors():
+                    return int(await self.redis.zcard(self.owner_tasks_key(owner)))
+            return len(await self._owned(owner, status, None))
         with map_redis_errors():
             if status != TaskStatus.PENDING:
                 return int(await self.redis.zcard(f"{self.prefix}:tasks" + (f":{status}" if status else "")))
@@ -434,16 +507,16 @@ class TaskStore:
         args: List[Any] = [task_id, ",".join(allowed_from), to.value if to else "", str(now_ms()),
                            *(expect or ("", "")), *_field_args(fields)]
         keys = [self._task_key(task_id), f"{self.prefix}:tasks", self.active_key, self.queue_key, self.claims_key,
-                self.comfy_open_key, self.webhooks_key]
+                self.comfy_open_key, self.webhooks_key, f"{self.prefix}:owner:"]
         with map_redis_errors():
             outcome, previous, *found = await self._transition(keys=keys, args=args)
         if outcome == "missing":
             raise NotFound(f"no task {task_id}")
         if outcome == "refused":
             raise InvalidTransition(f"task {task_id} is {previous}; cannot move to {to or 'an update'}")
-        client_id, webhook_due = found
+        client_id, webhook_due, owner = found
         self._publish(task_id, to or TaskStatus(previous), TaskStatus(previous), client_id,
-                      {**fields, "webhook_due": True} if webhook_due else fields)
+                      {**fields, "webhook_due": True} if webhook_due else fields, owner)
         return TaskStatus(previous)
 
     async def write_progress(self, updates: Sequence[Tuple[str, str, Dict[str, Any]]]) -> None:
@@ -643,46 +716,52 @@ class TaskStore:
         with map_redis_errors():
             return int(await self.redis.incr(f"{self.prefix}:comfy:number")) - 1
 
-    async def comfy_task(self, comfy_prompt_id: str) -> Optional[Task]:
+    async def comfy_task(self, comfy_prompt_id: str, owner: Optional[str] = None) -> Optional[Task]:
         with map_redis_errors():
-            task_id = await self.redis.get(self._comfy_key(comfy_prompt_id))
+            task_id = await self.redis.get(self._comfy_key(comfy_prompt_id, owner))
         if not task_id:
             return None
         task = (await self.get_many([task_id]))[0]
         return task if task is not None and task.comfy_prompt_id == comfy_prompt_id else None
 
     async def comfy_tasks(self, *, newest_first: bool = True, offset: int = 0,
-                          limit: Optional[int] = None) -> List[Task]:
-        """Tasks queued through the ComfyUI-compatible API: a page of them, by creation."""
+                          limit: Optional[int] = None, owner: Optional[str] = None) -> List[Task]:
+        """Tasks queued through the ComfyUI-compatible API (by ``owner``): a page of them, by creation."""
         end = -1 if limit is None else offset + limit - 1
         with map_redis_errors():
             ids = await (self.redis.zrevrange if newest_first else self.redis.zrange)(
-                self.comfy_prompts_key, offset, end)
+                self.comfy_prompts_key(owner), offset, end)
             async with self.redis.pipeline(transaction=False) as pipe:
                 for prompt_id in ids:
-                    pipe.get(self._comfy_key(prompt_id))
+                    pipe.get(self._comfy_key(prompt_id, owner))
                 task_ids = await pipe.execute()
         found = await self.get_many([t for t in task_ids if t])
         return [t for t in found if t is not None]
 
-    async def open_comfy_tasks(self) -> List[Task]:
-        """Those not final yet, in queue-number order."""
+    async def open_comfy_tasks(self, owner: Optional[str] = None) -> List[Task]:
+        """Those of ``owner`` not final yet, in queue-number order."""
         with map_redis_errors():
             ids = await self.redis.zrange(self.comfy_open_key, 0, -1)
-        return [t for t in await self.get_many(ids) if t is not None and t.status not in FINAL_STATUSES]
+        return [t for t in await self.get_many(ids)
+                if t is not None and t.status not in FINAL_STATUSES and t.owner == owner]
 
-    async def forget_comfy(self, comfy_prompt_ids: Optional[Sequence[str]] = None) -> None:
-        """Take prompt ids out of the ComfyUI-compatible history (all of them with None); the task records
-        stay."""
+    async def forget_comfy(self, comfy_prompt_ids: Optional[Sequence[str]] = None, owner: Optional[str] = None) -> None:
+        """Take prompt ids out of ``owner``'s ComfyUI-compatible history (all of them with None); the task
+        records stay."""
         with map_redis_errors():
             if comfy_prompt_ids is None:
-                comfy_prompt_ids = await self.redis.zrange(self.comfy_prompts_key, 0, -1)
+                comfy_prompt_ids = await self.redis.zrange(self.comfy_prompts_key(owner), 0, -1)
             if not comfy_prompt_ids:
                 return
             async with self.redis.pipeline(transaction=True) as pipe:
-                pipe.zrem(self.comfy_prompts_key, *comfy_prompt_ids)
-                pipe.delete(*[self._comfy_key(p) for p in comfy_prompt_ids])
+                pipe.zrem(self.comfy_prompts_key(owner), *comfy_prompt_ids)
+                pipe.delete(*[self._comfy_key(p, owner) for p in comfy_prompt_ids])
                 await pipe.execute()
+
+    async def open_owned(self, owner: str) -> List[str]:
+        """Ids of ``owner``'s tasks not final yet."""
+        with map_redis_errors():
+            return sorted(await self.redis.smembers(self.owner_open_key(owner)))
 
     async def active_tasks(self) -> List[Task]:
         with map_redis_errors():

@@ -5,6 +5,8 @@ queue depth).
 Each stream subscribes before it reads the records it starts with, so no change falls between the two. A stream
 that falls too far behind gets a ``lagged`` event and ends (the WebSocket closes with 1013): re-read and
 reconnect.
+
+A client key hears of its own tasks only, and of the queue's depth; pool events are for admins.
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from typing import Any, AsyncIterator, Dict, Optional, Set
 from fastapi import FastAPI, WebSocket, WebSocketDisconnect
 from fastapi.sse import EventSourceResponse, format_sse_event
 
+from .auth import Caller, can_see
 from .errors import NotFound
 from .events import Event, EventHub
 from .models import FINAL_STATUSES, Task
@@ -37,12 +40,14 @@ def _ids(raw: Optional[str]) -> Optional[Set[str]]:
 
 def add_event_routes(app: FastAPI, store: TaskStore, hub: EventHub) -> None:
     @app.get("/api/tasks/{task_id}/events", responses={200: {"content": {"text/event-stream": {}}}})
-    async def task_events(task_id: str) -> Any:
+    async def task_events(task_id: str, principal: Caller) -> Any:
         """Server-Sent Events of one task: its record first, then each change (``task``, ``progress``); the
-        stream ends after the task's final status."""
+        stream ends after the task's final status. (EventSource cannot send headers: ``?token=KEY`` works.)"""
         subscription = hub.subscribe(lambda e: e.get("id") == task_id and e.get("type") in TASK_EVENTS)
         try:
             task = await store.get(task_id)
+            if not can_see(principal, task.owner):
+                raise NotFound(f"no task {task_id}")
         except BaseException:
             subscription.close()
             raise
@@ -66,17 +71,33 @@ def add_event_routes(app: FastAPI, store: TaskStore, hub: EventHub) -> None:
         return EventSourceResponse(stream())
 
     @app.websocket("/api/events")
-    async def events(websocket: WebSocket) -> None:
+    async def events(websocket: WebSocket, principal: Caller) -> None:
         """Live events as JSON text frames. ``?tasks=ID,ID`` follows those tasks (each one's record comes first);
-        without it, everything. Send ``{"tasks": [ids]}`` to follow others, ``{"tasks": null}`` for everything."""
+        without it, everything the key may see. Send ``{"tasks": [ids]}`` to follow others, ``{"tasks": null}``
+        for everything. (``?token=KEY`` for clients that cannot send headers.)"""
         await websocket.accept()
-        follow: Dict[str, Optional[Set[str]]] = {"ids": _ids(websocket.query_params.get("tasks"))}
+        requested = _ids(websocket.query_params.get("tasks"))
+        follow: Dict[str, Optional[Set[str]]] = {"ids": requested if principal.admin or requested is None else set()}
+        owned: Set[str] = set()  # a client following everything: its unfinished tasks, and those it queues
 
         def wanted(event: Event) -> bool:
             ids = follow["ids"]
-            return ids is None or (event.get("type") in TASK_EVENTS and event.get("id") in ids)
+            if event.get("type") not in TASK_EVENTS:
+                return ids is None and (principal.admin or event.get("type") != "pool")
+            if ids is not None:
+                return event.get("id") in ids
+            if principal.admin:
+                return True
+            if event.get("owner") == principal.id:
+                owned.add(event["id"])  # progress events name no owner: they follow from the id
+            return event.get("id") in owned
 
-        async def send_snapshots(ids: Optional[Set[str]]) -> None:
+        async def start_following(ids: Optional[Set[str]]) -> None:
+            """Follow ``ids`` (None: everything), then send their records: events from then on are not missed."""
+            if ids is not None and not principal.admin:
+                # another key's task is as unknown to this one as a missing one: not followed, nothing sent
+                ids = {t.id for t in await store.get_many(sorted(ids)) if t is not None and can_see(principal, t.owner)}
+            follow["ids"] = ids
             for task in await store.get_many(sorted(ids or ())):
                 if task is not None:
                     await websocket.send_text(json.dumps(snapshot(task)))
@@ -93,13 +114,14 @@ def add_event_routes(app: FastAPI, store: TaskStore, hub: EventHub) -> None:
                     await websocket.send_text(json.dumps({"type": "error", "detail": "send {\"tasks\": [ids]} or "
                                                                                      "{\"tasks\": null}"}))
                     continue
-                follow["ids"] = None if command["tasks"] is None else {str(i) for i in command["tasks"]}
-                await send_snapshots(follow["ids"])
+                await start_following(None if command["tasks"] is None else {str(i) for i in command["tasks"]})
 
         with hub.subscribe(wanted) as subscription:
             reader = asyncio.get_running_loop().create_task(read_commands(), name="events commands")
             try:
-                await send_snapshots(follow["ids"])
+                if not principal.admin:
+                    owned.update(await store.open_owned(principal.id))
+                await start_following(requested)
                 while not reader.done():
                     event = await subscription.get(1.0)
                     if event is None:

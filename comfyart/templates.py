@@ -7,7 +7,7 @@ import random
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from .errors import InvalidInput, NotFound
 from .inputs import InputStore, StoredInput
@@ -71,9 +71,11 @@ class Templates:
     async def submit(self, name: str, params: Mapping[str, Any],
                      uploads: Optional[Mapping[str, StoredInput]] = None, *, priority: int = 0,
                      requires: Sequence[str] = (), vram_mb: Optional[int] = None,
-                     webhook: Optional[str] = None) -> Task:
+                     webhook: Optional[str] = None, owner: Optional[str] = None, max_queued: int = 0,
+                     may_read: Callable[[Task], bool] = lambda task: True) -> Task:
         """Queue a run of workflow ``name``'s current version. ``uploads`` are files that came with the request,
-        by parameter. Raises NotFound, or ParameterError naming each parameter at fault."""
+        by parameter; an image parameter may name an output of a task ``may_read`` lets the caller see. Raises
+        NotFound, or ParameterError naming each parameter at fault."""
         meta = await self.workflows.current(name)
         if meta is None:
             raise NotFound(f"no workflow {name}")
@@ -88,15 +90,17 @@ class Templates:
         problems = {}
         for image in image_inputs(definition.params, values):
             try:
-                await self._source(image)
+                await self._source(image, may_read)
             except ValueError as exc:
                 problems[image.param] = str(exc)
         if problems:
             raise ParameterError(problems)
         return await self.tasks.create(workflow=name, workflow_version=version, params=values, priority=priority,
-                                       requires=requires, vram_mb=vram_mb, webhook=webhook)
+                                       requires=requires, vram_mb=vram_mb, webhook=webhook, owner=owner,
+                                       max_queued=max_queued)
 
-    async def _source(self, image: ImageInput) -> Tuple[Path, str, str]:
+    async def _source(self, image: ImageInput,
+                      may_read: Callable[[Task], bool] = lambda task: True) -> Tuple[Path, str, str]:
         """(path, sha256, content type) of an image parameter's file, or ValueError saying why it has none."""
         ref = image.ref
         if ref.input is not None:
@@ -108,6 +112,8 @@ class Templates:
             task = await self.tasks.get(ref.task or "")
         except NotFound:
             raise ValueError(f"no task {ref.task}") from None
+        if not may_read(task):
+            raise ValueError(f"no task {ref.task}")
         if task.status is not TaskStatus.COMPLETED:
             raise ValueError(f"task {task.id} is {task.status}, not completed")
         record = next((o for o in task.outputs if o.filename == ref.filename), None)

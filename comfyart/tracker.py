@@ -35,9 +35,8 @@ from .policy import AttemptEnd, prompt_progress, should_retry
 from .pool import Backend, Pool, now_ms
 from .store import TaskStore
 
+BACKEND_FRAME_MAX = 16 << 20  # a larger frame from a backend ends that socket (previews are far smaller)
 MAX_DOWNLOAD_TRIES = 3
-
-
 WATCHDOG_TICK_S = 0.5
 INTERRUPT_GRACE_S = 60.0
 # the messages ComfyUI keeps in a prompt's history (its status.messages)
@@ -164,7 +163,7 @@ class Tracker:
         while self.pool.backends.get(backend.id) is backend:
             try:
                 async with self.session.ws_connect(backend.client.ws_url(self.client_id), heartbeat=30,
-                                                   max_msg_size=64 << 20) as ws:
+                                                   max_msg_size=BACKEND_FRAME_MAX) as ws:
                     delay = 0.2
                     self._epochs[backend.id] = self._epochs.get(backend.id, 0) + 1
                     await self.reconcile(backend)  # whatever happened while we were not listening
@@ -173,6 +172,12 @@ class Tracker:
                 logger.debug("websocket down backend={} error={!r}", backend.id, exc)
             except TransientError as exc:
                 logger.warning("tracking paused backend={} error={}", backend.id, exc)
+            except Exception as exc:  # noqa: BLE001 - whatever one backend sends must not stop the tracker
+                # a frame that got past the protocol's checks and broke its handler: a bug to fix, logged whole;
+                # meanwhile this backend's socket starts over, and the watchdog's /history checks cover its prompts
+                logger.opt(exception=exc).error("a frame from backend={} could not be handled; reconnecting",
+                                                backend.id)
+                delay = 5.0
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
 

@@ -14,7 +14,7 @@ import asyncio
 import hashlib
 import hmac
 import json
-from typing import Any, Dict, Optional
+from typing import Any, Callable, Dict, Optional
 from urllib.parse import quote
 
 import aiohttp
@@ -36,23 +36,32 @@ def signature(secret: str, body: bytes) -> str:
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 
-def payload(task: Task, public_url: str) -> bytes:
-    """The task record as delivered: its graph left out, each output with the URL that downloads it."""
-    record = task.model_dump(mode="json", exclude={"prompt", "webhook_deliveries"})
+OutputURL = Callable[[Task, str], str]  # the URL of a task's output file, given its name
+
+
+def unsigned_output_url(public_url: str) -> OutputURL:
+    return lambda task, filename: f"{public_url}/api/tasks/{task.id}/outputs/{quote(filename)}"
+
+
+def payload(task: Task, output_url: OutputURL) -> bytes:
+    """The task record as delivered: its graph and owner left out, each output with a URL that downloads it
+    (signed: the receiver has no key)."""
+    record = task.model_dump(mode="json", exclude={"prompt", "webhook_deliveries", "owner"})
     for output in record["outputs"]:
         output.setdefault("url", None)
         if output["url"] is None:
-            output["url"] = f"{public_url}/api/tasks/{task.id}/outputs/{quote(output['filename'])}"
+            output["url"] = output_url(task, output["filename"])
     return json.dumps(record, separators=(",", ":")).encode()
 
 
 class WebhookSender:
     def __init__(self, *, store: TaskStore, session: aiohttp.ClientSession, config: WebhooksConfig,
-                 public_url: str, events: Optional[EventHub] = None) -> None:
+                 public_url: str, events: Optional[EventHub] = None,
+                 output_url: Optional[OutputURL] = None) -> None:
         self.store = store
         self.session = session
         self.config = config
-        self.public_url = public_url
+        self.output_url = output_url or unsigned_output_url(public_url)
         self.events = events or store.events
 
     async def run(self) -> None:
@@ -91,7 +100,7 @@ class WebhookSender:
         if task.webhook is None or task.status not in FINAL_STATUSES:
             await self.store.webhook_attempted(task_id, task.webhook_deliveries, None)
             return
-        body = payload(task, self.public_url)
+        body = payload(task, self.output_url)
         headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT,
                    "X-Comfyart-Event": f"task.{task.status.value}", "X-Comfyart-Delivery": task.id}
         if self.config.secret is not None:

@@ -23,7 +23,7 @@ WRITE_BATCH_BYTES = 1 << 20
 async def map_http_errors(what: str) -> AsyncIterator[None]:
     try:
         yield
-    except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+    except (aiohttp.ClientError, TimeoutError, ValueError, RecursionError) as exc:  # RecursionError: JSON too deep
         raise BackendUnavailable(f"{what}: {type(exc).__name__}: {exc}".rstrip(": ")) from exc
 
 

@@ -5,6 +5,7 @@ No I/O here; see shared/comfyui/PROTOCOL.md for the formats.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Tuple, Union
 
@@ -72,12 +73,15 @@ Event = Union[StatusEvent, ExecutionStart, ExecutionCached, Executing, Progress,
 
 
 def split_frame(text: str) -> Tuple[str, Optional[Dict[str, Any]]]:
-    """One text frame → (its type, its data), or ("", None) for one that is not ComfyUI's shape."""
+    """One text frame → (its type, its data), or ("", None) for one that is not ComfyUI's shape (a prompt id
+    that is not a string included: it could not name a prompt)."""
     try:
         message = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested too deep to parse
         return "", None
     if not isinstance(message, dict) or not isinstance(message.get("data"), dict):
+        return "", None
+    if not isinstance(message["data"].get("prompt_id", ""), (str, type(None))):
         return "", None
     return str(message.get("type")), message["data"]
 
@@ -88,32 +92,62 @@ def parse_frame(text: str) -> Optional[Event]:
     return parse_message(kind, data) if data is not None else None
 
 
+class _Unreadable(ValueError):
+    pass
+
+
+def _node(value: Any) -> Optional[str]:
+    """A node id as ComfyUI sends it (a string; an int from older servers), or None; anything else is junk."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise _Unreadable(value)
+    return str(value)
+
+
+def _text(value: Any) -> Optional[str]:
+    return None if value is None else str(value)[:10_000]
+
+
 def parse_message(kind: str, data: Dict[str, Any]) -> Optional[Event]:
+    """An event of a frame comfyart uses, or None; a frame with a field of the wrong type is dropped whole (a
+    backend that sends junk must not steer a task)."""
     prompt_id = data.get("prompt_id")
+    if prompt_id is not None and not isinstance(prompt_id, str):
+        return None
     try:
         if kind == "status":
             return StatusEvent(int(data["status"]["exec_info"]["queue_remaining"]))
         if kind == "executing":
-            return Executing(prompt_id, data.get("node"))
+            return Executing(prompt_id, _node(data.get("node")))
         if prompt_id is None:
             return None
         if kind == "execution_start":
             return ExecutionStart(prompt_id)
         if kind == "execution_cached":
-            return ExecutionCached(prompt_id, [str(n) for n in data.get("nodes", [])])
+            nodes = data.get("nodes", [])
+            if not isinstance(nodes, list):
+                return None
+            return ExecutionCached(prompt_id, [str(_node(n)) for n in nodes])
         if kind == "progress":
-            return Progress(prompt_id, data.get("node"), float(data["value"]), float(data["max"]))
+            value, maximum = float(data["value"]), float(data["max"])
+            if not (math.isfinite(value) and math.isfinite(maximum)):
+                return None
+            return Progress(prompt_id, _node(data.get("node")), value, maximum)
         if kind == "executed":
-            return Executed(prompt_id, str(data.get("node")), data.get("output") or {})
+            node, output = _node(data.get("node")), data.get("output") or {}
+            if node is None or not isinstance(output, dict):
+                return None
+            return Executed(prompt_id, node, output)
         if kind == "execution_success":
             return ExecutionSuccess(prompt_id)
         if kind == "execution_error":
-            return ExecutionError(prompt_id, data.get("node_id"), data.get("node_type"),
-                                  str(data.get("exception_type", "Exception")),
-                                  str(data.get("exception_message", "")).strip())
+            return ExecutionError(prompt_id, _node(data.get("node_id")), _text(data.get("node_type")),
+                                  str(data.get("exception_type", "Exception"))[:200],
+                                  str(data.get("exception_message", "")).strip()[:10_000])
         if kind == "execution_interrupted":
-            return ExecutionInterrupted(prompt_id, data.get("node_id"), data.get("node_type"))
-    except (KeyError, TypeError, ValueError):
+            return ExecutionInterrupted(prompt_id, _node(data.get("node_id")), _text(data.get("node_type")))
+    except (KeyError, TypeError, ValueError, OverflowError):
         return None
     return None
 
@@ -181,12 +215,17 @@ def history_outcome(entry: Optional[Dict[str, Any]]) -> HistoryOutcome:
     return HistoryOutcome(finished=True, succeeded=False, error=error, outputs=outputs)
 
 
-def graph_problem(prompt: Any) -> Optional[str]:
+DEFAULT_MAX_NODES = 5000
+
+
+def graph_problem(prompt: Any, max_nodes: int = DEFAULT_MAX_NODES) -> Optional[str]:
     """Why ``prompt`` is not an API-format node graph, or None. ComfyUI checks the rest itself."""
     if not isinstance(prompt, dict):
         return "prompt must be a JSON object mapping node ids to nodes"
     if not prompt:
         return "prompt has no nodes"
+    if len(prompt) > max_nodes:
+        return f"prompt has {len(prompt)} nodes; at most {max_nodes} are allowed"
     for node_id, node in prompt.items():
         if not isinstance(node, dict):
             return f"node {node_id!r} must be an object with class_type and inputs"

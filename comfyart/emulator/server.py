@@ -9,7 +9,8 @@ Behaviour for tests is set with CLI flags or at run time through ``POST /emulato
 starts), ``hang`` (the next node never finishes), ``drop_ws_after_start`` (close every socket once the next
 prompt has started), ``drop_prompt_answers`` (queue the next N prompts but lose the answer), ``refuse_prompts``
 (answer the next N prompts with HTTP 500, unqueued), ``refuse_uploads`` (the same for the next N image uploads),
-``node_s`` and ``step_s`` (durations).
+``node_s`` and ``step_s`` (durations), and ``garbage``: a list of ways to misbehave like a broken or hostile
+backend (GARBAGE lists them).
 """
 from __future__ import annotations
 
@@ -41,6 +42,17 @@ MODEL_FOLDERS = ["checkpoints", "configs", "loras", "vae", "text_encoders", "dif
                  "style_models", "embeddings", "diffusers", "vae_approx", "controlnet", "gligen", "upscale_models",
                  "custom_nodes", "hypernetworks", "photomaker", "classifiers", "model_patches", "audio_encoders"]
 CLOSE_SOCKETS = object()  # an outbox entry that closes the sockets instead of sending a frame
+# what ``garbage`` may hold: each makes one part of the server answer junk
+GARBAGE = {
+    "prompt_answer": "POST /prompt queues the prompt but answers HTML with status 200",
+    "history": "/history answers invalid JSON with status 200",
+    "deep_json": "/history answers JSON nested 100,000 deep",
+    "ws_junk": "once a prompt starts, its socket gets junk frames: not JSON, wrong shapes, wrong types, "
+               "odd ids, deep nesting, short binary frames",
+    "huge_frame": "once a prompt starts, its socket gets one 20 MiB text frame",
+    "view_hangs": "/view sends its headers, then a byte a second, never ending",
+}
+DEEP = 100_000
 DEFAULT_CHECKPOINTS = ["v1-5-pruned-emaonly-fp16.safetensors", "sd_xl_base_1.0.safetensors",
                        "dreamshaper_8.safetensors", "realisticVision_v60.safetensors"]
 
@@ -58,11 +70,14 @@ class Behaviour:
     refuse_prompts: int = 0  # answer the next N POST /prompt with HTTP 500 without queueing them
     refuse_uploads: int = 0  # answer the next N POST /upload/image (or mask) with HTTP 500, storing nothing
     megapixel_s: float = 0.0  # compute time per megapixel a node outputs (a CPU ComfyUI spends ~0.03 s)
+    garbage: List[str] = field(default_factory=list)  # keys of GARBAGE
 
     def update(self, changes: Dict[str, Any]) -> None:
         for key, value in changes.items():
             if not hasattr(self, key):
                 raise KeyError(key)
+            if key == "garbage" and not (isinstance(value, list) and set(value) <= set(GARBAGE)):
+                raise KeyError(f"garbage: a list of {', '.join(GARBAGE)}")
             setattr(self, key, value)
 
 
@@ -209,6 +224,12 @@ class Emulator:
         self.interrupt_requested = False
         self.prompts_run += 1
         await lifecycle("execution_start", {"prompt_id": pid, "timestamp": now_ms()})
+        if cid is not None and "ws_junk" in self.behaviour.garbage:
+            for junk in junk_frames(pid):
+                await self._post(cid, junk)
+        if cid is not None and "huge_frame" in self.behaviour.garbage:
+            huge = {"type": "progress", "data": {"prompt_id": pid, "junk": "x" * (20 << 20)}}
+            await self._post(cid, json.dumps(huge))
         if self.behaviour.drop_ws_after_start:
             self.behaviour.drop_ws_after_start = False
             await self._post(None, CLOSE_SOCKETS)
@@ -453,6 +474,33 @@ def _reencode(path: str, preview: Optional[str], channel: str) -> Tuple[bytes, s
 
 # ====================================================================== HTTP layer
 
+def junk_frames(prompt_id: str) -> List[Any]:
+    """What a broken backend might send on its socket in the middle of a prompt."""
+    return [
+        "this is not JSON",
+        "[1, 2, 3]",
+        json.dumps({"type": "progress", "data": "a string"}),
+        json.dumps({"type": "progress", "data": {"prompt_id": ["a", "list"], "value": 1, "max": 2}}),
+        json.dumps({"type": "progress", "data": {"prompt_id": {"a": "dict"}, "value": 1, "max": 2}}),
+        json.dumps({"type": "progress", "data": {"prompt_id": prompt_id, "node": ["x"], "value": "lots",
+                                                 "max": None}}),
+        json.dumps({"type": "progress", "data": {"prompt_id": prompt_id, "node": "1", "value": 1e308, "max": 0}}),
+        json.dumps({"type": "executing", "data": {"prompt_id": prompt_id, "node": {"not": "an id"}}}),
+        json.dumps({"type": "execution_cached", "data": {"prompt_id": prompt_id, "nodes": "not a list"}}),
+        json.dumps({"type": "executed", "data": {"prompt_id": prompt_id, "node": None, "output": "not a dict"}}),
+        json.dumps({"type": "executed", "data": {"prompt_id": prompt_id, "node": "9",
+                                                 "output": {"images": ["x", {"filename": 3}, None]}}}),
+        json.dumps({"type": "execution_start", "data": {"prompt_id": "someone-else"}}),
+        json.dumps({"type": "status", "data": {"status": {"exec_info": {"queue_remaining": "many"}}}}),
+        json.dumps({"type": None, "data": {}}),
+        "[" * DEEP + "]" * DEEP,
+        json.dumps({"type": "progress", "data": {"prompt_id": prompt_id, "deep": json.loads("[" * 500 + "]" * 500)}}),
+        b"",
+        b"\x00\x01\x02",
+        b"\x00\x00\x00\x01\x00\x00\x00\x02not an image",
+    ]
+
+
 def _failure() -> web.Response:
     return web.Response(status=500, text=FAILURE_TEXT)
 
@@ -546,6 +594,8 @@ def build_app(emu: Emulator) -> web.Application:
             if request.transport is not None:
                 request.transport.close()  # the prompt is queued, but its answer is lost on the way
             raise ConnectionResetError("answer dropped on purpose")
+        if "prompt_answer" in emu.behaviour.garbage:
+            return web.Response(text="<html><body>Bad Gateway?</body></html>", content_type="text/html")
         return web.json_response({"prompt_id": prompt_id, "number": number, "node_errors": node_errors})
 
     @routes.get("/queue")
@@ -583,8 +633,18 @@ def build_app(emu: Emulator) -> web.Application:
             emu.interrupt_requested = True
         return web.Response(status=200)
 
+    def garbled_history() -> Optional[web.Response]:
+        if "history" in emu.behaviour.garbage:
+            return web.Response(text='{"broken": [', content_type="application/json")
+        if "deep_json" in emu.behaviour.garbage:
+            return web.Response(text='{"a": ' + "[" * DEEP + "]" * DEEP + "}", content_type="application/json")
+        return None
+
     @routes.get("/history")
     async def history(request: web.Request) -> web.Response:
+        garbled = garbled_history()
+        if garbled is not None:
+            return garbled
         try:
             max_items = int(request.query["max_items"]) if "max_items" in request.query else None
             offset = int(request.query.get("offset", -1))
@@ -600,6 +660,9 @@ def build_app(emu: Emulator) -> web.Application:
     @routes.get("/history/{prompt_id}")
     async def history_one(request: web.Request) -> web.Response:
         pid = request.match_info["prompt_id"]
+        garbled = garbled_history()
+        if garbled is not None:
+            return garbled
         return web.json_response({pid: emu.history[pid]} if pid in emu.history else {})
 
     @routes.post("/history")
@@ -618,6 +681,12 @@ def build_app(emu: Emulator) -> web.Application:
         filename = request.query.get("filename")
         if not filename:
             return web.Response(status=404)
+        if "view_hangs" in emu.behaviour.garbage:
+            endless = web.StreamResponse(headers={"Content-Type": "image/png"})
+            await endless.prepare(request)
+            while True:
+                await endless.write(b"\x89")
+                await asyncio.sleep(1.0)
         kind = request.query.get("type", "output")
         for tag in ("input", "output", "temp"):
             if filename.endswith(f" [{tag}]"):

@@ -158,6 +158,11 @@ async def test_run_text_to_image_with_parameters(tmp_path: Path, redis_url, emul
     ({"prompt": "x", "sampler": "heun"}, "params.sampler: must be one of"),
     ({"prompt": "x", "cfg": None}, "params.cfg: must be a number"),
     ({"prompt": 3, "steps": 0}, "params.prompt: must be a string, got 3; params.steps: 0 is below the minimum 1"),
+    # a value cannot become a link to another node, or a node of its own
+    ({"prompt": ["4", 0]}, "params.prompt: must be a string"),
+    ({"prompt": "x", "seed": ["4", 0]}, "params.seed: must be an integer"),
+    ({"prompt": {"class_type": "SaveImage", "inputs": {}}}, "params.prompt: must be a string"),
+    ({"prompt": "x", "sampler": ["euler"]}, "params.sampler: must be one of"),
 ])
 async def test_bad_parameters_are_refused_by_name(tmp_path: Path, redis_url, params, reason):
     async with running_daemon(settings_for(tmp_path, redis_url)) as api:

@@ -25,7 +25,7 @@ from comfyart.front import (
 )
 from comfyart.models import OutputFile, Relay, Task, TaskStatus
 from comfyart.policy import webhook_next_attempt
-from comfyart.webhooks import payload, signature
+from comfyart.webhooks import payload, signature, unsigned_output_url
 
 INFO = {
     "EmptyImage": {"input": {"required": {"width": ["INT", {"default": 512, "min": 1, "max": 16384}],
@@ -244,7 +244,7 @@ def test_webhook_retries_double_up_to_the_cap_until_2xx_or_the_last_attempt(atte
 
 
 def test_webhook_payload_and_signature():
-    body = payload(task(outputs=[output("a b.png")]), "http://example.test:8100")
+    body = payload(task(outputs=[output("a b.png")]), unsigned_output_url("http://example.test:8100"))
     record = json.loads(body)
     assert "prompt" not in record and record["id"] == "T1"
     assert record["outputs"][0]["url"] == "http://example.test:8100/api/tasks/T1/outputs/a%20b.png"
