@@ -60,6 +60,7 @@ from .store import TaskStore
 from .streams import add_event_routes
 from .templates import Templates
 from .tracker import Tracker
+from .webhooks import literal_target_problem
 from .workflow import ParameterError, WorkflowDefinition, definition_problems, infer_parameters, workflow_name_problem
 from .workflow_store import WorkflowStore
 
@@ -82,6 +83,7 @@ class Security:
     url_secret: bytes = b""
     signed_url_ttl_s: int = 24 * 3600
     limits: LimitsConfig = field(default_factory=LimitsConfig)
+    private_webhooks: bool = False  # whether client keys' webhooks may reach private addresses
 
     def output_url(self, base: str, task_id: str, filename: str, ttl_s: Optional[int] = None,
                    now: Optional[float] = None) -> Tuple[str, int]:
@@ -286,12 +288,18 @@ def create_app(services: Services) -> FastAPI:
             raise NotFound(f"no task {task_id}")
         return task
 
-    async def admitted(principal: Principal) -> Dict[str, Any]:
-        """The owner and queue quota a new task of the caller carries, after its submission rate is checked."""
-        if security.quotas is None:
-            return {"owner": principal.owner}
-        await security.quotas.submission(principal)
-        return {"owner": principal.owner, "max_queued": security.quotas.max_queued(principal)}
+    async def admitted(principal: Principal, options: Dict[str, Any]) -> Dict[str, Any]:
+        """What a new task of the caller carries besides ``options``: its owner, its queue quota (after its
+        submission rate is checked), and whether its webhook may reach public addresses only."""
+        admission: Dict[str, Any] = {"owner": principal.owner}
+        if "webhook" in options and not principal.admin:
+            admission["webhook_public_only"] = True
+            if not security.private_webhooks and literal_target_problem(options["webhook"]) is not None:
+                raise BadRequest(422, f"webhook: {literal_target_problem(options['webhook'])}")
+        if security.quotas is not None:
+            await security.quotas.submission(principal)
+            admission["max_queued"] = security.quotas.max_queued(principal)
+        return admission
 
     @app.exception_handler(BadRequest)
     async def bad_request(request: Request, exc: BadRequest) -> JSONResponse:
@@ -330,7 +338,7 @@ def create_app(services: Services) -> FastAPI:
                 raise BadRequest(422, "workflow must be a workflow's name")
             params = _params(body.get("params"))
             return _created(await templates.submit(body["workflow"], params, **options,
-                                                   **await admitted(principal),
+                                                   **await admitted(principal, options),
                                                    may_read=lambda task: can_see(principal, task.owner)))
         if "prompt" not in body:
             raise BadRequest(422, "missing field 'prompt' (a ComfyUI API-format graph) or 'workflow'")
@@ -339,7 +347,7 @@ def create_app(services: Services) -> FastAPI:
         problem = graph_problem(body["prompt"], max_nodes=security.limits.max_graph_nodes)
         if problem is not None:
             raise BadRequest(422, problem)
-        return _created(await store.create(body["prompt"], **options, **await admitted(principal)))
+        return _created(await store.create(body["prompt"], **options, **await admitted(principal, options)))
 
     @app.get("/api/tasks")
     async def list_tasks(principal: Caller, status: Optional[TaskStatus] = None, limit: int = Query(50, ge=1, le=500),
@@ -449,7 +457,7 @@ def create_app(services: Services) -> FastAPI:
         if await workflows.current(name) is None:
             raise NotFound(f"no workflow {name}")
         params, files, options = await _run_request(request, inputs)
-        return _created(await templates.submit(name, params, files, **options, **await admitted(principal),
+        return _created(await templates.submit(name, params, files, **options, **await admitted(principal, options),
                                                may_read=lambda task: can_see(principal, task.owner)))
 
     @app.post("/api/inputs", status_code=201)

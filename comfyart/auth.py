@@ -291,14 +291,17 @@ class AuthMiddleware:
             signed = (scope["type"] == "http" and scope["method"] in ("GET", "HEAD") and "signature" in query
                       and self.SIGNED_PATHS.match(scope["path"]) is not None)
             if presented or not (scope["path"] in self.OPEN_PATHS or signed):
+                # with an admin user, browsers get the basic challenge too, and ask for a user and password
+                challenge = 'Bearer realm="comfyart"' + (', Basic realm="comfyart"'
+                                                         if self.authenticator.admin_user else "")
                 await _refuse(scope, receive, send, "invalid or revoked credentials" if presented
-                              else "authentication required: send Authorization: Bearer <API key>")
+                              else "authentication required: send Authorization: Bearer <API key>", challenge)
                 return
         state["principal"] = principal
         await self.app(scope, receive, send)
 
 
-async def _refuse(scope: Dict[str, Any], receive: Any, send: Any, detail: str) -> None:
+async def _refuse(scope: Dict[str, Any], receive: Any, send: Any, detail: str, challenge: str) -> None:
     if scope["type"] == "websocket":
         # closing before accepting answers the upgrade with HTTP 403
         await receive()  # websocket.connect
@@ -307,7 +310,7 @@ async def _refuse(scope: Dict[str, Any], receive: Any, send: Any, detail: str) -
     body = json.dumps({"detail": detail}).encode()
     await send({"type": "http.response.start", "status": 401,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                            (b"www-authenticate", b'Bearer realm="comfyart"')]})
+                            (b"www-authenticate", challenge.encode())]})
     await send({"type": "http.response.body", "body": body})
 
 

@@ -45,6 +45,8 @@ class WebhooksConfig(_Section):
     max_attempts: int = Field(8, ge=1, le=100)
     backoff_s: float = Field(1.0, gt=0, description="wait before the 2nd attempt; doubled each time after")
     backoff_max_s: float = Field(600.0, gt=0)
+    allow_private_targets: bool = Field(False, description="let client keys' webhooks reach private, loopback and "
+                                                           "link-local addresses (admins' always may)")
 
 
 class ApiKeyConfig(_Section):

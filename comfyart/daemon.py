@@ -121,7 +121,8 @@ async def build_security(settings: Settings, client: "aioredis.Redis") -> Securi
                 "yes" if admin_user else "no")
     return Security(authenticator=authenticator, keys=keys,
                     quotas=Quotas(client, settings.redis.prefix, auth.quotas), url_secret=secret,
-                    signed_url_ttl_s=auth.signed_url_ttl_s, limits=settings.limits)
+                    signed_url_ttl_s=auth.signed_url_ttl_s, limits=settings.limits,
+                    private_webhooks=settings.webhooks.allow_private_targets)
 
 
 def build_providers(settings: Settings) -> List[Provider]:

@@ -118,6 +118,8 @@ class Task(BaseModel):
         None, description="the backend's execution_* messages of the last attempt, [type, data] each, as ComfyUI "
                           "keeps them in its history")
     webhook: Optional[str] = Field(None, description="URL that gets the record once the task ends")
+    webhook_public_only: bool = Field(False, description="queued by a client key: its webhook may reach public "
+                                                         "addresses only")
     webhook_deliveries: List[Dict[str, Any]] = Field(default_factory=list,
                                                      description="each attempt to deliver the webhook")
 

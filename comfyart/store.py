@@ -346,7 +346,7 @@ class TaskStore:
                      workflow_version: Optional[int] = None, params: Optional[Dict[str, Any]] = None,
                      priority: int = 0, requires: Sequence[str] = (), vram_mb: Optional[int] = None,
                      webhook: Optional[str] = None, comfy: Optional[Dict[str, Any]] = None,
-                     owner: Optional[str] = None, max_queued: int = 0) -> Task:
+                     owner: Optional[str] = None, max_queued: int = 0, webhook_public_only: bool = False) -> Task:
         """Queue a task: a whole graph, or a workflow's name, version and parameter values (the graph is resolved
         at dispatch, which keeps a long queue small). Defaults are not stored: a queue can hold millions.
         ``comfy`` holds what the ComfyUI-compatible API records: ``comfy_prompt_id``, ``client_id``, ``number``,
@@ -371,6 +371,8 @@ class TaskStore:
             fields["vram_mb"] = vram_mb
         if webhook is not None:
             fields["webhook"] = webhook
+            if webhook_public_only:
+                fields["webhook_public_only"] = 1
         comfy = {k: v for k, v in (comfy or {}).items() if v is not None}
         fields.update(comfy)
         with map_redis_errors():

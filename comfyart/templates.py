@@ -72,7 +72,7 @@ class Templates:
                      uploads: Optional[Mapping[str, StoredInput]] = None, *, priority: int = 0,
                      requires: Sequence[str] = (), vram_mb: Optional[int] = None,
                      webhook: Optional[str] = None, owner: Optional[str] = None, max_queued: int = 0,
-                     may_read: Callable[[Task], bool] = lambda task: True) -> Task:
+                     webhook_public_only: bool = False, may_read: Callable[[Task], bool] = lambda task: True) -> Task:
         """Queue a run of workflow ``name``'s current version. ``uploads`` are files that came with the request,
         by parameter; an image parameter may name an output of a task ``may_read`` lets the caller see. Raises
         NotFound, or ParameterError naming each parameter at fault."""
@@ -97,7 +97,7 @@ class Templates:
             raise ParameterError(problems)
         return await self.tasks.create(workflow=name, workflow_version=version, params=values, priority=priority,
                                        requires=requires, vram_mb=vram_mb, webhook=webhook, owner=owner,
-                                       max_queued=max_queued)
+                                       max_queued=max_queued, webhook_public_only=webhook_public_only)
 
     async def _source(self, image: ImageInput,
                       may_read: Callable[[Task], bool] = lambda task: True) -> Tuple[Path, str, str]:

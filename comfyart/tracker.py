@@ -35,7 +35,7 @@ from .policy import AttemptEnd, prompt_progress, should_retry
 from .pool import Backend, Pool, now_ms
 from .store import TaskStore
 
-BACKEND_FRAME_MAX = 16 << 20  # a larger frame from a backend ends that socket (previews are far smaller)
+BACKEND_FRAME_MAX = 64 << 20  # a larger frame from a backend ends that socket (SaveImageWebsocket sends whole PNGs)
 MAX_DOWNLOAD_TRIES = 3
 WATCHDOG_TICK_S = 0.5
 INTERRUPT_GRACE_S = 60.0

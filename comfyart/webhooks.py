@@ -7,15 +7,22 @@ receiver should use ``X-Comfyart-Delivery`` (the task id) to ignore repeats.
 
 Headers: ``X-Comfyart-Event`` (``task.completed``, ``task.failed``, ``task.canceled``), ``X-Comfyart-Delivery``,
 and with ``webhooks.secret`` set, ``X-Comfyart-Signature: sha256=<hex HMAC-SHA256 of the body>``.
+
+A webhook is a request the daemon makes for a caller, from inside the network: a client key's webhook
+(``public_only``) may reach public addresses only, unless ``webhooks.allow_private_targets``. Its host name is
+resolved by a resolver that refuses private, loopback and link-local answers, on the connection actually used, so
+a name that changes its answer between two lookups gains nothing; redirects are never followed.
 """
 from __future__ import annotations
 
 import asyncio
 import hashlib
 import hmac
+import ipaddress
 import json
-from typing import Any, Callable, Dict, Optional
-from urllib.parse import quote
+import socket
+from typing import Any, Callable, Dict, List, Optional
+from urllib.parse import quote, urlsplit
 
 import aiohttp
 from loguru import logger
@@ -28,6 +35,50 @@ from .policy import webhook_next_attempt
 from .store import TaskStore, now_ms
 
 POLL_S = 1.0
+PRIVATE_TARGET = "the webhook's host is not a public address; client keys may reach public addresses only"
+
+
+def address_is_public(address: str) -> bool:
+    """Whether an IP address is on the public internet (not private, loopback, link-local, reserved, ...)."""
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_global
+
+
+def literal_target_problem(url: str) -> Optional[str]:
+    """For a public-only webhook: PRIVATE_TARGET when its host is an IP address that is not public (a name is
+    judged by what it resolves to, when delivered)."""
+    host = (urlsplit(url).hostname or "").strip("[]")
+    try:
+        ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return None
+    return None if address_is_public(host) else PRIVATE_TARGET
+
+
+class PrivateTarget(OSError):
+    pass
+
+
+class PublicOnlyResolver(aiohttp.abc.AbstractResolver):
+    """Resolves like aiohttp's default, and refuses a name with any answer that is not a public address."""
+
+    def __init__(self) -> None:
+        self.inner = aiohttp.DefaultResolver()
+
+    async def resolve(self, host: str, port: int = 0,
+                      family: socket.AddressFamily = socket.AF_INET) -> List[aiohttp.abc.ResolveResult]:
+        answers = await self.inner.resolve(host, port, family)
+        if not answers or not all(address_is_public(a["host"]) for a in answers):
+            raise PrivateTarget(PRIVATE_TARGET)
+        return answers
+
+    async def close(self) -> None:
+        await self.inner.close()
 BATCH = 32
 USER_AGENT = "comfyart-webhook"
 
@@ -63,8 +114,17 @@ class WebhookSender:
         self.config = config
         self.output_url = output_url or unsigned_output_url(public_url)
         self.events = events or store.events
+        self.public_session: Optional[aiohttp.ClientSession] = None
 
     async def run(self) -> None:
+        # webhooks of client keys go through a session of their own, whose resolver refuses private addresses
+        self.public_session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(resolver=PublicOnlyResolver()))
+        try:
+            await self._run()
+        finally:
+            await self.public_session.close()
+
+    async def _run(self) -> None:
         def ended_with_webhook(event: Dict[str, Any]) -> bool:
             return event.get("type") == "task" and event.get("webhook_due") is True
 
@@ -108,15 +168,23 @@ class WebhookSender:
         attempt = len(task.webhook_deliveries) + 1
         status: Optional[int] = None
         error: Optional[str] = None
+        public_only = task.webhook_public_only and not self.config.allow_private_targets
+        refusal = literal_target_problem(task.webhook) if public_only else None
         try:
-            async with self.session.post(task.webhook, data=body, headers=headers, allow_redirects=False,
-                                         timeout=aiohttp.ClientTimeout(total=self.config.timeout_s)) as response:
+            if refusal is not None:
+                raise ValueError(refusal)
+            session = self.public_session if public_only else self.session
+            async with session.post(task.webhook, data=body, headers=headers, allow_redirects=False,
+                                    timeout=aiohttp.ClientTimeout(total=self.config.timeout_s)) as response:
                 status = response.status
                 await response.read()
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
-            error = f"{type(exc).__name__}: {exc}".rstrip(": ")
-        wait_s = webhook_next_attempt(attempt=attempt, status=status, max_attempts=self.config.max_attempts,
-                                      backoff_s=self.config.backoff_s, backoff_max_s=self.config.backoff_max_s)
+            if isinstance(getattr(exc, "os_error", None), PrivateTarget):  # aiohttp wraps what the resolver raised
+                refusal = PRIVATE_TARGET
+            error = refusal or f"{type(exc).__name__}: {exc}".rstrip(": ")
+        wait_s = None if refusal is not None else webhook_next_attempt(  # a refusal would only repeat
+            attempt=attempt, status=status, max_attempts=self.config.max_attempts, backoff_s=self.config.backoff_s,
+            backoff_max_s=self.config.backoff_max_s)
         delivered = status is not None and 200 <= status < 300
         record: Dict[str, Any] = {"attempt": attempt, "at_ms": now_ms(), "status": status, "delivered": delivered}
         if error is not None:

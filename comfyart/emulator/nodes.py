@@ -258,7 +258,9 @@ async def run_node(class_type: str, inputs: Dict[str, Any], ctx: Context) -> Tup
         color = inputs["color"]
         rgb = ((color >> 16) & 0xFF, (color >> 8) & 0xFF, color & 0xFF)
         image = Image.new("RGB", (inputs["width"], inputs["height"]), rgb)
-        return ([image.copy() for _ in range(inputs["batch_size"])],), None
+        # one picture shared by the batch: no node changes its input in place, and 150 copies of a 2048² image
+        # would hold the event loop (and every socket) for seconds
+        return ([image] * inputs["batch_size"],), None
     if class_type == "ImageInvert":
         return ([im.convert("RGB").point(_INVERT * 3) for im in inputs["image"]],), None
     if class_type == "ImageScale":

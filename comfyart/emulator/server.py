@@ -49,7 +49,7 @@ GARBAGE = {
     "deep_json": "/history answers JSON nested 100,000 deep",
     "ws_junk": "once a prompt starts, its socket gets junk frames: not JSON, wrong shapes, wrong types, "
                "odd ids, deep nesting, short binary frames",
-    "huge_frame": "once a prompt starts, its socket gets one 20 MiB text frame",
+    "huge_frame": "once a prompt starts, its socket gets one 65 MiB text frame",
     "view_hangs": "/view sends its headers, then a byte a second, never ending",
 }
 DEEP = 100_000
@@ -228,7 +228,7 @@ class Emulator:
             for junk in junk_frames(pid):
                 await self._post(cid, junk)
         if cid is not None and "huge_frame" in self.behaviour.garbage:
-            huge = {"type": "progress", "data": {"prompt_id": pid, "junk": "x" * (20 << 20)}}
+            huge = {"type": "progress", "data": {"prompt_id": pid, "junk": "x" * (65 << 20)}}
             await self._post(cid, json.dumps(huge))
         if self.behaviour.drop_ws_after_start:
             self.behaviour.drop_ws_after_start = False

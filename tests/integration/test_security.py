@@ -79,6 +79,7 @@ async def test_credentials_are_required_checked_and_revocable(tmp_path: Path, re
                         {"Authorization": "Basic " + base64.b64encode(b"root:wrong password").decode()}):
             answer = await api.get("/api/tasks", headers=headers)
             assert answer.status_code == 401 and answer.headers["www-authenticate"].startswith("Bearer")
+            assert 'Basic realm="comfyart"' in answer.headers["www-authenticate"]  # a browser asks for the admin
             assert ADMIN_KEY not in answer.text
         basic = base64.b64encode(f"{ADMIN_USER}:{ADMIN_PASSWORD}".encode()).decode()
         assert (await api.get("/api/pool", headers={"Authorization": f"Basic {basic}"})).status_code == 200
@@ -105,6 +106,13 @@ async def test_credentials_are_required_checked_and_revocable(tmp_path: Path, re
         assert (await admin.delete("/api/keys/nosuchkey")).status_code == 404
         for body in ({"name": "has space"}, {"name": "x", "role": "root"}, {"name": "x", "max_queued": -1}):
             assert (await admin.post("/api/keys", json=body)).status_code == 422
+        # the Docker side is configuration only: no request, even an admin's, names an image, command or mount
+        for path, body in (("/api/pool/backends", {"name": "x", "url": "http://127.0.0.1:9", "image": "evil"}),
+                           ("/api/pool/backends", {"name": "x", "url": "http://127.0.0.1:9", "command": ["sh"]}),
+                           ("/api/pool/scale", {"target": 1, "volumes": ["/:/host"]}),
+                           ("/api/scheduler", {"devices": ["/dev/nvidia0"]})):
+            answer = await admin.request("PUT" if path == "/api/scheduler" else "POST", path, json=body)
+            assert answer.status_code == 422 and "unknown field" in answer.json()["detail"], (path, answer.text)
 
 
 async def test_a_client_sees_only_its_own_tasks_outputs_and_events(tmp_path: Path, redis_url, emulator):
@@ -328,3 +336,58 @@ async def test_secrets_stay_out_of_the_pool_view_and_the_logs(tmp_path: Path, re
     assert "auth on" in logged
     for secret in (ADMIN_KEY, ALICE_KEY, made, ADMIN_PASSWORD, "hunter2-pw", "webhook-secret-xyz"):
         assert secret not in logged
+
+
+@pytest.mark.parametrize("allow_private", [False, True])
+async def test_client_webhooks_reach_public_addresses_only(tmp_path: Path, redis_url, emulator, allow_private):
+    from aiohttp import web
+
+    from comfyart.webhooks import PRIVATE_TARGET
+    from tests.conftest import free_port
+
+    received: List[str] = []
+
+    async def hook(request: web.Request) -> web.Response:
+        received.append(json.loads(await request.read())["id"])
+        return web.Response(status=204)
+
+    app = web.Application()
+    app.router.add_post("/hook", hook)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    emu = emulator()
+    settings = secured(tmp_path, redis_url, static_backends=static(emu),
+                       webhooks={"backoff_s": 0.2, "allow_private_targets": allow_private})
+    try:
+        async with running_daemon(settings) as api:
+            alice, admin = as_key(api, ALICE_KEY), as_key(api, ADMIN_KEY)
+            literal = await alice.post("/api/tasks", json={"prompt": basic_graph(),
+                                                           "webhook": f"http://127.0.0.1:{port}/hook"})
+            if not allow_private:
+                assert literal.status_code == 422 and PRIVATE_TARGET in literal.json()["detail"]
+            else:
+                assert literal.status_code == 201
+            by_name = (await alice.post("/api/tasks", json={"prompt": basic_graph(color=5),
+                                                            "webhook": f"http://localhost:{port}/hook"})).json()["id"]
+            by_admin = (await admin.post("/api/tasks", json={"prompt": basic_graph(color=6),
+                                                             "webhook": f"http://127.0.0.1:{port}/hook"})).json()["id"]
+            await wait_for_tasks(admin, [by_name, by_admin])
+            deliveries: Dict[str, List[Dict[str, Any]]] = {}
+            async with asyncio.timeout(20):
+                while len(deliveries) < 2:
+                    for task_id in (by_name, by_admin):
+                        record = (await admin.get(f"/api/tasks/{task_id}")).json()
+                        if record["webhook_deliveries"] and "next_attempt_ms" not in record["webhook_deliveries"][-1]:
+                            deliveries[task_id] = record["webhook_deliveries"]
+                    await asyncio.sleep(0.1)
+            assert deliveries[by_admin][-1]["delivered"] and by_admin in received  # admins may
+            if allow_private:
+                assert deliveries[by_name][-1]["delivered"] and by_name in received
+            else:  # "localhost" resolves to loopback: refused at once, never retried, nothing sent
+                assert deliveries[by_name] == [{**deliveries[by_name][0], "delivered": False, "status": None,
+                                                "error": PRIVATE_TARGET}]
+                assert by_name not in received
+    finally:
+        await runner.cleanup()

@@ -29,6 +29,7 @@ from comfyart.models import socket_key
 from comfyart.outputs import MAX_NAME_BYTES, safe_filename
 from comfyart.policy import rate_limit
 from comfyart.redact import redact_env, redact_url
+from comfyart.webhooks import address_is_public, literal_target_problem
 
 ALICE = Principal(id="config:alice", name="alice", role=Role.CLIENT)
 BOB = Principal(id="k2", name="bob", role=Role.CLIENT)
@@ -277,3 +278,20 @@ def test_good_frames_still_parse_after_the_checks():
         == Progress("p", "3", 2.0, 4.0)
     executed = parse_frame('{"type": "executed", "data": {"prompt_id": "p", "node": "9", "output": {"images": []}}}')
     assert executed == Executed("p", "9", {"images": []})
+
+
+@pytest.mark.parametrize("url, refused", [
+    ("http://127.0.0.1:9/x", True), ("http://10.1.2.3/x", True), ("http://192.168.0.1/x", True),
+    ("http://169.254.169.254/latest/meta-data", True), ("http://[::1]:80/x", True), ("http://[fe80::1]/x", True),
+    ("http://[::ffff:127.0.0.1]/x", True), ("http://0.0.0.0/x", True), ("http://100.64.0.1/x", True),
+    ("https://93.184.215.14/hook", False), ("https://[2606:4700::6810:84e5]/hook", False),
+    ("https://hooks.example.com/x", False),  # a name: judged by what it resolves to, on delivery
+])
+def test_webhook_targets_given_as_addresses_are_judged_at_once(url, refused):
+    assert (literal_target_problem(url) is not None) is refused
+
+
+@pytest.mark.parametrize("address, public", [("8.8.8.8", True), ("127.0.0.1", False), ("::1", False),
+                                             ("::ffff:10.0.0.1", False), ("fe80::1%eth0", False), ("nope", False)])
+def test_public_addresses(address, public):
+    assert address_is_public(address) is public
