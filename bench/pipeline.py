@@ -22,7 +22,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import httpx
 import yaml
@@ -79,8 +79,10 @@ class Rig:
                     "--base-dir", str(self.workdir / f"emu-{port}")], port)
         return f"http://127.0.0.1:{port}"
 
-    def daemon(self, redis_url: str, backends: List[str], name: str, **sections: dict) -> tuple:
-        """``comfyart serve`` over static ``backends``; ``sections`` (e.g. ``scheduler={...}``) extend the config."""
+    def daemon(self, redis_url: str, backends: List[str], name: str, headers: Optional[dict] = None,
+               **sections: dict) -> tuple:
+        """``comfyart serve`` over static ``backends``; ``sections`` (e.g. ``scheduler={...}``) extend the config;
+        ``headers`` carry an admin key when the config turns auth on."""
         port = free_port()
         config = {"server": {"port": port}, "redis": {"url": redis_url, "prefix": f"bench-{name}"},
                   "data_dir": str(self.workdir / f"data-{name}"),
@@ -94,7 +96,8 @@ class Rig:
                               "warning"], port)
         api = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 30
-        while sum(b["status"] == "healthy" for b in httpx.get(api + "/api/pool").json()["backends"]) < len(backends):
+        while sum(b["status"] == "healthy"
+                  for b in httpx.get(api + "/api/pool", headers=headers).json()["backends"]) < len(backends):
             if time.monotonic() > deadline:
                 raise TimeoutError("backends not healthy")
             time.sleep(0.1)

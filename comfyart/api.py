@@ -84,6 +84,7 @@ class Security:
     signed_url_ttl_s: int = 24 * 3600
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     private_webhooks: bool = False  # whether client keys' webhooks may reach private addresses
+    public_url: Optional[str] = None  # server.public_url: links are made under it (behind a proxy)
 
     def output_url(self, base: str, task_id: str, filename: str, ttl_s: Optional[int] = None,
                    now: Optional[float] = None) -> Tuple[str, int]:
@@ -380,7 +381,7 @@ def create_app(services: Services) -> FastAPI:
         task = await visible_task(task_id, principal)
         if not any(o.filename == filename for o in task.outputs):
             raise NotFound(f"task {task_id} has no output {filename}")
-        base = str(request.base_url).rstrip("/")
+        base = security.public_url or str(request.base_url).rstrip("/")
         url, expires = security.output_url(base, task_id, filename, expires_in_s)
         return {"url": url, "expires": expires}
 

@@ -113,7 +113,8 @@ async def build_security(settings: Settings, client: "aioredis.Redis") -> Securi
     if not auth.active:
         logger.warning("auth is OFF: every caller is an admin (server.host={}); configure auth.keys or "
                        "auth.admin_user before exposing this daemon", settings.server.host)
-        return Security(url_secret=secret, signed_url_ttl_s=auth.signed_url_ttl_s, limits=settings.limits)
+        return Security(url_secret=secret, signed_url_ttl_s=auth.signed_url_ttl_s, limits=settings.limits,
+                        public_url=settings.server.public_url and settings.server.public_base())
     admin_user = (auth.admin_user, auth.admin_password.get_secret_value()) \
         if auth.admin_user and auth.admin_password else None
     authenticator = Authenticator(keys, config_keys=config_keys(auth), admin_user=admin_user)
@@ -122,7 +123,8 @@ async def build_security(settings: Settings, client: "aioredis.Redis") -> Securi
     return Security(authenticator=authenticator, keys=keys,
                     quotas=Quotas(client, settings.redis.prefix, auth.quotas), url_secret=secret,
                     signed_url_ttl_s=auth.signed_url_ttl_s, limits=settings.limits,
-                    private_webhooks=settings.webhooks.allow_private_targets)
+                    private_webhooks=settings.webhooks.allow_private_targets,
+                    public_url=settings.server.public_url and settings.server.public_base())
 
 
 def build_providers(settings: Settings) -> List[Provider]:

@@ -1,18 +1,31 @@
 """Per-client quotas: how many tasks a key may have unfinished (counted by the task store when it queues one) and
-how fast it may submit (here). Admins and the auth-off caller have none."""
+how fast it may submit (here: ``policy.rate_limit``'s rule, run as a Redis script so that a check is one round trip
+and atomic across daemons). Admins and the auth-off caller have none."""
 from __future__ import annotations
 
-import math
 import time
 
 import redis.asyncio as aioredis
-import redis.exceptions
 
 from .auth import Principal
 from .config import QuotaConfig
 from .errors import QuotaExceeded
-from .policy import rate_limit
 from .store import map_redis_errors
+
+# policy.rate_limit, in one round trip: KEYS: the key's theoretical arrival time   ARGV: now (ms), per minute, burst
+# returns {1, 0} when allowed (and the new time is kept), {0, ms to wait} when not (nothing changes)
+_RATE = """
+local now, per_minute, burst = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local interval = 60000 / per_minute
+local tat = tonumber(redis.call('GET', KEYS[1]) or ARGV[1])
+local new_tat = math.max(tat, now) + interval
+local tolerance = interval * math.max(1, burst)
+if new_tat - now > tolerance then
+  return {0, math.max(1, math.ceil(new_tat - tolerance - now))}
+end
+redis.call('SET', KEYS[1], string.format('%.17g', new_tat), 'PX', math.max(1000, math.ceil(new_tat - now)))
+return {1, 0}
+"""
 
 
 class Quotas:
@@ -20,6 +33,7 @@ class Quotas:
         self.redis = client
         self.prefix = prefix
         self.config = config
+        self._rate = client.register_script(_RATE)
 
     def max_queued(self, principal: Principal) -> int:
         """0: no limit."""
@@ -38,23 +52,9 @@ class Quotas:
             return
         key = f"{self.prefix}:owner:{principal.id}:rate"
         with map_redis_errors():
-            async with self.redis.pipeline(transaction=True) as pipe:
-                while True:  # optimistic: another submission of the same key in between makes it read again
-                    try:
-                        await pipe.watch(key)
-                        raw = await pipe.get(key)
-                        now = int(time.time() * 1000)
-                        decision = rate_limit(now_ms=now, tat_ms=float(raw) if raw else None, per_minute=per_minute,
-                                              burst=self.config.burst)
-                        if not decision.allowed:
-                            await pipe.unwatch()
-                            raise QuotaExceeded(f"quota: {per_minute:g} submissions a minute; retry in "
-                                                f"{decision.retry_after_ms / 1000:.1f} s",
-                                                retry_after_s=decision.retry_after_ms / 1000)
-                        pipe.multi()
-                        # kept as long as it matters: a bucket refills completely by then
-                        pipe.set(key, repr(decision.tat_ms), px=max(1000, math.ceil(decision.tat_ms - now)))
-                        await pipe.execute()
-                        return
-                    except redis.exceptions.WatchError:
-                        continue
+            allowed, retry_after_ms = await self._rate(keys=[key], args=[int(time.time() * 1000), repr(per_minute),
+                                                                         self.config.burst])
+        if not int(allowed):
+            retry_after_s = int(retry_after_ms) / 1000
+            raise QuotaExceeded(f"quota: {per_minute:g} submissions a minute; retry in {retry_after_s:.1f} s",
+                                retry_after_s=retry_after_s)

@@ -353,7 +353,7 @@ class TaskStore:
         ``extra_data``; the prompt id then finds the task (within the owner's namespace). ``owner`` is the API
         key's id; with ``max_queued`` it may have that many tasks unfinished, else QuotaExceeded."""
         task_id = self._new_id()
-        if owner is not None:
+        if owner is not None and max_queued > 0:  # without a limit, the open set is written with the record
             await self._admit_owned(owner, task_id, max_queued)
         created = now_ms()
         fields: Dict[str, Any] = {"status": TaskStatus.PENDING, "created_ms": created}
@@ -382,6 +382,8 @@ class TaskStore:
                 pipe.zadd(self.queue_key, {task_id: queue_score(created, priority, self.ageing_s)})
                 if owner is not None:
                     pipe.zadd(self.owner_tasks_key(owner), {task_id: created})
+                    if max_queued <= 0:
+                        pipe.sadd(self.owner_open_key(owner), task_id)
                 if "comfy_prompt_id" in comfy:
                     # a prompt id given again takes over its history entry, as in ComfyUI
                     pipe.set(self._comfy_key(comfy["comfy_prompt_id"], owner), task_id)

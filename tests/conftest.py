@@ -163,6 +163,24 @@ async def running_daemon(settings: Settings) -> AsyncIterator[httpx.AsyncClient]
         await asyncio.wait_for(task, 60)
 
 
+@asynccontextmanager
+async def http_receiver(handler: Callable[..., Any], path: str = "/hook") -> AsyncIterator[str]:
+    """An aiohttp server on 127.0.0.1 answering POST ``path`` with ``handler`` (a webhook receiver); yields its
+    URL."""
+    from aiohttp import web
+
+    app = web.Application()
+    app.router.add_post(path, handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        yield f"http://127.0.0.1:{port}{path}"
+    finally:
+        await runner.cleanup()
+
+
 def make_settings(tmp_path: Path, redis_url: str, **sections: Any) -> Settings:
     document: Dict[str, Any] = {"server": {"host": "127.0.0.1", "port": free_port()},
                                 "redis": {"url": redis_url}, "data_dir": str(tmp_path / "data"),

@@ -19,7 +19,14 @@ import pytest
 from aiohttp import web
 from PIL import Image
 
-from tests.conftest import basic_graph, free_port, make_settings, running_daemon, text_to_image_graph, wait_for_tasks
+from tests.conftest import (
+    basic_graph,
+    http_receiver,
+    make_settings,
+    running_daemon,
+    text_to_image_graph,
+    wait_for_tasks,
+)
 
 
 def static(*emulators) -> list:
@@ -300,42 +307,32 @@ async def test_webhooks_are_signed_retried_and_recorded(tmp_path: Path, redis_ur
         received.append({"body": body, "headers": dict(request.headers)})
         return web.Response(status=503 if len(received) == 1 else 204)
 
-    app = web.Application()
-    app.router.add_post("/hook", hook)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
     emu = emulator()
     settings = make_settings(tmp_path, redis_url, static_backends=static(emu),
                              webhooks={"secret": "s3cret", "backoff_s": 0.2})
-    try:
-        async with running_daemon(settings) as api:
-            assert (await api.post("/api/tasks", json={"prompt": basic_graph(), "webhook": "ftp://x"})).status_code \
-                == 422
-            task_id = (await api.post("/api/tasks", json={"prompt": basic_graph(),
-                                                          "webhook": f"http://127.0.0.1:{port}/hook"})).json()["id"]
-            await wait_for_tasks(api, [task_id])
-            async with asyncio.timeout(15):
-                while True:
-                    record = (await api.get(f"/api/tasks/{task_id}")).json()
-                    if any(d["delivered"] for d in record["webhook_deliveries"]):
-                        break
-                    await asyncio.sleep(0.1)
-            assert [d["status"] for d in record["webhook_deliveries"]] == [503, 204]
-            assert record["webhook_deliveries"][0]["next_attempt_ms"] >= record["webhook_deliveries"][0]["at_ms"]
-            assert len(received) == 2 and received[0]["body"] == received[1]["body"]
-            body, headers = received[1]["body"], received[1]["headers"]
-            expected = "sha256=" + hmac.new(b"s3cret", body, hashlib.sha256).hexdigest()
-            assert headers["X-Comfyart-Signature"] == expected
-            assert headers["X-Comfyart-Event"] == "task.completed" and headers["X-Comfyart-Delivery"] == task_id
-            delivered = json.loads(body)
-            assert delivered["id"] == task_id and delivered["status"] == "completed"
-            url = delivered["outputs"][0]["url"]
-            assert url.startswith(str(api.base_url)) and (await api.get(url)).status_code == 200
-            assert "s3cret" not in json.dumps(record)
-    finally:
-        await runner.cleanup()
+    async with http_receiver(hook) as hook_url, running_daemon(settings) as api:
+        assert (await api.post("/api/tasks", json={"prompt": basic_graph(), "webhook": "ftp://x"})).status_code \
+            == 422
+        task_id = (await api.post("/api/tasks", json={"prompt": basic_graph(), "webhook": hook_url})).json()["id"]
+        await wait_for_tasks(api, [task_id])
+        async with asyncio.timeout(15):
+            while True:
+                record = (await api.get(f"/api/tasks/{task_id}")).json()
+                if any(d["delivered"] for d in record["webhook_deliveries"]):
+                    break
+                await asyncio.sleep(0.1)
+        assert [d["status"] for d in record["webhook_deliveries"]] == [503, 204]
+        assert record["webhook_deliveries"][0]["next_attempt_ms"] >= record["webhook_deliveries"][0]["at_ms"]
+        assert len(received) == 2 and received[0]["body"] == received[1]["body"]
+        body, headers = received[1]["body"], received[1]["headers"]
+        expected = "sha256=" + hmac.new(b"s3cret", body, hashlib.sha256).hexdigest()
+        assert headers["X-Comfyart-Signature"] == expected
+        assert headers["X-Comfyart-Event"] == "task.completed" and headers["X-Comfyart-Delivery"] == task_id
+        delivered = json.loads(body)
+        assert delivered["id"] == task_id and delivered["status"] == "completed"
+        url = delivered["outputs"][0]["url"]
+        assert url.startswith(str(api.base_url)) and (await api.get(url)).status_code == 200
+        assert "s3cret" not in json.dumps(record)
 
 
 async def test_without_a_healthy_backend_prompt_answers_503(tmp_path: Path, redis_url):

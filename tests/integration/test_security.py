@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from comfyart.errors import ConfigError
-from tests.conftest import basic_graph, make_settings, running_daemon, wait_for_tasks
+from tests.conftest import basic_graph, http_receiver, make_settings, running_daemon, wait_for_tasks
 
 ADMIN_KEY = "ops-admin-key-0123456789abcdef"
 ALICE_KEY = "alice-client-key-0123456789abcdef"
@@ -343,7 +343,6 @@ async def test_client_webhooks_reach_public_addresses_only(tmp_path: Path, redis
     from aiohttp import web
 
     from comfyart.webhooks import PRIVATE_TARGET
-    from tests.conftest import free_port
 
     received: List[str] = []
 
@@ -351,43 +350,34 @@ async def test_client_webhooks_reach_public_addresses_only(tmp_path: Path, redis
         received.append(json.loads(await request.read())["id"])
         return web.Response(status=204)
 
-    app = web.Application()
-    app.router.add_post("/hook", hook)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
     emu = emulator()
     settings = secured(tmp_path, redis_url, static_backends=static(emu),
                        webhooks={"backoff_s": 0.2, "allow_private_targets": allow_private})
-    try:
-        async with running_daemon(settings) as api:
-            alice, admin = as_key(api, ALICE_KEY), as_key(api, ADMIN_KEY)
-            literal = await alice.post("/api/tasks", json={"prompt": basic_graph(),
-                                                           "webhook": f"http://127.0.0.1:{port}/hook"})
-            if not allow_private:
-                assert literal.status_code == 422 and PRIVATE_TARGET in literal.json()["detail"]
-            else:
-                assert literal.status_code == 201
-            by_name = (await alice.post("/api/tasks", json={"prompt": basic_graph(color=5),
-                                                            "webhook": f"http://localhost:{port}/hook"})).json()["id"]
-            by_admin = (await admin.post("/api/tasks", json={"prompt": basic_graph(color=6),
-                                                             "webhook": f"http://127.0.0.1:{port}/hook"})).json()["id"]
-            await wait_for_tasks(admin, [by_name, by_admin])
-            deliveries: Dict[str, List[Dict[str, Any]]] = {}
-            async with asyncio.timeout(20):
-                while len(deliveries) < 2:
-                    for task_id in (by_name, by_admin):
-                        record = (await admin.get(f"/api/tasks/{task_id}")).json()
-                        if record["webhook_deliveries"] and "next_attempt_ms" not in record["webhook_deliveries"][-1]:
-                            deliveries[task_id] = record["webhook_deliveries"]
-                    await asyncio.sleep(0.1)
-            assert deliveries[by_admin][-1]["delivered"] and by_admin in received  # admins may
-            if allow_private:
-                assert deliveries[by_name][-1]["delivered"] and by_name in received
-            else:  # "localhost" resolves to loopback: refused at once, never retried, nothing sent
-                assert deliveries[by_name] == [{**deliveries[by_name][0], "delivered": False, "status": None,
-                                                "error": PRIVATE_TARGET}]
-                assert by_name not in received
-    finally:
-        await runner.cleanup()
+    async with http_receiver(hook) as hook_url, running_daemon(settings) as api:
+        alice, admin = as_key(api, ALICE_KEY), as_key(api, ADMIN_KEY)
+        literal = await alice.post("/api/tasks", json={"prompt": basic_graph(), "webhook": hook_url})
+        if not allow_private:
+            assert literal.status_code == 422 and PRIVATE_TARGET in literal.json()["detail"]
+        else:
+            assert literal.status_code == 201
+        by_name_url = hook_url.replace("127.0.0.1", "localhost")
+        by_name = (await alice.post("/api/tasks", json={"prompt": basic_graph(color=5),
+                                                        "webhook": by_name_url})).json()["id"]
+        by_admin = (await admin.post("/api/tasks", json={"prompt": basic_graph(color=6),
+                                                         "webhook": hook_url})).json()["id"]
+        await wait_for_tasks(admin, [by_name, by_admin])
+        deliveries: Dict[str, List[Dict[str, Any]]] = {}
+        async with asyncio.timeout(20):
+            while len(deliveries) < 2:
+                for task_id in (by_name, by_admin):
+                    record = (await admin.get(f"/api/tasks/{task_id}")).json()
+                    if record["webhook_deliveries"] and "next_attempt_ms" not in record["webhook_deliveries"][-1]:
+                        deliveries[task_id] = record["webhook_deliveries"]
+                await asyncio.sleep(0.1)
+        assert deliveries[by_admin][-1]["delivered"] and by_admin in received  # admins may
+        if allow_private:
+            assert deliveries[by_name][-1]["delivered"] and by_name in received
+        else:  # "localhost" resolves to loopback: refused at once, never retried, nothing sent
+            assert deliveries[by_name] == [{**deliveries[by_name][0], "delivered": False, "status": None,
+                                            "error": PRIVATE_TARGET}]
+            assert by_name not in received
