@@ -295,3 +295,22 @@ def test_webhook_targets_given_as_addresses_are_judged_at_once(url, refused):
                                              ("::ffff:10.0.0.1", False), ("fe80::1%eth0", False), ("nope", False)])
 def test_public_addresses(address, public):
     assert address_is_public(address) is public
+
+
+def test_a_stored_output_never_resolves_outside_its_task(tmp_path):
+    from comfyart.inputs import InputStore
+    from comfyart.outputs import OutputStore
+
+    store = OutputStore(tmp_path / "outputs")
+    secret = tmp_path / "secret.txt"
+    secret.write_text("not yours")
+    (store.task_dir("T1") / "link.png").symlink_to(secret)  # planted by anything but comfyart
+    (store.task_dir("T1") / "ok.png").write_bytes(b"png")
+    assert store.find("T1", "ok.png") == (store.root / "T1" / "ok.png")
+    for name in ("link.png", "../../secret.txt", "..", "/etc/passwd", "a/../ok.png", ""):
+        assert store.find("T1", name) is None, name
+    assert store.destination("T1", "../../../x.png", "9").parent == store.root / "T1"
+    assert store.destination("T1", "ok.png", "../../9").parent == store.root / "T1"  # node ids from backends too
+    inputs = InputStore(tmp_path / "inputs")
+    for name in ("../secret.txt", "/etc/passwd", "ab", "x" * 64 + ".png"):
+        assert inputs.path(name) is None
