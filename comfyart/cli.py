@@ -1,4 +1,5 @@
-"""Command line: ``comfyart serve --config FILE``; ``comfyart keys create|list|revoke`` for API keys."""
+"""Command line: ``comfyart serve --config FILE``; ``comfyart keys create|list|revoke`` for API keys (in Redis);
+``submit``, ``tasks``, ``task``, ``cancel``, ``pool``, ``workflows`` against a running daemon (``remote``)."""
 from __future__ import annotations
 
 import argparse
@@ -12,7 +13,7 @@ from typing import Callable, List, Optional
 
 from loguru import logger
 
-from . import __version__
+from . import __version__, remote
 from .config import Settings, load_settings
 from .errors import ConfigError, NotFound, StoreUnavailable
 
@@ -63,7 +64,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     key_commands.add_parser("list", help="every key made at run time (never a key itself)")
     revoke = key_commands.add_parser("revoke", help="refuse a key from now on")
     revoke.add_argument("key_id")
+    remote.add_commands(commands)
     args = parser.parse_args(argv)
+    if args.command in remote.REMOTE_COMMANDS:
+        return remote.run(args)
 
     configure_logging(args.log_level if args.command == "serve" else "warning")
     try:

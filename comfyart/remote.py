@@ -1,0 +1,288 @@
+"""The CLI's commands that talk to a running daemon over its REST API: submit (and wait), tasks, task, cancel,
+pool, workflows. ``--url`` (``COMFYART_URL``) and ``--key`` (``COMFYART_KEY``) say where and as whom; ``--json``
+prints the daemon's JSON for scripts. Exit codes: 0 done, 1 the daemon refused or the task did not complete,
+2 bad arguments or no daemon to talk to.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import mimetypes
+import os
+import sys
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Tuple
+from urllib.parse import quote
+
+import httpx
+
+DEFAULT_URL = "http://127.0.0.1:8100"
+FINAL = ("completed", "failed", "canceled")
+BAR_WIDTH = 30
+
+
+class CommandFailed(Exception):
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def add_commands(commands: "argparse._SubParsersAction") -> None:
+    def remote(name: str, help_text: str) -> argparse.ArgumentParser:
+        parser = commands.add_parser(name, help=help_text)
+        parser.add_argument("--url", default=os.environ.get("COMFYART_URL", DEFAULT_URL),
+                            help=f"the daemon (COMFYART_URL; default {DEFAULT_URL})")
+        parser.add_argument("--key", default=os.environ.get("COMFYART_KEY"), help="API key (COMFYART_KEY)")
+        parser.add_argument("--json", action="store_true", help="print the daemon's JSON")
+        return parser
+
+    submit = remote("submit", "queue a workflow run or a raw graph; --wait follows it to the end")
+    what = submit.add_mutually_exclusive_group(required=True)
+    what.add_argument("--workflow", help="a stored workflow's name")
+    what.add_argument("--prompt", type=Path, help="a ComfyUI API-format graph (JSON file; '-': standard input)")
+    submit.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                        help="a workflow parameter; VALUE is JSON when it parses (5, true, \"x\"), else text; "
+                             "@FILE uploads an image")
+    submit.add_argument("--priority", help="high, normal, low or -100..100")
+    submit.add_argument("--wait", action="store_true", help="follow it to the end, then download its outputs")
+    submit.add_argument("--output-dir", type=Path, default=Path("."), help="where --wait puts the outputs")
+    tasks = remote("tasks", "list tasks, newest first")
+    tasks.add_argument("--status", choices=["pending", "running", "completed", "failed", "canceled"])
+    tasks.add_argument("--limit", type=int, default=20)
+    task = remote("task", "one task's record")
+    task.add_argument("task_id")
+    cancel = remote("cancel", "cancel a queued or running task")
+    cancel.add_argument("task_id")
+    remote("pool", "the pool: hosts, backends, autoscaler")
+    workflows = remote("workflows", "stored workflows: list, show, put, rm")
+    actions = workflows.add_subparsers(dest="workflow_command", required=True)
+    actions.add_parser("list")
+    show = actions.add_parser("show")
+    show.add_argument("name")
+    put = actions.add_parser("put", help="create or replace from a JSON file {graph, params, ...}")
+    put.add_argument("name")
+    put.add_argument("file", type=Path)
+    remove = actions.add_parser("rm")
+    remove.add_argument("name")
+
+
+REMOTE_COMMANDS = ("submit", "tasks", "task", "cancel", "pool", "workflows")
+
+
+def run(args: argparse.Namespace) -> int:
+    headers = {"Authorization": f"Bearer {args.key}"} if args.key else {}
+    try:
+        with httpx.Client(base_url=args.url.rstrip("/"), headers=headers, timeout=60) as client:
+            return COMMANDS[args.command](client, args)
+    except CommandFailed as exc:
+        print(f"comfyart: {exc}", file=sys.stderr)
+        return exc.code
+    except httpx.TransportError as exc:
+        print(f"comfyart: cannot reach the daemon at {args.url}: {exc}", file=sys.stderr)
+        return 2
+
+
+# ---------------------------------------------------------------------------------------------------- helpers
+def _answer(response: httpx.Response) -> Any:
+    """The JSON of a 2xx answer; otherwise CommandFailed with the daemon's one-line reason."""
+    if response.status_code >= 300:
+        try:
+            detail = response.json().get("detail")
+        except ValueError:
+            detail = None
+        raise CommandFailed(f"{response.request.method} {response.request.url.path}: HTTP {response.status_code}"
+                            + (f": {detail}" if detail else ""))
+    return response.json() if response.content else None
+
+
+def _print(args: argparse.Namespace, data: Any, text: str) -> None:
+    print(json.dumps(data, indent=2) if args.json else text)
+
+
+def param_value(raw: str) -> Tuple[str, Any]:
+    """``NAME=VALUE`` → (name, value): JSON when VALUE parses as JSON, else the text; ``@FILE`` stays a path."""
+    name, sep, value = raw.partition("=")
+    if not sep or not name:
+        raise CommandFailed(f"--param {raw!r}: write NAME=VALUE", code=2)
+    if value.startswith("@"):
+        return name, Path(value[1:])
+    try:
+        return name, json.loads(value)
+    except ValueError:
+        return name, value
+
+
+def sse_events(lines: Iterator[str]) -> Iterator[Tuple[str, Dict[str, Any]]]:
+    """(event, data) of a Server-Sent Events stream; comments are skipped."""
+    event, data = "message", []
+    for line in lines:
+        if not line:
+            if data:
+                yield event, json.loads("\n".join(data))
+            event, data = "message", []
+        elif line.startswith("event:"):
+            event = line[6:].strip()
+        elif line.startswith("data:"):
+            data.append(line[5:].lstrip())
+
+
+def progress_line(task: Dict[str, Any]) -> str:
+    done = max(0.0, min(1.0, float(task.get("progress") or 0.0)))
+    filled = round(done * BAR_WIDTH)
+    where = f" node {task['node']}" if task.get("node") else ""
+    if task.get("node_max"):
+        where += f" {task.get('node_step') or 0}/{task['node_max']}"
+    return f"[{'#' * filled}{'-' * (BAR_WIDTH - filled)}] {done * 100:5.1f}% {task.get('status', '')}{where}"
+
+
+# ---------------------------------------------------------------------------------------------------- commands
+def submit(client: httpx.Client, args: argparse.Namespace) -> int:
+    options: Dict[str, Any] = {}
+    if args.priority is not None:
+        options["priority"] = int(args.priority) if args.priority.lstrip("-").isdigit() else args.priority
+    if args.prompt is not None:
+        if args.param:
+            raise CommandFailed("--param applies to --workflow; a graph carries its own values", code=2)
+        try:
+            text = sys.stdin.read() if str(args.prompt) == "-" else args.prompt.read_text()
+            graph = json.loads(text)
+        except (OSError, ValueError) as exc:
+            raise CommandFailed(f"--prompt {args.prompt}: {exc}", code=2) from None
+        created = _answer(client.post("/api/tasks", json={"prompt": graph.get("prompt", graph), **options}))
+    else:
+        params = dict(param_value(raw) for raw in args.param)
+        files = {name: value for name, value in params.items() if isinstance(value, Path)}
+        if files:
+            opened = {}
+            try:
+                for name, path in files.items():
+                    opened[name] = (path.name, path.read_bytes(),
+                                    mimetypes.guess_type(path.name)[0] or "application/octet-stream")
+            except OSError as exc:
+                raise CommandFailed(f"--param: {exc}", code=2) from None
+            form = {"params": json.dumps({k: v for k, v in params.items() if k not in files}),
+                    **{k: str(v) for k, v in options.items()}}
+            response = client.post(f"/api/workflows/{quote(args.workflow)}/run", data=form, files=opened)
+        else:
+            response = client.post(f"/api/workflows/{quote(args.workflow)}/run", json={"params": params, **options})
+        created = _answer(response)
+    task_id = created["id"]
+    if not args.wait:
+        _print(args, created, task_id)
+        return 0
+    task = follow(client, task_id, show=not args.json)
+    paths = download(client, task, args.output_dir) if task["status"] == "completed" else []
+    if args.json:
+        print(json.dumps({**task, "downloaded": [str(p) for p in paths]}, indent=2))
+    else:
+        for path in paths:
+            print(path)
+        if task["status"] != "completed":
+            print(f"comfyart: task {task_id} {task['status']}: {task.get('error') or ''}".rstrip(": "),
+                  file=sys.stderr)
+    return 0 if task["status"] == "completed" else 1
+
+
+def follow(client: httpx.Client, task_id: str, *, show: bool) -> Dict[str, Any]:
+    """Follow a task's events to its end (a progress bar on standard error); returns its final record."""
+    tty = show and sys.stderr.isatty()
+    record: Dict[str, Any] = {}
+    last = ""
+    with client.stream("GET", f"/api/tasks/{task_id}/events", timeout=httpx.Timeout(60, read=None)) as stream:
+        if stream.status_code >= 300:
+            stream.read()
+            _answer(stream)
+        for event, data in sse_events(stream.iter_lines()):
+            if event in ("task", "progress"):
+                record.update({k: v for k, v in data.items() if k not in ("type", "snapshot", "previous")})
+            line = progress_line(record)
+            if show and line != last:
+                print(("\r" + line) if tty else line, end="" if tty else "\n", file=sys.stderr, flush=True)
+                last = line
+            if event == "lagged" or record.get("status") in FINAL:
+                break
+    if tty:
+        print(file=sys.stderr)
+    return _answer(client.get(f"/api/tasks/{task_id}"))
+
+
+def download(client: httpx.Client, task: Dict[str, Any], directory: Path) -> List[Path]:
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for output in task.get("outputs") or []:
+        name = Path(output["filename"]).name  # the daemon's names are plain already; never trust a path
+        target = directory / f"{task['id']}_{name}"
+        with client.stream("GET", f"/api/tasks/{task['id']}/outputs/{quote(output['filename'])}",
+                           follow_redirects=True) as response:
+            if response.status_code >= 300:
+                response.read()
+                _answer(response)
+            with target.open("wb") as out:
+                for chunk in response.iter_bytes():
+                    out.write(chunk)
+        paths.append(target)
+    return paths
+
+
+def tasks(client: httpx.Client, args: argparse.Namespace) -> int:
+    params: Dict[str, Any] = {"limit": args.limit}
+    if args.status:
+        params["status"] = args.status
+    listing = _answer(client.get("/api/tasks", params=params))
+    rows = [f"{t['id']}  {t['status']:<9}  {round((t.get('progress') or 0) * 100):>3}%  "
+            f"{t.get('workflow') or 'graph'}  {t.get('backend') or ''}".rstrip() for t in listing["tasks"]]
+    _print(args, listing, "\n".join(rows + [f"({len(rows)} of {listing['total']})"]))
+    return 0
+
+
+def task(client: httpx.Client, args: argparse.Namespace) -> int:
+    record = _answer(client.get(f"/api/tasks/{quote(args.task_id)}"))
+    lines = [f"{key}: {record[key]}" for key in ("id", "status", "workflow", "backend", "attempts", "error")
+             if record.get(key) is not None]
+    lines.append(progress_line(record))
+    lines += [f"output: {o['filename']} ({o['size']} bytes, {o['content_type']})" for o in record["outputs"]]
+    _print(args, record, "\n".join(lines))
+    return 0
+
+
+def cancel(client: httpx.Client, args: argparse.Namespace) -> int:
+    record = _answer(client.delete(f"/api/tasks/{quote(args.task_id)}"))
+    _print(args, record, f"{record['id']} {record['status']}")
+    return 0
+
+
+def pool(client: httpx.Client, args: argparse.Namespace) -> int:
+    described = _answer(client.get("/api/pool"))
+    rows = [f"{b['id']:<28} {b['status']:<10} {b['mode']:<9} inflight {b['inflight']}  done {b['tasks_done']}"
+            + (f"  vram {b['vram_free'] >> 20}/{b['vram_total'] >> 20} MiB" if b.get("vram_total") else "")
+            for b in described["backends"]]
+    decision = described.get("autoscaler") or {}
+    rows.append(f"queue {described.get('queue_length', 0)}; autoscaler: {decision.get('reason', 'no decision yet')}")
+    _print(args, described, "\n".join(rows))
+    return 0
+
+
+def workflows(client: httpx.Client, args: argparse.Namespace) -> int:
+    command = args.workflow_command
+    if command == "list":
+        listing = _answer(client.get("/api/workflows"))
+        rows = [f"{w['name']}  v{w['version']}  {', '.join(w.get('params') or {})}" for w in listing["workflows"]]
+        _print(args, listing, "\n".join(rows))
+    elif command == "show":
+        print(json.dumps(_answer(client.get(f"/api/workflows/{quote(args.name)}")), indent=2))
+    elif command == "put":
+        try:
+            definition = json.loads(args.file.read_text())
+        except (OSError, ValueError) as exc:
+            raise CommandFailed(f"{args.file}: {exc}", code=2) from None
+        result = _answer(client.put(f"/api/workflows/{quote(args.name)}", json=definition))
+        _print(args, result, f"{result['name']} version {result['version']}"
+                             + ("" if result["changed"] else " (unchanged)"))
+    else:
+        response = client.delete(f"/api/workflows/{quote(args.name)}")
+        _answer(response)
+        _print(args, {"name": args.name, "deleted": True}, f"{args.name} deleted")
+    return 0
+
+
+COMMANDS = {"submit": submit, "tasks": tasks, "task": task, "cancel": cancel, "pool": pool, "workflows": workflows}
