@@ -50,6 +50,7 @@ from .errors import (
 from .front import FrontDoor, build_router
 from .inputs import InputStore, NotAnImage, StoredInput, TooLarge
 from .limits import BodyLimit, BodyTooLarge, JSONTooDeep, parse_json
+from .metrics import Metrics
 from .models import Task, TaskStatus
 from .object_store import S3Outputs
 from .outputs import OutputStore
@@ -108,6 +109,7 @@ class Services:
     workflow_file_errors: List[str] = field(default_factory=list)
     objects: Optional[S3Outputs] = None
     security: Security = field(default_factory=Security)
+    metrics: Optional[Metrics] = None
 
 
 def _problem(status: int, detail: str, headers: Optional[Dict[str, str]] = None) -> JSONResponse:
@@ -595,6 +597,15 @@ def create_app(services: Services) -> FastAPI:
 
     add_event_routes(app, store, store.events)
     app.include_router(build_router(services.front))
+
+    @app.get("/metrics", dependencies=admin, response_class=Response,
+             responses={200: {"content": {"text/plain": {}}}})
+    async def metrics() -> Response:
+        """Prometheus text format: tasks by status, queue depth (and by priority), backends and their VRAM, pool,
+        dispatch, attempt and webhook counters, wait and run time histograms."""
+        if services.metrics is None:
+            raise NotFound("metrics are off")
+        return Response(await services.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     @app.get("/healthz")
     async def healthz() -> Any:

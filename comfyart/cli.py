@@ -7,9 +7,10 @@ import asyncio
 import json
 import logging
 import os
+import re
 import sys
 from pathlib import Path
-from typing import Callable, List, Optional
+from typing import Any, Callable, List, Optional
 
 from loguru import logger
 
@@ -29,10 +30,26 @@ class _InterceptHandler(logging.Handler):
         logger.opt(depth=6, exception=record.exc_info).log(level, record.getMessage())
 
 
-def configure_logging(level: str) -> None:
+LOG_FIELD = re.compile(r"\b([a-z_]+)=([^\s=]+)")
+
+
+def _fields_of_message(record: Any) -> None:
+    """The ``key=value`` pairs every log line here is written with (``task=… backend=… prompt=…``), also as
+    fields of the JSON record, so a log pipeline can filter by task, backend or prompt."""
+    for key, value in LOG_FIELD.findall(record["message"]):
+        record["extra"].setdefault(key, value)
+
+
+def configure_logging(level: str, log_format: str = "text") -> None:
+    """Text lines, or one JSON object a line (loguru's own: message, level, time, and ``extra`` with the message's
+    fields)."""
     logger.remove()
-    logger.add(sys.stderr, level=level.upper(),
-               format="{time:YYYY-MM-DD HH:mm:ss.SSS} {level: <7} {message}")
+    if log_format == "json":
+        logger.configure(patcher=_fields_of_message)
+        logger.add(sys.stderr, level=level.upper(), serialize=True)
+    else:
+        logger.configure(patcher=None)
+        logger.add(sys.stderr, level=level.upper(), format="{time:YYYY-MM-DD HH:mm:ss.SSS} {level: <7} {message}")
     logging.basicConfig(handlers=[_InterceptHandler()], level=logging.INFO, force=True)
 
 
@@ -53,6 +70,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     serve = commands.add_parser("serve", help="run the daemon: REST API, pool, dispatcher, tracker")
     serve.add_argument("--config", type=Path, help="YAML configuration file (default: built-in defaults)")
     serve.add_argument("--log-level", default=os.environ.get("COMFYART_LOG_LEVEL", "info"))
+    serve.add_argument("--log-format", choices=["text", "json"], default=os.environ.get("COMFYART_LOG_FORMAT", "text"),
+                       help="json: one object a line, with task, backend and prompt as fields (COMFYART_LOG_FORMAT)")
     keys = commands.add_parser("keys", help="API keys kept in Redis (the daemon need not run)")
     keys.add_argument("--config", type=Path, help="the daemon's configuration (for Redis and its prefix)")
     key_commands = keys.add_subparsers(dest="keys_command", required=True)
@@ -69,7 +88,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     if args.command in remote.REMOTE_COMMANDS:
         return remote.run(args)
 
-    configure_logging(args.log_level if args.command == "serve" else "warning")
+    if args.command == "serve":
+        configure_logging(args.log_level, args.log_format)
+    else:
+        configure_logging("warning")
     try:
         settings = load_settings(args.config)
     except ConfigError as exc:

@@ -23,6 +23,7 @@ from .errors import ConfigError, StoreUnavailable
 from .events import ClusterWatch, EventHub
 from .front import FrontDoor
 from .inputs import InputStore
+from .metrics import Metrics
 from .object_store import S3Outputs
 from .outputs import OutputStore
 from .pool import Pool
@@ -218,8 +219,9 @@ async def run(settings: Settings, *, ready: Optional[asyncio.Event] = None,
                              output_url=lambda task, filename: security.output_url(
                                  settings.server.public_base(), task.id, filename,
                                  now=(task.finished_ms or task.updated_ms) / 1000)[0])
+    metrics = Metrics(store=store, pool=pool, dispatcher=dispatcher, tracker=tracker, webhooks=webhooks)
     services = Services(store, pool, outputs, workflows, templates, inputs, tracker, dispatcher, front, file_errors,
-                        objects, security)
+                        objects, security, metrics)
     server = _Server(uvicorn.Config(create_app(services), host=settings.server.host, port=settings.server.port,
                                     log_config=None, access_log=False, lifespan="off",
                                     timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S, ws_max_size=WS_MAX_BYTES))
@@ -250,6 +252,7 @@ async def run(settings: Settings, *, ready: Optional[asyncio.Event] = None,
             roots.create_task(_root("comfyui front door", front.run(), stop), name="comfyui front door")
             roots.create_task(_root("cluster events", watch.run(), stop), name="cluster events")
             roots.create_task(_root("webhooks", webhooks.run(), stop), name="webhooks")
+            roots.create_task(_root("metrics", metrics.run(events), stop), name="metrics")
             api = roots.create_task(_root("api", server.serve(), stop), name="api")
             roots.create_task(until_stopped(api), name="stop")
             roots.create_task(announce(), name="announce")

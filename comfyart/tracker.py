@@ -7,6 +7,7 @@ history once ``max_retries`` are spent. Canceling a task goes through it too.
 from __future__ import annotations
 
 import asyncio
+import collections
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -83,6 +84,7 @@ class Tracker:
     def __init__(self, *, store: TaskStore, pool: Pool, outputs: OutputStore, config: TrackingConfig,
                  session: aiohttp.ClientSession, client_id: str, objects: Optional[S3Outputs] = None) -> None:
         self.store = store
+        self.counters: Dict[str, int] = collections.Counter()  # attempt ends and retries, for /metrics
         self.pool = pool
         self.outputs = outputs
         self.objects = objects  # outputs go to object storage rather than stay in ``outputs``
@@ -509,6 +511,7 @@ class Tracker:
                               ended_ms=now_ms(), outcome=end.value, error=reason)
             history = [a.model_dump(exclude_none=True) for a in [*task.history, attempt]]
             expect = ("prompt_id", prompt_id) if prompt_id else None
+            self.counters[f"attempt_{end.value}"] += 1
             if not should_retry(end, attempts=task.attempts, max_retries=self.config.max_retries):
                 await self.store.update(task_id, to=TaskStatus.FAILED, expect=expect, finished_ms=now_ms(),
                                         history=history,
@@ -521,6 +524,7 @@ class Tracker:
         except (InvalidTransition, NotFound):
             return
         await self.store.requeue(task_id)
+        self.counters["retries"] += 1
         logger.warning("task requeued task={} reason={}", task_id, reason)
 
     async def backend_lost(self, backend: Backend, reason: str) -> None:

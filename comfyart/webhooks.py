@@ -115,6 +115,7 @@ class WebhookSender:
         self.output_url = output_url or unsigned_output_url(public_url)
         self.events = events or store.events
         self.public_session: Optional[aiohttp.ClientSession] = None
+        self.counters: Dict[str, int] = {"delivered": 0, "failed": 0, "given_up": 0}  # attempts, for /metrics
 
     async def run(self) -> None:
         # webhooks of client keys go through a session of their own, whose resolver refuses private addresses
@@ -193,6 +194,9 @@ class WebhookSender:
         if next_at is not None:
             record["next_attempt_ms"] = next_at
         await self.store.webhook_attempted(task.id, [*task.webhook_deliveries, record], next_at)
+        self.counters["delivered" if delivered else "failed"] += 1
+        if not delivered and next_at is None:
+            self.counters["given_up"] += 1
         if delivered:
             logger.info("webhook delivered task={} status={}", task.id, status)
         elif next_at is None:

@@ -48,7 +48,7 @@ ADMIN_ROUTES = {
     ("POST", "/api/pool/backends/{backend_id}/{action}"), ("GET", "/api/scheduler"), ("PUT", "/api/scheduler"),
     ("POST", "/api/workflows/infer"), ("PUT", "/api/workflows/{name}"), ("DELETE", "/api/workflows/{name}"),
     ("GET", "/api/keys"), ("POST", "/api/keys"), ("DELETE", "/api/keys/{key_id}"),
-    ("POST", "/free"), ("POST", "/api/free"),
+    ("POST", "/free"), ("POST", "/api/free"), ("GET", "/metrics"),
 }
 
 

@@ -1,0 +1,185 @@
+"""``GET /metrics`` in Prometheus's text format (prometheus_client, one registry per daemon: no module globals).
+
+Two kinds of figures:
+* read when scraped: tasks by status and queue depth (Redis), the queue by priority (a Redis script over the head
+  of the queue, ``PRIORITY_SCAN`` entries at most), and each backend's state, in-flight prompts and VRAM, plus the
+  counters the pool, dispatcher, tracker and webhooks keep;
+* followed from the task events as they happen (``MetricsWatch``): tasks finished by status, how long tasks waited
+  for a backend and how long they ran (histograms).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, Iterable, List, Optional, Tuple
+
+import ulid
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from .events import EventHub
+from .models import FINAL_STATUSES, TaskStatus
+from .store import TaskStore, map_redis_errors
+
+PRIORITY_SCAN = 100_000  # queued entries the priority breakdown reads; the rest are counted as "beyond_scan"
+# seconds: a task waits from milliseconds (an idle pool) to hours (a long queue), and runs as long
+WAIT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200, float("inf"))
+RUN_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600, 1200, 1800, 3600, float("inf"))
+
+# KEYS: the queue, the task-key prefix   ARGV: most entries to read
+# returns priority, count, priority, count, ..., then "beyond_scan", the entries not read
+_BY_PRIORITY = """
+local ids = redis.call('ZRANGE', KEYS[1], 0, tonumber(ARGV[1]) - 1)
+local counts = {}
+for _, id in ipairs(ids) do
+  local priority = redis.call('HGET', KEYS[2] .. id, 'priority') or '0'
+  counts[priority] = (counts[priority] or 0) + 1
+end
+local flat = {}
+for priority, count in pairs(counts) do
+  flat[#flat + 1] = priority
+  flat[#flat + 1] = count
+end
+flat[#flat + 1] = 'beyond_scan'
+flat[#flat + 1] = math.max(0, redis.call('ZCARD', KEYS[1]) - #ids)
+return flat
+"""
+
+
+@dataclass
+class Snapshot:
+    """What a scrape reads before the registry renders it (the collector itself cannot await)."""
+
+    tasks_by_status: Dict[str, int] = field(default_factory=dict)
+    depth: Dict[str, int] = field(default_factory=dict)
+    queued_by_priority: Dict[str, int] = field(default_factory=dict)
+    backends: List[Dict[str, Any]] = field(default_factory=list)
+    counters: Dict[str, Dict[str, int]] = field(default_factory=dict)
+
+
+class _ReadAtScrape(Collector):
+    def __init__(self) -> None:
+        self.snapshot = Snapshot()
+
+    def collect(self) -> Iterable[Any]:
+        snap = self.snapshot
+        tasks = GaugeMetricFamily("comfyart_tasks", "Task records by status", labels=["status"])
+        for status, count in snap.tasks_by_status.items():
+            tasks.add_metric([status], count)
+        yield tasks
+        depth = GaugeMetricFamily("comfyart_queue_depth", "Unfinished tasks by where they are: queued (waiting for a "
+                                  "backend), submitted (on a backend, not started), running", labels=["state"])
+        for state, count in snap.depth.items():
+            depth.add_metric([state], count)
+        yield depth
+        by_priority = GaugeMetricFamily("comfyart_queued_by_priority", "Queued tasks by priority (the head of the "
+                                        f"queue, {PRIORITY_SCAN} at most; the rest as beyond_scan)",
+                                        labels=["priority"])
+        for priority, count in snap.queued_by_priority.items():
+            by_priority.add_metric([priority], count)
+        yield by_priority
+        states = GaugeMetricFamily("comfyart_backends", "Backends by health and mode", labels=["status", "mode"])
+        grouped: Dict[Tuple[str, str], int] = {}
+        for backend in snap.backends:
+            key = (backend["status"], backend["mode"])
+            grouped[key] = grouped.get(key, 0) + 1
+        for (status, mode), count in sorted(grouped.items()):
+            states.add_metric([status, mode], count)
+        yield states
+        labels = ["backend", "kind", "host", "gpu"]
+        up = GaugeMetricFamily("comfyart_backend_up", "1 when the backend is healthy", labels=labels)
+        inflight = GaugeMetricFamily("comfyart_backend_inflight", "Prompts on the backend", labels=labels)
+        done = CounterMetricFamily("comfyart_backend_tasks_done", "Tasks the backend finished", labels=labels)
+        vram_total = GaugeMetricFamily("comfyart_backend_vram_total_bytes", "The backend's VRAM", labels=labels)
+        vram_free = GaugeMetricFamily("comfyart_backend_vram_free_bytes", "The backend's free VRAM", labels=labels)
+        for backend in snap.backends:
+            values = [backend["id"], backend["kind"], str(backend.get("host") or ""),
+                      "" if backend.get("gpu") is None else str(backend["gpu"])]
+            up.add_metric(values, 1 if backend["status"] == "healthy" else 0)
+            inflight.add_metric(values, backend["inflight"])
+            done.add_metric(values, backend["tasks_done"])
+            if backend.get("vram_total") is not None:
+                vram_total.add_metric(values, backend["vram_total"])
+            if backend.get("vram_free") is not None:
+                vram_free.add_metric(values, backend["vram_free"])
+        yield from (up, inflight, done, vram_total, vram_free)
+        help_texts = {"pool": "Pool events: containers started, stopped, recycled, lost",
+                      "dispatch": "Dispatch counters: prompts submitted, and whether the backend had the models",
+                      "attempts": "Attempts that ended without a result, by how, and retries",
+                      "webhooks": "Webhook delivery attempts: delivered, failed, given up"}
+        for source, values in snap.counters.items():
+            family = CounterMetricFamily(f"comfyart_{source}_events", help_texts[source], labels=["event"])
+            for event, count in sorted(values.items()):
+                family.add_metric([event], count)
+            yield family
+
+
+class Metrics:
+    def __init__(self, *, store: TaskStore, pool: Any, dispatcher: Any, tracker: Any, webhooks: Any) -> None:
+        self.store = store
+        self.pool = pool
+        self.dispatcher = dispatcher
+        self.tracker = tracker
+        self.webhooks = webhooks
+        self.registry = CollectorRegistry()
+        self._read = _ReadAtScrape()
+        self.registry.register(self._read)
+        self.finished = Counter("comfyart_tasks_finished", "Tasks that reached a final status", ["status"],
+                                registry=self.registry)
+        self.waited = Histogram("comfyart_task_wait_seconds", "From queued to running on a backend",
+                                buckets=WAIT_BUCKETS, registry=self.registry)
+        self.ran = Histogram("comfyart_task_run_seconds", "From running to completed", buckets=RUN_BUCKETS,
+                             registry=self.registry)
+        self._by_priority = store.redis.register_script(_BY_PRIORITY)
+        self._started: Dict[str, int] = {}  # running tasks' start times, for the run histogram
+
+    async def render(self) -> bytes:
+        statuses = {}
+        for status in TaskStatus:
+            statuses[status.value] = await self.store.count(status)
+        with map_redis_errors():
+            flat = await self._by_priority(keys=[self.store.queue_key, f"{self.store.prefix}:task:"],
+                                           args=[PRIORITY_SCAN])
+        by_priority = {str(flat[i]): int(flat[i + 1]) for i in range(0, len(flat), 2)}
+        self._read.snapshot = Snapshot(
+            tasks_by_status=statuses, depth=await self.store.depth(), queued_by_priority=by_priority,
+            backends=[b.describe() for b in self.pool.backends.values()],
+            counters={"pool": dict(self.pool.counters), "dispatch": dict(self.dispatcher.counters),
+                      "attempts": dict(self.tracker.counters),
+                      "webhooks": dict(self.webhooks.counters) if self.webhooks is not None else {}})
+        return generate_latest(self.registry)
+
+    def observe(self, event: Dict[str, Any]) -> None:
+        """One task event: a start records the wait since it was queued, an end its status and how long it ran."""
+        if event.get("type") != "task" or event.get("status") == event.get("previous"):
+            return
+        task_id, status = event["id"], event["status"]
+        if status == TaskStatus.RUNNING:
+            started = event.get("started_ms")
+            if started:
+                self._started[task_id] = started
+                created = _created_ms(task_id)
+                if created is not None:
+                    self.waited.observe(max(0.0, (started - created) / 1000))
+        elif status in FINAL_STATUSES:
+            self.finished.labels(status).inc()
+            started = self._started.pop(task_id, None)
+            if status == TaskStatus.COMPLETED and started and event.get("finished_ms"):
+                self.ran.observe(max(0.0, (event["finished_ms"] - started) / 1000))
+        else:
+            self._started.pop(task_id, None)  # back in the queue for a retry: its run starts again
+
+    async def run(self, events: EventHub) -> None:
+        """Follow the task events until cancelled (a lagged subscription subscribes again)."""
+        while True:
+            with events.subscribe(lambda e: e.get("type") == "task", capacity=100_000) as subscription:
+                async for event in subscription:
+                    self.observe(event)
+
+
+def _created_ms(task_id: str) -> Optional[int]:
+    """The creation time a ULID carries."""
+    try:
+        return int(ulid.from_str(task_id).timestamp().int)
+    except (ValueError, TypeError):
+        return None
