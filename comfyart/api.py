@@ -518,6 +518,17 @@ def create_app(services: Services) -> FastAPI:
         """Forget a registered static backend: it takes no new work and leaves once its prompts are done."""
         return (await pool.deregister_static(name)).describe()
 
+    @app.get("/api/pool/backends/{backend_id}/logs", dependencies=admin)
+    async def backend_logs(backend_id: str, lines: int = Query(100, ge=1, le=10_000)) -> Any:
+        """The last lines of a container's (or local process's) log, from Docker (or its log file)."""
+        backend = pool.backends.get(backend_id)
+        if backend is None:
+            raise NotFound(f"no backend {backend_id}")
+        if backend.provider is None or backend.spawned is None:
+            raise NotFound(f"backend {backend_id} is run by someone else: comfyart has no log of it")
+        text = await backend.provider.logs(backend.spawned, lines)
+        return {"backend": backend_id, "lines": text.splitlines()[-lines:]}
+
     @app.post("/api/pool/backends/{backend_id}/{action}", dependencies=admin)
     async def control_backend(backend_id: str, action: str) -> Any:
         """``drain`` (no new work, then stopped; a static one waits), ``recycle`` (drain, then replace),

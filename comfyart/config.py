@@ -29,8 +29,10 @@ class _Section(BaseModel):
 
 
 class ServerConfig(_Section):
-    host: str = "127.0.0.1"
-    port: int = Field(8100, ge=0, le=65535)
+    """Where the API listens."""
+
+    host: str = Field("127.0.0.1", description="listen address; with auth off only loopback is allowed")
+    port: int = Field(8100, ge=0, le=65535, description="listen port")
     public_url: Optional[str] = Field(None, description="how clients reach this daemon (e.g. behind a proxy), for "
                                                         "the output URLs in webhooks; default http://host:port")
 
@@ -39,20 +41,24 @@ class ServerConfig(_Section):
 
 
 class WebhooksConfig(_Section):
+    """Deliveries of finished tasks to their ``webhook`` URL."""
+
     secret: Optional[SecretStr] = Field(None, description="signs each delivery: X-Comfyart-Signature is "
                                                           "sha256=HMAC-SHA256(secret, body) in hex")
     timeout_s: float = Field(10.0, gt=0, description="for one delivery attempt")
-    max_attempts: int = Field(8, ge=1, le=100)
+    max_attempts: int = Field(8, ge=1, le=100, description="attempts in all, the first included")
     backoff_s: float = Field(1.0, gt=0, description="wait before the 2nd attempt; doubled each time after")
-    backoff_max_s: float = Field(600.0, gt=0)
+    backoff_max_s: float = Field(600.0, gt=0, description="the longest wait between two attempts")
     allow_private_targets: bool = Field(False, description="let client keys' webhooks reach private, loopback and "
                                                            "link-local addresses (admins' always may)")
 
 
 class ApiKeyConfig(_Section):
+    """An API key of the configuration."""
+
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$", description="the key's owner id is "
                                                                                 "config:<name>")
-    role: Literal["admin", "client"] = "client"
+    role: Literal["admin", "client"] = Field("client", description="admin: everything; client: its own tasks")
     key: Optional[SecretStr] = Field(None, description="the key itself (any string of 24 characters or more)")
     key_sha256: Optional[str] = Field(None, pattern=r"^[0-9a-f]{64}$",
                                       description="or its SHA-256 in hex, to keep the key out of the file")
@@ -69,6 +75,8 @@ class ApiKeyConfig(_Section):
 
 
 class QuotaConfig(_Section):
+    """Each client key's limits (a key may set its own); admins have none."""
+
     max_queued: int = Field(1000, ge=0, description="a client's tasks pending or running at once; 0: no limit")
     submissions_per_minute: float = Field(600.0, ge=0, description="a client's sustained submission rate; 0: no "
                                                                    "limit")
@@ -76,10 +84,14 @@ class QuotaConfig(_Section):
 
 
 class AuthConfig(_Section):
+    """Who may call the API: keys, roles, the admin user, quotas, signed links."""
+
     enabled: Optional[bool] = Field(None, description="omitted: on when any key or the admin user is configured")
-    keys: List[ApiKeyConfig] = Field(default_factory=list)
+    keys: List[ApiKeyConfig] = Field(default_factory=list, description="more are made with `comfyart keys create` "
+                                                                        "or POST /api/keys")
     admin_user: Optional[str] = Field(None, description="basic-auth user with the admin role (the dashboard)")
-    admin_password: Optional[SecretStr] = None
+    admin_password: Optional[SecretStr] = Field(None, description="12 characters or more; better given as "
+                                                                  "COMFYART_AUTH__ADMIN_PASSWORD")
     allow_unauthenticated: bool = Field(False, description="serve with auth off on an address other than "
                                                            "loopback: anyone who reaches it controls the pool")
     url_secret: Optional[SecretStr] = Field(None, description="signs shareable output URLs; omitted: a random "
@@ -107,6 +119,8 @@ class AuthConfig(_Section):
 
 
 class LimitsConfig(_Section):
+    """What one request may send."""
+
     max_body_bytes: int = Field(32 << 20, ge=1024, description="a request body (JSON); larger answers 413")
     max_upload_bytes: int = Field(64 << 20, ge=1024, description="an uploaded image")
     max_json_depth: int = Field(64, ge=4, le=1000, description="nesting of any JSON a request sends")
@@ -114,6 +128,8 @@ class LimitsConfig(_Section):
 
 
 class RedisConfig(_Section):
+    """Where task records, the queue, workflows and keys live."""
+
     url: Optional[str] = Field(None, description="omitted: an embedded Redis under data_dir")
     prefix: str = Field("comfyart", description="prefix of every key comfyart writes")
 
@@ -138,10 +154,12 @@ def _check_ports(ports: Tuple[int, int]) -> Tuple[int, int]:
 
 
 class DockerHostConfig(_Section):
-    name: str
-    url: str = "unix:///var/run/docker.sock"
+    """One Docker engine and what it may run."""
+
+    name: str = Field(description="names the host in container names and backend ids")
+    url: str = Field("unix:///var/run/docker.sock", description="the engine's API: unix:// or tcp://")
     address: str = Field("127.0.0.1", description="address the host's containers listen on / are reached at")
-    ports: Tuple[int, int]
+    ports: Tuple[int, int] = Field(description="the range containers listen on, both ends included")
     gpus: List[int] = Field(default_factory=list, description="one container per GPU; empty: no GPU pinning")
     tags: List[Tag] = _tags_field()
     weight: float = _weight_field()
@@ -150,17 +168,21 @@ class DockerHostConfig(_Section):
 
 
 class DockerConfig(_Section):
-    image: str
+    """ComfyUI containers comfyart starts itself."""
+
+    image: str = Field(description="any image that runs ComfyUI")
     command: List[str] = Field(default_factory=lambda: ["python", "main.py", "--listen", "{address}",
-                                                        "--port", "{port}"])
-    network: Literal["host", "bridge"] = "host"
+                                                        "--port", "{port}"],
+                               description="{address}, {port} and {gpu} are filled in")
+    network: Literal["host", "bridge"] = Field("host", description="host: ComfyUI listens on {address}:{port}; "
+                                                                   "bridge: container_port is published on {port}")
     container_port: int = Field(8188, description="the port ComfyUI listens on inside a bridge-networked container")
-    env: Dict[str, str] = Field(default_factory=dict)
-    volumes: List[str] = Field(default_factory=list)
-    startup_timeout: float = Field(120.0, gt=0)
+    env: Dict[str, str] = Field(default_factory=dict, description="environment of every container")
+    volumes: List[str] = Field(default_factory=list, description="HOST:CONTAINER[:ro] mounts, e.g. the models")
+    startup_timeout: float = Field(120.0, gt=0, description="seconds a new container has to answer /system_stats")
     leftovers: Literal["adopt", "remove"] = Field(
         "adopt", description="what to do at start-up with running containers an earlier run created")
-    hosts: List[DockerHostConfig] = Field(default_factory=list)
+    hosts: List[DockerHostConfig] = Field(default_factory=list, description="the engines to run containers on")
 
     @model_validator(mode="after")
     def _unique_host_names(self) -> "DockerConfig":
@@ -171,13 +193,16 @@ class DockerConfig(_Section):
 
 
 class ProcessConfig(_Section):
+    """ComfyUI processes comfyart starts on this machine (a workstation without Docker)."""
+
     command: List[str] = Field(default_factory=lambda: ["python", "-m", "comfyart.emulator", "--host", "{address}",
-                                                        "--port", "{port}"])
-    address: str = "127.0.0.1"
-    ports: Tuple[int, int] = (8300, 8399)
-    gpus: List[int] = Field(default_factory=list)
-    env: Dict[str, str] = Field(default_factory=dict)
-    startup_timeout: float = Field(60.0, gt=0)
+                                                        "--port", "{port}"],
+                               description="{address}, {port}, {gpu} and {python} are filled in")
+    address: str = Field("127.0.0.1", description="address the processes listen on")
+    ports: Tuple[int, int] = Field((8300, 8399), description="the range they listen on, both ends included")
+    gpus: List[int] = Field(default_factory=list, description="one process per GPU (CUDA_VISIBLE_DEVICES)")
+    env: Dict[str, str] = Field(default_factory=dict, description="environment of every process")
+    startup_timeout: float = Field(60.0, gt=0, description="seconds a new process has to answer /system_stats")
     tags: List[Tag] = _tags_field()
     weight: float = _weight_field()
 
@@ -185,8 +210,10 @@ class ProcessConfig(_Section):
 
 
 class PoolConfig(_Section):
-    min_containers: int = Field(1, ge=0)
-    max_containers: int = Field(4, ge=0)
+    """How many containers (or processes) run, and how their health is judged."""
+
+    min_containers: int = Field(1, ge=0, description="always running, even with an empty queue")
+    max_containers: int = Field(4, ge=0, description="never more, whatever the queue")
     tasks_per_container: float = Field(
         2.0, gt=0, description="the autoscaler wants one container per this many tasks, queued or running")
     scale_up_cooldown_s: float = Field(10.0, ge=0, description="after starting containers, wait this long before "
@@ -195,7 +222,7 @@ class PoolConfig(_Section):
     idle_timeout_s: float = Field(300.0, ge=0, description="a container idle this long may be drained and stopped")
     max_tasks: int = Field(0, ge=0, description="recycle a container after this many tasks; 0: never")
     max_age_s: float = Field(0, ge=0, description="recycle a container after this long; 0: never")
-    health_interval_s: float = Field(5.0, gt=0)
+    health_interval_s: float = Field(5.0, gt=0, description="between two health checks of a backend")
     health_timeout_s: float = Field(15.0, gt=0, description="generous: ComfyUI's HTTP stalls while previews stream")
     unhealthy_threshold: int = Field(3, ge=1, description="failed checks in a row that make a backend unhealthy")
     healthy_threshold: int = Field(1, ge=1, description="good checks in a row that bring it back")
@@ -209,8 +236,10 @@ class PoolConfig(_Section):
 
 
 class StaticBackendConfig(_Section):
-    name: str
-    url: str
+    """A ComfyUI someone else runs."""
+
+    name: str = Field(description="its backend id is static:<name>")
+    url: str = Field(description="http(s)://host:port of its ComfyUI")
     tags: List[Tag] = _tags_field()
     weight: float = _weight_field()
 
@@ -223,9 +252,11 @@ class StaticBackendConfig(_Section):
 
 
 class TrackingConfig(_Section):
+    """Following prompts on their backends."""
+
     silence_s: float = Field(10.0, gt=0, description="a busy backend's socket silent this long: check /history")
-    submit_timeout_s: float = Field(30.0, gt=0)
-    download_timeout_s: float = Field(300.0, gt=0)
+    submit_timeout_s: float = Field(30.0, gt=0, description="for POST /prompt and other short requests")
+    download_timeout_s: float = Field(300.0, gt=0, description="for one output file")
     task_timeout_s: float = Field(3600.0, gt=0, description="a prompt unfinished this long after its submission is "
                                                              "interrupted and retried elsewhere")
     max_retries: int = Field(2, ge=0, description="retries of a task after faults of its backend (lost, timed "
@@ -237,6 +268,8 @@ class TrackingConfig(_Section):
 
 
 class SchedulerConfig(_Section):
+    """Which task goes to which backend, and when (changeable at run time: PUT /api/scheduler)."""
+
     strategy: Strategy = Field(Strategy.LEAST_BUSY, description="least_busy, round_robin, weighted or affinity")
     order: Order = Field(Order.FIFO, description="within a priority level: fifo, or longest_first (the most "
                                                  "expensive graphs of the window first: shortest makespan)")
@@ -249,26 +282,33 @@ class SchedulerConfig(_Section):
 
 
 class WorkflowsConfig(_Section):
+    """Stored workflows loaded from files."""
+
     directory: Optional[Path] = Field(
         None, description="workflow files loaded at start-up (NAME-api.json, NAME.json, NAME.params.yaml); "
                           "newer edits made through the API are kept")
 
 
 class S3Config(_Section):
+    """Object storage for outputs."""
+
     endpoint_url: Optional[str] = Field(None, description="of an S3-compatible service; omitted: AWS")
-    bucket: str
+    bucket: str = Field(description="must exist; checked at start-up")
     prefix: str = Field("comfyart/", description="before every object key (then TASK_ID/FILENAME)")
-    region: Optional[str] = None
+    region: Optional[str] = Field(None, description="omitted: boto3's usual sources")
     access_key_id: Optional[str] = Field(None, description="omitted: boto3's usual sources (environment, profile)")
-    secret_access_key: Optional[SecretStr] = None
+    secret_access_key: Optional[SecretStr] = Field(None, description="better given as "
+                                                                     "COMFYART_OUTPUTS__S3__SECRET_ACCESS_KEY")
     presign_expires_s: int = Field(7 * 24 * 3600, ge=60, le=7 * 24 * 3600,
                                    description="life of the presigned URLs put in task records")
 
 
 class OutputsConfig(_Section):
+    """Where downloaded outputs are kept."""
+
     storage: Literal["local", "s3"] = Field("local", description="local: under data_dir/outputs; s3: object storage "
                                                                  "(each file is downloaded, uploaded, then removed)")
-    s3: Optional[S3Config] = None
+    s3: Optional[S3Config] = Field(None, description="needed with storage: s3")
 
     @model_validator(mode="after")
     def _s3_given(self) -> "OutputsConfig":
@@ -285,7 +325,8 @@ class Settings(BaseSettings):
                                       "or removed at start-up")
     server: ServerConfig = Field(default_factory=ServerConfig)
     redis: RedisConfig = Field(default_factory=RedisConfig)
-    data_dir: Path = Path("./data")
+    data_dir: Path = Field(Path("./data"), description="outputs, uploaded inputs, process pid files, the embedded "
+                                                       "Redis")
     docker: Optional[DockerConfig] = None
     processes: Optional[ProcessConfig] = None
     pool: PoolConfig = Field(default_factory=PoolConfig)

@@ -154,6 +154,7 @@ class Pool:
         self.adopt_leftovers = adopt_leftovers
         self.backends: Dict[str, Backend] = {}
         self.recent_errors: Deque[Dict[str, Any]] = deque(maxlen=20)
+        self.recent_scaling: Deque[Dict[str, Any]] = deque(maxlen=20)  # decisions that started or drained something
         self.hosts_down: Dict[str, str] = {}
         self.ready = asyncio.Event()  # set once leftovers are handled and static backends listed
         self.on_lost: Optional[LostHandler] = None
@@ -493,6 +494,8 @@ class Pool:
         if decision.acts or self.last_decision is None or decision.reason != self.last_decision.reason:
             if decision.acts:
                 logger.info("autoscale {}", decision.reason)
+                self.recent_scaling.append({"reason": decision.reason, "start": decision.start,
+                                            "drain": list(decision.drain), "at_ms": now_ms()})
             self.last_decision, self.last_decision_ms = decision, now_ms()
         for backend_id in decision.undrain:
             backend = self.backends[backend_id]
@@ -687,7 +690,8 @@ class Pool:
         limits = self.limits()
         decision = self.last_decision
         return {"hosts": hosts, "backends": [b.describe() for b in self.backends.values()],
-                "recent_errors": list(self.recent_errors), "counters": dict(self.counters),
+                "recent_errors": list(self.recent_errors), "recent_scaling": list(self.recent_scaling),
+                "counters": dict(self.counters),
                 "autoscaler": None if decision is None else {
                     "desired": decision.desired, "start": decision.start, "drain": list(decision.drain),
                     "undrain": list(decision.undrain), "reason": decision.reason,

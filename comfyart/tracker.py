@@ -190,10 +190,11 @@ class Tracker:
                 # which costs a lap of the event loop per frame
                 message = await ws.receive(timeout=self.config.silence_s)
             except TimeoutError:
-                if backend.prompts:
-                    # a busy backend went quiet: do not trust the socket alone. ComfyUI may also have handed our
-                    # client id to another socket, leaving this one open but deaf: reconnecting takes it back.
-                    await self.reconcile(backend)
+                # a busy backend went quiet: do not trust the socket alone. When /history or /queue show what the
+                # socket did not say, ComfyUI may have handed our client id to another socket, leaving this one
+                # open but deaf: reconnecting takes it back. A node that is simply long (nothing missed) keeps
+                # the socket: a reconnect loses the frames sent while it happens.
+                if backend.prompts and await self.reconcile(backend):
                     return
                 continue
             if message.type == aiohttp.WSMsgType.TEXT:
@@ -394,26 +395,29 @@ class Tracker:
             logger.debug("progress not written error={}", exc)  # newer progress follows
 
     # ------------------------------------------------------------------ settling from /history
-    async def reconcile(self, backend: Backend) -> None:
-        """Look up every confirmed prompt of ``backend`` in /history (and /queue for the unfinished)."""
+    async def reconcile(self, backend: Backend) -> bool:
+        """Look up every confirmed prompt of ``backend`` in /history (and /queue for the unfinished); True when
+        that told of something the socket had not (a prompt ended, started, or gone)."""
         pending = [pid for pid, state in self.prompts.items() if pid in backend.prompts and state.submitted]
         if not pending:
-            return
+            return False
         try:
             queue = await backend.client.queue()
         except BackendUnavailable as exc:
             logger.debug("reconcile skipped backend={} error={}", backend.id, exc)
-            return
+            return False
+        missed = False
         for prompt_id in pending:
-            await self.settle(backend, prompt_id, queue=queue)
+            missed |= await self.settle(backend, prompt_id, queue=queue)
+        return missed
 
     async def settle(self, backend: Backend, prompt_id: str, *, queue: Optional[Dict[str, Any]] = None,
-                     outputs: Optional[Dict[str, Any]] = None) -> None:
+                     outputs: Optional[Dict[str, Any]] = None) -> bool:
         """End a prompt as /history (and /queue) tell; with ``outputs``, the socket saw the whole successful run
-        and those are its outputs."""
+        and those are its outputs. True when the lookups changed what was known of it (ended, started, gone)."""
         state = self.prompts.get(prompt_id)
         if state is None or state.settling:
-            return
+            return False
         state.settling = True
         try:
             try:
@@ -428,7 +432,7 @@ class Tracker:
                         outcome = protocol.history_outcome(await backend.client.history(prompt_id))
             except BackendUnavailable as exc:
                 logger.debug("history lookup failed backend={} prompt={} error={}", backend.id, prompt_id, exc)
-                return
+                return False
             if outcome.finished and outcome.succeeded:
                 await self._finish_completed(backend, prompt_id, state, outcome.outputs)
             elif outcome.finished:
@@ -444,6 +448,9 @@ class Tracker:
                 await self.requeue_task(state.task_id, AttemptEnd.VANISHED,
                                         f"{backend.id} has no record of prompt {prompt_id} (restarted?)",
                                         prompt_id=prompt_id)
+            else:
+                return False  # still queued or running, as the socket said
+            return True
         finally:
             state.settling = False
 

@@ -50,6 +50,11 @@ async def test_min_containers_processes_run_tasks_and_stop_with_the_daemon(tmp_p
         assert all(r["outputs"][0]["content_type"] == "image/png" for r in records)
         pids = list((settings.data_dir / "processes").glob("*.json"))
         assert len(pids) == 2
+        # the last lines of a backend's own log
+        logs = (await api.get(f"/api/pool/backends/{backends[0]['id']}/logs", params={"lines": 5})).json()
+        assert logs["backend"] == backends[0]["id"] and 1 <= len(logs["lines"]) <= 5
+        assert any(f"listening on http://127.0.0.1:{backends[0]['port']}" in line for line in logs["lines"])
+        assert (await api.get("/api/pool/backends/nope/logs")).status_code == 404
     for backend in backends:  # a clean stop stops the processes it started
         port = int(backend["port"])
         with __import__("socket").socket() as probe:

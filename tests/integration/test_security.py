@@ -45,7 +45,8 @@ def static(*emulators) -> list:
 ADMIN_ROUTES = {
     ("GET", "/api/pool"), ("POST", "/api/pool/health-check"), ("POST", "/api/pool/scale"),
     ("POST", "/api/pool/backends"), ("DELETE", "/api/pool/backends/{name}"),
-    ("POST", "/api/pool/backends/{backend_id}/{action}"), ("GET", "/api/scheduler"), ("PUT", "/api/scheduler"),
+    ("POST", "/api/pool/backends/{backend_id}/{action}"), ("GET", "/api/pool/backends/{backend_id}/logs"),
+    ("GET", "/api/scheduler"), ("PUT", "/api/scheduler"),
     ("POST", "/api/workflows/infer"), ("PUT", "/api/workflows/{name}"), ("DELETE", "/api/workflows/{name}"),
     ("GET", "/api/keys"), ("POST", "/api/keys"), ("DELETE", "/api/keys/{key_id}"),
     ("POST", "/free"), ("POST", "/api/free"), ("GET", "/metrics"),
