@@ -72,6 +72,7 @@ TAG = re.compile(TAG_PATTERN)
 SCHEDULING_FIELDS = {"priority", "requires", "vram_mb", "webhook"}
 MAX_WEBHOOK_URL = 2048
 UPLOAD_CHUNK = 1 << 20
+MAX_OFFSET = 1_000_000_000  # Redis takes 64-bit offsets, not any integer a query can spell
 
 
 @dataclass
@@ -354,7 +355,7 @@ def create_app(services: Services) -> FastAPI:
 
     @app.get("/api/tasks")
     async def list_tasks(principal: Caller, status: Optional[TaskStatus] = None, limit: int = Query(50, ge=1, le=500),
-                         offset: int = Query(0, ge=0)) -> Any:
+                         offset: int = Query(0, ge=0, le=MAX_OFFSET)) -> Any:
         """Newest first (pending ones in the order they will run). A client sees its own tasks only."""
         owner = None if principal.admin else principal.id
         tasks = await store.list(status=status, limit=limit, offset=offset, owner=owner)
@@ -423,7 +424,7 @@ def create_app(services: Services) -> FastAPI:
         return {"params": {name: p.model_dump(mode="json") for name, p in infer_parameters(graph).items()}}
 
     @app.get("/api/workflows/{name}")
-    async def get_workflow(name: str, version: Optional[int] = Query(None, ge=1)) -> Any:
+    async def get_workflow(name: str, version: Optional[int] = Query(None, ge=1, le=MAX_OFFSET)) -> Any:
         workflow = await workflows.get(name, version)
         body = {**workflow.model_dump(mode="json"), "versions": await workflows.versions(name)}
         return JSONResponse(body, headers={"ETag": f'"{workflow.version}"'})

@@ -59,6 +59,7 @@ CACHED_ANSWERS = 64
 HOLD_PROGRESS_S = 0.05
 ENDED_REMEMBERED = 1000
 OUTBOX_FRAMES = 4096  # a client this far behind is disconnected, as it would stall nothing else
+MAX_PAGE = 1_000_000_000
 BACKEND_JSON_DEPTH = 256  # what a backend answers may nest deeper than a request, but not without end
 PROMPT_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 FEATURES = {"supports_preview_metadata": True, "max_upload_size": 64 << 20}
@@ -856,6 +857,9 @@ def build_router(front: FrontDoor) -> APIRouter:
             return JSONResponse({"error": "max_items and offset must be whole numbers"}, status_code=400)
         if limit is not None and limit < 0:
             limit = None
+        # Redis takes 64-bit offsets, not any integer a query can spell
+        limit = None if limit is None else min(limit, MAX_PAGE)
+        start = None if start is None else min(start, MAX_PAGE)
         if start is not None:
             tasks = await store.comfy_tasks(newest_first=False, offset=max(0, start), limit=limit,
                                             owner=own(principal))

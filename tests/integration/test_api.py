@@ -42,6 +42,8 @@ async def test_bad_submissions(api, body, status, reason):
     ("/api/tasks?status=exploded", 422, "status: Input should be"),
     ("/api/tasks?limit=0", 422, "limit: Input should be greater than or equal to 1"),
     ("/api/tasks?offset=-1", 422, "offset"),
+    ("/api/tasks?offset=9223372036854775808", 422, "offset"),  # past what Redis takes (found by the fuzzer)
+    ("/api/workflows/x?version=9223372036854775808", 422, "version"),
 ])
 async def test_bad_reads(api, path, status, reason):
     response = await api.get(path)
