@@ -25,9 +25,10 @@ from urllib.parse import parse_qs
 
 import redis.asyncio as aioredis
 from fastapi import Depends
+from loguru import logger
 from starlette.requests import HTTPConnection
 
-from .errors import Forbidden, NotFound
+from .errors import Forbidden, NotFound, TransientError
 from .store import map_redis_errors
 
 KEY_PREFIX = "ca_"
@@ -232,7 +233,11 @@ class Authenticator:
         key_id = key_id_of(credentials.bearer)
         if key_id is None:
             return None
-        record = await self.keys.get(key_id)
+        try:
+            record = await self.keys.get(key_id)
+        except (ValueError, KeyError):  # a record that does not decode is no valid key
+            logger.warning("unreadable key record key_id={}", key_id)
+            return None
         if record is None or record.revoked_ms is not None or not hmac.compare_digest(record.sha256, digest):
             return None
         return record.principal()
@@ -249,7 +254,7 @@ def signed_query(secret: bytes, path: str, expires: int) -> str:
 
 def signature_valid(secret: bytes, path: str, expires: Any, signature: Any, now: float) -> bool:
     """Whether ``?expires=…&signature=…`` on ``path`` was made with ``secret`` and has not expired."""
-    if not isinstance(expires, str) or not expires.isdigit() or not isinstance(signature, str):
+    if not isinstance(expires, str) or not expires.isdigit() or len(expires) > 12 or not isinstance(signature, str):
         return False
     if int(expires) < now:
         return False
@@ -285,7 +290,11 @@ class AuthMiddleware:
         query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
         streaming = scope["type"] == "websocket" or scope["path"].endswith("/events")
         credentials = credentials_from(headers, query, token_in_query=streaming)
-        principal = None if credentials.malformed else await self.authenticator.identify(credentials)
+        try:
+            principal = None if credentials.malformed else await self.authenticator.identify(credentials)
+        except TransientError as exc:  # Redis away: the key cannot be checked now
+            await _refuse(scope, receive, send, f"cannot check credentials now: {exc}", "", status=503)
+            return
         if principal is None:
             presented = credentials.bearer is not None or credentials.basic is not None or credentials.malformed
             signed = (scope["type"] == "http" and scope["method"] in ("GET", "HEAD") and "signature" in query
@@ -301,16 +310,17 @@ class AuthMiddleware:
         await self.app(scope, receive, send)
 
 
-async def _refuse(scope: Dict[str, Any], receive: Any, send: Any, detail: str, challenge: str) -> None:
+async def _refuse(scope: Dict[str, Any], receive: Any, send: Any, detail: str, challenge: str,
+                  status: int = 401) -> None:
     if scope["type"] == "websocket":
         # closing before accepting answers the upgrade with HTTP 403
         await receive()  # websocket.connect
         await send({"type": "websocket.close", "code": 1008, "reason": detail[:120]})
         return
     body = json.dumps({"detail": detail}).encode()
-    await send({"type": "http.response.start", "status": 401,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-                            (b"www-authenticate", challenge.encode())]})
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    headers.append((b"www-authenticate", challenge.encode()) if status == 401 else (b"retry-after", b"1"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
 

@@ -384,3 +384,29 @@ async def test_client_webhooks_reach_public_addresses_only(tmp_path: Path, redis
             assert deliveries[by_name] == [{**deliveries[by_name][0], "delivered": False, "status": None,
                                             "error": PRIVATE_TARGET}]
             assert by_name not in received
+
+
+async def test_with_redis_away_a_run_time_key_gets_503_not_a_crash(tmp_path: Path):
+    import subprocess
+
+    from tests.conftest import _redis_server_binary, free_port, wait_for_port
+
+    port = free_port()
+    redis = subprocess.Popen([_redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                              "--appendonly", "no", "--dir", str(tmp_path)], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    try:
+        wait_for_port(port)
+        async with running_daemon(secured(tmp_path, f"redis://127.0.0.1:{port}/0")) as api:
+            made = (await as_key(api, ADMIN_KEY).post("/api/keys", json={"name": "eve"})).json()["key"]
+            assert (await as_key(api, made).get("/api/tasks")).status_code == 200
+            redis.terminate()
+            redis.wait(10)
+            answer = await as_key(api, made).get("/api/tasks")
+            assert answer.status_code == 503 and answer.headers["retry-after"] == "1"
+            assert answer.json()["detail"].startswith("cannot check credentials now")
+            assert made not in answer.text
+    finally:
+        if redis.poll() is None:
+            redis.terminate()
+            redis.wait(10)

@@ -314,3 +314,7 @@ def test_a_stored_output_never_resolves_outside_its_task(tmp_path):
     inputs = InputStore(tmp_path / "inputs")
     for name in ("../secret.txt", "/etc/passwd", "ab", "x" * 64 + ".png"):
         assert inputs.path(name) is None
+
+
+def test_an_expiry_too_long_to_be_a_time_is_refused_not_parsed():
+    assert not signature_valid(b"s", "/p", "9" * 5000, "x", now=0)  # int() of it would raise
