@@ -12,7 +12,7 @@ import re
 import time
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Dict, List, Optional, Tuple
-from urllib.parse import quote, urlsplit
+from urllib.parse import urlsplit
 
 from fastapi import Depends, FastAPI, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
@@ -31,6 +31,7 @@ from .auth import (
     Unauthenticated,
     admin_only,
     can_see,
+    output_path,
     signature_valid,
     signed_query,
 )
@@ -91,7 +92,7 @@ class Security:
     def output_url(self, base: str, task_id: str, filename: str, ttl_s: Optional[int] = None,
                    now: Optional[float] = None) -> Tuple[str, int]:
         """A URL of an output that works without a key until it expires: (url, expires as a UNIX time)."""
-        path = f"/api/tasks/{task_id}/outputs/{quote(filename)}"
+        path = output_path(task_id, filename)
         expires = int((now if now is not None else time.time()) + (ttl_s or self.signed_url_ttl_s))
         return f"{base}{path}?{signed_query(self.url_secret, path, expires)}", expires
 
@@ -298,8 +299,9 @@ def create_app(services: Services) -> FastAPI:
         admission: Dict[str, Any] = {"owner": principal.owner}
         if "webhook" in options and not principal.admin:
             admission["webhook_public_only"] = True
-            if not security.private_webhooks and literal_target_problem(options["webhook"]) is not None:
-                raise BadRequest(422, f"webhook: {literal_target_problem(options['webhook'])}")
+            problem = None if security.private_webhooks else literal_target_problem(options["webhook"])
+            if problem is not None:
+                raise BadRequest(422, f"webhook: {problem}")
         if security.quotas is not None:
             await security.quotas.submission(principal)
             admission["max_queued"] = security.quotas.max_queued(principal)
@@ -315,7 +317,7 @@ def create_app(services: Services) -> FastAPI:
 
     @app.exception_handler(QuotaExceeded)
     async def over_quota(request: Request, exc: QuotaExceeded) -> JSONResponse:
-        return _problem(429, str(exc), {"Retry-After": str(max(1, round(exc.retry_after_s + 0.49)))})
+        return _problem(429, str(exc), {"Retry-After": exc.retry_after})
 
     for error_type, status in ERROR_STATUS.items():
         app.add_exception_handler(error_type, _answer_with(status))
@@ -394,9 +396,8 @@ def create_app(services: Services) -> FastAPI:
         principal = request.scope.get("state", {}).get("principal")
         if principal is None:  # let in without credentials only for a signed URL: check it
             query = request.query_params
-            path = f"/api/tasks/{task_id}/outputs/{quote(filename)}"
-            if not signature_valid(security.url_secret, path, query.get("expires"), query.get("signature"),
-                                   time.time()):
+            if not signature_valid(security.url_secret, output_path(task_id, filename), query.get("expires"),
+                                   query.get("signature"), time.time()):
                 raise Unauthenticated("this link is invalid or has expired")
             task = await store.get(task_id)
         else:

@@ -21,7 +21,7 @@ import secrets
 import time
 from dataclasses import dataclass
 from typing import Annotated, Any, Awaitable, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, quote
 
 import redis.asyncio as aioredis
 from fastapi import Depends
@@ -244,6 +244,11 @@ class Authenticator:
 
 
 # ---------------------------------------------------------------------------------------------------- signed URLs
+def output_path(task_id: str, filename: str) -> str:
+    """The REST path of a task's output file: what a link is signed over."""
+    return f"/api/tasks/{task_id}/outputs/{quote(filename)}"
+
+
 def url_signature(secret: bytes, path: str, expires: int) -> str:
     return hmac.new(secret, f"{path}\n{expires}".encode(), hashlib.sha256).hexdigest()
 

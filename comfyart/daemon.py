@@ -110,12 +110,13 @@ def config_keys(auth: AuthConfig) -> List[KeyRecord]:
 async def build_security(settings: Settings, client: "aioredis.Redis") -> Security:
     auth = settings.auth
     keys = KeyStore(client, settings.redis.prefix)
+    public_url = settings.server.public_base() if settings.server.public_url else None
     secret = auth.url_secret.get_secret_value().encode() if auth.url_secret else await keys.url_secret()
     if not auth.active:
         logger.warning("auth is OFF: every caller is an admin (server.host={}); configure auth.keys or "
                        "auth.admin_user before exposing this daemon", settings.server.host)
         return Security(url_secret=secret, signed_url_ttl_s=auth.signed_url_ttl_s, limits=settings.limits,
-                        public_url=settings.server.public_url and settings.server.public_base())
+                        public_url=public_url)
     admin_user = (auth.admin_user, auth.admin_password.get_secret_value()) \
         if auth.admin_user and auth.admin_password else None
     authenticator = Authenticator(keys, config_keys=config_keys(auth), admin_user=admin_user)
@@ -124,8 +125,7 @@ async def build_security(settings: Settings, client: "aioredis.Redis") -> Securi
     return Security(authenticator=authenticator, keys=keys,
                     quotas=Quotas(client, settings.redis.prefix, auth.quotas), url_secret=secret,
                     signed_url_ttl_s=auth.signed_url_ttl_s, limits=settings.limits,
-                    private_webhooks=settings.webhooks.allow_private_targets,
-                    public_url=settings.server.public_url and settings.server.public_base())
+                    private_webhooks=settings.webhooks.allow_private_targets, public_url=public_url)
 
 
 def build_providers(settings: Settings) -> List[Provider]:
@@ -214,7 +214,6 @@ async def run(settings: Settings, *, ready: Optional[asyncio.Event] = None,
                                                        for b in pool.backends.values()},
                          queue_depth=store.depth)
     webhooks = WebhookSender(store=store, session=session, config=settings.webhooks,
-                             public_url=settings.server.public_base(),
                              # signed from the task's end, so every delivery of one webhook carries the same body
                              output_url=lambda task, filename: security.output_url(
                                  settings.server.public_base(), task.id, filename,

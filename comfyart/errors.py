@@ -8,6 +8,7 @@
 """
 from __future__ import annotations
 
+import math
 from typing import Any
 
 
@@ -80,6 +81,11 @@ class QuotaExceeded(PermanentError):
     def __init__(self, message: str, retry_after_s: float = 1.0) -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
+
+    @property
+    def retry_after(self) -> str:
+        """The Retry-After header: whole seconds, rounded up, never 0."""
+        return str(max(1, math.ceil(self.retry_after_s)))
 
 
 class Forbidden(PermanentError):

@@ -789,16 +789,13 @@ def _unavailable(exc: TransientError) -> JSONResponse:
 def _over_quota(exc: QuotaExceeded) -> JSONResponse:
     return JSONResponse({"error": {"type": "quota_exceeded", "message": str(exc), "details": "", "extra_info": {}},
                          "node_errors": {}}, status_code=429,
-                        headers={"Retry-After": str(max(1, round(exc.retry_after_s + 0.49)))})
+                        headers={"Retry-After": exc.retry_after})
 
 
 def build_router(front: FrontDoor) -> APIRouter:
     router = APIRouter()
     store = front.store
     depth = front.limits.max_json_depth
-
-    def own(principal: Principal) -> Optional[str]:
-        return principal.owner
 
     async def prompt_post(request: Request, principal: Caller) -> Response:
         body = _json(await request.body(), depth)
@@ -819,7 +816,7 @@ def build_router(front: FrontDoor) -> APIRouter:
 
     async def queue_get(principal: Caller) -> Any:
         running, pending = [], []
-        for task in await store.open_comfy_tasks(own(principal)):
+        for task in await store.open_comfy_tasks(principal.owner):
             item = queue_item(task, await front.outputs_to_execute(task))
             (running if task.status is TaskStatus.RUNNING else pending).append(item)
         return {"queue_running": running, "queue_pending": pending}
@@ -829,10 +826,10 @@ def build_router(front: FrontDoor) -> APIRouter:
         if not isinstance(body, dict):
             return _bad_json()
         if body.get("clear") is True:
-            for task in await store.open_comfy_tasks(own(principal)):
+            for task in await store.open_comfy_tasks(principal.owner):
                 await front.cancel(task, only_if=(TaskStatus.PENDING,))
         for prompt_id in _listed(body.get("delete")):
-            task = await store.comfy_task(str(prompt_id), own(principal))
+            task = await store.comfy_task(str(prompt_id), principal.owner)
             if task is not None:
                 await front.cancel(task, only_if=(TaskStatus.PENDING,))
         return Response(status_code=200)
@@ -841,10 +838,10 @@ def build_router(front: FrontDoor) -> APIRouter:
         body = _json(await request.body(), depth)
         prompt_id = body.get("prompt_id") if isinstance(body, dict) else None
         if prompt_id:
-            task = await store.comfy_task(str(prompt_id), own(principal))
+            task = await store.comfy_task(str(prompt_id), principal.owner)
             targets = [task] if task is not None else []
         else:
-            targets = await store.open_comfy_tasks(own(principal))
+            targets = await store.open_comfy_tasks(principal.owner)
         for task in targets:
             await front.interrupt(task)
         return Response(status_code=200)
@@ -862,9 +859,9 @@ def build_router(front: FrontDoor) -> APIRouter:
         start = None if start is None else min(start, MAX_PAGE)
         if start is not None:
             tasks = await store.comfy_tasks(newest_first=False, offset=max(0, start), limit=limit,
-                                            owner=own(principal))
+                                            owner=principal.owner)
         else:
-            tasks = await store.comfy_tasks(newest_first=True, limit=limit or 10_000, owner=own(principal))
+            tasks = await store.comfy_tasks(newest_first=True, limit=limit or 10_000, owner=principal.owner)
             tasks.reverse()
         entries = {}
         for task in tasks:
@@ -873,7 +870,7 @@ def build_router(front: FrontDoor) -> APIRouter:
         return JSONResponse(entries)
 
     async def history_one(prompt_id: str, principal: Caller) -> Any:
-        task = await store.comfy_task(prompt_id, own(principal))
+        task = await store.comfy_task(prompt_id, principal.owner)
         if task is None or not in_history(task):
             return {}
         return {prompt_id: history_entry(task, await front.outputs_to_execute(task))}
@@ -882,7 +879,7 @@ def build_router(front: FrontDoor) -> APIRouter:
         body = _json(await request.body(), depth)
         if not isinstance(body, dict):
             return _bad_json()
-        owner = own(principal)
+        owner = principal.owner
         if body.get("clear") is True:
             tasks = await store.comfy_tasks(owner=owner)
             await store.forget_comfy([t.comfy_prompt_id for t in tasks if t.status in FINAL_STATUSES], owner)
@@ -959,7 +956,7 @@ def build_router(front: FrontDoor) -> APIRouter:
                 raise ValueError
         except ValueError:
             return JSONResponse({"error": "limit and offset must be whole numbers (limit from 1)"}, status_code=400)
-        tasks = await store.comfy_tasks(owner=own(principal))
+        tasks = await store.comfy_tasks(owner=principal.owner)
         found = [j for j in (job(t) for t in tasks if JOB_STATUS[t.status] in wanted)
                  if workflow_id is None or j["workflow_id"] == workflow_id]
         if sort_by == "execution_duration":
@@ -972,13 +969,13 @@ def build_router(front: FrontDoor) -> APIRouter:
                                                           "has_more": start + len(page) < len(found)}})
 
     async def job_one(job_id: str, principal: Caller) -> Response:
-        task = await store.comfy_task(job_id, own(principal))
+        task = await store.comfy_task(job_id, principal.owner)
         if task is None:
             return JSONResponse({"error": "Job not found"}, status_code=404)
         return JSONResponse(job(task, detail=True))
 
     async def job_cancel(job_id: str, principal: Caller) -> Response:
-        task = await store.comfy_task(job_id, own(principal))
+        task = await store.comfy_task(job_id, principal.owner)
         if task is None:
             return JSONResponse({"error": "Job not found"}, status_code=404)
         cancelled = await front.cancel(task, only_if=(TaskStatus.PENDING, TaskStatus.RUNNING))
@@ -991,7 +988,7 @@ def build_router(front: FrontDoor) -> APIRouter:
             return JSONResponse({"error": "job_ids must be a list of job ids"}, status_code=400)
         cancelled = False
         for job_id in ids:
-            task = await store.comfy_task(job_id, own(principal))
+            task = await store.comfy_task(job_id, principal.owner)
             if task is not None:
                 cancelled |= await front.cancel(task, only_if=(TaskStatus.PENDING, TaskStatus.RUNNING))
         return JSONResponse({"cancelled": cancelled})

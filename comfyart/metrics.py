@@ -134,15 +134,17 @@ class Metrics:
         self._started: Dict[str, int] = {}  # running tasks' start times, for the run histogram
 
     async def render(self) -> bytes:
-        statuses = {}
-        for status in TaskStatus:
+        depth = await self.store.depth()  # one census gives the unfinished: pending is queued or submitted
+        statuses = {TaskStatus.PENDING.value: depth["queued"] + depth["submitted"],
+                    TaskStatus.RUNNING.value: depth["running"]}
+        for status in FINAL_STATUSES:
             statuses[status.value] = await self.store.count(status)
         with map_redis_errors():
             flat = await self._by_priority(keys=[self.store.queue_key, f"{self.store.prefix}:task:"],
                                            args=[PRIORITY_SCAN])
         by_priority = {str(flat[i]): int(flat[i + 1]) for i in range(0, len(flat), 2)}
         self._read.snapshot = Snapshot(
-            tasks_by_status=statuses, depth=await self.store.depth(), queued_by_priority=by_priority,
+            tasks_by_status=statuses, depth=depth, queued_by_priority=by_priority,
             backends=[b.describe() for b in self.pool.backends.values()],
             counters={"pool": dict(self.pool.counters), "dispatch": dict(self.dispatcher.counters),
                       "attempts": dict(self.tracker.counters),

@@ -22,7 +22,7 @@ import ipaddress
 import json
 import socket
 from typing import Any, Callable, Dict, List, Optional
-from urllib.parse import quote, urlsplit
+from urllib.parse import urlsplit
 
 import aiohttp
 from loguru import logger
@@ -90,10 +90,6 @@ def signature(secret: str, body: bytes) -> str:
 OutputURL = Callable[[Task, str], str]  # the URL of a task's output file, given its name
 
 
-def unsigned_output_url(public_url: str) -> OutputURL:
-    return lambda task, filename: f"{public_url}/api/tasks/{task.id}/outputs/{quote(filename)}"
-
-
 def payload(task: Task, output_url: OutputURL) -> bytes:
     """The task record as delivered: its graph and owner left out, each output with a URL that downloads it
     (signed: the receiver has no key)."""
@@ -107,12 +103,11 @@ def payload(task: Task, output_url: OutputURL) -> bytes:
 
 class WebhookSender:
     def __init__(self, *, store: TaskStore, session: aiohttp.ClientSession, config: WebhooksConfig,
-                 public_url: str, events: Optional[EventHub] = None,
-                 output_url: Optional[OutputURL] = None) -> None:
+                 output_url: OutputURL, events: Optional[EventHub] = None) -> None:
         self.store = store
         self.session = session
         self.config = config
-        self.output_url = output_url or unsigned_output_url(public_url)
+        self.output_url = output_url
         self.events = events or store.events
         self.public_session: Optional[aiohttp.ClientSession] = None
         self.counters: Dict[str, int] = {"delivered": 0, "failed": 0, "given_up": 0}  # attempts, for /metrics

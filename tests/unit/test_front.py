@@ -6,6 +6,7 @@ import hashlib
 import hmac
 import json
 import struct
+from urllib.parse import quote
 
 import pytest
 
@@ -25,7 +26,7 @@ from comfyart.front import (
 )
 from comfyart.models import OutputFile, Relay, Task, TaskStatus
 from comfyart.policy import webhook_next_attempt
-from comfyart.webhooks import payload, signature, unsigned_output_url
+from comfyart.webhooks import payload, signature
 
 INFO = {
     "EmptyImage": {"input": {"required": {"width": ["INT", {"default": 512, "min": 1, "max": 16384}],
@@ -244,7 +245,8 @@ def test_webhook_retries_double_up_to_the_cap_until_2xx_or_the_last_attempt(atte
 
 
 def test_webhook_payload_and_signature():
-    body = payload(task(outputs=[output("a b.png")]), unsigned_output_url("http://example.test:8100"))
+    body = payload(task(outputs=[output("a b.png")]),
+                   lambda t, name: f"http://example.test:8100/api/tasks/{t.id}/outputs/{quote(name)}")
     record = json.loads(body)
     assert "prompt" not in record and record["id"] == "T1"
     assert record["outputs"][0]["url"] == "http://example.test:8100/api/tasks/T1/outputs/a%20b.png"
