@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import time
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Dict, List, Optional, Tuple
 from urllib.parse import urlsplit
@@ -17,6 +18,7 @@ from urllib.parse import urlsplit
 from fastapi import Depends, FastAPI, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, RedirectResponse
+from fastapi.staticfiles import StaticFiles
 from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 
@@ -52,12 +54,13 @@ from .front import FrontDoor, build_router
 from .inputs import InputStore, NotAnImage, StoredInput, TooLarge
 from .limits import BodyLimit, BodyTooLarge, JSONTooDeep, parse_json
 from .metrics import Metrics
-from .models import Task, TaskStatus
+from .models import FINAL_STATUSES, Task, TaskStatus
 from .object_store import S3Outputs
 from .outputs import OutputStore
 from .pool import Pool
 from .quotas import Quotas
 from .scheduling import parse_priority
+from .stats import StatsHistory
 from .store import TaskStore
 from .streams import add_event_routes
 from .templates import Templates
@@ -73,6 +76,7 @@ TAG = re.compile(TAG_PATTERN)
 SCHEDULING_FIELDS = {"priority", "requires", "vram_mb", "webhook"}
 MAX_WEBHOOK_URL = 2048
 UPLOAD_CHUNK = 1 << 20
+DASHBOARD_DIR = Path(__file__).parent / "dashboard"
 MAX_OFFSET = 1_000_000_000  # Redis takes 64-bit offsets, not any integer a query can spell
 
 
@@ -112,6 +116,8 @@ class Services:
     objects: Optional[S3Outputs] = None
     security: Security = field(default_factory=Security)
     metrics: Optional[Metrics] = None
+    stats: Optional[StatsHistory] = None
+    dashboard: bool = True
 
 
 def _problem(status: int, detail: str, headers: Optional[Dict[str, str]] = None) -> JSONResponse:
@@ -379,6 +385,29 @@ def create_app(services: Services) -> FastAPI:
             task = await store.get(task_id)
             raise BadRequest(409, f"task {task_id} is already {task.status.value}") from None
 
+    @app.post("/api/tasks/{task_id}/retry", status_code=201)
+    async def retry_task(task_id: str, principal: Caller) -> Any:
+        """Queue an ended task again as a new task (``retry_of`` names the old one): the same graph, or the same
+        workflow version and parameters (the seed it used included), with its priority, tags and webhook. A task
+        that has not ended answers 409."""
+        task = await visible_task(task_id, principal)
+        if task.status not in FINAL_STATUSES:
+            raise BadRequest(409, f"task {task_id} is still {task.status.value}: cancel it first, or wait for its end")
+        options: Dict[str, Any] = {"priority": task.priority, "requires": task.requires, "vram_mb": task.vram_mb}
+        if task.webhook is not None:
+            options["webhook"] = task.webhook
+        admission = await admitted(principal, options)
+        if task.workflow is not None and task.workflow_version is not None \
+                and await workflows.has_version(task.workflow, task.workflow_version):
+            again = await store.create(workflow=task.workflow, workflow_version=task.workflow_version,
+                                       params=task.params, retry_of=task.id, **options, **admission)
+        elif task.prompt is not None:  # a raw graph, or a workflow's resolved graph whose version is gone
+            again = await store.create(task.prompt, retry_of=task.id, **options, **admission)
+        else:
+            raise BadRequest(409, f"task {task_id} cannot run again: workflow {task.workflow} version "
+                                  f"{task.workflow_version} was deleted before the task was dispatched")
+        return _created(again)
+
     @app.post("/api/tasks/{task_id}/outputs/{filename}/link")
     async def share_output(principal: Caller, task_id: str, filename: str, request: Request,
                            expires_in_s: Optional[int] = Query(None, ge=60, le=30 * 24 * 3600)) -> Any:
@@ -619,6 +648,33 @@ def create_app(services: Services) -> FastAPI:
         if services.metrics is None:
             raise NotFound("metrics are off")
         return Response(await services.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    @app.get("/api/me")
+    async def who_am_i(principal: Caller) -> Any:
+        """The caller as the daemon sees it: its key's name and role (the dashboard shows the pool to admins)."""
+        quotas = security.quotas
+        return {"id": principal.id or None, "name": principal.name, "role": principal.role.value,
+                "auth": principal.authenticated,
+                "max_queued": quotas.max_queued(principal) if quotas is not None else None}
+
+    @app.get("/api/stats")
+    async def stats_history(window_s: float = Query(3600, ge=60, le=30 * 24 * 3600)) -> Any:
+        """Samples of the queue's depth (``queued``, ``submitted``, ``running``) and of the tasks that ended in each
+        interval (``completed``, ``failed``, ``canceled``), oldest first: the dashboard's charts."""
+        if services.stats is None:
+            raise NotFound("stats are off")
+        return {"interval_s": services.stats.interval_s, "samples": await services.stats.read(window_s)}
+
+    if services.dashboard:
+        page_headers = {"Content-Security-Policy": "default-src 'self'; img-src 'self' blob: data:; "
+                                                   "connect-src 'self' ws: wss:; frame-ancestors 'none'",
+                        "X-Content-Type-Options": "nosniff", "Cache-Control": "no-cache"}
+
+        @app.get("/", include_in_schema=False)
+        async def dashboard() -> FileResponse:
+            return FileResponse(DASHBOARD_DIR / "index.html", headers=page_headers)
+
+        app.mount("/ui", StaticFiles(directory=DASHBOARD_DIR), name="dashboard files")
 
     @app.get("/healthz")
     async def healthz() -> Any:

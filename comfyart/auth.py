@@ -272,10 +272,12 @@ ASGIApp = Callable[[Dict[str, Any], Callable[[], Awaitable[Any]], Callable[[Any]
 
 class AuthMiddleware:
     """Puts the caller's Principal in ``scope["state"]["principal"]`` and turns away anyone without valid
-    credentials, except on ``/healthz`` and on a GET that carries a URL signature (its route checks it). Routes
-    then only decide what the Principal may do."""
+    credentials, except on ``/healthz``, the dashboard's files (``/`` and ``/ui/…``: they hold no data, and the page
+    asks for a key), and a GET that carries a URL signature (its route checks it). Routes then only decide what the
+    Principal may do."""
 
-    OPEN_PATHS = frozenset({"/healthz"})
+    OPEN_PATHS = frozenset({"/healthz", "/"})
+    OPEN_PREFIX = "/ui/"
     SIGNED_PATHS = re.compile(r"^/api/tasks/[^/]+/outputs/[^/]+$")
 
     def __init__(self, app: ASGIApp, authenticator: Optional[Authenticator]) -> None:
@@ -304,7 +306,9 @@ class AuthMiddleware:
             presented = credentials.bearer is not None or credentials.basic is not None or credentials.malformed
             signed = (scope["type"] == "http" and scope["method"] in ("GET", "HEAD") and "signature" in query
                       and self.SIGNED_PATHS.match(scope["path"]) is not None)
-            if presented or not (scope["path"] in self.OPEN_PATHS or signed):
+            open_path = scope["path"] in self.OPEN_PATHS or (scope["type"] == "http"
+                                                             and scope["path"].startswith(self.OPEN_PREFIX))
+            if presented or not (open_path or signed):
                 # with an admin user, browsers get the basic challenge too, and ask for a user and password
                 challenge = 'Bearer realm="comfyart"' + (', Basic realm="comfyart"'
                                                          if self.authenticator.admin_user else "")

@@ -40,6 +40,17 @@ class ServerConfig(_Section):
         return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
 
 
+class DashboardConfig(_Section):
+    """The web dashboard at ``/`` and the history its charts draw."""
+
+    enabled: bool = Field(True, description="serve the dashboard at / (its files hold no data: the API it calls "
+                                            "checks credentials)")
+    stats_interval_s: float = Field(10.0, ge=0.1, le=3600, description="how often queue depth and finished tasks "
+                                                                       "are sampled for the charts")
+    stats_keep_s: float = Field(24 * 3600.0, ge=60, le=30 * 24 * 3600,
+                                description="how long samples are kept (in Redis, about 100 bytes each)")
+
+
 class WebhooksConfig(_Section):
     """Deliveries of finished tasks to their ``webhook`` URL."""
 
@@ -338,6 +349,7 @@ class Settings(BaseSettings):
     outputs: OutputsConfig = Field(default_factory=OutputsConfig)
     auth: AuthConfig = Field(default_factory=AuthConfig)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
+    dashboard: DashboardConfig = Field(default_factory=DashboardConfig)
 
     @classmethod
     def settings_customise_sources(cls, settings_cls: type, init_settings: PydanticBaseSettingsSource,

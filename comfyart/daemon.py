@@ -33,6 +33,7 @@ from .providers.docker import DockerProvider
 from .providers.process import ProcessProvider
 from .quotas import Quotas
 from .redact import redact_url
+from .stats import StatsHistory
 from .store import TaskStore, map_redis_errors
 from .templates import Templates
 from .tracker import Tracker
@@ -219,8 +220,10 @@ async def run(settings: Settings, *, ready: Optional[asyncio.Event] = None,
                                  settings.server.public_base(), task.id, filename,
                                  now=(task.finished_ms or task.updated_ms) / 1000)[0])
     metrics = Metrics(store=store, pool=pool, dispatcher=dispatcher, tracker=tracker, webhooks=webhooks)
+    stats = StatsHistory(store, events, interval_s=settings.dashboard.stats_interval_s,
+                         keep_s=settings.dashboard.stats_keep_s)
     services = Services(store, pool, outputs, workflows, templates, inputs, tracker, dispatcher, front, file_errors,
-                        objects, security, metrics)
+                        objects, security, metrics, stats, dashboard=settings.dashboard.enabled)
     server = _Server(uvicorn.Config(create_app(services), host=settings.server.host, port=settings.server.port,
                                     log_config=None, access_log=False, lifespan="off",
                                     timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S, ws_max_size=WS_MAX_BYTES))
@@ -252,6 +255,7 @@ async def run(settings: Settings, *, ready: Optional[asyncio.Event] = None,
             roots.create_task(_root("cluster events", watch.run(), stop), name="cluster events")
             roots.create_task(_root("webhooks", webhooks.run(), stop), name="webhooks")
             roots.create_task(_root("metrics", metrics.run(events), stop), name="metrics")
+            roots.create_task(_root("stats", stats.run(), stop), name="stats")
             api = roots.create_task(_root("api", server.serve(), stop), name="api")
             roots.create_task(until_stopped(api), name="stop")
             roots.create_task(announce(), name="announce")

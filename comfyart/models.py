@@ -106,6 +106,7 @@ class Task(BaseModel):
     submitted_ms: Optional[int] = None
     history: List[Attempt] = Field(default_factory=list, description="earlier attempts that ended without a result")
     owner: Optional[str] = Field(None, description="id of the API key that queued it (none with auth off)")
+    retry_of: Optional[str] = Field(None, description="the ended task this one runs again (POST …/retry)")
     # queued through the ComfyUI-compatible API
     client_id: Optional[str] = Field(None, description="the ComfyUI client id whose WebSocket gets its events")
     comfy_prompt_id: Optional[str] = Field(None, description="the prompt id its ComfyUI client knows it by")

@@ -127,6 +127,7 @@ class Backend:
                 "port": self.port, "gpu": self.gpu, "status": self.state.value, "mode": self.mode.value,
                 "after_drain": self.after_drain, "drain_reason": self.drain_reason,
                 "source": self.source if self.kind == "static" else None, "inflight": len(self.prompts),
+                "tasks": sorted(set(self.prompts.values())),
                 "tasks_done": self.tasks_done, "idle_s": round(self.idle_s(now), 1),
                 "age_s": round(now - self.started, 1), "last_health_check_ms": self.last_health_ms,
                 "health_failures": self.health.failures, "vram_total": self.vram_total,

@@ -346,7 +346,8 @@ class TaskStore:
                      workflow_version: Optional[int] = None, params: Optional[Dict[str, Any]] = None,
                      priority: int = 0, requires: Sequence[str] = (), vram_mb: Optional[int] = None,
                      webhook: Optional[str] = None, comfy: Optional[Dict[str, Any]] = None,
-                     owner: Optional[str] = None, max_queued: int = 0, webhook_public_only: bool = False) -> Task:
+                     owner: Optional[str] = None, max_queued: int = 0, webhook_public_only: bool = False,
+                     retry_of: Optional[str] = None) -> Task:
         """Queue a task: a whole graph, or a workflow's name, version and parameter values (the graph is resolved
         at dispatch, which keeps a long queue small). Defaults are not stored: a queue can hold millions.
         ``comfy`` holds what the ComfyUI-compatible API records: ``comfy_prompt_id``, ``client_id``, ``number``,
@@ -359,6 +360,8 @@ class TaskStore:
         fields: Dict[str, Any] = {"status": TaskStatus.PENDING, "created_ms": created}
         if owner is not None:
             fields["owner"] = owner
+        if retry_of is not None:
+            fields["retry_of"] = retry_of
         if prompt is not None:
             fields["prompt"] = prompt
         else:

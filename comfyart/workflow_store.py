@@ -115,7 +115,6 @@ class WorkflowStore:
             raise NotFound(f"workflow {name} has no version {version}")
         record: Dict[str, Any] = json.loads(raw)
         return record
-        return WorkflowDefinition.model_validate_json(raw)
 
     async def has_version(self, name: str, version: int) -> bool:
         with map_redis_errors():

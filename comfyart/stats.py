@@ -1,0 +1,94 @@
+"""Queue depth and throughput over time, for the dashboard's charts (``GET /api/stats``).
+
+Every ``interval_s`` one sample: the queue's depth by state (queued, submitted, running) and how many tasks reached
+each final status since the last sample (followed from the task events, so nothing is read back per task). Samples
+are kept newest first in a capped Redis list, ``P:stats:samples`` (about 100 bytes each), so the charts survive a
+restart of the daemon.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections import Counter
+from typing import Any, Dict, List
+
+from loguru import logger
+
+from .errors import TransientError
+from .events import Event, EventHub
+from .models import FINAL_STATUSES
+from .store import TaskStore, map_redis_errors
+
+DEFAULT_INTERVAL_S = 10.0
+DEFAULT_KEEP_S = 24 * 3600.0
+ENDED = tuple(status.value for status in FINAL_STATUSES)
+
+
+def is_ending(event: Event) -> bool:
+    """A task event that moves a task into a final status (not a field written to an ended one)."""
+    return event.get("type") == "task" and event.get("status") in ENDED and event.get("previous") != event.get("status")
+
+
+def samples_within(samples: List[Dict[str, Any]], now_ms: int, window_s: float) -> List[Dict[str, Any]]:
+    """The samples of the last ``window_s``, oldest first (they are kept newest first)."""
+    since = now_ms - window_s * 1000
+    return [s for s in reversed(samples) if isinstance(s, dict) and s.get("t", 0) >= since]
+
+
+class StatsHistory:
+    def __init__(self, store: TaskStore, events: EventHub, *, interval_s: float = DEFAULT_INTERVAL_S,
+                 keep_s: float = DEFAULT_KEEP_S) -> None:
+        self.store = store
+        self.events = events
+        self.interval_s = interval_s
+        self.keep = max(1, int(keep_s / interval_s))
+        self.key = f"{store.prefix}:stats:samples"
+        self._ended: Counter[str] = Counter()  # final statuses reached since the last sample written
+
+    def observe(self, event: Event) -> None:
+        if is_ending(event):
+            self._ended[event["status"]] += 1
+
+    async def sample(self) -> Dict[str, Any]:
+        """Write one sample; the counts it carries start again from zero. A Redis error leaves them for the next."""
+        sample: Dict[str, Any] = {"t": int(time.time() * 1000), **await self.store.depth()}
+        sample.update({status: self._ended[status] for status in ENDED})
+        with map_redis_errors():
+            async with self.store.redis.pipeline(transaction=True) as pipe:
+                pipe.lpush(self.key, json.dumps(sample, separators=(",", ":")))
+                pipe.ltrim(self.key, 0, self.keep - 1)
+                await pipe.execute()
+        self._ended.subtract({status: sample[status] for status in ENDED})
+        return sample
+
+    async def read(self, window_s: float) -> List[Dict[str, Any]]:
+        wanted = min(self.keep, int(window_s / self.interval_s) + 2)
+        with map_redis_errors():
+            raw = await self.store.redis.lrange(self.key, 0, wanted - 1)
+        samples = []
+        for item in raw:
+            try:
+                samples.append(json.loads(item))
+            except ValueError:  # a hand-edited or foreign entry: skipped, not a 500
+                continue
+        return samples_within(samples, int(time.time() * 1000), window_s)
+
+    async def run(self) -> None:
+        """Follow the task events and write a sample every ``interval_s``, the first one at once, until cancelled."""
+        loop = asyncio.get_running_loop()
+        next_at = loop.time()
+        while True:  # a subscription cut off as lagged loses some counts, and subscribes again
+            with self.events.subscribe(is_ending, capacity=100_000) as subscription:
+                while not subscription.closed:
+                    wait = next_at - loop.time()
+                    if wait <= 0:
+                        try:
+                            await self.sample()
+                        except TransientError as exc:
+                            logger.warning("stats sample skipped: {}", exc)
+                        next_at = max(next_at + self.interval_s, loop.time())
+                        continue
+                    event = await subscription.get(wait)
+                    if event is not None:
+                        self.observe(event)
