@@ -68,12 +68,19 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--version", action="version", version=f"comfyart {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="run the daemon: REST API, pool, dispatcher, tracker")
-    serve.add_argument("--config", type=Path, help="YAML configuration file (default: built-in defaults)")
+    config_default = Path(os.environ["COMFYART_CONFIG"]) if os.environ.get("COMFYART_CONFIG") else None
+    serve.add_argument("--config", type=Path, default=config_default,
+                       help="YAML configuration file (default: $COMFYART_CONFIG, else built-in defaults)")
     serve.add_argument("--log-level", default=os.environ.get("COMFYART_LOG_LEVEL", "info"))
     serve.add_argument("--log-format", choices=["text", "json"], default=os.environ.get("COMFYART_LOG_FORMAT", "text"),
                        help="json: one object a line, with task, backend and prompt as fields (COMFYART_LOG_FORMAT)")
     keys = commands.add_parser("keys", help="API keys kept in Redis (the daemon need not run)")
-    keys.add_argument("--config", type=Path, help="the daemon's configuration (for Redis and its prefix)")
+    keys.add_argument("--config", type=Path, default=config_default,
+                      help="the daemon's configuration (for Redis and its prefix)")
+    health = commands.add_parser("healthcheck", help="exit 0 when the daemon of this configuration answers "
+                                                     "/healthz (a container's HEALTHCHECK)")
+    health.add_argument("--config", type=Path, default=config_default)
+    health.add_argument("--timeout", type=float, default=4.0)
     key_commands = keys.add_subparsers(dest="keys_command", required=True)
     create = key_commands.add_parser("create", help="make a key; it is printed once and stored only as a hash")
     create.add_argument("--name", required=True, help="who or what uses it")
@@ -99,6 +106,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 2
     if args.command == "keys":
         return _run_keys(args, settings)
+    if args.command == "healthcheck":
+        return _healthcheck(settings, args.timeout)
     from .daemon import run  # imported late: argument errors should not pay for docker and uvicorn imports
 
     try:
@@ -107,6 +116,23 @@ def main(argv: Optional[List[str]] = None) -> int:
     except ConfigError as exc:
         print(f"comfyart: {exc}", file=sys.stderr)
         return 2
+    return 0
+
+
+def _healthcheck(settings: Settings, timeout_s: float) -> int:
+    """GET /healthz on this machine: an address that listens everywhere is asked on loopback."""
+    import urllib.error
+    import urllib.request
+
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(settings.server.host, settings.server.host)
+    url = f"http://{f'[{host}]' if ':' in host else host}:{settings.server.port}/healthz"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as response:  # noqa: S310 (a URL of our own)
+            body = response.read(4096).decode("utf-8", "replace")
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        print(f"comfyart: unhealthy: {url}: {getattr(exc, 'reason', exc)}", file=sys.stderr)
+        return 1
+    print(body)
     return 0
 
 

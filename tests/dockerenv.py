@@ -16,7 +16,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, List
+from typing import Callable, Iterator, List
 
 import docker.errors
 
@@ -26,6 +26,9 @@ ROOT = Path(__file__).resolve().parent.parent
 CACHE = Path(os.environ.get("COMFYART_TEST_CACHE", Path.home() / ".cache" / "comfyart"))
 BASE_TAG = "comfyart-base:bookworm-1"
 BASE_PACKAGES = "python3-minimal,python3-aiohttp,python3-pil"
+DAEMON_BASE_TAG = "comfyart-daemon-base:bookworm-1"
+DAEMON_BASE_PACKAGES = "python3,python3-venv"  # what python:3.11-slim-bookworm gives the Dockerfile
+WHEELS = CACHE / "wheels"  # scripts/test fills it: the image is built without a network
 
 
 @dataclass
@@ -96,15 +99,23 @@ def stop_engine(engine: DockerEngine) -> None:
         engine.process.wait()
 
 
-def base_tarball() -> Path:
-    tarball = CACHE / "debian-bookworm-emulator-base.tar"
+def base_tarball(name: str = "emulator", packages: str = BASE_PACKAGES) -> Path:
+    tarball = CACHE / f"debian-bookworm-{name}-base.tar"
     if not tarball.exists():
         partial = tarball.with_suffix(".partial")
-        subprocess.run(["mmdebstrap", "--variant=apt", "--format=tar", f"--include={BASE_PACKAGES}", "bookworm",
+        subprocess.run(["mmdebstrap", "--variant=apt", "--format=tar", f"--include={packages}", "bookworm",
                         str(partial)],
                        check=True, stdout=subprocess.DEVNULL)
         partial.rename(tarball)
     return tarball
+
+
+def ensure_base_image(client: docker.DockerClient, tag: str, tarball: Callable[[], Path]) -> None:
+    try:
+        client.images.get(tag)
+    except docker.errors.ImageNotFound:
+        with open(tarball(), "rb") as tar:
+            client.api.import_image_from_data(tar.read(), repository=tag.split(":")[0], tag=tag.split(":")[1])
 
 
 def emulator_sources() -> List[Path]:
@@ -128,12 +139,7 @@ def ensure_emulator_image(client: docker.DockerClient) -> str:
         return tag
     except docker.errors.ImageNotFound:
         pass
-    try:
-        client.images.get(BASE_TAG)
-    except docker.errors.ImageNotFound:
-        with open(base_tarball(), "rb") as tar:
-            client.api.import_image_from_data(tar.read(), repository=BASE_TAG.split(":")[0],
-                                              tag=BASE_TAG.split(":")[1])
+    ensure_base_image(client, BASE_TAG, base_tarball)
     context = io.BytesIO()
     with tarfile.open(fileobj=context, mode="w") as archive:
         for path in emulator_sources():
@@ -141,6 +147,43 @@ def ensure_emulator_image(client: docker.DockerClient) -> str:
     context.seek(0)
     client.images.build(fileobj=context, custom_context=True, dockerfile="docker/emulator.Dockerfile", tag=tag,
                         buildargs={"BASE": BASE_TAG}, rm=True)
+    return tag
+
+
+def daemon_sources() -> List[Path]:
+    """The daemon image's build context: what the Dockerfile copies (its .dockerignore lets through)."""
+    files = [ROOT / "Dockerfile", ROOT / ".dockerignore", ROOT / "requirements.txt", ROOT / "constraints.txt"]
+    for folder in ("comfyart", "config"):
+        files += sorted(p for p in (ROOT / folder).rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+    return files
+
+
+def build_daemon_image(client: docker.DockerClient) -> str:
+    """The Dockerfile built as CI can: on a local Debian base, from the wheels scripts/test made; tagged by a hash
+    of its context, so an unchanged daemon is not built again."""
+    wheels = sorted(WHEELS.glob("*.whl"))
+    assert wheels, f"no wheels in {WHEELS}: scripts/test makes them (pip wheel -r requirements.txt -w {WHEELS})"
+    digest = hashlib.sha256()
+    for path in daemon_sources():
+        digest.update(path.relative_to(ROOT).as_posix().encode())
+        digest.update(path.read_bytes())
+    digest.update(" ".join(p.name for p in wheels).encode())
+    tag = f"comfyart-daemon:{digest.hexdigest()[:12]}"
+    try:
+        client.images.get(tag)
+        return tag
+    except docker.errors.ImageNotFound:
+        pass
+    ensure_base_image(client, DAEMON_BASE_TAG, lambda: base_tarball("daemon", DAEMON_BASE_PACKAGES))
+    context = io.BytesIO()
+    with tarfile.open(fileobj=context, mode="w") as archive:
+        for path in daemon_sources():
+            archive.add(path, arcname=path.relative_to(ROOT).as_posix())
+        for wheel in wheels:
+            archive.add(wheel, arcname=f"wheels/{wheel.name}")
+    context.seek(0)
+    client.images.build(fileobj=context, custom_context=True, tag=tag, rm=True, forcerm=True,
+                        buildargs={"BASE": DAEMON_BASE_TAG, "PIP_INSTALL_ARGS": "--no-index --find-links /wheels"})
     return tag
 
 

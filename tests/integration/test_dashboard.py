@@ -14,8 +14,15 @@ from typing import AsyncIterator, List
 import pytest
 from playwright.async_api import Browser, Page, async_playwright, expect
 
-from tests.conftest import ROOT, basic_graph, free_port_range, make_settings, running_daemon, wait_for_pool, \
-    wait_for_tasks
+from tests.conftest import (
+    ROOT,
+    basic_graph,
+    free_port_range,
+    make_settings,
+    running_daemon,
+    wait_for_pool,
+    wait_for_tasks,
+)
 
 ADMIN_KEY = "dash-admin-key-0123456789abcdef"
 CLIENT_KEY = "dash-client-key-0123456789abcdef"
