@@ -173,16 +173,42 @@ function onTaskEvent(event) {
   }
   if (!known) {
     if (event.previous === null && event.status === "pending" && state.view === "tasks" && state.offset === 0) {
-      addNewTask(event.id);
+      later.newTasks += 1;
+      schedule();
     }
     return;
   }
   const { type, snapshot, previous, ...fields } = event;
   Object.assign(known, fields);
   if (FINAL.has(event.status) || (event.status === "running" && previous !== "running")) {
-    rereadTask(event.id); // the record has what the event leaves out: outputs, errors by node
+    later.reread.add(event.id); // the record has what the event leaves out: outputs, errors by node
+    schedule();
   }
   redrawTask(event.id);
+  if (state.view === "pool" && state.pool) schedule();
+}
+
+// A busy cluster sends hundreds of task events a second: what they call for is done at most a few times a second,
+// in one request where one does (a new page of the list rather than one read per new task).
+const later = { timer: null, newTasks: 0, reread: new Set() };
+const BATCH_MS = 250;
+
+function schedule() {
+  if (!later.timer) later.timer = setTimeout(flush, BATCH_MS);
+}
+
+function flush() {
+  later.timer = null;
+  const reread = [...later.reread];
+  const fresh = later.newTasks;
+  later.reread.clear();
+  later.newTasks = 0;
+  if (state.view === "tasks" && state.offset === 0 && (fresh > 0 || reread.length > 5)) {
+    loadTasks().catch(complain);
+    for (const id of reread) if (!state.listed.includes(id)) rereadTask(id);
+  } else {
+    for (const id of reread) rereadTask(id);
+  }
   if (state.view === "pool" && state.pool) drawBackends();
 }
 
@@ -368,13 +394,23 @@ async function blobUrl(taskId, filename) {
   return state.thumbs.get(cacheKey);
 }
 
+const thumbnails = new IntersectionObserver((entries, observer) => {
+  for (const entry of entries) {
+    if (!entry.isIntersecting) continue;
+    const image = entry.target;
+    observer.unobserve(image);
+    blobUrl(image.dataset.task, image.dataset.file).then((url) => { image.src = url; }, complain);
+  }
+}, { rootMargin: "200px" });
+
 function renderOutputs(task) {
   const box = h("div", { class: "outputs" });
   for (const output of task.outputs) {
     if ((output.content_type || "").startsWith("image/")) {
       const image = h("img", { class: "thumb", alt: output.filename, title: output.filename,
+                               dataset: { task: task.id, file: output.filename },
                                onclick: () => openImage(task.id, output.filename) });
-      blobUrl(task.id, output.filename).then((url) => { image.src = url; }, complain);
+      thumbnails.observe(image); // fetched once it scrolls into view: a busy list turns over many thumbnails
       box.append(image);
     } else {
       box.append(h("a", { class: "file-link", href: "#", onclick: (event) => { event.preventDefault();
@@ -528,11 +564,15 @@ let shownWorkflow = null;
 async function showWorkflow(name) {
   shownWorkflow = name; // of two quick choices, only the last one's form is drawn
   const box = $("#submit-params");
-  if (!name) { box.replaceChildren(); $("#submit-description").textContent = ""; return; }
+  if (!name) { box.replaceChildren(); delete box.dataset.workflow; $("#submit-description").textContent = ""; return; }
   const workflow = await api(`/api/workflows/${encodeURIComponent(name)}`);
-  if (shownWorkflow !== name) return;
+  const drawn = `${name}@${workflow.version}`;
+  // a re-read (a reconnect, a second visit) keeps what the user typed unless the workflow changed
+  if (shownWorkflow !== name || box.dataset.drawn === drawn) return;
   $("#submit-description").textContent = workflow.description || "";
   box.replaceChildren(...Object.entries(workflow.params || {}).map(([param, spec]) => renderParam(param, spec)));
+  box.dataset.workflow = name;
+  box.dataset.drawn = drawn;
 }
 
 function renderParam(name, spec) {

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import AsyncIterator, List
 
 import pytest
-from playwright.async_api import Browser, Page, async_playwright, expect
+from playwright.async_api import Browser, Locator, Page, async_playwright, expect
 
 from tests.conftest import (
     ROOT,
@@ -78,6 +78,20 @@ def settings_for(tmp_path: Path, redis_url: str):
                                         {"name": "user", "key": CLIENT_KEY}]})
 
 
+async def choose_workflow(page: Page, name: str) -> None:
+    await page.select_option("#submit-workflow", name)
+    await expect(page.locator(f"#submit-params[data-workflow='{name}']")).to_have_count(1)
+
+
+async def run_from_form(page: Page) -> Locator:
+    """Click Run; the new task's card (found by its id: the cards of earlier runs stay below it)."""
+    cards = page.locator("#submitted .task")
+    before = await cards.count()
+    await page.click("#submit-run")
+    await expect(cards).to_have_count(before + 1, timeout=20_000)
+    return page.locator(f"#submitted .task[data-id='{await cards.first.get_attribute('data-id')}']")
+
+
 async def sign_in(page: Page, base: str, key: str) -> None:
     await page.goto(base + "/")
     await expect(page.locator("#login")).to_be_visible()
@@ -104,12 +118,11 @@ async def test_submit_watch_retry_cancel_and_drain_from_the_page(tmp_path: Path,
 
         # submit a workflow from the form, and watch it run: progress moves, then the output image appears
         await page.click("nav a[data-view=submit]")
-        await page.select_option("#submit-workflow", "text-to-image")
+        await choose_workflow(page, "text-to-image")
         await page.fill("#param-prompt", "a lighthouse on a cliff at dawn")
         await page.fill("#param-steps", "25")
         await page.fill("#param-width", "256")
-        await page.click("#submit-run")
-        card = page.locator("#submitted .task").first
+        card = await run_from_form(page)
         await expect(card.locator("[data-role=status]")).to_have_text("running", timeout=20_000)
         await expect(card.locator("[role=progressbar]")).not_to_have_attribute("aria-valuenow", "0")
         seen = int(await card.locator("[role=progressbar]").get_attribute("aria-valuenow"))
@@ -129,6 +142,21 @@ async def test_submit_watch_retry_cancel_and_drain_from_the_page(tmp_path: Path,
         await page.wait_for_function("() => document.querySelector('#lightbox img').naturalWidth === 256")
         await shot(page, "output-full-size")
         await page.click("#lightbox button[value=close]")
+
+        # image to image: the picture is uploaded from the page with the run
+        picture = tmp_path / "upload.png"
+        picture.write_bytes((await api.get(f"/api/tasks/{task_id}/outputs/{record['outputs'][0]['filename']}")).content)
+        await choose_workflow(page, "image-to-image")
+        await page.set_input_files("#param-image", str(picture))
+        await page.fill("#param-prompt", "as an oil painting")
+        await page.fill("#param-denoise", "0.5")
+        painted = await run_from_form(page)
+        await expect(painted.locator("[data-role=status]")).to_have_text("completed", timeout=30_000)
+        await page.wait_for_function("img => img.complete && img.naturalWidth > 0",
+                                     arg=await painted.locator("img.thumb").element_handle())
+        painted_record = (await api.get(f"/api/tasks/{await painted.get_attribute('data-id')}")).json()
+        assert painted_record["workflow"] == "image-to-image" and painted_record["params"]["denoise"] == 0.5
+        assert set(painted_record["params"]["image"]) == {"input"}  # stored by content, then sent to the backend
 
         # a failed task shows its error with the failing node; retry queues it again as a new task
         failing = (await api.post("/api/tasks", json={"prompt": basic_graph()})).json()["id"]
@@ -206,21 +234,20 @@ async def test_a_client_key_sees_its_own_tasks_and_no_pool(tmp_path: Path, redis
         await sign_in(page, base, CLIENT_KEY)
         await expect(page.locator("nav a[data-view=pool]")).to_be_hidden()
         await page.click("nav a[data-view=submit]")
-        await page.select_option("#submit-workflow", "text-to-image")
+        await choose_workflow(page, "text-to-image")
         await page.click("#submit-run")  # the prompt is required: the form itself says so
         assert await page.locator("#submitted .task").count() == 0
         await page.fill("#param-prompt", "mine")
         await page.fill("#param-steps", "2")
         await page.fill("#param-width", "64")
-        await page.click("#submit-run")
-        mine = page.locator("#submitted .task").first
+        mine = await run_from_form(page)
         await expect(mine.locator("[data-role=status]")).to_have_text("completed", timeout=30_000)
         await page.click("nav a[data-view=tasks]")
         await expect(page.locator("#task-list .task")).to_have_count(1)
         await expect(page.locator(f".task[data-id='{theirs}']")).to_have_count(0)
         # a refusal from the API reaches the page as its one-line reason
         await page.evaluate("location.hash = '#submit'")
-        await page.select_option("#submit-workflow", "text-to-image")
+        await choose_workflow(page, "text-to-image")
         await page.fill("#param-prompt", "too wide")
         await page.evaluate("document.querySelector('#param-width').removeAttribute('max')")
         await page.fill("#param-width", "99999")

@@ -12,7 +12,7 @@ from comfyart.outputs import OutputStore
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "config"
 
 
-@pytest.mark.parametrize("name", ["comfyart.yaml", "demo.yaml"])
+@pytest.mark.parametrize("name", ["comfyart.yaml", "demo.yaml", "container.yaml", "gpu-hosts.yaml"])
 def test_shipped_configs_are_valid(name):
     settings = load_settings(CONFIG_DIR / name, environ={})
     assert settings.server.port > 0
