@@ -334,16 +334,23 @@ async def _refuse(scope: Dict[str, Any], receive: Any, send: Any, detail: str, c
 
 
 # ---------------------------------------------------------------------------------------------------- in routes
-def caller(connection: HTTPConnection) -> Principal:
-    """The Principal the middleware found (a FastAPI dependency, for HTTP routes and WebSockets alike)."""
+def principal_of(connection: HTTPConnection) -> Principal:
+    """The Principal the middleware found."""
     principal = connection.scope.get("state", {}).get("principal")
     if principal is None:
         raise Unauthenticated("authentication required: send Authorization: Bearer <API key>")
     return principal
 
 
-def admin_only(connection: HTTPConnection) -> Principal:
-    principal = caller(connection)
+# The dependencies are coroutines though they never wait: FastAPI runs a plain function dependency in a worker
+# thread, a thread hop on every request.
+async def caller(connection: HTTPConnection) -> Principal:
+    """A FastAPI dependency, for HTTP routes and WebSockets alike."""
+    return principal_of(connection)
+
+
+async def admin_only(connection: HTTPConnection) -> Principal:
+    principal = principal_of(connection)
     if not principal.admin:
         raise Forbidden("this needs an admin key")
     return principal
