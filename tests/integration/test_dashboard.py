@@ -13,6 +13,7 @@ from typing import AsyncIterator, List
 
 import pytest
 from playwright.async_api import Browser, Locator, Page, async_playwright, expect
+from pydantic import SecretStr
 
 from tests.conftest import (
     ROOT,
@@ -255,4 +256,28 @@ async def test_a_client_key_sees_its_own_tasks_and_no_pool(tmp_path: Path, redis
         await expect(page.locator("#submit-error")).to_contain_text("width")
         await expect(page.locator("#submit-error")).to_contain_text("422")
         await shot(page, "client-refusal")
+        assert problems == []
+
+
+async def test_a_basic_auth_admin_user_gets_the_browsers_prompt_and_live_events(tmp_path: Path, redis_url,
+                                                                                browser: Browser):
+    problems: List[str] = []
+    settings = settings_for(tmp_path, redis_url)
+    settings.auth.admin_user = "ops"
+    settings.auth.admin_password = SecretStr("correct horse battery staple")
+    async with running_daemon(settings) as api:
+        base = str(api.base_url).rstrip("/")
+        context = await browser.new_context(viewport=DESKTOP, http_credentials={
+            "username": "ops", "password": "correct horse battery staple"})
+        page = await context.new_page()
+        page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
+        page.on("console", lambda message: problems.append(f"console: {message.text}")
+                if message.type == "error" else None)
+        await page.goto(base + "/")
+        # the browser answered the page's challenge, and sends the user with every request, the WebSocket's too
+        await expect(page.locator("#live")).to_have_text("live")
+        await expect(page.locator("#login")).to_be_hidden()
+        await page.click("nav a[data-view=pool]")
+        await expect(page.locator("#backends .backend")).to_have_count(2, timeout=20_000)
+        await context.close()
         assert problems == []

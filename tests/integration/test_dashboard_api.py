@@ -6,6 +6,8 @@ import asyncio
 import json
 from pathlib import Path
 
+from pydantic import SecretStr
+
 from tests.conftest import ROOT, basic_graph, make_settings, running_daemon, text_to_image_graph, wait_for_tasks
 
 ADMIN_KEY = "stats-admin-key-0123456789abcdef"
@@ -48,6 +50,21 @@ async def test_the_page_and_its_files_need_no_key_and_forbid_inline_code(tmp_pat
         assert (await api.get("/api/me", headers=CLIENT)).json() == {"id": "config:user", "name": "user",
                                                                     "role": "client", "auth": True, "max_queued": 1000}
         assert (await api.get("/api/me", headers=ADMIN)).json()["role"] == "admin"
+
+
+async def test_with_a_basic_auth_user_the_page_comes_with_the_challenge(tmp_path: Path, redis_url, emulator):
+    settings = settings_for(tmp_path, redis_url, emulator)
+    settings.auth.admin_user = "ops"
+    settings.auth.admin_password = SecretStr("correct horse battery staple")
+    async with running_daemon(settings) as api:
+        bare = await api.get("/")
+        # the browser asks for the user; dismissed, it shows the page, which asks for an API key instead
+        assert bare.status_code == 401 and bare.headers["www-authenticate"] == 'Basic realm="comfyart"'
+        assert "/ui/app.js" in bare.text and "default-src 'self'" in bare.headers["content-security-policy"]
+        assert (await api.get("/", auth=("ops", "correct horse battery staple"))).status_code == 200
+        assert (await api.get("/", headers=CLIENT)).status_code == 200
+        assert (await api.get("/", auth=("ops", "wrong"))).status_code == 401
+        assert (await api.get("/ui/app.js")).status_code == 200  # the files never ask
 
 
 async def test_the_dashboard_can_be_turned_off(tmp_path: Path, redis_url):
