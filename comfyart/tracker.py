@@ -184,19 +184,43 @@ class Tracker:
             delay = min(delay * 2, 5.0)
 
     async def _read(self, backend: Backend, ws: aiohttp.ClientWebSocketResponse) -> None:
-        while True:
-            try:
-                # receive's own timeout, not asyncio.wait_for: that wraps every frame in a task of its own,
-                # which costs a lap of the event loop per frame
-                message = await ws.receive(timeout=self.config.silence_s)
-            except TimeoutError:
-                # a busy backend went quiet: do not trust the socket alone. When /history or /queue show what the
-                # socket did not say, ComfyUI may have handed our client id to another socket, leaving this one
-                # open but deaf: reconnecting takes it back. A node that is simply long (nothing missed) keeps
-                # the socket: a reconnect loses the frames sent while it happens.
+        """The socket's frames until it closes, with its silence watched beside it (``_watch_silence``): a
+        timeout around every receive sets and cancels a timer per frame, close to a tenth of the event loop's
+        time at full throughput."""
+        heard = [time.monotonic()]  # when the last frame arrived
+        watch = asyncio.get_running_loop().create_task(self._watch_silence(backend, ws, heard),
+                                                       name=f"silence of {backend.id}")
+        try:
+            await self._frames(backend, ws, heard)
+        finally:
+            watch.cancel()
+            await asyncio.gather(watch, return_exceptions=True)
+        if not watch.cancelled() and watch.exception() is not None:
+            raise watch.exception()  # e.g. Redis away during a reconcile: _follow pauses and reconnects
+
+    async def _watch_silence(self, backend: Backend, ws: aiohttp.ClientWebSocketResponse, heard: List[float]) -> None:
+        """A busy backend quiet for ``silence_s``: do not trust the socket alone. When /history or /queue show what
+        the socket did not say, ComfyUI may have handed our client id to another socket, leaving this one open but
+        deaf: closing it makes ``_follow`` reconnect, which takes it back. A node that is simply long (nothing
+        missed) keeps the socket: a reconnect loses the frames sent while it happens."""
+        try:
+            while True:
+                quiet_for = time.monotonic() - heard[0]
+                if quiet_for < self.config.silence_s:
+                    await asyncio.sleep(self.config.silence_s - quiet_for)
+                    continue
+                heard[0] = time.monotonic()  # the next look is silence_s later, unless a frame comes first
                 if backend.prompts and await self.reconcile(backend):
-                    return
-                continue
+                    break
+        except Exception:
+            await ws.close()  # ends the reader; _read raises this
+            raise
+        await ws.close()
+
+    async def _frames(self, backend: Backend, ws: aiohttp.ClientWebSocketResponse, heard: List[float]) -> None:
+        while True:
+            message = await ws.receive()
+            heard[0] = time.monotonic()
             if message.type == aiohttp.WSMsgType.TEXT:
                 kind, data = protocol.split_frame(message.data)
                 if data is None:
