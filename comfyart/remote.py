@@ -1,5 +1,5 @@
 """The CLI's commands that talk to a running daemon over its REST API: submit (and wait), tasks, task, cancel,
-pool, workflows. ``--url`` (``COMFYART_URL``) and ``--key`` (``COMFYART_KEY``) say where and as whom; ``--json``
+retry, pool, workflows. ``--url`` (``COMFYART_URL``) and ``--key`` (``COMFYART_KEY``) say where and as whom; ``--json``
 prints the daemon's JSON for scripts. Exit codes: 0 done, 1 the daemon refused or the task did not complete,
 2 bad arguments or no daemon to talk to.
 """
@@ -53,6 +53,11 @@ def add_commands(commands: "argparse._SubParsersAction") -> None:
     task.add_argument("task_id")
     cancel = remote("cancel", "cancel a queued or running task")
     cancel.add_argument("task_id")
+    retry = remote("retry", "queue an ended task again as a new task (same graph, or workflow version and "
+                            "parameters); --wait follows it")
+    retry.add_argument("task_id")
+    retry.add_argument("--wait", action="store_true", help="follow it to the end, then download its outputs")
+    retry.add_argument("--output-dir", type=Path, default=Path("."), help="where --wait puts the outputs")
     remote("pool", "the pool: hosts, backends, autoscaler")
     workflows = remote("workflows", "stored workflows: list, show, put, rm")
     actions = workflows.add_subparsers(dest="workflow_command", required=True)
@@ -66,7 +71,7 @@ def add_commands(commands: "argparse._SubParsersAction") -> None:
     remove.add_argument("name")
 
 
-REMOTE_COMMANDS = ("submit", "tasks", "task", "cancel", "pool", "workflows")
+REMOTE_COMMANDS = ("submit", "tasks", "task", "cancel", "retry", "pool", "workflows")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -166,6 +171,11 @@ def submit(client: httpx.Client, args: argparse.Namespace) -> int:
         else:
             response = client.post(f"/api/workflows/{quote(args.workflow)}/run", json={"params": params, **options})
         created = _answer(response)
+    return _queued(client, args, created)
+
+
+def _queued(client: httpx.Client, args: argparse.Namespace, created: Dict[str, Any]) -> int:
+    """A task just queued: its id, or with --wait its end and its downloaded outputs."""
     task_id = created["id"]
     if not args.wait:
         _print(args, created, task_id)
@@ -251,6 +261,10 @@ def cancel(client: httpx.Client, args: argparse.Namespace) -> int:
     return 0
 
 
+def retry(client: httpx.Client, args: argparse.Namespace) -> int:
+    return _queued(client, args, _answer(client.post(f"/api/tasks/{quote(args.task_id)}/retry")))
+
+
 def pool(client: httpx.Client, args: argparse.Namespace) -> int:
     described = _answer(client.get("/api/pool"))
     rows = [f"{b['id']:<28} {b['status']:<10} {b['mode']:<9} inflight {b['inflight']}  done {b['tasks_done']}"
@@ -285,4 +299,5 @@ def workflows(client: httpx.Client, args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"submit": submit, "tasks": tasks, "task": task, "cancel": cancel, "pool": pool, "workflows": workflows}
+COMMANDS = {"submit": submit, "tasks": tasks, "task": task, "cancel": cancel, "retry": retry, "pool": pool,
+            "workflows": workflows}

@@ -77,6 +77,14 @@ async def test_graphs_cancel_and_refusals(tmp_path: Path, redis_url, emulator):
         assert code == 0 and Path(out.strip()).read_bytes()[:8] == PNG, err
         code, _, err = await cli(url, "cancel", task_id)
         assert code == 1 and "is already completed" in err
+        # an ended task runs again as a new one
+        code, out, err = await cli(url, "retry", task_id, "--wait", "--output-dir", str(tmp_path / "again"), "--json")
+        assert code == 0, err
+        again = json.loads(out)
+        assert again["retry_of"] == task_id and again["status"] == "completed" and again["id"] != task_id
+        assert Path(again["downloaded"][0]).read_bytes()[:8] == PNG
+        code, out, _ = await cli(url, "retry", task_id)
+        assert code == 0 and out.strip() != task_id and len(out.strip()) == 26  # the new task's id
 
         # the daemon's refusals, in one line, with their own exit code
         code, _, err = await cli(url, "pool")
