@@ -671,7 +671,7 @@ def create_app(services: Services) -> FastAPI:
                         "X-Content-Type-Options": "nosniff", "Cache-Control": "no-cache"}
 
         basic_user = security.authenticator.admin_user if security.authenticator is not None else None
-        page = (DASHBOARD_DIR / "index.html").read_bytes() if basic_user else b""
+        page = (DASHBOARD_DIR / "index.html").read_bytes()  # read once: it is the same for every visit
 
         @app.get("/", include_in_schema=False)
         async def dashboard(request: Request) -> Response:
@@ -679,10 +679,9 @@ def create_app(services: Services) -> FastAPI:
                 # ask for the basic-auth user first: once given, the browser sends it with every request of the
                 # page, its WebSocket included. The page comes with the 401, so a user with an API key who
                 # dismisses the prompt still gets it, and signs in with the key.
-                return Response(page, status_code=401,
-                                media_type="text/html; charset=utf-8",
+                return Response(page, status_code=401, media_type="text/html; charset=utf-8",
                                 headers={**page_headers, "WWW-Authenticate": 'Basic realm="comfyart"'})
-            return FileResponse(DASHBOARD_DIR / "index.html", headers=page_headers)
+            return Response(page, media_type="text/html; charset=utf-8", headers=page_headers)
 
         app.mount("/ui", StaticFiles(directory=DASHBOARD_DIR), name="dashboard files")
 

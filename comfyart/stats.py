@@ -20,8 +20,6 @@ from .events import Event, EventHub
 from .models import FINAL_STATUSES
 from .store import TaskStore, map_redis_errors
 
-DEFAULT_INTERVAL_S = 10.0
-DEFAULT_KEEP_S = 24 * 3600.0
 ENDED = tuple(status.value for status in FINAL_STATUSES)
 
 
@@ -37,8 +35,8 @@ def samples_within(samples: List[Dict[str, Any]], now_ms: int, window_s: float) 
 
 
 class StatsHistory:
-    def __init__(self, store: TaskStore, events: EventHub, *, interval_s: float = DEFAULT_INTERVAL_S,
-                 keep_s: float = DEFAULT_KEEP_S) -> None:
+    def __init__(self, store: TaskStore, events: EventHub, *, interval_s: float, keep_s: float) -> None:
+        """``interval_s`` and ``keep_s``: the ``dashboard`` section's ``stats_interval_s`` and ``stats_keep_s``."""
         self.store = store
         self.events = events
         self.interval_s = interval_s

@@ -9,10 +9,10 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
-from typing import AsyncIterator, List
+from typing import AsyncIterator, List, Optional, Tuple, Union
 
 import pytest
-from playwright.async_api import Browser, Locator, Page, async_playwright, expect
+from playwright.async_api import Browser, BrowserContext, Locator, Page, async_playwright, expect
 from pydantic import SecretStr
 
 from tests.conftest import (
@@ -52,11 +52,14 @@ async def browser() -> AsyncIterator[Browser]:
 EXPECTED_REFUSALS = ("status of 401 (Unauthorized)", "status of 422 (Unprocessable")
 
 
-async def open_page(browser: Browser, viewport: dict, problems: List[str]) -> Page:
-    page = await browser.new_page(viewport=viewport)
+async def open_page(opener: Union[Browser, BrowserContext], viewport: Optional[dict], problems: List[str],
+                    expected: Tuple[str, ...] = EXPECTED_REFUSALS) -> Page:
+    """A page of ``opener`` (a browser, or a context with its own credentials) whose errors, but the ``expected``
+    refusals, go to ``problems``."""
+    page = await opener.new_page(viewport=viewport) if viewport else await opener.new_page()
     page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
     page.on("console", lambda message: problems.append(f"console: {message.text}")
-            if message.type == "error" and not any(e in message.text for e in EXPECTED_REFUSALS) else None)
+            if message.type == "error" and not any(e in message.text for e in expected) else None)
     return page
 
 
@@ -269,10 +272,7 @@ async def test_a_basic_auth_admin_user_gets_the_browsers_prompt_and_live_events(
         base = str(api.base_url).rstrip("/")
         context = await browser.new_context(viewport=DESKTOP, http_credentials={
             "username": "ops", "password": "correct horse battery staple"})
-        page = await context.new_page()
-        page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
-        page.on("console", lambda message: problems.append(f"console: {message.text}")
-                if message.type == "error" else None)
+        page = await open_page(context, None, problems, expected=())  # no refusal at all: the browser had the user
         await page.goto(base + "/")
         # the browser answered the page's challenge, and sends the user with every request, the WebSocket's too
         await expect(page.locator("#live")).to_have_text("live")
