@@ -112,7 +112,7 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     try:
         with asyncio.Runner(loop_factory=_fast_loop_factory()) as runner:
-            runner.run(run(settings))
+            runner.run(run(settings, own_process=True))
     except ConfigError as exc:
         print(f"comfyart: {exc}", file=sys.stderr)
         return 2

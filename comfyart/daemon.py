@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import ipaddress
 import signal
 from pathlib import Path
@@ -45,6 +46,7 @@ REDIS_CONNECTIONS = 64
 REDIS_CONNECTION_WAIT_S = 20  # then the command fails as Redis unavailable
 BACKEND_CONNECTIONS = 16  # to one backend at once: its WebSocket, submissions, downloads, checks
 GRACEFUL_SHUTDOWN_S = 5
+GC_GEN0_THRESHOLD = 20_000  # allocations between gen-0 collections (CPython's default: 700)
 WS_MAX_BYTES = 1 << 20  # a frame a client sends us: ComfyUI's clients send a few hundred bytes
 
 
@@ -171,8 +173,10 @@ async def connect_redis(settings: Settings) -> Tuple["aioredis.Redis", Optional[
 
 
 async def run(settings: Settings, *, ready: Optional[asyncio.Event] = None,
-              stop: Optional[asyncio.Event] = None) -> None:
-    """Serve until SIGINT/SIGTERM (or until ``stop`` is set); ``ready`` is set once the API listens."""
+              stop: Optional[asyncio.Event] = None, own_process: bool = False) -> None:
+    """Serve until SIGINT/SIGTERM (or until ``stop`` is set); ``ready`` is set once the API listens.
+    ``own_process``: the process is the daemon's alone (``comfyart serve``), and its garbage collector is tuned
+    for it (``tune_gc``)."""
     problem = auth_problem(settings.auth, settings.server.host)
     if problem is not None:
         raise ConfigError(problem)
@@ -243,6 +247,8 @@ async def run(settings: Settings, *, ready: Optional[asyncio.Event] = None,
         while not server.started:
             await asyncio.sleep(0.05)
         logger.info("comfyart serving url=http://{}:{}", settings.server.host, settings.server.port)
+        if own_process:
+            tune_gc()
         if ready is not None:
             ready.set()
 
@@ -264,15 +270,27 @@ async def run(settings: Settings, *, ready: Optional[asyncio.Event] = None,
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
-        await asyncio.shield(_close(pool, session, client, embedded))
+        await asyncio.shield(_close(pool, store, session, client, embedded))
     logger.info("stopped")
 
 
-async def _close(pool: Pool, session: aiohttp.ClientSession, client: "aioredis.Redis",
+def tune_gc() -> None:
+    """Once started: what start-up made (modules, the app, its schemas: most of the objects the daemon will ever
+    hold) leaves the collector's view for good (``gc.freeze``), and young objects are collected in larger
+    batches. At full throughput the collector had cost a tenth of the daemon's CPU: each full collection walked
+    those 125,000 start-up objects again (60 ms, with the event loop stopped), and gen-0 collections ran every 700
+    allocations, a few a millisecond."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(GC_GEN0_THRESHOLD, *gc.get_threshold()[1:])
+
+
+async def _close(pool: Pool, store: TaskStore, session: aiohttp.ClientSession, client: "aioredis.Redis",
                  embedded: Optional[EmbeddedRedis]) -> None:
     try:
         await pool.shutdown()
     finally:
+        await store.transitions.aclose()  # status changes already on their way reach Redis before it closes
         await session.close()
         await client.aclose()
         if embedded is not None:

@@ -199,14 +199,16 @@ class _Board:
     work: Dict[str, float]
     slots: int
     seq: int
-    _fits: Dict[Tuple[Needs, str], bool] = field(default_factory=dict)
+    _fitting: Dict[Needs, List[str]] = field(default_factory=dict)
 
-    def fits(self, needs: Needs, backend_id: str) -> bool:
-        key = (needs, backend_id)
-        fits = self._fits.get(key)
-        if fits is None:
-            fits = self._fits[key] = cannot_run_reason(needs, self.backends[backend_id]) is None
-        return fits
+    def fitting(self, needs: Needs) -> List[str]:
+        """The backends that could ever run a task with ``needs``, in board order: worked out once per distinct
+        needs in a round (most tasks share theirs), not once per task and backend."""
+        fit = self._fitting.get(needs)
+        if fit is None:
+            fit = self._fitting[needs] = [b for b, slot in self.backends.items()
+                                          if cannot_run_reason(needs, slot) is None]
+        return fit
 
     def load_key(self, backend_id: str) -> Tuple:
         backend = self.backends[backend_id]
@@ -225,7 +227,7 @@ class _Board:
 def _candidates(task: QueuedTask, board: _Board, waiting: int) -> List[str]:
     """Backends that may take ``task`` now; those it already failed on only when no other may. Prefetch slots
     count only while at least as many tasks wait as there are backends that could run this one."""
-    fit = [b for b in board.backends if board.fits(task.needs, b)]
+    fit = board.fitting(task.needs)
     limit = board.slots if waiting >= len(fit) else 1
     free = [b for b in fit if board.inflight[b] < limit]
     return [b for b in free if b not in task.avoid] or free

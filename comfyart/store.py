@@ -41,6 +41,7 @@ import redis.asyncio as aioredis
 import redis.exceptions
 import ulid
 
+from .batching import GroupCommit
 from .errors import InvalidTransition, NotFound, QuotaExceeded, StoreUnavailable
 from .events import EventHub
 from .models import FINAL_STATUSES, Task, TaskId, TaskStatus, sources_of
@@ -66,43 +67,58 @@ local function write_fields(task_key, first, last, now_ms)
 end
 """
 
-# KEYS: task, all-index prefix (P:tasks), active set, queue, claims, open prompts of the ComfyUI-compatible API,
-#       webhooks due, owners' prefix (P:owner:)
-# ARGV: id, allowed statuses joined by ',' ('' = any non-final), new status ('' = keep), now_ms,
-#       expected field ('' = none), its expected value, field, value, ...
-_TRANSITION = _WRITE_FIELDS + """
-local current = redis.call('HGET', KEYS[1], 'status')
-if not current then return {'missing', ''} end
-if ARGV[5] ~= '' and redis.call('HGET', KEYS[1], ARGV[5]) ~= ARGV[6] then return {'refused', current} end
-local allowed = ARGV[2]
-if allowed == '' then
-  if current == 'completed' or current == 'failed' or current == 'canceled' then return {'refused', current} end
-elseif not string.find(',' .. allowed .. ',', ',' .. current .. ',', 1, true) then
-  return {'refused', current}
-end
-local new = ARGV[3]
-local webhook = ''
-write_fields(KEYS[1], 7, #ARGV, ARGV[4])
-if new ~= '' and new ~= current then
-  local created = redis.call('HGET', KEYS[1], 'created_ms')
-  redis.call('HSET', KEYS[1], 'status', new)
-  if current ~= 'pending' then redis.call('ZREM', KEYS[2] .. ':' .. current, ARGV[1]) end
-  if new ~= 'pending' then redis.call('ZADD', KEYS[2] .. ':' .. new, created, ARGV[1]) end
-  if new == 'completed' or new == 'failed' or new == 'canceled' then
-    redis.call('SREM', KEYS[3], ARGV[1])
-    redis.call('ZREM', KEYS[4], ARGV[1])
-    redis.call('ZREM', KEYS[5], ARGV[1])
-    redis.call('ZREM', KEYS[6], ARGV[1])
-    if redis.call('HEXISTS', KEYS[1], 'webhook') == 1 then
-      redis.call('ZADD', KEYS[7], ARGV[4], ARGV[1])
-      webhook = '1'
-    end
-    local owner = redis.call('HGET', KEYS[1], 'owner')
-    if owner then redis.call('SREM', KEYS[8] .. owner .. ':open', ARGV[1]) end
+# Many transitions in one call (``GroupCommit`` gathers them), each checked and applied on its own, in order.
+# KEYS: all-index prefix (P:tasks), active set, queue, claims, open prompts of the ComfyUI-compatible API, webhooks
+#       due, owners' prefix (P:owner:)
+# ARGV: task key prefix, now_ms, then per transition: id, allowed statuses joined by ',' ('' = any non-final), new
+#       status ('' = keep), expected field ('' = none), its expected value, number of field/value pairs, field,
+#       value, ...
+# Returns per transition: outcome ('ok', 'missing', 'refused'), status before, client_id, webhook due, owner
+_TRANSITIONS = _WRITE_FIELDS + """
+local results = {}
+local i = 3
+while i <= #ARGV do
+  local id, allowed, new, expect_field, expect_value = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
+  local first, last = i + 6, i + 5 + 2 * tonumber(ARGV[i + 5])
+  i = last + 1
+  local task_key = ARGV[1] .. id
+  local outcome, current, client_id, webhook, owner = 'ok', '', '', '', ''
+  current = redis.call('HGET', task_key, 'status')
+  if not current then
+    outcome, current = 'missing', ''
+  elseif expect_field ~= '' and redis.call('HGET', task_key, expect_field) ~= expect_value then
+    outcome = 'refused'
+  elseif allowed == '' then
+    if current == 'completed' or current == 'failed' or current == 'canceled' then outcome = 'refused' end
+  elseif not string.find(',' .. allowed .. ',', ',' .. current .. ',', 1, true) then
+    outcome = 'refused'
   end
+  if outcome == 'ok' then
+    write_fields(task_key, first, last, ARGV[2])
+    if new ~= '' and new ~= current then
+      local created = redis.call('HGET', task_key, 'created_ms')
+      redis.call('HSET', task_key, 'status', new)
+      if current ~= 'pending' then redis.call('ZREM', KEYS[1] .. ':' .. current, id) end
+      if new ~= 'pending' then redis.call('ZADD', KEYS[1] .. ':' .. new, created, id) end
+      if new == 'completed' or new == 'failed' or new == 'canceled' then
+        redis.call('SREM', KEYS[2], id)
+        redis.call('ZREM', KEYS[3], id)
+        redis.call('ZREM', KEYS[4], id)
+        redis.call('ZREM', KEYS[5], id)
+        if redis.call('HEXISTS', task_key, 'webhook') == 1 then
+          redis.call('ZADD', KEYS[6], ARGV[2], id)
+          webhook = '1'
+        end
+        local open_owner = redis.call('HGET', task_key, 'owner')
+        if open_owner then redis.call('SREM', KEYS[7] .. open_owner .. ':open', id) end
+      end
+    end
+    local ids = redis.call('HMGET', task_key, 'client_id', 'owner')
+    client_id, owner = ids[1] or '', ids[2] or ''
+  end
+  results[#results + 1] = {outcome, current, client_id, webhook, owner}
 end
-local ids = redis.call('HMGET', KEYS[1], 'client_id', 'owner')
-return {'ok', current, ids[1] or '', webhook, ids[2] or ''}
+return results
 """
 
 # KEYS: queue, claims   ARGV: lease end (ms), id, id, ...   returns 1 per id claimed, 0 per id no longer queued
@@ -279,7 +295,8 @@ class TaskStore:
         self.events = events or EventHub()  # every change a task goes through is published here
         self.ageing_s = ageing_s  # a queued task gains one priority level per this long (0: strict priority)
         self.queued = asyncio.Event()  # set whenever a task enters the queue: the dispatcher wakes on it
-        self._transition = client.register_script(_TRANSITION)
+        self._transitions = client.register_script(_TRANSITIONS)
+        self.transitions = GroupCommit(self._send_transitions)  # status changes share round trips
         self._claim = client.register_script(_CLAIM)
         self._requeue = client.register_script(_REQUEUE)
         self._return_claims = client.register_script(_RETURN_CLAIMS)
@@ -511,20 +528,26 @@ class TaskStore:
         applies only to a task that is not final. Returns the status before the change; raises InvalidTransition."""
         if allowed_from is None:
             allowed_from = sources_of(to) if to is not None else []
-        args: List[Any] = [task_id, ",".join(allowed_from), to.value if to else "", str(now_ms()),
-                           *(expect or ("", "")), *_field_args(fields)]
-        keys = [self._task_key(task_id), f"{self.prefix}:tasks", self.active_key, self.queue_key, self.claims_key,
-                self.comfy_open_key, self.webhooks_key, f"{self.prefix}:owner:"]
-        with map_redis_errors():
-            outcome, previous, *found = await self._transition(keys=keys, args=args)
+        pairs = _field_args(fields)
+        outcome, previous, client_id, webhook_due, owner = await self.transitions(
+            [task_id, ",".join(allowed_from), to.value if to else "", *(expect or ("", "")), len(pairs) // 2,
+             *pairs])
         if outcome == "missing":
             raise NotFound(f"no task {task_id}")
         if outcome == "refused":
             raise InvalidTransition(f"task {task_id} is {previous}; cannot move to {to or 'an update'}")
-        client_id, webhook_due, owner = found
         self._publish(task_id, to or TaskStatus(previous), TaskStatus(previous), client_id,
                       {**fields, "webhook_due": True} if webhook_due else fields, owner)
         return TaskStatus(previous)
+
+    async def _send_transitions(self, transitions: Sequence[List[Any]]) -> List[List[str]]:
+        keys = [f"{self.prefix}:tasks", self.active_key, self.queue_key, self.claims_key, self.comfy_open_key,
+                self.webhooks_key, f"{self.prefix}:owner:"]
+        args: List[Any] = [f"{self.prefix}:task:", now_ms()]
+        for transition in transitions:
+            args += transition
+        with map_redis_errors():
+            return await self._transitions(keys=keys, args=args)
 
     async def write_progress(self, updates: Sequence[Tuple[str, str, Dict[str, Any]]]) -> None:
         """Progress fields of running attempts, ``(task id, prompt id, fields)`` each, in one round trip. A task

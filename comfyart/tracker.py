@@ -222,6 +222,9 @@ class Tracker:
             message = await ws.receive()
             heard[0] = time.monotonic()
             if message.type == aiohttp.WSMsgType.TEXT:
+                kind = protocol.frame_kind(message.data)
+                if kind is not None and kind not in protocol.TRACKED_KINDS and not self._relaying(backend):
+                    continue  # nobody to pass it on to, and nothing in it for the tracker
                 kind, data = protocol.split_frame(message.data)
                 if data is None:
                     continue
@@ -236,6 +239,17 @@ class Tracker:
                     self.frames.forward_binary(state.relay, message.data)
             elif message.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR):
                 return
+
+    def _relaying(self, backend: Backend) -> bool:
+        """Whether a prompt of ``backend`` was queued through the ComfyUI-compatible API: its client hears every
+        frame about it."""
+        if self.frames is None:
+            return False
+        for prompt_id in backend.prompts:
+            state = self.prompts.get(prompt_id)
+            if state is not None and state.relay is not None:
+                return True
+        return False
 
     def _relay(self, backend: Backend, kind: str, data: Dict[str, Any]) -> None:
         """Pass a frame on to the ComfyUI client whose prompt it is about."""

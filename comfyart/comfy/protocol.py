@@ -72,6 +72,25 @@ Event = Union[StatusEvent, ExecutionStart, ExecutionCached, Executing, Progress,
               ExecutionError, ExecutionInterrupted]
 
 
+# the frames the tracker acts on; the others (status, progress_state, custom nodes' own) only matter to a ComfyUI
+# client whose prompt is relayed
+TRACKED_KINDS = frozenset({"execution_start", "execution_cached", "executing", "progress", "executed",
+                           "execution_success", "execution_error", "execution_interrupted"})
+_KIND_PREFIX = '{"type": "'
+
+
+def frame_kind(text: str) -> Optional[str]:
+    """A text frame's type read from its first bytes, as ComfyUI writes every frame (``json.dumps({"type": ...,
+    "data": ...})``), without parsing the rest; None when it does not start that way. Most frames at full
+    throughput are ones the tracker drops (two ``progress_state`` per node), and parsing them cost more than
+    using the others."""
+    if not text.startswith(_KIND_PREFIX):
+        return None
+    end = text.find('"', len(_KIND_PREFIX))
+    kind = text[len(_KIND_PREFIX):end]
+    return kind if end > 0 and "\\" not in kind else None
+
+
 def split_frame(text: str) -> Tuple[str, Optional[Dict[str, Any]]]:
     """One text frame → (its type, its data), or ("", None) for one that is not ComfyUI's shape (a prompt id
     that is not a string included: it could not name a prompt)."""

@@ -83,6 +83,26 @@ def test_saved_images_are_real_pngs_with_the_prompt_embedded(emulator):
         assert '"SaveImage"' in png.info["prompt"]
 
 
+def test_view_answers_every_way_as_comfyuis_file_response_does(emulator):
+    # a plain GET of a small file is answered from memory; conditional and range requests by aiohttp's
+    # FileResponse, as ComfyUI answers them all: the headers must not tell them apart
+    emu = emulator()
+    entry = wait_history(emu.url, post_prompt(emu.url, basic_graph(prefix="v")))
+    [image] = entry["outputs"]["3"]["images"]
+    plain = httpx.get(emu.url + "/view", params=image)
+    ranged = httpx.get(emu.url + "/view", params=image, headers={"Range": "bytes=0-"})
+    assert plain.status_code == 200 and ranged.status_code == 206 and plain.content == ranged.content
+    for header in ("Content-Type", "Content-Disposition", "ETag", "Last-Modified", "Accept-Ranges"):
+        assert plain.headers[header] == ranged.headers[header], header
+    assert plain.headers["Content-Type"] == "image/png" and plain.headers["Accept-Ranges"] == "bytes"
+    assert plain.headers["Content-Length"] == str(len(plain.content))
+    assert plain.content.startswith(b"\x89PNG")
+    again = httpx.get(emu.url + "/view", params=image, headers={"If-None-Match": plain.headers["ETag"]})
+    assert again.status_code == 304
+    part = httpx.get(emu.url + "/view", params=image, headers={"Range": "bytes=0-7"})
+    assert part.status_code == 206 and part.content == plain.content[:8]
+
+
 def test_view_refuses_paths_outside_its_folders(emulator):
     emu = emulator()
     cases = {"": 404, "?filename=../x.png": 400, "?filename=/etc/passwd": 400, "?filename=x.png&subfolder=../..": 403,

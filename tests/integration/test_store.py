@@ -63,6 +63,36 @@ async def test_concurrent_completions_only_one_wins(store: TaskStore):
     assert sum(isinstance(r, InvalidTransition) for r in results) == 9
 
 
+async def test_transitions_of_one_tick_share_a_round_trip_and_keep_their_own_outcomes(store: TaskStore):
+    a, b, c = [await store.create(GRAPH) for _ in range(3)]
+    await store.update(c.id, node="7")
+    events = store.events.subscribe()  # closed below, once read
+    batches_before = store.transitions.batches
+    results = await asyncio.gather(
+        store.update(a.id, to=TaskStatus.RUNNING, started_ms=1),  # then, in the same script, completed
+        store.update(a.id, to=TaskStatus.COMPLETED, progress=1.0),
+        store.update("nope", to=TaskStatus.RUNNING),
+        store.update(b.id, to=TaskStatus.FAILED, expect=("prompt_id", "p9"), error="x"),  # b has no prompt p9
+        store.update(c.id, node=None, progress=0.5),  # a field deleted, one written, status kept
+        return_exceptions=True)
+    assert store.transitions.batches == batches_before + 1
+    assert results[0] == TaskStatus.PENDING and results[1] == TaskStatus.RUNNING
+    assert isinstance(results[2], NotFound) and isinstance(results[3], InvalidTransition)
+    assert results[4] == TaskStatus.PENDING
+    done, untouched, written = await store.get(a.id), await store.get(b.id), await store.get(c.id)
+    assert done.status is TaskStatus.COMPLETED and done.started_ms == 1 and done.progress == 1.0
+    assert untouched.status is TaskStatus.PENDING and untouched.error is None
+    assert written.node is None and written.progress == 0.5 and written.status is TaskStatus.PENDING
+    assert await store.redis.zscore(f"{store.prefix}:tasks:completed", a.id) is not None
+    assert await store.redis.zscore(f"{store.prefix}:tasks:running", a.id) is None
+    published = []
+    while (event := await events.get(0.01)) is not None:
+        published.append(event)
+    events.close()
+    assert [(e["id"], e["status"]) for e in published] == [(a.id, "running"), (a.id, "completed"),
+                                                         (c.id, "pending")]
+
+
 async def test_unknown_task(store: TaskStore):
     with pytest.raises(NotFound):
         await store.get("nope")

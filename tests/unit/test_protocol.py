@@ -59,6 +59,20 @@ def test_every_recorded_frame_parses_to_its_type():
     assert seen == set(kinds)  # the transcripts exercise every kind
 
 
+def test_frame_kind_reads_the_type_comfyui_writes_first():
+    for frame in all_text_frames():  # ComfyUI sends json.dumps({"type": ..., "data": ...})
+        assert protocol.frame_kind(json.dumps(frame)) == frame["type"]
+        assert protocol.frame_kind(json.dumps({"type": frame["type"], "data": frame["data"]})) == frame["type"]
+
+
+@pytest.mark.parametrize("text", ['{"data": {}, "type": "status"}', '{"type":"status","data":{}}', "not json", "",
+                                  '{"type": "stat\\"us", "data": {}}', '{"type": "unterminated',
+                                  ' {"type": "status", "data": {}}'])
+def test_frame_kind_is_none_unless_the_frame_starts_as_comfyuis_do(text):
+    # None means "parse it whole": a frame written some other way is never skipped unread
+    assert protocol.frame_kind(text) is None
+
+
 def test_end_marker_and_reconnect_variant():
     assert protocol.parse_frame('{"type": "executing", "data": {"node": null, "prompt_id": "p"}}') == \
         Executing("p", None)
