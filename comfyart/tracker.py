@@ -29,6 +29,7 @@ from .comfy.protocol import (
 )
 from .config import TrackingConfig
 from .errors import BackendUnavailable, InvalidTransition, NotFound, TransientError
+from .filethread import FileThread
 from .models import Attempt, OutputFile, Relay, Task, TaskStatus, relay_of
 from .object_store import ObjectStoreUnavailable, S3Outputs
 from .outputs import OutputStore
@@ -96,6 +97,7 @@ class Tracker:
         self._epochs: Dict[str, int] = {}  # backend id -> how many times its socket connected
         self._running: Dict[str, str] = {}  # backend id -> the prompt it runs: its preview frames carry no id
         self.frames: Optional[FrameSink] = None
+        self.files = FileThread("comfyart outputs")  # every download's file work, off the event loop
         pool.on_lost = self.backend_lost
 
     # ------------------------------------------------------------------ bookkeeping
@@ -120,6 +122,12 @@ class Tracker:
 
     # ------------------------------------------------------------------ loop
     async def run(self) -> None:
+        try:
+            await self._run()
+        finally:
+            await self.files.aclose()  # the files being written are finished first
+
+    async def _run(self) -> None:
         await self.pool.ready.wait()
         await self.recover()
         async with asyncio.TaskGroup() as watchers:
@@ -519,7 +527,7 @@ class Tracker:
         for ref in protocol.output_refs(outputs):
             path, size, sha256, content_type = await backend.client.download(
                 ref, lambda ref=ref: str(self.outputs.destination(task_id, ref.filename, ref.node_id)),
-                timeout_s=self.config.download_timeout_s)
+                timeout_s=self.config.download_timeout_s, offload=self.files.run)
             destination = Path(path)
             stored = OutputFile(node_id=ref.node_id, filename=destination.name, subfolder=ref.subfolder,
                                 type=ref.type, size=size, content_type=content_type, sha256=sha256,
@@ -527,7 +535,7 @@ class Tracker:
             if self.objects is not None:
                 key = self.objects.key(task_id, destination.name)
                 url = await self.objects.put(destination, key, content_type)
-                await asyncio.to_thread(destination.unlink)
+                await self.files.run(destination.unlink)
                 stored = stored.model_copy(update={"path": key, "bucket": self.objects.bucket, "url": url})
             files.append(stored)
         return files

@@ -8,7 +8,7 @@ import asyncio
 import hashlib
 import os
 from contextlib import asynccontextmanager
-from typing import Any, AsyncIterator, BinaryIO, Callable, Dict, List, Optional, Tuple
+from typing import Any, AsyncIterator, Awaitable, BinaryIO, Callable, Dict, List, Optional, Tuple
 from urllib.parse import urlencode
 
 import aiohttp
@@ -17,6 +17,7 @@ from ..errors import BackendUnavailable, PromptRejected
 from .protocol import OutputRef
 
 WRITE_BATCH_BYTES = 1 << 20
+Offload = Callable[..., Awaitable[Any]]  # runs a blocking call off the event loop: asyncio.to_thread's shape
 
 
 @asynccontextmanager
@@ -133,10 +134,11 @@ class ComfyClient:
         subfolder = payload.get("subfolder") or ""
         return f"{subfolder}/{payload['name']}" if subfolder else payload["name"]
 
-    async def download(self, ref: OutputRef, place: Callable[[], str], *,
-                       timeout_s: float) -> Tuple[str, int, str, str]:
-        """Stream one output to the path ``place()`` returns (called off the event loop: it may create
-        directories); returns (that path, size, sha256 hex, content type)."""
+    async def download(self, ref: OutputRef, place: Callable[[], str], *, timeout_s: float,
+                       offload: Offload = asyncio.to_thread) -> Tuple[str, int, str, str]:
+        """Stream one output to the path ``place()`` returns; returns (that path, size, sha256 hex, content
+        type). The file work (``place``, which may create directories, then writes and a rename) runs through
+        ``offload``, off the event loop."""
         query = urlencode({"filename": ref.filename, "subfolder": ref.subfolder, "type": ref.type})
         digest = hashlib.sha256()
         size = 0
@@ -150,18 +152,23 @@ class ComfyClient:
                 if response.status != 200:
                     raise BackendUnavailable(f"GET /view {ref.filename} answered HTTP {response.status}")
                 content_type = response.headers.get("Content-Type", "application/octet-stream").split(";")[0]
+                if response.content_length is not None and response.content_length <= WRITE_BATCH_BYTES:
+                    # the usual picture: read whole, then one hop to place, write, close and rename it
+                    body = await response.read()
+                    digest.update(body)
+                    return await offload(file.finish, body), len(body), digest.hexdigest(), content_type
                 pending = bytearray()
                 async for chunk in response.content.iter_chunked(1 << 16):
                     digest.update(chunk)
                     size += len(chunk)
                     pending += chunk
                     if len(pending) >= WRITE_BATCH_BYTES:  # disk writes stay off the event loop, a batch a hop
-                        await asyncio.to_thread(file.write, bytes(pending))
+                        await offload(file.write, bytes(pending))
                         pending.clear()
                 # a small file costs one hop in all: place, open, write, close, rename
-                path = await asyncio.to_thread(file.finish, bytes(pending))
+                path = await offload(file.finish, bytes(pending))
         except BaseException:
-            await asyncio.to_thread(file.discard)
+            await offload(file.discard)
             raise
         return path, size, digest.hexdigest(), content_type
 
