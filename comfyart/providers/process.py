@@ -10,6 +10,7 @@ import json
 import os
 import signal
 import sys
+import time
 from collections import deque
 from pathlib import Path
 from typing import Dict, List, Optional
@@ -20,6 +21,7 @@ from ..policy import Placement
 from .base import HostSpec, Spawned, render_command
 
 HOST_NAME = "local"
+STOP_GRACE_S = 10.0  # after SIGTERM, then SIGKILL
 
 
 class ProcessProvider:
@@ -74,10 +76,17 @@ class ProcessProvider:
         _signal_group(pid, signal.SIGTERM)
         if process is not None:
             try:
-                await asyncio.wait_for(process.wait(), 10)
+                await asyncio.wait_for(process.wait(), STOP_GRACE_S)
             except TimeoutError:
                 _signal_group(pid, signal.SIGKILL)
                 await process.wait()
+        else:
+            # adopted after a restart: not our child, so watched until it is gone rather than waited for
+            deadline = time.monotonic() + STOP_GRACE_S
+            while _running(pid) and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            if _running(pid):
+                _signal_group(pid, signal.SIGKILL)
         (self.state_dir / f"{backend.port}.json").unlink(missing_ok=True)
 
     async def leftovers(self) -> List[Spawned]:
@@ -120,6 +129,16 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie: an exited process that its new parent has not reaped yet is gone for us."""
+    if not _alive(pid):
+        return False
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
 
 
 def _cmdline(pid: int) -> Optional[list]:
