@@ -82,8 +82,8 @@ while i <= #ARGV do
   local first, last = i + 6, i + 5 + 2 * tonumber(ARGV[i + 5])
   i = last + 1
   local task_key = ARGV[1] .. id
-  local outcome, current, client_id, webhook, owner = 'ok', '', '', '', ''
-  current = redis.call('HGET', task_key, 'status')
+  local current = redis.call('HGET', task_key, 'status')
+  local outcome, client_id, webhook, owner = 'ok', '', '', ''
   if not current then
     outcome, current = 'missing', ''
   elseif expect_field ~= '' and redis.call('HGET', task_key, expect_field) ~= expect_value then
@@ -297,6 +297,8 @@ class TaskStore:
         self.queued = asyncio.Event()  # set whenever a task enters the queue: the dispatcher wakes on it
         self._transitions = client.register_script(_TRANSITIONS)
         self.transitions = GroupCommit(self._send_transitions)  # status changes share round trips
+        self._transition_keys = [f"{prefix}:tasks", self.active_key, self.queue_key, self.claims_key,
+                                 self.comfy_open_key, self.webhooks_key, f"{prefix}:owner:"]
         self._claim = client.register_script(_CLAIM)
         self._requeue = client.register_script(_REQUEUE)
         self._return_claims = client.register_script(_RETURN_CLAIMS)
@@ -541,13 +543,11 @@ class TaskStore:
         return TaskStatus(previous)
 
     async def _send_transitions(self, transitions: Sequence[List[Any]]) -> List[List[str]]:
-        keys = [f"{self.prefix}:tasks", self.active_key, self.queue_key, self.claims_key, self.comfy_open_key,
-                self.webhooks_key, f"{self.prefix}:owner:"]
         args: List[Any] = [f"{self.prefix}:task:", now_ms()]
         for transition in transitions:
             args += transition
         with map_redis_errors():
-            return await self._transitions(keys=keys, args=args)
+            return await self._transitions(keys=self._transition_keys, args=args)
 
     async def write_progress(self, updates: Sequence[Tuple[str, str, Dict[str, Any]]]) -> None:
         """Progress fields of running attempts, ``(task id, prompt id, fields)`` each, in one round trip. A task

@@ -21,6 +21,7 @@ import json
 import mimetypes
 import os
 import random
+import stat
 import string
 import struct
 import sys
@@ -45,8 +46,8 @@ MODEL_FOLDERS = ["checkpoints", "configs", "loras", "vae", "text_encoders", "dif
 # ComfyUI answers with) would send: FileResponse takes three trips to a thread per file (open, read, close), which
 # was a tenth of a fleet's CPU at full throughput. Conditional and range requests still go to FileResponse.
 INLINE_VIEW_BYTES = 1 << 20
-_FILE_RESPONSE_HEADERS = frozenset({"range", "if-range", "if-match", "if-none-match", "if-modified-since",
-                                    "if-unmodified-since"})
+_FILE_RESPONSE_HEADERS = ("Range", "If-Range", "If-Match", "If-None-Match", "If-Modified-Since",
+                          "If-Unmodified-Since")
 CLOSE_SOCKETS = object()  # an outbox entry that closes the sockets instead of sending a frame
 # what ``garbage`` may hold: each makes one part of the server answer junk
 GARBAGE = {
@@ -708,7 +709,11 @@ def build_app(emu: Emulator) -> web.Application:
         if os.path.commonpath([folder, base]) != base:
             return web.Response(status=403)
         path = os.path.join(folder, filename)
-        if not os.path.isfile(path):
+        try:
+            file_stat = os.stat(path)
+        except OSError:
+            return web.Response(status=404)
+        if not stat.S_ISREG(file_stat.st_mode):
             return web.Response(status=404)
         content_type = mimetypes.guess_type(filename)[0] or "application/octet-stream"
         disposition = {"Content-Disposition": f'filename="{filename}"'}
@@ -716,16 +721,14 @@ def build_app(emu: Emulator) -> web.Application:
         if content_type.startswith("image/") and (preview or channel != "rgba"):
             data, content_type = _reencode(path, preview, channel)
             return web.Response(body=data, headers={**disposition, "Content-Type": content_type})
-        if not any(name.lower() in _FILE_RESPONSE_HEADERS for name in request.headers):
-            stat = os.stat(path)
-            if stat.st_size <= INLINE_VIEW_BYTES:
-                with open(path, "rb") as file:
-                    body = file.read()
-                response = web.Response(body=body, headers={**disposition, "Content-Type": content_type,
-                                                            "Accept-Ranges": "bytes"})
-                response.etag = f"{stat.st_mtime_ns:x}-{stat.st_size:x}"
-                response.last_modified = stat.st_mtime
-                return response
+        if file_stat.st_size <= INLINE_VIEW_BYTES and not any(h in request.headers for h in _FILE_RESPONSE_HEADERS):
+            with open(path, "rb") as file:
+                body = file.read()
+            response = web.Response(body=body, headers={**disposition, "Content-Type": content_type,
+                                                        "Accept-Ranges": "bytes"})
+            response.etag = f"{file_stat.st_mtime_ns:x}-{file_stat.st_size:x}"
+            response.last_modified = file_stat.st_mtime
+            return response
         return web.FileResponse(path, headers={**disposition, "Content-Type": content_type})
 
     async def upload(request: web.Request) -> web.Response:

@@ -83,9 +83,9 @@ class ProcessProvider:
         else:
             # adopted after a restart: not our child, so watched until it is gone rather than waited for
             deadline = time.monotonic() + STOP_GRACE_S
-            while _running(pid) and time.monotonic() < deadline:
+            while _alive(pid) and time.monotonic() < deadline:
                 await asyncio.sleep(0.05)
-            if _running(pid):
+            if _alive(pid):
                 _signal_group(pid, signal.SIGKILL)
         (self.state_dir / f"{backend.port}.json").unlink(missing_ok=True)
 
@@ -122,19 +122,13 @@ class ProcessProvider:
 
 
 def _alive(pid: int) -> bool:
+    """Running: a zombie (exited, not yet reaped by the parent it was handed to) is gone for us."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
-
-
-def _running(pid: int) -> bool:
-    """Alive and not a zombie: an exited process that its new parent has not reaped yet is gone for us."""
-    if not _alive(pid):
-        return False
     try:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
     except (OSError, IndexError):
