@@ -17,8 +17,8 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Tuple
 
 import httpx
 
@@ -30,13 +30,13 @@ CLIENT_KEY = "bench-client-key-0123456789abcdef"
 USER, PASSWORD = "admin", "bench-password-0123"
 
 
-Variant = Tuple[httpx.Client, str, str, Optional[Dict[str, str]], Optional[Callable[[int], dict]]]
+Variant = tuple[httpx.Client, str, str, dict[str, str] | None, Callable[[int], dict] | None]
 
 
-def interleaved(variants: Dict[str, Variant], count: int) -> Dict[str, List[float]]:
+def interleaved(variants: dict[str, Variant], count: int) -> dict[str, list[float]]:
     """Seconds per request of each variant, taking turns request by request: the machine's noise falls on all of
     them alike."""
-    times: Dict[str, List[float]] = {name: [] for name in variants}
+    times: dict[str, list[float]] = {name: [] for name in variants}
     for i in range(count):
         for name, (client, method, path, headers, body) in variants.items():
             start = time.perf_counter()
@@ -71,7 +71,7 @@ def main() -> None:
             }
             task_ids = {name: api_client.post("/api/tasks", headers=headers, json={"prompt": graph(0)}).json()["id"]
                         for name, (api_client, headers) in credentials.items()}
-            reads: Dict[str, Variant] = {
+            reads: dict[str, Variant] = {
                 f"GET /api/tasks/{{id}}, {name}": (api_client, "GET", f"/api/tasks/{task_ids[name]}", headers, None)
                 for name, (api_client, headers) in credentials.items()}
             interleaved(reads, 200)  # warm up

@@ -17,7 +17,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Tuple
+from typing import Any
 
 import aiohttp
 
@@ -25,30 +25,30 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from pipeline import RESULTS, Rig, graph, percentile  # noqa: E402
 
 
-async def round_trips(base: str, count: int, offset: int) -> Tuple[List[float], List[List[str]]]:
+async def round_trips(base: str, count: int, offset: int) -> tuple[list[float], list[list[str]]]:
     """Seconds from POST /prompt to the end marker, and the frame types each prompt's socket received."""
     times, sequences = [], []
-    async with aiohttp.ClientSession() as session:
-        async with session.ws_connect(f"{base.replace('http', 'ws')}/ws?clientId=bench") as ws:
-            await ws.receive()
-            for i in range(count):
-                start = time.perf_counter()
-                async with session.post(f"{base}/prompt", json={"prompt": graph(offset + i),
-                                                                "client_id": "bench"}) as answer:
-                    prompt_id = (await answer.json())["prompt_id"]
-                kinds = []
-                while True:
-                    message = await ws.receive(timeout=60)
-                    if message.type != aiohttp.WSMsgType.TEXT:
-                        continue
-                    frame = json.loads(message.data)
-                    if frame["data"].get("prompt_id") == prompt_id:
-                        kinds.append(frame["type"])
-                    if frame["type"] == "executing" and frame["data"].get("node") is None \
-                            and frame["data"].get("prompt_id") == prompt_id:
-                        break
-                times.append(time.perf_counter() - start)
-                sequences.append(kinds)
+    async with aiohttp.ClientSession() as session, \
+            session.ws_connect(f"{base.replace('http', 'ws')}/ws?clientId=bench") as ws:
+        await ws.receive()
+        for i in range(count):
+            start = time.perf_counter()
+            async with session.post(f"{base}/prompt", json={"prompt": graph(offset + i),
+                                                            "client_id": "bench"}) as answer:
+                prompt_id = (await answer.json())["prompt_id"]
+            kinds = []
+            while True:
+                message = await ws.receive(timeout=60)
+                if message.type != aiohttp.WSMsgType.TEXT:
+                    continue
+                frame = json.loads(message.data)
+                if frame["data"].get("prompt_id") == prompt_id:
+                    kinds.append(frame["type"])
+                if frame["type"] == "executing" and frame["data"].get("node") is None \
+                        and frame["data"].get("prompt_id") == prompt_id:
+                    break
+            times.append(time.perf_counter() - start)
+            sequences.append(kinds)
     return times, sequences
 
 
@@ -67,7 +67,7 @@ def main() -> None:
         rig.close()
         shutil.rmtree(rig.workdir, ignore_errors=True)
     added = sorted(t - d for t, d in zip(sorted(through), sorted(direct), strict=True))
-    result: Dict[str, Any] = {
+    result: dict[str, Any] = {
         "prompts": args.count,
         "direct_ms_p50": round(percentile(direct, 0.5) * 1000, 1),
         "direct_ms_p99": round(percentile(direct, 0.99) * 1000, 1),

@@ -22,7 +22,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Dict, List, Optional
 
 import httpx
 import yaml
@@ -57,9 +56,9 @@ def graph(i: int) -> dict:
 class Rig:
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
-        self.processes: List[subprocess.Popen] = []
+        self.processes: list[subprocess.Popen] = []
 
-    def spawn(self, argv: List[str], port: int, **kwargs) -> subprocess.Popen:
+    def spawn(self, argv: list[str], port: int, **kwargs) -> subprocess.Popen:
         process = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **kwargs)
         self.processes.append(process)
         wait_port(port)
@@ -79,7 +78,7 @@ class Rig:
                     "--base-dir", str(self.workdir / f"emu-{port}")], port)
         return f"http://127.0.0.1:{port}"
 
-    def daemon(self, redis_url: str, backends: List[str], name: str, headers: Optional[dict] = None,
+    def daemon(self, redis_url: str, backends: list[str], name: str, headers: dict | None = None,
                **sections: dict) -> tuple:
         """``comfyart serve`` over static ``backends``; ``sections`` (e.g. ``scheduler={...}``) extend the config;
         ``headers`` carry an admin key when the config turns auth on."""
@@ -145,12 +144,12 @@ def run_direct(backend: str, count: int, offset: int) -> float:
         return time.monotonic() - start
 
 
-def percentile(values: List[float], q: float) -> float:
+def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
-def overhead(rig: Rig, redis_url: str, count: int, node_s: float) -> Dict[str, float]:
+def overhead(rig: Rig, redis_url: str, count: int, node_s: float) -> dict[str, float]:
     direct_backend, comfyart_backend = rig.emulator(node_s), rig.emulator(node_s)
     direct = run_direct(direct_backend, count, 0)
     _, api = rig.daemon(redis_url, [comfyart_backend], "overhead")
@@ -168,7 +167,7 @@ def overhead(rig: Rig, redis_url: str, count: int, node_s: float) -> Dict[str, f
             "per_task_gap_ms": round((makespan - direct) / count * 1000, 2)}
 
 
-def throughput(rig: Rig, redis_url: str, count: int, backends: int) -> Dict[str, float]:
+def throughput(rig: Rig, redis_url: str, count: int, backends: int) -> dict[str, float]:
     urls = [rig.emulator(0.0) for _ in range(backends)]
     process, api = rig.daemon(redis_url, urls, "throughput")
     cpu_before = cpu_seconds(process.pid)

@@ -18,7 +18,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any
 
 import httpx
 
@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from pipeline import RESULTS, Rig  # noqa: E402
 
 
-def basic(color: int, prefix: str = "comfyart/real") -> Dict[str, Any]:
+def basic(color: int, prefix: str = "comfyart/real") -> dict[str, Any]:
     return {"1": {"class_type": "EmptyImage", "inputs": {"width": 64, "height": 48, "batch_size": 1, "color": color}},
             "2": {"class_type": "ImageInvert", "inputs": {"image": ["1", 0]}},
             "3": {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": prefix}}}
@@ -48,7 +48,7 @@ CASES = {
 }
 
 
-def wait_record(client: httpx.Client, task_id: str) -> Dict[str, Any]:
+def wait_record(client: httpx.Client, task_id: str) -> dict[str, Any]:
     deadline = time.monotonic() + 120
     while True:
         record = client.get(f"/api/tasks/{task_id}").json()
@@ -57,11 +57,11 @@ def wait_record(client: httpx.Client, task_id: str) -> Dict[str, Any]:
         time.sleep(0.05)
 
 
-def run_case(client: httpx.Client, comfy: str, name: str, graph: dict, expected: str) -> Dict[str, Any]:
+def run_case(client: httpx.Client, comfy: str, name: str, graph: dict, expected: str) -> dict[str, Any]:
     return check_record(client, comfy, name, client.post("/api/tasks", json={"prompt": graph}).json()["id"], expected)
 
 
-def check_record(client: httpx.Client, comfy: str, name: str, task_id: str, expected: str) -> Dict[str, Any]:
+def check_record(client: httpx.Client, comfy: str, name: str, task_id: str, expected: str) -> dict[str, Any]:
     record = wait_record(client, task_id)
     ok = record["status"] == expected
     detail = record.get("error") or ""
@@ -82,7 +82,7 @@ INVERT = {"graph": {"1": {"class_type": "LoadImage", "inputs": {"image": "exampl
           "params": {"image": {"type": "image", "target": "1.image", "required": True}}}
 
 
-def workflow_cases(client: httpx.Client, comfy: str) -> List[Dict[str, Any]]:
+def workflow_cases(client: httpx.Client, comfy: str) -> list[dict[str, Any]]:
     """A stored workflow whose image parameter is uploaded with the run, then fed with that run's output: comfyart
     must deliver each file through ComfyUI's /upload/image, and each inversion must show in the picture."""
     import io
@@ -115,7 +115,7 @@ def workflow_cases(client: httpx.Client, comfy: str) -> List[Dict[str, Any]]:
     return results
 
 
-def socket_takeover(client: httpx.Client, comfy: str, earlier: List[Dict[str, Any]]) -> Dict[str, Any]:
+def socket_takeover(client: httpx.Client, comfy: str, earlier: list[dict[str, Any]]) -> dict[str, Any]:
     """Another socket opened with comfyart's client id silently takes over; the watchdog must still finish."""
     import asyncio
 
@@ -125,7 +125,7 @@ def socket_takeover(client: httpx.Client, comfy: str, earlier: List[Dict[str, An
     history = httpx.get(f"{comfy}/history/{first['prompt_id']}").json()
     client_id = history[first["prompt_id"]]["prompt"][3]["client_id"]
 
-    async def hold_socket() -> Dict[str, Any]:
+    async def hold_socket() -> dict[str, Any]:
         async with aiohttp.ClientSession() as session, \
                 session.ws_connect(comfy.replace("http", "ws", 1) + f"/ws?clientId={client_id}"):
             return await asyncio.to_thread(run_case, client, comfy, "socket takeover", basic(0xABCDEF), "completed")
@@ -140,7 +140,7 @@ def main() -> None:
     args = parser.parse_args()
     comfy = args.url.rstrip("/")
     rig = Rig(Path(tempfile.mkdtemp(prefix="comfyart-real-")))
-    results: List[Dict[str, Any]] = []
+    results: list[dict[str, Any]] = []
     try:
         _, api = rig.daemon(rig.redis(), [comfy], "real")
         with httpx.Client(base_url=api, timeout=30) as client:

@@ -19,7 +19,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any
 
 import httpx
 import redis
@@ -41,7 +41,7 @@ def completed(api: str) -> int:
     return int(httpx.get(api + "/api/tasks", params={"status": "completed", "limit": 1}).json()["total"])
 
 
-def run(tasks: int, backends: int, node_s: float, kill_at: float) -> Dict[str, Any]:
+def run(tasks: int, backends: int, node_s: float, kill_at: float) -> dict[str, Any]:
     rig = Rig(Path(tempfile.mkdtemp(prefix="comfyart-recovery-")))
     try:
         redis_url = rig.redis()
@@ -91,7 +91,7 @@ def run(tasks: int, backends: int, node_s: float, kill_at: float) -> Dict[str, A
     finished_after = [r["finished_ms"] for r in records if r["finished_ms"] >= restart_ms]
     outputs = [p for p in (data_dir / "outputs").rglob("*") if p.is_file()]
     prompts_run = sum(1 for p in rig.workdir.glob("emu-*/output/**/*.png"))
-    def seconds_after(times: List[int], origin_ms: int) -> Any:
+    def seconds_after(times: list[int], origin_ms: int) -> Any:
         return round((min(times) - origin_ms) / 1000, 3) if times else None
 
     result = {
@@ -115,7 +115,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer tasks (a smoke run)")
     args = parser.parse_args()
-    runs: List[Dict[str, Any]] = [run(100 if args.quick else 400, backends=4, node_s=0.05, kill_at=1 / 3)]
+    runs: list[dict[str, Any]] = [run(100 if args.quick else 400, backends=4, node_s=0.05, kill_at=1 / 3)]
     if not args.quick:
         runs.append(run(400, backends=8, node_s=0.0, kill_at=1 / 2))
     results = {"runs": runs, "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]}}

@@ -35,7 +35,7 @@ import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any
 
 import httpx
 import redis
@@ -64,7 +64,7 @@ def sampler_graph(seed: int, steps: int, checkpoint: str = CHECKPOINTS[0]) -> di
 
 
 class Bench(Rig):
-    def fleet(self, count: int, per_process: int = 16, *flags: str) -> List[str]:
+    def fleet(self, count: int, per_process: int = 16, *flags: str) -> list[str]:
         """``count`` independent emulators, ``per_process`` to a process."""
         urls = []
         while len(urls) < count:
@@ -99,7 +99,7 @@ def free_port_block(size: int) -> int:
     raise RuntimeError("no block of free ports")
 
 
-def register(api: str, urls: List[str]) -> None:
+def register(api: str, urls: list[str]) -> None:
     def one(item: tuple) -> None:
         index, url = item
         answer = httpx.post(f"{api}/api/pool/backends", json={"name": f"b{index}", "url": url}, timeout=60)
@@ -109,7 +109,7 @@ def register(api: str, urls: List[str]) -> None:
         list(pool.map(one, enumerate(urls)))
 
 
-def post_tasks(api: str, bodies: List[dict]) -> List[str]:
+def post_tasks(api: str, bodies: list[dict]) -> list[str]:
     with httpx.Client(base_url=api, timeout=60) as client:
         return [client.post("/api/tasks", json=body).json()["id"] for body in bodies]
 
@@ -130,16 +130,16 @@ def wait_all(api: str, count: int, timeout_s: float = 900) -> None:
             time.sleep(0.1)
 
 
-def records(api: str, ids: List[str]) -> List[dict]:
+def records(api: str, ids: list[str]) -> list[dict]:
     with httpx.Client(base_url=api, timeout=60) as client:
         return [client.get(f"/api/tasks/{task_id}").json() for task_id in ids]
 
 
-def run_times(api: str, record_list: List[dict]) -> Dict[str, float]:
+def run_times(api: str, record_list: list[dict]) -> dict[str, float]:
     """Each task's run time in seconds, as its backend recorded it (execution_start → execution_success)."""
     urls = {b["id"]: b["url"] for b in httpx.get(f"{api}/api/pool", timeout=60).json()["backends"]}
     times = {}
-    by_backend: Dict[str, List[dict]] = {}
+    by_backend: dict[str, list[dict]] = {}
     for record in record_list:
         by_backend.setdefault(record["backend"], []).append(record)
     with httpx.Client(timeout=60) as client:
@@ -153,7 +153,7 @@ def run_times(api: str, record_list: List[dict]) -> Dict[str, float]:
 
 
 # ---------------------------------------------------------------------------------------------------- 1
-def overhead(bench: Bench, redis_url: str, count: int) -> Dict[str, Any]:
+def overhead(bench: Bench, redis_url: str, count: int) -> dict[str, Any]:
     node_s = 1.0 / 3  # the 3-node graph: 1 s a task
     direct_url, comfyart_url = bench.emulator(node_s), bench.emulator(node_s)
     direct = run_direct(direct_url, count, 0)
@@ -172,8 +172,8 @@ def overhead(bench: Bench, redis_url: str, count: int) -> Dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------------------- 2
-def idle_gap(bench: Bench, redis_url: str, count: int) -> Dict[str, Any]:
-    result: Dict[str, Any] = {"tasks": count, "task_s": 0.1}
+def idle_gap(bench: Bench, redis_url: str, count: int) -> dict[str, Any]:
+    result: dict[str, Any] = {"tasks": count, "task_s": 0.1}
     for prefetch in (0, 1):
         url = bench.emulator(0.1 / 3)
         _, api = bench.daemon(redis_url, [url], f"gap{prefetch}", scheduler={"prefetch": prefetch})
@@ -191,7 +191,7 @@ def idle_gap(bench: Bench, redis_url: str, count: int) -> Dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------------------- 3
-def throughput(bench: Bench, redis_url: str, count: int, backends: int) -> Dict[str, Any]:
+def throughput(bench: Bench, redis_url: str, count: int, backends: int) -> dict[str, Any]:
     # two fleets of 32: on 2 cores, four processes of 16 left the daemon waiting for a core a quarter of the time
     urls = bench.fleet(backends, 32)
     process, api = bench.empty_daemon(redis_url, "throughput", scheduler={"prefetch": 1})
@@ -210,16 +210,16 @@ def throughput(bench: Bench, redis_url: str, count: int, backends: int) -> Dict[
 
 
 # ---------------------------------------------------------------------------------------------------- 4
-def heavy_tailed_steps(count: int, rng: random.Random) -> List[int]:
+def heavy_tailed_steps(count: int, rng: random.Random) -> list[int]:
     """Pareto(1.5) step counts, 2 at least, 120 at most: most tasks short, a few very long."""
     return [min(120, max(2, math.ceil(2 * rng.paretovariate(1.5)))) for _ in range(count)]
 
 
-def makespan(bench: Bench, redis_url: str, count: int, backends: int, step_s: float) -> Dict[str, Any]:
+def makespan(bench: Bench, redis_url: str, count: int, backends: int, step_s: float) -> dict[str, Any]:
     rng = random.Random(7)
     steps = heavy_tailed_steps(count, rng)
     urls = bench.fleet(backends, 8, "--step-seconds", str(step_s))
-    result: Dict[str, Any] = {"tasks": count, "backends": backends, "step_s": step_s,
+    result: dict[str, Any] = {"tasks": count, "backends": backends, "step_s": step_s,
                               "steps_p50": percentile(steps, 0.5), "steps_max": max(steps)}
     runs = [(strategy, {"strategy": strategy}) for strategy in ("least_busy", "round_robin", "weighted", "affinity")]
     # longest_first over the whole batch: the window must hold every queued task
@@ -243,11 +243,11 @@ def makespan(bench: Bench, redis_url: str, count: int, backends: int, step_s: fl
 
 
 # ---------------------------------------------------------------------------------------------------- 5
-def affinity(bench: Bench, redis_url: str, count: int, load_s: float) -> Dict[str, Any]:
+def affinity(bench: Bench, redis_url: str, count: int, load_s: float) -> dict[str, Any]:
     rng = random.Random(5)
     checkpoints = [rng.choice(CHECKPOINTS) for _ in range(count)]
     urls = bench.fleet(8, 8, "--step-seconds", "0.03", "--model-load-seconds", str(load_s))
-    result: Dict[str, Any] = {"tasks": count, "backends": 8, "checkpoints": 4, "model_load_s": load_s,
+    result: dict[str, Any] = {"tasks": count, "backends": 8, "checkpoints": 4, "model_load_s": load_s,
                               "task_s_without_load": 0.09}
     for strategy in ("least_busy", "affinity"):
         for url in urls:
@@ -273,7 +273,7 @@ WORKFLOW = {"graph": sampler_graph(1, 2), "params": {
 
 
 def scale(bench: Bench, redis_url: str, backends: int, queued: int, probes: int,
-          steady_s: float = 20) -> Dict[str, Any]:
+          steady_s: float = 20) -> dict[str, Any]:
     # 10 s tasks: every backend stays busy and the queue stays deep, as in production, without the emulators
     # (which share the machine) saturating it
     urls = bench.fleet(backends, 250, "--step-seconds", str(SCALE_TASK_S / 2))
@@ -319,7 +319,7 @@ def scale(bench: Bench, redis_url: str, backends: int, queued: int, probes: int,
             "high_priority_dispatch_ms_p99": percentile(latencies, 0.99), "still_queued": still_queued}
 
 
-def default_workdir() -> Optional[str]:
+def default_workdir() -> str | None:
     """RAM (tmpfs) when the machine has it. Every task writes a file twice (the emulator saves its PNG, the daemon
     downloads it), and on a VM disk creating a file can take a millisecond of kernel CPU: on the 2-core machine
     that CPU would be taken from the daemon, and the benchmark would measure the disk. A GPU server's backends
@@ -341,7 +341,7 @@ def main() -> None:
     args = parser.parse_args()
     wanted = [s for s in args.only.split(",") if s]
     quick = args.quick
-    results: Dict[str, Any] = {}
+    results: dict[str, Any] = {}
     for section in wanted:
         bench = Bench(Path(tempfile.mkdtemp(prefix="comfyart-bench-", dir=args.workdir)))
         try:

@@ -57,7 +57,7 @@ def grown(graph: dict, loras: int) -> dict:
     return big
 
 
-async def raw_cost(client: "aioredis.Redis", tasks: TaskStore, graph: dict, count: int) -> tuple:
+async def raw_cost(client: aioredis.Redis, tasks: TaskStore, graph: dict, count: int) -> tuple:
     await client.flushall()
     before = await used_memory(client)
     started = time.perf_counter()
@@ -66,7 +66,7 @@ async def raw_cost(client: "aioredis.Redis", tasks: TaskStore, graph: dict, coun
     return (await used_memory(client) - before) / count, time.perf_counter() - started
 
 
-async def used_memory(client: "aioredis.Redis") -> int:
+async def used_memory(client: aioredis.Redis) -> int:
     return int((await client.info("memory"))["used_memory"])
 
 

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, AsyncIterator, Dict, List, Optional, Tuple
+from typing import Any
 from urllib.parse import urlsplit
 
 from fastapi import Depends, FastAPI, Query, Request, Response
@@ -84,17 +85,17 @@ MAX_OFFSET = 1_000_000_000  # Redis takes 64-bit offsets, not any integer a quer
 class Security:
     """Auth and input limits. The default is auth off: everyone is one admin, as on a loopback workstation."""
 
-    authenticator: Optional[Authenticator] = None
-    keys: Optional[KeyStore] = None
-    quotas: Optional[Quotas] = None
+    authenticator: Authenticator | None = None
+    keys: KeyStore | None = None
+    quotas: Quotas | None = None
     url_secret: bytes = b""
     signed_url_ttl_s: int = 24 * 3600
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     private_webhooks: bool = False  # whether client keys' webhooks may reach private addresses
-    public_url: Optional[str] = None  # server.public_url: links are made under it (behind a proxy)
+    public_url: str | None = None  # server.public_url: links are made under it (behind a proxy)
 
-    def output_url(self, base: str, task_id: str, filename: str, ttl_s: Optional[int] = None,
-                   now: Optional[float] = None) -> Tuple[str, int]:
+    def output_url(self, base: str, task_id: str, filename: str, ttl_s: int | None = None,
+                   now: float | None = None) -> tuple[str, int]:
         """A URL of an output that works without a key until it expires: (url, expires as a UNIX time)."""
         path = output_path(task_id, filename)
         expires = int((now if now is not None else time.time()) + (ttl_s or self.signed_url_ttl_s))
@@ -112,15 +113,15 @@ class Services:
     tracker: Tracker
     dispatcher: Dispatcher
     front: FrontDoor
-    workflow_file_errors: List[str] = field(default_factory=list)
-    objects: Optional[S3Outputs] = None
+    workflow_file_errors: list[str] = field(default_factory=list)
+    objects: S3Outputs | None = None
     security: Security = field(default_factory=Security)
-    metrics: Optional[Metrics] = None
-    stats: Optional[StatsHistory] = None
+    metrics: Metrics | None = None
+    stats: StatsHistory | None = None
     dashboard: bool = True
 
 
-def _problem(status: int, detail: str, headers: Optional[Dict[str, str]] = None) -> JSONResponse:
+def _problem(status: int, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse({"detail": detail}, status_code=status, headers=headers)
 
 
@@ -133,7 +134,7 @@ def _one_line(exc: RequestValidationError) -> str:
 
 
 # errors of the domain that a request can cause, and how each answers; the message is already one line
-ERROR_STATUS: Dict[type, int] = {NotFound: 404, ParameterError: 422, InvalidInput: 422, Conflict: 412,
+ERROR_STATUS: dict[type, int] = {NotFound: 404, ParameterError: 422, InvalidInput: 422, Conflict: 412,
                                  StateConflict: 409, InvalidTransition: 409, Forbidden: 403, BodyTooLarge: 413}
 
 
@@ -159,7 +160,7 @@ async def _json_body(request: Request) -> Any:
         raise BadRequest(400, "body is not valid JSON") from None
 
 
-def _object(body: Any, allowed: set, what: str) -> Dict[str, Any]:
+def _object(body: Any, allowed: set, what: str) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise BadRequest(422, f"body must be a JSON object with {what}")
     unknown = sorted(set(body) - allowed)
@@ -168,7 +169,7 @@ def _object(body: Any, allowed: set, what: str) -> Dict[str, Any]:
     return body
 
 
-def _params(value: Any) -> Dict[str, Any]:
+def _params(value: Any) -> dict[str, Any]:
     if value is None:
         return {}
     if not isinstance(value, dict):
@@ -176,9 +177,9 @@ def _params(value: Any) -> Dict[str, Any]:
     return value
 
 
-def _scheduling(body: Dict[str, Any]) -> Dict[str, Any]:
+def _scheduling(body: dict[str, Any]) -> dict[str, Any]:
     """``priority``, ``requires`` and ``vram_mb`` of a task request, checked; absent ones are left out."""
-    options: Dict[str, Any] = {}
+    options: dict[str, Any] = {}
     if body.get("priority") is not None:
         try:
             options["priority"] = parse_priority(body["priority"])
@@ -203,7 +204,7 @@ def _scheduling(body: Dict[str, Any]) -> Dict[str, Any]:
     return options
 
 
-def webhook_problem(url: Any) -> Optional[str]:
+def webhook_problem(url: Any) -> str | None:
     if not isinstance(url, str) or len(url) > MAX_WEBHOOK_URL:
         return f"an http(s) URL of at most {MAX_WEBHOOK_URL} characters"
     parts = urlsplit(url)
@@ -227,7 +228,7 @@ async def _store_upload(inputs: InputStore, upload: UploadFile, label: str) -> S
 
 
 async def _run_request(request: Request, inputs: InputStore,
-                       ) -> Tuple[Dict[str, Any], Dict[str, StoredInput], Dict[str, Any]]:
+                       ) -> tuple[dict[str, Any], dict[str, StoredInput], dict[str, Any]]:
     """A run's parameters, uploaded files and scheduling options: JSON ``{"params": {...}, "priority": ...}``, or a
     form (multipart/form-data, or url-encoded when it has no files) with a ``params`` field holding that JSON
     object, one file per image parameter named after it, and optionally ``priority``."""
@@ -236,9 +237,9 @@ async def _run_request(request: Request, inputs: InputStore,
         body = _object(await _json_body(request) if await request.body() else {}, {"params", *SCHEDULING_FIELDS},
                        "a 'params' field")
         return _params(body.get("params")), {}, _scheduling(body)
-    params: Dict[str, Any] = {}
-    options: Dict[str, Any] = {}
-    files: Dict[str, StoredInput] = {}
+    params: dict[str, Any] = {}
+    options: dict[str, Any] = {}
+    files: dict[str, StoredInput] = {}
     async with request.form(max_files=MAX_FORM_FILES, max_fields=MAX_FORM_FILES) as form:
         for key, value in form.multi_items():
             if isinstance(value, UploadFile):
@@ -262,7 +263,7 @@ async def _run_request(request: Request, inputs: InputStore,
     return params, files, options
 
 
-def _etag_version(header: Optional[str]) -> Optional[int]:
+def _etag_version(header: str | None) -> int | None:
     if header is None:
         return None
     value = header.strip().removeprefix("W/").strip('"')
@@ -272,7 +273,7 @@ def _etag_version(header: Optional[str]) -> Optional[int]:
 
 
 def _created(task: Task) -> JSONResponse:
-    body: Dict[str, Any] = {"id": task.id, "status": task.status.value}
+    body: dict[str, Any] = {"id": task.id, "status": task.status.value}
     if task.priority:
         body["priority"] = task.priority
     if task.workflow is not None:
@@ -299,10 +300,10 @@ def create_app(services: Services) -> FastAPI:
             raise NotFound(f"no task {task_id}")
         return task
 
-    async def admitted(principal: Principal, options: Dict[str, Any]) -> Dict[str, Any]:
+    async def admitted(principal: Principal, options: dict[str, Any]) -> dict[str, Any]:
         """What a new task of the caller carries besides ``options``: its owner, its queue quota (after its
         submission rate is checked), and whether its webhook may reach public addresses only."""
-        admission: Dict[str, Any] = {"owner": principal.owner}
+        admission: dict[str, Any] = {"owner": principal.owner}
         if "webhook" in options and not principal.admin:
             admission["webhook_public_only"] = True
             problem = None if security.private_webhooks else literal_target_problem(options["webhook"])
@@ -362,7 +363,7 @@ def create_app(services: Services) -> FastAPI:
         return _created(await store.create(body["prompt"], **options, **await admitted(principal, options)))
 
     @app.get("/api/tasks")
-    async def list_tasks(principal: Caller, status: Optional[TaskStatus] = None, limit: int = Query(50, ge=1, le=500),
+    async def list_tasks(principal: Caller, status: TaskStatus | None = None, limit: int = Query(50, ge=1, le=500),
                          offset: int = Query(0, ge=0, le=MAX_OFFSET)) -> Any:
         """Newest first (pending ones in the order they will run). A client sees its own tasks only."""
         owner = None if principal.admin else principal.id
@@ -393,7 +394,7 @@ def create_app(services: Services) -> FastAPI:
         task = await visible_task(task_id, principal)
         if task.status not in FINAL_STATUSES:
             raise BadRequest(409, f"task {task_id} is still {task.status.value}: cancel it first, or wait for its end")
-        options: Dict[str, Any] = {"priority": task.priority, "requires": task.requires, "vram_mb": task.vram_mb}
+        options: dict[str, Any] = {"priority": task.priority, "requires": task.requires, "vram_mb": task.vram_mb}
         if task.webhook is not None:
             options["webhook"] = task.webhook
         admission = await admitted(principal, options)
@@ -410,7 +411,7 @@ def create_app(services: Services) -> FastAPI:
 
     @app.post("/api/tasks/{task_id}/outputs/{filename}/link")
     async def share_output(principal: Caller, task_id: str, filename: str, request: Request,
-                           expires_in_s: Optional[int] = Query(None, ge=60, le=30 * 24 * 3600)) -> Any:
+                           expires_in_s: int | None = Query(None, ge=60, le=30 * 24 * 3600)) -> Any:
         """A URL of the output that needs no key until it expires (default ``auth.signed_url_ttl_s``)."""
         task = await visible_task(task_id, principal)
         if not any(o.filename == filename for o in task.outputs):
@@ -454,7 +455,7 @@ def create_app(services: Services) -> FastAPI:
         return {"params": {name: p.model_dump(mode="json") for name, p in infer_parameters(graph).items()}}
 
     @app.get("/api/workflows/{name}")
-    async def get_workflow(name: str, version: Optional[int] = Query(None, ge=1, le=MAX_OFFSET)) -> Any:
+    async def get_workflow(name: str, version: int | None = Query(None, ge=1, le=MAX_OFFSET)) -> Any:
         workflow = await workflows.get(name, version)
         body = {**workflow.model_dump(mode="json"), "versions": await workflows.versions(name)}
         return JSONResponse(body, headers={"ETag": f'"{workflow.version}"'})

@@ -12,6 +12,7 @@ Redis keys (``P`` is the configured prefix):
 from __future__ import annotations
 
 import base64
+import builtins
 import enum
 import hashlib
 import hmac
@@ -19,8 +20,9 @@ import json
 import re
 import secrets
 import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any, Awaitable, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Annotated, Any
 from urllib.parse import parse_qs, quote
 
 import redis.asyncio as aioredis
@@ -46,8 +48,8 @@ class Principal:
     id: str  # written as the owner of the tasks it queues
     name: str
     role: Role
-    max_queued: Optional[int] = None  # None: the configured default
-    submissions_per_minute: Optional[float] = None
+    max_queued: int | None = None  # None: the configured default
+    submissions_per_minute: float | None = None
     authenticated: bool = True  # False only when auth is off: everyone is this one admin, owner of nothing
 
     @property
@@ -55,7 +57,7 @@ class Principal:
         return self.role is Role.ADMIN
 
     @property
-    def owner(self) -> Optional[str]:
+    def owner(self) -> str | None:
         """What goes in a task's ``owner`` field: nothing when auth is off, so all tasks share one view."""
         return self.id if self.authenticated else None
 
@@ -63,7 +65,7 @@ class Principal:
 NOBODY = Principal(id="", name="anonymous", role=Role.ADMIN, authenticated=False)
 
 
-def can_see(principal: Principal, owner: Optional[str]) -> bool:
+def can_see(principal: Principal, owner: str | None) -> bool:
     """Whether ``principal`` may read or act on a task (or output) owned by ``owner``."""
     return principal.admin or (owner is not None and owner == principal.id)
 
@@ -72,13 +74,13 @@ def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-def new_key() -> Tuple[str, str]:
+def new_key() -> tuple[str, str]:
     """A fresh ``(key id, key)``: 60 bits of id to find it, 256 bits of secret."""
     key_id = "".join(secrets.choice(KEY_ID_ALPHABET) for _ in range(KEY_ID_LENGTH))
     return key_id, f"{KEY_PREFIX}{key_id}_{secrets.token_urlsafe(32)}"
 
 
-def key_id_of(key: str) -> Optional[str]:
+def key_id_of(key: str) -> str | None:
     """The id inside a key of the ``ca_<id>_<secret>`` shape, or None."""
     if not key.startswith(KEY_PREFIX):
         return None
@@ -91,8 +93,8 @@ def key_id_of(key: str) -> Optional[str]:
 # ---------------------------------------------------------------------------------------------------- credentials
 @dataclass(frozen=True)
 class Credentials:
-    bearer: Optional[str] = None
-    basic: Optional[Tuple[str, str]] = None
+    bearer: str | None = None
+    basic: tuple[str, str] | None = None
     malformed: bool = False  # an Authorization header that is neither scheme, or undecodable
 
 
@@ -128,16 +130,16 @@ class KeyRecord:
     role: Role
     sha256: str
     created_ms: int
-    revoked_ms: Optional[int] = None
-    max_queued: Optional[int] = None
-    submissions_per_minute: Optional[float] = None
+    revoked_ms: int | None = None
+    max_queued: int | None = None
+    submissions_per_minute: float | None = None
     source: str = "redis"  # or "config"
 
     def principal(self) -> Principal:
         return Principal(id=self.id, name=self.name, role=self.role, max_queued=self.max_queued,
                          submissions_per_minute=self.submissions_per_minute)
 
-    def describe(self) -> Dict[str, Any]:
+    def describe(self) -> dict[str, Any]:
         """What an admin may see of a key: never its hash."""
         return {"id": self.id, "name": self.name, "role": self.role.value, "created_ms": self.created_ms,
                 "revoked_ms": self.revoked_ms, "max_queued": self.max_queued,
@@ -149,7 +151,7 @@ class KeyRecord:
                            "max_queued": self.max_queued, "submissions_per_minute": self.submissions_per_minute})
 
     @classmethod
-    def decode(cls, key_id: str, raw: str) -> "KeyRecord":
+    def decode(cls, key_id: str, raw: str) -> KeyRecord:
         data = json.loads(raw)
         return cls(id=key_id, name=data["name"], role=Role(data["role"]), sha256=data["sha256"],
                    created_ms=data["created_ms"], revoked_ms=data.get("revoked_ms"),
@@ -159,13 +161,13 @@ class KeyRecord:
 class KeyStore:
     """API keys made at run time, in Redis."""
 
-    def __init__(self, client: "aioredis.Redis", prefix: str) -> None:
+    def __init__(self, client: aioredis.Redis, prefix: str) -> None:
         self.redis = client
         self.key = f"{prefix}:keys"
         self.secret_key = f"{prefix}:url-secret"
 
-    async def create(self, name: str, role: Role, *, max_queued: Optional[int] = None,
-                     submissions_per_minute: Optional[float] = None) -> Tuple[KeyRecord, str]:
+    async def create(self, name: str, role: Role, *, max_queued: int | None = None,
+                     submissions_per_minute: float | None = None) -> tuple[KeyRecord, str]:
         """A new key: its record, and the key itself, which is shown this once and stored nowhere."""
         while True:
             key_id, key = new_key()
@@ -176,12 +178,12 @@ class KeyStore:
                 if await self.redis.hsetnx(self.key, key_id, record.encode()):
                     return record, key
 
-    async def get(self, key_id: str) -> Optional[KeyRecord]:
+    async def get(self, key_id: str) -> KeyRecord | None:
         with map_redis_errors():
             raw = await self.redis.hget(self.key, key_id)
         return KeyRecord.decode(key_id, raw) if raw else None
 
-    async def list(self) -> List[KeyRecord]:
+    async def list(self) -> builtins.list[KeyRecord]:
         with map_redis_errors():
             raw = await self.redis.hgetall(self.key)
         return sorted((KeyRecord.decode(k, v) for k, v in raw.items()), key=lambda r: r.created_ms)
@@ -208,12 +210,12 @@ class Authenticator:
     """Turns presented credentials into a Principal, or None when they are wrong, revoked or absent."""
 
     def __init__(self, keys: KeyStore, *, config_keys: Sequence[KeyRecord] = (),
-                 admin_user: Optional[Tuple[str, str]] = None) -> None:
+                 admin_user: tuple[str, str] | None = None) -> None:
         self.keys = keys
         self.config_keys = {record.sha256: record for record in config_keys}
         self.admin_user = admin_user
 
-    async def identify(self, credentials: Credentials) -> Optional[Principal]:
+    async def identify(self, credentials: Credentials) -> Principal | None:
         if credentials.basic is not None:
             if self.admin_user is None:
                 return None
@@ -267,7 +269,7 @@ def signature_valid(secret: bytes, path: str, expires: Any, signature: Any, now:
 
 
 # ---------------------------------------------------------------------------------------------------- middleware
-ASGIApp = Callable[[Dict[str, Any], Callable[[], Awaitable[Any]], Callable[[Any], Awaitable[None]]], Awaitable[None]]
+ASGIApp = Callable[[dict[str, Any], Callable[[], Awaitable[Any]], Callable[[Any], Awaitable[None]]], Awaitable[None]]
 
 
 class AuthMiddleware:
@@ -280,11 +282,11 @@ class AuthMiddleware:
     OPEN_PREFIX = "/ui/"
     SIGNED_PATHS = re.compile(r"^/api/tasks/[^/]+/outputs/[^/]+$")
 
-    def __init__(self, app: ASGIApp, authenticator: Optional[Authenticator]) -> None:
+    def __init__(self, app: ASGIApp, authenticator: Authenticator | None) -> None:
         self.app = app
         self.authenticator = authenticator  # None: auth is off, everyone is NOBODY
 
-    async def __call__(self, scope: Dict[str, Any], receive: Any, send: Any) -> None:
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
@@ -319,7 +321,7 @@ class AuthMiddleware:
         await self.app(scope, receive, send)
 
 
-async def _refuse(scope: Dict[str, Any], receive: Any, send: Any, detail: str, challenge: str,
+async def _refuse(scope: dict[str, Any], receive: Any, send: Any, detail: str, challenge: str,
                   status: int = 401) -> None:
     if scope["type"] == "websocket":
         # closing before accepting answers the upgrade with HTTP 403

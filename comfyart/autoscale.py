@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import enum
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Optional, Sequence, Tuple
 
 from .policy import HostView
 
@@ -35,18 +35,18 @@ class ScaleLimits:
     scale_up_cooldown_s: float
     scale_down_cooldown_s: float
     idle_timeout_s: float
-    target: Optional[int] = None  # a fixed count set at run time, instead of following the queue
+    target: int | None = None  # a fixed count set at run time, instead of following the queue
 
 
 @dataclass(frozen=True)
 class ScaleInput:
     queued: int  # tasks waiting in the queue
     running: int  # prompts in flight on any backend, static ones included
-    containers: Tuple[ContainerView, ...] = ()
+    containers: tuple[ContainerView, ...] = ()
     free_slots: int = 0  # containers the hosts still have room for (ports, GPUs)
     static_capacity: int = 0  # healthy static backends taking work: they carry part of the load
-    since_scale_up_s: Optional[float] = None  # None: never
-    since_scale_down_s: Optional[float] = None
+    since_scale_up_s: float | None = None  # None: never
+    since_scale_down_s: float | None = None
     replacements: int = 0  # containers recycled or lost that are owed a successor regardless of cooldown
 
 
@@ -54,10 +54,10 @@ class ScaleInput:
 class ScaleDecision:
     desired: int
     start: int = 0
-    undrain: Tuple[str, ...] = ()  # draining containers put back to work instead of starting new ones
-    drain: Tuple[str, ...] = ()
+    undrain: tuple[str, ...] = ()  # draining containers put back to work instead of starting new ones
+    drain: tuple[str, ...] = ()
     reason: str = ""
-    limited_by: Tuple[str, ...] = ()  # what held the pool back: "capacity", "cooldown", "busy"
+    limited_by: tuple[str, ...] = ()  # what held the pool back: "capacity", "cooldown", "busy"
 
     @property
     def acts(self) -> bool:
@@ -107,7 +107,7 @@ def decide_scale(observed: ScaleInput, limits: ScaleLimits) -> ScaleDecision:
     if desired > count:
         shortfall = desired - count
         owed = max(limits.min_containers - count, min(observed.replacements, shortfall), 0)
-        limited: Tuple[str, ...] = ()
+        limited: tuple[str, ...] = ()
         if observed.since_scale_up_s is not None and observed.since_scale_up_s < limits.scale_up_cooldown_s \
                 and shortfall > owed:
             shortfall = owed
@@ -164,8 +164,8 @@ class Recycle(enum.Enum):
     NOW = "now"  # replace it at once; its prompts go back to the queue
 
 
-def recycle_reason(*, tasks_done: int, age_s: float, unhealthy_s: Optional[float], max_tasks: int,
-                   max_age_s: float, replace_unhealthy_after_s: float) -> Optional[Tuple[Recycle, str]]:
+def recycle_reason(*, tasks_done: int, age_s: float, unhealthy_s: float | None, max_tasks: int,
+                   max_age_s: float, replace_unhealthy_after_s: float) -> tuple[Recycle, str] | None:
     """Whether a managed container should be replaced, and why. ``max_tasks``/``max_age_s`` of 0 mean never;
     ``unhealthy_s`` is how long it has been unhealthy (None while healthy)."""
     if unhealthy_s is not None and unhealthy_s >= replace_unhealthy_after_s:

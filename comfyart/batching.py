@@ -8,7 +8,8 @@ connection, packing, parsing) than Redis spends running a short script.
 from __future__ import annotations
 
 import asyncio
-from typing import Awaitable, Callable, Generic, List, Optional, Sequence, Tuple, TypeVar
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Generic, TypeVar
 
 Item = TypeVar("Item")
 Result = TypeVar("Result")
@@ -23,20 +24,20 @@ class GroupCommit(Generic[Item, Result]):
                  max_batch: int = 256) -> None:
         self._send = send
         self.max_batch = max_batch
-        self._waiting: List[Tuple[Item, "asyncio.Future[Result]"]] = []
-        self._sender: Optional["asyncio.Task[None]"] = None
+        self._waiting: list[tuple[Item, asyncio.Future[Result]]] = []
+        self._sender: asyncio.Task[None] | None = None
         self.batches = 0  # round trips made: with ``items``, how much was grouped
         self.items = 0
 
     async def __call__(self, item: Item) -> Result:
-        future: "asyncio.Future[Result]" = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
         self._waiting.append((item, future))
         if self._sender is None:
             self._sender = asyncio.get_running_loop().create_task(self._drain(), name="group commit")
         return await future
 
     async def _drain(self) -> None:
-        batch: List[Tuple[Item, "asyncio.Future[Result]"]] = []
+        batch: list[tuple[Item, asyncio.Future[Result]]] = []
         try:
             while self._waiting:
                 batch, self._waiting = self._waiting[:self.max_batch], self._waiting[self.max_batch:]

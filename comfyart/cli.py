@@ -9,8 +9,9 @@ import logging
 import os
 import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, List, Optional
+from typing import Any
 
 from loguru import logger
 
@@ -24,7 +25,7 @@ class _InterceptHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            level: "str | int" = logger.level(record.levelname).name
+            level: str | int = logger.level(record.levelname).name
         except ValueError:
             level = record.levelno
         logger.opt(depth=6, exception=record.exc_info).log(level, record.getMessage())
@@ -53,7 +54,7 @@ def configure_logging(level: str, log_format: str = "text") -> None:
     logging.basicConfig(handlers=[_InterceptHandler()], level=logging.INFO, force=True)
 
 
-def _fast_loop_factory() -> Optional[Callable[[], asyncio.AbstractEventLoop]]:
+def _fast_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     """uvloop when it is installed (it is in requirements.txt): it roughly halves the cost of each socket
     operation, and the daemon is a few thousand of those per second under load."""
     try:
@@ -63,7 +64,7 @@ def _fast_loop_factory() -> Optional[Callable[[], asyncio.AbstractEventLoop]]:
     return uvloop.new_event_loop
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="comfyart", description="Elastic scheduler for ComfyUI fleets")
     parser.add_argument("--version", action="version", version=f"comfyart {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)

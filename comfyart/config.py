@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Any, Dict, List, Literal, Optional, Tuple
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
@@ -33,7 +33,7 @@ class ServerConfig(_Section):
 
     host: str = Field("127.0.0.1", description="listen address; with auth off only loopback is allowed")
     port: int = Field(8100, ge=0, le=65535, description="listen port")
-    public_url: Optional[str] = Field(None, description="how clients reach this daemon (e.g. behind a proxy), for "
+    public_url: str | None = Field(None, description="how clients reach this daemon (e.g. behind a proxy), for "
                                                         "the output URLs in webhooks; default http://host:port")
 
     def public_base(self) -> str:
@@ -54,7 +54,7 @@ class DashboardConfig(_Section):
 class WebhooksConfig(_Section):
     """Deliveries of finished tasks to their ``webhook`` URL."""
 
-    secret: Optional[SecretStr] = Field(None, description="signs each delivery: X-Comfyart-Signature is "
+    secret: SecretStr | None = Field(None, description="signs each delivery: X-Comfyart-Signature is "
                                                           "sha256=HMAC-SHA256(secret, body) in hex")
     timeout_s: float = Field(10.0, gt=0, description="for one delivery attempt")
     max_attempts: int = Field(8, ge=1, le=100, description="attempts in all, the first included")
@@ -70,14 +70,14 @@ class ApiKeyConfig(_Section):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$", description="the key's owner id is "
                                                                                 "config:<name>")
     role: Literal["admin", "client"] = Field("client", description="admin: everything; client: its own tasks")
-    key: Optional[SecretStr] = Field(None, description="the key itself (any string of 24 characters or more)")
-    key_sha256: Optional[str] = Field(None, pattern=r"^[0-9a-f]{64}$",
+    key: SecretStr | None = Field(None, description="the key itself (any string of 24 characters or more)")
+    key_sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$",
                                       description="or its SHA-256 in hex, to keep the key out of the file")
-    max_queued: Optional[int] = Field(None, ge=0, description="overrides auth.quotas.max_queued for this key")
-    submissions_per_minute: Optional[float] = Field(None, ge=0, description="overrides the quota's rate")
+    max_queued: int | None = Field(None, ge=0, description="overrides auth.quotas.max_queued for this key")
+    submissions_per_minute: float | None = Field(None, ge=0, description="overrides the quota's rate")
 
     @model_validator(mode="after")
-    def _one_secret(self) -> "ApiKeyConfig":
+    def _one_secret(self) -> ApiKeyConfig:
         if (self.key is None) == (self.key_sha256 is None):
             raise ValueError(f"key {self.name}: give either key or key_sha256")
         if self.key is not None and len(self.key.get_secret_value()) < 24:
@@ -97,22 +97,22 @@ class QuotaConfig(_Section):
 class AuthConfig(_Section):
     """Who may call the API: keys, roles, the admin user, quotas, signed links."""
 
-    enabled: Optional[bool] = Field(None, description="omitted: on when any key or the admin user is configured")
-    keys: List[ApiKeyConfig] = Field(default_factory=list, description="more are made with `comfyart keys create` "
+    enabled: bool | None = Field(None, description="omitted: on when any key or the admin user is configured")
+    keys: list[ApiKeyConfig] = Field(default_factory=list, description="more are made with `comfyart keys create` "
                                                                         "or POST /api/keys")
-    admin_user: Optional[str] = Field(None, description="basic-auth user with the admin role (the dashboard)")
-    admin_password: Optional[SecretStr] = Field(None, description="12 characters or more; better given as "
+    admin_user: str | None = Field(None, description="basic-auth user with the admin role (the dashboard)")
+    admin_password: SecretStr | None = Field(None, description="12 characters or more; better given as "
                                                                   "COMFYART_AUTH__ADMIN_PASSWORD")
     allow_unauthenticated: bool = Field(False, description="serve with auth off on an address other than "
                                                            "loopback: anyone who reaches it controls the pool")
-    url_secret: Optional[SecretStr] = Field(None, description="signs shareable output URLs; omitted: a random "
+    url_secret: SecretStr | None = Field(None, description="signs shareable output URLs; omitted: a random "
                                                               "one kept in Redis")
     signed_url_ttl_s: int = Field(24 * 3600, ge=60, le=30 * 24 * 3600,
                                   description="default life of a signed output URL (webhooks carry them)")
     quotas: QuotaConfig = Field(default_factory=QuotaConfig)
 
     @model_validator(mode="after")
-    def _user_and_password(self) -> "AuthConfig":
+    def _user_and_password(self) -> AuthConfig:
         if (self.admin_user is None) != (self.admin_password is None):
             raise ValueError("auth.admin_user and auth.admin_password go together")
         if self.admin_password is not None and len(self.admin_password.get_secret_value()) < 12:
@@ -141,7 +141,7 @@ class LimitsConfig(_Section):
 class RedisConfig(_Section):
     """Where task records, the queue, workflows and keys live."""
 
-    url: Optional[str] = Field(None, description="omitted: an embedded Redis under data_dir")
+    url: str | None = Field(None, description="omitted: an embedded Redis under data_dir")
     prefix: str = Field("comfyart", description="prefix of every key comfyart writes")
 
 
@@ -157,7 +157,7 @@ def _weight_field() -> Any:
     return Field(1.0, gt=0, le=1000, description="share of the work under the weighted strategy")
 
 
-def _check_ports(ports: Tuple[int, int]) -> Tuple[int, int]:
+def _check_ports(ports: tuple[int, int]) -> tuple[int, int]:
     low, high = ports
     if not (0 < low <= high <= 65535):
         raise ValueError(f"port range {low}-{high} must satisfy 0 < low <= high <= 65535")
@@ -170,9 +170,9 @@ class DockerHostConfig(_Section):
     name: str = Field(description="names the host in container names and backend ids")
     url: str = Field("unix:///var/run/docker.sock", description="the engine's API: unix:// or tcp://")
     address: str = Field("127.0.0.1", description="address the host's containers listen on / are reached at")
-    ports: Tuple[int, int] = Field(description="the range containers listen on, both ends included")
-    gpus: List[int] = Field(default_factory=list, description="one container per GPU; empty: no GPU pinning")
-    tags: List[Tag] = _tags_field()
+    ports: tuple[int, int] = Field(description="the range containers listen on, both ends included")
+    gpus: list[int] = Field(default_factory=list, description="one container per GPU; empty: no GPU pinning")
+    tags: list[Tag] = _tags_field()
     weight: float = _weight_field()
 
     _ports = field_validator("ports")(_check_ports)
@@ -182,21 +182,21 @@ class DockerConfig(_Section):
     """ComfyUI containers comfyart starts itself."""
 
     image: str = Field(description="any image that runs ComfyUI")
-    command: List[str] = Field(default_factory=lambda: ["python", "main.py", "--listen", "{address}",
+    command: list[str] = Field(default_factory=lambda: ["python", "main.py", "--listen", "{address}",
                                                         "--port", "{port}"],
                                description="{address}, {port} and {gpu} are filled in")
     network: Literal["host", "bridge"] = Field("host", description="host: ComfyUI listens on {address}:{port}; "
                                                                    "bridge: container_port is published on {port}")
     container_port: int = Field(8188, description="the port ComfyUI listens on inside a bridge-networked container")
-    env: Dict[str, str] = Field(default_factory=dict, description="environment of every container")
-    volumes: List[str] = Field(default_factory=list, description="HOST:CONTAINER[:ro] mounts, e.g. the models")
+    env: dict[str, str] = Field(default_factory=dict, description="environment of every container")
+    volumes: list[str] = Field(default_factory=list, description="HOST:CONTAINER[:ro] mounts, e.g. the models")
     startup_timeout: float = Field(120.0, gt=0, description="seconds a new container has to answer /system_stats")
     leftovers: Literal["adopt", "remove"] = Field(
         "adopt", description="what to do at start-up with running containers an earlier run created")
-    hosts: List[DockerHostConfig] = Field(default_factory=list, description="the engines to run containers on")
+    hosts: list[DockerHostConfig] = Field(default_factory=list, description="the engines to run containers on")
 
     @model_validator(mode="after")
-    def _unique_host_names(self) -> "DockerConfig":
+    def _unique_host_names(self) -> DockerConfig:
         names = [h.name for h in self.hosts]
         if len(names) != len(set(names)):
             raise ValueError("docker host names must be unique")
@@ -206,15 +206,15 @@ class DockerConfig(_Section):
 class ProcessConfig(_Section):
     """ComfyUI processes comfyart starts on this machine (a workstation without Docker)."""
 
-    command: List[str] = Field(default_factory=lambda: ["python", "-m", "comfyart.emulator", "--host", "{address}",
+    command: list[str] = Field(default_factory=lambda: ["python", "-m", "comfyart.emulator", "--host", "{address}",
                                                         "--port", "{port}"],
                                description="{address}, {port}, {gpu} and {python} are filled in")
     address: str = Field("127.0.0.1", description="address the processes listen on")
-    ports: Tuple[int, int] = Field((8300, 8399), description="the range they listen on, both ends included")
-    gpus: List[int] = Field(default_factory=list, description="one process per GPU (CUDA_VISIBLE_DEVICES)")
-    env: Dict[str, str] = Field(default_factory=dict, description="environment of every process")
+    ports: tuple[int, int] = Field((8300, 8399), description="the range they listen on, both ends included")
+    gpus: list[int] = Field(default_factory=list, description="one process per GPU (CUDA_VISIBLE_DEVICES)")
+    env: dict[str, str] = Field(default_factory=dict, description="environment of every process")
     startup_timeout: float = Field(60.0, gt=0, description="seconds a new process has to answer /system_stats")
-    tags: List[Tag] = _tags_field()
+    tags: list[Tag] = _tags_field()
     weight: float = _weight_field()
 
     _ports = field_validator("ports")(_check_ports)
@@ -240,7 +240,7 @@ class PoolConfig(_Section):
     replace_unhealthy_after_s: float = Field(60.0, ge=0, description="a container unhealthy this long is replaced")
 
     @model_validator(mode="after")
-    def _min_below_max(self) -> "PoolConfig":
+    def _min_below_max(self) -> PoolConfig:
         if self.min_containers > self.max_containers:
             raise ValueError(f"min_containers ({self.min_containers}) exceeds max_containers ({self.max_containers})")
         return self
@@ -251,7 +251,7 @@ class StaticBackendConfig(_Section):
 
     name: str = Field(description="its backend id is static:<name>")
     url: str = Field(description="http(s)://host:port of its ComfyUI")
-    tags: List[Tag] = _tags_field()
+    tags: list[Tag] = _tags_field()
     weight: float = _weight_field()
 
     @field_validator("url")
@@ -295,7 +295,7 @@ class SchedulerConfig(_Section):
 class WorkflowsConfig(_Section):
     """Stored workflows loaded from files."""
 
-    directory: Optional[Path] = Field(
+    directory: Path | None = Field(
         None, description="workflow files loaded at start-up (NAME-api.json, NAME.json, NAME.params.yaml); "
                           "newer edits made through the API are kept")
 
@@ -303,12 +303,12 @@ class WorkflowsConfig(_Section):
 class S3Config(_Section):
     """Object storage for outputs."""
 
-    endpoint_url: Optional[str] = Field(None, description="of an S3-compatible service; omitted: AWS")
+    endpoint_url: str | None = Field(None, description="of an S3-compatible service; omitted: AWS")
     bucket: str = Field(description="must exist; checked at start-up")
     prefix: str = Field("comfyart/", description="before every object key (then TASK_ID/FILENAME)")
-    region: Optional[str] = Field(None, description="omitted: boto3's usual sources")
-    access_key_id: Optional[str] = Field(None, description="omitted: boto3's usual sources (environment, profile)")
-    secret_access_key: Optional[SecretStr] = Field(None, description="better given as "
+    region: str | None = Field(None, description="omitted: boto3's usual sources")
+    access_key_id: str | None = Field(None, description="omitted: boto3's usual sources (environment, profile)")
+    secret_access_key: SecretStr | None = Field(None, description="better given as "
                                                                      "COMFYART_OUTPUTS__S3__SECRET_ACCESS_KEY")
     presign_expires_s: int = Field(7 * 24 * 3600, ge=60, le=7 * 24 * 3600,
                                    description="life of the presigned URLs put in task records")
@@ -319,10 +319,10 @@ class OutputsConfig(_Section):
 
     storage: Literal["local", "s3"] = Field("local", description="local: under data_dir/outputs; s3: object storage "
                                                                  "(each file is downloaded, uploaded, then removed)")
-    s3: Optional[S3Config] = Field(None, description="needed with storage: s3")
+    s3: S3Config | None = Field(None, description="needed with storage: s3")
 
     @model_validator(mode="after")
-    def _s3_given(self) -> "OutputsConfig":
+    def _s3_given(self) -> OutputsConfig:
         if self.storage == "s3" and self.s3 is None:
             raise ValueError("outputs.storage s3 needs an outputs.s3 section (bucket, endpoint_url, credentials)")
         return self
@@ -338,10 +338,10 @@ class Settings(BaseSettings):
     redis: RedisConfig = Field(default_factory=RedisConfig)
     data_dir: Path = Field(Path("./data"), description="outputs, uploaded inputs, process pid files, the embedded "
                                                        "Redis")
-    docker: Optional[DockerConfig] = None
-    processes: Optional[ProcessConfig] = None
+    docker: DockerConfig | None = None
+    processes: ProcessConfig | None = None
     pool: PoolConfig = Field(default_factory=PoolConfig)
-    static_backends: List[StaticBackendConfig] = Field(default_factory=list)
+    static_backends: list[StaticBackendConfig] = Field(default_factory=list)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
     workflows: WorkflowsConfig = Field(default_factory=WorkflowsConfig)
@@ -356,19 +356,19 @@ class Settings(BaseSettings):
                                    env_settings: PydanticBaseSettingsSource,
                                    dotenv_settings: PydanticBaseSettingsSource,
                                    file_secret_settings: PydanticBaseSettingsSource,
-                                   ) -> Tuple[PydanticBaseSettingsSource, ...]:
+                                   ) -> tuple[PydanticBaseSettingsSource, ...]:
         # the YAML document arrives as init arguments; environment variables win over it
         return env_settings, init_settings
 
     @model_validator(mode="after")
-    def _unique_static_names(self) -> "Settings":
+    def _unique_static_names(self) -> Settings:
         names = [b.name for b in self.static_backends]
         if len(names) != len(set(names)):
             raise ValueError("static backend names must be unique")
         return self
 
 
-def _field_path(location: Tuple[Any, ...]) -> str:
+def _field_path(location: tuple[Any, ...]) -> str:
     return ".".join(str(part) for part in location) or "(top level)"
 
 
@@ -383,10 +383,10 @@ def describe_validation_error(exc: ValidationError) -> str:
     return "; ".join(parts)
 
 
-def load_settings(path: Optional[Path] = None, environ: Optional[Dict[str, str]] = None) -> Settings:
+def load_settings(path: Path | None = None, environ: dict[str, str] | None = None) -> Settings:
     """Read and validate the configuration; any problem raises ConfigError with a one-line message."""
     environ = os.environ if environ is None else environ
-    document: Dict[str, Any] = {}
+    document: dict[str, Any] = {}
     if path is not None:
         try:
             loaded = yaml.safe_load(Path(path).read_text())

@@ -10,9 +10,11 @@ from __future__ import annotations
 import argparse
 import enum
 import sys
+import types
 import typing
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator, List, Tuple
+from typing import Any
 
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
@@ -42,12 +44,12 @@ def _type_name(annotation: Any) -> str:
         return _type_name(typing.get_args(annotation)[0])
     if origin is typing.Literal:
         return " \\| ".join(f"`{a}`" for a in typing.get_args(annotation))
-    if origin is typing.Union:
+    if origin in (typing.Union, types.UnionType):
         names = [_type_name(a) for a in typing.get_args(annotation) if a is not type(None)]
         return " \\| ".join(names) + (" or null" if type(None) in typing.get_args(annotation) else "")
-    if origin in (list, List):
+    if origin in (list, list):
         return f"list of {_type_name(typing.get_args(annotation)[0])}"
-    if origin in (tuple, Tuple):
+    if origin in (tuple, tuple):
         return "[" + ", ".join(_type_name(a) for a in typing.get_args(annotation)) + "]"
     if origin is dict:
         key, value = typing.get_args(annotation)
@@ -83,11 +85,11 @@ def _bounds(field: FieldInfo) -> str:
     return f" ({', '.join(parts)})" if parts else ""
 
 
-def rows(model: Any = Settings, prefix: str = "") -> Iterator[Tuple[str, str, str, str]]:
+def rows(model: Any = Settings, prefix: str = "") -> Iterator[tuple[str, str, str, str]]:
     for name, field in model.model_fields.items():
         path = f"{prefix}{name}"
         nested = _model_of(field.annotation)
-        is_list = typing.get_origin(field.annotation) in (list, List)
+        is_list = typing.get_origin(field.annotation) in (list, list)
         description = field.description or (nested.__doc__ or "" if nested is not None else "")
         description = " ".join(description.split()).replace("|", "\\|")
         if nested is not None:

@@ -8,8 +8,9 @@ import contextlib
 import gc
 import ipaddress
 import signal
+from collections.abc import Awaitable
 from pathlib import Path
-from typing import Any, Awaitable, List, Optional, Tuple
+from typing import Any
 
 import aiohttp
 import redis.asyncio as aioredis
@@ -95,7 +96,7 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def auth_problem(auth: AuthConfig, host: str) -> Optional[str]:
+def auth_problem(auth: AuthConfig, host: str) -> str | None:
     """Why the daemon must not start with this auth configuration on ``host``, or None."""
     if auth.active or is_loopback(host) or auth.allow_unauthenticated:
         return None
@@ -103,14 +104,14 @@ def auth_problem(auth: AuthConfig, host: str) -> Optional[str]:
             f"the pool. Configure auth (auth.keys or auth.admin_user), or set auth.allow_unauthenticated: true")
 
 
-def config_keys(auth: AuthConfig) -> List[KeyRecord]:
+def config_keys(auth: AuthConfig) -> list[KeyRecord]:
     return [KeyRecord(id=f"config:{k.name}", name=k.name, role=Role(k.role),
                       sha256=k.key_sha256 or hash_key(k.key.get_secret_value() if k.key else ""), created_ms=0,
                       max_queued=k.max_queued, submissions_per_minute=k.submissions_per_minute, source="config")
             for k in auth.keys]
 
 
-async def build_security(settings: Settings, client: "aioredis.Redis") -> Security:
+async def build_security(settings: Settings, client: aioredis.Redis) -> Security:
     auth = settings.auth
     keys = KeyStore(client, settings.redis.prefix)
     public_url = settings.server.public_base() if settings.server.public_url else None
@@ -131,8 +132,8 @@ async def build_security(settings: Settings, client: "aioredis.Redis") -> Securi
                     private_webhooks=settings.webhooks.allow_private_targets, public_url=public_url)
 
 
-def build_providers(settings: Settings) -> List[Provider]:
-    providers: List[Provider] = []
+def build_providers(settings: Settings) -> list[Provider]:
+    providers: list[Provider] = []
     if settings.docker is not None and settings.docker.hosts:
         providers.append(DockerProvider(settings.docker, instance=settings.instance))
     if settings.processes is not None:
@@ -146,11 +147,11 @@ async def _root(name: str, coroutine: Awaitable[None], stop: asyncio.Event) -> N
         raise _RootExited(f"{name} stopped on its own")
 
 
-async def connect_redis(settings: Settings) -> Tuple["aioredis.Redis", Optional[EmbeddedRedis]]:
+async def connect_redis(settings: Settings) -> tuple[aioredis.Redis, EmbeddedRedis | None]:
     """A client of the configured Redis, or of the embedded one (started, or joined when another process of this
     data directory runs it). Raises ConfigError when it does not answer."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    embedded: Optional[EmbeddedRedis] = None
+    embedded: EmbeddedRedis | None = None
     redis_url = settings.redis.url
     if redis_url is None:
         embedded = EmbeddedRedis(settings.data_dir)
@@ -172,8 +173,8 @@ async def connect_redis(settings: Settings) -> Tuple["aioredis.Redis", Optional[
     return client, embedded
 
 
-async def run(settings: Settings, *, ready: Optional[asyncio.Event] = None,
-              stop: Optional[asyncio.Event] = None, own_process: bool = False) -> None:
+async def run(settings: Settings, *, ready: asyncio.Event | None = None,
+              stop: asyncio.Event | None = None, own_process: bool = False) -> None:
     """Serve until SIGINT/SIGTERM (or until ``stop`` is set); ``ready`` is set once the API listens.
     ``own_process``: the process is the daemon's alone (``comfyart serve``), and its garbage collector is tuned
     for it (``tune_gc``)."""
@@ -182,10 +183,10 @@ async def run(settings: Settings, *, ready: Optional[asyncio.Event] = None,
         raise ConfigError(problem)
     client, embedded = await connect_redis(settings)
     workflows = WorkflowStore(client, settings.redis.prefix)
-    file_errors: List[str] = []
+    file_errors: list[str] = []
     if settings.workflows.directory is not None:
         file_errors = (await load_workflow_files(settings.workflows.directory, workflows)).errors
-    objects: Optional[S3Outputs] = None
+    objects: S3Outputs | None = None
     if settings.outputs.storage == "s3":
         assert settings.outputs.s3 is not None  # the config's validator insists
         objects = S3Outputs(settings.outputs.s3)
@@ -236,7 +237,7 @@ async def run(settings: Settings, *, ready: Optional[asyncio.Event] = None,
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
 
-    async def until_stopped(api: "asyncio.Task[None]") -> None:
+    async def until_stopped(api: asyncio.Task[None]) -> None:
         await stop.wait()
         logger.info("stopping")
         server.should_exit = True
@@ -285,8 +286,8 @@ def tune_gc() -> None:
     gc.set_threshold(GC_GEN0_THRESHOLD, *gc.get_threshold()[1:])
 
 
-async def _close(pool: Pool, store: TaskStore, session: aiohttp.ClientSession, client: "aioredis.Redis",
-                 embedded: Optional[EmbeddedRedis]) -> None:
+async def _close(pool: Pool, store: TaskStore, session: aiohttp.ClientSession, client: aioredis.Redis,
+                 embedded: EmbeddedRedis | None) -> None:
     try:
         await pool.shutdown()
     finally:

@@ -14,7 +14,7 @@ import dataclasses
 import time
 import uuid
 from collections import Counter
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any
 
 from loguru import logger
 
@@ -44,22 +44,22 @@ BLOCKED_CHECK_S = 1.0
 
 class Dispatcher:
     def __init__(self, *, store: TaskStore, pool: Pool, tracker: Tracker, templates: Templates,
-                 config: SchedulerConfig, claim_lease_s: float = 30.0, pool_store: Optional[PoolStore] = None) -> None:
+                 config: SchedulerConfig, claim_lease_s: float = 30.0, pool_store: PoolStore | None = None) -> None:
         self.store = store
         self.pool = pool
         self.tracker = tracker
         self.templates = templates
         self.config = config  # as configured; ``settings`` adds the run-time changes
         self.settings = config
-        self.overrides: Dict[str, Any] = {}
+        self.overrides: dict[str, Any] = {}
         self.claim_lease_s = claim_lease_s
         self.pool_store = pool_store
         pool.wakeups.append(store.queued)  # a freed slot wakes the dispatcher as a queued task does
         self.counters = Counter({"dispatched": 0, "same_models": 0, "model_changes": 0})
-        self.blocked: Dict[str, str] = {}  # queued task id -> why no backend in the pool could ever run it
+        self.blocked: dict[str, str] = {}  # queued task id -> why no backend in the pool could ever run it
         # the window's tasks, read once: a queued task's record and needs never change until it is claimed (a
         # cancel meanwhile is caught by record_submission)
-        self._queued: Dict[str, Tuple[QueuedTask, Task]] = {}
+        self._queued: dict[str, tuple[QueuedTask, Task]] = {}
         self._skips: Counter = Counter()
         self._seq = 0
         self._next_blocked_check = 0.0
@@ -70,7 +70,7 @@ class Dispatcher:
             await self.apply({k: v for k, v in (await self.pool_store.scheduler_override()).items()
                               if k in SchedulerConfig.model_fields}, persist=False)
 
-    async def apply(self, changes: Dict[str, Any], *, persist: bool = True) -> SchedulerConfig:
+    async def apply(self, changes: dict[str, Any], *, persist: bool = True) -> SchedulerConfig:
         """PUT /api/scheduler: change settings at run time (None: back to the configured value). Raises
         pydantic's ValidationError for a bad value; kept in Redis across restarts."""
         overrides = {k: v for k, v in {**self.overrides, **changes}.items() if v is not None}
@@ -84,7 +84,7 @@ class Dispatcher:
         self.store.queued.set()
         return settings
 
-    def describe(self) -> Dict[str, Any]:
+    def describe(self) -> dict[str, Any]:
         return {**self.settings.model_dump(mode="json"), "overridden": sorted(self.overrides),
                 "counters": dict(self.counters),
                 "blocked": [{"task": task_id, "reason": reason} for task_id, reason in self.blocked.items()]}
@@ -137,7 +137,7 @@ class Dispatcher:
         await self.dispatch(ready, submissions)
         return bool(pairs)
 
-    async def _window(self, ids: List[str]) -> List[QueuedTask]:
+    async def _window(self, ids: list[str]) -> list[QueuedTask]:
         missing = [task_id for task_id in ids if task_id not in self._queued]
         if missing:
             for task_id, task in zip(missing, await self.store.get_many(missing), strict=True):
@@ -159,7 +159,7 @@ class Dispatcher:
                 window.append(queued if not skips else dataclasses.replace(queued, skips=skips))
         return ordered(window, self.settings.order, now_ms(), self.settings.priority_ageing_s)
 
-    def _note_blocked(self, window: List[QueuedTask], slots: List[Any], pairs: List[Tuple[str, str]]) -> None:
+    def _note_blocked(self, window: list[QueuedTask], slots: list[Any], pairs: list[tuple[str, str]]) -> None:
         """Once a second: which tasks of the window no backend in the pool could ever run, and why."""
         if time.monotonic() < self._next_blocked_check:
             return
@@ -176,10 +176,10 @@ class Dispatcher:
             logger.warning("task cannot run on any backend now task={} reason={}", task_id, blocked[task_id])
         self.blocked = blocked
 
-    async def dispatch(self, claimed: List[Tuple[Task, Backend, QueuedTask]], submissions: asyncio.TaskGroup) -> None:
+    async def dispatch(self, claimed: list[tuple[Task, Backend, QueuedTask]], submissions: asyncio.TaskGroup) -> None:
         """Record the claimed tasks' submissions, then POST each in a task of its own so a slow backend delays no
         other."""
-        prepared_list: List[Tuple[Task, Backend, QueuedTask, PreparedPrompt]] = []
+        prepared_list: list[tuple[Task, Backend, QueuedTask, PreparedPrompt]] = []
         for (task, backend, queued), prepared in zip(
                 claimed, await self.templates.prepare_many([task for task, _, _ in claimed]), strict=True):
             if isinstance(prepared, InvalidInput):
@@ -210,10 +210,8 @@ class Dispatcher:
                                     name=f"submit {task.id}")
 
     async def _unrunnable(self, task_id: str, error: str) -> None:
-        try:
+        with contextlib.suppress(InvalidTransition, NotFound):
             await self.store.update(task_id, to=TaskStatus.FAILED, finished_ms=now_ms(), error=error)
-        except (InvalidTransition, NotFound):
-            pass
         await self.store.release_claim(task_id)
         logger.info("task cannot run task={} error={}", task_id, error)
 
@@ -260,11 +258,9 @@ class Dispatcher:
                 raise BackendUnavailable(f"stored {upload.name} as {stored} despite overwrite")
 
     async def _rejected(self, backend: Backend, prompt_id: str, state: PromptState, exc: PromptRejected) -> None:
-        try:
+        with contextlib.suppress(InvalidTransition, NotFound):
             await self.store.update(state.task_id, to=TaskStatus.FAILED, finished_ms=now_ms(),
                                     error=f"rejected by ComfyUI: {exc}", node_errors=exc.node_errors)
-        except (InvalidTransition, NotFound):
-            pass
         await self.tracker.release(backend, prompt_id, done=True)
         logger.info("task rejected task={} backend={} error={}", state.task_id, backend.id, exc)
 

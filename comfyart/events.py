@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import collections
-from typing import Any, Awaitable, Callable, Deque, Dict, Optional, Set
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from .errors import TransientError
 
-Event = Dict[str, Any]
+Event = dict[str, Any]
 Accepts = Callable[[Event], bool]
 
 DEFAULT_CAPACITY = 1000
@@ -28,11 +29,11 @@ def _everything(event: Event) -> bool:
 class Subscription:
     """An async iterator of the events its filter accepts, from the moment it was made."""
 
-    def __init__(self, hub: "EventHub", accepts: Accepts, capacity: int) -> None:
+    def __init__(self, hub: EventHub, accepts: Accepts, capacity: int) -> None:
         self._hub = hub
         self.accepts = accepts
         self._capacity = capacity
-        self._events: Deque[Event] = collections.deque()
+        self._events: collections.deque[Event] = collections.deque()
         self._arrived = asyncio.Event()
         self.lagged = False
         self.closed = False
@@ -50,7 +51,7 @@ class Subscription:
             self._events.append(event)
         self._arrived.set()
 
-    async def get(self, timeout_s: Optional[float] = None) -> Optional[Event]:
+    async def get(self, timeout_s: float | None = None) -> Event | None:
         """The next event; None after ``timeout_s`` without one, or once the subscription was cut off and drained."""
         while not self._events:
             if self.closed:
@@ -63,7 +64,7 @@ class Subscription:
                 return None
         return self._events.popleft()
 
-    def __aiter__(self) -> "Subscription":
+    def __aiter__(self) -> Subscription:
         return self
 
     async def __anext__(self) -> Event:
@@ -77,7 +78,7 @@ class Subscription:
         self._hub._subscribers.discard(self)
         self._arrived.set()
 
-    def __enter__(self) -> "Subscription":
+    def __enter__(self) -> Subscription:
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -86,7 +87,7 @@ class Subscription:
 
 class EventHub:
     def __init__(self) -> None:
-        self._subscribers: Set[Subscription] = set()
+        self._subscribers: set[Subscription] = set()
 
     @property
     def listening(self) -> bool:
@@ -108,14 +109,14 @@ class ClusterWatch:
     the pool and the store once a second while anyone listens: the pool changes on every finished prompt, far too
     often to publish each change."""
 
-    def __init__(self, hub: EventHub, *, pool_summary: Callable[[], Dict[str, Dict[str, Any]]],
-                 queue_depth: Callable[[], Awaitable[Dict[str, int]]], interval_s: float = WATCH_INTERVAL_S) -> None:
+    def __init__(self, hub: EventHub, *, pool_summary: Callable[[], dict[str, dict[str, Any]]],
+                 queue_depth: Callable[[], Awaitable[dict[str, int]]], interval_s: float = WATCH_INTERVAL_S) -> None:
         self.hub = hub
         self.pool_summary = pool_summary
         self.queue_depth = queue_depth
         self.interval_s = interval_s
-        self._backends: Dict[str, Dict[str, Any]] = {}
-        self._depth: Dict[str, int] = {}
+        self._backends: dict[str, dict[str, Any]] = {}
+        self._depth: dict[str, int] = {}
 
     async def run(self) -> None:
         while True:

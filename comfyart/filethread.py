@@ -8,14 +8,16 @@ calls from a queue and runs whatever has piled up in one go, waking the event lo
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import queue
 import threading
-from typing import Any, Callable, Dict, List, Optional, Tuple, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 Result = TypeVar("Result")
 
-_Job = Tuple[asyncio.AbstractEventLoop, "asyncio.Future[Any]", Callable[..., Any], Tuple[Any, ...]]
-_Outcome = Tuple["asyncio.Future[Any]", Any, Optional[BaseException]]
+_Job = tuple[asyncio.AbstractEventLoop, "asyncio.Future[Any]", Callable[..., Any], tuple[Any, ...]]
+_Outcome = tuple["asyncio.Future[Any]", Any, BaseException | None]
 _STOP = None
 
 
@@ -25,12 +27,12 @@ class FileThread:
 
     def __init__(self, name: str = "comfyart files") -> None:
         self.name = name
-        self._jobs: "queue.SimpleQueue[Optional[_Job]]" = queue.SimpleQueue()
-        self._thread: Optional[threading.Thread] = None
+        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
 
     async def run(self, fn: Callable[..., Result], *args: Any) -> Result:
         loop = asyncio.get_running_loop()
-        future: "asyncio.Future[Result]" = loop.create_future()
+        future: asyncio.Future[Result] = loop.create_future()
         if self._thread is None:
             # a daemon thread: a process that exits without aclose (a crash) is not held up by it
             self._thread = threading.Thread(target=self._work, name=self.name, daemon=True)
@@ -41,7 +43,7 @@ class FileThread:
     def _work(self) -> None:
         while True:
             job = self._jobs.get()
-            done: Dict[asyncio.AbstractEventLoop, List[_Outcome]] = {}
+            done: dict[asyncio.AbstractEventLoop, list[_Outcome]] = {}
             while job is not _STOP:
                 loop, future, fn, args = job
                 try:
@@ -54,10 +56,8 @@ class FileThread:
                 except queue.Empty:
                     break
             for loop, outcomes in done.items():
-                try:
+                with contextlib.suppress(RuntimeError):  # that loop is closed: nobody waits any more
                     loop.call_soon_threadsafe(_settle, outcomes)  # one wake-up for the lot
-                except RuntimeError:
-                    pass  # that loop is closed: nobody waits any more
             if job is _STOP:
                 return
 
@@ -70,7 +70,7 @@ class FileThread:
         await asyncio.to_thread(thread.join)
 
 
-def _settle(outcomes: List[_Outcome]) -> None:
+def _settle(outcomes: list[_Outcome]) -> None:
     for future, result, exc in outcomes:
         if future.done():
             continue  # its caller was cancelled

@@ -25,8 +25,9 @@ import re
 import struct
 import time
 import uuid
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Deque, Dict, List, Optional, Sequence, Set, Tuple
+from typing import Any
 
 import aiohttp
 from fastapi import APIRouter, Request, WebSocket, WebSocketDisconnect
@@ -76,7 +77,7 @@ def public_subfolder(task_id: str, subfolder: str) -> str:
     return f"{task_id}/{subfolder}" if subfolder else task_id
 
 
-def _stored_match(stored: Sequence[OutputFile], node_id: str, ref: Dict[str, Any]) -> Optional[OutputFile]:
+def _stored_match(stored: Sequence[OutputFile], node_id: str, ref: dict[str, Any]) -> OutputFile | None:
     name, subfolder = ref.get("filename"), ref.get("subfolder") or ""
     for output in stored:
         if (output.node_id == node_id and output.subfolder == subfolder
@@ -85,7 +86,7 @@ def _stored_match(stored: Sequence[OutputFile], node_id: str, ref: Dict[str, Any
     return None
 
 
-def public_outputs(task: Task, outputs: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+def public_outputs(task: Task, outputs: dict[str, Any] | None) -> dict[str, Any]:
     """A prompt's UI outputs as its client sees them: every file renamed into the task's subfolder (and to the
     name comfyart stored it under); everything else (text, flags) as the backend gave it."""
     if outputs is None:  # not recorded (a task queued through comfyart's own API): its stored files
@@ -98,10 +99,10 @@ def public_outputs(task: Task, outputs: Optional[Dict[str, Any]]) -> Dict[str, A
 
 
 def public_node_output(task_id: str, stored: Sequence[OutputFile], node_id: str,
-                       node_output: Dict[str, Any]) -> Dict[str, Any]:
+                       node_output: dict[str, Any]) -> dict[str, Any]:
     """One node's UI output for its client: each file in the task's subfolder, under the name ``stored`` has it
     by (a file not stored yet keeps the backend's name)."""
-    shown: Dict[str, Any] = {}
+    shown: dict[str, Any] = {}
     for key, value in node_output.items():
         if isinstance(value, list) and value and all(isinstance(v, dict) and "filename" in v for v in value):
             files = []
@@ -116,7 +117,7 @@ def public_node_output(task_id: str, stored: Sequence[OutputFile], node_id: str,
     return shown
 
 
-def rewrite_frame(relay: Relay, kind: str, data: Dict[str, Any]) -> Dict[str, Any]:
+def rewrite_frame(relay: Relay, kind: str, data: dict[str, Any]) -> dict[str, Any]:
     """A backend's frame for its client: comfyart's prompt id replaced by the client's, output files renamed."""
     data = {**data, "prompt_id": relay.comfy_prompt_id}
     if kind == "progress_state" and isinstance(data.get("nodes"), dict):
@@ -127,7 +128,7 @@ def rewrite_frame(relay: Relay, kind: str, data: Dict[str, Any]) -> Dict[str, An
     return data
 
 
-def with_metadata(payload: bytes, relay: Relay, node: Optional[str]) -> bytes:
+def with_metadata(payload: bytes, relay: Relay, node: str | None) -> bytes:
     """A type-1 preview (what backends send comfyart) as type 4, for a client that negotiated preview metadata."""
     if len(payload) < 8 or struct.unpack(">I", payload[:4])[0] != PREVIEW_IMAGE:
         return payload
@@ -138,11 +139,11 @@ def with_metadata(payload: bytes, relay: Relay, node: Optional[str]) -> bytes:
 
 
 # ---------------------------------------------------------------------------------------------------- records
-def _timestamp(ms: Optional[int]) -> int:
+def _timestamp(ms: int | None) -> int:
     return ms if ms is not None else int(time.time() * 1000)
 
 
-def terminal_message(task: Task) -> Tuple[str, Dict[str, Any]]:
+def terminal_message(task: Task) -> tuple[str, dict[str, Any]]:
     """How a final task's prompt ended, as ComfyUI reports it: execution_success, the backend's own
     execution_error / execution_interrupted, or one made up from comfyart's error when the backend sent none."""
     prompt_id = task.comfy_prompt_id
@@ -160,7 +161,7 @@ def terminal_message(task: Task) -> Tuple[str, Dict[str, Any]]:
                                "traceback": [], "current_inputs": {}, "current_outputs": [], "timestamp": when}
 
 
-def queue_item(task: Task, outputs_to_execute: List[str]) -> List[Any]:
+def queue_item(task: Task, outputs_to_execute: list[str]) -> list[Any]:
     number = task.number if task.number is not None else 0
     return [int(number) if float(number).is_integer() else number, task.comfy_prompt_id, task.prompt or {},
             task.extra_data or {}, outputs_to_execute]
@@ -172,11 +173,11 @@ def in_history(task: Task) -> bool:
     return task.status in FINAL_STATUSES and not (task.status is TaskStatus.CANCELED and task.started_ms is None)
 
 
-def history_entry(task: Task, outputs_to_execute: List[str]) -> Dict[str, Any]:
+def history_entry(task: Task, outputs_to_execute: list[str]) -> dict[str, Any]:
     prompt_id = task.comfy_prompt_id
     started = _timestamp(task.started_ms or task.finished_ms)
     # the backend's own messages when it sent them; the end is comfyart's, which may differ (canceled)
-    messages: List[Any] = [[kind, {**data, "prompt_id": prompt_id}] for kind, data in task.comfy_messages or []
+    messages: list[Any] = [[kind, {**data, "prompt_id": prompt_id}] for kind, data in task.comfy_messages or []
                            if kind in ("execution_start", "execution_cached") and isinstance(data, dict)]
     if not messages and task.started_ms is not None:
         messages += [["execution_start", {"prompt_id": prompt_id, "timestamp": started}],
@@ -190,7 +191,7 @@ def history_entry(task: Task, outputs_to_execute: List[str]) -> Dict[str, Any]:
             "meta": {n: {"node_id": n, "display_node": n, "parent_node": None, "real_node_id": n} for n in outputs}}
 
 
-def job(task: Task, *, detail: bool = False) -> Dict[str, Any]:
+def job(task: Task, *, detail: bool = False) -> dict[str, Any]:
     """The newer ComfyUI jobs API's view of a task (PROTOCOL.md §6)."""
     outputs = public_outputs(task, task.comfy_outputs) if task.status is TaskStatus.COMPLETED else {}
     files = [dict(f, nodeId=n, mediaType=k) for n, o in outputs.items() for k, v in o.items()
@@ -219,15 +220,15 @@ class _Connection:
 
     def __init__(self, sid: str) -> None:
         self.sid = sid
-        self.frames: Deque[Any] = collections.deque()
+        self.frames: collections.deque[Any] = collections.deque()
         self.ready = asyncio.Event()
         self.closed = False
         self.preview_metadata = False
-        self.held: Optional[Dict[str, Any]] = None
-        self.open: Set[str] = set()  # its prompts not ended yet: no status may tell it the queue is shorter
-        self.ended: "collections.OrderedDict[str, None]" = collections.OrderedDict()  # recent ends: no frame after
-        self.status_sent: Optional[int] = None
-        self.nodes: Dict[str, Optional[str]] = {}  # client prompt id -> node running, for preview metadata
+        self.held: dict[str, Any] | None = None
+        self.open: set[str] = set()  # its prompts not ended yet: no status may tell it the queue is shorter
+        self.ended: collections.OrderedDict[str, None] = collections.OrderedDict()  # recent ends: no frame after
+        self.status_sent: int | None = None
+        self.nodes: dict[str, str | None] = {}  # client prompt id -> node running, for preview metadata
 
     def _append(self, frame: Any) -> None:
         if self.closed:
@@ -243,7 +244,7 @@ class _Connection:
         self.flush_held()
         self._append(frame)
 
-    def hold(self, progress: Dict[str, Any]) -> None:
+    def hold(self, progress: dict[str, Any]) -> None:
         """A progress frame that waits for its preview: backends send comfyart type-1 previews after their
         progress, but a client that asked for metadata gets type 4, which ComfyUI sends before it."""
         self.flush_held()
@@ -259,9 +260,9 @@ class _Connection:
             held, self.held = self.held, None
             self._append(held)
 
-    def put_status(self, remaining: int, sid: Optional[str] = None) -> None:
+    def put_status(self, remaining: int, sid: str | None = None) -> None:
         """A ``status`` frame; a socket hears of a queue length once (the first one carries ``sid``)."""
-        data: Dict[str, Any] = {"status": {"exec_info": {"queue_remaining": remaining}}}
+        data: dict[str, Any] = {"status": {"exec_info": {"queue_remaining": remaining}}}
         if sid is not None:
             data["sid"] = sid
         self.status_sent = remaining
@@ -281,8 +282,8 @@ class _Cached:
 
 class FrontDoor:
     def __init__(self, *, store: TaskStore, pool: Pool, outputs: OutputStore, inputs: InputStore, tracker: Tracker,
-                 session: aiohttp.ClientSession, events: EventHub, objects: Optional[S3Outputs] = None,
-                 quotas: Optional[Quotas] = None, limits: Optional[LimitsConfig] = None) -> None:
+                 session: aiohttp.ClientSession, events: EventHub, objects: S3Outputs | None = None,
+                 quotas: Quotas | None = None, limits: LimitsConfig | None = None) -> None:
         self.store = store
         self.quotas = quotas
         self.limits = limits or LimitsConfig()
@@ -293,13 +294,13 @@ class FrontDoor:
         self.tracker = tracker
         self.session = session
         self.events = events
-        self.connections: Dict[str, _Connection] = {}  # by socket_key(owner, client id)
-        self._cache: "collections.OrderedDict[str, _Cached]" = collections.OrderedDict()
-        self._remaining: Optional[int] = None
+        self.connections: dict[str, _Connection] = {}  # by socket_key(owner, client id)
+        self._cache: collections.OrderedDict[str, _Cached] = collections.OrderedDict()
+        self._remaining: int | None = None
         tracker.frames = self
 
     # ------------------------------------------------------------------ frames from the tracker
-    def forward(self, relay: Relay, kind: str, data: Dict[str, Any]) -> None:
+    def forward(self, relay: Relay, kind: str, data: dict[str, Any]) -> None:
         connection = self.connections.get(relay.socket or "")
         if (connection is None or kind not in RELAYED or (kind == "executing" and data.get("node") is None)
                 or relay.comfy_prompt_id in connection.ended):
@@ -325,7 +326,7 @@ class FrontDoor:
     # ------------------------------------------------------------------ loop: ends of prompts, queue status
     async def run(self) -> None:
         """Sends each client the end of its prompts, and every socket the queue length when it changes."""
-        def wanted(event: Dict[str, Any]) -> bool:  # judged as it is published: the rest never queue up
+        def wanted(event: dict[str, Any]) -> bool:  # judged as it is published: the rest never queue up
             if event.get("type") != "task" or event.get("status") == event.get("previous"):
                 return False
             if event.get("previous") is None and "client_id" in event:
@@ -344,7 +345,7 @@ class FrontDoor:
                                                  item.get("previous"))
                     await self.broadcast_status()
 
-    async def _send_end(self, task_id: str, socket: str, previous: Optional[str]) -> None:
+    async def _send_end(self, task_id: str, socket: str, previous: str | None) -> None:
         connection = self.connections.get(socket)
         if connection is None:
             return
@@ -466,16 +467,16 @@ class FrontDoor:
                 entry.expires = time.monotonic() + ttl_s
         return entry.value
 
-    async def object_info(self) -> Dict[str, Any]:
+    async def object_info(self) -> dict[str, Any]:
         """The node classes of the whole pool: a class any healthy backend has, with the choices of its combo
         inputs merged (backends may hold different models). Identical answers are parsed once."""
-        async def fetch() -> Dict[str, Any]:
+        async def fetch() -> dict[str, Any]:
             backends = self.pool.healthy()
             if not backends:
                 raise BackendUnavailable("no healthy backend to ask for /object_info")
             limit = asyncio.Semaphore(FETCH_CONCURRENCY)
 
-            async def one(backend: Any) -> Optional[bytes]:
+            async def one(backend: Any) -> bytes | None:
                 async with limit:
                     try:
                         status, body = await backend.client.get("/object_info")
@@ -485,7 +486,7 @@ class FrontDoor:
                     return body if status == 200 else None
 
             bodies = await asyncio.gather(*(one(b) for b in backends))
-            merged: Dict[str, Any] = {}
+            merged: dict[str, Any] = {}
             seen = set()
             for body in bodies:
                 if body is None or hashlib.sha256(body).digest() in seen:
@@ -501,9 +502,9 @@ class FrontDoor:
 
         return await self._cached("object_info", OBJECT_INFO_TTL_S, fetch)
 
-    async def backend_json(self, path: str, ttl_s: float = INFO_TTL_S) -> Tuple[int, Any]:
+    async def backend_json(self, path: str, ttl_s: float = INFO_TTL_S) -> tuple[int, Any]:
         """A healthy backend's answer to an informational GET (status, JSON), cached."""
-        async def fetch() -> Tuple[int, Any]:
+        async def fetch() -> tuple[int, Any]:
             for backend in self.pool.healthy():
                 try:
                     status, body = await backend.client.get(path)
@@ -515,12 +516,12 @@ class FrontDoor:
 
         return await self._cached(f"json:{path}", ttl_s, fetch)
 
-    async def system_stats(self) -> Dict[str, Any]:
-        async def fetch() -> Dict[str, Any]:
+    async def system_stats(self) -> dict[str, Any]:
+        async def fetch() -> dict[str, Any]:
             backends = self.pool.healthy()
             answers = await asyncio.gather(*(b.client.system_stats(5.0) for b in backends), return_exceptions=True)
-            system: Dict[str, Any] = {}
-            devices: List[Dict[str, Any]] = []
+            system: dict[str, Any] = {}
+            devices: list[dict[str, Any]] = []
             for backend, answer in zip(backends, answers, strict=True):
                 if isinstance(answer, BaseException):
                     continue
@@ -536,9 +537,9 @@ class FrontDoor:
         return await self._cached("system_stats", STATS_TTL_S, fetch)
 
     # ------------------------------------------------------------------ queueing
-    async def queue_prompt(self, body: Dict[str, Any], principal: Principal = NOBODY) -> Tuple[int, Dict[str, Any]]:
+    async def queue_prompt(self, body: dict[str, Any], principal: Principal = NOBODY) -> tuple[int, dict[str, Any]]:
         """POST /prompt: (status, answer) as ComfyUI gives them. Raises QuotaExceeded."""
-        def refused(kind: str, message: str, node_errors: Optional[dict] = None) -> Tuple[int, Dict[str, Any]]:
+        def refused(kind: str, message: str, node_errors: dict | None = None) -> tuple[int, dict[str, Any]]:
             return 400, {"error": {"type": kind, "message": message, "details": message, "extra_info": {}},
                          "node_errors": node_errors or {}}
 
@@ -577,7 +578,7 @@ class FrontDoor:
                       "create_time": int(time.time() * 1000)}
         for secret in ("auth_token_comfy_org", "api_key_comfy_org"):
             extra_data.pop(secret, None)
-        quota: Dict[str, Any] = {"owner": principal.owner}
+        quota: dict[str, Any] = {"owner": principal.owner}
         if self.quotas is not None:
             quota["max_queued"] = self.quotas.max_queued(principal)
         await self.store.create(graph, priority=1 if body.get("front") is True else 0,
@@ -593,7 +594,7 @@ class FrontDoor:
         return isinstance(value, str) and INPUT_ID.match(value.rsplit("/", 1)[-1]) is not None \
             and self.inputs.path(value.rsplit("/", 1)[-1]) is not None
 
-    async def outputs_to_execute(self, task: Task) -> List[str]:
+    async def outputs_to_execute(self, task: Task) -> list[str]:
         if task.comfy_targets is not None:
             return task.comfy_targets
         try:
@@ -607,7 +608,7 @@ class FrontDoor:
         except (NotFound, TransientError):
             return False
 
-    async def cancel(self, task: Task, *, only_if: Tuple[TaskStatus, ...]) -> bool:
+    async def cancel(self, task: Task, *, only_if: tuple[TaskStatus, ...]) -> bool:
         if task.status not in only_if:
             return False
         try:
@@ -625,7 +626,7 @@ class FrontDoor:
         if kind not in ("output", "input", "temp"):
             return Response(status_code=400)
         task_id, _, rest = subfolder.partition("/")
-        task: Optional[Task] = None
+        task: Task | None = None
         if task_id:
             try:
                 task = await self.store.get(task_id)
@@ -704,7 +705,7 @@ class FrontDoor:
                 return JSONResponse({"error": str(exc)}, status_code=413)
         return JSONResponse({"name": stored.id, "subfolder": "", "type": kind or "input"})
 
-    async def _original(self, ref: Any, principal: Principal) -> Optional[Path]:
+    async def _original(self, ref: Any, principal: Principal) -> Path | None:
         """The file an ``original_ref`` names: a stored input, or an output of a task the caller may see."""
         try:
             ref = parse_json(ref, self.limits.max_json_depth) if isinstance(ref, str) else None
@@ -745,7 +746,7 @@ def apply_mask(original: Path, mask: bytes) -> bytes:
         raise MaskError(f"cannot apply the mask: {exc}") from exc
 
 
-def merge_object_info(merged: Dict[str, Any], info: Dict[str, Any]) -> None:
+def merge_object_info(merged: dict[str, Any], info: dict[str, Any]) -> None:
     """Fold one backend's /object_info into ``merged``: new classes are added, and the choices of a combo input
     become the union of every backend's."""
     for class_name, class_info in info.items():
@@ -770,7 +771,7 @@ def _json(request_body: bytes, max_depth: int) -> Any:
         return None
 
 
-def _listed(value: Any) -> List[Any]:
+def _listed(value: Any) -> list[Any]:
     """A list field of a request; anything else counts as none."""
     return value if isinstance(value, list) else []
 
@@ -846,7 +847,7 @@ def build_router(front: FrontDoor) -> APIRouter:
             await front.interrupt(task)
         return Response(status_code=200)
 
-    async def history_all(principal: Caller, max_items: Optional[str] = None, offset: Optional[str] = None) -> Response:
+    async def history_all(principal: Caller, max_items: str | None = None, offset: str | None = None) -> Response:
         try:
             limit = int(max_items) if max_items is not None else None
             start = int(offset) if offset is not None else None
@@ -918,7 +919,7 @@ def build_router(front: FrontDoor) -> APIRouter:
         return {node_class: info[node_class]} if node_class in info else {}
 
     def passthrough(path: str) -> Callable[..., Any]:
-        async def answer(folder: Optional[str] = None) -> Response:
+        async def answer(folder: str | None = None) -> Response:
             try:
                 status, body = await front.backend_json(path.format(folder=folder))
             except TransientError as exc:
@@ -940,9 +941,9 @@ def build_router(front: FrontDoor) -> APIRouter:
                 logger.debug("POST /free failed backend={} error={}", backend.id, exc)
         return Response(status_code=200)
 
-    async def jobs(principal: Caller, status: Optional[str] = None, workflow_id: Optional[str] = None,
+    async def jobs(principal: Caller, status: str | None = None, workflow_id: str | None = None,
                    sort_by: str = "created_at",
-                   sort_order: str = "desc", limit: Optional[str] = None, offset: str = "0") -> Response:
+                   sort_order: str = "desc", limit: str | None = None, offset: str = "0") -> Response:
         wanted = set(status.split(",")) if status else set(JOB_STATUS.values())
         if not wanted <= set(JOB_STATUS.values()) or sort_by not in ("created_at", "execution_duration") \
                 or sort_order not in ("asc", "desc"):
@@ -993,7 +994,7 @@ def build_router(front: FrontDoor) -> APIRouter:
                 cancelled |= await front.cancel(task, only_if=(TaskStatus.PENDING, TaskStatus.RUNNING))
         return JSONResponse({"cancelled": cancelled})
 
-    routes: List[Tuple[str, str, Callable[..., Any]]] = [
+    routes: list[tuple[str, str, Callable[..., Any]]] = [
         ("POST", "/prompt", prompt_post), ("GET", "/prompt", prompt_get),
         ("GET", "/queue", queue_get), ("POST", "/queue", queue_post), ("POST", "/interrupt", interrupt),
         ("GET", "/history", history_all), ("GET", "/history/{prompt_id}", history_one),

@@ -10,9 +10,9 @@ import hashlib
 import os
 import re
 import tempfile
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import AsyncIterator, Optional, Tuple
 
 INPUT_ID = re.compile(r"^[0-9a-f]{64}\.(png|jpg|webp|gif|bmp|tiff)$")
 MAX_UPLOAD_BYTES = 64 << 20
@@ -30,7 +30,7 @@ _SIGNATURES = (
 )
 
 
-def sniff_image(head: bytes) -> Optional[Tuple[str, str]]:
+def sniff_image(head: bytes) -> tuple[str, str] | None:
     """(content type, extension) of an image from its first bytes, or None: the bytes decide, never the name or
     the client's declared content type."""
     if len(head) >= 12 and head[:4] == b"RIFF" and head[8:12] == b"WEBP":
@@ -49,7 +49,7 @@ class NotAnImage(ValueError):
     pass
 
 
-def _image_kind(head: bytes) -> Tuple[str, str]:
+def _image_kind(head: bytes) -> tuple[str, str]:
     kind = sniff_image(head)
     if kind is None:
         raise NotAnImage(f"not an image ({IMAGE_KINDS})")
@@ -72,7 +72,7 @@ class InputStore:
         self.root = root.resolve()
         self.root.mkdir(parents=True, exist_ok=True)
 
-    def path(self, input_id: str) -> Optional[Path]:
+    def path(self, input_id: str) -> Path | None:
         """The file of a stored input, or None (also for anything that is not an input id)."""
         if not INPUT_ID.match(input_id):
             return None
@@ -87,7 +87,7 @@ class InputStore:
         """Store an upload read chunk by chunk; NotAnImage or TooLarge leave nothing behind."""
         digest = hashlib.sha256()
         size = 0
-        kind: Optional[Tuple[str, str]] = None
+        kind: tuple[str, str] | None = None
         head = b""
         fd, partial = tempfile.mkstemp(dir=self.root, prefix=".upload-")
         try:

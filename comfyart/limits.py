@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import json
-from typing import Any, Dict, List, Union
+from typing import Any
 
 from .config import LimitsConfig
 
@@ -20,7 +20,7 @@ class JSONTooDeep(ValueError):
 def json_depth_exceeds(value: Any, max_depth: int) -> bool:
     """Whether ``value`` nests objects and arrays more than ``max_depth`` deep (iteratively: no recursion limit
     to hit on the hostile input this guards against)."""
-    stack: List[tuple] = [(value, 1)]
+    stack: list[tuple] = [(value, 1)]
     while stack:
         item, depth = stack.pop()
         if isinstance(item, dict):
@@ -35,7 +35,7 @@ def json_depth_exceeds(value: Any, max_depth: int) -> bool:
     return False
 
 
-def parse_json(raw: Union[str, bytes], max_depth: int) -> Any:
+def parse_json(raw: str | bytes, max_depth: int) -> Any:
     """``json.loads`` that refuses nesting past ``max_depth`` with JSONTooDeep, and anything that is not JSON with
     ValueError. (The standard parser recurses: a deep enough document would raise RecursionError instead.)"""
     try:
@@ -62,7 +62,7 @@ class BodyLimit:
         self.app = app
         self.limits = limits
 
-    async def __call__(self, scope: Dict[str, Any], receive: Any, send: Any) -> None:
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -78,7 +78,7 @@ class BodyLimit:
             return
         received = 0
 
-        async def counted() -> Dict[str, Any]:
+        async def counted() -> dict[str, Any]:
             nonlocal received
             message = await receive()
             if message["type"] == "http.request":

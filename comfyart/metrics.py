@@ -9,8 +9,9 @@ Two kinds of figures:
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterable, List, Optional, Tuple
+from typing import Any
 
 import ulid
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -50,11 +51,11 @@ return flat
 class Snapshot:
     """What a scrape reads before the registry renders it (the collector itself cannot await)."""
 
-    tasks_by_status: Dict[str, int] = field(default_factory=dict)
-    depth: Dict[str, int] = field(default_factory=dict)
-    queued_by_priority: Dict[str, int] = field(default_factory=dict)
-    backends: List[Dict[str, Any]] = field(default_factory=list)
-    counters: Dict[str, Dict[str, int]] = field(default_factory=dict)
+    tasks_by_status: dict[str, int] = field(default_factory=dict)
+    depth: dict[str, int] = field(default_factory=dict)
+    queued_by_priority: dict[str, int] = field(default_factory=dict)
+    backends: list[dict[str, Any]] = field(default_factory=list)
+    counters: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
 class _ReadAtScrape(Collector):
@@ -79,7 +80,7 @@ class _ReadAtScrape(Collector):
             by_priority.add_metric([priority], count)
         yield by_priority
         states = GaugeMetricFamily("comfyart_backends", "Backends by health and mode", labels=["status", "mode"])
-        grouped: Dict[Tuple[str, str], int] = {}
+        grouped: dict[tuple[str, str], int] = {}
         for backend in snap.backends:
             key = (backend["status"], backend["mode"])
             grouped[key] = grouped.get(key, 0) + 1
@@ -131,7 +132,7 @@ class Metrics:
         self.ran = Histogram("comfyart_task_run_seconds", "From running to completed", buckets=RUN_BUCKETS,
                              registry=self.registry)
         self._by_priority = store.redis.register_script(_BY_PRIORITY)
-        self._started: Dict[str, int] = {}  # running tasks' start times, for the run histogram
+        self._started: dict[str, int] = {}  # running tasks' start times, for the run histogram
 
     async def render(self) -> bytes:
         depth = await self.store.depth()  # one census gives the unfinished: pending is queued or submitted
@@ -151,7 +152,7 @@ class Metrics:
                       "webhooks": dict(self.webhooks.counters) if self.webhooks is not None else {}})
         return generate_latest(self.registry)
 
-    def observe(self, event: Dict[str, Any]) -> None:
+    def observe(self, event: dict[str, Any]) -> None:
         """One task event: a start records the wait since it was queued, an end its status and how long it ran."""
         if event.get("type") != "task" or event.get("status") == event.get("previous"):
             return
@@ -179,7 +180,7 @@ class Metrics:
                     self.observe(event)
 
 
-def _created_ms(task_id: str) -> Optional[int]:
+def _created_ms(task_id: str) -> int | None:
     """The creation time a ULID carries."""
     try:
         return int(ulid.from_str(task_id).timestamp().int)

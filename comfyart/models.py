@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import Any, Dict, List, NewType, Optional
+from typing import Any, NewType
 
 from pydantic import BaseModel, Field
 
@@ -21,7 +21,7 @@ class TaskStatus(enum.StrEnum):
 FINAL_STATUSES = frozenset({TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELED})
 
 # status -> statuses it may move to; pending -> pending is a requeue after a lost submission
-TRANSITIONS: Dict[TaskStatus, frozenset] = {
+TRANSITIONS: dict[TaskStatus, frozenset] = {
     TaskStatus.PENDING: frozenset({TaskStatus.PENDING, TaskStatus.RUNNING, TaskStatus.COMPLETED, TaskStatus.FAILED,
                                    TaskStatus.CANCELED}),
     TaskStatus.RUNNING: frozenset({TaskStatus.PENDING, TaskStatus.COMPLETED, TaskStatus.FAILED,
@@ -32,7 +32,7 @@ TRANSITIONS: Dict[TaskStatus, frozenset] = {
 }
 
 
-def sources_of(target: TaskStatus) -> List[TaskStatus]:
+def sources_of(target: TaskStatus) -> list[TaskStatus]:
     """The statuses from which ``target`` may be reached."""
     return [source for source, targets in TRANSITIONS.items() if target in targets]
 
@@ -62,8 +62,8 @@ class OutputFile(BaseModel):
     sha256: str
     path: str = Field(description="where comfyart stored the file: relative to the output store, or with object "
                                   "storage the object's key")
-    bucket: Optional[str] = Field(None, description="with object storage: the bucket that holds it")
-    url: Optional[str] = Field(None, description="with object storage: a presigned URL of the object")
+    bucket: str | None = Field(None, description="with object storage: the bucket that holds it")
+    url: str | None = Field(None, description="with object storage: a presigned URL of the object")
 
 
 class Attempt(BaseModel):
@@ -71,7 +71,7 @@ class Attempt(BaseModel):
 
     backend: str
     prompt_id: str
-    submitted_ms: Optional[int] = None
+    submitted_ms: int | None = None
     ended_ms: int
     outcome: str = Field(description="backend_lost, timed_out, vanished, not_accepted, workflow_error, interrupted")
     error: str
@@ -82,46 +82,46 @@ class Task(BaseModel):
     status: TaskStatus
     created_ms: int
     updated_ms: int
-    started_ms: Optional[int] = None
-    finished_ms: Optional[int] = None
-    prompt: Optional[Dict[str, Any]] = Field(
+    started_ms: int | None = None
+    finished_ms: int | None = None
+    prompt: dict[str, Any] | None = Field(
         None, description="the API-format graph; for a task queued by workflow name, written when it is dispatched")
-    workflow: Optional[str] = None
-    workflow_version: Optional[int] = None
-    params: Optional[Dict[str, Any]] = Field(None, description="the workflow parameters it runs with, the seed "
+    workflow: str | None = None
+    workflow_version: int | None = None
+    params: dict[str, Any] | None = Field(None, description="the workflow parameters it runs with, the seed "
                                                                "actually used included")
-    backend: Optional[str] = None
-    prompt_id: Optional[str] = None
+    backend: str | None = None
+    prompt_id: str | None = None
     progress: float = 0.0
-    node: Optional[str] = None
-    node_step: Optional[int] = None
-    node_max: Optional[int] = None
-    error: Optional[str] = None
-    node_errors: Optional[Dict[str, Any]] = None
-    outputs: List[OutputFile] = Field(default_factory=list)
+    node: str | None = None
+    node_step: int | None = None
+    node_max: int | None = None
+    error: str | None = None
+    node_errors: dict[str, Any] | None = None
+    outputs: list[OutputFile] = Field(default_factory=list)
     priority: int = Field(0, description="higher runs first; high = 1, normal = 0, low = -1")
-    requires: List[str] = Field(default_factory=list, description="tags a backend must have to run it")
-    vram_mb: Optional[int] = Field(None, description="VRAM it needs; backends with less are skipped")
+    requires: list[str] = Field(default_factory=list, description="tags a backend must have to run it")
+    vram_mb: int | None = Field(None, description="VRAM it needs; backends with less are skipped")
     attempts: int = Field(0, description="submissions so far, the first included")
-    submitted_ms: Optional[int] = None
-    history: List[Attempt] = Field(default_factory=list, description="earlier attempts that ended without a result")
-    owner: Optional[str] = Field(None, description="id of the API key that queued it (none with auth off)")
-    retry_of: Optional[str] = Field(None, description="the ended task this one runs again (POST …/retry)")
+    submitted_ms: int | None = None
+    history: list[Attempt] = Field(default_factory=list, description="earlier attempts that ended without a result")
+    owner: str | None = Field(None, description="id of the API key that queued it (none with auth off)")
+    retry_of: str | None = Field(None, description="the ended task this one runs again (POST …/retry)")
     # queued through the ComfyUI-compatible API
-    client_id: Optional[str] = Field(None, description="the ComfyUI client id whose WebSocket gets its events")
-    comfy_prompt_id: Optional[str] = Field(None, description="the prompt id its ComfyUI client knows it by")
-    number: Optional[float] = Field(None, description="its ComfyUI queue number")
-    extra_data: Optional[Dict[str, Any]] = None
-    comfy_targets: Optional[List[str]] = Field(None, description="the output nodes to run (ComfyUI's "
+    client_id: str | None = Field(None, description="the ComfyUI client id whose WebSocket gets its events")
+    comfy_prompt_id: str | None = Field(None, description="the prompt id its ComfyUI client knows it by")
+    number: float | None = Field(None, description="its ComfyUI queue number")
+    extra_data: dict[str, Any] | None = None
+    comfy_targets: list[str] | None = Field(None, description="the output nodes to run (ComfyUI's "
                                                                  "partial_execution_targets); none: all")
-    comfy_outputs: Optional[Dict[str, Any]] = Field(None, description="the UI outputs as the backend reported them")
-    comfy_messages: Optional[List[List[Any]]] = Field(
+    comfy_outputs: dict[str, Any] | None = Field(None, description="the UI outputs as the backend reported them")
+    comfy_messages: list[list[Any]] | None = Field(
         None, description="the backend's execution_* messages of the last attempt, [type, data] each, as ComfyUI "
                           "keeps them in its history")
-    webhook: Optional[str] = Field(None, description="URL that gets the record once the task ends")
+    webhook: str | None = Field(None, description="URL that gets the record once the task ends")
     webhook_public_only: bool = Field(False, description="queued by a client key: its webhook may reach public "
                                                          "addresses only")
-    webhook_deliveries: List[Dict[str, Any]] = Field(default_factory=list,
+    webhook_deliveries: list[dict[str, Any]] = Field(default_factory=list,
                                                      description="each attempt to deliver the webhook")
 
 
@@ -132,19 +132,19 @@ class Relay:
 
     task_id: str
     comfy_prompt_id: str
-    client_id: Optional[str]
-    owner: Optional[str] = None
+    client_id: str | None
+    owner: str | None = None
 
     @property
-    def socket(self) -> Optional[str]:
+    def socket(self) -> str | None:
         return socket_key(self.owner, self.client_id) if self.client_id else None
 
 
-def socket_key(owner: Optional[str], client_id: str) -> str:
+def socket_key(owner: str | None, client_id: str) -> str:
     """Which socket of the ComfyUI-compatible API a client id names: client ids are the callers' own, so two
     callers' ids live apart, and one can neither hear nor take over another's socket."""
     return client_id if owner is None else f"{owner}\0{client_id}"
 
 
-def relay_of(task: Task) -> Optional[Relay]:
+def relay_of(task: Task) -> Relay | None:
     return Relay(task.id, task.comfy_prompt_id, task.client_id, task.owner) if task.comfy_prompt_id else None

@@ -6,17 +6,17 @@ from __future__ import annotations
 
 import enum
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import FrozenSet, Optional, Sequence, Tuple
 
 
 @dataclass(frozen=True)
 class HostView:
     name: str
-    ports: Tuple[int, int]
-    gpus: Tuple[int, ...]
-    used_ports: FrozenSet[int]
-    used_gpus: FrozenSet[int]
+    ports: tuple[int, int]
+    gpus: tuple[int, ...]
+    used_ports: frozenset[int]
+    used_gpus: frozenset[int]
     containers: int
     available: bool = True
 
@@ -25,20 +25,20 @@ class HostView:
 class Placement:
     host: str
     port: int
-    gpu: Optional[int]
+    gpu: int | None
 
 
-def place_container(hosts: Sequence[HostView]) -> Optional[Placement]:
+def place_container(hosts: Sequence[HostView]) -> Placement | None:
     """The host with the fewest containers that still has a free port (and a free GPU where GPUs are listed);
     ties go to the host listed first. Returns None when every host is full."""
-    best: Optional[Tuple[int, int, Placement]] = None
+    best: tuple[int, int, Placement] | None = None
     for order, host in enumerate(hosts):
         if not host.available:
             continue
         port = next((p for p in range(host.ports[0], host.ports[1] + 1) if p not in host.used_ports), None)
         if port is None:
             continue
-        gpu: Optional[int] = None
+        gpu: int | None = None
         if host.gpus:
             gpu = next((g for g in host.gpus if g not in host.used_gpus), None)
             if gpu is None:
@@ -84,8 +84,8 @@ def should_retry(end: AttemptEnd, *, attempts: int, max_retries: int) -> bool:
     return end in RETRYABLE and attempts <= max_retries
 
 
-def prompt_progress(*, total_nodes: int, cached_nodes: int, finished_nodes: int, step: Optional[float],
-                    step_max: Optional[float]) -> float:
+def prompt_progress(*, total_nodes: int, cached_nodes: int, finished_nodes: int, step: float | None,
+                    step_max: float | None) -> float:
     """Fraction of a prompt done, from 0.0 to 1.0: cached nodes count as done, the running node counts by its
     own step progress."""
     if total_nodes <= 0:
@@ -97,8 +97,8 @@ def prompt_progress(*, total_nodes: int, cached_nodes: int, finished_nodes: int,
     return round(max(0.0, min(1.0, done / total_nodes)), 4)
 
 
-def webhook_next_attempt(*, attempt: int, status: Optional[int], max_attempts: int, backoff_s: float,
-                         backoff_max_s: float) -> Optional[float]:
+def webhook_next_attempt(*, attempt: int, status: int | None, max_attempts: int, backoff_s: float,
+                         backoff_max_s: float) -> float | None:
     """After delivery attempt ``attempt`` (1 = the first) answered ``status`` (None: no answer at all): None when
     it is done (delivered, or given up after ``max_attempts``), else the seconds to wait before the next one.
     Any answer other than 2xx is retried: a receiver that is down often answers 502 or 503 from its proxy."""
@@ -116,7 +116,7 @@ class RateDecision:
     retry_after_ms: int  # 0 when allowed
 
 
-def rate_limit(*, now_ms: int, tat_ms: Optional[float], per_minute: float, burst: int) -> RateDecision:
+def rate_limit(*, now_ms: int, tat_ms: float | None, per_minute: float, burst: int) -> RateDecision:
     """One submission against a rate of ``per_minute`` with ``burst`` allowed at once (the generic cell rate
     algorithm: ``tat_ms`` is when the caller would be back to an empty bucket). A refusal says how long until
     one more is allowed."""

@@ -9,8 +9,9 @@ import asyncio
 import contextlib
 import time
 from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Deque, Dict, FrozenSet, List, Optional, Sequence
+from typing import Any
 
 import aiohttp
 from loguru import logger
@@ -73,34 +74,34 @@ class Backend:
     host: str
     url: str
     client: ComfyClient
-    port: Optional[int] = None
-    gpu: Optional[int] = None
+    port: int | None = None
+    gpu: int | None = None
     name: str = ""
     state: BackendState = BackendState.STARTING
     mode: BackendMode = BackendMode.ACTIVE
-    after_drain: Optional[str] = None
-    drain_reason: Optional[str] = None
+    after_drain: str | None = None
+    drain_reason: str | None = None
     source: str = "config"  # static backends: "config" or "api"
-    spawned: Optional[Spawned] = None
-    provider: Optional[Provider] = None
-    prompts: Dict[str, str] = field(default_factory=dict)  # prompt id -> task id, in flight here
-    prompt_costs: Dict[str, float] = field(default_factory=dict)  # prompt id -> its graph's estimated cost
+    spawned: Spawned | None = None
+    provider: Provider | None = None
+    prompts: dict[str, str] = field(default_factory=dict)  # prompt id -> task id, in flight here
+    prompt_costs: dict[str, float] = field(default_factory=dict)  # prompt id -> its graph's estimated cost
     tasks_done: int = 0
     health: HealthCount = field(default_factory=lambda: HealthCount(False))
-    unhealthy_since: Optional[float] = None  # monotonic
+    unhealthy_since: float | None = None  # monotonic
     idle_since: float = field(default_factory=time.monotonic)
     started: float = field(default_factory=time.monotonic)
-    stuck_prompt: Optional[str] = None  # a prompt that timed out here and may still occupy the backend
+    stuck_prompt: str | None = None  # a prompt that timed out here and may still occupy the backend
     task_limit: int = 0  # max_tasks for a container: it takes no more than that many, then it is recycled
-    last_health_ms: Optional[int] = None
-    vram_total: Optional[int] = None
-    vram_free: Optional[int] = None
-    ram_free: Optional[int] = None
-    tags: FrozenSet[str] = frozenset()
+    last_health_ms: int | None = None
+    vram_total: int | None = None
+    vram_free: int | None = None
+    ram_free: int | None = None
+    tags: frozenset[str] = frozenset()
     weight: float = 1.0
-    models: FrozenSet[str] = frozenset()  # of the last prompt given to it: what it has loaded once that runs
+    models: frozenset[str] = frozenset()  # of the last prompt given to it: what it has loaded once that runs
     last_dispatch: int = 0  # the dispatcher's sequence number of that prompt
-    error: Optional[str] = None
+    error: str | None = None
     created_ms: int = field(default_factory=now_ms)
 
     @property
@@ -121,7 +122,7 @@ class Backend:
     def idle_s(self, now: float) -> float:
         return 0.0 if self.prompts else max(0.0, now - self.idle_since)
 
-    def describe(self) -> Dict[str, Any]:
+    def describe(self) -> dict[str, Any]:
         now = time.monotonic()
         return {"id": self.id, "kind": self.kind, "name": self.name, "host": self.host, "url": redact_url(self.url),
                 "port": self.port, "gpu": self.gpu, "status": self.state.value, "mode": self.mode.value,
@@ -143,7 +144,7 @@ WaitingCount = Callable[[], Awaitable[int]]
 class Pool:
     def __init__(self, *, config: PoolConfig, providers: Sequence[Provider],
                  static_backends: Sequence[StaticBackendConfig], session: aiohttp.ClientSession,
-                 store: Optional[PoolStore] = None, waiting: Optional[WaitingCount] = None,
+                 store: PoolStore | None = None, waiting: WaitingCount | None = None,
                  request_timeout_s: float = 30.0, adopt_leftovers: bool = True) -> None:
         self.config = config
         self.providers = list(providers)
@@ -153,36 +154,36 @@ class Pool:
         self.waiting = waiting  # tasks queued or claimed, for the autoscaler
         self.request_timeout_s = request_timeout_s
         self.adopt_leftovers = adopt_leftovers
-        self.backends: Dict[str, Backend] = {}
-        self.recent_errors: Deque[Dict[str, Any]] = deque(maxlen=20)
-        self.recent_scaling: Deque[Dict[str, Any]] = deque(maxlen=20)  # decisions that started or drained something
-        self.hosts_down: Dict[str, str] = {}
+        self.backends: dict[str, Backend] = {}
+        self.recent_errors: deque[dict[str, Any]] = deque(maxlen=20)
+        self.recent_scaling: deque[dict[str, Any]] = deque(maxlen=20)  # decisions that started or drained something
+        self.hosts_down: dict[str, str] = {}
         self.ready = asyncio.Event()  # set once leftovers are handled and static backends listed
-        self.on_lost: Optional[LostHandler] = None
+        self.on_lost: LostHandler | None = None
         self.override = ScaleOverride()
-        self.last_decision: Optional[ScaleDecision] = None
-        self.last_decision_ms: Optional[int] = None
+        self.last_decision: ScaleDecision | None = None
+        self.last_decision_ms: int | None = None
         self._changed = asyncio.Event()  # set, and replaced, at each change
-        self.wakeups: List[asyncio.Event] = []  # set on every change too, for loops that wait on several things
+        self.wakeups: list[asyncio.Event] = []  # set on every change too, for loops that wait on several things
         self._step_lock = asyncio.Lock()
         self._spawn_failures = 0
         self._next_spawn_at = 0.0
-        self._last_scale_up: Optional[float] = None
-        self._last_scale_down: Optional[float] = None
+        self._last_scale_up: float | None = None
+        self._last_scale_down: float | None = None
         self._replacements = 0
-        self._tasks: Optional[asyncio.TaskGroup] = None
+        self._tasks: asyncio.TaskGroup | None = None
         # since this process started: containers started, lost (died, host down, unhealthy too long), recycled
         # (max_tasks, max_age, by hand), stopped (scaled down or drained by hand)
         self.counters = {"started": 0, "lost": 0, "recycled": 0, "stopped": 0}
 
     # ------------------------------------------------------------------ views
-    def slots(self) -> List[BackendSlot]:
+    def slots(self) -> list[BackendSlot]:
         return [b.slot() for b in self.backends.values()]
 
-    def healthy(self) -> List[Backend]:
+    def healthy(self) -> list[Backend]:
         return [b for b in self.backends.values() if b.state == BackendState.HEALTHY]
 
-    def host_views(self, provider: Provider) -> List[HostView]:
+    def host_views(self, provider: Provider) -> list[HostView]:
         views = []
         for host in provider.hosts:
             mine = [b for b in self.backends.values() if b.kind == provider.kind and b.host == host.name]
@@ -191,7 +192,7 @@ class Pool:
                                   available=host.name not in self.hosts_down))
         return views
 
-    def limits(self, override: Optional[ScaleOverride] = None) -> ScaleLimits:
+    def limits(self, override: ScaleOverride | None = None) -> ScaleLimits:
         """The configuration with the run-time overrides (``self.override`` unless another is given) on top."""
         cfg, override = self.config, override or self.override
         return ScaleLimits(
@@ -298,7 +299,7 @@ class Pool:
         await asyncio.gather(*(self._probe(b) for b in probed))
 
     async def _probe(self, backend: Backend) -> None:
-        error: Optional[str] = None
+        error: str | None = None
         try:
             stats = await backend.client.system_stats(timeout_s=self.config.health_timeout_s)
             if backend.stuck_prompt is not None:
@@ -328,7 +329,7 @@ class Pool:
             if backend.unhealthy_since is None:
                 backend.unhealthy_since = time.monotonic()
 
-    async def _still_stuck(self, backend: Backend) -> Optional[str]:
+    async def _still_stuck(self, backend: Backend) -> str | None:
         """A prompt timed out here: the backend stays unhealthy while it still runs it (ComfyUI cannot interrupt a
         node that reports no progress)."""
         queue = await backend.client.queue()
@@ -338,7 +339,7 @@ class Pool:
         return None
 
     @staticmethod
-    def _record_stats(backend: Backend, stats: Dict[str, Any]) -> None:
+    def _record_stats(backend: Backend, stats: dict[str, Any]) -> None:
         backend.last_health_ms = now_ms()
         system = stats.get("system")
         if isinstance(system, dict) and isinstance(system.get("ram_free"), int):
@@ -348,7 +349,7 @@ class Pool:
             backend.vram_total = devices[0].get("vram_total")
             backend.vram_free = devices[0].get("vram_free")
 
-    async def check_now(self) -> Dict[str, Any]:
+    async def check_now(self) -> dict[str, Any]:
         """POST /api/pool/health-check: one whole round now."""
         await self.step()
         return self.describe()
@@ -463,7 +464,7 @@ class Pool:
             self.notify()
 
     # ------------------------------------------------------------------ scaling
-    def _container_views(self, now: float) -> List[ContainerView]:
+    def _container_views(self, now: float) -> list[ContainerView]:
         views = []
         for backend in self.backends.values():
             if not backend.managed:
@@ -528,8 +529,8 @@ class Pool:
             started += 1
         return started
 
-    def _place(self) -> Optional[tuple]:
-        candidates: List[tuple] = []
+    def _place(self) -> tuple | None:
+        candidates: list[tuple] = []
         for provider in self.providers:
             placement = place_container(self.host_views(provider))
             if placement is not None:
@@ -581,7 +582,7 @@ class Pool:
         if backend.spawned is not None:
             await self._remove_quietly(provider, backend.spawned)
 
-    async def _wait_until_up(self, backend: Backend, provider: Provider) -> Optional[str]:
+    async def _wait_until_up(self, backend: Backend, provider: Provider) -> str | None:
         assert backend.spawned is not None
         deadline = time.monotonic() + provider.startup_timeout_s
         while time.monotonic() < deadline:
@@ -598,7 +599,7 @@ class Pool:
                 + (f"; last log lines:\n{logs}" if logs else ""))
 
     # ------------------------------------------------------------------ manual controls
-    async def set_scale(self, changes: Dict[str, Optional[int]]) -> None:
+    async def set_scale(self, changes: dict[str, int | None]) -> None:
         """POST /api/pool/scale: set ``min_containers``, ``max_containers`` or ``target`` at run time (None: back
         to the configured value; a field not given keeps its current override). Kept in Redis."""
         merged = ScaleOverride(**{**vars(self.override), **changes})
@@ -681,7 +682,7 @@ class Pool:
         for provider in self.providers:
             await provider.close()
 
-    def describe(self) -> Dict[str, Any]:
+    def describe(self) -> dict[str, Any]:
         hosts = []
         for provider in self.providers:
             for host, view in zip(provider.hosts, self.host_views(provider), strict=True):

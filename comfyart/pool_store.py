@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import uuid
 from dataclasses import dataclass
-from typing import Any, Dict, Optional
+from typing import Any
 
 import redis.asyncio as aioredis
 
@@ -23,13 +23,13 @@ from .store import map_redis_errors
 
 @dataclass(frozen=True)
 class ScaleOverride:
-    min_containers: Optional[int] = None
-    max_containers: Optional[int] = None
-    target: Optional[int] = None
+    min_containers: int | None = None
+    max_containers: int | None = None
+    target: int | None = None
 
 
 class PoolStore:
-    def __init__(self, client: "aioredis.Redis", prefix: str = "comfyart") -> None:
+    def __init__(self, client: aioredis.Redis, prefix: str = "comfyart") -> None:
         self.redis = client
         self.prefix = prefix
 
@@ -47,7 +47,7 @@ class PoolStore:
             await self.redis.set(key, f"comfyart-{uuid.uuid4().hex[:16]}", nx=True)
             return str(await self.redis.get(key))
 
-    async def static_backends(self) -> Dict[str, StaticBackendConfig]:
+    async def static_backends(self) -> dict[str, StaticBackendConfig]:
         with map_redis_errors():
             raw = await self.redis.hgetall(self._static_key)
         backends = {}
@@ -79,12 +79,12 @@ class PoolStore:
                     pipe.hset(self._scale_key, mapping=values)
                 await pipe.execute()
 
-    async def scheduler_override(self) -> Dict[str, Any]:
+    async def scheduler_override(self) -> dict[str, Any]:
         with map_redis_errors():
             raw = await self.redis.hgetall(f"{self.prefix}:scheduler")
         return {key: json.loads(value) for key, value in raw.items()}
 
-    async def set_scheduler_override(self, values: Dict[str, Any]) -> None:
+    async def set_scheduler_override(self, values: dict[str, Any]) -> None:
         key = f"{self.prefix}:scheduler"
         with map_redis_errors():
             async with self.redis.pipeline(transaction=True) as pipe:

@@ -29,7 +29,7 @@ return {1, 0}
 
 
 class Quotas:
-    def __init__(self, client: "aioredis.Redis", prefix: str, config: QuotaConfig) -> None:
+    def __init__(self, client: aioredis.Redis, prefix: str, config: QuotaConfig) -> None:
         self.redis = client
         self.prefix = prefix
         self.config = config

@@ -10,8 +10,9 @@ import json
 import mimetypes
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Tuple
+from typing import Any
 from urllib.parse import quote
 
 import httpx
@@ -27,7 +28,7 @@ class CommandFailed(Exception):
         self.code = code
 
 
-def add_commands(commands: "argparse._SubParsersAction") -> None:
+def add_commands(commands: argparse._SubParsersAction) -> None:
     def remote(name: str, help_text: str) -> argparse.ArgumentParser:
         parser = commands.add_parser(name, help=help_text)
         parser.add_argument("--url", default=os.environ.get("COMFYART_URL", DEFAULT_URL),
@@ -104,7 +105,7 @@ def _print(args: argparse.Namespace, data: Any, text: str) -> None:
     print(json.dumps(data, indent=2) if args.json else text)
 
 
-def param_value(raw: str) -> Tuple[str, Any]:
+def param_value(raw: str) -> tuple[str, Any]:
     """``NAME=VALUE`` → (name, value): JSON when VALUE parses as JSON, else the text; ``@FILE`` stays a path."""
     name, sep, value = raw.partition("=")
     if not sep or not name:
@@ -117,7 +118,7 @@ def param_value(raw: str) -> Tuple[str, Any]:
         return name, value
 
 
-def sse_events(lines: Iterator[str]) -> Iterator[Tuple[str, Dict[str, Any]]]:
+def sse_events(lines: Iterator[str]) -> Iterator[tuple[str, dict[str, Any]]]:
     """(event, data) of a Server-Sent Events stream; comments are skipped."""
     event, data = "message", []
     for line in lines:
@@ -131,7 +132,7 @@ def sse_events(lines: Iterator[str]) -> Iterator[Tuple[str, Dict[str, Any]]]:
             data.append(line[5:].lstrip())
 
 
-def progress_line(task: Dict[str, Any]) -> str:
+def progress_line(task: dict[str, Any]) -> str:
     done = max(0.0, min(1.0, float(task.get("progress") or 0.0)))
     filled = round(done * BAR_WIDTH)
     where = f" node {task['node']}" if task.get("node") else ""
@@ -142,7 +143,7 @@ def progress_line(task: Dict[str, Any]) -> str:
 
 # ---------------------------------------------------------------------------------------------------- commands
 def submit(client: httpx.Client, args: argparse.Namespace) -> int:
-    options: Dict[str, Any] = {}
+    options: dict[str, Any] = {}
     if args.priority is not None:
         options["priority"] = int(args.priority) if args.priority.lstrip("-").isdigit() else args.priority
     if args.prompt is not None:
@@ -174,7 +175,7 @@ def submit(client: httpx.Client, args: argparse.Namespace) -> int:
     return _queued(client, args, created)
 
 
-def _queued(client: httpx.Client, args: argparse.Namespace, created: Dict[str, Any]) -> int:
+def _queued(client: httpx.Client, args: argparse.Namespace, created: dict[str, Any]) -> int:
     """A task just queued: its id, or with --wait its end and its downloaded outputs."""
     task_id = created["id"]
     if not args.wait:
@@ -193,10 +194,10 @@ def _queued(client: httpx.Client, args: argparse.Namespace, created: Dict[str, A
     return 0 if task["status"] == "completed" else 1
 
 
-def follow(client: httpx.Client, task_id: str, *, show: bool) -> Dict[str, Any]:
+def follow(client: httpx.Client, task_id: str, *, show: bool) -> dict[str, Any]:
     """Follow a task's events to its end (a progress bar on standard error); returns its final record."""
     tty = show and sys.stderr.isatty()
-    record: Dict[str, Any] = {}
+    record: dict[str, Any] = {}
     last = ""
     with client.stream("GET", f"/api/tasks/{task_id}/events", timeout=httpx.Timeout(60, read=None)) as stream:
         if stream.status_code >= 300:
@@ -216,7 +217,7 @@ def follow(client: httpx.Client, task_id: str, *, show: bool) -> Dict[str, Any]:
     return _answer(client.get(f"/api/tasks/{task_id}"))
 
 
-def download(client: httpx.Client, task: Dict[str, Any], directory: Path) -> List[Path]:
+def download(client: httpx.Client, task: dict[str, Any], directory: Path) -> list[Path]:
     directory.mkdir(parents=True, exist_ok=True)
     paths = []
     for output in task.get("outputs") or []:
@@ -235,7 +236,7 @@ def download(client: httpx.Client, task: Dict[str, Any], directory: Path) -> Lis
 
 
 def tasks(client: httpx.Client, args: argparse.Namespace) -> int:
-    params: Dict[str, Any] = {"limit": args.limit}
+    params: dict[str, Any] = {"limit": args.limit}
     if args.status:
         params["status"] = args.status
     listing = _answer(client.get("/api/tasks", params=params))

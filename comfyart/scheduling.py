@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import enum
 from collections import Counter
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Dict, FrozenSet, List, Mapping, Optional, Sequence, Tuple
+from typing import Any
 
-PRIORITY_NAMES: Dict[str, int] = {"low": -1, "normal": 0, "high": 1}
+PRIORITY_NAMES: dict[str, int] = {"low": -1, "normal": 0, "high": 1}
 PRIORITY_RANGE = (-100, 100)
 # without ageing one level must outweigh any wait: 10^13 ms is 300 years, and 100 levels of it still fit in the
 # 53 bits a Redis score keeps exactly
@@ -67,7 +68,7 @@ _MODEL_INPUTS = frozenset({"ckpt_name", "lora_name", "vae_name", "unet_name", "c
 _MODEL_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin", ".gguf", ".sft", ".onnx")
 
 
-def graph_models(graph: Mapping[str, Any]) -> FrozenSet[str]:
+def graph_models(graph: Mapping[str, Any]) -> frozenset[str]:
     """The model files a graph loads: literal values of the loader inputs, and of any ``*_name`` input that names
     a model file (custom loaders follow that convention)."""
     models = set()
@@ -115,9 +116,9 @@ def graph_cost(graph: Mapping[str, Any]) -> float:
 class Needs:
     """What a task asks of a backend."""
 
-    tags: FrozenSet[str] = frozenset()
-    vram: Optional[int] = None  # bytes
-    models: FrozenSet[str] = frozenset()
+    tags: frozenset[str] = frozenset()
+    vram: int | None = None  # bytes
+    models: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -125,7 +126,7 @@ class QueuedTask:
     id: str
     priority: int = 0
     needs: Needs = field(default_factory=Needs)
-    avoid: FrozenSet[str] = frozenset()  # backends where it already failed: used only when no other is free
+    avoid: frozenset[str] = frozenset()  # backends where it already failed: used only when no other is free
     skips: int = 0  # times affinity ran a later task before it
     created_ms: int = 0
     cost: float = 0.0  # graph_cost of its graph
@@ -138,7 +139,7 @@ def level_at(task: QueuedTask, now_ms: int, ageing_s: float) -> int:
     return task.priority + max(0, now_ms - task.created_ms) // int(ageing_s * 1000)
 
 
-def ordered(window: Sequence[QueuedTask], order: Order, now_ms: int, ageing_s: float) -> List[QueuedTask]:
+def ordered(window: Sequence[QueuedTask], order: Order, now_ms: int, ageing_s: float) -> list[QueuedTask]:
     """The window in the order ``assign`` should consider it. ``fifo`` keeps queue order. ``longest_first`` takes
     the most expensive tasks of each level first (a heavy-tailed batch then ends with short tasks filling the
     gaps, not with one long task running alone); with ageing, a cheap task that waited ``ageing_s`` moves up a
@@ -155,16 +156,16 @@ class BackendSlot:
     inflight: int
     healthy: bool = True
     accepting: bool = True
-    tags: FrozenSet[str] = frozenset()
+    tags: frozenset[str] = frozenset()
     weight: float = 1.0
-    vram_total: Optional[int] = None
-    vram_free: Optional[int] = None
-    models: FrozenSet[str] = frozenset()  # of the last prompt it was given: loaded once that one runs
+    vram_total: int | None = None
+    vram_free: int | None = None
+    models: frozenset[str] = frozenset()  # of the last prompt it was given: loaded once that one runs
     last_used: int = 0  # dispatch sequence number of its last prompt; 0: never
     work: float = 0.0  # graph_cost of the prompts it holds
 
 
-def cannot_run_reason(needs: Needs, backend: BackendSlot) -> Optional[str]:
+def cannot_run_reason(needs: Needs, backend: BackendSlot) -> str | None:
     """Why ``backend`` can never run a task with ``needs`` (whatever its load), or None."""
     missing = needs.tags - backend.tags
     if missing:
@@ -177,7 +178,7 @@ def cannot_run_reason(needs: Needs, backend: BackendSlot) -> Optional[str]:
     return None
 
 
-def unschedulable_reason(needs: Needs, backends: Sequence[BackendSlot]) -> Optional[str]:
+def unschedulable_reason(needs: Needs, backends: Sequence[BackendSlot]) -> str | None:
     """Why no backend in the pool could ever run a task, or None when one could (busy or not)."""
     if not backends:
         return "no backends"
@@ -191,17 +192,17 @@ def unschedulable_reason(needs: Needs, backends: Sequence[BackendSlot]) -> Optio
 class _Board:
     """The backends as the assignment of one window goes on: loads and loaded models change with each pick."""
 
-    backends: Dict[str, BackendSlot]
-    order: Dict[str, int]
-    inflight: Dict[str, int]
-    models: Dict[str, FrozenSet[str]]
-    last_used: Dict[str, int]
-    work: Dict[str, float]
+    backends: dict[str, BackendSlot]
+    order: dict[str, int]
+    inflight: dict[str, int]
+    models: dict[str, frozenset[str]]
+    last_used: dict[str, int]
+    work: dict[str, float]
     slots: int
     seq: int
-    _fitting: Dict[Needs, List[str]] = field(default_factory=dict)
+    _fitting: dict[Needs, list[str]] = field(default_factory=dict)
 
-    def fitting(self, needs: Needs) -> List[str]:
+    def fitting(self, needs: Needs) -> list[str]:
         """The backends that could ever run a task with ``needs``, in board order: worked out once per distinct
         needs in a round (most tasks share theirs), not once per task and backend."""
         fit = self._fitting.get(needs)
@@ -210,7 +211,7 @@ class _Board:
                                           if cannot_run_reason(needs, slot) is None]
         return fit
 
-    def load_key(self, backend_id: str) -> Tuple:
+    def load_key(self, backend_id: str) -> tuple:
         backend = self.backends[backend_id]
         return (self.inflight[backend_id], self.work[backend_id], -(backend.vram_free or 0),
                 self.last_used[backend_id], self.order[backend_id])
@@ -224,7 +225,7 @@ class _Board:
         self.last_used[backend_id] = self.seq
 
 
-def _candidates(task: QueuedTask, board: _Board, waiting: int) -> List[str]:
+def _candidates(task: QueuedTask, board: _Board, waiting: int) -> list[str]:
     """Backends that may take ``task`` now; those it already failed on only when no other may. Prefetch slots
     count only while at least as many tasks wait as there are backends that could run this one."""
     fit = board.fitting(task.needs)
@@ -243,7 +244,7 @@ def _by_strategy(strategy: Strategy, candidates: Sequence[str], board: _Board) -
 
 
 def _pick_affinity(window: Sequence[QueuedTask], board: _Board, waiting: int, max_skips: int,
-                   ) -> Optional[Tuple[int, str]]:
+                   ) -> tuple[int, str] | None:
     runnable = [(i, t, c) for i, t in enumerate(window) if (c := _candidates(t, board, waiting))]
     if not runnable:
         return None
@@ -268,7 +269,7 @@ def _pick_affinity(window: Sequence[QueuedTask], board: _Board, waiting: int, ma
 
 
 def assign(window: Sequence[QueuedTask], backends: Sequence[BackendSlot], *, strategy: Strategy, prefetch: int,
-           waiting: int, affinity_max_skips: int = 16) -> List[Tuple[str, str]]:
+           waiting: int, affinity_max_skips: int = 16) -> list[tuple[str, str]]:
     """Pairs (task id, backend id) for as many tasks of ``window`` (in queue order) as free slots allow.
 
     ``waiting`` counts every queued task (the window is its head); a backend takes ``1 + prefetch`` prompts, the
@@ -280,7 +281,7 @@ def assign(window: Sequence[QueuedTask], backends: Sequence[BackendSlot], *, str
                    {b.id: b.last_used for b in usable}, {b.id: b.work for b in usable}, 1 + prefetch,
                    max((b.last_used for b in usable), default=0))
     pending = list(window)
-    pairs: List[Tuple[str, str]] = []
+    pairs: list[tuple[str, str]] = []
     while pending:
         left = waiting - len(pairs)
         if strategy is Strategy.AFFINITY:
@@ -308,7 +309,7 @@ def window_size(backends: Sequence[BackendSlot], prefetch: int, lookahead: int) 
     return free_slots(backends, prefetch) + lookahead
 
 
-def skipped_by(window: Sequence[QueuedTask], pairs: Sequence[Tuple[str, str]]) -> List[str]:
+def skipped_by(window: Sequence[QueuedTask], pairs: Sequence[tuple[str, str]]) -> list[str]:
     """Tasks of the window that a later task of the same level overtook: their skip counts go up."""
     chosen = {task_id for task_id, _ in pairs}
     overtaken = []

@@ -11,7 +11,7 @@ import asyncio
 import json
 import time
 from collections import Counter
-from typing import Any, Dict, List
+from typing import Any
 
 from loguru import logger
 
@@ -28,7 +28,7 @@ def is_ending(event: Event) -> bool:
     return event.get("type") == "task" and event.get("status") in ENDED and event.get("previous") != event.get("status")
 
 
-def samples_within(samples: List[Dict[str, Any]], now_ms: int, window_s: float) -> List[Dict[str, Any]]:
+def samples_within(samples: list[dict[str, Any]], now_ms: int, window_s: float) -> list[dict[str, Any]]:
     """The samples of the last ``window_s``, oldest first (they are kept newest first)."""
     since = now_ms - window_s * 1000
     return [s for s in reversed(samples) if isinstance(s, dict) and s.get("t", 0) >= since]
@@ -48,9 +48,9 @@ class StatsHistory:
         if is_ending(event):
             self._ended[event["status"]] += 1
 
-    async def sample(self) -> Dict[str, Any]:
+    async def sample(self) -> dict[str, Any]:
         """Write one sample; the counts it carries start again from zero. A Redis error leaves them for the next."""
-        sample: Dict[str, Any] = {"t": int(time.time() * 1000), **await self.store.depth()}
+        sample: dict[str, Any] = {"t": int(time.time() * 1000), **await self.store.depth()}
         sample.update({status: self._ended[status] for status in ENDED})
         with map_redis_errors():
             async with self.store.redis.pipeline(transaction=True) as pipe:
@@ -60,7 +60,7 @@ class StatsHistory:
         self._ended.subtract({status: sample[status] for status in ENDED})
         return sample
 
-    async def read(self, window_s: float) -> List[Dict[str, Any]]:
+    async def read(self, window_s: float) -> list[dict[str, Any]]:
         wanted = min(self.keep, int(window_s / self.interval_s) + 2)
         with map_redis_errors():
             raw = await self.store.redis.lrange(self.key, 0, wanted - 1)

@@ -31,11 +31,14 @@ Lua scripts too: a task is always in exactly one of queue, claims and active, or
 from __future__ import annotations
 
 import asyncio
+import builtins
+import contextlib
 import json
 import time
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Any, NamedTuple
 
 import redis.asyncio as aioredis
 import redis.exceptions
@@ -225,7 +228,7 @@ def map_redis_errors() -> Iterator[None]:
         raise StoreUnavailable(f"Redis unavailable: {exc}") from exc
 
 
-def _encode(fields: Dict[str, Any]) -> Dict[str, str]:
+def _encode(fields: dict[str, Any]) -> dict[str, str]:
     encoded = {}
     for key, value in fields.items():
         if value is None:
@@ -237,7 +240,7 @@ def _encode(fields: Dict[str, Any]) -> Dict[str, str]:
     return encoded
 
 
-def _field_args(fields: Dict[str, Any]) -> List[str]:
+def _field_args(fields: dict[str, Any]) -> list[str]:
     """``field, value, field, value, ...`` as the Lua scripts take them."""
     return [part for pair in _encode(fields).items() for part in pair]
 
@@ -258,10 +261,10 @@ class Submission:
     backend: str
     prompt_id: str
     attempts: int
-    resolved_prompt: Optional[Dict[str, Any]] = None
+    resolved_prompt: dict[str, Any] | None = None
 
 
-def _submission_refusal(task_id: str, outcome: str) -> Optional[Exception]:
+def _submission_refusal(task_id: str, outcome: str) -> Exception | None:
     if outcome == "ok":
         return None
     if outcome == "missing":
@@ -271,10 +274,10 @@ def _submission_refusal(task_id: str, outcome: str) -> Optional[Exception]:
     return InvalidTransition(f"task {task_id} is {outcome}; not submitted")
 
 
-def _decode(task_id: str, raw: Dict[str, str]) -> Task:
+def _decode(task_id: str, raw: dict[str, str]) -> Task:
     # a new record holds only what differs from the defaults (id is in its key, updated_ms starts at created_ms):
     # every field costs tens of bytes, and a queue can hold millions of records
-    record: Dict[str, Any] = {"id": task_id, "updated_ms": raw["created_ms"], **raw}
+    record: dict[str, Any] = {"id": task_id, "updated_ms": raw["created_ms"], **raw}
     for key in _JSON_FIELDS:
         if key in record:
             record[key] = json.loads(record[key])
@@ -288,8 +291,8 @@ def _decode(task_id: str, raw: Dict[str, str]) -> Task:
 
 
 class TaskStore:
-    def __init__(self, client: "aioredis.Redis", prefix: str = "comfyart", *, ageing_s: float = 0.0,
-                 events: Optional[EventHub] = None) -> None:
+    def __init__(self, client: aioredis.Redis, prefix: str = "comfyart", *, ageing_s: float = 0.0,
+                 events: EventHub | None = None) -> None:
         self.redis = client
         self.prefix = prefix
         self.events = events or EventHub()  # every change a task goes through is published here
@@ -333,13 +336,13 @@ class TaskStore:
     def _prompt_key(self, prompt_id: str) -> str:
         return f"{self.prefix}:prompt:{prompt_id}"
 
-    def _comfy_space(self, owner: Optional[str]) -> str:
+    def _comfy_space(self, owner: str | None) -> str:
         return f"{self.prefix}:comfy" if owner is None else f"{self.prefix}:owner:{owner}:comfy"
 
-    def _comfy_key(self, comfy_prompt_id: str, owner: Optional[str] = None) -> str:
+    def _comfy_key(self, comfy_prompt_id: str, owner: str | None = None) -> str:
         return f"{self._comfy_space(owner)}:prompt:{comfy_prompt_id}"
 
-    def comfy_prompts_key(self, owner: Optional[str] = None) -> str:
+    def comfy_prompts_key(self, owner: str | None = None) -> str:
         return f"{self._comfy_space(owner)}:prompts"
 
     def owner_tasks_key(self, owner: str) -> str:
@@ -361,12 +364,12 @@ class TaskStore:
         return int(self.ageing_s * 1000) if self.ageing_s > 0 else STRICT_LEVEL_MS
 
     # ------------------------------------------------------------------ records
-    async def create(self, prompt: Optional[Dict[str, Any]] = None, *, workflow: Optional[str] = None,
-                     workflow_version: Optional[int] = None, params: Optional[Dict[str, Any]] = None,
-                     priority: int = 0, requires: Sequence[str] = (), vram_mb: Optional[int] = None,
-                     webhook: Optional[str] = None, comfy: Optional[Dict[str, Any]] = None,
-                     owner: Optional[str] = None, max_queued: int = 0, webhook_public_only: bool = False,
-                     retry_of: Optional[str] = None) -> Task:
+    async def create(self, prompt: dict[str, Any] | None = None, *, workflow: str | None = None,
+                     workflow_version: int | None = None, params: dict[str, Any] | None = None,
+                     priority: int = 0, requires: Sequence[str] = (), vram_mb: int | None = None,
+                     webhook: str | None = None, comfy: dict[str, Any] | None = None,
+                     owner: str | None = None, max_queued: int = 0, webhook_public_only: bool = False,
+                     retry_of: str | None = None) -> Task:
         """Queue a task: a whole graph, or a workflow's name, version and parameter values (the graph is resolved
         at dispatch, which keeps a long queue small). Defaults are not stored: a queue can hold millions.
         ``comfy`` holds what the ComfyUI-compatible API records: ``comfy_prompt_id``, ``client_id``, ``number``,
@@ -376,7 +379,7 @@ class TaskStore:
         if owner is not None and max_queued > 0:  # without a limit, the open set is written with the record
             await self._admit_owned(owner, task_id, max_queued)
         created = now_ms()
-        fields: Dict[str, Any] = {"status": TaskStatus.PENDING, "created_ms": created}
+        fields: dict[str, Any] = {"status": TaskStatus.PENDING, "created_ms": created}
         if owner is not None:
             fields["owner"] = owner
         if retry_of is not None:
@@ -434,8 +437,8 @@ class TaskStore:
         raise QuotaExceeded(f"quota: {max_queued} tasks pending or running at once; wait for some to finish",
                             retry_after_s=5)
 
-    def _publish(self, task_id: str, status: TaskStatus, previous: Optional[TaskStatus], client_id: Optional[str],
-                 fields: Dict[str, Any], owner: Optional[str] = None) -> None:
+    def _publish(self, task_id: str, status: TaskStatus, previous: TaskStatus | None, client_id: str | None,
+                 fields: dict[str, Any], owner: str | None = None) -> None:
         if not self.events.listening:
             return
         event = {"type": "task", "id": task_id, "status": status.value,
@@ -456,7 +459,7 @@ class TaskStore:
             raise NotFound(f"no task {task_id}")
         return _decode(task_id, raw)
 
-    async def get_many(self, task_ids: Sequence[str]) -> List[Optional[Task]]:
+    async def get_many(self, task_ids: Sequence[str]) -> builtins.list[Task | None]:
         """The records of ``task_ids`` in one round trip; None for an id with no record."""
         with map_redis_errors():
             async with self.redis.pipeline(transaction=False) as pipe:
@@ -465,8 +468,8 @@ class TaskStore:
                 records = await pipe.execute()
         return [_decode(task_id, raw) if raw else None for task_id, raw in zip(task_ids, records, strict=True)]
 
-    async def list(self, *, status: Optional[TaskStatus] = None, limit: int = 50, offset: int = 0,
-                   owner: Optional[str] = None) -> List[Task]:
+    async def list(self, *, status: TaskStatus | None = None, limit: int = 50, offset: int = 0,
+                   owner: str | None = None) -> builtins.list[Task]:
         """Newest first; pending tasks in the order they run: those on a backend, those being dispatched, then
         the queue from its head. With ``owner``: that key's tasks only, newest first."""
         if owner is not None:
@@ -480,7 +483,7 @@ class TaskStore:
         return [task for task in await self.get_many(ids)
                 if task is not None and (status is None or task.status == status)]
 
-    async def _pending_ids(self, limit: int, offset: int) -> List[str]:
+    async def _pending_ids(self, limit: int, offset: int) -> builtins.list[str]:
         active = sorted(await self.redis.smembers(self.active_key))  # ULIDs: creation order
         async with self.redis.pipeline(transaction=False) as pipe:
             for task_id in active:
@@ -494,9 +497,9 @@ class TaskStore:
             ids += await self.redis.zrange(self.queue_key, start, start + limit - len(ids) - 1)
         return ids
 
-    async def _owned(self, owner: str, status: Optional[TaskStatus], wanted: Optional[int]) -> List[Task]:
+    async def _owned(self, owner: str, status: TaskStatus | None, wanted: int | None) -> builtins.list[Task]:
         """An owner's tasks in ``status``, newest first, read a page at a time until ``wanted`` are found."""
-        found: List[Task] = []
+        found: list[Task] = []
         start = 0
         page = 500
         while wanted is None or len(found) < wanted:
@@ -508,7 +511,7 @@ class TaskStore:
             start += page
         return found if wanted is None else found[:wanted]
 
-    async def count(self, status: Optional[TaskStatus] = None, owner: Optional[str] = None) -> int:
+    async def count(self, status: TaskStatus | None = None, owner: str | None = None) -> int:
         if owner is not None:
             if status is None:
                 with map_redis_errors():
@@ -521,8 +524,8 @@ class TaskStore:
         # pending: queued, claimed, or submitted and not yet started (the active set holds those and the running)
         return census.queued + census.claimed + census.active - census.running
 
-    async def update(self, task_id: str, *, to: Optional[TaskStatus] = None,
-                     allowed_from: Optional[Sequence[TaskStatus]] = None, expect: Optional[Tuple[str, str]] = None,
+    async def update(self, task_id: str, *, to: TaskStatus | None = None,
+                     allowed_from: Sequence[TaskStatus] | None = None, expect: tuple[str, str] | None = None,
                      **fields: Any) -> TaskStatus:
         """Write ``fields`` (None deletes one) and move to ``to`` if the current status allows it and, with
         ``expect=(field, value)``, if that field still holds that value (e.g. the prompt id of the attempt being
@@ -542,19 +545,19 @@ class TaskStore:
                       {**fields, "webhook_due": True} if webhook_due else fields, owner)
         return TaskStatus(previous)
 
-    async def _send_transitions(self, transitions: Sequence[List[Any]]) -> List[List[str]]:
-        args: List[Any] = [f"{self.prefix}:task:", now_ms()]
+    async def _send_transitions(self, transitions: Sequence[builtins.list[Any]]) -> builtins.list[builtins.list[str]]:
+        args: list[Any] = [f"{self.prefix}:task:", now_ms()]
         for transition in transitions:
             args += transition
         with map_redis_errors():
             return await self._transitions(keys=self._transition_keys, args=args)
 
-    async def write_progress(self, updates: Sequence[Tuple[str, str, Dict[str, Any]]]) -> None:
+    async def write_progress(self, updates: Sequence[tuple[str, str, dict[str, Any]]]) -> None:
         """Progress fields of running attempts, ``(task id, prompt id, fields)`` each, in one round trip. A task
         that ended, or moved on to another attempt, is left as it is."""
         if not updates:
             return
-        args: List[Any] = [f"{self.prefix}:task:", now_ms()]
+        args: list[Any] = [f"{self.prefix}:task:", now_ms()]
         for task_id, prompt_id, fields in updates:
             pairs = _field_args(fields)
             args += [task_id, prompt_id, len(pairs) // 2, *pairs]
@@ -565,7 +568,7 @@ class TaskStore:
                 self.events.publish({"type": "progress", "id": task_id, "prompt_id": prompt_id, **fields})
 
     # ------------------------------------------------------------------ queue
-    async def peek(self, count: int) -> Tuple[List[TaskId], int]:
+    async def peek(self, count: int) -> tuple[builtins.list[TaskId], int]:
         """The first ``count`` queued ids in queue order, and how many are queued in all."""
         with map_redis_errors():
             async with self.redis.pipeline(transaction=False) as pipe:
@@ -578,7 +581,7 @@ class TaskStore:
         """Take ``task_id`` out of the queue under a lease of ``lease_s``; False if it is no longer queued."""
         return (await self.claim_ids([task_id], lease_s))[0]
 
-    async def claim_ids(self, task_ids: Sequence[str], lease_s: float) -> List[bool]:
+    async def claim_ids(self, task_ids: Sequence[str], lease_s: float) -> builtins.list[bool]:
         """Take each of ``task_ids`` out of the queue under a lease of ``lease_s``, in one round trip: True for
         each one claimed, False for one no longer queued."""
         if not task_ids:
@@ -588,7 +591,7 @@ class TaskStore:
                                         args=[now_ms() + int(lease_s * 1000), *task_ids])
         return [bool(c) for c in claimed]
 
-    async def claim(self, timeout_s: float, lease_s: float) -> Optional[TaskId]:
+    async def claim(self, timeout_s: float, lease_s: float) -> TaskId | None:
         """Take the first queued id under a lease of ``lease_s``; None if none came within ``timeout_s``."""
         deadline = time.monotonic() + timeout_s
         while True:
@@ -601,10 +604,9 @@ class TaskStore:
             left = deadline - time.monotonic()
             if left <= 0:
                 return None
-            try:  # woken by a task queued here; polled for one queued by another process
+            # woken by a task queued here; polled for one queued by another process
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.queued.wait(), min(left, 0.1))
-            except TimeoutError:
-                pass
 
     async def release_claim(self, task_id: str) -> None:
         with map_redis_errors():
@@ -618,7 +620,7 @@ class TaskStore:
                                 args=[task_id, self.level_ms])
         self.queued.set()
 
-    async def return_expired_claims(self) -> List[TaskId]:
+    async def return_expired_claims(self) -> builtins.list[TaskId]:
         """Claims whose lease ran out (their dispatch failed half-way) go back to the queue."""
         return await self._return_claims_until(now_ms())
 
@@ -626,7 +628,7 @@ class TaskStore:
         """At start-up: every id a previous run claimed but never submitted goes back to the queue."""
         return len(await self._return_claims_until("+inf"))
 
-    async def _return_claims_until(self, lease_end: Any) -> List[TaskId]:
+    async def _return_claims_until(self, lease_end: Any) -> builtins.list[TaskId]:
         with map_redis_errors():
             ids = await self._return_claims(keys=[self.claims_key, self.queue_key],
                                             args=[lease_end, f"{self.prefix}:task:", self.level_ms])
@@ -653,7 +655,7 @@ class TaskStore:
         with map_redis_errors():
             return int(await self.redis.zcard(self.queue_key))
 
-    async def _census(self) -> "_Census":
+    async def _census(self) -> _Census:
         """Where the unfinished tasks are, counted in one transaction: every count of them derives from it."""
         with map_redis_errors():
             async with self.redis.pipeline(transaction=True) as pipe:
@@ -663,7 +665,7 @@ class TaskStore:
                 pipe.zcard(f"{self.prefix}:tasks:{TaskStatus.RUNNING}")
                 return _Census(*(int(n) for n in await pipe.execute()))
 
-    async def depth(self) -> Dict[str, int]:
+    async def depth(self) -> dict[str, int]:
         """Queue depth for the live events: waiting for a backend, submitted and not started, running."""
         census = await self._census()
         return {"queued": census.queued + census.claimed, "submitted": census.active - census.running,
@@ -687,7 +689,7 @@ class TaskStore:
 
     # ------------------------------------------------------------------ submissions
     async def record_submission(self, task_id: str, *, backend: str, prompt_id: str, attempts: int,
-                                resolved_prompt: Optional[Dict[str, Any]] = None) -> None:
+                                resolved_prompt: dict[str, Any] | None = None) -> None:
         """Before POST /prompt: remember where the prompt goes, so a crash right after it can be reconciled, and
         the graph a task queued by workflow name resolved to. Moves the task from claims to active in one step;
         raises InvalidTransition when its claim is gone (lease expired) or it is no longer pending (canceled)."""
@@ -696,15 +698,15 @@ class TaskStore:
         if outcome is not None:
             raise outcome
 
-    async def record_submissions(self, submissions: Sequence["Submission"]) -> List[Optional[Exception]]:
+    async def record_submissions(self, submissions: Sequence[Submission]) -> builtins.list[Exception | None]:
         """``record_submission`` for several tasks in one round trip: None for each one recorded, else the
         NotFound or InvalidTransition it would have raised."""
         if not submissions:
             return []
         now = now_ms()
-        args: List[Any] = [f"{self.prefix}:task:", f"{self.prefix}:prompt:", now]
+        args: list[Any] = [f"{self.prefix}:task:", f"{self.prefix}:prompt:", now]
         for submission in submissions:
-            fields: Dict[str, Any] = {"backend": submission.backend, "prompt_id": submission.prompt_id,
+            fields: dict[str, Any] = {"backend": submission.backend, "prompt_id": submission.prompt_id,
                                       "attempts": submission.attempts, "error": None, "submitted_ms": now}
             if submission.resolved_prompt is not None:
                 fields["prompt"] = submission.resolved_prompt
@@ -719,18 +721,18 @@ class TaskStore:
                                "attempts": submission.attempts, "submitted_ms": now})
         return [_submission_refusal(s.task_id, outcome) for s, outcome in zip(submissions, outcomes, strict=True)]
 
-    async def task_for_prompt(self, prompt_id: str) -> Optional[TaskId]:
+    async def task_for_prompt(self, prompt_id: str) -> TaskId | None:
         with map_redis_errors():
             task_id = await self.redis.get(self._prompt_key(prompt_id))
         return TaskId(task_id) if task_id else None
 
     # ------------------------------------------------------------------ webhooks
-    async def due_webhooks(self, now: int, limit: int) -> List[TaskId]:
+    async def due_webhooks(self, now: int, limit: int) -> builtins.list[TaskId]:
         with map_redis_errors():
             return [TaskId(i) for i in await self.redis.zrangebyscore(self.webhooks_key, "-inf", now, 0, limit)]
 
-    async def webhook_attempted(self, task_id: str, deliveries: List[Dict[str, Any]],
-                                next_at: Optional[int]) -> None:
+    async def webhook_attempted(self, task_id: str, deliveries: builtins.list[dict[str, Any]],
+                                next_at: int | None) -> None:
         """Record a delivery attempt; ``next_at`` (ms) schedules another, None ends the deliveries."""
         with map_redis_errors():
             async with self.redis.pipeline(transaction=True) as pipe:
@@ -746,7 +748,7 @@ class TaskStore:
         with map_redis_errors():
             return int(await self.redis.incr(f"{self.prefix}:comfy:number")) - 1
 
-    async def comfy_task(self, comfy_prompt_id: str, owner: Optional[str] = None) -> Optional[Task]:
+    async def comfy_task(self, comfy_prompt_id: str, owner: str | None = None) -> Task | None:
         with map_redis_errors():
             task_id = await self.redis.get(self._comfy_key(comfy_prompt_id, owner))
         if not task_id:
@@ -755,7 +757,7 @@ class TaskStore:
         return task if task is not None and task.comfy_prompt_id == comfy_prompt_id else None
 
     async def comfy_tasks(self, *, newest_first: bool = True, offset: int = 0,
-                          limit: Optional[int] = None, owner: Optional[str] = None) -> List[Task]:
+                          limit: int | None = None, owner: str | None = None) -> builtins.list[Task]:
         """Tasks queued through the ComfyUI-compatible API (by ``owner``): a page of them, by creation."""
         end = -1 if limit is None else offset + limit - 1
         with map_redis_errors():
@@ -768,14 +770,14 @@ class TaskStore:
         found = await self.get_many([t for t in task_ids if t])
         return [t for t in found if t is not None]
 
-    async def open_comfy_tasks(self, owner: Optional[str] = None) -> List[Task]:
+    async def open_comfy_tasks(self, owner: str | None = None) -> builtins.list[Task]:
         """Those of ``owner`` not final yet, in queue-number order."""
         with map_redis_errors():
             ids = await self.redis.zrange(self.comfy_open_key, 0, -1)
         return [t for t in await self.get_many(ids)
                 if t is not None and t.status not in FINAL_STATUSES and t.owner == owner]
 
-    async def forget_comfy(self, comfy_prompt_ids: Optional[Sequence[str]] = None, owner: Optional[str] = None) -> None:
+    async def forget_comfy(self, comfy_prompt_ids: Sequence[str] | None = None, owner: str | None = None) -> None:
         """Take prompt ids out of ``owner``'s ComfyUI-compatible history (all of them with None); the task
         records stay."""
         with map_redis_errors():
@@ -788,12 +790,12 @@ class TaskStore:
                 pipe.delete(*[self._comfy_key(p, owner) for p in comfy_prompt_ids])
                 await pipe.execute()
 
-    async def open_owned(self, owner: str) -> List[str]:
+    async def open_owned(self, owner: str) -> builtins.list[str]:
         """Ids of ``owner``'s tasks not final yet."""
         with map_redis_errors():
             return sorted(await self.redis.smembers(self.owner_open_key(owner)))
 
-    async def active_tasks(self) -> List[Task]:
+    async def active_tasks(self) -> builtins.list[Task]:
         with map_redis_errors():
             ids = await self.redis.smembers(self.active_key)
         tasks = []

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any, AsyncIterator, Dict, Optional, Set
+from collections.abc import AsyncIterator
+from typing import Any
 
 from fastapi import FastAPI, WebSocket, WebSocketDisconnect
 from fastapi.sse import EventSourceResponse, format_sse_event
@@ -32,7 +33,7 @@ def snapshot(task: Task) -> Event:
     return {"type": "task", "snapshot": True, **task.model_dump(mode="json", exclude={"prompt", "history", "params"})}
 
 
-def _ids(raw: Optional[str]) -> Optional[Set[str]]:
+def _ids(raw: str | None) -> set[str] | None:
     if not raw:
         return None
     return {part for part in raw.split(",") if part}
@@ -77,8 +78,8 @@ def add_event_routes(app: FastAPI, store: TaskStore, hub: EventHub) -> None:
         for everything. (``?token=KEY`` for clients that cannot send headers.)"""
         await websocket.accept()
         requested = _ids(websocket.query_params.get("tasks"))
-        follow: Dict[str, Optional[Set[str]]] = {"ids": requested if principal.admin or requested is None else set()}
-        owned: Set[str] = set()  # a client following everything: its unfinished tasks, and those it queues
+        follow: dict[str, set[str] | None] = {"ids": requested if principal.admin or requested is None else set()}
+        owned: set[str] = set()  # a client following everything: its unfinished tasks, and those it queues
 
         def wanted(event: Event) -> bool:
             ids = follow["ids"]
@@ -92,7 +93,7 @@ def add_event_routes(app: FastAPI, store: TaskStore, hub: EventHub) -> None:
                 owned.add(event["id"])  # progress events name no owner: they follow from the id
             return event.get("id") in owned
 
-        async def start_following(ids: Optional[Set[str]]) -> None:
+        async def start_following(ids: set[str] | None) -> None:
             """Follow ``ids`` (None: everything), then send their records: events from then on are not missed."""
             if ids is not None and not principal.admin:
                 # another key's task is as unknown to this one as a missing one: not followed, nothing sent

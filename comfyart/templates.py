@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import random
 from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any
 
 from .errors import InvalidInput, NotFound
 from .inputs import InputStore, StoredInput
@@ -33,22 +34,22 @@ class Upload:
 
 @dataclass(frozen=True)
 class PreparedPrompt:
-    graph: Dict[str, Any]
-    uploads: List[Upload]
-    extra_data: Optional[Dict[str, Any]] = None  # passed on with the prompt (a ComfyUI client's, e.g. its workflow)
-    targets: Optional[List[str]] = None  # the output nodes to run (partial_execution_targets); None: all
+    graph: dict[str, Any]
+    uploads: list[Upload]
+    extra_data: dict[str, Any] | None = None  # passed on with the prompt (a ComfyUI client's, e.g. its workflow)
+    targets: list[str] | None = None  # the output nodes to run (partial_execution_targets); None: all
 
 
 class Templates:
     def __init__(self, *, workflows: WorkflowStore, tasks: TaskStore, inputs: InputStore, outputs: OutputStore,
-                 rng: Optional[random.Random] = None) -> None:
+                 rng: random.Random | None = None) -> None:
         self.workflows = workflows
         self.tasks = tasks
         self.inputs = inputs
         self.outputs = outputs
         self.rng = rng or random.SystemRandom()
         # versions never change once written, so a cached definition cannot go stale
-        self._definitions: "OrderedDict[Tuple[str, int], WorkflowDefinition]" = OrderedDict()
+        self._definitions: OrderedDict[tuple[str, int], WorkflowDefinition] = OrderedDict()
 
     async def definition(self, name: str, version: int, *, known_stored: bool = False) -> WorkflowDefinition:
         """One version, parsed once. A cached one is checked to be still stored (a deleted workflow's versions
@@ -69,9 +70,9 @@ class Templates:
 
     # ------------------------------------------------------------------ submission
     async def submit(self, name: str, params: Mapping[str, Any],
-                     uploads: Optional[Mapping[str, StoredInput]] = None, *, priority: int = 0,
-                     requires: Sequence[str] = (), vram_mb: Optional[int] = None,
-                     webhook: Optional[str] = None, owner: Optional[str] = None, max_queued: int = 0,
+                     uploads: Mapping[str, StoredInput] | None = None, *, priority: int = 0,
+                     requires: Sequence[str] = (), vram_mb: int | None = None,
+                     webhook: str | None = None, owner: str | None = None, max_queued: int = 0,
                      webhook_public_only: bool = False, may_read: Callable[[Task], bool] = lambda task: True) -> Task:
         """Queue a run of workflow ``name``'s current version. ``uploads`` are files that came with the request,
         by parameter; an image parameter may name an output of a task ``may_read`` lets the caller see. Raises
@@ -100,7 +101,7 @@ class Templates:
                                        max_queued=max_queued, webhook_public_only=webhook_public_only)
 
     async def _source(self, image: ImageInput,
-                      may_read: Callable[[Task], bool] = lambda task: True) -> Tuple[Path, str, str]:
+                      may_read: Callable[[Task], bool] = lambda task: True) -> tuple[Path, str, str]:
         """(path, sha256, content type) of an image parameter's file, or ValueError saying why it has none."""
         ref = image.ref
         if ref.input is not None:
@@ -125,12 +126,12 @@ class Templates:
         return path, record.sha256, record.content_type
 
     # ------------------------------------------------------------------ dispatch
-    async def prepare_many(self, tasks: Sequence[Task]) -> List[Union[PreparedPrompt, InvalidInput]]:
+    async def prepare_many(self, tasks: Sequence[Task]) -> list[PreparedPrompt | InvalidInput]:
         """``prepare`` for each task, its workflow versions checked in one round trip: a dispatch round
         prepares hundreds of tasks at once, and each Redis round trip waits for a lap of a busy event loop."""
         stored = await self.workflows.stored_versions((t.workflow, t.workflow_version) for t in tasks
                                                       if t.workflow is not None and t.workflow_version is not None)
-        prepared: List[Union[PreparedPrompt, InvalidInput]] = []
+        prepared: list[PreparedPrompt | InvalidInput] = []
         for task in tasks:
             try:
                 prepared.append(await self.prepare(task, known_stored=(task.workflow, task.workflow_version) in stored))
@@ -152,7 +153,7 @@ class Templates:
             raise InvalidInput(f"workflow {task.workflow} version {task.workflow_version} is no longer stored "
                                f"(the workflow was deleted)") from None
         values = task.params or {}
-        uploads: List[Upload] = []
+        uploads: list[Upload] = []
         for image in image_inputs(definition.params, values):
             try:
                 path, sha256, content_type = await self._source(image)
@@ -163,10 +164,10 @@ class Templates:
         return PreparedPrompt(graph, uploads)
 
 
-    def _named_inputs(self, graph: Mapping[str, Any]) -> List[Upload]:
+    def _named_inputs(self, graph: Mapping[str, Any]) -> list[Upload]:
         """Stored inputs a raw graph names by their id (as the ComfyUI-compatible upload answers them): each goes
         to the backend under that same name, so the graph needs no change."""
-        uploads: Dict[str, Upload] = {}
+        uploads: dict[str, Upload] = {}
         for node_id, node in graph.items():
             for name, value in (node.get("inputs") or {}).items() if isinstance(node, dict) else ():
                 if isinstance(value, str) and 68 <= len(value) <= 69 and value not in uploads:
@@ -175,7 +176,7 @@ class Templates:
                         uploads[value] = Upload(f"{node_id}.{name}", path, value, self.inputs.content_type(value))
         return list(uploads.values())
 
-    async def needs(self, task: Task) -> Tuple[Needs, float]:
+    async def needs(self, task: Task) -> tuple[Needs, float]:
         """What ``task`` asks of a backend (its own tags and VRAM with its workflow's, and the models its graph
         loads) and its graph's estimated cost. A task that can no longer run needs nothing and costs nothing:
         dispatching it fails it with the reason."""

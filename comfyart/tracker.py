@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Protocol, Set, Tuple
+from typing import Any, Protocol
 
 import aiohttp
 from loguru import logger
@@ -55,8 +57,8 @@ class PromptState:
     since: float = field(default_factory=time.monotonic)  # submission, for task_timeout
     last_seen: float = field(default_factory=time.monotonic)  # last event or lookup, for the watchdog
     cached: int = 0
-    finished: Set[str] = field(default_factory=set)
-    node: Optional[str] = None
+    finished: set[str] = field(default_factory=set)
+    node: str | None = None
     settling: bool = False
     download_failures: int = 0
     # what the socket showed: when it saw the whole run (start, nothing cached, success, on one connection), the
@@ -64,45 +66,45 @@ class PromptState:
     epoch: int = -1  # the backend's socket connection that carried execution_start
     cache_known: bool = False
     succeeded: bool = False
-    outputs: Dict[str, Any] = field(default_factory=dict)
-    unsaved: Dict[str, Any] = field(default_factory=dict)  # progress fields the next flush writes
+    outputs: dict[str, Any] = field(default_factory=dict)
+    unsaved: dict[str, Any] = field(default_factory=dict)  # progress fields the next flush writes
     started: bool = False  # recorded as running (its execution_start, or /queue showed it running)
-    interrupt_by: Optional[float] = None  # interrupted at a client's request: canceled once the backend says so,
+    interrupt_by: float | None = None  # interrupted at a client's request: canceled once the backend says so,
     # or at this monotonic time at the latest
-    relay: Optional[Relay] = None  # queued through the ComfyUI-compatible API: its frames go to its client
-    messages: List[List[Any]] = field(default_factory=list)  # its execution_* messages, for that client
+    relay: Relay | None = None  # queued through the ComfyUI-compatible API: its frames go to its client
+    messages: list[list[Any]] = field(default_factory=list)  # its execution_* messages, for that client
 
 
 class FrameSink(Protocol):
     """Where the frames of prompts queued through the ComfyUI-compatible API go (``front.FrontDoor``)."""
 
-    def forward(self, relay: Relay, kind: str, data: Dict[str, Any]) -> None: ...
+    def forward(self, relay: Relay, kind: str, data: dict[str, Any]) -> None: ...
 
     def forward_binary(self, relay: Relay, payload: bytes) -> None: ...
 
 
 class Tracker:
     def __init__(self, *, store: TaskStore, pool: Pool, outputs: OutputStore, config: TrackingConfig,
-                 session: aiohttp.ClientSession, client_id: str, objects: Optional[S3Outputs] = None) -> None:
+                 session: aiohttp.ClientSession, client_id: str, objects: S3Outputs | None = None) -> None:
         self.store = store
-        self.counters: Dict[str, int] = collections.Counter()  # attempt ends and retries, for /metrics
+        self.counters: dict[str, int] = collections.Counter()  # attempt ends and retries, for /metrics
         self.pool = pool
         self.outputs = outputs
         self.objects = objects  # outputs go to object storage rather than stay in ``outputs``
         self.config = config
         self.session = session
         self.client_id = client_id  # kept across restarts: events of earlier prompts still reach us
-        self.prompts: Dict[str, PromptState] = {}
-        self._watchers: Dict[str, Tuple[Backend, asyncio.Task]] = {}
-        self._epochs: Dict[str, int] = {}  # backend id -> how many times its socket connected
-        self._running: Dict[str, str] = {}  # backend id -> the prompt it runs: its preview frames carry no id
-        self.frames: Optional[FrameSink] = None
+        self.prompts: dict[str, PromptState] = {}
+        self._watchers: dict[str, tuple[Backend, asyncio.Task]] = {}
+        self._epochs: dict[str, int] = {}  # backend id -> how many times its socket connected
+        self._running: dict[str, str] = {}  # backend id -> the prompt it runs: its preview frames carry no id
+        self.frames: FrameSink | None = None
         self.files = FileThread("comfyart outputs")  # every download's file work, off the event loop
         pool.on_lost = self.backend_lost
 
     # ------------------------------------------------------------------ bookkeeping
     def expect(self, backend: Backend, prompt_id: str, task_id: str, prompt: Mapping[str, Any],
-               cost: float = 0.0, relay: Optional[Relay] = None) -> PromptState:
+               cost: float = 0.0, relay: Relay | None = None) -> PromptState:
         """Take a slot on ``backend`` for a prompt about to be submitted (``cost``: its graph's estimate)."""
         state = PromptState(task_id, total_nodes=len(prompt), backend=backend, relay=relay)
         self.prompts[prompt_id] = state
@@ -206,7 +208,7 @@ class Tracker:
         if not watch.cancelled() and watch.exception() is not None:
             raise watch.exception()  # e.g. Redis away during a reconcile: _follow pauses and reconnects
 
-    async def _watch_silence(self, backend: Backend, ws: aiohttp.ClientWebSocketResponse, heard: List[float]) -> None:
+    async def _watch_silence(self, backend: Backend, ws: aiohttp.ClientWebSocketResponse, heard: list[float]) -> None:
         """A busy backend quiet for ``silence_s``: do not trust the socket alone. When /history or /queue show what
         the socket did not say, ComfyUI may have handed our client id to another socket, leaving this one open but
         deaf: closing it makes ``_follow`` reconnect, which takes it back. A node that is simply long (nothing
@@ -225,7 +227,7 @@ class Tracker:
             raise
         await ws.close()
 
-    async def _frames(self, backend: Backend, ws: aiohttp.ClientWebSocketResponse, heard: List[float]) -> None:
+    async def _frames(self, backend: Backend, ws: aiohttp.ClientWebSocketResponse, heard: list[float]) -> None:
         while True:
             message = await ws.receive()
             heard[0] = time.monotonic()
@@ -259,7 +261,7 @@ class Tracker:
                 return True
         return False
 
-    def _relay(self, backend: Backend, kind: str, data: Dict[str, Any]) -> None:
+    def _relay(self, backend: Backend, kind: str, data: dict[str, Any]) -> None:
         """Pass a frame on to the ComfyUI client whose prompt it is about."""
         prompt_id = data.get("prompt_id")
         if kind == "execution_start":
@@ -278,7 +280,7 @@ class Tracker:
         """Per prompt: past ``task_timeout_s`` it is ended and retried; silent for ``silence_s`` it is looked up
         in /history (a socket can miss events, or belong to a backend that restarted and forgot the prompt)."""
         async with asyncio.TaskGroup() as checks:
-            busy: Set[str] = set()
+            busy: set[str] = set()
             while True:
                 await asyncio.sleep(WATCHDOG_TICK_S)
                 now = time.monotonic()
@@ -299,10 +301,8 @@ class Tracker:
                     task.add_done_callback(lambda _, pid=prompt_id: busy.discard(pid))
 
     async def _cancel_quietly(self, task_id: str) -> None:
-        try:
+        with contextlib.suppress(InvalidTransition, NotFound, TransientError):
             await self.cancel(task_id)
-        except (InvalidTransition, NotFound, TransientError):
-            pass
 
     async def _time_out(self, prompt_id: str, state: PromptState) -> None:
         backend = state.backend
@@ -415,8 +415,8 @@ class Tracker:
         await self.store.update(state.task_id, to=TaskStatus.RUNNING, allowed_from=[TaskStatus.PENDING],
                                 started_ms=now_ms(), progress=0.0)
 
-    def _note_progress(self, prompt_id: str, state: PromptState, *, step: Optional[float] = None,
-                       step_max: Optional[float] = None, **fields: Any) -> None:
+    def _note_progress(self, prompt_id: str, state: PromptState, *, step: float | None = None,
+                       step_max: float | None = None, **fields: Any) -> None:
         """Progress is merged in memory and written by ``_progress_writer``: a sampler can send hundreds of
         steps a second, and a short prompt ends before its progress is worth a write."""
         progress = prompt_progress(total_nodes=state.total_nodes, cached_nodes=state.cached,
@@ -457,8 +457,8 @@ class Tracker:
             missed |= await self.settle(backend, prompt_id, queue=queue)
         return missed
 
-    async def settle(self, backend: Backend, prompt_id: str, *, queue: Optional[Dict[str, Any]] = None,
-                     outputs: Optional[Dict[str, Any]] = None) -> bool:
+    async def settle(self, backend: Backend, prompt_id: str, *, queue: dict[str, Any] | None = None,
+                     outputs: dict[str, Any] | None = None) -> bool:
         """End a prompt as /history (and /queue) tell; with ``outputs``, the socket saw the whole successful run
         and those are its outputs. True when the lookups changed what was known of it (ended, started, gone)."""
         state = self.prompts.get(prompt_id)
@@ -485,10 +485,8 @@ class Tracker:
                 await self._finish_failed(backend, prompt_id, state, outcome.error or "failed")
             elif queue is not None and protocol.prompt_running(queue, prompt_id) and not state.started:
                 # its execution_start was lost (sent while the socket reconnected): /queue shows it running
-                try:
+                with contextlib.suppress(InvalidTransition, NotFound):
                     await self._mark_running(state)
-                except (InvalidTransition, NotFound):
-                    pass
             elif queue is not None and not protocol.prompt_in_queue(queue, prompt_id):
                 await self.release(backend, prompt_id, done=False)
                 await self.requeue_task(state.task_id, AttemptEnd.VANISHED,
@@ -501,7 +499,7 @@ class Tracker:
             state.settling = False
 
     async def _finish_completed(self, backend: Backend, prompt_id: str, state: PromptState,
-                                outputs: Dict[str, Any]) -> None:
+                                outputs: dict[str, Any]) -> None:
         try:
             files = await self._download(backend, state.task_id, outputs)
         except (BackendUnavailable, ObjectStoreUnavailable) as exc:
@@ -522,7 +520,7 @@ class Tracker:
             pass
         await self.release(backend, prompt_id, done=True)
 
-    async def _download(self, backend: Backend, task_id: str, outputs: Dict[str, Any]) -> List[OutputFile]:
+    async def _download(self, backend: Backend, task_id: str, outputs: dict[str, Any]) -> list[OutputFile]:
         files = []
         for ref in protocol.output_refs(outputs):
             path, size, sha256, content_type = await backend.client.download(
@@ -543,7 +541,7 @@ class Tracker:
     async def _finish_failed(self, backend: Backend, prompt_id: str, state: PromptState, error: str, *,
                              to: TaskStatus = TaskStatus.FAILED) -> None:
         try:
-            comfy: Dict[str, Any] = {}
+            comfy: dict[str, Any] = {}
             if state.relay is not None:  # ComfyUI keeps what a failed prompt showed before it failed
                 comfy.update(comfy_messages=state.messages, comfy_outputs=state.outputs)
             await self.store.update(state.task_id, to=to, finished_ms=now_ms(), error=error, **comfy)
@@ -552,7 +550,7 @@ class Tracker:
             pass
         await self.release(backend, prompt_id, done=True)
 
-    async def requeue_task(self, task_id: str, end: AttemptEnd, reason: str, *, prompt_id: Optional[str]) -> None:
+    async def requeue_task(self, task_id: str, end: AttemptEnd, reason: str, *, prompt_id: str | None) -> None:
         """End the attempt that submitted ``prompt_id``: back to the head of the queue when ``should_retry`` says
         so, else failed. Either way the attempt joins the task's history. An attempt already ended (another path
         got there first) is left alone."""

@@ -21,7 +21,8 @@ import hmac
 import ipaddress
 import json
 import socket
-from typing import Any, Callable, Dict, List, Optional
+from collections.abc import Callable
+from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -49,7 +50,7 @@ def address_is_public(address: str) -> bool:
     return ip.is_global
 
 
-def literal_target_problem(url: str) -> Optional[str]:
+def literal_target_problem(url: str) -> str | None:
     """For a public-only webhook: PRIVATE_TARGET when its host is an IP address that is not public (a name is
     judged by what it resolves to, when delivered)."""
     host = (urlsplit(url).hostname or "").strip("[]")
@@ -71,7 +72,7 @@ class PublicOnlyResolver(aiohttp.abc.AbstractResolver):
         self.inner = aiohttp.DefaultResolver()
 
     async def resolve(self, host: str, port: int = 0,
-                      family: socket.AddressFamily = socket.AF_INET) -> List[aiohttp.abc.ResolveResult]:
+                      family: socket.AddressFamily = socket.AF_INET) -> list[aiohttp.abc.ResolveResult]:
         answers = await self.inner.resolve(host, port, family)
         if not answers or not all(address_is_public(a["host"]) for a in answers):
             raise PrivateTarget(PRIVATE_TARGET)
@@ -103,14 +104,14 @@ def payload(task: Task, output_url: OutputURL) -> bytes:
 
 class WebhookSender:
     def __init__(self, *, store: TaskStore, session: aiohttp.ClientSession, config: WebhooksConfig,
-                 output_url: OutputURL, events: Optional[EventHub] = None) -> None:
+                 output_url: OutputURL, events: EventHub | None = None) -> None:
         self.store = store
         self.session = session
         self.config = config
         self.output_url = output_url
         self.events = events or store.events
-        self.public_session: Optional[aiohttp.ClientSession] = None
-        self.counters: Dict[str, int] = {"delivered": 0, "failed": 0, "given_up": 0}  # attempts, for /metrics
+        self.public_session: aiohttp.ClientSession | None = None
+        self.counters: dict[str, int] = {"delivered": 0, "failed": 0, "given_up": 0}  # attempts, for /metrics
 
     async def run(self) -> None:
         # webhooks of client keys go through a session of their own, whose resolver refuses private addresses
@@ -121,7 +122,7 @@ class WebhookSender:
             await self.public_session.close()
 
     async def _run(self) -> None:
-        def ended_with_webhook(event: Dict[str, Any]) -> bool:
+        def ended_with_webhook(event: dict[str, Any]) -> bool:
             return event.get("type") == "task" and event.get("webhook_due") is True
 
         async with asyncio.TaskGroup() as deliveries:
@@ -162,8 +163,8 @@ class WebhookSender:
         if self.config.secret is not None:
             headers["X-Comfyart-Signature"] = signature(self.config.secret.get_secret_value(), body)
         attempt = len(task.webhook_deliveries) + 1
-        status: Optional[int] = None
-        error: Optional[str] = None
+        status: int | None = None
+        error: str | None = None
         public_only = task.webhook_public_only and not self.config.allow_private_targets
         refusal = literal_target_problem(task.webhook) if public_only else None
         try:
@@ -182,7 +183,7 @@ class WebhookSender:
             attempt=attempt, status=status, max_attempts=self.config.max_attempts, backoff_s=self.config.backoff_s,
             backoff_max_s=self.config.backoff_max_s)
         delivered = status is not None and 200 <= status < 300
-        record: Dict[str, Any] = {"attempt": attempt, "at_ms": now_ms(), "status": status, "delivered": delivered}
+        record: dict[str, Any] = {"attempt": attempt, "at_ms": now_ms(), "status": status, "delivered": delivered}
         if error is not None:
             record["error"] = error
         next_at = None if wait_s is None else now_ms() + int(wait_s * 1000)

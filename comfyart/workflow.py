@@ -14,8 +14,9 @@ import json
 import math
 import random
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Dict, List, Mapping, Optional, Union
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_validator
 
@@ -63,11 +64,11 @@ def _parse_target(value: Any) -> Any:
 class Parameter(BaseModel):
     model_config = ConfigDict(extra="forbid")
     type: ParamType
-    target: List[Target] = Field(min_length=1, description="one input, or several that take the same value")
+    target: list[Target] = Field(min_length=1, description="one input, or several that take the same value")
     default: Any = None
-    min: Optional[float] = None
-    max: Optional[float] = None
-    choices: Optional[List[Union[bool, int, float, str]]] = None
+    min: float | None = None
+    max: float | None = None
+    choices: list[bool | int | float | str] | None = None
     required: bool = False
     description: str = ""
 
@@ -78,7 +79,7 @@ class Parameter(BaseModel):
         return [_parse_target(v) for v in values]
 
     @field_serializer("min", "max")
-    def _whole_bounds(self, bound: Optional[float]) -> Union[int, float, None]:
+    def _whole_bounds(self, bound: float | None) -> int | float | None:
         return int(bound) if bound is not None and self.type is ParamType.INT and bound.is_integer() else bound
 
 
@@ -87,22 +88,22 @@ class ImageRef(BaseModel):
     (``task`` + ``filename``). Never a URL: comfyart delivers the file to whichever backend runs the task."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    input: Optional[str] = None
-    task: Optional[str] = None
-    filename: Optional[str] = None
+    input: str | None = None
+    task: str | None = None
+    filename: str | None = None
 
 
 class WorkflowDefinition(BaseModel):
     """What a user writes: the API-format graph, the parameter map, and optionally the UI-format graph."""
 
     model_config = ConfigDict(extra="forbid")
-    graph: Dict[str, Any]
-    params: Dict[str, Parameter] = Field(default_factory=dict)
-    ui: Optional[Dict[str, Any]] = Field(None, description="the UI-format graph exported from ComfyUI, kept as is")
+    graph: dict[str, Any]
+    params: dict[str, Parameter] = Field(default_factory=dict)
+    ui: dict[str, Any] | None = Field(None, description="the UI-format graph exported from ComfyUI, kept as is")
     description: str = ""
-    requires: List[Tag] = Field(
+    requires: list[Tag] = Field(
         default_factory=list, description="tags a backend must have to run it (e.g. video, gpu:a100)")
-    vram_mb: Optional[int] = Field(None, ge=1, description="VRAM it needs; backends with less are skipped")
+    vram_mb: int | None = Field(None, ge=1, description="VRAM it needs; backends with less are skipped")
 
     def content_sha(self) -> str:
         """Identical definitions hash alike whatever their key order or shorthand targets."""
@@ -125,7 +126,7 @@ class Workflow(WorkflowDefinition):
 class ParameterError(ValueError):
     """Values a request gave that the map refuses; ``problems`` maps each parameter to why."""
 
-    def __init__(self, problems: Dict[str, str]) -> None:
+    def __init__(self, problems: dict[str, str]) -> None:
         self.problems = problems
         super().__init__("; ".join(f"params.{name}: {why}" for name, why in problems.items()))
 
@@ -201,15 +202,15 @@ def random_seed(param: Parameter, rng: random.Random) -> int:
     return rng.randint(low, max(low, high))
 
 
-def bind(params: Mapping[str, Parameter], request: Mapping[str, Any], rng: random.Random) -> Dict[str, Any]:
+def bind(params: Mapping[str, Parameter], request: Mapping[str, Any], rng: random.Random) -> dict[str, Any]:
     """The values a task runs with: the request's, else the map's default, else (by leaving it out) the graph's
     own. A ``seed`` parameter that is -1, or omitted with no default of its own, gets a random seed, which the
     returned values record. Raises ParameterError naming every parameter at fault."""
-    problems: Dict[str, str] = {}
+    problems: dict[str, str] = {}
     for unknown in sorted(set(request) - set(params)):
         known = ", ".join(params) or "none"
         problems[unknown] = f"unknown parameter (this workflow takes: {known})"
-    values: Dict[str, Any] = {}
+    values: dict[str, Any] = {}
     for name, param in params.items():
         if name in request:
             try:
@@ -237,13 +238,13 @@ class ImageInput:
     ref: ImageRef
 
 
-def image_inputs(params: Mapping[str, Parameter], values: Mapping[str, Any]) -> List[ImageInput]:
+def image_inputs(params: Mapping[str, Parameter], values: Mapping[str, Any]) -> list[ImageInput]:
     return [ImageInput(name, ImageRef.model_validate(values[name])) for name, param in params.items()
             if param.type is ParamType.IMAGE and name in values]
 
 
 def apply(graph: Mapping[str, Any], params: Mapping[str, Parameter], values: Mapping[str, Any],
-          image_names: Mapping[str, str]) -> Dict[str, Any]:
+          image_names: Mapping[str, str]) -> dict[str, Any]:
     """A copy of ``graph`` with each bound value written into its targets. Image parameters take the file name
     the backend knows their file by (``image_names``)."""
     resolved = copy.deepcopy(dict(graph))
@@ -272,7 +273,7 @@ def _fits(kind: ParamType, graph_value: Any) -> bool:
     return isinstance(graph_value, (str, int, float, bool))  # a choice
 
 
-def definition_problems(definition: WorkflowDefinition) -> List[str]:
+def definition_problems(definition: WorkflowDefinition) -> list[str]:
     """Everything wrong with a definition, each naming where; empty when it can be stored."""
     problem = graph_problem(definition.graph)
     if problem is not None:
@@ -327,7 +328,7 @@ def _parameter_name(raw: str) -> str:
     return name if name and not name[0].isdigit() else f"p_{name}"
 
 
-def infer_parameters(graph: Mapping[str, Any]) -> Dict[str, Parameter]:
+def infer_parameters(graph: Mapping[str, Any]) -> dict[str, Parameter]:
     """Candidate parameters: every literal input of the graph (links are wiring, not values), named after the
     input, or ``input_node`` when several nodes share it. A lone seed input becomes ``seed`` (random when
     omitted). Prune the list and add bounds before storing it."""
@@ -350,10 +351,10 @@ def infer_parameters(graph: Mapping[str, Any]) -> Dict[str, Parameter]:
                 kind = ParamType.STRING
             found.append((node_id, input_name, kind, f"{title} (node {node_id}): {input_name}"))
     seeds = [f for f in found if f[1] in SEED_INPUTS and f[2] is ParamType.INT]
-    counts: Dict[str, int] = {}
+    counts: dict[str, int] = {}
     for _, input_name, _, _ in found:
         counts[input_name] = counts.get(input_name, 0) + 1
-    candidates: Dict[str, Parameter] = {}
+    candidates: dict[str, Parameter] = {}
     for node_id, input_name, kind, description in found:
         if len(seeds) == 1 and (node_id, input_name) == seeds[0][:2]:
             name = SEED_PARAMETER
@@ -378,7 +379,7 @@ class FileLoad(enum.StrEnum):
     KEEP_STORED = "keep_stored"  # the stored version (an edit through the API) is newer than the file
 
 
-def file_load_action(*, stored_sha: Optional[str], stored_updated_ms: Optional[int], file_sha: str,
+def file_load_action(*, stored_sha: str | None, stored_updated_ms: int | None, file_sha: str,
                      file_mtime_ms: int) -> FileLoad:
     """The newer of the file and the stored version wins; identical content never makes a new version."""
     if stored_sha is None or stored_updated_ms is None:
@@ -390,7 +391,7 @@ def file_load_action(*, stored_sha: Optional[str], stored_updated_ms: Optional[i
     return FileLoad.REPLACE
 
 
-def workflow_name_problem(name: str) -> Optional[str]:
+def workflow_name_problem(name: str) -> str | None:
     if WORKFLOW_NAME.match(name):
         return None
     return "a workflow name is 1-128 letters, digits, '.', '_' or '-', starting with a letter or digit"

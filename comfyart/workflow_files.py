@@ -13,7 +13,7 @@ import asyncio
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Tuple
+from typing import Any
 
 import yaml
 from loguru import logger
@@ -46,8 +46,8 @@ class _Parts:
 
 @dataclass
 class LoadReport:
-    counts: Dict[FileLoad, int] = field(default_factory=dict)
-    errors: List[str] = field(default_factory=list)
+    counts: dict[FileLoad, int] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
 
 
 def _read_json(path: Path) -> Any:
@@ -59,8 +59,8 @@ def _read_json(path: Path) -> Any:
         raise ValueError(f"not valid JSON: {exc.msg} at line {exc.lineno}") from exc
 
 
-def _group(directory: Path) -> Dict[str, _Parts]:
-    groups: Dict[str, _Parts] = {}
+def _group(directory: Path) -> dict[str, _Parts]:
+    groups: dict[str, _Parts] = {}
     for path in sorted(directory.iterdir()):
         if path.name.startswith(".") or not path.is_file():
             continue
@@ -74,7 +74,7 @@ def _group(directory: Path) -> Dict[str, _Parts]:
     return groups
 
 
-def _definition(name: str, parts: _Parts) -> Tuple[WorkflowDefinition, Path]:
+def _definition(name: str, parts: _Parts) -> tuple[WorkflowDefinition, Path]:
     """Raises ValueError("FILE: why") for the first file at fault."""
     ui = None
     if parts.graph is not None:
@@ -118,7 +118,7 @@ def _read_named(path: Path) -> Any:
         raise ValueError(f"{path.name}: {exc}") from exc
 
 
-def read_workflow_dir(directory: Path) -> Tuple[List[WorkflowFile], List[str]]:
+def read_workflow_dir(directory: Path) -> tuple[list[WorkflowFile], list[str]]:
     """Every workflow the directory defines, and one message per file skipped."""
     try:
         groups = _group(directory)

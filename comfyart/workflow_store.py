@@ -12,9 +12,11 @@ tasks queued before the delete still run.
 """
 from __future__ import annotations
 
+import builtins
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Dict, Iterable, List, Optional, Set, Tuple
+from typing import Any
 
 import redis.asyncio as aioredis
 
@@ -62,18 +64,18 @@ _VERSION_META = ("source", "updated_ms")
 
 
 class WorkflowStore:
-    def __init__(self, client: "aioredis.Redis", prefix: str = "comfyart") -> None:
+    def __init__(self, client: aioredis.Redis, prefix: str = "comfyart") -> None:
         self.redis = client
         self.prefix = prefix
         self._put = client.register_script(_PUT)
         self._delete = client.register_script(_DELETE)
 
-    def _keys(self, name: str) -> List[str]:
+    def _keys(self, name: str) -> builtins.list[str]:
         p = self.prefix
         return [f"{p}:workflows", f"{p}:workflow:{name}", f"{p}:workflow-versions:{name}", f"{p}:workflow-seq:{name}"]
 
     async def put(self, name: str, definition: WorkflowDefinition, *, source: str = "api",
-                  expected_version: Optional[int] = None) -> PutResult:
+                  expected_version: int | None = None) -> PutResult:
         """Store ``definition`` as the next version of ``name``. Content identical to the current version keeps
         it. ``expected_version`` (0: must not exist) makes the write conditional; a mismatch raises Conflict."""
         document = definition.model_dump(mode="json")
@@ -88,13 +90,13 @@ class WorkflowStore:
             raise Conflict(f"workflow {name} is at version {version}, not {expected_version}")
         return PutResult(int(version), changed=outcome != "unchanged", created=outcome == "created")
 
-    async def current(self, name: str) -> Optional[Dict[str, str]]:
+    async def current(self, name: str) -> dict[str, str] | None:
         """The current version's metadata (no graph), or None."""
         with map_redis_errors():
             meta = await self.redis.hgetall(self._keys(name)[1])
         return meta or None
 
-    async def get(self, name: str, version: Optional[int] = None) -> Workflow:
+    async def get(self, name: str, version: int | None = None) -> Workflow:
         meta = await self.current(name)
         if meta is None and version is None:
             raise NotFound(f"no workflow {name}")
@@ -108,19 +110,19 @@ class WorkflowStore:
         record = await self._version_record(name, version)
         return WorkflowDefinition.model_validate({k: v for k, v in record.items() if k not in _VERSION_META})
 
-    async def _version_record(self, name: str, version: int) -> Dict[str, Any]:
+    async def _version_record(self, name: str, version: int) -> dict[str, Any]:
         with map_redis_errors():
             raw = await self.redis.hget(self._keys(name)[2], str(version))
         if raw is None:
             raise NotFound(f"workflow {name} has no version {version}")
-        record: Dict[str, Any] = json.loads(raw)
+        record: dict[str, Any] = json.loads(raw)
         return record
 
     async def has_version(self, name: str, version: int) -> bool:
         with map_redis_errors():
             return bool(await self.redis.hexists(self._keys(name)[2], str(version)))
 
-    async def stored_versions(self, wanted: Iterable[Tuple[str, int]]) -> Set[Tuple[str, int]]:
+    async def stored_versions(self, wanted: Iterable[tuple[str, int]]) -> set[tuple[str, int]]:
         """Which of ``wanted`` (name, version) pairs are stored, in one round trip."""
         pairs = list(dict.fromkeys(wanted))
         if not pairs:
@@ -132,12 +134,12 @@ class WorkflowStore:
                 found = await pipe.execute()
         return {pair for pair, present in zip(pairs, found, strict=True) if present}
 
-    async def versions(self, name: str) -> List[int]:
+    async def versions(self, name: str) -> builtins.list[int]:
         with map_redis_errors():
             fields = await self.redis.hkeys(self._keys(name)[2])
         return sorted(int(f) for f in fields)
 
-    async def list(self) -> List[Dict[str, Any]]:
+    async def list(self) -> builtins.list[dict[str, Any]]:
         """Every workflow's current metadata with its parameter map, sorted by name; graphs are not read."""
         with map_redis_errors():
             names = sorted(await self.redis.smembers(self._keys("")[0]))

@@ -10,7 +10,7 @@ import difflib
 import json
 import re
 import sys
-from typing import Any, Dict, List
+from typing import Any
 
 ID_PATTERN = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|[0-9a-f]{32}"
                         r"|(?<=capture-client-)[0-9a-f]{8}|(?<=reconnect-)[0-9a-f]{8}|ComfyUI_temp_[a-z]{5}"
@@ -23,11 +23,11 @@ DROPPED_KEYS = {"timestamp", "traceback", "exception_message", "current_inputs",
 
 class Normaliser:
     def __init__(self, *, unordered_outputs: bool = False) -> None:
-        self.names: Dict[str, str] = {}
+        self.names: dict[str, str] = {}
         self.unordered_outputs = unordered_outputs
 
     def rename(self, text: str) -> str:
-        def replace(match: "re.Match[str]") -> str:
+        def replace(match: re.Match[str]) -> str:
             token = match.group(0)
             if token not in self.names:
                 self.names[token] = f"<id{len(self.names)}>"
@@ -51,10 +51,10 @@ class Normaliser:
         return value
 
 
-def normalise(transcript: Dict[str, Any], *, skip_paths: tuple = ("/object_info",),
-              unordered_nodes: bool = False, progress_values: bool = True) -> List[str]:
+def normalise(transcript: dict[str, Any], *, skip_paths: tuple = ("/object_info",),
+              unordered_nodes: bool = False, progress_values: bool = True) -> list[str]:
     normaliser = Normaliser(unordered_outputs=unordered_nodes)
-    lines: List[str] = []
+    lines: list[str] = []
     for event in transcript["events"]:
         kind = event["kind"]
         if kind == "http":
@@ -85,12 +85,12 @@ def normalise(transcript: Dict[str, Any], *, skip_paths: tuple = ("/object_info"
 _NODE_FRAMES = ('"executing"', '"executed"', '"progress"', '"ws-binary"')
 
 
-def _sort_node_blocks(lines: List[str]) -> List[str]:
+def _sort_node_blocks(lines: list[str]) -> list[str]:
     """Real ComfyUI starts from its output nodes in a hash-seeded order, so with several outputs the nodes of a
     prompt run in an order that changes between server runs. Here each node's frames (from its ``executing`` up
     to the next node) form a block, blocks are sorted, and the cumulative progress_state frames are dropped."""
-    out: List[str] = []
-    blocks: List[List[str]] = []
+    out: list[str] = []
+    blocks: list[list[str]] = []
 
     def flush() -> None:
         out.extend(line for block in sorted(blocks) for line in block)
@@ -111,7 +111,7 @@ def _sort_node_blocks(lines: List[str]) -> List[str]:
     return out
 
 
-def by_channel(lines: List[str]) -> List[str]:
+def by_channel(lines: list[str]) -> list[str]:
     """Each channel in its own order (HTTP first, then each socket): for scenarios where frames of different
     sockets, or a frame and an HTTP answer, race each other. Repeats of one HTTP poll count once: how often a
     client polled depends on how fast the server was."""
@@ -123,8 +123,8 @@ def by_channel(lines: List[str]) -> List[str]:
             if i == 0 or line != ordered[i - 1] or not line.startswith('["http", "GET"')]
 
 
-def diff(real: Dict[str, Any], emulated: Dict[str, Any], *, unordered_nodes: bool = False,
-         per_channel: bool = False, progress_values: bool = True) -> List[str]:
+def diff(real: dict[str, Any], emulated: dict[str, Any], *, unordered_nodes: bool = False,
+         per_channel: bool = False, progress_values: bool = True) -> list[str]:
     left = normalise(real, unordered_nodes=unordered_nodes, progress_values=progress_values)
     right = normalise(emulated, unordered_nodes=unordered_nodes, progress_values=progress_values)
     if per_channel:

@@ -9,9 +9,10 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable, Dict, Iterator, List, Optional
+from typing import Any
 
 import httpx
 import pytest
@@ -108,7 +109,7 @@ class EmulatorProcess:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def control(self, **changes: Any) -> Dict[str, Any]:
+    def control(self, **changes: Any) -> dict[str, Any]:
         response = httpx.post(self.url + "/emulator/control", json=changes, timeout=10)
         response.raise_for_status()
         return response.json()
@@ -123,9 +124,9 @@ class EmulatorProcess:
 def emulator(tmp_path: Path) -> Iterator[Callable[..., EmulatorProcess]]:
     """Factory: ``emulator(*extra_args, port=None)`` starts ``python -m comfyart.emulator`` on ``port`` or a free
     one."""
-    started: List[EmulatorProcess] = []
+    started: list[EmulatorProcess] = []
 
-    def start(*args: str, port: Optional[int] = None) -> EmulatorProcess:
+    def start(*args: str, port: int | None = None) -> EmulatorProcess:
         port = port or free_port()
         base_dir = tmp_path / f"emulator-{port}"
         process = subprocess.Popen([sys.executable, "-m", "comfyart.emulator", "--host", "127.0.0.1", "--port",
@@ -182,7 +183,7 @@ async def http_receiver(handler: Callable[..., Any], path: str = "/hook") -> Asy
 
 
 def make_settings(tmp_path: Path, redis_url: str, **sections: Any) -> Settings:
-    document: Dict[str, Any] = {"server": {"host": "127.0.0.1", "port": free_port()},
+    document: dict[str, Any] = {"server": {"host": "127.0.0.1", "port": free_port()},
                                 "redis": {"url": redis_url}, "data_dir": str(tmp_path / "data"),
                                 "pool": {"min_containers": 0, "max_containers": 4, "health_interval_s": 0.5},
                                 "scheduler": {"prefetch": 0}, "tracking": {"silence_s": 2.0}}
@@ -194,8 +195,8 @@ def make_settings(tmp_path: Path, redis_url: str, **sections: Any) -> Settings:
     return Settings(**document)
 
 
-async def wait_for_tasks(client: httpx.AsyncClient, ids: List[str], *, timeout_s: float = 60.0,
-                         final: tuple = ("completed", "failed", "canceled")) -> List[Dict[str, Any]]:
+async def wait_for_tasks(client: httpx.AsyncClient, ids: list[str], *, timeout_s: float = 60.0,
+                         final: tuple = ("completed", "failed", "canceled")) -> list[dict[str, Any]]:
     deadline = time.monotonic() + timeout_s
     while True:
         records = [(await client.get(f"/api/tasks/{task_id}")).json() for task_id in ids]
@@ -207,8 +208,8 @@ async def wait_for_tasks(client: httpx.AsyncClient, ids: List[str], *, timeout_s
         await asyncio.sleep(0.1)
 
 
-async def wait_for_pool(client: httpx.AsyncClient, condition: Callable[[Dict[str, Any]], bool], *,
-                        timeout_s: float = 30.0) -> Dict[str, Any]:
+async def wait_for_pool(client: httpx.AsyncClient, condition: Callable[[dict[str, Any]], bool], *,
+                        timeout_s: float = 30.0) -> dict[str, Any]:
     """Poll GET /api/pool until ``condition`` holds; returns that pool description."""
     deadline = time.monotonic() + timeout_s
     while True:
@@ -220,18 +221,18 @@ async def wait_for_pool(client: httpx.AsyncClient, condition: Callable[[Dict[str
         await asyncio.sleep(0.1)
 
 
-def healthy_count(pool: Dict[str, Any]) -> int:
+def healthy_count(pool: dict[str, Any]) -> int:
     return sum(b["status"] == "healthy" for b in pool["backends"])
 
 
-def serve_subprocess(config: Dict[str, Any], path: Path) -> subprocess.Popen:
+def serve_subprocess(config: dict[str, Any], path: Path) -> subprocess.Popen:
     """``comfyart serve`` as a process of its own session (so a test can SIGKILL it alone)."""
     path.write_text(yaml.safe_dump(config))
     return subprocess.Popen([sys.executable, "-m", "comfyart", "serve", "--config", str(path)], cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
 
 
-def wait_for_task_sync(port: int, task_id: str, timeout_s: float = 30.0) -> Dict[str, Any]:
+def wait_for_task_sync(port: int, task_id: str, timeout_s: float = 30.0) -> dict[str, Any]:
     deadline = time.monotonic() + timeout_s
     while True:
         record = httpx.get(f"http://127.0.0.1:{port}/api/tasks/{task_id}").json()
@@ -240,7 +241,7 @@ def wait_for_task_sync(port: int, task_id: str, timeout_s: float = 30.0) -> Dict
         time.sleep(0.1)
 
 
-def basic_graph(color: int = 0x336699, width: int = 64, height: int = 48, prefix: str = "test/basic") -> Dict[str, Any]:
+def basic_graph(color: int = 0x336699, width: int = 64, height: int = 48, prefix: str = "test/basic") -> dict[str, Any]:
     return {
         "1": {"class_type": "EmptyImage", "inputs": {"width": width, "height": height, "batch_size": 1,
                                                      "color": color}},
@@ -249,7 +250,7 @@ def basic_graph(color: int = 0x336699, width: int = 64, height: int = 48, prefix
     }
 
 
-def text_to_image_graph(seed: int = 1, steps: int = 4) -> Dict[str, Any]:
+def text_to_image_graph(seed: int = 1, steps: int = 4) -> dict[str, Any]:
     return {
         "4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "v1-5-pruned-emaonly-fp16.safetensors"}},
         "5": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}},

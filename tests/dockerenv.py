@@ -13,10 +13,10 @@ import shutil
 import subprocess
 import tarfile
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, List
 
 import docker.errors
 
@@ -59,7 +59,7 @@ def start_engine(name: str) -> DockerEngine:
     _stop_stale(root / "docker.pid")
     socket.unlink(missing_ok=True)
     dockerd = shutil.which("dockerd") or "/usr/sbin/dockerd"
-    log = open(root / "dockerd.log", "ab")
+    log = open(root / "dockerd.log", "ab")  # noqa: SIM115 - dockerd writes it for good
     process = subprocess.Popen(
         [dockerd, "--host", f"unix://{socket}", "--data-root", str(root / "data"), "--exec-root", str(exec_root),
          "--pidfile", str(root / "docker.pid"), "--bridge=none", "--iptables=false", "--ip-masq=false"],
@@ -118,7 +118,7 @@ def ensure_base_image(client: docker.DockerClient, tag: str, tarball: Callable[[
             client.api.import_image_from_data(tar.read(), repository=tag.split(":")[0], tag=tag.split(":")[1])
 
 
-def emulator_sources() -> List[Path]:
+def emulator_sources() -> list[Path]:
     files = [ROOT / "docker" / "emulator.Dockerfile", ROOT / "comfyart" / "__init__.py"]
     files += sorted((ROOT / "comfyart" / "emulator").glob("*.py"))
     return files
@@ -150,7 +150,7 @@ def ensure_emulator_image(client: docker.DockerClient) -> str:
     return tag
 
 
-def daemon_sources() -> List[Path]:
+def daemon_sources() -> list[Path]:
     """The daemon image's build context: what the Dockerfile copies (its .dockerignore lets through)."""
     files = [ROOT / "Dockerfile", ROOT / ".dockerignore", ROOT / "requirements.txt", ROOT / "constraints.txt"]
     for folder in ("comfyart", "config"):

@@ -7,8 +7,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any, AsyncIterator, Awaitable, BinaryIO, Callable, Dict, List, Optional, Tuple
+from typing import Any, BinaryIO
 from urllib.parse import urlencode
 
 import aiohttp
@@ -37,7 +38,7 @@ class ComfyClient:
     def ws_url(self, client_id: str) -> str:
         return self.base_url.replace("http", "ws", 1) + f"/ws?clientId={client_id}"
 
-    async def _get_json(self, path: str, *, timeout: Optional[aiohttp.ClientTimeout] = None) -> Any:
+    async def _get_json(self, path: str, *, timeout: aiohttp.ClientTimeout | None = None) -> Any:
         async with (
             map_http_errors(f"GET {path}"),
             self.session.get(self.base_url + path, timeout=timeout or self.timeout) as response,
@@ -46,12 +47,12 @@ class ComfyClient:
                 raise BackendUnavailable(f"GET {path} answered HTTP {response.status}")
             return await response.json(content_type=None)
 
-    async def submit(self, prompt: Dict[str, Any], *, client_id: str, prompt_id: str,
-                     extra_data: Optional[Dict[str, Any]] = None,
-                     targets: Optional[List[str]] = None) -> Dict[str, Any]:
+    async def submit(self, prompt: dict[str, Any], *, client_id: str, prompt_id: str,
+                     extra_data: dict[str, Any] | None = None,
+                     targets: list[str] | None = None) -> dict[str, Any]:
         """POST /prompt. Raises PromptRejected on a validation failure, BackendUnavailable when the answer is
         lost or garbled (the prompt may or may not have been queued: look it up before submitting again)."""
-        body: Dict[str, Any] = {"prompt": prompt, "client_id": client_id, "prompt_id": prompt_id}
+        body: dict[str, Any] = {"prompt": prompt, "client_id": client_id, "prompt_id": prompt_id}
         if extra_data:
             body["extra_data"] = {**extra_data, "client_id": client_id}
         if targets is not None:
@@ -67,7 +68,7 @@ class ComfyClient:
                 raise BackendUnavailable(f"POST /prompt answered HTTP {response.status}")
             return payload
 
-    async def history(self, prompt_id: str) -> Optional[Dict[str, Any]]:
+    async def history(self, prompt_id: str) -> dict[str, Any] | None:
         """The history entry of one prompt, or None while it is unknown or unfinished."""
         payload = await self._get_json(f"/history/{prompt_id}")
         if not isinstance(payload, dict):
@@ -75,13 +76,13 @@ class ComfyClient:
         entry = payload.get(prompt_id)
         return entry if isinstance(entry, dict) else None
 
-    async def queue(self) -> Dict[str, Any]:
+    async def queue(self) -> dict[str, Any]:
         payload = await self._get_json("/queue")
         if not isinstance(payload, dict):
             raise BackendUnavailable("GET /queue answered something other than an object")
         return payload
 
-    async def get(self, path: str) -> Tuple[int, bytes]:
+    async def get(self, path: str) -> tuple[int, bytes]:
         """GET ``path`` as it is: (status, body), for answers comfyart passes on to its own clients."""
         async with (
             map_http_errors(f"GET {path}"),
@@ -89,11 +90,11 @@ class ComfyClient:
         ):
             return response.status, await response.read()
 
-    async def free(self, body: Dict[str, Any]) -> None:
+    async def free(self, body: dict[str, Any]) -> None:
         """POST /free: unload models and/or drop cached outputs once the running prompt ends."""
         await self._post_json("/free", body)
 
-    async def _post_json(self, path: str, body: Dict[str, Any]) -> None:
+    async def _post_json(self, path: str, body: dict[str, Any]) -> None:
         async with (
             map_http_errors(f"POST {path}"),
             self.session.post(self.base_url + path, json=body, timeout=self.timeout) as response,
@@ -109,7 +110,7 @@ class ComfyClient:
         """Take a prompt that waits in the backend's queue out of it (the running one stays)."""
         await self._post_json("/queue", {"delete": [prompt_id]})
 
-    async def system_stats(self, timeout_s: Optional[float] = None) -> Dict[str, Any]:
+    async def system_stats(self, timeout_s: float | None = None) -> dict[str, Any]:
         timeout = aiohttp.ClientTimeout(total=timeout_s) if timeout_s else None
         payload = await self._get_json("/system_stats", timeout=timeout)
         if not isinstance(payload, dict) or "system" not in payload:
@@ -135,7 +136,7 @@ class ComfyClient:
         return f"{subfolder}/{payload['name']}" if subfolder else payload["name"]
 
     async def download(self, ref: OutputRef, place: Callable[[], str], *, timeout_s: float,
-                       offload: Offload = asyncio.to_thread) -> Tuple[str, int, str, str]:
+                       offload: Offload = asyncio.to_thread) -> tuple[str, int, str, str]:
         """Stream one output to the path ``place()`` returns; returns (that path, size, sha256 hex, content
         type). The file work (``place``, which may create directories, then writes and a rename) runs through
         ``offload``, off the event loop."""
@@ -179,13 +180,13 @@ class _OutputFile:
 
     def __init__(self, place: Callable[[], str]) -> None:
         self.place = place
-        self.path: Optional[str] = None
-        self.file: Optional[BinaryIO] = None
+        self.path: str | None = None
+        self.file: BinaryIO | None = None
 
     def write(self, data: bytes) -> None:
         if self.file is None:
             self.path = self.place()
-            self.file = open(self.path + ".part", "wb")  # closed in finish or discard
+            self.file = open(self.path + ".part", "wb")  # noqa: SIM115 - closed in finish or discard
         self.file.write(data)
 
     def finish(self, data: bytes) -> str:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -23,19 +23,19 @@ class ExecutionStart:
 @dataclass(frozen=True)
 class ExecutionCached:
     prompt_id: str
-    nodes: List[str]
+    nodes: list[str]
 
 
 @dataclass(frozen=True)
 class Executing:
-    prompt_id: Optional[str]  # None in the reconnect variant that carries only the node
-    node: Optional[str]  # None: the end-of-prompt marker
+    prompt_id: str | None  # None in the reconnect variant that carries only the node
+    node: str | None  # None: the end-of-prompt marker
 
 
 @dataclass(frozen=True)
 class Progress:
     prompt_id: str
-    node: Optional[str]
+    node: str | None
     value: float
     max: float
 
@@ -44,7 +44,7 @@ class Progress:
 class Executed:
     prompt_id: str
     node: str
-    output: Dict[str, Any]
+    output: dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -55,8 +55,8 @@ class ExecutionSuccess:
 @dataclass(frozen=True)
 class ExecutionError:
     prompt_id: str
-    node_id: Optional[str]
-    node_type: Optional[str]
+    node_id: str | None
+    node_type: str | None
     exception_type: str
     exception_message: str
 
@@ -64,12 +64,12 @@ class ExecutionError:
 @dataclass(frozen=True)
 class ExecutionInterrupted:
     prompt_id: str
-    node_id: Optional[str]
-    node_type: Optional[str]
+    node_id: str | None
+    node_type: str | None
 
 
-Event = Union[StatusEvent, ExecutionStart, ExecutionCached, Executing, Progress, Executed, ExecutionSuccess,
-              ExecutionError, ExecutionInterrupted]
+Event = (StatusEvent | ExecutionStart | ExecutionCached | Executing | Progress | Executed | ExecutionSuccess
+         | ExecutionError | ExecutionInterrupted)
 
 
 # the frames the tracker acts on; the others (status, progress_state, custom nodes' own) only matter to a ComfyUI
@@ -79,7 +79,7 @@ TRACKED_KINDS = frozenset({"execution_start", "execution_cached", "executing", "
 _KIND_PREFIX = '{"type": "'
 
 
-def frame_kind(text: str) -> Optional[str]:
+def frame_kind(text: str) -> str | None:
     """A text frame's type read from its first bytes, as ComfyUI writes every frame (``json.dumps({"type": ...,
     "data": ...})``), without parsing the rest; None when it does not start that way. Most frames at full
     throughput are ones the tracker drops (two ``progress_state`` per node), and parsing them cost more than
@@ -91,7 +91,7 @@ def frame_kind(text: str) -> Optional[str]:
     return kind if end > 0 and "\\" not in kind else None
 
 
-def split_frame(text: str) -> Tuple[str, Optional[Dict[str, Any]]]:
+def split_frame(text: str) -> tuple[str, dict[str, Any] | None]:
     """One text frame → (its type, its data), or ("", None) for one that is not ComfyUI's shape (a prompt id
     that is not a string included: it could not name a prompt)."""
     try:
@@ -105,7 +105,7 @@ def split_frame(text: str) -> Tuple[str, Optional[Dict[str, Any]]]:
     return str(message.get("type")), message["data"]
 
 
-def parse_frame(text: str) -> Optional[Event]:
+def parse_frame(text: str) -> Event | None:
     """One text frame → an event, or None for frames comfyart does not use (or cannot read)."""
     kind, data = split_frame(text)
     return parse_message(kind, data) if data is not None else None
@@ -115,7 +115,7 @@ class _Unreadable(ValueError):
     pass
 
 
-def _node(value: Any) -> Optional[str]:
+def _node(value: Any) -> str | None:
     """A node id as ComfyUI sends it (a string; an int from older servers), or None; anything else is junk."""
     if value is None:
         return None
@@ -124,11 +124,11 @@ def _node(value: Any) -> Optional[str]:
     return str(value)
 
 
-def _text(value: Any) -> Optional[str]:
+def _text(value: Any) -> str | None:
     return None if value is None else str(value)[:10_000]
 
 
-def parse_message(kind: str, data: Dict[str, Any]) -> Optional[Event]:
+def parse_message(kind: str, data: dict[str, Any]) -> Event | None:
     """An event of a frame comfyart uses, or None; a frame with a field of the wrong type is dropped whole (a
     backend that sends junk must not steer a task)."""
     prompt_id = data.get("prompt_id")
@@ -179,10 +179,10 @@ class OutputRef:
     type: str
 
 
-def output_refs(outputs: Dict[str, Any]) -> List[OutputRef]:
+def output_refs(outputs: dict[str, Any]) -> list[OutputRef]:
     """Every downloadable file in a history ``outputs`` object: any list of dicts carrying a ``filename``.
     Temp previews are skipped: they are intermediate, and ComfyUI deletes them on restart."""
-    refs: List[OutputRef] = []
+    refs: list[OutputRef] = []
     for node_id, node_output in outputs.items():
         if not isinstance(node_output, dict):
             continue
@@ -204,16 +204,16 @@ class HistoryOutcome:
 
     finished: bool
     succeeded: bool = False
-    error: Optional[str] = None
-    outputs: Dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+    outputs: dict[str, Any] = field(default_factory=dict)
 
 
-def describe_error(node_id: Optional[str], node_type: Optional[str], exception_type: str, message: str) -> str:
+def describe_error(node_id: str | None, node_type: str | None, exception_type: str, message: str) -> str:
     where = f"node {node_id} ({node_type})" if node_id else "the prompt"
     return f"{exception_type} in {where}: {message}".strip()
 
 
-def history_outcome(entry: Optional[Dict[str, Any]]) -> HistoryOutcome:
+def history_outcome(entry: dict[str, Any] | None) -> HistoryOutcome:
     if not entry:
         return HistoryOutcome(finished=False)
     status = entry.get("status") or {}
@@ -237,7 +237,7 @@ def history_outcome(entry: Optional[Dict[str, Any]]) -> HistoryOutcome:
 DEFAULT_MAX_NODES = 5000
 
 
-def graph_problem(prompt: Any, max_nodes: int = DEFAULT_MAX_NODES) -> Optional[str]:
+def graph_problem(prompt: Any, max_nodes: int = DEFAULT_MAX_NODES) -> str | None:
     """Why ``prompt`` is not an API-format node graph, or None. ComfyUI checks the rest itself."""
     if not isinstance(prompt, dict):
         return "prompt must be a JSON object mapping node ids to nodes"
@@ -255,7 +255,7 @@ def graph_problem(prompt: Any, max_nodes: int = DEFAULT_MAX_NODES) -> Optional[s
     return None
 
 
-def prompt_in_queue(queue: Dict[str, Any], prompt_id: str) -> bool:
+def prompt_in_queue(queue: dict[str, Any], prompt_id: str) -> bool:
     """Whether GET /queue lists ``prompt_id`` as running or pending."""
     for key in ("queue_running", "queue_pending"):
         for item in queue.get(key) or []:
@@ -264,7 +264,7 @@ def prompt_in_queue(queue: Dict[str, Any], prompt_id: str) -> bool:
     return False
 
 
-def prompt_running(queue: Dict[str, Any], prompt_id: str) -> bool:
+def prompt_running(queue: dict[str, Any], prompt_id: str) -> bool:
     """Whether GET /queue shows ``prompt_id`` as the prompt running now."""
     return any(isinstance(item, list) and len(item) > 1 and item[1] == prompt_id
                for item in queue.get("queue_running") or [])

@@ -9,30 +9,31 @@ choices that the pool cannot list (an input comfyart stores and delivers itself)
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
+from typing import Any
 
-Error = Dict[str, Any]
+Error = dict[str, Any]
 _CONVERT = {"INT": int, "FLOAT": float, "STRING": str, "BOOLEAN": bool}
 
 
-def _error(kind: str, message: str, details: str = "", extra: Optional[dict] = None) -> Error:
+def _error(kind: str, message: str, details: str = "", extra: dict | None = None) -> Error:
     return {"type": kind, "message": message, "details": details, "extra_info": extra or {}}
 
 
 @dataclass
 class Verdict:
-    error: Optional[Error]
-    node_errors: Dict[str, Any] = field(default_factory=dict)
-    outputs: List[str] = field(default_factory=list)
+    error: Error | None
+    node_errors: dict[str, Any] = field(default_factory=dict)
+    outputs: list[str] = field(default_factory=list)
 
 
-def output_nodes(graph: Mapping[str, Any], object_info: Mapping[str, Any]) -> List[str]:
+def output_nodes(graph: Mapping[str, Any], object_info: Mapping[str, Any]) -> list[str]:
     return [node_id for node_id, node in graph.items()
             if isinstance(node, dict) and object_info.get(node.get("class_type"), {}).get("output_node")]
 
 
-def _combo_options(spec: Sequence[Any]) -> Optional[List[Any]]:
+def _combo_options(spec: Sequence[Any]) -> list[Any] | None:
     """The choices of a combo input: ``[[a, b], {...}]``, or the v3 ``["COMBO", {"options": [...]}]``."""
     if spec and isinstance(spec[0], list):
         return spec[0]
@@ -47,8 +48,8 @@ class _Checker:
         self.graph = graph
         self.info = object_info
         self.also_allowed = also_allowed
-        self.results: Dict[str, List[Error]] = {}
-        self.valid: Dict[str, bool] = {}
+        self.results: dict[str, list[Error]] = {}
+        self.valid: dict[str, bool] = {}
 
     def check(self, node_id: str) -> bool:
         if node_id in self.valid:
@@ -62,7 +63,7 @@ class _Checker:
             return False
         spec = self.info[node["class_type"]].get("input", {})
         inputs = node["inputs"]
-        errors: List[Error] = []
+        errors: list[Error] = []
         upstream_ok = True
         for name, config in (spec.get("required") or {}).items():
             if name not in inputs:
@@ -78,7 +79,7 @@ class _Checker:
         self.valid[node_id] = not errors and upstream_ok
         return self.valid[node_id]
 
-    def _input(self, name: str, config: Any, value: Any, errors: List[Error]) -> bool:
+    def _input(self, name: str, config: Any, value: Any, errors: list[Error]) -> bool:
         """Check one input; returns whether what it links to is valid (its own problems go to ``errors``)."""
         config = config if isinstance(config, list) and config else ["*"]
         input_type = config[0]
@@ -136,9 +137,9 @@ class _Checker:
                                          {"input_name": name, "input_config": shown, "received_value": converted}))
         return True
 
-    def failing_upstream(self, output_id: str) -> List[str]:
+    def failing_upstream(self, output_id: str) -> list[str]:
         """Nodes reachable from ``output_id`` (itself included) that carry their own errors."""
-        seen: List[str] = []
+        seen: list[str] = []
         stack = [output_id]
         while stack:
             node_id = stack.pop()
@@ -153,7 +154,7 @@ class _Checker:
         return [n for n in seen if self.results.get(n)]
 
 
-def validate(graph: Any, object_info: Mapping[str, Any], *, targets: Optional[Sequence[str]] = None,
+def validate(graph: Any, object_info: Mapping[str, Any], *, targets: Sequence[str] | None = None,
              also_allowed: Callable[[Any], bool] = lambda value: False) -> Verdict:
     if not isinstance(graph, dict):
         return Verdict(_error("invalid_prompt", "Prompt must be an object of nodes"))
@@ -169,8 +170,8 @@ def validate(graph: Any, object_info: Mapping[str, Any], *, targets: Optional[Se
         return Verdict(_error("prompt_no_outputs", "Prompt has no outputs"))
     checker = _Checker(graph, object_info, also_allowed)
     good = [output_id for output_id in outputs if checker.check(output_id)]
-    node_errors: Dict[str, Any] = {}
-    reasons: List[str] = []
+    node_errors: dict[str, Any] = {}
+    reasons: list[str] = []
     for output_id in outputs:
         if output_id in good:
             continue

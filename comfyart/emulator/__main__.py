@@ -10,14 +10,14 @@ import json
 import os
 import signal
 import tempfile
-from typing import Callable, Optional
+from collections.abc import Callable
 
 from aiohttp import web
 
 from .server import DEFAULT_CHECKPOINTS, Behaviour, Emulator, build_app
 
 
-def parse_args(argv: "list[str] | None" = None) -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m comfyart.emulator", description=__doc__)
     parser.add_argument("--host", "--listen", dest="host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8188)
@@ -70,7 +70,7 @@ async def _serve_fleet(args: argparse.Namespace, base_dir: str) -> None:
             await runner.cleanup()
 
 
-def _loop_factory() -> Optional[Callable[[], asyncio.AbstractEventLoop]]:
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     """uvloop where installed: a fleet of emulators in one process stands in for many machines, and should cost
     this one as little as it can."""
     try:
@@ -80,7 +80,7 @@ def _loop_factory() -> Optional[Callable[[], asyncio.AbstractEventLoop]]:
     return uvloop.new_event_loop
 
 
-def main(argv: "list[str] | None" = None) -> None:
+def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     behaviour = _behaviour(args)
     # without --base-dir the files live in a temporary directory that goes away with the emulator

@@ -11,8 +11,9 @@ import hashlib
 import os
 import random
 import struct
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any
 
 from PIL import Image, ImageOps, PngImagePlugin
 
@@ -38,7 +39,7 @@ class Latent:
     batch: int
     seed: int = 0
     text: str = ""
-    source: Optional[List[Image.Image]] = None  # the encoded pictures of an image-to-image latent
+    source: list[Image.Image] | None = None  # the encoded pictures of an image-to-image latent
     denoise: float = 1.0
 
 
@@ -50,9 +51,9 @@ class Context:
     input_dir: str
     temp_dir: str
     temp_prefix: str
-    prompt: Dict[str, Any]
+    prompt: dict[str, Any]
     extra_pnginfo: Any
-    report_progress: Callable[[int, int, Optional[Image.Image]], Any]  # async (value, max, preview)
+    report_progress: Callable[[int, int, Image.Image | None], Any]  # async (value, max, preview)
     send_text: Callable[[str], Any]  # async: binary TEXT frame for this node
     step_s: float = 0.0
 
@@ -62,21 +63,21 @@ class NodeSpec:
     name: str
     display_name: str
     category: str
-    required: Dict[str, list]
+    required: dict[str, list]
     outputs: Sequence[str] = ()
-    output_names: Optional[Sequence[str]] = None
+    output_names: Sequence[str] | None = None
     output_node: bool = False
     description: str = ""
     python_module: str = "nodes"
-    hidden: Dict[str, str] = field(default_factory=dict)
-    optional: Dict[str, list] = field(default_factory=dict)
+    hidden: dict[str, str] = field(default_factory=dict)
+    optional: dict[str, list] = field(default_factory=dict)
 
-    def object_info(self, input_files: List[str], models: Dict[str, List[str]]) -> Dict[str, Any]:
+    def object_info(self, input_files: list[str], models: dict[str, list[str]]) -> dict[str, Any]:
         required = {}
         for name, spec in self.required.items():
             required[name] = _dynamic_spec(self.name, name, spec, input_files, models)
-        inputs: Dict[str, Any] = {"required": required}
-        order: Dict[str, List[str]] = {"required": list(required)}
+        inputs: dict[str, Any] = {"required": required}
+        order: dict[str, list[str]] = {"required": list(required)}
         if self.optional:
             inputs["optional"] = dict(self.optional)
             order["optional"] = list(self.optional)
@@ -92,7 +93,7 @@ class NodeSpec:
         }
 
 
-def _dynamic_spec(node: str, name: str, spec: list, input_files: List[str], models: Dict[str, List[str]]) -> list:
+def _dynamic_spec(node: str, name: str, spec: list, input_files: list[str], models: dict[str, list[str]]) -> list:
     if node == "LoadImage" and name == "image":
         return [sorted(input_files), {"image_upload": True}]
     if node == "CheckpointLoaderSimple" and name == "ckpt_name":
@@ -100,15 +101,15 @@ def _dynamic_spec(node: str, name: str, spec: list, input_files: List[str], mode
     return spec
 
 
-def _int(default: int, lo: int, hi: int, step: Optional[int] = None, **extra: Any) -> list:
-    opts: Dict[str, Any] = {"default": default, "min": lo, "max": hi}
+def _int(default: int, lo: int, hi: int, step: int | None = None, **extra: Any) -> list:
+    opts: dict[str, Any] = {"default": default, "min": lo, "max": hi}
     if step is not None:
         opts["step"] = step
     opts.update(extra)
     return ["INT", opts]
 
 
-SPECS: Dict[str, NodeSpec] = {s.name: s for s in [
+SPECS: dict[str, NodeSpec] = {s.name: s for s in [
     NodeSpec("CheckpointLoaderSimple", "Load Checkpoint", "loaders",
              {"ckpt_name": [[], {"tooltip": "The name of the checkpoint (model) to load."}]},
              ("MODEL", "CLIP", "VAE")),
@@ -184,8 +185,8 @@ def _next_counter(folder: str, stem: str) -> int:
     return highest + 1
 
 
-def _save_images(images: List[Image.Image], prefix: str, base_dir: str, kind: str, ctx: Context,
-                 ) -> Dict[str, Any]:
+def _save_images(images: list[Image.Image], prefix: str, base_dir: str, kind: str, ctx: Context,
+                 ) -> dict[str, Any]:
     subfolder, stem = os.path.split(prefix)
     target = os.path.abspath(os.path.join(base_dir, subfolder))
     if os.path.commonpath([target, os.path.abspath(base_dir)]) != os.path.abspath(base_dir):
@@ -227,7 +228,7 @@ def _float32(value: float) -> float:
 _INVERT = [int(min(255.0, max(0.0, _float32(255.0 * _float32(1.0 - _float32(v / 255.0)))))) for v in range(256)]
 
 
-async def run_node(class_type: str, inputs: Dict[str, Any], ctx: Context) -> Tuple[tuple, Optional[dict]]:
+async def run_node(class_type: str, inputs: dict[str, Any], ctx: Context) -> tuple[tuple, dict | None]:
     """Execute one node; returns (outputs, ui_output)."""
     if class_type == "CheckpointLoaderSimple":
         name = inputs["ckpt_name"]

@@ -9,7 +9,7 @@ order differs from run to run; the emulator uses prompt order.)
 """
 from __future__ import annotations
 
-from typing import Callable, Dict, List, Optional, Set
+from collections.abc import Callable
 
 
 def _is_link(value: object) -> bool:
@@ -17,13 +17,13 @@ def _is_link(value: object) -> bool:
 
 
 class ExecutionOrder:
-    def __init__(self, prompt: Dict[str, dict], outputs: List[str], *, is_cached: Callable[[str], bool],
+    def __init__(self, prompt: dict[str, dict], outputs: list[str], *, is_cached: Callable[[str], bool],
                  is_output: Callable[[str], bool]) -> None:
         self.prompt = prompt
         self.is_output = is_output
-        self.pending: Dict[str, None] = {}  # insertion-ordered set
-        self.block_count: Dict[str, int] = {}
-        self.blocking: Dict[str, Set[str]] = {}
+        self.pending: dict[str, None] = {}  # insertion-ordered set
+        self.block_count: dict[str, int] = {}
+        self.blocking: dict[str, set[str]] = {}
         for output_id in outputs:
             self._add(output_id, is_cached)
 
@@ -48,7 +48,7 @@ class ExecutionOrder:
                 self.blocking[upstream].add(downstream)
                 self.block_count[downstream] += 1
 
-    def next(self) -> Optional[str]:
+    def next(self) -> str | None:
         """The node to run next, or None when the prompt is done."""
         ready = [n for n in self.pending if self.block_count[n] == 0]
         if not ready:

@@ -28,7 +28,7 @@ import sys
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any
 
 from aiohttp import WSMsgType, web
 from PIL import Image
@@ -68,7 +68,7 @@ DEFAULT_CHECKPOINTS = ["v1-5-pruned-emaonly-fp16.safetensors", "sd_xl_base_1.0.s
 class Behaviour:
     node_s: float = 0.0
     step_s: float = 0.02
-    fail_node_types: List[str] = field(default_factory=list)
+    fail_node_types: list[str] = field(default_factory=list)
     crash_on_prompt: bool = False
     hang: bool = False
     drop_ws_after_start: bool = False
@@ -77,9 +77,9 @@ class Behaviour:
     refuse_prompts: int = 0  # answer the next N POST /prompt with HTTP 500 without queueing them
     refuse_uploads: int = 0  # answer the next N POST /upload/image (or mask) with HTTP 500, storing nothing
     megapixel_s: float = 0.0  # compute time per megapixel a node outputs (a CPU ComfyUI spends ~0.03 s)
-    garbage: List[str] = field(default_factory=list)  # keys of GARBAGE
+    garbage: list[str] = field(default_factory=list)  # keys of GARBAGE
 
-    def update(self, changes: Dict[str, Any]) -> None:
+    def update(self, changes: dict[str, Any]) -> None:
         for key, value in changes.items():
             if not hasattr(self, key):
                 raise KeyError(key)
@@ -92,9 +92,9 @@ class Behaviour:
 class QueueItem:
     number: float
     prompt_id: str
-    prompt: Dict[str, Any]
-    extra_data: Dict[str, Any]
-    outputs: List[str]
+    prompt: dict[str, Any]
+    extra_data: dict[str, Any]
+    outputs: list[str]
 
     def wire(self) -> list:
         return [self.number, self.prompt_id, self.prompt, self.extra_data, self.outputs]
@@ -109,8 +109,8 @@ class _Interrupted(Exception):
 
 
 class Emulator:
-    def __init__(self, base_dir: str, behaviour: Behaviour, *, checkpoints: List[str], vram_mb: int,
-                 gpu: Optional[str] = None) -> None:
+    def __init__(self, base_dir: str, behaviour: Behaviour, *, checkpoints: list[str], vram_mb: int,
+                 gpu: str | None = None) -> None:
         self.output_dir = os.path.join(base_dir, "output")
         self.input_dir = os.path.join(base_dir, "input")
         self.temp_dir = os.path.join(base_dir, "temp")
@@ -123,28 +123,28 @@ class Emulator:
         self.models = {"checkpoints": checkpoints}
         self.vram_total = vram_mb * 1024 * 1024
         self.gpu_index = gpu if gpu is not None else _visible_gpu()
-        self.sockets: Dict[str, web.WebSocketResponse] = {}
-        self.socket_flags: Dict[str, Dict[str, Any]] = {}
-        self.pending: List[Tuple[float, int, QueueItem]] = []
+        self.sockets: dict[str, web.WebSocketResponse] = {}
+        self.socket_flags: dict[str, dict[str, Any]] = {}
+        self.pending: list[tuple[float, int, QueueItem]] = []
         self.sequence = itertools.count()
         self.counter = 0
-        self.running: Optional[QueueItem] = None
-        self.running_node: Optional[str] = None
-        self.history: Dict[str, Dict[str, Any]] = {}
-        self.cache: Dict[str, Tuple[tuple, Optional[dict]]] = {}
+        self.running: QueueItem | None = None
+        self.running_node: str | None = None
+        self.history: dict[str, dict[str, Any]] = {}
+        self.cache: dict[str, tuple[tuple, dict | None]] = {}
         self.interrupt_requested = False
         self.wakeup = asyncio.Event()
-        self.outbox: "asyncio.Queue[Tuple[Optional[str], Any]]" = asyncio.Queue(maxsize=64)
-        self.loaded_model: Optional[str] = None
+        self.outbox: asyncio.Queue[tuple[str | None, Any]] = asyncio.Queue(maxsize=64)
+        self.loaded_model: str | None = None
         self.model_loads = 0  # checkpoint changes: what affinity scheduling saves
         self.prompts_run = 0
-        self.temp_prefixes: Dict[str, str] = {}  # node id -> its preview prefix, random like ComfyUI's
+        self.temp_prefixes: dict[str, str] = {}  # node id -> its preview prefix, random like ComfyUI's
 
     # ------------------------------------------------------------------ messaging
     def queue_remaining(self) -> int:
         return len(self.pending) + (1 if self.running is not None else 0)
 
-    async def _post(self, target: Optional[str], payload: Any) -> None:
+    async def _post(self, target: str | None, payload: Any) -> None:
         """Queue a frame for ``target`` (a sid, or None for every socket). Like ComfyUI, frames leave through
         one outbox drained by the publisher task, so an HTTP answer goes out before the frames it caused."""
         await self.outbox.put((target, payload))
@@ -167,7 +167,7 @@ class Emulator:
                 except (ConnectionError, RuntimeError):
                     pass
 
-    async def send(self, kind: str, data: Dict[str, Any], client_id: Optional[str], *,
+    async def send(self, kind: str, data: dict[str, Any], client_id: str | None, *,
                    broadcast_without_client: bool = False) -> None:
         text = json.dumps({"type": kind, "data": data})
         if client_id is not None:
@@ -198,8 +198,8 @@ class Emulator:
                 self.running_node = None
 
     # ------------------------------------------------------------------ execution
-    def _signatures(self, prompt: Dict[str, Any]) -> Dict[str, str]:
-        memo: Dict[str, str] = {}
+    def _signatures(self, prompt: dict[str, Any]) -> dict[str, str]:
+        memo: dict[str, str] = {}
 
         def sig(node_id: str) -> str:
             if node_id not in memo:
@@ -219,12 +219,12 @@ class Emulator:
 
     async def execute(self, item: QueueItem) -> None:
         pid, prompt, cid = item.prompt_id, item.prompt, item.extra_data.get("client_id")
-        messages: List[list] = []
+        messages: list[list] = []
         await self.broadcast_status()
         if self.behaviour.crash_on_prompt:
             os._exit(3)
 
-        async def lifecycle(kind: str, data: Dict[str, Any], broadcast: bool = False) -> None:
+        async def lifecycle(kind: str, data: dict[str, Any], broadcast: bool = False) -> None:
             messages.append([kind, data])
             await self.send(kind, data, cid, broadcast_without_client=broadcast)
 
@@ -244,13 +244,13 @@ class Emulator:
         cached_ids = [n for n in prompt if signatures[n] in self.cache]
         await lifecycle("execution_cached", {"nodes": cached_ids, "prompt_id": pid, "timestamp": now_ms()})
 
-        values: Dict[str, tuple] = {}
-        ui_outputs: Dict[str, Any] = {}
-        executed: List[str] = []
-        states: Dict[str, Dict[str, Any]] = {}
-        new_cache: Dict[str, Tuple[tuple, Optional[dict]]] = {}
+        values: dict[str, tuple] = {}
+        ui_outputs: dict[str, Any] = {}
+        executed: list[str] = []
+        states: dict[str, dict[str, Any]] = {}
+        new_cache: dict[str, tuple[tuple, dict | None]] = {}
         outcome = "success"
-        error_data: Dict[str, Any] = {}
+        error_data: dict[str, Any] = {}
 
         async def progress_state() -> None:
             # send() encodes at once: the frame holds the states as they are now
@@ -340,17 +340,17 @@ class Emulator:
         await self.broadcast_status()
         await self.send("executing", {"node": None, "prompt_id": pid}, cid)
 
-    def _error_data(self, pid: str, node_id: str, class_type: str, executed: List[str], exc: Exception,
-                    exception_type: str, inputs: Dict[str, Any]) -> Dict[str, Any]:
+    def _error_data(self, pid: str, node_id: str, class_type: str, executed: list[str], exc: Exception,
+                    exception_type: str, inputs: dict[str, Any]) -> dict[str, Any]:
         return {"prompt_id": pid, "node_id": node_id, "node_type": class_type, "executed": list(executed),
                 "exception_message": str(exc), "exception_type": exception_type,
                 "traceback": [f"  File \"emulator\", in {class_type}\n"],
                 "current_inputs": {k: [repr(v)[:200]] for k, v in inputs.items()},
                 "current_outputs": [], "timestamp": now_ms()}
 
-    async def _run(self, node_id: str, class_type: str, inputs: Dict[str, Any], item: QueueItem,
-                   cid: Optional[str], states: Dict[str, Any], node_state: Any, progress_state: Any,
-                   ) -> Tuple[tuple, Optional[dict]]:
+    async def _run(self, node_id: str, class_type: str, inputs: dict[str, Any], item: QueueItem,
+                   cid: str | None, states: dict[str, Any], node_state: Any, progress_state: Any,
+                   ) -> tuple[tuple, dict | None]:
         behaviour = self.behaviour
         pid = item.prompt_id
         if behaviour.hang:
@@ -365,7 +365,7 @@ class Emulator:
         if behaviour.node_s:
             await asyncio.sleep(behaviour.node_s)
 
-        async def report_progress(value: int, maximum: int, preview: Optional[Image.Image]) -> None:
+        async def report_progress(value: int, maximum: int, preview: Image.Image | None) -> None:
             if class_type == "KSampler" and behaviour.step_s:
                 await asyncio.sleep(behaviour.step_s)
             if self.interrupt_requested:
@@ -403,11 +403,11 @@ class Emulator:
             self.temp_prefixes[node_id] = "ComfyUI_temp_" + "".join(random.choices(string.ascii_lowercase, k=5))
         return self.temp_prefixes[node_id]
 
-    async def _send_binary(self, frame: bytes, cid: Optional[str]) -> None:
+    async def _send_binary(self, frame: bytes, cid: str | None) -> None:
         await self._post(cid, frame)
 
     # ------------------------------------------------------------------ system figures
-    def system_stats(self) -> Dict[str, Any]:
+    def system_stats(self) -> dict[str, Any]:
         ram_total, ram_free = _memory()
         system = {"os": "posix", "ram_total": ram_total, "ram_free": ram_free, "comfyui_version": "0.3.64",
                   "required_frontend_version": "1.27.10", "installed_templates_version": "0.1.95",
@@ -425,7 +425,7 @@ class Emulator:
         return {"system": system, "devices": [device]}
 
 
-def _visible_gpu() -> Optional[str]:
+def _visible_gpu() -> str | None:
     for var in ("NVIDIA_VISIBLE_DEVICES", "CUDA_VISIBLE_DEVICES"):  # the host GPU index first
         value = os.environ.get(var, "").strip()
         if value and value not in ("void", "none", "-1", "all"):
@@ -433,7 +433,7 @@ def _visible_gpu() -> Optional[str]:
     return None
 
 
-def _memory() -> Tuple[int, int]:
+def _memory() -> tuple[int, int]:
     total = free = 0
     try:
         with open("/proc/meminfo") as meminfo:
@@ -460,7 +460,7 @@ def _preview_frame(image: Image.Image, node_id: str, prompt_id: str, with_metada
     return struct.pack(">II", 4, len(metadata)) + metadata + data
 
 
-def _reencode(path: str, preview: Optional[str], channel: str) -> Tuple[bytes, str]:
+def _reencode(path: str, preview: str | None, channel: str) -> tuple[bytes, str]:
     """/view's ``preview=jpeg|webp[;quality]`` and ``channel=rgb|a`` options."""
     import io
     with Image.open(path) as opened:
@@ -482,7 +482,7 @@ def _reencode(path: str, preview: Optional[str], channel: str) -> Tuple[bytes, s
 
 # ====================================================================== HTTP layer
 
-def junk_frames(prompt_id: str) -> List[Any]:
+def junk_frames(prompt_id: str) -> list[Any]:
     """What a broken backend might send on its socket in the middle of a prompt."""
     return [
         "this is not JSON",
@@ -518,7 +518,7 @@ async def _json_body(request: web.Request) -> Any:
     return json.loads(raw) if raw else None
 
 
-async def _json_object(request: web.Request) -> Optional[Dict[str, Any]]:
+async def _json_object(request: web.Request) -> dict[str, Any] | None:
     """The body as a JSON object, or None where ComfyUI answers 500 (not JSON, or not an object)."""
     try:
         body = await _json_body(request)
@@ -641,7 +641,7 @@ def build_app(emu: Emulator) -> web.Application:
             emu.interrupt_requested = True
         return web.Response(status=200)
 
-    def garbled_history() -> Optional[web.Response]:
+    def garbled_history() -> web.Response | None:
         if "history" in emu.behaviour.garbage:
             return web.Response(text='{"broken": [', content_type="application/json")
         if "deep_json" in emu.behaviour.garbage:
@@ -781,7 +781,7 @@ def build_app(emu: Emulator) -> web.Application:
             emu.loaded_model = None
         return web.Response(status=200)
 
-    def input_files() -> List[str]:
+    def input_files() -> list[str]:
         return sorted(f for f in os.listdir(emu.input_dir) if os.path.isfile(os.path.join(emu.input_dir, f)))
 
     @routes.get("/object_info")

@@ -6,23 +6,23 @@ and converts widget values in place (``"5"`` → ``5`` for an INT input), as Com
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any
 
 from .nodes import SPECS, NodeSpec
 
-Error = Dict[str, Any]
+Error = dict[str, Any]
 
 
-def _error(kind: str, message: str, details: str = "", extra: Optional[dict] = None) -> Error:
+def _error(kind: str, message: str, details: str = "", extra: dict | None = None) -> Error:
     return {"type": kind, "message": message, "details": details, "extra_info": extra or {}}
 
 
 class Validator:
-    def __init__(self, prompt: Dict[str, Any], input_dir: str, models: Dict[str, List[str]]) -> None:
+    def __init__(self, prompt: dict[str, Any], input_dir: str, models: dict[str, list[str]]) -> None:
         self.prompt = prompt
         self.input_dir = input_dir
         self.models = models
-        self.results: Dict[str, Tuple[bool, List[Error], str]] = {}
+        self.results: dict[str, tuple[bool, list[Error], str]] = {}
 
     def _spec_of(self, node_id: str) -> NodeSpec:
         return SPECS[self.prompt[node_id]["class_type"]]
@@ -35,7 +35,7 @@ class Validator:
         if "inputs" not in node:
             raise KeyError("inputs")
         inputs = node["inputs"]
-        errors: List[Error] = []
+        errors: list[Error] = []
         valid = True
         for name, config in spec.required.items():
             if name not in inputs:
@@ -90,7 +90,7 @@ class Validator:
         return valid
 
     def _check_value(self, spec: NodeSpec, name: str, input_type: Any, info: dict, value: Any,
-                     shown_config: list, inputs: dict) -> Optional[Error]:
+                     shown_config: list, inputs: dict) -> Error | None:
         if spec.name == "LoadImage" and name == "image":
             if not isinstance(value, str) or not _inside(self.input_dir, value):
                 return _error("custom_validation_failed", "Custom validation failed for node",
@@ -127,8 +127,8 @@ def _inside(base: str, relative: str) -> bool:
     return os.path.commonpath([path, os.path.abspath(base)]) == os.path.abspath(base) and os.path.isfile(path)
 
 
-def validate_prompt(prompt: Any, partial_targets: Optional[List[str]], input_dir: str,
-                    models: Dict[str, List[str]]) -> Tuple[bool, Error, List[str], Dict[str, Any]]:
+def validate_prompt(prompt: Any, partial_targets: list[str] | None, input_dir: str,
+                    models: dict[str, list[str]]) -> tuple[bool, Error, list[str], dict[str, Any]]:
     for node_id, node in prompt.items():
         if "class_type" not in node:
             return False, _error("invalid_prompt", "Cannot execute because a node is missing the class_type property.",
@@ -143,8 +143,8 @@ def validate_prompt(prompt: Any, partial_targets: Optional[List[str]], input_dir
         return False, _error("prompt_no_outputs", "Prompt has no outputs"), [], {}
 
     validator = Validator(prompt, input_dir, models)
-    good: List[str] = []
-    output_reasons: List[str] = []
+    good: list[str] = []
+    output_reasons: list[str] = []
     for output_id in outputs:
         try:
             ok = validator.validate(output_id)
@@ -159,7 +159,7 @@ def validate_prompt(prompt: Any, partial_targets: Optional[List[str]], input_dir
             for reason in validator.results[output_id][1]:
                 output_reasons.append(f"{reason['message']}: {reason['details']}")
 
-    node_errors: Dict[str, Any] = {}
+    node_errors: dict[str, Any] = {}
     for output_id in outputs:
         if output_id in good:
             continue
@@ -174,9 +174,9 @@ def validate_prompt(prompt: Any, partial_targets: Optional[List[str]], input_dir
     return True, {}, good, node_errors
 
 
-def _failing_upstream(prompt: Dict[str, Any], output_id: str, results: Dict[str, tuple]) -> List[str]:
+def _failing_upstream(prompt: dict[str, Any], output_id: str, results: dict[str, tuple]) -> list[str]:
     """Nodes reachable from ``output_id`` that carry their own validation errors."""
-    seen: List[str] = []
+    seen: list[str] = []
     stack = [output_id]
     while stack:
         node_id = stack.pop()

@@ -1,8 +1,9 @@
 """What the pool needs from a way of running ComfyUI backends (Docker hosts, local processes)."""
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import FrozenSet, List, Optional, Protocol, Sequence, Tuple
+from typing import Protocol
 
 from ..policy import Placement
 
@@ -11,9 +12,9 @@ from ..policy import Placement
 class HostSpec:
     name: str
     address: str
-    ports: Tuple[int, int]
-    gpus: Tuple[int, ...]
-    tags: FrozenSet[str] = frozenset()
+    ports: tuple[int, int]
+    gpus: tuple[int, ...]
+    tags: frozenset[str] = frozenset()
     weight: float = 1.0
 
 
@@ -25,7 +26,7 @@ class Spawned:
     host: str
     address: str
     port: int
-    gpu: Optional[int]
+    gpu: int | None
     handle: str  # container id, or process id
     name: str
     running: bool = True
@@ -49,13 +50,13 @@ class Provider(Protocol):
     async def spawn(self, placement: Placement) -> Spawned:
         """Create and start a backend; raises ContainerFailed with the reason when it cannot start."""
 
-    async def check(self, backend: Spawned) -> Optional[str]:
+    async def check(self, backend: Spawned) -> str | None:
         """None while the backend's process/container runs; else why it stopped, with its last log lines."""
 
     async def remove(self, backend: Spawned) -> None:
         """Stop and delete; a backend that is already gone is not an error."""
 
-    async def leftovers(self) -> List[Spawned]:
+    async def leftovers(self) -> list[Spawned]:
         """Backends an earlier run of this comfyart instance left behind."""
 
     async def ping(self, host: str) -> None:
@@ -66,6 +67,6 @@ class Provider(Protocol):
     async def close(self) -> None: ...
 
 
-def render_command(template: Sequence[str], *, address: str, port: int, gpu: Optional[int], python: str) -> List[str]:
+def render_command(template: Sequence[str], *, address: str, port: int, gpu: int | None, python: str) -> list[str]:
     values = {"address": address, "port": port, "gpu": "" if gpu is None else gpu, "python": python}
     return [part.format(**values) for part in template]

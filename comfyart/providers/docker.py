@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import functools
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from typing import Any, Callable, Dict, Iterator, List, Optional
+from typing import Any
 
 import docker.errors
 import docker.types
@@ -54,7 +55,7 @@ class DockerProvider:
         self.startup_timeout_s = config.startup_timeout
         self.image = config.image
         self._urls = {h.name: h.url for h in config.hosts}
-        self._clients: Dict[str, docker.DockerClient] = {}
+        self._clients: dict[str, docker.DockerClient] = {}
         self._executors = {h.name: ThreadPoolExecutor(1, thread_name_prefix=f"docker-{h.name}")
                            for h in config.hosts}
 
@@ -69,14 +70,14 @@ class DockerProvider:
     def _name(self, host: str, port: int) -> str:
         return f"comfyart-{self.instance}-{host}-{port}"
 
-    def container_options(self, placement: Placement, address: str) -> Dict[str, Any]:
+    def container_options(self, placement: Placement, address: str) -> dict[str, Any]:
         """The arguments of ``containers.run`` for one placement (kept apart so tests can read them)."""
         cfg = self.config
         inner_port = placement.port if cfg.network == "host" else cfg.container_port
         command = render_command(cfg.command, address=address if cfg.network == "host" else "0.0.0.0",
                                  port=inner_port, gpu=placement.gpu, python="python3")
         environment = dict(cfg.env)
-        options: Dict[str, Any] = {
+        options: dict[str, Any] = {
             "image": cfg.image, "command": command, "name": self._name(placement.host, placement.port),
             "detach": True, "environment": environment, "volumes": list(cfg.volumes),
             "labels": {LABEL_MANAGED: "true", LABEL_INSTANCE: self.instance, "comfyart.host": placement.host,
@@ -120,8 +121,8 @@ class DockerProvider:
         return Spawned("docker", placement.host, address, placement.port, placement.gpu, container.id, name,
                        image=self.config.image)
 
-    async def check(self, backend: Spawned) -> Optional[str]:
-        def inspect(client: docker.DockerClient) -> Optional[str]:
+    async def check(self, backend: Spawned) -> str | None:
+        def inspect(client: docker.DockerClient) -> str | None:
             try:
                 container = client.containers.get(backend.handle)
             except docker.errors.NotFound:
@@ -134,14 +135,14 @@ class DockerProvider:
                 reason += ", out of memory"
             logs = _logs_of(client, backend.handle)
             return f"{reason}; last log lines:\n{logs}" if logs else reason
-        result: Optional[str] = await self._call(backend.host, inspect)
+        result: str | None = await self._call(backend.host, inspect)
         return result
 
     async def remove(self, backend: Spawned) -> None:
         await self._call(backend.host, lambda client: _remove_by_name(client, backend.handle))
 
-    async def leftovers(self) -> List[Spawned]:
-        found: List[Spawned] = []
+    async def leftovers(self) -> list[Spawned]:
+        found: list[Spawned] = []
         for host in self.hosts:
             filters = {"label": [f"{LABEL_MANAGED}=true", f"{LABEL_INSTANCE}={self.instance}"]}
             containers = await self._call(host.name, functools.partial(_list_containers, filters=filters))
@@ -168,7 +169,7 @@ class DockerProvider:
             client.close()
 
 
-def _list_containers(client: docker.DockerClient, filters: Dict[str, Any]) -> List[Any]:
+def _list_containers(client: docker.DockerClient, filters: dict[str, Any]) -> list[Any]:
     return client.containers.list(all=True, filters=filters)
 
 

@@ -6,6 +6,7 @@ which lets the next start find and stop what a killed run left behind.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -13,7 +14,6 @@ import sys
 import time
 from collections import deque
 from pathlib import Path
-from typing import Dict, List, Optional
 
 from ..config import ProcessConfig
 from ..errors import ContainerFailed
@@ -35,7 +35,7 @@ class ProcessProvider:
                                frozenset(config.tags), config.weight)]
         self.startup_timeout_s = config.startup_timeout
         self.image = ""
-        self._processes: Dict[str, asyncio.subprocess.Process] = {}
+        self._processes: dict[str, asyncio.subprocess.Process] = {}
 
     def _log_path(self, port: int) -> Path:
         return self.log_dir / f"process-{port}.log"
@@ -60,7 +60,7 @@ class ProcessProvider:
         return Spawned("process", HOST_NAME, self.config.address, placement.port, placement.gpu, str(process.pid),
                        f"process-{placement.port}")
 
-    async def check(self, backend: Spawned) -> Optional[str]:
+    async def check(self, backend: Spawned) -> str | None:
         process = self._processes.get(backend.handle)
         if process is None:
             return None if _alive(int(backend.handle)) else "process is gone"
@@ -89,8 +89,8 @@ class ProcessProvider:
                 _signal_group(pid, signal.SIGKILL)
         (self.state_dir / f"{backend.port}.json").unlink(missing_ok=True)
 
-    async def leftovers(self) -> List[Spawned]:
-        found: List[Spawned] = []
+    async def leftovers(self) -> list[Spawned]:
+        found: list[Spawned] = []
         if not self.state_dir.is_dir():
             return found
         for pid_file in self.state_dir.glob("*.json"):
@@ -135,7 +135,7 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def _cmdline(pid: int) -> Optional[list]:
+def _cmdline(pid: int) -> list | None:
     try:
         raw = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
@@ -144,7 +144,5 @@ def _cmdline(pid: int) -> Optional[list]:
 
 
 def _signal_group(pid: int, sig: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass

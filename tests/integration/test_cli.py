@@ -6,7 +6,6 @@ import asyncio
 import json
 import sys
 from pathlib import Path
-from typing import Tuple
 
 from tests.conftest import ROOT, make_settings, running_daemon, text_to_image_graph
 
@@ -15,7 +14,7 @@ CLIENT_KEY = "cli-client-key-0123456789abcdef"
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
-async def cli(url: str, *args: str, key: str = CLIENT_KEY, cwd: Path = ROOT) -> Tuple[int, str, str]:
+async def cli(url: str, *args: str, key: str = CLIENT_KEY, cwd: Path = ROOT) -> tuple[int, str, str]:
     """``python -m comfyart ARGS`` as a process of its own (the daemon runs in this event loop)."""
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "comfyart", *args, cwd=cwd, stdout=asyncio.subprocess.PIPE,

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import AsyncIterator, List, Optional, Tuple, Union
 
 import pytest
 from playwright.async_api import Browser, BrowserContext, Locator, Page, async_playwright, expect
@@ -52,8 +52,8 @@ async def browser() -> AsyncIterator[Browser]:
 EXPECTED_REFUSALS = ("status of 401 (Unauthorized)", "status of 422 (Unprocessable")
 
 
-async def open_page(opener: Union[Browser, BrowserContext], viewport: Optional[dict], problems: List[str],
-                    expected: Tuple[str, ...] = EXPECTED_REFUSALS) -> Page:
+async def open_page(opener: Browser | BrowserContext, viewport: dict | None, problems: list[str],
+                    expected: tuple[str, ...] = EXPECTED_REFUSALS) -> Page:
     """A page of ``opener`` (a browser, or a context with its own credentials) whose errors, but the ``expected``
     refusals, go to ``problems``."""
     page = await opener.new_page(viewport=viewport) if viewport else await opener.new_page()
@@ -106,7 +106,7 @@ async def sign_in(page: Page, base: str, key: str) -> None:
 
 
 async def test_submit_watch_retry_cancel_and_drain_from_the_page(tmp_path: Path, redis_url, browser: Browser):
-    problems: List[str] = []
+    problems: list[str] = []
     async with running_daemon(settings_for(tmp_path, redis_url)) as api:
         api.headers["Authorization"] = f"Bearer {ADMIN_KEY}"
         await wait_for_pool(api, lambda p: sum(b["status"] == "healthy" for b in p["backends"]) == 2)
@@ -229,7 +229,7 @@ async def test_submit_watch_retry_cancel_and_drain_from_the_page(tmp_path: Path,
 
 
 async def test_a_client_key_sees_its_own_tasks_and_no_pool(tmp_path: Path, redis_url, browser: Browser):
-    problems: List[str] = []
+    problems: list[str] = []
     async with running_daemon(settings_for(tmp_path, redis_url)) as api:
         base = str(api.base_url).rstrip("/")
         theirs = (await api.post("/api/tasks", json={"prompt": basic_graph()},
@@ -264,7 +264,7 @@ async def test_a_client_key_sees_its_own_tasks_and_no_pool(tmp_path: Path, redis
 
 async def test_a_basic_auth_admin_user_gets_the_browsers_prompt_and_live_events(tmp_path: Path, redis_url,
                                                                                 browser: Browser):
-    problems: List[str] = []
+    problems: list[str] = []
     settings = settings_for(tmp_path, redis_url)
     settings.auth.admin_user = "ops"
     settings.auth.admin_password = SecretStr("correct horse battery staple")

@@ -8,8 +8,8 @@ import os
 import shutil
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Dict, Iterator
 
 import httpx
 import pytest
@@ -23,7 +23,7 @@ COMPOSE_ENV = {"COMFYUI_IMAGE": "example.org/comfyui:2026.11", "COMFYUI_GPUS": "
                "COMFYUI_VOLUMES": '["/srv/models:/app/models:ro"]', "DOCKER_GID": "998"}
 
 
-def compose(*args: str, env: Dict[str, str]) -> subprocess.CompletedProcess:
+def compose(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
     binary = shutil.which("docker-compose")
     assert binary, "docker-compose is missing: apt-get install docker-compose (scripts/test installs it)"
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("COMFYUI_", "COMFYART_", "REDIS_PORT"))}

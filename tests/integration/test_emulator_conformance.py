@@ -19,8 +19,8 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Dict, Iterator, Tuple
 
 import pytest
 
@@ -31,7 +31,7 @@ CAPTURE = SHARED / "comfyui" / "tools" / "capture.py"
 REAL = SHARED / "comfyui" / "transcripts"
 
 # capture.py scenario -> (transcript, comparison); the order is the recorded order
-SCENARIOS: Dict[str, Tuple[str, str]] = {
+SCENARIOS: dict[str, tuple[str, str]] = {
     "connect": ("00_ws_connect_handshake", "strict"),
     "success": ("01_success_basic", "strict"),
     "cached": ("02_cached_rerun", "strict"),

@@ -11,7 +11,7 @@ import json
 import struct
 import uuid
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any
 
 import aiohttp
 import httpx
@@ -33,9 +33,9 @@ def static(*emulators) -> list:
     return [{"name": f"emu{i}", "url": e.url} for i, e in enumerate(emulators)]
 
 
-async def frames_until_end(ws: aiohttp.ClientWebSocketResponse, prompt_ids: set, timeout_s: float = 30) -> List[Any]:
+async def frames_until_end(ws: aiohttp.ClientWebSocketResponse, prompt_ids: set, timeout_s: float = 30) -> list[Any]:
     """Every frame (text as JSON, binary as bytes) until each of ``prompt_ids`` sent its end marker."""
-    frames: List[Any] = []
+    frames: list[Any] = []
     ended: set = set()
     async with asyncio.timeout(timeout_s):
         while ended != prompt_ids:
@@ -51,7 +51,7 @@ async def frames_until_end(ws: aiohttp.ClientWebSocketResponse, prompt_ids: set,
     return frames
 
 
-def kinds(frames: List[Any], prompt_id: str) -> List[str]:
+def kinds(frames: list[Any], prompt_id: str) -> list[str]:
     return [f["type"] for f in frames if isinstance(f, dict) and f["data"].get("prompt_id") == prompt_id]
 
 
@@ -226,7 +226,7 @@ def test_comfy_api_simplified_runs_unmodified_against_the_cluster(tmp_path: Path
         async with running_daemon(settings) as api:
             url = str(api.base_url)
 
-            def drive() -> Dict[str, Any]:
+            def drive() -> dict[str, Any]:
                 client = ComfyApiWrapper(url)
                 results = {}
                 for i in range(6):
@@ -263,7 +263,7 @@ async def test_task_events_stream_and_cluster_websocket(tmp_path: Path, redis_ur
         async with session.ws_connect(f"{base.replace('http', 'ws')}/api/events") as everything:
             graph = text_to_image_graph(seed=3, steps=10)
             task_id = (await api.post("/api/tasks", json={"prompt": graph})).json()["id"]
-            events: List[Dict[str, Any]] = []
+            events: list[dict[str, Any]] = []
             async with api.stream("GET", f"/api/tasks/{task_id}/events") as stream:
                 assert stream.headers["content-type"].startswith("text/event-stream")
                 name = None
@@ -278,7 +278,7 @@ async def test_task_events_stream_and_cluster_websocket(tmp_path: Path, redis_ur
             assert statuses.index("running") < statuses.index("completed")
             completed = events[-1]
             assert completed["outputs"] and completed["outputs"][0]["content_type"] == "image/png"
-            cluster: List[Dict[str, Any]] = []
+            cluster: list[dict[str, Any]] = []
             async with asyncio.timeout(10):
                 while not any(e["type"] == "task" and e["status"] == "completed" for e in cluster) \
                         or not any(e["type"] == "queue" for e in cluster):
@@ -300,7 +300,7 @@ async def test_task_events_stream_and_cluster_websocket(tmp_path: Path, redis_ur
 
 
 async def test_webhooks_are_signed_retried_and_recorded(tmp_path: Path, redis_url, emulator):
-    received: List[Dict[str, Any]] = []
+    received: list[dict[str, Any]] = []
 
     async def hook(request: web.Request) -> web.Response:
         body = await request.read()

@@ -18,8 +18,9 @@ import re
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Dict, Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -38,7 +39,7 @@ RELAXED = {"09_interrupt"}
 TASK_SUBFOLDER = re.compile(r"\b[0-9A-HJKMNP-TV-Z]{26}(/|%2F|(?=\"|&|$))")
 
 
-def comfyart_differences_removed(transcript: Dict[str, Any]) -> Dict[str, Any]:
+def comfyart_differences_removed(transcript: dict[str, Any]) -> dict[str, Any]:
     text = TASK_SUBFOLDER.sub("", json.dumps(transcript))
     text = re.sub(r'"max_upload_size": \d+', '"max_upload_size": "<limit>"', text)
     text = re.sub(r', "create_time": \d+', "", text)

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Dict, Tuple
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
@@ -11,7 +10,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.conftest import basic_graph, make_settings, running_daemon, wait_for_tasks
 
 
-async def scrape(api: httpx.AsyncClient) -> Dict[Tuple[str, Tuple[Tuple[str, str], ...]], float]:
+async def scrape(api: httpx.AsyncClient) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     answer = await api.get("/metrics")
     assert answer.status_code == 200 and answer.headers["content-type"].startswith("text/plain")
     return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value

@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from typing import Iterator
+from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -48,7 +48,7 @@ def fuzzed_daemon(redis_server: str, tmp_path_factory: pytest.TempPathFactory) -
 
 
 @pytest.fixture(scope="module")
-def api_schema(fuzzed_daemon: str) -> "schemathesis.schemas.BaseSchema":
+def api_schema(fuzzed_daemon: str) -> schemathesis.schemas.BaseSchema:
     loaded = schemathesis.openapi.from_url(f"{fuzzed_daemon}/openapi.json", headers=AUTH)
     for method, path in NOT_FUZZED:
         loaded = loaded.exclude(method=method, path=path)
@@ -62,7 +62,7 @@ schema = schemathesis.pytest.from_fixture("api_schema")
 @settings(max_examples=EXAMPLES_PER_OPERATION, deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much,
                                  HealthCheck.function_scoped_fixture])
-def test_no_request_the_schema_allows_makes_the_daemon_fail(case: "schemathesis.Case") -> None:
+def test_no_request_the_schema_allows_makes_the_daemon_fail(case: schemathesis.Case) -> None:
     response = case.call(headers=AUTH, timeout=30)
     described = f"{case.method} {case.formatted_path} -> {response.status_code}: {response.text[:300]}"
     assert response.status_code != 500 and response.status_code < 500 or (

@@ -226,10 +226,10 @@ async def test_after_a_takeover_the_tracker_takes_its_client_id_back(tmp_path: P
     settings = make_settings(tmp_path, redis_url, static_backends=static(emu), tracking={"silence_s": 3.0})
     async with running_daemon(settings) as api:
         client_id = await _tracker_client_id(api, emu)
-        async with aiohttp.ClientSession() as session:
-            async with session.ws_connect(f"ws://127.0.0.1:{emu.port}/ws?clientId={client_id}"):
-                first = (await api.post("/api/tasks", json={"prompt": basic_graph(color=6)})).json()["id"]
-                await wait_for_tasks(api, [first], timeout_s=20)
+        async with aiohttp.ClientSession() as session, \
+                session.ws_connect(f"ws://127.0.0.1:{emu.port}/ws?clientId={client_id}"):
+            first = (await api.post("/api/tasks", json={"prompt": basic_graph(color=6)})).json()["id"]
+            await wait_for_tasks(api, [first], timeout_s=20)
         started = asyncio.get_running_loop().time()
         ids = [(await api.post("/api/tasks", json={"prompt": basic_graph(color=10 + i)})).json()["id"]
                for i in range(6)]

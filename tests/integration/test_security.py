@@ -7,7 +7,7 @@ import base64
 import json
 import re
 from pathlib import Path
-from typing import Any, Dict, List, Set
+from typing import Any
 
 import aiohttp
 import httpx
@@ -22,7 +22,7 @@ CAROL_KEY = "carol-client-key-0123456789abcdef"
 ADMIN_USER, ADMIN_PASSWORD = "root", "correct horse battery"
 
 
-def secured(tmp_path: Path, redis_url: str, *, quotas: Dict[str, Any] | None = None, **sections: Any):
+def secured(tmp_path: Path, redis_url: str, *, quotas: dict[str, Any] | None = None, **sections: Any):
     auth = {"keys": [{"name": "ops", "role": "admin", "key": ADMIN_KEY},
                      {"name": "alice", "key": ALICE_KEY},
                      {"name": "carol", "key": CAROL_KEY, "max_queued": 2, "submissions_per_minute": 6000}],
@@ -150,7 +150,7 @@ async def test_a_client_sees_only_its_own_tasks_outputs_and_events(tmp_path: Pat
                                           ) as events:
                 await carol.post("/api/tasks", json={"prompt": basic_graph(color=3)})
                 another = (await alice.post("/api/tasks", json={"prompt": basic_graph(color=4)})).json()["id"]
-                heard: Set[str] = set()
+                heard: set[str] = set()
                 async with asyncio.timeout(30):
                     while True:
                         event = json.loads((await events.receive()).data)
@@ -228,7 +228,7 @@ async def test_each_key_has_its_own_comfyui(tmp_path: Path, redis_url, emulator)
     emu = emulator()
     async with running_daemon(secured(tmp_path, redis_url, static_backends=static(emu))) as api:
         ws_base = str(api.base_url).replace("http", "ws")
-        frames: Dict[str, List[Any]] = {}
+        frames: dict[str, list[Any]] = {}
         async with aiohttp.ClientSession() as session:
             sockets = {}
             for name, key in (("alice", ALICE_KEY), ("carol", CAROL_KEY)):
@@ -320,7 +320,7 @@ async def test_secrets_stay_out_of_the_pool_view_and_the_logs(tmp_path: Path, re
     from loguru import logger
 
     emu = emulator()
-    lines: List[str] = []
+    lines: list[str] = []
     sink = logger.add(lambda message: lines.append(str(message)), level="DEBUG")
     host_port = emu.url.split("://", 1)[1]
     try:
@@ -347,7 +347,7 @@ async def test_client_webhooks_reach_public_addresses_only(tmp_path: Path, redis
 
     from comfyart.webhooks import PRIVATE_TARGET
 
-    received: List[str] = []
+    received: list[str] = []
 
     async def hook(request: web.Request) -> web.Response:
         received.append(json.loads(await request.read())["id"])
@@ -369,7 +369,7 @@ async def test_client_webhooks_reach_public_addresses_only(tmp_path: Path, redis
         by_admin = (await admin.post("/api/tasks", json={"prompt": basic_graph(color=6),
                                                          "webhook": hook_url})).json()["id"]
         await wait_for_tasks(admin, [by_name, by_admin])
-        deliveries: Dict[str, List[Dict[str, Any]]] = {}
+        deliveries: dict[str, list[dict[str, Any]]] = {}
         async with asyncio.timeout(20):
             while len(deliveries) < 2:
                 for task_id in (by_name, by_admin):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -30,8 +30,8 @@ async def test_a_prompt_that_ends_between_the_history_and_queue_lookups_is_not_r
                             "outputs": {"3": {"images": [{"filename": "a_00001_.png", "subfolder": "",
                                                           "type": "output"}]}},
                             "status": {"status_str": "success", "completed": True, "messages": []}}}
-    history_answers: List[Dict[str, Any]] = [{}, finished]
-    calls: List[str] = []
+    history_answers: list[dict[str, Any]] = [{}, finished]
+    calls: list[str] = []
     picture = io.BytesIO()
     Image.new("RGB", (4, 4)).save(picture, format="PNG")
 

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import asyncio
-from typing import List, Sequence
+from collections.abc import Sequence
 
 import pytest
 
@@ -13,12 +13,12 @@ class Recorder:
     """A ``send`` that records its batches and can be held open, as a slow Redis round trip."""
 
     def __init__(self) -> None:
-        self.batches: List[List[int]] = []
+        self.batches: list[list[int]] = []
         self.gate = asyncio.Event()
         self.gate.set()
         self.fail_next = False
 
-    async def __call__(self, items: Sequence[int]) -> List[int]:
+    async def __call__(self, items: Sequence[int]) -> list[int]:
         self.batches.append(list(items))
         await self.gate.wait()
         if self.fail_next:

@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator, List
+from typing import Any
 
 import pytest
 
@@ -23,7 +24,7 @@ from comfyart.comfy.protocol import (
 TRANSCRIPTS = Path(__file__).resolve().parents[2].parent / "shared" / "comfyui" / "transcripts"
 
 
-def events(name: str) -> List[dict]:
+def events(name: str) -> list[dict]:
     return json.loads((TRANSCRIPTS / name).read_text())["events"]
 
 
@@ -34,7 +35,7 @@ def all_text_frames() -> Iterator[dict]:
                 yield event["json"]
 
 
-def history_entries(name: str) -> List[dict]:
+def history_entries(name: str) -> list[dict]:
     entries = []
     for event in events(name):
         if event["kind"] == "http" and event["path"].startswith("/history/") and event.get("response_json"):
