@@ -28,12 +28,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from pipeline import RESULTS, ROOT, Rig  # noqa: E402
 
 sys.path.insert(0, str(ROOT))
-from comfyart.inputs import InputStore  # noqa: E402
-from comfyart.outputs import OutputStore  # noqa: E402
-from comfyart.store import TaskStore  # noqa: E402
-from comfyart.templates import Templates  # noqa: E402
-from comfyart.workflow import WorkflowDefinition  # noqa: E402
-from comfyart.workflow_store import WorkflowStore  # noqa: E402
+from comfyart.files.inputs import InputStore  # noqa: E402
+from comfyart.files.outputs import OutputStore  # noqa: E402
+from comfyart.store.tasks import TaskStore  # noqa: E402
+from comfyart.store.workflows import WorkflowStore  # noqa: E402
+from comfyart.workflows.definition import WorkflowDefinition  # noqa: E402
+from comfyart.workflows.resolve import Templates  # noqa: E402
 
 EXAMPLES = ROOT / "config" / "workflows"
 PROMPT = "a lighthouse on a cliff at dawn, oil painting, dramatic light"

@@ -1,6 +1,6 @@
 """``python -m comfyart``: the same as the ``comfyart`` command."""
 import sys
 
-from .cli import main
+from comfyart.cli.main import main
 
 sys.exit(main())

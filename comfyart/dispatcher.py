@@ -18,25 +18,33 @@ from typing import Any
 
 from loguru import logger
 
-from .comfy import protocol
-from .config import SchedulerConfig
-from .errors import BackendUnavailable, InvalidInput, InvalidTransition, NotFound, PromptRejected, TransientError
-from .models import Task, TaskStatus, relay_of
-from .policy import AfterUncertainSubmit, AttemptEnd, after_uncertain_submit
-from .pool import Backend, Pool, now_ms
-from .pool_store import PoolStore
-from .scheduling import (
+from comfyart.clock import now_ms
+from comfyart.comfy import protocol
+from comfyart.config.sections import SchedulerConfig
+from comfyart.errors import (
+    BackendUnavailable,
+    InvalidInput,
+    InvalidTransition,
+    NotFound,
+    PromptRejected,
+    TransientError,
+)
+from comfyart.models import Task, TaskStatus, relay_of
+from comfyart.policy.attempts import AfterUncertainSubmit, AttemptEnd, after_uncertain_submit
+from comfyart.policy.scheduling import (
     QueuedTask,
     assign,
-    free_slots,
+    free_prompt_slots,
     ordered,
     skipped_by,
     unschedulable_reason,
     window_size,
 )
-from .store import Submission, TaskStore
-from .templates import PreparedPrompt, Templates
-from .tracker import PromptState, Tracker
+from comfyart.pool.registry import Backend, Pool
+from comfyart.store.pool import PoolStore
+from comfyart.store.tasks import Submission, TaskStore
+from comfyart.tracker.tracker import PromptState, Tracker
+from comfyart.workflows.resolve import PreparedPrompt, Templates
 
 IDLE_WAIT_S = 1.0  # with nothing to do, look again this often even unwoken (a task queued by another process)
 BLOCKED_CHECK_S = 1.0
@@ -113,7 +121,7 @@ class Dispatcher:
         """Pair the head of the queue with free slots and submit; False when nothing could be dispatched."""
         settings = self.settings
         slots = self.pool.slots()
-        if not free_slots(slots, settings.prefetch):
+        if not free_prompt_slots(slots, settings.prefetch):
             return False
         ids, waiting = await self.store.peek(window_size(slots, settings.prefetch, settings.lookahead))
         if not ids:

@@ -18,9 +18,10 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from .events import EventHub
-from .models import FINAL_STATUSES, TaskStatus
-from .store import TaskStore, map_redis_errors
+from comfyart.bus import EventHub
+from comfyart.models import FINAL_STATUSES, TaskStatus
+from comfyart.store.redis import map_redis_errors
+from comfyart.store.tasks import TaskStore
 
 PRIORITY_SCAN = 100_000  # queued entries the priority breakdown reads; the rest are counted as "beyond_scan"
 # seconds: a task waits from milliseconds (an idle pool) to hours (a long queue), and runs as long

@@ -15,10 +15,11 @@ from typing import Any
 
 from loguru import logger
 
-from .errors import TransientError
-from .events import Event, EventHub
-from .models import FINAL_STATUSES
-from .store import TaskStore, map_redis_errors
+from comfyart.bus import Event, EventHub
+from comfyart.errors import TransientError
+from comfyart.models import FINAL_STATUSES
+from comfyart.store.redis import map_redis_errors
+from comfyart.store.tasks import TaskStore
 
 ENDED = tuple(status.value for status in FINAL_STATUSES)
 

@@ -28,12 +28,13 @@ from urllib.parse import urlsplit
 import aiohttp
 from loguru import logger
 
-from .config import WebhooksConfig
-from .errors import NotFound, TransientError
-from .events import EventHub
-from .models import FINAL_STATUSES, Task
-from .policy import webhook_next_attempt
-from .store import TaskStore, now_ms
+from comfyart.bus import EventHub
+from comfyart.clock import now_ms
+from comfyart.config.sections import WebhooksConfig
+from comfyart.errors import NotFound, TransientError
+from comfyart.models import FINAL_STATUSES, Task
+from comfyart.policy.rates import webhook_next_attempt
+from comfyart.store.tasks import TaskStore
 
 POLL_S = 1.0
 PRIVATE_TARGET = "the webhook's host is not a public address; client keys may reach public addresses only"

@@ -20,7 +20,7 @@ import redis
 import redis.asyncio as aioredis
 import yaml
 
-from comfyart.config import Settings
+from comfyart.config.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"

@@ -18,9 +18,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import docker.errors
-
 import docker
+import docker.errors
 
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = Path(os.environ.get("COMFYART_TEST_CACHE", Path.home() / ".cache" / "comfyart"))

@@ -14,8 +14,8 @@ from urllib.parse import urlencode
 
 import aiohttp
 
-from ..errors import BackendUnavailable, PromptRejected
-from .protocol import OutputRef
+from comfyart.comfy.protocol import OutputRef
+from comfyart.errors import BackendUnavailable, PromptRejected
 
 WRITE_BATCH_BYTES = 1 << 20
 Offload = Callable[..., Awaitable[Any]]  # runs a blocking call off the event loop: asyncio.to_thread's shape

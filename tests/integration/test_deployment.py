@@ -15,7 +15,7 @@ import httpx
 import pytest
 import yaml
 
-from comfyart.config import load_settings
+from comfyart.config.settings import load_settings
 from tests import dockerenv
 from tests.conftest import ROOT, free_port, free_port_range
 

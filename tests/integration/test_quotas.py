@@ -6,10 +6,10 @@ import random
 import pytest
 
 from comfyart.auth import Principal, Role
-from comfyart.config import QuotaConfig
+from comfyart.config.sections import QuotaConfig
 from comfyart.errors import QuotaExceeded
-from comfyart.policy import rate_limit
-from comfyart.quotas import Quotas
+from comfyart.policy.rates import rate_limit
+from comfyart.store.quotas import Quotas
 
 
 @pytest.mark.parametrize("per_minute, burst", [(60, 3), (7, 2), (600, 1), (0.5, 4), (10_000, 50)])

@@ -5,11 +5,11 @@ import asyncio
 
 import pytest
 
-from comfyart.config import StaticBackendConfig
+from comfyart.config.fleet import StaticBackendConfig
 from comfyart.errors import InvalidTransition, NotFound
 from comfyart.models import TaskStatus
-from comfyart.pool_store import PoolStore, ScaleOverride
-from comfyart.store import Submission, TaskStore
+from comfyart.store.pool import PoolStore, ScaleOverride
+from comfyart.store.tasks import Submission, TaskStore
 
 GRAPH = {"1": {"class_type": "EmptyImage", "inputs": {}}}
 

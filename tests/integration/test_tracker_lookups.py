@@ -11,12 +11,13 @@ from aiohttp import web
 from PIL import Image
 
 from comfyart.comfy.client import ComfyClient
-from comfyart.config import PoolConfig, TrackingConfig
+from comfyart.config.fleet import PoolConfig
+from comfyart.config.sections import TrackingConfig
+from comfyart.files.outputs import OutputStore
 from comfyart.models import TaskStatus
-from comfyart.outputs import OutputStore
-from comfyart.pool import Backend, Pool
-from comfyart.store import TaskStore
-from comfyart.tracker import Tracker
+from comfyart.pool.registry import Backend, Pool
+from comfyart.store.tasks import TaskStore
+from comfyart.tracker.tracker import Tracker
 from tests.conftest import basic_graph, free_port
 
 PROMPT_ID = "4b1d6a2e-0000-4000-8000-000000000001"

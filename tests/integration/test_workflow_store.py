@@ -13,13 +13,13 @@ from pathlib import Path
 import pytest
 
 from comfyart.errors import Conflict, InvalidInput, NotFound
-from comfyart.inputs import InputStore
-from comfyart.outputs import OutputStore
-from comfyart.store import TaskStore
-from comfyart.templates import Templates
-from comfyart.workflow import FileLoad, Parameter, ParameterError, WorkflowDefinition
-from comfyart.workflow_files import load_workflow_files, read_workflow_dir
-from comfyart.workflow_store import DELETED_RETENTION_S, WorkflowStore
+from comfyart.files.inputs import InputStore
+from comfyart.files.outputs import OutputStore
+from comfyart.store.tasks import TaskStore
+from comfyart.store.workflows import DELETED_RETENTION_S, WorkflowStore
+from comfyart.workflows.definition import FileLoad, Parameter, ParameterError, WorkflowDefinition
+from comfyart.workflows.files import load_workflow_files, read_workflow_dir
+from comfyart.workflows.resolve import Templates
 from tests.conftest import ROOT, text_to_image_graph
 
 SEED_MAP = {"seed": Parameter(type="int", target="3.seed", min=0),

@@ -4,20 +4,17 @@ import itertools
 
 import pytest
 
-from comfyart.autoscale import (
+from comfyart.policy.autoscale import (
     ContainerState,
     ContainerView,
-    HealthCount,
-    Recycle,
     ScaleInput,
     ScaleLimits,
-    after_health_check,
     decide_scale,
-    free_slots,
-    recycle_reason,
+    free_container_slots,
     wanted_containers,
 )
-from comfyart.policy import HostView
+from comfyart.policy.health import HealthCount, Recycle, after_health_check, recycle_reason
+from comfyart.policy.placement import HostView
 
 H, S, U = ContainerState.HEALTHY, ContainerState.STARTING, ContainerState.UNHEALTHY
 
@@ -198,7 +195,7 @@ def host(ports=(100, 104), gpus=(), used_ports=(), used_gpus=(), available=True)
     ([host(gpus=[0], used_gpus=[0, 7])], 0),
 ])
 def test_free_slots(hosts, expected):
-    assert free_slots(hosts) == expected
+    assert free_container_slots(hosts) == expected
 
 
 @pytest.mark.parametrize("start, results, expected_healthy", [

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from comfyart.batching import GroupCommit
+from comfyart.store.batching import GroupCommit
 
 
 class Recorder:

@@ -4,10 +4,10 @@ from pathlib import Path
 
 import pytest
 
-from comfyart.config import load_settings
+from comfyart.config.settings import load_settings
 from comfyart.errors import ConfigError
+from comfyart.files.outputs import OutputStore
 from comfyart.models import TRANSITIONS, TaskStatus, sources_of
-from comfyart.outputs import OutputStore
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "config"
 
@@ -94,13 +94,13 @@ def test_output_store_names(tmp_path: Path):
 
 
 def test_the_readme_reference_is_what_the_models_say():
-    from comfyart.config_reference import README, reference
+    from comfyart.config.reference import README, reference
 
-    assert reference() in README.read_text(), "run: python3 -m comfyart.config_reference --write"
+    assert reference() in README.read_text(), "run: python3 -m comfyart.config.reference --write"
 
 
 def test_the_reference_names_every_field_with_its_type_default_and_purpose():
-    from comfyart.config_reference import rows
+    from comfyart.config.reference import rows
 
     table = {path: (kind, default, what) for path, kind, default, what in rows()}
     assert table["pool.min_containers"] == ("integer (≥ 0)", "`1`", "always running, even with an empty queue")

@@ -1,9 +1,9 @@
 """The Docker provider's create call, read without an engine."""
 from __future__ import annotations
 
-from comfyart.config import DockerConfig
-from comfyart.policy import Placement
-from comfyart.providers.docker import DockerProvider
+from comfyart.config.fleet import DockerConfig
+from comfyart.policy.placement import Placement
+from comfyart.pool.providers.docker import DockerProvider
 
 
 def test_the_create_call_carries_the_gpu_request_and_pinning():

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from comfyart.filethread import FileThread
+from comfyart.files.filethread import FileThread
 
 
 async def test_calls_run_off_the_loop_in_order_with_their_results():

@@ -10,9 +10,7 @@ from urllib.parse import quote
 
 import pytest
 
-from comfyart.comfy.validate import output_nodes, validate
-from comfyart.events import EventHub
-from comfyart.front import (
+from comfyart.api.comfyui.front import (
     history_entry,
     in_history,
     job,
@@ -24,8 +22,10 @@ from comfyart.front import (
     terminal_message,
     with_metadata,
 )
+from comfyart.bus import EventHub
+from comfyart.comfy.validate import output_nodes, validate
 from comfyart.models import OutputFile, Relay, Task, TaskStatus
-from comfyart.policy import webhook_next_attempt
+from comfyart.policy.rates import webhook_next_attempt
 from comfyart.webhooks import payload, signature
 
 INFO = {
@@ -278,7 +278,7 @@ async def _take(subscription, count):
 async def test_cached_answers_are_reused_and_bounded():
     from types import SimpleNamespace
 
-    from comfyart.front import CACHED_ANSWERS, FrontDoor
+    from comfyart.api.comfyui.front import CACHED_ANSWERS, FrontDoor
     front = FrontDoor(store=None, pool=None, outputs=None, inputs=None, tracker=SimpleNamespace(), session=None,
                       events=EventHub())
     fetched = []

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from comfyart.inputs import InputStore, NotAnImage, TooLarge, sniff_image
+from comfyart.files.inputs import InputStore, NotAnImage, TooLarge, sniff_image
 
 
 @pytest.mark.parametrize("head, expected", [

@@ -5,7 +5,7 @@ import json
 
 from loguru import logger
 
-from comfyart.cli import configure_logging
+from comfyart.cli.logs import configure_logging
 
 
 def test_json_lines_carry_the_fields_of_their_message(capsys):

@@ -2,16 +2,14 @@ from __future__ import annotations
 
 import pytest
 
-from comfyart.policy import (
+from comfyart.policy.attempts import (
     AfterUncertainSubmit,
     AttemptEnd,
-    HostView,
-    Placement,
     after_uncertain_submit,
-    place_container,
     prompt_progress,
     should_retry,
 )
+from comfyart.policy.placement import HostView, Placement, place_container
 
 
 def host(name, ports=(100, 102), gpus=(), used_ports=(), used_gpus=(), containers=None, available=True):

@@ -4,22 +4,18 @@ import random
 
 import pytest
 
-from comfyart.scheduling import (
-    STRICT_LEVEL_MS,
+from comfyart.policy.needs import Needs, graph_cost, graph_models
+from comfyart.policy.priority import STRICT_LEVEL_MS, parse_priority, queue_score
+from comfyart.policy.scheduling import (
     BackendSlot,
-    Needs,
     Order,
     QueuedTask,
     Strategy,
     assign,
     cannot_run_reason,
-    free_slots,
-    graph_cost,
-    graph_models,
+    free_prompt_slots,
     level_at,
     ordered,
-    parse_priority,
-    queue_score,
     skipped_by,
     unschedulable_reason,
     window_size,
@@ -325,15 +321,15 @@ def test_affinity_bounds_how_long_a_task_is_passed_over():
 def test_free_slots_count_only_healthy_accepting_backends():
     backends = [slot("a", 0), slot("b", 1), slot("c", 2), slot("d", 0, healthy=False), slot("e", 0, accepting=False),
                 slot("f", 5)]
-    assert free_slots(backends, prefetch=0) == 1  # only a: b and c are busy, f is over its limit
-    assert free_slots(backends, prefetch=1) == 2 + 1  # a twice, b once
-    assert free_slots(backends, prefetch=2) == 3 + 2 + 1
-    assert free_slots([], prefetch=1) == 0
+    assert free_prompt_slots(backends, prefetch=0) == 1  # only a: b and c are busy, f is over its limit
+    assert free_prompt_slots(backends, prefetch=1) == 2 + 1  # a twice, b once
+    assert free_prompt_slots(backends, prefetch=2) == 3 + 2 + 1
+    assert free_prompt_slots([], prefetch=1) == 0
 
 
 def test_window_holds_every_free_slot_plus_the_lookahead():
     backends = [slot(f"b{i}", i % 3) for i in range(64)]
-    assert window_size(backends, prefetch=1, lookahead=32) == free_slots(backends, 1) + 32
+    assert window_size(backends, prefetch=1, lookahead=32) == free_prompt_slots(backends, 1) + 32
     assert window_size([slot("a", 2)], prefetch=1, lookahead=5) == 5
 
 

@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from comfyart.api.limits import JSONTooDeep, body_limit, json_depth_exceeds, parse_json
 from comfyart.auth import (
     NOBODY,
     KeyRecord,
@@ -22,12 +23,12 @@ from comfyart.auth import (
     url_signature,
 )
 from comfyart.comfy.protocol import Executed, Executing, Progress, graph_problem, parse_frame
-from comfyart.config import AuthConfig, LimitsConfig, Settings
+from comfyart.config.sections import AuthConfig, LimitsConfig
+from comfyart.config.settings import Settings
 from comfyart.daemon import auth_problem, config_keys, is_loopback
-from comfyart.limits import JSONTooDeep, body_limit, json_depth_exceeds, parse_json
+from comfyart.files.outputs import MAX_NAME_BYTES, safe_filename
 from comfyart.models import socket_key
-from comfyart.outputs import MAX_NAME_BYTES, safe_filename
-from comfyart.policy import rate_limit
+from comfyart.policy.rates import rate_limit
 from comfyart.redact import redact_url
 from comfyart.webhooks import address_is_public, literal_target_problem
 
@@ -294,8 +295,8 @@ def test_public_addresses(address, public):
 
 
 def test_a_stored_output_never_resolves_outside_its_task(tmp_path):
-    from comfyart.inputs import InputStore
-    from comfyart.outputs import OutputStore
+    from comfyart.files.inputs import InputStore
+    from comfyart.files.outputs import OutputStore
 
     store = OutputStore(tmp_path / "outputs")
     secret = tmp_path / "secret.txt"

@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from comfyart.workflow import (
+from comfyart.workflows.definition import (
     SEED_MAX,
     FileLoad,
     Parameter,

@@ -1,0 +1,1 @@
+"""ComfyUI's HTTP routes and WebSocket, served by comfyart for the whole cluster."""

@@ -1,0 +1,101 @@
+"""Live events inside one daemon: task transitions and progress (published by the task store), pool changes and
+queue depth (published by ``ClusterWatch``). The API's event streams, the ComfyUI front door and the webhook
+sender read them.
+
+Publishing never waits and costs nothing without subscribers. A subscriber that falls ``capacity`` events
+behind is cut off: its stream ends with a ``lagged`` event, so one slow client can never hold the daemon or make it
+buffer without bound; it re-reads the records and subscribes again.
+"""
+from __future__ import annotations
+
+import asyncio
+import collections
+from collections.abc import Callable
+from typing import Any
+
+Event = dict[str, Any]
+Accepts = Callable[[Event], bool]
+
+DEFAULT_CAPACITY = 1000
+
+
+def _everything(event: Event) -> bool:
+    return True
+
+
+class Subscription:
+    """An async iterator of the events its filter accepts, from the moment it was made."""
+
+    def __init__(self, hub: EventHub, accepts: Accepts, capacity: int) -> None:
+        self._hub = hub
+        self.accepts = accepts
+        self._capacity = capacity
+        self._events: collections.deque[Event] = collections.deque()
+        self._arrived = asyncio.Event()
+        self.lagged = False
+        self.closed = False
+
+    def offer(self, event: Event) -> None:
+        if self.closed or not self.accepts(event):
+            return
+        if len(self._events) >= self._capacity:
+            self.lagged = True
+            self._events.clear()
+            self._events.append({"type": "lagged", "detail": f"more than {self._capacity} events behind"})
+            self._hub._subscribers.discard(self)
+            self.closed = True
+        else:
+            self._events.append(event)
+        self._arrived.set()
+
+    async def get(self, timeout_s: float | None = None) -> Event | None:
+        """The next event; None after ``timeout_s`` without one, or once the subscription was cut off and drained."""
+        while not self._events:
+            if self.closed:
+                return None
+            self._arrived.clear()
+            try:
+                async with asyncio.timeout(timeout_s):
+                    await self._arrived.wait()
+            except TimeoutError:
+                return None
+        return self._events.popleft()
+
+    def __aiter__(self) -> Subscription:
+        return self
+
+    async def __anext__(self) -> Event:
+        event = await self.get()
+        if event is None:
+            raise StopAsyncIteration
+        return event
+
+    def close(self) -> None:
+        self.closed = True
+        self._hub._subscribers.discard(self)
+        self._arrived.set()
+
+    def __enter__(self) -> Subscription:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+class EventHub:
+    def __init__(self) -> None:
+        self._subscribers: set[Subscription] = set()
+
+    @property
+    def listening(self) -> bool:
+        return bool(self._subscribers)
+
+    def publish(self, event: Event) -> None:
+        for subscriber in list(self._subscribers):
+            subscriber.offer(event)
+
+    def subscribe(self, accepts: Accepts = _everything, *, capacity: int = DEFAULT_CAPACITY) -> Subscription:
+        """Use as a context manager, so a stream that ends for any reason unsubscribes."""
+        subscription = Subscription(self, accepts, capacity)
+        self._subscribers.add(subscription)
+        return subscription

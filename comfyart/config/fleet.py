@@ -1,0 +1,130 @@
+"""Where the backends come from and how many run: Docker hosts, local processes, static URLs, the pool's
+size and health rules."""
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
+
+from comfyart.config.sections import Section
+
+TAG_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:/-]{0,63}$"
+Tag = Annotated[str, StringConstraints(pattern=TAG_PATTERN)]
+
+
+def _tags_field() -> Any:
+    return Field(default_factory=list, description="capabilities a task can require (e.g. video, sdxl, gpu:a100)")
+
+
+def _weight_field() -> Any:
+    return Field(1.0, gt=0, le=1000, description="share of the work under the weighted strategy")
+
+
+def _check_ports(ports: tuple[int, int]) -> tuple[int, int]:
+    low, high = ports
+    if not (0 < low <= high <= 65535):
+        raise ValueError(f"port range {low}-{high} must satisfy 0 < low <= high <= 65535")
+    return ports
+
+
+class DockerHostConfig(Section):
+    """One Docker engine and what it may run."""
+
+    name: str = Field(description="names the host in container names and backend ids")
+    url: str = Field("unix:///var/run/docker.sock", description="the engine's API: unix:// or tcp://")
+    address: str = Field("127.0.0.1", description="address the host's containers listen on / are reached at")
+    ports: tuple[int, int] = Field(description="the range containers listen on, both ends included")
+    gpus: list[int] = Field(default_factory=list, description="one container per GPU; empty: no GPU pinning")
+    tags: list[Tag] = _tags_field()
+    weight: float = _weight_field()
+
+    _ports = field_validator("ports")(_check_ports)
+
+
+class DockerConfig(Section):
+    """ComfyUI containers comfyart starts itself."""
+
+    image: str = Field(description="any image that runs ComfyUI")
+    command: list[str] = Field(default_factory=lambda: ["python", "main.py", "--listen", "{address}",
+                                                        "--port", "{port}"],
+                               description="{address}, {port} and {gpu} are filled in")
+    network: Literal["host", "bridge"] = Field("host", description="host: ComfyUI listens on {address}:{port}; "
+                                                                   "bridge: container_port is published on {port}")
+    container_port: int = Field(8188, description="the port ComfyUI listens on inside a bridge-networked container")
+    env: dict[str, str] = Field(default_factory=dict, description="environment of every container")
+    volumes: list[str] = Field(default_factory=list, description="HOST:CONTAINER[:ro] mounts, e.g. the models")
+    startup_timeout: float = Field(120.0, gt=0, description="seconds a new container has to answer /system_stats")
+    leftovers: Literal["adopt", "remove"] = Field(
+        "adopt", description="what to do at start-up with running containers an earlier run created")
+    hosts: list[DockerHostConfig] = Field(default_factory=list, description="the engines to run containers on")
+
+    @model_validator(mode="after")
+    def _unique_host_names(self) -> DockerConfig:
+        names = [h.name for h in self.hosts]
+        if len(names) != len(set(names)):
+            raise ValueError("docker host names must be unique")
+        return self
+
+
+class ProcessConfig(Section):
+    """ComfyUI processes comfyart starts on this machine (a workstation without Docker)."""
+
+    command: list[str] = Field(default_factory=lambda: ["python", "-m", "comfyart.emulator", "--host", "{address}",
+                                                        "--port", "{port}"],
+                               description="{address}, {port}, {gpu} and {python} are filled in")
+    address: str = Field("127.0.0.1", description="address the processes listen on")
+    ports: tuple[int, int] = Field((8300, 8399), description="the range they listen on, both ends included")
+    gpus: list[int] = Field(default_factory=list, description="one process per GPU (CUDA_VISIBLE_DEVICES)")
+    env: dict[str, str] = Field(default_factory=dict, description="environment of every process")
+    startup_timeout: float = Field(60.0, gt=0, description="seconds a new process has to answer /system_stats")
+    tags: list[Tag] = _tags_field()
+    weight: float = _weight_field()
+
+    _ports = field_validator("ports")(_check_ports)
+
+
+class PoolConfig(Section):
+    """How many containers (or processes) run, and how their health is judged."""
+
+    min_containers: int = Field(1, ge=0, description="always running, even with an empty queue")
+    max_containers: int = Field(4, ge=0, description="never more, whatever the queue")
+    tasks_per_container: float = Field(
+        2.0, gt=0, description="the autoscaler wants one container per this many tasks, queued or running")
+    scale_up_cooldown_s: float = Field(10.0, ge=0, description="after starting containers, wait this long before "
+                                                               "starting more (the minimum is kept regardless)")
+    scale_down_cooldown_s: float = Field(60.0, ge=0, description="between two scale-downs")
+    idle_timeout_s: float = Field(300.0, ge=0, description="a container idle this long may be drained and stopped")
+    max_tasks: int = Field(0, ge=0, description="recycle a container after this many tasks; 0: never")
+    max_age_s: float = Field(0, ge=0, description="recycle a container after this long; 0: never")
+    health_interval_s: float = Field(5.0, gt=0, description="between two health checks of a backend")
+    health_timeout_s: float = Field(15.0, gt=0, description="generous: ComfyUI's HTTP stalls while previews stream")
+    unhealthy_threshold: int = Field(3, ge=1, description="failed checks in a row that make a backend unhealthy")
+    healthy_threshold: int = Field(1, ge=1, description="good checks in a row that bring it back")
+    replace_unhealthy_after_s: float = Field(60.0, ge=0, description="a container unhealthy this long is replaced")
+
+    @model_validator(mode="after")
+    def _min_below_max(self) -> PoolConfig:
+        if self.min_containers > self.max_containers:
+            raise ValueError(f"min_containers ({self.min_containers}) exceeds max_containers ({self.max_containers})")
+        return self
+
+
+class StaticBackendConfig(Section):
+    """A ComfyUI someone else runs."""
+
+    name: str = Field(description="its backend id is static:<name>")
+    url: str = Field(description="http(s)://host:port of its ComfyUI")
+    tags: list[Tag] = _tags_field()
+    weight: float = _weight_field()
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, url: str) -> str:
+        if not url.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return url.rstrip("/")

@@ -1,0 +1,138 @@
+"""Pure decisions of the elastic pool: how many containers the load wants, which to start, drain or stop, when
+a container is recycled, and how a health check moves a backend between healthy and unhealthy. No I/O, no clock:
+the pool observes, these functions decide, the pool acts.
+"""
+from __future__ import annotations
+
+import enum
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from comfyart.policy.placement import HostView
+
+
+class ContainerState(enum.StrEnum):
+    STARTING = "starting"
+    HEALTHY = "healthy"
+    UNHEALTHY = "unhealthy"
+
+
+@dataclass(frozen=True)
+class ContainerView:
+    id: str
+    state: ContainerState
+    draining: bool = False
+    busy: int = 0  # prompts in flight on it
+    idle_s: float = 0.0  # since its last prompt ended, or since it came up; 0 while busy
+
+
+@dataclass(frozen=True)
+class ScaleLimits:
+    min_containers: int
+    max_containers: int
+    tasks_per_container: float
+    scale_up_cooldown_s: float
+    scale_down_cooldown_s: float
+    idle_timeout_s: float
+    target: int | None = None  # a fixed count set at run time, instead of following the queue
+
+
+@dataclass(frozen=True)
+class ScaleInput:
+    queued: int  # tasks waiting in the queue
+    running: int  # prompts in flight on any backend, static ones included
+    containers: tuple[ContainerView, ...] = ()
+    free_slots: int = 0  # containers the hosts still have room for (ports, GPUs)
+    static_capacity: int = 0  # healthy static backends taking work: they carry part of the load
+    since_scale_up_s: float | None = None  # None: never
+    since_scale_down_s: float | None = None
+    replacements: int = 0  # containers recycled or lost that are owed a successor regardless of cooldown
+
+
+@dataclass(frozen=True)
+class ScaleDecision:
+    desired: int
+    start: int = 0
+    undrain: tuple[str, ...] = ()  # draining containers put back to work instead of starting new ones
+    drain: tuple[str, ...] = ()
+    reason: str = ""
+    limited_by: tuple[str, ...] = ()  # what held the pool back: "capacity", "cooldown", "busy"
+
+    @property
+    def acts(self) -> bool:
+        return bool(self.start or self.undrain or self.drain)
+
+
+def free_container_slots(hosts: Sequence[HostView]) -> int:
+    """How many more containers the reachable hosts can take: free ports, and free GPUs where GPUs are listed."""
+    total = 0
+    for host in hosts:
+        if not host.available:
+            continue
+        ports = host.ports[1] - host.ports[0] + 1 - len(host.used_ports)
+        room = ports if not host.gpus else min(ports, len(set(host.gpus) - host.used_gpus))
+        total += max(0, room)
+    return total
+
+
+def wanted_containers(load: int, limits: ScaleLimits, static_capacity: int) -> int:
+    """Containers the load asks for before min/max: one per ``tasks_per_container`` tasks (queued or running),
+    less what the static backends carry."""
+    if limits.target is not None:
+        return limits.target
+    return max(0, math.ceil(load / limits.tasks_per_container) - static_capacity)
+
+
+def decide_scale(observed: ScaleInput, limits: ScaleLimits) -> ScaleDecision:
+    """The desired container count and the actions that move toward it.
+
+    Scaling up covers the whole shortfall in one step (bounded by the hosts' free slots), first by taking back
+    draining containers. Below ``min_containers``, and for owed replacements, the cooldown does not apply.
+    Scaling down drains only containers idle for ``idle_timeout_s``, longest idle first, never below the minimum;
+    the pool stops a drained container once it holds no prompt.
+    """
+    load = observed.queued + observed.running
+    wanted = wanted_containers(load, limits, observed.static_capacity)
+    desired = max(limits.min_containers, min(limits.max_containers, wanted))
+    live = [c for c in observed.containers if not c.draining]
+    draining = [c for c in observed.containers if c.draining]
+    count = len(live)
+    basis = (f"target {limits.target}" if limits.target is not None else
+             f"load {load} (queued {observed.queued}, running {observed.running}) at "
+             f"{limits.tasks_per_container:g} per container" +
+             (f", {observed.static_capacity} static" if observed.static_capacity else ""))
+    basis += f" wants {wanted}, bounded to {desired} by min {limits.min_containers}/max {limits.max_containers}"
+
+    if desired > count:
+        shortfall = desired - count
+        owed = max(limits.min_containers - count, min(observed.replacements, shortfall), 0)
+        limited: tuple[str, ...] = ()
+        if observed.since_scale_up_s is not None and observed.since_scale_up_s < limits.scale_up_cooldown_s \
+                and shortfall > owed:
+            shortfall = owed
+            limited += ("cooldown",)
+        # busy draining containers first: they hold work and stay warm
+        undrain = tuple(c.id for c in sorted(draining, key=lambda c: (-c.busy, c.id))[:shortfall])
+        start = min(shortfall - len(undrain), observed.free_slots)
+        if start < shortfall - len(undrain):
+            limited += ("capacity",)
+        reason = f"{basis}; {count} up: start {start}" + (f", keep {len(undrain)} draining" if undrain else "")
+        if limited:
+            reason += f" (held back by {' and '.join(limited)})"
+        return ScaleDecision(desired, start, undrain, (), reason, limited)
+
+    if desired < count:
+        if observed.since_scale_down_s is not None and observed.since_scale_down_s < limits.scale_down_cooldown_s:
+            return ScaleDecision(desired, reason=f"{basis}; {count} up: scale-down cooling down",
+                                 limited_by=("cooldown",))
+        idle = [c for c in live if c.state != ContainerState.STARTING and c.busy == 0
+                and c.idle_s >= limits.idle_timeout_s]
+        idle.sort(key=lambda c: (-c.idle_s, c.id))
+        drain = tuple(c.id for c in idle[:count - desired])
+        if not drain:
+            return ScaleDecision(desired, reason=f"{basis}; {count} up: none idle for "
+                                                 f"{limits.idle_timeout_s:g} s yet", limited_by=("busy",))
+        return ScaleDecision(desired, drain=drain, reason=f"{basis}; {count} up: drain {len(drain)} idle")
+
+    return ScaleDecision(desired, reason=f"{basis}; {count} up: steady")

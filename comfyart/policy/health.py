@@ -1,0 +1,43 @@
+"""How health checks move a backend between healthy and unhealthy, and when a container is recycled."""
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+# ---------------------------------------------------------------------------------------------- health
+
+
+@dataclass(frozen=True)
+class HealthCount:
+    healthy: bool
+    failures: int = 0  # consecutive failed checks
+    successes: int = 0  # consecutive good checks
+
+
+def after_health_check(current: HealthCount, ok: bool, *, unhealthy_threshold: int,
+                       healthy_threshold: int) -> HealthCount:
+    """``unhealthy_threshold`` failed checks in a row make a healthy backend unhealthy; ``healthy_threshold``
+    good ones in a row bring it back. One good check resets the failure count and vice versa."""
+    if ok:
+        successes = current.successes + 1
+        return HealthCount(current.healthy or successes >= healthy_threshold, 0, successes)
+    failures = current.failures + 1
+    return HealthCount(current.healthy and failures < unhealthy_threshold, failures, 0)
+
+
+class Recycle(enum.Enum):
+    DRAIN = "drain"  # let its prompts finish, then replace it
+    NOW = "now"  # replace it at once; its prompts go back to the queue
+
+
+def recycle_reason(*, tasks_done: int, age_s: float, unhealthy_s: float | None, max_tasks: int,
+                   max_age_s: float, replace_unhealthy_after_s: float) -> tuple[Recycle, str] | None:
+    """Whether a managed container should be replaced, and why. ``max_tasks``/``max_age_s`` of 0 mean never;
+    ``unhealthy_s`` is how long it has been unhealthy (None while healthy)."""
+    if unhealthy_s is not None and unhealthy_s >= replace_unhealthy_after_s:
+        return Recycle.NOW, f"unhealthy for {unhealthy_s:.0f} s"
+    if max_tasks and tasks_done >= max_tasks:
+        return Recycle.DRAIN, f"served {tasks_done} tasks (max_tasks {max_tasks})"
+    if max_age_s and age_s >= max_age_s:
+        return Recycle.DRAIN, f"up {age_s:.0f} s (max_age {max_age_s:g} s)"
+    return None

@@ -1,0 +1,65 @@
+"""What a task's graph asks of a backend: the model files it loads, and a rough estimate of its GPU work."""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+# loader inputs that name model files: checkpoints, LoRAs, VAEs, UNets, text encoders, control nets, upscalers
+_MODEL_INPUTS = frozenset({"ckpt_name", "lora_name", "vae_name", "unet_name", "clip_name", "clip_name1",
+                           "clip_name2", "clip_name3", "clip_name4", "control_net_name", "model_name",
+                           "style_model_name", "gligen_name", "hypernetwork_name", "upscale_model"})
+_MODEL_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin", ".gguf", ".sft", ".onnx")
+
+
+def graph_models(graph: Mapping[str, Any]) -> frozenset[str]:
+    """The model files a graph loads: literal values of the loader inputs, and of any ``*_name`` input that names
+    a model file (custom loaders follow that convention)."""
+    models = set()
+    for node in graph.values():
+        inputs = node.get("inputs") if isinstance(node, dict) else None
+        if not isinstance(inputs, dict):
+            continue
+        for key, value in inputs.items():
+            if not isinstance(value, str) or not value:
+                continue
+            if key in _MODEL_INPUTS or (key.endswith("_name") and value.lower().endswith(_MODEL_SUFFIXES)):
+                models.add(value)
+    return frozenset(models)
+
+
+REFERENCE_PIXELS = 512 * 512
+_LATENT_SIZE_INPUTS = ("width", "height")
+
+
+def graph_cost(graph: Mapping[str, Any]) -> float:
+    """A rough estimate of a graph's GPU work: the sampling steps of every node with a ``steps`` input, times the
+    largest latent's size in 512×512 images (batch and frame count included). Only the ratio between graphs
+    matters; a graph with no sampler costs 0."""
+    steps = 0
+    images = 1.0
+    for node in graph.values():
+        inputs = node.get("inputs") if isinstance(node, dict) else None
+        if not isinstance(inputs, dict):
+            continue
+        value = inputs.get("steps")
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            steps += value
+        width, height = inputs.get("width"), inputs.get("height")
+        if isinstance(width, int) and isinstance(height, int) and width > 0 and height > 0:
+            count = 1
+            for key in ("batch_size", "length"):  # images in a batch, frames of a video latent
+                extra = inputs.get(key)
+                if isinstance(extra, int) and not isinstance(extra, bool) and extra > 1:
+                    count *= extra
+            images = max(images, width * height * count / REFERENCE_PIXELS)
+    return steps * images
+
+
+@dataclass(frozen=True)
+class Needs:
+    """What a task asks of a backend."""
+
+    tags: frozenset[str] = frozenset()
+    vram: int | None = None  # bytes
+    models: frozenset[str] = frozenset()

@@ -1,0 +1,1 @@
+"""Ways to run ComfyUI backends: containers on Docker hosts, processes on this machine."""

@@ -1,0 +1,72 @@
+"""What the pool needs from a way of running ComfyUI backends (Docker hosts, local processes)."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from comfyart.policy.placement import Placement
+
+
+@dataclass(frozen=True)
+class HostSpec:
+    name: str
+    address: str
+    ports: tuple[int, int]
+    gpus: tuple[int, ...]
+    tags: frozenset[str] = frozenset()
+    weight: float = 1.0
+
+
+@dataclass(frozen=True)
+class Spawned:
+    """A backend a provider started (or found from an earlier run)."""
+
+    kind: str
+    host: str
+    address: str
+    port: int
+    gpu: int | None
+    handle: str  # container id, or process id
+    name: str
+    running: bool = True
+    image: str = ""
+
+    @property
+    def backend_id(self) -> str:
+        return f"{self.kind}:{self.host}:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.address}:{self.port}"
+
+
+class Provider(Protocol):
+    kind: str
+    hosts: Sequence[HostSpec]
+    startup_timeout_s: float
+    image: str  # what a leftover must run to be adopted ("" when any will do)
+
+    async def spawn(self, placement: Placement) -> Spawned:
+        """Create and start a backend; raises ContainerFailed with the reason when it cannot start."""
+
+    async def check(self, backend: Spawned) -> str | None:
+        """None while the backend's process/container runs; else why it stopped, with its last log lines."""
+
+    async def remove(self, backend: Spawned) -> None:
+        """Stop and delete; a backend that is already gone is not an error."""
+
+    async def leftovers(self) -> list[Spawned]:
+        """Backends an earlier run of this comfyart instance left behind."""
+
+    async def ping(self, host: str) -> None:
+        """Raises DockerUnavailable (or the like) when the host cannot be reached."""
+
+    async def logs(self, backend: Spawned, lines: int = 20) -> str: ...
+
+    async def close(self) -> None: ...
+
+
+def render_command(template: Sequence[str], *, address: str, port: int, gpu: int | None, python: str) -> list[str]:
+    values = {"address": address, "port": port, "gpu": "" if gpu is None else gpu, "python": python}
+    return [part.format(**values) for part in template]

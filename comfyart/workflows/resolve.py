@@ -1,0 +1,201 @@
+"""Tasks that run a stored workflow: queued by name, version and parameter values, resolved into a graph (and the
+image files it loads) only when the dispatcher is about to submit them.
+"""
+from __future__ import annotations
+
+import random
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from comfyart.errors import InvalidInput, NotFound
+from comfyart.files.inputs import InputStore, StoredInput
+from comfyart.files.outputs import OutputStore
+from comfyart.models import Task, TaskStatus
+from comfyart.policy.needs import Needs, graph_cost, graph_models
+from comfyart.store.tasks import TaskStore
+from comfyart.store.workflows import WorkflowStore
+from comfyart.workflows.definition import ImageInput, ParameterError, WorkflowDefinition, apply, bind, image_inputs
+
+CACHED_DEFINITIONS = 256
+
+
+@dataclass(frozen=True)
+class Upload:
+    """A file to put on the backend (``POST /upload/image``) before the prompt that loads it."""
+
+    param: str
+    path: Path
+    name: str  # the file name the backend will know it by, and the graph names
+    content_type: str
+
+
+@dataclass(frozen=True)
+class PreparedPrompt:
+    graph: dict[str, Any]
+    uploads: list[Upload]
+    extra_data: dict[str, Any] | None = None  # passed on with the prompt (a ComfyUI client's, e.g. its workflow)
+    targets: list[str] | None = None  # the output nodes to run (partial_execution_targets); None: all
+
+
+class Templates:
+    def __init__(self, *, workflows: WorkflowStore, tasks: TaskStore, inputs: InputStore, outputs: OutputStore,
+                 rng: random.Random | None = None) -> None:
+        self.workflows = workflows
+        self.tasks = tasks
+        self.inputs = inputs
+        self.outputs = outputs
+        self.rng = rng or random.SystemRandom()
+        # versions never change once written, so a cached definition cannot go stale
+        self._definitions: OrderedDict[tuple[str, int], WorkflowDefinition] = OrderedDict()
+
+    async def definition(self, name: str, version: int, *, known_stored: bool = False) -> WorkflowDefinition:
+        """One version, parsed once. A cached one is checked to be still stored (a deleted workflow's versions
+        expire) unless the caller already knows it is."""
+        key = (name, version)
+        cached = self._definitions.get(key)
+        if cached is not None:
+            if not known_stored and not await self.workflows.has_version(name, version):
+                del self._definitions[key]
+                raise NotFound(f"workflow {name} has no version {version}")
+            self._definitions.move_to_end(key)
+            return cached
+        definition = await self.workflows.definition(name, version)
+        self._definitions[key] = definition
+        if len(self._definitions) > CACHED_DEFINITIONS:
+            self._definitions.popitem(last=False)
+        return definition
+
+    # ------------------------------------------------------------------ submission
+    async def submit(self, name: str, params: Mapping[str, Any],
+                     uploads: Mapping[str, StoredInput] | None = None, *, priority: int = 0,
+                     requires: Sequence[str] = (), vram_mb: int | None = None,
+                     webhook: str | None = None, owner: str | None = None, max_queued: int = 0,
+                     webhook_public_only: bool = False, may_read: Callable[[Task], bool] = lambda task: True) -> Task:
+        """Queue a run of workflow ``name``'s current version. ``uploads`` are files that came with the request,
+        by parameter; an image parameter may name an output of a task ``may_read`` lets the caller see. Raises
+        NotFound, or ParameterError naming each parameter at fault."""
+        meta = await self.workflows.current(name)
+        if meta is None:
+            raise NotFound(f"no workflow {name}")
+        version = int(meta["version"])
+        definition = await self.definition(name, version, known_stored=True)  # the current version is stored
+        request = dict(params)
+        for param, stored in (uploads or {}).items():
+            if param in request:
+                raise ParameterError({param: "given both as a file and in params"})
+            request[param] = {"input": stored.id}
+        values = bind(definition.params, request, self.rng)
+        problems = {}
+        for image in image_inputs(definition.params, values):
+            try:
+                await self._source(image, may_read)
+            except ValueError as exc:
+                problems[image.param] = str(exc)
+        if problems:
+            raise ParameterError(problems)
+        return await self.tasks.create(workflow=name, workflow_version=version, params=values, priority=priority,
+                                       requires=requires, vram_mb=vram_mb, webhook=webhook, owner=owner,
+                                       max_queued=max_queued, webhook_public_only=webhook_public_only)
+
+    async def _source(self, image: ImageInput,
+                      may_read: Callable[[Task], bool] = lambda task: True) -> tuple[Path, str, str]:
+        """(path, sha256, content type) of an image parameter's file, or ValueError saying why it has none."""
+        ref = image.ref
+        if ref.input is not None:
+            path = self.inputs.path(ref.input)
+            if path is None:
+                raise ValueError(f"no uploaded input {ref.input}")
+            return path, ref.input.split(".")[0], self.inputs.content_type(ref.input)
+        try:
+            task = await self.tasks.get(ref.task or "")
+        except NotFound:
+            raise ValueError(f"no task {ref.task}") from None
+        if not may_read(task):
+            raise ValueError(f"no task {ref.task}")
+        if task.status is not TaskStatus.COMPLETED:
+            raise ValueError(f"task {task.id} is {task.status}, not completed")
+        record = next((o for o in task.outputs if o.filename == ref.filename), None)
+        path = self.outputs.find(task.id, ref.filename or "") if record is not None else None
+        if record is None or path is None:
+            raise ValueError(f"task {task.id} has no output {ref.filename}")
+        if not record.content_type.startswith("image/"):
+            raise ValueError(f"output {ref.filename} of task {task.id} is {record.content_type}, not an image")
+        return path, record.sha256, record.content_type
+
+    # ------------------------------------------------------------------ dispatch
+    async def prepare_many(self, tasks: Sequence[Task]) -> list[PreparedPrompt | InvalidInput]:
+        """``prepare`` for each task, its workflow versions checked in one round trip: a dispatch round
+        prepares hundreds of tasks at once, and each Redis round trip waits for a lap of a busy event loop."""
+        stored = await self.workflows.stored_versions((t.workflow, t.workflow_version) for t in tasks
+                                                      if t.workflow is not None and t.workflow_version is not None)
+        prepared: list[PreparedPrompt | InvalidInput] = []
+        for task in tasks:
+            try:
+                prepared.append(await self.prepare(task, known_stored=(task.workflow, task.workflow_version) in stored))
+            except InvalidInput as exc:
+                prepared.append(exc)
+        return prepared
+
+    async def prepare(self, task: Task, *, known_stored: bool = False) -> PreparedPrompt:
+        """The graph to submit for ``task`` and the files to upload first. Raises InvalidInput when it can no
+        longer run (its workflow version or an input file is gone): retrying elsewhere would not help."""
+        if task.workflow is None or task.workflow_version is None:
+            if task.prompt is None:
+                raise InvalidInput(f"task {task.id} has neither a prompt nor a workflow")
+            extra_data = {k: v for k, v in (task.extra_data or {}).items() if k != "client_id"} or None
+            return PreparedPrompt(task.prompt, self._named_inputs(task.prompt), extra_data, task.comfy_targets)
+        try:
+            definition = await self.definition(task.workflow, task.workflow_version, known_stored=known_stored)
+        except NotFound:
+            raise InvalidInput(f"workflow {task.workflow} version {task.workflow_version} is no longer stored "
+                               f"(the workflow was deleted)") from None
+        values = task.params or {}
+        uploads: list[Upload] = []
+        for image in image_inputs(definition.params, values):
+            try:
+                path, sha256, content_type = await self._source(image)
+            except ValueError as exc:
+                raise InvalidInput(f"params.{image.param}: {exc}") from None
+            uploads.append(Upload(image.param, path, f"comfyart-{sha256[:24]}{path.suffix.lower()}", content_type))
+        graph = apply(definition.graph, definition.params, values, {u.param: u.name for u in uploads})
+        return PreparedPrompt(graph, uploads)
+
+
+    def _named_inputs(self, graph: Mapping[str, Any]) -> list[Upload]:
+        """Stored inputs a raw graph names by their id (as the ComfyUI-compatible upload answers them): each goes
+        to the backend under that same name, so the graph needs no change."""
+        uploads: dict[str, Upload] = {}
+        for node_id, node in graph.items():
+            for name, value in (node.get("inputs") or {}).items() if isinstance(node, dict) else ():
+                if isinstance(value, str) and 68 <= len(value) <= 69 and value not in uploads:
+                    path = self.inputs.path(value)
+                    if path is not None:
+                        uploads[value] = Upload(f"{node_id}.{name}", path, value, self.inputs.content_type(value))
+        return list(uploads.values())
+
+    async def needs(self, task: Task) -> tuple[Needs, float]:
+        """What ``task`` asks of a backend (its own tags and VRAM with its workflow's, and the models its graph
+        loads) and its graph's estimated cost. A task that can no longer run needs nothing and costs nothing:
+        dispatching it fails it with the reason."""
+        tags = set(task.requires)
+        vram_mb = task.vram_mb
+        graph: Mapping[str, Any] = task.prompt or {}
+        if task.workflow is not None and task.workflow_version is not None:
+            try:
+                definition = await self.definition(task.workflow, task.workflow_version, known_stored=True)
+            except NotFound:
+                return Needs(), 0.0
+            tags.update(definition.requires)
+            if definition.vram_mb is not None:
+                vram_mb = max(vram_mb or 0, definition.vram_mb)
+            values = task.params or {}
+            images = {i.param: "" for i in image_inputs(definition.params, values)}
+            try:
+                graph = apply(definition.graph, definition.params, values, images)
+            except (KeyError, TypeError):
+                graph = definition.graph
+        needs = Needs(frozenset(tags), None if vram_mb is None else vram_mb << 20, graph_models(graph))
+        return needs, graph_cost(graph)
