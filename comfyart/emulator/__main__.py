@@ -14,7 +14,9 @@ from collections.abc import Callable
 
 from aiohttp import web
 
-from .server import DEFAULT_CHECKPOINTS, Behaviour, Emulator, build_app
+from .app import build_app
+from .behaviour import Behaviour
+from .engine import DEFAULT_CHECKPOINTS, Emulator
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

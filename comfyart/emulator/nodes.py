@@ -1,9 +1,7 @@
-"""Node catalogue of the ComfyUI emulator: input specs as ComfyUI's /object_info reports them, and
-small Pillow implementations that produce real images.
+"""The nodes' implementations: small Pillow versions of ComfyUI's nodes that produce real images.
 
-Specs use ComfyUI's own shape (``{"required": {name: [TYPE, opts]}}``) so validation, /object_info
-and execution all read the same table. Implementations are deliberately cheap: the emulator stands in
-for a GPU, it does not try to draw anything meaningful.
+Implementations are deliberately cheap: the emulator stands in for a GPU, it does not try to draw anything
+meaningful.
 """
 from __future__ import annotations
 
@@ -11,17 +9,13 @@ import hashlib
 import os
 import random
 import struct
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from PIL import Image, ImageOps, PngImagePlugin
 
-INT_MAX = 0xFFFFFFFFFFFFFFFF
-SAMPLERS = ["euler", "euler_ancestral", "heun", "dpm_2", "dpm_2_ancestral", "lms", "dpmpp_2m", "dpmpp_sde",
-            "dpmpp_2m_sde", "ddim", "uni_pc", "lcm"]
-SCHEDULERS = ["simple", "sgm_uniform", "karras", "exponential", "ddim_uniform", "beta", "normal"]
-UPSCALE_METHODS = ["nearest-exact", "bilinear", "area", "bicubic", "lanczos"]
+NodeResult = tuple[tuple[Any, ...], dict[str, Any] | None]  # a node's outputs and its ui output
 
 
 class NodeError(Exception):
@@ -57,113 +51,6 @@ class Context:
     send_text: Callable[[str], Any]  # async: binary TEXT frame for this node
     step_s: float = 0.0
 
-
-@dataclass
-class NodeSpec:
-    name: str
-    display_name: str
-    category: str
-    required: dict[str, list]
-    outputs: Sequence[str] = ()
-    output_names: Sequence[str] | None = None
-    output_node: bool = False
-    description: str = ""
-    python_module: str = "nodes"
-    hidden: dict[str, str] = field(default_factory=dict)
-    optional: dict[str, list] = field(default_factory=dict)
-
-    def object_info(self, input_files: list[str], models: dict[str, list[str]]) -> dict[str, Any]:
-        required = {}
-        for name, spec in self.required.items():
-            required[name] = _dynamic_spec(self.name, name, spec, input_files, models)
-        inputs: dict[str, Any] = {"required": required}
-        order: dict[str, list[str]] = {"required": list(required)}
-        if self.optional:
-            inputs["optional"] = dict(self.optional)
-            order["optional"] = list(self.optional)
-        if self.hidden:
-            inputs["hidden"] = dict(self.hidden)
-            order["hidden"] = list(self.hidden)
-        return {
-            "input": inputs, "input_order": order,
-            "output": list(self.outputs), "output_is_list": [False] * len(self.outputs),
-            "output_name": list(self.output_names or self.outputs),
-            "name": self.name, "display_name": self.display_name, "description": self.description,
-            "python_module": self.python_module, "category": self.category, "output_node": self.output_node,
-        }
-
-
-def _dynamic_spec(node: str, name: str, spec: list, input_files: list[str], models: dict[str, list[str]]) -> list:
-    if node == "LoadImage" and name == "image":
-        return [sorted(input_files), {"image_upload": True}]
-    if node == "CheckpointLoaderSimple" and name == "ckpt_name":
-        return [list(models.get("checkpoints", [])), {}]
-    return spec
-
-
-def _int(default: int, lo: int, hi: int, step: int | None = None, **extra: Any) -> list:
-    opts: dict[str, Any] = {"default": default, "min": lo, "max": hi}
-    if step is not None:
-        opts["step"] = step
-    opts.update(extra)
-    return ["INT", opts]
-
-
-SPECS: dict[str, NodeSpec] = {s.name: s for s in [
-    NodeSpec("CheckpointLoaderSimple", "Load Checkpoint", "loaders",
-             {"ckpt_name": [[], {"tooltip": "The name of the checkpoint (model) to load."}]},
-             ("MODEL", "CLIP", "VAE")),
-    NodeSpec("CLIPTextEncode", "CLIP Text Encode (Prompt)", "conditioning",
-             {"text": ["STRING", {"multiline": True, "dynamicPrompts": True}], "clip": ["CLIP", {}]},
-             ("CONDITIONING",)),
-    NodeSpec("EmptyLatentImage", "Empty Latent Image", "latent",
-             {"width": _int(512, 16, 16384, 8), "height": _int(512, 16, 16384, 8),
-              "batch_size": _int(1, 1, 4096)}, ("LATENT",)),
-    NodeSpec("KSampler", "KSampler", "sampling",
-             {"model": ["MODEL", {}], "seed": _int(0, 0, INT_MAX, control_after_generate=True),
-              "steps": _int(20, 1, 10000), "cfg": ["FLOAT", {"default": 8.0, "min": 0.0, "max": 100.0, "step": 0.1,
-                                                             "round": 0.01}],
-              "sampler_name": [SAMPLERS, {}], "scheduler": [SCHEDULERS, {}],
-              "positive": ["CONDITIONING", {}], "negative": ["CONDITIONING", {}],
-              "latent_image": ["LATENT", {}],
-              "denoise": ["FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01}]},
-             ("LATENT",)),
-    NodeSpec("VAEDecode", "VAE Decode", "latent", {"samples": ["LATENT", {}], "vae": ["VAE", {}]}, ("IMAGE",)),
-    NodeSpec("VAEEncode", "VAE Encode", "latent", {"pixels": ["IMAGE", {}], "vae": ["VAE", {}]}, ("LATENT",)),
-    NodeSpec("SaveImage", "Save Image", "image",
-             {"images": ["IMAGE", {"tooltip": "The images to save."}],
-              "filename_prefix": ["STRING", {"default": "ComfyUI"}]},
-             output_node=True, description="Saves the input images to your ComfyUI output directory.",
-             hidden={"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"}),
-    NodeSpec("PreviewImage", "Preview Image", "image", {"images": ["IMAGE"]}, output_node=True,
-             description="Saves the input images to your ComfyUI output directory.",
-             hidden={"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"}),
-    NodeSpec("MaskPreview", "MaskPreview", "mask", {"mask": ["MASK", {}]}, output_node=True,
-             hidden={"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"}, python_module="comfy_extras.nodes_mask"),
-    NodeSpec("LoadImage", "Load Image", "image", {"image": [[], {"image_upload": True}]}, ("IMAGE", "MASK")),
-    NodeSpec("EmptyImage", "EmptyImage", "image",
-             {"width": _int(512, 1, 16384, 1), "height": _int(512, 1, 16384, 1), "batch_size": _int(1, 1, 4096),
-              "color": _int(0, 0, 0xFFFFFF, 1, display="color")}, ("IMAGE",)),
-    NodeSpec("ImageInvert", "Invert Image", "image", {"image": ["IMAGE"]}, ("IMAGE",)),
-    NodeSpec("ImageScale", "Upscale Image", "image/upscaling",
-             {"image": ["IMAGE"], "upscale_method": [UPSCALE_METHODS], "width": _int(512, 0, 16384, 1),
-              "height": _int(512, 0, 16384, 1), "crop": [["disabled", "center"]]}, ("IMAGE",)),
-    NodeSpec("ImageAddNoise", "ImageAddNoise", "image",
-             {"image": ["IMAGE", {}], "seed": _int(0, 0, INT_MAX, control_after_generate=True),
-              "strength": ["FLOAT", {"default": 0.5, "min": 0.0, "max": 1.0, "step": 0.01}]}, ("IMAGE",),
-             python_module="comfy_extras.nodes_images"),
-    NodeSpec("GetImageSize", "Get Image Size", "image", {"image": ["IMAGE", {}]}, ("INT", "INT", "INT"),
-             ("width", "height", "batch_size"), python_module="comfy_extras.nodes_images"),
-    NodeSpec("PrimitiveInt", "Int", "utils/primitive", {"value": _int(0, -INT_MAX, INT_MAX)}, ("INT",),
-             python_module="comfy_extras.nodes_primitive"),
-    NodeSpec("PreviewAny", "Preview Any", "utils", {"source": ["*", {}]}, output_node=True,
-             python_module="comfy_extras.nodes_preview_any"),
-    NodeSpec("SaveImageWebsocket", "SaveImageWebsocket", "api/image", {"images": ["IMAGE"]}, output_node=True,
-             python_module="custom_nodes.websocket_image_save"),
-]}
-
-
-# --------------------------------------------------------------------------- implementations
 
 def _seeded_image(width: int, height: int, seed: int, text: str) -> Image.Image:
     """A deterministic, non-trivial picture: a two-colour gradient picked by seed and prompt text."""
@@ -228,87 +115,149 @@ def _float32(value: float) -> float:
 _INVERT = [int(min(255.0, max(0.0, _float32(255.0 * _float32(1.0 - _float32(v / 255.0)))))) for v in range(256)]
 
 
-async def run_node(class_type: str, inputs: dict[str, Any], ctx: Context) -> tuple[tuple, dict | None]:
+
+async def _checkpoint_loader(inputs: dict[str, Any], ctx: Context) -> NodeResult:
+    name = inputs["ckpt_name"]
+    return (("model", name), ("clip", name), ("vae", name)), None
+
+
+async def _clip_text_encode(inputs: dict[str, Any], ctx: Context) -> NodeResult:
+    return (("conditioning", inputs["text"]),), None
+
+
+async def _empty_latent_image(inputs: dict[str, Any], ctx: Context) -> NodeResult:
+    return (Latent(inputs["width"], inputs["height"], inputs["batch_size"]),), None
+
+
+async def _vae_encode(inputs: dict[str, Any], ctx: Context) -> NodeResult:
+    images = inputs["pixels"]
+    return (Latent(images[0].size[0], images[0].size[1], len(images), source=list(images)),), None
+
+
+async def _ksampler(inputs: dict[str, Any], ctx: Context) -> NodeResult:
+    latent: Latent = inputs["latent_image"]
+    steps = inputs["steps"]
+    for step in range(1, steps + 1):
+        await ctx.report_progress(step, steps, None)
+    return (Latent(latent.width, latent.height, latent.batch, inputs["seed"], str(inputs["positive"][1]),
+                   latent.source, inputs["denoise"]),), None
+
+
+async def _vae_decode(inputs: dict[str, Any], ctx: Context) -> NodeResult:
+    lat: Latent = inputs["samples"]
+    images = [_seeded_image(lat.width, lat.height, lat.seed + i, lat.text) for i in range(lat.batch)]
+    if lat.source:
+        # image to image: keep (1 - denoise) of the encoded picture, as a sampler starting from it would
+        images = [Image.blend(lat.source[i % len(lat.source)].convert("RGB"), image, lat.denoise)
+                  for i, image in enumerate(images)]
+    return (images,), None
+
+
+async def _empty_image(inputs: dict[str, Any], ctx: Context) -> NodeResult:
+    color = inputs["color"]
+    rgb = ((color >> 16) & 0xFF, (color >> 8) & 0xFF, color & 0xFF)
+    image = Image.new("RGB", (inputs["width"], inputs["height"]), rgb)
+    # one picture shared by the batch: no node changes its input in place, and 150 copies of a 2048² image
+    # would hold the event loop (and every socket) for seconds
+    return ([image] * inputs["batch_size"],), None
+
+
+async def _image_invert(inputs: dict[str, Any], ctx: Context) -> NodeResult:
+    return ([im.convert("RGB").point(_INVERT * 3) for im in inputs["image"]],), None
+
+
+async def _image_scale(inputs: dict[str, Any], ctx: Context) -> NodeResult:
+    width, height = inputs["width"], inputs["height"]
+    out = []
+    for im in inputs["image"]:
+        w = width or max(1, round(im.size[0] * height / im.size[1]))
+        h = height or max(1, round(im.size[1] * width / im.size[0]))
+        out.append(im.resize((w, h)))
+    return (out,), None
+
+
+async def _image_add_noise(inputs: dict[str, Any], ctx: Context) -> NodeResult:
+    rng = random.Random(inputs["seed"])
+    out = []
+    for im in inputs["image"]:
+        noise = Image.frombytes("RGB", im.size, rng.randbytes(im.size[0] * im.size[1] * 3))
+        out.append(Image.blend(im, noise, inputs["strength"]))
+    return (out,), None
+
+
+async def _get_image_size(inputs: dict[str, Any], ctx: Context) -> NodeResult:
+    images = inputs["image"]
+    w, h = images[0].size
+    await ctx.send_text(f"width: {w}, height: {h}\n batch size: {len(images)}")
+    return (w, h, len(images)), None
+
+
+async def _primitive_int(inputs: dict[str, Any], ctx: Context) -> NodeResult:
+    return (inputs["value"],), None
+
+
+async def _load_image(inputs: dict[str, Any], ctx: Context) -> NodeResult:
+    path = os.path.join(ctx.input_dir, inputs["image"])
+    try:
+        with Image.open(path) as opened:
+            image = opened.convert("RGB")
+            alpha = opened.getchannel("A") if "A" in opened.getbands() else None
+    except OSError as exc:
+        raise NodeError(f"cannot identify image file '{path}'\n", "PIL.UnidentifiedImageError") from exc
+    # ComfyUI's mask is 1 - alpha (zero where there is no alpha channel)
+    mask = ImageOps.invert(alpha) if alpha is not None else Image.new("L", image.size, 0)
+    return ([image], [mask]), None
+
+
+async def _save_image(inputs: dict[str, Any], ctx: Context) -> NodeResult:
+    return (), _save_images(inputs["images"], inputs["filename_prefix"], ctx.output_dir, "output", ctx)
+
+
+async def _preview_image(inputs: dict[str, Any], ctx: Context) -> NodeResult:
+    return (), _save_images(inputs["images"], ctx.temp_prefix, ctx.temp_dir, "temp", ctx)
+
+
+async def _mask_preview(inputs: dict[str, Any], ctx: Context) -> NodeResult:
+    masks = [m.convert("RGB") for m in inputs["mask"]]
+    return (), _save_images(masks, ctx.temp_prefix, ctx.temp_dir, "temp", ctx)
+
+
+async def _preview_any(inputs: dict[str, Any], ctx: Context) -> NodeResult:
+    return (), {"text": [_as_text(inputs["source"])]}
+
+
+async def _save_image_websocket(inputs: dict[str, Any], ctx: Context) -> NodeResult:
+    images = inputs["images"]
+    for index, image in enumerate(images):
+        await ctx.report_progress(index, len(images), image)
+    return (), None
+
+
+IMPLEMENTATIONS: dict[str, Callable[[dict[str, Any], Context], Awaitable[NodeResult]]] = {
+    "CheckpointLoaderSimple": _checkpoint_loader,
+    "CLIPTextEncode": _clip_text_encode,
+    "EmptyLatentImage": _empty_latent_image,
+    "VAEEncode": _vae_encode,
+    "KSampler": _ksampler,
+    "VAEDecode": _vae_decode,
+    "EmptyImage": _empty_image,
+    "ImageInvert": _image_invert,
+    "ImageScale": _image_scale,
+    "ImageAddNoise": _image_add_noise,
+    "GetImageSize": _get_image_size,
+    "PrimitiveInt": _primitive_int,
+    "LoadImage": _load_image,
+    "SaveImage": _save_image,
+    "PreviewImage": _preview_image,
+    "MaskPreview": _mask_preview,
+    "PreviewAny": _preview_any,
+    "SaveImageWebsocket": _save_image_websocket,
+}
+
+
+async def run_node(class_type: str, inputs: dict[str, Any], ctx: Context) -> NodeResult:
     """Execute one node; returns (outputs, ui_output)."""
-    if class_type == "CheckpointLoaderSimple":
-        name = inputs["ckpt_name"]
-        return (("model", name), ("clip", name), ("vae", name)), None
-    if class_type == "CLIPTextEncode":
-        return (("conditioning", inputs["text"]),), None
-    if class_type == "EmptyLatentImage":
-        return (Latent(inputs["width"], inputs["height"], inputs["batch_size"]),), None
-    if class_type == "VAEEncode":
-        images = inputs["pixels"]
-        return (Latent(images[0].size[0], images[0].size[1], len(images), source=list(images)),), None
-    if class_type == "KSampler":
-        latent: Latent = inputs["latent_image"]
-        steps = inputs["steps"]
-        for step in range(1, steps + 1):
-            await ctx.report_progress(step, steps, None)
-        return (Latent(latent.width, latent.height, latent.batch, inputs["seed"], str(inputs["positive"][1]),
-                       latent.source, inputs["denoise"]),), None
-    if class_type == "VAEDecode":
-        lat: Latent = inputs["samples"]
-        images = [_seeded_image(lat.width, lat.height, lat.seed + i, lat.text) for i in range(lat.batch)]
-        if lat.source:
-            # image to image: keep (1 - denoise) of the encoded picture, as a sampler starting from it would
-            images = [Image.blend(lat.source[i % len(lat.source)].convert("RGB"), image, lat.denoise)
-                      for i, image in enumerate(images)]
-        return (images,), None
-    if class_type == "EmptyImage":
-        color = inputs["color"]
-        rgb = ((color >> 16) & 0xFF, (color >> 8) & 0xFF, color & 0xFF)
-        image = Image.new("RGB", (inputs["width"], inputs["height"]), rgb)
-        # one picture shared by the batch: no node changes its input in place, and 150 copies of a 2048² image
-        # would hold the event loop (and every socket) for seconds
-        return ([image] * inputs["batch_size"],), None
-    if class_type == "ImageInvert":
-        return ([im.convert("RGB").point(_INVERT * 3) for im in inputs["image"]],), None
-    if class_type == "ImageScale":
-        width, height = inputs["width"], inputs["height"]
-        out = []
-        for im in inputs["image"]:
-            w = width or max(1, round(im.size[0] * height / im.size[1]))
-            h = height or max(1, round(im.size[1] * width / im.size[0]))
-            out.append(im.resize((w, h)))
-        return (out,), None
-    if class_type == "ImageAddNoise":
-        rng = random.Random(inputs["seed"])
-        out = []
-        for im in inputs["image"]:
-            noise = Image.frombytes("RGB", im.size, rng.randbytes(im.size[0] * im.size[1] * 3))
-            out.append(Image.blend(im, noise, inputs["strength"]))
-        return (out,), None
-    if class_type == "GetImageSize":
-        images = inputs["image"]
-        w, h = images[0].size
-        await ctx.send_text(f"width: {w}, height: {h}\n batch size: {len(images)}")
-        return (w, h, len(images)), None
-    if class_type == "PrimitiveInt":
-        return (inputs["value"],), None
-    if class_type == "LoadImage":
-        path = os.path.join(ctx.input_dir, inputs["image"])
-        try:
-            with Image.open(path) as opened:
-                image = opened.convert("RGB")
-                alpha = opened.getchannel("A") if "A" in opened.getbands() else None
-        except OSError as exc:
-            raise NodeError(f"cannot identify image file '{path}'\n", "PIL.UnidentifiedImageError") from exc
-        # ComfyUI's mask is 1 - alpha (zero where there is no alpha channel)
-        mask = ImageOps.invert(alpha) if alpha is not None else Image.new("L", image.size, 0)
-        return ([image], [mask]), None
-    if class_type == "SaveImage":
-        return (), _save_images(inputs["images"], inputs["filename_prefix"], ctx.output_dir, "output", ctx)
-    if class_type == "PreviewImage":
-        return (), _save_images(inputs["images"], ctx.temp_prefix, ctx.temp_dir, "temp", ctx)
-    if class_type == "MaskPreview":
-        masks = [m.convert("RGB") for m in inputs["mask"]]
-        return (), _save_images(masks, ctx.temp_prefix, ctx.temp_dir, "temp", ctx)
-    if class_type == "PreviewAny":
-        return (), {"text": [_as_text(inputs["source"])]}
-    if class_type == "SaveImageWebsocket":
-        images = inputs["images"]
-        for index, image in enumerate(images):
-            await ctx.report_progress(index, len(images), image)
-        return (), None
-    raise NodeError(f"emulator has no implementation for {class_type}")
+    implementation = IMPLEMENTATIONS.get(class_type)
+    if implementation is None:
+        raise NodeError(f"emulator has no implementation for {class_type}")
+    return await implementation(inputs, ctx)

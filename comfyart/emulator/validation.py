@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from .nodes import SPECS, NodeSpec
+from .catalogue import SPECS, NodeSpec
 
 Error = dict[str, Any]
 
@@ -48,37 +48,8 @@ class Validator:
             info = config[1] if len(config) > 1 else None
             shown_config = [input_type, info] if info is not None else [input_type, {}]
             if isinstance(value, list):
-                if len(value) != 2:
-                    errors.append(_error("bad_linked_input",
-                                         "Bad linked input, must be a length-2 list of [node_id, slot_index]",
-                                         name, {"input_name": name, "input_config": shown_config,
-                                                "received_value": value}))
+                if not self._check_link(name, value, input_type, shown_config, errors):
                     valid = False
-                    continue
-                upstream_id = str(value[0])
-                upstream_class = self.prompt[upstream_id]["class_type"]  # KeyError -> caller's inner failure
-                outputs = SPECS[upstream_class].outputs if upstream_class in SPECS else ()
-                slot = value[1]
-                received = outputs[slot] if isinstance(slot, int) and 0 <= slot < len(outputs) else None
-                if received is not None and "*" not in (received, input_type) and received != input_type:
-                    errors.append(_error("return_type_mismatch", "Return type mismatch between linked nodes",
-                                         f"{name}, received_type({received}) mismatch input_type({input_type})",
-                                         {"input_name": name, "input_config": shown_config,
-                                          "received_type": received, "linked_node": value}))
-                    valid = False
-                    continue
-                try:
-                    if not self.validate(upstream_id):
-                        valid = False
-                except Exception as exc:  # an upstream lookup failed: filed under the upstream node
-                    valid = False
-                    reason = _error("exception_during_inner_validation", "Exception when validating inner node",
-                                    str(exc) if not isinstance(exc, KeyError) else repr(exc.args[0]),
-                                    {"input_name": name, "input_config": shown_config,
-                                     "exception_message": repr(exc.args[0]) if isinstance(exc, KeyError) else str(exc),
-                                     "exception_type": type(exc).__name__, "traceback": [],
-                                     "linked_node": value})
-                    self.results[upstream_id] = (False, [reason], upstream_id)
                 continue
             problem = self._check_value(spec, name, input_type, info or {}, value, shown_config, inputs)
             if problem is not None:
@@ -88,6 +59,40 @@ class Validator:
             valid = False
         self.results[node_id] = (valid, errors, node_id)
         return valid
+
+    def _check_link(self, name: str, value: list[Any], input_type: Any, shown_config: list[Any],
+                    errors: list[Error]) -> bool:
+        """A linked input, and the node it links to; False where either fails (its own problems go to ``errors``)."""
+        if len(value) != 2:
+            errors.append(_error("bad_linked_input",
+                                 "Bad linked input, must be a length-2 list of [node_id, slot_index]",
+                                 name, {"input_name": name, "input_config": shown_config,
+                                        "received_value": value}))
+            return False
+        upstream_id = str(value[0])
+        upstream_class = self.prompt[upstream_id]["class_type"]  # KeyError -> caller's inner failure
+        outputs = SPECS[upstream_class].outputs if upstream_class in SPECS else ()
+        slot = value[1]
+        received = outputs[slot] if isinstance(slot, int) and 0 <= slot < len(outputs) else None
+        if received is not None and "*" not in (received, input_type) and received != input_type:
+            errors.append(_error("return_type_mismatch", "Return type mismatch between linked nodes",
+                                 f"{name}, received_type({received}) mismatch input_type({input_type})",
+                                 {"input_name": name, "input_config": shown_config,
+                                  "received_type": received, "linked_node": value}))
+            return False
+        try:
+            if not self.validate(upstream_id):
+                return False
+        except Exception as exc:  # an upstream lookup failed: filed under the upstream node
+            reason = _error("exception_during_inner_validation", "Exception when validating inner node",
+                            str(exc) if not isinstance(exc, KeyError) else repr(exc.args[0]),
+                            {"input_name": name, "input_config": shown_config,
+                             "exception_message": repr(exc.args[0]) if isinstance(exc, KeyError) else str(exc),
+                             "exception_type": type(exc).__name__, "traceback": [],
+                             "linked_node": value})
+            self.results[upstream_id] = (False, [reason], upstream_id)
+            return False
+        return True
 
     def _check_value(self, spec: NodeSpec, name: str, input_type: Any, info: dict, value: Any,
                      shown_config: list, inputs: dict) -> Error | None:
