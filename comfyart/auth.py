@@ -1,13 +1,11 @@
-"""Who is calling: API keys with roles, the basic-auth admin user, signed output URLs.
+"""Who is calling, as pure rules: roles and principals, what a principal may see, API keys and their hashes, the
+credentials a request presents, signed output URLs, and which auth configurations may serve where. No I/O: the
+keys made at run time are kept by ``store.api_keys``, requests are checked by ``api.auth``.
 
-A key is ``ca_<id>_<secret>``. Keys made at run time (CLI, admin endpoint) live in Redis as a record holding only
-the key's SHA-256, so a dump of Redis gives no key away; they are found by their id and compared in constant time.
+A key is ``ca_<id>_<secret>``. Keys made at run time (CLI, admin endpoint) are kept as a record holding only the
+key's SHA-256, so a dump of Redis gives no key away; they are found by their id and compared in constant time.
 Keys from the configuration are held in memory, by their SHA-256, under the id ``config:<name>``. The id of the
 caller is the ``owner`` of every task it queues: a client sees only its own.
-
-Redis keys (``P`` is the configured prefix):
-    P:keys          hash: key id -> JSON record (name, role, sha256, created_ms, revoked_ms, quotas)
-    P:url-secret    string: the secret output URLs are signed with, made once when the config gives none
 """
 from __future__ import annotations
 
@@ -15,12 +13,15 @@ import base64
 import enum
 import hashlib
 import hmac
+import ipaddress
 import json
 import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
+
+from comfyart.config.sections import AuthConfig
 
 KEY_PREFIX = "ca_"
 KEY_ID_ALPHABET = "abcdefghijklmnopqrstuvwxyz234567"
@@ -168,3 +169,29 @@ def signature_valid(secret: bytes, path: str, expires: Any, signature: Any, now:
     if int(expires) < now:
         return False
     return hmac.compare_digest(url_signature(secret, path, int(expires)), signature)
+
+
+# ---------------------------------------------------------------------------------------------------- at start-up
+def is_loopback(host: str) -> bool:
+    """Whether a listen address only takes connections from this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def auth_problem(auth: AuthConfig, host: str) -> str | None:
+    """Why the daemon must not start with this auth configuration on ``host``, or None."""
+    if auth.active or is_loopback(host) or auth.allow_unauthenticated:
+        return None
+    return (f"auth is off and server.host {host} is not a loopback address: anyone who can reach it would control "
+            f"the pool. Configure auth (auth.keys or auth.admin_user), or set auth.allow_unauthenticated: true")
+
+
+def config_keys(auth: AuthConfig) -> list[KeyRecord]:
+    return [KeyRecord(id=f"config:{k.name}", name=k.name, role=Role(k.role),
+                      sha256=k.key_sha256 or hash_key(k.key.get_secret_value() if k.key else ""), created_ms=0,
+                      max_queued=k.max_queued, submissions_per_minute=k.submissions_per_minute, source="config")
+            for k in auth.keys]

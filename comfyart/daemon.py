@@ -1,27 +1,26 @@
-"""``comfyart serve``: builds the services and owns the one TaskGroup of root tasks (the API server, the pool,
-the tracker, the dispatcher). SIGINT/SIGTERM stop it cleanly; a root task that fails stops it too.
+"""``comfyart serve``: ``build`` makes every service of one daemon and wires them; ``run`` owns the one TaskGroup of
+root tasks (the API server and each loop). SIGINT/SIGTERM stop it cleanly; a root task that fails stops it too.
 """
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import gc
-import ipaddress
 import signal
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
-import redis.asyncio as aioredis
 import uvicorn
 from loguru import logger
 
-from comfyart.api.app import Security, Services, create_app
-from comfyart.api.auth import Authenticator
+from comfyart.api.app import Services, create_app
 from comfyart.api.comfyui.front import FrontDoor
-from comfyart.auth import KeyRecord, Role, hash_key
+from comfyart.api.security import build_security
+from comfyart.auth import auth_problem
 from comfyart.bus import EventHub
-from comfyart.config.sections import AuthConfig
+from comfyart.comfy.client import ComfyClient
 from comfyart.config.settings import Settings
 from comfyart.dispatcher import Dispatcher
 from comfyart.errors import ConfigError
@@ -29,22 +28,23 @@ from comfyart.files.inputs import InputStore
 from comfyart.files.objects import S3Outputs
 from comfyart.files.outputs import OutputStore
 from comfyart.metrics import Metrics
+from comfyart.pool.containers import Containers
+from comfyart.pool.controls import PoolControls
+from comfyart.pool.health import HealthChecks
 from comfyart.pool.providers.base import Provider
 from comfyart.pool.providers.docker import DockerProvider
 from comfyart.pool.providers.process import ProcessProvider
+from comfyart.pool.reconciler import Reconciler
 from comfyart.pool.registry import Pool
 from comfyart.pool.watch import ClusterWatch
 from comfyart.stats import StatsHistory
-from comfyart.store.api_keys import KeyStore
-from comfyart.store.pool import PoolStore
-from comfyart.store.quotas import Quotas
-from comfyart.store.redis import EmbeddedRedis, connect_redis
-from comfyart.store.tasks import TaskStore
-from comfyart.store.workflows import WorkflowStore
+from comfyart.store.stores import Stores
+from comfyart.tracker.outcomes import Outcomes
+from comfyart.tracker.prompts import PromptBook
 from comfyart.tracker.tracker import Tracker
 from comfyart.webhooks import WebhookSender
 from comfyart.workflows.files import load_workflow_files
-from comfyart.workflows.resolve import Templates
+from comfyart.workflows.resolve import Resolver
 
 BACKEND_CONNECTIONS = 16  # to one backend at once: its WebSocket, submissions, downloads, checks
 GRACEFUL_SHUTDOWN_S = 5
@@ -67,52 +67,6 @@ class _Server(uvicorn.Server):
         yield
 
 
-def is_loopback(host: str) -> bool:
-    """Whether a listen address only takes connections from this machine."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
-def auth_problem(auth: AuthConfig, host: str) -> str | None:
-    """Why the daemon must not start with this auth configuration on ``host``, or None."""
-    if auth.active or is_loopback(host) or auth.allow_unauthenticated:
-        return None
-    return (f"auth is off and server.host {host} is not a loopback address: anyone who can reach it would control "
-            f"the pool. Configure auth (auth.keys or auth.admin_user), or set auth.allow_unauthenticated: true")
-
-
-def config_keys(auth: AuthConfig) -> list[KeyRecord]:
-    return [KeyRecord(id=f"config:{k.name}", name=k.name, role=Role(k.role),
-                      sha256=k.key_sha256 or hash_key(k.key.get_secret_value() if k.key else ""), created_ms=0,
-                      max_queued=k.max_queued, submissions_per_minute=k.submissions_per_minute, source="config")
-            for k in auth.keys]
-
-
-async def build_security(settings: Settings, client: aioredis.Redis) -> Security:
-    auth = settings.auth
-    keys = KeyStore(client, settings.redis.prefix)
-    public_url = settings.server.public_base() if settings.server.public_url else None
-    secret = auth.url_secret.get_secret_value().encode() if auth.url_secret else await keys.url_secret()
-    if not auth.active:
-        logger.warning("auth is OFF: every caller is an admin (server.host={}); configure auth.keys or "
-                       "auth.admin_user before exposing this daemon", settings.server.host)
-        return Security(url_secret=secret, signed_url_ttl_s=auth.signed_url_ttl_s, limits=settings.limits,
-                        public_url=public_url)
-    admin_user = (auth.admin_user, auth.admin_password.get_secret_value()) \
-        if auth.admin_user and auth.admin_password else None
-    authenticator = Authenticator(keys, config_keys=config_keys(auth), admin_user=admin_user)
-    logger.info("auth on config_keys={} run_time_keys={} admin_user={}", len(auth.keys), len(await keys.list()),
-                "yes" if admin_user else "no")
-    return Security(authenticator=authenticator, keys=keys,
-                    quotas=Quotas(client, settings.redis.prefix, auth.quotas), url_secret=secret,
-                    signed_url_ttl_s=auth.signed_url_ttl_s, limits=settings.limits,
-                    private_webhooks=settings.webhooks.allow_private_targets, public_url=public_url)
-
-
 def build_providers(settings: Settings) -> list[Provider]:
     providers: list[Provider] = []
     if settings.docker is not None and settings.docker.hosts:
@@ -122,10 +76,103 @@ def build_providers(settings: Settings) -> list[Provider]:
     return providers
 
 
-async def _root(name: str, coroutine: Awaitable[None], stop: asyncio.Event) -> None:
-    await coroutine
-    if not stop.is_set():
-        raise _RootExited(f"{name} stopped on its own")
+@dataclass
+class Core:
+    """The pool, the in-flight book and the loops that move tasks: what a daemon runs besides its API."""
+
+    pool: Pool
+    containers: Containers
+    reconciler: Reconciler
+    controls: PoolControls
+    book: PromptBook
+    outcomes: Outcomes
+    tracker: Tracker
+    dispatcher: Dispatcher
+    resolver: Resolver
+
+
+async def build_core(settings: Settings, stores: Stores, session: aiohttp.ClientSession, *, outputs: OutputStore,
+                     inputs: InputStore, objects: S3Outputs | None) -> Core:
+    timeout_s = settings.tracking.submit_timeout_s
+    pool = Pool(config=settings.pool, providers=build_providers(settings),
+                connect=lambda url: ComfyClient(session, url, timeout_s=timeout_s))
+    book = PromptBook(on_change=pool.notify)
+    outcomes = Outcomes(store=stores.tasks, queue=stores.queue, book=book, outputs=outputs, config=settings.tracking,
+                        objects=objects)
+    containers = Containers(pool, on_lost=outcomes.backend_lost,
+                            adopt_leftovers=settings.docker.leftovers == "adopt" if settings.docker else True)
+    health = HealthChecks(pool, settings.pool)
+    reconciler = Reconciler(pool, health=health, containers=containers, statics=settings.static_backends,
+                            store=stores.pool, queue=stores.queue)
+    client_id = await stores.pool.client_id()
+    tracker = Tracker(store=stores.tasks, queue=stores.queue, pool=pool, book=book, outcomes=outcomes,
+                      config=settings.tracking, client_id=client_id)
+    resolver = Resolver(workflows=stores.workflows, tasks=stores.tasks, inputs=inputs, outputs=outputs)
+    dispatcher = Dispatcher(store=stores.tasks, queue=stores.queue, pool=pool, book=book, outcomes=outcomes,
+                            resolver=resolver, config=settings.scheduler, client_id=client_id,
+                            upload_timeout_s=settings.tracking.download_timeout_s,
+                            claim_lease_s=settings.tracking.claim_lease_s, pool_store=stores.pool)
+    await dispatcher.load_overrides()
+    return Core(pool, containers, reconciler, PoolControls(pool, reconciler=reconciler, health=health,
+                                                           store=stores.pool),
+                book, outcomes, tracker, dispatcher, resolver)
+
+
+@dataclass
+class Daemon:
+    """Every service of one daemon, wired: ``loops`` are its root tasks besides the API server."""
+
+    settings: Settings
+    stores: Stores
+    session: aiohttp.ClientSession
+    core: Core
+    services: Services
+    loops: dict[str, Callable[[], Awaitable[None]]]
+
+
+async def build(settings: Settings, stores: Stores, session: aiohttp.ClientSession, events: EventHub) -> Daemon:
+    """Make and wire every service (a bad configuration raises ConfigError)."""
+    file_errors: list[str] = []
+    if settings.workflows.directory is not None:
+        file_errors = (await load_workflow_files(settings.workflows.directory, stores.workflows)).errors
+    objects: S3Outputs | None = None
+    if settings.outputs.storage == "s3":
+        assert settings.outputs.s3 is not None  # the config's validator insists
+        objects = S3Outputs(settings.outputs.s3)
+        await objects.check()
+    migrated = await stores.queue.migrate()
+    if migrated:
+        logger.info("queue migrated to the priority queue tasks={}", migrated)
+    outputs, inputs = OutputStore(settings.data_dir / "outputs"), InputStore(settings.data_dir / "inputs")
+    core = await build_core(settings, stores, session, outputs=outputs, inputs=inputs, objects=objects)
+    pool = core.pool
+    security = await build_security(settings, stores)
+    front = FrontDoor(store=stores.tasks, queue=stores.queue, comfy=stores.comfy, pool=pool, outputs=outputs,
+                      inputs=inputs, tracker=core.tracker, session=session, events=events, objects=objects,
+                      quotas=security.quotas, limits=settings.limits)
+    watch = ClusterWatch(events, pool_summary=lambda: {b.id: {"status": b.state.value, "mode": b.mode.value,
+                                                              "inflight": len(b.prompts)}
+                                                       for b in pool.backends.values()},
+                         queue_depth=stores.queue.depth)
+    webhooks = WebhookSender(store=stores.tasks, deliveries=stores.deliveries, session=session,
+                             config=settings.webhooks, events=events,
+                             # signed from the task's end, so every delivery of one webhook carries the same body
+                             output_url=lambda task, filename: security.output_url(
+                                 settings.server.public_base(), task.id, filename,
+                                 now=(task.finished_ms or task.updated_ms) / 1000)[0])
+    metrics = Metrics(store=stores.tasks, queue=stores.queue, pool=pool,
+                      counters={"pool": pool.counters, "dispatch": core.dispatcher.counters,
+                                "attempts": core.outcomes.counters, "webhooks": webhooks.counters})
+    stats = StatsHistory(stores.queue, stores.stats, events, interval_s=settings.dashboard.stats_interval_s,
+                         keep_s=settings.dashboard.stats_keep_s)
+    services = Services(stores.tasks, stores.queue, pool, core.controls, outputs, stores.workflows, core.resolver,
+                        inputs, core.tracker, core.dispatcher, front, file_errors, objects, security, metrics, stats,
+                        dashboard=settings.dashboard.enabled)
+    loops: dict[str, Callable[[], Awaitable[None]]] = {
+        "pool": core.reconciler.run, "tracker": core.tracker.run, "dispatcher": core.dispatcher.run,
+        "comfyui front door": front.run, "cluster events": watch.run, "webhooks": webhooks.run,
+        "metrics": lambda: metrics.run(events), "stats": stats.run}
+    return Daemon(settings, stores, session, core, services, loops)
 
 
 async def run(settings: Settings, *, ready: asyncio.Event | None = None,
@@ -136,58 +183,24 @@ async def run(settings: Settings, *, ready: asyncio.Event | None = None,
     problem = auth_problem(settings.auth, settings.server.host)
     if problem is not None:
         raise ConfigError(problem)
-    client, embedded = await connect_redis(settings)
-    workflows = WorkflowStore(client, settings.redis.prefix)
-    file_errors: list[str] = []
-    if settings.workflows.directory is not None:
-        file_errors = (await load_workflow_files(settings.workflows.directory, workflows)).errors
-    objects: S3Outputs | None = None
-    if settings.outputs.storage == "s3":
-        assert settings.outputs.s3 is not None  # the config's validator insists
-        objects = S3Outputs(settings.outputs.s3)
-        await objects.check()
+    events = EventHub()
+    stores = await Stores.open(settings, events)
     # aiohttp's default caps all connections at 100, and every backend's WebSocket holds one for good: with a few
     # dozen backends, submissions and downloads would queue for a connection. The cap is per backend instead.
     session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0, limit_per_host=BACKEND_CONNECTIONS))
-    events = EventHub()
-    store = TaskStore(client, settings.redis.prefix, ageing_s=settings.scheduler.priority_ageing_s, events=events)
-    migrated = await store.migrate_queue()
-    if migrated:
-        logger.info("queue migrated to the priority queue tasks={}", migrated)
-    outputs = OutputStore(settings.data_dir / "outputs")
-    inputs = InputStore(settings.data_dir / "inputs")
-    templates = Templates(workflows=workflows, tasks=store, inputs=inputs, outputs=outputs)
-    adopt = settings.docker.leftovers == "adopt" if settings.docker else True
-    pool_store = PoolStore(client, settings.redis.prefix)
-    pool = Pool(config=settings.pool, providers=build_providers(settings), static_backends=settings.static_backends,
-                session=session, store=pool_store, waiting=store.waiting,
-                request_timeout_s=settings.tracking.submit_timeout_s, adopt_leftovers=adopt)
-    tracker = Tracker(store=store, pool=pool, outputs=outputs, config=settings.tracking, session=session,
-                      client_id=await pool_store.client_id(), objects=objects)
-    dispatcher = Dispatcher(store=store, pool=pool, tracker=tracker, templates=templates, config=settings.scheduler,
-                            claim_lease_s=settings.tracking.claim_lease_s, pool_store=pool_store)
-    await dispatcher.load_overrides()
-    security = await build_security(settings, client)
-    front = FrontDoor(store=store, pool=pool, outputs=outputs, inputs=inputs, tracker=tracker, session=session,
-                      events=events, objects=objects, quotas=security.quotas, limits=settings.limits)
-    watch = ClusterWatch(events, pool_summary=lambda: {b.id: {"status": b.state.value, "mode": b.mode.value,
-                                                              "inflight": len(b.prompts)}
-                                                       for b in pool.backends.values()},
-                         queue_depth=store.depth)
-    webhooks = WebhookSender(store=store, session=session, config=settings.webhooks,
-                             # signed from the task's end, so every delivery of one webhook carries the same body
-                             output_url=lambda task, filename: security.output_url(
-                                 settings.server.public_base(), task.id, filename,
-                                 now=(task.finished_ms or task.updated_ms) / 1000)[0])
-    metrics = Metrics(store=store, pool=pool, dispatcher=dispatcher, tracker=tracker, webhooks=webhooks)
-    stats = StatsHistory(store, events, interval_s=settings.dashboard.stats_interval_s,
-                         keep_s=settings.dashboard.stats_keep_s)
-    services = Services(store, pool, outputs, workflows, templates, inputs, tracker, dispatcher, front, file_errors,
-                        objects, security, metrics, stats, dashboard=settings.dashboard.enabled)
-    server = _Server(uvicorn.Config(create_app(services), host=settings.server.host, port=settings.server.port,
-                                    log_config=None, access_log=False, lifespan="off",
+    try:
+        daemon = await build(settings, stores, session, events)
+    except BaseException:
+        await _close(None, stores, session)
+        raise
+    await serve(daemon, ready=ready, stop=stop or asyncio.Event(), own_process=own_process)
+
+
+async def serve(daemon: Daemon, *, ready: asyncio.Event | None, stop: asyncio.Event, own_process: bool) -> None:
+    settings = daemon.settings
+    server = _Server(uvicorn.Config(create_app(daemon.services), host=settings.server.host,
+                                    port=settings.server.port, log_config=None, access_log=False, lifespan="off",
                                     timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S, ws_max_size=WS_MAX_BYTES))
-    stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
@@ -210,14 +223,8 @@ async def run(settings: Settings, *, ready: asyncio.Event | None = None,
 
     try:
         async with asyncio.TaskGroup() as roots:
-            roots.create_task(_root("pool", pool.run(), stop), name="pool")
-            roots.create_task(_root("tracker", tracker.run(), stop), name="tracker")
-            roots.create_task(_root("dispatcher", dispatcher.run(), stop), name="dispatcher")
-            roots.create_task(_root("comfyui front door", front.run(), stop), name="comfyui front door")
-            roots.create_task(_root("cluster events", watch.run(), stop), name="cluster events")
-            roots.create_task(_root("webhooks", webhooks.run(), stop), name="webhooks")
-            roots.create_task(_root("metrics", metrics.run(events), stop), name="metrics")
-            roots.create_task(_root("stats", stats.run(), stop), name="stats")
+            for name, loop_of in daemon.loops.items():
+                roots.create_task(_root(name, loop_of(), stop), name=name)
             api = roots.create_task(_root("api", server.serve(), stop), name="api")
             roots.create_task(until_stopped(api), name="stop")
             roots.create_task(announce(), name="announce")
@@ -226,8 +233,14 @@ async def run(settings: Settings, *, ready: asyncio.Event | None = None,
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
-        await asyncio.shield(_close(pool, store, session, client, embedded))
+        await asyncio.shield(_close(daemon.core.containers, daemon.stores, daemon.session))
     logger.info("stopped")
+
+
+async def _root(name: str, coroutine: Awaitable[None], stop: asyncio.Event) -> None:
+    await coroutine
+    if not stop.is_set():
+        raise _RootExited(f"{name} stopped on its own")
 
 
 def tune_gc() -> None:
@@ -241,13 +254,10 @@ def tune_gc() -> None:
     gc.set_threshold(GC_GEN0_THRESHOLD, *gc.get_threshold()[1:])
 
 
-async def _close(pool: Pool, store: TaskStore, session: aiohttp.ClientSession, client: aioredis.Redis,
-                 embedded: EmbeddedRedis | None) -> None:
+async def _close(containers: Containers | None, stores: Stores, session: aiohttp.ClientSession) -> None:
     try:
-        await pool.shutdown()
+        if containers is not None:
+            await containers.shutdown()
     finally:
-        await store.transitions.aclose()  # status changes already on their way reach Redis before it closes
         await session.close()
-        await client.aclose()
-        if embedded is not None:
-            await embedded.stop()
+        await stores.aclose()

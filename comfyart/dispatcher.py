@@ -40,29 +40,39 @@ from comfyart.policy.scheduling import (
     unschedulable_reason,
     window_size,
 )
-from comfyart.pool.registry import Backend, Pool
+from comfyart.pool.backend import Backend
+from comfyart.pool.registry import Pool
 from comfyart.store.pool import PoolStore
-from comfyart.store.tasks import Submission, TaskStore
-from comfyart.tracker.tracker import PromptState, Tracker
-from comfyart.workflows.resolve import PreparedPrompt, Templates
+from comfyart.store.queue import Submission, TaskQueue
+from comfyart.store.tasks import TaskStore
+from comfyart.tracker.outcomes import Outcomes
+from comfyart.tracker.prompts import PromptBook, PromptState
+from comfyart.workflows.resolve import PreparedPrompt, Resolver
 
 IDLE_WAIT_S = 1.0  # with nothing to do, look again this often even unwoken (a task queued by another process)
 BLOCKED_CHECK_S = 1.0
 
 
 class Dispatcher:
-    def __init__(self, *, store: TaskStore, pool: Pool, tracker: Tracker, templates: Templates,
-                 config: SchedulerConfig, claim_lease_s: float = 30.0, pool_store: PoolStore | None = None) -> None:
+    def __init__(self, *, store: TaskStore, queue: TaskQueue, pool: Pool, book: PromptBook, outcomes: Outcomes,
+                 resolver: Resolver, config: SchedulerConfig, client_id: str, upload_timeout_s: float = 300.0,
+                 claim_lease_s: float = 30.0, pool_store: PoolStore | None = None) -> None:
         self.store = store
+        self.queue = queue
         self.pool = pool
-        self.tracker = tracker
-        self.templates = templates
+        self.book = book
+        self.outcomes = outcomes
+        self.resolver = resolver
         self.config = config  # as configured; ``settings`` adds the run-time changes
         self.settings = config
         self.overrides: dict[str, Any] = {}
+        self.client_id = client_id  # the tracker's: the backends send that client the events of our prompts
+        self.upload_timeout_s = upload_timeout_s
         self.claim_lease_s = claim_lease_s
         self.pool_store = pool_store
-        pool.wakeups.append(store.queued)  # a freed slot wakes the dispatcher as a queued task does
+        self.wake = asyncio.Event()  # a task queued, or a slot freed
+        queue.wakeups.append(self.wake)
+        pool.wakeups.append(self.wake)
         self.counters = Counter({"dispatched": 0, "same_models": 0, "model_changes": 0})
         self.blocked: dict[str, str] = {}  # queued task id -> why no backend in the pool could ever run it
         # the window's tasks, read once: a queued task's record and needs never change until it is claimed (a
@@ -87,9 +97,9 @@ class Dispatcher:
             as_json = settings.model_dump(mode="json")
             await self.pool_store.set_scheduler_override({k: as_json[k] for k in overrides})
         self.settings, self.overrides = settings, overrides
-        self.store.ageing_s = settings.priority_ageing_s
+        self.queue.ageing_s = settings.priority_ageing_s
         self._skips.clear()
-        self.store.queued.set()
+        self.wake.set()
         return settings
 
     def describe(self) -> dict[str, Any]:
@@ -106,13 +116,13 @@ class Dispatcher:
                 try:
                     if time.monotonic() >= next_lease_check:
                         next_lease_check = time.monotonic() + self.claim_lease_s / 4
-                        for task_id in await self.store.return_expired_claims():
+                        for task_id in await self.queue.return_expired_claims():
                             logger.warning("claim expired, task back in the queue task={}", task_id)
-                    self.store.queued.clear()
+                    self.wake.clear()
                     if not await self.round(submissions):
                         with contextlib.suppress(TimeoutError):
                             async with asyncio.timeout(IDLE_WAIT_S):
-                                await self.store.queued.wait()
+                                await self.wake.wait()
                 except TransientError as exc:
                     logger.warning("dispatch paused error={}", exc)
                     await asyncio.sleep(exc.retry_after_s)
@@ -123,7 +133,7 @@ class Dispatcher:
         slots = self.pool.slots()
         if not free_prompt_slots(slots, settings.prefetch):
             return False
-        ids, waiting = await self.store.peek(window_size(slots, settings.prefetch, settings.lookahead))
+        ids, waiting = await self.queue.peek(window_size(slots, settings.prefetch, settings.lookahead))
         if not ids:
             return False
         window = await self._window(ids)
@@ -135,7 +145,7 @@ class Dispatcher:
         placed = [(task_id, self.pool.backends[backend_id]) for task_id, backend_id in pairs
                   if backend_id in self.pool.backends]
         # one round trip claims them all, one more records them all: a busy loop makes every await cost a lap
-        claimed = await self.store.claim_ids([task_id for task_id, _ in placed], self.claim_lease_s)
+        claimed = await self.queue.claim_ids([task_id for task_id, _ in placed], self.claim_lease_s)
         ready = []
         for (task_id, backend), ok in zip(placed, claimed, strict=True):
             queued, task = self._queued.pop(task_id)
@@ -152,7 +162,7 @@ class Dispatcher:
                 if task is None:
                     continue
                 failed_on = frozenset(attempt.backend for attempt in task.history)
-                needs, cost = await self.templates.needs(task)
+                needs, cost = await self.resolver.needs(task)
                 self._queued[task_id] = (QueuedTask(task_id, task.priority, needs, failed_on,
                                                     created_ms=task.created_ms, cost=cost), task)
         if len(self._queued) > 4 * len(ids) + 64:  # canceled while queued: forget what left the window
@@ -189,18 +199,18 @@ class Dispatcher:
         other."""
         prepared_list: list[tuple[Task, Backend, QueuedTask, PreparedPrompt]] = []
         for (task, backend, queued), prepared in zip(
-                claimed, await self.templates.prepare_many([task for task, _, _ in claimed]), strict=True):
+                claimed, await self.resolver.prepare_many([task for task, _, _ in claimed]), strict=True):
             if isinstance(prepared, InvalidInput):
                 await self._unrunnable(task.id, str(prepared))
                 continue
             if self.pool.backends.get(backend.id) is not backend or not backend.accepting:
-                await self.store.requeue(task.id)  # lost or drained since the round began
+                await self.queue.requeue(task.id)  # lost or drained since the round began
                 continue
             prepared_list.append((task, backend, queued, prepared))
         records = [Submission(task.id, backend.id, str(uuid.uuid4()), task.attempts + 1,
                               prepared.graph if task.workflow else None)
                    for task, backend, _, prepared in prepared_list]
-        refusals = await self.store.record_submissions(records)
+        refusals = await self.queue.record_submissions(records)
         for (task, backend, queued, prepared), record, refusal in zip(prepared_list, records, refusals, strict=True):
             if refusal is not None:
                 logger.info("not submitted task={} reason={}", task.id, refusal)  # canceled, or its lease ran out
@@ -212,15 +222,15 @@ class Dispatcher:
             if models:
                 self.counters["same_models" if backend.models == models else "model_changes"] += 1
                 backend.models = models
-            state = self.tracker.expect(backend, record.prompt_id, task.id, prepared.graph, queued.cost,
-                                        relay=relay_of(task))
+            state = self.book.open(backend, record.prompt_id, task.id, prepared.graph, cost=queued.cost,
+                                   relay=relay_of(task))
             submissions.create_task(self._submit(backend, record.prompt_id, state, prepared),
                                     name=f"submit {task.id}")
 
     async def _unrunnable(self, task_id: str, error: str) -> None:
         with contextlib.suppress(InvalidTransition, NotFound):
             await self.store.update(task_id, to=TaskStatus.FAILED, finished_ms=now_ms(), error=error)
-        await self.store.release_claim(task_id)
+        await self.queue.release_claim(task_id)
         logger.info("task cannot run task={} error={}", task_id, error)
 
     async def _submit(self, backend: Backend, prompt_id: str, state: PromptState, prepared: PreparedPrompt) -> None:
@@ -228,18 +238,18 @@ class Dispatcher:
             await self._upload(backend, prepared)
         except BackendUnavailable as exc:
             # nothing was posted yet: the prompt certainly is not on this backend
-            await self.tracker.release(backend, prompt_id, done=False)
-            await self.tracker.requeue_task(state.task_id, AttemptEnd.NOT_ACCEPTED,
-                                            f"could not upload an input to {backend.id}: {exc}", prompt_id=prompt_id)
+            self.book.close(backend, prompt_id, done=False)
+            await self.outcomes.requeue(state.task_id, AttemptEnd.NOT_ACCEPTED,
+                                        f"could not upload an input to {backend.id}: {exc}", prompt_id=prompt_id)
             return
         except InvalidInput as exc:
-            await self.tracker.release(backend, prompt_id, done=False)
+            self.book.close(backend, prompt_id, done=False)
             await self._unrunnable(state.task_id, str(exc))
             return
-        if self.tracker.prompts.get(prompt_id) is not state:
+        if not self.book.holds(prompt_id, state):
             return  # canceled while its inputs were uploading
         try:
-            await backend.client.submit(prepared.graph, client_id=self.tracker.client_id, prompt_id=prompt_id,
+            await backend.client.submit(prepared.graph, client_id=self.client_id, prompt_id=prompt_id,
                                         extra_data=prepared.extra_data, targets=prepared.targets)
         except PromptRejected as exc:
             await self._rejected(backend, prompt_id, state, exc)
@@ -248,8 +258,8 @@ class Dispatcher:
             await self._uncertain(backend, prompt_id, state, exc)
             return
         state.submitted = True
-        if self.tracker.prompts.get(prompt_id) is not state:
-            await self.tracker.stop_on_backend(backend, prompt_id)  # canceled while POST /prompt was on its way
+        if not self.book.holds(prompt_id, state):
+            await self.outcomes.stop_on_backend(backend, prompt_id)  # canceled while POST /prompt was on its way
             return
         logger.debug("submitted task={} backend={} prompt={}", state.task_id, backend.id, prompt_id)
 
@@ -261,7 +271,7 @@ class Dispatcher:
             except OSError as exc:
                 raise InvalidInput(f"params.{upload.param}: cannot read {upload.path.name}: {exc.strerror}") from exc
             stored = await backend.client.upload_image(data, name=upload.name, content_type=upload.content_type,
-                                                       timeout_s=self.tracker.config.download_timeout_s)
+                                                       timeout_s=self.upload_timeout_s)
             if stored != upload.name:
                 raise BackendUnavailable(f"stored {upload.name} as {stored} despite overwrite")
 
@@ -269,7 +279,7 @@ class Dispatcher:
         with contextlib.suppress(InvalidTransition, NotFound):
             await self.store.update(state.task_id, to=TaskStatus.FAILED, finished_ms=now_ms(),
                                     error=f"rejected by ComfyUI: {exc}", node_errors=exc.node_errors)
-        await self.tracker.release(backend, prompt_id, done=True)
+        self.book.close(backend, prompt_id, done=True)
         logger.info("task rejected task={} backend={} error={}", state.task_id, backend.id, exc)
 
     async def _uncertain(self, backend: Backend, prompt_id: str, state: PromptState, exc: BackendUnavailable) -> None:
@@ -285,6 +295,6 @@ class Dispatcher:
         if after_uncertain_submit(in_history=in_history, in_queue=in_queue) is AfterUncertainSubmit.TRACK:
             state.submitted = True
             return
-        await self.tracker.release(backend, prompt_id, done=False)
-        await self.tracker.requeue_task(state.task_id, AttemptEnd.NOT_ACCEPTED,
-                                        f"{backend.id} did not take the prompt: {exc}", prompt_id=prompt_id)
+        self.book.close(backend, prompt_id, done=False)
+        await self.outcomes.requeue(state.task_id, AttemptEnd.NOT_ACCEPTED,
+                                    f"{backend.id} did not take the prompt: {exc}", prompt_id=prompt_id)

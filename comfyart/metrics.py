@@ -3,13 +3,13 @@
 Two kinds of figures:
 * read when scraped: tasks by status and queue depth (Redis), the queue by priority (a Redis script over the head
   of the queue, ``PRIORITY_SCAN`` entries at most), and each backend's state, in-flight prompts and VRAM, plus the
-  counters the pool, dispatcher, tracker and webhooks keep;
-* followed from the task events as they happen (``MetricsWatch``): tasks finished by status, how long tasks waited
+  counters the pool, dispatcher, attempts and webhooks keep;
+* followed from the task events as they happen (``Metrics.run``): tasks finished by status, how long tasks waited
   for a backend and how long they ran (histograms).
 """
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,32 +20,14 @@ from prometheus_client.registry import Collector
 
 from comfyart.bus import EventHub
 from comfyart.models import FINAL_STATUSES, TaskStatus
-from comfyart.store.redis import map_redis_errors
+from comfyart.pool.registry import Pool
+from comfyart.store.queue import TaskQueue
 from comfyart.store.tasks import TaskStore
 
 PRIORITY_SCAN = 100_000  # queued entries the priority breakdown reads; the rest are counted as "beyond_scan"
 # seconds: a task waits from milliseconds (an idle pool) to hours (a long queue), and runs as long
 WAIT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200, float("inf"))
 RUN_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600, 1200, 1800, 3600, float("inf"))
-
-# KEYS: the queue, the task-key prefix   ARGV: most entries to read
-# returns priority, count, priority, count, ..., then "beyond_scan", the entries not read
-_BY_PRIORITY = """
-local ids = redis.call('ZRANGE', KEYS[1], 0, tonumber(ARGV[1]) - 1)
-local counts = {}
-for _, id in ipairs(ids) do
-  local priority = redis.call('HGET', KEYS[2] .. id, 'priority') or '0'
-  counts[priority] = (counts[priority] or 0) + 1
-end
-local flat = {}
-for priority, count in pairs(counts) do
-  flat[#flat + 1] = priority
-  flat[#flat + 1] = count
-end
-flat[#flat + 1] = 'beyond_scan'
-flat[#flat + 1] = math.max(0, redis.call('ZCARD', KEYS[1]) - #ids)
-return flat
-"""
 
 
 @dataclass
@@ -117,12 +99,13 @@ class _ReadAtScrape(Collector):
 
 
 class Metrics:
-    def __init__(self, *, store: TaskStore, pool: Any, dispatcher: Any, tracker: Any, webhooks: Any) -> None:
+    def __init__(self, *, store: TaskStore, queue: TaskQueue, pool: Pool,
+                 counters: Mapping[str, Mapping[str, int]]) -> None:
+        """``counters``: the live counters of the pool, the dispatcher, the attempts and the webhooks, by name."""
         self.store = store
+        self.queue = queue
         self.pool = pool
-        self.dispatcher = dispatcher
-        self.tracker = tracker
-        self.webhooks = webhooks
+        self.counters = counters
         self.registry = CollectorRegistry()
         self._read = _ReadAtScrape()
         self.registry.register(self._read)
@@ -132,25 +115,18 @@ class Metrics:
                                 buckets=WAIT_BUCKETS, registry=self.registry)
         self.ran = Histogram("comfyart_task_run_seconds", "From running to completed", buckets=RUN_BUCKETS,
                              registry=self.registry)
-        self._by_priority = store.redis.register_script(_BY_PRIORITY)
         self._started: dict[str, int] = {}  # running tasks' start times, for the run histogram
 
     async def render(self) -> bytes:
-        depth = await self.store.depth()  # one census gives the unfinished: pending is queued or submitted
+        depth = await self.queue.depth()  # one census gives the unfinished: pending is queued or submitted
         statuses = {TaskStatus.PENDING.value: depth["queued"] + depth["submitted"],
                     TaskStatus.RUNNING.value: depth["running"]}
         for status in FINAL_STATUSES:
             statuses[status.value] = await self.store.count(status)
-        with map_redis_errors():
-            flat = await self._by_priority(keys=[self.store.queue_key, f"{self.store.prefix}:task:"],
-                                           args=[PRIORITY_SCAN])
-        by_priority = {str(flat[i]): int(flat[i + 1]) for i in range(0, len(flat), 2)}
         self._read.snapshot = Snapshot(
-            tasks_by_status=statuses, depth=depth, queued_by_priority=by_priority,
+            tasks_by_status=statuses, depth=depth, queued_by_priority=await self.queue.by_priority(PRIORITY_SCAN),
             backends=[b.describe() for b in self.pool.backends.values()],
-            counters={"pool": dict(self.pool.counters), "dispatch": dict(self.dispatcher.counters),
-                      "attempts": dict(self.tracker.counters),
-                      "webhooks": dict(self.webhooks.counters) if self.webhooks is not None else {}})
+            counters={name: dict(values) for name, values in self.counters.items()})
         return generate_latest(self.registry)
 
     def observe(self, event: dict[str, Any]) -> None:

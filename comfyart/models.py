@@ -1,7 +1,9 @@
-"""Records and states shared by the store, the scheduler loops and the API."""
+"""Records and states shared by the store, the loops and the API: tasks and their status transitions, a task
+about to be queued (``NewTask``), backends' health states and their transitions. No I/O."""
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, NewType
 
@@ -21,7 +23,7 @@ class TaskStatus(enum.StrEnum):
 FINAL_STATUSES = frozenset({TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELED})
 
 # status -> statuses it may move to; pending -> pending is a requeue after a lost submission
-TRANSITIONS: dict[TaskStatus, frozenset] = {
+TRANSITIONS: dict[TaskStatus, frozenset[TaskStatus]] = {
     TaskStatus.PENDING: frozenset({TaskStatus.PENDING, TaskStatus.RUNNING, TaskStatus.COMPLETED, TaskStatus.FAILED,
                                    TaskStatus.CANCELED}),
     TaskStatus.RUNNING: frozenset({TaskStatus.PENDING, TaskStatus.COMPLETED, TaskStatus.FAILED,
@@ -38,10 +40,23 @@ def sources_of(target: TaskStatus) -> list[TaskStatus]:
 
 
 class BackendState(enum.StrEnum):
-    STARTING = "starting"
+    STARTING = "starting"  # a container or process starting up, not yet answering
     HEALTHY = "healthy"
-    UNHEALTHY = "unhealthy"
-    ERROR = "error"
+    UNHEALTHY = "unhealthy"  # failed its last health checks (static and adopted backends start here)
+    ERROR = "error"  # lost or failed to start: on its way out of the pool
+
+
+# state -> states it may move to; staying in a state is always allowed
+BACKEND_TRANSITIONS: dict[BackendState, frozenset[BackendState]] = {
+    BackendState.STARTING: frozenset({BackendState.HEALTHY, BackendState.ERROR}),
+    BackendState.HEALTHY: frozenset({BackendState.UNHEALTHY, BackendState.ERROR}),
+    BackendState.UNHEALTHY: frozenset({BackendState.HEALTHY, BackendState.ERROR}),
+    BackendState.ERROR: frozenset(),
+}
+
+
+def backend_may_move(current: BackendState, target: BackendState) -> bool:
+    return target == current or target in BACKEND_TRANSITIONS[current]
 
 
 class BackendMode(enum.StrEnum):
@@ -148,3 +163,39 @@ def socket_key(owner: str | None, client_id: str) -> str:
 
 def relay_of(task: Task) -> Relay | None:
     return Relay(task.id, task.comfy_prompt_id, task.client_id, task.owner) if task.comfy_prompt_id else None
+
+
+@dataclass(frozen=True)
+class ComfyPrompt:
+    """What the ComfyUI-compatible API records of a prompt it queues."""
+
+    comfy_prompt_id: str  # the prompt id its client knows it by
+    number: float  # its ComfyUI queue number
+    client_id: str | None = None  # whose WebSocket gets its events
+    extra_data: dict[str, Any] | None = None
+    comfy_targets: list[str] | None = None  # the output nodes to run; None: all
+
+    def fields(self) -> dict[str, Any]:
+        """As the task record holds them."""
+        return {"comfy_prompt_id": self.comfy_prompt_id, "client_id": self.client_id, "number": self.number,
+                "extra_data": self.extra_data, "comfy_targets": self.comfy_targets}
+
+
+@dataclass(frozen=True)
+class NewTask:
+    """A task to queue: a whole graph (``prompt``), or a run of a stored workflow (name, version and parameter
+    values; its graph is resolved at dispatch), with what it asks of a backend, who queued it, and where its end is
+    reported."""
+
+    prompt: dict[str, Any] | None = None
+    workflow: str | None = None
+    workflow_version: int | None = None
+    params: dict[str, Any] | None = None
+    priority: int = 0
+    requires: Sequence[str] = ()
+    vram_mb: int | None = None
+    webhook: str | None = None
+    webhook_public_only: bool = False  # queued by a client key: its webhook may reach public addresses only
+    owner: str | None = None  # the id of the API key that queues it (none with auth off)
+    retry_of: str | None = None
+    comfy: ComfyPrompt | None = None

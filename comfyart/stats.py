@@ -2,24 +2,22 @@
 
 Every ``interval_s`` one sample: the queue's depth by state (queued, submitted, running) and how many tasks reached
 each final status since the last sample (followed from the task events, so nothing is read back per task). Samples
-are kept newest first in a capped Redis list, ``P:stats:samples`` (about 100 bytes each), so the charts survive a
-restart of the daemon.
+are kept in Redis (``store.stats``, about 100 bytes each), so the charts survive a restart of the daemon.
 """
 from __future__ import annotations
 
 import asyncio
-import json
-import time
 from collections import Counter
 from typing import Any
 
 from loguru import logger
 
 from comfyart.bus import Event, EventHub
+from comfyart.clock import now_ms
 from comfyart.errors import TransientError
 from comfyart.models import FINAL_STATUSES
-from comfyart.store.redis import map_redis_errors
-from comfyart.store.tasks import TaskStore
+from comfyart.store.queue import TaskQueue
+from comfyart.store.stats import StatsSamples
 
 ENDED = tuple(status.value for status in FINAL_STATUSES)
 
@@ -36,13 +34,14 @@ def samples_within(samples: list[dict[str, Any]], now_ms: int, window_s: float) 
 
 
 class StatsHistory:
-    def __init__(self, store: TaskStore, events: EventHub, *, interval_s: float, keep_s: float) -> None:
+    def __init__(self, queue: TaskQueue, samples: StatsSamples, events: EventHub, *, interval_s: float,
+                 keep_s: float) -> None:
         """``interval_s`` and ``keep_s``: the ``dashboard`` section's ``stats_interval_s`` and ``stats_keep_s``."""
-        self.store = store
+        self.queue = queue
+        self.samples = samples
         self.events = events
         self.interval_s = interval_s
         self.keep = max(1, int(keep_s / interval_s))
-        self.key = f"{store.prefix}:stats:samples"
         self._ended: Counter[str] = Counter()  # final statuses reached since the last sample written
 
     def observe(self, event: Event) -> None:
@@ -51,27 +50,15 @@ class StatsHistory:
 
     async def sample(self) -> dict[str, Any]:
         """Write one sample; the counts it carries start again from zero. A Redis error leaves them for the next."""
-        sample: dict[str, Any] = {"t": int(time.time() * 1000), **await self.store.depth()}
+        sample: dict[str, Any] = {"t": now_ms(), **await self.queue.depth()}
         sample.update({status: self._ended[status] for status in ENDED})
-        with map_redis_errors():
-            async with self.store.redis.pipeline(transaction=True) as pipe:
-                pipe.lpush(self.key, json.dumps(sample, separators=(",", ":")))
-                pipe.ltrim(self.key, 0, self.keep - 1)
-                await pipe.execute()
+        await self.samples.add(sample, keep=self.keep)
         self._ended.subtract({status: sample[status] for status in ENDED})
         return sample
 
     async def read(self, window_s: float) -> list[dict[str, Any]]:
         wanted = min(self.keep, int(window_s / self.interval_s) + 2)
-        with map_redis_errors():
-            raw = await self.store.redis.lrange(self.key, 0, wanted - 1)
-        samples = []
-        for item in raw:
-            try:
-                samples.append(json.loads(item))
-            except ValueError:  # a hand-edited or foreign entry: skipped, not a 500
-                continue
-        return samples_within(samples, int(time.time() * 1000), window_s)
+        return samples_within(await self.samples.latest(wanted), now_ms(), window_s)
 
     async def run(self) -> None:
         """Follow the task events and write a sample every ``interval_s``, the first one at once, until cancelled."""

@@ -34,6 +34,7 @@ from comfyart.config.sections import WebhooksConfig
 from comfyart.errors import NotFound, TransientError
 from comfyart.models import FINAL_STATUSES, Task
 from comfyart.policy.rates import webhook_next_attempt
+from comfyart.store.deliveries import Deliveries
 from comfyart.store.tasks import TaskStore
 
 POLL_S = 1.0
@@ -104,12 +105,13 @@ def payload(task: Task, output_url: OutputURL) -> bytes:
 
 
 class WebhookSender:
-    def __init__(self, *, store: TaskStore, session: aiohttp.ClientSession, config: WebhooksConfig,
-                 output_url: OutputURL, events: EventHub | None = None) -> None:
+    def __init__(self, *, store: TaskStore, deliveries: Deliveries, session: aiohttp.ClientSession,
+                 config: WebhooksConfig, output_url: OutputURL, events: EventHub | None = None) -> None:
         self.store = store
         self.session = session
         self.config = config
         self.output_url = output_url
+        self.deliveries = deliveries
         self.events = events or store.events
         self.public_session: aiohttp.ClientSession | None = None
         self.counters: dict[str, int] = {"delivered": 0, "failed": 0, "given_up": 0}  # attempts, for /metrics
@@ -132,7 +134,7 @@ class WebhookSender:
                 with self.events.subscribe(ended_with_webhook, capacity=10_000) as ended:
                     while not ended.closed:
                         try:
-                            due = await self.store.due_webhooks(now_ms(), BATCH)
+                            due = await self.deliveries.due(now_ms(), BATCH)
                         except TransientError as exc:
                             logger.warning("webhooks paused error={}", exc)
                             due = []
@@ -153,10 +155,10 @@ class WebhookSender:
         try:
             task = await self.store.get(task_id)
         except NotFound:
-            await self.store.webhook_attempted(task_id, [], None)
+            await self.deliveries.attempted(task_id, [], None)
             return
         if task.webhook is None or task.status not in FINAL_STATUSES:
-            await self.store.webhook_attempted(task_id, task.webhook_deliveries, None)
+            await self.deliveries.attempted(task_id, task.webhook_deliveries, None)
             return
         body = payload(task, self.output_url)
         headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT,
@@ -190,7 +192,7 @@ class WebhookSender:
         next_at = None if wait_s is None else now_ms() + int(wait_s * 1000)
         if next_at is not None:
             record["next_attempt_ms"] = next_at
-        await self.store.webhook_attempted(task.id, [*task.webhook_deliveries, record], next_at)
+        await self.deliveries.attempted(task.id, [*task.webhook_deliveries, record], next_at)
         self.counters["delivered" if delivered else "failed"] += 1
         if not delivered and next_at is None:
             self.counters["given_up"] += 1

@@ -24,14 +24,15 @@ from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 
 from comfyart import __version__
-from comfyart.api.auth import Authenticator, AuthMiddleware, Caller, Unauthenticated, admin_only
+from comfyart.api.auth import AuthMiddleware, Caller, Unauthenticated, admin_only
 from comfyart.api.comfyui.front import FrontDoor, build_router
 from comfyart.api.events import add_event_routes
 from comfyart.api.limits import BodyLimit, BodyTooLarge, JSONTooDeep, parse_json
-from comfyart.auth import Principal, Role, can_see, output_path, signature_valid, signed_query
+from comfyart.api.security import Security
+from comfyart.auth import Principal, Role, can_see, output_path, signature_valid
 from comfyart.comfy.protocol import graph_problem
 from comfyart.config.fleet import TAG_PATTERN, StaticBackendConfig
-from comfyart.config.sections import LimitsConfig, SchedulerConfig
+from comfyart.config.sections import SchedulerConfig
 from comfyart.config.settings import describe_validation_error
 from comfyart.dispatcher import Dispatcher
 from comfyart.errors import (
@@ -48,12 +49,12 @@ from comfyart.files.inputs import InputStore, NotAnImage, StoredInput, TooLarge
 from comfyart.files.objects import S3Outputs
 from comfyart.files.outputs import OutputStore
 from comfyart.metrics import Metrics
-from comfyart.models import FINAL_STATUSES, Task, TaskStatus
+from comfyart.models import FINAL_STATUSES, NewTask, Task, TaskStatus
 from comfyart.policy.priority import parse_priority
+from comfyart.pool.controls import PoolControls
 from comfyart.pool.registry import Pool
 from comfyart.stats import StatsHistory
-from comfyart.store.api_keys import KeyStore
-from comfyart.store.quotas import Quotas
+from comfyart.store.queue import TaskQueue
 from comfyart.store.tasks import TaskStore
 from comfyart.store.workflows import WorkflowStore
 from comfyart.tracker.tracker import Tracker
@@ -65,7 +66,7 @@ from comfyart.workflows.definition import (
     infer_parameters,
     workflow_name_problem,
 )
-from comfyart.workflows.resolve import Templates
+from comfyart.workflows.resolve import Resolver
 
 BACKEND_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 KEY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
@@ -79,33 +80,14 @@ MAX_OFFSET = 1_000_000_000  # Redis takes 64-bit offsets, not any integer a quer
 
 
 @dataclass
-class Security:
-    """Auth and input limits. The default is auth off: everyone is one admin, as on a loopback workstation."""
-
-    authenticator: Authenticator | None = None
-    keys: KeyStore | None = None
-    quotas: Quotas | None = None
-    url_secret: bytes = b""
-    signed_url_ttl_s: int = 24 * 3600
-    limits: LimitsConfig = field(default_factory=LimitsConfig)
-    private_webhooks: bool = False  # whether client keys' webhooks may reach private addresses
-    public_url: str | None = None  # server.public_url: links are made under it (behind a proxy)
-
-    def output_url(self, base: str, task_id: str, filename: str, ttl_s: int | None = None,
-                   now: float | None = None) -> tuple[str, int]:
-        """A URL of an output that works without a key until it expires: (url, expires as a UNIX time)."""
-        path = output_path(task_id, filename)
-        expires = int((now if now is not None else time.time()) + (ttl_s or self.signed_url_ttl_s))
-        return f"{base}{path}?{signed_query(self.url_secret, path, expires)}", expires
-
-
-@dataclass
 class Services:
     store: TaskStore
+    queue: TaskQueue
     pool: Pool
+    controls: PoolControls
     outputs: OutputStore
     workflows: WorkflowStore
-    templates: Templates
+    resolver: Resolver
     inputs: InputStore
     tracker: Tracker
     dispatcher: Dispatcher
@@ -116,6 +98,13 @@ class Services:
     metrics: Metrics | None = None
     stats: StatsHistory | None = None
     dashboard: bool = True
+
+
+def _new_task(options: dict[str, Any], admission: dict[str, Any], **what: Any) -> tuple[NewTask, int]:
+    """The task a request queues (its scheduling ``options``, its ``admission``, and ``what`` it runs), and how
+    many unfinished tasks its owner may have (0: no limit)."""
+    fields = {**options, **{k: v for k, v in admission.items() if k != "max_queued"}, **what}
+    return NewTask(**fields), int(admission.get("max_queued", 0))
 
 
 def _problem(status: int, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -281,8 +270,9 @@ def _created(task: Task) -> JSONResponse:
 def create_app(services: Services) -> FastAPI:
     app = FastAPI(title="comfyart", version=__version__,
                   description="Elastic scheduler for fleets of ComfyUI backends")
-    store, pool, outputs = services.store, services.pool, services.outputs
-    workflows, templates, inputs = services.workflows, services.templates, services.inputs
+    store, queue, pool, controls, outputs = (services.store, services.queue, services.pool, services.controls,
+                                             services.outputs)
+    workflows, resolver, inputs = services.workflows, services.resolver, services.inputs
     security = services.security
     app.state.limits = security.limits
     # outermost first: a body over its limit is refused before anyone is asked who sent it
@@ -347,9 +337,9 @@ def create_app(services: Services) -> FastAPI:
             if not isinstance(body["workflow"], str):
                 raise BadRequest(422, "workflow must be a workflow's name")
             params = _params(body.get("params"))
-            return _created(await templates.submit(body["workflow"], params, **options,
-                                                   **await admitted(principal, options),
-                                                   may_read=lambda task: can_see(principal, task.owner)))
+            new, max_queued = _new_task(options, await admitted(principal, options))
+            return _created(await resolver.submit(body["workflow"], params, task=new, max_queued=max_queued,
+                                                  may_read=lambda task: can_see(principal, task.owner)))
         if "prompt" not in body:
             raise BadRequest(422, "missing field 'prompt' (a ComfyUI API-format graph) or 'workflow'")
         if "params" in body:
@@ -357,14 +347,15 @@ def create_app(services: Services) -> FastAPI:
         problem = graph_problem(body["prompt"], max_nodes=security.limits.max_graph_nodes)
         if problem is not None:
             raise BadRequest(422, problem)
-        return _created(await store.create(body["prompt"], **options, **await admitted(principal, options)))
+        new, max_queued = _new_task(options, await admitted(principal, options), prompt=body["prompt"])
+        return _created(await store.create(new, max_queued=max_queued))
 
     @app.get("/api/tasks")
     async def list_tasks(principal: Caller, status: TaskStatus | None = None, limit: int = Query(50, ge=1, le=500),
                          offset: int = Query(0, ge=0, le=MAX_OFFSET)) -> Any:
         """Newest first (pending ones in the order they will run). A client sees its own tasks only."""
         owner = None if principal.admin else principal.id
-        tasks = await store.list(status=status, limit=limit, offset=offset, owner=owner)
+        tasks = await store.page(status=status, limit=limit, offset=offset, owner=owner)
         return {"tasks": [t.model_dump(exclude={"prompt"}) for t in tasks],
                 "total": await store.count(status, owner=owner), "limit": limit, "offset": offset}
 
@@ -397,10 +388,12 @@ def create_app(services: Services) -> FastAPI:
         admission = await admitted(principal, options)
         if task.workflow is not None and task.workflow_version is not None \
                 and await workflows.has_version(task.workflow, task.workflow_version):
-            again = await store.create(workflow=task.workflow, workflow_version=task.workflow_version,
-                                       params=task.params, retry_of=task.id, **options, **admission)
+            new, max_queued = _new_task(options, admission, workflow=task.workflow, params=task.params,
+                                        workflow_version=task.workflow_version, retry_of=task.id)
+            again = await store.create(new, max_queued=max_queued)
         elif task.prompt is not None:  # a raw graph, or a workflow's resolved graph whose version is gone
-            again = await store.create(task.prompt, retry_of=task.id, **options, **admission)
+            new, max_queued = _new_task(options, admission, prompt=task.prompt, retry_of=task.id)
+            again = await store.create(new, max_queued=max_queued)
         else:
             raise BadRequest(409, f"task {task_id} cannot run again: workflow {task.workflow} version "
                                   f"{task.workflow_version} was deleted before the task was dispatched")
@@ -440,7 +433,7 @@ def create_app(services: Services) -> FastAPI:
     # ------------------------------------------------------------------ workflows
     @app.get("/api/workflows")
     async def list_workflows() -> Any:
-        return {"workflows": await workflows.list(), "file_errors": services.workflow_file_errors}
+        return {"workflows": await workflows.summaries(), "file_errors": services.workflow_file_errors}
 
     @app.post("/api/workflows/infer", dependencies=admin)
     async def infer_workflow_parameters(request: Request) -> Any:
@@ -489,7 +482,8 @@ def create_app(services: Services) -> FastAPI:
         if await workflows.current(name) is None:
             raise NotFound(f"no workflow {name}")
         params, files, options = await _run_request(request, inputs)
-        return _created(await templates.submit(name, params, files, **options, **await admitted(principal, options),
+        new, max_queued = _new_task(options, await admitted(principal, options))
+        return _created(await resolver.submit(name, params, files, task=new, max_queued=max_queued,
                                                may_read=lambda task: can_see(principal, task.owner)))
 
     @app.post("/api/inputs", status_code=201)
@@ -509,12 +503,12 @@ def create_app(services: Services) -> FastAPI:
     @app.get("/api/pool", dependencies=admin)
     async def get_pool() -> Any:
         """Hosts, backends (health, mode, load), recent errors, and the autoscaler's last decision and why."""
-        return {**pool.describe(), "queue_length": await store.queue_length()}
+        return {**pool.describe(), "queue_length": await queue.length()}
 
     @app.post("/api/pool/health-check", dependencies=admin)
     async def health_check_now() -> Any:
         """Run one round now (probes, container checks, recycling, scaling) and return the pool."""
-        return {**await pool.check_now(), "queue_length": await store.queue_length()}
+        return {**await controls.check_now(), "queue_length": await queue.length()}
 
     @app.post("/api/pool/scale", dependencies=admin)
     async def scale(request: Request) -> Any:
@@ -525,7 +519,7 @@ def create_app(services: Services) -> FastAPI:
         for key, value in body.items():
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
                 raise BadRequest(422, f"{key} must be a whole number >= 0, or null")
-        await pool.set_scale(body)
+        await controls.set_scale(body)
         return pool.describe()
 
     @app.post("/api/pool/backends", status_code=201, dependencies=admin)
@@ -539,13 +533,13 @@ def create_app(services: Services) -> FastAPI:
             raise BadRequest(422, describe_validation_error(exc)) from None
         if not BACKEND_NAME.match(static.name):
             raise BadRequest(422, "name: 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit")
-        backend, created = await pool.register_static(static)
+        backend, created = await controls.register_static(static)
         return JSONResponse(backend.describe(), status_code=201 if created else 200)
 
     @app.delete("/api/pool/backends/{name}", status_code=202, dependencies=admin)
     async def deregister_backend(name: str) -> Any:
         """Forget a registered static backend: it takes no new work and leaves once its prompts are done."""
-        return (await pool.deregister_static(name)).describe()
+        return (await controls.deregister_static(name)).describe()
 
     @app.get("/api/pool/backends/{backend_id}/logs", dependencies=admin)
     async def backend_logs(backend_id: str, lines: int = Query(100, ge=1, le=10_000)) -> Any:
@@ -562,25 +556,14 @@ def create_app(services: Services) -> FastAPI:
     async def control_backend(backend_id: str, action: str) -> Any:
         """``drain`` (no new work, then stopped; a static one waits), ``recycle`` (drain, then replace),
         ``enable`` (take work again; cancels a drain), ``disable`` (no new work, kept as is)."""
-        if action == "drain":
-            backend = pool.drain(backend_id)
-        elif action == "recycle":
-            backend = pool.recycle(backend_id)
-        elif action == "enable":
-            backend = await pool.enable(backend_id)
-        elif action == "disable":
-            backend = pool.disable(backend_id)
-        else:
-            raise BadRequest(404, f"no action {action!r}: drain, recycle, enable or disable")
-        await pool.step()  # a drained idle backend goes at once
-        return backend.describe()
+        return (await controls.act(backend_id, action)).describe()
 
     # ------------------------------------------------------------------ scheduler
     @app.get("/api/scheduler", dependencies=admin)
     async def get_scheduler() -> Any:
         """The settings in force, which ones were changed at run time, dispatch counters, and queued tasks that no
         backend in the pool could run (with why)."""
-        return {**services.dispatcher.describe(), "queue_length": await store.queue_length()}
+        return {**services.dispatcher.describe(), "queue_length": await queue.length()}
 
     @app.put("/api/scheduler", dependencies=admin)
     async def put_scheduler(request: Request) -> Any:
@@ -592,14 +575,14 @@ def create_app(services: Services) -> FastAPI:
             await services.dispatcher.apply(body)
         except ValidationError as exc:
             raise BadRequest(422, describe_validation_error(exc)) from None
-        return {**services.dispatcher.describe(), "queue_length": await store.queue_length()}
+        return {**services.dispatcher.describe(), "queue_length": await queue.length()}
 
     # ------------------------------------------------------------------ keys
     @app.get("/api/keys", dependencies=admin)
     async def list_keys() -> Any:
         """Every key: those made at run time and those of the configuration; never a key or its hash."""
         configured = security.authenticator.config_keys.values() if security.authenticator else ()
-        made = await security.keys.list() if security.keys else []
+        made = await security.keys.records() if security.keys else []
         return {"keys": [k.describe() for k in [*configured, *made]]}
 
     @app.post("/api/keys", status_code=201, dependencies=admin)
@@ -686,10 +669,10 @@ def create_app(services: Services) -> FastAPI:
     @app.get("/healthz")
     async def healthz() -> Any:
         try:
-            await store.redis.ping()
+            await store.ping()
         except Exception as exc:  # any failure to reach Redis makes the daemon unhealthy
             return _problem(503, f"redis unreachable: {type(exc).__name__}")
         return {"status": "ok", "backends": len(pool.backends), "healthy_backends": len(pool.healthy()),
-                "queue_length": await store.queue_length()}
+                "queue_length": await queue.length()}
 
     return app

@@ -102,13 +102,12 @@ def _healthcheck(settings: Settings, timeout_s: float) -> int:
 
 def _run_keys(args: argparse.Namespace, settings: Settings) -> int:
     from comfyart.auth import Role
-    from comfyart.store.api_keys import KeyStore
-    from comfyart.store.redis import connect_redis
+    from comfyart.store.stores import Stores
 
     async def act() -> int:
-        client, embedded = await connect_redis(settings)
+        stores = await Stores.open(settings)
         try:
-            store = KeyStore(client, settings.redis.prefix)
+            store = stores.api_keys
             if args.keys_command == "create":
                 if (args.max_queued is not None and args.max_queued < 0) or (args.per_minute or 0) < 0:
                     print("comfyart: --max-queued and --per-minute must be >= 0", file=sys.stderr)
@@ -120,15 +119,13 @@ def _run_keys(args: argparse.Namespace, settings: Settings) -> int:
                     print("comfyart: note: auth is off in this configuration; the daemon will not ask for keys "
                           "until auth.enabled is true", file=sys.stderr)
             elif args.keys_command == "list":
-                for record in await store.list():
+                for record in await store.records():
                     print(json.dumps(record.describe()))
             else:
                 print(json.dumps((await store.revoke(args.key_id)).describe()))
             return 0
         finally:
-            await client.aclose()
-            if embedded is not None:
-                await embedded.stop()
+            await stores.aclose()
 
     try:
         return asyncio.run(act())

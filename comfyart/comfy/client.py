@@ -1,4 +1,5 @@
-"""One ComfyUI backend over aiohttp: submit a prompt, read /history and /queue, download outputs.
+"""One ComfyUI backend over aiohttp: submit a prompt, read /history and /queue, download outputs, and its
+WebSocket (``connections``, from ``comfy.websocket``).
 
 Every call has a deadline; aiohttp errors become BackendUnavailable here and nowhere else.
 """
@@ -14,7 +15,8 @@ from urllib.parse import urlencode
 
 import aiohttp
 
-from comfyart.comfy.protocol import OutputRef
+from comfyart.comfy.protocol import OutputRef, prompt_in_queue, prompt_running
+from comfyart.comfy.websocket import BackendSocket, reconnecting
 from comfyart.errors import BackendUnavailable, PromptRejected
 
 WRITE_BATCH_BYTES = 1 << 20
@@ -37,6 +39,11 @@ class ComfyClient:
 
     def ws_url(self, client_id: str) -> str:
         return self.base_url.replace("http", "ws", 1) + f"/ws?clientId={client_id}"
+
+    def connections(self, client_id: str) -> AsyncIterator[BackendSocket]:
+        """The backend's WebSocket under ``client_id``, connected again each time the caller is done with the
+        last connection (``comfy.websocket.reconnecting``)."""
+        return reconnecting(self.session, self.ws_url(client_id))
 
     async def _get_json(self, path: str, *, timeout: aiohttp.ClientTimeout | None = None) -> Any:
         async with (
@@ -109,6 +116,16 @@ class ComfyClient:
     async def delete_queued(self, prompt_id: str) -> None:
         """Take a prompt that waits in the backend's queue out of it (the running one stays)."""
         await self._post_json("/queue", {"delete": [prompt_id]})
+
+    async def withdraw(self, prompt_id: str) -> bool:
+        """Interrupt the prompt if it runs, or take it out of the queue; returns whether it was running."""
+        queue = await self.queue()
+        if prompt_running(queue, prompt_id):
+            await self.interrupt(prompt_id)
+            return True
+        if prompt_in_queue(queue, prompt_id):
+            await self.delete_queued(prompt_id)
+        return False
 
     async def system_stats(self, timeout_s: float | None = None) -> dict[str, Any]:
         timeout = aiohttp.ClientTimeout(total=timeout_s) if timeout_s else None

@@ -11,9 +11,9 @@ from aiohttp.typedefs import Handler
 
 from . import routes_files, routes_info, routes_prompts, routes_socket
 from .answers import SERVER_FEATURES
-from .engine import EMULATOR, Emulator
+from .engine import EMULATOR, Emulator, app_key
 
-TASKS = web.AppKey("tasks", list[asyncio.Task[None]])
+TASKS: web.AppKey[list[asyncio.Task[None]]] = app_key("tasks", list)
 _LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
 
 

@@ -144,7 +144,13 @@ class Emulator:
         return {"system": system, "devices": [device]}
 
 
-EMULATOR = web.AppKey("emulator", Emulator)  # how a route handler reaches its emulator: request.app[EMULATOR]
+def app_key(name: str, kind: Any) -> Any:
+    """A typed key of an app's state (``web.AppKey``); Debian bookworm's aiohttp 3.8, which the emulator image runs
+    on, has only string keys."""
+    return web.AppKey(name, kind) if hasattr(web, "AppKey") else name
+
+
+EMULATOR: web.AppKey[Emulator] = app_key("emulator", Emulator)  # how a handler reaches its emulator
 
 
 def _visible_gpu() -> str | None:

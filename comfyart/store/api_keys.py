@@ -1,12 +1,7 @@
-"""API keys made at run time, in Redis: records holding only each key's SHA-256, and the URL-signing secret.
-
-Redis keys (``P`` is the configured prefix):
-    P:keys          hash: key id -> JSON record (name, role, sha256, created_ms, revoked_ms, quotas)
-    P:url-secret    string: the secret output URLs are signed with, made once when the config gives none
-"""
+"""API keys made at run time, in Redis: records holding only each key's SHA-256, so a dump of Redis gives no key
+away, and the secret output URLs are signed with. The keys are in ``store.keys``."""
 from __future__ import annotations
 
-import builtins
 import secrets
 import time
 
@@ -14,16 +9,17 @@ import redis.asyncio as aioredis
 
 from comfyart.auth import KeyRecord, Role, hash_key, new_key
 from comfyart.errors import NotFound
+from comfyart.store.keys import Keys
 from comfyart.store.redis import map_redis_errors
 
 
 class KeyStore:
     """API keys made at run time, in Redis."""
 
-    def __init__(self, client: aioredis.Redis, prefix: str) -> None:
+    def __init__(self, client: aioredis.Redis, keys: Keys) -> None:
         self.redis = client
-        self.key = f"{prefix}:keys"
-        self.secret_key = f"{prefix}:url-secret"
+        self.key = keys.api_keys
+        self.secret_key = keys.url_secret
 
     async def create(self, name: str, role: Role, *, max_queued: int | None = None,
                      submissions_per_minute: float | None = None) -> tuple[KeyRecord, str]:
@@ -42,7 +38,7 @@ class KeyStore:
             raw = await self.redis.hget(self.key, key_id)
         return KeyRecord.decode(key_id, raw) if raw else None
 
-    async def list(self) -> builtins.list[KeyRecord]:
+    async def records(self) -> list[KeyRecord]:
         with map_redis_errors():
             raw = await self.redis.hgetall(self.key)
         return sorted((KeyRecord.decode(k, v) for k, v in raw.items()), key=lambda r: r.created_ms)

@@ -1,13 +1,6 @@
-"""What the pool keeps in Redis so that it outlives a restart.
-
-Key schema (``P`` is the configured prefix):
-    P:static-backends       hash: name -> {"url", "tags", "weight"} (JSON; a bare URL from 0.1) of static
-                            backends registered through the API
-    P:pool-scale            hash: min_containers, max_containers, target set through the API (absent: config)
-    P:scheduler             hash: scheduler settings changed through the API (JSON values; absent: config)
-    P:client-id             string: the WebSocket client id; a restarted daemon keeps it, so the events of
-                            prompts submitted before the restart still reach it
-"""
+"""What the pool and the scheduler keep in Redis so that it outlives a restart: static backends registered
+through the API, scale and scheduler settings changed at run time, the backends' WebSocket client id. The keys are
+in ``store.keys``."""
 from __future__ import annotations
 
 import json
@@ -18,6 +11,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from comfyart.config.fleet import StaticBackendConfig
+from comfyart.store.keys import Keys
 from comfyart.store.redis import map_redis_errors
 
 
@@ -29,27 +23,19 @@ class ScaleOverride:
 
 
 class PoolStore:
-    def __init__(self, client: aioredis.Redis, prefix: str = "comfyart") -> None:
+    def __init__(self, client: aioredis.Redis, keys: Keys) -> None:
         self.redis = client
-        self.prefix = prefix
-
-    @property
-    def _static_key(self) -> str:
-        return f"{self.prefix}:static-backends"
-
-    @property
-    def _scale_key(self) -> str:
-        return f"{self.prefix}:pool-scale"
+        self.keys = keys
 
     async def client_id(self) -> str:
-        key = f"{self.prefix}:client-id"
+        key = self.keys.client_id
         with map_redis_errors():
             await self.redis.set(key, f"comfyart-{uuid.uuid4().hex[:16]}", nx=True)
             return str(await self.redis.get(key))
 
     async def static_backends(self) -> dict[str, StaticBackendConfig]:
         with map_redis_errors():
-            raw = await self.redis.hgetall(self._static_key)
+            raw = await self.redis.hgetall(self.keys.static_backends)
         backends = {}
         for name, value in raw.items():
             fields = json.loads(value) if value.startswith("{") else {"url": value}
@@ -59,33 +45,33 @@ class PoolStore:
     async def add_static(self, backend: StaticBackendConfig) -> None:
         value = json.dumps(backend.model_dump(exclude={"name"}))
         with map_redis_errors():
-            await self.redis.hset(self._static_key, backend.name, value)
+            await self.redis.hset(self.keys.static_backends, backend.name, value)
 
     async def remove_static(self, name: str) -> bool:
         with map_redis_errors():
-            return bool(await self.redis.hdel(self._static_key, name))
+            return bool(await self.redis.hdel(self.keys.static_backends, name))
 
     async def scale_override(self) -> ScaleOverride:
         with map_redis_errors():
-            raw = await self.redis.hgetall(self._scale_key)
+            raw = await self.redis.hgetall(self.keys.pool_scale)
         return ScaleOverride(**{k: int(v) for k, v in raw.items() if k in ScaleOverride.__dataclass_fields__})
 
     async def set_scale_override(self, override: ScaleOverride) -> None:
         values = {k: v for k, v in vars(override).items() if v is not None}
         with map_redis_errors():
             async with self.redis.pipeline(transaction=True) as pipe:
-                pipe.delete(self._scale_key)
+                pipe.delete(self.keys.pool_scale)
                 if values:
-                    pipe.hset(self._scale_key, mapping=values)
+                    pipe.hset(self.keys.pool_scale, mapping=values)
                 await pipe.execute()
 
     async def scheduler_override(self) -> dict[str, Any]:
         with map_redis_errors():
-            raw = await self.redis.hgetall(f"{self.prefix}:scheduler")
+            raw = await self.redis.hgetall(self.keys.scheduler)
         return {key: json.loads(value) for key, value in raw.items()}
 
     async def set_scheduler_override(self, values: dict[str, Any]) -> None:
-        key = f"{self.prefix}:scheduler"
+        key = self.keys.scheduler
         with map_redis_errors():
             async with self.redis.pipeline(transaction=True) as pipe:
                 pipe.delete(key)

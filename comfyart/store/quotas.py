@@ -10,6 +10,7 @@ import redis.asyncio as aioredis
 from comfyart.auth import Principal
 from comfyart.config.sections import QuotaConfig
 from comfyart.errors import QuotaExceeded
+from comfyart.store.keys import Keys
 from comfyart.store.redis import map_redis_errors
 
 # policy.rate_limit, in one round trip: KEYS: the key's theoretical arrival time   ARGV: now (ms), per minute, burst
@@ -29,9 +30,9 @@ return {1, 0}
 
 
 class Quotas:
-    def __init__(self, client: aioredis.Redis, prefix: str, config: QuotaConfig) -> None:
+    def __init__(self, client: aioredis.Redis, keys: Keys, config: QuotaConfig) -> None:
         self.redis = client
-        self.prefix = prefix
+        self.keys = keys
         self.config = config
         self._rate = client.register_script(_RATE)
 
@@ -50,7 +51,7 @@ class Quotas:
             per_minute = self.config.submissions_per_minute
         if per_minute <= 0:
             return
-        key = f"{self.prefix}:owner:{principal.id}:rate"
+        key = self.keys.owner_rate(principal.id)
         with map_redis_errors():
             allowed, retry_after_ms = await self._rate(keys=[key], args=[int(time.time() * 1000), repr(per_minute),
                                                                          self.config.burst])

@@ -1,18 +1,9 @@
-"""Workflows in Redis, every version kept, so a task queued by name runs the version it was submitted with.
-
-Key schema (``P`` is the configured prefix):
-    P:workflows                 set: the names of the stored workflows
-    P:workflow:{name}           hash: the current version's metadata (version, sha, source, times, description,
-                                params as JSON): enough to list workflows without reading their graphs
-    P:workflow-versions:{name}  hash: version -> the definition as JSON; immutable once written
-    P:workflow-seq:{name}       counter of versions; survives a delete so a re-created workflow never reuses a
-                                version number that queued tasks may still name
-A delete removes the name and the current hash and lets the versions expire after ``DELETED_RETENTION_S``, so
-tasks queued before the delete still run.
+"""Workflows in Redis, every version kept, so a task queued by name runs the version it was submitted with. A
+delete removes the name and the current version's metadata and lets the versions expire after
+``DELETED_RETENTION_S``, so tasks queued before the delete still run. The keys are in ``store.keys``.
 """
 from __future__ import annotations
 
-import builtins
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -22,6 +13,7 @@ import redis.asyncio as aioredis
 
 from comfyart.clock import now_ms
 from comfyart.errors import Conflict, NotFound
+from comfyart.store.keys import Keys
 from comfyart.store.redis import map_redis_errors
 from comfyart.workflows.definition import Parameter, Workflow, WorkflowDefinition
 
@@ -65,15 +57,15 @@ _VERSION_META = ("source", "updated_ms")
 
 
 class WorkflowStore:
-    def __init__(self, client: aioredis.Redis, prefix: str = "comfyart") -> None:
+    def __init__(self, client: aioredis.Redis, keys: Keys) -> None:
         self.redis = client
-        self.prefix = prefix
+        self.keys = keys
         self._put = client.register_script(_PUT)
         self._delete = client.register_script(_DELETE)
 
-    def _keys(self, name: str) -> builtins.list[str]:
-        p = self.prefix
-        return [f"{p}:workflows", f"{p}:workflow:{name}", f"{p}:workflow-versions:{name}", f"{p}:workflow-seq:{name}"]
+    def _keys(self, name: str) -> list[str]:
+        keys = self.keys
+        return [keys.workflows, keys.workflow(name), keys.workflow_versions(name), keys.workflow_seq(name)]
 
     async def put(self, name: str, definition: WorkflowDefinition, *, source: str = "api",
                   expected_version: int | None = None) -> PutResult:
@@ -135,12 +127,12 @@ class WorkflowStore:
                 found = await pipe.execute()
         return {pair for pair, present in zip(pairs, found, strict=True) if present}
 
-    async def versions(self, name: str) -> builtins.list[int]:
+    async def versions(self, name: str) -> list[int]:
         with map_redis_errors():
             fields = await self.redis.hkeys(self._keys(name)[2])
         return sorted(int(f) for f in fields)
 
-    async def list(self) -> builtins.list[dict[str, Any]]:
+    async def summaries(self) -> list[dict[str, Any]]:
         """Every workflow's current metadata with its parameter map, sorted by name; graphs are not read."""
         with map_redis_errors():
             names = sorted(await self.redis.smembers(self._keys("")[0]))

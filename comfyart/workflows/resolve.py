@@ -3,6 +3,7 @@ image files it loads) only when the dispatcher is about to submit them.
 """
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
@@ -13,7 +14,7 @@ from typing import Any
 from comfyart.errors import InvalidInput, NotFound
 from comfyart.files.inputs import InputStore, StoredInput
 from comfyart.files.outputs import OutputStore
-from comfyart.models import Task, TaskStatus
+from comfyart.models import NewTask, Task, TaskStatus
 from comfyart.policy.needs import Needs, graph_cost, graph_models
 from comfyart.store.tasks import TaskStore
 from comfyart.store.workflows import WorkflowStore
@@ -40,7 +41,7 @@ class PreparedPrompt:
     targets: list[str] | None = None  # the output nodes to run (partial_execution_targets); None: all
 
 
-class Templates:
+class Resolver:
     def __init__(self, *, workflows: WorkflowStore, tasks: TaskStore, inputs: InputStore, outputs: OutputStore,
                  rng: random.Random | None = None) -> None:
         self.workflows = workflows
@@ -69,14 +70,13 @@ class Templates:
         return definition
 
     # ------------------------------------------------------------------ submission
-    async def submit(self, name: str, params: Mapping[str, Any],
-                     uploads: Mapping[str, StoredInput] | None = None, *, priority: int = 0,
-                     requires: Sequence[str] = (), vram_mb: int | None = None,
-                     webhook: str | None = None, owner: str | None = None, max_queued: int = 0,
-                     webhook_public_only: bool = False, may_read: Callable[[Task], bool] = lambda task: True) -> Task:
-        """Queue a run of workflow ``name``'s current version. ``uploads`` are files that came with the request,
-        by parameter; an image parameter may name an output of a task ``may_read`` lets the caller see. Raises
-        NotFound, or ParameterError naming each parameter at fault."""
+    async def submit(self, name: str, params: Mapping[str, Any], uploads: Mapping[str, StoredInput] | None = None,
+                     *, task: NewTask | None = None, max_queued: int = 0,
+                     may_read: Callable[[Task], bool] = lambda task: True) -> Task:
+        """Queue a run of workflow ``name``'s current version, with ``task``'s scheduling, owner and webhook.
+        ``uploads`` are files that came with the request, by parameter; an image parameter may name an output of a
+        task ``may_read`` lets the caller see. Raises NotFound, or ParameterError naming each parameter at
+        fault."""
         meta = await self.workflows.current(name)
         if meta is None:
             raise NotFound(f"no workflow {name}")
@@ -96,9 +96,9 @@ class Templates:
                 problems[image.param] = str(exc)
         if problems:
             raise ParameterError(problems)
-        return await self.tasks.create(workflow=name, workflow_version=version, params=values, priority=priority,
-                                       requires=requires, vram_mb=vram_mb, webhook=webhook, owner=owner,
-                                       max_queued=max_queued, webhook_public_only=webhook_public_only)
+        run = dataclasses.replace(task or NewTask(), prompt=None, workflow=name, workflow_version=version,
+                                  params=values)
+        return await self.tasks.create(run, max_queued=max_queued)
 
     async def _source(self, image: ImageInput,
                       may_read: Callable[[Task], bool] = lambda task: True) -> tuple[Path, str, str]:

@@ -9,12 +9,13 @@ from comfyart.auth import Principal, Role
 from comfyart.config.sections import QuotaConfig
 from comfyart.errors import QuotaExceeded
 from comfyart.policy.rates import rate_limit
+from comfyart.store.keys import Keys
 from comfyart.store.quotas import Quotas
 
 
 @pytest.mark.parametrize("per_minute, burst", [(60, 3), (7, 2), (600, 1), (0.5, 4), (10_000, 50)])
 async def test_the_script_replays_the_pure_rule(redis_client, per_minute, burst):
-    quotas = Quotas(redis_client, "q", QuotaConfig(submissions_per_minute=per_minute, burst=burst))
+    quotas = Quotas(redis_client, Keys("q"), QuotaConfig(submissions_per_minute=per_minute, burst=burst))
     rng = random.Random(f"{per_minute}/{burst}")
     now, tat = 1_000_000, None
     interval = 60_000 / per_minute
@@ -27,7 +28,7 @@ async def test_the_script_replays_the_pure_rule(redis_client, per_minute, burst)
 
 
 async def test_a_client_over_its_rate_is_refused_with_when_to_come_back(redis_client):
-    quotas = Quotas(redis_client, "q", QuotaConfig(submissions_per_minute=60, burst=2))
+    quotas = Quotas(redis_client, Keys("q"), QuotaConfig(submissions_per_minute=60, burst=2))
     client = Principal(id="c", name="c", role=Role.CLIENT)
     fast = Principal(id="f", name="f", role=Role.CLIENT, submissions_per_minute=0)
     admin = Principal(id="a", name="a", role=Role.ADMIN)

@@ -7,42 +7,55 @@ import pytest
 
 from comfyart.config.fleet import StaticBackendConfig
 from comfyart.errors import InvalidTransition, NotFound
-from comfyart.models import TaskStatus
+from comfyart.models import NewTask, TaskStatus
+from comfyart.store.keys import Keys
 from comfyart.store.pool import PoolStore, ScaleOverride
-from comfyart.store.tasks import Submission, TaskStore
+from comfyart.store.queue import Submission, TaskQueue
+from comfyart.store.stores import Stores
+from comfyart.store.tasks import TaskStore
 
 GRAPH = {"1": {"class_type": "EmptyImage", "inputs": {}}}
 
 
 @pytest.fixture
-def store(redis_client) -> TaskStore:
-    return TaskStore(redis_client, "test")
+def stores(redis_client) -> Stores:
+    return Stores.on(redis_client, "test")
 
 
-async def test_create_get_and_the_queue_order(store: TaskStore):
-    first, second = await store.create(GRAPH), await store.create(GRAPH)
+@pytest.fixture
+def store(stores: Stores) -> TaskStore:
+    return stores.tasks
+
+
+@pytest.fixture
+def queue(stores: Stores) -> TaskQueue:
+    return stores.queue
+
+
+async def test_create_get_and_the_queue_order(store: TaskStore, queue: TaskQueue):
+    first, second = await store.create(NewTask(GRAPH)), await store.create(NewTask(GRAPH))
     assert first.id < second.id  # ULIDs sort by creation
     fetched = await store.get(first.id)
     assert fetched.status == TaskStatus.PENDING and fetched.prompt == GRAPH and fetched.attempts == 0
-    assert await store.queue_length() == 2
-    assert await store.claim(0.1, 30) == first.id  # oldest first
-    assert await store.claim(0.1, 30) == second.id
-    assert await store.claim(0.1, 30) is None
-    assert set(await store.redis.zrange(store.claims_key, 0, -1)) == {first.id, second.id}
+    assert await queue.length() == 2
+    assert await queue.claim(0.1, 30) == first.id  # oldest first
+    assert await queue.claim(0.1, 30) == second.id
+    assert await queue.claim(0.1, 30) is None
+    assert set(await store.redis.zrange(store.keys.claims, 0, -1)) == {first.id, second.id}
 
 
-async def test_list_newest_first_with_filter_and_paging(store: TaskStore):
-    ids = [(await store.create(GRAPH)).id for _ in range(5)]
+async def test_list_newest_first_with_filter_and_paging(store: TaskStore, queue: TaskQueue):
+    ids = [(await store.create(NewTask(GRAPH))).id for _ in range(5)]
     await store.update(ids[1], to=TaskStatus.FAILED, error="x")
-    listed = [t.id for t in await store.list(limit=3)]
+    listed = [t.id for t in await store.page(limit=3)]
     assert listed == ids[::-1][:3]
-    assert [t.id for t in await store.list(limit=3, offset=3)] == ids[::-1][3:]
-    assert [t.id for t in await store.list(status=TaskStatus.FAILED)] == [ids[1]]
+    assert [t.id for t in await store.page(limit=3, offset=3)] == ids[::-1][3:]
+    assert [t.id for t in await store.page(status=TaskStatus.FAILED)] == [ids[1]]
     assert await store.count(TaskStatus.PENDING) == 4 and await store.count() == 5
 
 
-async def test_a_final_status_is_never_left_and_never_reached_twice(store: TaskStore):
-    task = await store.create(GRAPH)
+async def test_a_final_status_is_never_left_and_never_reached_twice(store: TaskStore, queue: TaskQueue):
+    task = await store.create(NewTask(GRAPH))
     assert await store.update(task.id, to=TaskStatus.RUNNING) == TaskStatus.PENDING
     await store.update(task.id, to=TaskStatus.COMPLETED, progress=1.0)
     with pytest.raises(InvalidTransition):
@@ -55,8 +68,8 @@ async def test_a_final_status_is_never_left_and_never_reached_twice(store: TaskS
     assert await store.count(TaskStatus.COMPLETED) == 1 and await store.count(TaskStatus.RUNNING) == 0
 
 
-async def test_concurrent_completions_only_one_wins(store: TaskStore):
-    task = await store.create(GRAPH)
+async def test_concurrent_completions_only_one_wins(store: TaskStore, queue: TaskQueue):
+    task = await store.create(NewTask(GRAPH))
     results = await asyncio.gather(*(store.update(task.id, to=TaskStatus.COMPLETED) for _ in range(10)),
                                    return_exceptions=True)
     assert sum(r == TaskStatus.PENDING for r in results) == 1
@@ -64,7 +77,7 @@ async def test_concurrent_completions_only_one_wins(store: TaskStore):
 
 
 async def test_transitions_of_one_tick_share_a_round_trip_and_keep_their_own_outcomes(store: TaskStore):
-    a, b, c = [await store.create(GRAPH) for _ in range(3)]
+    a, b, c = [await store.create(NewTask(GRAPH)) for _ in range(3)]
     await store.update(c.id, node="7")
     events = store.events.subscribe()  # closed below, once read
     batches_before = store.transitions.batches
@@ -83,8 +96,8 @@ async def test_transitions_of_one_tick_share_a_round_trip_and_keep_their_own_out
     assert done.status is TaskStatus.COMPLETED and done.started_ms == 1 and done.progress == 1.0
     assert untouched.status is TaskStatus.PENDING and untouched.error is None
     assert written.node is None and written.progress == 0.5 and written.status is TaskStatus.PENDING
-    assert await store.redis.zscore(f"{store.prefix}:tasks:completed", a.id) is not None
-    assert await store.redis.zscore(f"{store.prefix}:tasks:running", a.id) is None
+    assert await store.redis.zscore(f"{store.keys.prefix}:tasks:completed", a.id) is not None
+    assert await store.redis.zscore(f"{store.keys.prefix}:tasks:running", a.id) is None
     published = []
     while (event := await events.get(0.01)) is not None:
         published.append(event)
@@ -93,64 +106,65 @@ async def test_transitions_of_one_tick_share_a_round_trip_and_keep_their_own_out
                                                          (c.id, "pending")]
 
 
-async def test_unknown_task(store: TaskStore):
+async def test_unknown_task(store: TaskStore, queue: TaskQueue):
     with pytest.raises(NotFound):
         await store.get("nope")
     with pytest.raises(NotFound):
         await store.update("nope", to=TaskStatus.RUNNING)
 
 
-async def test_submission_bookkeeping_and_requeue(store: TaskStore):
-    task = await store.create(GRAPH)
-    await store.claim(0.1, 30)
-    await store.record_submission(task.id, backend="b1", prompt_id="p1", attempts=1)
-    assert await store.task_for_prompt("p1") == task.id
+async def test_submission_bookkeeping_and_requeue(store: TaskStore, queue: TaskQueue):
+    task = await store.create(NewTask(GRAPH))
+    await queue.claim(0.1, 30)
+    await queue.record_submission(task.id, backend="b1", prompt_id="p1", attempts=1)
+    assert await queue.task_of_prompt("p1") == task.id
     assert [t.id for t in await store.active_tasks()] == [task.id]
-    assert await store.redis.zcard(store.claims_key) == 0
+    assert await store.redis.zcard(store.keys.claims) == 0
     await store.update(task.id, to=TaskStatus.PENDING, backend=None, prompt_id=None)
-    await store.requeue(task.id)
-    other = await store.create(GRAPH)
-    assert await store.claim(0.1, 30) == task.id  # the requeued task goes before newer ones
-    assert await store.claim(0.1, 30) == other.id
+    await queue.requeue(task.id)
+    other = await store.create(NewTask(GRAPH))
+    assert await queue.claim(0.1, 30) == task.id  # the requeued task goes before newer ones
+    assert await queue.claim(0.1, 30) == other.id
     record = await store.get(task.id)
     assert record.backend is None and record.prompt_id is None and record.attempts == 1
 
 
-async def test_claimed_but_unsubmitted_tasks_return_to_the_queue(store: TaskStore):
-    first, second = await store.create(GRAPH), await store.create(GRAPH)
-    await store.claim(0.1, 30)
-    await store.claim(0.1, 30)
-    assert await store.recover_claimed() == 2
-    assert await store.claim(0.1, 30) == first.id and await store.claim(0.1, 30) == second.id
+async def test_claimed_but_unsubmitted_tasks_return_to_the_queue(store: TaskStore, queue: TaskQueue):
+    first, second = await store.create(NewTask(GRAPH)), await store.create(NewTask(GRAPH))
+    await queue.claim(0.1, 30)
+    await queue.claim(0.1, 30)
+    assert await queue.recover_claimed() == 2
+    assert await queue.claim(0.1, 30) == first.id and await queue.claim(0.1, 30) == second.id
 
 
-async def test_an_expired_claim_returns_to_the_head_of_the_queue_and_its_late_submission_is_refused(store):
-    first, second = await store.create(GRAPH), await store.create(GRAPH)
-    assert await store.claim(0.1, 0.2) == first.id
-    assert await store.return_expired_claims() == []  # the lease still runs
+async def test_an_expired_claim_returns_to_the_head_of_the_queue_and_its_late_submission_is_refused(
+        store: TaskStore, queue: TaskQueue):
+    first, second = await store.create(NewTask(GRAPH)), await store.create(NewTask(GRAPH))
+    assert await queue.claim(0.1, 0.2) == first.id
+    assert await queue.return_expired_claims() == []  # the lease still runs
     await asyncio.sleep(0.3)
-    assert await store.return_expired_claims() == [first.id]
-    assert await store.waiting() == 2
+    assert await queue.return_expired_claims() == [first.id]
+    assert await queue.waiting() == 2
     with pytest.raises(InvalidTransition, match="claim expired"):
-        await store.record_submission(first.id, backend="b", prompt_id="late", attempts=1)
-    assert await store.task_for_prompt("late") is None and await store.active_tasks() == []
-    assert await store.claim(0.1, 30) == first.id and await store.claim(0.1, 30) == second.id
+        await queue.record_submission(first.id, backend="b", prompt_id="late", attempts=1)
+    assert await queue.task_of_prompt("late") is None and await store.active_tasks() == []
+    assert await queue.claim(0.1, 30) == first.id and await queue.claim(0.1, 30) == second.id
 
 
-async def test_a_task_is_always_in_exactly_one_of_queue_claims_and_active(store: TaskStore):
-    tasks = [await store.create(GRAPH) for _ in range(6)]
+async def test_a_task_is_always_in_exactly_one_of_queue_claims_and_active(store: TaskStore, queue: TaskQueue):
+    tasks = [await store.create(NewTask(GRAPH)) for _ in range(6)]
 
     async def where(task_id):
-        queue = await store.redis.zrange(store.queue_key, 0, -1)
-        claims = await store.redis.zrange(store.claims_key, 0, -1)
-        active = await store.redis.smembers(store.active_key)
+        queue = await store.redis.zrange(store.keys.queue, 0, -1)
+        claims = await store.redis.zrange(store.keys.claims, 0, -1)
+        active = await store.redis.smembers(store.keys.active)
         return [queue.count(task_id), claims.count(task_id), int(task_id in active)]
 
-    claimed = [await store.claim(0.1, 30) for _ in range(4)]
-    await store.record_submission(claimed[0], backend="b", prompt_id="p0", attempts=1)
-    await store.record_submission(claimed[1], backend="b", prompt_id="p1", attempts=1)
-    await store.requeue(claimed[1])
-    await store.requeue(claimed[1])  # twice: still once in the queue
+    claimed = [await queue.claim(0.1, 30) for _ in range(4)]
+    await queue.record_submission(claimed[0], backend="b", prompt_id="p0", attempts=1)
+    await queue.record_submission(claimed[1], backend="b", prompt_id="p1", attempts=1)
+    await queue.requeue(claimed[1])
+    await queue.requeue(claimed[1])  # twice: still once in the queue
     await store.cancel(claimed[2])
     placements = {t.id: await where(t.id) for t in tasks}
     assert placements[claimed[0]] == [0, 0, 1]
@@ -160,21 +174,21 @@ async def test_a_task_is_always_in_exactly_one_of_queue_claims_and_active(store:
     assert placements[tasks[4].id] == placements[tasks[5].id] == [1, 0, 0]
 
 
-async def test_a_canceled_task_is_never_submitted(store: TaskStore):
-    task = await store.create(GRAPH)
-    assert await store.claim(0.1, 30) == task.id
+async def test_a_canceled_task_is_never_submitted(store: TaskStore, queue: TaskQueue):
+    task = await store.create(NewTask(GRAPH))
+    assert await queue.claim(0.1, 30) == task.id
     assert await store.cancel(task.id) == TaskStatus.PENDING
     with pytest.raises(InvalidTransition, match="canceled"):
-        await store.record_submission(task.id, backend="b", prompt_id="p", attempts=1)
+        await queue.record_submission(task.id, backend="b", prompt_id="p", attempts=1)
     with pytest.raises(InvalidTransition):
         await store.cancel(task.id)  # a final task cannot be canceled again
-    assert await store.waiting() == 0
+    assert await queue.waiting() == 0
 
 
-async def test_an_update_can_require_a_field_to_hold_a_value(store: TaskStore):
-    task = await store.create(GRAPH)
-    await store.claim(0.1, 30)
-    await store.record_submission(task.id, backend="b", prompt_id="p1", attempts=1)
+async def test_an_update_can_require_a_field_to_hold_a_value(store: TaskStore, queue: TaskQueue):
+    task = await store.create(NewTask(GRAPH))
+    await queue.claim(0.1, 30)
+    await queue.record_submission(task.id, backend="b", prompt_id="p1", attempts=1)
     with pytest.raises(InvalidTransition):
         await store.update(task.id, to=TaskStatus.PENDING, expect=("prompt_id", "p0"), prompt_id=None)
     await store.update(task.id, to=TaskStatus.PENDING, expect=("prompt_id", "p1"), prompt_id=None)
@@ -184,9 +198,9 @@ async def test_an_update_can_require_a_field_to_hold_a_value(store: TaskStore):
 
 
 async def test_pool_store_keeps_static_backends_scale_overrides_and_the_client_id(redis_client):
-    pools = PoolStore(redis_client, "test")
+    pools = PoolStore(redis_client, Keys("test"))
     first_id = await pools.client_id()
-    assert first_id.startswith("comfyart-") and await PoolStore(redis_client, "test").client_id() == first_id
+    assert first_id.startswith("comfyart-") and await PoolStore(redis_client, Keys("test")).client_id() == first_id
     await pools.add_static(StaticBackendConfig(name="gpu-box", url="http://127.0.0.1:9", tags=["video"], weight=2))
     assert await pools.static_backends() == {"gpu-box": StaticBackendConfig(name="gpu-box", url="http://127.0.0.1:9",
                                                                             tags=["video"], weight=2)}
@@ -200,64 +214,65 @@ async def test_pool_store_keeps_static_backends_scale_overrides_and_the_client_i
     assert await pools.scale_override() == ScaleOverride()
 
 
-async def test_priorities_strict_between_levels_fifo_within_and_kept_on_requeue(store: TaskStore):
-    low = await store.create(GRAPH, priority=-1)
-    normal = [await store.create(GRAPH) for _ in range(2)]
-    high = await store.create(GRAPH, priority=1)
-    ids, total = await store.peek(10)
+async def test_priorities_strict_between_levels_fifo_within_and_kept_on_requeue(store: TaskStore, queue: TaskQueue):
+    low = await store.create(NewTask(GRAPH, priority=-1))
+    normal = [await store.create(NewTask(GRAPH)) for _ in range(2)]
+    high = await store.create(NewTask(GRAPH, priority=1))
+    ids, total = await queue.peek(10)
     assert ids == [high.id, normal[0].id, normal[1].id, low.id] and total == 4
-    assert await store.claim_id(high.id, 30) and not await store.claim_id(high.id, 30)  # once only
-    await store.requeue(high.id)  # a retry keeps its place: still ahead of every normal task
-    assert (await store.peek(1))[0] == [high.id]
+    assert await queue.claim_id(high.id, 30) and not await queue.claim_id(high.id, 30)  # once only
+    await queue.requeue(high.id)  # a retry keeps its place: still ahead of every normal task
+    assert (await queue.peek(1))[0] == [high.id]
     record = await store.get(low.id)
     assert record.priority == -1 and (await store.get(normal[0].id)).priority == 0
-    raw = await store.redis.hgetall(f"{store.prefix}:task:{normal[0].id}")
+    raw = await store.redis.hgetall(f"{store.keys.prefix}:task:{normal[0].id}")
     assert "priority" not in raw and "requires" not in raw  # defaults cost no memory
 
 
 async def test_ageing_lets_an_old_low_task_overtake_newer_normal_ones(redis_client):
-    store = TaskStore(redis_client, "ageing", ageing_s=60)
-    low = await store.create(GRAPH, priority=-1)
-    newer = await store.create(GRAPH)
-    assert (await store.peek(2))[0] == [newer.id, low.id]
+    stores = Stores.on(redis_client, "ageing", ageing_s=60)
+    store, queue = stores.tasks, stores.queue
+    low = await store.create(NewTask(GRAPH, priority=-1))
+    newer = await store.create(NewTask(GRAPH))
+    assert (await queue.peek(2))[0] == [newer.id, low.id]
     # 61 s later (as if): the low task has waited one level's worth, and beats a new normal task
     await store.redis.hset(f"ageing:task:{low.id}", "created_ms", low.created_ms - 61_000)
-    await store.requeue(low.id)
-    assert (await store.peek(2))[0] == [low.id, newer.id]
+    await queue.requeue(low.id)
+    assert (await queue.peek(2))[0] == [low.id, newer.id]
 
 
-async def test_expired_claims_return_at_their_place_by_priority(store: TaskStore):
-    normal = await store.create(GRAPH)
-    high = await store.create(GRAPH, priority=1)
-    assert await store.claim_id(high.id, 0.05)
+async def test_expired_claims_return_at_their_place_by_priority(store: TaskStore, queue: TaskQueue):
+    normal = await store.create(NewTask(GRAPH))
+    high = await store.create(NewTask(GRAPH, priority=1))
+    assert await queue.claim_id(high.id, 0.05)
     await asyncio.sleep(0.1)
-    assert await store.return_expired_claims() == [high.id]
-    assert (await store.peek(2))[0] == [high.id, normal.id]
+    assert await queue.return_expired_claims() == [high.id]
+    assert (await queue.peek(2))[0] == [high.id, normal.id]
 
 
-async def test_a_list_queue_from_the_previous_version_is_migrated(store: TaskStore):
-    tasks = [await store.create(GRAPH, priority=p) for p in (0, 0, 1)]
-    await store.redis.delete(store.queue_key)
-    await store.redis.lpush(store.queue_key, *[t.id for t in tasks])  # as 0.1 kept it: oldest at the right
-    assert await store.migrate_queue() == 3
-    assert (await store.peek(5))[0] == [tasks[2].id, tasks[0].id, tasks[1].id]
-    assert await store.migrate_queue() == 0 and not await store.redis.exists(f"{store.queue_key}:list")
+async def test_a_list_queue_from_the_previous_version_is_migrated(store: TaskStore, queue: TaskQueue):
+    tasks = [await store.create(NewTask(GRAPH, priority=p)) for p in (0, 0, 1)]
+    await store.redis.delete(store.keys.queue)
+    await store.redis.lpush(store.keys.queue, *[t.id for t in tasks])  # as 0.1 kept it: oldest at the right
+    assert await queue.migrate() == 3
+    assert (await queue.peek(5))[0] == [tasks[2].id, tasks[0].id, tasks[1].id]
+    assert await queue.migrate() == 0 and not await store.redis.exists(f"{store.keys.queue}:list")
 
 
-async def test_requirements_are_stored_and_read_back_in_bulk(store: TaskStore):
-    task = await store.create(GRAPH, requires=["video", "sdxl", "video"], vram_mb=12000)
+async def test_requirements_are_stored_and_read_back_in_bulk(store: TaskStore, queue: TaskQueue):
+    task = await store.create(NewTask(GRAPH, requires=["video", "sdxl", "video"], vram_mb=12000))
     records = await store.get_many([task.id, "01NOSUCHTASK0000000000000"])
     assert records[1] is None
     assert records[0].requires == ["sdxl", "video"] and records[0].vram_mb == 12000
 
 
-async def test_claims_and_submissions_in_one_round_trip_each(store: TaskStore):
-    tasks = [await store.create(GRAPH) for _ in range(4)]
+async def test_claims_and_submissions_in_one_round_trip_each(store: TaskStore, queue: TaskQueue):
+    tasks = [await store.create(NewTask(GRAPH)) for _ in range(4)]
     await store.cancel(tasks[2].id)
-    assert await store.claim_ids([t.id for t in tasks] + ["nonexistent"], 30) == [True, True, False, True, False]
+    assert await queue.claim_ids([t.id for t in tasks] + ["nonexistent"], 30) == [True, True, False, True, False]
     await store.cancel(tasks[3].id)  # canceled while claimed: its submission is refused
-    await store.redis.delete(f"{store.prefix}:task:{tasks[1].id}")  # its record is gone
-    outcomes = await store.record_submissions([
+    await store.redis.delete(f"{store.keys.prefix}:task:{tasks[1].id}")  # its record is gone
+    outcomes = await queue.record_submissions([
         Submission(tasks[0].id, "b", "p0", 1, resolved_prompt={"9": {"class_type": "X", "inputs": {}}}),
         Submission(tasks[1].id, "b", "p1", 1),
         Submission(tasks[3].id, "b", "p3", 1),
@@ -270,16 +285,16 @@ async def test_claims_and_submissions_in_one_round_trip_each(store: TaskStore):
     recorded = await store.get(tasks[0].id)
     assert (recorded.backend, recorded.prompt_id, recorded.attempts) == ("b", "p0", 1)
     assert recorded.prompt == {"9": {"class_type": "X", "inputs": {}}}
-    assert await store.task_for_prompt("p0") == tasks[0].id and await store.task_for_prompt("p0-again") is None
-    assert await store.redis.smembers(store.active_key) == {tasks[0].id}
-    assert await store.redis.zcard(store.claims_key) == 0
+    assert await queue.task_of_prompt("p0") == tasks[0].id and await queue.task_of_prompt("p0-again") is None
+    assert await store.redis.smembers(store.keys.active) == {tasks[0].id}
+    assert await store.redis.zcard(store.keys.claims) == 0
 
 
-async def test_progress_is_written_only_to_the_attempt_it_belongs_to(store: TaskStore):
-    running, requeued, done = [await store.create(GRAPH) for _ in range(3)]
+async def test_progress_is_written_only_to_the_attempt_it_belongs_to(store: TaskStore, queue: TaskQueue):
+    running, requeued, done = [await store.create(NewTask(GRAPH)) for _ in range(3)]
     for task, prompt_id in ((running, "p-run"), (requeued, "p-old"), (done, "p-done")):
-        await store.claim_id(task.id, 30)
-        await store.record_submission(task.id, backend="b", prompt_id=prompt_id, attempts=1)
+        await queue.claim_id(task.id, 30)
+        await queue.record_submission(task.id, backend="b", prompt_id=prompt_id, attempts=1)
     await store.update(running.id, to=TaskStatus.RUNNING)
     await store.update(requeued.id, to=TaskStatus.PENDING, prompt_id=None)  # its attempt ended
     await store.update(done.id, to=TaskStatus.COMPLETED, progress=1.0)

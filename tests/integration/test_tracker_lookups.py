@@ -14,9 +14,12 @@ from comfyart.comfy.client import ComfyClient
 from comfyart.config.fleet import PoolConfig
 from comfyart.config.sections import TrackingConfig
 from comfyart.files.outputs import OutputStore
-from comfyart.models import TaskStatus
-from comfyart.pool.registry import Backend, Pool
-from comfyart.store.tasks import TaskStore
+from comfyart.models import NewTask, TaskStatus
+from comfyart.pool.backend import Backend
+from comfyart.pool.registry import Pool
+from comfyart.store.stores import Stores
+from comfyart.tracker.outcomes import Outcomes
+from comfyart.tracker.prompts import PromptBook
 from comfyart.tracker.tracker import Tracker
 from tests.conftest import basic_graph, free_port
 
@@ -56,24 +59,29 @@ async def test_a_prompt_that_ends_between_the_history_and_queue_lookups_is_not_r
     port = free_port()
     await web.TCPSite(runner, "127.0.0.1", port).start()
     try:
-        store = TaskStore(redis_client, "lookups")
-        task = await store.create(basic_graph())
-        assert await store.claim_id(task.id, 30)
-        await store.record_submission(task.id, backend="static:peer", prompt_id=PROMPT_ID, attempts=1)
+        stores = Stores.on(redis_client, "lookups")
+        store = stores.tasks
+        task = await store.create(NewTask(basic_graph()))
+        assert await stores.queue.claim_id(task.id, 30)
+        await stores.queue.record_submission(task.id, backend="static:peer", prompt_id=PROMPT_ID, attempts=1)
         async with aiohttp.ClientSession() as session:
             url = f"http://127.0.0.1:{port}"
-            pool = Pool(config=PoolConfig(), providers=[], static_backends=[], session=session)
+            pool = Pool(config=PoolConfig(), providers=[], connect=lambda url: ComfyClient(session, url))
             backend = Backend(id="static:peer", kind="static", host="", url=url, client=ComfyClient(session, url))
             pool.backends[backend.id] = backend
-            tracker = Tracker(store=store, pool=pool, outputs=OutputStore(tmp_path / "outputs"),
-                              config=TrackingConfig(), session=session, client_id="lookups")
-            tracker.expect(backend, PROMPT_ID, task.id, basic_graph()).submitted = True
+            book = PromptBook(on_change=pool.notify)
+            outcomes = Outcomes(store=store, queue=stores.queue, book=book,
+                                outputs=OutputStore(tmp_path / "outputs"), config=TrackingConfig())
+            tracker = Tracker(store=store, queue=stores.queue, pool=pool, book=book, outcomes=outcomes,
+                              config=TrackingConfig(), client_id="lookups")
+            book.open(backend, PROMPT_ID, task.id, basic_graph()).submitted = True
             await tracker.settle(backend, PROMPT_ID)
+            await outcomes.aclose()
         record = await store.get(task.id)
         assert calls == ["history", "queue", "history"]
         assert record.status is TaskStatus.COMPLETED, record
         assert record.attempts == 1 and record.history == []
         assert [o.filename for o in record.outputs] == ["a_00001_.png"]
-        assert PROMPT_ID not in tracker.prompts and not backend.prompts  # the slot is free
+        assert PROMPT_ID not in book and not backend.prompts  # the slot is free
     finally:
         await runner.cleanup()

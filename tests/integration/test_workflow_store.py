@@ -15,11 +15,13 @@ import pytest
 from comfyart.errors import Conflict, InvalidInput, NotFound
 from comfyart.files.inputs import InputStore
 from comfyart.files.outputs import OutputStore
-from comfyart.store.tasks import TaskStore
+from comfyart.models import NewTask
+from comfyart.store.keys import Keys
+from comfyart.store.stores import Stores
 from comfyart.store.workflows import DELETED_RETENTION_S, WorkflowStore
 from comfyart.workflows.definition import FileLoad, Parameter, ParameterError, WorkflowDefinition
 from comfyart.workflows.files import load_workflow_files, read_workflow_dir
-from comfyart.workflows.resolve import Templates
+from comfyart.workflows.resolve import Resolver
 from tests.conftest import ROOT, text_to_image_graph
 
 SEED_MAP = {"seed": Parameter(type="int", target="3.seed", min=0),
@@ -32,7 +34,7 @@ def t2i(steps: int = 4, description: str = "") -> WorkflowDefinition:
 
 @pytest.fixture
 def workflows(redis_client) -> WorkflowStore:
-    return WorkflowStore(redis_client, "t")
+    return WorkflowStore(redis_client, Keys("t"))
 
 
 async def test_versions_are_kept_and_identical_content_adds_none(workflows):
@@ -46,7 +48,7 @@ async def test_versions_are_kept_and_identical_content_adds_none(workflows):
     assert first.source == "api" and first.created_ms <= first.updated_ms <= current.updated_ms  # its own times
     assert await workflows.versions("t2i") == [1, 2]
     assert current.created_ms <= current.updated_ms
-    [listed] = await workflows.list()
+    [listed] = await workflows.summaries()
     assert listed["name"] == "t2i" and listed["version"] == 2 and set(listed["params"]) == {"seed", "prompt"}
     assert listed["params"]["seed"]["target"] == [{"node": "3", "input": "seed"}]
 
@@ -71,7 +73,7 @@ async def test_delete_keeps_versions_for_queued_tasks_and_never_reuses_a_number(
         await workflows.get("t2i")
     with pytest.raises(NotFound):
         await workflows.delete("t2i")
-    assert await workflows.list() == []
+    assert await workflows.summaries() == []
     # what tasks queued before the delete need stays readable, for a while
     assert (await workflows.definition("t2i", 1)).graph["3"]["inputs"]["steps"] == 4
     assert 0 < await redis_client.ttl("t:workflow-versions:t2i") <= DELETED_RETENTION_S
@@ -81,9 +83,9 @@ async def test_delete_keeps_versions_for_queued_tasks_and_never_reuses_a_number(
 
 
 @pytest.fixture
-def templates(redis_client, tmp_path, workflows) -> Templates:
-    return Templates(workflows=workflows, tasks=TaskStore(redis_client, "t"), inputs=InputStore(tmp_path / "in"),
-                     outputs=OutputStore(tmp_path / "out"), rng=random.Random(7))
+def templates(redis_client, tmp_path, workflows) -> Resolver:
+    return Resolver(workflows=workflows, tasks=Stores.on(redis_client, "t").tasks, inputs=InputStore(tmp_path / "in"),
+                    outputs=OutputStore(tmp_path / "out"), rng=random.Random(7))
 
 
 async def test_a_queued_task_is_small_and_runs_the_version_it_was_queued_with(templates, workflows, redis_client):
@@ -113,7 +115,7 @@ async def test_submit_checks_image_references(templates, workflows):
              "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "x"}}}
     await workflows.put("load", WorkflowDefinition(graph=graph, params={
         "image": Parameter(type="image", target="1.image", required=True)}))
-    raw = await templates.tasks.create({"1": {"class_type": "EmptyImage", "inputs": {}}})
+    raw = await templates.tasks.create(NewTask({"1": {"class_type": "EmptyImage", "inputs": {}}}))
     cases = [({"input": "0" * 64 + ".png"}, "no uploaded input"),
              ({"input": "../../etc/passwd"}, "no uploaded input"),
              ({"task": "01NOSUCH", "filename": "a.png"}, "no task 01NOSUCH"),
@@ -124,7 +126,7 @@ async def test_submit_checks_image_references(templates, workflows):
         assert caught.value.problems["image"].startswith(reason)
     with pytest.raises(NotFound):
         await templates.submit("nothing-here", {})
-    assert await templates.tasks.queue_length() == 1  # only the raw task
+    assert await templates.tasks.queue.length() == 1  # only the raw task
 
 
 # ---------------------------------------------------------------------------- files at start-up
@@ -178,7 +180,7 @@ async def test_bad_workflow_files_are_named_and_skipped(workflows, tmp_path):
     assert len(errors) == len(expected), errors
     for error, (filename, reason) in zip(errors, expected, strict=True):
         assert error.startswith(f"{filename}: ") and reason in error, error
-    assert sorted(w["name"] for w in await workflows.list()) == ["good", "plain"]
+    assert sorted(w["name"] for w in await workflows.summaries()) == ["good", "plain"]
     good = await workflows.get("good")
     assert good.ui == ui_graph and good.description == "fine" and good.source == "file:good-api.json"
 

@@ -279,7 +279,8 @@ async def test_cached_answers_are_reused_and_bounded():
     from types import SimpleNamespace
 
     from comfyart.api.comfyui.front import CACHED_ANSWERS, FrontDoor
-    front = FrontDoor(store=None, pool=None, outputs=None, inputs=None, tracker=SimpleNamespace(), session=None,
+    front = FrontDoor(store=None, queue=None, comfy=None, pool=None, outputs=None, inputs=None,
+                      tracker=SimpleNamespace(), session=None,
                       events=EventHub())
     fetched = []
 

@@ -13,9 +13,12 @@ from comfyart.auth import (
     KeyRecord,
     Principal,
     Role,
+    auth_problem,
     can_see,
+    config_keys,
     credentials_from,
     hash_key,
+    is_loopback,
     key_id_of,
     new_key,
     signature_valid,
@@ -25,7 +28,6 @@ from comfyart.auth import (
 from comfyart.comfy.protocol import Executed, Executing, Progress, graph_problem, parse_frame
 from comfyart.config.sections import AuthConfig, LimitsConfig
 from comfyart.config.settings import Settings
-from comfyart.daemon import auth_problem, config_keys, is_loopback
 from comfyart.files.outputs import MAX_NAME_BYTES, safe_filename
 from comfyart.models import socket_key
 from comfyart.policy.rates import rate_limit

@@ -47,8 +47,10 @@ from comfyart.errors import BackendUnavailable, InvalidTransition, NotFound, Quo
 from comfyart.files.inputs import INPUT_ID, InputStore, NotAnImage, TooLarge
 from comfyart.files.objects import S3Outputs
 from comfyart.files.outputs import OutputStore
-from comfyart.models import FINAL_STATUSES, OutputFile, Relay, Task, TaskStatus, socket_key
+from comfyart.models import FINAL_STATUSES, ComfyPrompt, NewTask, OutputFile, Relay, Task, TaskStatus, socket_key
 from comfyart.pool.registry import Pool
+from comfyart.store.comfy_index import ComfyIndex
+from comfyart.store.queue import TaskQueue
 from comfyart.store.quotas import Quotas
 from comfyart.store.tasks import TaskStore
 from comfyart.tracker.tracker import Tracker
@@ -282,10 +284,13 @@ class _Cached:
 
 
 class FrontDoor:
-    def __init__(self, *, store: TaskStore, pool: Pool, outputs: OutputStore, inputs: InputStore, tracker: Tracker,
-                 session: aiohttp.ClientSession, events: EventHub, objects: S3Outputs | None = None,
-                 quotas: Quotas | None = None, limits: LimitsConfig | None = None) -> None:
+    def __init__(self, *, store: TaskStore, queue: TaskQueue, comfy: ComfyIndex, pool: Pool, outputs: OutputStore,
+                 inputs: InputStore, tracker: Tracker, session: aiohttp.ClientSession, events: EventHub,
+                 objects: S3Outputs | None = None, quotas: Quotas | None = None,
+                 limits: LimitsConfig | None = None) -> None:
         self.store = store
+        self.queue = queue
+        self.comfy = comfy
         self.quotas = quotas
         self.limits = limits or LimitsConfig()
         self.objects = objects
@@ -371,7 +376,7 @@ class FrontDoor:
 
     async def remaining(self) -> int:
         try:
-            return await self.store.unfinished()
+            return await self.queue.unfinished()
         except TransientError:
             return self._remaining or 0
 
@@ -571,7 +576,7 @@ class FrontDoor:
         if "number" in body and isinstance(body["number"], (int, float)) and not isinstance(body["number"], bool):
             number: float = float(body["number"])
         else:
-            number = await self.store.next_comfy_number()
+            number = await self.comfy.next_number()
             if body.get("front") is True:
                 number = -number
         prompt_id = prompt_id or str(uuid.uuid4())
@@ -579,12 +584,10 @@ class FrontDoor:
                       "create_time": int(time.time() * 1000)}
         for secret in ("auth_token_comfy_org", "api_key_comfy_org"):
             extra_data.pop(secret, None)
-        quota: dict[str, Any] = {"owner": principal.owner}
-        if self.quotas is not None:
-            quota["max_queued"] = self.quotas.max_queued(principal)
-        await self.store.create(graph, priority=1 if body.get("front") is True else 0,
-                                comfy={"comfy_prompt_id": prompt_id, "client_id": client_id, "number": number,
-                                       "extra_data": extra_data, "comfy_targets": targets}, **quota)
+        comfy = ComfyPrompt(prompt_id, number, client_id=client_id, extra_data=extra_data, comfy_targets=targets)
+        await self.store.create(NewTask(graph, priority=1 if body.get("front") is True else 0, owner=principal.owner,
+                                        comfy=comfy),
+                                max_queued=self.quotas.max_queued(principal) if self.quotas is not None else 0)
         connection = self.connections.get(socket_key(principal.owner, client_id)) if client_id else None
         if connection is not None:
             connection.open.add(prompt_id)
@@ -796,7 +799,7 @@ def _over_quota(exc: QuotaExceeded) -> JSONResponse:
 
 def build_router(front: FrontDoor) -> APIRouter:
     router = APIRouter()
-    store = front.store
+    comfy = front.comfy
     depth = front.limits.max_json_depth
 
     async def prompt_post(request: Request, principal: Caller) -> Response:
@@ -818,7 +821,7 @@ def build_router(front: FrontDoor) -> APIRouter:
 
     async def queue_get(principal: Caller) -> Any:
         running, pending = [], []
-        for task in await store.open_comfy_tasks(principal.owner):
+        for task in await comfy.open(principal.owner):
             item = queue_item(task, await front.outputs_to_execute(task))
             (running if task.status is TaskStatus.RUNNING else pending).append(item)
         return {"queue_running": running, "queue_pending": pending}
@@ -828,10 +831,10 @@ def build_router(front: FrontDoor) -> APIRouter:
         if not isinstance(body, dict):
             return _bad_json()
         if body.get("clear") is True:
-            for task in await store.open_comfy_tasks(principal.owner):
+            for task in await comfy.open(principal.owner):
                 await front.cancel(task, only_if=(TaskStatus.PENDING,))
         for prompt_id in _listed(body.get("delete")):
-            task = await store.comfy_task(str(prompt_id), principal.owner)
+            task = await comfy.task(str(prompt_id), principal.owner)
             if task is not None:
                 await front.cancel(task, only_if=(TaskStatus.PENDING,))
         return Response(status_code=200)
@@ -840,10 +843,10 @@ def build_router(front: FrontDoor) -> APIRouter:
         body = _json(await request.body(), depth)
         prompt_id = body.get("prompt_id") if isinstance(body, dict) else None
         if prompt_id:
-            task = await store.comfy_task(str(prompt_id), principal.owner)
+            task = await comfy.task(str(prompt_id), principal.owner)
             targets = [task] if task is not None else []
         else:
-            targets = await store.open_comfy_tasks(principal.owner)
+            targets = await comfy.open(principal.owner)
         for task in targets:
             await front.interrupt(task)
         return Response(status_code=200)
@@ -860,10 +863,10 @@ def build_router(front: FrontDoor) -> APIRouter:
         limit = None if limit is None else min(limit, MAX_PAGE)
         start = None if start is None else min(start, MAX_PAGE)
         if start is not None:
-            tasks = await store.comfy_tasks(newest_first=False, offset=max(0, start), limit=limit,
+            tasks = await comfy.history(newest_first=False, offset=max(0, start), limit=limit,
                                             owner=principal.owner)
         else:
-            tasks = await store.comfy_tasks(newest_first=True, limit=limit or 10_000, owner=principal.owner)
+            tasks = await comfy.history(newest_first=True, limit=limit or 10_000, owner=principal.owner)
             tasks.reverse()
         entries = {}
         for task in tasks:
@@ -872,7 +875,7 @@ def build_router(front: FrontDoor) -> APIRouter:
         return JSONResponse(entries)
 
     async def history_one(prompt_id: str, principal: Caller) -> Any:
-        task = await store.comfy_task(prompt_id, principal.owner)
+        task = await comfy.task(prompt_id, principal.owner)
         if task is None or not in_history(task):
             return {}
         return {prompt_id: history_entry(task, await front.outputs_to_execute(task))}
@@ -883,12 +886,12 @@ def build_router(front: FrontDoor) -> APIRouter:
             return _bad_json()
         owner = principal.owner
         if body.get("clear") is True:
-            tasks = await store.comfy_tasks(owner=owner)
-            await store.forget_comfy([t.comfy_prompt_id for t in tasks if t.status in FINAL_STATUSES], owner)
+            tasks = await comfy.history(owner=owner)
+            await comfy.forget([t.comfy_prompt_id for t in tasks if t.status in FINAL_STATUSES], owner)
         delete = [str(p) for p in _listed(body.get("delete"))]
         if delete:
-            tasks = [await store.comfy_task(p, owner) for p in delete]
-            await store.forget_comfy([t.comfy_prompt_id for t in tasks if t and t.status in FINAL_STATUSES], owner)
+            tasks = [await comfy.task(p, owner) for p in delete]
+            await comfy.forget([t.comfy_prompt_id for t in tasks if t and t.status in FINAL_STATUSES], owner)
         return Response(status_code=200)
 
     async def view(principal: Caller, filename: str = "", subfolder: str = "", type: str = "output") -> Response:
@@ -958,7 +961,7 @@ def build_router(front: FrontDoor) -> APIRouter:
                 raise ValueError
         except ValueError:
             return JSONResponse({"error": "limit and offset must be whole numbers (limit from 1)"}, status_code=400)
-        tasks = await store.comfy_tasks(owner=principal.owner)
+        tasks = await comfy.history(owner=principal.owner)
         found = [j for j in (job(t) for t in tasks if JOB_STATUS[t.status] in wanted)
                  if workflow_id is None or j["workflow_id"] == workflow_id]
         if sort_by == "execution_duration":
@@ -971,13 +974,13 @@ def build_router(front: FrontDoor) -> APIRouter:
                                                           "has_more": start + len(page) < len(found)}})
 
     async def job_one(job_id: str, principal: Caller) -> Response:
-        task = await store.comfy_task(job_id, principal.owner)
+        task = await comfy.task(job_id, principal.owner)
         if task is None:
             return JSONResponse({"error": "Job not found"}, status_code=404)
         return JSONResponse(job(task, detail=True))
 
     async def job_cancel(job_id: str, principal: Caller) -> Response:
-        task = await store.comfy_task(job_id, principal.owner)
+        task = await comfy.task(job_id, principal.owner)
         if task is None:
             return JSONResponse({"error": "Job not found"}, status_code=404)
         cancelled = await front.cancel(task, only_if=(TaskStatus.PENDING, TaskStatus.RUNNING))
@@ -990,7 +993,7 @@ def build_router(front: FrontDoor) -> APIRouter:
             return JSONResponse({"error": "job_ids must be a list of job ids"}, status_code=400)
         cancelled = False
         for job_id in ids:
-            task = await store.comfy_task(job_id, principal.owner)
+            task = await comfy.task(job_id, principal.owner)
             if task is not None:
                 cancelled |= await front.cancel(task, only_if=(TaskStatus.PENDING, TaskStatus.RUNNING))
         return JSONResponse({"cancelled": cancelled})

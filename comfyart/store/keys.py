@@ -1,0 +1,125 @@
+"""Every Redis key comfyart writes, as a function of one prefix (``redis.prefix``, ``P`` below): the one key schema.
+
+Tasks (``store.tasks``, ``store.queue``, ``store.comfy_index``, ``store.webhooks``):
+    P:task:{id}             hash: the task record (JSON-encoded values for prompt, params, outputs, node_errors)
+    P:tasks                 zset: every task id scored by created_ms (newest first listing)
+    P:tasks:{status}        zset: task ids in that status, scored by created_ms; none for ``pending``: a pending
+                            task is in the queue, the claims or the active set already, and a second index of a
+                            long queue would cost a tenth of its memory
+    P:queue                 zset: pending task ids scored by ``policy.priority.queue_score`` (priority, then age),
+                            lowest first; the dispatcher reads a window of its head and claims the ids it assigns
+    P:queue:list            list: the queue as comfyart 0.1 kept it; migrated to P:queue at start-up
+    P:claims                zset: ids taken from the queue but not yet submitted, scored by their lease's end;
+                            an expired lease (and every claim at start-up) puts the id back in the queue
+    P:active                set: ids submitted to a backend and not yet final
+    P:prompt:{prompt_id}    string: the task id that owns a ComfyUI prompt id
+    P:comfy:prompt:{id}     string: the task id of a prompt id a client of the ComfyUI-compatible API knows
+    P:comfy:prompts         zset: those prompt ids scored by created_ms: that API's history and jobs
+    P:comfy:open            zset: ids of that API's tasks not yet final, scored by their queue number
+    P:comfy:number          counter: that API's queue numbers
+    P:webhooks              zset: ids of final tasks whose webhook is yet to be delivered, scored by when the
+                            next attempt is due (ms); added by the transition to a final status itself, so a
+                            crash cannot lose a delivery
+    P:owner:{o}:tasks       zset: the tasks of one API key (auth on), scored by created_ms: a client's listing
+    P:owner:{o}:open        set: its tasks not final yet: its quota; a final status leaves it in the transition
+    P:owner:{o}:rate        string: the theoretical arrival time (ms) of its submission rate limit (GCRA,
+                            ``store.quotas``)
+    P:owner:{o}:comfy:...   the ComfyUI-compatible API's prompt ids and history above, one namespace per key:
+                            prompt ids and client ids are the callers' own and may collide
+Status changes go through one Lua script that checks the current status, so a task never leaves a final status and
+never completes twice. Claiming (queue -> claims) and recording a submission (claims -> active) are Lua scripts
+too: a task is always in exactly one of queue, claims and active, or final.
+
+Workflows (``store.workflows``):
+    P:workflows                 set: the names of the stored workflows
+    P:workflow:{name}           hash: the current version's metadata (version, sha, source, times, description,
+                                params as JSON): enough to list workflows without reading their graphs
+    P:workflow-versions:{name}  hash: version -> the definition as JSON; immutable once written
+    P:workflow-seq:{name}       counter of versions; survives a delete so a re-created workflow never reuses a
+                                version number that queued tasks may still name
+
+The pool and the scheduler (``store.pool``):
+    P:static-backends       hash: name -> {"url", "tags", "weight"} (JSON; a bare URL from 0.1) of static backends
+                            registered through the API
+    P:pool-scale            hash: min_containers, max_containers, target set through the API (absent: config)
+    P:scheduler             hash: scheduler settings changed through the API (JSON values; absent: config)
+    P:client-id             string: the backend WebSocket client id; a restarted daemon keeps it, so the events of
+                            prompts submitted before the restart still reach it
+
+Callers (``store.api_keys``):
+    P:keys                  hash: key id -> JSON record (name, role, sha256, created_ms, revoked_ms, quotas)
+    P:url-secret            string: the secret output URLs are signed with, made once when the config gives none
+
+The dashboard's charts (``store.stats``):
+    P:stats:samples         list: queue depth and finished tasks per interval, newest first, capped
+"""
+from __future__ import annotations
+
+from comfyart.models import TaskStatus
+
+
+class Keys:
+    """The keys of one prefix. Fixed keys are attributes, keys that name something are methods."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        p = prefix
+        self.task_prefix = f"{p}:task:"  # + task id: a record (Lua scripts build record keys from it)
+        self.tasks = f"{p}:tasks"
+        self.queue = f"{p}:queue"
+        self.legacy_queue = f"{p}:queue:list"
+        self.claims = f"{p}:claims"
+        self.active = f"{p}:active"
+        self.prompt_prefix = f"{p}:prompt:"
+        self.comfy_open = f"{p}:comfy:open"
+        self.comfy_number = f"{p}:comfy:number"
+        self.webhooks = f"{p}:webhooks"
+        self.owner_prefix = f"{p}:owner:"  # + owner + ':open' in the transition script
+        self.workflows = f"{p}:workflows"
+        self.static_backends = f"{p}:static-backends"
+        self.pool_scale = f"{p}:pool-scale"
+        self.scheduler = f"{p}:scheduler"
+        self.client_id = f"{p}:client-id"
+        self.api_keys = f"{p}:keys"
+        self.url_secret = f"{p}:url-secret"
+        self.stats_samples = f"{p}:stats:samples"
+
+    # ------------------------------------------------------------------ tasks
+    def task(self, task_id: str) -> str:
+        return self.task_prefix + task_id
+
+    def in_status(self, status: TaskStatus | None) -> str:
+        """The index of one status; None: of every task."""
+        return self.tasks if status is None else f"{self.tasks}:{status.value}"
+
+    def prompt(self, prompt_id: str) -> str:
+        return self.prompt_prefix + prompt_id
+
+    def owner_tasks(self, owner: str) -> str:
+        return f"{self.owner_prefix}{owner}:tasks"
+
+    def owner_open(self, owner: str) -> str:
+        return f"{self.owner_prefix}{owner}:open"
+
+    def owner_rate(self, owner: str) -> str:
+        return f"{self.owner_prefix}{owner}:rate"
+
+    # ------------------------------------------------------------------ the ComfyUI-compatible API
+    def _comfy_space(self, owner: str | None) -> str:
+        return f"{self.prefix}:comfy" if owner is None else f"{self.owner_prefix}{owner}:comfy"
+
+    def comfy_prompt(self, comfy_prompt_id: str, owner: str | None) -> str:
+        return f"{self._comfy_space(owner)}:prompt:{comfy_prompt_id}"
+
+    def comfy_prompts(self, owner: str | None) -> str:
+        return f"{self._comfy_space(owner)}:prompts"
+
+    # ------------------------------------------------------------------ workflows
+    def workflow(self, name: str) -> str:
+        return f"{self.prefix}:workflow:{name}"
+
+    def workflow_versions(self, name: str) -> str:
+        return f"{self.prefix}:workflow-versions:{name}"
+
+    def workflow_seq(self, name: str) -> str:
+        return f"{self.prefix}:workflow-seq:{name}"

@@ -1,0 +1,69 @@
+"""Every store of one Redis, opened together: the daemon and the CLI hold this and never the Redis client itself."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import redis.asyncio as aioredis
+
+from comfyart.bus import EventHub
+from comfyart.config.sections import QuotaConfig
+from comfyart.config.settings import Settings
+from comfyart.store.api_keys import KeyStore
+from comfyart.store.comfy_index import ComfyIndex
+from comfyart.store.deliveries import Deliveries
+from comfyart.store.keys import Keys
+from comfyart.store.pool import PoolStore
+from comfyart.store.queue import TaskQueue
+from comfyart.store.quotas import Quotas
+from comfyart.store.redis import EmbeddedRedis, connect_redis
+from comfyart.store.stats import StatsSamples
+from comfyart.store.tasks import TaskStore
+from comfyart.store.workflows import WorkflowStore
+
+
+@dataclass
+class Stores:
+    client: aioredis.Redis
+    embedded: EmbeddedRedis | None
+    keys: Keys
+    queue: TaskQueue
+    tasks: TaskStore
+    comfy: ComfyIndex
+    deliveries: Deliveries
+    workflows: WorkflowStore
+    pool: PoolStore
+    api_keys: KeyStore
+    stats: StatsSamples
+
+    @classmethod
+    async def open(cls, settings: Settings, events: EventHub | None = None) -> Stores:
+        """Connect to the configured Redis (or start the embedded one); raises ConfigError when it does not
+        answer. Task changes are published on ``events``."""
+        client, embedded = await connect_redis(settings)
+        return cls.on(client, settings.redis.prefix, events=events, ageing_s=settings.scheduler.priority_ageing_s,
+                      embedded=embedded)
+
+    @classmethod
+    def on(cls, client: aioredis.Redis, prefix: str, *, events: EventHub | None = None, ageing_s: float = 0.0,
+           embedded: EmbeddedRedis | None = None) -> Stores:
+        """The stores of a client already connected, under ``prefix``."""
+        keys = Keys(prefix)
+        events = events or EventHub()
+        queue = TaskQueue(client, keys, events=events, ageing_s=ageing_s)
+        tasks = TaskStore(client, keys, queue, events=events)
+        return cls(client, embedded, keys, queue, tasks, ComfyIndex(client, keys, tasks), Deliveries(client, keys),
+                   WorkflowStore(client, keys), PoolStore(client, keys), KeyStore(client, keys),
+                   StatsSamples(client, keys))
+
+    def quotas(self, config: QuotaConfig) -> Quotas:
+        return Quotas(self.client, self.keys, config)
+
+    async def aclose(self) -> None:
+        """Status changes already on their way reach Redis first; then the connection (and an embedded Redis)
+        close."""
+        try:
+            await self.tasks.transitions.aclose()
+        finally:
+            await self.client.aclose()
+            if self.embedded is not None:
+                await self.embedded.stop()

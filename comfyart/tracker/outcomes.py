@@ -1,0 +1,139 @@
+"""How an attempt ends: completed (its outputs downloaded, stored and recorded), failed, or back to the queue for
+another try (``policy.attempts.should_retry`` decides) with the attempt in the task's history. Each end frees the
+prompt's slot in the in-flight book."""
+from __future__ import annotations
+
+import collections
+from pathlib import Path
+from typing import Any
+
+from loguru import logger
+
+from comfyart.clock import now_ms
+from comfyart.comfy import protocol
+from comfyart.config.sections import TrackingConfig
+from comfyart.errors import BackendUnavailable, InvalidTransition, NotFound
+from comfyart.files.filethread import FileThread
+from comfyart.files.objects import ObjectStoreUnavailable, S3Outputs
+from comfyart.files.outputs import OutputStore
+from comfyart.models import Attempt, OutputFile, TaskStatus
+from comfyart.policy.attempts import AttemptEnd, should_retry
+from comfyart.pool.backend import Backend
+from comfyart.store.queue import TaskQueue
+from comfyart.store.tasks import TaskStore
+from comfyart.tracker.prompts import PromptBook, PromptState
+
+MAX_DOWNLOAD_TRIES = 3
+
+
+class Outcomes:
+    def __init__(self, *, store: TaskStore, queue: TaskQueue, book: PromptBook, outputs: OutputStore,
+                 config: TrackingConfig, objects: S3Outputs | None = None) -> None:
+        self.store = store
+        self.queue = queue
+        self.book = book
+        self.outputs = outputs
+        self.objects = objects  # outputs go to object storage rather than stay in ``outputs``
+        self.config = config
+        self.files = FileThread("comfyart outputs")  # every download's file work, off the event loop
+        self.counters: collections.Counter[str] = collections.Counter()  # attempt ends and retries, for /metrics
+
+    async def aclose(self) -> None:
+        """The files being written are finished first."""
+        await self.files.aclose()
+
+    # ------------------------------------------------------------------ results
+    async def completed(self, backend: Backend, prompt_id: str, state: PromptState, outputs: dict[str, Any]) -> None:
+        try:
+            files = await self._download(backend, state.task_id, outputs)
+        except (BackendUnavailable, ObjectStoreUnavailable) as exc:
+            state.download_failures += 1
+            logger.warning("download failed task={} backend={} error={}", state.task_id, backend.id, exc)
+            if state.download_failures < MAX_DOWNLOAD_TRIES:
+                return  # the next reconcile tries again
+            await self.failed(backend, prompt_id, state, f"could not download outputs: {exc}")
+            return
+        try:
+            comfy = {"comfy_outputs": outputs, "comfy_messages": state.messages} if state.relay is not None else {}
+            await self.store.update(state.task_id, to=TaskStatus.COMPLETED, finished_ms=now_ms(), progress=1.0,
+                                    outputs=[f.model_dump(exclude_none=True) for f in files], node=None,
+                                    node_step=None, node_max=None, **comfy)
+            logger.info("task completed task={} backend={} prompt={} outputs={}", state.task_id, backend.id,
+                        prompt_id, len(files))
+        except (InvalidTransition, NotFound):
+            pass
+        self.book.close(backend, prompt_id, done=True)
+
+    async def _download(self, backend: Backend, task_id: str, outputs: dict[str, Any]) -> list[OutputFile]:
+        files = []
+        for ref in protocol.output_refs(outputs):
+            path, size, sha256, content_type = await backend.client.download(
+                ref, lambda ref=ref: str(self.outputs.destination(task_id, ref.filename, ref.node_id)),
+                timeout_s=self.config.download_timeout_s, offload=self.files.run)
+            destination = Path(path)
+            stored = OutputFile(node_id=ref.node_id, filename=destination.name, subfolder=ref.subfolder,
+                                type=ref.type, size=size, content_type=content_type, sha256=sha256,
+                                path=self.outputs.relative(destination))
+            if self.objects is not None:
+                key = self.objects.key(task_id, destination.name)
+                url = await self.objects.put(destination, key, content_type)
+                await self.files.run(destination.unlink)
+                stored = stored.model_copy(update={"path": key, "bucket": self.objects.bucket, "url": url})
+            files.append(stored)
+        return files
+
+    async def failed(self, backend: Backend, prompt_id: str, state: PromptState, error: str, *,
+                     to: TaskStatus = TaskStatus.FAILED) -> None:
+        try:
+            comfy: dict[str, Any] = {}
+            if state.relay is not None:  # ComfyUI keeps what a failed prompt showed before it failed
+                comfy.update(comfy_messages=state.messages, comfy_outputs=state.outputs)
+            await self.store.update(state.task_id, to=to, finished_ms=now_ms(), error=error, **comfy)
+            logger.info("task {} task={} backend={} error={}", to.value, state.task_id, backend.id, error)
+        except (InvalidTransition, NotFound):
+            pass
+        self.book.close(backend, prompt_id, done=True)
+
+    # ------------------------------------------------------------------ attempts that end without a result
+    async def requeue(self, task_id: str, end: AttemptEnd, reason: str, *, prompt_id: str | None) -> None:
+        """End the attempt that submitted ``prompt_id``: back to the head of the queue when ``should_retry`` says
+        so, else failed. Either way the attempt joins the task's history. An attempt already ended (another path
+        got there first) is left alone."""
+        try:
+            task = await self.store.get(task_id)
+            if task.prompt_id != prompt_id or task.status not in (TaskStatus.PENDING, TaskStatus.RUNNING):
+                return
+            attempt = Attempt(backend=task.backend or "", prompt_id=prompt_id or "", submitted_ms=task.submitted_ms,
+                              ended_ms=now_ms(), outcome=end.value, error=reason)
+            history = [a.model_dump(exclude_none=True) for a in [*task.history, attempt]]
+            expect = ("prompt_id", prompt_id) if prompt_id else None
+            self.counters[f"attempt_{end.value}"] += 1
+            if not should_retry(end, attempts=task.attempts, max_retries=self.config.max_retries):
+                await self.store.update(task_id, to=TaskStatus.FAILED, expect=expect, finished_ms=now_ms(),
+                                        history=history,
+                                        error=f"gave up after {task.attempts} attempts; the last: {reason}")
+                logger.warning("task failed task={} attempts={} reason={}", task_id, task.attempts, reason)
+                return
+            await self.store.update(task_id, to=TaskStatus.PENDING, expect=expect, backend=None, prompt_id=None,
+                                    submitted_ms=None, progress=0.0, node=None, node_step=None, node_max=None,
+                                    history=history, error=f"retrying: {reason}")
+        except (InvalidTransition, NotFound):
+            return
+        await self.queue.requeue(task_id)
+        self.counters["retries"] += 1
+        logger.warning("task requeued task={} reason={}", task_id, reason)
+
+    async def backend_lost(self, backend: Backend, reason: str) -> None:
+        """Every attempt on a lost backend goes back to the queue (or fails, its retries spent)."""
+        for prompt_id, state in self.book.drop_backend(backend):
+            await self.requeue(state.task_id, AttemptEnd.BACKEND_LOST,
+                               f"backend {backend.id} was lost: {reason.splitlines()[0]}", prompt_id=prompt_id)
+
+    async def stop_on_backend(self, backend: Backend, prompt_id: str) -> bool:
+        """Interrupt the prompt if it runs, or take it out of the backend's queue; returns whether it was running.
+        Best effort: an unreachable backend is left as it is."""
+        try:
+            return await backend.client.withdraw(prompt_id)
+        except BackendUnavailable as exc:
+            logger.warning("could not stop prompt backend={} prompt={} error={}", backend.id, prompt_id, exc)
+            return False
