@@ -14,6 +14,7 @@ import dataclasses
 import time
 import uuid
 from collections import Counter
+from collections.abc import Sequence
 from typing import Any
 
 from loguru import logger
@@ -78,7 +79,7 @@ class Dispatcher:
         # the window's tasks, read once: a queued task's record and needs never change until it is claimed (a
         # cancel meanwhile is caught by record_submission)
         self._queued: dict[str, tuple[QueuedTask, Task]] = {}
-        self._skips: Counter = Counter()
+        self._skips: Counter[str] = Counter()
         self._seq = 0
         self._next_blocked_check = 0.0
 
@@ -155,7 +156,7 @@ class Dispatcher:
         await self.dispatch(ready, submissions)
         return bool(pairs)
 
-    async def _window(self, ids: list[str]) -> list[QueuedTask]:
+    async def _window(self, ids: Sequence[str]) -> list[QueuedTask]:
         missing = [task_id for task_id in ids if task_id not in self._queued]
         if missing:
             for task_id, task in zip(missing, await self.store.get_many(missing), strict=True):

@@ -91,9 +91,9 @@ class _ReadAtScrape(Collector):
                       "dispatch": "Dispatch counters: prompts submitted, and whether the backend had the models",
                       "attempts": "Attempts that ended without a result, by how, and retries",
                       "webhooks": "Webhook delivery attempts: delivered, failed, given up"}
-        for source, values in snap.counters.items():
+        for source, counts in snap.counters.items():
             family = CounterMetricFamily(f"comfyart_{source}_events", help_texts[source], labels=["event"])
-            for event, count in sorted(values.items()):
+            for event, count in sorted(counts.items()):
                 family.add_metric([event], count)
             yield family
 

@@ -20,6 +20,7 @@ import hashlib
 import hmac
 import ipaddress
 import json
+import random
 import socket
 from collections.abc import Callable
 from typing import Any
@@ -145,6 +146,13 @@ class WebhookSender:
                         if len(due) < BATCH:
                             await ended.get(POLL_S)  # a task just ended, or time to look for retries
 
+    def _session(self, public_only: bool) -> aiohttp.ClientSession:
+        if not public_only:
+            return self.session
+        if self.public_session is None:
+            raise RuntimeError("webhooks of client keys are delivered from the running sender only")
+        return self.public_session
+
     async def deliver(self, task_id: str) -> None:
         try:
             await self._deliver(task_id)
@@ -173,7 +181,7 @@ class WebhookSender:
         try:
             if refusal is not None:
                 raise ValueError(refusal)
-            session = self.public_session if public_only else self.session
+            session = self._session(public_only)
             async with session.post(task.webhook, data=body, headers=headers, allow_redirects=False,
                                     timeout=aiohttp.ClientTimeout(total=self.config.timeout_s)) as response:
                 status = response.status
@@ -184,7 +192,7 @@ class WebhookSender:
             error = refusal or f"{type(exc).__name__}: {exc}".rstrip(": ")
         wait_s = None if refusal is not None else webhook_next_attempt(  # a refusal would only repeat
             attempt=attempt, status=status, max_attempts=self.config.max_attempts, backoff_s=self.config.backoff_s,
-            backoff_max_s=self.config.backoff_max_s)
+            backoff_max_s=self.config.backoff_max_s, rand=random.random())
         delivered = status is not None and 200 <= status < 300
         record: dict[str, Any] = {"attempt": attempt, "at_ms": now_ms(), "status": status, "delivered": delivered}
         if error is not None:

@@ -60,12 +60,12 @@ from comfyart.store.workflows import WorkflowStore
 from comfyart.tracker.tracker import Tracker
 from comfyart.webhooks import literal_target_problem
 from comfyart.workflows.definition import (
-    ParameterError,
     WorkflowDefinition,
     definition_problems,
     infer_parameters,
     workflow_name_problem,
 )
+from comfyart.workflows.parameters import ParameterError
 from comfyart.workflows.resolve import Resolver
 
 BACKEND_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")

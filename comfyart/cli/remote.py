@@ -28,7 +28,7 @@ class CommandFailed(Exception):
         self.code = code
 
 
-def add_commands(commands: argparse._SubParsersAction) -> None:
+def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     def remote(name: str, help_text: str) -> argparse.ArgumentParser:
         parser = commands.add_parser(name, help=help_text)
         parser.add_argument("--url", default=os.environ.get("COMFYART_URL", DEFAULT_URL),
@@ -120,12 +120,12 @@ def param_value(raw: str) -> tuple[str, Any]:
 
 def sse_events(lines: Iterator[str]) -> Iterator[tuple[str, dict[str, Any]]]:
     """(event, data) of a Server-Sent Events stream; comments are skipped."""
-    event, data = "message", []
+    event, data = "message", list[str]()
     for line in lines:
         if not line:
             if data:
                 yield event, json.loads("\n".join(data))
-            event, data = "message", []
+            event, data = "message", list[str]()
         elif line.startswith("event:"):
             event = line[6:].strip()
         elif line.startswith("data:"):
@@ -214,7 +214,8 @@ def follow(client: httpx.Client, task_id: str, *, show: bool) -> dict[str, Any]:
                 break
     if tty:
         print(file=sys.stderr)
-    return _answer(client.get(f"/api/tasks/{task_id}"))
+    final: dict[str, Any] = _answer(client.get(f"/api/tasks/{task_id}"))
+    return final
 
 
 def download(client: httpx.Client, task: dict[str, Any], directory: Path) -> list[Path]:

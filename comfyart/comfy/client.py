@@ -8,14 +8,14 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any, BinaryIO
 from urllib.parse import urlencode
 
 import aiohttp
 
-from comfyart.comfy.protocol import OutputRef, prompt_in_queue, prompt_running
+from comfyart.comfy.protocol import HistoryOutcome, OutputRef, history_outcome, prompt_in_queue, prompt_running
 from comfyart.comfy.websocket import BackendSocket, reconnecting
 from comfyart.errors import BackendUnavailable, PromptRejected
 
@@ -40,7 +40,7 @@ class ComfyClient:
     def ws_url(self, client_id: str) -> str:
         return self.base_url.replace("http", "ws", 1) + f"/ws?clientId={client_id}"
 
-    def connections(self, client_id: str) -> AsyncIterator[BackendSocket]:
+    def connections(self, client_id: str) -> AsyncGenerator[BackendSocket, None]:
         """The backend's WebSocket under ``client_id``, connected again each time the caller is done with the
         last connection (``comfy.websocket.reconnecting``)."""
         return reconnecting(self.session, self.ws_url(client_id))
@@ -82,6 +82,18 @@ class ComfyClient:
             raise BackendUnavailable("GET /history answered something other than an object")
         entry = payload.get(prompt_id)
         return entry if isinstance(entry, dict) else None
+
+    async def outcome(self, prompt_id: str, queue: dict[str, Any] | None = None,
+                      ) -> tuple[HistoryOutcome, dict[str, Any] | None]:
+        """What /history says of a prompt, and, when it has no end of it, /queue (``queue``: an answer already
+        read); returns both."""
+        outcome = history_outcome(await self.history(prompt_id))
+        if not outcome.finished and queue is None:
+            queue = await self.queue()
+            if not prompt_in_queue(queue, prompt_id):
+                # it may have finished between the two lookups: /history again, before calling it lost
+                outcome = history_outcome(await self.history(prompt_id))
+        return outcome, queue
 
     async def queue(self) -> dict[str, Any]:
         payload = await self._get_json("/queue")

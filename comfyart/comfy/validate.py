@@ -17,7 +17,7 @@ Error = dict[str, Any]
 _CONVERT = {"INT": int, "FLOAT": float, "STRING": str, "BOOLEAN": bool}
 
 
-def _error(kind: str, message: str, details: str = "", extra: dict | None = None) -> Error:
+def _error(kind: str, message: str, details: str = "", extra: dict[str, Any] | None = None) -> Error:
     return {"type": kind, "message": message, "details": details, "extra_info": extra or {}}
 
 
@@ -30,7 +30,7 @@ class Verdict:
 
 def output_nodes(graph: Mapping[str, Any], object_info: Mapping[str, Any]) -> list[str]:
     return [node_id for node_id, node in graph.items()
-            if isinstance(node, dict) and object_info.get(node.get("class_type"), {}).get("output_node")]
+            if isinstance(node, dict) and object_info.get(str(node.get("class_type")), {}).get("output_node")]
 
 
 def _combo_options(spec: Sequence[Any]) -> list[Any] | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 
 import aiohttp
 from loguru import logger
@@ -46,7 +46,7 @@ class BackendSocket:
 
 
 async def reconnecting(session: aiohttp.ClientSession, url: str, *, backoff: Backoff = RECONNECT,
-                      rand: Callable[[], float] = random.random) -> AsyncIterator[BackendSocket]:
+                      rand: Callable[[], float] = random.random) -> AsyncGenerator[BackendSocket, None]:
     """Connect to ``url``, yield the connection, and once the caller is done with it (it closed, or the caller
     moved on), wait the backoff's next delay and connect again; a connection that opens starts the backoff over.
     The caller stops by breaking out of its loop."""

@@ -51,7 +51,8 @@ class WebhooksConfig(Section):
                                                           "sha256=HMAC-SHA256(secret, body) in hex")
     timeout_s: float = Field(10.0, gt=0, description="for one delivery attempt")
     max_attempts: int = Field(8, ge=1, le=100, description="attempts in all, the first included")
-    backoff_s: float = Field(1.0, gt=0, description="wait before the 2nd attempt; doubled each time after")
+    backoff_s: float = Field(1.0, gt=0, description="wait before the 2nd attempt; doubled each time after (each "
+                                                    "wait less up to a fifth at random)")
     backoff_max_s: float = Field(600.0, gt=0, description="the longest wait between two attempts")
     allow_private_targets: bool = Field(False, description="let client keys' webhooks reach private, loopback and "
                                                            "link-local addresses (admins' always may)")

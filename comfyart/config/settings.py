@@ -3,6 +3,7 @@ variables (nested fields with ``__``: ``COMFYART_POOL__MIN_CONTAINERS=2``). ``RE
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -85,7 +86,7 @@ def describe_validation_error(exc: ValidationError) -> str:
     return "; ".join(parts)
 
 
-def load_settings(path: Path | None = None, environ: dict[str, str] | None = None) -> Settings:
+def load_settings(path: Path | None = None, environ: Mapping[str, str] | None = None) -> Settings:
     """Read and validate the configuration; any problem raises ConfigError with a one-line message."""
     environ = os.environ if environ is None else environ
     document: dict[str, Any] = {}

@@ -4,17 +4,21 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from comfyart.policy.backoff import Backoff
+
 
 def webhook_next_attempt(*, attempt: int, status: int | None, max_attempts: int, backoff_s: float,
-                         backoff_max_s: float) -> float | None:
+                         backoff_max_s: float, rand: float = 0.0) -> float | None:
     """After delivery attempt ``attempt`` (1 = the first) answered ``status`` (None: no answer at all): None when
     it is done (delivered, or given up after ``max_attempts``), else the seconds to wait before the next one.
-    Any answer other than 2xx is retried: a receiver that is down often answers 502 or 503 from its proxy."""
+    Any answer other than 2xx is retried: a receiver that is down often answers 502 or 503 from its proxy. The waits
+    follow the shared ``Backoff`` (doubling from ``backoff_s`` up to ``backoff_max_s``, shortened by ``rand``'s
+    jitter), so receivers that come back are not hit by every sender at once."""
     if status is not None and 200 <= status < 300:
         return None
     if attempt >= max_attempts:
         return None
-    return min(backoff_max_s, backoff_s * 2 ** (attempt - 1))
+    return Backoff(first_s=backoff_s, max_s=backoff_max_s).delay(attempt, rand)
 
 
 @dataclass(frozen=True)

@@ -127,7 +127,7 @@ class _Board:
                                           if cannot_run_reason(needs, slot) is None]
         return fit
 
-    def load_key(self, backend_id: str) -> tuple:
+    def load_key(self, backend_id: str) -> tuple[float, ...]:
         backend = self.backends[backend_id]
         return (self.inflight[backend_id], self.work[backend_id], -(backend.vram_free or 0),
                 self.last_used[backend_id], self.order[backend_id])

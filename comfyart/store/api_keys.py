@@ -10,7 +10,7 @@ import redis.asyncio as aioredis
 from comfyart.auth import KeyRecord, Role, hash_key, new_key
 from comfyart.errors import NotFound
 from comfyart.store.keys import Keys
-from comfyart.store.redis import map_redis_errors
+from comfyart.store.redis import map_redis_errors, text, text_map
 
 
 class KeyStore:
@@ -36,11 +36,11 @@ class KeyStore:
     async def get(self, key_id: str) -> KeyRecord | None:
         with map_redis_errors():
             raw = await self.redis.hget(self.key, key_id)
-        return KeyRecord.decode(key_id, raw) if raw else None
+        return KeyRecord.decode(key_id, text(raw)) if raw else None
 
     async def records(self) -> list[KeyRecord]:
         with map_redis_errors():
-            raw = await self.redis.hgetall(self.key)
+            raw = text_map(await self.redis.hgetall(self.key))
         return sorted((KeyRecord.decode(k, v) for k, v in raw.items()), key=lambda r: r.created_ms)
 
     async def revoke(self, key_id: str) -> KeyRecord:
@@ -58,4 +58,4 @@ class KeyStore:
         """The secret output URLs are signed with: made once and kept, so links survive restarts."""
         with map_redis_errors():
             await self.redis.set(self.secret_key, secrets.token_hex(32), nx=True)
-            return bytes.fromhex(await self.redis.get(self.secret_key))
+            return bytes.fromhex(text(await self.redis.get(self.secret_key)))

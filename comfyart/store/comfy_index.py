@@ -9,7 +9,7 @@ import redis.asyncio as aioredis
 
 from comfyart.models import FINAL_STATUSES, Task
 from comfyart.store.keys import Keys
-from comfyart.store.redis import map_redis_errors
+from comfyart.store.redis import map_redis_errors, text, texts
 from comfyart.store.tasks import TaskStore
 
 
@@ -30,7 +30,7 @@ class ComfyIndex:
             task_id = await self.redis.get(self.keys.comfy_prompt(comfy_prompt_id, owner))
         if not task_id:
             return None
-        task = (await self.tasks.get_many([task_id]))[0]
+        task = (await self.tasks.get_many([text(task_id)]))[0]
         return task if task is not None and task.comfy_prompt_id == comfy_prompt_id else None
 
     async def history(self, *, newest_first: bool = True, offset: int = 0, limit: int | None = None,
@@ -38,19 +38,19 @@ class ComfyIndex:
         """Tasks queued through the ComfyUI-compatible API (by ``owner``): a page of them, by creation."""
         end = -1 if limit is None else offset + limit - 1
         with map_redis_errors():
-            ids = await (self.redis.zrevrange if newest_first else self.redis.zrange)(
-                self.keys.comfy_prompts(owner), offset, end)
+            ids = texts(await (self.redis.zrevrange if newest_first else self.redis.zrange)(
+                self.keys.comfy_prompts(owner), offset, end))
             async with self.redis.pipeline(transaction=False) as pipe:
                 for prompt_id in ids:
                     pipe.get(self.keys.comfy_prompt(prompt_id, owner))
-                task_ids = await pipe.execute()
+                task_ids = texts(await pipe.execute())
         found = await self.tasks.get_many([t for t in task_ids if t])
         return [t for t in found if t is not None]
 
     async def open(self, owner: str | None = None) -> list[Task]:
         """Those of ``owner`` not final yet, in queue-number order."""
         with map_redis_errors():
-            ids = await self.redis.zrange(self.keys.comfy_open, 0, -1)
+            ids = texts(await self.redis.zrange(self.keys.comfy_open, 0, -1))
         return [t for t in await self.tasks.get_many(ids)
                 if t is not None and t.status not in FINAL_STATUSES and t.owner == owner]
 
@@ -59,7 +59,7 @@ class ComfyIndex:
         stay."""
         with map_redis_errors():
             if comfy_prompt_ids is None:
-                comfy_prompt_ids = await self.redis.zrange(self.keys.comfy_prompts(owner), 0, -1)
+                comfy_prompt_ids = texts(await self.redis.zrange(self.keys.comfy_prompts(owner), 0, -1))
             if not comfy_prompt_ids:
                 return
             async with self.redis.pipeline(transaction=True) as pipe:

@@ -9,7 +9,7 @@ import redis.asyncio as aioredis
 
 from comfyart.models import TaskId
 from comfyart.store.keys import Keys
-from comfyart.store.redis import map_redis_errors
+from comfyart.store.redis import map_redis_errors, texts
 
 
 class Deliveries:
@@ -20,7 +20,8 @@ class Deliveries:
     async def due(self, now_ms: int, limit: int) -> list[TaskId]:
         """Tasks whose next delivery attempt is due at ``now_ms``, the longest due first."""
         with map_redis_errors():
-            return [TaskId(i) for i in await self.redis.zrangebyscore(self.keys.webhooks, "-inf", now_ms, 0, limit)]
+            due = texts(await self.redis.zrangebyscore(self.keys.webhooks, "-inf", now_ms, 0, limit))
+        return [TaskId(i) for i in due]
 
     async def attempted(self, task_id: str, deliveries: list[dict[str, Any]], next_at_ms: int | None) -> None:
         """Record a delivery attempt; ``next_at_ms`` schedules another, None ends the deliveries."""

@@ -12,7 +12,7 @@ import redis.asyncio as aioredis
 
 from comfyart.config.fleet import StaticBackendConfig
 from comfyart.store.keys import Keys
-from comfyart.store.redis import map_redis_errors
+from comfyart.store.redis import fields, map_redis_errors, text_map
 
 
 @dataclass(frozen=True)
@@ -35,11 +35,11 @@ class PoolStore:
 
     async def static_backends(self) -> dict[str, StaticBackendConfig]:
         with map_redis_errors():
-            raw = await self.redis.hgetall(self.keys.static_backends)
+            raw = text_map(await self.redis.hgetall(self.keys.static_backends))
         backends = {}
         for name, value in raw.items():
-            fields = json.loads(value) if value.startswith("{") else {"url": value}
-            backends[name] = StaticBackendConfig(name=name, **fields)
+            record = json.loads(value) if value.startswith("{") else {"url": value}
+            backends[name] = StaticBackendConfig(name=name, **record)
         return backends
 
     async def add_static(self, backend: StaticBackendConfig) -> None:
@@ -53,7 +53,7 @@ class PoolStore:
 
     async def scale_override(self) -> ScaleOverride:
         with map_redis_errors():
-            raw = await self.redis.hgetall(self.keys.pool_scale)
+            raw = text_map(await self.redis.hgetall(self.keys.pool_scale))
         return ScaleOverride(**{k: int(v) for k, v in raw.items() if k in ScaleOverride.__dataclass_fields__})
 
     async def set_scale_override(self, override: ScaleOverride) -> None:
@@ -62,12 +62,12 @@ class PoolStore:
             async with self.redis.pipeline(transaction=True) as pipe:
                 pipe.delete(self.keys.pool_scale)
                 if values:
-                    pipe.hset(self.keys.pool_scale, mapping=values)
+                    pipe.hset(self.keys.pool_scale, mapping=fields(values))
                 await pipe.execute()
 
     async def scheduler_override(self) -> dict[str, Any]:
         with map_redis_errors():
-            raw = await self.redis.hgetall(self.keys.scheduler)
+            raw = text_map(await self.redis.hgetall(self.keys.scheduler))
         return {key: json.loads(value) for key, value in raw.items()}
 
     async def set_scheduler_override(self, values: dict[str, Any]) -> None:

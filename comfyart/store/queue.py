@@ -19,7 +19,7 @@ from comfyart.models import TaskId, TaskStatus
 from comfyart.policy.priority import STRICT_LEVEL_MS, queue_score
 from comfyart.store.codec import WRITE_FIELDS, field_args, task_event
 from comfyart.store.keys import Keys
-from comfyart.store.redis import map_redis_errors
+from comfyart.store.redis import map_redis_errors, text, text_set, texts
 
 # KEYS: queue, claims   ARGV: lease end (ms), id, id, ...   returns 1 per id claimed, 0 per id no longer queued
 _CLAIM = """
@@ -244,7 +244,7 @@ class TaskQueue:
             await self.redis.unlink(self.keys.in_status(TaskStatus.PENDING))  # earlier versions kept this index
             if await self.redis.type(self.keys.queue) == "list":
                 await self.redis.rename(self.keys.queue, legacy)
-            ids = list(reversed(await self.redis.lrange(legacy, 0, -1)))
+            ids = list(reversed(texts(await self.redis.lrange(legacy, 0, -1))))
             for task_id in ids:
                 await self._requeue(keys=[self.keys.task(task_id), self.keys.queue, self.keys.claims,
                                           self.keys.active], args=[task_id, self.level_ms])
@@ -293,23 +293,23 @@ class TaskQueue:
         """Pending tasks in the order they run: those on a backend, those being dispatched, then the queue from
         its head."""
         with map_redis_errors():
-            active = sorted(await self.redis.smembers(self.keys.active))  # ULIDs: creation order
+            active = sorted(text_set(await self.redis.smembers(self.keys.active)))  # ULIDs: creation order
             async with self.redis.pipeline(transaction=False) as pipe:
                 for task_id in active:
                     pipe.hget(self.keys.task(task_id), "status")
                 statuses = await pipe.execute()
             ahead = [i for i, s in zip(active, statuses, strict=True) if s == TaskStatus.PENDING]
-            ahead += await self.redis.zrange(self.keys.claims, 0, -1)
+            ahead += texts(await self.redis.zrange(self.keys.claims, 0, -1))
             ids = ahead[offset:offset + limit]
             if len(ids) < limit:
                 start = max(0, offset - len(ahead))
-                ids += await self.redis.zrange(self.keys.queue, start, start + limit - len(ids) - 1)
+                ids += texts(await self.redis.zrange(self.keys.queue, start, start + limit - len(ids) - 1))
         return ids
 
     async def active_ids(self) -> list[str]:
         """Tasks submitted to a backend and not final."""
         with map_redis_errors():
-            return sorted(await self.redis.smembers(self.keys.active))
+            return sorted(text_set(await self.redis.smembers(self.keys.active)))
 
     # ------------------------------------------------------------------ submissions
     async def record_submission(self, task_id: str, *, backend: str, prompt_id: str, attempts: int,
@@ -351,4 +351,4 @@ class TaskQueue:
         """The task a ComfyUI prompt id (one comfyart minted) was submitted for."""
         with map_redis_errors():
             task_id = await self.redis.get(self.keys.prompt(prompt_id))
-        return TaskId(task_id) if task_id else None
+        return TaskId(text(task_id)) if task_id else None

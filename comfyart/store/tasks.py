@@ -21,7 +21,8 @@ from comfyart.store.batching import GroupCommit
 from comfyart.store.codec import WRITE_FIELDS, decode, encode, field_args, task_event
 from comfyart.store.keys import Keys
 from comfyart.store.queue import TaskQueue
-from comfyart.store.redis import map_redis_errors
+from comfyart.store.redis import fields as redis_fields
+from comfyart.store.redis import map_redis_errors, text_map, text_set, texts
 
 # Many transitions in one call (``GroupCommit`` gathers them), each checked and applied on its own, in order.
 # KEYS: all-index prefix (P:tasks), active set, queue, claims, open prompts of the ComfyUI-compatible API, webhooks
@@ -164,7 +165,7 @@ class TaskStore:
         keys = self.keys
         with map_redis_errors():
             async with self.redis.pipeline(transaction=True) as pipe:
-                pipe.hset(keys.task(task_id), mapping=encode(fields))
+                pipe.hset(keys.task(task_id), mapping=redis_fields(encode(fields)))
                 pipe.zadd(keys.tasks, {task_id: created})
                 pipe.zadd(keys.queue, {task_id: self.queue.score(created, new.priority)})
                 if owner is not None:
@@ -191,7 +192,7 @@ class TaskStore:
         with map_redis_errors():
             if await self._admit(keys=[key], args=[max_queued, task_id]):
                 return
-            members = sorted(await self.redis.smembers(key))
+            members = sorted(text_set(await self.redis.smembers(key)))
             found = await self.get_many(members)
             stale = [m for m, t in zip(members, found, strict=True) if t is None or t.status in FINAL_STATUSES]
             if stale:
@@ -207,7 +208,7 @@ class TaskStore:
             raw = await self.redis.hgetall(self.keys.task(task_id))
         if not raw:
             raise NotFound(f"no task {task_id}")
-        return decode(task_id, raw)
+        return decode(task_id, text_map(raw))
 
     async def get_many(self, task_ids: Sequence[str]) -> list[Task | None]:
         """The records of ``task_ids`` in one round trip; None for an id with no record."""
@@ -228,7 +229,7 @@ class TaskStore:
             ids = await self.queue.pending_ids(limit, offset)
         else:
             with map_redis_errors():
-                ids = await self.redis.zrevrange(self.keys.in_status(status), offset, offset + limit - 1)
+                ids = texts(await self.redis.zrevrange(self.keys.in_status(status), offset, offset + limit - 1))
         return [task for task in await self.get_many(ids)
                 if task is not None and (status is None or task.status == status)]
 
@@ -238,7 +239,7 @@ class TaskStore:
         start = 0
         while wanted is None or len(found) < wanted:
             with map_redis_errors():
-                ids = await self.redis.zrevrange(self.keys.owner_tasks(owner), start, start + OWNED_PAGE - 1)
+                ids = texts(await self.redis.zrevrange(self.keys.owner_tasks(owner), start, start + OWNED_PAGE - 1))
             if not ids:
                 break
             found += [t for t in await self.get_many(ids) if t is not None and (status is None or t.status == status)]
@@ -261,7 +262,7 @@ class TaskStore:
     async def open_owned(self, owner: str) -> list[str]:
         """Ids of ``owner``'s tasks not final yet."""
         with map_redis_errors():
-            return sorted(await self.redis.smembers(self.keys.owner_open(owner)))
+            return sorted(text_set(await self.redis.smembers(self.keys.owner_open(owner))))
 
     async def active_tasks(self) -> list[Task]:
         """The tasks submitted to a backend and not final (after a restart: the ones to follow again)."""

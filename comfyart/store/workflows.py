@@ -14,8 +14,9 @@ import redis.asyncio as aioredis
 from comfyart.clock import now_ms
 from comfyart.errors import Conflict, NotFound
 from comfyart.store.keys import Keys
-from comfyart.store.redis import map_redis_errors
-from comfyart.workflows.definition import Parameter, Workflow, WorkflowDefinition
+from comfyart.store.redis import map_redis_errors, text_map, text_set
+from comfyart.workflows.definition import Workflow, WorkflowDefinition
+from comfyart.workflows.parameters import Parameter
 
 DELETED_RETENTION_S = 7 * 24 * 3600
 
@@ -86,7 +87,7 @@ class WorkflowStore:
     async def current(self, name: str) -> dict[str, str] | None:
         """The current version's metadata (no graph), or None."""
         with map_redis_errors():
-            meta = await self.redis.hgetall(self._keys(name)[1])
+            meta = text_map(await self.redis.hgetall(self._keys(name)[1]))
         return meta or None
 
     async def get(self, name: str, version: int | None = None) -> Workflow:
@@ -135,7 +136,7 @@ class WorkflowStore:
     async def summaries(self) -> list[dict[str, Any]]:
         """Every workflow's current metadata with its parameter map, sorted by name; graphs are not read."""
         with map_redis_errors():
-            names = sorted(await self.redis.smembers(self._keys("")[0]))
+            names = sorted(text_set(await self.redis.smembers(self._keys("")[0])))
             async with self.redis.pipeline(transaction=False) as pipe:
                 for name in names:
                     pipe.hgetall(self._keys(name)[1])

@@ -4,6 +4,7 @@ prompt's slot in the in-flight book."""
 from __future__ import annotations
 
 import collections
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +55,9 @@ class Outcomes:
             await self.failed(backend, prompt_id, state, f"could not download outputs: {exc}")
             return
         try:
-            comfy = {"comfy_outputs": outputs, "comfy_messages": state.messages} if state.relay is not None else {}
+            comfy: dict[str, Any] = {}
+            if state.relay is not None:  # its client's history shows what the backend reported
+                comfy.update(comfy_outputs=outputs, comfy_messages=state.messages)
             await self.store.update(state.task_id, to=TaskStatus.COMPLETED, finished_ms=now_ms(), progress=1.0,
                                     outputs=[f.model_dump(exclude_none=True) for f in files], node=None,
                                     node_step=None, node_max=None, **comfy)
@@ -68,8 +71,8 @@ class Outcomes:
         files = []
         for ref in protocol.output_refs(outputs):
             path, size, sha256, content_type = await backend.client.download(
-                ref, lambda ref=ref: str(self.outputs.destination(task_id, ref.filename, ref.node_id)),
-                timeout_s=self.config.download_timeout_s, offload=self.files.run)
+                ref, functools.partial(self._place, task_id, ref), timeout_s=self.config.download_timeout_s,
+                offload=self.files.run)
             destination = Path(path)
             stored = OutputFile(node_id=ref.node_id, filename=destination.name, subfolder=ref.subfolder,
                                 type=ref.type, size=size, content_type=content_type, sha256=sha256,
@@ -81,6 +84,10 @@ class Outcomes:
                 stored = stored.model_copy(update={"path": key, "bucket": self.objects.bucket, "url": url})
             files.append(stored)
         return files
+
+    def _place(self, task_id: str, ref: protocol.OutputRef) -> str:
+        """Where an output goes (runs in the file thread: it may create the task's directory)."""
+        return str(self.outputs.destination(task_id, ref.filename, ref.node_id))
 
     async def failed(self, backend: Backend, prompt_id: str, state: PromptState, error: str, *,
                      to: TaskStatus = TaskStatus.FAILED) -> None:

@@ -9,10 +9,12 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from comfyart.models import Relay
-from comfyart.pool.backend import Backend
+
+if TYPE_CHECKING:  # only named here: what the book does to a backend needs none of the pool's code
+    from comfyart.pool.backend import Backend
 
 
 @dataclass

@@ -4,7 +4,7 @@ tracker carries the reactions out."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from comfyart.comfy.protocol import (
     Event,
@@ -20,7 +20,9 @@ from comfyart.comfy.protocol import (
 )
 from comfyart.models import TaskStatus
 from comfyart.policy.attempts import prompt_progress
-from comfyart.tracker.prompts import PromptState
+
+if TYPE_CHECKING:  # the state is only read and noted in: none of the book's code is needed
+    from comfyart.tracker.prompts import PromptState
 
 
 @dataclass(frozen=True)

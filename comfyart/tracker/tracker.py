@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
+from collections.abc import Coroutine
 from typing import Any, Protocol
 
 from loguru import logger
@@ -280,7 +282,10 @@ class Tracker:
         state.settling = True
         try:
             try:
-                outcome, queue = await self._look_up(backend, prompt_id, queue, outputs)
+                if outputs is not None:
+                    outcome = protocol.HistoryOutcome(finished=True, succeeded=True, outputs=outputs)
+                else:
+                    outcome, queue = await backend.client.outcome(prompt_id, queue)
             except BackendUnavailable as exc:
                 logger.debug("history lookup failed backend={} prompt={} error={}", backend.id, prompt_id, exc)
                 return False
@@ -303,20 +308,6 @@ class Tracker:
         finally:
             state.settling = False
 
-    @staticmethod
-    async def _look_up(backend: Backend, prompt_id: str, queue: dict[str, Any] | None,
-                       outputs: dict[str, Any] | None) -> tuple[protocol.HistoryOutcome, dict[str, Any] | None]:
-        """What /history says of the prompt, and /queue when /history has no end of it."""
-        if outputs is not None:
-            return protocol.HistoryOutcome(finished=True, succeeded=True, outputs=outputs), queue
-        outcome = protocol.history_outcome(await backend.client.history(prompt_id))
-        if not outcome.finished and queue is None:
-            queue = await backend.client.queue()
-            if not protocol.prompt_in_queue(queue, prompt_id):
-                # it may have finished between the two lookups: /history again, before calling it lost
-                outcome = protocol.history_outcome(await backend.client.history(prompt_id))
-        return outcome, queue
-
     # ------------------------------------------------------------------ the watchdog
     async def _watchdog(self) -> None:
         """Per prompt: past ``task_timeout_s`` it is ended and retried; silent for ``silence_s`` it is looked up
@@ -329,6 +320,7 @@ class Tracker:
                 for prompt_id, state in self.book.items():
                     if prompt_id in busy or not state.submitted or state.settling:
                         continue
+                    check: Coroutine[Any, Any, Any]
                     if state.interrupt_by is not None and now >= state.interrupt_by:
                         check = self._cancel_quietly(state.task_id)
                     elif now - state.since >= self.config.task_timeout_s:
@@ -340,7 +332,7 @@ class Tracker:
                         continue
                     busy.add(prompt_id)
                     task = checks.create_task(check, name=f"watchdog {prompt_id}")
-                    task.add_done_callback(lambda _, pid=prompt_id: busy.discard(pid))
+                    task.add_done_callback(functools.partial(_discard, busy, prompt_id))
 
     async def _cancel_quietly(self, task_id: str) -> None:
         with contextlib.suppress(InvalidTransition, NotFound, TransientError):
@@ -394,3 +386,7 @@ class Tracker:
             self.book.close(state.backend, task.prompt_id, done=False)
         logger.info("task canceled task={}", task_id)
         return task
+
+
+def _discard(busy: set[str], prompt_id: str, _: object) -> None:
+    busy.discard(prompt_id)

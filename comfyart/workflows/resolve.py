@@ -18,7 +18,8 @@ from comfyart.models import NewTask, Task, TaskStatus
 from comfyart.policy.needs import Needs, graph_cost, graph_models
 from comfyart.store.tasks import TaskStore
 from comfyart.store.workflows import WorkflowStore
-from comfyart.workflows.definition import ImageInput, ParameterError, WorkflowDefinition, apply, bind, image_inputs
+from comfyart.workflows.definition import WorkflowDefinition
+from comfyart.workflows.parameters import ImageInput, ParameterError, apply, bind, image_inputs
 
 CACHED_DEFINITIONS = 256
 

@@ -19,8 +19,9 @@ from comfyart.models import NewTask
 from comfyart.store.keys import Keys
 from comfyart.store.stores import Stores
 from comfyart.store.workflows import DELETED_RETENTION_S, WorkflowStore
-from comfyart.workflows.definition import FileLoad, Parameter, ParameterError, WorkflowDefinition
+from comfyart.workflows.definition import FileLoad, WorkflowDefinition
 from comfyart.workflows.files import load_workflow_files, read_workflow_dir
+from comfyart.workflows.parameters import Parameter, ParameterError
 from comfyart.workflows.resolve import Resolver
 from tests.conftest import ROOT, text_to_image_graph
 

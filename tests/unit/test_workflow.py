@@ -8,21 +8,23 @@ import random
 import pytest
 
 from comfyart.workflows.definition import (
-    SEED_MAX,
     FileLoad,
+    WorkflowDefinition,
+    definition_problems,
+    file_load_action,
+    infer_parameters,
+    workflow_name_problem,
+)
+from comfyart.workflows.parameters import (
+    SEED_MAX,
     Parameter,
     ParameterError,
     ParamType,
     Target,
-    WorkflowDefinition,
     apply,
     bind,
     check_value,
-    definition_problems,
-    file_load_action,
     image_inputs,
-    infer_parameters,
-    workflow_name_problem,
 )
 from tests.conftest import text_to_image_graph
 

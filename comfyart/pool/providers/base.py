@@ -42,10 +42,19 @@ class Spawned:
 
 
 class Provider(Protocol):
-    kind: str
-    hosts: Sequence[HostSpec]
-    startup_timeout_s: float
-    image: str  # what a leftover must run to be adopted ("" when any will do)
+    @property
+    def kind(self) -> str:
+        """"docker" or "process": the first part of its backends' ids."""
+
+    @property
+    def hosts(self) -> Sequence[HostSpec]: ...
+
+    @property
+    def startup_timeout_s(self) -> float: ...
+
+    @property
+    def image(self) -> str:
+        """What a leftover must run to be adopted ("" when any will do)."""
 
     async def spawn(self, placement: Placement) -> Spawned:
         """Create and start a backend; raises ContainerFailed with the reason when it cannot start."""

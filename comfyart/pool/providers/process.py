@@ -135,7 +135,7 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def _cmdline(pid: int) -> list | None:
+def _cmdline(pid: int) -> list[str] | None:
     try:
         raw = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
