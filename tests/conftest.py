@@ -21,6 +21,7 @@ import redis.asyncio as aioredis
 import yaml
 
 from comfyart.config.settings import Settings
+from tests import dockerenv
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"
@@ -263,3 +264,22 @@ def text_to_image_graph(seed: int = 1, steps: int = 4) -> dict[str, Any]:
         "8": {"class_type": "VAEDecode", "inputs": {"samples": ["3", 0], "vae": ["4", 2]}},
         "9": {"class_type": "SaveImage", "inputs": {"filename_prefix": "t2i", "images": ["8", 0]}},
     }
+
+
+@pytest.fixture(scope="session")
+def engines() -> Iterator[dict]:
+    """Two real Docker engines (two hosts), each with the emulator image; shared by every test that needs them."""
+    started = {name: dockerenv.start_engine(name) for name in ("a", "b")}
+    try:
+        tags = {}
+        for engine in started.values():
+            with engine.client() as client:
+                dockerenv.remove_test_containers(client)
+                tags[engine.name] = dockerenv.ensure_emulator_image(client)
+        assert len(set(tags.values())) == 1
+        yield {"engines": started, "image": tags["a"]}
+    finally:
+        for engine in started.values():
+            with engine.client() as client:
+                dockerenv.remove_test_containers(client)
+            dockerenv.stop_engine(engine)

@@ -33,24 +33,6 @@ from tests.conftest import (
 pytestmark = pytest.mark.docker
 
 
-@pytest.fixture(scope="session")
-def engines() -> Iterator[dict]:
-    started = {name: dockerenv.start_engine(name) for name in ("a", "b")}
-    try:
-        tags = {}
-        for engine in started.values():
-            with engine.client() as client:
-                dockerenv.remove_test_containers(client)
-                tags[engine.name] = dockerenv.ensure_emulator_image(client)
-        assert len(set(tags.values())) == 1
-        yield {"engines": started, "image": tags["a"]}
-    finally:
-        for engine in started.values():
-            with engine.client() as client:
-                dockerenv.remove_test_containers(client)
-            dockerenv.stop_engine(engine)
-
-
 @pytest.fixture(autouse=True)
 def no_containers_left(engines: dict) -> Iterator[None]:
     yield
