@@ -14,9 +14,9 @@ from collections.abc import Callable
 
 from aiohttp import web
 
-from .app import build_app
-from .behaviour import Behaviour
-from .engine import DEFAULT_CHECKPOINTS, Emulator
+from comfyart.emulator.app import build_app
+from comfyart.emulator.behaviour import Behaviour
+from comfyart.emulator.engine import DEFAULT_CHECKPOINTS, Emulator
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -9,9 +9,9 @@ import asyncio
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from . import routes_files, routes_info, routes_prompts, routes_socket
-from .answers import SERVER_FEATURES
-from .engine import EMULATOR, Emulator, app_key
+from comfyart.emulator import routes_files, routes_info, routes_prompts, routes_socket
+from comfyart.emulator.answers import SERVER_FEATURES
+from comfyart.emulator.engine import EMULATOR, Emulator, app_key
 
 TASKS: web.AppKey[list[asyncio.Task[None]]] = app_key("tasks", list)
 _LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")

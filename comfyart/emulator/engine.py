@@ -17,8 +17,8 @@ from typing import Any
 from aiohttp import web
 from PIL import Image
 
-from .behaviour import CLOSE_SOCKETS, Behaviour
-from .execution import PromptRun, QueueItem
+from comfyart.emulator.behaviour import CLOSE_SOCKETS, Behaviour
+from comfyart.emulator.execution import PromptRun, QueueItem
 
 DEFAULT_CHECKPOINTS = ["v1-5-pruned-emaonly-fp16.safetensors", "sd_xl_base_1.0.safetensors",
                        "dreamshaper_8.safetensors", "realisticVision_v60.safetensors"]

@@ -13,14 +13,14 @@ from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
-from .behaviour import CLOSE_SOCKETS, junk_frames
-from .catalogue import SPECS
-from .images import preview_frame
-from .nodes import Context, NodeError, NodeResult, run_node
-from .ordering import ExecutionOrder
+from comfyart.emulator.behaviour import CLOSE_SOCKETS, junk_frames
+from comfyart.emulator.catalogue import SPECS
+from comfyart.emulator.images import preview_frame
+from comfyart.emulator.nodes import Context, NodeError, NodeResult, run_node
+from comfyart.emulator.ordering import ExecutionOrder
 
 if TYPE_CHECKING:
-    from .engine import Emulator
+    from comfyart.emulator.engine import Emulator
 
 
 @dataclass

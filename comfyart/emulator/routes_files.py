@@ -10,9 +10,9 @@ import stat
 
 from aiohttp import web
 
-from .answers import failure
-from .engine import EMULATOR
-from .images import reencode
+from comfyart.emulator.answers import failure
+from comfyart.emulator.engine import EMULATOR
+from comfyart.emulator.images import reencode
 
 # /view answers a plain GET of a file up to this size from memory, with the headers aiohttp's FileResponse (what
 # ComfyUI answers with) would send: FileResponse takes three trips to a thread per file (open, read, close), which

@@ -10,9 +10,9 @@ from typing import Any
 
 from aiohttp import web
 
-from .answers import SERVER_FEATURES, failure, json_object
-from .catalogue import SPECS
-from .engine import EMULATOR, Emulator
+from comfyart.emulator.answers import SERVER_FEATURES, failure, json_object
+from comfyart.emulator.catalogue import SPECS
+from comfyart.emulator.engine import EMULATOR, Emulator
 
 MODEL_FOLDERS = ["checkpoints", "configs", "loras", "vae", "text_encoders", "diffusion_models", "clip_vision",
                  "style_models", "embeddings", "diffusers", "vae_approx", "controlnet", "gligen", "upscale_models",

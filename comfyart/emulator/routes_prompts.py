@@ -6,11 +6,11 @@ import uuid
 
 from aiohttp import web
 
-from .answers import failure, json_body, json_object
-from .behaviour import DEEP
-from .engine import EMULATOR, Emulator
-from .execution import QueueItem
-from .validation import validate_prompt
+from comfyart.emulator.answers import failure, json_body, json_object
+from comfyart.emulator.behaviour import DEEP
+from comfyart.emulator.engine import EMULATOR, Emulator
+from comfyart.emulator.execution import QueueItem
+from comfyart.emulator.validation import validate_prompt
 
 routes = web.RouteTableDef()
 

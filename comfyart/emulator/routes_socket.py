@@ -6,8 +6,8 @@ import uuid
 
 from aiohttp import WSMsgType, web
 
-from .answers import SERVER_FEATURES
-from .engine import EMULATOR
+from comfyart.emulator.answers import SERVER_FEATURES
+from comfyart.emulator.engine import EMULATOR
 
 routes = web.RouteTableDef()
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from .catalogue import SPECS, NodeSpec
+from comfyart.emulator.catalogue import SPECS, NodeSpec
 
 Error = dict[str, Any]
 
@@ -24,8 +24,6 @@ class Validator:
         self.models = models
         self.results: dict[str, tuple[bool, list[Error], str]] = {}
 
-    def _spec_of(self, node_id: str) -> NodeSpec:
-        return SPECS[self.prompt[node_id]["class_type"]]
 
     def validate(self, node_id: str) -> bool:
         if node_id in self.results:
