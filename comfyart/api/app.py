@@ -25,7 +25,8 @@ from starlette.datastructures import UploadFile
 
 from comfyart import __version__
 from comfyart.api.auth import AuthMiddleware, Caller, Unauthenticated, admin_only
-from comfyart.api.comfyui.front import FrontDoor, build_router
+from comfyart.api.comfyui.front import FrontDoor
+from comfyart.api.comfyui.routes import build_router
 from comfyart.api.events import add_event_routes
 from comfyart.api.limits import BodyLimit, BodyTooLarge, JSONTooDeep, parse_json
 from comfyart.api.security import Security

@@ -10,11 +10,11 @@ from urllib.parse import quote
 
 import pytest
 
-from comfyart.api.comfyui.front import (
+from comfyart.api.comfyui.catalog import merge_object_info
+from comfyart.api.comfyui.shapes import (
     history_entry,
     in_history,
     job,
-    merge_object_info,
     public_outputs,
     public_subfolder,
     queue_item,
@@ -276,12 +276,8 @@ async def _take(subscription, count):
 
 
 async def test_cached_answers_are_reused_and_bounded():
-    from types import SimpleNamespace
-
-    from comfyart.api.comfyui.front import CACHED_ANSWERS, FrontDoor
-    front = FrontDoor(store=None, queue=None, comfy=None, pool=None, outputs=None, inputs=None,
-                      tracker=SimpleNamespace(), session=None,
-                      events=EventHub())
+    from comfyart.api.comfyui.catalog import CACHED_ANSWERS, Catalog
+    front = Catalog(pool=None)
     fetched = []
 
     def fetcher(key):

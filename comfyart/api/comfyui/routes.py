@@ -1,0 +1,371 @@
+"""The ``APIRouter`` of ComfyUI's routes: each one a top-level function, served at the root and under ``/api`` (and
+``/api/jobs``), that reaches the ``FrontDoor``'s collaborators through the dependencies below."""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Request, WebSocket
+from fastapi.responses import JSONResponse, Response
+from loguru import logger
+from starlette.background import BackgroundTask
+from starlette.requests import HTTPConnection
+
+from comfyart.api.auth import AdminCaller, Caller
+from comfyart.api.comfyui.catalog import Catalog
+from comfyart.api.comfyui.files import Files
+from comfyart.api.comfyui.front import FrontDoor
+from comfyart.api.comfyui.prompts import Prompts
+from comfyart.api.comfyui.shapes import FEATURES, JOB_STATUS, history_entry, in_history, job, queue_item
+from comfyart.api.comfyui.sockets import Sockets
+from comfyart.api.limits import parse_json
+from comfyart.errors import BackendUnavailable, QuotaExceeded, TransientError
+from comfyart.models import FINAL_STATUSES, Task, TaskStatus
+from comfyart.pool.registry import Pool
+from comfyart.store.comfy_index import ComfyIndex
+
+MAX_PAGE = 1_000_000_000
+
+
+# ---------------------------------------------------------------------------------------------------- dependencies
+class _Provide:
+    """The router's own dependency, built once: it hands each request (and socket) its ``FrontDoor``."""
+
+    def __init__(self, front: FrontDoor) -> None:
+        self.front = front
+
+    def __call__(self, connection: HTTPConnection) -> None:
+        connection.state.comfyui = self.front
+
+
+def _front(connection: HTTPConnection) -> FrontDoor:
+    front: FrontDoor = connection.state.comfyui
+    return front
+
+
+def _index(connection: HTTPConnection) -> ComfyIndex:
+    return _front(connection).comfy
+
+
+def _catalog(connection: HTTPConnection) -> Catalog:
+    return _front(connection).catalog
+
+
+def _prompts(connection: HTTPConnection) -> Prompts:
+    return _front(connection).prompts
+
+
+def _sockets(connection: HTTPConnection) -> Sockets:
+    return _front(connection).sockets
+
+
+def _files(connection: HTTPConnection) -> Files:
+    return _front(connection).files
+
+
+def _pool(connection: HTTPConnection) -> Pool:
+    return _front(connection).pool
+
+
+IndexDep = Annotated[ComfyIndex, Depends(_index)]  # prompt ids, history and open prompts of each owner
+CatalogDep = Annotated[Catalog, Depends(_catalog)]
+PromptsDep = Annotated[Prompts, Depends(_prompts)]
+SocketsDep = Annotated[Sockets, Depends(_sockets)]
+FilesDep = Annotated[Files, Depends(_files)]
+PoolDep = Annotated[Pool, Depends(_pool)]
+
+
+# ---------------------------------------------------------------------------------------------------- answers
+async def _body(request: Request) -> Any:
+    """The body as JSON; None when it is not JSON or nests too deep (both answer as invalid JSON)."""
+    request_body = await request.body()
+    try:
+        return parse_json(request_body, _front(request).limits.max_json_depth) if request_body else {}
+    except ValueError:
+        return None
+
+
+def _listed(value: Any) -> list[Any]:
+    """A list field of a request; anything else counts as none."""
+    return value if isinstance(value, list) else []
+
+
+def _bad_json() -> JSONResponse:
+    return JSONResponse({"error": {"type": "invalid_json", "message": "body is not valid JSON", "details": "",
+                                   "extra_info": {}}, "node_errors": {}}, status_code=400)
+
+
+def _unavailable(exc: TransientError) -> JSONResponse:
+    return JSONResponse({"error": {"type": "unavailable", "message": str(exc), "details": "", "extra_info": {}},
+                         "node_errors": {}}, status_code=503,
+                        headers={"Retry-After": str(max(1, round(exc.retry_after_s)))})
+
+
+def _over_quota(exc: QuotaExceeded) -> JSONResponse:
+    return JSONResponse({"error": {"type": "quota_exceeded", "message": str(exc), "details": "", "extra_info": {}},
+                         "node_errors": {}}, status_code=429,
+                        headers={"Retry-After": exc.retry_after})
+
+
+def _ended(tasks: Iterable[Task | None]) -> list[str]:
+    """The prompt ids of those tasks that are final: what a history may forget."""
+    return [t.comfy_prompt_id for t in tasks
+            if t and t.status in FINAL_STATUSES and t.comfy_prompt_id is not None]
+
+
+# ---------------------------------------------------------------------------------------------------- routes
+async def prompt_post(request: Request, principal: Caller, prompts: PromptsDep, sockets: SocketsDep) -> Response:
+    body = await _body(request)
+    if not isinstance(body, dict):
+        return _bad_json()
+    try:
+        status, answer = await prompts.queue_prompt(body, principal)
+    except TransientError as exc:
+        return _unavailable(exc)
+    except QuotaExceeded as exc:
+        return _over_quota(exc)
+    # the queue's new length goes to the sockets after this answer, as ComfyUI orders them
+    return JSONResponse(answer, status_code=status,
+                        background=BackgroundTask(sockets.broadcast_status) if status == 200 else None)
+
+
+async def prompt_get(sockets: SocketsDep) -> Any:
+    return {"exec_info": {"queue_remaining": await sockets.remaining()}}
+
+
+async def queue_get(principal: Caller, comfy: IndexDep, catalog: CatalogDep) -> Any:
+    running: list[list[Any]] = []
+    pending: list[list[Any]] = []
+    for task in await comfy.open(principal.owner):
+        item = queue_item(task, await catalog.outputs_to_execute(task))
+        (running if task.status is TaskStatus.RUNNING else pending).append(item)
+    return {"queue_running": running, "queue_pending": pending}
+
+
+async def queue_post(request: Request, principal: Caller, comfy: IndexDep, prompts: PromptsDep) -> Response:
+    body = await _body(request)
+    if not isinstance(body, dict):
+        return _bad_json()
+    if body.get("clear") is True:
+        for task in await comfy.open(principal.owner):
+            await prompts.cancel(task, only_if=(TaskStatus.PENDING,))
+    for prompt_id in _listed(body.get("delete")):
+        found = await comfy.task(str(prompt_id), principal.owner)
+        if found is not None:
+            await prompts.cancel(found, only_if=(TaskStatus.PENDING,))
+    return Response(status_code=200)
+
+
+async def interrupt(request: Request, principal: Caller, comfy: IndexDep, prompts: PromptsDep) -> Response:
+    body = await _body(request)
+    prompt_id = body.get("prompt_id") if isinstance(body, dict) else None
+    if prompt_id:
+        task = await comfy.task(str(prompt_id), principal.owner)
+        targets = [task] if task is not None else []
+    else:
+        targets = await comfy.open(principal.owner)
+    for task in targets:
+        await prompts.interrupt(task)
+    return Response(status_code=200)
+
+
+async def history_all(principal: Caller, comfy: IndexDep, catalog: CatalogDep, max_items: str | None = None,
+                      offset: str | None = None) -> Response:
+    try:
+        limit = int(max_items) if max_items is not None else None
+        start = int(offset) if offset is not None else None
+    except ValueError:
+        return JSONResponse({"error": "max_items and offset must be whole numbers"}, status_code=400)
+    if limit is not None and limit < 0:
+        limit = None
+    # Redis takes 64-bit offsets, not any integer a query can spell
+    limit = None if limit is None else min(limit, MAX_PAGE)
+    start = None if start is None else min(start, MAX_PAGE)
+    if start is not None:
+        tasks = await comfy.history(newest_first=False, offset=max(0, start), limit=limit,
+                                    owner=principal.owner)
+    else:
+        tasks = await comfy.history(newest_first=True, limit=limit or 10_000, owner=principal.owner)
+        tasks.reverse()
+    entries = {}
+    for task in tasks:
+        if in_history(task):
+            entries[task.comfy_prompt_id] = history_entry(task, await catalog.outputs_to_execute(task))
+    return JSONResponse(entries)
+
+
+async def history_one(prompt_id: str, principal: Caller, comfy: IndexDep, catalog: CatalogDep) -> Any:
+    task = await comfy.task(prompt_id, principal.owner)
+    if task is None or not in_history(task):
+        return {}
+    return {prompt_id: history_entry(task, await catalog.outputs_to_execute(task))}
+
+
+async def history_post(request: Request, principal: Caller, comfy: IndexDep) -> Response:
+    body = await _body(request)
+    if not isinstance(body, dict):
+        return _bad_json()
+    owner = principal.owner
+    if body.get("clear") is True:
+        await comfy.forget(_ended(await comfy.history(owner=owner)), owner)
+    delete = [str(p) for p in _listed(body.get("delete"))]
+    if delete:
+        await comfy.forget(_ended([await comfy.task(p, owner) for p in delete]), owner)
+    return Response(status_code=200)
+
+
+async def view(principal: Caller, files: FilesDep, filename: str = "", subfolder: str = "",
+               type: str = "output") -> Response:
+    return await files.view(filename, subfolder, type, principal)
+
+
+async def upload(request: Request, principal: Caller, files: FilesDep) -> Response:
+    return await files.upload(request, principal=principal)
+
+
+async def upload_mask(request: Request, principal: Caller, files: FilesDep) -> Response:
+    return await files.upload(request, mask=True, principal=principal)
+
+
+async def system_stats(catalog: CatalogDep) -> Any:
+    try:
+        return await catalog.system_stats()
+    except TransientError as exc:
+        return _unavailable(exc)
+
+
+async def object_info(catalog: CatalogDep) -> Any:
+    try:
+        return await catalog.object_info()
+    except TransientError as exc:
+        return _unavailable(exc)
+
+
+async def object_info_one(node_class: str, catalog: CatalogDep) -> Any:
+    try:
+        info = await catalog.object_info()
+    except TransientError as exc:
+        return _unavailable(exc)
+    return {node_class: info[node_class]} if node_class in info else {}
+
+
+def passthrough(path: str) -> Callable[..., Any]:
+    """The route that answers a backend's informational GET ``path``. (One per path, each named ``answer``: the name
+    is the operation id and summary that /openapi.json shows.)"""
+    async def answer(catalog: CatalogDep, folder: str | None = None) -> Response:
+        try:
+            status, body = await catalog.backend_json(path.format(folder=folder))
+        except TransientError as exc:
+            return _unavailable(exc)
+        return JSONResponse(body, status_code=status)
+    return answer
+
+
+async def features() -> Any:
+    return FEATURES
+
+
+async def free(request: Request, principal: AdminCaller, pool: PoolDep) -> Response:
+    body = await _body(request)
+    if not isinstance(body, dict):
+        return _bad_json()
+    for backend in pool.healthy():
+        try:
+            await backend.client.free(body)
+        except BackendUnavailable as exc:
+            logger.debug("POST /free failed backend={} error={}", backend.id, exc)
+    return Response(status_code=200)
+
+
+async def jobs(principal: Caller, comfy: IndexDep, status: str | None = None, workflow_id: str | None = None,
+               sort_by: str = "created_at",
+               sort_order: str = "desc", limit: str | None = None, offset: str = "0") -> Response:
+    wanted = set(status.split(",")) if status else set(JOB_STATUS.values())
+    if not wanted <= set(JOB_STATUS.values()) or sort_by not in ("created_at", "execution_duration") \
+            or sort_order not in ("asc", "desc"):
+        return JSONResponse({"error": "status must be pending, in_progress, completed, failed or cancelled; "
+                                      "sort_by created_at or execution_duration; sort_order asc or desc"},
+                            status_code=400)
+    try:
+        count = int(limit) if limit is not None else None
+        start = int(offset)
+        if start < 0 or (count is not None and count < 1):
+            raise ValueError
+    except ValueError:
+        return JSONResponse({"error": "limit and offset must be whole numbers (limit from 1)"}, status_code=400)
+    tasks = await comfy.history(owner=principal.owner)
+    found = [j for j in (job(t) for t in tasks if JOB_STATUS[t.status] in wanted)
+             if workflow_id is None or j["workflow_id"] == workflow_id]
+    if sort_by == "execution_duration":
+        found.sort(key=lambda j: (j["execution_end_time"] or 0) - (j["execution_start_time"] or 0),
+                   reverse=sort_order == "desc")
+    else:
+        found.sort(key=lambda j: j["create_time"], reverse=sort_order == "desc")
+    page = found[start:start + count] if count is not None else found[start:]
+    return JSONResponse({"jobs": page, "pagination": {"offset": start, "limit": count, "total": len(found),
+                                                      "has_more": start + len(page) < len(found)}})
+
+
+async def job_one(job_id: str, principal: Caller, comfy: IndexDep) -> Response:
+    task = await comfy.task(job_id, principal.owner)
+    if task is None:
+        return JSONResponse({"error": "Job not found"}, status_code=404)
+    return JSONResponse(job(task, detail=True))
+
+
+async def job_cancel(job_id: str, principal: Caller, comfy: IndexDep, prompts: PromptsDep) -> Response:
+    task = await comfy.task(job_id, principal.owner)
+    if task is None:
+        return JSONResponse({"error": "Job not found"}, status_code=404)
+    cancelled = await prompts.cancel(task, only_if=(TaskStatus.PENDING, TaskStatus.RUNNING))
+    return JSONResponse({"cancelled": cancelled})
+
+
+async def jobs_cancel(request: Request, principal: Caller, comfy: IndexDep, prompts: PromptsDep) -> Response:
+    body = await _body(request)
+    ids = body.get("job_ids") if isinstance(body, dict) else None
+    if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+        return JSONResponse({"error": "job_ids must be a list of job ids"}, status_code=400)
+    cancelled = False
+    for job_id in ids:
+        task = await comfy.task(job_id, principal.owner)
+        if task is not None:
+            cancelled |= await prompts.cancel(task, only_if=(TaskStatus.PENDING, TaskStatus.RUNNING))
+    return JSONResponse({"cancelled": cancelled})
+
+
+async def socket(websocket: WebSocket, principal: Caller, sockets: SocketsDep) -> None:
+    await sockets.serve(websocket, principal)
+
+
+ROUTES: list[tuple[str, str, Callable[..., Any]]] = [
+    ("POST", "/prompt", prompt_post), ("GET", "/prompt", prompt_get),
+    ("GET", "/queue", queue_get), ("POST", "/queue", queue_post), ("POST", "/interrupt", interrupt),
+    ("GET", "/history", history_all), ("GET", "/history/{prompt_id}", history_one),
+    ("POST", "/history", history_post), ("GET", "/view", view),
+    ("POST", "/upload/image", upload), ("POST", "/upload/mask", upload_mask),
+    ("GET", "/system_stats", system_stats), ("GET", "/object_info", object_info),
+    ("GET", "/object_info/{node_class}", object_info_one), ("GET", "/embeddings", passthrough("/embeddings")),
+    ("GET", "/extensions", passthrough("/extensions")), ("GET", "/models", passthrough("/models")),
+    ("GET", "/models/{folder}", passthrough("/models/{folder}")), ("GET", "/features", features),
+    ("POST", "/free", free),
+]
+JOB_ROUTES: list[tuple[str, str, Callable[..., Any]]] = [
+    ("GET", "/api/jobs", jobs), ("GET", "/api/jobs/{job_id}", job_one),
+    ("POST", "/api/jobs/cancel", jobs_cancel), ("POST", "/api/jobs/{job_id}/cancel", job_cancel),
+]
+
+
+def build_router(front: FrontDoor) -> APIRouter:
+    """Everything is also served under ``/api``, as ComfyUI does. With auth on, each API key has its own ComfyUI: its
+    prompt ids, client ids, queue, history and jobs; another key's prompt is as unknown as a missing one.
+    ``POST /free`` (it unloads models everywhere) is for admins."""
+    router = APIRouter(dependencies=[Depends(_Provide(front))])
+    for prefix in ("", "/api"):
+        for method, path, endpoint in ROUTES:
+            router.add_api_route(prefix + path, endpoint, methods=[method], include_in_schema=prefix == "",
+                                 tags=["ComfyUI-compatible"])
+        router.add_api_websocket_route(prefix + "/ws", socket)
+    for method, path, endpoint in JOB_ROUTES:
+        router.add_api_route(path, endpoint, methods=[method], tags=["ComfyUI-compatible"])
+    return router

@@ -1,0 +1,158 @@
+"""ComfyUI's answer shapes, as pure functions of comfyart's records: output files named into their task's subfolder,
+backend frames rewritten for their client, queue items, history entries, jobs, and how a prompt ended."""
+from __future__ import annotations
+
+import json
+import struct
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from comfyart.models import FINAL_STATUSES, OutputFile, Relay, Task, TaskStatus
+
+FEATURES = {"supports_preview_metadata": True, "max_upload_size": 64 << 20}
+JOB_STATUS = {TaskStatus.PENDING: "pending", TaskStatus.RUNNING: "in_progress", TaskStatus.COMPLETED: "completed",
+              TaskStatus.FAILED: "failed", TaskStatus.CANCELED: "cancelled"}
+PREVIEW_IMAGE, PREVIEW_WITH_METADATA = 1, 4
+
+
+# ---------------------------------------------------------------------------------------------------- naming
+def public_subfolder(task_id: str, subfolder: str) -> str:
+    return f"{task_id}/{subfolder}" if subfolder else task_id
+
+
+def _stored_match(stored: Sequence[OutputFile], node_id: str, ref: dict[str, Any]) -> OutputFile | None:
+    name, subfolder = ref.get("filename"), ref.get("subfolder") or ""
+    for output in stored:
+        if (output.node_id == node_id and output.subfolder == subfolder
+                and output.filename in (name, f"{node_id}_{name}")):
+            return output
+    return None
+
+
+def public_outputs(task: Task, outputs: dict[str, Any] | None) -> dict[str, Any]:
+    """A prompt's UI outputs as its client sees them: every file renamed into the task's subfolder (and to the
+    name comfyart stored it under); everything else (text, flags) as the backend gave it."""
+    if outputs is None:  # not recorded (a task queued through comfyart's own API): its stored files
+        outputs = {}
+        for output in task.outputs:
+            outputs.setdefault(output.node_id, {}).setdefault("images", []).append(
+                {"filename": output.filename, "subfolder": output.subfolder, "type": output.type})
+    return {node_id: public_node_output(task.id, task.outputs, node_id, node_output)
+            for node_id, node_output in outputs.items() if isinstance(node_output, dict)}
+
+
+def public_node_output(task_id: str, stored: Sequence[OutputFile], node_id: str,
+                       node_output: dict[str, Any]) -> dict[str, Any]:
+    """One node's UI output for its client: each file in the task's subfolder, under the name ``stored`` has it
+    by (a file not stored yet keeps the backend's name)."""
+    shown: dict[str, Any] = {}
+    for key, value in node_output.items():
+        if isinstance(value, list) and value and all(isinstance(v, dict) and "filename" in v for v in value):
+            files = []
+            for ref in value:
+                match = _stored_match(stored, node_id, ref)
+                files.append({**ref, "filename": match.filename if match else ref["filename"],
+                              "subfolder": public_subfolder(task_id, ref.get("subfolder") or ""),
+                              "type": ref.get("type", "output")})
+            shown[key] = files
+        else:
+            shown[key] = value
+    return shown
+
+
+def rewrite_frame(relay: Relay, kind: str, data: dict[str, Any]) -> dict[str, Any]:
+    """A backend's frame for its client: comfyart's prompt id replaced by the client's, output files renamed."""
+    data = {**data, "prompt_id": relay.comfy_prompt_id}
+    if kind == "progress_state" and isinstance(data.get("nodes"), dict):
+        data["nodes"] = {k: {**v, "prompt_id": relay.comfy_prompt_id} if isinstance(v, dict) else v
+                         for k, v in data["nodes"].items()}
+    elif kind == "executed" and isinstance(data.get("output"), dict):
+        data["output"] = public_node_output(relay.task_id, (), str(data.get("node")), data["output"])
+    return data
+
+
+def with_metadata(payload: bytes, relay: Relay, node: str | None) -> bytes:
+    """A type-1 preview (what backends send comfyart) as type 4, for a client that negotiated preview metadata."""
+    if len(payload) < 8 or struct.unpack(">I", payload[:4])[0] != PREVIEW_IMAGE:
+        return payload
+    image_type = "image/png" if struct.unpack(">I", payload[4:8])[0] == 2 else "image/jpeg"
+    metadata = json.dumps({"node_id": node, "prompt_id": relay.comfy_prompt_id, "display_node_id": node,
+                           "parent_node_id": None, "real_node_id": node, "image_type": image_type}).encode()
+    return struct.pack(">II", PREVIEW_WITH_METADATA, len(metadata)) + metadata + payload[8:]
+
+
+# ---------------------------------------------------------------------------------------------------- records
+def _timestamp(ms: int | None) -> int:
+    return ms if ms is not None else int(time.time() * 1000)
+
+
+def terminal_message(task: Task) -> tuple[str, dict[str, Any]]:
+    """How a final task's prompt ended, as ComfyUI reports it: execution_success, the backend's own
+    execution_error / execution_interrupted, or one made up from comfyart's error when the backend sent none."""
+    prompt_id = task.comfy_prompt_id
+    when = _timestamp(task.finished_ms)
+    if task.status is TaskStatus.COMPLETED:
+        return "execution_success", {"prompt_id": prompt_id, "timestamp": when}
+    last = (task.comfy_messages or [[None, None]])[-1]
+    if last[0] in ("execution_error", "execution_interrupted") and isinstance(last[1], dict):
+        return last[0], {**last[1], "prompt_id": prompt_id}
+    if task.status is TaskStatus.CANCELED:
+        return "execution_interrupted", {"prompt_id": prompt_id, "node_id": task.node, "node_type": None,
+                                         "executed": [], "timestamp": when}
+    return "execution_error", {"prompt_id": prompt_id, "node_id": task.node, "node_type": None, "executed": [],
+                               "exception_message": task.error or "failed", "exception_type": "comfyart.TaskFailed",
+                               "traceback": [], "current_inputs": {}, "current_outputs": [], "timestamp": when}
+
+
+def queue_item(task: Task, outputs_to_execute: list[str]) -> list[Any]:
+    number = task.number if task.number is not None else 0
+    return [int(number) if float(number).is_integer() else number, task.comfy_prompt_id, task.prompt or {},
+            task.extra_data or {}, outputs_to_execute]
+
+
+def in_history(task: Task) -> bool:
+    """Whether ComfyUI would keep the prompt in its history: it ran and ended. One deleted from the queue never
+    gets there."""
+    return task.status in FINAL_STATUSES and not (task.status is TaskStatus.CANCELED and task.started_ms is None)
+
+
+def history_entry(task: Task, outputs_to_execute: list[str]) -> dict[str, Any]:
+    prompt_id = task.comfy_prompt_id
+    started = _timestamp(task.started_ms or task.finished_ms)
+    # the backend's own messages when it sent them; the end is comfyart's, which may differ (canceled)
+    messages: list[Any] = [[kind, {**data, "prompt_id": prompt_id}] for kind, data in task.comfy_messages or []
+                           if kind in ("execution_start", "execution_cached") and isinstance(data, dict)]
+    if not messages and task.started_ms is not None:
+        messages += [["execution_start", {"prompt_id": prompt_id, "timestamp": started}],
+                     ["execution_cached", {"nodes": [], "prompt_id": prompt_id, "timestamp": started}]]
+    messages.append(list(terminal_message(task)))
+    completed = task.status is TaskStatus.COMPLETED
+    outputs = public_outputs(task, task.comfy_outputs)
+    return {"prompt": queue_item(task, outputs_to_execute), "outputs": outputs,
+            "status": {"status_str": "success" if completed else "error", "completed": completed,
+                       "messages": messages},
+            "meta": {n: {"node_id": n, "display_node": n, "parent_node": None, "real_node_id": n} for n in outputs}}
+
+
+def job(task: Task, *, detail: bool = False) -> dict[str, Any]:
+    """The newer ComfyUI jobs API's view of a task (PROTOCOL.md §6)."""
+    outputs = public_outputs(task, task.comfy_outputs) if task.status is TaskStatus.COMPLETED else {}
+    files = [dict(f, nodeId=n, mediaType=k) for n, o in outputs.items() for k, v in o.items()
+             if isinstance(v, list) for f in v if isinstance(f, dict) and "filename" in f]
+    previewable = [f for f in files if str(f["filename"]).lower().endswith((".png", ".jpg", ".jpeg", ".webp", ".gif",
+                                                                             ".mp4", ".webm"))]
+    workflow = ((task.extra_data or {}).get("extra_pnginfo") or {}).get("workflow")
+    error = None
+    if task.status in (TaskStatus.FAILED, TaskStatus.CANCELED):
+        error = terminal_message(task)[1]
+    body = {"id": task.comfy_prompt_id, "status": JOB_STATUS[task.status], "priority": task.number,
+            "create_time": task.created_ms, "execution_start_time": task.started_ms,
+            "execution_end_time": task.finished_ms, "execution_error": error, "outputs_count": len(files),
+            "previewable_outputs_count": len(previewable), "preview_output": previewable[0] if previewable else None,
+            "workflow_id": workflow.get("id") if isinstance(workflow, dict) else None}
+    if detail:
+        body.update(outputs=outputs, execution_status={"status_str": "success" if task.status is TaskStatus.COMPLETED
+                                                       else "error", "completed": task.status is TaskStatus.COMPLETED},
+                    workflow={"prompt": task.prompt or {}, "extra_data": task.extra_data or {}})
+    return body

@@ -1,0 +1,224 @@
+"""The client WebSockets (``/ws``): each socket's outbox (``Connection``) and the handler that writes it, and the
+loop that sends each client the end of its prompts and every socket the queue length when it changes."""
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import uuid
+from typing import Any
+
+from fastapi import WebSocket, WebSocketDisconnect
+from loguru import logger
+
+from comfyart.api.comfyui.shapes import FEATURES, terminal_message
+from comfyart.api.limits import parse_json
+from comfyart.auth import Principal
+from comfyart.bus import EventHub
+from comfyart.config.sections import LimitsConfig
+from comfyart.errors import NotFound, TransientError
+from comfyart.models import FINAL_STATUSES, TaskStatus, socket_key
+from comfyart.store.queue import TaskQueue
+from comfyart.store.tasks import TaskStore
+
+HOLD_PROGRESS_S = 0.05
+ENDED_REMEMBERED = 1000
+OUTBOX_FRAMES = 4096  # a client this far behind is disconnected, as it would stall nothing else
+
+
+class Connection:
+    """One client socket's outbox: frames are queued without waiting and written by the socket's own handler."""
+
+    def __init__(self, sid: str) -> None:
+        self.sid = sid
+        self.frames: collections.deque[Any] = collections.deque()
+        self.ready = asyncio.Event()
+        self.closed = False
+        self.preview_metadata = False
+        self.held: dict[str, Any] | None = None
+        self.open: set[str] = set()  # its prompts not ended yet: no status may tell it the queue is shorter
+        self.ended: collections.OrderedDict[str, None] = collections.OrderedDict()  # recent ends: no frame after
+        self.status_sent: int | None = None
+        self.nodes: dict[str, str | None] = {}  # client prompt id -> node running, for preview metadata
+
+    def _append(self, frame: Any) -> None:
+        if self.closed:
+            return
+        if len(self.frames) >= OUTBOX_FRAMES:
+            logger.warning("comfyui client too slow, disconnected client={}", self.sid)
+            self.close()
+            return
+        self.frames.append(frame)
+        self.ready.set()
+
+    def put(self, frame: Any) -> None:
+        self.flush_held()
+        self._append(frame)
+
+    def hold(self, progress: dict[str, Any]) -> None:
+        """A progress frame that waits for its preview: backends send comfyart type-1 previews after their
+        progress, but a client that asked for metadata gets type 4, which ComfyUI sends before it."""
+        self.flush_held()
+        self.held = progress
+        self.ready.set()
+
+    def put_preview(self, preview: bytes) -> None:
+        self._append(preview)
+        self.flush_held()
+
+    def flush_held(self) -> None:
+        if self.held is not None:
+            held, self.held = self.held, None
+            self._append(held)
+
+    def put_status(self, remaining: int, sid: str | None = None) -> None:
+        """A ``status`` frame; a socket hears of a queue length once (the first one carries ``sid``)."""
+        data: dict[str, Any] = {"status": {"exec_info": {"queue_remaining": remaining}}}
+        if sid is not None:
+            data["sid"] = sid
+        self.status_sent = remaining
+        self.put({"type": "status", "data": data})
+
+    def close(self) -> None:
+        self.closed = True
+        self.ready.set()
+
+
+class Sockets:
+    """``/ws?clientId=…`` gets the frames of that client's prompts from whichever backend runs them, rewritten to the
+    client's prompt id (``Relay``), and the end of each prompt once its task is final: ``execution_success`` only
+    after the outputs are stored, so ``/history`` and ``/view`` already answer. ``status`` counts the cluster's
+    unfinished tasks. Sockets are kept by ``socket_key(owner, client id)``; the relay and ``POST /prompt`` reach
+    them too."""
+
+    def __init__(self, *, store: TaskStore, queue: TaskQueue, events: EventHub, limits: LimitsConfig) -> None:
+        self.store = store
+        self.queue = queue
+        self.events = events
+        self.limits = limits
+        self.connections: dict[str, Connection] = {}  # by socket_key(owner, client id)
+        self._remaining: int | None = None
+
+    async def run(self) -> None:
+        """Sends each client the end of its prompts, and every socket the queue length when it changes."""
+        def wanted(event: dict[str, Any]) -> bool:  # judged as it is published: the rest never queue up
+            if event.get("type") != "task" or event.get("status") == event.get("previous"):
+                return False
+            if event.get("previous") is None and "client_id" in event:
+                return False  # queued through POST /prompt: its status follows the HTTP answer (queue_prompt)
+            return bool(self.connections) or "client_id" in event
+
+        while True:  # a lagged subscription ends its stream: subscribe again
+            with self.events.subscribe(wanted, capacity=100_000) as events:
+                async for event in events:
+                    burst = [event]
+                    while (more := await events.get(0)) is not None:  # a burst: one status for all of it
+                        burst.append(more)
+                    for item in burst:
+                        if item["type"] == "task" and item.get("client_id") and item["status"] in FINAL_STATUSES:
+                            await self._send_end(item["id"], socket_key(item.get("owner"), item["client_id"]),
+                                                 item.get("previous"))
+                    await self.broadcast_status()
+
+    async def _send_end(self, task_id: str, socket: str, previous: str | None) -> None:
+        connection = self.connections.get(socket)
+        if connection is None:
+            return
+        try:
+            task = await self.store.get(task_id)
+        except (NotFound, TransientError):
+            return
+        if task.comfy_prompt_id is None:
+            return
+        if task.status is TaskStatus.CANCELED and previous != TaskStatus.RUNNING:
+            connection.open.discard(task.comfy_prompt_id)
+            return  # a prompt deleted from the queue ends silently, as in ComfyUI
+        kind, data = terminal_message(task)
+        connection.put({"type": kind, "data": data})
+        connection.put_status(await self.remaining())
+        connection.put({"type": "executing", "data": {"node": None, "prompt_id": task.comfy_prompt_id}})
+        connection.nodes.pop(task.comfy_prompt_id, None)
+        connection.open.discard(task.comfy_prompt_id)
+        connection.ended[task.comfy_prompt_id] = None
+        if len(connection.ended) > ENDED_REMEMBERED:
+            connection.ended.popitem(last=False)
+
+    async def remaining(self) -> int:
+        try:
+            return await self.queue.unfinished()
+        except TransientError:
+            return self._remaining or 0
+
+    async def broadcast_status(self) -> None:
+        if not self.connections:
+            return
+        remaining = await self.remaining()
+        self._remaining = remaining
+        for connection in list(self.connections.values()):
+            # a client's own unfinished prompts are still queued, whatever the count read a moment ago says:
+            # their end brings the next status
+            if connection.status_sent != remaining and remaining >= len(connection.open):
+                connection.put_status(remaining)
+
+    async def serve(self, websocket: WebSocket, principal: Principal) -> None:
+        await websocket.accept()
+        sid = websocket.query_params.get("clientId") or uuid.uuid4().hex
+        key = socket_key(principal.owner, sid)
+        connection = Connection(sid)
+        connection.put_status(await self.remaining(), sid)  # before any frame can be relayed to it
+        replaced = self.connections.get(key)
+        self.connections[key] = connection  # the newest socket of a client id takes over; the old one goes deaf
+        if replaced is not None:
+            replaced.frames.clear()
+            connection.open = replaced.open
+        reader = asyncio.get_running_loop().create_task(self._read_client(websocket, connection),
+                                                        name=f"comfyui client {sid}")
+        try:
+            while not connection.closed:
+                if connection.held is not None and not connection.frames:
+                    try:  # a held progress frame goes out alone when no preview follows it soon
+                        async with asyncio.timeout(HOLD_PROGRESS_S):
+                            await connection.ready.wait()
+                    except TimeoutError:
+                        connection.flush_held()
+                await connection.ready.wait()
+                connection.ready.clear()
+                while connection.frames and self.connections.get(key) is connection:
+                    frame = connection.frames.popleft()
+                    if isinstance(frame, bytes):
+                        await websocket.send_bytes(frame)
+                    else:
+                        await websocket.send_text(json.dumps(frame))
+                if self.connections.get(key) is not connection:
+                    connection.frames.clear()
+        except (WebSocketDisconnect, RuntimeError, OSError):
+            pass
+        finally:
+            connection.close()
+            reader.cancel()
+            if self.connections.get(key) is connection:
+                del self.connections[key]
+
+    async def _read_client(self, websocket: WebSocket, connection: Connection) -> None:
+        first = True
+        try:
+            while True:
+                message = await websocket.receive()
+                if message["type"] == "websocket.disconnect":
+                    break
+                text = message.get("text")
+                if first and text:
+                    try:
+                        frame = parse_json(text, self.limits.max_json_depth)
+                    except ValueError:
+                        frame = None
+                    if isinstance(frame, dict) and frame.get("type") == "feature_flags":
+                        flags = frame.get("data")
+                        connection.preview_metadata = (isinstance(flags, dict)
+                                                       and flags.get("supports_preview_metadata") is True)
+                        connection.put({"type": "feature_flags", "data": FEATURES})
+                first = False  # anything else a client sends is ignored, as ComfyUI does
+        except (WebSocketDisconnect, RuntimeError):
+            pass
+        finally:
+            connection.close()
