@@ -28,13 +28,15 @@ MAX_PAGE = 1_000_000_000
 
 
 # ---------------------------------------------------------------------------------------------------- dependencies
+# Coroutines though they never wait: FastAPI runs a plain function dependency in a worker thread, a thread hop on
+# every request.
 class _Provide:
     """The router's own dependency, built once: it hands each request (and socket) its ``FrontDoor``."""
 
     def __init__(self, front: FrontDoor) -> None:
         self.front = front
 
-    def __call__(self, connection: HTTPConnection) -> None:
+    async def __call__(self, connection: HTTPConnection) -> None:
         connection.state.comfyui = self.front
 
 
@@ -43,27 +45,27 @@ def _front(connection: HTTPConnection) -> FrontDoor:
     return front
 
 
-def _index(connection: HTTPConnection) -> ComfyIndex:
+async def _index(connection: HTTPConnection) -> ComfyIndex:
     return _front(connection).comfy
 
 
-def _catalog(connection: HTTPConnection) -> Catalog:
+async def _catalog(connection: HTTPConnection) -> Catalog:
     return _front(connection).catalog
 
 
-def _prompts(connection: HTTPConnection) -> Prompts:
+async def _prompts(connection: HTTPConnection) -> Prompts:
     return _front(connection).prompts
 
 
-def _sockets(connection: HTTPConnection) -> Sockets:
+async def _sockets(connection: HTTPConnection) -> Sockets:
     return _front(connection).sockets
 
 
-def _files(connection: HTTPConnection) -> Files:
+async def _files(connection: HTTPConnection) -> Files:
     return _front(connection).files
 
 
-def _pool(connection: HTTPConnection) -> Pool:
+async def _pool(connection: HTTPConnection) -> Pool:
     return _front(connection).pool
 
 
