@@ -161,11 +161,13 @@ class Sockets:
                 connection.put_status(remaining)
 
     async def serve(self, websocket: WebSocket, principal: Principal) -> None:
+        remaining = await self.remaining()  # read before the socket is accepted: from the accept on, nothing
+        # is awaited until it is registered, so sockets of one client id take over in the order they connected
         await websocket.accept()
         sid = websocket.query_params.get("clientId") or uuid.uuid4().hex
         key = socket_key(principal.owner, sid)
         connection = Connection(sid)
-        connection.put_status(await self.remaining(), sid)  # before any frame can be relayed to it
+        connection.put_status(remaining, sid)  # before any frame can be relayed to it
         replaced = self.connections.get(key)
         self.connections[key] = connection  # the newest socket of a client id takes over; the old one goes deaf
         if replaced is not None:
