@@ -47,14 +47,14 @@ class Reconciler:
         if queue is not None:
             queue.wakeups.append(self.wake)
         self._step_lock = asyncio.Lock()  # the loop and the API's requests never interleave
-        self._launches: asyncio.TaskGroup | None = None
+        self.launches: asyncio.TaskGroup | None = None  # where start-ups run: run() makes its own
         self._last_scale_up: float | None = None
         self._last_scale_down: float | None = None
 
     # ------------------------------------------------------------------ loop
     async def run(self) -> None:
         async with asyncio.TaskGroup() as launches:
-            self._launches = launches
+            self.launches = launches
             await self.start()
             next_round = 0.0
             while True:
@@ -196,8 +196,8 @@ class Reconciler:
         if decision.undrain:
             pool.notify()
         if decision.start:
-            assert self._launches is not None, "containers start from the running loop"
-            started = self.containers.start(decision.start, self._launches)
+            assert self.launches is not None, "containers start from the running loop"
+            started = self.containers.start(decision.start, self.launches)
             if started:
                 self._last_scale_up = now
                 pool.replacements = max(0, pool.replacements - started)

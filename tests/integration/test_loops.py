@@ -118,7 +118,7 @@ async def test_steps_scale_up_to_the_minimum_then_drain_what_idles_and_react_sto
                 providers=[provider], connect=lambda url: ComfyClient(session, url))
     reconciler, lost = reconciler_over(pool)
     async with asyncio.TaskGroup() as launches:
-        reconciler._launches = launches  # what run() hands it: the start-ups are its tasks
+        reconciler.launches = launches  # as run() does: the start-ups are tasks of the loop
         await reconciler.start()
         await reconciler.step()
     assert sorted(provider.running) == sorted(f"fake:here:{e.port}" for e in provider.emulators)
