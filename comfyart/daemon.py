@@ -15,8 +15,9 @@ import aiohttp
 import uvicorn
 from loguru import logger
 
-from comfyart.api.app import Services, create_app
+from comfyart.api.app import create_app
 from comfyart.api.comfyui.front import FrontDoor
+from comfyart.api.deps import Services
 from comfyart.api.security import build_security
 from comfyart.auth import auth_problem
 from comfyart.bus import EventHub

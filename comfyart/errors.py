@@ -85,7 +85,12 @@ class QuotaExceeded(PermanentError):
     @property
     def retry_after(self) -> str:
         """The Retry-After header: whole seconds, rounded up, never 0."""
-        return str(max(1, math.ceil(self.retry_after_s)))
+        return str(whole_seconds(self.retry_after_s))
+
+
+def whole_seconds(seconds: float) -> int:
+    """A wait as a client is told it: whole seconds, rounded up, never 0."""
+    return max(1, math.ceil(seconds))
 
 
 class Forbidden(PermanentError):

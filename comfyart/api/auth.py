@@ -127,7 +127,7 @@ async def _refuse(scope: dict[str, Any], receive: Any, send: Any, detail: str, c
 # ---------------------------------------------------------------------------------------------------- in routes
 def principal_of(connection: HTTPConnection) -> Principal:
     """The Principal the middleware found."""
-    principal = connection.scope.get("state", {}).get("principal")
+    principal: Principal | None = connection.scope.get("state", {}).get("principal")
     if principal is None:
         raise Unauthenticated("authentication required: send Authorization: Bearer <API key>")
     return principal

@@ -20,7 +20,7 @@ class JSONTooDeep(ValueError):
 def json_depth_exceeds(value: Any, max_depth: int) -> bool:
     """Whether ``value`` nests objects and arrays more than ``max_depth`` deep (iteratively: no recursion limit
     to hit on the hostile input this guards against)."""
-    stack: list[tuple] = [(value, 1)]
+    stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
         item, depth = stack.pop()
         if isinstance(item, dict):
@@ -80,7 +80,7 @@ class BodyLimit:
 
         async def counted() -> dict[str, Any]:
             nonlocal received
-            message = await receive()
+            message: dict[str, Any] = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:

@@ -9,7 +9,7 @@ import redis.asyncio as aioredis
 
 from comfyart.auth import Principal
 from comfyart.config.sections import QuotaConfig
-from comfyart.errors import QuotaExceeded
+from comfyart.errors import QuotaExceeded, whole_seconds
 from comfyart.store.keys import Keys
 from comfyart.store.redis import map_redis_errors
 
@@ -57,5 +57,6 @@ class Quotas:
                                                                          self.config.burst])
         if not int(allowed):
             retry_after_s = int(retry_after_ms) / 1000
-            raise QuotaExceeded(f"quota: {per_minute:g} submissions a minute; retry in {retry_after_s:.1f} s",
-                                retry_after_s=retry_after_s)
+            # in the whole seconds of the Retry-After header, so the message and the header never disagree
+            raise QuotaExceeded(f"quota: {per_minute:g} submissions a minute; retry in "
+                                f"{whole_seconds(retry_after_s)} s", retry_after_s=retry_after_s)

@@ -30,18 +30,9 @@ MAX_PAGE = 1_000_000_000
 # ---------------------------------------------------------------------------------------------------- dependencies
 # Coroutines though they never wait: FastAPI runs a plain function dependency in a worker thread, a thread hop on
 # every request.
-class _Provide:
-    """The router's own dependency, built once: it hands each request (and socket) its ``FrontDoor``."""
-
-    def __init__(self, front: FrontDoor) -> None:
-        self.front = front
-
-    async def __call__(self, connection: HTTPConnection) -> None:
-        connection.state.comfyui = self.front
-
-
 def _front(connection: HTTPConnection) -> FrontDoor:
-    front: FrontDoor = connection.state.comfyui
+    """The ComfyUI API's collaborators, among the services ``create_app`` put on the app's state."""
+    front: FrontDoor = connection.app.state.services.front
     return front
 
 
@@ -358,11 +349,11 @@ JOB_ROUTES: list[tuple[str, str, Callable[..., Any]]] = [
 ]
 
 
-def build_router(front: FrontDoor) -> APIRouter:
+def build_router() -> APIRouter:
     """Everything is also served under ``/api``, as ComfyUI does. With auth on, each API key has its own ComfyUI: its
     prompt ids, client ids, queue, history and jobs; another key's prompt is as unknown as a missing one.
     ``POST /free`` (it unloads models everywhere) is for admins."""
-    router = APIRouter(dependencies=[Depends(_Provide(front))])
+    router = APIRouter()
     for prefix in ("", "/api"):
         for method, path, endpoint in ROUTES:
             router.add_api_route(prefix + path, endpoint, methods=[method], include_in_schema=prefix == "",

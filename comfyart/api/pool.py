@@ -1,0 +1,71 @@
+"""``/api/pool`` (admins only): the backends and hosts, a health check on demand, scaling limits, static backends
+registered at run time, one backend's log, and what can be done to one backend (drain, recycle, enable, disable)."""
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import JSONResponse
+
+from comfyart.api.auth import admin_only
+from comfyart.api.deps import ServicesDep
+from comfyart.api.requests import BackendRegistration, ScaleChange, body_doc
+from comfyart.errors import NotFound
+
+router = APIRouter(dependencies=[Depends(admin_only)])
+
+
+@router.get("/api/pool", response_model=None)
+async def get_pool(services: ServicesDep) -> dict[str, Any]:
+    """Hosts, backends (health, mode, load), recent errors, and the autoscaler's last decision and why."""
+    return {**services.pool.describe(), "queue_length": await services.queue.length()}
+
+
+@router.post("/api/pool/health-check", response_model=None)
+async def health_check_now(services: ServicesDep) -> dict[str, Any]:
+    """Run one round now (probes, container checks, recycling, scaling) and return the pool."""
+    return {**await services.controls.check_now(), "queue_length": await services.queue.length()}
+
+
+@router.post("/api/pool/scale", response_model=None, openapi_extra=body_doc(ScaleChange))
+async def scale(request: Request, services: ServicesDep) -> dict[str, Any]:
+    """Set ``min_containers``, ``max_containers`` or a fixed ``target`` at run time (``null``: back to the
+    configuration); kept in Redis across restarts."""
+    change = await ScaleChange.read(request, services.security.limits)
+    await services.controls.set_scale(change.changes())
+    return services.pool.describe()
+
+
+@router.post("/api/pool/backends", status_code=201, openapi_extra=body_doc(BackendRegistration))
+async def register_backend(request: Request, services: ServicesDep) -> JSONResponse:
+    """Register a static ComfyUI backend (a machine can announce itself at boot); kept in Redis. The same
+    name and URL again answers 200."""
+    static = await BackendRegistration.read(request, services.security.limits)
+    backend, created = await services.controls.register_static(static)
+    return JSONResponse(backend.describe(), status_code=201 if created else 200)
+
+
+@router.delete("/api/pool/backends/{name}", status_code=202, response_model=None)
+async def deregister_backend(name: str, services: ServicesDep) -> dict[str, Any]:
+    """Forget a registered static backend: it takes no new work and leaves once its prompts are done."""
+    return (await services.controls.deregister_static(name)).describe()
+
+
+@router.get("/api/pool/backends/{backend_id}/logs", response_model=None)
+async def backend_logs(backend_id: str, services: ServicesDep,
+                       lines: int = Query(100, ge=1, le=10_000)) -> dict[str, Any]:
+    """The last lines of a container's (or local process's) log, from Docker (or its log file)."""
+    backend = services.pool.backends.get(backend_id)
+    if backend is None:
+        raise NotFound(f"no backend {backend_id}")
+    if backend.provider is None or backend.spawned is None:
+        raise NotFound(f"backend {backend_id} is run by someone else: comfyart has no log of it")
+    text = await backend.provider.logs(backend.spawned, lines)
+    return {"backend": backend_id, "lines": text.splitlines()[-lines:]}
+
+
+@router.post("/api/pool/backends/{backend_id}/{action}", response_model=None)
+async def control_backend(backend_id: str, action: str, services: ServicesDep) -> dict[str, Any]:
+    """``drain`` (no new work, then stopped; a static one waits), ``recycle`` (drain, then replace),
+    ``enable`` (take work again; cancels a drain), ``disable`` (no new work, kept as is)."""
+    return (await services.controls.act(backend_id, action)).describe()

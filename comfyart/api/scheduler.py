@@ -1,0 +1,34 @@
+"""``/api/scheduler`` (admins only): the dispatch settings in force, changed at run time and kept across restarts,
+with dispatch counters and the queued tasks no backend could run."""
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from pydantic import ValidationError
+
+from comfyart.api.auth import admin_only
+from comfyart.api.deps import ServicesDep
+from comfyart.api.requests import SchedulerChange, body_doc, describe
+from comfyart.errors import InvalidInput
+
+router = APIRouter(dependencies=[Depends(admin_only)])
+
+
+@router.get("/api/scheduler", response_model=None)
+async def get_scheduler(services: ServicesDep) -> dict[str, Any]:
+    """The settings in force, which ones were changed at run time, dispatch counters, and queued tasks that no
+    backend in the pool could run (with why)."""
+    return {**services.dispatcher.describe(), "queue_length": await services.queue.length()}
+
+
+@router.put("/api/scheduler", response_model=None, openapi_extra=body_doc(SchedulerChange))
+async def put_scheduler(request: Request, services: ServicesDep) -> dict[str, Any]:
+    """Change ``strategy``, ``order``, ``prefetch``, ``lookahead``, ``priority_ageing_s`` or
+    ``affinity_max_skips`` at run time (``null``: back to the configured value); kept in Redis across restarts."""
+    change = await SchedulerChange.read(request, services.security.limits)
+    try:
+        await services.dispatcher.apply(change.changes())
+    except ValidationError as exc:
+        raise InvalidInput(describe(exc)) from None
+    return {**services.dispatcher.describe(), "queue_length": await services.queue.length()}
