@@ -19,8 +19,8 @@ from comfyart.policy.placement import Placement
 from comfyart.pool.providers.base import Provider, Spawned
 from comfyart.pool.providers.docker import DockerProvider
 from comfyart.pool.providers.process import HOST_NAME, ProcessProvider
-from tests import dockerenv
-from tests.conftest import free_port_range
+from tests.support.docker import remove_test_containers
+from tests.support.ports import free_port_range
 
 EMULATOR = ["-m", "comfyart.emulator", "--host", "{address}", "--port", "{port}"]
 
@@ -64,7 +64,7 @@ async def case(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[
     if request.param == "docker":  # nothing of this test may outlive it on the shared engines
         for engine in request.getfixturevalue("engines")["engines"].values():
             with engine.client() as client:
-                dockerenv.remove_test_containers(client)
+                remove_test_containers(client)
 
 
 async def answers(spawned: Spawned, timeout_s: float) -> bool:

@@ -1,5 +1,5 @@
-"""Deployment: the Dockerfile builds (on a local Debian base, from the wheels scripts/test made, as CI must) into an
-image that runs as a user of its own, serves, passes its own HEALTHCHECK and runs a workflow; docker-compose.yml is
+"""Deployment: the Dockerfile builds (on a local Debian base, from the wheels scripts/setup made, as CI must) into
+an image that runs as a user of its own, serves, passes its own HEALTHCHECK and runs a workflow; docker-compose.yml is
 valid, and the configuration its variables make is one the daemon accepts."""
 from __future__ import annotations
 
@@ -16,8 +16,9 @@ import pytest
 import yaml
 
 from comfyart.config.settings import load_settings
-from tests import dockerenv
-from tests.conftest import ROOT, free_port, free_port_range
+from tests.support.docker import DockerEngine, build_daemon_image, start_engine, stop_engine
+from tests.support.paths import ROOT
+from tests.support.ports import free_port, free_port_range
 
 COMPOSE_ENV = {"COMFYUI_IMAGE": "example.org/comfyui:2026.11", "COMFYUI_GPUS": "[0, 1, 3]",
                "COMFYUI_VOLUMES": '["/srv/models:/app/models:ro"]', "DOCKER_GID": "998"}
@@ -25,7 +26,7 @@ COMPOSE_ENV = {"COMFYUI_IMAGE": "example.org/comfyui:2026.11", "COMFYUI_GPUS": "
 
 def compose(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
     binary = shutil.which("docker-compose")
-    assert binary, "docker-compose is missing: apt-get install docker-compose (scripts/test installs it)"
+    assert binary, "docker-compose is missing: apt-get install docker-compose (scripts/setup installs it)"
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("COMFYUI_", "COMFYART_", "REDIS_PORT"))}
     return subprocess.run([binary, "-f", str(ROOT / "docker-compose.yml"), *args], env={**clean, **env},
                           capture_output=True, text=True, timeout=60)
@@ -58,16 +59,16 @@ def test_compose_file_is_valid_and_configures_the_daemon(monkeypatch: pytest.Mon
 
 
 @pytest.fixture(scope="module")
-def engine() -> Iterator[dockerenv.DockerEngine]:
-    started = dockerenv.start_engine("deploy")
+def engine() -> Iterator[DockerEngine]:
+    started = start_engine("deploy")
     try:
         yield started
     finally:
-        dockerenv.stop_engine(started)
+        stop_engine(started)
 
 
 @pytest.mark.docker
-def test_image_builds_runs_unprivileged_is_healthy_and_runs_a_workflow(engine: dockerenv.DockerEngine,
+def test_image_builds_runs_unprivileged_is_healthy_and_runs_a_workflow(engine: DockerEngine,
                                                                         tmp_path: Path):
     port, (first, last) = free_port(), free_port_range(4)
     config = {"server": {"host": "127.0.0.1", "port": port},
@@ -81,7 +82,7 @@ def test_image_builds_runs_unprivileged_is_healthy_and_runs_a_workflow(engine: d
     conf.chmod(0o755)  # the daemon's user in the container reads it
     (conf / "comfyart.yaml").chmod(0o644)
     with engine.client() as client:
-        tag = dockerenv.build_daemon_image(client)
+        tag = build_daemon_image(client)
         image = client.images.get(tag)
         assert image.attrs["Config"]["User"] == "10001:10001"
         assert image.attrs["Config"]["Healthcheck"]["Test"][-2:] == ["comfyart", "healthcheck"]

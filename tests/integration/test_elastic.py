@@ -1,5 +1,5 @@
 """Failover, cancel, run-time backends and pool controls, and recovery from SIGKILL, against a real redis-server
-and emulator processes as static backends. (Containers and Docker hosts: test_docker.py.)"""
+and emulator processes as static backends. (Containers and Docker hosts: pool/providers/test_docker.py.)"""
 from __future__ import annotations
 
 import asyncio
@@ -10,17 +10,9 @@ from pathlib import Path
 
 import httpx
 
-from tests.conftest import (
-    basic_graph,
-    free_port,
-    make_settings,
-    running_daemon,
-    serve_subprocess,
-    text_to_image_graph,
-    wait_for_pool,
-    wait_for_port,
-    wait_for_tasks,
-)
+from tests.support.daemon import make_settings, running_daemon, serve_subprocess, wait_for_pool, wait_for_tasks
+from tests.support.graphs import basic_graph, text_to_image_graph
+from tests.support.ports import free_port, wait_for_port
 
 
 def static(**emulators) -> list:

@@ -7,7 +7,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import basic_graph, make_settings, running_daemon, wait_for_tasks
+from tests.support.daemon import make_settings, running_daemon, wait_for_tasks
+from tests.support.graphs import basic_graph
 
 TRACKING = {"silence_s": 1.0, "download_timeout_s": 3.0, "submit_timeout_s": 3.0, "task_timeout_s": 20.0,
             "max_retries": 2}

@@ -7,7 +7,8 @@ from pathlib import Path
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import basic_graph, make_settings, running_daemon, wait_for_tasks
+from tests.support.daemon import make_settings, running_daemon, wait_for_tasks
+from tests.support.graphs import basic_graph
 
 
 async def scrape(api: httpx.AsyncClient) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

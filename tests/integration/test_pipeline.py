@@ -8,23 +8,13 @@ from pathlib import Path
 import aiohttp
 import httpx
 
-from tests.conftest import (
-    basic_graph,
-    make_settings,
-    running_daemon,
-    text_to_image_graph,
-    wait_for_pool,
-    wait_for_tasks,
-)
-
-
-def static(*emulators) -> list:
-    return [{"name": f"emu{i}", "url": e.url} for i, e in enumerate(emulators)]
+from tests.support.daemon import make_settings, running_daemon, static_backends, wait_for_pool, wait_for_tasks
+from tests.support.graphs import basic_graph, text_to_image_graph
 
 
 async def test_task_completes_with_outputs_matching_the_emulators_files(tmp_path: Path, redis_url, emulator):
     emu = emulator()
-    settings = make_settings(tmp_path, redis_url, static_backends=static(emu))
+    settings = make_settings(tmp_path, redis_url, static_backends=static_backends(emu))
     async with running_daemon(settings) as api:
         created = await api.post("/api/tasks", json={"prompt": text_to_image_graph(seed=7)})
         assert created.status_code == 201
@@ -48,7 +38,7 @@ async def test_a_fully_cached_rerun_takes_its_outputs_from_history(tmp_path: Pat
     """The second run of one graph is all cached: its outputs are the first run's files, read from /history (the
     socket alone is trusted only for a run it saw whole, with nothing cached)."""
     emu = emulator()
-    settings = make_settings(tmp_path, redis_url, static_backends=static(emu))
+    settings = make_settings(tmp_path, redis_url, static_backends=static_backends(emu))
     graph = text_to_image_graph(seed=11)
     async with running_daemon(settings) as api:
         first_id = (await api.post("/api/tasks", json={"prompt": graph})).json()["id"]
@@ -66,7 +56,7 @@ async def test_a_fully_cached_rerun_takes_its_outputs_from_history(tmp_path: Pat
 
 async def test_progress_is_written_while_a_prompt_runs(tmp_path: Path, redis_url, emulator):
     emu = emulator("--step-seconds", "0.1")
-    settings = make_settings(tmp_path, redis_url, static_backends=static(emu))
+    settings = make_settings(tmp_path, redis_url, static_backends=static_backends(emu))
     async with running_daemon(settings) as api:
         task_id = (await api.post("/api/tasks", json={"prompt": text_to_image_graph(steps=20)})).json()["id"]
         seen = set()
@@ -84,7 +74,7 @@ async def test_progress_is_written_while_a_prompt_runs(tmp_path: Path, redis_url
 
 async def test_validation_failure_records_node_errors(tmp_path: Path, redis_url, emulator):
     emu = emulator()
-    settings = make_settings(tmp_path, redis_url, static_backends=static(emu))
+    settings = make_settings(tmp_path, redis_url, static_backends=static_backends(emu))
     graph = basic_graph()
     graph["1"]["inputs"]["width"] = 0
     async with running_daemon(settings) as api:
@@ -97,7 +87,7 @@ async def test_validation_failure_records_node_errors(tmp_path: Path, redis_url,
 
 async def test_node_exception_fails_the_task_with_comfyuis_message(tmp_path: Path, redis_url, emulator):
     emu = emulator("--fail-node-types", "ImageInvert")
-    settings = make_settings(tmp_path, redis_url, static_backends=static(emu))
+    settings = make_settings(tmp_path, redis_url, static_backends=static_backends(emu))
     async with running_daemon(settings) as api:
         task_id = (await api.post("/api/tasks", json={"prompt": basic_graph()})).json()["id"]
         [task] = await wait_for_tasks(api, [task_id])
@@ -108,7 +98,7 @@ async def test_node_exception_fails_the_task_with_comfyuis_message(tmp_path: Pat
 
 async def test_tasks_wait_in_redis_while_every_backend_is_full(tmp_path: Path, redis_url, emulator):
     emu = emulator("--node-seconds", "0.5")  # 1.5 s a task: the queue holds the rest for seconds
-    settings = make_settings(tmp_path, redis_url, static_backends=static(emu))
+    settings = make_settings(tmp_path, redis_url, static_backends=static_backends(emu))
     async with running_daemon(settings) as api:
         ids = [(await api.post("/api/tasks", json={"prompt": basic_graph(color=i)})).json()["id"] for i in range(4)]
         pool = await wait_for_pool(api, lambda p: p["backends"][0]["inflight"] == 1)
@@ -125,7 +115,7 @@ async def test_tasks_wait_in_redis_while_every_backend_is_full(tmp_path: Path, r
 
 async def test_least_loaded_backend_gets_the_prompt(tmp_path: Path, redis_url, emulator):
     slow, fast = emulator("--node-seconds", "0.5"), emulator("--node-seconds", "0.5")
-    settings = make_settings(tmp_path, redis_url, static_backends=static(slow, fast))
+    settings = make_settings(tmp_path, redis_url, static_backends=static_backends(slow, fast))
     async with running_daemon(settings) as api:
         ids = [(await api.post("/api/tasks", json={"prompt": basic_graph(color=i)})).json()["id"] for i in range(2)]
         records = await wait_for_tasks(api, ids)
@@ -134,7 +124,7 @@ async def test_least_loaded_backend_gets_the_prompt(tmp_path: Path, redis_url, e
 
 async def test_a_dropped_websocket_still_yields_a_completed_task(tmp_path: Path, redis_url, emulator):
     emu = emulator("--node-seconds", "0.3")
-    settings = make_settings(tmp_path, redis_url, static_backends=static(emu))
+    settings = make_settings(tmp_path, redis_url, static_backends=static_backends(emu))
     async with running_daemon(settings) as api:
         await asyncio.sleep(0.5)  # let the tracker connect first
         emu.control(drop_ws_after_start=True)
@@ -147,7 +137,7 @@ async def test_a_dropped_websocket_still_yields_a_completed_task(tmp_path: Path,
 async def test_a_socket_taken_over_by_another_client_is_covered_by_the_watchdog(tmp_path: Path, redis_url, emulator):
     """A second socket with our clientId silently takes over: our socket hears nothing more."""
     emu = emulator("--node-seconds", "0.2")
-    settings = make_settings(tmp_path, redis_url, static_backends=static(emu), tracking={"silence_s": 1.0})
+    settings = make_settings(tmp_path, redis_url, static_backends=static_backends(emu), tracking={"silence_s": 1.0})
     async with running_daemon(settings) as api:
         async with aiohttp.ClientSession() as session:
             client_id = await _tracker_client_id(api, emu)
@@ -172,7 +162,7 @@ async def test_queued_tasks_survive_a_restart_and_run_afterwards(tmp_path: Path,
         ids = [(await api.post("/api/tasks", json={"prompt": basic_graph(color=i)})).json()["id"] for i in range(3)]
         assert (await api.get("/api/pool")).json()["queue_length"] == 3
     emu = emulator()
-    settings = make_settings(tmp_path, redis_url, static_backends=static(emu))
+    settings = make_settings(tmp_path, redis_url, static_backends=static_backends(emu))
     async with running_daemon(settings) as api:
         records = await wait_for_tasks(api, ids)
         assert [r["status"] for r in records] == ["completed"] * 3
@@ -183,7 +173,7 @@ async def test_a_lost_answer_to_post_prompt_is_settled_by_lookup_not_by_resubmit
                                                                                        emulator):
     emu = emulator("--node-seconds", "0.2")
     emu.control(drop_prompt_answers=1)
-    settings = make_settings(tmp_path, redis_url, static_backends=static(emu))
+    settings = make_settings(tmp_path, redis_url, static_backends=static_backends(emu))
     async with running_daemon(settings) as api:
         task_id = (await api.post("/api/tasks", json={"prompt": basic_graph(color=77)})).json()["id"]
         [task] = await wait_for_tasks(api, [task_id], timeout_s=30)
@@ -197,7 +187,7 @@ async def test_a_lost_answer_to_post_prompt_is_settled_by_lookup_not_by_resubmit
 async def test_a_prompt_the_backend_never_queued_is_submitted_again(tmp_path: Path, redis_url, emulator):
     emu = emulator()
     emu.control(refuse_prompts=1)
-    settings = make_settings(tmp_path, redis_url, static_backends=static(emu))
+    settings = make_settings(tmp_path, redis_url, static_backends=static_backends(emu))
     async with running_daemon(settings) as api:
         task_id = (await api.post("/api/tasks", json={"prompt": basic_graph(color=78)})).json()["id"]
         [task] = await wait_for_tasks(api, [task_id], timeout_s=30)
@@ -210,7 +200,7 @@ async def test_a_prompt_the_backend_never_queued_is_submitted_again(tmp_path: Pa
 async def test_a_backend_that_keeps_refusing_fails_the_task_after_max_attempts(tmp_path: Path, redis_url, emulator):
     emu = emulator()
     emu.control(refuse_prompts=10)
-    settings = make_settings(tmp_path, redis_url, static_backends=static(emu), tracking={"max_retries": 1})
+    settings = make_settings(tmp_path, redis_url, static_backends=static_backends(emu), tracking={"max_retries": 1})
     async with running_daemon(settings) as api:
         task_id = (await api.post("/api/tasks", json={"prompt": basic_graph(color=79)})).json()["id"]
         [task] = await wait_for_tasks(api, [task_id], timeout_s=30)
@@ -223,7 +213,7 @@ async def test_a_backend_that_keeps_refusing_fails_the_task_after_max_attempts(t
 async def test_after_a_takeover_the_tracker_takes_its_client_id_back(tmp_path: Path, redis_url, emulator):
     """Once another socket took our client id and went away, ours hears nothing: reconnecting fixes it."""
     emu = emulator()
-    settings = make_settings(tmp_path, redis_url, static_backends=static(emu), tracking={"silence_s": 3.0})
+    settings = make_settings(tmp_path, redis_url, static_backends=static_backends(emu), tracking={"silence_s": 3.0})
     async with running_daemon(settings) as api:
         client_id = await _tracker_client_id(api, emu)
         async with aiohttp.ClientSession() as session, \

@@ -1,0 +1,62 @@
+"""ComfyUI API-format graphs the tests submit, and a small ``/object_info`` to validate graphs against."""
+from __future__ import annotations
+
+from typing import Any
+
+
+def basic_graph(color: int = 0x336699, width: int = 64, height: int = 48, prefix: str = "test/basic") -> dict[str, Any]:
+    return {
+        "1": {"class_type": "EmptyImage", "inputs": {"width": width, "height": height, "batch_size": 1,
+                                                     "color": color}},
+        "2": {"class_type": "ImageInvert", "inputs": {"image": ["1", 0]}},
+        "3": {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": prefix}},
+    }
+
+
+def text_to_image_graph(seed: int = 1, steps: int = 4) -> dict[str, Any]:
+    return {
+        "4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "v1-5-pruned-emaonly-fp16.safetensors"}},
+        "5": {"class_type": "EmptyLatentImage", "inputs": {"width": 64, "height": 64, "batch_size": 1}},
+        "6": {"class_type": "CLIPTextEncode", "inputs": {"text": "a lighthouse", "clip": ["4", 1]}},
+        "7": {"class_type": "CLIPTextEncode", "inputs": {"text": "blurry", "clip": ["4", 1]}},
+        "3": {"class_type": "KSampler", "inputs": {"seed": seed, "steps": steps, "cfg": 7.0, "sampler_name": "euler",
+                                                   "scheduler": "normal", "denoise": 1.0, "model": ["4", 0],
+                                                   "positive": ["6", 0], "negative": ["7", 0],
+                                                   "latent_image": ["5", 0]}},
+        "8": {"class_type": "VAEDecode", "inputs": {"samples": ["3", 0], "vae": ["4", 2]}},
+        "9": {"class_type": "SaveImage", "inputs": {"filename_prefix": "t2i", "images": ["8", 0]}},
+    }
+
+
+# a graph the store keeps and never runs
+STORED_GRAPH = {"1": {"class_type": "EmptyImage", "inputs": {}}}
+
+# a graph only the request models read: its node's class is never looked up
+ONE_NODE_GRAPH = {"1": {"class_type": "A"}}
+
+# a small ``/object_info``: what the validator checks graphs against
+OBJECT_INFO = {
+    "EmptyImage": {"input": {"required": {"width": ["INT", {"default": 512, "min": 1, "max": 16384}],
+                                          "height": ["INT", {"min": 1, "max": 16384}],
+                                          "color": ["INT", {"min": 0, "max": 0xFFFFFF}]}},
+                   "output": ["IMAGE"], "output_node": False},
+    "ImageInvert": {"input": {"required": {"image": ["IMAGE"]}}, "output": ["IMAGE"], "output_node": False},
+    "SaveImage": {"input": {"required": {"images": ["IMAGE"], "filename_prefix": ["STRING", {}]}},
+                  "output": [], "output_node": True},
+    "LoadImage": {"input": {"required": {"image": [["a.png", "b.png"], {"image_upload": True}]}},
+                  "output": ["IMAGE", "MASK"], "output_node": False},
+    "Sampler": {"input": {"required": {"sampler": ["COMBO", {"options": ["euler", "ddim"]}]},
+                          "optional": {"denoise": ["FLOAT", {"min": 0.0, "max": 1.0}]}},
+                "output": ["LATENT"], "output_node": False},
+    "PreviewAny": {"input": {"required": {"source": ["*", {}]}}, "output": [], "output_node": True},
+}
+
+
+def invert_graph(**changes) -> dict:
+    """EmptyImage, ImageInvert, SaveImage (valid against ``OBJECT_INFO``); ``changes`` update a node's inputs."""
+    g = {"1": {"class_type": "EmptyImage", "inputs": {"width": 64, "height": 48, "color": 0}},
+         "2": {"class_type": "ImageInvert", "inputs": {"image": ["1", 0]}},
+         "3": {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": "x"}}}
+    for node, inputs in changes.items():
+        g[node]["inputs"].update(inputs)
+    return g

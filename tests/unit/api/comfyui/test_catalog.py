@@ -1,0 +1,38 @@
+"""What the ComfyUI-compatible API answers from its backends (api.comfyui.catalog): merged object info, cached
+answers."""
+from __future__ import annotations
+
+import json
+
+from comfyart.api.comfyui.catalog import merge_object_info
+from tests.support.graphs import OBJECT_INFO
+
+
+def test_merged_object_info_unions_combo_choices_and_classes():
+    merged: dict = {}
+    merge_object_info(merged, json.loads(json.dumps(OBJECT_INFO)))
+    other = {"LoadImage": {"input": {"required": {"image": [["b.png", "z.png"], {}]}}}, "Extra": {"output": []}}
+    merge_object_info(merged, other)
+    assert merged["LoadImage"]["input"]["required"]["image"][0] == ["a.png", "b.png", "z.png"]
+    assert "Extra" in merged and "EmptyImage" in merged
+
+
+async def test_cached_answers_are_reused_and_bounded():
+    from comfyart.api.comfyui.catalog import CACHED_ANSWERS, Catalog
+    front = Catalog(pool=None)
+    fetched = []
+
+    def fetcher(key):
+        async def fetch():
+            fetched.append(key)
+            return key
+        return fetch
+
+    assert await front._cached("a", 60, fetcher("a")) == "a"
+    assert await front._cached("a", 60, fetcher("a")) == "a"
+    assert fetched == ["a"]
+    for i in range(CACHED_ANSWERS * 3):
+        await front._cached(f"/models/{i}", 60, fetcher(i))
+    assert len(front._cache) <= CACHED_ANSWERS
+    assert await front._cached("expired", 0, fetcher("x")) == "x"
+    assert await front._cached("expired", 0, fetcher("y")) == "y"  # a TTL of 0: fetched again

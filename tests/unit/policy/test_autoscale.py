@@ -1,0 +1,192 @@
+"""The autoscaler (policy.autoscale): decide_scale by table and by invariants over thousands of small pools, and the
+containers it wants and the slots it has room for."""
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from comfyart.policy.autoscale import (
+    ContainerState,
+    ContainerView,
+    ScaleInput,
+    ScaleLimits,
+    decide_scale,
+    free_container_slots,
+    wanted_containers,
+)
+from comfyart.policy.placement import HostView
+
+H, S, U = ContainerState.HEALTHY, ContainerState.STARTING, ContainerState.UNHEALTHY
+
+
+def limits(min=1, max=4, per=2.0, up=10.0, down=60.0, idle=300.0, target=None):
+    return ScaleLimits(min, max, per, up, down, idle, target)
+
+
+def c(id, state=H, draining=False, busy=0, idle=0.0):
+    return ContainerView(id, state, draining, busy, idle)
+
+
+def idle_pool(n, idle=1000.0):
+    return tuple(c(f"c{i}", idle=idle) for i in range(n))
+
+
+# ------------------------------------------------------------------------------------------ scale up
+@pytest.mark.parametrize("observed, lim, start, undrain, desired", [
+    pytest.param(ScaleInput(0, 0, (), 10), limits(min=1), 1, (), 1, id="empty pool gets its minimum"),
+    pytest.param(ScaleInput(0, 0, (), 10), limits(min=0), 0, (), 0, id="min 0 and no load: nothing"),
+    pytest.param(ScaleInput(50, 0, idle_pool(1), 10), limits(max=4), 3, (), 4,
+                 id="a burst goes to max in one step"),
+    pytest.param(ScaleInput(5, 0, idle_pool(1), 10), limits(max=8, per=2), 2, (), 3,
+                 id="as many as the backlog needs: ceil(5/2)=3"),
+    pytest.param(ScaleInput(4, 2, idle_pool(1), 10), limits(max=8, per=2), 2, (), 3,
+                 id="running tasks count as load"),
+    pytest.param(ScaleInput(50, 0, idle_pool(1), 2), limits(max=8), 2, (), 8, id="bounded by the hosts' room"),
+    pytest.param(ScaleInput(50, 0, idle_pool(1), 0), limits(max=8), 0, (), 8, id="no room at all"),
+    pytest.param(ScaleInput(50, 0, (c("a"), c("b", draining=True, busy=1)), 10), limits(max=3), 1, ("b",), 3,
+                 id="a draining container is taken back before starting one"),
+    pytest.param(ScaleInput(50, 0, (c("a"), c("b", S)), 10), limits(max=4), 2, (), 4,
+                 id="starting containers count as up"),
+    pytest.param(ScaleInput(50, 0, (c("a"), c("b", U)), 10), limits(max=4), 2, (), 4,
+                 id="unhealthy containers count as up (they get replaced separately)"),
+    pytest.param(ScaleInput(0, 0, idle_pool(1), 10), limits(min=3), 2, (), 3, id="back up to a raised minimum"),
+    pytest.param(ScaleInput(0, 0, (), 10), limits(min=5, max=5), 5, (), 5, id="min == max"),
+    pytest.param(ScaleInput(0, 0, idle_pool(1), 10), limits(min=0, target=3), 2, (), 3, id="a fixed target"),
+    pytest.param(ScaleInput(50, 0, idle_pool(1), 10), limits(min=0, max=4, target=1), 0, (), 1,
+                 id="a target ignores the load"),
+    pytest.param(ScaleInput(6, 0, (), 10, static_capacity=2), limits(min=0, per=2), 1, (), 1,
+                 id="static backends carry part of the load"),
+    pytest.param(ScaleInput(2, 0, (), 10, static_capacity=5), limits(min=0), 0, (), 0,
+                 id="static backends carry all of it"),
+])
+def test_scale_up(observed, lim, start, undrain, desired):
+    decision = decide_scale(observed, lim)
+    assert (decision.start, decision.undrain, decision.desired, decision.drain) == (start, undrain, desired, ())
+
+
+def test_scale_up_waits_for_its_cooldown_but_not_below_the_minimum():
+    cooling = ScaleInput(50, 0, idle_pool(2), 10, since_scale_up_s=3.0)
+    decision = decide_scale(cooling, limits(min=1, max=6, up=10))
+    assert decision.start == 0 and "cooldown" in decision.limited_by and "cooldown" in decision.reason
+    below_min = ScaleInput(50, 0, idle_pool(1), 10, since_scale_up_s=3.0)
+    assert decide_scale(below_min, limits(min=3, max=6, up=10)).start == 2
+    cooled = ScaleInput(50, 0, idle_pool(2), 10, since_scale_up_s=10.0)
+    assert decide_scale(cooled, limits(min=1, max=6, up=10)).start == 4
+
+
+def test_replacements_are_owed_regardless_of_cooldown_but_only_up_to_the_shortfall():
+    owed = ScaleInput(50, 0, idle_pool(2), 10, since_scale_up_s=1.0, replacements=1)
+    assert decide_scale(owed, limits(max=6)).start == 1
+    more_owed_than_wanted = ScaleInput(0, 0, idle_pool(1), 10, since_scale_up_s=1.0, replacements=3)
+    assert decide_scale(more_owed_than_wanted, limits(min=1, max=6)).start == 0
+
+
+def test_capacity_shows_in_the_reason():
+    decision = decide_scale(ScaleInput(50, 0, idle_pool(1), 1), limits(max=8))
+    assert decision.limited_by == ("capacity",) and "capacity" in decision.reason
+
+
+# ------------------------------------------------------------------------------------------ scale down
+@pytest.mark.parametrize("containers, lim, drain", [
+    pytest.param(idle_pool(4), limits(min=1), ("c0", "c1", "c2"), id="no load: back to the minimum"),
+    pytest.param(idle_pool(4), limits(min=0), ("c0", "c1", "c2", "c3"), id="to zero when min is 0"),
+    pytest.param(idle_pool(4, idle=299.0), limits(min=1), (), id="none idle long enough"),
+    pytest.param((c("a", idle=500), c("b", idle=900), c("c", idle=100)), limits(min=1), ("b", "a"),
+                 id="longest idle first, only those past idle_timeout"),
+    pytest.param((c("a", busy=1), c("b", idle=900)), limits(min=0), ("b",), id="never a busy one"),
+    pytest.param((c("a", S, idle=900), c("b", idle=900)), limits(min=0), ("b",), id="never a starting one"),
+    pytest.param((c("a", U, idle=900), c("b", idle=900)), limits(min=0), ("a", "b"),
+                 id="an idle unhealthy one may go"),
+    pytest.param((c("a", idle=900), c("b", draining=True, idle=900)), limits(min=0), ("a",),
+                 id="one already draining is not drained again"),
+])
+def test_scale_down(containers, lim, drain):
+    decision = decide_scale(ScaleInput(0, 0, containers, 10), lim)
+    assert decision.drain == drain and decision.start == 0 and decision.undrain == ()
+
+
+def test_scale_down_keeps_what_the_load_still_needs():
+    decision = decide_scale(ScaleInput(3, 0, idle_pool(4), 10), limits(min=1, per=2))
+    assert decision.desired == 2 and len(decision.drain) == 2
+
+
+def test_scale_down_waits_for_its_cooldown():
+    decision = decide_scale(ScaleInput(0, 0, idle_pool(4), 10, since_scale_down_s=5), limits(down=60))
+    assert decision.drain == () and decision.limited_by == ("cooldown",)
+    assert decide_scale(ScaleInput(0, 0, idle_pool(4), 10, since_scale_down_s=60), limits(down=60)).drain
+
+
+def test_steady_state_does_nothing():
+    decision = decide_scale(ScaleInput(4, 0, idle_pool(2), 10), limits(per=2))
+    assert not decision.acts and "steady" in decision.reason
+
+
+# ------------------------------------------------------------------------------------------ invariants
+STATES = (H, S, U)
+
+
+def _small_pools():
+    shapes = itertools.product(STATES, (False, True), (0, 1), (0.0, 400.0))
+    views = [ContainerView(f"x{i}", *shape) for i, shape in enumerate(shapes)]
+    for size in range(0, 5):
+        for combo in itertools.combinations(range(len(views)), size):
+            if size > 2 and combo[0] % 3:
+                continue  # keep the space a few thousand cases
+            yield tuple(views[i] for i in combo)
+
+
+@pytest.mark.parametrize("minimum, maximum", [(0, 3), (1, 4), (2, 2)])
+def test_invariants_over_many_pools(minimum, maximum):
+    lim = limits(min=minimum, max=maximum, per=2, idle=300)
+    checked = 0
+    for containers in _small_pools():
+        for queued, room, since_up, since_down in itertools.product((0, 3, 20), (0, 1, 5), (None, 1.0),
+                                                                    (None, 1.0)):
+            observed = ScaleInput(queued, sum(x.busy for x in containers), containers, room,
+                                  since_scale_up_s=since_up, since_scale_down_s=since_down)
+            d = decide_scale(observed, lim)
+            live = [x for x in containers if not x.draining]
+            by_id = {x.id: x for x in containers}
+            assert d.start <= room
+            assert not (d.drain and (d.start or d.undrain)), "never up and down at once"
+            assert set(d.undrain) <= {x.id for x in containers if x.draining}
+            assert len(live) + d.start + len(d.undrain) <= max(maximum, len(live))
+            assert len(live) - len(d.drain) >= min(minimum, len(live)), "never below the minimum"
+            for drained_id in d.drain:
+                victim = by_id[drained_id]
+                assert not victim.draining and victim.busy == 0 and victim.state != S and victim.idle_s >= 300
+            if since_up is not None and len(live) >= minimum:
+                assert d.start == 0 and d.undrain == (), "cooldown holds scale-up above the minimum"
+            if since_down is not None:
+                assert d.drain == ()
+            if since_up is None and d.desired > len(live):
+                reachable = len(live) + len([x for x in containers if x.draining]) + room
+                assert len(live) + d.start + len(d.undrain) == min(d.desired, reachable), "one step, not one by one"
+            checked += 1
+    assert checked > 1000
+
+
+# ------------------------------------------------------------------------------------------ helpers
+@pytest.mark.parametrize("load, per, static, target, expected", [
+    (0, 2, 0, None, 0), (1, 2, 0, None, 1), (2, 2, 0, None, 1), (3, 2, 0, None, 2), (3, 0.5, 0, None, 6),
+    (4, 1, 1, None, 3), (1, 1, 3, None, 0), (9, 1, 0, 2, 2),
+])
+def test_wanted_containers(load, per, static, target, expected):
+    assert wanted_containers(load, limits(per=per, target=target), static) == expected
+
+
+def host(ports=(100, 104), gpus=(), used_ports=(), used_gpus=(), available=True):
+    return HostView("h", ports, tuple(gpus), frozenset(used_ports), frozenset(used_gpus), len(used_ports),
+                    available)
+
+
+@pytest.mark.parametrize("hosts, expected", [
+    ([host()], 5), ([host(used_ports=[100, 101])], 3), ([host(gpus=[0, 1])], 2),
+    ([host(gpus=[0, 1], used_ports=[100], used_gpus=[0])], 1), ([host(gpus=[0], used_ports=[100, 101, 102, 103, 104],
+                                                                      used_gpus=[])], 0),
+    ([host(), host(gpus=[3])], 6), ([host(available=False), host()], 5), ([], 0),
+    ([host(gpus=[0], used_gpus=[0, 7])], 0),
+])
+def test_free_slots(hosts, expected):
+    assert free_container_slots(hosts) == expected

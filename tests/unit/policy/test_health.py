@@ -1,0 +1,50 @@
+"""Health thresholds and recycling (policy.health): after_health_check and recycle_reason."""
+from __future__ import annotations
+
+import pytest
+
+from comfyart.policy.health import HealthCount, Recycle, after_health_check, recycle_reason
+
+
+@pytest.mark.parametrize("start, results, expected_healthy", [
+    (HealthCount(True), [False, False], True),
+    (HealthCount(True), [False, False, False], False),
+    (HealthCount(True), [False, False, True, False, False], True),
+    (HealthCount(False), [True], False),
+    (HealthCount(False), [True, True], True),
+    (HealthCount(False), [True, False, True], False),
+    (HealthCount(False), [False, False, False, False, True, True], True),
+])
+def test_health_thresholds(start, results, expected_healthy):
+    count = start
+    for ok in results:
+        count = after_health_check(count, ok, unhealthy_threshold=3, healthy_threshold=2)
+    assert count.healthy is expected_healthy
+
+
+def test_health_counts_reset_on_the_other_outcome():
+    count = after_health_check(HealthCount(True, failures=2), True, unhealthy_threshold=3, healthy_threshold=1)
+    assert count == HealthCount(True, 0, 1)
+    count = after_health_check(HealthCount(False, successes=1), False, unhealthy_threshold=3, healthy_threshold=2)
+    assert count == HealthCount(False, 1, 0)
+
+
+@pytest.mark.parametrize("kwargs, expected", [
+    (dict(tasks_done=0, age_s=0, unhealthy_s=None), None),
+    (dict(tasks_done=10, age_s=0, unhealthy_s=None), Recycle.DRAIN),
+    (dict(tasks_done=9, age_s=0, unhealthy_s=None), None),
+    (dict(tasks_done=0, age_s=3600, unhealthy_s=None), Recycle.DRAIN),
+    (dict(tasks_done=0, age_s=0, unhealthy_s=60), Recycle.NOW),
+    (dict(tasks_done=0, age_s=0, unhealthy_s=59), None),
+    (dict(tasks_done=10, age_s=0, unhealthy_s=60), Recycle.NOW),
+])
+def test_recycle_reason(kwargs, expected):
+    verdict = recycle_reason(**kwargs, max_tasks=10, max_age_s=3600, replace_unhealthy_after_s=60)
+    assert (verdict[0] if verdict else None) is expected
+    if verdict:
+        assert verdict[1]
+
+
+def test_recycle_limits_of_zero_mean_never():
+    assert recycle_reason(tasks_done=10 ** 6, age_s=10 ** 9, unhealthy_s=None, max_tasks=0, max_age_s=0,
+                          replace_unhealthy_after_s=60) is None
