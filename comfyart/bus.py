@@ -1,6 +1,6 @@
-"""Live events inside one daemon: task transitions and progress (published by the task store), pool changes and
-queue depth (published by ``ClusterWatch``). The API's event streams, the ComfyUI front door and the webhook
-sender read them.
+"""Live events inside one daemon: task transitions and progress (published by the task store and the queue), pool
+changes and queue depth (published by ``pool.watch.ClusterWatch``). The API's event streams, the ComfyUI API and the
+webhook sender read them.
 
 Publishing never waits and costs nothing without subscribers. A subscriber that falls ``capacity`` events
 behind is cut off: its stream ends with a ``lagged`` event, so one slow client can never hold the daemon or make it

@@ -1,10 +1,10 @@
 """Takes tasks from the Redis queue and submits each prompt to the backend the scheduling strategy picks.
 
 Each round reads the head of the queue (an id per free slot, plus ``scheduler.lookahead``) and the backends, and
-``scheduling.assign`` pairs them; the pairs are claimed and submitted. comfyart mints every prompt id and records
-it before POST /prompt, so an answer lost on the way is settled by looking the prompt up in /history and /queue,
-never by submitting blindly again. A claim holds a lease: a task whose dispatch broke off half-way (Redis gone for
-a moment) returns to the queue when the lease ends.
+``policy.scheduling.assign`` pairs them; the pairs are claimed and submitted. comfyart mints every prompt id and
+records it before POST /prompt, so an answer lost on the way is settled by looking the prompt up in /history and
+/queue, never by submitting blindly again. A claim holds a lease: a task whose dispatch broke off half-way (Redis
+gone for a moment) returns to the queue when the lease ends.
 """
 from __future__ import annotations
 
