@@ -18,12 +18,6 @@ async def scrape(api: httpx.AsyncClient) -> dict[tuple[str, tuple[tuple[str, str
             for family in text_string_to_metric_families(answer.text) for sample in family.samples}
 
 
-def failing_graph() -> dict:
-    graph = basic_graph(color=7)
-    graph["2"]["class_type"] = "ImageInvert"
-    return graph
-
-
 async def test_metrics_follow_tasks_backends_and_the_queue(tmp_path: Path, redis_url, emulator):
     emu = emulator("--node-seconds", "0.05", "--fail-node-types", "ImageScale")
     settings = make_settings(tmp_path, redis_url, static_backends=[{"name": "emu", "url": emu.url}])
