@@ -27,6 +27,7 @@ from comfyart.auth import Role
 from comfyart.comfy.protocol import graph_problem
 from comfyart.config.fleet import TAG_PATTERN, StaticBackendConfig, Tag
 from comfyart.config.sections import LimitsConfig
+from comfyart.config.settings import describe_field_error
 from comfyart.errors import InvalidInput
 from comfyart.policy.priority import PRIORITY_NAMES, PRIORITY_RANGE, parse_priority
 from comfyart.policy.scheduling import Order, Strategy
@@ -52,14 +53,8 @@ def _whole(value: Any) -> bool:
 
 def describe(exc: ValidationError) -> str:
     """Every error of a body on one line, each naming its field (``pool.min_containers: Input should be ...``)."""
-    parts = []
-    for error in exc.errors():
-        if error["type"] == REFUSED:
-            parts.append(error["msg"])
-            continue
-        message = "unknown field" if error["type"] == "extra_forbidden" else error["msg"].removeprefix("Value error, ")
-        parts.append(f"{'.'.join(str(p) for p in error['loc']) or '(top level)'}: {message}")
-    return "; ".join(parts)
+    return "; ".join(error["msg"] if error["type"] == REFUSED else describe_field_error(error)
+                     for error in exc.errors())
 
 
 async def json_body(request: Request, limits: LimitsConfig) -> Any:

@@ -13,6 +13,7 @@ from pydantic import (
     ValidationError,
     model_validator,
 )
+from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from comfyart.config.fleet import DockerConfig, PoolConfig, ProcessConfig, StaticBackendConfig
@@ -71,19 +72,15 @@ class Settings(BaseSettings):
         return self
 
 
-def _field_path(location: tuple[Any, ...]) -> str:
-    return ".".join(str(part) for part in location) or "(top level)"
+def describe_field_error(error: ErrorDetails) -> str:
+    """One error of a model, naming its field: ``pool.min_containers: Input should be ...``."""
+    message = "unknown field" if error["type"] == "extra_forbidden" else error["msg"].removeprefix("Value error, ")
+    return f"{'.'.join(str(part) for part in error['loc']) or '(top level)'}: {message}"
 
 
 def describe_validation_error(exc: ValidationError) -> str:
-    """One line naming each offending field: ``pool.min_containers: Input should be ...``."""
-    parts = []
-    for error in exc.errors():
-        message = error["msg"].removeprefix("Value error, ")
-        if error["type"] == "extra_forbidden":
-            message = "unknown field"
-        parts.append(f"{_field_path(error['loc'])}: {message}")
-    return "; ".join(parts)
+    """One line naming each offending field."""
+    return "; ".join(describe_field_error(error) for error in exc.errors())
 
 
 def load_settings(path: Path | None = None, environ: Mapping[str, str] | None = None) -> Settings:
