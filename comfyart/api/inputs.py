@@ -9,10 +9,11 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from starlette.datastructures import UploadFile
 
+from comfyart.api.bodies import MULTIPART, SEND_JSON, media_type, run_sent_as_form
 from comfyart.api.deps import ServicesDep
 from comfyart.api.errors import BadRequest
 from comfyart.api.limits import JSONTooDeep, parse_json
-from comfyart.api.requests import MULTIPART, SEND_JSON, RunOptions, json_body, media_type, run_sent_as_form
+from comfyart.api.requests import RunOptions, json_body
 from comfyart.config.sections import LimitsConfig
 from comfyart.errors import InvalidInput
 from comfyart.files.inputs import InputStore, NotAnImage, StoredInput, TooLarge
@@ -48,7 +49,8 @@ async def read_run(request: Request, inputs: InputStore,
                    limits: LimitsConfig) -> tuple[RunOptions, dict[str, StoredInput]]:
     """A run's options and uploaded files: JSON ``{"params": {...}, "priority": ...}``, or a form
     (multipart/form-data, or url-encoded when it has no files) with a ``params`` field holding that JSON object,
-    one file per image parameter named after it, and optionally ``priority`` and ``webhook``."""
+    one file per image parameter named after it, and optionally ``priority`` and ``webhook``. A url-encoded body
+    that is JSON is JSON (``run_sent_as_form``)."""
     media = media_type(request.headers.get("content-type", ""))
     if not run_sent_as_form(media, b"" if media == MULTIPART else await request.body()):
         return RunOptions.of(await json_body(request, limits) if await request.body() else {}, limits), {}

@@ -1,11 +1,11 @@
-"""How a request's body is read whatever its declared type (api.requests): JSON parsed leniently, a body that is no
+"""How a request's body is read whatever its declared type (api.bodies): JSON parsed leniently, a body that is no
 JSON refused naming its type; a workflow run told apart as a form or JSON. Pure, no server."""
 from __future__ import annotations
 
 import pytest
 
+from comfyart.api.bodies import declares_json, media_type, parse_body, run_sent_as_form
 from comfyart.api.errors import BadRequest
-from comfyart.api.requests import declares_json, media_type, parse_body, run_sent_as_form
 from comfyart.errors import InvalidInput
 
 DEPTH = 8
