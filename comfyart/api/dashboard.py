@@ -9,6 +9,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.staticfiles import StaticFiles
 
 from comfyart.api.deps import ServicesDep
+from comfyart.api.routing import get_and_head
 
 DASHBOARD_DIR = Path(__file__).parents[1] / "dashboard"
 PAGE_HEADERS = {"Content-Security-Policy": "default-src 'self'; img-src 'self' blob: data:; "
@@ -25,7 +26,7 @@ def page() -> bytes:
     return (DASHBOARD_DIR / "index.html").read_bytes()
 
 
-@router.get("/", include_in_schema=False)
+@get_and_head(router, "/", include_in_schema=False)
 async def dashboard(request: Request, services: ServicesDep) -> Response:
     authenticator = services.security.authenticator
     if authenticator is not None and authenticator.admin_user and request.scope.get("state", {}).get(

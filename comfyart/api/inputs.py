@@ -9,6 +9,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from starlette.datastructures import UploadFile
 
+from comfyart.api.bodies import MULTIPART, SEND_JSON, media_type, run_sent_as_form
 from comfyart.api.deps import ServicesDep
 from comfyart.api.errors import BadRequest
 from comfyart.api.limits import JSONTooDeep, parse_json
@@ -19,7 +20,6 @@ from comfyart.files.inputs import InputStore, NotAnImage, StoredInput, TooLarge
 
 MAX_FORM_FILES = 16
 UPLOAD_CHUNK = 1 << 20
-FORMS = ("multipart/form-data", "application/x-www-form-urlencoded")
 FILE_SCHEMA = {"type": "string", "format": "binary"}
 RUN_FORM = {"type": "object", "description": "one image file per image parameter, named after it",
             "properties": {"params": {"type": "string", "description": "the parameters: a JSON object"},
@@ -49,8 +49,10 @@ async def read_run(request: Request, inputs: InputStore,
                    limits: LimitsConfig) -> tuple[RunOptions, dict[str, StoredInput]]:
     """A run's options and uploaded files: JSON ``{"params": {...}, "priority": ...}``, or a form
     (multipart/form-data, or url-encoded when it has no files) with a ``params`` field holding that JSON object,
-    one file per image parameter named after it, and optionally ``priority`` and ``webhook``."""
-    if not request.headers.get("content-type", "").startswith(FORMS):
+    one file per image parameter named after it, and optionally ``priority`` and ``webhook``. A url-encoded body
+    that is JSON is JSON (``run_sent_as_form``)."""
+    media = media_type(request.headers.get("content-type", ""))
+    if not run_sent_as_form(media, b"" if media == MULTIPART else await request.body()):
         return RunOptions.of(await json_body(request, limits) if await request.body() else {}, limits), {}
     fields: dict[str, Any] = {}
     files: dict[str, StoredInput] = {}
@@ -67,7 +69,8 @@ async def read_run(request: Request, inputs: InputStore,
             elif key == "webhook":
                 fields["webhook"] = value
             else:
-                raise InvalidInput(f"unknown form field {key!r}: send 'params' (JSON), image files, priority, webhook")
+                raise InvalidInput(f"unknown form field {key!r} (body sent as {media}): send 'params' (JSON), "
+                                   f"image files, priority, webhook; or {SEND_JSON}")
     return RunOptions.of(fields, limits), files
 
 

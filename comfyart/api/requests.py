@@ -21,8 +21,7 @@ from pydantic import (
 from pydantic import WithJsonSchema as Schema
 from pydantic_core import PydanticCustomError
 
-from comfyart.api.errors import BadRequest
-from comfyart.api.limits import JSONTooDeep, parse_json
+from comfyart.api.bodies import parse_body
 from comfyart.auth import Role
 from comfyart.comfy.protocol import graph_problem
 from comfyart.config.fleet import TAG_PATTERN, StaticBackendConfig, Tag
@@ -58,13 +57,9 @@ def describe(exc: ValidationError) -> str:
 
 
 async def json_body(request: Request, limits: LimitsConfig) -> Any:
-    """The body as JSON, nested no deeper than the limit (FastAPI's own parsing would not check that)."""
-    try:
-        return parse_json(await request.body(), limits.max_json_depth)
-    except JSONTooDeep as exc:
-        raise InvalidInput(str(exc)) from None
-    except ValueError:
-        raise BadRequest(400, "body is not valid JSON") from None
+    """The body as JSON (``parse_body``), nested no deeper than the limit (FastAPI's own parsing would not check
+    that)."""
+    return parse_body(await request.body(), request.headers.get("content-type", ""), limits.max_json_depth)
 
 
 class RequestBody(BaseModel):

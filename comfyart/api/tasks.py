@@ -2,6 +2,7 @@
 A client sees its own tasks only: another's answers 404, as if it did not exist."""
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -9,12 +10,17 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, RedirectResponse
 
 from comfyart.api.auth import Caller, Unauthenticated
-from comfyart.api.deps import ServicesDep, VisibleTask, admit, visible_task
+from comfyart.api.deps import Services, ServicesDep, VisibleTask, admit, visible_task
 from comfyart.api.errors import BadRequest
 from comfyart.api.requests import MAX_OFFSET, Scheduling, TaskSubmission, body_doc
+from comfyart.api.routing import get_and_head
 from comfyart.auth import can_see, output_path, signature_valid
 from comfyart.errors import InvalidTransition, NotFound
-from comfyart.models import FINAL_STATUSES, Task, TaskStatus
+from comfyart.models import FINAL_STATUSES, OutputFile, Task, TaskStatus
+from comfyart.store.tasks import TaskStore
+
+MAX_WAIT_S = 300  # ?wait= on an output: long enough for a run, short of proxies' idle timeouts
+RECHECK_S = 5.0  # while waiting, read the record again this often (and notice a client that left)
 
 router = APIRouter()
 
@@ -105,7 +111,7 @@ async def share_output(task: VisibleTask, filename: str, request: Request, servi
     return {"url": url, "expires": expires}
 
 
-@router.get("/api/tasks/{task_id}/outputs/{filename}", response_model=None)
+@get_and_head(router, "/api/tasks/{task_id}/outputs/{filename}", response_model=None)
 async def get_output(task_id: str, filename: str, request: Request,
                      services: ServicesDep) -> FileResponse | RedirectResponse:
     """The file; with ``expires`` and ``signature`` (from ``…/link``, or a webhook) no key is needed."""
@@ -119,9 +125,61 @@ async def get_output(task_id: str, filename: str, request: Request,
     else:
         task = await visible_task(task_id, principal, services)
     record = next((o for o in task.outputs if o.filename == filename), None)
-    if record is not None and record.bucket is not None and services.objects is not None:
-        return RedirectResponse(await services.objects.presign(record.path), status_code=307)
-    path = services.outputs.find(task_id, filename) if record is not None else None
-    if record is None or path is None:
+    if record is None:
         raise NotFound(f"task {task_id} has no output {filename}")
-    return FileResponse(path, media_type=record.content_type, filename=filename)
+    return await serve_output(task_id, record, services)
+
+
+@get_and_head(router, "/api/tasks/{task_id}/output", response_model=None)
+async def get_first_output(task: VisibleTask, request: Request, services: ServicesDep,
+                           wait: float = Query(0, ge=0, le=MAX_WAIT_S, description="seconds to wait for the task "
+                                                                                   "to end first")
+                           ) -> FileResponse | RedirectResponse:
+    """The task's first output, as ``…/outputs/{its name}`` answers it (``curl -fOJ`` saves it under that name). A
+    task that has not completed answers 409 naming its status; with ``wait``, once it ends or that many seconds
+    have passed."""
+    if wait and task.status not in FINAL_STATUSES:
+        task = await ended(services.store, task.id, wait, request)
+    if task.status is not TaskStatus.COMPLETED:
+        raise BadRequest(409, not_completed(task, wait))
+    if not task.outputs:
+        raise NotFound(f"task {task.id} completed with no output")
+    return await serve_output(task.id, task.outputs[0], services)
+
+
+def not_completed(task: Task, waited_s: float) -> str:
+    """Why a task has no output to give yet (or ever)."""
+    if task.status in FINAL_STATUSES:
+        return f"task {task.id} is {task.status.value}: it has no output"
+    after = f" after waiting {waited_s:g} s" if waited_s else ""
+    return f"task {task.id} is still {task.status.value}{after}: add ?wait=SECONDS (up to {MAX_WAIT_S}) to wait for it"
+
+
+async def serve_output(task_id: str, record: OutputFile, services: Services) -> FileResponse | RedirectResponse:
+    """One output: the stored file (``Content-Disposition: attachment`` with its name; ranges, HEAD), or with
+    object storage a redirect to a fresh presigned URL."""
+    if record.bucket is not None and services.objects is not None:
+        return RedirectResponse(await services.objects.presign(record.path), status_code=307)
+    path = services.outputs.find(task_id, record.filename)
+    if path is None:
+        raise NotFound(f"task {task_id} has no output {record.filename}")
+    return FileResponse(path, media_type=record.content_type, filename=record.filename)
+
+
+async def ended(store: TaskStore, task_id: str, timeout_s: float, request: Request) -> Task:
+    """The task once it reaches a final status, or as it is after ``timeout_s`` (or once the client has gone).
+    Woken by the task's final event; the record is read again every RECHECK_S all the same, so a missed event
+    (the subscription cut off) costs a few seconds, not the whole wait."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    with store.events.subscribe(lambda e: e.get("type") == "task" and e.get("id") == task_id
+                                and e.get("status") in FINAL_STATUSES) as final:
+        while True:  # subscribed before reading: an end between the two is not missed
+            task = await store.get(task_id)
+            left = deadline - loop.time()
+            if task.status in FINAL_STATUSES or left <= 0 or await request.is_disconnected():
+                return task
+            if final.closed:
+                await asyncio.sleep(min(left, RECHECK_S))
+            else:
+                await final.get(min(left, RECHECK_S))
