@@ -102,6 +102,10 @@ def _run(argv: list[str] | None) -> int:
         top.error(problem)
     options.resolve(args, os.environ)
     if is_remote:
+        bad_url = options.url_problem(args.url)
+        if bad_url:
+            print(f"comfyart: {bad_url}", file=sys.stderr)
+            return 2
         return remote.run(args)
 
     if args.command == "serve":

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Mapping
 from pathlib import Path
+from urllib.parse import urlsplit
 
 DEFAULT_URL = "http://127.0.0.1:8100"
 URL_HELP = f"the daemon to talk to (default: $COMFYART_URL, else {DEFAULT_URL})"
@@ -55,3 +56,12 @@ def resolve(args: argparse.Namespace, environ: Mapping[str, str]) -> None:
     args.key = args.key or environ.get("COMFYART_KEY") or None
     if args.config is None and environ.get("COMFYART_CONFIG"):
         args.config = Path(environ["COMFYART_CONFIG"])
+
+
+def url_problem(url: str) -> str | None:
+    """Why ``url`` cannot name a daemon (one line), or None: it needs http:// or https:// and a host."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        return (f"the daemon's URL {url!r} (--url or COMFYART_URL) needs http:// or https:// and a host, "
+                f"e.g. {DEFAULT_URL}")
+    return None

@@ -18,8 +18,10 @@ import httpx
 
 from comfyart.cli.options import PLACEMENT, add_remote_options
 from comfyart.cli.render import node_error_lines, pool_lines, printable, progress_line, task_lines
+from comfyart.workflows.definition import Workflow, WorkflowDefinition
 
 FINAL = ("completed", "failed", "canceled")
+SHOWN_ONLY = frozenset(Workflow.model_fields) - frozenset(WorkflowDefinition.model_fields) | {"versions"}
 INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a command stopped by Ctrl-C
 
 
@@ -126,6 +128,14 @@ def param_value(raw: str) -> tuple[str, Any]:
         return name, json.loads(value)
     except ValueError:
         return name, value
+
+
+def definition_of(document: Any) -> Any:
+    """What ``workflows put`` sends of a JSON file: all of it, less the fields the daemon adds to a stored workflow,
+    so that what ``workflows show`` printed goes back as it is (a copy under another name, an edited version)."""
+    if not isinstance(document, dict):
+        return document
+    return {key: value for key, value in document.items() if key not in SHOWN_ONLY}
 
 
 def sse_events(lines: Iterator[str]) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -289,7 +299,7 @@ def workflows(client: httpx.Client, args: argparse.Namespace) -> int:
             definition = json.loads(args.file.read_text())
         except (OSError, ValueError) as exc:
             raise CommandFailed(f"{args.file}: {exc}", code=2) from None
-        result = _answer(client.put(f"/api/workflows/{quote(args.name)}", json=definition))
+        result = _answer(client.put(f"/api/workflows/{quote(args.name)}", json=definition_of(definition)))
         _print(args, result, f"{result['name']} version {result['version']}"
                              + ("" if result["changed"] else " (unchanged)"))
     else:

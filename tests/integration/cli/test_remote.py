@@ -107,6 +107,10 @@ async def test_graphs_cancel_and_refusals(tmp_path: Path, redis_url, emulator):
         assert code == 0 and "mine  v1  seed" in out and "text-to-image" in out
         code, out, _ = await cli(url, "workflows", "show", "mine")
         assert json.loads(out)["params"]["seed"]["target"] == [{"node": "3", "input": "seed"}]
+        shown = tmp_path / "shown.json"
+        shown.write_text(out)  # what show printed goes back as it is, under another name
+        code, out, err = await cli(url, "workflows", "put", "copy", str(shown), key=ADMIN_KEY)
+        assert code == 0 and out.strip() == "copy version 1", err
         code, _, err = await cli(url, "workflows", "rm", "mine")
         assert code == 1 and "403" in err
         code, out, _ = await cli(url, "workflows", "rm", "mine", key=ADMIN_KEY)

@@ -76,3 +76,17 @@ def test_help_says_where_options_go(capsys):
         main(["--help"])
     out = capsys.readouterr().out
     assert "--url URL" in out and "the one after the command wins" in out
+
+
+@pytest.mark.parametrize(("url", "fine"), [
+    ("http://127.0.0.1:8100", True), ("https://comfyart.example/base/", True), ("HTTP://h:1", True),
+    ("localhost:8100", False), ("127.0.0.1:8100", False), ("ftp://h", False), ("http://", False), ("", False),
+])
+def test_a_url_needs_a_scheme_and_a_host(url, fine):
+    assert (options.url_problem(url) is None) == fine
+
+
+def test_a_url_without_scheme_is_one_line_before_any_request(capsys):
+    assert main(["--url", "localhost:8100", "tasks"]) == 2
+    assert capsys.readouterr().err == ("comfyart: the daemon's URL 'localhost:8100' (--url or COMFYART_URL) needs "
+                                       "http:// or https:// and a host, e.g. http://127.0.0.1:8100\n")

@@ -22,7 +22,8 @@ def test_node_errors_read_as_comfyui_prints_them():
         "node errors:",
         "* EmptyImage 1 (output 3):",
         "  - Value 0 smaller than min of 1: width",
-        "  - Failed to convert an input value to a INT value: color, red, invalid literal for int() with base 10: 'red'",
+        "  - Failed to convert an input value to a INT value: color, red, invalid literal for int() with base 10: "
+        "'red'",
         "* ImageInvert 2:",
         "  - Prompt has no outputs",
     ]
@@ -71,3 +72,4 @@ def test_pool_labels_free_and_total_vram():
         "static:b                     unhealthy  active    inflight 1  done 4  error: connection refused",
         "queue 2; autoscaler: steady",
     ]
+
