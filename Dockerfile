@@ -11,10 +11,14 @@ ARG PIP_INSTALL_ARGS=""
 # constraints.txt always exists, so the optional wheels/ directory may be missing (its files land in /wheels)
 COPY constraints.txt wheel[s] /wheels/
 COPY requirements.txt /wheels/requirements.txt
+# the comfyart command (docker exec … comfyart keys create …; the HEALTHCHECK): the package runs from /app on
+# PYTHONPATH, so the command is a two-line script rather than an install that would need a build backend offline
 RUN python3 -m venv /opt/venv \
  && /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check ${PIP_INSTALL_ARGS} \
         -r /wheels/requirements.txt -c /wheels/constraints.txt \
- && find /opt/venv -name __pycache__ -prune -exec rm -rf {} +
+ && find /opt/venv -name __pycache__ -prune -exec rm -rf {} + \
+ && printf '#!/bin/sh\nexec /opt/venv/bin/python3 -m comfyart "$@"\n' > /opt/venv/bin/comfyart \
+ && chmod 755 /opt/venv/bin/comfyart
 
 FROM ${BASE}
 COPY --from=build /opt/venv /opt/venv
@@ -28,6 +32,6 @@ ENV PATH=/opt/venv/bin:$PATH PYTHONPATH=/app PYTHONUNBUFFERED=1 PYTHONDONTWRITEB
     COMFYART_CONFIG=/app/config/container.yaml COMFYART_DATA_DIR=/data
 VOLUME ["/data"]
 EXPOSE 8100
-HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=3 CMD ["python3", "-m", "comfyart", "healthcheck"]
+HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=3 CMD ["comfyart", "healthcheck"]
 ENTRYPOINT ["python3", "-m", "comfyart"]
 CMD ["serve"]

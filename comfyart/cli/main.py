@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import sys
 from collections.abc import Callable
-from pathlib import Path
 
 from comfyart import __version__
-from comfyart.cli import remote
+from comfyart.cli import options, remote
 from comfyart.cli.logs import configure_logging
 from comfyart.config.settings import Settings, load_settings
 from comfyart.errors import ConfigError, NotFound, StoreUnavailable
+
+SIGPIPE_STATUS = 141  # 128 + SIGPIPE: how a shell reports a writer its reader left
 
 
 def _fast_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
@@ -28,35 +30,82 @@ def _fast_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="comfyart", description="Elastic scheduler for ComfyUI fleets")
-    parser.add_argument("--version", action="version", version=f"comfyart {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True)
-    serve = commands.add_parser("serve", help="run the daemon: REST API, pool, dispatcher, tracker")
-    config_default = Path(os.environ["COMFYART_CONFIG"]) if os.environ.get("COMFYART_CONFIG") else None
-    serve.add_argument("--config", type=Path, default=config_default,
-                       help="YAML configuration file (default: $COMFYART_CONFIG, else built-in defaults)")
-    serve.add_argument("--log-level", default=os.environ.get("COMFYART_LOG_LEVEL", "info"))
+    """The ``comfyart`` command; returns its exit status."""
+    try:
+        status = _run(argv)
+        sys.stdout.flush()  # here, not as Python exits: a reader gone is met where it can be handled
+        return status
+    except BrokenPipeError:
+        return _reader_gone()
+    except KeyboardInterrupt:
+        print("comfyart: interrupted", file=sys.stderr)
+        return remote.INTERRUPTED
+
+
+def _reader_gone() -> int:
+    """The reader of our output left (``comfyart … | head``): stop without a word, with the status of a process
+    that SIGPIPE stopped (128 + 13), as ``cat``, ``git log`` and the other tools of a pipeline do, so that
+    ``set -o pipefail`` tells a cut-short output from a whole one. Python would write the rest of its buffer when it
+    exits and complain there again; standard output and error now lead nowhere."""
+    with contextlib.suppress(OSError, ValueError):
+        nowhere = os.open(os.devnull, os.O_WRONLY)
+        for stream in (sys.stdout, sys.stderr):
+            os.dup2(nowhere, stream.fileno())
+    return SIGPIPE_STATUS
+
+
+def build_parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="comfyart", description="Elastic scheduler for ComfyUI fleets",
+                                  epilog=options.PLACEMENT)
+    top.add_argument("--version", action="version", version=f"comfyart {__version__}")
+    options.add_remote_options(top, top_level=True)
+    options.add_config_option(top, top_level=True)
+    commands = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    serve = _command(commands, "serve", "run the daemon: REST API, pool, dispatcher, tracker")
+    options.add_config_option(serve)
+    serve.add_argument("--log-level", default=os.environ.get("COMFYART_LOG_LEVEL", "info"),
+                       help="debug, info, warning or error (COMFYART_LOG_LEVEL; default info)")
     serve.add_argument("--log-format", choices=["text", "json"], default=os.environ.get("COMFYART_LOG_FORMAT", "text"),
                        help="json: one object a line, with task, backend and prompt as fields (COMFYART_LOG_FORMAT)")
-    keys = commands.add_parser("keys", help="API keys kept in Redis (the daemon need not run)")
-    keys.add_argument("--config", type=Path, default=config_default,
-                      help="the daemon's configuration (for Redis and its prefix)")
-    health = commands.add_parser("healthcheck", help="exit 0 when the daemon of this configuration answers "
-                                                     "/healthz (a container's HEALTHCHECK)")
-    health.add_argument("--config", type=Path, default=config_default)
-    health.add_argument("--timeout", type=float, default=4.0)
-    key_commands = keys.add_subparsers(dest="keys_command", required=True)
-    create = key_commands.add_parser("create", help="make a key; it is printed once and stored only as a hash")
+    health = _command(commands, "healthcheck", "exit 0 when the daemon of this configuration answers /healthz "
+                                               "(a container's HEALTHCHECK)")
+    options.add_config_option(health)
+    health.add_argument("--timeout", type=float, default=4.0, help="seconds to wait for the answer (default 4)")
+    keys = _command(commands, "keys", "API keys kept in Redis (the daemon need not run)")
+    options.add_config_option(keys)
+    key_commands = keys.add_subparsers(dest="keys_command", required=True, metavar="{create,list,revoke}")
+    create = _command(key_commands, "create", "make a key; it is printed once and stored only as a hash")
     create.add_argument("--name", required=True, help="who or what uses it")
     create.add_argument("--role", choices=["client", "admin"], default="client")
     create.add_argument("--max-queued", type=int, help="its tasks pending or running at once (0: no limit)")
     create.add_argument("--per-minute", type=float, help="its submissions a minute (0: no limit)")
-    key_commands.add_parser("list", help="every key made at run time (never a key itself)")
-    revoke = key_commands.add_parser("revoke", help="refuse a key from now on")
+    listing = _command(key_commands, "list", "every key made at run time (never a key itself)")
+    revoke = _command(key_commands, "revoke", "refuse a key from now on")
     revoke.add_argument("key_id")
+    for leaf in (create, listing, revoke):
+        options.add_config_option(leaf)
     remote.add_commands(commands)
-    args = parser.parse_args(argv)
-    if args.command in remote.REMOTE_COMMANDS:
+    return top
+
+
+def _command(commands: argparse._SubParsersAction[argparse.ArgumentParser], name: str,
+             help_text: str) -> argparse.ArgumentParser:
+    return commands.add_parser(name, help=help_text, description=help_text, epilog=options.PLACEMENT)
+
+
+def _run(argv: list[str] | None) -> int:
+    top = build_parser()
+    args = top.parse_args(argv)
+    is_remote = args.command in remote.REMOTE_COMMANDS
+    problem = options.misplaced(args.command, is_remote, args)
+    if problem:
+        top.error(problem)
+    options.resolve(args, os.environ)
+    if is_remote:
+        bad_url = options.url_problem(args.url)
+        if bad_url:
+            print(f"comfyart: {bad_url}", file=sys.stderr)
+            return 2
         return remote.run(args)
 
     if args.command == "serve":

@@ -1,14 +1,13 @@
 """The CLI's commands that talk to a running daemon over its REST API: submit (and wait), tasks, task, cancel,
 retry, pool, workflows. ``--url`` (``COMFYART_URL``) and ``--key`` (``COMFYART_KEY``) say where and as whom; ``--json``
-prints the daemon's JSON for scripts. Exit codes: 0 done, 1 the daemon refused or the task did not complete,
-2 bad arguments or no daemon to talk to.
+prints the daemon's JSON for scripts (``options``: before or after the command). Exit codes: 0 done, 1 the daemon
+refused or the task did not complete, 2 bad arguments or no daemon to talk to, 130 interrupted.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import mimetypes
-import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,9 +16,13 @@ from urllib.parse import quote
 
 import httpx
 
-DEFAULT_URL = "http://127.0.0.1:8100"
+from comfyart.cli.options import PLACEMENT, add_remote_options
+from comfyart.cli.render import node_error_lines, pool_lines, printable, progress_line, task_lines
+from comfyart.workflows.definition import Workflow, WorkflowDefinition
+
 FINAL = ("completed", "failed", "canceled")
-BAR_WIDTH = 30
+SHOWN_ONLY = frozenset(Workflow.model_fields) - frozenset(WorkflowDefinition.model_fields) | {"versions"}
+INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a command stopped by Ctrl-C
 
 
 class CommandFailed(Exception):
@@ -30,11 +33,8 @@ class CommandFailed(Exception):
 
 def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     def remote(name: str, help_text: str) -> argparse.ArgumentParser:
-        parser = commands.add_parser(name, help=help_text)
-        parser.add_argument("--url", default=os.environ.get("COMFYART_URL", DEFAULT_URL),
-                            help=f"the daemon (COMFYART_URL; default {DEFAULT_URL})")
-        parser.add_argument("--key", default=os.environ.get("COMFYART_KEY"), help="API key (COMFYART_KEY)")
-        parser.add_argument("--json", action="store_true", help="print the daemon's JSON")
+        parser = commands.add_parser(name, help=help_text, description=help_text, epilog=PLACEMENT)
+        add_remote_options(parser)
         return parser
 
     submit = remote("submit", "queue a workflow run or a raw graph; --wait follows it to the end")
@@ -48,8 +48,9 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     submit.add_argument("--wait", action="store_true", help="follow it to the end, then download its outputs")
     submit.add_argument("--output-dir", type=Path, default=Path("."), help="where --wait puts the outputs")
     tasks = remote("tasks", "list tasks, newest first")
-    tasks.add_argument("--status", choices=["pending", "running", "completed", "failed", "canceled"])
-    tasks.add_argument("--limit", type=int, default=20)
+    tasks.add_argument("--status", choices=["pending", "running", "completed", "failed", "canceled"],
+                       help="only the tasks in this status")
+    tasks.add_argument("--limit", type=int, default=20, help="at most this many (default 20)")
     task = remote("task", "one task's record")
     task.add_argument("task_id")
     cancel = remote("cancel", "cancel a queued or running task")
@@ -61,15 +62,17 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     retry.add_argument("--output-dir", type=Path, default=Path("."), help="where --wait puts the outputs")
     remote("pool", "the pool: hosts, backends, autoscaler")
     workflows = remote("workflows", "stored workflows: list, show, put, rm")
-    actions = workflows.add_subparsers(dest="workflow_command", required=True)
-    actions.add_parser("list")
-    show = actions.add_parser("show")
-    show.add_argument("name")
-    put = actions.add_parser("put", help="create or replace from a JSON file {graph, params, ...}")
-    put.add_argument("name")
-    put.add_argument("file", type=Path)
-    remove = actions.add_parser("rm")
-    remove.add_argument("name")
+    actions = workflows.add_subparsers(dest="workflow_command", required=True, metavar="{list,show,put,rm}")
+    for action, action_help in (("list", "each workflow's name, version and parameters"),
+                                ("show", "one workflow's definition, as JSON"),
+                                ("put", "create or replace one from a JSON file {graph, params, ...} (admin)"),
+                                ("rm", "delete one (admin)")):
+        parser = actions.add_parser(action, help=action_help, description=action_help, epilog=PLACEMENT)
+        add_remote_options(parser)
+        if action != "list":
+            parser.add_argument("name", help="the workflow's name")
+        if action == "put":
+            parser.add_argument("file", type=Path, help="its definition, JSON")
 
 
 REMOTE_COMMANDS = ("submit", "tasks", "task", "cancel", "retry", "pool", "workflows")
@@ -83,8 +86,12 @@ def run(args: argparse.Namespace) -> int:
     except CommandFailed as exc:
         print(f"comfyart: {exc}", file=sys.stderr)
         return exc.code
+    except httpx.InvalidURL as exc:
+        print(f"comfyart: --url {args.url}: {exc}", file=sys.stderr)
+        return 2
     except httpx.TransportError as exc:
-        print(f"comfyart: cannot reach the daemon at {args.url}: {exc}", file=sys.stderr)
+        print(f"comfyart: cannot reach the daemon at {args.url}: {exc or type(exc).__name__} (is 'comfyart serve' "
+              "running there? --url or COMFYART_URL names another)", file=sys.stderr)
         return 2
 
 
@@ -93,12 +100,17 @@ def _answer(response: httpx.Response) -> Any:
     """The JSON of a 2xx answer; otherwise CommandFailed with the daemon's one-line reason."""
     if response.status_code >= 300:
         try:
-            detail = response.json().get("detail")
+            body = response.json()
         except ValueError:
-            detail = None
+            body = None
+        detail = body.get("detail") if isinstance(body, dict) else None
         raise CommandFailed(f"{response.request.method} {response.request.url.path}: HTTP {response.status_code}"
-                            + (f": {detail}" if detail else ""))
-    return response.json() if response.content else None
+                            + (f": {printable(detail)}" if detail else ""))
+    try:
+        return response.json() if response.content else None
+    except ValueError:
+        raise CommandFailed(f"{response.request.method} {response.request.url}: the answer is not JSON "
+                            "(is that a comfyart daemon?)") from None
 
 
 def _print(args: argparse.Namespace, data: Any, text: str) -> None:
@@ -118,6 +130,14 @@ def param_value(raw: str) -> tuple[str, Any]:
         return name, value
 
 
+def definition_of(document: Any) -> Any:
+    """What ``workflows put`` sends of a JSON file: all of it, less the fields the daemon adds to a stored workflow,
+    so that what ``workflows show`` printed goes back as it is (a copy under another name, an edited version)."""
+    if not isinstance(document, dict):
+        return document
+    return {key: value for key, value in document.items() if key not in SHOWN_ONLY}
+
+
 def sse_events(lines: Iterator[str]) -> Iterator[tuple[str, dict[str, Any]]]:
     """(event, data) of a Server-Sent Events stream; comments are skipped."""
     event, data = "message", list[str]()
@@ -130,15 +150,6 @@ def sse_events(lines: Iterator[str]) -> Iterator[tuple[str, dict[str, Any]]]:
             event = line[6:].strip()
         elif line.startswith("data:"):
             data.append(line[5:].lstrip())
-
-
-def progress_line(task: dict[str, Any]) -> str:
-    done = max(0.0, min(1.0, float(task.get("progress") or 0.0)))
-    filled = round(done * BAR_WIDTH)
-    where = f" node {task['node']}" if task.get("node") else ""
-    if task.get("node_max"):
-        where += f" {task.get('node_step') or 0}/{task['node_max']}"
-    return f"[{'#' * filled}{'-' * (BAR_WIDTH - filled)}] {done * 100:5.1f}% {task.get('status', '')}{where}"
 
 
 # ---------------------------------------------------------------------------------------------------- commands
@@ -181,7 +192,11 @@ def _queued(client: httpx.Client, args: argparse.Namespace, created: dict[str, A
     if not args.wait:
         _print(args, created, task_id)
         return 0
-    task = follow(client, task_id, show=not args.json)
+    try:
+        task = follow(client, task_id, show=not args.json)
+    except KeyboardInterrupt:
+        raise CommandFailed(f"interrupted; task {task_id} goes on ('comfyart cancel {task_id}' stops it)",
+                            code=INTERRUPTED) from None
     paths = download(client, task, args.output_dir) if task["status"] == "completed" else []
     if args.json:
         print(json.dumps({**task, "downloaded": [str(p) for p in paths]}, indent=2))
@@ -189,8 +204,10 @@ def _queued(client: httpx.Client, args: argparse.Namespace, created: dict[str, A
         for path in paths:
             print(path)
         if task["status"] != "completed":
-            print(f"comfyart: task {task_id} {task['status']}: {task.get('error') or ''}".rstrip(": "),
+            print(f"comfyart: task {task_id} {task['status']}: {printable(task.get('error') or '')}".rstrip(": "),
                   file=sys.stderr)
+            for line in node_error_lines(task.get("node_errors")):
+                print(line, file=sys.stderr)
     return 0 if task["status"] == "completed" else 1
 
 
@@ -249,11 +266,7 @@ def tasks(client: httpx.Client, args: argparse.Namespace) -> int:
 
 def task(client: httpx.Client, args: argparse.Namespace) -> int:
     record = _answer(client.get(f"/api/tasks/{quote(args.task_id)}"))
-    lines = [f"{key}: {record[key]}" for key in ("id", "status", "workflow", "backend", "attempts", "error")
-             if record.get(key) is not None]
-    lines.append(progress_line(record))
-    lines += [f"output: {o['filename']} ({o['size']} bytes, {o['content_type']})" for o in record["outputs"]]
-    _print(args, record, "\n".join(lines))
+    _print(args, record, "\n".join(task_lines(record)))
     return 0
 
 
@@ -269,12 +282,7 @@ def retry(client: httpx.Client, args: argparse.Namespace) -> int:
 
 def pool(client: httpx.Client, args: argparse.Namespace) -> int:
     described = _answer(client.get("/api/pool"))
-    rows = [f"{b['id']:<28} {b['status']:<10} {b['mode']:<9} inflight {b['inflight']}  done {b['tasks_done']}"
-            + (f"  vram {b['vram_free'] >> 20}/{b['vram_total'] >> 20} MiB" if b.get("vram_total") else "")
-            for b in described["backends"]]
-    decision = described.get("autoscaler") or {}
-    rows.append(f"queue {described.get('queue_length', 0)}; autoscaler: {decision.get('reason', 'no decision yet')}")
-    _print(args, described, "\n".join(rows))
+    _print(args, described, "\n".join(pool_lines(described)))
     return 0
 
 
@@ -291,7 +299,7 @@ def workflows(client: httpx.Client, args: argparse.Namespace) -> int:
             definition = json.loads(args.file.read_text())
         except (OSError, ValueError) as exc:
             raise CommandFailed(f"{args.file}: {exc}", code=2) from None
-        result = _answer(client.put(f"/api/workflows/{quote(args.name)}", json=definition))
+        result = _answer(client.put(f"/api/workflows/{quote(args.name)}", json=definition_of(definition)))
         _print(args, result, f"{result['name']} version {result['version']}"
                              + ("" if result["changed"] else " (unchanged)"))
     else:

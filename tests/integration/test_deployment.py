@@ -105,6 +105,7 @@ def test_image_builds_runs_unprivileged_is_healthy_and_runs_a_workflow(engine: D
                 time.sleep(1)
             assert health == "healthy", container.logs().decode()[-3000:]
             assert container.exec_run(["id", "-u"]).output.decode().strip() == "10001"
+            assert container.exec_run(["comfyart", "--version"]).output.decode().startswith("comfyart ")
 
             run = httpx.post(f"{base}/api/workflows/text-to-image/run",
                              json={"params": {"prompt": "a container ship", "steps": 2, "width": 64}}, timeout=10)

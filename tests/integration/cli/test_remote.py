@@ -2,11 +2,10 @@
 a user runs it."""
 from __future__ import annotations
 
-import asyncio
 import json
-import sys
 from pathlib import Path
 
+from tests.support.cli import run_cli
 from tests.support.daemon import make_settings, running_daemon
 from tests.support.graphs import text_to_image_graph
 from tests.support.paths import ROOT
@@ -17,13 +16,8 @@ PNG = b"\x89PNG\r\n\x1a\n"
 
 
 async def cli(url: str, *args: str, key: str = CLIENT_KEY, cwd: Path = ROOT) -> tuple[int, str, str]:
-    """``python -m comfyart ARGS`` as a process of its own (the daemon runs in this event loop)."""
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "comfyart", *args, cwd=cwd, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE, env={"COMFYART_URL": url, "COMFYART_KEY": key, "PATH": "/usr/bin:/bin",
-                                             "PYTHONPATH": str(ROOT)})
-    out, err = await asyncio.wait_for(process.communicate(), 120)
-    return process.returncode, out.decode(), err.decode()
+    """``comfyart ARGS`` with the daemon and the key in the environment, as COMFYART_URL and COMFYART_KEY."""
+    return await run_cli(*args, env={"COMFYART_URL": url, "COMFYART_KEY": key}, cwd=cwd)
 
 
 def settings_for(tmp_path: Path, redis_url: str, emulator):
@@ -103,6 +97,7 @@ async def test_graphs_cancel_and_refusals(tmp_path: Path, redis_url, emulator):
         # an admin manages the pool and workflows
         code, out, err = await cli(url, "pool", key=ADMIN_KEY)
         assert code == 0 and "static:emu" in out and "healthy" in out, err
+        assert "vram free " in out and " MiB" in out  # which of the two numbers is which, said
         definition = tmp_path / "wf.json"
         definition.write_text(json.dumps({"graph": text_to_image_graph(),
                                           "params": {"seed": {"type": "int", "target": "3.seed"}}}))
@@ -112,6 +107,10 @@ async def test_graphs_cancel_and_refusals(tmp_path: Path, redis_url, emulator):
         assert code == 0 and "mine  v1  seed" in out and "text-to-image" in out
         code, out, _ = await cli(url, "workflows", "show", "mine")
         assert json.loads(out)["params"]["seed"]["target"] == [{"node": "3", "input": "seed"}]
+        shown = tmp_path / "shown.json"
+        shown.write_text(out)  # what show printed goes back as it is, under another name
+        code, out, err = await cli(url, "workflows", "put", "copy", str(shown), key=ADMIN_KEY)
+        assert code == 0 and out.strip() == "copy version 1", err
         code, _, err = await cli(url, "workflows", "rm", "mine")
         assert code == 1 and "403" in err
         code, out, _ = await cli(url, "workflows", "rm", "mine", key=ADMIN_KEY)

@@ -1,0 +1,75 @@
+"""What the CLI prints of the daemon's records: ComfyUI's node errors as its console shows them, the pool with its
+VRAM labelled, and nothing a backend wrote that could drive the terminal."""
+from __future__ import annotations
+
+from comfyart.cli.render import node_error_lines, pool_lines, printable, task_lines
+
+# as a real ComfyUI 0.3.64 answered (shared/comfyui/transcripts/04_validation_errors.json), two errors on one node
+NODE_ERRORS = {
+    "1": {"errors": [{"type": "value_smaller_than_min", "message": "Value 0 smaller than min of 1", "details": "width",
+                      "extra_info": {"input_name": "width", "received_value": 0}},
+                     {"type": "invalid_input_type", "message": "Failed to convert an input value to a INT value",
+                      "details": "color, red, invalid literal for int() with base 10: 'red'",
+                      "extra_info": {"input_name": "color", "received_value": "red"}}],
+          "dependent_outputs": ["3"], "class_type": "EmptyImage"},
+    "2": {"errors": [{"type": "prompt_no_outputs", "message": "Prompt has no outputs", "details": ""}],
+          "dependent_outputs": [], "class_type": "ImageInvert"},
+}
+
+
+def test_node_errors_read_as_comfyui_prints_them():
+    assert node_error_lines(NODE_ERRORS) == [
+        "node errors:",
+        "* EmptyImage 1 (output 3):",
+        "  - Value 0 smaller than min of 1: width",
+        "  - Failed to convert an input value to a INT value: color, red, invalid literal for int() with base 10: "
+        "'red'",
+        "* ImageInvert 2:",
+        "  - Prompt has no outputs",
+    ]
+
+
+def test_no_node_errors_no_lines():
+    assert node_error_lines(None) == node_error_lines({}) == node_error_lines([]) == []
+
+
+def test_odd_shapes_from_a_backend_are_shown_as_they_came():
+    assert node_error_lines({"7": "broken", "8": {"errors": "not a list", "dependent_outputs": "x"},
+                             "9": {"class_type": "K", "errors": [{"type": "only_a_type"}, 5]}}) == [
+        "node errors:",
+        "* ? 7:", "  - broken",
+        "* ? 8:", "  - not a list",
+        "* K 9:", "  - only_a_type", "  - 5",
+    ]
+
+
+def test_a_backend_cannot_drive_the_terminal():
+    lines = node_error_lines({"1\x1b[2J": {"class_type": "X\r", "errors": [{"message": "bad\nnews\x1b[31m"}]}})
+    assert lines[1:] == ["* X\\r 1\\x1b[2J:", "  - bad\\nnews\\x1b[31m"]
+    assert printable("plain, ünïcode") == "plain, ünïcode"
+
+
+def test_a_failed_task_shows_its_error_then_its_node_errors():
+    record = {"id": "T1", "status": "failed", "attempts": 1, "error": "rejected by ComfyUI: Prompt outputs failed "
+              "validation", "outputs": [], "node_errors": NODE_ERRORS, "progress": 0.0}
+    lines = task_lines(record)
+    assert lines[:4] == ["id: T1", "status: failed", "attempts: 1",
+                         "error: rejected by ComfyUI: Prompt outputs failed validation"]
+    assert lines[5:] == node_error_lines(NODE_ERRORS)
+
+
+def test_pool_labels_free_and_total_vram():
+    backend = {"id": "static:a", "status": "healthy", "mode": "active", "inflight": 1, "tasks_done": 4, "gpu": 0,
+               "vram_total": 24105 << 20, "vram_free": 23329 << 20, "error": None}
+    lines = pool_lines({"hosts": [{"name": "gpu1", "kind": "docker", "containers": 1, "free_slots": 3,
+                                   "down": None}],
+                        "backends": [backend, {**backend, "id": "static:b", "vram_total": None, "gpu": None,
+                                               "status": "unhealthy", "error": "connection refused"}],
+                        "queue_length": 2, "autoscaler": {"reason": "steady"}})
+    assert lines == [
+        "host gpu1 (docker)  backends 1  free slots 3",
+        "static:a                     healthy    active    inflight 1  done 4  gpu 0  vram free 23329 of 24105 MiB",
+        "static:b                     unhealthy  active    inflight 1  done 4  error: connection refused",
+        "queue 2; autoscaler: steady",
+    ]
+
