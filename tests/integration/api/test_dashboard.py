@@ -6,99 +6,28 @@ to ``artifacts/dashboard/`` (or ``$COMFYART_ARTIFACTS/dashboard``).
 The page must raise no JavaScript error and no console error (a Content-Security-Policy violation is one)."""
 from __future__ import annotations
 
-import asyncio
-import os
-import shutil
-from collections.abc import AsyncIterator
 from pathlib import Path
 
-import pytest
-from playwright.async_api import Browser, BrowserContext, Locator, Page, async_playwright, expect
+from playwright.async_api import Browser, expect
 from pydantic import SecretStr
 
-from tests.support.daemon import make_settings, running_daemon, wait_for_pool, wait_for_tasks
-from tests.support.graphs import basic_graph, text_to_image_graph
-from tests.support.paths import ROOT
-from tests.support.ports import free_port_range
+from tests.support.daemon import running_daemon, wait_for_pool, wait_for_tasks
+from tests.support.dashboard import (
+    ADMIN_KEY,
+    CLIENT_KEY,
+    DESKTOP,
+    PHONE,
+    browser,
+    choose_workflow,
+    open_page,
+    run_from_form,
+    settings_for,
+    shot,
+    sign_in,
+)
+from tests.support.graphs import basic_graph
 
-ADMIN_KEY = "dash-admin-key-0123456789abcdef"
-CLIENT_KEY = "dash-client-key-0123456789abcdef"
-ARTIFACTS = Path(os.environ.get("COMFYART_ARTIFACTS", ROOT / "artifacts")) / "dashboard"
-DESKTOP = {"width": 1366, "height": 900}
-PHONE = {"width": 390, "height": 844}
-
-
-def chromium_path() -> str:
-    path = os.environ.get("COMFYART_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
-    assert path, "the dashboard tests need Chromium: apt-get install chromium (scripts/setup installs it)"
-    return path
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    async with async_playwright() as playwright:
-        launched = await playwright.chromium.launch(executable_path=chromium_path(), args=["--no-sandbox"])
-        try:
-            yield launched
-        finally:
-            await launched.close()
-
-
-# Chromium logs every 4xx answer to fetch(); these are the ones the tests ask for (no key yet, a bad parameter)
-EXPECTED_REFUSALS = ("status of 401 (Unauthorized)", "status of 422 (Unprocessable")
-
-
-async def open_page(opener: Browser | BrowserContext, viewport: dict | None, problems: list[str],
-                    expected: tuple[str, ...] = EXPECTED_REFUSALS) -> Page:
-    """A page of ``opener`` (a browser, or a context with its own credentials) whose errors, but the ``expected``
-    refusals, go to ``problems``."""
-    page = await opener.new_page(viewport=viewport) if viewport else await opener.new_page()
-    page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
-    page.on("console", lambda message: problems.append(f"console: {message.text}")
-            if message.type == "error" and not any(e in message.text for e in expected) else None)
-    return page
-
-
-async def shot(page: Page, name: str) -> None:
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    await page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
-
-
-def settings_for(tmp_path: Path, redis_url: str):
-    # two local emulators; ImageInvert raises, so a graph with one fails at that node
-    command = ["{python}", "-m", "comfyart.emulator", "--host", "{address}", "--port", "{port}",
-               "--step-seconds", "0.1", "--fail-node-types", "ImageInvert"]
-    return make_settings(tmp_path, redis_url,
-                         processes={"command": command, "address": "127.0.0.1", "ports": list(free_port_range(4)),
-                                    "gpus": [0, 1], "startup_timeout": 20},
-                         pool={"min_containers": 2, "max_containers": 2},
-                         workflows={"directory": str(ROOT / "config" / "workflows")},
-                         dashboard={"stats_interval_s": 0.5},
-                         auth={"keys": [{"name": "ops", "role": "admin", "key": ADMIN_KEY},
-                                        {"name": "user", "key": CLIENT_KEY}]})
-
-
-async def choose_workflow(page: Page, name: str) -> None:
-    await page.select_option("#submit-workflow", name)
-    await expect(page.locator(f"#submit-params[data-workflow='{name}']")).to_have_count(1)
-
-
-async def run_from_form(page: Page) -> Locator:
-    """Click Run; the new task's card (found by its id: the cards of earlier runs stay below it)."""
-    cards = page.locator("#submitted .task")
-    before = await cards.count()
-    await page.click("#submit-run")
-    await expect(cards).to_have_count(before + 1, timeout=20_000)
-    return page.locator(f"#submitted .task[data-id='{await cards.first.get_attribute('data-id')}']")
-
-
-async def sign_in(page: Page, base: str, key: str) -> None:
-    await page.goto(base + "/")
-    await expect(page.locator("#login")).to_be_visible()
-    await page.fill("#login-key", key)
-    await page.click("#login-form button[type=submit]")
-    await expect(page.locator("#login")).to_be_hidden()
-    await expect(page.locator("#live")).to_have_text("live")
+__all__ = ["browser"]  # the fixture
 
 
 async def test_submit_watch_retry_cancel_and_drain_from_the_page(tmp_path: Path, redis_url, browser: Browser):
@@ -276,121 +205,4 @@ async def test_a_basic_auth_admin_user_gets_the_browsers_prompt_and_live_events(
         await page.click("nav a[data-view=pool]")
         await expect(page.locator("#backends .backend")).to_have_count(2, timeout=20_000)
         await context.close()
-        assert problems == []
-
-
-# what the header and the live indicator show, every text they take, from the page's first moment
-WATCH_HEADER = """
-new MutationObserver((_, first) => {
-  const summary = document.getElementById("queue-summary"), live = document.getElementById("live");
-  if (!summary || !live) return;
-  first.disconnect();
-  window.seen = { summary: [summary.textContent], live: [live.textContent] };
-  const follow = (element, texts) => new MutationObserver(() => texts.push(element.textContent))
-    .observe(element, { childList: true, characterData: true, subtree: true });
-  follow(summary, window.seen.summary);
-  follow(live, window.seen.live);
-}).observe(document, { childList: true, subtree: true });
-"""
-
-# does the search box's placeholder fit in the box?
-PLACEHOLDER_FITS = """input => {
-  const style = getComputedStyle(input), context = document.createElement("canvas").getContext("2d");
-  context.font = `${style.fontSize} ${style.fontFamily}`;
-  const room = input.clientWidth - parseFloat(style.paddingLeft) - parseFloat(style.paddingRight);
-  return context.measureText(input.placeholder).width <= room;
-}"""
-
-PROMPTS = ["a red barn at dusk", "a koi pond in the rain", "a neon city street", "an old map of the sea"]
-
-
-async def test_a_busy_list_reads_at_a_glance_and_the_header_counts_it(tmp_path: Path, redis_url, browser: Browser):
-    problems: list[str] = []
-    async with running_daemon(settings_for(tmp_path, redis_url)) as api:
-        api.headers["Authorization"] = f"Bearer {ADMIN_KEY}"
-        await wait_for_pool(api, lambda p: sum(b["status"] == "healthy" for b in p["backends"]) == 2)
-        base = str(api.base_url).rstrip("/")
-        # five long tasks on two backends: two run, three wait. One is a raw graph, whose text is its prompt
-        graph = (await api.post("/api/tasks", json={"prompt": text_to_image_graph(steps=600)})).json()["id"]
-        runs = [(await api.post("/api/workflows/text-to-image/run",
-                                json={"params": {"prompt": prompt, "steps": 150, "width": 64}})).json()["id"]
-                for prompt in PROMPTS]
-        for _ in range(100):
-            if (await api.get("/api/tasks?status=running")).json()["total"] == 2:
-                break
-            await asyncio.sleep(0.1)
-        await asyncio.sleep(1.5)  # the stats sampler has seen them too
-
-        # the header says it is connecting until the first real counts, and then counts what the list shows
-        page = await open_page(browser, DESKTOP, problems)
-        await page.add_init_script(WATCH_HEADER)
-        await sign_in(page, base, ADMIN_KEY)
-        rows = page.locator("#task-list .task[data-layout=row]")
-        await expect(rows).to_have_count(5)
-        await expect(page.locator("#queue-summary")).to_have_text("3 waiting · 2 running")
-        await expect(rows.locator("[data-role=status]", has_text="pending")).to_have_count(3)
-        seen = await page.evaluate("window.seen")
-        assert set(seen["summary"]) <= {"connecting…", "", "3 waiting · 2 running"}, seen
-        assert seen["summary"][0] == "connecting…" and "offline" not in seen["live"], seen
-
-        # one row a task: its prompt (a raw graph's text included) and its parameters
-        first = page.locator(f".task[data-id='{runs[0]}']")
-        await expect(first.locator("[data-role=prompt]")).to_have_text(PROMPTS[0])
-        await expect(first.locator("[data-role=params]")).to_contain_text("steps 150")
-        await expect(page.locator(f".task[data-id='{graph}'] [data-role=prompt]")).to_have_text("a lighthouse")
-        heights = await rows.evaluate_all("rows => rows.map(row => row.getBoundingClientRect().height)")
-        assert max(heights) <= 56, heights  # some 14 rows a screen, where cards gave four
-        await shot(page, "tasks-list")
-
-        # the search box shows all of its hint, and finds a task by its prompt
-        search = page.locator("#filter-text")
-        assert await search.evaluate(PLACEHOLDER_FITS), await search.get_attribute("placeholder")
-        await search.fill("koi")
-        await expect(rows).to_have_count(1)
-        await expect(rows.locator("[data-role=prompt]")).to_have_text(PROMPTS[1])
-        await search.fill("")
-
-        # a row opens as a card, and closes again; the cards layout is remembered
-        await first.locator("[data-role=prompt]").click()
-        await expect(page.locator(f".task[data-id='{runs[0]}'][data-layout=card]")).to_be_visible()
-        await page.locator(f".task[data-id='{runs[0]}'] .title").click()
-        await expect(page.locator(f".task[data-id='{runs[0]}'][data-layout=row]")).to_be_visible()
-        await page.click("#task-layout button[data-layout=cards]")
-        await expect(page.locator("#task-list .task[data-layout=card]")).to_have_count(5)
-        await page.reload()
-        await expect(page.locator("#task-list .task[data-layout=card]")).to_have_count(5)
-        await shot(page, "tasks-cards")
-        await page.click("#task-layout button[data-layout=list]")
-        await expect(rows).to_have_count(5)
-
-        # the form opens on a workflow that needs no file, and shows what an empty field runs with
-        await page.click("nav a[data-view=submit]")
-        await expect(page.locator("#submit-params[data-workflow='text-to-image']")).to_have_count(1)
-        await expect(page.locator("#submit-workflow")).to_have_value("text-to-image")
-        for param, shown in (("steps", "20"), ("cfg", "7"), ("seed", "random"), ("height", "512"),
-                             ("negative", "blurry, low quality"), ("filename_prefix", "comfyart")):
-            await expect(page.locator(f"#param-{param}")).to_have_attribute("placeholder", shown)
-        await expect(page.locator("#param-sampler option").first).to_have_text("euler (default)")
-        await shot(page, "submit-defaults")
-        await choose_workflow(page, "image-to-image")
-        await expect(page.locator("#param-denoise")).to_have_attribute("placeholder", "0.6")  # the graph's own
-        await expect(page.locator("#param-steps")).to_have_attribute("placeholder", "20")
-
-        # the pool's autoscaler line follows the decisions as they come, even with the pool's figures frozen
-        frozen = (await api.get("/api/pool")).json()
-        await page.route("**/api/pool", lambda route: route.fulfill(json=frozen))
-        await page.click("nav a[data-view=pool]")
-        await expect(page.locator("#autoscaler")).to_contain_text(frozen["autoscaler"]["reason"])
-        for task_id in runs[2:]:
-            await api.delete(f"/api/tasks/{task_id}")
-        for _ in range(100):
-            decision = (await api.get("/api/pool")).json()["autoscaler"]
-            if decision["reason"] != frozen["autoscaler"]["reason"] and "load 3" in decision["reason"]:
-                break
-            await asyncio.sleep(0.1)
-        await expect(page.locator("#autoscaler")).to_contain_text(decision["reason"], timeout=10_000)
-        await shot(page, "pool-autoscaler")
-        await page.unroute("**/api/pool")
-        for task_id in [graph, *runs[:2]]:
-            await api.delete(f"/api/tasks/{task_id}")
         assert problems == []
