@@ -154,7 +154,7 @@ async def build(settings: Settings, stores: Stores, session: aiohttp.ClientSessi
     watch = ClusterWatch(events, pool_summary=lambda: {b.id: {"status": b.state.value, "mode": b.mode.value,
                                                               "inflight": len(b.prompts)}
                                                        for b in pool.backends.values()},
-                         queue_depth=stores.queue.depth)
+                         queue_depth=stores.queue.depth, autoscaler=pool.describe_decision)
     webhooks = WebhookSender(store=stores.tasks, deliveries=stores.deliveries, session=session,
                              config=settings.webhooks, events=events,
                              # signed from the task's end, so every delivery of one webhook carries the same body

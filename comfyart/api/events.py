@@ -20,6 +20,7 @@ from comfyart.store.tasks import TaskStore
 
 KEEPALIVE_S = 15.0
 TASK_EVENTS = ("task", "progress")
+ADMIN_EVENTS = ("pool", "autoscaler")  # what the pool does is for admins only
 
 
 def snapshot(task: Task) -> Event:
@@ -87,7 +88,7 @@ class Follower:
     def wanted(self, event: Event) -> bool:
         ids, principal = self.ids, self.principal
         if event.get("type") not in TASK_EVENTS:
-            return ids is None and (principal.admin or event.get("type") != "pool")
+            return ids is None and (principal.admin or event.get("type") not in ADMIN_EVENTS)
         if ids is not None:
             return event.get("id") in ids
         if principal.admin:

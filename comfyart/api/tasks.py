@@ -15,6 +15,7 @@ from comfyart.api.errors import BadRequest
 from comfyart.api.requests import MAX_OFFSET, Scheduling, TaskSubmission, body_doc
 from comfyart.api.routing import get_and_head
 from comfyart.auth import can_see, output_path, signature_valid
+from comfyart.comfy.texts import prompt_text
 from comfyart.errors import InvalidTransition, NotFound
 from comfyart.models import FINAL_STATUSES, OutputFile, Task, TaskStatus
 from comfyart.store.tasks import TaskStore
@@ -56,13 +57,15 @@ async def list_tasks(principal: Caller, services: ServicesDep, status: TaskStatu
     """Newest first (pending ones in the order they will run). A client sees its own tasks only."""
     owner = None if principal.admin else principal.id
     tasks = await services.store.page(status=status, limit=limit, offset=offset, owner=owner)
-    return {"tasks": [t.model_dump(exclude={"prompt"}) for t in tasks],
+    # the graph stays out (it can be large); the words it draws come in, to tell the tasks apart
+    return {"tasks": [{**t.model_dump(exclude={"prompt"}), "prompt_text": prompt_text(t.params, t.prompt)}
+                      for t in tasks],
             "total": await services.store.count(status, owner=owner), "limit": limit, "offset": offset}
 
 
 @router.get("/api/tasks/{task_id}", response_model=None)
 async def get_task(task: VisibleTask) -> dict[str, Any]:
-    return task.model_dump()
+    return {**task.model_dump(), "prompt_text": prompt_text(task.params, task.prompt)}
 
 
 @router.delete("/api/tasks/{task_id}", response_model=None)

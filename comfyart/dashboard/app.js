@@ -1,77 +1,41 @@
 // The comfyart dashboard: plain ES modules, no build step. Everything it shows comes from the REST API and the
 // live events WebSocket (/api/events); nothing is reloaded on a timer except the charts' samples and the pool's
 // slow-changing figures (VRAM, uptime). Text from the daemon is always set as text, never parsed as HTML.
+// Modules: dom.js (helpers), summary.js (a task's prompt and parameters, a form's defaults), render.js (a task as
+// a row or a card), charts.js (the task view's charts); this one holds the state, the requests and the views.
+
+import { drawCharts } from "./charts.js";
+import { $, clock, duration, h, mib, toast } from "./dom.js";
+import { FINAL, drawProgress, renderCard, renderRow } from "./render.js";
+import { firstRunnable, matchesText, paramDefault, promptText, shiftCounts } from "./summary.js";
 
 const KEY_STORAGE = "comfyart.key";
+const LAYOUT_STORAGE = "comfyart.taskLayout";
 const PAGE_SIZE = 50;
-const FINAL = new Set(["completed", "failed", "canceled"]);
-const HOUR_MS = 3600 * 1000;
 
 const state = {
   key: localStorage.getItem(KEY_STORAGE) || "",
   admin: true,
   view: null,
+  layout: localStorage.getItem(LAYOUT_STORAGE) === "cards" ? "cards" : "list", // the task list: rows or cards
+  expanded: new Set(),      // ids the list shows as a card while the others are rows
   tasks: new Map(),         // id -> task record, of the list and of the submit view
   listed: [],               // ids shown in the task list, in order
   offset: 0,
   total: 0,
+  counts: null,             // the header's { waiting, running, detail }: null until first read
   pool: null,
+  decision: null,           // the autoscaler's latest decision, from /api/pool or its event, whichever is newer
   workflows: [],
+  countsSeen: 0,            // queue events so far: a count read before the latest one is older than it
   samples: [],              // /api/stats samples, oldest first
   interval: 10,
-  depth: null,              // the latest queue event
   thumbs: new Map(),        // "task/file" -> object URL
   loading: new Set(),       // ids whose record is being read for the first time
   stale: new Set(),         // of those, ids that changed meanwhile: read again once loaded
   socket: null,
   retryDelay: 500,
 };
-
-// ------------------------------------------------------------------ small helpers
-const $ = (selector) => document.querySelector(selector);
-
-function h(tag, attrs = {}, ...children) {
-  const element = document.createElement(tag);
-  for (const [name, value] of Object.entries(attrs)) {
-    if (value === null || value === undefined || value === false) continue;
-    if (name.startsWith("on")) element.addEventListener(name.slice(2), value);
-    else if (name === "dataset") Object.assign(element.dataset, value);
-    else if (name === "style") Object.assign(element.style, value); // CSSOM: the page's CSP allows no style attributes
-    else element.setAttribute(name, value === true ? "" : value);
-  }
-  for (const child of children.flat()) {
-    if (child === null || child === undefined || child === false) continue;
-    element.append(child instanceof Node ? child : document.createTextNode(String(child)));
-  }
-  return element;
-}
-
-function toast(message, kind = "error") {
-  const note = h("div", { class: `toast ${kind}` }, message);
-  $("#toasts").append(note);
-  setTimeout(() => note.remove(), kind === "error" ? 8000 : 4000);
-}
-
-function clock(ms) {
-  if (!ms) return "";
-  const date = new Date(ms);
-  const today = new Date().toDateString() === date.toDateString();
-  return today ? date.toLocaleTimeString() : date.toLocaleString();
-}
-
-function duration(seconds) {
-  if (seconds === null || seconds === undefined) return "";
-  if (seconds < 1) return `${Math.round(seconds * 1000)} ms`;
-  if (seconds < 90) return `${seconds.toFixed(1)} s`;
-  if (seconds < 5400) return `${Math.round(seconds / 60)} min`;
-  if (seconds < 172800) return `${(seconds / 3600).toFixed(1)} h`;
-  return `${Math.round(seconds / 86400)} d`;
-}
-
-function mib(value) {
-  if (value === null || value === undefined) return "?";
-  return value >= 1024 ** 3 ? `${(value / 1024 ** 3).toFixed(1)} GiB` : `${Math.round(value / 1024 ** 2)} MiB`;
-}
 
 class ApiError extends Error {
   constructor(status, detail) { super(detail); this.status = status; }
@@ -142,14 +106,15 @@ function connect() {
   socket.onclose = () => {
     setLive(false);
     if (state.socket !== socket) return;
-    // events may have been missed while away: re-read what is shown once back
-    setTimeout(() => { connect(); refreshView(); }, state.retryDelay);
+    // events may have been missed while away: re-read what is shown, and the counts, once back
+    setTimeout(() => { connect(); refreshView(); loadCounts(); }, state.retryDelay);
     state.retryDelay = Math.min(state.retryDelay * 2, 10000);
   };
 }
 
 function setLive(on) {
   const live = $("#live");
+  live.classList.remove("wait");
   live.classList.toggle("off", !on);
   live.textContent = on ? "live" : "offline";
 }
@@ -159,6 +124,7 @@ function onEvent(event) {
     case "task": onTaskEvent(event); break;
     case "progress": onProgressEvent(event); break;
     case "pool": if (state.view === "pool") schedulePoolRefresh(); break;
+    case "autoscaler": onDecision(event); break;
     case "queue": onQueueEvent(event); break;
     case "lagged": break; // the socket closes next, and the view is re-read on reconnect
     default: break;
@@ -166,6 +132,10 @@ function onEvent(event) {
 }
 
 function onTaskEvent(event) {
+  if (!event.snapshot && event.previous !== undefined) { // the header moves with the list, before the next count
+    state.counts = shiftCounts(state.counts, event.previous, event.status);
+    drawQueueSummary();
+  }
   const known = state.tasks.get(event.id);
   if (!known && state.loading.has(event.id)) {
     state.stale.add(event.id);
@@ -223,19 +193,38 @@ function onProgressEvent(event) {
 }
 
 function onQueueEvent(event) {
-  state.depth = event;
-  drawQueueSummary();
+  if (state.admin) { // the queue events count the whole fleet: the list an admin sees, not a client's
+    state.counts = { waiting: event.queued + event.submitted, running: event.running,
+                     detail: `${event.queued} queued for a backend, ${event.submitted} submitted and not started` };
+    state.countsSeen += 1;
+    drawQueueSummary();
+  }
   const last = state.samples[state.samples.length - 1];
   state.samples.push({ t: Date.now(), queued: event.queued, submitted: event.submitted, running: event.running,
                        completed: 0, failed: 0, canceled: 0, live: true });
   if (last && last.live && Date.now() - last.t < 1000) state.samples.splice(state.samples.length - 2, 1);
-  if (state.view === "tasks") drawCharts();
+  if (state.view === "tasks") state.samples = drawCharts(state.samples);
+}
+
+// The header's counts, read as the task list counts them (a client: its own tasks), until events move them: the
+// list's pending are those waiting for a backend and those submitted and not started.
+async function loadCounts() {
+  const seen = state.countsSeen;
+  const total = async (status) => (await api(`/api/tasks?status=${status}&limit=1`)).total;
+  try {
+    const [waiting, running] = await Promise.all([total("pending"), total("running")]);
+    if (state.countsSeen !== seen) return; // an event counted meanwhile: it is newer
+    state.counts = { waiting, running, detail: `${waiting} pending: queued or submitted and not started` };
+    drawQueueSummary();
+  } catch (error) { /* the list shows the problem */ }
 }
 
 function drawQueueSummary() {
-  const depth = state.depth;
-  if (!depth) return;
-  $("#queue-summary").textContent = `${depth.queued} queued · ${depth.submitted} submitted · ${depth.running} running`;
+  const counts = state.counts;
+  const summary = $("#queue-summary");
+  summary.classList.toggle("wait", !counts);
+  summary.textContent = counts ? `${counts.waiting} waiting · ${counts.running} running` : "connecting…";
+  summary.title = counts ? `${counts.detail}; ${counts.running} running${state.admin ? "" : " (your tasks)"}` : "";
 }
 
 // ------------------------------------------------------------------ tasks
@@ -275,8 +264,7 @@ async function addNewTask(id) {
     if (!matchesFilter(task) || state.listed.includes(id)) return;
     state.listed.unshift(id);
     state.total += 1;
-    $("#task-list").prepend(renderTask(task));
-    drawTaskCount();
+    drawTaskList();
   } catch (error) { /* gone already, or not ours */ }
 }
 
@@ -299,16 +287,18 @@ function forgetUnshown() {
 function matchesFilter(task) {
   const status = $("#filter-status").value;
   if (status && task.status !== status) return false;
-  const text = $("#filter-text").value.trim().toLowerCase();
-  if (!text) return true;
-  return [task.id, task.workflow, task.backend, task.error].some((v) => v && String(v).toLowerCase().includes(text));
+  return matchesText(task, $("#filter-text").value.trim().toLowerCase());
 }
 
 function drawTaskList() {
   const list = $("#task-list");
   const shown = state.listed.map((id) => state.tasks.get(id)).filter((task) => task && matchesFilter(task));
-  list.replaceChildren(...shown.map(renderTask));
+  list.replaceChildren(...shown.map((task) => renderTask(task, list)));
   if (!shown.length) list.append(h("p", { class: "muted center" }, "No tasks here yet."));
+  else if (state.layout === "list") {
+    list.prepend(h("div", { class: "rows-head", "aria-hidden": "true" }, ...["status", "workflow", "prompt · parameters",
+      "backend", "queued", "progress", ""].map((name) => h("span", {}, name))));
+  }
   drawTaskCount();
   $("#more-tasks").hidden = state.offset + PAGE_SIZE >= state.total;
 }
@@ -320,63 +310,41 @@ function drawTaskCount() {
 function redrawTask(id) {
   const task = state.tasks.get(id);
   for (const card of document.querySelectorAll(`.task[data-id="${CSS.escape(id)}"]`)) {
-    card.replaceWith(renderTask(task));
+    card.replaceWith(renderTask(task, card.parentElement));
   }
 }
 
-function renderTask(task) {
-  const title = h("div", { class: "title" },
-    h("span", { class: `badge ${task.status}`, "data-role": "status" }, task.status),
-    h("strong", {}, task.workflow ? `${task.workflow} v${task.workflow_version ?? "?"}` : "graph"),
-    h("span", { class: "id mono", title: task.id }, task.id),
-    task.priority ? h("span", { class: "badge" }, `priority ${task.priority}`) : null,
-    task.retry_of ? h("span", { class: "muted" }, `retry of ${task.retry_of.slice(-6)}`) : null);
-  const actions = h("div", { class: "actions" });
-  if (!FINAL.has(task.status)) {
-    actions.append(h("button", { class: "danger small", onclick: () => cancelTask(task.id) }, "Cancel"));
-  } else {
-    actions.append(h("button", { class: "quiet small", onclick: () => retryTask(task.id) }, "Retry"));
+// A task as the container it goes in shows it: the list, rows (a card while expanded) or cards; the submit view,
+// cards (a few tasks, their pictures)
+function renderTask(task, container) {
+  if (container && container.id === "task-list") {
+    const on = { ...taskActions, toggle: toggleTask };
+    return state.layout === "list" && !state.expanded.has(task.id) ? renderRow(task, on)
+      : renderCard(task, state.layout === "list" ? on : { ...taskActions });
   }
-  const started = task.started_ms, finished = task.finished_ms;
-  const meta = h("div", { class: "meta" },
-    h("span", {}, `queued ${clock(task.created_ms)}`),
-    task.backend ? h("span", {}, `on ${task.backend}`) : null,
-    started && !finished ? h("span", {}, `running for ${duration((Date.now() - started) / 1000)}`) : null,
-    started && finished ? h("span", {}, `ran ${duration((finished - started) / 1000)}`) : null,
-    task.attempts > 1 ? h("span", {}, `${task.attempts} attempts`) : null);
-  const card = h("article", { class: "task", dataset: { id: task.id, status: task.status } }, title, actions);
-  if (!FINAL.has(task.status)) {
-    const line = h("div", { class: "progress-line", "data-progress": task.id });
-    drawProgress(line, task);
-    card.append(line);
-  }
-  card.append(meta);
-  const failure = describeFailure(task);
-  if (failure) card.append(h("div", { class: "failure error", "data-role": "error" }, failure));
-  if (task.outputs && task.outputs.length) card.append(renderOutputs(task));
-  return card;
+  return renderCard(task, taskActions);
 }
 
-function drawProgress(line, task) {
-  const percent = Math.round(100 * Math.max(0, Math.min(1, task.progress || 0)));
-  const label = task.status === "pending"
-    ? (task.backend ? `queued on ${task.backend}, next to start` : "waiting for a backend")
-    : `${percent} %` + (task.node ? ` · node ${task.node}` : "")
-      + (task.node_max ? ` · step ${task.node_step ?? 0}/${task.node_max}` : "");
-  line.replaceChildren(
-    h("div", { class: "bar", role: "progressbar", "aria-valuenow": percent, "aria-valuemin": 0, "aria-valuemax": 100 },
-      h("span", { style: { width: `${percent}%` } })),
-    h("div", { class: "progress-label" }, label));
+const taskActions = { cancel: (id) => cancelTask(id), retry: (id) => retryTask(id), outputs: (task) => renderOutputs(task) };
+
+function toggleTask(id) {
+  if (!state.expanded.delete(id)) state.expanded.add(id);
+  redrawTask(id);
 }
 
-function describeFailure(task) {
-  if (task.status !== "failed" && !(task.status === "canceled" && task.error)) return null;
-  const lines = [task.error || "failed"];
-  for (const [node, problem] of Object.entries(task.node_errors || {})) {
-    const messages = (problem.errors || []).map((e) => [e.message, e.details].filter(Boolean).join(": "));
-    lines.push(`node ${node}${problem.class_type ? ` (${problem.class_type})` : ""}: ${messages.join("; ")}`);
+function setLayout(layout) {
+  state.layout = layout;
+  localStorage.setItem(LAYOUT_STORAGE, layout);
+  state.expanded.clear();
+  drawLayoutSwitch();
+  drawTaskList();
+}
+
+function drawLayoutSwitch() {
+  for (const button of document.querySelectorAll("#task-layout button")) {
+    button.setAttribute("aria-pressed", String(button.dataset.layout === state.layout));
   }
-  return lines.join("\n");
+  $("#task-list").dataset.layout = state.layout;
 }
 
 function outputUrl(taskId, filename) {
@@ -464,85 +432,10 @@ async function loadStats() {
     const stats = await api("/api/stats?window_s=3600");
     state.interval = stats.interval_s;
     state.samples = stats.samples;
-    const latest = stats.samples[stats.samples.length - 1];
-    if (!state.depth && latest) { state.depth = latest; drawQueueSummary(); }
   } catch (error) {
     if (error.status !== 404) complain(error);
   }
-  drawCharts();
-}
-
-function drawCharts() {
-  const now = Date.now();
-  const since = now - HOUR_MS;
-  const samples = state.samples.filter((s) => s.t >= since);
-  state.samples = samples;
-  const waiting = samples.map((s) => [s.t, s.queued + s.submitted]);
-  const running = samples.map((s) => [s.t, s.running]);
-  drawChart($("#chart-depth"), [{ points: waiting, css: "var(--warn)" }, { points: running, css: "var(--accent)" }],
-            since, now);
-  // finished per minute: each sample's counts, summed by minute
-  const minutes = new Map();
-  for (const s of samples) {
-    if (s.live) continue;
-    const minute = Math.floor(s.t / 60000) * 60000;
-    const slot = minutes.get(minute) || { completed: 0, failed: 0 };
-    slot.completed += s.completed || 0;
-    slot.failed += s.failed || 0;
-    minutes.set(minute, slot);
-  }
-  const ordered = [...minutes.entries()].sort((a, b) => a[0] - b[0]);
-  drawChart($("#chart-throughput"), [
-    { points: ordered.map(([t, slot]) => [t + 30000, slot.completed]), css: "var(--ok)" },
-    { points: ordered.map(([t, slot]) => [t + 30000, slot.failed]), css: "var(--bad)" }], since, now);
-}
-
-function drawChart(svg, series, since, until) {
-  const width = svg.clientWidth || 600, height = svg.clientHeight || 150;
-  const left = 34, bottom = 18, top = 8, right = 8;
-  const highest = Math.max(1, ...series.flatMap((s) => s.points.map((p) => p[1])));
-  const ceiling = niceCeiling(highest);
-  const x = (t) => left + (width - left - right) * (t - since) / (until - since);
-  const y = (v) => top + (height - top - bottom) * (1 - v / ceiling);
-  const ns = "http://www.w3.org/2000/svg";
-  const node = (tag, attrs, text) => {
-    const element = document.createElementNS(ns, tag);
-    for (const [name, value] of Object.entries(attrs)) element.setAttribute(name, value);
-    if (text !== undefined) element.textContent = text;
-    return element;
-  };
-  svg.setAttribute("viewBox", `0 0 ${width} ${height}`);
-  const parts = [];
-  for (const fraction of [0, 0.5, 1]) {
-    const value = ceiling * fraction;
-    parts.push(node("line", { class: "axis", x1: left, x2: width - right, y1: y(value), y2: y(value) }));
-    parts.push(node("text", { x: left - 6, y: y(value) + 3, "text-anchor": "end" }, formatCount(value)));
-  }
-  for (const minutesAgo of [60, 45, 30, 15, 0]) {
-    const t = until - minutesAgo * 60000;
-    parts.push(node("text", { x: x(t), y: height - 4, "text-anchor": minutesAgo === 60 ? "start" : minutesAgo ? "middle" : "end" },
-                    minutesAgo ? `-${minutesAgo} min` : "now"));
-  }
-  for (const { points, css } of series) {
-    if (!points.length) continue;
-    const path = points.map(([t, v], i) => `${i ? "L" : "M"}${x(t).toFixed(1)},${y(v).toFixed(1)}`).join(" ");
-    parts.push(node("path", { d: path, fill: "none", stroke: css, "stroke-width": 1.8, "stroke-linejoin": "round" }));
-    if (points.length === 1) {
-      parts.push(node("circle", { cx: x(points[0][0]), cy: y(points[0][1]), r: 2.5, fill: css }));
-    }
-  }
-  svg.replaceChildren(...parts);
-  svg.dataset.points = String(series.reduce((n, s) => n + s.points.length, 0));
-}
-
-function niceCeiling(value) {
-  const magnitude = 10 ** Math.floor(Math.log10(value));
-  for (const step of [1, 2, 5, 10]) if (value <= step * magnitude) return step * magnitude;
-  return 10 * magnitude;
-}
-
-function formatCount(value) {
-  return value >= 1000 ? `${(value / 1000).toFixed(value >= 10000 ? 0 : 1)}k` : String(Math.round(value * 10) / 10);
+  state.samples = drawCharts(state.samples);
 }
 
 // ------------------------------------------------------------------ submit
@@ -555,7 +448,10 @@ async function loadWorkflows() {
   if (!workflows.length) {
     select.append(h("option", { value: "" }, "no workflows stored"));
   }
+  // the user's last choice stays; else the first workflow that runs without a file
+  const first = firstRunnable(workflows);
   if (previous && workflows.some((w) => w.name === previous)) select.value = previous;
+  else if (first) select.value = first.name;
   await showWorkflow(select.value);
 }
 
@@ -570,37 +466,41 @@ async function showWorkflow(name) {
   // a re-read (a reconnect, a second visit) keeps what the user typed unless the workflow changed
   if (shownWorkflow !== name || box.dataset.drawn === drawn) return;
   $("#submit-description").textContent = workflow.description || "";
-  box.replaceChildren(...Object.entries(workflow.params || {}).map(([param, spec]) => renderParam(param, spec)));
+  box.replaceChildren(...Object.entries(workflow.params || {})
+    .map(([param, spec]) => renderParam(param, spec, paramDefault(param, spec, workflow.graph))));
   box.dataset.workflow = name;
   box.dataset.drawn = drawn;
 }
 
-function renderParam(name, spec) {
+// A parameter's field: left empty, the parameter takes its default, which the field shows (as its placeholder, its
+// first choice, its checkbox)
+function renderParam(name, spec, fallback) {
   const id = `param-${name}`;
   const hint = [spec.description, spec.min !== null && spec.min !== undefined ? `min ${spec.min}` : null,
                 spec.max !== null && spec.max !== undefined ? `max ${spec.max}` : null].filter(Boolean).join(" · ");
   const caption = `${name}${spec.required ? " *" : ""}`;
+  const shown = fallback === null ? null : String(fallback);
   let input;
   const common = { id, name, "data-param": name, "data-type": spec.type, required: spec.required || null };
   switch (spec.type) {
     case "int":
     case "float":
       input = h("input", { ...common, type: "number", step: spec.type === "int" ? 1 : "any", min: spec.min ?? null,
-                           max: spec.max ?? null, placeholder: spec.default ?? "default" });
+                           max: spec.max ?? null, placeholder: shown });
       break;
     case "bool":
-      input = h("input", { ...common, type: "checkbox", checked: spec.default === true });
+      input = h("input", { ...common, type: "checkbox", checked: fallback === true });
       return h("label", { class: "check", for: id }, input, caption, hint ? h("span", { class: "hint" }, hint) : null);
     case "choice":
-      input = h("select", common, h("option", { value: "" }, spec.default !== null && spec.default !== undefined
-        ? `default (${spec.default})` : "default"),
-      ...(spec.choices || []).map((choice) => h("option", { value: JSON.stringify(choice) }, String(choice))));
+      input = h("select", common, h("option", { value: "" }, shown === null ? "(the graph's)" : `${shown} (default)`),
+        ...(spec.choices || []).filter((choice) => String(choice) !== shown)
+          .map((choice) => h("option", { value: JSON.stringify(choice) }, String(choice))));
       break;
     case "image":
       input = h("input", { ...common, type: "file", accept: "image/*" });
       break;
     default:
-      input = h("textarea", { ...common, rows: 2, placeholder: spec.default ?? "" });
+      input = h("textarea", { ...common, rows: 2, placeholder: shown });
   }
   const wide = spec.type === "string" ? "wide" : null;
   return h("label", { for: id, class: wide }, caption, input, hint ? h("span", { class: "hint" }, hint) : null);
@@ -640,7 +540,7 @@ async function submitWorkflow(event) {
 }
 
 async function showSubmitted(id) {
-  $("#submitted").prepend(renderTask(await firstRead(id)));
+  $("#submitted").prepend(renderTask(await firstRead(id), $("#submitted")));
 }
 
 // ------------------------------------------------------------------ pool
@@ -651,8 +551,13 @@ function schedulePoolRefresh() {
   poolTimer = setTimeout(() => { poolTimer = null; loadPool().catch(complain); }, 300);
 }
 
+let poolReads = 0;
+
 async function loadPool() {
-  state.pool = await api("/api/pool");
+  const read = ++poolReads;
+  const pool = await api("/api/pool");
+  if (read !== poolReads) return; // a later read was sent meanwhile: its answer is the one to draw
+  state.pool = pool;
   const running = state.pool.backends.flatMap((b) => b.tasks || []).filter((id) => !state.tasks.has(id));
   await Promise.all(running.map((id) => api(`/api/tasks/${encodeURIComponent(id)}`)
     .then((task) => state.tasks.set(id, task), () => null)));
@@ -666,11 +571,7 @@ function drawPool() {
     const input = $(id);
     if (document.activeElement !== input) input.value = config[field] ?? "";
   }
-  const decision = pool.autoscaler;
-  $("#autoscaler").textContent = decision
-    ? `Autoscaler: ${decision.desired} wanted (${decision.reason})${decision.limited_by.length ? `, limited by ${decision.limited_by.join(", ")}` : ""}`
-      + (Object.keys(config.overridden).length ? ` · set at run time: ${Object.keys(config.overridden).join(", ")}` : "")
-    : "Autoscaler: no decision yet";
+  onDecision(pool.autoscaler);
   $("#hosts").replaceChildren(...pool.hosts.map((host) => h("div", { class: "card" },
     h("div", { class: "head" }, h("span", { class: "name" }, host.name),
       h("span", { class: `badge ${host.down ? "down" : "healthy"}` }, host.down ? "down" : host.kind)),
@@ -685,6 +586,25 @@ function drawPool() {
   $("#pool-errors").replaceChildren(...pool.recent_errors.slice(-10).reverse().map((e) =>
     h("li", {}, `${clock(e.at_ms)} ${e.id}${e.host ? ` on ${e.host}` : ""}: ${e.error}`)));
   if (!pool.recent_errors.length) $("#pool-errors").append(h("li", {}, "none"));
+}
+
+// The autoscaler decides on its own clock (a second after the load moves, and every health round): its decisions
+// come as events, and with each read of the pool; the newer one is shown.
+function onDecision(decision) {
+  if (decision && !(state.decision && state.decision.at_ms > decision.at_ms)) state.decision = decision;
+  if (state.pool) drawDecision();
+}
+
+function drawDecision() {
+  const decision = state.decision;
+  const overridden = Object.keys(state.pool.config.overridden);
+  const line = $("#autoscaler");
+  line.dataset.at = decision ? decision.at_ms : "";
+  line.textContent = decision
+    ? `Autoscaler, ${clock(decision.at_ms)}: ${decision.desired} wanted. ${decision.reason}`
+      + (decision.limited_by.length ? `; limited by ${decision.limited_by.join(", ")}` : "")
+    : "Autoscaler: no decision yet";
+  if (overridden.length) line.append(h("span", { class: "note" }, ` · set at run time: ${overridden.join(", ")}`));
 }
 
 function drawBackends() {
@@ -705,7 +625,8 @@ function renderBackend(b) {
     const task = state.tasks.get(id) || { id, status: "running" };
     const line = h("div", { "data-progress": id });
     drawProgress(line, task);
-    inflight.append(h("div", {}, h("span", { class: "mono" }, task.workflow ? `${task.workflow} · ${id}` : id), line));
+    const about = [task.workflow, promptText(task)].filter(Boolean).join(": ");
+    inflight.append(h("div", {}, h("span", { class: "inflight-task", title: id }, about || id), line));
   }
   const action = (name, label, style = "quiet") => h("button", { class: `${style} small`, "data-action": name,
     onclick: () => controlBackend(b.id, name) }, label);
@@ -806,6 +727,7 @@ async function start() {
   for (const link of document.querySelectorAll("[data-admin]")) link.hidden = !state.admin;
   $("#sign-out").hidden = !state.key;
   if (!state.socket) connect();
+  loadCounts();
   await showView((location.hash || "#tasks").slice(1));
 }
 
@@ -815,6 +737,10 @@ function wire() {
   $("#sign-out").addEventListener("click", () => { localStorage.removeItem(KEY_STORAGE); location.reload(); });
   $("#filter-status").addEventListener("change", () => loadTasks().catch(complain));
   $("#filter-text").addEventListener("input", drawTaskList);
+  for (const button of document.querySelectorAll("#task-layout button")) {
+    button.addEventListener("click", () => setLayout(button.dataset.layout));
+  }
+  drawLayoutSwitch();
   $("#more-tasks").addEventListener("click", () => loadTasks(true).catch(complain));
   $("#submit-workflow").addEventListener("change", (event) => showWorkflow(event.target.value).catch(complain));
   $("#submit-form").addEventListener("submit", submitWorkflow);
@@ -825,7 +751,7 @@ function wire() {
       if (event.target === dialog || event.target.value === "close") dialog.close();
     });
   }
-  window.addEventListener("resize", () => { if (state.view === "tasks") drawCharts(); });
+  window.addEventListener("resize", () => { if (state.view === "tasks") state.samples = drawCharts(state.samples); });
 }
 
 wire();

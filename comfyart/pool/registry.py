@@ -108,6 +108,14 @@ class Pool:
                 await changed.wait()
 
     # ------------------------------------------------------------------ description
+    def describe_decision(self) -> dict[str, Any] | None:
+        """The autoscaler's last decision and why (None before its first)."""
+        decision = self.last_decision
+        return None if decision is None else {
+            "desired": decision.desired, "start": decision.start, "drain": list(decision.drain),
+            "undrain": list(decision.undrain), "reason": decision.reason,
+            "limited_by": list(decision.limited_by), "at_ms": self.last_decision_ms}
+
     def describe(self) -> dict[str, Any]:
         hosts = []
         for provider in self.providers:
@@ -116,14 +124,9 @@ class Pool:
                               "ports": list(host.ports), "gpus": list(host.gpus), "containers": view.containers,
                               "free_slots": free_container_slots([view]), "down": self.hosts_down.get(host.name)})
         limits = self.limits()
-        decision = self.last_decision
         return {"hosts": hosts, "backends": [b.describe() for b in self.backends.values()],
                 "recent_errors": list(self.recent_errors), "recent_scaling": list(self.recent_scaling),
-                "counters": dict(self.counters),
-                "autoscaler": None if decision is None else {
-                    "desired": decision.desired, "start": decision.start, "drain": list(decision.drain),
-                    "undrain": list(decision.undrain), "reason": decision.reason,
-                    "limited_by": list(decision.limited_by), "at_ms": self.last_decision_ms},
+                "counters": dict(self.counters), "autoscaler": self.describe_decision(),
                 "config": {"min_containers": limits.min_containers, "max_containers": limits.max_containers,
                            "target": limits.target,
                            "tasks_per_container": limits.tasks_per_container,

@@ -3,14 +3,17 @@ Content-Security-Policy), the charts' samples in Redis, a task queued again, and
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from pathlib import Path
 
+import aiohttp
 from pydantic import SecretStr
 
 from tests.support.daemon import make_settings, running_daemon, wait_for_tasks
 from tests.support.graphs import basic_graph, text_to_image_graph
 from tests.support.paths import ROOT
+from tests.support.ports import free_port_range
 
 ADMIN_KEY = "stats-admin-key-0123456789abcdef"
 CLIENT_KEY = "stats-client-key-0123456789abcdef"
@@ -177,3 +180,47 @@ async def test_a_backend_lists_the_tasks_it_runs(tmp_path: Path, redis_url, emul
             await asyncio.sleep(0.1)
         assert backends[0]["tasks"] == [slow] and backends[0]["inflight"] == 1
         await api.delete(f"/api/tasks/{slow}")
+
+
+async def test_the_list_and_the_record_carry_the_prompt_text(tmp_path: Path, redis_url, emulator):
+    async with running_daemon(settings_for(tmp_path, redis_url, emulator)) as api:
+        api.headers.update(CLIENT)
+        run = (await api.post("/api/workflows/text-to-image/run",
+                              json={"params": {"prompt": "a barn\nat dusk", "steps": 2, "width": 64}})).json()["id"]
+        graph = (await api.post("/api/tasks", json={"prompt": text_to_image_graph(steps=2)})).json()["id"]
+        bare = (await api.post("/api/tasks", json={"prompt": basic_graph()})).json()["id"]
+        expected = {run: "a barn at dusk", graph: "a lighthouse", bare: None}
+        listed = {t["id"]: t for t in (await api.get("/api/tasks")).json()["tasks"]}
+        assert {i: listed[i]["prompt_text"] for i in expected} == expected and "prompt" not in listed[run]
+        await wait_for_tasks(api, list(expected))
+        for task_id, text in expected.items():  # the workflow run, dispatched, has its graph now: the same words
+            assert (await api.get(f"/api/tasks/{task_id}")).json()["prompt_text"] == text
+
+
+async def test_autoscaler_decisions_are_events_for_admins_only(tmp_path: Path, redis_url):
+    command = ["{python}", "-m", "comfyart.emulator", "--host", "{address}", "--port", "{port}"]
+    settings = make_settings(tmp_path, redis_url,
+                             processes={"command": command, "address": "127.0.0.1", "ports": list(free_port_range(2)),
+                                        "gpus": [0], "startup_timeout": 20},
+                             pool={"min_containers": 1, "max_containers": 1},
+                             auth={"keys": [{"name": "ops", "role": "admin", "key": ADMIN_KEY},
+                                            {"name": "user", "key": CLIENT_KEY}]})
+    async with running_daemon(settings) as api, aiohttp.ClientSession() as session:
+        ws = str(api.base_url).replace("http", "ws") + "/api/events?token="
+        async with session.ws_connect(ws + ADMIN_KEY) as admin, session.ws_connect(ws + CLIENT_KEY) as client:
+            await api.post("/api/tasks", json={"prompt": basic_graph()}, headers=CLIENT)  # the load moves
+            decisions = []
+            async with asyncio.timeout(15):
+                while not decisions:
+                    event = json.loads((await admin.receive()).data)
+                    if event["type"] == "autoscaler":
+                        decisions.append(event)
+            pool = (await api.get("/api/pool", headers=ADMIN)).json()
+            assert decisions[0]["desired"] == 1 and "bounded to 1" in decisions[0]["reason"]
+            assert set(decisions[0]) == {"type", *pool["autoscaler"]}
+            heard = []
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(1.5):
+                    while True:
+                        heard.append(json.loads((await client.receive()).data)["type"])
+            assert heard and "autoscaler" not in heard and "pool" not in heard, heard
