@@ -249,7 +249,7 @@ class PromptRun:
         async def send_text(text: str) -> None:
             encoded = node_id.encode()
             frame = struct.pack(">I", 3) + struct.pack(">I", len(encoded)) + encoded + text.encode()
-            await emu.post(cid, frame)
+            await emu.post(None, frame)  # ComfyUI's send_progress_text names no socket: every one gets it
 
         return Context(output_dir=emu.output_dir, input_dir=emu.input_dir, temp_dir=emu.temp_dir,
                        temp_prefix=emu.temp_prefix(node_id), prompt=self.item.prompt,

@@ -83,12 +83,12 @@ class Prompts:
         for secret in ("auth_token_comfy_org", "api_key_comfy_org"):
             extra_data.pop(secret, None)
         comfy = ComfyPrompt(prompt_id, number, client_id=client_id, extra_data=extra_data, comfy_targets=targets)
-        await self.store.create(NewTask(graph, priority=1 if body.get("front") is True else 0, owner=principal.owner,
-                                        comfy=comfy),
-                                max_queued=self.quotas.max_queued(principal) if self.quotas is not None else 0)
+        task = await self.store.create(NewTask(graph, priority=1 if body.get("front") is True else 0,
+                                               owner=principal.owner, comfy=comfy),
+                                       max_queued=self.quotas.max_queued(principal) if self.quotas is not None else 0)
         connection = self.connections.get(socket_key(principal.owner, client_id)) if client_id else None
         if connection is not None:
-            connection.open.add(prompt_id)
+            connection.open.add(task.id)
         shown = number if "number" in body else int(number)
         return 200, {"prompt_id": prompt_id, "number": shown, "node_errors": verdict.node_errors}
 

@@ -29,17 +29,19 @@ OUTBOX_FRAMES = 4096  # a client this far behind is disconnected, as it would st
 class Connection:
     """One client socket's outbox: frames are queued without waiting and written by the socket's own handler."""
 
-    def __init__(self, sid: str) -> None:
+    def __init__(self, sid: str, owner: str | None = None) -> None:
         self.sid = sid
+        self.owner = owner  # whose socket: a prompt without a client id is broadcast to its owner's sockets only
         self.frames: collections.deque[Any] = collections.deque()
         self.ready = asyncio.Event()
         self.closed = False
         self.preview_metadata = False
         self.held: dict[str, Any] | None = None
+        # by task id, not by the client's prompt id: a client may reuse its prompt id, and each run is told in full
         self.open: set[str] = set()  # its prompts not ended yet: no status may tell it the queue is shorter
         self.ended: collections.OrderedDict[str, None] = collections.OrderedDict()  # recent ends: no frame after
         self.status_sent: int | None = None
-        self.nodes: dict[str, str | None] = {}  # client prompt id -> node running, for preview metadata
+        self.nodes: dict[str, str | None] = {}  # task id -> node running, for preview metadata
 
     def _append(self, frame: Any) -> None:
         if self.closed:
@@ -84,6 +86,12 @@ class Connection:
         self.ready.set()
 
 
+def callers(connections: dict[str, Connection], owner: str | None) -> list[Connection]:
+    """The sockets of one caller (API key): where ComfyUI would send a frame to every socket, comfyart sends it to
+    these, as every caller has a ComfyUI of its own."""
+    return [connection for connection in connections.values() if connection.owner == owner]
+
+
 class Sockets:
     """``/ws?clientId=…`` gets the frames of that client's prompts from whichever backend runs them, rewritten to the
     client's prompt id (``Relay``), and the end of each prompt once its task is final: ``execution_success`` only
@@ -115,9 +123,13 @@ class Sockets:
                     while (more := await events.get(0)) is not None:  # a burst: one status for all of it
                         burst.append(more)
                     for item in burst:
-                        if item["type"] == "task" and item.get("client_id") and item["status"] in FINAL_STATUSES:
+                        if item["type"] != "task" or item["status"] not in FINAL_STATUSES:
+                            continue
+                        if item.get("client_id"):
                             await self._send_end(item["id"], socket_key(item.get("owner"), item["client_id"]),
                                                  item.get("previous"))
+                        elif item["status"] == TaskStatus.CANCELED and item.get("previous") == TaskStatus.RUNNING:
+                            await self._broadcast_interrupted(item["id"], item.get("owner"))
                     await self.broadcast_status()
 
     async def _send_end(self, task_id: str, socket: str, previous: str | None) -> None:
@@ -131,17 +143,34 @@ class Sockets:
         if task.comfy_prompt_id is None:
             return
         if task.status is TaskStatus.CANCELED and previous != TaskStatus.RUNNING:
-            connection.open.discard(task.comfy_prompt_id)
+            connection.open.discard(task.id)
             return  # a prompt deleted from the queue ends silently, as in ComfyUI
         kind, data = terminal_message(task)
         connection.put({"type": kind, "data": data})
         connection.put_status(await self.remaining())
         connection.put({"type": "executing", "data": {"node": None, "prompt_id": task.comfy_prompt_id}})
-        connection.nodes.pop(task.comfy_prompt_id, None)
-        connection.open.discard(task.comfy_prompt_id)
-        connection.ended[task.comfy_prompt_id] = None
+        connection.nodes.pop(task.id, None)
+        connection.open.discard(task.id)
+        connection.ended[task.id] = None
         if len(connection.ended) > ENDED_REMEMBERED:
             connection.ended.popitem(last=False)
+
+    async def _broadcast_interrupted(self, task_id: str, owner: str | None) -> None:
+        """ComfyUI sends ``execution_interrupted`` even for a prompt without a client id, to every socket (it is
+        the one lifecycle frame it broadcasts): here to every socket of the prompt's owner."""
+        listeners = callers(self.connections, owner)
+        if not listeners:
+            return
+        try:
+            task = await self.store.get(task_id)
+        except (NotFound, TransientError):
+            return
+        if task.comfy_prompt_id is None:
+            return  # queued through comfyart's own API: no ComfyUI client hears of it
+        kind, data = terminal_message(task)
+        if kind == "execution_interrupted":
+            for listener in listeners:
+                listener.put({"type": kind, "data": data})
 
     async def remaining(self) -> int:
         try:
@@ -166,7 +195,7 @@ class Sockets:
         await websocket.accept()
         sid = websocket.query_params.get("clientId") or uuid.uuid4().hex
         key = socket_key(principal.owner, sid)
-        connection = Connection(sid)
+        connection = Connection(sid, principal.owner)
         connection.put_status(remaining, sid)  # before any frame can be relayed to it
         replaced = self.connections.get(key)
         self.connections[key] = connection  # the newest socket of a client id takes over; the old one goes deaf

@@ -1,0 +1,66 @@
+"""Which socket outboxes a backend's frame reaches (api.comfyui.relay): its client's, or, where ComfyUI names no
+socket, every socket of the prompt's caller and no other caller's."""
+from __future__ import annotations
+
+import struct
+from typing import Any
+
+import pytest
+
+from comfyart.api.comfyui.relay import RELAYED, FrameRelay
+from comfyart.api.comfyui.sockets import Connection
+from comfyart.models import Relay, socket_key
+
+PREVIEW = struct.pack(">II", 1, 2) + b"\x89PNG"
+TEXT = struct.pack(">II", 3, 1) + b"2hello"
+
+
+def sockets() -> dict[str, Connection]:
+    """alice's sockets "one" and "two", and bob's "one"."""
+    return {socket_key(owner, sid): Connection(sid, owner) for owner, sid in
+            (("alice", "one"), ("alice", "two"), ("bob", "one"))}
+
+
+def heard(connections: dict[str, Connection]) -> dict[str, list[Any]]:
+    return {key.replace("\0", "/"): [f if isinstance(f, bytes) else f["type"] for f in c.frames]
+            for key, c in connections.items()}
+
+
+@pytest.mark.parametrize("kind", sorted(RELAYED | {"execution_success", "execution_error", "status"}))
+def test_a_prompt_without_a_client_id_broadcasts_its_progress_to_its_callers_sockets_only(kind: str):
+    connections = sockets()
+    relay = FrameRelay(connections)
+    relay.forward(Relay("task", "mine", None, "alice"), kind, {"prompt_id": "backend's", "node": "9"})
+    relay.forward_binary(Relay("task", "mine", None, "alice"), PREVIEW)
+    broadcast = [kind, PREVIEW] if kind in ("progress", "progress_state") else [PREVIEW]
+    assert heard(connections) == {"alice/one": broadcast, "alice/two": broadcast, "bob/one": []}
+    for frame in connections[socket_key("alice", "one")].frames:
+        if isinstance(frame, dict):
+            assert frame["data"]["prompt_id"] == "mine"  # the client's prompt id, never comfyart's
+
+
+def test_a_prompt_of_a_client_goes_to_its_socket_and_its_progress_text_to_every_socket_of_its_caller():
+    connections = sockets()
+    relay = FrameRelay(connections)
+    mine = Relay("task", "mine", "one", "alice")
+    relay.forward(mine, "progress", {"prompt_id": "backend's", "node": "9", "value": 0, "max": 1})
+    relay.forward_binary(mine, PREVIEW)
+    relay.forward_binary(mine, TEXT)
+    assert heard(connections) == {"alice/one": ["progress", PREVIEW, TEXT], "alice/two": [TEXT], "bob/one": []}
+
+
+def test_without_auth_every_socket_is_the_callers():
+    connections = {sid: Connection(sid) for sid in ("one", "two")}
+    FrameRelay(connections).forward(Relay("task", "mine", None), "progress", {"prompt_id": "x", "node": "1"})
+    assert heard(connections) == {"one": ["progress"], "two": ["progress"]}
+
+
+def test_a_reused_prompt_id_is_relayed_again_after_its_first_run_ended():
+    connections = sockets()
+    relay = FrameRelay(connections)
+    socket = connections[socket_key("alice", "one")]
+    socket.ended["first task"] = None  # the first run under "fixed" was told its end
+    relay.forward(Relay("first task", "fixed", "one", "alice"), "executing", {"prompt_id": "a", "node": "1"})
+    relay.forward(Relay("second task", "fixed", "one", "alice"), "execution_start", {"prompt_id": "b"})
+    assert [f["type"] for f in socket.frames] == ["execution_start"]
+    assert socket.open == {"second task"}
