@@ -13,8 +13,20 @@ from typing import Any
 
 import httpx
 
+from comfyart.comfy.client import ComfyClient
+from comfyart.config.fleet import PoolConfig, StaticBackendConfig
+from comfyart.config.sections import TrackingConfig
+from comfyart.files.outputs import OutputStore
+from comfyart.models import BackendState, NewTask, TaskStatus
+from comfyart.pool.health import HealthChecks
+from comfyart.pool.registry import Pool
+from comfyart.pool.unreachable import give_up_silent
+from comfyart.store.stores import Stores
+from comfyart.tracker.outcomes import Outcomes
+from comfyart.tracker.prompts import PromptBook
 from tests.support.daemon import make_settings, running_daemon, static_backends, wait_for_pool, wait_for_tasks
 from tests.support.graphs import basic_graph
+from tests.support.ports import free_port
 
 NODE_SECONDS = "1.5"  # three nodes: 4.5 s a prompt
 POOL = {"health_interval_s": 0.5, "health_timeout_s": 1.0, "static_lost_after_s": 2.0}
@@ -118,3 +130,37 @@ async def test_a_paused_static_backend_is_rid_of_its_given_up_prompts_and_their_
         more = await submit(api, 2, first=10)
         later = await wait_for_tasks(api, more, timeout_s=60)
         assert all(r["status"] == "completed" and not r["history"] for r in later)
+
+
+async def test_an_uncertain_submission_to_a_static_backend_out_of_reach_is_requeued(tmp_path: Path, redis_client,
+                                                                                     session):
+    """POST /prompt got ``Connection reset`` and /history cannot be asked: the dispatcher keeps the prompt on the
+    backend, uncertain. Once the backend has been out of reach for ``static_lost_after_s``, it goes back to the
+    queue like the others; the backend stays, unhealthy, and remembers the prompt to take it back."""
+    stores = Stores.on(redis_client, "reach")
+    task = await stores.tasks.create(NewTask(basic_graph()))
+    assert await stores.queue.claim_id(task.id, 30)
+    await stores.queue.record_submission(task.id, backend="static:gone", prompt_id="uncertain-1", attempts=1)
+    pool = Pool(config=PoolConfig(static_lost_after_s=2.0, health_timeout_s=1.0, unhealthy_threshold=3),
+                providers=[], connect=lambda url: ComfyClient(session, url))
+    backend = pool.add_static(StaticBackendConfig(name="gone", url=f"http://127.0.0.1:{free_port()}"), "config")
+    book = PromptBook(on_change=pool.notify)
+    outcomes = Outcomes(store=stores.tasks, queue=stores.queue, book=book,
+                        outputs=OutputStore(tmp_path / "outputs"), config=TrackingConfig())
+    book.open(backend, "uncertain-1", task.id, basic_graph()).submitted = True  # what the dispatcher leaves
+    health = HealthChecks(pool, pool.config)
+
+    await health.probe_all()
+    await give_up_silent(pool, outcomes.backend_lost)
+    assert (await stores.tasks.get(task.id)).prompt_id == "uncertain-1"  # not silent long enough yet
+
+    backend.answered -= 2.0  # two seconds of silence, rather than waited for
+    await health.probe_all()
+    await give_up_silent(pool, outcomes.backend_lost)
+    record = await stores.tasks.get(task.id)
+    assert record.status is TaskStatus.PENDING and record.prompt_id is None
+    assert [(a.prompt_id, a.outcome) for a in record.history] == [("uncertain-1", "backend_lost")]
+    assert await stores.queue.waiting() == 1  # back in the queue, for another backend
+    assert pool.backends[backend.id] is backend and backend.state is BackendState.UNHEALTHY
+    assert backend.given_up == {"uncertain-1"} and not backend.prompts and "uncertain-1" not in book
+    await outcomes.aclose()
