@@ -277,9 +277,10 @@ class Dispatcher:
                 raise BackendUnavailable(f"stored {upload.name} as {stored} despite overwrite")
 
     async def _rejected(self, backend: Backend, prompt_id: str, state: PromptState, exc: PromptRejected) -> None:
-        with contextlib.suppress(InvalidTransition, NotFound):
-            await self.store.update(state.task_id, to=TaskStatus.FAILED, finished_ms=now_ms(),
-                                    error=f"rejected by ComfyUI: {exc}", node_errors=exc.node_errors)
+        with contextlib.suppress(InvalidTransition, NotFound):  # unless the task moved on (its backend was lost)
+            await self.store.update(state.task_id, to=TaskStatus.FAILED, expect=("prompt_id", prompt_id),
+                                    finished_ms=now_ms(), error=f"rejected by ComfyUI: {exc}",
+                                    node_errors=exc.node_errors)
         self.book.close(backend, prompt_id, done=True)
         logger.info("task rejected task={} backend={} error={}", state.task_id, backend.id, exc)
 
@@ -295,6 +296,8 @@ class Dispatcher:
             return
         if after_uncertain_submit(in_history=in_history, in_queue=in_queue) is AfterUncertainSubmit.TRACK:
             state.submitted = True
+            if not self.book.holds(prompt_id, state):  # given up meanwhile (its backend was out of reach)
+                await self.outcomes.stop_on_backend(backend, prompt_id)
             return
         self.book.close(backend, prompt_id, done=False)
         await self.outcomes.requeue(state.task_id, AttemptEnd.NOT_ACCEPTED,

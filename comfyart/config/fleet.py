@@ -106,6 +106,10 @@ class PoolConfig(Section):
     unhealthy_threshold: int = Field(3, ge=1, description="failed checks in a row that make a backend unhealthy")
     healthy_threshold: int = Field(1, ge=1, description="good checks in a row that bring it back")
     replace_unhealthy_after_s: float = Field(60.0, ge=0, description="a container unhealthy this long is replaced")
+    static_lost_after_s: float = Field(
+        20.0, ge=0, description="a static backend whose health checks fail and whose WebSocket is silent this long "
+                                "loses its prompts: they are requeued elsewhere, and taken off it when it answers "
+                                "again; 0: never (they wait for tracking.task_timeout_s)")
 
     @model_validator(mode="after")
     def _min_below_max(self) -> PoolConfig:

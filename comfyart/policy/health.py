@@ -1,4 +1,5 @@
-"""How health checks move a backend between healthy and unhealthy, and when a container is recycled."""
+"""How health checks move a backend between healthy and unhealthy, when a static backend out of reach loses its
+prompts, and when a container is recycled."""
 from __future__ import annotations
 
 import enum
@@ -23,6 +24,16 @@ def after_health_check(current: HealthCount, ok: bool, *, unhealthy_threshold: i
         return HealthCount(current.healthy or successes >= healthy_threshold, 0, successes)
     failures = current.failures + 1
     return HealthCount(current.healthy and failures < unhealthy_threshold, failures, 0)
+
+
+def static_backend_lost(*, last_check_ok: bool, silent_s: float, holds_prompts: bool, lost_after_s: float) -> bool:
+    """Whether a static backend's prompts are given up for lost (and requeued elsewhere): it holds some, its last
+    health check failed, and neither a health check nor its WebSocket has heard from it for ``lost_after_s``
+    (``silent_s``). ``lost_after_s`` of 0 means never: its prompts wait for ``task_timeout_s``. comfyart does not
+    run a static backend, so the backend itself stays in the pool; only its prompts move."""
+    if lost_after_s <= 0 or not holds_prompts or last_check_ok:
+        return False
+    return silent_s >= lost_after_s
 
 
 class Recycle(enum.Enum):

@@ -14,6 +14,7 @@ from loguru import logger
 
 from comfyart.clock import now_ms
 from comfyart.comfy.client import ComfyClient
+from comfyart.comfy.websocket import BackendSocket
 from comfyart.errors import InvalidTransition
 from comfyart.models import BackendMode, BackendState, backend_may_move
 from comfyart.policy.health import HealthCount
@@ -57,6 +58,10 @@ class Backend:
     idle_since: float = field(default_factory=time.monotonic)
     started: float = field(default_factory=time.monotonic)
     stuck_prompt: str | None = None  # a prompt that timed out here and may still occupy the backend
+    answered: float = field(default_factory=time.monotonic)  # monotonic: its last good health check (or creation)
+    socket: BackendSocket | None = None  # the tracker's latest WebSocket to it: its ``heard`` is a sign of life too
+    given_up: set[str] = field(default_factory=set)  # prompts requeued elsewhere while it was out of reach, which
+    # it may still hold: taken off it (``pool.unreachable``) before it gets new work
     task_limit: int = 0  # max_tasks for a container: it takes no more than that many, then it is recycled
     last_health_ms: int | None = None
     vram_total: int | None = None

@@ -1,5 +1,6 @@
 """Health checks: every backend that is up is asked for /system_stats; ``policy.health`` turns the answers into
-healthy and unhealthy. A backend that still runs a prompt that timed out stays unhealthy until it lets go of it."""
+healthy and unhealthy. A backend that still runs a prompt that timed out stays unhealthy until it lets go of it; one
+that answers again after its prompts were given up (``unreachable``) is rid of them first."""
 from __future__ import annotations
 
 import asyncio
@@ -15,6 +16,7 @@ from comfyart.models import BackendState
 from comfyart.policy.health import after_health_check
 from comfyart.pool.backend import Backend
 from comfyart.pool.registry import Pool
+from comfyart.pool.unreachable import take_back
 from comfyart.redact import redact_url
 
 
@@ -32,6 +34,8 @@ class HealthChecks:
         error: str | None = None
         try:
             stats = await backend.client.system_stats(timeout_s=self.config.health_timeout_s)
+            backend.answered = time.monotonic()
+            await take_back(backend)  # prompts given up on it while it was out of reach: off it before new work
             if backend.stuck_prompt is not None:
                 error = await self._still_stuck(backend)
         except BackendUnavailable as exc:

@@ -1,11 +1,11 @@
 """The pool's loop: observe the backends and the queue, let ``policy`` decide, act.
 
-A full round (``step``) runs every ``pool.health_interval_s``: probe every backend, check the hosts and their
-containers, recycle the worn-out, stop the drained, scale. Between rounds the loop wakes on what changes the load
-(a task queued, a prompt ended, a backend up or gone) and runs the cheap part (``react``: stop the drained, scale)
-``REACT_DELAY_S`` later: a burst of tasks starts containers within a second instead of at the next round, and, as
-it has arrived whole by then, in one step (a scale-up's cooldown would hold back whatever came after a step taken
-at its first task).
+A full round (``step``) runs every ``pool.health_interval_s``: probe every backend, requeue the prompts of static
+backends out of reach too long, check the hosts and their containers, recycle the worn-out, stop the drained,
+scale. Between rounds the loop wakes on what changes the load (a task queued, a prompt ended, a backend up or gone)
+and runs the cheap part (``react``: stop the drained, scale) ``REACT_DELAY_S`` later: a burst of tasks starts
+containers within a second instead of at the next round, and, as it has arrived whole by then, in one step (a
+scale-up's cooldown would hold back whatever came after a step taken at its first task).
 """
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ from comfyart.pool.backend import AfterDrain
 from comfyart.pool.containers import Containers
 from comfyart.pool.health import HealthChecks
 from comfyart.pool.registry import Pool
+from comfyart.pool.unreachable import give_up_silent
 from comfyart.store.pool import PoolStore
 from comfyart.store.queue import TaskQueue
 
@@ -91,9 +92,11 @@ class Reconciler:
         self.pool.ready.set()
 
     async def step(self) -> None:
-        """One whole pass: probe every backend, check the hosts and containers, recycle, finish drains, scale."""
+        """One whole pass: probe every backend, give up on the prompts of static backends out of reach, check the
+        hosts and containers, recycle, finish drains, scale."""
         async with self._step_lock:
             await self.health.probe_all()
+            await give_up_silent(self.pool, self.containers.on_lost)
             await self.containers.check_hosts()
             await self._recycle()
             await self.finish_drains()

@@ -1,6 +1,7 @@
 """How an attempt ends: completed (its outputs downloaded, stored and recorded), failed, or back to the queue for
 another try (``policy.attempts.should_retry`` decides) with the attempt in the task's history. Each end frees the
-prompt's slot in the in-flight book."""
+prompt's slot in the in-flight book. Every end is a compare-and-set on the task's prompt id: a result of an attempt
+the task has moved on from (requeued meanwhile: its backend was given up for lost) changes nothing."""
 from __future__ import annotations
 
 import collections
@@ -45,6 +46,8 @@ class Outcomes:
 
     # ------------------------------------------------------------------ results
     async def completed(self, backend: Backend, prompt_id: str, state: PromptState, outputs: dict[str, Any]) -> None:
+        if not self.book.holds(prompt_id, state):
+            return  # given up while it was looked up (its backend was out of reach): its files are not the task's
         try:
             files = await self._download(backend, state.task_id, outputs)
         except (BackendUnavailable, ObjectStoreUnavailable) as exc:
@@ -58,7 +61,8 @@ class Outcomes:
             comfy: dict[str, Any] = {}
             if state.relay is not None:  # its client's history shows what the backend reported
                 comfy.update(comfy_outputs=outputs, comfy_messages=state.messages)
-            await self.store.update(state.task_id, to=TaskStatus.COMPLETED, finished_ms=now_ms(), progress=1.0,
+            await self.store.update(state.task_id, to=TaskStatus.COMPLETED, expect=("prompt_id", prompt_id),
+                                    finished_ms=now_ms(), progress=1.0,
                                     outputs=[f.model_dump(exclude_none=True) for f in files], node=None,
                                     node_step=None, node_max=None, **comfy)
             logger.info("task completed task={} backend={} prompt={} outputs={}", state.task_id, backend.id,
@@ -95,7 +99,8 @@ class Outcomes:
             comfy: dict[str, Any] = {}
             if state.relay is not None:  # ComfyUI keeps what a failed prompt showed before it failed
                 comfy.update(comfy_messages=state.messages, comfy_outputs=state.outputs)
-            await self.store.update(state.task_id, to=to, finished_ms=now_ms(), error=error, **comfy)
+            await self.store.update(state.task_id, to=to, expect=("prompt_id", prompt_id), finished_ms=now_ms(),
+                                    error=error, **comfy)
             logger.info("task {} task={} backend={} error={}", to.value, state.task_id, backend.id, error)
         except (InvalidTransition, NotFound):
             pass

@@ -118,6 +118,7 @@ class Tracker:
                 if self.pool.backends.get(backend.id) is not backend:
                     return
                 self._epochs[backend.id] = self._epochs.get(backend.id, 0) + 1
+                backend.socket = socket  # what it hears keeps a static backend from being given up for lost
                 try:
                     await self.reconcile(backend)  # whatever happened while we were not listening
                     await self._read(backend, socket)
@@ -225,7 +226,7 @@ class Tracker:
         reaction = react(state, event, epoch=self._epochs.get(backend.id, 0), now=time.monotonic())
         try:
             if isinstance(reaction, MarkRunning):
-                await self._mark_running(state)
+                await self._mark_running(prompt_id, state)
             elif isinstance(reaction, Settle):
                 await self.settle(backend, prompt_id, outputs=reaction.outputs)
             elif isinstance(reaction, Fail):
@@ -233,10 +234,10 @@ class Tracker:
         except (InvalidTransition, NotFound):
             pass  # the task moved on (canceled, or settled by the watchdog first)
 
-    async def _mark_running(self, state: PromptState) -> None:
+    async def _mark_running(self, prompt_id: str, state: PromptState) -> None:
         state.started = True
         await self.store.update(state.task_id, to=TaskStatus.RUNNING, allowed_from=[TaskStatus.PENDING],
-                                started_ms=now_ms(), progress=0.0)
+                                expect=("prompt_id", prompt_id), started_ms=now_ms(), progress=0.0)
 
     async def _progress_writer(self) -> None:
         while True:
@@ -296,7 +297,7 @@ class Tracker:
             elif queue is not None and protocol.prompt_running(queue, prompt_id) and not state.started:
                 # its execution_start was lost (sent while the socket reconnected): /queue shows it running
                 with contextlib.suppress(InvalidTransition, NotFound):
-                    await self._mark_running(state)
+                    await self._mark_running(prompt_id, state)
             elif queue is not None and not protocol.prompt_in_queue(queue, prompt_id):
                 self.book.close(backend, prompt_id, done=False)
                 await self.outcomes.requeue(state.task_id, AttemptEnd.VANISHED,

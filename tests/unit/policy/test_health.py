@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from comfyart.policy.health import HealthCount, Recycle, after_health_check, recycle_reason
+from comfyart.policy.health import HealthCount, Recycle, after_health_check, recycle_reason, static_backend_lost
 
 
 @pytest.mark.parametrize("start, results, expected_healthy", [
@@ -48,3 +48,22 @@ def test_recycle_reason(kwargs, expected):
 def test_recycle_limits_of_zero_mean_never():
     assert recycle_reason(tasks_done=10 ** 6, age_s=10 ** 9, unhealthy_s=None, max_tasks=0, max_age_s=0,
                           replace_unhealthy_after_s=60) is None
+
+
+@pytest.mark.parametrize("last_check_ok", [True, False])
+@pytest.mark.parametrize("holds_prompts", [True, False])
+@pytest.mark.parametrize("silent_s", [0.0, 19.9, 20.0, 20.1, 3600.0])
+@pytest.mark.parametrize("lost_after_s", [0.0, 20.0])
+def test_a_static_backend_loses_its_prompts_only_when_silent_long_enough(last_check_ok, holds_prompts, silent_s,
+                                                                        lost_after_s):
+    lost = static_backend_lost(last_check_ok=last_check_ok, silent_s=silent_s, holds_prompts=holds_prompts,
+                               lost_after_s=lost_after_s)
+    expected = (not last_check_ok and holds_prompts and lost_after_s > 0 and silent_s >= lost_after_s)
+    assert lost is expected
+
+
+def test_a_static_backend_that_answers_its_socket_keeps_its_prompts():
+    """A failed check while the socket was heard a moment ago (ComfyUI's HTTP stalls while previews stream): the
+    caller's silence is the socket's, short, and the prompts stay."""
+    assert not static_backend_lost(last_check_ok=False, silent_s=1.0, holds_prompts=True, lost_after_s=20.0)
+    assert static_backend_lost(last_check_ok=False, silent_s=20.0, holds_prompts=True, lost_after_s=20.0)

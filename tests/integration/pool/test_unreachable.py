@@ -1,0 +1,166 @@
+"""Static backends out of reach (pool.unreachable): a daemon over two emulator processes as static backends, one of
+them killed (SIGKILL) or paused (SIGSTOP: a partition, the process still holds its prompts) while it runs and
+queues slow prompts. Its prompts finish on the other one within ``static_lost_after_s``, each task completes once,
+and a paused one that comes back is rid of the prompts given up on it before it gets new work."""
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from comfyart.comfy.client import ComfyClient
+from comfyart.config.fleet import PoolConfig, StaticBackendConfig
+from comfyart.config.sections import TrackingConfig
+from comfyart.files.outputs import OutputStore
+from comfyart.models import BackendState, NewTask, TaskStatus
+from comfyart.pool.health import HealthChecks
+from comfyart.pool.registry import Pool
+from comfyart.pool.unreachable import give_up_silent
+from comfyart.store.stores import Stores
+from comfyart.tracker.outcomes import Outcomes
+from comfyart.tracker.prompts import PromptBook
+from tests.support.daemon import make_settings, running_daemon, static_backends, wait_for_pool, wait_for_tasks
+from tests.support.graphs import basic_graph
+from tests.support.ports import free_port
+
+NODE_SECONDS = "1.5"  # three nodes: 4.5 s a prompt
+POOL = {"health_interval_s": 0.5, "health_timeout_s": 1.0, "static_lost_after_s": 2.0}
+TRACKING = {"silence_s": 1.0, "submit_timeout_s": 2.0, "task_timeout_s": 600.0, "max_retries": 2}
+GIVEN_UP = "static:emu0"
+
+
+def settings_over(tmp_path: Path, redis_url: str, *emulators: Any) -> Any:
+    return make_settings(tmp_path, redis_url, static_backends=static_backends(*emulators), pool=POOL,
+                         scheduler={"prefetch": 1}, tracking=TRACKING)
+
+
+async def submit(api: httpx.AsyncClient, count: int, first: int = 0) -> list[str]:
+    return [(await api.post("/api/tasks", json={"prompt": basic_graph(color=c)})).json()["id"]
+            for c in range(first, first + count)]
+
+
+async def wait_until_it_runs_and_queues(api: httpx.AsyncClient, ids: list[str]) -> None:
+    """Until emu0 holds two prompts (one running, one queued behind it) and one of its tasks has just started."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        pool = (await api.get("/api/pool")).json()
+        held = next(b["inflight"] for b in pool["backends"] if b["id"] == GIVEN_UP)
+        records = [(await api.get(f"/api/tasks/{task_id}")).json() for task_id in ids]
+        if held == 2 and any(r["status"] == "running" and r["backend"] == GIVEN_UP for r in records):
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("emu0 never held a running and a queued prompt")
+
+
+def backend_status(pool: dict[str, Any], backend_id: str) -> str:
+    return next(b["status"] for b in pool["backends"] if b["id"] == backend_id)
+
+
+def assert_completed_once_each(records: list[dict[str, Any]]) -> list[str]:
+    """Every task completed, with one output; the prompts given up on emu0 finished on emu1, each after exactly one
+    attempt lost. Returns those prompts' ids."""
+    given_up = []
+    for record in records:
+        assert record["status"] == "completed", (record["id"], record.get("error"))
+        assert len(record["outputs"]) == 1
+        assert record["attempts"] == len(record["history"]) + 1
+        for attempt in record["history"]:
+            assert (attempt["backend"], attempt["outcome"]) == (GIVEN_UP, "backend_lost"), attempt
+            assert "unreachable" in attempt["error"]
+            given_up.append(attempt["prompt_id"])
+        if record["history"]:
+            assert record["backend"] == "static:emu1"
+    assert len(given_up) >= 2  # the running one and the one queued behind it
+    return given_up
+
+
+async def test_a_killed_static_backend_loses_its_prompts_and_takes_work_again_once_restarted(
+        tmp_path: Path, redis_url, emulator):
+    dying, other = emulator("--node-seconds", NODE_SECONDS), emulator("--node-seconds", NODE_SECONDS)
+    async with running_daemon(settings_over(tmp_path, redis_url, dying, other)) as api:
+        await wait_for_pool(api, lambda pool: all(b["status"] == "healthy" for b in pool["backends"]))
+        ids = await submit(api, 6)
+        await wait_until_it_runs_and_queues(api, ids)
+        dying.process.kill()
+        killed_at = time.monotonic()
+        # its two prompts move within static_lost_after_s (plus a check or two), not task_timeout_s
+        moved = await wait_for_pool(api, lambda pool: next(b for b in pool["backends"] if b["id"] == GIVEN_UP)
+                                    ["inflight"] == 0, timeout_s=15)
+        assert time.monotonic() - killed_at < 10
+        assert backend_status(moved, GIVEN_UP) == "unhealthy"  # still in the pool: it is not comfyart's to remove
+        assert_completed_once_each(await wait_for_tasks(api, ids, timeout_s=60))
+
+        emulator("--node-seconds", "0.05", port=dying.port)  # the same backend, restarted (its queue is gone)
+        await wait_for_pool(api, lambda pool: backend_status(pool, GIVEN_UP) == "healthy", timeout_s=15)
+        more = await submit(api, 4, first=10)
+        later = await wait_for_tasks(api, more, timeout_s=60)
+        assert all(r["status"] == "completed" for r in later)
+        assert any(r["backend"] == GIVEN_UP for r in later)  # it takes work again
+
+
+async def test_a_paused_static_backend_is_rid_of_its_given_up_prompts_and_their_results_are_ignored(
+        tmp_path: Path, redis_url, emulator):
+    paused, other = emulator("--node-seconds", NODE_SECONDS), emulator("--node-seconds", NODE_SECONDS)
+    async with running_daemon(settings_over(tmp_path, redis_url, paused, other)) as api:
+        await wait_for_pool(api, lambda pool: all(b["status"] == "healthy" for b in pool["backends"]))
+        ids = await submit(api, 6)
+        await wait_until_it_runs_and_queues(api, ids)
+        os.kill(paused.process.pid, signal.SIGSTOP)
+        try:
+            records = await wait_for_tasks(api, ids, timeout_s=60)
+            given_up = assert_completed_once_each(records)
+        finally:
+            os.kill(paused.process.pid, signal.SIGCONT)
+        # it answers again: the prompts given up on it are deleted from its queue or interrupted before new work
+        await wait_for_pool(api, lambda pool: backend_status(pool, GIVEN_UP) == "healthy", timeout_s=20)
+        queue = httpx.get(paused.url + "/queue", timeout=10).json()
+        assert queue == {"queue_running": [], "queue_pending": []}
+        history = httpx.get(paused.url + "/history", timeout=10).json()
+        ran = [prompt_id for prompt_id in given_up if prompt_id in history]
+        assert len(ran) <= 1  # the one it ran; the ones queued behind it were deleted, never run
+        for prompt_id in ran:  # interrupted before its end (it was stopped in its first node)
+            assert history[prompt_id]["status"]["status_str"] == "error", history[prompt_id]["status"]
+        await asyncio.sleep(2.0)  # whatever it still reports of them changes nothing
+        assert [(await api.get(f"/api/tasks/{task_id}")).json() for task_id in ids] == records
+        more = await submit(api, 2, first=10)
+        later = await wait_for_tasks(api, more, timeout_s=60)
+        assert all(r["status"] == "completed" and not r["history"] for r in later)
+
+
+async def test_an_uncertain_submission_to_a_static_backend_out_of_reach_is_requeued(tmp_path: Path, redis_client,
+                                                                                     session):
+    """POST /prompt got ``Connection reset`` and /history cannot be asked: the dispatcher keeps the prompt on the
+    backend, uncertain. Once the backend has been out of reach for ``static_lost_after_s``, it goes back to the
+    queue like the others; the backend stays, unhealthy, and remembers the prompt to take it back."""
+    stores = Stores.on(redis_client, "reach")
+    task = await stores.tasks.create(NewTask(basic_graph()))
+    assert await stores.queue.claim_id(task.id, 30)
+    await stores.queue.record_submission(task.id, backend="static:gone", prompt_id="uncertain-1", attempts=1)
+    pool = Pool(config=PoolConfig(static_lost_after_s=2.0, health_timeout_s=1.0, unhealthy_threshold=3),
+                providers=[], connect=lambda url: ComfyClient(session, url))
+    backend = pool.add_static(StaticBackendConfig(name="gone", url=f"http://127.0.0.1:{free_port()}"), "config")
+    book = PromptBook(on_change=pool.notify)
+    outcomes = Outcomes(store=stores.tasks, queue=stores.queue, book=book,
+                        outputs=OutputStore(tmp_path / "outputs"), config=TrackingConfig())
+    book.open(backend, "uncertain-1", task.id, basic_graph()).submitted = True  # what the dispatcher leaves
+    health = HealthChecks(pool, pool.config)
+
+    await health.probe_all()
+    await give_up_silent(pool, outcomes.backend_lost)
+    assert (await stores.tasks.get(task.id)).prompt_id == "uncertain-1"  # not silent long enough yet
+
+    backend.answered -= 2.0  # two seconds of silence, rather than waited for
+    await health.probe_all()
+    await give_up_silent(pool, outcomes.backend_lost)
+    record = await stores.tasks.get(task.id)
+    assert record.status is TaskStatus.PENDING and record.prompt_id is None
+    assert [(a.prompt_id, a.outcome) for a in record.history] == [("uncertain-1", "backend_lost")]
+    assert await stores.queue.waiting() == 1  # back in the queue, for another backend
+    assert pool.backends[backend.id] is backend and backend.state is BackendState.UNHEALTHY
+    assert backend.given_up == {"uncertain-1"} and not backend.prompts and "uncertain-1" not in book
+    await outcomes.aclose()
