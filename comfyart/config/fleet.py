@@ -68,6 +68,13 @@ class DockerConfig(Section):
         "adopt", description="what to do at start-up with running containers an earlier run created")
     hosts: list[DockerHostConfig] = Field(default_factory=list, description="the engines to run containers on")
 
+    @field_validator("working_dir")
+    @classmethod
+    def _absolute(cls, working_dir: str | None) -> str | None:
+        if working_dir is not None and not working_dir.startswith("/"):
+            raise ValueError("must be an absolute path inside the image (Docker refuses a relative one)")
+        return working_dir
+
     @model_validator(mode="after")
     def _unique_host_names(self) -> DockerConfig:
         names = [h.name for h in self.hosts]

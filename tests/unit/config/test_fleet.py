@@ -20,3 +20,8 @@ def test_the_working_directory_is_optional_and_kept_as_written():
 def test_a_working_directory_of_the_wrong_type_is_refused(section):
     with pytest.raises(ValidationError, match="working_dir"):
         section(image="img", working_dir=["/a"]) if section is DockerConfig else section(working_dir=["/a"])
+
+
+def test_a_containers_working_directory_must_be_absolute():
+    with pytest.raises(ValidationError, match=r"working_dir\n.*must be an absolute path inside the image"):
+        DockerConfig(image="img", working_dir="ComfyUI")
