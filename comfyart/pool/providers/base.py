@@ -1,6 +1,7 @@
 """What the pool needs from a way of running ComfyUI backends (Docker hosts, local processes)."""
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -76,6 +77,12 @@ class Provider(Protocol):
     async def close(self) -> None: ...
 
 
+PLACEHOLDER = re.compile(r"\{(address|port|gpu|python)\}")
+
+
 def render_command(template: Sequence[str], *, address: str, port: int, gpu: int | None, python: str) -> list[str]:
-    values = {"address": address, "port": port, "gpu": "" if gpu is None else gpu, "python": python}
-    return [part.format(**values) for part in template]
+    """The command with ``{address}``, ``{port}``, ``{gpu}`` (empty without one) and ``{python}`` filled in wherever
+    they appear in an argument (``--output-directory /out/{port}``). Any other brace stays as written: a shell's
+    ``${VAR}`` or a JSON argument is not a placeholder (``str.format`` failed on them)."""
+    values = {"address": address, "port": str(port), "gpu": "" if gpu is None else str(gpu), "python": python}
+    return [PLACEHOLDER.sub(lambda match: values[match[1]], part) for part in template]

@@ -83,6 +83,8 @@ class DockerProvider:
                        "comfyart.port": str(placement.port),
                        "comfyart.gpu": "" if placement.gpu is None else str(placement.gpu)},
         }
+        if cfg.working_dir is not None:
+            options["working_dir"] = cfg.working_dir
         if cfg.network == "host":
             options["network_mode"] = "host"
         else:

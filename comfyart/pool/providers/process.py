@@ -52,8 +52,12 @@ class ProcessProvider:
             with open(self._log_path(placement.port), "ab") as log:
                 process = await asyncio.create_subprocess_exec(*argv, stdin=asyncio.subprocess.DEVNULL,
                                                                stdout=log, stderr=log, env=env,
-                                                               start_new_session=True)
+                                                               cwd=self.config.working_dir, start_new_session=True)
         except OSError as exc:
+            working_dir = self.config.working_dir
+            if working_dir is not None and str(exc.filename) == str(working_dir):  # the directory, not the program
+                raise ContainerFailed(f"cannot start {argv[0]!r} in working_dir {str(working_dir)!r}: "
+                                      f"{exc.strerror}") from exc
             raise ContainerFailed(f"cannot start {argv[0]!r}: {exc.strerror}") from exc
         (self.state_dir / f"{placement.port}.json").write_text(json.dumps({"pid": process.pid, "argv": argv}))
         self._processes[str(process.pid)] = process

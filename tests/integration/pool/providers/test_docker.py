@@ -14,6 +14,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from comfyart.config.fleet import DockerConfig, DockerHostConfig
+from comfyart.policy.placement import Placement
+from comfyart.pool.providers.docker import DockerProvider
 from tests.support.daemon import (
     healthy_count,
     make_settings,
@@ -249,3 +252,25 @@ async def test_a_docker_host_that_goes_away_hands_its_tasks_to_the_other(tmp_pat
             assert {b["host"] for b in pool["backends"]} == {"host-a"}  # placement skips the host that is down
     finally:
         engines["engines"]["b"] = await asyncio.to_thread(start_engine, "b")
+
+
+async def test_a_container_runs_its_command_in_the_configured_working_directory(engines):
+    """ComfyUI's ``python main.py`` needs its folder as the working directory, whatever the image's WORKDIR; the
+    relative ``--base-dir`` shows where the backend really ran."""
+    [port, _] = free_port_range(2)
+    host = DockerHostConfig(name="host-a", url=engines["engines"]["a"].url, address="127.0.0.1", ports=(port, port + 1))
+    config = DockerConfig(image=engines["image"], working_dir="/srv/comfyui", env={"PYTHONPATH": "/opt/comfyart"},
+                          command=["python3", "-m", "comfyart.emulator", "--host", "{address}", "--port", "{port}",
+                                   "--base-dir", "emulated-{port}"], hosts=[host])
+    provider = DockerProvider(config, instance="main")
+    try:
+        spawned = await provider.spawn(Placement("host-a", port, None))
+        wait_for_port(port, timeout_s=60)
+        probe = f"import os; print(os.readlink('/proc/1/cwd'), os.path.isdir('/srv/comfyui/emulated-{port}'))"
+        with engines["engines"]["a"].client() as client:
+            container = client.containers.get(spawned.handle)
+            code, output = container.exec_run(["python3", "-c", probe])
+            assert container.attrs["Config"]["WorkingDir"] == "/srv/comfyui"
+        assert (code, output.decode().split()) == (0, ["/srv/comfyui", "True"])
+    finally:
+        await provider.close()

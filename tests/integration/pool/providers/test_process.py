@@ -11,6 +11,10 @@ import httpx
 import pytest
 import yaml
 
+from comfyart.config.fleet import ProcessConfig
+from comfyart.errors import ContainerFailed
+from comfyart.policy.placement import Placement
+from comfyart.pool.providers.process import HOST_NAME, ProcessProvider
 from tests.support.daemon import (
     healthy_count,
     make_settings,
@@ -21,6 +25,7 @@ from tests.support.daemon import (
     wait_for_tasks,
 )
 from tests.support.graphs import basic_graph, text_to_image_graph
+from tests.support.paths import ROOT
 from tests.support.ports import free_port, free_port_range, wait_for_port
 
 
@@ -163,3 +168,26 @@ async def test_containers_are_recycled_after_max_tasks_and_on_request_without_lo
         task_id = (await api.post("/api/tasks", json={"prompt": basic_graph(color=99)})).json()["id"]
         [task] = await wait_for_tasks(api, [task_id])
         assert task["status"] == "completed" and task["backend"] == pool["backends"][0]["id"]
+
+
+async def test_processes_run_in_the_configured_working_directory(tmp_path: Path):
+    """ComfyUI's ``python main.py`` needs its folder as the working directory; the relative ``--base-dir`` shows
+    where the backend really ran."""
+    working_dir, [port, _] = tmp_path / "ComfyUI", free_port_range(2)
+    working_dir.mkdir()
+    command = ["{python}", "-m", "comfyart.emulator", "--host", "{address}", "--port", "{port}", "--base-dir",
+               "emulated-{port}"]
+    provider = ProcessProvider(ProcessConfig(command=command, ports=(port, port + 1), working_dir=working_dir,
+                                             env={"PYTHONPATH": str(ROOT)}),  # comfyart from elsewhere
+                               data_dir=tmp_path / "data")
+    spawned = await provider.spawn(Placement(HOST_NAME, port, None))
+    try:
+        assert Path(f"/proc/{spawned.handle}/cwd").resolve() == working_dir.resolve()
+        wait_for_port(port, timeout_s=20)
+        assert (working_dir / f"emulated-{port}").is_dir()
+    finally:
+        await provider.remove(spawned)
+    missing = ProcessProvider(ProcessConfig(command=command, ports=(port, port + 1), working_dir=tmp_path / "nope"),
+                              data_dir=tmp_path / "data")
+    with pytest.raises(ContainerFailed, match=r"^cannot start '.+' in working_dir '.+/nope': No such file"):
+        await missing.spawn(Placement(HOST_NAME, port, None))

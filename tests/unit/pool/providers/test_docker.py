@@ -26,3 +26,23 @@ def test_bridge_networking_publishes_the_container_port_on_the_host_port():
     assert "network_mode" not in options and "device_requests" not in options
     assert options["command"][-3:] == ["0.0.0.0", "--port", "8188"]
     assert options["name"] == "comfyart-x-h-9001"
+
+
+def test_the_working_directory_is_the_images_unless_configured():
+    host = {"name": "h", "ports": [9000, 9001]}
+    default = DockerProvider(DockerConfig(image="img", hosts=[host]), instance="x")
+    assert "working_dir" not in default.container_options(Placement("h", 9000, None), "127.0.0.1")
+    configured = DockerProvider(DockerConfig(image="img", working_dir="/opt/ComfyUI", hosts=[host]), instance="x")
+    assert configured.container_options(Placement("h", 9000, None), "127.0.0.1")["working_dir"] == "/opt/ComfyUI"
+
+
+def test_a_host_without_gpus_gets_no_device_request_and_no_gpu_environment():
+    config = DockerConfig(image="img", command=["python", "main.py", "--cpu", "--output-directory", "/out/{port}",
+                                                "--tag=gpu{gpu}"],
+                          hosts=[{"name": "cpu", "ports": [9000, 9001], "gpus": []}])
+    provider = DockerProvider(config, instance="x")
+    assert provider.hosts[0].gpus == ()
+    options = provider.container_options(Placement("cpu", 9001, None), "127.0.0.1")
+    assert "device_requests" not in options and options["environment"] == {}
+    assert options["labels"]["comfyart.gpu"] == ""
+    assert options["command"][-2:] == ["/out/9001", "--tag=gpu"]

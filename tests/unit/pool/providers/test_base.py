@@ -1,0 +1,24 @@
+"""What every provider shares: the command with its placeholders filled in."""
+from __future__ import annotations
+
+from comfyart.pool.providers.base import render_command
+
+
+def test_placeholders_are_filled_in_inside_any_argument():
+    template = ["{python}", "main.py", "--listen", "{address}", "--port", "{port}", "--output-directory",
+                "/out/{port}", "--name=gpu{gpu}-{address}:{port}"]
+    assert render_command(template, address="10.0.0.2", port=8201, gpu=3, python="python3") == [
+        "python3", "main.py", "--listen", "10.0.0.2", "--port", "8201", "--output-directory", "/out/8201",
+        "--name=gpu3-10.0.0.2:8201"]
+
+
+def test_without_a_gpu_the_gpu_placeholder_is_empty():
+    assert render_command(["--tag=gpu{gpu}"], address="a", port=1, gpu=None, python="p") == ["--tag=gpu"]
+
+
+def test_other_braces_are_left_as_written():
+    template = ["sh", "-c", "exec python main.py --port {port} --output-directory ${OUT:-/out}/{port}",
+                '--json={"port": {port}}', "{unknown}", "{{port}}"]
+    assert render_command(template, address="a", port=8300, gpu=None, python="p") == [
+        "sh", "-c", "exec python main.py --port 8300 --output-directory ${OUT:-/out}/8300",
+        '--json={"port": 8300}', "{unknown}", "{8300}"]
