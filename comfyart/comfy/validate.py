@@ -245,3 +245,29 @@ def validate(graph: Any, object_info: Mapping[str, Any], *, targets: Sequence[st
                               "\n".join(reasons)), node_errors)
     return Verdict(None, node_errors, good)
 
+
+
+def summary(verdict: Verdict) -> str:
+    """A refusal in one line, as comfyart's own API reports it: ComfyUI's message and each node's errors."""
+    error = verdict.error or {}
+    parts = [f"node {node_id} ({entry.get('class_type')}): {e.get('message')}: {e.get('details')}"
+             for node_id, entry in verdict.node_errors.items() for e in entry.get("errors", [])]
+    text = str(error.get("message", "prompt refused"))
+    if parts:
+        text += ": " + "; ".join(parts)
+    elif error.get("details"):
+        text += f" ({error['details']})"
+    text = _short(" ".join(text.split()))
+    return text if len(text) <= SUMMARY_CHARS else text[:SUMMARY_CHARS - 1] + "…"
+
+
+class GraphRefused(PromptRejected):
+    """A graph refused at submission by the fleet's ``/object_info``: ComfyUI's ``error`` and ``node_errors``, and
+    a one-line message."""
+
+    def __init__(self, verdict: Verdict) -> None:
+        super().__init__(verdict.error, verdict.node_errors)
+        self.summary = summary(verdict)
+
+    def __str__(self) -> str:
+        return self.summary
