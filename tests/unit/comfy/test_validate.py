@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from comfyart.comfy.validate import output_nodes, validate
+from comfyart.comfy.validate import SUMMARY_CHARS, GraphRefused, output_nodes, validate
 from tests.support.graphs import OBJECT_INFO, invert_graph
 
 
@@ -172,3 +172,19 @@ def test_an_infinite_number_is_an_invalid_input_not_a_crash():
     error = validate(invert_graph(**{"1": {"width": float("inf")}}), OBJECT_INFO).node_errors["1"]["errors"][0]
     assert error["type"] == "invalid_input_type"
     assert error["details"] == "width, inf, cannot convert float infinity to integer"
+
+
+def test_a_refusal_reads_as_one_short_line():
+    verdict = validate(invert_graph(**{"1": {"width": 10**40, "height": 0}}), OBJECT_INFO)
+    refused = GraphRefused(verdict)
+    assert refused.error == verdict.error and refused.node_errors == verdict.node_errors
+    assert str(refused) == ("Prompt outputs failed validation: node 1 (EmptyImage): Value 10000000000000000000… "
+                            "bigger than max of 16384: width; node 1 (EmptyImage): Value 0 smaller than min of 1: "
+                            "height")
+    assert str(GraphRefused(validate({"1": invert_graph()["1"]}, OBJECT_INFO))) == "Prompt has no outputs"
+    unknown = GraphRefused(validate({**invert_graph(), "9": {"class_type": "Nope", "inputs": {}}}, OBJECT_INFO))
+    assert str(unknown) == "Cannot execute because node Nope does not exist. (Node ID '#9')"
+    many = {str(i): {"class_type": "EmptyImage", "inputs": {"width": 0, "height": 1, "color": 0}} for i in range(30)}
+    many.update({f"out{i}": {"class_type": "PreviewAny", "inputs": {"source": [str(i), 0]}} for i in range(30)})
+    text = str(GraphRefused(validate(many, OBJECT_INFO)))
+    assert len(text) <= SUMMARY_CHARS and text.endswith("…") and "\n" not in text
