@@ -13,6 +13,7 @@ uploads), and a link to a missing node fails the node that links (a KeyError one
 """
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -31,7 +32,19 @@ _GIANT_NUMBER = re.compile(r"\d{21,}")  # past 2^64: a number a message cuts sho
 
 
 def _error(kind: str, message: str, details: str = "", extra: dict[str, Any] | None = None) -> Error:
-    return {"type": kind, "message": message, "details": details, "extra_info": extra or {}}
+    return {"type": kind, "message": message, "details": details, "extra_info": _json_safe(extra or {})}
+
+
+def _json_safe(value: Any) -> Any:
+    """``value`` with each infinite or NaN float as its name (``"inf"``): strict JSON, as an answer is sent, has
+    no such numbers, though a request body may (``1e999``)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return repr(value)
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_safe(v) for v in value]
+    return value
 
 
 @dataclass

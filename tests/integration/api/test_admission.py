@@ -4,6 +4,7 @@ accepts anything while no backend has answered (the backend checks it at dispatc
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path
 
 import pytest
@@ -105,3 +106,12 @@ async def test_without_an_answering_backend_a_graph_is_checked_at_dispatch(tmp_p
     async with running_daemon(make_settings(tmp_path, redis_url)) as api:
         for make, _ in BAD_GRAPHS.values():
             assert (await api.post("/api/tasks", json={"prompt": make()})).status_code == 201
+
+
+async def test_an_infinite_number_is_refused_not_a_crash(api):
+    body = json.dumps({"prompt": basic_graph(width=float("inf"))})  # "Infinity": Python's JSON reads it
+    for path in ("/api/tasks", "/prompt"):
+        answer = await api.post(path, content=body, headers={"content-type": "application/json"})
+        assert answer.status_code == 400, answer.text
+        [error] = answer.json()["node_errors"]["1"]["errors"]
+        assert error["type"] == "invalid_input_type" and error["extra_info"]["received_value"] == "inf"

@@ -1,6 +1,8 @@
 """The graph validator (comfy.validate): ComfyUI's answers to an invalid prompt, node by node."""
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from comfyart.comfy.validate import SUMMARY_CHARS, GraphRefused, output_nodes, validate
@@ -172,6 +174,8 @@ def test_an_infinite_number_is_an_invalid_input_not_a_crash():
     error = validate(invert_graph(**{"1": {"width": float("inf")}}), OBJECT_INFO).node_errors["1"]["errors"][0]
     assert error["type"] == "invalid_input_type"
     assert error["details"] == "width, inf, cannot convert float infinity to integer"
+    assert error["extra_info"]["received_value"] == "inf"  # an answer is strict JSON: no Infinity in it
+    json.dumps(error, allow_nan=False)
 
 
 def test_a_refusal_reads_as_one_short_line():
