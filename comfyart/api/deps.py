@@ -1,8 +1,9 @@
 """What routes reach through dependencies: the daemon's services (``ServicesDep``, on ``app.state``), the task a
-caller may see (``VisibleTask``), and the admission of a new task: its owner, quota and webhook rules, and the one
-place a request becomes a ``NewTask``."""
+caller may see (``VisibleTask``), and the admission of a new task: its owner, quota and webhook rules, its graph
+checked against the pool's ``/object_info``, and the one place a request becomes a ``NewTask``."""
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
@@ -11,9 +12,10 @@ from starlette.requests import HTTPConnection
 
 from comfyart.api.auth import Caller
 from comfyart.api.comfyui.front import FrontDoor
-from comfyart.api.requests import Scheduling
+from comfyart.api.requests import RunOptions, Scheduling, TaskSubmission
 from comfyart.api.security import Security
 from comfyart.auth import Principal, can_see
+from comfyart.comfy.validate import GraphRefused
 from comfyart.dispatcher import Dispatcher
 from comfyart.errors import InvalidInput, NotFound
 from comfyart.files.inputs import InputStore
@@ -78,11 +80,13 @@ VisibleTask = Annotated[Task, Depends(visible_task)]
 @dataclass(frozen=True)
 class Admission:
     """What a new task of one caller carries besides its request: its owner, whether its webhook may reach public
-    addresses only, and how many unfinished tasks the owner may have (0: no limit)."""
+    addresses only, how many unfinished tasks the owner may have (0: no limit), and the pool's ``/object_info`` a
+    workflow run is checked against (None: no backend has answered it; the backend checks the graph)."""
 
     owner: str | None
     webhook_public_only: bool = False
     max_queued: int = 0
+    object_info: Mapping[str, Any] | None = None
 
     def new_task(self, options: Scheduling, *, prompt: dict[str, Any] | None = None, workflow: str | None = None,
                  workflow_version: int | None = None, params: dict[str, Any] | None = None,
@@ -96,15 +100,31 @@ class Admission:
 
 
 async def admit(services: Services, principal: Principal, options: Scheduling) -> Admission:
-    """Admit a new task of the caller: its submission rate is checked (QuotaExceeded), and a client key's webhook
-    may not name a private address."""
+    """Admit a new task of the caller: its submission rate is checked (QuotaExceeded), a client key's webhook
+    may not name a private address, and a new graph must pass ComfyUI's validation against the pool's
+    ``/object_info`` (GraphRefused) once a backend has answered it."""
     security, webhook = services.security, options.webhook
     public_only = webhook is not None and not principal.admin
     if webhook is not None and public_only and not security.private_webhooks:
         problem = literal_target_problem(webhook)
         if problem is not None:
             raise InvalidInput(f"webhook: {problem}")
-    if security.quotas is None:
-        return Admission(principal.owner, public_only)
-    await security.quotas.submission(principal)
-    return Admission(principal.owner, public_only, security.quotas.max_queued(principal))
+    max_queued = 0
+    if security.quotas is not None:  # first: a client over its rate costs no validation
+        await security.quotas.submission(principal)
+        max_queued = security.quotas.max_queued(principal)
+    return Admission(principal.owner, public_only, max_queued, await checked_graph(services, options))
+
+
+async def checked_graph(services: Services, options: Scheduling) -> Mapping[str, Any] | None:
+    """The pool's ``/object_info`` for a new submission (None for a retry, which was checked when first queued, and
+    while no backend answers); a raw graph it refuses raises GraphRefused."""
+    if not isinstance(options, (TaskSubmission, RunOptions)):
+        return None
+    prompts = services.front.prompts
+    object_info = await prompts.known_object_info()
+    if object_info is not None and isinstance(options, TaskSubmission) and options.prompt is not None:
+        verdict = prompts.check(options.prompt, object_info)
+        if verdict.error is not None:
+            raise GraphRefused(verdict)
+    return object_info

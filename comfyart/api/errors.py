@@ -9,6 +9,7 @@ from fastapi.responses import JSONResponse
 
 from comfyart.api.auth import Unauthenticated
 from comfyart.api.limits import BodyTooLarge
+from comfyart.comfy.validate import GraphRefused
 from comfyart.errors import (
     Conflict,
     Forbidden,
@@ -36,7 +37,7 @@ class BadRequest(Exception):
 STATUS: dict[type[Exception], int] = {
     NotFound: 404, ParameterError: 422, InvalidInput: 422, Conflict: 412, StateConflict: 409,
     InvalidTransition: 409, Forbidden: 403, QuotaExceeded: 429, TransientError: 503, BodyTooLarge: 413,
-    Unauthenticated: 401,
+    Unauthenticated: 401, GraphRefused: 400,
 }
 
 
@@ -62,6 +63,9 @@ def headers_of(exc: Exception) -> dict[str, str] | None:
 
 
 async def answer(request: Request, exc: Exception) -> JSONResponse:
+    if isinstance(exc, GraphRefused):  # ComfyUI's own answer beside the one line, as POST /prompt gives it
+        return JSONResponse({"detail": str(exc), "error": exc.error, "node_errors": exc.node_errors},
+                            status_code=400)
     return problem(status_of(exc), str(exc), headers_of(exc))
 
 

@@ -90,4 +90,5 @@ async def run_workflow(name: str, request: Request, principal: Caller, services:
     admission = await admit(services, principal, options)
     return created(await services.resolver.submit(name, options.params, files, task=admission.new_task(options),
                                                   max_queued=admission.max_queued,
-                                                  may_read=lambda task: can_see(principal, task.owner)))
+                                                  may_read=lambda task: can_see(principal, task.owner),
+                                                  object_info=admission.object_info))

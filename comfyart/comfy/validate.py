@@ -5,20 +5,46 @@ would. Pure functions.
 ``validate(graph, object_info)`` returns a ``Verdict``: ``error`` is ComfyUI's top-level error (None when at least
 one output node is valid), ``node_errors`` is per node, and ``outputs`` lists the valid output nodes. Combo
 choices that the pool cannot list (an input comfyart stores and delivers itself) are let through by
-``also_allowed``.
+``also_allowed``. ``GraphRefused`` carries a refusal to a caller of comfyart's own API, with a one-line summary.
+
+Where ComfyUI's answer comes from a node's own code, it is copied: a file input (LoadImage's ``image``) is checked by
+the node, not against its list (``Invalid image file: NAME``, never the list of files, which holds other clients'
+uploads), and a link to a missing node fails the node that links (a KeyError one level up, as in execution.py).
 """
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from comfyart.errors import PromptRejected
+
 Error = dict[str, Any]
 _CONVERT = {"INT": int, "FLOAT": float, "STRING": str, "BOOLEAN": bool}
+LISTED_CHOICES = 20  # ComfyUI lists a combo's choices in an error up to this many
+# a combo input whose node checks the file itself (VALIDATE_INPUTS): the upload flag, and the kind of file it names
+FILE_UPLOADS = {"image_upload": "image", "audio_upload": "audio", "video_upload": "video"}
+ANNOTATIONS = (" [input]", " [output]", " [temp]")  # ComfyUI's "name [output]": a file of another folder
+SUMMARY_CHARS = 300
+_GIANT_NUMBER = re.compile(r"\d{21,}")  # past 2^64: a number a message cuts short
 
 
 def _error(kind: str, message: str, details: str = "", extra: dict[str, Any] | None = None) -> Error:
-    return {"type": kind, "message": message, "details": details, "extra_info": extra or {}}
+    return {"type": kind, "message": message, "details": details, "extra_info": _json_safe(extra or {})}
+
+
+def _json_safe(value: Any) -> Any:
+    """``value`` with each infinite or NaN float as its name (``"inf"``): strict JSON, as an answer is sent, has
+    no such numbers, though a request body may (``1e999``)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return repr(value)
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_safe(v) for v in value]
+    return value
 
 
 @dataclass
@@ -42,6 +68,29 @@ def _combo_options(spec: Sequence[Any]) -> list[Any] | None:
     return None
 
 
+class _KeyMissing(Exception):
+    """What ComfyUI's validation meets as a KeyError (a link to a node the graph lacks, a node without inputs): the
+    node one level up reports it."""
+
+    def __init__(self, key: Any) -> None:
+        super().__init__(repr(key))
+        self.key = key
+
+
+def _upload_kind(options: Mapping[str, Any]) -> str | None:
+    return next((kind for flag, kind in FILE_UPLOADS.items() if options.get(flag) is True), None)
+
+
+def _elsewhere(value: Any) -> bool:
+    """A file name the pool's lists cannot hold (in a subfolder, or of another folder): the backend checks it."""
+    return isinstance(value, str) and ("/" in value or value.endswith(ANNOTATIONS))
+
+
+def _short(number: Any) -> str:
+    """A number as a message prints it, a giant one cut short."""
+    return _GIANT_NUMBER.sub(lambda match: match.group(0)[:20] + "…", str(number))
+
+
 class _Checker:
     def __init__(self, graph: Mapping[str, Any], object_info: Mapping[str, Any],
                  also_allowed: Callable[[Any], bool]) -> None:
@@ -57,10 +106,7 @@ class _Checker:
         self.valid[node_id] = True  # a cycle is not this node's own error; ComfyUI reports it at run time
         node = self.graph[node_id]
         if not isinstance(node.get("inputs"), dict):
-            self.results[node_id] = [_error("exception_during_validation", "Exception when validating node",
-                                            "'inputs'", {"exception_type": "KeyError", "traceback": []})]
-            self.valid[node_id] = False
-            return False
+            raise _KeyMissing("inputs")
         spec = self.info[node["class_type"]].get("input", {})
         inputs = node["inputs"]
         errors: list[Error] = []
@@ -93,12 +139,7 @@ class _Checker:
                 return True
             upstream = str(value[0])
             if upstream not in self.graph:
-                self.results[upstream] = [_error("exception_during_inner_validation",
-                                                 "Exception when validating inner node", repr(upstream),
-                                                 {"input_name": name, "input_config": shown,
-                                                  "exception_message": repr(upstream), "exception_type": "KeyError",
-                                                  "traceback": [], "linked_node": value})]
-                return False
+                raise _KeyMissing(value[0])
             produced = self.info[self.graph[upstream]["class_type"]].get("output") or []
             received = produced[value[1]] if 0 <= value[1] < len(produced) else None
             if (isinstance(input_type, str) and isinstance(received, str) and "*" not in (received, input_type)
@@ -108,18 +149,24 @@ class _Checker:
                                      {"input_name": name, "input_config": shown, "received_type": received,
                                       "linked_node": value}))
                 return True
-            return self.check(upstream)
+            try:
+                return self.check(upstream)
+            except _KeyMissing as missing:  # e.g. the upstream node links to nowhere: filed under it, as ComfyUI does
+                self.results[upstream] = [_error("exception_during_inner_validation",
+                                                 "Exception when validating inner node", str(missing),
+                                                 {"input_name": name, "input_config": shown,
+                                                  "exception_message": str(missing), "exception_type": "KeyError",
+                                                  "traceback": [], "linked_node": value})]
+                self.valid[upstream] = False
+                return False
         choices = _combo_options(config)
         if choices is not None:
-            if value not in choices and not self.also_allowed(value):
-                errors.append(_error("value_not_in_list", "Value not in list", f"{name}: '{value}' not in {choices}",
-                                     {"input_name": name, "input_config": [choices, options],
-                                      "received_value": value}))
+            self._choice(name, value, choices, options, errors)
             return True
         if input_type in _CONVERT:
             try:
                 converted = _CONVERT[input_type](value)
-            except (TypeError, ValueError) as exc:
+            except (TypeError, ValueError, OverflowError) as exc:  # OverflowError: an infinite float
                 errors.append(_error("invalid_input_type",
                                      f"Failed to convert an input value to a {input_type} value",
                                      f"{name}, {value}, {exc}",
@@ -128,14 +175,30 @@ class _Checker:
                 return True
             if input_type in ("INT", "FLOAT"):
                 if "min" in options and converted < options["min"]:
-                    errors.append(_error("value_smaller_than_min", f"Value {converted} smaller than min of "
-                                         f"{options['min']}", name,
+                    errors.append(_error("value_smaller_than_min", f"Value {_short(converted)} smaller than min "
+                                         f"of {_short(options['min'])}", name,
                                          {"input_name": name, "input_config": shown, "received_value": converted}))
                 elif "max" in options and converted > options["max"]:
-                    errors.append(_error("value_bigger_than_max", f"Value {converted} bigger than max of "
-                                         f"{options['max']}", name,
+                    errors.append(_error("value_bigger_than_max", f"Value {_short(converted)} bigger than max "
+                                         f"of {_short(options['max'])}", name,
                                          {"input_name": name, "input_config": shown, "received_value": converted}))
         return True
+
+    def _choice(self, name: str, value: Any, choices: list[Any], options: dict[str, Any],
+                errors: list[Error]) -> None:
+        """A combo's value: one of its choices, or a file its node finds (checked by the node, as ComfyUI does)."""
+        upload = _upload_kind(options)
+        if value in choices or self.also_allowed(value) or (upload is not None and _elsewhere(value)):
+            return
+        if upload is not None:
+            errors.append(_error("custom_validation_failed", "Custom validation failed for node",
+                                 f"{name} - Invalid {upload} file: {value}", {"input_name": name}))
+            return
+        listed = str(choices) if len(choices) <= LISTED_CHOICES else f"(list of length {len(choices)})"
+        errors.append(_error("value_not_in_list", "Value not in list", f"{name}: '{value}' not in {listed}",
+                             {"input_name": name,
+                              "input_config": [choices, options] if len(choices) <= LISTED_CHOICES else None,
+                              "received_value": value}))
 
     def failing_upstream(self, output_id: str) -> list[str]:
         """Nodes reachable from ``output_id`` (itself included) that carry their own errors."""
@@ -154,6 +217,16 @@ class _Checker:
         return [n for n in seen if self.results.get(n)]
 
 
+def _output_valid(checker: _Checker, output_id: str) -> bool:
+    try:
+        return checker.check(output_id)
+    except _KeyMissing as missing:  # e.g. the output node itself links to nowhere
+        checker.results[output_id] = [_error("exception_during_validation", "Exception when validating node",
+                                             str(missing), {"exception_type": "KeyError", "traceback": []})]
+        checker.valid[output_id] = False
+        return False
+
+
 def validate(graph: Any, object_info: Mapping[str, Any], *, targets: Sequence[str] | None = None,
              also_allowed: Callable[[Any], bool] = lambda value: False) -> Verdict:
     if not isinstance(graph, dict):
@@ -169,7 +242,7 @@ def validate(graph: Any, object_info: Mapping[str, Any], *, targets: Sequence[st
     if not outputs:
         return Verdict(_error("prompt_no_outputs", "Prompt has no outputs"))
     checker = _Checker(graph, object_info, also_allowed)
-    good = [output_id for output_id in outputs if checker.check(output_id)]
+    good = [output_id for output_id in outputs if _output_valid(checker, output_id)]
     node_errors: dict[str, Any] = {}
     reasons: list[str] = []
     for output_id in outputs:
@@ -185,3 +258,29 @@ def validate(graph: Any, object_info: Mapping[str, Any], *, targets: Sequence[st
                               "\n".join(reasons)), node_errors)
     return Verdict(None, node_errors, good)
 
+
+
+def summary(verdict: Verdict) -> str:
+    """A refusal in one line, as comfyart's own API reports it: ComfyUI's message and each node's errors."""
+    error = verdict.error or {}
+    parts = [f"node {node_id} ({entry.get('class_type')}): {e.get('message')}: {e.get('details')}"
+             for node_id, entry in verdict.node_errors.items() for e in entry.get("errors", [])]
+    text = str(error.get("message", "prompt refused"))
+    if parts:
+        text += ": " + "; ".join(parts)
+    elif error.get("details"):
+        text += f" ({error['details']})"
+    text = _short(" ".join(text.split()))
+    return text if len(text) <= SUMMARY_CHARS else text[:SUMMARY_CHARS - 1] + "…"
+
+
+class GraphRefused(PromptRejected):
+    """A graph refused at submission by the fleet's ``/object_info``: ComfyUI's ``error`` and ``node_errors``, and
+    a one-line message."""
+
+    def __init__(self, verdict: Verdict) -> None:
+        super().__init__(verdict.error, verdict.node_errors)
+        self.summary = summary(verdict)
+
+    def __str__(self) -> str:
+        return self.summary

@@ -11,6 +11,7 @@ from typing import Any
 from comfyart.emulator.catalogue import SPECS, NodeSpec
 
 Error = dict[str, Any]
+LISTED_CHOICES = 20  # ComfyUI lists a combo's choices in an error up to this many ("gigantic lists" are not sent)
 
 
 def _error(kind: str, message: str, details: str = "", extra: dict | None = None) -> Error:
@@ -103,7 +104,7 @@ class Validator:
         if isinstance(input_type, str) and input_type in converters:
             try:
                 value = converters[input_type](value)
-            except (TypeError, ValueError) as exc:
+            except (TypeError, ValueError, OverflowError) as exc:  # ComfyUI catches any: int(inf) overflows
                 return _error("invalid_input_type", f"Failed to convert an input value to a {input_type} value",
                               f"{name}, {value}, {exc}",
                               {"input_name": name, "input_config": shown_config, "received_value": value,
@@ -119,9 +120,11 @@ class Validator:
         if isinstance(input_type, list) or (spec.name == "CheckpointLoaderSimple" and name == "ckpt_name"):
             options = self.models.get("checkpoints", []) if spec.name == "CheckpointLoaderSimple" else input_type
             if value not in options:
-                shown = f"{name}: '{value}' not in {options}"
+                listed = len(options) <= LISTED_CHOICES
+                shown = f"{name}: '{value}' not in {options if listed else f'(list of length {len(options)})'}"
                 return _error("value_not_in_list", "Value not in list", shown,
-                              {"input_name": name, "input_config": [options, info], "received_value": value})
+                              {"input_name": name, "input_config": [options, info] if listed else None,
+                               "received_value": value})
         return None
 
 

@@ -20,6 +20,10 @@ PARAMETER_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 SEED_PARAMETER = "seed"
 RANDOM_SEED = -1
 SEED_MAX = 2**53 - 1  # the largest integer every JSON client (JavaScript included) keeps exact
+SEED_INPUTS = frozenset({"seed", "noise_seed"})  # ComfyUI's names for a sampler's seed
+SEED_LIMIT = 0xFFFFFFFFFFFFFFFF  # ComfyUI's bounds of a seed, 0..2^64-1, while no backend has said otherwise
+SHOWN_CHARS = 40  # a value quoted in a message is cut after this many characters
+NUMBER_DIGITS = 20  # a number after this many
 
 
 class ParamType(enum.StrEnum):
@@ -102,41 +106,106 @@ def is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def check_value(param: Parameter, value: Any, *, name: str = "") -> Any:
+@dataclass(frozen=True)
+class Bounds:
+    """The range a number parameter's value must fall in (None: unbounded on that side)."""
+
+    low: int | float | None = None
+    high: int | float | None = None
+
+    def narrowed(self, low: Any, high: Any) -> Bounds:
+        """These bounds, narrowed by ``low`` and ``high`` where they are numbers and tighter."""
+        new_low = low if is_number(low) and (self.low is None or low > self.low) else self.low
+        new_high = high if is_number(high) and (self.high is None or high < self.high) else self.high
+        return Bounds(new_low, new_high)
+
+    def holds(self, value: int | float) -> bool:
+        return (self.low is None or value >= self.low) and (self.high is None or value <= self.high)
+
+    def __str__(self) -> str:
+        low, high = (None if b is None else show_bound(b) for b in (self.low, self.high))
+        if low is not None and high is not None:
+            return f" between {low} and {high}"
+        return f" >= {low}" if low is not None else f" <= {high}" if high is not None else ""
+
+
+def is_seed(param: Parameter, name: str) -> bool:
+    """A seed: named ``seed``, or an int targeting a sampler's seed input."""
+    return param.type is ParamType.INT and (name == SEED_PARAMETER
+                                            or any(t.input in SEED_INPUTS for t in param.target))
+
+
+def bounds_of(param: Parameter, name: str = "", graph: Mapping[str, Any] | None = None,
+              object_info: Mapping[str, Any] | None = None) -> Bounds:
+    """What a number parameter's value must lie between: its own ``min``/``max``, ComfyUI's range of a seed, and
+    the ``min``/``max`` of every input it targets, where the fleet's ``object_info`` is known."""
+    bounds = Bounds(param.min, param.max)
+    if is_seed(param, name):
+        bounds = bounds.narrowed(0, SEED_LIMIT)
+    for target in param.target if graph is not None and object_info is not None else ():
+        options = target_options(graph or {}, object_info or {}, target)
+        bounds = bounds.narrowed(options.get("min"), options.get("max"))
+    return bounds
+
+
+def target_options(graph: Mapping[str, Any], object_info: Mapping[str, Any], target: Target) -> Mapping[str, Any]:
+    """The options (``{"min", "max", ...}``) of a number input a target names, per ``object_info``; {} if unknown."""
+    node = graph.get(target.node)
+    node_class = node.get("class_type") if isinstance(node, dict) else None
+    info = object_info.get(node_class) if isinstance(node_class, str) else None
+    inputs = info.get("input") if isinstance(info, dict) else None
+    for section in ("required", "optional"):
+        specs = inputs.get(section) if isinstance(inputs, dict) else None
+        spec = specs.get(target.input) if isinstance(specs, dict) else None
+        if isinstance(spec, list) and len(spec) > 1 and spec[0] in ("INT", "FLOAT") and isinstance(spec[1], dict):
+            return spec[1]
+    return {}
+
+
+def check_value(param: Parameter, value: Any, *, name: str = "", bounds: Bounds | None = None) -> Any:
     """``value`` as the parameter takes it (an integral float becomes an int, an image reference a dict), or
-    ValueError saying why not."""
+    ValueError saying why not. A number must lie within ``bounds`` (default: the parameter's own)."""
     kind = param.type
+    limits = bounds_of(param, name) if bounds is None else bounds
     if kind is ParamType.INT:
         if not is_number(value) or (isinstance(value, float) and not value.is_integer()):
-            raise ValueError(f"must be an integer, got {value!r}")
-        value = int(value)
+            raise ValueError(f"must be an integer{limits}, got {shown(value)}")
         if name == SEED_PARAMETER and value == RANDOM_SEED:
-            return value
-    elif kind is ParamType.FLOAT:
-        if not is_number(value) or not math.isfinite(value):
-            raise ValueError(f"must be a number, got {value!r}")
+            return RANDOM_SEED
+        if not limits.holds(value):
+            raise ValueError(f"must be an integer{limits}, got {shown(value)}")
+        return int(value)
+    if kind is ParamType.FLOAT:
+        if not is_number(value) or not math.isfinite(value) or not limits.holds(value):
+            raise ValueError(f"must be a number{limits}, got {shown(value)}")
     elif kind is ParamType.STRING:
         if not isinstance(value, str):
-            raise ValueError(f"must be a string, got {value!r}")
+            raise ValueError(f"must be a string, got {shown(value)}")
     elif kind is ParamType.BOOL:
         if not isinstance(value, bool):
-            raise ValueError(f"must be true or false, got {value!r}")
+            raise ValueError(f"must be true or false, got {shown(value)}")
     elif kind is ParamType.CHOICE:
         choices = param.choices or []
         if not any(type(value) is type(choice) and value == choice for choice in choices):
-            raise ValueError(f"must be one of {choices}, got {value!r}")
+            raise ValueError(f"must be one of {shown(choices, 200)}, got {shown(value)}")
     elif kind is ParamType.IMAGE:
         return image_ref(value).model_dump(exclude_none=True)
-    if kind in (ParamType.INT, ParamType.FLOAT):
-        if param.min is not None and value < param.min:
-            raise ValueError(f"{value} is below the minimum {show_bound(param.min)}")
-        if param.max is not None and value > param.max:
-            raise ValueError(f"{value} is above the maximum {show_bound(param.max)}")
     return value
 
 
-def show_bound(bound: float) -> str:
-    return str(int(bound)) if bound.is_integer() else str(bound)
+def show_bound(bound: int | float) -> str:
+    """A bound as a user reads it: ``10``, not ``10.0``; a huge one in short."""
+    if isinstance(bound, float) and bound.is_integer() and abs(bound) < 1e21:
+        bound = int(bound)
+    return shown(bound)
+
+
+def shown(value: Any, limit: int = SHOWN_CHARS) -> str:
+    """``value`` as a message quotes it, cut short (a 309-digit number must not fill a line)."""
+    text = repr(value)
+    if is_number(value):
+        limit = min(limit, NUMBER_DIGITS + 1)  # 2^64 - 1 still shows in full
+    return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
 def image_ref(value: Any) -> ImageRef:
@@ -144,37 +213,41 @@ def image_ref(value: Any) -> ImageRef:
     forms = ('an upload ({"input": ID}, or a file in a multipart request) or an earlier task\'s output '
              '({"task": ID, "filename": NAME})')
     if not isinstance(value, dict):
-        raise ValueError(f"must be {forms}, got {value!r}")
+        raise ValueError(f"must be {forms}, got {shown(value)}")
     try:
         ref = ImageRef.model_validate(value)
     except ValueError:
-        raise ValueError(f"must be {forms}, got {value!r}") from None
+        raise ValueError(f"must be {forms}, got {shown(value)}") from None
     by_input = ref.input is not None and ref.task is None and ref.filename is None
     by_output = ref.input is None and ref.task is not None and ref.filename is not None
     if not (by_input or by_output) or not all(isinstance(v, str) and v for v in value.values()):
-        raise ValueError(f"must be {forms}, got {value!r}")
+        raise ValueError(f"must be {forms}, got {shown(value)}")
     return ref
 
 
-def random_seed(param: Parameter, rng: random.Random) -> int:
-    low = max(0, math.ceil(param.min)) if param.min is not None else 0
-    high = min(SEED_MAX, math.floor(param.max)) if param.max is not None else SEED_MAX
+def random_seed(bounds: Bounds, rng: random.Random) -> int:
+    """A seed within ``bounds`` and exact in every JSON client (0..2^53-1)."""
+    low = max(0, math.ceil(bounds.low)) if bounds.low is not None else 0
+    high = min(SEED_MAX, math.floor(bounds.high)) if bounds.high is not None else SEED_MAX
     return rng.randint(low, max(low, high))
 
 
-def bind(params: Mapping[str, Parameter], request: Mapping[str, Any], rng: random.Random) -> dict[str, Any]:
+def bind(params: Mapping[str, Parameter], request: Mapping[str, Any], rng: random.Random, *,
+         graph: Mapping[str, Any] | None = None, object_info: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The values a task runs with: the request's, else the map's default, else (by leaving it out) the graph's
     own. A ``seed`` parameter that is -1, or omitted with no default of its own, gets a random seed, which the
-    returned values record. Raises ParameterError naming every parameter at fault."""
+    returned values record. A number must also lie within the bounds of the inputs it targets in ``graph`` where
+    ``object_info`` (the fleet's) is known. Raises ParameterError naming every parameter at fault."""
     problems: dict[str, str] = {}
     for unknown in sorted(set(request) - set(params)):
         known = ", ".join(params) or "none"
         problems[unknown] = f"unknown parameter (this workflow takes: {known})"
     values: dict[str, Any] = {}
     for name, param in params.items():
+        bounds = bounds_of(param, name, graph, object_info)
         if name in request:
             try:
-                values[name] = check_value(param, request[name], name=name)
+                values[name] = check_value(param, request[name], name=name, bounds=bounds)
             except ValueError as exc:
                 problems[name] = str(exc)
                 continue
@@ -184,7 +257,7 @@ def bind(params: Mapping[str, Parameter], request: Mapping[str, Any], rng: rando
             problems[name] = "required"
             continue
         if name == SEED_PARAMETER and param.type is ParamType.INT and values.get(name, RANDOM_SEED) == RANDOM_SEED:
-            values[name] = random_seed(param, rng)
+            values[name] = random_seed(bounds, rng)
     if problems:
         raise ParameterError(problems)
     return values

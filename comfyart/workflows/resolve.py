@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from comfyart.comfy.validate import GraphRefused, validate
 from comfyart.errors import InvalidInput, NotFound
 from comfyart.files.inputs import InputStore, StoredInput
 from comfyart.files.outputs import OutputStore
@@ -40,6 +41,11 @@ class PreparedPrompt:
     uploads: list[Upload]
     extra_data: dict[str, Any] | None = None  # passed on with the prompt (a ComfyUI client's, e.g. its workflow)
     targets: list[str] | None = None  # the output nodes to run (partial_execution_targets); None: all
+
+
+def backend_name(path: Path, sha256: str) -> str:
+    """The name a backend knows an image parameter's file by (one per content)."""
+    return f"comfyart-{sha256[:24]}{path.suffix.lower()}"
 
 
 class Resolver:
@@ -73,11 +79,13 @@ class Resolver:
     # ------------------------------------------------------------------ submission
     async def submit(self, name: str, params: Mapping[str, Any], uploads: Mapping[str, StoredInput] | None = None,
                      *, task: NewTask | None = None, max_queued: int = 0,
-                     may_read: Callable[[Task], bool] = lambda task: True) -> Task:
+                     may_read: Callable[[Task], bool] = lambda task: True,
+                     object_info: Mapping[str, Any] | None = None) -> Task:
         """Queue a run of workflow ``name``'s current version, with ``task``'s scheduling, owner and webhook.
         ``uploads`` are files that came with the request, by parameter; an image parameter may name an output of a
-        task ``may_read`` lets the caller see. Raises NotFound, or ParameterError naming each parameter at
-        fault."""
+        task ``may_read`` lets the caller see. With the pool's ``object_info``, numbers are held to the bounds of
+        the inputs they target and the graph they make must pass ComfyUI's validation. Raises NotFound,
+        ParameterError naming each parameter at fault, or GraphRefused."""
         meta = await self.workflows.current(name)
         if meta is None:
             raise NotFound(f"no workflow {name}")
@@ -88,15 +96,21 @@ class Resolver:
             if param in request:
                 raise ParameterError({param: "given both as a file and in params"})
             request[param] = {"input": stored.id}
-        values = bind(definition.params, request, self.rng)
-        problems = {}
+        values = bind(definition.params, request, self.rng, graph=definition.graph, object_info=object_info)
+        problems, names = {}, {}
         for image in image_inputs(definition.params, values):
             try:
-                await self._source(image, may_read)
+                path, sha256, _ = await self._source(image, may_read)
+                names[image.param] = backend_name(path, sha256)
             except ValueError as exc:
                 problems[image.param] = str(exc)
         if problems:
             raise ParameterError(problems)
+        if object_info is not None:
+            graph = apply(definition.graph, definition.params, values, names)
+            verdict = validate(graph, object_info, also_allowed=lambda value: value in names.values())
+            if verdict.error is not None:
+                raise GraphRefused(verdict)
         run = dataclasses.replace(task or NewTask(), prompt=None, workflow=name, workflow_version=version,
                                   params=values)
         return await self.tasks.create(run, max_queued=max_queued)
@@ -160,7 +174,7 @@ class Resolver:
                 path, sha256, content_type = await self._source(image)
             except ValueError as exc:
                 raise InvalidInput(f"params.{image.param}: {exc}") from None
-            uploads.append(Upload(image.param, path, f"comfyart-{sha256[:24]}{path.suffix.lower()}", content_type))
+            uploads.append(Upload(image.param, path, backend_name(path, sha256), content_type))
         graph = apply(definition.graph, definition.params, values, {u.param: u.name for u in uploads})
         return PreparedPrompt(graph, uploads)
 

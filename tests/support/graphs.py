@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from comfyart.emulator.catalogue import SPECS
+
 
 def basic_graph(color: int = 0x336699, width: int = 64, height: int = 48, prefix: str = "test/basic") -> dict[str, Any]:
     return {
@@ -60,3 +62,13 @@ def invert_graph(**changes) -> dict:
     for node, inputs in changes.items():
         g[node]["inputs"].update(inputs)
     return g
+
+
+def emulator_object_info(checkpoints: tuple[str, ...] = ("v1-5-pruned-emaonly-fp16.safetensors",),
+                         input_files: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The emulator's ``/object_info`` (ComfyUI's own specs: KSampler's seed 0..2^64-1, steps 1..10000, ...)."""
+    return {name: spec.object_info(list(input_files), {"checkpoints": list(checkpoints)})
+            for name, spec in SPECS.items()}
+
+
+T2I_OBJECT_INFO = emulator_object_info()

@@ -5,14 +5,15 @@ from __future__ import annotations
 import re
 import time
 import uuid
+from collections.abc import Mapping
 from typing import Any
 
 from comfyart.api.comfyui.catalog import Catalog
 from comfyart.api.comfyui.sockets import Connection
 from comfyart.auth import NOBODY, Principal
-from comfyart.comfy.validate import validate
+from comfyart.comfy.validate import Verdict, validate
 from comfyart.config.sections import LimitsConfig
-from comfyart.errors import InvalidTransition, NotFound, TransientError
+from comfyart.errors import BackendUnavailable, InvalidTransition, NotFound, TransientError
 from comfyart.files.inputs import INPUT_ID, InputStore
 from comfyart.models import ComfyPrompt, NewTask, Task, TaskStatus, socket_key
 from comfyart.store.comfy_index import ComfyIndex
@@ -65,8 +66,7 @@ class Prompts:
         if isinstance(graph, dict) and len(graph) > self.limits.max_graph_nodes:
             return refused("invalid_prompt", f"prompt has {len(graph)} nodes; at most "
                                              f"{self.limits.max_graph_nodes} are allowed")
-        object_info = await self.catalog.object_info()
-        verdict = validate(graph, object_info, targets=targets, also_allowed=self._stored_input)
+        verdict = self.check(graph, await self.catalog.object_info(), targets)
         if verdict.error is not None:
             return 400, {"error": verdict.error, "node_errors": verdict.node_errors}
         if targets is None and verdict.node_errors:
@@ -92,7 +92,19 @@ class Prompts:
         shown = number if "number" in body else int(number)
         return 200, {"prompt_id": prompt_id, "number": shown, "node_errors": verdict.node_errors}
 
-    def _stored_input(self, value: Any) -> bool:
+    def check(self, graph: Any, object_info: Mapping[str, Any], targets: list[str] | None = None) -> Verdict:
+        """The one check of a graph at submission, for ``POST /prompt`` and ``POST /api/tasks`` alike: ComfyUI's
+        validation against the pool's ``object_info``, where an input comfyart stores and delivers is let through."""
+        return validate(graph, object_info, targets=targets, also_allowed=self.stored_input)
+
+    async def known_object_info(self) -> dict[str, Any] | None:
+        """The pool's ``/object_info``, or None while no backend answers it (a graph is then checked at dispatch)."""
+        try:
+            return await self.catalog.object_info()
+        except BackendUnavailable:
+            return None
+
+    def stored_input(self, value: Any) -> bool:
         return isinstance(value, str) and INPUT_ID.match(value.rsplit("/", 1)[-1]) is not None \
             and self.inputs.path(value.rsplit("/", 1)[-1]) is not None
 

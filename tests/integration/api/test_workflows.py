@@ -148,11 +148,12 @@ async def test_run_text_to_image_with_parameters(tmp_path: Path, redis_url, emul
     ({}, "params.prompt: required"),
     ({"prompt": "x", "colour": "red"}, "params.colour: unknown parameter"),
     ({"prompt": "x", "steps": "many"}, "params.steps: must be an integer"),
-    ({"prompt": "x", "steps": 151}, "params.steps: 151 is above the maximum 150"),
-    ({"prompt": "x", "width": 32}, "params.width: 32 is below the minimum 64"),
+    ({"prompt": "x", "steps": 151}, "params.steps: must be an integer between 1 and 150, got 151"),
+    ({"prompt": "x", "width": 32}, "params.width: must be an integer between 64 and 2048, got 32"),
     ({"prompt": "x", "sampler": "heun"}, "params.sampler: must be one of"),
     ({"prompt": "x", "cfg": None}, "params.cfg: must be a number"),
-    ({"prompt": 3, "steps": 0}, "params.prompt: must be a string, got 3; params.steps: 0 is below the minimum 1"),
+    ({"prompt": 3, "steps": 0},
+     "params.prompt: must be a string, got 3; params.steps: must be an integer between 1 and 150, got 0"),
     # a value cannot become a link to another node, or a node of its own
     ({"prompt": ["4", 0]}, "params.prompt: must be a string"),
     ({"prompt": "x", "seed": ["4", 0]}, "params.seed: must be an integer"),
@@ -166,6 +167,47 @@ async def test_bad_parameters_are_refused_by_name(tmp_path: Path, redis_url, par
             response = await api.post(path, json=body)
             assert response.status_code == 422 and reason in response.json()["detail"], response.json()
         assert (await api.get("/api/pool")).json()["queue_length"] == 0
+
+
+@pytest.mark.parametrize("params, reason", [
+    # a seed has ComfyUI's bounds even before any backend answers; a giant value is quoted short
+    ({"prompt": "x", "seed": 99999999999999999999999999999},
+     "params.seed: must be an integer between 0 and 18446744073709551615, got 99999999999999999999…"),
+    ({"prompt": "x", "seed": 2**64}, "params.seed: must be an integer between 0 and 18446744073709551615, got "),
+    ({"prompt": "x", "steps": 1e308}, "params.steps: must be an integer between 1 and 150, got 1e+308"),
+    ({"prompt": "x", "steps": 2.5}, "params.steps: must be an integer between 1 and 150, got 2.5"),
+    ({"prompt": "x", "steps": True}, "params.steps: must be an integer between 1 and 150, got True"),
+])
+async def test_integers_are_held_to_their_bounds_and_quoted_short(tmp_path: Path, redis_url, params, reason):
+    async with running_daemon(settings_for(tmp_path, redis_url)) as api:
+        for path, body in (("/api/workflows/text-to-image/run", {"params": params}),
+                           ("/api/tasks", {"workflow": "text-to-image", "params": params})):
+            response = await api.post(path, json=body)
+            detail = response.json()["detail"]
+            assert response.status_code == 422 and detail.startswith(reason) and len(detail) < 120, detail
+        assert (await api.get("/api/pool")).json()["queue_length"] == 0
+
+
+async def test_a_run_is_held_to_the_bounds_and_choices_the_pool_reports(tmp_path: Path, redis_url, emulator):
+    unbounded = {"graph": text_to_image_graph(),
+                 "params": {"steps": {"type": "int", "target": "3.steps"},
+                            "sampler": {"type": "string", "target": "3.sampler_name"}}}
+    async with running_daemon(settings_for(tmp_path, redis_url, emulator())) as api:
+        await wait_for_pool(api, lambda pool: pool["backends"] and pool["backends"][0]["status"] == "healthy")
+        assert (await api.put("/api/workflows/loose", json=unbounded)).status_code == 201
+        too_many = await api.post("/api/workflows/loose/run", json={"params": {"steps": 10001}})
+        assert too_many.status_code == 422  # KSampler's steps: 1..10000, as the backend's /object_info says
+        assert too_many.json()["detail"] == "params.steps: must be an integer between 1 and 10000, got 10001"
+        # the graph the parameters make is checked as POST /prompt checks one
+        odd = await api.post("/api/tasks", json={"workflow": "loose", "params": {"sampler": "no-such-sampler"}})
+        assert odd.status_code == 400, odd.json()
+        [error] = odd.json()["node_errors"]["3"]["errors"]
+        assert error["type"] == "value_not_in_list" and error["extra_info"]["input_name"] == "sampler_name"
+        assert "no-such-sampler" in odd.json()["detail"]
+        good = await api.post("/api/workflows/loose/run", json={"params": {"steps": 2, "sampler": "euler"}})
+        assert good.status_code == 201
+        [task] = await wait_for_tasks(api, [good.json()["id"]])
+        assert task["status"] == "completed", task
 
 
 @pytest.mark.parametrize("path, body, status, reason", [

@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 
 from comfyart.api.errors import BadRequest, headers_of, status_of
+from comfyart.comfy.validate import GraphRefused, Verdict
 from comfyart.errors import NotFound, QuotaExceeded, StoreUnavailable
 from comfyart.workflows.parameters import ParameterError
 
@@ -14,6 +15,8 @@ from comfyart.workflows.parameters import ParameterError
     pytest.param(StoreUnavailable("x"), 503, id="transient-subclass"),
     pytest.param(QuotaExceeded("x", 0.2), 429, id="quota"),
     pytest.param(BadRequest(415, "x"), 415, id="bad-request"),
+    pytest.param(GraphRefused(Verdict({"type": "prompt_no_outputs", "message": "Prompt has no outputs"})), 400,
+                 id="graph-refused"),
 ])
 def test_each_error_answers_its_status(error: Exception, status: int):
     assert status_of(error) == status

@@ -1,9 +1,11 @@
 """The graph validator (comfy.validate): ComfyUI's answers to an invalid prompt, node by node."""
 from __future__ import annotations
 
+import json
+
 import pytest
 
-from comfyart.comfy.validate import output_nodes, validate
+from comfyart.comfy.validate import SUMMARY_CHARS, GraphRefused, output_nodes, validate
 from tests.support.graphs import OBJECT_INFO, invert_graph
 
 
@@ -57,14 +59,12 @@ def test_missing_inputs_type_mismatches_and_dangling_links():
                         OBJECT_INFO)
     assert mismatch.node_errors["3"]["errors"][0]["type"] == "return_type_mismatch"
     assert "received_type(LATENT) mismatch input_type(IMAGE)" in mismatch.node_errors["3"]["errors"][0]["details"]
-    dangling = validate(invert_graph(**{"2": {"image": ["7", 0]}}), OBJECT_INFO)
-    assert dangling.node_errors["7"]["errors"][0]["type"] == "exception_during_inner_validation"
 
 
 def test_combo_choices_old_and_v3_style_and_inputs_comfyart_delivers():
     load = {"1": {"class_type": "LoadImage", "inputs": {"image": "c.png"}},
             "3": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "x"}}}
-    assert validate(load, OBJECT_INFO).node_errors["1"]["errors"][0]["type"] == "value_not_in_list"
+    assert validate(load, OBJECT_INFO).node_errors["1"]["errors"][0]["type"] == "custom_validation_failed"
     assert validate(load, OBJECT_INFO, also_allowed=lambda v: v == "c.png").error is None
     sampler = {"4": {"class_type": "Sampler", "inputs": {"sampler": "heun"}},
                "5": {"class_type": "PreviewAny", "inputs": {"source": ["4", 0]}}}
@@ -89,3 +89,106 @@ def test_a_cycle_does_not_hang_the_validator():
          "2": {"class_type": "ImageInvert", "inputs": {"image": ["1", 0]}},
          "3": {"class_type": "SaveImage", "inputs": {"images": ["2", 0], "filename_prefix": "x"}}}
     assert validate(g, OBJECT_INFO).outputs == ["3"]
+
+
+# ------------------------------------------------------------------ ComfyUI's own answers (issue 20, item 16)
+def test_a_link_to_a_missing_node_fails_the_node_that_links_as_comfyui_does():
+    # as recorded from ComfyUI (04_validation_errors, "link to a node id that does not exist")
+    verdict = validate(invert_graph(**{"2": {"image": ["99", 0]}}), OBJECT_INFO)
+    assert verdict.error == {"type": "prompt_outputs_failed_validation", "message": "Prompt outputs failed validation",
+                             "details": "", "extra_info": {}}
+    assert verdict.node_errors == {"2": {"errors": [{
+        "type": "exception_during_inner_validation", "message": "Exception when validating inner node",
+        "details": "'99'",
+        "extra_info": {"input_name": "images", "input_config": ["IMAGE", {}], "exception_message": "'99'",
+                       "exception_type": "KeyError", "traceback": [], "linked_node": ["2", 0]}}],
+        "dependent_outputs": ["3"], "class_type": "ImageInvert"}}
+
+
+def test_an_output_node_that_links_to_a_missing_node_fails_itself():
+    verdict = validate(invert_graph(**{"3": {"images": ["99", 0]}}), OBJECT_INFO)
+    assert verdict.node_errors == {"3": {"errors": [{
+        "type": "exception_during_validation", "message": "Exception when validating node", "details": "'99'",
+        "extra_info": {"exception_type": "KeyError", "traceback": []}}],
+        "dependent_outputs": ["3"], "class_type": "SaveImage"}}
+    assert verdict.error["details"] == "Exception when validating node: '99'"
+
+
+def test_a_node_without_inputs_is_reported_like_a_missing_link():
+    graph = invert_graph()
+    del graph["1"]["inputs"]
+    entry = validate(graph, OBJECT_INFO).node_errors["1"]
+    assert entry["errors"][0]["type"] == "exception_during_inner_validation"
+    assert entry["errors"][0]["details"] == "'inputs'" and entry["class_type"] == "EmptyImage"
+
+
+def test_a_missing_image_is_an_invalid_image_file_and_no_file_is_listed():
+    # as recorded from ComfyUI (04_validation_errors, "combo value not in list (LoadImage missing file)")
+    graph = {"1": {"class_type": "LoadImage", "inputs": {"image": "does-not-exist.png"}},
+             "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "x"}}}
+    verdict = validate(graph, OBJECT_INFO)
+    assert verdict.node_errors == {"1": {"errors": [{
+        "type": "custom_validation_failed", "message": "Custom validation failed for node",
+        "details": "image - Invalid image file: does-not-exist.png", "extra_info": {"input_name": "image"}}],
+        "dependent_outputs": ["2"], "class_type": "LoadImage"}}
+    assert "a.png" not in repr(verdict)  # another client's upload
+    for present in ("a.png", "sub/other.png", "x.png [output]", "y.png [input]"):  # listed, or the backend checks it
+        graph["1"]["inputs"]["image"] = present
+        assert validate(graph, OBJECT_INFO).error is None, present
+    graph["1"]["inputs"]["image"] = 5
+    assert "Invalid image file: 5" in repr(validate(graph, OBJECT_INFO).node_errors)
+
+
+def test_other_upload_kinds_say_their_kind():
+    info = {**OBJECT_INFO, "LoadAudio": {"input": {"required": {"audio": [["a.wav"], {"audio_upload": True}]}},
+                                         "output": ["AUDIO"], "output_node": False},
+            "Out": {"input": {"required": {"x": ["*", {}]}}, "output": [], "output_node": True}}
+    graph = {"1": {"class_type": "LoadAudio", "inputs": {"audio": "b.wav"}},
+             "2": {"class_type": "Out", "inputs": {"x": ["1", 0]}}}
+    assert validate(graph, info).node_errors["1"]["errors"][0]["details"] == "audio - Invalid audio file: b.wav"
+
+
+def test_a_long_list_of_choices_is_not_sent_back():
+    many = [f"model{i}.safetensors" for i in range(21)]
+    info = {**OBJECT_INFO, "Sampler": {"input": {"required": {"sampler": [many, {}]}}, "output": ["LATENT"]}}
+    graph = {"4": {"class_type": "Sampler", "inputs": {"sampler": "nope"}},
+             "5": {"class_type": "PreviewAny", "inputs": {"source": ["4", 0]}}}
+    error = validate(graph, info).node_errors["4"]["errors"][0]
+    assert error["details"] == "sampler: 'nope' not in (list of length 21)"
+    assert error["extra_info"] == {"input_name": "sampler", "input_config": None, "received_value": "nope"}
+    info["Sampler"]["input"]["required"]["sampler"] = [many[:20], {}]
+    assert "model19.safetensors" in validate(graph, info).node_errors["4"]["errors"][0]["details"]
+
+
+@pytest.mark.parametrize("width, message", [
+    (1e308, "Value 10000000000000000109… bigger than max of 16384"),  # int(1e308) has 309 digits
+    (10**30, "Value 10000000000000000000… bigger than max of 16384"),
+    (-10**30, "Value -10000000000000000000… smaller than min of 1"),
+])
+def test_a_giant_number_is_cut_short_in_messages(width, message):
+    error = validate(invert_graph(**{"1": {"width": width}}), OBJECT_INFO).node_errors["1"]["errors"][0]
+    assert error["message"] == message
+
+
+def test_an_infinite_number_is_an_invalid_input_not_a_crash():
+    error = validate(invert_graph(**{"1": {"width": float("inf")}}), OBJECT_INFO).node_errors["1"]["errors"][0]
+    assert error["type"] == "invalid_input_type"
+    assert error["details"] == "width, inf, cannot convert float infinity to integer"
+    assert error["extra_info"]["received_value"] == "inf"  # an answer is strict JSON: no Infinity in it
+    json.dumps(error, allow_nan=False)
+
+
+def test_a_refusal_reads_as_one_short_line():
+    verdict = validate(invert_graph(**{"1": {"width": 10**40, "height": 0}}), OBJECT_INFO)
+    refused = GraphRefused(verdict)
+    assert refused.error == verdict.error and refused.node_errors == verdict.node_errors
+    assert str(refused) == ("Prompt outputs failed validation: node 1 (EmptyImage): Value 10000000000000000000… "
+                            "bigger than max of 16384: width; node 1 (EmptyImage): Value 0 smaller than min of 1: "
+                            "height")
+    assert str(GraphRefused(validate({"1": invert_graph()["1"]}, OBJECT_INFO))) == "Prompt has no outputs"
+    unknown = GraphRefused(validate({**invert_graph(), "9": {"class_type": "Nope", "inputs": {}}}, OBJECT_INFO))
+    assert str(unknown) == "Cannot execute because node Nope does not exist. (Node ID '#9')"
+    many = {str(i): {"class_type": "EmptyImage", "inputs": {"width": 0, "height": 1, "color": 0}} for i in range(30)}
+    many.update({f"out{i}": {"class_type": "PreviewAny", "inputs": {"source": [str(i), 0]}} for i in range(30)})
+    text = str(GraphRefused(validate(many, OBJECT_INFO)))
+    assert len(text) <= SUMMARY_CHARS and text.endswith("…") and "\n" not in text

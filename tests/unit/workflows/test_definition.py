@@ -41,7 +41,7 @@ def definition(params: dict, graph=None) -> WorkflowDefinition:
     ({"s": param("choice", "3.sampler_name")}, "a choice parameter needs a non-empty 'choices' list"),
     ({"s": param("choice", "3.sampler_name", choices=[])}, "non-empty 'choices'"),
     ({"s": param("string", "3.sampler_name", choices=["a"])}, "'choices' applies to choice parameters only"),
-    ({"steps": param("int", "3.steps", default=0, min=1)}, "params.steps.default: 0 is below the minimum 1"),
+    ({"steps": param("int", "3.steps", default=0, min=1)}, "params.steps.default: must be an integer >= 1, got 0"),
     ({"steps": param("int", "3.steps", default="20")}, "params.steps.default: must be an integer"),
     ({"s": param("choice", "3.sampler_name", choices=["euler"], default="ddim")}, "default: must be one of"),
     ({"text": param("string", "6.text", required=True, default="x")}, "a required parameter has no default"),
