@@ -50,7 +50,7 @@ def cases(uploaded: str) -> dict[str, tuple[dict[str, Any], str]]:
                                                                            "color": 0}},
                               "3": {"class_type": "SaveImage", "inputs": {"images": ["1", 0],
                                                                           "filename_prefix": "x"}}},
-                             "failed"),
+                             "refused"),  # checked at submission against the backend's /object_info: a 400
     }
 
 
@@ -99,7 +99,13 @@ def wait_record(client: httpx.Client, task_id: str) -> dict[str, Any]:
 
 
 def run_case(client: httpx.Client, comfy: str, name: str, graph: dict, expected: str) -> dict[str, Any]:
-    return check_record(client, comfy, name, client.post("/api/tasks", json={"prompt": graph}).json()["id"], expected)
+    answer = client.post("/api/tasks", json={"prompt": graph})
+    if answer.status_code == 400:  # refused at submission, with ComfyUI's own node_errors
+        errors = [e["type"] for node in answer.json().get("node_errors", {}).values() for e in node["errors"]]
+        return {"case": name, "task": None, "expected": expected, "status": "refused", "ok": expected == "refused"
+                and bool(errors), "detail": ", ".join(errors)[:100], "seconds": 0.0}
+    answer.raise_for_status()
+    return check_record(client, comfy, name, answer.json()["id"], expected)
 
 
 def check_record(client: httpx.Client, comfy: str, name: str, task_id: str, expected: str) -> dict[str, Any]:

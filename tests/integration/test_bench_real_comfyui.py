@@ -16,6 +16,7 @@ def test_the_real_comfyui_check_brings_its_own_input_image(tmp_path: Path, emula
     results = tmp_path / "real_comfyui.json"
     run = subprocess.run([sys.executable, str(ROOT / "bench" / "real_comfyui.py"), emu.url, "--tasks", "2",
                           "--results", str(results)], cwd=ROOT, capture_output=True, text=True, timeout=240)
+    assert results.exists(), run.stdout + run.stderr
     rows = {row["case"]: row for row in json.loads(results.read_text())}
     assert rows["load uploaded"]["ok"] and rows["load uploaded"]["status"] == "completed", run.stdout
     assert run.returncode == 0 and all(row["ok"] for row in rows.values()), run.stdout + run.stderr
