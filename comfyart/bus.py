@@ -90,6 +90,11 @@ class EventHub:
     def listening(self) -> bool:
         return bool(self._subscribers)
 
+    @property
+    def subscriptions(self) -> int:
+        """How many subscriptions are open: each ends when its stream does (see ``subscribe``)."""
+        return len(self._subscribers)
+
     def publish(self, event: Event) -> None:
         for subscriber in list(self._subscribers):
             subscriber.offer(event)

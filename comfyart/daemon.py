@@ -177,14 +177,14 @@ async def build(settings: Settings, stores: Stores, session: aiohttp.ClientSessi
 
 
 async def run(settings: Settings, *, ready: asyncio.Event | None = None,
-              stop: asyncio.Event | None = None, own_process: bool = False) -> None:
+              stop: asyncio.Event | None = None, own_process: bool = False, events: EventHub | None = None) -> None:
     """Serve until SIGINT/SIGTERM (or until ``stop`` is set); ``ready`` is set once the API listens.
     ``own_process``: the process is the daemon's alone (``comfyart serve``), and its garbage collector is tuned
-    for it (``tune_gc``)."""
+    for it (``tune_gc``). ``events``: the hub to publish on, for a caller that watches it (a test)."""
     problem = auth_problem(settings.auth, settings.server.host)
     if problem is not None:
         raise ConfigError(problem)
-    events = EventHub()
+    events = events if events is not None else EventHub()
     stores = await Stores.open(settings, events)
     # aiohttp's default caps all connections at 100, and every backend's WebSocket holds one for good: with a few
     # dozen backends, submissions and downloads would queue for a connection. The cap is per backend instead.

@@ -14,18 +14,20 @@ from typing import Any
 import httpx
 import yaml
 
+from comfyart.bus import EventHub
 from comfyart.config.settings import Settings
 from tests.support.paths import ROOT
 from tests.support.ports import free_port
 
 
 @asynccontextmanager
-async def running_daemon(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    """Run ``comfyart serve`` in this event loop; yields an HTTP client pointed at its API."""
+async def running_daemon(settings: Settings, events: EventHub | None = None) -> AsyncIterator[httpx.AsyncClient]:
+    """Run ``comfyart serve`` in this event loop; yields an HTTP client pointed at its API. ``events``: the hub it
+    publishes on, for a test that watches it."""
     from comfyart import daemon
 
     ready, stop = asyncio.Event(), asyncio.Event()
-    task = asyncio.get_running_loop().create_task(daemon.run(settings, ready=ready, stop=stop),
+    task = asyncio.get_running_loop().create_task(daemon.run(settings, ready=ready, stop=stop, events=events),
                                                   name="daemon under test")
     waiter = asyncio.ensure_future(ready.wait())
     await asyncio.wait([task, waiter], timeout=60, return_when=asyncio.FIRST_COMPLETED)

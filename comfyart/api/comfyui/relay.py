@@ -36,7 +36,8 @@ class FrameRelay:
             if kind in BROADCAST_WITHOUT_CLIENT:
                 frame = {"type": kind, "data": rewrite_frame(relay, kind, data)}
                 for listener in callers(self.connections, relay.owner):
-                    listener.put(frame)
+                    if relay.task_id not in listener.ended:
+                        listener.put(frame)
             return
         connection = self.connections.get(relay.socket or "")
         if (connection is None or kind not in RELAYED or (kind == "executing" and data.get("node") is None)

@@ -81,6 +81,14 @@ class Connection:
         self.status_sent = remaining
         self.put({"type": "status", "data": data})
 
+    def end(self, task_id: str) -> None:
+        """The task's prompt ended (its end told, where there is one to tell): no frame of it may follow."""
+        self.nodes.pop(task_id, None)
+        self.open.discard(task_id)
+        self.ended[task_id] = None
+        if len(self.ended) > ENDED_REMEMBERED:
+            self.ended.popitem(last=False)
+
     def close(self) -> None:
         self.closed = True
         self.ready.set()
@@ -128,7 +136,12 @@ class Sockets:
                         if item.get("client_id"):
                             await self._send_end(item["id"], socket_key(item.get("owner"), item["client_id"]),
                                                  item.get("previous"))
-                        elif item["status"] == TaskStatus.CANCELED and item.get("previous") == TaskStatus.RUNNING:
+                            continue
+                        # a prompt without a client id: its frames go to every socket of its caller, and none may
+                        # follow its end (the tracker may relay a late one until it hears of the cancel)
+                        for listener in callers(self.connections, item.get("owner")):
+                            listener.end(item["id"])
+                        if item["status"] == TaskStatus.CANCELED and item.get("previous") == TaskStatus.RUNNING:
                             await self._broadcast_interrupted(item["id"], item.get("owner"))
                     await self.broadcast_status()
 
@@ -149,11 +162,7 @@ class Sockets:
         connection.put({"type": kind, "data": data})
         connection.put_status(await self.remaining())
         connection.put({"type": "executing", "data": {"node": None, "prompt_id": task.comfy_prompt_id}})
-        connection.nodes.pop(task.id, None)
-        connection.open.discard(task.id)
-        connection.ended[task.id] = None
-        if len(connection.ended) > ENDED_REMEMBERED:
-            connection.ended.popitem(last=False)
+        connection.end(task.id)
 
     async def _broadcast_interrupted(self, task_id: str, owner: str | None) -> None:
         """ComfyUI sends ``execution_interrupted`` even for a prompt without a client id, to every socket (it is

@@ -77,12 +77,18 @@ class Provider(Protocol):
     async def close(self) -> None: ...
 
 
-PLACEHOLDER = re.compile(r"\{(address|port|gpu|python)\}")
+# read left to right: a doubled brace, or a placeholder
+PLACEHOLDER = re.compile(r"\{\{|\}\}|\{(address|port|gpu|python)\}")
 
 
 def render_command(template: Sequence[str], *, address: str, port: int, gpu: int | None, python: str) -> list[str]:
     """The command with ``{address}``, ``{port}``, ``{gpu}`` (empty without one) and ``{python}`` filled in wherever
-    they appear in an argument (``--output-directory /out/{port}``). Any other brace stays as written: a shell's
-    ``${VAR}`` or a JSON argument is not a placeholder (``str.format`` failed on them)."""
+    they appear in an argument (``--output-directory /out/{port}``). ``{{`` and ``}}`` are one literal brace, as
+    under the ``str.format`` that commands were once filled in with (``${{VAR}}`` in ``sh -c`` gives ``${VAR}``,
+    ``{{port}}`` gives ``{port}``); any other brace stays as written (a lone ``${VAR}``, ``{unknown}``)."""
     values = {"address": address, "port": str(port), "gpu": "" if gpu is None else str(gpu), "python": python}
-    return [PLACEHOLDER.sub(lambda match: values[match[1]], part) for part in template]
+
+    def fill(match: re.Match[str]) -> str:
+        return values[match[1]] if match[1] else match[0][0]
+
+    return [PLACEHOLDER.sub(fill, part) for part in template]
