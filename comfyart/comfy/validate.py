@@ -28,7 +28,7 @@ LISTED_CHOICES = 20  # ComfyUI lists a combo's choices in an error up to this ma
 FILE_UPLOADS = {"image_upload": "image", "audio_upload": "audio", "video_upload": "video"}
 ANNOTATIONS = (" [input]", " [output]", " [temp]")  # ComfyUI's "name [output]": a file of another folder
 SUMMARY_CHARS = 300
-_GIANT_NUMBER = re.compile(r"\d{21,}")  # past 2^64: a number a message cuts short
+_GIANT_NUMBER = re.compile(r"\d{21,}")  # past 2^64: a number comfyart's one-line summary cuts short
 
 
 def _error(kind: str, message: str, details: str = "", extra: dict[str, Any] | None = None) -> Error:
@@ -68,13 +68,29 @@ def _combo_options(spec: Sequence[Any]) -> list[Any] | None:
     return None
 
 
-class _KeyMissing(Exception):
-    """What ComfyUI's validation meets as a KeyError (a link to a node the graph lacks, a node without inputs): the
-    node one level up reports it."""
+class _NodeException(Exception):
+    """An exception ComfyUI's validation code meets in a node (``exception_type`` as it names it): the node itself
+    reports it when it is an output, else the node one level up."""
+
+    def __init__(self, message: str, exception_type: str) -> None:
+        super().__init__(message)
+        self.exception_type = exception_type
+
+
+class _KeyMissing(_NodeException):
+    """A KeyError: a link to a node the graph lacks, a node without inputs."""
 
     def __init__(self, key: Any) -> None:
-        super().__init__(repr(key))
-        self.key = key
+        super().__init__(repr(key), "KeyError")
+
+
+def _lookup(inputs: Any, name: str) -> tuple[bool, Any]:
+    """Whether ``inputs`` holds ``name``, and its value, as ComfyUI's ``x not in inputs`` / ``inputs[x]`` find them:
+    ``inputs`` that is not an object (``3``, ``null``) raises the TypeError Python raises there."""
+    try:
+        return (True, inputs[name]) if name in inputs else (False, None)
+    except TypeError as exc:
+        raise _NodeException(str(exc), "TypeError") from None
 
 
 def _upload_kind(options: Mapping[str, Any]) -> str | None:
@@ -87,7 +103,7 @@ def _elsewhere(value: Any) -> bool:
 
 
 def _short(number: Any) -> str:
-    """A number as a message prints it, a giant one cut short."""
+    """A text with each giant number in it cut short (ComfyUI's messages quote them whole)."""
     return _GIANT_NUMBER.sub(lambda match: match.group(0)[:20] + "…", str(number))
 
 
@@ -105,21 +121,23 @@ class _Checker:
             return self.valid[node_id]
         self.valid[node_id] = True  # a cycle is not this node's own error; ComfyUI reports it at run time
         node = self.graph[node_id]
-        if not isinstance(node.get("inputs"), dict):
+        if "inputs" not in node:
             raise _KeyMissing("inputs")
         spec = self.info[node["class_type"]].get("input", {})
         inputs = node["inputs"]
         errors: list[Error] = []
         upstream_ok = True
         for name, config in (spec.get("required") or {}).items():
-            if name not in inputs:
+            present, value = _lookup(inputs, name)
+            if not present:
                 errors.append(_error("required_input_missing", "Required input is missing", name,
                                      {"input_name": name}))
                 continue
-            upstream_ok &= self._input(name, config, inputs[name], errors)
+            upstream_ok &= self._input(name, config, value, errors)
         for name, config in (spec.get("optional") or {}).items():
-            if name in inputs:
-                upstream_ok &= self._input(name, config, inputs[name], errors)
+            present, value = _lookup(inputs, name)
+            if present:
+                upstream_ok &= self._input(name, config, value, errors)
         if errors:
             self.results[node_id] = errors
         self.valid[node_id] = not errors and upstream_ok
@@ -151,11 +169,12 @@ class _Checker:
                 return True
             try:
                 return self.check(upstream)
-            except _KeyMissing as missing:  # e.g. the upstream node links to nowhere: filed under it, as ComfyUI does
+            except _NodeException as failed:  # e.g. the upstream node links to nowhere: filed under it, as in ComfyUI
                 self.results[upstream] = [_error("exception_during_inner_validation",
-                                                 "Exception when validating inner node", str(missing),
+                                                 "Exception when validating inner node", str(failed),
                                                  {"input_name": name, "input_config": shown,
-                                                  "exception_message": str(missing), "exception_type": "KeyError",
+                                                  "exception_message": str(failed),
+                                                  "exception_type": failed.exception_type,
                                                   "traceback": [], "linked_node": value})]
                 self.valid[upstream] = False
                 return False
@@ -175,12 +194,12 @@ class _Checker:
                 return True
             if input_type in ("INT", "FLOAT"):
                 if "min" in options and converted < options["min"]:
-                    errors.append(_error("value_smaller_than_min", f"Value {_short(converted)} smaller than min "
-                                         f"of {_short(options['min'])}", name,
+                    errors.append(_error("value_smaller_than_min", f"Value {converted} smaller than min of "
+                                         f"{options['min']}", name,
                                          {"input_name": name, "input_config": shown, "received_value": converted}))
                 elif "max" in options and converted > options["max"]:
-                    errors.append(_error("value_bigger_than_max", f"Value {_short(converted)} bigger than max "
-                                         f"of {_short(options['max'])}", name,
+                    errors.append(_error("value_bigger_than_max", f"Value {converted} bigger than max of "
+                                         f"{options['max']}", name,
                                          {"input_name": name, "input_config": shown, "received_value": converted}))
         return True
 
@@ -211,7 +230,7 @@ class _Checker:
             seen.append(node_id)
             node = self.graph.get(node_id)
             inputs = node.get("inputs") if isinstance(node, dict) else None
-            for value in (inputs or {}).values():
+            for value in inputs.values() if isinstance(inputs, dict) else ():
                 if isinstance(value, list) and len(value) == 2:
                     stack.append(str(value[0]))
         return [n for n in seen if self.results.get(n)]
@@ -220,16 +239,19 @@ class _Checker:
 def _output_valid(checker: _Checker, output_id: str) -> bool:
     try:
         return checker.check(output_id)
-    except _KeyMissing as missing:  # e.g. the output node itself links to nowhere
+    except _NodeException as failed:  # e.g. the output node itself links to nowhere
         checker.results[output_id] = [_error("exception_during_validation", "Exception when validating node",
-                                             str(missing), {"exception_type": "KeyError", "traceback": []})]
+                                             str(failed), {"exception_type": failed.exception_type,
+                                                           "traceback": []})]
         checker.valid[output_id] = False
         return False
 
 
 def validate(graph: Any, object_info: Mapping[str, Any], *, targets: Sequence[str] | None = None,
              also_allowed: Callable[[Any], bool] = lambda value: False) -> Verdict:
-    if not isinstance(graph, dict):
+    if graph == []:  # ComfyUI walks it as a graph without nodes
+        graph = {}
+    if not isinstance(graph, dict):  # ComfyUI fails with a 500
         return Verdict(_error("invalid_prompt", "Prompt must be an object of nodes"))
     for node_id, node in graph.items():
         if not isinstance(node, dict) or "class_type" not in node:

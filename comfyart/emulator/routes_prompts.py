@@ -42,6 +42,8 @@ async def post_prompt(request: web.Request) -> web.Response:
                  "extra_info": {}}
         return web.json_response({"error": error, "node_errors": {}}, status=400)
     prompt = body["prompt"]
+    if prompt == []:  # ComfyUI walks it as a graph without nodes: no outputs
+        prompt = {}
     if not isinstance(prompt, dict) or not all(isinstance(n, dict) for n in prompt.values()):
         return failure()
     prompt_id = str(body.get("prompt_id") or uuid.uuid4())

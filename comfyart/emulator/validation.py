@@ -189,7 +189,8 @@ def _failing_upstream(prompt: dict[str, Any], output_id: str, results: dict[str,
         if node_id in seen:
             continue
         seen.append(node_id)
-        for value in prompt.get(node_id, {}).get("inputs", {}).values():
+        inputs = prompt.get(node_id, {}).get("inputs")
+        for value in inputs.values() if isinstance(inputs, dict) else ():  # ComfyUI takes `"inputs": 3` too
             if isinstance(value, list) and len(value) == 2 and str(value[0]) in results:
                 stack.append(str(value[0]))
     return [n for n in seen if n in results and results[n][1]]

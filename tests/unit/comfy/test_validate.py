@@ -160,14 +160,51 @@ def test_a_long_list_of_choices_is_not_sent_back():
     assert "model19.safetensors" in validate(graph, info).node_errors["4"]["errors"][0]["details"]
 
 
-@pytest.mark.parametrize("width, message", [
-    (1e308, "Value 10000000000000000109… bigger than max of 16384"),  # int(1e308) has 309 digits
-    (10**30, "Value 10000000000000000000… bigger than max of 16384"),
-    (-10**30, "Value -10000000000000000000… smaller than min of 1"),
-])
-def test_a_giant_number_is_cut_short_in_messages(width, message):
+@pytest.mark.parametrize("width, message", [  # as a real ComfyUI 0.3.64 answers them: the number whole
+    (1e308, f"Value {int(1e308)} bigger than max of 16384"),  # int(1e308) has 309 digits
+    (10**29 - 1, "Value 99999999999999999999999999999 bigger than max of 16384"),
+    (-10**30, "Value -1000000000000000000000000000000 smaller than min of 1"),
+], ids=["1e308", "10**29-1", "-10**30"])
+def test_a_giant_number_is_quoted_whole_as_comfyui_does(width, message):
     error = validate(invert_graph(**{"1": {"width": width}}), OBJECT_INFO).node_errors["1"]["errors"][0]
     assert error["message"] == message
+
+
+@pytest.mark.parametrize("inputs, exception_message", [
+    (3, "argument of type 'int' is not iterable"),
+    (None, "argument of type 'NoneType' is not iterable"),
+    (1.5, "argument of type 'float' is not iterable"),
+    (True, "argument of type 'bool' is not iterable"),
+])
+def test_inputs_that_are_not_an_object_fail_their_node_as_comfyui_does(inputs, exception_message):
+    """ComfyUI's answers (a real 0.3.64): the TypeError of ``x not in inputs``, not a crash of the validator."""
+    verdict = validate({"1": {"class_type": "SaveImage", "inputs": inputs}}, OBJECT_INFO)
+    assert verdict.error == {"type": "prompt_outputs_failed_validation", "message": "Prompt outputs failed validation",
+                             "details": f"Exception when validating node: {exception_message}", "extra_info": {}}
+    assert verdict.node_errors == {"1": {"errors": [{
+        "type": "exception_during_validation", "message": "Exception when validating node",
+        "details": exception_message, "extra_info": {"exception_type": "TypeError", "traceback": []}}],
+        "dependent_outputs": ["1"], "class_type": "SaveImage"}}
+    upstream = validate(invert_graph(**{"2": {}}) | {"2": {"class_type": "ImageInvert", "inputs": inputs}},
+                        OBJECT_INFO)
+    assert upstream.node_errors["2"]["errors"] == [{
+        "type": "exception_during_inner_validation", "message": "Exception when validating inner node",
+        "details": exception_message, "extra_info": {
+            "input_name": "images", "input_config": ["IMAGE", {}], "exception_message": exception_message,
+            "exception_type": "TypeError", "traceback": [], "linked_node": ["2", 0]}}]
+    assert upstream.node_errors["2"]["dependent_outputs"] == ["3"]
+
+
+@pytest.mark.parametrize("inputs", [[], "abc"])
+def test_inputs_given_as_a_list_or_text_miss_every_input(inputs):
+    verdict = validate({"1": {"class_type": "SaveImage", "inputs": inputs}}, OBJECT_INFO)
+    assert [e["type"] for e in verdict.node_errors["1"]["errors"]] == ["required_input_missing"] * 2
+
+
+def test_an_empty_list_as_prompt_has_no_outputs_as_in_comfyui():
+    assert validate([], OBJECT_INFO).error == {"type": "prompt_no_outputs", "message": "Prompt has no outputs",
+                                               "details": "", "extra_info": {}}
+    assert validate([1], OBJECT_INFO).error["type"] == "invalid_prompt"  # ComfyUI: a 500
 
 
 def test_an_infinite_number_is_an_invalid_input_not_a_crash():

@@ -63,3 +63,22 @@ def test_a_long_list_of_choices_is_not_sent_back(tmp_path, count, listed):
     else:
         assert reason["details"] == f"ckpt_name: 'nope.safetensors' not in (list of length {count})"
         assert reason["extra_info"]["input_config"] is None
+
+
+@pytest.mark.parametrize("inputs, exception_message", [
+    (3, "argument of type 'int' is not iterable"), (None, "argument of type 'NoneType' is not iterable")])
+def test_inputs_that_are_not_an_object_fail_their_node_as_comfyui_does(tmp_path, inputs, exception_message):
+    """A real ComfyUI 0.3.64's answers: the TypeError of ``x not in inputs``, filed under the node (an output) or
+    under the node one level down from the one that links to it."""
+    ok, error, _, node_errors = check({"1": {"class_type": "SaveImage", "inputs": inputs}}, tmp_path)
+    assert not ok and error["details"] == f"Exception when validating node: {exception_message}"
+    assert node_errors["1"]["errors"] == [{"type": "exception_during_validation",
+                                           "message": "Exception when validating node", "details": exception_message,
+                                           "extra_info": {"exception_type": "TypeError", "traceback": []}}]
+    graph = basic_graph()
+    graph["2"]["inputs"] = inputs
+    ok, _, _, node_errors = check(graph, tmp_path)
+    reason = node_errors["2"]["errors"][0]
+    assert not ok and reason["type"] == "exception_during_inner_validation"
+    assert reason["details"] == exception_message and reason["extra_info"]["exception_type"] == "TypeError"
+    assert node_errors["2"]["dependent_outputs"] == ["3"]
