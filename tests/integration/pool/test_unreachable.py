@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 
+from comfyart.clock import now_ms
 from comfyart.comfy.client import ComfyClient
 from comfyart.config.fleet import PoolConfig, StaticBackendConfig
 from comfyart.config.sections import TrackingConfig
@@ -32,6 +33,7 @@ NODE_SECONDS = "1.5"  # three nodes: 4.5 s a prompt
 POOL = {"health_interval_s": 0.5, "health_timeout_s": 1.0, "static_lost_after_s": 2.0}
 TRACKING = {"silence_s": 1.0, "submit_timeout_s": 2.0, "task_timeout_s": 600.0, "max_retries": 2}
 GIVEN_UP = "static:emu0"
+JUST_STARTED_MS = 800  # well inside its first node of NODE_SECONDS
 
 
 def settings_over(tmp_path: Path, redis_url: str, *emulators: Any) -> Any:
@@ -44,17 +46,19 @@ async def submit(api: httpx.AsyncClient, count: int, first: int = 0) -> list[str
             for c in range(first, first + count)]
 
 
-async def wait_until_it_runs_and_queues(api: httpx.AsyncClient, ids: list[str]) -> None:
-    """Until emu0 holds two prompts (one running, one queued behind it) and one of its tasks has just started."""
+async def wait_until_it_runs_and_queues(api: httpx.AsyncClient, ids: list[str]) -> str:
+    """Until emu0 holds two prompts (one running, one queued behind it) and the one it runs started less than
+    ``JUST_STARTED_MS`` ago: in its first node, two more to go. Returns the prompt it runs."""
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         pool = (await api.get("/api/pool")).json()
         held = next(b["inflight"] for b in pool["backends"] if b["id"] == GIVEN_UP)
         records = [(await api.get(f"/api/tasks/{task_id}")).json() for task_id in ids]
-        if held == 2 and any(r["status"] == "running" and r["backend"] == GIVEN_UP for r in records):
-            return
+        running = [r for r in records if r["status"] == "running" and r["backend"] == GIVEN_UP]
+        if held == 2 and running and now_ms() - running[0]["started_ms"] < JUST_STARTED_MS:
+            return str(running[0]["prompt_id"])
         await asyncio.sleep(0.05)
-    raise AssertionError("emu0 never held a running and a queued prompt")
+    raise AssertionError("emu0 never held a prompt just started and one queued behind it")
 
 
 def backend_status(pool: dict[str, Any], backend_id: str) -> str:
@@ -109,22 +113,25 @@ async def test_a_paused_static_backend_is_rid_of_its_given_up_prompts_and_their_
     async with running_daemon(settings_over(tmp_path, redis_url, paused, other)) as api:
         await wait_for_pool(api, lambda pool: all(b["status"] == "healthy" for b in pool["backends"]))
         ids = await submit(api, 6)
-        await wait_until_it_runs_and_queues(api, ids)
+        running = await wait_until_it_runs_and_queues(api, ids)
         os.kill(paused.process.pid, signal.SIGSTOP)
         try:
             records = await wait_for_tasks(api, ids, timeout_s=60)
             given_up = assert_completed_once_each(records)
         finally:
             os.kill(paused.process.pid, signal.SIGCONT)
+        assert running in given_up
         # it answers again: the prompts given up on it are deleted from its queue or interrupted before new work
         await wait_for_pool(api, lambda pool: backend_status(pool, GIVEN_UP) == "healthy", timeout_s=20)
         queue = httpx.get(paused.url + "/queue", timeout=10).json()
         assert queue == {"queue_running": [], "queue_pending": []}
         history = httpx.get(paused.url + "/history", timeout=10).json()
-        ran = [prompt_id for prompt_id in given_up if prompt_id in history]
-        assert len(ran) <= 1  # the one it ran; the ones queued behind it were deleted, never run
-        for prompt_id in ran:  # interrupted before its end (it was stopped in its first node)
-            assert history[prompt_id]["status"]["status_str"] == "error", history[prompt_id]["status"]
+        # the one it ran was interrupted (paused in its first node, it was taken back before its last); the ones
+        # queued behind it were deleted, never run
+        assert [prompt_id for prompt_id in given_up if prompt_id in history] == [running]
+        status = history[running]["status"]
+        assert status["status_str"] == "error", status
+        assert [m[0] for m in status["messages"]][-1] == "execution_interrupted", status
         await asyncio.sleep(2.0)  # whatever it still reports of them changes nothing
         assert [(await api.get(f"/api/tasks/{task_id}")).json() for task_id in ids] == records
         more = await submit(api, 2, first=10)
@@ -135,13 +142,16 @@ async def test_a_paused_static_backend_is_rid_of_its_given_up_prompts_and_their_
 async def test_an_uncertain_submission_to_a_static_backend_out_of_reach_is_requeued(tmp_path: Path, redis_client,
                                                                                      session):
     """POST /prompt got ``Connection reset`` and /history cannot be asked: the dispatcher keeps the prompt on the
-    backend, uncertain. Once the backend has been out of reach for ``static_lost_after_s``, it goes back to the
-    queue like the others; the backend stays, unhealthy, and remembers the prompt to take it back."""
+    backend, uncertain. Once the backend has failed ``unhealthy_threshold`` checks in a row and been out of reach
+    for ``static_lost_after_s``, it goes back to the queue like the others (fewer failed checks, however long the
+    silence, are not enough: a check can be slow); the backend stays, unhealthy, and remembers the prompt to take it
+    back."""
     stores = Stores.on(redis_client, "reach")
     task = await stores.tasks.create(NewTask(basic_graph()))
     assert await stores.queue.claim_id(task.id, 30)
     await stores.queue.record_submission(task.id, backend="static:gone", prompt_id="uncertain-1", attempts=1)
-    pool = Pool(config=PoolConfig(static_lost_after_s=2.0, health_timeout_s=1.0, unhealthy_threshold=3),
+    pool = Pool(config=PoolConfig(static_lost_after_s=2.0, health_timeout_s=1.0, health_interval_s=0.5,
+                                  unhealthy_threshold=3),
                 providers=[], connect=lambda url: ComfyClient(session, url))
     backend = pool.add_static(StaticBackendConfig(name="gone", url=f"http://127.0.0.1:{free_port()}"), "config")
     book = PromptBook(on_change=pool.notify)
@@ -154,8 +164,14 @@ async def test_an_uncertain_submission_to_a_static_backend_out_of_reach_is_reque
     await give_up_silent(pool, outcomes.backend_lost)
     assert (await stores.tasks.get(task.id)).prompt_id == "uncertain-1"  # not silent long enough yet
 
-    backend.answered -= 2.0  # two seconds of silence, rather than waited for
+    backend.answered -= 60.0  # a minute of silence, rather than waited for
     await health.probe_all()
+    await give_up_silent(pool, outcomes.backend_lost)
+    assert backend.health.failures == 2
+    assert (await stores.tasks.get(task.id)).prompt_id == "uncertain-1"  # two failed checks of three: it stays
+    assert "uncertain-1" in book and not backend.given_up
+
+    await health.probe_all()  # the third failure in a row: unhealthy by the health policy
     await give_up_silent(pool, outcomes.backend_lost)
     record = await stores.tasks.get(task.id)
     assert record.status is TaskStatus.PENDING and record.prompt_id is None
