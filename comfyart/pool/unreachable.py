@@ -48,17 +48,22 @@ async def give_up_silent(pool: Pool, on_lost: LostHandler) -> None:
 
 
 async def give_up(pool: Pool, backend: Backend, reason: str, on_lost: LostHandler) -> None:
-    """Requeue the prompts of ``backend`` elsewhere and keep it, unhealthy, until it answers and lets go of them."""
+    """Requeue the prompts of ``backend`` elsewhere and keep it, unhealthy, until it answers and lets go of them.
+    Only the prompts that left the book are given up: should Redis fail half-way (``on_lost`` raises), the rest
+    are still tracked on it, and the next round, finding it still out of reach, gives them up."""
     logger.warning("static backend unreachable, its prompts go elsewhere backend={} prompts={} reason={}",
                    backend.id, len(backend.prompts), reason)
-    backend.given_up.update(backend.prompts)
     pool.recent_errors.append({"id": backend.id, "host": backend.host, "error": reason, "at_ms": now_ms()})
     backend.health = HealthCount(False, failures=backend.health.failures)
     if backend.state != BackendState.UNHEALTHY:
         backend.move_to(BackendState.UNHEALTHY)
         backend.unhealthy_since = time.monotonic()
-    await on_lost(backend, reason)
-    pool.notify()
+    held = set(backend.prompts)
+    try:
+        await on_lost(backend, reason)
+    finally:
+        backend.given_up.update(held - backend.prompts.keys())
+        pool.notify()
 
 
 async def take_back(backend: Backend) -> None:

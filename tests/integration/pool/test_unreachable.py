@@ -12,12 +12,15 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
+import redis.asyncio as aioredis
 
 from comfyart.clock import now_ms
 from comfyart.comfy.client import ComfyClient
 from comfyart.config.fleet import PoolConfig, StaticBackendConfig
 from comfyart.config.sections import TrackingConfig
 from comfyart.files.outputs import OutputStore
+from comfyart.errors import StoreUnavailable
 from comfyart.models import BackendState, NewTask, TaskStatus
 from comfyart.pool.health import HealthChecks
 from comfyart.pool.registry import Pool
@@ -28,6 +31,7 @@ from comfyart.tracker.prompts import PromptBook
 from tests.support.daemon import make_settings, running_daemon, static_backends, wait_for_pool, wait_for_tasks
 from tests.support.graphs import basic_graph
 from tests.support.ports import free_port
+from tests.support.redis import impatient_client, stop_writes_once_queued
 
 NODE_SECONDS = "1.5"  # three nodes: 4.5 s a prompt
 POOL = {"health_interval_s": 0.5, "health_timeout_s": 1.0, "static_lost_after_s": 2.0}
@@ -180,3 +184,47 @@ async def test_an_uncertain_submission_to_a_static_backend_out_of_reach_is_reque
     assert pool.backends[backend.id] is backend and backend.state is BackendState.UNHEALTHY
     assert backend.given_up == {"uncertain-1"} and not backend.prompts and "uncertain-1" not in book
     await outcomes.aclose()
+
+
+async def test_a_give_up_cut_short_by_redis_gives_up_only_what_left_the_book(tmp_path: Path, redis_url, session):
+    """Redis stops taking writes once the first of two prompts is requeued: the backend gives up that one only (the
+    other is still tracked on it, its task still pointing at it, and must not be taken back), and the next round,
+    the backend still out of reach, gives up the other."""
+    client, admin = impatient_client(redis_url), aioredis.from_url(redis_url, decode_responses=True)
+    stores = Stores.on(client, "cut")
+    ids = [(await stores.tasks.create(NewTask(basic_graph(color=c)))).id for c in range(2)]
+    pool = Pool(config=PoolConfig(static_lost_after_s=2.0, health_timeout_s=1.0, health_interval_s=0.5,
+                                  unhealthy_threshold=1),
+                providers=[], connect=lambda url: ComfyClient(session, url))
+    backend = pool.add_static(StaticBackendConfig(name="gone", url=f"http://127.0.0.1:{free_port()}"), "config")
+    book = PromptBook(on_change=pool.notify)
+    outcomes = Outcomes(store=stores.tasks, queue=stores.queue, book=book,
+                        outputs=OutputStore(tmp_path / "outputs"), config=TrackingConfig())
+    for task_id, prompt_id in zip(ids, ("held-0", "held-1"), strict=True):
+        assert await stores.queue.claim_id(task_id, 30)
+        await stores.queue.record_submission(task_id, backend=backend.id, prompt_id=prompt_id, attempts=1)
+        book.open(backend, prompt_id, task_id, basic_graph()).submitted = True
+    backend.answered -= 60.0
+    await HealthChecks(pool, pool.config).probe_all()  # one failure: unhealthy, at this threshold
+
+    stopping = await stop_writes_once_queued(stores.queue, admin)
+    try:
+        with pytest.raises(StoreUnavailable):
+            await give_up_silent(pool, outcomes.backend_lost)
+        await stopping
+    finally:
+        await admin.execute_command("CLIENT", "UNPAUSE")
+    assert backend.given_up == {"held-0"} and set(backend.prompts) == {"held-1"} and "held-1" in book
+    assert (await stores.tasks.get(ids[1])).prompt_id == "held-1"
+    assert backend.state is BackendState.UNHEALTHY
+
+    await HealthChecks(pool, pool.config).probe_all()  # the next round: still out of reach
+    await give_up_silent(pool, outcomes.backend_lost)
+    assert backend.given_up == {"held-0", "held-1"} and not backend.prompts and len(book) == 0
+    for task_id, prompt_id in zip(ids, ("held-0", "held-1"), strict=True):
+        record = await stores.tasks.get(task_id)
+        assert record.status is TaskStatus.PENDING and record.prompt_id is None
+        assert [(a.prompt_id, a.outcome) for a in record.history] == [(prompt_id, "backend_lost")]
+    await outcomes.aclose()
+    await client.aclose()
+    await admin.aclose()
