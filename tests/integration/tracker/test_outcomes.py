@@ -17,6 +17,7 @@ from comfyart.config.sections import TrackingConfig
 from comfyart.errors import InvalidTransition, StoreUnavailable
 from comfyart.files.outputs import OutputStore
 from comfyart.models import Attempt, NewTask, TaskStatus
+from comfyart.policy.attempts import AttemptEnd
 from comfyart.pool.backend import Backend
 from comfyart.pool.registry import Pool
 from comfyart.store.stores import Stores
@@ -58,7 +59,8 @@ async def test_results_of_an_attempt_given_up_for_lost_are_refused(tmp_path: Pat
         await queue.record_submission(task.id, backend="static:other", prompt_id=NEW, attempts=2)
         book.open(other, NEW, task.id, basic_graph()).submitted = True
 
-        # what the old backend still reports once it answers again: ignored
+        # what the old backend still reports once it answers again: ignored (its start, as the book no longer
+        # holds it; while it does, the store refuses it: test_a_start_of_an_attempt_ended_while_still_in_the_book)
         await tracker.handle(gone, protocol.ExecutionStart(OLD))
         await outcomes.failed(gone, OLD, old_state, "late failure")
         await outcomes.completed(gone, OLD, old_state, {})
@@ -149,4 +151,31 @@ async def test_an_attempt_ended_without_reaching_the_queue_is_queued_by_the_next
         record = await stores.tasks.get(task_id)
         assert [(a.prompt_id, a.outcome) for a in record.history] == [(prompt_id, "backend_lost")]
         assert await stores.queue.waiting() == 1 and len(book) == 0
+        await outcomes.aclose()
+
+
+async def test_a_start_of_an_attempt_ended_while_still_in_the_book_is_refused(tmp_path: Path, redis_client):
+    """While a lost backend's entries are requeued one by one, an entry is still in the book after its task moved
+    on (requeued, then submitted again elsewhere): its backend's execution_start reaches the store, whose
+    compare-and-set on the prompt id refuses it."""
+    stores = Stores.on(redis_client, "start")
+    async with aiohttp.ClientSession() as session:
+        pool = Pool(config=PoolConfig(), providers=[], connect=lambda url: ComfyClient(session, url))
+        gone = Backend(id="static:gone", kind="static", host="", url="http://127.0.0.1:9",
+                       client=ComfyClient(session, "http://127.0.0.1:9"))
+        book = PromptBook()
+        config = TrackingConfig()
+        outcomes = Outcomes(store=stores.tasks, queue=stores.queue, book=book,
+                            outputs=OutputStore(tmp_path / "outputs"), config=config)
+        tracker = Tracker(store=stores.tasks, queue=stores.queue, pool=pool, book=book, outcomes=outcomes,
+                          config=config, client_id="start")
+        [(task_id, old)] = await submitted_on(stores, gone, book, 1)
+        await outcomes.requeue(task_id, AttemptEnd.BACKEND_LOST, "backend static:gone was lost", prompt_id=old)
+        assert await stores.queue.claim_id(task_id, 30)
+        await stores.queue.record_submission(task_id, backend="static:other", prompt_id=NEW, attempts=2)
+        assert book.get(old) is not None  # not yet dropped
+
+        await tracker.handle(gone, protocol.ExecutionStart(old))
+        record = await stores.tasks.get(task_id)
+        assert record.status is TaskStatus.PENDING and record.started_ms is None and record.prompt_id == NEW
         await outcomes.aclose()
