@@ -1,12 +1,12 @@
-"""Static backends out of reach. comfyart does not run them, so silence never removes one from the pool; but one
-whose last ``unhealthy_threshold`` health checks failed (what makes a backend unhealthy), from which neither a good check nor a
-WebSocket frame came for ``pool.static_lost_after_s`` (``policy.health`` decides), loses its prompts: they are
+"""Static backends out of reach. comfyart does not run them, so silence never removes one from the pool; but one whose
+last ``unhealthy_threshold`` health checks failed (what makes a backend unhealthy), from which neither a good check
+nor a WebSocket frame came for ``pool.static_lost_after_s`` (``policy.health`` decides), loses its prompts: they are
 requeued elsewhere, as a dead container's are, and the backend stays, unhealthy and health-checked. Under a
 partition it may still hold them: when it answers again, before it gets new work, those still queued are deleted
 from its queue and the one it runs is interrupted. What it reports of them meanwhile is ignored: the book no longer
 holds them, and the task store refuses to end an attempt that is not the task's current one. The prompts given up
-are kept in memory: after a restart of comfyart a backend still out of reach may run them once more, to no effect
-on their tasks."""
+are kept in memory: after a restart of comfyart a backend still out of reach may run them once more, to no effect on
+their tasks."""
 from __future__ import annotations
 
 import time

@@ -19,8 +19,8 @@ from comfyart.clock import now_ms
 from comfyart.comfy.client import ComfyClient
 from comfyart.config.fleet import PoolConfig, StaticBackendConfig
 from comfyart.config.sections import TrackingConfig
-from comfyart.files.outputs import OutputStore
 from comfyart.errors import StoreUnavailable
+from comfyart.files.outputs import OutputStore
 from comfyart.models import BackendState, NewTask, TaskStatus
 from comfyart.pool.health import HealthChecks
 from comfyart.pool.registry import Pool
