@@ -228,10 +228,14 @@ class Dispatcher:
             submissions.create_task(self._submit(backend, record.prompt_id, state, prepared),
                                     name=f"submit {task.id}")
 
-    async def _unrunnable(self, task_id: str, error: str) -> None:
+    async def _unrunnable(self, task_id: str, error: str, *, prompt_id: str | None = None) -> None:
+        """The task fails: its inputs cannot be run. With ``prompt_id``, only if that is still its attempt (the
+        task's claim was released when the attempt was recorded)."""
+        expect = ("prompt_id", prompt_id) if prompt_id else None
         with contextlib.suppress(InvalidTransition, NotFound):
-            await self.store.update(task_id, to=TaskStatus.FAILED, finished_ms=now_ms(), error=error)
-        await self.queue.release_claim(task_id)
+            await self.store.update(task_id, to=TaskStatus.FAILED, expect=expect, finished_ms=now_ms(), error=error)
+        if prompt_id is None:
+            await self.queue.release_claim(task_id)
         logger.info("task cannot run task={} error={}", task_id, error)
 
     async def _submit(self, backend: Backend, prompt_id: str, state: PromptState, prepared: PreparedPrompt) -> None:
@@ -244,8 +248,10 @@ class Dispatcher:
                                         f"could not upload an input to {backend.id}: {exc}", prompt_id=prompt_id)
             return
         except InvalidInput as exc:
+            if not self.book.holds(prompt_id, state):
+                return  # given up (its backend out of reach) or canceled during the upload: the task moved on
             self.book.close(backend, prompt_id, done=False)
-            await self._unrunnable(state.task_id, str(exc))
+            await self._unrunnable(state.task_id, str(exc), prompt_id=prompt_id)
             return
         if not self.book.holds(prompt_id, state):
             return  # canceled while its inputs were uploading
@@ -292,6 +298,8 @@ class Dispatcher:
         except BackendUnavailable:
             # cannot tell yet: keep the slot; reconciliation looks again, and a lost backend requeues it
             state.submitted = True
+            if not self.book.holds(prompt_id, state):  # given up meanwhile: should it land, it is taken back
+                backend.given_up.add(prompt_id)
             logger.warning("submission uncertain task={} backend={} error={}", state.task_id, backend.id, exc)
             return
         if after_uncertain_submit(in_history=in_history, in_queue=in_queue) is AfterUncertainSubmit.TRACK:

@@ -123,14 +123,24 @@ class PoolConfig(Section):
     healthy_threshold: int = Field(1, ge=1, description="good checks in a row that bring it back")
     replace_unhealthy_after_s: float = Field(60.0, ge=0, description="a container unhealthy this long is replaced")
     static_lost_after_s: float = Field(
-        20.0, ge=0, description="a static backend whose health checks fail and whose WebSocket is silent this long "
-                                "loses its prompts: they are requeued elsewhere, and taken off it when it answers "
-                                "again; 0: never (they wait for tracking.task_timeout_s)")
+        30.0, ge=0, description="a static backend made unhealthy by its health checks, with neither a good check nor "
+                                "a WebSocket frame for this long, loses its prompts: they are requeued elsewhere, "
+                                "and taken off it when it answers again; more than health_timeout_s + "
+                                "health_interval_s; 0: never (they wait for tracking.task_timeout_s)")
 
     @model_validator(mode="after")
     def _min_below_max(self) -> PoolConfig:
         if self.min_containers > self.max_containers:
             raise ValueError(f"min_containers ({self.min_containers}) exceeds max_containers ({self.max_containers})")
+        return self
+
+    @model_validator(mode="after")
+    def _lost_after_a_whole_check(self) -> PoolConfig:
+        # one slow check alone leaves a backend silent for up to timeout + interval: that must not lose its prompts
+        window = self.health_timeout_s + self.health_interval_s
+        if self.static_lost_after_s and self.static_lost_after_s <= window:
+            raise ValueError(f"static_lost_after_s ({self.static_lost_after_s:g}) must exceed health_timeout_s + "
+                             f"health_interval_s ({self.health_timeout_s:g} + {self.health_interval_s:g}), or be 0")
         return self
 
 

@@ -26,12 +26,15 @@ def after_health_check(current: HealthCount, ok: bool, *, unhealthy_threshold: i
     return HealthCount(current.healthy and failures < unhealthy_threshold, failures, 0)
 
 
-def static_backend_lost(*, last_check_ok: bool, silent_s: float, holds_prompts: bool, lost_after_s: float) -> bool:
+def static_backend_lost(*, failed_checks: int, unhealthy_threshold: int, silent_s: float, holds_prompts: bool,
+                        lost_after_s: float) -> bool:
     """Whether a static backend's prompts are given up for lost (and requeued elsewhere): it holds some, its last
-    health check failed, and neither a health check nor its WebSocket has heard from it for ``lost_after_s``
-    (``silent_s``). ``lost_after_s`` of 0 means never: its prompts wait for ``task_timeout_s``. comfyart does not
-    run a static backend, so the backend itself stays in the pool; only its prompts move."""
-    if lost_after_s <= 0 or not holds_prompts or last_check_ok:
+    ``unhealthy_threshold`` health checks failed (``failed_checks`` in a row: what makes a backend unhealthy; one
+    slow check is not enough, nor is the unhealthy state a backend starts in), and neither a good check nor a frame
+    on its WebSocket came for ``lost_after_s`` (``silent_s``). ``lost_after_s`` of 0 means never: its prompts wait
+    for ``task_timeout_s``. comfyart does not run a static backend, so the backend itself stays in the pool; only
+    its prompts move."""
+    if lost_after_s <= 0 or not holds_prompts or failed_checks < unhealthy_threshold:
         return False
     return silent_s >= lost_after_s
 

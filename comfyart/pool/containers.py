@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 
 from loguru import logger
 
-from comfyart.errors import BackendUnavailable, ComfyartError, ContainerFailed, DockerUnavailable
+from comfyart.errors import BackendUnavailable, ComfyartError, ContainerFailed, DockerUnavailable, TransientError
 from comfyart.models import BackendState
 from comfyart.policy.backoff import Backoff
 from comfyart.policy.health import HealthCount
@@ -205,15 +205,23 @@ class Containers:
 
     # ------------------------------------------------------------------ stopping
     async def lose(self, backend: Backend, reason: str, *, replace: bool) -> None:
-        """A backend died: forget it, hand its prompts back (``on_lost``), remove it."""
+        """A backend died: forget it, hand its prompts back (``on_lost``), remove it. Should Redis fail half-way,
+        it is back in the pool, unhealthy, with the prompts not yet handed back: the next round loses it again."""
         logger.warning("backend lost backend={} reason={}", backend.id, reason.splitlines()[0])
-        self.pool.record_error(backend, reason)
         self.pool.backends.pop(backend.id, None)
+        try:
+            await self.on_lost(backend, reason)
+        except TransientError:
+            if backend.state == BackendState.HEALTHY:  # no new prompts meanwhile
+                backend.move_to(BackendState.UNHEALTHY)
+                backend.unhealthy_since = time.monotonic()
+            self.pool.backends.setdefault(backend.id, backend)
+            raise
+        self.pool.record_error(backend, reason)
         if backend.managed:
             self.pool.counters["lost"] += 1
             if replace:
                 self.pool.replacements += 1
-        await self.on_lost(backend, reason)
         if backend.provider and backend.spawned and backend.host not in self.pool.hosts_down:
             await self.remove_quietly(backend.provider, backend.spawned)
         self.pool.notify()

@@ -18,7 +18,7 @@ from comfyart.errors import BackendUnavailable, InvalidTransition, NotFound
 from comfyart.files.filethread import FileThread
 from comfyart.files.objects import ObjectStoreUnavailable, S3Outputs
 from comfyart.files.outputs import OutputStore
-from comfyart.models import Attempt, OutputFile, TaskStatus
+from comfyart.models import Attempt, OutputFile, Task, TaskStatus
 from comfyart.policy.attempts import AttemptEnd, should_retry
 from comfyart.pool.backend import Backend
 from comfyart.store.queue import TaskQueue
@@ -110,9 +110,12 @@ class Outcomes:
     async def requeue(self, task_id: str, end: AttemptEnd, reason: str, *, prompt_id: str | None) -> None:
         """End the attempt that submitted ``prompt_id``: back to the head of the queue when ``should_retry`` says
         so, else failed. Either way the attempt joins the task's history. An attempt already ended (another path
-        got there first) is left alone."""
+        got there first) is left alone, but for making sure that a task it sent back to pending is in the queue."""
         try:
             task = await self.store.get(task_id)
+            if _ended_unqueued(task, prompt_id):  # Redis failed between the two steps below, the last time
+                await self.queue.requeue(task_id)
+                return
             if task.prompt_id != prompt_id or task.status not in (TaskStatus.PENDING, TaskStatus.RUNNING):
                 return
             attempt = Attempt(backend=task.backend or "", prompt_id=prompt_id or "", submitted_ms=task.submitted_ms,
@@ -136,10 +139,13 @@ class Outcomes:
         logger.warning("task requeued task={} reason={}", task_id, reason)
 
     async def backend_lost(self, backend: Backend, reason: str) -> None:
-        """Every attempt on a lost backend goes back to the queue (or fails, its retries spent)."""
-        for prompt_id, state in self.book.drop_backend(backend):
+        """Every attempt on a lost backend goes back to the queue (or fails, its retries spent). Each entry leaves
+        the book once its attempt has ended: should Redis fail half-way, the entries left are still in the book,
+        their tasks still pointing at them, for the next try (the backend's next loss) to end."""
+        for prompt_id, state in self.book.of_backend(backend):
             await self.requeue(state.task_id, AttemptEnd.BACKEND_LOST,
                                f"backend {backend.id} was lost: {reason.splitlines()[0]}", prompt_id=prompt_id)
+            self.book.drop(backend, prompt_id)
 
     async def stop_on_backend(self, backend: Backend, prompt_id: str) -> bool:
         """Interrupt the prompt if it runs, or take it out of the backend's queue; returns whether it was running.
@@ -149,3 +155,10 @@ class Outcomes:
         except BackendUnavailable as exc:
             logger.warning("could not stop prompt backend={} prompt={} error={}", backend.id, prompt_id, exc)
             return False
+
+
+def _ended_unqueued(task: Task, prompt_id: str | None) -> bool:
+    """Whether the attempt that submitted ``prompt_id`` already ended with the task back to pending: then the task
+    may not have reached the queue yet (putting it there again changes nothing)."""
+    return (prompt_id is not None and task.status is TaskStatus.PENDING and task.prompt_id is None
+            and bool(task.history) and task.history[-1].prompt_id == prompt_id)

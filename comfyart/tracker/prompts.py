@@ -93,13 +93,13 @@ class PromptBook:
             backend.idle_since = time.monotonic()
         self.on_change()
 
-    def drop_backend(self, backend: Backend) -> list[tuple[str, PromptState]]:
-        """A lost backend's entries, taken out of the book: its attempts are ended by the caller."""
-        dropped = []
-        for prompt_id in list(backend.prompts):
-            state = self._prompts.pop(prompt_id, None)
-            backend.prompts.pop(prompt_id, None)
-            backend.prompt_costs.pop(prompt_id, None)
-            if state is not None:
-                dropped.append((prompt_id, state))
-        return dropped
+    def of_backend(self, backend: Backend) -> list[tuple[str, PromptState]]:
+        """The entries of ``backend``'s prompts, as a list: the caller may close them while it goes through them."""
+        return [(prompt_id, state) for prompt_id in list(backend.prompts)
+                if (state := self._prompts.get(prompt_id)) is not None]
+
+    def drop(self, backend: Backend, prompt_id: str) -> None:
+        """A lost backend's attempt ended: its entry leaves the book, and counts as no task served."""
+        self._prompts.pop(prompt_id, None)
+        backend.prompts.pop(prompt_id, None)
+        backend.prompt_costs.pop(prompt_id, None)

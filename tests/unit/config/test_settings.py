@@ -29,6 +29,10 @@ def write(tmp_path: Path, text: str) -> Path:
     ("docker: {image: x, hosts: [{name: a}]}", "docker.hosts.0.ports: Field required"),
     ("pool: {min_containers: many}", "pool.min_containers: Input should be a valid integer"),
     ("pool: {min_containers: 5, max_containers: 2}", "pool: min_containers (5) exceeds max_containers (2)"),
+    ("pool: {static_lost_after_s: 20}",
+     "pool: static_lost_after_s (20) must exceed health_timeout_s + health_interval_s (15 + 5), or be 0"),
+    ("pool: {health_timeout_s: 30}",
+     "pool: static_lost_after_s (30) must exceed health_timeout_s + health_interval_s (30 + 5), or be 0"),
     ("serve: {}", "serve: unknown field"),
     ("docker: {hosts: []}", "docker.image: Field required"),
     ("processes: {ports: [9000, 8000]}", "processes.ports: port range 9000-8000"),
@@ -67,3 +71,10 @@ def test_redis_url_variable(tmp_path: Path):
     settings = load_settings(write(tmp_path, "redis: {prefix: x}"), environ={"REDIS_URL": "redis://h:1/2"})
     assert settings.redis.url == "redis://h:1/2" and settings.redis.prefix == "x"
     assert load_settings(write(tmp_path, "{}"), environ={}).redis.url is None
+
+
+def test_a_static_lost_after_of_zero_fits_any_health_timing(tmp_path: Path):
+    settings = load_settings(write(tmp_path, "pool: {health_timeout_s: 60, static_lost_after_s: 0}"), environ={})
+    assert settings.pool.static_lost_after_s == 0
+    settings = load_settings(write(tmp_path, "pool: {health_timeout_s: 60, static_lost_after_s: 65.5}"), environ={})
+    assert settings.pool.static_lost_after_s == 65.5

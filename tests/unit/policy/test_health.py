@@ -1,4 +1,5 @@
-"""Health thresholds and recycling (policy.health): after_health_check and recycle_reason."""
+"""Health thresholds, static backends out of reach, and recycling (policy.health): after_health_check,
+static_backend_lost and recycle_reason."""
 from __future__ import annotations
 
 import pytest
@@ -50,20 +51,34 @@ def test_recycle_limits_of_zero_mean_never():
                           replace_unhealthy_after_s=60) is None
 
 
-@pytest.mark.parametrize("last_check_ok", [True, False])
+@pytest.mark.parametrize("failed_checks", [0, 1, 2, 3, 4])
 @pytest.mark.parametrize("holds_prompts", [True, False])
 @pytest.mark.parametrize("silent_s", [0.0, 19.9, 20.0, 20.1, 3600.0])
 @pytest.mark.parametrize("lost_after_s", [0.0, 20.0])
-def test_a_static_backend_loses_its_prompts_only_when_silent_long_enough(last_check_ok, holds_prompts, silent_s,
-                                                                        lost_after_s):
-    lost = static_backend_lost(last_check_ok=last_check_ok, silent_s=silent_s, holds_prompts=holds_prompts,
-                               lost_after_s=lost_after_s)
-    expected = (not last_check_ok and holds_prompts and lost_after_s > 0 and silent_s >= lost_after_s)
+def test_a_static_backend_loses_its_prompts_only_when_unhealthy_and_silent_long_enough(failed_checks, holds_prompts,
+                                                                                      silent_s, lost_after_s):
+    lost = static_backend_lost(failed_checks=failed_checks, unhealthy_threshold=3, silent_s=silent_s,
+                               holds_prompts=holds_prompts, lost_after_s=lost_after_s)
+    expected = (failed_checks >= 3 and holds_prompts and lost_after_s > 0 and silent_s >= lost_after_s)
     assert lost is expected
 
 
+def test_one_slow_check_does_not_lose_a_static_backends_prompts():
+    """One health check that timed out, after which the socket heard nothing (a long node without progress frames):
+    the health policy still counts the backend healthy, so however long the silence, its prompts stay; they go once
+    the failures make it unhealthy."""
+    count = HealthCount(True)
+    for failures in (1, 2, 3):
+        count = after_health_check(count, False, unhealthy_threshold=3, healthy_threshold=1)
+        lost = static_backend_lost(failed_checks=count.failures, unhealthy_threshold=3, silent_s=3600.0,
+                                   holds_prompts=True, lost_after_s=30.0)
+        assert lost is (not count.healthy) is (failures == 3)
+
+
 def test_a_static_backend_that_answers_its_socket_keeps_its_prompts():
-    """A failed check while the socket was heard a moment ago (ComfyUI's HTTP stalls while previews stream): the
+    """Unhealthy while the socket was heard a moment ago (ComfyUI's HTTP stalls while previews stream): the
     caller's silence is the socket's, short, and the prompts stay."""
-    assert not static_backend_lost(last_check_ok=False, silent_s=1.0, holds_prompts=True, lost_after_s=20.0)
-    assert static_backend_lost(last_check_ok=False, silent_s=20.0, holds_prompts=True, lost_after_s=20.0)
+    assert not static_backend_lost(failed_checks=3, unhealthy_threshold=3, silent_s=1.0, holds_prompts=True,
+                                   lost_after_s=20.0)
+    assert static_backend_lost(failed_checks=3, unhealthy_threshold=3, silent_s=20.0, holds_prompts=True,
+                               lost_after_s=20.0)
