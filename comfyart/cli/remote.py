@@ -17,7 +17,15 @@ from urllib.parse import quote
 import httpx
 
 from comfyart.cli.options import PLACEMENT, add_remote_options
-from comfyart.cli.render import node_error_lines, pool_lines, printable, progress_line, task_lines
+from comfyart.cli.render import (
+    node_error_lines,
+    pool_lines,
+    printable,
+    progress_line,
+    task_lines,
+    task_table,
+    workflow_table,
+)
 from comfyart.workflows.definition import Workflow, WorkflowDefinition
 
 FINAL = ("completed", "failed", "canceled")
@@ -258,9 +266,8 @@ def tasks(client: httpx.Client, args: argparse.Namespace) -> int:
     if args.status:
         params["status"] = args.status
     listing = _answer(client.get("/api/tasks", params=params))
-    rows = [f"{t['id']}  {t['status']:<9}  {round((t.get('progress') or 0) * 100):>3}%  "
-            f"{t.get('workflow') or 'graph'}  {t.get('backend') or ''}".rstrip() for t in listing["tasks"]]
-    _print(args, listing, "\n".join(rows + [f"({len(rows)} of {listing['total']})"]))
+    rows = task_table(listing["tasks"]) if listing["tasks"] else []
+    _print(args, listing, "\n".join(rows + [f"({len(listing['tasks'])} of {listing['total']})"]))
     return 0
 
 
@@ -290,7 +297,7 @@ def workflows(client: httpx.Client, args: argparse.Namespace) -> int:
     command = args.workflow_command
     if command == "list":
         listing = _answer(client.get("/api/workflows"))
-        rows = [f"{w['name']}  v{w['version']}  {', '.join(w.get('params') or {})}" for w in listing["workflows"]]
+        rows = workflow_table(listing["workflows"]) if listing["workflows"] else ["(no workflows)"]
         _print(args, listing, "\n".join(rows))
     elif command == "show":
         print(json.dumps(_answer(client.get(f"/api/workflows/{quote(args.name)}")), indent=2))
