@@ -171,20 +171,22 @@ def submit(client: httpx.Client, args: argparse.Namespace) -> int:
         try:
             text = sys.stdin.read() if str(args.prompt) == "-" else args.prompt.read_text()
             graph = json.loads(text)
-        except (OSError, ValueError) as exc:
-            raise CommandFailed(f"--prompt {args.prompt}: {exc}", code=2) from None
+        except OSError as exc:
+            raise CommandFailed(f"--prompt {args.prompt}: cannot read it: {reason(exc)}", code=2) from None
+        except ValueError as exc:
+            raise CommandFailed(f"--prompt {args.prompt}: not JSON: {exc}", code=2) from None
         created = _answer(client.post("/api/tasks", json={"prompt": graph.get("prompt", graph), **options}))
     else:
         params = dict(param_value(raw) for raw in args.param)
         files = {name: value for name, value in params.items() if isinstance(value, Path)}
         if files:
             opened = {}
-            try:
-                for name, path in files.items():
+            for name, path in files.items():
+                try:
                     opened[name] = (path.name, path.read_bytes(),
                                     mimetypes.guess_type(path.name)[0] or "application/octet-stream")
-            except OSError as exc:
-                raise CommandFailed(f"--param: {exc}", code=2) from None
+                except OSError as exc:
+                    raise CommandFailed(f"--param {name}=@{path}: cannot read it: {reason(exc)}", code=2) from None
             form = {"params": json.dumps({k: v for k, v in params.items() if k not in files}),
                     **{k: str(v) for k, v in options.items()}}
             response = client.post(f"/api/workflows/{quote(args.workflow)}/run", data=form, files=opened)
@@ -261,6 +263,12 @@ def download(client: httpx.Client, task: dict[str, Any], directory: Path) -> lis
     return paths
 
 
+def reason(exc: OSError) -> str:
+    """Why a file could not be read, as ``ls`` would say it ("no such file or directory"), without Python's
+    ``[Errno 2]``."""
+    return (exc.strerror or str(exc)).lower()
+
+
 def tasks(client: httpx.Client, args: argparse.Namespace) -> int:
     params: dict[str, Any] = {"limit": args.limit}
     if args.status:
@@ -304,8 +312,10 @@ def workflows(client: httpx.Client, args: argparse.Namespace) -> int:
     elif command == "put":
         try:
             definition = json.loads(args.file.read_text())
-        except (OSError, ValueError) as exc:
-            raise CommandFailed(f"{args.file}: {exc}", code=2) from None
+        except OSError as exc:
+            raise CommandFailed(f"{args.file}: cannot read it: {reason(exc)}", code=2) from None
+        except ValueError as exc:
+            raise CommandFailed(f"{args.file}: not JSON: {exc}", code=2) from None
         result = _answer(client.put(f"/api/workflows/{quote(args.name)}", json=definition_of(definition)))
         _print(args, result, f"{result['name']} version {result['version']}"
                              + ("" if result["changed"] else " (unchanged)"))
