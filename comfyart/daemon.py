@@ -143,6 +143,11 @@ async def build(settings: Settings, stores: Stores, session: aiohttp.ClientSessi
         assert settings.outputs.s3 is not None  # the config's validator insists
         objects = S3Outputs(settings.outputs.s3)
         await objects.check()
+    configured = (settings.docker is not None and bool(settings.docker.hosts)) or settings.processes is not None
+    warning = no_backend_warning(configured or bool(settings.static_backends),
+                                 bool(await stores.pool.static_backends()))
+    if warning is not None:
+        logger.warning(warning)
     migrated = await stores.queue.migrate()
     if migrated:
         logger.info("queue migrated to the priority queue tasks={}", migrated)
@@ -176,6 +181,16 @@ async def build(settings: Settings, stores: Stores, session: aiohttp.ClientSessi
         "comfyui front door": front.run, "cluster events": watch.run, "webhooks": webhooks.run,
         "metrics": lambda: metrics.run(events), "stats": stats.run}
     return Daemon(settings, stores, session, core, services, loops)
+
+
+def no_backend_warning(configured: bool, registered: bool) -> str | None:
+    """What to say when nothing can ever run a task: ``comfyart serve`` without ``--config`` serves happily with no
+    backend, and its tasks wait for good."""
+    if configured or registered:
+        return None
+    return ("no backends: the configuration names none (docker.hosts, processes, static_backends) and none was "
+            "registered (POST /api/pool/backends); tasks wait until one is. config/demo.yaml runs two emulated "
+            "ComfyUIs")
 
 
 async def run(settings: Settings, *, ready: asyncio.Event | None = None,

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from errno import EACCES, EADDRINUSE, EADDRNOTAVAIL, EPERM
 
-from comfyart.daemon import listen_problem
+from comfyart.daemon import listen_problem, no_backend_warning
 from tests.support.paths import ROOT
 
 
@@ -32,3 +32,11 @@ def test_listen_problem_says_why_and_what_to_change():
         "cannot listen on [::1]:8100: cannot assign requested address (check server.host and server.port)")
     assert listen_problem("nohost.invalid", 8100, -2, "Name or service not known") == (
         "cannot listen on nohost.invalid:8100: name or service not known (check server.host and server.port)")
+
+
+def test_no_backend_warning_only_when_nothing_could_run_a_task():
+    assert no_backend_warning(True, False) is None and no_backend_warning(False, True) is None
+    assert no_backend_warning(True, True) is None
+    assert no_backend_warning(False, False) == (
+        "no backends: the configuration names none (docker.hosts, processes, static_backends) and none was registered "
+        "(POST /api/pool/backends); tasks wait until one is. config/demo.yaml runs two emulated ComfyUIs")
