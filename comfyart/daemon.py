@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import gc
 import signal
+import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -141,6 +143,11 @@ async def build(settings: Settings, stores: Stores, session: aiohttp.ClientSessi
         assert settings.outputs.s3 is not None  # the config's validator insists
         objects = S3Outputs(settings.outputs.s3)
         await objects.check()
+    configured = (settings.docker is not None and bool(settings.docker.hosts)) or settings.processes is not None
+    warning = no_backend_warning(configured or bool(settings.static_backends),
+                                 bool(await stores.pool.static_backends()))
+    if warning is not None:
+        logger.warning(warning)
     migrated = await stores.queue.migrate()
     if migrated:
         logger.info("queue migrated to the priority queue tasks={}", migrated)
@@ -176,6 +183,16 @@ async def build(settings: Settings, stores: Stores, session: aiohttp.ClientSessi
     return Daemon(settings, stores, session, core, services, loops)
 
 
+def no_backend_warning(configured: bool, registered: bool) -> str | None:
+    """What to say when nothing can ever run a task: ``comfyart serve`` without ``--config`` serves happily with no
+    backend, and its tasks wait for good."""
+    if configured or registered:
+        return None
+    return ("no backends: the configuration names none (docker.hosts, processes, static_backends) and none was "
+            "registered (POST /api/pool/backends); tasks wait until one is. config/demo.yaml runs two emulated "
+            "ComfyUIs")
+
+
 async def run(settings: Settings, *, ready: asyncio.Event | None = None,
               stop: asyncio.Event | None = None, own_process: bool = False, events: EventHub | None = None) -> None:
     """Serve until SIGINT/SIGTERM (or until ``stop`` is set); ``ready`` is set once the API listens.
@@ -184,20 +201,47 @@ async def run(settings: Settings, *, ready: asyncio.Event | None = None,
     problem = auth_problem(settings.auth, settings.server.host)
     if problem is not None:
         raise ConfigError(problem)
-    events = events if events is not None else EventHub()
-    stores = await Stores.open(settings, events)
-    # aiohttp's default caps all connections at 100, and every backend's WebSocket holds one for good: with a few
-    # dozen backends, submissions and downloads would queue for a connection. The cap is per backend instead.
-    session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0, limit_per_host=BACKEND_CONNECTIONS))
+    with listen_socket(settings.server.host, settings.server.port) as listener:
+        events = events if events is not None else EventHub()
+        stores = await Stores.open(settings, events)
+        # aiohttp's default caps all connections at 100, and every backend's WebSocket holds one for good: with a
+        # few dozen backends, submissions and downloads would queue for a connection. The cap is per backend.
+        session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0, limit_per_host=BACKEND_CONNECTIONS))
+        try:
+            daemon = await build(settings, stores, session, events)
+        except BaseException:
+            await _close(None, stores, session)
+            raise
+        await serve(daemon, listener, ready=ready, stop=stop or asyncio.Event(), own_process=own_process)
+
+
+def listen_socket(host: str, port: int) -> socket.socket:
+    """The API's socket, bound before anything else starts (Redis, backends): a port already taken stops
+    ``comfyart serve`` at once with one line. Left to uvicorn, the bind failed inside the running daemon, whose
+    ``sys.exit`` then left it hung, deaf to SIGTERM."""
+    listener = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
     try:
-        daemon = await build(settings, stores, session, events)
-    except BaseException:
-        await _close(None, stores, session)
-        raise
-    await serve(daemon, ready=ready, stop=stop or asyncio.Event(), own_process=own_process)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind((host, port))
+    except OSError as exc:
+        listener.close()
+        raise ConfigError(listen_problem(host, port, exc.errno, exc.strerror or str(exc))) from exc
+    return listener
 
 
-async def serve(daemon: Daemon, *, ready: asyncio.Event | None, stop: asyncio.Event, own_process: bool) -> None:
+def listen_problem(host: str, port: int, code: int | None, reason: str) -> str:
+    """What to tell someone whose daemon cannot listen on ``host:port``."""
+    where = f"cannot listen on {f'[{host}]' if ':' in host else host}:{port}: {reason[:1].lower()}{reason[1:]}"
+    if code == errno.EADDRINUSE:
+        return (f"{where} (another comfyart serve? set server.port, e.g. COMFYART_SERVER__PORT={port + 1} "
+                f"comfyart serve ...)")
+    if code in (errno.EACCES, errno.EPERM):
+        return f"{where} (ports below 1024 need privileges: set server.port)"
+    return f"{where} (check server.host and server.port)"
+
+
+async def serve(daemon: Daemon, listener: socket.socket, *, ready: asyncio.Event | None, stop: asyncio.Event,
+                own_process: bool) -> None:
     settings = daemon.settings
     server = _Server(uvicorn.Config(create_app(daemon.services), host=settings.server.host,
                                     port=settings.server.port, log_config=None, access_log=False, lifespan="off",
@@ -226,7 +270,7 @@ async def serve(daemon: Daemon, *, ready: asyncio.Event | None, stop: asyncio.Ev
         async with asyncio.TaskGroup() as roots:
             for name, loop_of in daemon.loops.items():
                 roots.create_task(_root(name, loop_of(), stop), name=name)
-            api = roots.create_task(_root("api", server.serve(), stop), name="api")
+            api = roots.create_task(_root("api", _api(server, listener), stop), name="api")
             roots.create_task(until_stopped(api), name="stop")
             roots.create_task(announce(), name="announce")
     except* _Stopping:
@@ -236,6 +280,13 @@ async def serve(daemon: Daemon, *, ready: asyncio.Event | None, stop: asyncio.Ev
             loop.remove_signal_handler(sig)
         await asyncio.shield(_close(daemon.core.containers, daemon.stores, daemon.session))
     logger.info("stopped")
+
+
+async def _api(server: uvicorn.Server, listener: socket.socket) -> None:
+    try:
+        await server.serve(sockets=[listener])
+    except SystemExit as exc:  # uvicorn's way to fail at start-up; raised through the TaskGroup, it hung the daemon
+        raise _RootExited(f"api failed to start (exit {exc.code})") from None
 
 
 async def _root(name: str, coroutine: Awaitable[None], stop: asyncio.Event) -> None:

@@ -17,7 +17,15 @@ from urllib.parse import quote
 import httpx
 
 from comfyart.cli.options import PLACEMENT, add_remote_options
-from comfyart.cli.render import node_error_lines, pool_lines, printable, progress_line, task_lines
+from comfyart.cli.render import (
+    node_error_lines,
+    pool_lines,
+    printable,
+    progress_line,
+    task_lines,
+    task_table,
+    workflow_table,
+)
 from comfyart.workflows.definition import Workflow, WorkflowDefinition
 
 FINAL = ("completed", "failed", "canceled")
@@ -163,20 +171,22 @@ def submit(client: httpx.Client, args: argparse.Namespace) -> int:
         try:
             text = sys.stdin.read() if str(args.prompt) == "-" else args.prompt.read_text()
             graph = json.loads(text)
-        except (OSError, ValueError) as exc:
-            raise CommandFailed(f"--prompt {args.prompt}: {exc}", code=2) from None
+        except OSError as exc:
+            raise CommandFailed(f"--prompt {args.prompt}: cannot read it: {reason(exc)}", code=2) from None
+        except ValueError as exc:
+            raise CommandFailed(f"--prompt {args.prompt}: not JSON: {exc}", code=2) from None
         created = _answer(client.post("/api/tasks", json={"prompt": graph.get("prompt", graph), **options}))
     else:
         params = dict(param_value(raw) for raw in args.param)
         files = {name: value for name, value in params.items() if isinstance(value, Path)}
         if files:
             opened = {}
-            try:
-                for name, path in files.items():
+            for name, path in files.items():
+                try:
                     opened[name] = (path.name, path.read_bytes(),
                                     mimetypes.guess_type(path.name)[0] or "application/octet-stream")
-            except OSError as exc:
-                raise CommandFailed(f"--param: {exc}", code=2) from None
+                except OSError as exc:
+                    raise CommandFailed(f"--param {name}=@{path}: cannot read it: {reason(exc)}", code=2) from None
             form = {"params": json.dumps({k: v for k, v in params.items() if k not in files}),
                     **{k: str(v) for k, v in options.items()}}
             response = client.post(f"/api/workflows/{quote(args.workflow)}/run", data=form, files=opened)
@@ -253,14 +263,19 @@ def download(client: httpx.Client, task: dict[str, Any], directory: Path) -> lis
     return paths
 
 
+def reason(exc: OSError) -> str:
+    """Why a file could not be read, as ``ls`` would say it ("no such file or directory"), without Python's
+    ``[Errno 2]``."""
+    return (exc.strerror or str(exc)).lower()
+
+
 def tasks(client: httpx.Client, args: argparse.Namespace) -> int:
     params: dict[str, Any] = {"limit": args.limit}
     if args.status:
         params["status"] = args.status
     listing = _answer(client.get("/api/tasks", params=params))
-    rows = [f"{t['id']}  {t['status']:<9}  {round((t.get('progress') or 0) * 100):>3}%  "
-            f"{t.get('workflow') or 'graph'}  {t.get('backend') or ''}".rstrip() for t in listing["tasks"]]
-    _print(args, listing, "\n".join(rows + [f"({len(rows)} of {listing['total']})"]))
+    rows = task_table(listing["tasks"]) if listing["tasks"] else []
+    _print(args, listing, "\n".join(rows + [f"({len(listing['tasks'])} of {listing['total']})"]))
     return 0
 
 
@@ -290,15 +305,17 @@ def workflows(client: httpx.Client, args: argparse.Namespace) -> int:
     command = args.workflow_command
     if command == "list":
         listing = _answer(client.get("/api/workflows"))
-        rows = [f"{w['name']}  v{w['version']}  {', '.join(w.get('params') or {})}" for w in listing["workflows"]]
+        rows = workflow_table(listing["workflows"]) if listing["workflows"] else ["(no workflows)"]
         _print(args, listing, "\n".join(rows))
     elif command == "show":
         print(json.dumps(_answer(client.get(f"/api/workflows/{quote(args.name)}")), indent=2))
     elif command == "put":
         try:
             definition = json.loads(args.file.read_text())
-        except (OSError, ValueError) as exc:
-            raise CommandFailed(f"{args.file}: {exc}", code=2) from None
+        except OSError as exc:
+            raise CommandFailed(f"{args.file}: cannot read it: {reason(exc)}", code=2) from None
+        except ValueError as exc:
+            raise CommandFailed(f"{args.file}: not JSON: {exc}", code=2) from None
         result = _answer(client.put(f"/api/workflows/{quote(args.name)}", json=definition_of(definition)))
         _print(args, result, f"{result['name']} version {result['version']}"
                              + ("" if result["changed"] else " (unchanged)"))

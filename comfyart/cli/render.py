@@ -3,10 +3,13 @@ wrote (ComfyUI's error messages) is shown on one line each, with control charact
 move the cursor or recolour the terminal."""
 from __future__ import annotations
 
+import json
 import re
+from collections.abc import Sequence
 from typing import Any
 
 BAR_WIDTH = 30
+PROMPT_WIDTH = 60  # of a prompt in a listing: enough to tell tasks apart on one line
 MIB = 1 << 20
 CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
@@ -25,10 +28,41 @@ def progress_line(task: dict[str, Any]) -> str:
     return f"[{'#' * filled}{'-' * (BAR_WIDTH - filled)}] {done * 100:5.1f}% {task.get('status', '')}{where}"
 
 
+def table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
+    """``rows`` under ``header`` in columns as wide as their widest cell (as ``docker ps`` prints them), each cell on
+    one line; the last column is not padded."""
+    cells = [[printable(cell) for cell in row] for row in [header, *rows]]
+    widths = [max(len(row[column]) for row in cells) for column in range(len(header) - 1)]
+    return ["  ".join([*(cell.ljust(width) for cell, width in zip(row, widths, strict=False)), row[-1]]).rstrip()
+            for row in cells]
+
+
+def shortened(text: str, width: int) -> str:
+    return text if len(text) <= width else text[:width - 1] + "…"
+
+
+def task_table(tasks: Sequence[dict[str, Any]]) -> list[str]:
+    """``comfyart tasks``: a row a task, with its prompt (``prompt_text``) to tell tasks apart."""
+    return table(["ID", "STATUS", "PROGRESS", "WORKFLOW", "BACKEND", "PROMPT"],
+                 [[t["id"], t["status"], f"{round((t.get('progress') or 0) * 100)}%", t.get("workflow") or "graph",
+                   t.get("backend") or "-", shortened(printable(t.get("prompt_text") or ""), PROMPT_WIDTH)]
+                  for t in tasks])
+
+
+def workflow_table(workflows: Sequence[dict[str, Any]]) -> list[str]:
+    """``comfyart workflows list``: name, version, parameters."""
+    return table(["NAME", "VERSION", "PARAMETERS"],
+                 [[w["name"], f"v{w['version']}", ", ".join(w.get("params") or {})] for w in workflows])
+
+
 def task_lines(record: dict[str, Any]) -> list[str]:
-    """``comfyart task ID``: the record's main fields, its progress, its outputs and ComfyUI's node errors."""
-    lines = [f"{key}: {printable(record[key])}" for key in ("id", "status", "workflow", "backend", "attempts",
-                                                             "error") if record.get(key) is not None]
+    """``comfyart task ID``: the record's main fields (what it draws, with which parameters), its progress, its
+    outputs and ComfyUI's node errors."""
+    params = json.dumps(record["params"], ensure_ascii=False) if record.get("params") else None
+    fields = {"id": record.get("id"), "status": record.get("status"), "workflow": record.get("workflow"),
+              "prompt": record.get("prompt_text"), "params": params, "backend": record.get("backend"),
+              "attempts": record.get("attempts"), "error": record.get("error")}
+    lines = [f"{key}: {printable(value)}" for key, value in fields.items() if value not in (None, "")]
     lines.append(progress_line(record))
     lines += [f"output: {o['filename']} ({o['size']} bytes, {o['content_type']})" for o in record.get("outputs") or []]
     return lines + node_error_lines(record.get("node_errors"))

@@ -1,10 +1,13 @@
-"""The daemon's own process tunes its garbage collector once serving (daemon.tune_gc)."""
+"""The daemon's own process tunes its garbage collector once serving (daemon.tune_gc), and says why it cannot
+listen (daemon.listen_problem)."""
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
+from errno import EACCES, EADDRINUSE, EADDRNOTAVAIL, EPERM
 
+from comfyart.daemon import listen_problem, no_backend_warning
 from tests.support.paths import ROOT
 
 
@@ -16,3 +19,24 @@ def test_tune_gc_freezes_what_start_up_made_and_collects_young_objects_less_ofte
                                                             capture_output=True, text=True).stdout)
     assert frozen > 10_000  # the imported modules and what they made
     assert after == [gen0, *before[1:]] and gen0 > before[0]
+
+
+def test_listen_problem_says_why_and_what_to_change():
+    assert listen_problem("127.0.0.1", 8100, EADDRINUSE, "Address already in use") == (
+        "cannot listen on 127.0.0.1:8100: address already in use (another comfyart serve? set server.port, e.g. "
+        "COMFYART_SERVER__PORT=8101 comfyart serve ...)")
+    for code in (EACCES, EPERM):
+        assert listen_problem("0.0.0.0", 80, code, "Permission denied") == (
+            "cannot listen on 0.0.0.0:80: permission denied (ports below 1024 need privileges: set server.port)")
+    assert listen_problem("::1", 8100, EADDRNOTAVAIL, "Cannot assign requested address") == (
+        "cannot listen on [::1]:8100: cannot assign requested address (check server.host and server.port)")
+    assert listen_problem("nohost.invalid", 8100, -2, "Name or service not known") == (
+        "cannot listen on nohost.invalid:8100: name or service not known (check server.host and server.port)")
+
+
+def test_no_backend_warning_only_when_nothing_could_run_a_task():
+    assert no_backend_warning(True, False) is None and no_backend_warning(False, True) is None
+    assert no_backend_warning(True, True) is None
+    assert no_backend_warning(False, False) == (
+        "no backends: the configuration names none (docker.hosts, processes, static_backends) and none was registered "
+        "(POST /api/pool/backends); tasks wait until one is. config/demo.yaml runs two emulated ComfyUIs")

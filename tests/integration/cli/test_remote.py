@@ -104,7 +104,8 @@ async def test_graphs_cancel_and_refusals(tmp_path: Path, redis_url, emulator):
         code, out, err = await cli(url, "workflows", "put", "mine", str(definition), key=ADMIN_KEY)
         assert code == 0 and out.strip() == "mine version 1", err
         code, out, _ = await cli(url, "workflows", "list")
-        assert code == 0 and "mine  v1  seed" in out and "text-to-image" in out
+        rows = [line.split() for line in out.splitlines()]
+        assert code == 0 and ["mine", "v1", "seed"] in rows and "text-to-image" in out
         code, out, _ = await cli(url, "workflows", "show", "mine")
         assert json.loads(out)["params"]["seed"]["target"] == [{"node": "3", "input": "seed"}]
         shown = tmp_path / "shown.json"
@@ -115,3 +116,24 @@ async def test_graphs_cancel_and_refusals(tmp_path: Path, redis_url, emulator):
         assert code == 1 and "403" in err
         code, out, _ = await cli(url, "workflows", "rm", "mine", key=ADMIN_KEY)
         assert code == 0 and "mine deleted" in out
+
+
+async def test_a_file_it_cannot_read_is_named_with_why_and_no_errno(tmp_path: Path):
+    """Refused before any request, so no daemon is needed: the file, the option that named it, and why."""
+    missing, directory, broken = tmp_path / "photo.png", tmp_path, tmp_path / "graph.json"
+    broken.write_text("{")
+    nowhere = "http://127.0.0.1:9"
+    cases = [
+        (["submit", "--workflow", "image-to-image", "--param", f"image=@{missing}", "--param", "prompt=x"],
+         f"comfyart: --param image=@{missing}: cannot read it: no such file or directory"),
+        (["submit", "--prompt", str(missing)], f"comfyart: --prompt {missing}: cannot read it: no such file or "
+                                                "directory"),
+        (["submit", "--prompt", str(directory)], f"comfyart: --prompt {directory}: cannot read it: is a directory"),
+        (["submit", "--prompt", str(broken)], f"comfyart: --prompt {broken}: not JSON: Expecting property name "
+                                               "enclosed in double quotes: line 1 column 2 (char 1)"),
+        (["workflows", "put", "mine", str(missing)], f"comfyart: {missing}: cannot read it: no such file or "
+                                                      "directory"),
+    ]
+    for args, expected in cases:
+        code, _, err = await cli(nowhere, *args)
+        assert (code, err.strip()) == (2, expected), args

@@ -1,8 +1,16 @@
 """What the CLI prints of the daemon's records: ComfyUI's node errors as its console shows them, the pool with its
-VRAM labelled, and nothing a backend wrote that could drive the terminal."""
+VRAM labelled, listings in aligned columns with each task's prompt, and nothing a backend wrote that could drive the
+terminal."""
 from __future__ import annotations
 
-from comfyart.cli.render import node_error_lines, pool_lines, printable, task_lines
+from comfyart.cli.render import (
+    node_error_lines,
+    pool_lines,
+    printable,
+    task_lines,
+    task_table,
+    workflow_table,
+)
 
 # as a real ComfyUI 0.3.64 answered (shared/comfyui/transcripts/04_validation_errors.json), two errors on one node
 NODE_ERRORS = {
@@ -73,3 +81,40 @@ def test_pool_labels_free_and_total_vram():
         "queue 2; autoscaler: steady",
     ]
 
+
+
+def test_tasks_are_listed_in_columns_with_their_prompt():
+    lines = task_table([
+        {"id": "01A", "status": "completed", "progress": 1.0, "workflow": "text-to-image", "backend": "process:8300",
+         "prompt_text": "a lighthouse on a cliff at dawn"},
+        {"id": "01B", "status": "pending", "progress": 0, "workflow": None, "backend": None,
+         "prompt_text": "x" * 80 + "\x1b[2J"},
+        {"id": "01C", "status": "failed", "progress": 0.25, "backend": "static:a", "prompt_text": None},
+    ])
+    assert lines == [
+        "ID   STATUS     PROGRESS  WORKFLOW       BACKEND       PROMPT",
+        "01A  completed  100%      text-to-image  process:8300  a lighthouse on a cliff at dawn",
+        "01B  pending    0%        graph          -             " + "x" * 59 + "…",
+        "01C  failed     25%       graph          static:a",
+    ]
+
+
+def test_workflows_are_listed_in_columns():
+    assert workflow_table([{"name": "image-to-image", "version": 3, "params": {"image": {}, "prompt": {}}},
+                           {"name": "t2i", "version": 12, "params": {}}]) == [
+        "NAME            VERSION  PARAMETERS",
+        "image-to-image  v3       image, prompt",
+        "t2i             v12",
+    ]
+
+
+def test_a_task_shows_what_it_draws_and_with_which_parameters():
+    record = {"id": "T2", "status": "completed", "workflow": "text-to-image", "prompt_text": "a red barn",
+              "params": {"prompt": "a red barn", "steps": 20, "seed": 7}, "backend": "process:local:8300",
+              "attempts": 1, "error": None, "progress": 1.0,
+              "outputs": [{"filename": "comfyart_00001_.png", "size": 10, "content_type": "image/png"}]}
+    assert task_lines(record) == [
+        "id: T2", "status: completed", "workflow: text-to-image", "prompt: a red barn",
+        'params: {"prompt": "a red barn", "steps": 20, "seed": 7}', "backend: process:local:8300", "attempts: 1",
+        "[##############################] 100.0% completed", "output: comfyart_00001_.png (10 bytes, image/png)",
+    ]
