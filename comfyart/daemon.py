@@ -219,7 +219,10 @@ def listen_socket(host: str, port: int) -> socket.socket:
     """The API's socket, bound before anything else starts (Redis, backends): a port already taken stops
     ``comfyart serve`` at once with one line. Left to uvicorn, the bind failed inside the running daemon, whose
     ``sys.exit`` then left it hung, deaf to SIGTERM."""
-    listener = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    # IPPROTO_TCP named outright: asyncio turns Nagle's algorithm off (TCP_NODELAY) only on connections of a socket
+    # whose protocol says TCP, and with it on every answer waited ~40 ms for the client's delayed ACK
+    listener = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM,
+                             socket.IPPROTO_TCP)
     try:
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         listener.bind((host, port))
