@@ -157,7 +157,9 @@ def containers_of(engines: dict) -> list:
     found = []
     for engine in engines["engines"].values():
         with engine.client() as client:
-            found += [c.name for c in client.containers.list(all=True, filters={"label": "comfyart.managed=true"})]
+            # sparse: the list alone, with no inspect of each one, which fails for one removed in between
+            found += [c.attrs["Names"][0].lstrip("/") for c in client.containers.list(
+                all=True, sparse=True, filters={"label": "comfyart.managed=true"})]
     return found
 
 
@@ -168,8 +170,10 @@ async def test_a_burst_scales_the_pool_to_max_in_one_step_and_back_after_the_idl
                                    "scale_up_cooldown_s": 0, "scale_down_cooldown_s": 0, "idle_timeout_s": 2})
     async with running_daemon(settings) as api:
         await wait_for_pool(api, lambda p: healthy_count(p) == 1, timeout_s=60)
-        ids = [(await api.post("/api/tasks", json={"prompt": basic_graph(color=i, prefix=f"b/{i}")})).json()["id"]
-               for i in range(50)]
+        # the burst at once: the pool's periodic round (every 0.5 s here) must not see it half arrived
+        answers = await asyncio.gather(*(api.post("/api/tasks", json={"prompt": basic_graph(color=i, prefix=f"b/{i}")})
+                                         for i in range(50)))
+        ids = [answer.json()["id"] for answer in answers]
         sizes, healthy_max, reasons = [], 0, set()
         deadline = time.monotonic() + 180
         while True:
