@@ -358,6 +358,8 @@ def build_router() -> APIRouter:
         for method, path, endpoint in ROUTES:
             router.add_api_route(prefix + path, endpoint, methods=[method], include_in_schema=prefix == "",
                                  tags=["ComfyUI-compatible"])
+            if method == "GET":  # aiohttp, so ComfyUI, answers HEAD on every GET route (download tools ask it)
+                router.add_api_route(prefix + path, endpoint, methods=["HEAD"], include_in_schema=False)
         router.add_api_websocket_route(prefix + "/ws", socket)
     for method, path, endpoint in JOB_ROUTES:
         router.add_api_route(path, endpoint, methods=[method], tags=["ComfyUI-compatible"])

@@ -95,6 +95,11 @@ async def test_a_comfyui_client_runs_prompts_on_the_cluster_with_comfyuis_messag
         task = next(r for r in records if r["comfy_prompt_id"] == mine)
         assert hashlib.sha256(view.content).hexdigest() == task["outputs"][0]["sha256"]
         assert (await api.get("/api/view", params=image)).content == view.content
+        for path in ("/view", "/api/view"):  # HEAD, as ComfyUI's aiohttp answers it: the GET's headers, no body
+            head = await api.head(path, params=image)
+            assert head.status_code == 200 and head.content == b"", path
+            assert head.headers["content-length"] == str(len(view.content)), path
+        assert (await api.head("/view", params={**image, "filename": "nope.png"})).status_code == 404
         assert (await api.get("/view", params={**image, "filename": "nope.png"})).status_code == 404
         assert (await api.get("/view", params={**image, "filename": "../x.png"})).status_code == 400
 
