@@ -285,7 +285,7 @@ def validate(graph: Any, object_info: Mapping[str, Any], *, targets: Sequence[st
 def summary(verdict: Verdict) -> str:
     """A refusal in one line, as comfyart's own API reports it: ComfyUI's message and each node's errors."""
     error = verdict.error or {}
-    parts = [f"node {node_id} ({entry.get('class_type')}): {e.get('message')}: {e.get('details')}"
+    parts = [f"node {node_id} ({entry.get('class_type')}): {_reason(e)}"
              for node_id, entry in verdict.node_errors.items() for e in entry.get("errors", [])]
     text = str(error.get("message", "prompt refused"))
     if parts:
@@ -294,6 +294,19 @@ def summary(verdict: Verdict) -> str:
         text += f" ({error['details']})"
     text = _short(" ".join(text.split()))
     return text if len(text) <= SUMMARY_CHARS else text[:SUMMARY_CHARS - 1] + "…"
+
+
+def _reason(error: Mapping[str, Any]) -> str:
+    """One node error in words. ComfyUI reports a link to a node the graph lacks as the KeyError it met
+    (``Exception when validating node: '9'``); a person reads it better as what it is."""
+    extra = error.get("extra_info") or {}
+    if str(error.get("type", "")).startswith("exception_during") and extra.get("exception_type") == "KeyError":
+        # (its input_name, when there is one, is the input of the node downstream that links here: not this one's)
+        missing = str(error.get("details", "")).strip("'\"")
+        if missing in ("inputs", "class_type"):  # the KeyError of a node without them, not of a link
+            return f"the node has no '{missing}'"
+        return f"an input links to node {missing}, which is not in the graph"
+    return f"{error.get('message')}: {error.get('details')}"
 
 
 class GraphRefused(PromptRejected):

@@ -114,6 +114,16 @@ def test_an_output_node_that_links_to_a_missing_node_fails_itself():
     assert verdict.error["details"] == "Exception when validating node: '99'"
 
 
+def test_a_refusal_names_a_missing_link_target_in_words_not_as_a_keyerror():
+    inner = GraphRefused(validate(invert_graph(**{"2": {"image": ["99", 0]}}), OBJECT_INFO))
+    assert str(inner).endswith("node 2 (ImageInvert): an input links to node 99, which is not in the graph")
+    outer = GraphRefused(validate(invert_graph(**{"3": {"images": ["99", 0]}}), OBJECT_INFO))
+    assert str(outer).endswith("node 3 (SaveImage): an input links to node 99, which is not in the graph")
+    graph = invert_graph()
+    del graph["1"]["inputs"]
+    assert str(GraphRefused(validate(graph, OBJECT_INFO))).endswith("node 1 (EmptyImage): the node has no 'inputs'")
+
+
 def test_a_node_without_inputs_is_reported_like_a_missing_link():
     graph = invert_graph()
     del graph["1"]["inputs"]
