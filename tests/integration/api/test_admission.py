@@ -74,8 +74,8 @@ async def test_bad_graphs_are_refused_at_once_as_post_prompt_refuses_them(api):
 
 async def test_a_link_to_a_missing_node_is_filed_under_the_node_that_links(api):
     body = (await api.post("/api/tasks", json={"prompt": dangling_link()})).json()
-    assert body["detail"] == ("Prompt outputs failed validation: node 2 (ImageInvert): Exception when validating "
-                              "inner node: '99'")
+    assert body["detail"] == ("Prompt outputs failed validation: node 2 (ImageInvert): an input links to node 99, "
+                              "which is not in the graph")
     [error] = body["node_errors"]["2"]["errors"]
     assert body["node_errors"]["2"]["class_type"] == "ImageInvert"
     assert error["type"] == "exception_during_inner_validation" and error["details"] == "'99'"
