@@ -34,8 +34,10 @@ class BackendSocket:
                 message = await ws.receive()
             except (aiohttp.ClientError, OSError, TimeoutError) as exc:
                 raise BackendUnavailable(f"websocket: {type(exc).__name__}: {exc}") from exc
-            self.heard = time.monotonic()
             if message.type == aiohttp.WSMsgType.TEXT or message.type == aiohttp.WSMsgType.BINARY:
+                # only a frame is a sign of life: the close that aiohttp's heartbeat makes of a paused backend's
+                # socket must not count as hearing from it (it held off giving that backend up by ~45 s)
+                self.heard = time.monotonic()
                 yield message.data
             elif message.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR):
                 return
