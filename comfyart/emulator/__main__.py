@@ -17,6 +17,7 @@ from aiohttp import web
 from comfyart.emulator.app import build_app
 from comfyart.emulator.behaviour import Behaviour
 from comfyart.emulator.engine import DEFAULT_CHECKPOINTS, Emulator
+from comfyart.emulator.inventory import node_classes
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -30,7 +31,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--model-load-seconds", type=float, default=0.0,
                         help="time CheckpointLoaderSimple takes when the checkpoint changes")
     parser.add_argument("--checkpoints", default=",".join(DEFAULT_CHECKPOINTS),
-                        help="comma-separated checkpoint names the emulator pretends to have")
+                        help="comma-separated checkpoint names: empty files created in <base-dir>/models/checkpoints, "
+                             "whose files (with a model extension) are the checkpoints it has; \"\" adds none")
+    parser.add_argument("--without-nodes", default="",
+                        help="comma-separated node classes this server lacks (absent from /object_info, refused)")
     parser.add_argument("--vram-mb", type=int, default=24576, help="VRAM reported when a GPU is pinned")
     parser.add_argument("--gpu", default=None, help="report this GPU index as if it were pinned (default: from "
                                                     "NVIDIA_VISIBLE_DEVICES / CUDA_VISIBLE_DEVICES)")
@@ -39,7 +43,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--fail-node-types", default="", help="comma-separated node types that raise")
     parser.add_argument("--behaviour", default="{}", help="JSON object merged into the run-time behaviour")
     parser.add_argument("--count", type=int, default=1, help="independent emulators on consecutive ports")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    try:  # a typo would leave out nothing: refuse it before starting
+        node_classes(_names(args.without_nodes))
+    except ValueError as exc:
+        parser.error(f"--without-nodes: {exc}")
+    return args
+
+
+def _names(text: str) -> list[str]:
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
+def _emulator(args: argparse.Namespace, base_dir: str) -> Emulator:
+    return Emulator(base_dir, _behaviour(args), checkpoints=_names(args.checkpoints), vram_mb=args.vram_mb,
+                    gpu=args.gpu, without_nodes=_names(args.without_nodes))
 
 
 def _behaviour(args: argparse.Namespace) -> Behaviour:
@@ -53,9 +71,7 @@ def _behaviour(args: argparse.Namespace) -> Behaviour:
 async def _serve_fleet(args: argparse.Namespace, base_dir: str) -> None:
     runners = []
     for index in range(args.count):
-        emulator = Emulator(os.path.join(base_dir, str(args.port + index)), _behaviour(args),
-                            checkpoints=[c for c in args.checkpoints.split(",") if c], vram_mb=args.vram_mb,
-                            gpu=args.gpu)
+        emulator = _emulator(args, os.path.join(base_dir, str(args.port + index)))
         runner = web.AppRunner(build_app(emulator), access_log=None)
         await runner.setup()
         await web.TCPSite(runner, args.host, args.port + index).start()
@@ -84,7 +100,6 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    behaviour = _behaviour(args)
     # without --base-dir the files live in a temporary directory that goes away with the emulator
     with tempfile.TemporaryDirectory(prefix="comfyart-emulator-") as scratch:
         base_dir = args.base_dir or scratch
@@ -92,8 +107,7 @@ def main(argv: list[str] | None = None) -> None:
             with asyncio.Runner(loop_factory=_loop_factory()) as runner:
                 runner.run(_serve_fleet(args, base_dir))
             return
-        emulator = Emulator(base_dir, behaviour, checkpoints=[c for c in args.checkpoints.split(",") if c],
-                            vram_mb=args.vram_mb, gpu=args.gpu)
+        emulator = _emulator(args, base_dir)
         print(f"comfyart emulator listening on http://{args.host}:{args.port} (files in {base_dir})", flush=True)
         factory = _loop_factory()
         web.run_app(build_app(emulator), host=args.host, port=args.port, print=None, access_log=None,

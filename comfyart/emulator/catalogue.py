@@ -5,7 +5,7 @@ and execution all read the same table.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,7 +30,7 @@ class NodeSpec:
     hidden: dict[str, str] = field(default_factory=dict)
     optional: dict[str, list] = field(default_factory=dict)
 
-    def object_info(self, input_files: list[str], models: dict[str, list[str]]) -> dict[str, Any]:
+    def object_info(self, input_files: list[str], models: Mapping[str, list[str]]) -> dict[str, Any]:
         required = {}
         for name, spec in self.required.items():
             required[name] = _dynamic_spec(self.name, name, spec, input_files, models)
@@ -51,7 +51,7 @@ class NodeSpec:
         }
 
 
-def _dynamic_spec(node: str, name: str, spec: list, input_files: list[str], models: dict[str, list[str]]) -> list:
+def _dynamic_spec(node: str, name: str, spec: list, input_files: list[str], models: Mapping[str, list[str]]) -> list:
     if node == "LoadImage" and name == "image":
         return [sorted(input_files), {"image_upload": True}]
     if node == "CheckpointLoaderSimple" and name == "ckpt_name":

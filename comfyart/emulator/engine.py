@@ -12,6 +12,7 @@ import os
 import random
 import string
 import sys
+from collections.abc import Iterable
 from typing import Any
 
 from aiohttp import web
@@ -19,6 +20,7 @@ from PIL import Image
 
 from comfyart.emulator.behaviour import CLOSE_SOCKETS, Behaviour
 from comfyart.emulator.execution import PromptRun, QueueItem
+from comfyart.emulator.inventory import ModelFolders, node_classes
 
 DEFAULT_CHECKPOINTS = ["v1-5-pruned-emaonly-fp16.safetensors", "sd_xl_base_1.0.safetensors",
                        "dreamshaper_8.safetensors", "realisticVision_v60.safetensors"]
@@ -26,7 +28,7 @@ DEFAULT_CHECKPOINTS = ["v1-5-pruned-emaonly-fp16.safetensors", "sd_xl_base_1.0.s
 
 class Emulator:
     def __init__(self, base_dir: str, behaviour: Behaviour, *, checkpoints: list[str], vram_mb: int,
-                 gpu: str | None = None) -> None:
+                 gpu: str | None = None, without_nodes: Iterable[str] = ()) -> None:
         self.output_dir = os.path.join(base_dir, "output")
         self.input_dir = os.path.join(base_dir, "input")
         self.temp_dir = os.path.join(base_dir, "temp")
@@ -36,7 +38,9 @@ class Emulator:
         if not os.path.exists(example):  # ComfyUI ships one; the default LoadImage graph names it
             Image.new("RGB", (64, 64), (96, 128, 160)).save(example)
         self.behaviour = behaviour
-        self.models = {"checkpoints": checkpoints}
+        self.models = ModelFolders(os.path.join(base_dir, "models"))
+        self.models.seed("checkpoints", checkpoints)
+        self.nodes = node_classes(without_nodes)
         self.vram_total = vram_mb * 1024 * 1024
         self.gpu_index = gpu if gpu is not None else _visible_gpu()
         self.sockets: dict[str, web.WebSocketResponse] = {}

@@ -11,12 +11,8 @@ from typing import Any
 from aiohttp import web
 
 from comfyart.emulator.answers import SERVER_FEATURES, failure, json_object
-from comfyart.emulator.catalogue import SPECS
 from comfyart.emulator.engine import EMULATOR, Emulator
-
-MODEL_FOLDERS = ["checkpoints", "configs", "loras", "vae", "text_encoders", "diffusion_models", "clip_vision",
-                 "style_models", "embeddings", "diffusers", "vae_approx", "controlnet", "gligen", "upscale_models",
-                 "custom_nodes", "hypernetworks", "photomaker", "classifiers", "model_patches", "audio_encoders"]
+from comfyart.emulator.inventory import MODEL_FOLDERS
 
 routes = web.RouteTableDef()
 internal = web.RouteTableDef()  # the frontend's routes; ComfyUI does not mirror these under /api
@@ -43,14 +39,14 @@ def _input_files(emu: Emulator) -> list[str]:
 async def object_info(request: web.Request) -> web.Response:
     emu = request.app[EMULATOR]
     files = _input_files(emu)
-    return web.json_response({name: spec.object_info(files, emu.models) for name, spec in SPECS.items()})
+    return web.json_response({name: spec.object_info(files, emu.models) for name, spec in emu.nodes.items()})
 
 
 @routes.get("/object_info/{node_class}")
 async def object_info_one(request: web.Request) -> web.Response:
     emu = request.app[EMULATOR]
     name = request.match_info["node_class"]
-    spec = SPECS.get(name)
+    spec = emu.nodes.get(name)
     return web.json_response({name: spec.object_info(_input_files(emu), emu.models)} if spec else {})
 
 
@@ -74,7 +70,7 @@ async def models_in(request: web.Request) -> web.Response:
     folder = request.match_info["folder"]
     if folder not in MODEL_FOLDERS:
         return web.Response(status=404)
-    return web.json_response(request.app[EMULATOR].models.get(folder, []))
+    return web.json_response(request.app[EMULATOR].models[folder])
 
 
 def _constant(value: Any) -> Callable[[web.Request], Awaitable[web.Response]]:

@@ -48,7 +48,7 @@ async def post_prompt(request: web.Request) -> web.Response:
         return failure()
     prompt_id = str(body.get("prompt_id") or uuid.uuid4())
     targets = body.get("partial_execution_targets")
-    ok, error, outputs, node_errors = validate_prompt(prompt, targets, emu.input_dir, emu.models)
+    ok, error, outputs, node_errors = validate_prompt(prompt, targets, emu.input_dir, emu.models, emu.nodes)
     if not ok:
         return web.json_response({"error": error, "node_errors": node_errors}, status=400)
     extra_data = dict(body.get("extra_data") or {})

@@ -6,6 +6,7 @@ and converts widget values in place (``"5"`` → ``5`` for an INT input), as Com
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from typing import Any
 
 from comfyart.emulator.catalogue import SPECS, NodeSpec
@@ -19,10 +20,12 @@ def _error(kind: str, message: str, details: str = "", extra: dict | None = None
 
 
 class Validator:
-    def __init__(self, prompt: dict[str, Any], input_dir: str, models: dict[str, list[str]]) -> None:
+    def __init__(self, prompt: dict[str, Any], input_dir: str, models: Mapping[str, list[str]],
+                 nodes: Mapping[str, NodeSpec]) -> None:
         self.prompt = prompt
         self.input_dir = input_dir
         self.models = models
+        self.nodes = nodes
         self.results: dict[str, tuple[bool, list[Error], str]] = {}
 
 
@@ -30,7 +33,7 @@ class Validator:
         if node_id in self.results:
             return self.results[node_id][0]
         node = self.prompt[node_id]
-        spec = SPECS[node["class_type"]]
+        spec = self.nodes[node["class_type"]]
         if "inputs" not in node:
             raise KeyError("inputs")
         inputs = node["inputs"]
@@ -70,7 +73,7 @@ class Validator:
             return False
         upstream_id = str(value[0])
         upstream_class = self.prompt[upstream_id]["class_type"]  # KeyError -> caller's inner failure
-        outputs = SPECS[upstream_class].outputs if upstream_class in SPECS else ()
+        outputs = self.nodes[upstream_class].outputs if upstream_class in self.nodes else ()
         slot = value[1]
         received = outputs[slot] if isinstance(slot, int) and 0 <= slot < len(outputs) else None
         if received is not None and "*" not in (received, input_type) and received != input_type:
@@ -133,22 +136,23 @@ def _inside(base: str, relative: str) -> bool:
     return os.path.commonpath([path, os.path.abspath(base)]) == os.path.abspath(base) and os.path.isfile(path)
 
 
-def validate_prompt(prompt: Any, partial_targets: list[str] | None, input_dir: str,
-                    models: dict[str, list[str]]) -> tuple[bool, Error, list[str], dict[str, Any]]:
+def validate_prompt(prompt: Any, partial_targets: list[str] | None, input_dir: str, models: Mapping[str, list[str]],
+                    nodes: Mapping[str, NodeSpec] = SPECS) -> tuple[bool, Error, list[str], dict[str, Any]]:
+    """``nodes``: the node classes this server has (a class left out is refused as ComfyUI refuses an unknown one)."""
     for node_id, node in prompt.items():
         if "class_type" not in node:
             return False, _error("invalid_prompt", "Cannot execute because a node is missing the class_type property.",
                                  f"Node ID '#{node_id}'"), [], {}
-        if node["class_type"] not in SPECS:
+        if node["class_type"] not in nodes:
             return False, _error("invalid_prompt",
                                  f"Cannot execute because node {node['class_type']} does not exist.",
                                  f"Node ID '#{node_id}'"), [], {}
-    outputs = [nid for nid, node in prompt.items() if SPECS[node["class_type"]].output_node
+    outputs = [nid for nid, node in prompt.items() if nodes[node["class_type"]].output_node
                and (partial_targets is None or nid in partial_targets)]
     if not outputs:
         return False, _error("prompt_no_outputs", "Prompt has no outputs"), [], {}
 
-    validator = Validator(prompt, input_dir, models)
+    validator = Validator(prompt, input_dir, models, nodes)
     good: list[str] = []
     output_reasons: list[str] = []
     for output_id in outputs:
