@@ -28,9 +28,15 @@ EMBEDDED_STOP_WAIT_S = 2.0  # for our closed connections to leave the embedded s
 
 @contextmanager
 def map_redis_errors() -> Iterator[None]:
+    """Redis errors become StoreUnavailable, which loops treat as a hiccup and carry on. Not while the task is being
+    cancelled: redis-py can turn the CancelledError it met into a connection error, and a loop that then carried
+    on would never end (a daemon's clean stop hung on its cluster-events loop for good)."""
     try:
         yield
     except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise asyncio.CancelledError() from exc
         raise StoreUnavailable(f"Redis unavailable: {exc}") from exc
 
 
