@@ -9,9 +9,9 @@ from comfyart.pool.providers.base import render_command
 def test_placeholders_are_filled_in_inside_any_argument():
     template = ["{python}", "main.py", "--listen", "{address}", "--port", "{port}", "--output-directory",
                 "/out/{port}", "--name=gpu{gpu}-{address}:{port}"]
-    assert render_command(template, address="10.0.0.2", port=8201, gpu=3, python="python3") == [
-        "python3", "main.py", "--listen", "10.0.0.2", "--port", "8201", "--output-directory", "/out/8201",
-        "--name=gpu3-10.0.0.2:8201"]
+    assert render_command(template, address="127.0.0.2", port=8201, gpu=3, python="python3") == [
+        "python3", "main.py", "--listen", "127.0.0.2", "--port", "8201", "--output-directory", "/out/8201",
+        "--name=gpu3-127.0.0.2:8201"]
 
 
 def test_without_a_gpu_the_gpu_placeholder_is_empty():
