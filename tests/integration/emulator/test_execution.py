@@ -3,7 +3,6 @@ prompt's client id, or to every socket where it has none (``sid=None``)."""
 from __future__ import annotations
 
 import asyncio
-import json
 import struct
 from typing import Any
 
@@ -11,23 +10,13 @@ import aiohttp
 import httpx
 
 from tests.support.emulator import wait_history
+from tests.support.sockets import frames_until_quiet
 
 IMAGE_SIZE = {"1": {"class_type": "EmptyImage", "inputs": {"width": 40, "height": 30, "batch_size": 2, "color": 0}},
               "2": {"class_type": "GetImageSize", "inputs": {"image": ["1", 0]}},
               "3": {"class_type": "PreviewAny", "inputs": {"source": ["2", 0]}}}
 WS_IMAGES = {"1": {"class_type": "EmptyImage", "inputs": {"width": 16, "height": 16, "batch_size": 2, "color": 7}},
              "9": {"class_type": "SaveImageWebsocket", "inputs": {"images": ["1", 0]}}}
-
-
-async def frames_until_quiet(ws: aiohttp.ClientWebSocketResponse, quiet_s: float = 0.5) -> list[Any]:
-    frames: list[Any] = []
-    while True:
-        try:
-            async with asyncio.timeout(quiet_s):
-                message = await ws.receive()
-        except TimeoutError:
-            return frames
-        frames.append(message.data if message.type == aiohttp.WSMsgType.BINARY else json.loads(message.data))
 
 
 def kinds(frames: list[Any]) -> list[Any]:

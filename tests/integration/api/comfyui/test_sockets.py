@@ -15,6 +15,7 @@ import httpx
 
 from tests.support.daemon import make_settings, running_daemon, static_backends
 from tests.support.graphs import basic_graph
+from tests.support.sockets import frames_until_quiet
 
 ALICE_KEY = "alice-client-key-0123456789abcdef"
 BOB_KEY = "bob-client-key-0123456789abcdef0"
@@ -29,22 +30,6 @@ IMAGE_SIZE = {"1": {"class_type": "EmptyImage", "inputs": {"width": 40, "height"
 def two_callers(tmp_path: Path, redis_url: str, emulator: Any) -> Any:
     auth = {"keys": [{"name": "alice", "key": ALICE_KEY}, {"name": "bob", "key": BOB_KEY}]}
     return make_settings(tmp_path, redis_url, auth=auth, static_backends=static_backends(emulator()))
-
-
-async def frames_until_quiet(ws: aiohttp.ClientWebSocketResponse, quiet_s: float = 0.5) -> list[Any]:
-    """Every frame (text as JSON, binary as bytes) until none came for ``quiet_s``."""
-    frames: list[Any] = []
-    while True:
-        try:
-            async with asyncio.timeout(quiet_s):
-                message = await ws.receive()
-        except TimeoutError:
-            return frames
-        if message.type == aiohttp.WSMsgType.BINARY:
-            frames.append(message.data)
-        else:
-            assert message.type == aiohttp.WSMsgType.TEXT, message
-            frames.append(json.loads(message.data))
 
 
 async def frames_until_end(ws: aiohttp.ClientWebSocketResponse, prompt_id: str, timeout_s: float = 30) -> list[Any]:
