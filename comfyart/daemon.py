@@ -34,6 +34,7 @@ from comfyart.metrics import Metrics
 from comfyart.pool.containers import Containers
 from comfyart.pool.controls import PoolControls
 from comfyart.pool.health import HealthChecks
+from comfyart.pool.inventory import Inventories
 from comfyart.pool.providers.base import Provider
 from comfyart.pool.providers.docker import DockerProvider
 from comfyart.pool.providers.process import ProcessProvider
@@ -92,6 +93,7 @@ class Core:
     tracker: Tracker
     dispatcher: Dispatcher
     resolver: Resolver
+    inventories: Inventories
 
 
 async def build_core(settings: Settings, stores: Stores, session: aiohttp.ClientSession, *, outputs: OutputStore,
@@ -104,7 +106,8 @@ async def build_core(settings: Settings, stores: Stores, session: aiohttp.Client
                         objects=objects)
     containers = Containers(pool, on_lost=outcomes.backend_lost,
                             adopt_leftovers=settings.docker.leftovers == "adopt" if settings.docker else True)
-    health = HealthChecks(pool, settings.pool)
+    inventories = Inventories(pool, settings.pool)
+    health = HealthChecks(pool, settings.pool, inventories)
     reconciler = Reconciler(pool, health=health, containers=containers, statics=settings.static_backends,
                             store=stores.pool, queue=stores.queue)
     client_id = await stores.pool.client_id()
@@ -114,11 +117,12 @@ async def build_core(settings: Settings, stores: Stores, session: aiohttp.Client
     dispatcher = Dispatcher(store=stores.tasks, queue=stores.queue, pool=pool, book=book, outcomes=outcomes,
                             resolver=resolver, config=settings.scheduler, client_id=client_id,
                             upload_timeout_s=settings.tracking.download_timeout_s,
-                            claim_lease_s=settings.tracking.claim_lease_s, pool_store=stores.pool)
+                            claim_lease_s=settings.tracking.claim_lease_s, pool_store=stores.pool,
+                            inventories=inventories)
     await dispatcher.load_overrides()
     return Core(pool, containers, reconciler, PoolControls(pool, reconciler=reconciler, health=health,
                                                            store=stores.pool),
-                book, outcomes, tracker, dispatcher, resolver)
+                book, outcomes, tracker, dispatcher, resolver, inventories)
 
 
 @dataclass
@@ -155,7 +159,8 @@ async def build(settings: Settings, stores: Stores, session: aiohttp.ClientSessi
     core = await build_core(settings, stores, session, outputs=outputs, inputs=inputs, objects=objects)
     pool = core.pool
     security = await build_security(settings, stores)
-    front = FrontDoor(store=stores.tasks, queue=stores.queue, comfy=stores.comfy, pool=pool, outputs=outputs,
+    front = FrontDoor(store=stores.tasks, queue=stores.queue, comfy=stores.comfy, pool=pool,
+                      inventories=core.inventories, outputs=outputs,
                       inputs=inputs, tracker=core.tracker, session=session, events=events, objects=objects,
                       quotas=security.quotas, limits=settings.limits)
     watch = ClusterWatch(events, pool_summary=lambda: {b.id: {"status": b.state.value, "mode": b.mode.value,
@@ -177,7 +182,8 @@ async def build(settings: Settings, stores: Stores, session: aiohttp.ClientSessi
                         inputs, core.tracker, core.dispatcher, front, file_errors, objects, security, metrics, stats,
                         dashboard=settings.dashboard.enabled)
     loops: dict[str, Callable[[], Awaitable[None]]] = {
-        "pool": core.reconciler.run, "tracker": core.tracker.run, "dispatcher": core.dispatcher.run,
+        "pool": core.reconciler.run, "inventories": core.inventories.run,
+        "tracker": core.tracker.run, "dispatcher": core.dispatcher.run,
         "comfyui front door": front.run, "cluster events": watch.run, "webhooks": webhooks.run,
         "metrics": lambda: metrics.run(events), "stats": stats.run}
     return Daemon(settings, stores, session, core, services, loops)

@@ -14,7 +14,7 @@ import dataclasses
 import time
 import uuid
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Container, Sequence
 from typing import Any
 
 from loguru import logger
@@ -32,16 +32,19 @@ from comfyart.errors import (
 )
 from comfyart.models import Task, TaskStatus, relay_of
 from comfyart.policy.attempts import AfterUncertainSubmit, AttemptEnd, after_uncertain_submit
+from comfyart.policy.inventory import Combo, lacking_reason
+from comfyart.policy.needs import Needs
 from comfyart.policy.scheduling import (
     QueuedTask,
     assign,
+    blocked_reason,
     free_prompt_slots,
     ordered,
     skipped_by,
-    unschedulable_reason,
     window_size,
 )
 from comfyart.pool.backend import Backend
+from comfyart.pool.inventory import Inventories
 from comfyart.pool.registry import Pool
 from comfyart.store.pool import PoolStore
 from comfyart.store.queue import Submission, TaskQueue
@@ -57,7 +60,8 @@ BLOCKED_CHECK_S = 1.0
 class Dispatcher:
     def __init__(self, *, store: TaskStore, queue: TaskQueue, pool: Pool, book: PromptBook, outcomes: Outcomes,
                  resolver: Resolver, config: SchedulerConfig, client_id: str, upload_timeout_s: float = 300.0,
-                 claim_lease_s: float = 30.0, pool_store: PoolStore | None = None) -> None:
+                 claim_lease_s: float = 30.0, pool_store: PoolStore | None = None,
+                 inventories: Inventories | None = None) -> None:
         self.store = store
         self.queue = queue
         self.pool = pool
@@ -71,6 +75,7 @@ class Dispatcher:
         self.upload_timeout_s = upload_timeout_s
         self.claim_lease_s = claim_lease_s
         self.pool_store = pool_store
+        self.inventories = inventories or Inventories(pool, pool.config)  # read again when a backend lacks a need
         self.wake = asyncio.Event()  # a task queued, or a slot freed
         queue.wakeups.append(self.wake)
         pool.wakeups.append(self.wake)
@@ -159,11 +164,16 @@ class Dispatcher:
     async def _window(self, ids: Sequence[str]) -> list[QueuedTask]:
         missing = [task_id for task_id in ids if task_id not in self._queued]
         if missing:
-            for task_id, task in zip(missing, await self.store.get_many(missing), strict=True):
+            tasks = await self.store.get_many(missing)
+            combos: Container[Combo] = ()
+            if any(task is not None and task.needs is None for task in tasks):  # queued before any inventory
+                merged = await self.inventories.merged()
+                combos = merged.combos if merged is not None else ()
+            for task_id, task in zip(missing, tasks, strict=True):
                 if task is None:
                     continue
                 failed_on = frozenset(attempt.backend for attempt in task.history)
-                needs, cost = await self.resolver.needs(task)
+                needs, cost = await self.resolver.needs(task, combos)
                 self._queued[task_id] = (QueuedTask(task_id, task.priority, needs, failed_on,
                                                     created_ms=task.created_ms, cost=cost), task)
         if len(self._queued) > 4 * len(ids) + 64:  # canceled while queued: forget what left the window
@@ -179,16 +189,19 @@ class Dispatcher:
         return ordered(window, self.settings.order, now_ms(), self.settings.priority_ageing_s)
 
     def _note_blocked(self, window: list[QueuedTask], slots: list[Any], pairs: list[tuple[str, str]]) -> None:
-        """Once a second: which tasks of the window no backend in the pool could ever run, and why."""
+        """Once a second: which tasks of the window no healthy backend that takes work could run, and why."""
         if time.monotonic() < self._next_blocked_check:
             return
         self._next_blocked_check = time.monotonic() + BLOCKED_CHECK_S
         placed = {task_id for task_id, _ in pairs}
-        usable = [s for s in slots if s.healthy]
+        reasons: dict[Needs, str | None] = {}  # most tasks of a window share their needs
         blocked = {}
         for task in window:
-            if task.id not in placed and (task.needs.tags or task.needs.vram is not None):
-                reason = unschedulable_reason(task.needs, usable)
+            needs = task.needs
+            if task.id not in placed and (needs.tags or needs.vram is not None or needs.of_inventory):
+                if needs not in reasons:
+                    reasons[needs] = blocked_reason(needs, slots)
+                reason = reasons[needs]
                 if reason is not None:
                     blocked[task.id] = reason
         for task_id in blocked.keys() - self.blocked.keys():
@@ -225,7 +238,7 @@ class Dispatcher:
                 backend.models = models
             state = self.book.open(backend, record.prompt_id, task.id, prepared.graph, cost=queued.cost,
                                    relay=relay_of(task))
-            submissions.create_task(self._submit(backend, record.prompt_id, state, prepared),
+            submissions.create_task(self._submit(backend, record.prompt_id, state, prepared, queued.needs),
                                     name=f"submit {task.id}")
 
     async def _unrunnable(self, task_id: str, error: str, *, prompt_id: str | None = None) -> None:
@@ -238,7 +251,8 @@ class Dispatcher:
             await self.queue.release_claim(task_id)
         logger.info("task cannot run task={} error={}", task_id, error)
 
-    async def _submit(self, backend: Backend, prompt_id: str, state: PromptState, prepared: PreparedPrompt) -> None:
+    async def _submit(self, backend: Backend, prompt_id: str, state: PromptState, prepared: PreparedPrompt,
+                      needs: Needs) -> None:
         try:
             await self._upload(backend, prepared)
         except BackendUnavailable as exc:
@@ -259,7 +273,7 @@ class Dispatcher:
             await backend.client.submit(prepared.graph, client_id=self.client_id, prompt_id=prompt_id,
                                         extra_data=prepared.extra_data, targets=prepared.targets)
         except PromptRejected as exc:
-            await self._rejected(backend, prompt_id, state, exc)
+            await self._rejected(backend, prompt_id, state, exc, needs)
             return
         except BackendUnavailable as exc:
             await self._uncertain(backend, prompt_id, state, exc)
@@ -282,11 +296,29 @@ class Dispatcher:
             if stored != upload.name:
                 raise BackendUnavailable(f"stored {upload.name} as {stored} despite overwrite")
 
-    async def _rejected(self, backend: Backend, prompt_id: str, state: PromptState, exc: PromptRejected) -> None:
+    async def _rejected(self, backend: Backend, prompt_id: str, state: PromptState, exc: PromptRejected,
+                        needs: Needs) -> None:
+        """The backend refused the prompt at validation. It was given the task because its inventory had all the
+        task needs: that is read again, and if the backend lacks something after all (a model removed behind
+        comfyart's back), the task goes back to the queue for a backend that has it, as an attempt. It fails when
+        the backend still lists everything (the graph itself is at fault), or when no backend has what it lacks."""
+        lacking: tuple[str, ...] = ()
+        if needs.of_inventory:
+            inventory = await self.inventories.read(backend) or backend.inventory
+            lacking = inventory.missing(needs) if inventory is not None else ()
+        error = f"rejected by ComfyUI: {exc}"
+        if lacking:
+            nowhere = self.inventories.unrunnable_reason(needs)
+            if nowhere is None:
+                self.book.close(backend, prompt_id, done=False)
+                await self.outcomes.requeue(state.task_id, AttemptEnd.STALE_INVENTORY,
+                                            f"{backend.id} {lacking_reason(lacking)} after all: {error}",
+                                            prompt_id=prompt_id)
+                return
+            error = f"no backend can run it: {nowhere} ({error} on {backend.id})"
         with contextlib.suppress(InvalidTransition, NotFound):  # unless the task moved on (its backend was lost)
             await self.store.update(state.task_id, to=TaskStatus.FAILED, expect=("prompt_id", prompt_id),
-                                    finished_ms=now_ms(), error=f"rejected by ComfyUI: {exc}",
-                                    node_errors=exc.node_errors)
+                                    finished_ms=now_ms(), error=error, node_errors=exc.node_errors)
         self.book.close(backend, prompt_id, done=True)
         logger.info("task rejected task={} backend={} error={}", state.task_id, backend.id, exc)
 

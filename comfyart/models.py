@@ -122,6 +122,9 @@ class Task(BaseModel):
     history: list[Attempt] = Field(default_factory=list, description="earlier attempts that ended without a result")
     owner: str | None = Field(None, description="id of the API key that queued it (none with auth off)")
     retry_of: str | None = Field(None, description="the ended task this one runs again (POST …/retry)")
+    needs: dict[str, Any] | None = Field(
+        None, description="what it asks of a backend, worked out when it was queued: node classes, the values of "
+                          "its combo inputs (models), tags, VRAM; none: worked out at dispatch")
     # queued through the ComfyUI-compatible API
     client_id: str | None = Field(None, description="the ComfyUI client id whose WebSocket gets its events")
     comfy_prompt_id: str | None = Field(None, description="the prompt id its ComfyUI client knows it by")
@@ -199,3 +202,4 @@ class NewTask:
     owner: str | None = None  # the id of the API key that queues it (none with auth off)
     retry_of: str | None = None
     comfy: ComfyPrompt | None = None
+    needs: dict[str, Any] | None = None  # policy.needs.needs_record, worked out at submission

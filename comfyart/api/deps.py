@@ -3,7 +3,6 @@ caller may see (``VisibleTask``), and the admission of a new task: its owner, qu
 checked against the pool's ``/object_info``, and the one place a request becomes a ``NewTask``."""
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
@@ -15,6 +14,7 @@ from comfyart.api.comfyui.front import FrontDoor
 from comfyart.api.requests import RunOptions, Scheduling, TaskSubmission
 from comfyart.api.security import Security
 from comfyart.auth import Principal, can_see
+from comfyart.comfy.inventory import admitted_needs, missing_from_fleet, not_in_fleet
 from comfyart.comfy.validate import GraphRefused
 from comfyart.dispatcher import Dispatcher
 from comfyart.errors import InvalidInput, NotFound
@@ -23,6 +23,7 @@ from comfyart.files.objects import S3Outputs
 from comfyart.files.outputs import OutputStore
 from comfyart.metrics import Metrics
 from comfyart.models import NewTask, Task
+from comfyart.policy.inventory import Fleet
 from comfyart.pool.controls import PoolControls
 from comfyart.pool.registry import Pool
 from comfyart.stats import StatsHistory
@@ -81,12 +82,14 @@ VisibleTask = Annotated[Task, Depends(visible_task)]
 class Admission:
     """What a new task of one caller carries besides its request: its owner, whether its webhook may reach public
     addresses only, how many unfinished tasks the owner may have (0: no limit), and the pool's ``/object_info`` a
-    workflow run is checked against (None: no backend has answered it; the backend checks the graph)."""
+    workflow run is checked against (None: no backend has answered it; the backend checks the graph), and what a
+    raw graph needs of a backend (``policy.needs.needs_record``)."""
 
     owner: str | None
     webhook_public_only: bool = False
     max_queued: int = 0
-    object_info: Mapping[str, Any] | None = None
+    fleet: Fleet | None = None
+    needs: dict[str, Any] | None = None
 
     def new_task(self, options: Scheduling, *, prompt: dict[str, Any] | None = None, workflow: str | None = None,
                  workflow_version: int | None = None, params: dict[str, Any] | None = None,
@@ -96,7 +99,7 @@ class Admission:
         return NewTask(prompt=prompt, workflow=workflow, workflow_version=workflow_version, params=params,
                        priority=options.priority or 0, requires=options.requires or (), vram_mb=options.vram_mb,
                        webhook=options.webhook, webhook_public_only=self.webhook_public_only, owner=self.owner,
-                       retry_of=retry_of)
+                       retry_of=retry_of, needs=self.needs if prompt is not None else None)
 
 
 async def admit(services: Services, principal: Principal, options: Scheduling) -> Admission:
@@ -113,18 +116,17 @@ async def admit(services: Services, principal: Principal, options: Scheduling) -
     if security.quotas is not None:  # first: a client over its rate costs no validation
         await security.quotas.submission(principal)
         max_queued = security.quotas.max_queued(principal)
-    return Admission(principal.owner, public_only, max_queued, await checked_graph(services, options))
+    fleet = await services.front.prompts.known_fleet() if isinstance(options, (TaskSubmission, RunOptions)) else None
+    needs = checked_graph(services, options, fleet) if fleet is not None else None
+    return Admission(principal.owner, public_only, max_queued, fleet, needs)
 
 
-async def checked_graph(services: Services, options: Scheduling) -> Mapping[str, Any] | None:
-    """The pool's ``/object_info`` for a new submission (None for a retry, which was checked when first queued, and
-    while no backend answers); a raw graph it refuses raises GraphRefused."""
-    if not isinstance(options, (TaskSubmission, RunOptions)):
+def checked_graph(services: Services, options: Scheduling, fleet: Fleet) -> dict[str, Any] | None:
+    """What a new raw graph needs of a backend, once it passed ComfyUI's validation against the fleet's
+    ``/object_info`` (GraphRefused) and some backend of the fleet has everything it needs (NotInFleet, 422)."""
+    if not isinstance(options, TaskSubmission) or options.prompt is None:
         return None
-    prompts = services.front.prompts
-    object_info = await prompts.known_object_info()
-    if object_info is not None and isinstance(options, TaskSubmission) and options.prompt is not None:
-        verdict = prompts.check(options.prompt, object_info)
-        if verdict.error is not None:
-            raise GraphRefused(verdict)
-    return object_info
+    verdict = services.front.prompts.check(options.prompt, fleet.object_info)
+    if verdict.error is not None:
+        raise not_in_fleet(verdict) if missing_from_fleet(verdict) else GraphRefused(verdict)
+    return admitted_needs(options.prompt, fleet, tags=options.requires or (), vram_mb=options.vram_mb)

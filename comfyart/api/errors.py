@@ -9,6 +9,7 @@ from fastapi.responses import JSONResponse
 
 from comfyart.api.auth import Unauthenticated
 from comfyart.api.limits import BodyTooLarge
+from comfyart.comfy.inventory import NotInFleet
 from comfyart.comfy.validate import GraphRefused
 from comfyart.errors import (
     Conflict,
@@ -37,7 +38,7 @@ class BadRequest(Exception):
 STATUS: dict[type[Exception], int] = {
     NotFound: 404, ParameterError: 422, InvalidInput: 422, Conflict: 412, StateConflict: 409,
     InvalidTransition: 409, Forbidden: 403, QuotaExceeded: 429, TransientError: 503, BodyTooLarge: 413,
-    Unauthenticated: 401, GraphRefused: 400,
+    Unauthenticated: 401, GraphRefused: 400, NotInFleet: 422,
 }
 
 
@@ -65,7 +66,7 @@ def headers_of(exc: Exception) -> dict[str, str] | None:
 async def answer(request: Request, exc: Exception) -> JSONResponse:
     if isinstance(exc, GraphRefused):  # ComfyUI's own answer beside the one line, as POST /prompt gives it
         return JSONResponse({"detail": str(exc), "error": exc.error, "node_errors": exc.node_errors},
-                            status_code=400)
+                            status_code=status_of(exc))
     return problem(status_of(exc), str(exc), headers_of(exc))
 
 

@@ -45,7 +45,7 @@ async def submit_task(request: Request, principal: Caller, services: ServicesDep
     if body.workflow is not None:
         return created(await services.resolver.submit(
             body.workflow, body.params, task=admission.new_task(body), max_queued=admission.max_queued,
-            may_read=lambda earlier: can_see(principal, earlier.owner), object_info=admission.object_info))
+            may_read=lambda earlier: can_see(principal, earlier.owner), fleet=admission.fleet))
     return created(await services.store.create(admission.new_task(body, prompt=body.prompt),
                                                max_queued=admission.max_queued))
 

@@ -91,4 +91,4 @@ async def run_workflow(name: str, request: Request, principal: Caller, services:
     return created(await services.resolver.submit(name, options.params, files, task=admission.new_task(options),
                                                   max_queued=admission.max_queued,
                                                   may_read=lambda task: can_see(principal, task.owner),
-                                                  object_info=admission.object_info))
+                                                  fleet=admission.fleet))

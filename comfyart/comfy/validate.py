@@ -31,7 +31,7 @@ SUMMARY_CHARS = 300
 _GIANT_NUMBER = re.compile(r"\d{21,}")  # past 2^64: a number comfyart's one-line summary cuts short
 
 
-def _error(kind: str, message: str, details: str = "", extra: dict[str, Any] | None = None) -> Error:
+def error_of(kind: str, message: str, details: str = "", extra: dict[str, Any] | None = None) -> Error:
     return {"type": kind, "message": message, "details": details, "extra_info": _json_safe(extra or {})}
 
 
@@ -59,7 +59,7 @@ def output_nodes(graph: Mapping[str, Any], object_info: Mapping[str, Any]) -> li
             if isinstance(node, dict) and object_info.get(str(node.get("class_type")), {}).get("output_node")]
 
 
-def _combo_options(spec: Sequence[Any]) -> list[Any] | None:
+def combo_options(spec: Sequence[Any]) -> list[Any] | None:
     """The choices of a combo input: ``[[a, b], {...}]``, or the v3 ``["COMBO", {"options": [...]}]``."""
     if spec and isinstance(spec[0], list):
         return spec[0]
@@ -130,7 +130,7 @@ class _Checker:
         for name, config in (spec.get("required") or {}).items():
             present, value = _lookup(inputs, name)
             if not present:
-                errors.append(_error("required_input_missing", "Required input is missing", name,
+                errors.append(error_of("required_input_missing", "Required input is missing", name,
                                      {"input_name": name}))
                 continue
             upstream_ok &= self._input(name, config, value, errors)
@@ -151,7 +151,7 @@ class _Checker:
         shown = [input_type, options]
         if isinstance(value, list):
             if len(value) != 2 or not isinstance(value[1], int):
-                errors.append(_error("bad_linked_input", "Bad linked input, must be a length-2 list of "
+                errors.append(error_of("bad_linked_input", "Bad linked input, must be a length-2 list of "
                                      "[node_id, slot_index]", name,
                                      {"input_name": name, "input_config": shown, "received_value": value}))
                 return True
@@ -162,7 +162,7 @@ class _Checker:
             received = produced[value[1]] if 0 <= value[1] < len(produced) else None
             if (isinstance(input_type, str) and isinstance(received, str) and "*" not in (received, input_type)
                     and not set(received.split(",")) & set(input_type.split(","))):
-                errors.append(_error("return_type_mismatch", "Return type mismatch between linked nodes",
+                errors.append(error_of("return_type_mismatch", "Return type mismatch between linked nodes",
                                      f"{name}, received_type({received}) mismatch input_type({input_type})",
                                      {"input_name": name, "input_config": shown, "received_type": received,
                                       "linked_node": value}))
@@ -170,7 +170,7 @@ class _Checker:
             try:
                 return self.check(upstream)
             except _NodeException as failed:  # e.g. the upstream node links to nowhere: filed under it, as in ComfyUI
-                self.results[upstream] = [_error("exception_during_inner_validation",
+                self.results[upstream] = [error_of("exception_during_inner_validation",
                                                  "Exception when validating inner node", str(failed),
                                                  {"input_name": name, "input_config": shown,
                                                   "exception_message": str(failed),
@@ -178,7 +178,7 @@ class _Checker:
                                                   "traceback": [], "linked_node": value})]
                 self.valid[upstream] = False
                 return False
-        choices = _combo_options(config)
+        choices = combo_options(config)
         if choices is not None:
             self._choice(name, value, choices, options, errors)
             return True
@@ -186,7 +186,7 @@ class _Checker:
             try:
                 converted = _CONVERT[input_type](value)
             except (TypeError, ValueError, OverflowError) as exc:  # OverflowError: an infinite float
-                errors.append(_error("invalid_input_type",
+                errors.append(error_of("invalid_input_type",
                                      f"Failed to convert an input value to a {input_type} value",
                                      f"{name}, {value}, {exc}",
                                      {"input_name": name, "input_config": shown, "received_value": value,
@@ -194,11 +194,11 @@ class _Checker:
                 return True
             if input_type in ("INT", "FLOAT"):
                 if "min" in options and converted < options["min"]:
-                    errors.append(_error("value_smaller_than_min", f"Value {converted} smaller than min of "
+                    errors.append(error_of("value_smaller_than_min", f"Value {converted} smaller than min of "
                                          f"{options['min']}", name,
                                          {"input_name": name, "input_config": shown, "received_value": converted}))
                 elif "max" in options and converted > options["max"]:
-                    errors.append(_error("value_bigger_than_max", f"Value {converted} bigger than max of "
+                    errors.append(error_of("value_bigger_than_max", f"Value {converted} bigger than max of "
                                          f"{options['max']}", name,
                                          {"input_name": name, "input_config": shown, "received_value": converted}))
         return True
@@ -210,11 +210,11 @@ class _Checker:
         if value in choices or self.also_allowed(value) or (upload is not None and _elsewhere(value)):
             return
         if upload is not None:
-            errors.append(_error("custom_validation_failed", "Custom validation failed for node",
+            errors.append(error_of("custom_validation_failed", "Custom validation failed for node",
                                  f"{name} - Invalid {upload} file: {value}", {"input_name": name}))
             return
         listed = str(choices) if len(choices) <= LISTED_CHOICES else f"(list of length {len(choices)})"
-        errors.append(_error("value_not_in_list", "Value not in list", f"{name}: '{value}' not in {listed}",
+        errors.append(error_of("value_not_in_list", "Value not in list", f"{name}: '{value}' not in {listed}",
                              {"input_name": name,
                               "input_config": [choices, options] if len(choices) <= LISTED_CHOICES else None,
                               "received_value": value}))
@@ -240,7 +240,7 @@ def _output_valid(checker: _Checker, output_id: str) -> bool:
     try:
         return checker.check(output_id)
     except _NodeException as failed:  # e.g. the output node itself links to nowhere
-        checker.results[output_id] = [_error("exception_during_validation", "Exception when validating node",
+        checker.results[output_id] = [error_of("exception_during_validation", "Exception when validating node",
                                              str(failed), {"exception_type": failed.exception_type,
                                                            "traceback": []})]
         checker.valid[output_id] = False
@@ -252,17 +252,17 @@ def validate(graph: Any, object_info: Mapping[str, Any], *, targets: Sequence[st
     if graph == []:  # ComfyUI walks it as a graph without nodes
         graph = {}
     if not isinstance(graph, dict):  # ComfyUI fails with a 500
-        return Verdict(_error("invalid_prompt", "Prompt must be an object of nodes"))
+        return Verdict(error_of("invalid_prompt", "Prompt must be an object of nodes"))
     for node_id, node in graph.items():
         if not isinstance(node, dict) or "class_type" not in node:
-            return Verdict(_error("invalid_prompt", "Cannot execute because a node is missing the class_type "
+            return Verdict(error_of("invalid_prompt", "Cannot execute because a node is missing the class_type "
                                   "property.", f"Node ID '#{node_id}'"))
         if node["class_type"] not in object_info:
-            return Verdict(_error("invalid_prompt", f"Cannot execute because node {node['class_type']} does not "
+            return Verdict(error_of("invalid_prompt", f"Cannot execute because node {node['class_type']} does not "
                                   "exist.", f"Node ID '#{node_id}'"))
     outputs = [n for n in output_nodes(graph, object_info) if targets is None or n in targets]
     if not outputs:
-        return Verdict(_error("prompt_no_outputs", "Prompt has no outputs"))
+        return Verdict(error_of("prompt_no_outputs", "Prompt has no outputs"))
     checker = _Checker(graph, object_info, also_allowed)
     good = [output_id for output_id in outputs if _output_valid(checker, output_id)]
     node_errors: dict[str, Any] = {}
@@ -276,7 +276,7 @@ def validate(graph: Any, object_info: Mapping[str, Any], *, targets: Sequence[st
                                                      "class_type": graph.get(node_id, {}).get("class_type")})
             entry["dependent_outputs"].append(output_id)
     if not good:
-        return Verdict(_error("prompt_outputs_failed_validation", "Prompt outputs failed validation",
+        return Verdict(error_of("prompt_outputs_failed_validation", "Prompt outputs failed validation",
                               "\n".join(reasons)), node_errors)
     return Verdict(None, node_errors, good)
 

@@ -118,6 +118,10 @@ class PoolConfig(Section):
     max_tasks: int = Field(0, ge=0, description="recycle a container after this many tasks; 0: never")
     max_age_s: float = Field(0, ge=0, description="recycle a container after this long; 0: never")
     health_interval_s: float = Field(5.0, gt=0, description="between two health checks of a backend")
+    inventory_refresh_s: float = Field(
+        60.0, ge=0, description="read every healthy backend's node classes and model lists (/object_info) again this "
+                                "often, so a model copied onto one is seen without a restart; 0: only when it "
+                                "becomes healthy, rejects a prompt, or on demand (POST /api/pool/refresh)")
     health_timeout_s: float = Field(15.0, gt=0, description="generous: ComfyUI's HTTP stalls while previews stream")
     unhealthy_threshold: int = Field(3, ge=1, description="failed checks in a row that make a backend unhealthy")
     healthy_threshold: int = Field(1, ge=1, description="good checks in a row that bring it back")

@@ -27,12 +27,13 @@ class AttemptEnd(enum.Enum):
     TIMED_OUT = "timed_out"  # still unfinished after task_timeout
     VANISHED = "vanished"  # the backend forgot the prompt (restarted): in neither /history nor /queue
     NOT_ACCEPTED = "not_accepted"  # the submission or an input upload failed before the backend took it
+    STALE_INVENTORY = "stale_inventory"  # rejected for a model or node it no longer has: another backend may
     WORKFLOW_ERROR = "workflow_error"  # rejected at validation, or a node raised: the graph's own fault
     INTERRUPTED = "interrupted"  # someone interrupted it on the backend
 
 
 RETRYABLE = frozenset({AttemptEnd.BACKEND_LOST, AttemptEnd.TIMED_OUT, AttemptEnd.VANISHED,
-                       AttemptEnd.NOT_ACCEPTED})
+                       AttemptEnd.NOT_ACCEPTED, AttemptEnd.STALE_INVENTORY})
 
 
 def should_retry(end: AttemptEnd, *, attempts: int, max_retries: int) -> bool:

@@ -12,18 +12,21 @@ _MODEL_INPUTS = frozenset({"ckpt_name", "lora_name", "vae_name", "unet_name", "c
 _MODEL_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin", ".gguf", ".sft", ".onnx")
 
 
+def names_model(key: str, value: str) -> bool:
+    """Whether input ``key`` set to ``value`` names a model file: a loader input, or any ``*_name`` input whose
+    value is a model file (custom loaders follow that convention)."""
+    return bool(value) and (key in _MODEL_INPUTS or (key.endswith("_name") and value.lower().endswith(_MODEL_SUFFIXES)))
+
+
 def graph_models(graph: Mapping[str, Any]) -> frozenset[str]:
-    """The model files a graph loads: literal values of the loader inputs, and of any ``*_name`` input that names
-    a model file (custom loaders follow that convention)."""
+    """The model files a graph loads: the literal values of its inputs that name one."""
     models = set()
     for node in graph.values():
         inputs = node.get("inputs") if isinstance(node, dict) else None
         if not isinstance(inputs, dict):
             continue
         for key, value in inputs.items():
-            if not isinstance(value, str) or not value:
-                continue
-            if key in _MODEL_INPUTS or (key.endswith("_name") and value.lower().endswith(_MODEL_SUFFIXES)):
+            if isinstance(value, str) and names_model(key, value):
                 models.add(value)
     return frozenset(models)
 
@@ -56,10 +59,45 @@ def graph_cost(graph: Mapping[str, Any]) -> float:
     return steps * images
 
 
+Setting = tuple[str, str, str]  # (node class, input name, value) of a combo input
+
+
 @dataclass(frozen=True)
 class Needs:
     """What a task asks of a backend."""
 
     tags: frozenset[str] = frozenset()
     vram: int | None = None  # bytes
-    models: frozenset[str] = frozenset()
+    models: frozenset[str] = frozenset()  # model files it loads: what affinity matches
+    nodes: frozenset[str] = frozenset()  # node classes of its graph
+    values: frozenset[Setting] = frozenset()  # of each combo input it sets
+
+    @property
+    def of_inventory(self) -> bool:
+        """Whether it asks anything of a backend's node classes and models."""
+        return bool(self.nodes or self.values)
+
+
+def needs_record(needs: Needs, cost: float) -> dict[str, Any]:
+    """``needs`` and a graph's cost as a task's record keeps them (JSON; empty parts left out), worked out once
+    at submission so that dispatch reads them rather than resolving the graph again."""
+    record: dict[str, Any] = {"nodes": sorted(needs.nodes), "values": sorted([list(v) for v in needs.values]),
+                              "models": sorted(needs.models), "tags": sorted(needs.tags)}
+    record = {k: v for k, v in record.items() if v}
+    if needs.vram is not None:
+        record["vram_mb"] = needs.vram >> 20
+    if cost:
+        record["cost"] = cost
+    return record
+
+
+def needs_of_record(record: Mapping[str, Any]) -> tuple[Needs, float]:
+    """What ``needs_record`` wrote, back (a record this version does not understand asks nothing)."""
+    try:
+        vram_mb = record.get("vram_mb")
+        needs = Needs(frozenset(record.get("tags", ())), None if vram_mb is None else int(vram_mb) << 20,
+                      frozenset(record.get("models", ())), frozenset(record.get("nodes", ())),
+                      frozenset((str(c), str(i), str(v)) for c, i, v in record.get("values", ())))
+        return needs, float(record.get("cost", 0.0))
+    except (TypeError, ValueError):
+        return Needs(), 0.0

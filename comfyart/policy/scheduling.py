@@ -20,6 +20,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from comfyart.policy.inventory import Inventory, lacking_reason
 from comfyart.policy.needs import Needs
 
 
@@ -79,6 +80,7 @@ class BackendSlot:
     models: frozenset[str] = frozenset()  # of the last prompt it was given: loaded once that one runs
     last_used: int = 0  # dispatch sequence number of its last prompt; 0: never
     work: float = 0.0  # graph_cost of the prompts it holds
+    inventory: Inventory | None = None  # its node classes and models; None: not listed yet
 
 
 def cannot_run_reason(needs: Needs, backend: BackendSlot) -> str | None:
@@ -91,6 +93,12 @@ def cannot_run_reason(needs: Needs, backend: BackendSlot) -> str | None:
             return "reports no VRAM figures"
         if backend.vram_total < needs.vram:
             return f"has {backend.vram_total >> 20} MiB of VRAM, the task needs {needs.vram >> 20} MiB"
+    if needs.of_inventory:
+        if backend.inventory is None:
+            return "has not listed its nodes and models yet"
+        lacking = backend.inventory.missing(needs)
+        if lacking:
+            return lacking_reason(lacking)
     return None
 
 
@@ -102,6 +110,20 @@ def unschedulable_reason(needs: Needs, backends: Sequence[BackendSlot]) -> str |
     if None in reasons:
         return None
     return "; ".join(f"{n} backend(s) {reason}" for reason, n in sorted(reasons.items()))
+
+
+def blocked_reason(needs: Needs, backends: Sequence[BackendSlot]) -> str | None:
+    """Why a task waits whatever frees up: no healthy backend that takes work could run it. Names the backends that
+    could once they are back (unhealthy, disabled, draining), else says why none could. None when one that takes
+    work could (the task merely waits its turn)."""
+    able = [b for b in backends if cannot_run_reason(needs, b) is None]
+    if any(b.healthy and b.accepting for b in able):
+        return None
+    if able:
+        names = ", ".join(f"{b.id} ({'unhealthy' if not b.healthy else 'not taking work'})" for b in able[:3])
+        more = f" and {len(able) - 3} more" if len(able) > 3 else ""
+        return f"only {names}{more} could run it"
+    return unschedulable_reason(needs, backends)
 
 
 @dataclass

@@ -18,6 +18,7 @@ from comfyart.comfy.websocket import BackendSocket
 from comfyart.errors import InvalidTransition
 from comfyart.models import BackendMode, BackendState, backend_may_move
 from comfyart.policy.health import HealthCount
+from comfyart.policy.inventory import Inventory
 from comfyart.policy.scheduling import BackendSlot
 from comfyart.pool.providers.base import Provider, Spawned
 from comfyart.redact import redact_url
@@ -70,6 +71,7 @@ class Backend:
     tags: frozenset[str] = frozenset()
     weight: float = 1.0
     models: frozenset[str] = frozenset()  # of the last prompt given to it: what it has loaded once that runs
+    inventory: Inventory | None = None  # its node classes and models, as it last listed them (``pool.inventory``)
     last_dispatch: int = 0  # the dispatcher's sequence number of that prompt
     error: str | None = None
     created_ms: int = field(default_factory=now_ms)
@@ -119,7 +121,7 @@ class Backend:
     def slot(self) -> BackendSlot:
         return BackendSlot(self.id, len(self.prompts), self.state == BackendState.HEALTHY, self.accepting,
                            self.tags, self.weight, self.vram_total, self.vram_free, self.models, self.last_dispatch,
-                           work=sum(self.prompt_costs.values()))
+                           work=sum(self.prompt_costs.values()), inventory=self.inventory)
 
     def idle_s(self, now: float) -> float:
         return 0.0 if self.prompts else max(0.0, now - self.idle_since)

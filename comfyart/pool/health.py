@@ -1,5 +1,6 @@
 """Health checks: every backend that is up is asked for /system_stats; ``policy.health`` turns the answers into
-healthy and unhealthy. A backend that still runs a prompt that timed out stays unhealthy until it lets go of it; one
+healthy and unhealthy; a backend that becomes healthy lists its nodes and models (``inventory``) before it is
+given work. A backend that still runs a prompt that timed out stays unhealthy until it lets go of it; one
 that answers again after its prompts were given up (``unreachable``) is rid of them first."""
 from __future__ import annotations
 
@@ -15,15 +16,17 @@ from comfyart.errors import BackendUnavailable
 from comfyart.models import BackendState
 from comfyart.policy.health import after_health_check
 from comfyart.pool.backend import Backend
+from comfyart.pool.inventory import Inventories
 from comfyart.pool.registry import Pool
 from comfyart.pool.unreachable import take_back
 from comfyart.redact import redact_url
 
 
 class HealthChecks:
-    def __init__(self, pool: Pool, config: PoolConfig) -> None:
+    def __init__(self, pool: Pool, config: PoolConfig, inventories: Inventories | None = None) -> None:
         self.pool = pool
         self.config = config
+        self.inventories = inventories or Inventories(pool, config)
 
     async def probe_all(self) -> None:
         probed = [b for b in self.pool.backends.values()
@@ -52,6 +55,8 @@ class HealthChecks:
         else:
             backend.error = error
         if backend.health.healthy and not was_healthy:
+            if backend.inventory is None:  # what it can run, before it is given anything
+                await self.inventories.read(backend)
             backend.move_to(BackendState.HEALTHY)
             backend.error = None
             backend.unhealthy_since = None

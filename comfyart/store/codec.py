@@ -9,13 +9,13 @@ from comfyart.bus import Event
 from comfyart.models import Task, TaskStatus
 
 JSON_FIELDS = ("prompt", "outputs", "node_errors", "params", "history", "requires", "extra_data", "comfy_outputs",
-               "comfy_messages", "webhook_deliveries", "comfy_targets")
+               "comfy_messages", "webhook_deliveries", "comfy_targets", "needs")
 INT_FIELDS = ("created_ms", "updated_ms", "started_ms", "finished_ms", "node_step", "node_max", "attempts",
               "workflow_version", "submitted_ms", "priority", "vram_mb")
 FLOAT_FIELDS = ("progress", "number")
 # what a task event leaves out: large, and in the record for whoever needs it
 UNPUBLISHED = frozenset({"prompt", "params", "history", "extra_data", "comfy_outputs", "comfy_messages",
-                         "comfy_targets", "node_errors", "webhook_deliveries"})
+                         "comfy_targets", "node_errors", "webhook_deliveries", "needs"})
 DELETE = "\0"  # a field value that removes the field
 
 # Lua: write ARGV[first..last] (field, value pairs; a value of "\0", DELETE, removes the field) into a record

@@ -126,6 +126,8 @@ def record_fields(new: NewTask, created_ms: int) -> dict[str, Any]:
             fields["webhook_public_only"] = 1
     if new.comfy is not None:
         fields.update({k: v for k, v in new.comfy.fields().items() if v is not None})
+    if new.needs is not None:
+        fields["needs"] = new.needs
     return fields
 
 

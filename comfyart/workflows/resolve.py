@@ -6,17 +6,19 @@ from __future__ import annotations
 import dataclasses
 import random
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Container, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from comfyart.comfy.inventory import admitted_needs, graph_needs, missing_from_fleet, not_in_fleet
 from comfyart.comfy.validate import GraphRefused, validate
 from comfyart.errors import InvalidInput, NotFound
 from comfyart.files.inputs import InputStore, StoredInput
 from comfyart.files.outputs import OutputStore
 from comfyart.models import NewTask, Task, TaskStatus
-from comfyart.policy.needs import Needs, graph_cost, graph_models
+from comfyart.policy.inventory import Combo, Fleet
+from comfyart.policy.needs import Needs, graph_cost, graph_models, needs_of_record
 from comfyart.store.tasks import TaskStore
 from comfyart.store.workflows import WorkflowStore
 from comfyart.workflows.definition import WorkflowDefinition
@@ -79,13 +81,13 @@ class Resolver:
     # ------------------------------------------------------------------ submission
     async def submit(self, name: str, params: Mapping[str, Any], uploads: Mapping[str, StoredInput] | None = None,
                      *, task: NewTask | None = None, max_queued: int = 0,
-                     may_read: Callable[[Task], bool] = lambda task: True,
-                     object_info: Mapping[str, Any] | None = None) -> Task:
+                     may_read: Callable[[Task], bool] = lambda task: True, fleet: Fleet | None = None) -> Task:
         """Queue a run of workflow ``name``'s current version, with ``task``'s scheduling, owner and webhook.
         ``uploads`` are files that came with the request, by parameter; an image parameter may name an output of a
-        task ``may_read`` lets the caller see. With the pool's ``object_info``, numbers are held to the bounds of
-        the inputs they target and the graph they make must pass ComfyUI's validation. Raises NotFound,
-        ParameterError naming each parameter at fault, or GraphRefused."""
+        task ``may_read`` lets the caller see. With the ``fleet``'s inventories, numbers are held to the bounds of
+        the inputs they target, the graph they make must pass ComfyUI's validation and some backend must have all
+        it needs (stored with the task). Raises NotFound, ParameterError naming each parameter at fault,
+        GraphRefused, or NotInFleet."""
         meta = await self.workflows.current(name)
         if meta is None:
             raise NotFound(f"no workflow {name}")
@@ -96,6 +98,7 @@ class Resolver:
             if param in request:
                 raise ParameterError({param: "given both as a file and in params"})
             request[param] = {"input": stored.id}
+        object_info = fleet.object_info if fleet is not None else None
         values = bind(definition.params, request, self.rng, graph=definition.graph, object_info=object_info)
         problems, names = {}, {}
         for image in image_inputs(definition.params, values):
@@ -106,13 +109,15 @@ class Resolver:
                 problems[image.param] = str(exc)
         if problems:
             raise ParameterError(problems)
-        if object_info is not None:
-            graph = apply(definition.graph, definition.params, values, names)
-            verdict = validate(graph, object_info, also_allowed=lambda value: value in names.values())
-            if verdict.error is not None:
-                raise GraphRefused(verdict)
         run = dataclasses.replace(task or NewTask(), prompt=None, workflow=name, workflow_version=version,
                                   params=values)
+        if fleet is not None:
+            graph = apply(definition.graph, definition.params, values, names)
+            verdict = validate(graph, fleet.object_info, also_allowed=lambda value: value in names.values())
+            if verdict.error is not None:
+                raise not_in_fleet(verdict) if missing_from_fleet(verdict) else GraphRefused(verdict)
+            tags, vram_mb = _requirements(run, definition)
+            run = dataclasses.replace(run, needs=admitted_needs(graph, fleet, tags=tags, vram_mb=vram_mb))
         return await self.tasks.create(run, max_queued=max_queued)
 
     async def _source(self, image: ImageInput,
@@ -191,26 +196,37 @@ class Resolver:
                         uploads[value] = Upload(f"{node_id}.{name}", path, value, self.inputs.content_type(value))
         return list(uploads.values())
 
-    async def needs(self, task: Task) -> tuple[Needs, float]:
-        """What ``task`` asks of a backend (its own tags and VRAM with its workflow's, and the models its graph
-        loads) and its graph's estimated cost. A task that can no longer run needs nothing and costs nothing:
+    async def needs(self, task: Task, combos: Container[Combo] = ()) -> tuple[Needs, float]:
+        """What ``task`` asks of a backend (its own tags and VRAM with its workflow's, the node classes of its graph,
+        the values of its combo inputs among ``combos``, and the models it loads) and its graph's estimated cost:
+        as worked out at submission, else now. A task that can no longer run needs nothing and costs nothing:
         dispatching it fails it with the reason."""
-        tags = set(task.requires)
-        vram_mb = task.vram_mb
+        if task.needs is not None:
+            return needs_of_record(task.needs)
+        tags, vram_mb = set(task.requires), task.vram_mb
         graph: Mapping[str, Any] = task.prompt or {}
         if task.workflow is not None and task.workflow_version is not None:
             try:
                 definition = await self.definition(task.workflow, task.workflow_version, known_stored=True)
             except NotFound:
                 return Needs(), 0.0
-            tags.update(definition.requires)
-            if definition.vram_mb is not None:
-                vram_mb = max(vram_mb or 0, definition.vram_mb)
+            tags, vram_mb = _requirements(task, definition)
             values = task.params or {}
             images = {i.param: "" for i in image_inputs(definition.params, values)}
             try:
                 graph = apply(definition.graph, definition.params, values, images)
             except (KeyError, TypeError):
                 graph = definition.graph
-        needs = Needs(frozenset(tags), None if vram_mb is None else vram_mb << 20, graph_models(graph))
+        nodes, settings = graph_needs(graph, combos)
+        needs = Needs(frozenset(tags), None if vram_mb is None else vram_mb << 20, graph_models(graph), nodes,
+                      settings)
         return needs, graph_cost(graph)
+
+
+def _requirements(task: Task | NewTask, definition: WorkflowDefinition) -> tuple[set[str], int | None]:
+    """The tags and VRAM a task of a workflow asks for: its own with the workflow's."""
+    tags = set(task.requires) | set(definition.requires)
+    vram_mb = task.vram_mb
+    if definition.vram_mb is not None:
+        vram_mb = max(vram_mb or 0, definition.vram_mb)
+    return tags, vram_mb

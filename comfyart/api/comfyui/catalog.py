@@ -1,23 +1,20 @@
-"""What the pool knows, asked of its healthy backends and cached: ``/object_info`` merged over the pool (identical
-answers parsed once), informational GETs passed through, and ``/system_stats`` with every backend's devices."""
+"""What the pool knows: ``/object_info`` merged over the pool (from the inventories its backends reported),
+informational GETs passed through (cached), and ``/system_stats`` with every backend's devices."""
 from __future__ import annotations
 
 import asyncio
 import collections
-import hashlib
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar, cast
-
-from loguru import logger
 
 from comfyart.api.limits import parse_json
 from comfyart.comfy.validate import output_nodes
 from comfyart.errors import BackendUnavailable
 from comfyart.models import Task
+from comfyart.pool.inventory import Inventories
 from comfyart.pool.registry import Pool
 
-OBJECT_INFO_TTL_S = 300.0
 INFO_TTL_S = 60.0
 STATS_TTL_S = 2.0
 FETCH_CONCURRENCY = 8
@@ -37,8 +34,9 @@ class _Cached:
 class Catalog:
     """The pool's node classes, models and devices as one ComfyUI would answer them, each answer cached a while."""
 
-    def __init__(self, pool: Pool) -> None:
+    def __init__(self, pool: Pool, inventories: Inventories) -> None:
         self.pool = pool
+        self.inventories = inventories
         self._cache: collections.OrderedDict[str, _Cached] = collections.OrderedDict()
 
     async def _cached(self, key: str, ttl_s: float, fetch: Callable[[], Awaitable[T]]) -> T:
@@ -61,39 +59,13 @@ class Catalog:
         return cast(T, entry.value)
 
     async def object_info(self) -> dict[str, Any]:
-        """The node classes of the whole pool: a class any healthy backend has, with the choices of its combo
-        inputs merged (backends may hold different models). Identical answers are parsed once."""
-        async def fetch() -> dict[str, Any]:
-            backends = self.pool.healthy()
-            if not backends:
-                raise BackendUnavailable("no healthy backend to ask for /object_info")
-            limit = asyncio.Semaphore(FETCH_CONCURRENCY)
-
-            async def one(backend: Any) -> bytes | None:
-                async with limit:
-                    try:
-                        status, body = await backend.client.get("/object_info")
-                    except BackendUnavailable as exc:
-                        logger.debug("no /object_info backend={} error={}", backend.id, exc)
-                        return None
-                    return body if status == 200 else None
-
-            bodies = await asyncio.gather(*(one(b) for b in backends))
-            merged: dict[str, Any] = {}
-            seen = set()
-            for body in bodies:
-                if body is None or hashlib.sha256(body).digest() in seen:
-                    continue
-                seen.add(hashlib.sha256(body).digest())
-                try:
-                    merge_object_info(merged, parse_json(body, BACKEND_JSON_DEPTH))
-                except (ValueError, TypeError, AttributeError):
-                    continue
-            if not merged:
-                raise BackendUnavailable("no backend answered /object_info")
-            return merged
-
-        return await self._cached("object_info", OBJECT_INFO_TTL_S, fetch)
+        """The node classes of the whole pool, as the inventories the backends reported last (``pool.inventory``):
+        a class any backend has, with the choices of its combo inputs merged (backends may hold different models).
+        Nothing is fetched on a request's path."""
+        merged = await self.inventories.object_info()
+        if merged is None:
+            raise BackendUnavailable("no backend has listed its nodes (/object_info) yet")
+        return merged
 
     async def backend_json(self, path: str, ttl_s: float = INFO_TTL_S) -> tuple[int, Any]:
         """A healthy backend's answer to an informational GET (status, JSON), cached."""
@@ -137,19 +109,3 @@ class Catalog:
             return output_nodes(task.prompt or {}, await self.object_info())
         except BackendUnavailable:
             return []
-
-
-def merge_object_info(merged: dict[str, Any], info: dict[str, Any]) -> None:
-    """Fold one backend's /object_info into ``merged``: new classes are added, and the choices of a combo input
-    become the union of every backend's."""
-    for class_name, class_info in info.items():
-        if class_name not in merged:
-            merged[class_name] = class_info
-            continue
-        known = merged[class_name].get("input", {})
-        for section in ("required", "optional"):
-            for name, spec in (class_info.get("input", {}).get(section) or {}).items():
-                mine = (known.get(section) or {}).get(name)
-                if (isinstance(mine, list) and mine and isinstance(mine[0], list)
-                        and isinstance(spec, list) and spec and isinstance(spec[0], list)):
-                    mine[0] = mine[0] + [choice for choice in spec[0] if choice not in mine[0]]

@@ -14,6 +14,7 @@ from comfyart.config.sections import LimitsConfig
 from comfyart.files.inputs import InputStore
 from comfyart.files.objects import S3Outputs
 from comfyart.files.outputs import OutputStore
+from comfyart.pool.inventory import Inventories
 from comfyart.pool.registry import Pool
 from comfyart.store.comfy_index import ComfyIndex
 from comfyart.store.queue import TaskQueue
@@ -23,14 +24,15 @@ from comfyart.tracker.tracker import Tracker
 
 
 class FrontDoor:
-    def __init__(self, *, store: TaskStore, queue: TaskQueue, comfy: ComfyIndex, pool: Pool, outputs: OutputStore,
+    def __init__(self, *, store: TaskStore, queue: TaskQueue, comfy: ComfyIndex, pool: Pool,
+                 inventories: Inventories, outputs: OutputStore,
                  inputs: InputStore, tracker: Tracker, session: aiohttp.ClientSession, events: EventHub,
                  objects: S3Outputs | None = None, quotas: Quotas | None = None,
                  limits: LimitsConfig | None = None) -> None:
         self.limits = limits or LimitsConfig()
         self.comfy = comfy
         self.pool = pool
-        self.catalog = Catalog(pool)
+        self.catalog = Catalog(pool, inventories)
         self.sockets = Sockets(store=store, queue=queue, events=events, limits=self.limits)
         self.relay = FrameRelay(self.sockets.connections)
         self.prompts = Prompts(store=store, comfy=comfy, catalog=self.catalog, inputs=inputs, tracker=tracker,

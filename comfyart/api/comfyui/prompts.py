@@ -11,11 +11,13 @@ from typing import Any
 from comfyart.api.comfyui.catalog import Catalog
 from comfyart.api.comfyui.sockets import Connection
 from comfyart.auth import NOBODY, Principal
+from comfyart.comfy.inventory import NotInFleet, admitted_needs
 from comfyart.comfy.validate import Verdict, validate
 from comfyart.config.sections import LimitsConfig
 from comfyart.errors import BackendUnavailable, InvalidTransition, NotFound, TransientError
 from comfyart.files.inputs import INPUT_ID, InputStore
 from comfyart.models import ComfyPrompt, NewTask, Task, TaskStatus, socket_key
+from comfyart.policy.inventory import Fleet
 from comfyart.store.comfy_index import ComfyIndex
 from comfyart.store.quotas import Quotas
 from comfyart.store.tasks import TaskStore
@@ -66,9 +68,16 @@ class Prompts:
         if isinstance(graph, dict) and len(graph) > self.limits.max_graph_nodes:
             return refused("invalid_prompt", f"prompt has {len(graph)} nodes; at most "
                                              f"{self.limits.max_graph_nodes} are allowed")
-        verdict = self.check(graph, await self.catalog.object_info(), targets)
+        fleet = await self.catalog.inventories.fleet()
+        if fleet is None:
+            raise BackendUnavailable("no backend has listed its nodes (/object_info) yet")
+        verdict = self.check(graph, fleet.object_info, targets)
         if verdict.error is not None:
             return 400, {"error": verdict.error, "node_errors": verdict.node_errors}
+        try:
+            needs = admitted_needs(graph, fleet)
+        except NotInFleet as unrunnable:  # each node is known, but no one backend has them all
+            return 400, {"error": unrunnable.error, "node_errors": unrunnable.node_errors}
         if targets is None and verdict.node_errors:
             targets = verdict.outputs  # what ComfyUI runs: the valid outputs only
         if "number" in body and isinstance(body["number"], (int, float)) and not isinstance(body["number"], bool):
@@ -84,7 +93,7 @@ class Prompts:
             extra_data.pop(secret, None)
         comfy = ComfyPrompt(prompt_id, number, client_id=client_id, extra_data=extra_data, comfy_targets=targets)
         task = await self.store.create(NewTask(graph, priority=1 if body.get("front") is True else 0,
-                                               owner=principal.owner, comfy=comfy),
+                                               owner=principal.owner, comfy=comfy, needs=needs),
                                        max_queued=self.quotas.max_queued(principal) if self.quotas is not None else 0)
         connection = self.connections.get(socket_key(principal.owner, client_id)) if client_id else None
         if connection is not None:
@@ -97,12 +106,10 @@ class Prompts:
         validation against the pool's ``object_info``, where an input comfyart stores and delivers is let through."""
         return validate(graph, object_info, targets=targets, also_allowed=self.stored_input)
 
-    async def known_object_info(self) -> dict[str, Any] | None:
-        """The pool's ``/object_info``, or None while no backend answers it (a graph is then checked at dispatch)."""
-        try:
-            return await self.catalog.object_info()
-        except BackendUnavailable:
-            return None
+    async def known_fleet(self) -> Fleet | None:
+        """The fleet's inventories, or None while no backend has listed one (a graph is then checked at
+        dispatch)."""
+        return await self.catalog.inventories.fleet()
 
     def stored_input(self, value: Any) -> bool:
         return isinstance(value, str) and INPUT_ID.match(value.rsplit("/", 1)[-1]) is not None \

@@ -24,7 +24,8 @@ def test_after_uncertain_submit_never_submits_a_known_prompt_again(in_history, i
 @pytest.mark.parametrize("end", list(AttemptEnd))
 @pytest.mark.parametrize("attempts, max_retries", [(1, 0), (1, 2), (2, 2), (3, 2), (4, 2), (1, 1), (2, 1)])
 def test_should_retry_backend_faults_until_retries_are_spent_and_workflow_faults_never(end, attempts, max_retries):
-    retryable = end in (AttemptEnd.BACKEND_LOST, AttemptEnd.TIMED_OUT, AttemptEnd.VANISHED, AttemptEnd.NOT_ACCEPTED)
+    retryable = end in (AttemptEnd.BACKEND_LOST, AttemptEnd.TIMED_OUT, AttemptEnd.VANISHED, AttemptEnd.NOT_ACCEPTED,
+                        AttemptEnd.STALE_INVENTORY)
     # attempts counts the first submission: max_retries=2 allows attempts 1, 2 and 3
     expected = retryable and attempts - 1 < max_retries
     assert should_retry(end, attempts=attempts, max_retries=max_retries) is expected

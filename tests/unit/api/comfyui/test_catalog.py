@@ -1,25 +1,11 @@
-"""What the ComfyUI-compatible API answers from its backends (api.comfyui.catalog): merged object info, cached
-answers."""
+"""What the ComfyUI-compatible API answers from its backends (api.comfyui.catalog): cached answers."""
 from __future__ import annotations
 
-import json
-
-from comfyart.api.comfyui.catalog import merge_object_info
-from tests.support.graphs import OBJECT_INFO
-
-
-def test_merged_object_info_unions_combo_choices_and_classes():
-    merged: dict = {}
-    merge_object_info(merged, json.loads(json.dumps(OBJECT_INFO)))
-    other = {"LoadImage": {"input": {"required": {"image": [["b.png", "z.png"], {}]}}}, "Extra": {"output": []}}
-    merge_object_info(merged, other)
-    assert merged["LoadImage"]["input"]["required"]["image"][0] == ["a.png", "b.png", "z.png"]
-    assert "Extra" in merged and "EmptyImage" in merged
 
 
 async def test_cached_answers_are_reused_and_bounded():
     from comfyart.api.comfyui.catalog import CACHED_ANSWERS, Catalog
-    front = Catalog(pool=None)
+    front = Catalog(pool=None, inventories=None)
     fetched = []
 
     def fetcher(key):

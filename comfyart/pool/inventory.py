@@ -1,0 +1,180 @@
+"""Every backend's inventory, read from the backend itself: when it becomes healthy, every ``inventory_refresh_s``,
+after it rejects a prompt for something it was thought to have, and on demand (``POST /api/pool/.../refresh``).
+
+Backends that answer the same document share one parsed ``Inventory`` (found by its SHA-256), and one compressed
+copy of the document, from which the fleet's merged ``/object_info`` is built again only when the set of documents
+changes: a fleet of 64 containers of one image holds one inventory, and 64 different ones hold no parsed document.
+"""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import time
+import zlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from loguru import logger
+
+from comfyart.comfy.inventory import merge_object_info, read_inventory
+from comfyart.config.fleet import PoolConfig
+from comfyart.errors import BackendUnavailable
+from comfyart.models import BackendState
+from comfyart.policy.inventory import Combo, Fleet, Inventory, lacking_reason
+from comfyart.policy.needs import Needs
+from comfyart.pool.backend import Backend
+from comfyart.pool.registry import Pool
+
+READ_CONCURRENCY = 8
+
+
+@dataclass
+class _Merged:
+    digests: frozenset[str]
+    object_info: dict[str, Any]
+    combos: frozenset[Combo]
+
+
+class Inventories:
+    def __init__(self, pool: Pool, config: PoolConfig) -> None:
+        self.pool = pool
+        self.config = config
+        self._shared: dict[str, Inventory] = {}  # digest -> the one parsed copy, while a backend has it
+        self._documents: dict[str, bytes] = {}  # digest -> its /object_info, zlib-compressed
+        self._merged: _Merged | None = None
+        self._merging: asyncio.Lock = asyncio.Lock()
+        self._limit = asyncio.Semaphore(READ_CONCURRENCY)
+        self.reads = 0  # documents fetched, for /metrics and the benchmarks
+        self.parses = 0  # of which new documents, parsed
+
+    # ------------------------------------------------------------------ reading
+    async def read(self, backend: Backend) -> Inventory | None:
+        """Read ``backend``'s inventory now; None (and its last one kept) when it does not answer. A changed
+        inventory wakes the dispatcher."""
+        async with self._limit:
+            try:
+                status, body = await backend.client.get("/object_info")
+                if status != 200:
+                    raise BackendUnavailable(f"GET /object_info answered HTTP {status}")
+                embeddings = await self._embeddings(backend)
+            except BackendUnavailable as exc:
+                logger.warning("inventory not read backend={} error={}", backend.id, exc)
+                return None
+        self.reads += 1
+        digest = hashlib.sha256(body + b"\0" + embeddings).hexdigest()
+        inventory = self._shared.get(digest)
+        if inventory is None:
+            try:
+                inventory = await asyncio.to_thread(_parse, body, embeddings, digest)
+            except ValueError as exc:
+                logger.warning("inventory not read backend={} error={}", backend.id, exc)
+                return None
+            self.parses += 1
+            self._shared[digest] = inventory
+            self._documents[digest] = await asyncio.to_thread(zlib.compress, body, 1)
+        if self.pool.backends.get(backend.id) is backend and backend.inventory is not inventory:
+            first = backend.inventory is None
+            backend.inventory = inventory
+            self.forget_unused()
+            logger.log("DEBUG" if first else "INFO", "inventory {} backend={} nodes={} models={}",
+                       "read" if first else "changed", backend.id, len(inventory.nodes), len(inventory.models()))
+            self.pool.notify()
+        return inventory
+
+    @staticmethod
+    async def _embeddings(backend: Backend) -> bytes:
+        try:
+            status, body = await backend.client.get("/embeddings")
+        except BackendUnavailable:
+            return b""
+        return body if status == 200 else b""
+
+    async def refresh(self, backends: Iterable[Backend]) -> None:
+        await asyncio.gather(*(self.read(b) for b in backends))
+
+    async def run(self) -> None:
+        """Read again every healthy backend's inventory every ``inventory_refresh_s`` (0: only on demand), and each
+        health interval those a first read missed."""
+        next_full = time.monotonic() + self.config.inventory_refresh_s
+        while True:
+            await asyncio.sleep(self.config.health_interval_s)
+            full = self.config.inventory_refresh_s > 0 and time.monotonic() >= next_full
+            if full:
+                next_full = time.monotonic() + self.config.inventory_refresh_s
+            await self.refresh([b for b in self.pool.healthy() if full or b.inventory is None])
+
+    def forget_unused(self) -> None:
+        """Drop the documents no backend of the pool has any more."""
+        used = {b.inventory.digest for b in self.pool.backends.values() if b.inventory is not None}
+        for digest in self._shared.keys() - used:
+            del self._shared[digest]
+            self._documents.pop(digest, None)
+
+    # ------------------------------------------------------------------ the fleet's
+    def known(self) -> list[tuple[Backend, Inventory]]:
+        """Every backend of the pool with the inventory it last reported, whatever its state now."""
+        return [(b, b.inventory) for b in self.pool.backends.values() if b.inventory is not None]
+
+    def distinct(self) -> list[Inventory]:
+        return list({inv.digest: inv for _, inv in self.known()}.values())
+
+    async def merged(self) -> _Merged | None:
+        """The fleet's ``/object_info`` (every node class any backend has, each combo's choices the union of every
+        backend's) and its combo inputs; None while no backend has reported one. Built again, off the event loop,
+        only when the set of documents changed."""
+        self.forget_unused()
+        digests = frozenset(inv.digest for inv in self.distinct())
+        if not digests:
+            return None
+        async with self._merging:
+            if self._merged is None or self._merged.digests != digests:
+                documents = [self._documents[d] for d in sorted(digests) if d in self._documents]
+                object_info = await asyncio.to_thread(_merge, documents)
+                combos = frozenset(c for inv in self.distinct() for c in inv.choices)
+                self._merged = _Merged(digests, object_info, combos)
+        return self._merged
+
+    async def fleet(self) -> Fleet | None:
+        """The fleet as a submission is checked against it; None while no backend has reported its inventory."""
+        merged = await self.merged()
+        return None if merged is None else Fleet(merged.object_info, merged.combos, tuple(self.distinct()))
+
+    async def object_info(self) -> dict[str, Any] | None:
+        merged = await self.merged()
+        return None if merged is None else merged.object_info
+
+    def unrunnable_reason(self, needs: Needs, states: Sequence[BackendState] | None = None) -> str | None:
+        """Why no backend of the pool (in ``states``, any by default) could run a task with ``needs``, by the
+        inventories they last reported; None when one could."""
+        reasons: dict[str, int] = {}
+        for backend, inventory in self.known():
+            if states is not None and backend.state not in states:
+                continue
+            missing = inventory.missing(needs)
+            if not missing:
+                return None
+            reason = lacking_reason(missing)
+            reasons[reason] = reasons.get(reason, 0) + 1
+        if not reasons:
+            return None
+        return "; ".join(f"{n} backend(s) {r}" for r, n in sorted(reasons.items()))
+
+
+def _parse(body: bytes, embeddings: bytes, digest: str) -> Inventory:
+    try:
+        object_info = json.loads(body)
+        listed = json.loads(embeddings) if embeddings else None
+    except (RecursionError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"/object_info is not JSON: {str(exc)[:80]}") from None
+    if not isinstance(object_info, dict):
+        raise ValueError("/object_info is not an object")
+    return read_inventory(object_info, digest, listed)
+
+
+def _merge(documents: Sequence[bytes]) -> dict[str, Any]:
+    merged: dict[str, Any] = {}
+    for document in documents:
+        merge_object_info(merged, json.loads(zlib.decompress(document)))
+    return merged
