@@ -55,6 +55,7 @@ from comfyart.workflows.resolve import PreparedPrompt, Resolver
 
 IDLE_WAIT_S = 1.0  # with nothing to do, look again this often even unwoken (a task queued by another process)
 BLOCKED_CHECK_S = 1.0
+ASKS_NOTHING = Needs()
 
 
 class Dispatcher:
@@ -252,7 +253,7 @@ class Dispatcher:
         logger.info("task cannot run task={} error={}", task_id, error)
 
     async def _submit(self, backend: Backend, prompt_id: str, state: PromptState, prepared: PreparedPrompt,
-                      needs: Needs) -> None:
+                      needs: Needs = ASKS_NOTHING) -> None:
         try:
             await self._upload(backend, prepared)
         except BackendUnavailable as exc:

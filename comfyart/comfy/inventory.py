@@ -13,7 +13,15 @@ from typing import Any
 
 from comfyart.comfy.validate import FILE_UPLOADS, GraphRefused, Verdict, combo_options, error_of, output_nodes
 from comfyart.policy.inventory import Combo, Fleet, Inventory, listed
-from comfyart.policy.needs import Needs, Setting, graph_cost, graph_models, needs_record
+from comfyart.policy.needs import (
+    MODEL_SUFFIXES,
+    Needs,
+    Setting,
+    graph_cost,
+    graph_models,
+    names_model,
+    needs_record,
+)
 
 
 def read_inventory(object_info: Mapping[str, Any], digest: str, embeddings: Any = None) -> Inventory:
@@ -98,12 +106,21 @@ class NotInFleet(GraphRefused):
 
 def missing_from_fleet(verdict: Verdict) -> bool:
     """Whether ComfyUI's validation refused a graph (against the fleet's merged ``/object_info``) only for node
-    classes or combo values that no backend lists: what comfyart's API answers with 422."""
+    classes or model files that no backend lists: what comfyart's API answers with 422. (Another value not in a
+    list, a sampler's name, is the graph's own error: 400.)"""
     error = verdict.error or {}
     if error.get("type") == "invalid_prompt" and str(error.get("message", "")).endswith("does not exist."):
         return True
     errors = [e for entry in verdict.node_errors.values() for e in entry.get("errors", [])]
-    return bool(errors) and all(e.get("type") == "value_not_in_list" for e in errors)
+    return bool(errors) and all(e.get("type") == "value_not_in_list" and _names_model(e.get("extra_info") or {})
+                                for e in errors)
+
+
+def _names_model(extra_info: Mapping[str, Any]) -> bool:
+    value = extra_info.get("received_value")
+    # a combo's choice that is a model file, whatever the input's name: a custom node's list of its own files
+    return isinstance(value, str) and (names_model(str(extra_info.get("input_name")), value)
+                                       or value.lower().endswith(MODEL_SUFFIXES))
 
 
 def fleet_refusal(graph: Mapping[str, Any], needs: Needs, fleet: Fleet) -> NotInFleet | None:

@@ -26,12 +26,15 @@ class Inventory:
     nodes: frozenset[str]
     choices: Mapping[Combo, frozenset[str]]
     embeddings: frozenset[str] = frozenset()
+    listed: bool = True  # False: the backend lists nothing (no /object_info); it checks each prompt itself
     _verdicts: dict[Needs, tuple[str, ...]] = field(default_factory=dict, repr=False)
 
     def missing(self, needs: Needs) -> tuple[str, ...]:
         """What of ``needs`` this inventory lacks, in words (``node SaveVideo``, ``ckpt_name 'x.safetensors'``),
         sorted; () when it covers them. An input that is not a combo here takes any value."""
         verdict = self._verdicts.get(needs)
+        if verdict is None and not self.listed:
+            return ()
         if verdict is None:
             if len(self._verdicts) >= MAX_VERDICTS:
                 self._verdicts.clear()
@@ -68,6 +71,9 @@ def lacking_reason(missing: Iterable[str]) -> str:
     return f"lacks {listed(missing)}"
 
 
+UNLISTED = Inventory("unlisted", frozenset(), {}, listed=False)
+
+
 @dataclass(frozen=True)
 class Fleet:
     """The fleet's inventories at one moment, as a submission is checked against them: the merged
@@ -80,7 +86,7 @@ class Fleet:
 
     def refusal(self, needs: Needs) -> str | None:
         """Why no backend of the fleet could run a task with ``needs``, or None when one could."""
-        lacking = Counter(inv.missing(needs) for inv in self.inventories)
+        lacking = Counter(inv.missing(needs) for inv in self.inventories if inv.listed)
         if not lacking or () in lacking:
             return None
         if len(lacking) == 1:

@@ -9,13 +9,13 @@ from typing import Any
 _MODEL_INPUTS = frozenset({"ckpt_name", "lora_name", "vae_name", "unet_name", "clip_name", "clip_name1",
                            "clip_name2", "clip_name3", "clip_name4", "control_net_name", "model_name",
                            "style_model_name", "gligen_name", "hypernetwork_name", "upscale_model"})
-_MODEL_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin", ".gguf", ".sft", ".onnx")
+MODEL_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin", ".gguf", ".sft", ".onnx")
 
 
 def names_model(key: str, value: str) -> bool:
     """Whether input ``key`` set to ``value`` names a model file: a loader input, or any ``*_name`` input whose
     value is a model file (custom loaders follow that convention)."""
-    return bool(value) and (key in _MODEL_INPUTS or (key.endswith("_name") and value.lower().endswith(_MODEL_SUFFIXES)))
+    return bool(value) and (key in _MODEL_INPUTS or (key.endswith("_name") and value.lower().endswith(MODEL_SUFFIXES)))
 
 
 def graph_models(graph: Mapping[str, Any]) -> frozenset[str]:

@@ -21,8 +21,7 @@ from loguru import logger
 from comfyart.comfy.inventory import merge_object_info, read_inventory
 from comfyart.config.fleet import PoolConfig
 from comfyart.errors import BackendUnavailable
-from comfyart.models import BackendState
-from comfyart.policy.inventory import Combo, Fleet, Inventory, lacking_reason
+from comfyart.policy.inventory import UNLISTED, Combo, Fleet, Inventory
 from comfyart.policy.needs import Needs
 from comfyart.pool.backend import Backend
 from comfyart.pool.registry import Pool
@@ -56,6 +55,8 @@ class Inventories:
         async with self._limit:
             try:
                 status, body = await backend.client.get("/object_info")
+                if status == 404:  # not a ComfyUI that lists its nodes: it gets any task, and checks it
+                    return self._set(backend, UNLISTED)
                 if status != 200:
                     raise BackendUnavailable(f"GET /object_info answered HTTP {status}")
                 embeddings = await self._embeddings(backend)
@@ -74,6 +75,9 @@ class Inventories:
             self.parses += 1
             self._shared[digest] = inventory
             self._documents[digest] = await asyncio.to_thread(zlib.compress, body, 1)
+        return self._set(backend, inventory)
+
+    def _set(self, backend: Backend, inventory: Inventory) -> Inventory:
         if self.pool.backends.get(backend.id) is backend and backend.inventory is not inventory:
             first = backend.inventory is None
             backend.inventory = inventory
@@ -118,7 +122,8 @@ class Inventories:
         return [(b, b.inventory) for b in self.pool.backends.values() if b.inventory is not None]
 
     def distinct(self) -> list[Inventory]:
-        return list({inv.digest: inv for _, inv in self.known()}.values())
+        """The distinct inventories that list something."""
+        return list({inv.digest: inv for _, inv in self.known() if inv.listed}.values())
 
     async def merged(self) -> _Merged | None:
         """The fleet's ``/object_info`` (every node class any backend has, each combo's choices the union of every
@@ -145,21 +150,12 @@ class Inventories:
         merged = await self.merged()
         return None if merged is None else merged.object_info
 
-    def unrunnable_reason(self, needs: Needs, states: Sequence[BackendState] | None = None) -> str | None:
-        """Why no backend of the pool (in ``states``, any by default) could run a task with ``needs``, by the
-        inventories they last reported; None when one could."""
-        reasons: dict[str, int] = {}
-        for backend, inventory in self.known():
-            if states is not None and backend.state not in states:
-                continue
-            missing = inventory.missing(needs)
-            if not missing:
-                return None
-            reason = lacking_reason(missing)
-            reasons[reason] = reasons.get(reason, 0) + 1
-        if not reasons:
+    def unrunnable_reason(self, needs: Needs) -> str | None:
+        """Why no backend of the pool, whatever its state, could run a task with ``needs``, by the inventories
+        they last reported; None when one could (or one lists nothing, and would check the task itself)."""
+        if any(not inventory.listed for _, inventory in self.known()):
             return None
-        return "; ".join(f"{n} backend(s) {r}" for r, n in sorted(reasons.items()))
+        return Fleet({}, frozenset(), tuple(self.distinct())).refusal(needs)
 
 
 def _parse(body: bytes, embeddings: bytes, digest: str) -> Inventory:

@@ -112,3 +112,6 @@ def test_a_value_not_in_the_fleets_lists_is_missing_from_the_fleet_and_named():
     graph = text_to_image_graph()
     graph["5"]["inputs"]["width"] = -1  # a real validation error: not the fleet's
     assert not missing_from_fleet(validate(graph, fleet(emulated()).object_info))
+    graph = text_to_image_graph()
+    graph["3"]["inputs"]["sampler_name"] = "eulr"  # a typo, not a model the fleet lacks
+    assert not missing_from_fleet(validate(graph, fleet(emulated()).object_info))
