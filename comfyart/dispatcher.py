@@ -142,6 +142,7 @@ class Dispatcher:
             return False
         ids, waiting = await self.queue.peek(window_size(slots, settings.prefetch, settings.lookahead))
         if not ids:
+            self.blocked = {}  # nothing waits: a task listed before ran (or left), and no later round would say so
             return False
         window = await self._window(ids)
         pairs = assign(window, slots, strategy=settings.strategy, prefetch=settings.prefetch, waiting=waiting,
@@ -190,11 +191,14 @@ class Dispatcher:
         return ordered(window, self.settings.order, now_ms(), self.settings.priority_ageing_s)
 
     def _note_blocked(self, window: list[QueuedTask], slots: list[Any], pairs: list[tuple[str, str]]) -> None:
-        """Once a second: which tasks of the window no healthy backend that takes work could run, and why."""
+        """Once a second: which tasks of the window no healthy backend that takes work could run, and why. A task
+        placed in any round leaves the list at once."""
+        placed = {task_id for task_id, _ in pairs}
         if time.monotonic() < self._next_blocked_check:
+            if self.blocked and not placed.isdisjoint(self.blocked):
+                self.blocked = {k: v for k, v in self.blocked.items() if k not in placed}
             return
         self._next_blocked_check = time.monotonic() + BLOCKED_CHECK_S
-        placed = {task_id for task_id, _ in pairs}
         reasons: dict[Needs, str | None] = {}  # most tasks of a window share their needs
         blocked = {}
         for task in window:
