@@ -119,3 +119,22 @@ async def test_a_task_only_a_down_backend_could_run_waits_for_it_and_runs_once_h
         scheduler = (await api.get("/api/scheduler")).json()
     assert record["status"] == "completed" and record["backend"] == "static:emu1" and record["history"] == []
     assert scheduler["blocked"] == []
+
+
+async def test_a_backend_back_from_down_is_read_again_before_it_is_given_work(tmp_path: Path, redis_url, emulator):
+    """A ComfyUI restarted with another model (copied on while it was down) is known to have it once healthy, not
+    an inventory refresh later (none for an hour here)."""
+    fleet = start_fleet(emulator, [[OLD]])
+    settings = make_settings(tmp_path, redis_url, static_backends=named(fleet), pool={"inventory_refresh_s": 3600})
+    async with running_daemon(settings) as api:
+        await all_healthy(api, 1)
+        port = fleet[0].port
+        fleet[0].stop()
+        await wait_for_pool(api, lambda p: p["backends"][0]["status"] == "unhealthy")
+        copy_model(fleet[0], NEW)
+        emulator(port=port)
+        await all_healthy(api, 1)
+        answer = await api.post("/api/tasks", json={"prompt": checkpoint_graph(NEW)})
+        assert answer.status_code == 201, answer.text
+        [record] = await wait_for_tasks(api, [answer.json()["id"]])
+    assert record["status"] == "completed" and record["history"] == []
