@@ -70,3 +70,18 @@ async def test_affinity_on_a_heterogeneous_fleet_loads_few_models_and_only_where
     # hold where it may only choose among each model's holders
     assert loads <= 14, (loads, uniform_loads)
     assert uniform_loads <= 20, (loads, uniform_loads)
+
+
+async def test_tasks_queued_before_any_backend_answered_still_go_where_their_models_are(tmp_path: Path, redis_url,
+                                                                                         emulator):
+    """Queued with no backend (their needs are not known at submission): worked out at dispatch, against the
+    inventories the fleet reports once it is up."""
+    async with running_daemon(make_settings(tmp_path, redis_url, static_backends=[])) as api:
+        ids = [await submit(api, checkpoint_graph(MODELS[i % len(MODELS)], seed=i)) for i in range(20)]
+    fleet = start_fleet(emulator, SPREAD, WITHOUT, *FAST)
+    async with running_daemon(make_settings(tmp_path, redis_url, static_backends=named(fleet))) as api:
+        records = await wait_for_tasks(api, ids, timeout_s=60)
+    where = holders(SPREAD)
+    assert [r["status"] for r in records] == ["completed"] * 20, [r["error"] for r in records]
+    assert [r["id"] for r in records if r["backend"] not in where[r["prompt"]["4"]["inputs"]["ckpt_name"]]] == []
+    assert all(r["history"] == [] for r in records), [r["history"] for r in records if r["history"]]
