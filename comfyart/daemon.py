@@ -179,8 +179,8 @@ async def build(settings: Settings, stores: Stores, session: aiohttp.ClientSessi
     stats = StatsHistory(stores.queue, stores.stats, events, interval_s=settings.dashboard.stats_interval_s,
                          keep_s=settings.dashboard.stats_keep_s)
     services = Services(stores.tasks, stores.queue, pool, core.controls, outputs, stores.workflows, core.resolver,
-                        inputs, core.tracker, core.dispatcher, front, file_errors, objects, security, metrics, stats,
-                        dashboard=settings.dashboard.enabled)
+                        inputs, core.tracker, core.dispatcher, front, core.inventories, file_errors, objects, security,
+                        metrics, stats, dashboard=settings.dashboard.enabled)
     loops: dict[str, Callable[[], Awaitable[None]]] = {
         "pool": core.reconciler.run, "inventories": core.inventories.run,
         "tracker": core.tracker.run, "dispatcher": core.dispatcher.run,

@@ -18,6 +18,7 @@ from typing import Any
 
 from loguru import logger
 
+from comfyart.clock import now_ms
 from comfyart.comfy.inventory import merge_object_info, read_inventory
 from comfyart.config.fleet import PoolConfig
 from comfyart.errors import BackendUnavailable
@@ -61,8 +62,7 @@ class Inventories:
                     raise BackendUnavailable(f"GET /object_info answered HTTP {status}")
                 embeddings = await self._embeddings(backend)
             except BackendUnavailable as exc:
-                logger.warning("inventory not read backend={} error={}", backend.id, exc)
-                return None
+                return self._failed(backend, str(exc))
         self.reads += 1
         digest = hashlib.sha256(body + b"\0" + embeddings).hexdigest()
         inventory = self._shared.get(digest)
@@ -70,14 +70,19 @@ class Inventories:
             try:
                 inventory = await asyncio.to_thread(_parse, body, embeddings, digest)
             except ValueError as exc:
-                logger.warning("inventory not read backend={} error={}", backend.id, exc)
-                return None
+                return self._failed(backend, str(exc))
             self.parses += 1
             self._shared[digest] = inventory
             self._documents[digest] = await asyncio.to_thread(zlib.compress, body, 1)
         return self._set(backend, inventory)
 
+    @staticmethod
+    def _failed(backend: Backend, reason: str) -> None:
+        logger.warning("inventory not read backend={} error={}", backend.id, reason)
+        backend.inventory_error = reason
+
     def _set(self, backend: Backend, inventory: Inventory) -> Inventory:
+        backend.inventory_read_ms, backend.inventory_error = now_ms(), None
         if self.pool.backends.get(backend.id) is backend and backend.inventory is not inventory:
             first = backend.inventory is None
             backend.inventory = inventory
@@ -95,8 +100,9 @@ class Inventories:
             return b""
         return body if status == 200 else b""
 
-    async def refresh(self, backends: Iterable[Backend]) -> None:
-        await asyncio.gather(*(self.read(b) for b in backends))
+    async def refresh(self, backends: Iterable[Backend]) -> list[Inventory | None]:
+        """Read each of ``backends`` now; what each answered (None: it did not)."""
+        return list(await asyncio.gather(*(self.read(b) for b in backends)))
 
     async def run(self) -> None:
         """Read again every healthy backend's inventory every ``inventory_refresh_s`` (0: only on demand), and each

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 
-
 async def test_cached_answers_are_reused_and_bounded():
     from comfyart.api.comfyui.catalog import CACHED_ANSWERS, Catalog
     front = Catalog(pool=None, inventories=None)
