@@ -83,6 +83,8 @@ class Inventories:
 
     def _set(self, backend: Backend, inventory: Inventory) -> Inventory:
         backend.inventory_read_ms, backend.inventory_error = now_ms(), None
+        if self.pool.backends.get(backend.id) is backend:
+            self.pool.learn_inventory(backend, inventory)  # its host's, kept when its containers stop
         if self.pool.backends.get(backend.id) is backend and backend.inventory is not inventory:
             first = backend.inventory is None
             backend.inventory = inventory
@@ -118,6 +120,7 @@ class Inventories:
     def forget_unused(self) -> None:
         """Drop the documents no backend of the pool has any more."""
         used = {b.inventory.digest for b in self.pool.backends.values() if b.inventory is not None}
+        used |= {inventory.digest for inventory in self.pool.host_inventories.values()}
         for digest in self._shared.keys() - used:
             del self._shared[digest]
             self._documents.pop(digest, None)
@@ -128,8 +131,10 @@ class Inventories:
         return [(b, b.inventory) for b in self.pool.backends.values() if b.inventory is not None]
 
     def distinct(self) -> list[Inventory]:
-        """The distinct inventories that list something."""
-        return list({inv.digest: inv for _, inv in self.known() if inv.listed}.values())
+        """The distinct inventories that list something: the backends', and those hosts' containers last reported
+        (a host whose containers were scaled away still has what they had)."""
+        inventories = [inv for _, inv in self.known()] + list(self.pool.host_inventories.values())
+        return list({inv.digest: inv for inv in inventories if inv.listed}.values())
 
     async def merged(self) -> _Merged | None:
         """The fleet's ``/object_info`` (every node class any backend has, each combo's choices the union of every
