@@ -16,6 +16,7 @@ from comfyart.policy.backoff import Backoff
 from comfyart.policy.health import HealthCount
 from comfyart.policy.placement import Placement, host_rank, place_container
 from comfyart.pool.backend import Backend
+from comfyart.pool.inventory import Inventories
 from comfyart.pool.providers.base import Provider, Spawned
 from comfyart.pool.registry import Pool
 from comfyart.redact import redact_url
@@ -29,8 +30,9 @@ LostHandler = Callable[[Backend, str], Awaitable[None]]
 
 class Containers:
     def __init__(self, pool: Pool, *, on_lost: LostHandler, adopt_leftovers: bool = True,
-                 rand: Callable[[], float] = random.random) -> None:
+                 rand: Callable[[], float] = random.random, inventories: Inventories | None = None) -> None:
         self.pool = pool
+        self.inventories = inventories or Inventories(pool, pool.config)
         self.on_lost = on_lost  # the lost backend's prompts go back to the queue
         self.adopt_leftovers = adopt_leftovers
         self.rand = rand
@@ -131,6 +133,8 @@ class Containers:
             failure = str(exc) + (f"; last log lines:\n{exc.last_logs}" if exc.last_logs else "")
         except ComfyartError as exc:
             failure = str(exc)
+        if failure is None:
+            await self.inventories.read(backend)  # what it can run, before it is given anything
         if self.pool.backends.get(backend.id) is not backend:
             return  # given up meanwhile (its host went down)
         if failure is None:

@@ -51,16 +51,16 @@ def two_hosts(emulator, session, spare=False, **config) -> tuple[Pool, Reconcile
         raise AssertionError(f"{backend.id} lost: {reason}")
 
     reconciler = Reconciler(pool, health=HealthChecks(pool, pool_config, inventories),
-                            containers=Containers(pool, on_lost=on_lost))
+                            containers=Containers(pool, on_lost=on_lost, inventories=inventories))
     return pool, reconciler, inventories, provider
 
 
 async def pass_and_wait(reconciler: Reconciler, inventories: Inventories) -> None:
-    """One pass whose start-ups are waited for, then the inventories of the backends up (the loop's job)."""
+    """One pass whose start-ups are waited for: a container started is healthy with its inventory read."""
     async with asyncio.TaskGroup() as launches:
         reconciler.launches = launches
         await reconciler.react()
-    await inventories.refresh(reconciler.pool.healthy())
+    assert all(b.inventory is not None for b in reconciler.pool.healthy()), "healthy before its inventory was read"
 
 
 async def test_blocked_tasks_start_a_container_on_the_host_that_has_their_model_after_both_scaled_to_zero(
