@@ -175,6 +175,7 @@ async def build(settings: Settings, stores: Stores, session: aiohttp.ClientSessi
                                  now=(task.finished_ms or task.updated_ms) / 1000)[0])
     metrics = Metrics(store=stores.tasks, queue=stores.queue, pool=pool,
                       counters={"pool": pool.counters, "dispatch": core.dispatcher.counters,
+                                "inventories": core.inventories.counters,
                                 "attempts": core.outcomes.counters, "webhooks": webhooks.counters})
     stats = StatsHistory(stores.queue, stores.stats, events, interval_s=settings.dashboard.stats_interval_s,
                          keep_s=settings.dashboard.stats_keep_s)
