@@ -104,9 +104,9 @@ async def build_core(settings: Settings, stores: Stores, session: aiohttp.Client
     book = PromptBook(on_change=pool.notify)
     outcomes = Outcomes(store=stores.tasks, queue=stores.queue, book=book, outputs=outputs, config=settings.tracking,
                         objects=objects)
-    containers = Containers(pool, on_lost=outcomes.backend_lost,
-                            adopt_leftovers=settings.docker.leftovers == "adopt" if settings.docker else True)
     inventories = Inventories(pool, settings.pool)
+    containers = Containers(pool, on_lost=outcomes.backend_lost, inventories=inventories,
+                            adopt_leftovers=settings.docker.leftovers == "adopt" if settings.docker else True)
     health = HealthChecks(pool, settings.pool, inventories)
     reconciler = Reconciler(pool, health=health, containers=containers, statics=settings.static_backends,
                             store=stores.pool, queue=stores.queue)
@@ -175,12 +175,13 @@ async def build(settings: Settings, stores: Stores, session: aiohttp.ClientSessi
                                  now=(task.finished_ms or task.updated_ms) / 1000)[0])
     metrics = Metrics(store=stores.tasks, queue=stores.queue, pool=pool,
                       counters={"pool": pool.counters, "dispatch": core.dispatcher.counters,
+                                "inventories": core.inventories.counters,
                                 "attempts": core.outcomes.counters, "webhooks": webhooks.counters})
     stats = StatsHistory(stores.queue, stores.stats, events, interval_s=settings.dashboard.stats_interval_s,
                          keep_s=settings.dashboard.stats_keep_s)
     services = Services(stores.tasks, stores.queue, pool, core.controls, outputs, stores.workflows, core.resolver,
-                        inputs, core.tracker, core.dispatcher, front, file_errors, objects, security, metrics, stats,
-                        dashboard=settings.dashboard.enabled)
+                        inputs, core.tracker, core.dispatcher, front, core.inventories, file_errors, objects, security,
+                        metrics, stats, dashboard=settings.dashboard.enabled)
     loops: dict[str, Callable[[], Awaitable[None]]] = {
         "pool": core.reconciler.run, "inventories": core.inventories.run,
         "tracker": core.tracker.run, "dispatcher": core.dispatcher.run,

@@ -23,8 +23,10 @@ from comfyart.files.objects import S3Outputs
 from comfyart.files.outputs import OutputStore
 from comfyart.metrics import Metrics
 from comfyart.models import NewTask, Task
+from comfyart.policy.holdings import Holdings
 from comfyart.policy.inventory import Fleet
 from comfyart.pool.controls import PoolControls
+from comfyart.pool.inventory import Inventories
 from comfyart.pool.registry import Pool
 from comfyart.stats import StatsHistory
 from comfyart.store.queue import TaskQueue
@@ -50,12 +52,14 @@ class Services:
     tracker: Tracker
     dispatcher: Dispatcher
     front: FrontDoor
+    inventories: Inventories
     workflow_file_errors: list[str] = field(default_factory=list)
     objects: S3Outputs | None = None
     security: Security = field(default_factory=Security)
     metrics: Metrics | None = None
     stats: StatsHistory | None = None
     dashboard: bool = True
+    holdings: Holdings = field(default_factory=Holdings)  # /api/pool's and /api/models' answers, remembered
 
 
 # Dependencies are coroutines though they never wait: FastAPI runs a plain function dependency in a worker thread.

@@ -1,5 +1,6 @@
-"""``/api/pool`` (admins only): the backends and hosts, a health check on demand, scaling limits, static backends
-registered at run time, one backend's log, and what can be done to one backend (drain, recycle, enable, disable)."""
+"""``/api/pool`` (admins only): the backends and hosts (each backend with its inventory's summary), a health check
+on demand, scaling limits, static backends registered at run time, one backend's log, its inventory read again on
+demand (or every healthy backend's), and what can be done to one backend (drain, recycle, enable, disable)."""
 from __future__ import annotations
 
 from typing import Any
@@ -9,22 +10,36 @@ from fastapi.responses import JSONResponse
 
 from comfyart.api.auth import admin_only
 from comfyart.api.deps import ServicesDep
+from comfyart.api.inventory import described_backend, described_pool
 from comfyart.api.requests import BackendRegistration, ScaleChange, body_doc
-from comfyart.errors import NotFound
+from comfyart.errors import BackendUnavailable, NotFound
 
 router = APIRouter(dependencies=[Depends(admin_only)])
 
 
 @router.get("/api/pool", response_model=None)
 async def get_pool(services: ServicesDep) -> dict[str, Any]:
-    """Hosts, backends (health, mode, load), recent errors, and the autoscaler's last decision and why."""
-    return {**services.pool.describe(), "queue_length": await services.queue.length()}
+    """Hosts, backends (health, mode, load, inventory summary), recent errors, and the autoscaler's last decision
+    and why."""
+    return {**described_pool(services), "queue_length": await services.queue.length()}
 
 
 @router.post("/api/pool/health-check", response_model=None)
 async def health_check_now(services: ServicesDep) -> dict[str, Any]:
     """Run one round now (probes, container checks, recycling, scaling) and return the pool."""
-    return {**await services.controls.check_now(), "queue_length": await services.queue.length()}
+    await services.controls.check_now()
+    return {**described_pool(services), "queue_length": await services.queue.length()}
+
+
+@router.post("/api/pool/refresh", response_model=None)
+async def refresh_inventories(services: ServicesDep) -> dict[str, Any]:
+    """Read every healthy backend's inventory now; the pool, with ``failed``: the backends that did not answer
+    (id: why)."""
+    healthy = services.pool.healthy()
+    answers = await services.inventories.refresh(healthy)
+    failed = {b.id: b.inventory_error for b, answer in zip(healthy, answers, strict=True) if answer is None}
+    return {**described_pool(services), "refreshed": len(healthy) - len(failed), "failed": failed,
+            "queue_length": await services.queue.length()}
 
 
 @router.post("/api/pool/scale", response_model=None, openapi_extra=body_doc(ScaleChange))
@@ -62,6 +77,16 @@ async def backend_logs(backend_id: str, services: ServicesDep,
         raise NotFound(f"backend {backend_id} is run by someone else: comfyart has no log of it")
     text = await backend.provider.logs(backend.spawned, lines)
     return {"backend": backend_id, "lines": text.splitlines()[-lines:]}
+
+
+@router.post("/api/pool/backends/{backend_id}/refresh", response_model=None)
+async def refresh_inventory(backend_id: str, services: ServicesDep) -> dict[str, Any]:
+    """Read the backend's inventory (``/object_info``, ``/embeddings``) now; the backend with its summary. 503
+    when it does not answer (its last inventory stays)."""
+    backend = services.pool.get(backend_id)
+    if await services.inventories.read(backend) is None:
+        raise BackendUnavailable(f"backend {backend_id} did not list its inventory: {backend.inventory_error}")
+    return described_backend(services, backend)
 
 
 @router.post("/api/pool/backends/{backend_id}/{action}", response_model=None)

@@ -1,7 +1,8 @@
 """The CLI's commands that talk to a running daemon over its REST API: submit (and wait), tasks, task, cancel,
-retry, pool, workflows. ``--url`` (``COMFYART_URL``) and ``--key`` (``COMFYART_KEY``) say where and as whom; ``--json``
-prints the daemon's JSON for scripts (``options``: before or after the command). Exit codes: 0 done, 1 the daemon
-refused or the task did not complete, 2 bad arguments or no daemon to talk to, 130 interrupted.
+retry, pool (and ``pool refresh``), models, workflows. ``--url`` (``COMFYART_URL``) and ``--key``
+(``COMFYART_KEY``) say where and as whom; ``--json`` prints the daemon's JSON for scripts (``options``: before or
+after the command). Exit codes: 0 done, 1 the daemon refused, the task did not complete or a backend did not answer
+its refresh, 2 bad arguments or no daemon to talk to, 130 interrupted.
 """
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ import httpx
 
 from comfyart.cli.options import PLACEMENT, add_remote_options
 from comfyart.cli.render import (
+    inventory_line,
+    models_table,
     node_error_lines,
     pool_lines,
     printable,
@@ -68,7 +71,17 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     retry.add_argument("task_id")
     retry.add_argument("--wait", action="store_true", help="follow it to the end, then download its outputs")
     retry.add_argument("--output-dir", type=Path, default=Path("."), help="where --wait puts the outputs")
-    remote("pool", "the pool: hosts, backends, autoscaler")
+    pool_parser = remote("pool", "the pool: hosts, backends (with their inventories), autoscaler; "
+                                 "'pool refresh [ID]' reads inventories again")
+    pool_actions = pool_parser.add_subparsers(dest="pool_command", metavar="{refresh}")
+    refresh = pool_actions.add_parser("refresh", help="read the inventories of every healthy backend (or of ID) now",
+                                      description="read the inventories of every healthy backend (or of ID) now",
+                                      epilog=PLACEMENT)
+    add_remote_options(refresh)
+    refresh.add_argument("backend", nargs="?", metavar="ID", help="one backend's id (comfyart pool lists them)")
+    models = remote("models", "the fleet's model files, each with its kind and the backends that hold it")
+    models.add_argument("--backend", help="only the models this backend holds (admin)")
+    models.add_argument("--find", default="", help="only models whose name holds this text (any case)")
     workflows = remote("workflows", "stored workflows: list, show, put, rm")
     actions = workflows.add_subparsers(dest="workflow_command", required=True, metavar="{list,show,put,rm}")
     for action, action_help in (("list", "each workflow's name, version and parameters"),
@@ -83,7 +96,7 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
             parser.add_argument("file", type=Path, help="its definition, JSON")
 
 
-REMOTE_COMMANDS = ("submit", "tasks", "task", "cancel", "retry", "pool", "workflows")
+REMOTE_COMMANDS = ("submit", "tasks", "task", "cancel", "retry", "pool", "models", "workflows")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -296,8 +309,35 @@ def retry(client: httpx.Client, args: argparse.Namespace) -> int:
 
 
 def pool(client: httpx.Client, args: argparse.Namespace) -> int:
+    if getattr(args, "pool_command", None) == "refresh":
+        return refresh(client, args)
     described = _answer(client.get("/api/pool"))
     _print(args, described, "\n".join(pool_lines(described)))
+    return 0
+
+
+def refresh(client: httpx.Client, args: argparse.Namespace) -> int:
+    """``pool refresh [ID]``: one backend's inventory read now (its summary), or every healthy backend's (a line
+    each, and one a backend that did not answer: exit 1)."""
+    if args.backend:
+        backend = _answer(client.post(f"/api/pool/backends/{quote(args.backend, safe='')}/refresh"))
+        _print(args, backend, f"{backend['id']}: {inventory_line(backend['inventory'])}")
+        return 0
+    described = _answer(client.post("/api/pool/refresh"))
+    failed = described.get("failed") or {}
+    lines = [f"{b['id']}: {inventory_line(b['inventory'])}" for b in described["backends"] if b["id"] not in failed]
+    lines += [f"{backend_id}: not read: {printable(why)}" for backend_id, why in failed.items()]
+    _print(args, described, "\n".join(lines + [f"({described['refreshed']} read, {len(failed)} failed)"]))
+    return 1 if failed else 0
+
+
+def models(client: httpx.Client, args: argparse.Namespace) -> int:
+    params = {key: value for key, value in (("backend", args.backend), ("q", args.find)) if value}
+    listing = _answer(client.get("/api/models", params=params))
+    rows = models_table(listing["models"]) if listing["models"] else ["(no models)"]
+    notes = [f"{len(listing[key])} backend(s) {what}: {', '.join(listing[key])}"
+             for key, what in (("unread", "not read yet"), ("unlisted", "list nothing")) if listing.get(key)]
+    _print(args, listing, "\n".join(rows + notes))
     return 0
 
 
@@ -327,4 +367,4 @@ def workflows(client: httpx.Client, args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"submit": submit, "tasks": tasks, "task": task, "cancel": cancel, "retry": retry, "pool": pool,
-            "workflows": workflows}
+            "models": models, "workflows": workflows}

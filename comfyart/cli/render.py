@@ -102,6 +102,8 @@ def pool_lines(described: dict[str, Any]) -> list[str]:
                      f"free slots {host['free_slots']}{down}")
     for backend in described.get("backends") or []:
         lines.append(backend_line(backend))
+        if backend.get("inventory"):
+            lines.append("    " + inventory_line(backend["inventory"]))
     decision = described.get("autoscaler") or {}
     lines.append(f"queue {described.get('queue_length', 0)}; autoscaler: {decision.get('reason', 'no decision yet')}")
     return lines
@@ -117,3 +119,41 @@ def backend_line(backend: dict[str, Any]) -> str:
     if backend.get("error"):
         line += f"  error: {printable(backend['error'])}"
     return line
+
+
+def inventory_line(summary: dict[str, Any]) -> str:
+    """A backend's inventory summary (``/api/pool``): its counts and what no backend of another inventory has."""
+    if not summary.get("read"):
+        problem = summary.get("error")
+        return "inventory: not read yet" + (f" ({printable(problem)})" if problem else "")
+    if not summary.get("listed", True):
+        return "inventory: lists nothing (not a ComfyUI with /object_info): it checks each prompt itself"
+    line = (f"inventory: {summary['nodes']} node classes, {summary['models']} models, "
+            f"{summary['embeddings']} embeddings")
+    if summary.get("shared_with"):
+        line += f" (as {summary['shared_with']} other backend(s))"
+    only = summary.get("only_here") or {}
+    alone = [*_capped(only.get("models"), only.get("more_models"), "models"),
+             *_capped(only.get("nodes"), only.get("more_nodes"), "node classes")]
+    if alone:
+        line += "; only here: " + ", ".join(alone)
+    if summary.get("error"):
+        line += f"; last read failed: {printable(summary['error'])}"
+    return line
+
+
+def _capped(names: Any, more: Any, plural: str) -> list[str]:
+    shown = [printable(name) for name in names or []]
+    return shown + ([f"{more} more {plural}"] if more else [])
+
+
+def models_table(models: Sequence[dict[str, Any]]) -> list[str]:
+    """``comfyart models``: a row a model file, with its folders and where it is (an admin: the backends and their
+    states; a client: how many hold it)."""
+    def where(model: dict[str, Any]) -> str:
+        if "backends" not in model:
+            return f"{model['held_by']} backend(s), {model['healthy']} healthy"
+        return ", ".join(b["id"] if b["status"] == "healthy" and b["mode"] == "active"
+                         else f"{b['id']} ({b['status'] if b['status'] != 'healthy' else b['mode']})"
+                         for b in model["backends"])
+    return table(["MODEL", "KIND", "WHERE"], [[m["name"], ",".join(m["kinds"]), where(m)] for m in models])

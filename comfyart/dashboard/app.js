@@ -2,10 +2,12 @@
 // live events WebSocket (/api/events); nothing is reloaded on a timer except the charts' samples and the pool's
 // slow-changing figures (VRAM, uptime). Text from the daemon is always set as text, never parsed as HTML.
 // Modules: dom.js (helpers), summary.js (a task's prompt and parameters, a form's defaults), render.js (a task as
-// a row or a card), charts.js (the task view's charts); this one holds the state, the requests and the views.
+// a row or a card), charts.js (the task view's charts), inventory.js (what the backends hold); this one holds the
+// state, the requests and the views.
 
 import { drawCharts } from "./charts.js";
 import { $, clock, duration, h, mib, toast } from "./dom.js";
+import { renderInventory, renderModels } from "./inventory.js";
 import { FINAL, drawProgress, renderCard, renderRow } from "./render.js";
 import { firstRunnable, matchesText, paramDefault, promptText, shiftCounts } from "./summary.js";
 
@@ -25,6 +27,7 @@ const state = {
   total: 0,
   counts: null,             // the header's { waiting, running, detail }: null until first read
   pool: null,
+  blocked: new Map(),       // queued task id -> why no backend can run it now (GET /api/scheduler, admins)
   decision: null,           // the autoscaler's latest decision, from /api/pool or its event, whichever is newer
   workflows: [],
   countsSeen: 0,            // queue events so far: a count read before the latest one is older than it
@@ -193,6 +196,7 @@ function onProgressEvent(event) {
 }
 
 function onQueueEvent(event) {
+  if (state.view === "tasks") scheduleBlocked();
   if (state.admin) { // the queue events count the whole fleet: the list an admin sees, not a client's
     state.counts = { waiting: event.queued + event.submitted, running: event.running,
                      detail: `${event.queued} queued for a backend, ${event.submitted} submitted and not started` };
@@ -242,6 +246,25 @@ async function loadTasks(append = false) {
     state.listed.push(task.id);
   }
   drawTaskList();
+}
+
+// Why queued tasks wait (admins: the scheduler's view of the whole queue); read with the list, on the slow timer,
+// and a second after the queue moves. Only the tasks whose reason changed are drawn again.
+let blockedTimer = null;
+
+function scheduleBlocked() {
+  if (state.admin && !blockedTimer) blockedTimer = setTimeout(() => { blockedTimer = null; loadBlocked(); }, 1000);
+}
+
+async function loadBlocked() {
+  if (!state.admin) return;
+  let scheduler;
+  try { scheduler = await api("/api/scheduler"); } catch (error) { return; } // the list shows the daemon's state
+  const blocked = new Map(scheduler.blocked.map((b) => [b.task, b.reason]));
+  const changed = [...new Set([...blocked.keys(), ...state.blocked.keys()])]
+    .filter((id) => blocked.get(id) !== state.blocked.get(id));
+  state.blocked = blocked;
+  for (const id of changed) if (state.tasks.has(id)) redrawTask(id);
 }
 
 async function firstRead(id) {
@@ -325,7 +348,8 @@ function renderTask(task, container) {
   return renderCard(task, taskActions);
 }
 
-const taskActions = { cancel: (id) => cancelTask(id), retry: (id) => retryTask(id), outputs: (task) => renderOutputs(task) };
+const taskActions = { cancel: (id) => cancelTask(id), retry: (id) => retryTask(id), outputs: (task) => renderOutputs(task),
+                      waits: (id) => state.blocked.get(id) };
 
 function toggleTask(id) {
   if (!state.expanded.delete(id)) state.expanded.add(id);
@@ -583,6 +607,7 @@ function drawPool() {
       host.down ? [h("dt", {}, "problem"), h("dd", { class: "error" }, host.down)] : null))));
   if (!pool.hosts.length) $("#hosts").append(h("p", { class: "muted" }, "No Docker or process hosts configured."));
   drawBackends();
+  loadModels().catch(complain);
   $("#pool-errors").replaceChildren(...pool.recent_errors.slice(-10).reverse().map((e) =>
     h("li", {}, `${clock(e.at_ms)} ${e.id}${e.host ? ` on ${e.host}` : ""}: ${e.error}`)));
   if (!pool.recent_errors.length) $("#pool-errors").append(h("li", {}, "none"));
@@ -645,7 +670,7 @@ function renderBackend(b) {
       b.tags.length ? [h("dt", {}, "tags"), h("dd", {}, b.tags.join(", "))] : null,
       b.drain_reason ? [h("dt", {}, "draining"), h("dd", {}, b.drain_reason)] : null,
       b.error ? [h("dt", {}, "error"), h("dd", { class: "error" }, b.error)] : null),
-    vram, inflight,
+    vram, inflight, renderInventory(b.inventory, (button) => refreshInventory(b.id, button)),
     h("div", { class: "actions" },
       b.mode === "active" ? action("drain", "Drain") : action("enable", "Enable"),
       b.mode === "active" ? action("disable", "Disable") : null,
@@ -659,6 +684,43 @@ async function controlBackend(id, action) {
     toast(`${id}: ${action}`, "info");
     await loadPool();
   } catch (error) { complain(error); }
+}
+
+// the backend's nodes and models read again now (after a model was copied onto it); a backend that does not answer
+// says why in a toast
+async function refreshInventory(id, button) {
+  if (button) button.disabled = true;
+  try {
+    const backend = await api(`/api/pool/backends/${encodeURIComponent(id)}/refresh`, { method: "POST" });
+    toast(`${id}: inventory read, ${backend.inventory.models} models`, "info");
+  } catch (error) { complain(error); }
+  await loadPool().catch(complain);
+}
+
+async function refreshAll(button) {
+  button.disabled = true;
+  try {
+    const pool = await api("/api/pool/refresh", { method: "POST" });
+    const failed = Object.entries(pool.failed);
+    toast(`${pool.refreshed} inventories read` + (failed.length ? `; not answered: ${failed.map(([id]) => id).join(", ")}` : ""),
+      failed.length ? "error" : "info");
+  } catch (error) { complain(error); }
+  button.disabled = false;
+  await loadPool().catch(complain);
+}
+
+// the models panel is read only while it is open: on a big fleet its answer is the largest the pool view asks for
+let modelReads = 0;
+
+async function loadModels() {
+  const panel = $("#models-panel");
+  if (!panel.open) return;
+  const read = ++modelReads;
+  const text = $("#models-find").value.trim();
+  const listing = await api(`/api/models${text ? `?${new URLSearchParams({ q: text })}` : ""}`);
+  if (read !== modelReads) return;
+  $("#models-count").textContent = `${listing.count} model${listing.count === 1 ? "" : "s"}`;
+  $("#models").replaceChildren(...renderModels(listing));
 }
 
 async function showLogs(id) {
@@ -702,14 +764,14 @@ async function showView(name) {
   await refreshView();
   // what no event announces: the charts' new samples, a pool's VRAM and uptime
   slowTimer = setInterval(() => {
-    if (state.view === "tasks") loadStats();
+    if (state.view === "tasks") { loadStats(); loadBlocked(); }
     if (state.view === "pool") loadPool().catch(complain);
   }, name === "pool" ? 5000 : Math.max(5000, state.interval * 1000));
 }
 
 async function refreshView() {
   try {
-    if (state.view === "tasks") await Promise.all([loadTasks(), loadStats()]);
+    if (state.view === "tasks") await Promise.all([loadTasks(), loadStats(), loadBlocked()]);
     if (state.view === "submit") await loadWorkflows();
     if (state.view === "pool") await loadPool();
   } catch (error) { complain(error); }
@@ -746,6 +808,9 @@ function wire() {
   $("#submit-form").addEventListener("submit", submitWorkflow);
   $("#scale-form").addEventListener("submit", (event) => setScale(event));
   $("#scale-reset").addEventListener("click", (event) => setScale(event, true));
+  $("#refresh-all").addEventListener("click", (event) => refreshAll(event.currentTarget));
+  $("#models-panel").addEventListener("toggle", () => loadModels().catch(complain));
+  $("#models-find").addEventListener("input", () => loadModels().catch(complain));
   for (const dialog of document.querySelectorAll("dialog")) {
     dialog.addEventListener("click", (event) => {
       if (event.target === dialog || event.target.value === "close") dialog.close();

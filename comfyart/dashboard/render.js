@@ -1,6 +1,7 @@
 // A task drawn two ways: a row of the compact list (one line a task, for a busy fleet), and a card (its outputs,
 // its failure by node, its timings). Both carry data-id, a status badge (data-role=status), Cancel or Retry, and a
-// failure's text (data-role=error). What acts on a task comes in as `on`: { cancel, retry, toggle, outputs }.
+// failure's text (data-role=error), or why a queued task waits (data-role=waits). What acts on a task, and what the
+// page knows besides its record, come in as `on`: { cancel, retry, toggle, outputs, waits }.
 
 import { ago, clock, duration, h } from "./dom.js";
 import { paramsSummary, promptText } from "./summary.js";
@@ -55,6 +56,8 @@ export function renderRow(task, on) {
   if (progress) drawProgress(progress, task);
   const failure = describeFailure(task);
   if (failure) row.append(h("div", { class: "failure error", "data-role": "error", title: failure }, failure));
+  const waits = waitLine(task, on);
+  if (waits) row.append(waits);
   return row;
 }
 
@@ -85,6 +88,8 @@ export function renderCard(task, on) {
   card.append(meta);
   const failure = describeFailure(task);
   if (failure) card.append(h("div", { class: "failure error", "data-role": "error" }, failure));
+  const waits = waitLine(task, on);
+  if (waits) card.append(waits);
   if (task.outputs && task.outputs.length) card.append(on.outputs(task));
   return card;
 }
@@ -114,4 +119,10 @@ export function describeFailure(task) {
     lines.push(`node ${node}${problem.class_type ? ` (${problem.class_type})` : ""}: ${messages.join("; ")}`);
   }
   return lines.join("\n");
+}
+
+// a queued task that no backend can run now, and why (GET /api/scheduler's blocked, as on.waits tells it)
+function waitLine(task, on) {
+  const reason = task.status === "pending" && on.waits ? on.waits(task.id) : null;
+  return reason ? h("div", { class: "waits", "data-role": "waits", title: reason }, `waits: ${reason}`) : null;
 }

@@ -72,6 +72,8 @@ class Backend:
     weight: float = 1.0
     models: frozenset[str] = frozenset()  # of the last prompt given to it: what it has loaded once that runs
     inventory: Inventory | None = None  # its node classes and models, as it last listed them (``pool.inventory``)
+    inventory_read_ms: int | None = None  # when it last listed them
+    inventory_error: str | None = None  # why its last read failed (None: it answered)
     last_dispatch: int = 0  # the dispatcher's sequence number of that prompt
     error: str | None = None
     created_ms: int = field(default_factory=now_ms)

@@ -55,8 +55,8 @@ class HealthChecks:
         else:
             backend.error = error
         if backend.health.healthy and not was_healthy:
-            # what it can run, before it is given anything: read again when it comes back, as a restarted
-            # ComfyUI may have other models or node packs (its last inventory is kept if it does not answer)
+            # what it can run, before it is given anything: read again each time it comes back (a restarted
+            # ComfyUI may have other models and node packs)
             await self.inventories.read(backend)
             backend.move_to(BackendState.HEALTHY)
             backend.error = None

@@ -3,7 +3,11 @@ VRAM labelled, listings in aligned columns with each task's prompt, and nothing 
 terminal."""
 from __future__ import annotations
 
+import pytest
+
 from comfyart.cli.render import (
+    inventory_line,
+    models_table,
     node_error_lines,
     pool_lines,
     printable,
@@ -118,3 +122,35 @@ def test_a_task_shows_what_it_draws_and_with_which_parameters():
         'params: {"prompt": "a red barn", "steps": 20, "seed": 7}', "backend: process:local:8300", "attempts: 1",
         "[##############################] 100.0% completed", "output: comfyart_00001_.png (10 bytes, image/png)",
     ]
+
+
+@pytest.mark.parametrize(("summary", "line"), [
+    ({"read": False, "error": None}, "inventory: not read yet"),
+    ({"read": False, "error": "GET /object_info answered HTTP 500"},
+     "inventory: not read yet (GET /object_info answered HTTP 500)"),
+    ({"read": True, "listed": False}, "inventory: lists nothing (not a ComfyUI with /object_info): it checks each "
+                                      "prompt itself"),
+    ({"read": True, "listed": True, "nodes": 40, "models": 2, "embeddings": 0, "shared_with": 0,
+      "only_here": {"models": [], "more_models": 0, "nodes": [], "more_nodes": 0}},
+     "inventory: 40 node classes, 2 models, 0 embeddings"),
+    ({"read": True, "listed": True, "nodes": 40, "models": 30, "embeddings": 1, "shared_with": 3, "error": "x\ny",
+      "only_here": {"models": ["a.safetensors"], "more_models": 25, "nodes": ["SaveVideo"], "more_nodes": 1}},
+     "inventory: 40 node classes, 30 models, 1 embeddings (as 3 other backend(s)); only here: a.safetensors, "
+     "25 more models, SaveVideo, 1 more node classes; last read failed: x\\ny"),
+])
+def test_inventory_line(summary, line):
+    assert inventory_line(summary) == line
+
+
+def test_models_table_says_where_each_model_is():
+    models = [{"name": "a.safetensors", "kinds": ["checkpoints"], "held_by": 2, "healthy": 1,
+               "backends": [{"id": "static:one", "status": "healthy", "mode": "active"},
+                            {"id": "static:two", "status": "unhealthy", "mode": "active"}]},
+              {"name": "b.safetensors", "kinds": ["checkpoints", "loras"], "held_by": 1, "healthy": 1,
+               "backends": [{"id": "static:one", "status": "healthy", "mode": "draining"}]},
+              {"name": "c.safetensors", "kinds": ["loras"], "held_by": 3, "healthy": 2}]  # as a client sees it
+    assert models_table(models) == [
+        "MODEL          KIND               WHERE",
+        "a.safetensors  checkpoints        static:one, static:two (unhealthy)",
+        "b.safetensors  checkpoints,loras  static:one (draining)",
+        "c.safetensors  loras              3 backend(s), 2 healthy"]

@@ -6,8 +6,7 @@ import pytest
 
 from comfyart.policy.inventory import Fleet, Inventory, lacking_reason, listed
 from comfyart.policy.needs import Needs, needs_of_record, needs_record
-from comfyart.policy.scheduling import BackendSlot, assign, blocked_reason, cannot_run_reason, Strategy
-from comfyart.policy.scheduling import QueuedTask
+from comfyart.policy.scheduling import BackendSlot, QueuedTask, Strategy, assign, blocked_reason, cannot_run_reason
 
 SDXL, SD15 = "sd_xl_base_1.0.safetensors", "v1-5-pruned.safetensors"
 
