@@ -19,7 +19,7 @@ from tests.support.fleet import (
     submit,
 )
 
-NEW, OLD = "new.safetensors", "old.safetensors"
+NEW, NEWER, OLD = "new.safetensors", "newer.safetensors", "old.safetensors"
 
 
 async def test_tasks_waiting_for_a_model_start_within_the_refresh_interval_once_it_is_copied_on(tmp_path: Path,
@@ -42,6 +42,28 @@ async def test_tasks_waiting_for_a_model_start_within_the_refresh_interval_once_
     assert {r["backend"] for r in records} == {"static:emu0"}
     waited_s = (min(r["started_ms"] for r in records) - copied_ms) / 1000
     assert waited_s <= 2.0 + 1.0, waited_s  # the refresh interval, and a health interval's slack
+
+
+async def test_tasks_waiting_for_a_model_start_at_once_after_an_on_demand_refresh(tmp_path: Path, redis_url,
+                                                                                  emulator):
+    """As above with no periodic refresh (an hour): the copied model is seen when asked for, one backend
+    (POST /api/pool/backends/{id}/refresh) or the whole fleet (POST /api/pool/refresh)."""
+    fleet = start_fleet(emulator, [[OLD], [NEW, NEWER]])
+    settings = make_settings(tmp_path, redis_url, static_backends=named(fleet), pool={"inventory_refresh_s": 3600})
+    async with running_daemon(settings) as api:
+        await all_healthy(api, 2)
+        assert (await api.post("/api/pool/backends/static:emu1/disable")).status_code == 200
+        for model, refresh in [(NEW, "/api/pool/backends/static:emu0/refresh"), (NEWER, "/api/pool/refresh")]:
+            ids = [await submit(api, checkpoint_graph(model, seed=i)) for i in range(2)]
+            copy_model(fleet[0], model)
+            await asyncio.sleep(1.5)  # three health intervals: the model is not seen unless asked for
+            assert [(await api.get(f"/api/tasks/{i}")).json()["status"] for i in ids] == ["pending"] * 2
+            refreshed_ms = time.time() * 1000
+            assert (await api.post(refresh)).status_code == 200
+            records = await wait_for_tasks(api, ids, timeout_s=10)
+            assert [r["status"] for r in records] == ["completed"] * 2, model
+            assert {r["backend"] for r in records} == {"static:emu0"}, model
+            assert min(r["started_ms"] for r in records) - refreshed_ms <= 1000, model
 
 
 async def test_a_backend_that_lost_a_model_rejects_the_task_and_another_runs_it(tmp_path: Path, redis_url, emulator):
