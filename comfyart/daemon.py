@@ -104,9 +104,9 @@ async def build_core(settings: Settings, stores: Stores, session: aiohttp.Client
     book = PromptBook(on_change=pool.notify)
     outcomes = Outcomes(store=stores.tasks, queue=stores.queue, book=book, outputs=outputs, config=settings.tracking,
                         objects=objects)
-    containers = Containers(pool, on_lost=outcomes.backend_lost,
-                            adopt_leftovers=settings.docker.leftovers == "adopt" if settings.docker else True)
     inventories = Inventories(pool, settings.pool)
+    containers = Containers(pool, on_lost=outcomes.backend_lost, inventories=inventories,
+                            adopt_leftovers=settings.docker.leftovers == "adopt" if settings.docker else True)
     health = HealthChecks(pool, settings.pool, inventories)
     reconciler = Reconciler(pool, health=health, containers=containers, statics=settings.static_backends,
                             store=stores.pool, queue=stores.queue)
@@ -175,6 +175,7 @@ async def build(settings: Settings, stores: Stores, session: aiohttp.ClientSessi
                                  now=(task.finished_ms or task.updated_ms) / 1000)[0])
     metrics = Metrics(store=stores.tasks, queue=stores.queue, pool=pool,
                       counters={"pool": pool.counters, "dispatch": core.dispatcher.counters,
+                                "inventories": core.inventories.counters,
                                 "attempts": core.outcomes.counters, "webhooks": webhooks.counters})
     stats = StatsHistory(stores.queue, stores.stats, events, interval_s=settings.dashboard.stats_interval_s,
                          keep_s=settings.dashboard.stats_keep_s)

@@ -138,12 +138,17 @@ class Dispatcher:
         """Pair the head of the queue with free slots and submit; False when nothing could be dispatched."""
         settings = self.settings
         slots = self.pool.slots()
-        if not free_prompt_slots(slots, settings.prefetch):
+        free = free_prompt_slots(slots, settings.prefetch)
+        if not free and time.monotonic() < self._next_blocked_check:
             return False
-        ids, waiting = await self.queue.peek(window_size(slots, settings.prefetch, settings.lookahead))
+        ids, waiting = await self.queue.peek(max(1, window_size(slots, settings.prefetch, settings.lookahead)))
         if not ids:
+            self._note_blocked([], slots, [])  # none waits any more
             return False
         window = await self._window(ids)
+        if not free:  # nothing can be dispatched, but the autoscaler must know what waits blocked (an empty pool)
+            self._note_blocked(window, slots, [])
+            return False
         pairs = assign(window, slots, strategy=settings.strategy, prefetch=settings.prefetch, waiting=waiting,
                        affinity_max_skips=settings.affinity_max_skips)
         self._note_blocked(window, slots, pairs)
@@ -197,6 +202,7 @@ class Dispatcher:
         placed = {task_id for task_id, _ in pairs}
         reasons: dict[Needs, str | None] = {}  # most tasks of a window share their needs
         blocked = {}
+        blocked_needs: Counter[Needs] = Counter()
         for task in window:
             needs = task.needs
             if task.id not in placed and (needs.tags or needs.vram is not None or needs.of_inventory):
@@ -205,9 +211,11 @@ class Dispatcher:
                 reason = reasons[needs]
                 if reason is not None:
                     blocked[task.id] = reason
+                    blocked_needs[needs] += 1
         for task_id in blocked.keys() - self.blocked.keys():
             logger.warning("task cannot run on any backend now task={} reason={}", task_id, blocked[task_id])
         self.blocked = blocked
+        self.pool.note_blocked(dict(blocked_needs))  # the autoscaler starts a container that can run them
 
     async def dispatch(self, claimed: list[tuple[Task, Backend, QueuedTask]], submissions: asyncio.TaskGroup) -> None:
         """Record the claimed tasks' submissions, then POST each in a task of its own so a slow backend delays no

@@ -90,7 +90,9 @@ class _ReadAtScrape(Collector):
         help_texts = {"pool": "Pool events: containers started, stopped, recycled, lost",
                       "dispatch": "Dispatch counters: prompts submitted, and whether the backend had the models",
                       "attempts": "Attempts that ended without a result, by how, and retries",
-                      "webhooks": "Webhook delivery attempts: delivered, failed, given up"}
+                      "webhooks": "Webhook delivery attempts: delivered, failed, given up",
+                      "inventories": "Backends' inventories (/object_info): read, new documents parsed, changed, "
+                                     "failed reads"}
         for source, counts in snap.counters.items():
             family = CounterMetricFamily(f"comfyart_{source}_events", help_texts[source], labels=["event"])
             for event, count in sorted(counts.items()):

@@ -44,6 +44,12 @@ class DockerHostConfig(Section):
                                                               "(no device request)")
     tags: list[Tag] = _tags_field()
     weight: float = _weight_field()
+    image: str | None = Field(None, description="this host's image instead of docker.image (a ComfyUI with other "
+                                                "custom nodes); omitted: docker.image")
+    volumes: list[str] = Field(
+        default_factory=list, description="HOST:CONTAINER[:ro] mounts of this host's containers, added to "
+                                          "docker.volumes; one at a CONTAINER path docker.volumes also mounts replaces "
+                                          "that one (this host's models folder)")
 
     _ports = field_validator("ports")(_check_ports)
 
@@ -62,7 +68,9 @@ class DockerConfig(Section):
                                                                    "bridge: container_port is published on {port}")
     container_port: int = Field(8188, description="the port ComfyUI listens on inside a bridge-networked container")
     env: dict[str, str] = Field(default_factory=dict, description="environment of every container")
-    volumes: list[str] = Field(default_factory=list, description="HOST:CONTAINER[:ro] mounts, e.g. the models")
+    volumes: list[str] = Field(default_factory=list, description="HOST:CONTAINER[:ro] mounts of every host's "
+                                                                 "containers, e.g. the models (a host's own add to "
+                                                                 "them)")
     startup_timeout: float = Field(120.0, gt=0, description="seconds a new container has to answer /system_stats")
     leftovers: Literal["adopt", "remove"] = Field(
         "adopt", description="what to do at start-up with running containers an earlier run created")

@@ -25,6 +25,7 @@ class ContainerView:
     draining: bool = False
     busy: int = 0  # prompts in flight on it
     idle_s: float = 0.0  # since its last prompt ended, or since it came up; 0 while busy
+    serves_blocked: bool = True  # could run (or might) some of the tasks that wait blocked, if any wait
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,11 @@ class ScaleInput:
     since_scale_up_s: float | None = None  # None: never
     since_scale_down_s: float | None = None
     replacements: int = 0  # containers recycled or lost that are owed a successor regardless of cooldown
+    blocked: int = 0  # blocked tasks no container could run but a new one could (``placement.unserved``)
+
+
+IDLE_DRAIN = "idle: the load went down"
+SWAP_DRAIN = "idle, and cannot run the tasks that wait blocked: makes room for a container that can"
 
 
 @dataclass(frozen=True)
@@ -58,6 +64,7 @@ class ScaleDecision:
     drain: tuple[str, ...] = ()
     reason: str = ""
     limited_by: tuple[str, ...] = ()  # what held the pool back: "capacity", "cooldown", "busy"
+    drain_reason: str = IDLE_DRAIN
 
     @property
     def acts(self) -> bool:
@@ -91,48 +98,80 @@ def decide_scale(observed: ScaleInput, limits: ScaleLimits) -> ScaleDecision:
     draining containers. Below ``min_containers``, and for owed replacements, the cooldown does not apply.
     Scaling down drains only containers idle for ``idle_timeout_s``, longest idle first, never below the minimum;
     the pool stops a drained container once it holds no prompt.
+
+    Tasks that wait blocked, which no container could run but a new one could (``observed.blocked``), want one
+    more container than are up (whatever the cooldown; placement puts it where they can run), within
+    ``max_containers`` (a ``target``, when set). At that bound, an idle container that cannot run them is drained
+    to make room for one that can; a busy one never is.
     """
     load = observed.queued + observed.running
     wanted = wanted_containers(load, limits, observed.static_capacity)
     desired = max(limits.min_containers, min(limits.max_containers, wanted))
-    live = [c for c in observed.containers if not c.draining]
-    draining = [c for c in observed.containers if c.draining]
-    count = len(live)
+    count = sum(1 for c in observed.containers if not c.draining)
     basis = (f"target {limits.target}" if limits.target is not None else
              f"load {load} (queued {observed.queued}, running {observed.running}) at "
              f"{limits.tasks_per_container:g} per container" +
              (f", {observed.static_capacity} static" if observed.static_capacity else ""))
     basis += f" wants {wanted}, bounded to {desired} by min {limits.min_containers}/max {limits.max_containers}"
-
+    if observed.blocked:
+        basis += f"; {observed.blocked} blocked task(s) no container can run want one more"
+        ceiling = desired if limits.target is not None else limits.max_containers
+        if count < ceiling:
+            desired = max(desired, count + 1)
+        elif desired <= count:
+            swap = _swap(observed, basis, desired, count)
+            if swap is not None:
+                return swap
     if desired > count:
-        shortfall = desired - count
-        owed = max(limits.min_containers - count, min(observed.replacements, shortfall), 0)
-        limited: tuple[str, ...] = ()
-        if observed.since_scale_up_s is not None and observed.since_scale_up_s < limits.scale_up_cooldown_s \
-                and shortfall > owed:
-            shortfall = owed
-            limited += ("cooldown",)
-        # busy draining containers first: they hold work and stay warm
-        undrain = tuple(c.id for c in sorted(draining, key=lambda c: (-c.busy, c.id))[:shortfall])
-        start = min(shortfall - len(undrain), observed.free_slots)
-        if start < shortfall - len(undrain):
-            limited += ("capacity",)
-        reason = f"{basis}; {count} up: start {start}" + (f", keep {len(undrain)} draining" if undrain else "")
-        if limited:
-            reason += f" (held back by {' and '.join(limited)})"
-        return ScaleDecision(desired, start, undrain, (), reason, limited)
-
+        return _scale_up(observed, limits, basis, desired, count)
     if desired < count:
-        if observed.since_scale_down_s is not None and observed.since_scale_down_s < limits.scale_down_cooldown_s:
-            return ScaleDecision(desired, reason=f"{basis}; {count} up: scale-down cooling down",
-                                 limited_by=("cooldown",))
-        idle = [c for c in live if c.state != ContainerState.STARTING and c.busy == 0
-                and c.idle_s >= limits.idle_timeout_s]
-        idle.sort(key=lambda c: (-c.idle_s, c.id))
-        drain = tuple(c.id for c in idle[:count - desired])
-        if not drain:
-            return ScaleDecision(desired, reason=f"{basis}; {count} up: none idle for "
-                                                 f"{limits.idle_timeout_s:g} s yet", limited_by=("busy",))
-        return ScaleDecision(desired, drain=drain, reason=f"{basis}; {count} up: drain {len(drain)} idle")
-
+        return _scale_down(observed, limits, basis, desired, count)
     return ScaleDecision(desired, reason=f"{basis}; {count} up: steady")
+
+
+def _scale_up(observed: ScaleInput, limits: ScaleLimits, basis: str, desired: int, count: int) -> ScaleDecision:
+    shortfall = desired - count
+    owed = max(limits.min_containers - count, min(observed.replacements, shortfall), 1 if observed.blocked else 0)
+    limited: tuple[str, ...] = ()
+    if observed.since_scale_up_s is not None and observed.since_scale_up_s < limits.scale_up_cooldown_s \
+            and shortfall > owed:
+        shortfall = owed
+        limited += ("cooldown",)
+    # busy draining containers first: they hold work and stay warm; for blocked tasks, only those that can run them
+    draining = [c for c in observed.containers if c.draining and (c.serves_blocked or not observed.blocked)]
+    undrain = tuple(c.id for c in sorted(draining, key=lambda c: (-c.busy, c.id))[:shortfall])
+    start = min(shortfall - len(undrain), observed.free_slots)
+    if start < shortfall - len(undrain):
+        limited += ("capacity",)
+    reason = f"{basis}; {count} up: start {start}" + (f", keep {len(undrain)} draining" if undrain else "")
+    if limited:
+        reason += f" (held back by {' and '.join(limited)})"
+    return ScaleDecision(desired, start, undrain, (), reason, limited)
+
+
+def _scale_down(observed: ScaleInput, limits: ScaleLimits, basis: str, desired: int, count: int) -> ScaleDecision:
+    if observed.since_scale_down_s is not None and observed.since_scale_down_s < limits.scale_down_cooldown_s:
+        return ScaleDecision(desired, reason=f"{basis}; {count} up: scale-down cooling down",
+                             limited_by=("cooldown",))
+    idle = [c for c in observed.containers if not c.draining and c.state != ContainerState.STARTING
+            and c.busy == 0 and c.idle_s >= limits.idle_timeout_s]
+    idle.sort(key=lambda c: (-c.idle_s, c.id))
+    drain = tuple(c.id for c in idle[:count - desired])
+    if not drain:
+        return ScaleDecision(desired, reason=f"{basis}; {count} up: none idle for "
+                                             f"{limits.idle_timeout_s:g} s yet", limited_by=("busy",))
+    return ScaleDecision(desired, drain=drain, reason=f"{basis}; {count} up: drain {len(drain)} idle")
+
+
+def _swap(observed: ScaleInput, basis: str, desired: int, count: int) -> ScaleDecision | None:
+    """At the bound, with blocked tasks: an idle container that cannot run them gives way to one that can (a
+    draining one that can is taken back, else one is started). None when no container is idle or none has room."""
+    idle = sorted((c for c in observed.containers if not c.draining and not c.serves_blocked and c.busy == 0
+                   and c.state != ContainerState.STARTING), key=lambda c: (-c.idle_s, c.id))
+    able = sorted((c for c in observed.containers if c.draining and c.serves_blocked), key=lambda c: (-c.busy, c.id))
+    if not idle or not (able or observed.free_slots):
+        return None
+    undrain = (able[0].id,) if able else ()
+    reason = (f"{basis}; {count} up, at the bound: drain idle {idle[0].id} for "
+              + (f"draining {undrain[0]}, kept" if undrain else "a new one"))
+    return ScaleDecision(desired, 0 if undrain else 1, undrain, (idle[0].id,), reason, drain_reason=SWAP_DRAIN)

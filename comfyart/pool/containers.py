@@ -14,8 +14,9 @@ from comfyart.errors import BackendUnavailable, ComfyartError, ContainerFailed, 
 from comfyart.models import BackendState
 from comfyart.policy.backoff import Backoff
 from comfyart.policy.health import HealthCount
-from comfyart.policy.placement import Placement, place_container
+from comfyart.policy.placement import Placement, host_rank, place_container
 from comfyart.pool.backend import Backend
+from comfyart.pool.inventory import Inventories
 from comfyart.pool.providers.base import Provider, Spawned
 from comfyart.pool.registry import Pool
 from comfyart.redact import redact_url
@@ -29,8 +30,9 @@ LostHandler = Callable[[Backend, str], Awaitable[None]]
 
 class Containers:
     def __init__(self, pool: Pool, *, on_lost: LostHandler, adopt_leftovers: bool = True,
-                 rand: Callable[[], float] = random.random) -> None:
+                 rand: Callable[[], float] = random.random, inventories: Inventories | None = None) -> None:
         self.pool = pool
+        self.inventories = inventories or Inventories(pool, pool.config)
         self.on_lost = on_lost  # the lost backend's prompts go back to the queue
         self.adopt_leftovers = adopt_leftovers
         self.rand = rand
@@ -60,8 +62,9 @@ class Containers:
         host = next((h for h in provider.hosts if h.name == spawned.host), None)
         fits = (host is not None and host.ports[0] <= spawned.port <= host.ports[1]
                 and (not host.gpus or spawned.gpu in host.gpus))  # still a slot the configuration offers
+        image = (host.image or provider.image) if host is not None else provider.image
         adopt = (self.adopt_leftovers and spawned.running and fits and spawned.backend_id not in self.pool.backends
-                 and (not provider.image or spawned.image in ("", provider.image)))
+                 and (not image or spawned.image in ("", image)))
         if not adopt:
             logger.info("removing leftover backend={} running={}", spawned.name, spawned.running)
             await provider.remove(spawned)
@@ -95,16 +98,19 @@ class Containers:
         return started
 
     def _place(self) -> tuple[Provider, Placement] | None:
-        candidates: list[tuple[int, int, Provider, Placement]] = []
+        """Each provider's best host, then the best of those: where the blocked tasks can run, then the fewest
+        containers, then the provider listed first."""
+        blocked = self.pool.blocked_needs
+        candidates: list[tuple[tuple[int, int, int, int], Provider, Placement]] = []
         for provider in self.providers:
-            placement = place_container(self.pool.host_views(provider))
+            views = self.pool.host_views(provider)
+            placement = place_container(views, blocked)
             if placement is not None:
-                count = sum(1 for b in self.pool.backends.values()
-                            if b.kind == provider.kind and b.host == placement.host)
-                candidates.append((count, len(candidates), provider, placement))
+                view = next(v for v in views if v.name == placement.host)
+                candidates.append(((*host_rank(view, blocked), view.containers, len(candidates)), provider, placement))
         if not candidates:
             return None
-        _, _, provider, placement = min(candidates, key=lambda c: (c[0], c[1]))
+        _, provider, placement = min(candidates, key=lambda c: c[0])
         return provider, placement
 
     def _reserve(self, provider: Provider, placement: Placement) -> Backend:
@@ -127,6 +133,8 @@ class Containers:
             failure = str(exc) + (f"; last log lines:\n{exc.last_logs}" if exc.last_logs else "")
         except ComfyartError as exc:
             failure = str(exc)
+        if failure is None:
+            await self.inventories.read(backend)  # what it can run, before it is given anything
         if self.pool.backends.get(backend.id) is not backend:
             return  # given up meanwhile (its host went down)
         if failure is None:

@@ -55,8 +55,9 @@ class HealthChecks:
         else:
             backend.error = error
         if backend.health.healthy and not was_healthy:
-            if backend.inventory is None:  # what it can run, before it is given anything
-                await self.inventories.read(backend)
+            # what it can run, before it is given anything: read again each time it comes back (a restarted
+            # ComfyUI may have other models and node packs)
+            await self.inventories.read(backend)
             backend.move_to(BackendState.HEALTHY)
             backend.error = None
             backend.unhealthy_since = None

@@ -8,6 +8,7 @@ changes: a fleet of 64 containers of one image holds one inventory, and 64 diffe
 from __future__ import annotations
 
 import asyncio
+import collections
 import hashlib
 import json
 import time
@@ -46,8 +47,18 @@ class Inventories:
         self._merged: _Merged | None = None
         self._merging: asyncio.Lock = asyncio.Lock()
         self._limit = asyncio.Semaphore(READ_CONCURRENCY)
-        self.reads = 0  # documents fetched, for /metrics and the benchmarks
-        self.parses = 0  # of which new documents, parsed
+        # for /metrics and the benchmarks: documents read, new ones parsed, backends whose inventory changed, reads
+        # that failed
+        self.counters: collections.Counter[str] = collections.Counter({"read": 0, "parsed": 0, "changed": 0,
+                                                                       "failed": 0})
+
+    @property
+    def reads(self) -> int:
+        return self.counters["read"]
+
+    @property
+    def parses(self) -> int:
+        return self.counters["parsed"]
 
     # ------------------------------------------------------------------ reading
     async def read(self, backend: Backend) -> Inventory | None:
@@ -62,30 +73,37 @@ class Inventories:
                     raise BackendUnavailable(f"GET /object_info answered HTTP {status}")
                 embeddings = await self._embeddings(backend)
             except BackendUnavailable as exc:
-                return self._failed(backend, str(exc))
-        self.reads += 1
-        digest = hashlib.sha256(body + b"\0" + embeddings).hexdigest()
+                self._failed(backend, str(exc))
+                return None
+        self.counters["read"] += 1
+        hashed = hashlib.sha256(body)
+        hashed.update(b"\0" + embeddings)
+        digest = hashed.hexdigest()
         inventory = self._shared.get(digest)
         if inventory is None:
             try:
                 inventory = await asyncio.to_thread(_parse, body, embeddings, digest)
             except ValueError as exc:
-                return self._failed(backend, str(exc))
-            self.parses += 1
+                self._failed(backend, str(exc))
+                return None
+            self.counters["parsed"] += 1
             self._shared[digest] = inventory
             self._documents[digest] = await asyncio.to_thread(zlib.compress, body, 1)
         return self._set(backend, inventory)
 
-    @staticmethod
-    def _failed(backend: Backend, reason: str) -> None:
+    def _failed(self, backend: Backend, reason: str) -> None:
+        self.counters["failed"] += 1
         logger.warning("inventory not read backend={} error={}", backend.id, reason)
         backend.inventory_error = reason
 
     def _set(self, backend: Backend, inventory: Inventory) -> Inventory:
         backend.inventory_read_ms, backend.inventory_error = now_ms(), None
+        if self.pool.backends.get(backend.id) is backend:
+            self.pool.learn_inventory(backend, inventory)  # its host's, kept when its containers stop
         if self.pool.backends.get(backend.id) is backend and backend.inventory is not inventory:
             first = backend.inventory is None
             backend.inventory = inventory
+            self.counters["changed"] += 0 if first else 1
             self.forget_unused()
             logger.log("DEBUG" if first else "INFO", "inventory {} backend={} nodes={} models={}",
                        "read" if first else "changed", backend.id, len(inventory.nodes), len(inventory.models()))
@@ -118,6 +136,7 @@ class Inventories:
     def forget_unused(self) -> None:
         """Drop the documents no backend of the pool has any more."""
         used = {b.inventory.digest for b in self.pool.backends.values() if b.inventory is not None}
+        used |= {inventory.digest for inventory in self.pool.host_inventories.values()}
         for digest in self._shared.keys() - used:
             del self._shared[digest]
             self._documents.pop(digest, None)
@@ -128,8 +147,10 @@ class Inventories:
         return [(b, b.inventory) for b in self.pool.backends.values() if b.inventory is not None]
 
     def distinct(self) -> list[Inventory]:
-        """The distinct inventories that list something."""
-        return list({inv.digest: inv for _, inv in self.known() if inv.listed}.values())
+        """The distinct inventories that list something: the backends', and those hosts' containers last reported
+        (a host whose containers were scaled away still has what they had)."""
+        inventories = [inv for _, inv in self.known()] + list(self.pool.host_inventories.values())
+        return list({inv.digest: inv for inv in inventories if inv.listed}.values())
 
     async def merged(self) -> _Merged | None:
         """The fleet's ``/object_info`` (every node class any backend has, each combo's choices the union of every

@@ -22,6 +22,7 @@ from comfyart.errors import TransientError
 from comfyart.models import BackendMode, BackendState
 from comfyart.policy.autoscale import ContainerState, ContainerView, ScaleInput, decide_scale, free_container_slots
 from comfyart.policy.health import Recycle, recycle_reason
+from comfyart.policy.placement import serves_any, unserved
 from comfyart.pool.backend import AfterDrain
 from comfyart.pool.containers import Containers
 from comfyart.pool.health import HealthChecks
@@ -151,6 +152,7 @@ class Reconciler:
 
     # ------------------------------------------------------------------ scaling
     def _container_views(self, now: float) -> list[ContainerView]:
+        blocked = self.pool.blocked_needs
         views = []
         for backend in self.pool.backends.values():
             if not backend.managed:
@@ -161,7 +163,8 @@ class Reconciler:
                      BackendState.HEALTHY: ContainerState.HEALTHY}.get(backend.state, ContainerState.UNHEALTHY)
             idle = 0.0 if backend.mode == BackendMode.DISABLED else backend.idle_s(now)  # disabled: kept as is
             views.append(ContainerView(backend.id, state, backend.mode == BackendMode.DRAINING,
-                                       len(backend.prompts), idle))
+                                       len(backend.prompts), idle,
+                                       serves_blocked=not blocked or serves_any(self.pool.runner(backend), blocked)))
         return views
 
     async def _observe(self, now: float) -> ScaleInput:
@@ -175,7 +178,17 @@ class Reconciler:
             static_capacity=sum(1 for b in statics if b.state == BackendState.HEALTHY and b.accepting),
             since_scale_up_s=None if self._last_scale_up is None else now - self._last_scale_up,
             since_scale_down_s=None if self._last_scale_down is None else now - self._last_scale_down,
-            replacements=pool.replacements)
+            replacements=pool.replacements, blocked=self._unserved())
+
+    def _unserved(self) -> int:
+        """Blocked tasks that no backend up or starting (draining ones aside) could run, and a new container
+        could."""
+        pool = self.pool
+        if not pool.blocked_needs:
+            return 0
+        runners = [pool.runner(b) for b in pool.backends.values() if b.mode != BackendMode.DRAINING]
+        hosts = [view for provider in pool.providers for view in pool.host_views(provider)]
+        return unserved(pool.blocked_needs, runners, hosts)
 
     async def _autoscale(self) -> None:
         pool = self.pool
@@ -193,7 +206,7 @@ class Reconciler:
         for backend_id in decision.undrain:
             pool.backends[backend_id].activate()
         for backend_id in decision.drain:
-            pool.backends[backend_id].drain(AfterDrain.SCALE_DOWN, "idle: the load went down")
+            pool.backends[backend_id].drain(AfterDrain.SCALE_DOWN, decision.drain_reason)
         if decision.drain:
             self._last_scale_down = now
         if decision.undrain:

@@ -16,7 +16,9 @@ from comfyart.config.fleet import PoolConfig, StaticBackendConfig
 from comfyart.errors import NotFound
 from comfyart.models import BackendState
 from comfyart.policy.autoscale import ScaleDecision, ScaleLimits, free_container_slots
-from comfyart.policy.placement import HostView
+from comfyart.policy.inventory import Inventory
+from comfyart.policy.needs import Needs
+from comfyart.policy.placement import HostView, Runner
 from comfyart.policy.scheduling import BackendSlot
 from comfyart.pool.backend import Backend
 from comfyart.pool.providers.base import Provider
@@ -41,6 +43,12 @@ class Pool:
         self.last_decision: ScaleDecision | None = None
         self.last_decision_ms: int | None = None
         self.replacements = 0  # containers recycled or lost that are owed a successor whatever the cooldown
+        # (provider kind, host) -> the inventory its containers last reported, kept when they stop: placement
+        # sends a container where the blocked tasks can run, and the fleet still has what a stopped host has
+        self.host_inventories: dict[tuple[str, str], Inventory] = {}
+        # the needs of the queued tasks no backend that takes work could run, with how many tasks have each: the
+        # dispatcher's (``note_blocked``), for the autoscaler and placement
+        self.blocked_needs: dict[Needs, int] = {}
         # since this process started: containers started, lost (died, host down, unhealthy too long), recycled
         # (max_tasks, max_age, by hand), stopped (scaled down or drained by hand)
         self.counters = {"started": 0, "lost": 0, "recycled": 0, "stopped": 0}
@@ -66,8 +74,16 @@ class Pool:
             mine = [b for b in self.backends.values() if b.kind == provider.kind and b.host == host.name]
             views.append(HostView(host.name, host.ports, host.gpus, frozenset(b.port for b in mine if b.port),
                                   frozenset(b.gpu for b in mine if b.gpu is not None), len(mine),
-                                  available=host.name not in self.hosts_down))
+                                  available=host.name not in self.hosts_down, tags=host.tags,
+                                  inventory=self.host_inventories.get((provider.kind, host.name))))
         return views
+
+    def runner(self, backend: Backend) -> Runner:
+        """``backend`` as placement judges blocked tasks: its inventory, or its host's until it lists its own."""
+        inventory = backend.inventory
+        if inventory is None and backend.managed:
+            inventory = self.host_inventories.get((backend.kind, backend.host))
+        return Runner(backend.tags, inventory)
 
     def limits(self, override: ScaleOverride | None = None) -> ScaleLimits:
         """The configuration with the run-time overrides (``self.override`` unless another is given) on top."""
@@ -87,6 +103,19 @@ class Pool:
                           source=source, tags=frozenset(static.tags), weight=static.weight)
         self.backends[backend.id] = backend
         return backend
+
+    def learn_inventory(self, backend: Backend, inventory: Inventory) -> None:
+        """``backend`` listed ``inventory``: what its host's containers have (``pool.inventory`` calls this)."""
+        if backend.managed:
+            self.host_inventories[(backend.kind, backend.host)] = inventory
+
+    def note_blocked(self, needs: dict[Needs, int]) -> None:
+        """The dispatcher's view of the blocked tasks' needs; a change wakes the autoscaler."""
+        if needs.keys() != self.blocked_needs.keys():
+            self.blocked_needs = needs
+            self.notify()
+        else:
+            self.blocked_needs = needs
 
     def record_error(self, backend: Backend, reason: str) -> None:
         backend.move_to(BackendState.ERROR)

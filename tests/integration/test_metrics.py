@@ -46,6 +46,8 @@ async def test_metrics_follow_tasks_backends_and_the_queue(tmp_path: Path, redis
         assert metrics[("comfyart_backend_vram_total_bytes", backend)] > 0
         assert metrics[("comfyart_backends", (("mode", "active"), ("status", "healthy")))] == 1
         assert metrics[("comfyart_dispatch_events_total", (("event", "dispatched"),))] == 3
+        assert metrics[("comfyart_inventories_events_total", (("event", "read"),))] >= 1  # when it became healthy
+        assert metrics[("comfyart_inventories_events_total", (("event", "parsed"),))] == 1
         assert all(metrics[("comfyart_queue_depth", (("state", s),))] == 0 for s in ("queued", "submitted", "running"))
 
 

@@ -68,16 +68,24 @@ class Catalog:
         return merged
 
     async def backend_json(self, path: str, ttl_s: float = INFO_TTL_S) -> tuple[int, Any]:
-        """A healthy backend's answer to an informational GET (status, JSON), cached."""
+        """The healthy backends' answer to an informational GET (status, JSON), cached: lists (``/embeddings``,
+        ``/extensions``, ``/models/{folder}``) are the union of every backend's, as backends may hold different
+        models and node packs; anything else is the first good answer."""
         async def fetch() -> tuple[int, Any]:
-            for backend in self.pool.healthy():
-                try:
-                    status, body = await backend.client.get(path)
-                    if status in (200, 404):
-                        return status, parse_json(body, BACKEND_JSON_DEPTH)
-                except (BackendUnavailable, ValueError):
-                    continue
-            raise BackendUnavailable(f"no healthy backend answered {path}")
+            limit = asyncio.Semaphore(FETCH_CONCURRENCY)
+
+            async def one(backend: Any) -> tuple[int, Any] | None:
+                async with limit:
+                    try:
+                        status, body = await backend.client.get(path)
+                        return (status, parse_json(body, BACKEND_JSON_DEPTH)) if status in (200, 404) else None
+                    except (BackendUnavailable, ValueError):
+                        return None
+
+            answers = [a for a in await asyncio.gather(*(one(b) for b in self.pool.healthy())) if a is not None]
+            if not answers:
+                raise BackendUnavailable(f"no healthy backend answered {path}")
+            return union_of_answers(answers)
 
         return await self._cached(f"json:{path}", ttl_s, fetch)
 
@@ -109,3 +117,15 @@ class Catalog:
             return output_nodes(task.prompt or {}, await self.object_info())
         except BackendUnavailable:
             return []
+
+
+def union_of_answers(answers: list[tuple[int, Any]]) -> tuple[int, Any]:
+    """One answer for several backends' (status, JSON): the union of their good lists, in first-seen order (each
+    backend answers its own sorted); else the first good answer; else the first."""
+    good = [body for status, body in answers if status == 200]
+    if good and all(isinstance(body, list) for body in good):
+        merged: dict[Any, None] = {}
+        for body in good:
+            merged.update(dict.fromkeys(item for item in body if isinstance(item, (str, int, float))))
+        return 200, list(merged)
+    return (200, good[0]) if good else answers[0]

@@ -17,6 +17,7 @@ class HostSpec:
     gpus: tuple[int, ...]
     tags: frozenset[str] = frozenset()
     weight: float = 1.0
+    image: str = ""  # what its containers run ("" for processes): a leftover running another is not adopted
 
 
 @dataclass(frozen=True)
@@ -55,7 +56,7 @@ class Provider(Protocol):
 
     @property
     def image(self) -> str:
-        """What a leftover must run to be adopted ("" when any will do)."""
+        """What a leftover must run to be adopted unless its host names its own ("" when any will do)."""
 
     async def spawn(self, placement: Placement) -> Spawned:
         """Create and start a backend; raises ContainerFailed with the reason when it cannot start."""

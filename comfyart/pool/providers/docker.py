@@ -16,7 +16,7 @@ import docker.errors
 import docker.types
 import requests.exceptions
 
-from comfyart.config.fleet import DockerConfig
+from comfyart.config.fleet import DockerConfig, DockerHostConfig
 from comfyart.errors import ContainerFailed, DockerUnavailable
 from comfyart.policy.placement import Placement
 from comfyart.pool.providers.base import HostSpec, Spawned, render_command
@@ -36,6 +36,19 @@ def map_docker_errors(host: str) -> Iterator[None]:
         raise DockerUnavailable(f"Docker host {host} unavailable: {exc}") from exc
 
 
+def container_path(volume: str) -> str:
+    """Where a ``HOST:CONTAINER[:MODE]`` mount (or an anonymous ``CONTAINER`` one) appears in the container."""
+    parts = volume.split(":")
+    return parts[1] if len(parts) > 1 else parts[0]
+
+
+def host_volumes(common: list[str], own: list[str]) -> list[str]:
+    """The mounts of one host's containers: the docker section's, less those a mount of the host's own replaces
+    (same container path), then the host's."""
+    replaced = {container_path(v) for v in own}
+    return [v for v in common if container_path(v) not in replaced] + list(own)
+
+
 def _explain(exc: docker.errors.APIError) -> str:
     explanation = exc.explanation
     if isinstance(explanation, bytes):
@@ -49,10 +62,11 @@ class DockerProvider:
     def __init__(self, config: DockerConfig, *, instance: str) -> None:
         self.config = config
         self.instance = instance
-        self.hosts = [HostSpec(h.name, h.address, h.ports, tuple(h.gpus), frozenset(h.tags), h.weight)
-                      for h in config.hosts]
+        self.hosts = [HostSpec(h.name, h.address, h.ports, tuple(h.gpus), frozenset(h.tags), h.weight,
+                               image=h.image or config.image) for h in config.hosts]
         self.startup_timeout_s = config.startup_timeout
         self.image = config.image
+        self._host_configs: dict[str, DockerHostConfig] = {h.name: h for h in config.hosts}
         self._urls = {h.name: h.url for h in config.hosts}
         self._clients: dict[str, docker.DockerClient] = {}
         self._executors = {h.name: ThreadPoolExecutor(1, thread_name_prefix=f"docker-{h.name}")
@@ -69,16 +83,22 @@ class DockerProvider:
     def _name(self, host: str, port: int) -> str:
         return f"comfyart-{self.instance}-{host}-{port}"
 
+    def image_of(self, host: str) -> str:
+        """The image of ``host``'s containers: its own, else the docker section's."""
+        return self._host_configs[host].image or self.config.image
+
     def container_options(self, placement: Placement, address: str) -> dict[str, Any]:
         """The arguments of ``containers.run`` for one placement (kept apart so tests can read them)."""
         cfg = self.config
+        host = self._host_configs[placement.host]
         inner_port = placement.port if cfg.network == "host" else cfg.container_port
         command = render_command(cfg.command, address=address if cfg.network == "host" else "0.0.0.0",
                                  port=inner_port, gpu=placement.gpu, python="python3")
         environment = dict(cfg.env)
         options: dict[str, Any] = {
-            "image": cfg.image, "command": command, "name": self._name(placement.host, placement.port),
-            "detach": True, "environment": environment, "volumes": list(cfg.volumes),
+            "image": self.image_of(placement.host), "command": command,
+            "name": self._name(placement.host, placement.port), "detach": True, "environment": environment,
+            "volumes": host_volumes(cfg.volumes, host.volumes),
             "labels": {LABEL_MANAGED: "true", LABEL_INSTANCE: self.instance, "comfyart.host": placement.host,
                        "comfyart.port": str(placement.port),
                        "comfyart.gpu": "" if placement.gpu is None else str(placement.gpu)},
@@ -107,7 +127,7 @@ class DockerProvider:
             try:
                 return client.containers.run(**options)
             except docker.errors.ImageNotFound as exc:
-                raise ContainerFailed(f"image {self.config.image} is not on Docker host {placement.host}: "
+                raise ContainerFailed(f"image {options['image']} is not on Docker host {placement.host}: "
                                       f"{_explain(exc)}") from exc
             except docker.errors.APIError as exc:
                 logs = _logs_of(client, name)
@@ -120,7 +140,7 @@ class DockerProvider:
 
         container = await self._call(placement.host, create_and_start)
         return Spawned("docker", placement.host, address, placement.port, placement.gpu, container.id, name,
-                       image=self.config.image)
+                       image=options["image"])
 
     async def check(self, backend: Spawned) -> str | None:
         def inspect(client: docker.DockerClient) -> str | None:

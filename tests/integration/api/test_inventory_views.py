@@ -99,3 +99,17 @@ async def test_a_model_copied_onto_a_backend_shows_after_its_refresh(tmp_path: P
     detail = down.json()["detail"]
     assert detail.startswith("backend static:gone did not list its inventory: ") and "\n" not in detail
     assert unknown.status_code == 404
+
+
+async def test_the_comfyui_api_lists_every_backends_models(tmp_path: Path, redis_url, emulator):
+    """ComfyUI's /models/{folder} and /object_info for the fleet: a checkpoint any backend holds is listed (the
+    editor's model library and loaders offer it), as are the node classes only one backend has."""
+    _, _, settings = two_emulators(tmp_path, redis_url, emulator)
+    async with running_daemon(settings) as api:
+        api.headers.update(ADMIN)
+        await wait_for_pool(api, all_read)
+        listed = (await api.get("/models/checkpoints")).json()
+        choices = (await api.get("/object_info")).json()["CheckpointLoaderSimple"]["input"]["required"]["ckpt_name"]
+        assert "ImageInvert" in (await api.get("/object_info")).json()  # only backend one has it
+    assert sorted(listed) == ["one.safetensors", "shared.safetensors", "two.safetensors"]
+    assert sorted(choices[0]) == sorted(listed)

@@ -2,11 +2,14 @@
 containers it wants and the slots it has room for."""
 from __future__ import annotations
 
+import dataclasses
 import itertools
 
 import pytest
 
 from comfyart.policy.autoscale import (
+    IDLE_DRAIN,
+    SWAP_DRAIN,
     ContainerState,
     ContainerView,
     ScaleInput,
@@ -122,6 +125,55 @@ def test_steady_state_does_nothing():
     assert not decision.acts and "steady" in decision.reason
 
 
+# ------------------------------------------------------------------------------------------ blocked tasks
+def unfit(id, state=H, busy=0, idle=0.0, draining=False):
+    return ContainerView(id, state, draining, busy, idle, serves_blocked=False)
+
+
+@pytest.mark.parametrize("observed, lim, start, undrain, drain, desired", [
+    pytest.param(ScaleInput(1, 0, (unfit("a"),), 5, blocked=1), limits(min=1, max=4), 1, (), (), 2,
+                 id="min met by a container that cannot run them: one more starts"),
+    pytest.param(ScaleInput(1, 0, (unfit("a"),), 5), limits(min=1, max=4), 0, (), (), 1,
+                 id="before: the load alone wants none more"),
+    pytest.param(ScaleInput(30, 0, (unfit("a"),), 5, blocked=30), limits(min=1, max=4, per=10), 2, (), (), 3,
+                 id="one more than are up, or what the load wants if more"),
+    pytest.param(ScaleInput(1, 0, (unfit("a"),), 5, blocked=1, since_scale_up_s=1.0), limits(min=1, max=4), 1,
+                 (), (), 2, id="whatever the cooldown"),
+    pytest.param(ScaleInput(1, 0, (unfit("a", idle=5.0),), 5, blocked=1), limits(min=1, max=1), 1, (), ("a",), 1,
+                 id="at max: an idle container that cannot run them gives way"),
+    pytest.param(ScaleInput(1, 1, (unfit("a", busy=1),), 5, blocked=1), limits(min=1, max=1), 0, (), (), 1,
+                 id="at max: never a busy one"),
+    pytest.param(ScaleInput(1, 0, (unfit("a", S),), 5, blocked=1), limits(min=1, max=1), 0, (), (), 1,
+                 id="at max: never a starting one"),
+    pytest.param(ScaleInput(1, 0, (c("a"),), 5, blocked=1), limits(min=1, max=1), 0, (), (), 1,
+                 id="at max: never one that can run them"),
+    pytest.param(ScaleInput(1, 0, (unfit("a"),), 0, blocked=1), limits(min=1, max=1), 0, (), (), 1,
+                 id="at max: no swap without room for the new one"),
+    pytest.param(ScaleInput(1, 0, (unfit("a"), c("b", draining=True)), 0, blocked=1), limits(min=1, max=1), 0,
+                 ("b",), ("a",), 1, id="at max: a draining one that can run them is taken back instead"),
+    pytest.param(ScaleInput(1, 0, (unfit("a"), unfit("b", draining=True)), 5, blocked=1), limits(min=1, max=4), 1,
+                 (), (), 2, id="a draining one that cannot run them is not taken back for them"),
+    pytest.param(ScaleInput(1, 0, (unfit("a"), c("b", draining=True)), 5, blocked=1), limits(min=1, max=4), 0,
+                 ("b",), (), 2, id="a draining one that can is"),
+    pytest.param(ScaleInput(1, 0, (unfit("a"),), 5, blocked=1), limits(min=0, max=4, target=1), 1, (), ("a",), 1,
+                 id="a target is kept: the idle one gives way"),
+    pytest.param(ScaleInput(0, 0, (), 5, blocked=2), limits(min=0, max=4, per=10), 1, (), (), 1,
+                 id="an empty pool"),
+    pytest.param(ScaleInput(0, 0, (), 5, blocked=2), limits(min=0, max=0), 0, (), (), 0, id="max 0"),
+])
+def test_blocked_tasks(observed, lim, start, undrain, drain, desired):
+    decision = decide_scale(observed, lim)
+    assert (decision.start, decision.undrain, decision.drain, decision.desired) == (start, undrain, drain, desired)
+    if observed.blocked:
+        assert "blocked" in decision.reason
+
+
+def test_a_swap_says_why_it_drains():
+    decision = decide_scale(ScaleInput(1, 0, (unfit("a"),), 5, blocked=1), limits(min=1, max=1))
+    assert decision.drain_reason == SWAP_DRAIN and "drain idle a" in decision.reason
+    assert decide_scale(ScaleInput(0, 0, idle_pool(2), 5), limits(min=0)).drain_reason == IDLE_DRAIN
+
+
 # ------------------------------------------------------------------------------------------ invariants
 STATES = (H, S, U)
 
@@ -165,6 +217,37 @@ def test_invariants_over_many_pools(minimum, maximum):
                 assert len(live) + d.start + len(d.undrain) == min(d.desired, reachable), "one step, not one by one"
             checked += 1
     assert checked > 1000
+
+
+@pytest.mark.parametrize("minimum, maximum", [(0, 3), (1, 4), (2, 2), (1, 1)])
+def test_invariants_with_blocked_tasks_over_many_pools(minimum, maximum):
+    """Half the containers can run the blocked tasks: at most one idle one that cannot gives way, never a busy or
+    starting one; the pool never goes past max or below min; something is done for them whenever it can be."""
+    lim = limits(min=minimum, max=maximum, per=2, idle=300)
+    checked = 0
+    for pool in _small_pools():
+        containers = tuple(dataclasses.replace(x, serves_blocked=int(x.id[1:]) % 2 == 0) for x in pool)
+        for queued, room, since_up in itertools.product((0, 20), (0, 1), (None, 1.0)):
+            observed = ScaleInput(queued, sum(x.busy for x in containers), containers, room,
+                                  since_scale_up_s=since_up, blocked=2)
+            d = decide_scale(observed, lim)
+            live = [x for x in containers if not x.draining]
+            by_id = {x.id: x for x in containers}
+            after = len(live) - len(d.drain) + d.start + len(d.undrain)
+            assert d.start <= room and set(d.undrain) <= {x.id for x in containers if x.draining}
+            assert after <= max(maximum, len(live)) and after >= min(minimum, len(live))
+            if d.drain and (d.start or d.undrain):  # a swap
+                [victim] = [by_id[i] for i in d.drain]
+                assert not victim.serves_blocked and victim.busy == 0 and victim.state != S
+                assert d.start + len(d.undrain) == 1 and all(by_id[i].serves_blocked for i in d.undrain)
+            for drained_id in d.drain:
+                assert not by_id[drained_id].draining and by_id[drained_id].busy == 0
+            able_draining = any(x.draining and x.serves_blocked for x in containers)
+            swappable = any(not x.draining and not x.serves_blocked and x.busy == 0 and x.state != S for x in live)
+            if (room or able_draining) and (len(live) < maximum or swappable):
+                assert d.start or any(by_id[i].serves_blocked for i in d.undrain), "blocked tasks get a container"
+            checked += 1
+    assert checked > 500
 
 
 # ------------------------------------------------------------------------------------------ helpers

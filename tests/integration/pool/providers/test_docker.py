@@ -278,3 +278,63 @@ async def test_a_container_runs_its_command_in_the_configured_working_directory(
         assert (code, output.decode().split()) == (0, ["/srv/comfyui", "True"])
     finally:
         await provider.close()
+
+
+def models_dir(tmp_path: Path, name: str, *checkpoints: str) -> Path:
+    folder = tmp_path / f"models-{name}"
+    folder.mkdir()
+    for checkpoint in checkpoints:
+        (folder / checkpoint).write_bytes(b"")
+    return folder
+
+
+def checkpoint_graph(ckpt: str, seed: int) -> dict:
+    graph = text_to_image_graph(seed=seed)
+    graph["4"]["inputs"]["ckpt_name"] = ckpt
+    return graph
+
+
+async def ckpt_names(api) -> list:
+    answer = await api.get("/object_info/CheckpointLoaderSimple")
+    return answer.json()["CheckpointLoaderSimple"]["input"]["required"]["ckpt_name"][0] if answer.is_success else []
+
+
+async def test_tasks_for_a_model_only_host_b_has_start_a_container_on_host_b(tmp_path: Path, redis_url, engines):
+    """Host a's containers mount a models folder with x, host b's one with x and y (their own ``volumes``). With
+    one container up, on a, tasks for y make the pool start one on b, where they run; host b's inventory is known
+    from a container it ran before, stopped since."""
+    section = docker_section(engines)
+    section["command"] += ["--checkpoints", ""]  # the mounted folder alone says what a container has
+    mount = "/tmp/emulator/models/checkpoints"
+    section["hosts"][0]["volumes"] = [f"{models_dir(tmp_path, 'a', 'x.safetensors')}:{mount}:ro"]
+    section["hosts"][1]["volumes"] = [f"{models_dir(tmp_path, 'b', 'x.safetensors', 'y.safetensors')}:{mount}:ro"]
+    settings = make_settings(tmp_path, redis_url, docker=section,
+                             pool={"min_containers": 2, "max_containers": 2, "tasks_per_container": 10,
+                                   "scale_up_cooldown_s": 0})
+    async with running_daemon(settings) as api:
+        # host b's containers are seen once (their inventory read), then b's is drained and stopped
+        pool = await wait_for_pool(api, lambda p: healthy_count(p) == 2, timeout_s=90)
+        deadline = time.monotonic() + 30
+        while "y.safetensors" not in await ckpt_names(api):
+            assert time.monotonic() < deadline, await ckpt_names(api)
+            await asyncio.sleep(0.2)
+        (await api.post("/api/pool/scale", json={"min_containers": 1})).raise_for_status()
+        [on_b] = [b["id"] for b in pool["backends"] if b["host"] == "host-b"]
+        (await api.post(f"/api/pool/backends/{on_b}/drain")).raise_for_status()
+        pool = await wait_for_pool(api, lambda p: [b["host"] for b in p["backends"]] == ["host-a"], timeout_s=30)
+        assert "y.safetensors" in await ckpt_names(api)  # the stopped host's models are still the fleet's
+        # tasks for y: 3 at 10 per container want no second container by load; a cannot run them
+        answers = [await api.post("/api/tasks", json={"prompt": checkpoint_graph("y.safetensors", i)})
+                   for i in range(3)]
+        assert [a.status_code for a in answers] == [201] * 3, [a.text for a in answers]
+        records = await wait_for_tasks(api, [a.json()["id"] for a in answers], timeout_s=120)
+        assert [r["status"] for r in records] == ["completed"] * 3, [r["error"] for r in records]
+        assert all(r["backend"].startswith("docker:host-b:") for r in records)
+        pool = (await api.get("/api/pool")).json()
+        assert sorted(b["host"] for b in pool["backends"]) == ["host-a", "host-b"]
+        assert any("blocked" in d["reason"] and d["start"] == 1 for d in pool["recent_scaling"])
+        # the container on b really mounts its host's folder
+        with engines["engines"]["b"].client() as client:
+            [container] = client.containers.list(filters={"label": "comfyart.managed=true"})
+            mounts = container.attrs["Mounts"]
+            assert any(m["Destination"] == mount and m["Source"].endswith("models-b") for m in mounts), mounts

@@ -1,9 +1,11 @@
 """The Docker provider's create call, read without an engine."""
 from __future__ import annotations
 
+import pytest
+
 from comfyart.config.fleet import DockerConfig
 from comfyart.policy.placement import Placement
-from comfyart.pool.providers.docker import DockerProvider
+from comfyart.pool.providers.docker import DockerProvider, host_volumes
 
 
 def test_the_create_call_carries_the_gpu_request_and_pinning():
@@ -46,3 +48,29 @@ def test_a_host_without_gpus_gets_no_device_request_and_no_gpu_environment():
     assert "device_requests" not in options and options["environment"] == {}
     assert options["labels"]["comfyart.gpu"] == ""
     assert options["command"][-2:] == ["/out/9001", "--tag=gpu"]
+
+
+def test_a_host_may_run_its_own_image_and_mount_its_own_models():
+    config = DockerConfig(image="comfy:common", volumes=["/srv/models:/app/models:ro", "/srv/cache:/cache"],
+                          hosts=[{"name": "a", "ports": [9000, 9001]},
+                                 {"name": "b", "ports": [9000, 9001], "image": "comfy:video",
+                                  "volumes": ["/big/models:/app/models:ro", "/scratch:/scratch"]}])
+    provider = DockerProvider(config, instance="x")
+    a = provider.container_options(Placement("a", 9000, None), "127.0.0.1")
+    b = provider.container_options(Placement("b", 9000, None), "127.0.0.1")
+    assert (a["image"], a["volumes"]) == ("comfy:common", ["/srv/models:/app/models:ro", "/srv/cache:/cache"])
+    assert (b["image"], b["volumes"]) == ("comfy:video", ["/srv/cache:/cache", "/big/models:/app/models:ro",
+                                                          "/scratch:/scratch"])
+    assert [h.image for h in provider.hosts] == ["comfy:common", "comfy:video"]  # what a leftover must run
+
+
+@pytest.mark.parametrize("common, own, expected", [
+    ([], [], []),
+    (["/m:/models"], [], ["/m:/models"]),
+    ([], ["/m:/models"], ["/m:/models"]),
+    (["/m:/models", "/o:/out"], ["/n:/models:ro"], ["/o:/out", "/n:/models:ro"]),
+    (["/m:/models"], ["/n:/models/extra"], ["/m:/models", "/n:/models/extra"]),
+    (["cache:/cache"], ["/cache"], ["/cache"]),
+])
+def test_host_volumes_replace_those_at_the_same_container_path(common, own, expected):
+    assert host_volumes(common, own) == expected
