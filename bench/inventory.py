@@ -101,10 +101,11 @@ def queued(records_: Sequence[dict]) -> list[QueuedTask]:
             for i, r in enumerate(records_)]
 
 
-def slots(inventories: Sequence[Inventory], inflight: Callable[[int], int], loaded: Sequence[Needs]) -> list:
+def slots(inventories: Sequence[Inventory], inflight: Callable[[int], int], loaded: Sequence[Needs],
+          count: int = BACKENDS) -> list:
     return [BackendSlot(f"b{i}", inflight(i), tags=frozenset({"gpu"}), vram_total=24 * GIB, vram_free=20 * GIB,
                         models=loaded[i % len(loaded)].models, inventory=inventories[i % len(inventories)])
-            for i in range(BACKENDS)]
+            for i in range(count)]
 
 
 def cpu_samples(run: Callable[[], Any], reps: int, before: Callable[[], None] = lambda: None) -> list[float]:
@@ -148,19 +149,20 @@ def layouts() -> dict[str, list[Inventory]]:
 
 
 def window_costs(tasks: list[QueuedTask], plain: list[QueuedTask], inventories: dict[str, list[Inventory]],
-                 window: str, strategy: Strategy, reps: int) -> dict[str, Any]:
-    """µs of ``assign`` per task placed, plain needs against inventory needs (verdicts remembered, and not)."""
+                 window: str, strategy: Strategy, reps: int, backends: int = BACKENDS) -> dict[str, Any]:
+    """µs of ``assign`` per task placed, plain needs against inventory needs (verdicts remembered, and not), on
+    ``backends`` backends that take the inventories in turn."""
     inflight, size = WINDOWS[window]
     loaded = [t.needs for t in tasks[:8]]  # the models each backend has loaded: what affinity matches
 
     def placing(window_tasks: list[QueuedTask], board: list[BackendSlot]) -> Callable[[], list]:
         return lambda: assign(window_tasks, board, strategy=strategy, prefetch=1, waiting=10_000)
 
-    run_plain = placing(plain[:size], slots(inventories["shared_4"], inflight, loaded))
+    run_plain = placing(plain[:size], slots(inventories["shared_4"], inflight, loaded, backends))
     expected = run_plain()
     entry: dict[str, Any] = {"placed": len(expected), "plain": figures(cpu_samples(run_plain, reps), len(expected))}
     for layout, layout_inventories in inventories.items():
-        run = placing(tasks[:size], slots(layout_inventories, inflight, loaded))
+        run = placing(tasks[:size], slots(layout_inventories, inflight, loaded, backends))
         assert run() == expected, "the needs check changed where tasks went"
         warm = figures(cpu_samples(run, reps), len(expected))
         cold = figures(cpu_samples(run, max(3, reps // 4), clear_verdicts(layout_inventories)), len(expected))
@@ -184,6 +186,9 @@ def needs_check(reps: int) -> dict[str, Any]:
             for strategy in (Strategy.LEAST_BUSY, Strategy.AFFINITY):
                 result[f"{window}_{strategy.value}"] = window_costs(tasks, plain_tasks, inventories, window,
                                                                     strategy, reps)
+        # the scale section's fleet: the same per-round work grows with the backends
+        result["steady_least_busy_1000_backends"] = window_costs(tasks, plain_tasks, inventories, "steady",
+                                                                 Strategy.LEAST_BUSY, max(3, reps // 4), 1000)
         result["missing"] = missing_costs(inventories["different_64"][5], tasks[:8], reps)
         result["decode_needs_us_per_task"] = {
             kind: figures(cpu_samples(lambda rs=rs: [needs_of_record(r) for r in rs], reps), len(rs))["median"]
@@ -310,7 +315,8 @@ def batch_run(bench: Bench, redis_url: str, fleet: list[tuple[str, list[str]]], 
     out against their inventories), then all let go at once."""
     urls = [url for url, _ in fleet]
     for url in urls:
-        httpx.post(f"{url}/free", json={"unload_models": True}, timeout=30)
+        # free_memory too: a cached CheckpointLoaderSimple output would not run, and load, again
+        httpx.post(f"{url}/free", json={"unload_models": True, "free_memory": True}, timeout=30)
         httpx.post(f"{url}/history", json={"clear": True}, timeout=30)
     loads_before = model_loads(urls)
     process, api = bench.empty_daemon(redis_url, f"mixed-{label}-{strategy}", scheduler={"strategy": strategy})
