@@ -1,13 +1,12 @@
-"""Inventory benchmark (issue 21, heterogeneous fleets): what knowing each backend's nodes and models costs, and what
-it buys.
+"""Inventory benchmark (issue 21): what knowing each backend's nodes and models costs, and what it buys.
 
     python3 bench/inventory.py [--quick] [--only needs_check,memory,mixed_batch]
 
 1. needs_check  in-process, 64 backends: CPU of ``policy.scheduling.assign`` per task placed, for tasks whose needs
                 carry node classes and combo values against backends with inventories (4 distinct inventories,
                 then 64), against the same tasks with tags and VRAM only: the difference is the needs check.
-                Two windows: a burst (64 idle backends, 128 queued tasks, prefetch 1) and the steady state (one
-                free slot, a window of 33). Also ``Inventory.missing`` cold and warm, and decoding a task's needs.
+                A burst (64 idle backends, 128 queued, prefetch 1) and the steady state (one free slot, a window
+                of 33; also on 1,000 backends). ``Inventory.missing`` cold and warm; decoding a task's needs.
 2. memory       64 servers answering a 2 MB ``/object_info`` (bench/object_info_fleet.py), all the same document
                 or each its own model lists: what ``comfyart.pool.inventory.Inventories`` keeps after reading them
                 all through its own ``read`` (tracemalloc, after gc), then with the merged ``/object_info`` built.
@@ -66,8 +65,7 @@ from comfyart.policy.scheduling import BackendSlot, QueuedTask, Strategy, assign
 from comfyart.pool.inventory import Inventories  # noqa: E402
 from comfyart.pool.registry import Pool  # noqa: E402
 
-BACKENDS = 64
-GIB = 1 << 30
+BACKENDS, GIB, MB = 64, 1 << 30, 1 << 20
 
 
 # ---------------------------------------------------------------------------------------------------- 1
@@ -127,8 +125,7 @@ def figures(samples: Sequence[float], per: int) -> dict[str, float]:
 
 
 def clear_verdicts(inventories: Sequence[Inventory]) -> Callable[[], None]:
-    """What each inventory remembers of needs it answered, forgotten: a round right after every inventory changed
-    (or the first tasks of new needs). Reaches into Inventory's cache on purpose."""
+    """Each inventory's remembered verdicts forgotten (a round right after they changed, or of new needs)."""
     def clear() -> None:
         for inventory in inventories:
             inventory._verdicts.clear()
@@ -218,9 +215,6 @@ def missing_costs(inventory: Inventory, tasks: Sequence[QueuedTask], reps: int) 
 
 
 # ---------------------------------------------------------------------------------------------------- 2
-MB = 1 << 20
-
-
 async def retained(urls: list[str]) -> dict[str, Any]:
     """Every server's inventory read through ``Inventories.read`` (as the health check does): what stays allocated
     afterwards (tracemalloc, after gc; the HTTP session closed), then with the merged ``/object_info`` built."""
@@ -380,9 +374,8 @@ def main() -> None:
     parser.add_argument("--workdir", default=default_workdir(), help="where emulators and daemons keep their files")
     args = parser.parse_args()
     wanted = [s for s in args.only.split(",") if s]
-    unknown = set(wanted) - set(SECTIONS)
-    if unknown:
-        parser.error(f"no section {', '.join(sorted(unknown))}")
+    if set(wanted) - set(SECTIONS):
+        parser.error(f"no section {', '.join(sorted(set(wanted) - set(SECTIONS)))}")
     results: dict[str, Any] = {}
     for section in wanted:
         started = time.monotonic()
@@ -395,9 +388,7 @@ def main() -> None:
     earlier = json.loads(path.read_text()) if path.exists() else {}  # --only keeps the other sections' figures
     path.write_text(json.dumps({**earlier, **results}, indent=2))
     print(f"\n{'figure':<60} value")
-    for section in wanted:
-        for key, value in rows(section, results[section]):
-            print(f"{key:<60} {value}")
+    print("\n".join(f"{key:<60} {value}" for section in wanted for key, value in rows(section, results[section])))
     print(f"written to {path}")
 
 
