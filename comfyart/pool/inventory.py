@@ -46,6 +46,7 @@ class Inventories:
         self._documents: dict[str, bytes] = {}  # digest -> its /object_info, zlib-compressed
         self._merged: _Merged | None = None
         self._merging: asyncio.Lock = asyncio.Lock()
+        self._parsing: asyncio.Lock = asyncio.Lock()
         self._limit = asyncio.Semaphore(READ_CONCURRENCY)
         # for /metrics and the benchmarks: documents read, new ones parsed, backends whose inventory changed, reads
         # that failed
@@ -79,17 +80,25 @@ class Inventories:
         hashed = hashlib.sha256(body)
         hashed.update(b"\0" + embeddings)
         digest = hashed.hexdigest()
-        inventory = self._shared.get(digest)
-        if inventory is None:
-            try:
-                inventory = await asyncio.to_thread(_parse, body, embeddings, digest)
-            except ValueError as exc:
-                self._failed(backend, str(exc))
-                return None
-            self.counters["parsed"] += 1
-            self._shared[digest] = inventory
-            self._documents[digest] = await asyncio.to_thread(zlib.compress, body, 1)
+        try:
+            inventory = self._shared.get(digest) or await self._parsed(body, embeddings, digest)
+        except ValueError as exc:
+            self._failed(backend, str(exc))
+            return None
         return self._set(backend, inventory)
+
+    async def _parsed(self, body: bytes, embeddings: bytes, digest: str) -> Inventory:
+        """The one parsed copy of a document. Parses run one at a time, so that reads of one document that arrive
+        together (a fleet of one image becoming healthy, a refresh) share the first one's, rather than each
+        parsing it and keeping its own copy. ValueError: not an /object_info."""
+        async with self._parsing:
+            inventory = self._shared.get(digest)
+            if inventory is None:
+                inventory = await asyncio.to_thread(_parse, body, embeddings, digest)
+                self.counters["parsed"] += 1
+                self._shared[digest] = inventory
+                self._documents[digest] = await asyncio.to_thread(zlib.compress, body, 1)
+            return inventory
 
     def _failed(self, backend: Backend, reason: str) -> None:
         self.counters["failed"] += 1
