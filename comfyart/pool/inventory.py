@@ -44,6 +44,9 @@ class Inventories:
         self.config = config
         self._shared: dict[str, Inventory] = {}  # digest -> the one parsed copy, while a backend has it
         self._documents: dict[str, bytes] = {}  # digest -> its /object_info, zlib-compressed
+        # every distinct set of combo choices the inventories hold, each once: most recur across documents (and
+        # within one: every LoRA loader lists the same files)
+        self._choice_sets: dict[frozenset[str], frozenset[str]] = {}
         self._merged: _Merged | None = None
         self._merging: asyncio.Lock = asyncio.Lock()
         self._parsing: asyncio.Lock = asyncio.Lock()
@@ -94,7 +97,7 @@ class Inventories:
         async with self._parsing:
             inventory = self._shared.get(digest)
             if inventory is None:
-                inventory = await asyncio.to_thread(_parse, body, embeddings, digest)
+                inventory = await asyncio.to_thread(_parse, body, embeddings, digest, self._choice_sets)
                 self.counters["parsed"] += 1
                 self._shared[digest] = inventory
                 self._documents[digest] = await asyncio.to_thread(zlib.compress, body, 1)
@@ -146,9 +149,12 @@ class Inventories:
         """Drop the documents no backend of the pool has any more."""
         used = {b.inventory.digest for b in self.pool.backends.values() if b.inventory is not None}
         used |= {inventory.digest for inventory in self.pool.host_inventories.values()}
-        for digest in self._shared.keys() - used:
+        unused = self._shared.keys() - used
+        for digest in unused:
             del self._shared[digest]
             self._documents.pop(digest, None)
+        if unused and not self._parsing.locked():  # (a parse adds to them meanwhile)
+            self._choice_sets = {s: s for inventory in self._shared.values() for s in inventory.choices.values()}
 
     # ------------------------------------------------------------------ the fleet's
     def known(self) -> list[tuple[Backend, Inventory]]:
@@ -194,7 +200,8 @@ class Inventories:
         return Fleet({}, frozenset(), tuple(self.distinct())).refusal(needs)
 
 
-def _parse(body: bytes, embeddings: bytes, digest: str) -> Inventory:
+def _parse(body: bytes, embeddings: bytes, digest: str,
+           shared: dict[frozenset[str], frozenset[str]] | None = None) -> Inventory:
     try:
         object_info = json.loads(body)
         listed = json.loads(embeddings) if embeddings else None
@@ -202,7 +209,7 @@ def _parse(body: bytes, embeddings: bytes, digest: str) -> Inventory:
         raise ValueError(f"/object_info is not JSON: {str(exc)[:80]}") from None
     if not isinstance(object_info, dict):
         raise ValueError("/object_info is not an object")
-    return read_inventory(object_info, digest, listed)
+    return read_inventory(object_info, digest, listed, shared)
 
 
 def _merge(documents: Sequence[bytes]) -> dict[str, Any]:

@@ -115,3 +115,15 @@ def test_a_value_not_in_the_fleets_lists_is_missing_from_the_fleet_and_named():
     graph = text_to_image_graph()
     graph["3"]["inputs"]["sampler_name"] = "eulr"  # a typo, not a model the fleet lacks
     assert not missing_from_fleet(validate(graph, fleet(emulated()).object_info))
+
+
+def test_equal_choice_sets_are_kept_once_within_and_across_documents():
+    lists = {"A": {"input": {"required": {"lora_name": [["x.safetensors", "y.safetensors"], {}]}}},
+             "B": {"input": {"optional": {"lora": [["y.safetensors", "x.safetensors"], {}]}}}}
+    first = read_inventory(lists, "a")
+    assert first.choices[("A", "lora_name")] is first.choices[("B", "lora")]
+    shared: dict = {}
+    one, two = read_inventory(lists, "a", shared=shared), read_inventory(json.loads(json.dumps(lists)), "b",
+                                                                         shared=shared)
+    assert one.choices[("A", "lora_name")] is two.choices[("B", "lora")]
+    assert len(shared) == 1
