@@ -131,7 +131,9 @@ class Dispatcher:
     async def round(self, submissions: asyncio.TaskGroup) -> bool:
         """Pair the head of the queue with free slots and submit; False when nothing could be dispatched."""
         settings = self.settings
-        slots = self.pool.slots()
+        # only the backends with a free slot, and the pool's kept answer to which could ever run a task: a round
+        # costs the same with 1,000 busy backends as with 10
+        slots = self.pool.open_slots(1 + settings.prefetch)
         if not free_prompt_slots(slots, settings.prefetch):
             return False
         ids, waiting = await self.queue.peek(window_size(slots, settings.prefetch, settings.lookahead))
@@ -139,8 +141,10 @@ class Dispatcher:
             return False
         window = await self._window(ids)
         pairs = assign(window, slots, strategy=settings.strategy, prefetch=settings.prefetch, waiting=waiting,
-                       affinity_max_skips=settings.affinity_max_skips)
-        self._note_blocked(window, slots, pairs)
+                       affinity_max_skips=settings.affinity_max_skips, fleet=self.pool.fleet())
+        # that check looks at every backend, once a second: their slots only then
+        due = time.monotonic() >= self._next_blocked_check
+        self._note_blocked(window, self.pool.slots() if due else [], pairs)
         for task_id in skipped_by(window, pairs):
             self._skips[task_id] += 1
         placed = [(task_id, self.pool.backends[backend_id]) for task_id, backend_id in pairs
