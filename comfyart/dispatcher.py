@@ -137,21 +137,25 @@ class Dispatcher:
     async def round(self, submissions: asyncio.TaskGroup) -> bool:
         """Pair the head of the queue with free slots and submit; False when nothing could be dispatched."""
         settings = self.settings
-        slots = self.pool.slots()
+        # only the backends with a free slot, and the pool's kept answer to which could ever run a task: a round
+        # costs the same with 1,000 busy backends as with 10
+        slots = self.pool.open_slots(1 + settings.prefetch)
         free = free_prompt_slots(slots, settings.prefetch)
         if not free and time.monotonic() < self._next_blocked_check:
             return False
         ids, waiting = await self.queue.peek(max(1, window_size(slots, settings.prefetch, settings.lookahead)))
         if not ids:
-            self._note_blocked([], slots, [])  # none waits any more
+            self._note_blocked([], [], [])  # none waits any more
             return False
         window = await self._window(ids)
         if not free:  # nothing can be dispatched, but the autoscaler must know what waits blocked (an empty pool)
-            self._note_blocked(window, slots, [])
+            self._note_blocked(window, self.pool.slots(), [])
             return False
         pairs = assign(window, slots, strategy=settings.strategy, prefetch=settings.prefetch, waiting=waiting,
-                       affinity_max_skips=settings.affinity_max_skips)
-        self._note_blocked(window, slots, pairs)
+                       affinity_max_skips=settings.affinity_max_skips, view=self.pool.view())
+        # that check looks at every backend, once a second: their slots only then
+        due = time.monotonic() >= self._next_blocked_check
+        self._note_blocked(window, self.pool.slots() if due else [], pairs)
         for task_id in skipped_by(window, pairs):
             self._skips[task_id] += 1
         placed = [(task_id, self.pool.backends[backend_id]) for task_id, backend_id in pairs

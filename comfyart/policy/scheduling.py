@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import enum
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 
 from comfyart.policy.inventory import Inventory, lacking_reason
@@ -126,9 +126,40 @@ def blocked_reason(needs: Needs, backends: Sequence[BackendSlot]) -> str | None:
     return unschedulable_reason(needs, backends)
 
 
+def could_run(needs: Needs, backends: Sequence[BackendSlot]) -> list[str]:
+    """The ids of the backends that could ever run a task with ``needs`` (busy or not), in their order."""
+    return [b.id for b in backends if cannot_run_reason(needs, b) is None]
+
+
+@dataclass(frozen=True)
+class PoolView:
+    """What ``assign`` may ask of the pool beyond the backends it is handed: the ids of every backend that could
+    ever run a task with these needs, whatever its state (the pool keeps that answer from one round to the next),
+    and whether one is healthy and accepting now. ``assign`` counts the usable ones among them (the prefetch rule)
+    only when fewer tasks wait than there are ids."""
+
+    could_run: Callable[[Needs], Collection[str]]
+    usable: Callable[[str], bool]
+
+
+def _view_of(usable: Sequence[BackendSlot]) -> PoolView:
+    """The view when ``assign`` is handed every backend: worked out once per distinct needs in a round (most tasks
+    share theirs), not once per task and backend."""
+    fits: dict[Needs, list[str]] = {}
+
+    def could_run_here(needs: Needs) -> list[str]:
+        fit = fits.get(needs)
+        if fit is None:
+            fit = fits[needs] = could_run(needs, usable)
+        return fit
+    return PoolView(could_run_here, lambda _: True)
+
+
 @dataclass
 class _Board:
-    """The backends as the assignment of one window goes on: loads and loaded models change with each pick."""
+    """The backends with a free slot as the assignment of one window goes on: loads and loaded models change with
+    each pick. A backend whose slots are all taken cannot take a task of this round: it is left out, so that a
+    round costs the same on a fleet of 1,000 busy backends as on one."""
 
     backends: dict[str, BackendSlot]
     order: dict[str, int]
@@ -138,16 +169,36 @@ class _Board:
     work: dict[str, float]
     slots: int
     seq: int
+    view: PoolView
     _fitting: dict[Needs, list[str]] = field(default_factory=dict)
+    _reach: dict[Needs, int] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, backends: Sequence[BackendSlot], slots: int, view: PoolView) -> _Board:
+        # ``seq`` starts past every board backend's last_used, so the one picked last is the most recent
+        free = [b for b in backends if b.healthy and b.accepting and b.inflight < slots]
+        return cls({b.id: b for b in free}, {b.id: i for i, b in enumerate(free)},
+                   {b.id: b.inflight for b in free}, {b.id: b.models for b in free},
+                   {b.id: b.last_used for b in free}, {b.id: b.work for b in free}, slots,
+                   max((b.last_used for b in free), default=0), view)
 
     def fitting(self, needs: Needs) -> list[str]:
-        """The backends that could ever run a task with ``needs``, in board order: worked out once per distinct
-        needs in a round (most tasks share theirs), not once per task and backend."""
+        """The board's backends that could ever run a task with ``needs``, in board order, once per needs."""
         fit = self._fitting.get(needs)
         if fit is None:
-            fit = self._fitting[needs] = [b for b, slot in self.backends.items()
-                                          if cannot_run_reason(needs, slot) is None]
+            fit = self._fitting[needs] = could_run(needs, list(self.backends.values()))
         return fit
+
+    def deep_enough(self, needs: Needs, waiting: int) -> bool:
+        """Whether ``waiting`` tasks are at least as many as the usable backends that could ever run a task with
+        ``needs``: then prefetch slots count. Most rounds settle it on the size of the pool's answer alone."""
+        ids = self.view.could_run(needs)
+        if waiting >= len(ids):
+            return True
+        reach = self._reach.get(needs)
+        if reach is None:
+            reach = self._reach[needs] = sum(1 for b in ids if self.view.usable(b))
+        return waiting >= reach
 
     def load_key(self, backend_id: str) -> tuple[float, ...]:
         backend = self.backends[backend_id]
@@ -167,7 +218,7 @@ def _candidates(task: QueuedTask, board: _Board, waiting: int) -> list[str]:
     """Backends that may take ``task`` now; those it already failed on only when no other may. Prefetch slots
     count only while at least as many tasks wait as there are backends that could run this one."""
     fit = board.fitting(task.needs)
-    limit = board.slots if waiting >= len(fit) else 1
+    limit = board.slots if board.deep_enough(task.needs, waiting) else 1
     free = [b for b in fit if board.inflight[b] < limit]
     return [b for b in free if b not in task.avoid] or free
 
@@ -207,17 +258,16 @@ def _pick_affinity(window: Sequence[QueuedTask], board: _Board, waiting: int, ma
 
 
 def assign(window: Sequence[QueuedTask], backends: Sequence[BackendSlot], *, strategy: Strategy, prefetch: int,
-           waiting: int, affinity_max_skips: int = 16) -> list[tuple[str, str]]:
+           waiting: int, affinity_max_skips: int = 16, view: PoolView | None = None) -> list[tuple[str, str]]:
     """Pairs (task id, backend id) for as many tasks of ``window`` (in queue order) as free slots allow.
 
     ``waiting`` counts every queued task (the window is its head); a backend takes ``1 + prefetch`` prompts, the
     extra ones only while at least as many tasks wait as there are backends that could run the task. A task no
-    free backend can run is passed over, so it never blocks those behind it."""
-    usable = [b for b in backends if b.healthy and b.accepting]
-    board = _Board({b.id: b for b in usable}, {b.id: i for i, b in enumerate(usable)},
-                   {b.id: b.inflight for b in usable}, {b.id: b.models for b in usable},
-                   {b.id: b.last_used for b in usable}, {b.id: b.work for b in usable}, 1 + prefetch,
-                   max((b.last_used for b in usable), default=0))
+    free backend can run is passed over, so it never blocks those behind it. Without ``view``, ``backends`` is
+    the whole pool; with it, ``backends`` need only hold those with a free slot (the same pairs come out)."""
+    if view is None:
+        view = _view_of([b for b in backends if b.healthy and b.accepting])
+    board = _Board.of(backends, 1 + prefetch, view)
     pending = list(window)
     pairs: list[tuple[str, str]] = []
     while pending:

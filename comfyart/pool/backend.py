@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import enum
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -77,6 +78,8 @@ class Backend:
     last_dispatch: int = 0  # the dispatcher's sequence number of that prompt
     error: str | None = None
     created_ms: int = field(default_factory=now_ms)
+    # called when its state, mode or VRAM size changes: the pool it is in bumps its generation
+    on_change: Callable[[], None] | None = field(default=None, repr=False, compare=False)
 
     @property
     def managed(self) -> bool:
@@ -93,20 +96,34 @@ class Backend:
         """Change the health state as the transition table allows; InvalidTransition otherwise."""
         if not backend_may_move(self.state, state):
             raise InvalidTransition(f"backend {self.id} is {self.state.value}; cannot become {state.value}")
-        self.state = state
+        if state != self.state:
+            self.state = state
+            self._changed()
 
     def drain(self, after: AfterDrain, reason: str) -> None:
         """No new prompts; once idle, ``after`` happens to it (the pool's reconciler sees to it)."""
         if self.mode != BackendMode.DRAINING:
             logger.info("draining backend={} then={} reason={}", self.id, after.value, reason)
-        self.mode, self.after_drain, self.drain_reason = BackendMode.DRAINING, after, reason
+        self._set_mode(BackendMode.DRAINING)
+        self.after_drain, self.drain_reason = after, reason
 
     def activate(self) -> None:
         """Take new prompts again (a drain is called off)."""
-        self.mode, self.after_drain, self.drain_reason = BackendMode.ACTIVE, None, None
+        self._set_mode(BackendMode.ACTIVE)
+        self.after_drain, self.drain_reason = None, None
 
     def disable(self) -> None:
-        self.mode, self.after_drain, self.drain_reason = BackendMode.DISABLED, None, "disabled"
+        self._set_mode(BackendMode.DISABLED)
+        self.after_drain, self.drain_reason = None, "disabled"
+
+    def _set_mode(self, mode: BackendMode) -> None:
+        if mode != self.mode:
+            self.mode = mode
+            self._changed()
+
+    def _changed(self) -> None:
+        if self.on_change is not None:
+            self.on_change()
 
     def record_stats(self, stats: dict[str, Any]) -> None:
         """What a /system_stats answer says of its memory."""
@@ -116,8 +133,11 @@ class Backend:
             self.ram_free = system["ram_free"]
         devices = stats.get("devices") or []
         if devices and isinstance(devices[0], dict):
-            self.vram_total = devices[0].get("vram_total")
+            vram_total = devices[0].get("vram_total")
             self.vram_free = devices[0].get("vram_free")
+            if vram_total != self.vram_total:  # what it can run changed (vram_free changes all the time)
+                self.vram_total = vram_total
+                self._changed()
 
     # ------------------------------------------------------------------ views
     def slot(self) -> BackendSlot:

@@ -95,6 +95,7 @@ class PoolControls:
                 if self.store is not None:
                     await self.store.add_static(static)
                 backend.tags, backend.weight = frozenset(static.tags), static.weight
+                self.pool.bump_generation()
             return backend, False
         if self.store is not None:
             await self.store.add_static(static)

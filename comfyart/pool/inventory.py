@@ -115,6 +115,7 @@ class Inventories:
         if self.pool.backends.get(backend.id) is backend and backend.inventory is not inventory:
             first = backend.inventory is None
             backend.inventory = inventory
+            self.pool.bump_generation()  # which backends could run what: worked out again
             self.counters["changed"] += 0 if first else 1
             self.forget_unused()
             logger.log("DEBUG" if first else "INFO", "inventory {} backend={} nodes={} models={}",

@@ -19,14 +19,45 @@ from comfyart.policy.autoscale import ScaleDecision, ScaleLimits, free_container
 from comfyart.policy.inventory import Inventory
 from comfyart.policy.needs import Needs
 from comfyart.policy.placement import HostView, Runner
-from comfyart.policy.scheduling import BackendSlot
+from comfyart.policy.scheduling import BackendSlot, PoolView, could_run
 from comfyart.pool.backend import Backend
 from comfyart.pool.providers.base import Provider
 from comfyart.store.pool import ScaleOverride
 
 RECENT = 20  # errors and scaling decisions kept for /api/pool
+COULD_RUN_KEPT = 1024  # distinct needs whose answer ``could_run`` keeps in one generation
+
 
 Connect = Callable[[str], ComfyClient]  # a client of the backend at this URL
+
+
+class BackendTable(dict[str, Backend]):
+    """The pool's backends by id. Whatever adds, replaces or removes one calls ``on_change`` (the pool's
+    generation goes up), and a backend put in is told to call it when its state, mode or VRAM size changes."""
+
+    def __init__(self, on_change: Callable[[], None]) -> None:
+        super().__init__()
+        self.on_change = on_change
+
+    def __setitem__(self, backend_id: str, backend: Backend) -> None:
+        backend.on_change = self.on_change
+        super().__setitem__(backend_id, backend)
+        self.on_change()
+
+    def __delitem__(self, backend_id: str) -> None:
+        super().__delitem__(backend_id)
+        self.on_change()
+
+    def pop(self, backend_id: str, *default: Any) -> Any:
+        had = backend_id in self
+        backend = super().pop(backend_id, *default)
+        if had:
+            self.on_change()
+        return backend
+
+    def clear(self) -> None:
+        super().clear()
+        self.on_change()
 
 
 class Pool:
@@ -34,7 +65,12 @@ class Pool:
         self.config = config
         self.providers = list(providers)
         self.connect = connect
-        self.backends: dict[str, Backend] = {}
+        # goes up whenever a backend joins or leaves, or one's state, mode, tags, VRAM size or what it can run
+        # changes (``bump_generation``): what is worked out from those is kept until it does
+        self.generation = 0
+        self.backends: dict[str, Backend] = BackendTable(self.bump_generation)
+        self._could_run: dict[Needs, frozenset[str]] = {}
+        self._could_run_generation = -1
         self.recent_errors: deque[dict[str, Any]] = deque(maxlen=RECENT)
         self.recent_scaling: deque[dict[str, Any]] = deque(maxlen=RECENT)  # decisions that started or drained
         self.hosts_down: dict[str, str] = {}
@@ -58,6 +94,32 @@ class Pool:
     # ------------------------------------------------------------------ views
     def slots(self) -> list[BackendSlot]:
         return [b.slot() for b in self.backends.values()]
+
+    def open_slots(self, limit: int) -> list[BackendSlot]:
+        """The slots of the healthy, accepting backends that hold fewer than ``limit`` prompts: the only ones a
+        dispatch round can give a prompt to (the full ones cost a length check each, not a slot)."""
+        return [b.slot() for b in self.backends.values()
+                if len(b.prompts) < limit and b.state == BackendState.HEALTHY and b.accepting]
+
+    def usable(self, backend_id: str) -> bool:
+        """Whether the backend is in the pool, healthy and accepting prompts."""
+        backend = self.backends.get(backend_id)
+        return backend is not None and backend.state == BackendState.HEALTHY and backend.accepting
+
+    def could_run(self, needs: Needs) -> frozenset[str]:
+        """The ids of the backends that could ever run a task with ``needs``, whatever their state and load
+        (``policy.scheduling.could_run``): kept until the generation changes."""
+        if self._could_run_generation != self.generation or len(self._could_run) >= COULD_RUN_KEPT:
+            self._could_run.clear()
+            self._could_run_generation = self.generation
+        ids = self._could_run.get(needs)
+        if ids is None:
+            ids = self._could_run[needs] = frozenset(could_run(needs, self.slots()))
+        return ids
+
+    def view(self) -> PoolView:
+        """What the scheduler may ask of the whole pool while it places prompts on the backends with a free slot."""
+        return PoolView(self.could_run, self.usable)
 
     def healthy(self) -> list[Backend]:
         return [b for b in self.backends.values() if b.state == BackendState.HEALTHY]
@@ -96,6 +158,11 @@ class Pool:
             target=override.target)
 
     # ------------------------------------------------------------------ changes
+    def bump_generation(self) -> None:
+        """A backend joined or left, or what one could run (its tags, VRAM size, inventory) or whether it is
+        usable (its state, mode) changed: answers kept from before are worked out again."""
+        self.generation += 1
+
     def add_static(self, static: StaticBackendConfig, source: str) -> Backend:
         """A backend someone else runs, from the configuration or registered through the API (``source``)."""
         backend = Backend(f"static:{static.name}", "static", "static", static.url, self.connect(static.url),

@@ -30,6 +30,7 @@ from comfyart.tracker.prompts import PromptBook, PromptState
 from comfyart.tracker.reactions import Fail, MarkRunning, Settle, react
 
 WATCHDOG_TICK_S = 0.5
+FOLLOW_PASS_S = 1.0  # the longest a backend's socket that ended waits to be started again
 INTERRUPT_GRACE_S = 60.0
 BROKEN_FRAME_PAUSE_S = 5.0  # after a frame that broke its handler, before that backend's socket starts over
 # the messages ComfyUI keeps in a prompt's history (its status.messages)
@@ -73,9 +74,14 @@ class Tracker:
         async with asyncio.TaskGroup() as watchers:
             watchers.create_task(self._watchdog(), name="prompt watchdog")
             watchers.create_task(self._progress_writer(), name="progress writer")
+            seen, next_pass = -1, 0.0
             while True:
-                self._follow_healthy(watchers)
-                await self.pool.wait_changed(1.0)
+                # the pool changes at every freed slot: the backends are gone through again only when one
+                # joined, left or changed state (its generation), and once a second for sockets that ended
+                if self.pool.generation != seen or time.monotonic() >= next_pass:
+                    seen, next_pass = self.pool.generation, time.monotonic() + FOLLOW_PASS_S
+                    self._follow_healthy(watchers)
+                await self.pool.wait_changed(FOLLOW_PASS_S)
 
     def _follow_healthy(self, watchers: asyncio.TaskGroup) -> None:
         """A socket for every healthy backend. A backend id can come back as a new backend (a replacement on the

@@ -8,10 +8,12 @@ from comfyart.policy.needs import Needs
 from comfyart.policy.scheduling import (
     BackendSlot,
     Order,
+    PoolView,
     QueuedTask,
     Strategy,
     assign,
     cannot_run_reason,
+    could_run,
     free_prompt_slots,
     level_at,
     ordered,
@@ -227,6 +229,36 @@ def test_assign_invariants(strategy):
                     if t.id not in placed and before[backend_id] == 0:
                         assert cannot_run_reason(t.needs, by_id[backend_id]) is not None, (t, later, pairs)
                 before[backend_id] += 1
+
+
+@pytest.mark.parametrize("strategy", list(Strategy))
+def test_assign_given_only_the_free_backends_and_the_fleet_pairs_the_same(strategy):
+    """The dispatcher hands ``assign`` only the backends with a free slot, and the pool's answer to which backends
+    could ever run a task (whatever their state now): the pairs are those of the whole pool."""
+    rng = random.Random(f"fleet-{strategy}")
+    for _ in range(3000):
+        backends, window, prefetch, waiting = _random_case(rng)
+        usable = {b.id for b in backends if b.healthy and b.accepting}
+        asked = []
+
+        def could_run_anywhere(needs, backends=backends, asked=asked):
+            asked.append(needs)
+            return could_run(needs, backends)  # unhealthy and draining ones too: assign counts only the usable
+        fleet = PoolView(could_run_anywhere, usable.__contains__)
+        free = [b for b in backends if b.inflight < 1 + prefetch]
+        expected = assign(window, backends, strategy=strategy, prefetch=prefetch, waiting=waiting)
+        assert assign(window, free, strategy=strategy, prefetch=prefetch, waiting=waiting, view=fleet) == expected
+        assert assign(window, backends, strategy=strategy, prefetch=prefetch, waiting=waiting,
+                      view=fleet) == expected
+        assert set(asked) <= {t.needs for t in window}
+
+
+def test_could_run_lists_the_backends_that_fit_whatever_their_load():
+    backends = [slot("a", 2, tags=frozenset({"video"})), slot("b", healthy=False, tags=frozenset({"video"})),
+                slot("c")]
+    assert could_run(Needs(frozenset({"video"})), backends) == ["a", "b"]
+    assert could_run(Needs(), backends) == ["a", "b", "c"]
+    assert could_run(Needs(vram=GIB), backends) == []
 
 
 def test_affinity_bounds_how_long_a_task_is_passed_over():
