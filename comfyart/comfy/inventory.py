@@ -44,7 +44,9 @@ def read_inventory(object_info: Mapping[str, Any], digest: str, embeddings: Any 
                 choices[(intern(node), intern(name))] = shared.setdefault(listed, listed)
     names = frozenset(intern(e) for e in embeddings if isinstance(e, str)) if isinstance(embeddings, list) \
         else frozenset()
-    return Inventory(digest, frozenset(intern(n) for n in object_info), choices, names)
+    outputs = frozenset(intern(n) for n, info in object_info.items()
+                        if isinstance(info, dict) and info.get("output_node") is True)
+    return Inventory(digest, frozenset(intern(n) for n in object_info), choices, names, outputs=outputs)
 
 
 def _delivered_elsewhere(config: Any) -> list[Any] | None:

@@ -58,6 +58,7 @@ class Emulator:
         self.loaded_model: str | None = None
         self.model_loads = 0  # checkpoint changes: what affinity scheduling saves
         self.prompts_run = 0
+        self.history_lookups = 0  # GET /history/{id}: what trusting the socket saves
         self.temp_prefixes: dict[str, str] = {}  # node id -> its preview prefix, random like ComfyUI's
 
     def folders(self) -> dict[str, str]:

@@ -99,7 +99,7 @@ async def get_control(request: web.Request) -> web.Response:
 async def get_stats(request: web.Request) -> web.Response:
     emu = request.app[EMULATOR]
     return web.json_response({"model_loads": emu.model_loads, "prompts_run": emu.prompts_run,
-                              "loaded_model": emu.loaded_model})
+                              "loaded_model": emu.loaded_model, "history_lookups": emu.history_lookups})
 
 
 @routes.post("/emulator/control")

@@ -138,6 +138,7 @@ async def history(request: web.Request) -> web.Response:
 async def history_one(request: web.Request) -> web.Response:
     emu = request.app[EMULATOR]
     pid = request.match_info["prompt_id"]
+    emu.history_lookups += 1
     garbled = _garbled_history(emu)
     if garbled is not None:
         return garbled

@@ -27,6 +27,7 @@ class Inventory:
     choices: Mapping[Combo, frozenset[str]]
     embeddings: frozenset[str] = frozenset()
     listed: bool = True  # False: the backend lists nothing (no /object_info); it checks each prompt itself
+    outputs: frozenset[str] = frozenset()  # its output node classes (SaveImage, PreviewImage, ...)
     _verdicts: dict[Needs, tuple[str, ...]] = field(default_factory=dict, repr=False)
 
     def missing(self, needs: Needs) -> tuple[str, ...]:
@@ -48,6 +49,13 @@ class Inventory:
             if node in self.nodes and choices is not None and value not in choices:
                 lacking.add(f"{name} '{value}'")
         return tuple(sorted(lacking))
+
+    def output_nodes(self, graph: Mapping[str, Any]) -> frozenset[str] | None:
+        """The ids of ``graph``'s output nodes on this backend; None when it lists nothing."""
+        if not self.listed:
+            return None
+        return frozenset(node_id for node_id, node in graph.items()
+                         if isinstance(node, dict) and node.get("class_type") in self.outputs)
 
     def covers(self, needs: Needs) -> bool:
         return not self.missing(needs)

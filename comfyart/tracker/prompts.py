@@ -30,10 +30,12 @@ class PromptState:
     node: str | None = None
     settling: bool = False
     download_failures: int = 0
-    # what the socket showed: when it saw the whole run (start, nothing cached, success, on one connection), the
-    # outputs of its ``executed`` events are the history's outputs and /history need not be asked
+    # what the socket showed: when it saw the whole run (start, no output node cached, success, on one connection),
+    # the outputs of its ``executed`` events are the history's outputs and /history need not be asked
     epoch: int = -1  # the backend's socket connection that carried execution_start
     cache_known: bool = False
+    cached_nodes: frozenset[str] = frozenset()
+    output_nodes: frozenset[str] | None = None  # its graph's output nodes, by its backend's inventory; None: unknown
     succeeded: bool = False
     outputs: dict[str, Any] = field(default_factory=dict)
     unsaved: dict[str, Any] = field(default_factory=dict)  # progress fields the next flush writes
@@ -55,7 +57,9 @@ class PromptBook:
     def open(self, backend: Backend, prompt_id: str, task_id: str, graph: Mapping[str, Any], *, cost: float = 0.0,
              relay: Relay | None = None) -> PromptState:
         """Take a slot on ``backend`` for a prompt about to be submitted (``cost``: its graph's estimate)."""
-        state = PromptState(task_id, total_nodes=len(graph), backend=backend, relay=relay)
+        inventory = backend.inventory
+        state = PromptState(task_id, total_nodes=len(graph), backend=backend, relay=relay,
+                            output_nodes=inventory.output_nodes(graph) if inventory is not None else None)
         self._prompts[prompt_id] = state
         backend.prompts[prompt_id] = task_id
         if cost:

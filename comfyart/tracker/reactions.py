@@ -58,6 +58,15 @@ def note_progress(state: PromptState, *, step: float | None = None, step_max: fl
     state.unsaved.update(fields, progress=progress)
 
 
+def _outputs_ran(state: PromptState) -> bool:
+    """Whether every output node of the prompt ran (none was served from cache), so that its ``executed`` came
+    live. (A cached output node's result may come without one, from an older ComfyUI: then /history is asked.
+    A cached loader or text encoder, as in every run of a workflow with a new seed, changes nothing.)"""
+    if state.cached == 0:
+        return True
+    return state.output_nodes is not None and state.output_nodes.isdisjoint(state.cached_nodes)
+
+
 def react(state: PromptState, event: Event, *, epoch: int, now: float) -> Reaction | None:
     """Note ``event`` in ``state``; ``epoch`` counts the backend's socket connections so far (the event came on the
     last), ``now`` is the monotonic time."""
@@ -68,11 +77,12 @@ def react(state: PromptState, event: Event, *, epoch: int, now: float) -> Reacti
         return MarkRunning()
     if isinstance(event, ExecutionCached):
         state.cached = len(event.nodes)
+        state.cached_nodes = frozenset(event.nodes)
         state.cache_known = True
         note_progress(state)
     elif isinstance(event, Executing):
         if event.node is None:
-            seen_whole = state.succeeded and state.cache_known and state.cached == 0 and state.epoch == epoch
+            seen_whole = state.succeeded and state.cache_known and state.epoch == epoch and _outputs_ran(state)
             return Settle(state.outputs if seen_whole else None)
         if state.node is not None:
             state.finished.add(state.node)

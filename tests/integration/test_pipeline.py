@@ -54,6 +54,29 @@ async def test_a_fully_cached_rerun_takes_its_outputs_from_history(tmp_path: Pat
     assert len(second["outputs"]) == 1 and second["progress"] == 1.0
 
 
+async def test_a_run_whose_outputs_ran_is_settled_from_the_socket_without_a_lookup(tmp_path: Path, redis_url,
+                                                                                  emulator):
+    """A second run with another seed has its loader and text encoders cached but its SaveImage runs: the socket saw
+    every output's ``executed`` live, so /history is not asked. A fully cached re-run is looked up."""
+    emu = emulator()
+    settings = make_settings(tmp_path, redis_url, static_backends=static_backends(emu))
+    async with running_daemon(settings) as api, httpx.AsyncClient() as plain:
+        await wait_for_pool(api, lambda pool: pool["backends"][0]["inventory"]["read"])
+        first = (await api.post("/api/tasks", json={"prompt": text_to_image_graph(seed=1)})).json()["id"]
+        await wait_for_tasks(api, [first])
+        lookups = (await plain.get(f"{emu.url}/emulator/stats")).json()["history_lookups"]
+        second = (await api.post("/api/tasks", json={"prompt": text_to_image_graph(seed=2)})).json()["id"]
+        [record] = await wait_for_tasks(api, [second])
+        entry = (await plain.get(f"{emu.url}/history/{record['prompt_id']}")).json()[record["prompt_id"]]
+        assert (await plain.get(f"{emu.url}/emulator/stats")).json()["history_lookups"] == lookups + 1  # ours
+        rerun = (await api.post("/api/tasks", json={"prompt": text_to_image_graph(seed=2)})).json()["id"]
+        [again] = await wait_for_tasks(api, [rerun])
+        assert (await plain.get(f"{emu.url}/emulator/stats")).json()["history_lookups"] > lookups + 1
+    assert "4" in dict(entry["status"]["messages"])["execution_cached"]["nodes"]  # the loader came from cache
+    assert record["status"] == again["status"] == "completed" and len(record["outputs"]) == 1
+    assert again["outputs"][0]["sha256"] == record["outputs"][0]["sha256"]
+
+
 async def test_progress_is_written_while_a_prompt_runs(tmp_path: Path, redis_url, emulator):
     emu = emulator("--step-seconds", "0.1")
     settings = make_settings(tmp_path, redis_url, static_backends=static_backends(emu))

@@ -127,3 +127,10 @@ def test_equal_choice_sets_are_kept_once_within_and_across_documents():
                                                                          shared=shared)
     assert one.choices[("A", "lora_name")] is two.choices[("B", "lora")]
     assert len(shared) == 1
+
+
+def test_an_inventory_knows_its_output_nodes():
+    inv = read_inventory(OBJECT_INFO, "d")
+    assert inv.outputs == {"SaveImage", "PreviewAny"}
+    graph = {"1": {"class_type": "EmptyImage"}, "3": {"class_type": "SaveImage"}, "x": "not a node"}
+    assert inv.output_nodes(graph) == {"3"}
