@@ -26,6 +26,21 @@ def after_health_check(current: HealthCount, ok: bool, *, unhealthy_threshold: i
     return HealthCount(current.healthy and failures < unhealthy_threshold, failures, 0)
 
 
+STATS_EVERY = 6  # a backend heard on its socket is still asked for /system_stats every this many intervals
+
+
+def probe_due(*, healthy: bool, must_answer: bool, heard_ago_s: float | None, answered_ago_s: float,
+              interval_s: float) -> bool:
+    """Whether a backend is asked for /system_stats this round. A healthy one whose WebSocket carried a frame
+    within the last interval is alive (its ComfyUI serves both on one event loop), and is asked only every
+    ``STATS_EVERY`` intervals, for fresh VRAM figures: on a busy fleet of 1,000 that is most of the checks' cost.
+    One that is unhealthy, silent, or must answer (a prompt stuck on it, prompts to take off it) is asked each
+    round."""
+    if not healthy or must_answer or heard_ago_s is None or heard_ago_s > interval_s:
+        return True
+    return answered_ago_s >= STATS_EVERY * interval_s
+
+
 def static_backend_lost(*, failed_checks: int, unhealthy_threshold: int, silent_s: float, holds_prompts: bool,
                         lost_after_s: float) -> bool:
     """Whether a static backend's prompts are given up for lost (and requeued elsewhere): it holds some, its last

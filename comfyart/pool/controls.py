@@ -23,8 +23,8 @@ class PoolControls:
         self.store = store  # where run-time changes are kept across restarts
 
     async def check_now(self) -> dict[str, Any]:
-        """POST /api/pool/health-check: one whole round now."""
-        await self.reconciler.step()
+        """POST /api/pool/health-check: one whole round now, every backend asked."""
+        await self.reconciler.step(every=True)
         return self.pool.describe()
 
     async def set_scale(self, changes: dict[str, int | None]) -> None:

@@ -14,7 +14,7 @@ from comfyart.comfy import protocol
 from comfyart.config.fleet import PoolConfig
 from comfyart.errors import BackendUnavailable
 from comfyart.models import BackendState
-from comfyart.policy.health import after_health_check
+from comfyart.policy.health import after_health_check, probe_due
 from comfyart.pool.backend import Backend
 from comfyart.pool.inventory import Inventories
 from comfyart.pool.registry import Pool
@@ -28,10 +28,18 @@ class HealthChecks:
         self.config = config
         self.inventories = inventories or Inventories(pool, config)
 
-    async def probe_all(self) -> None:
+    async def probe_all(self, *, every: bool = False) -> None:
+        """Probe the backends that are up: each one due (``policy.health.probe_due``), or ``every`` one."""
+        now = time.monotonic()
         probed = [b for b in self.pool.backends.values()
-                  if b.state in (BackendState.HEALTHY, BackendState.UNHEALTHY)]
+                  if b.state in (BackendState.HEALTHY, BackendState.UNHEALTHY) and (every or self._due(b, now))]
         await asyncio.gather(*(self.probe(b) for b in probed))
+
+    def _due(self, backend: Backend, now: float) -> bool:
+        return probe_due(healthy=backend.state == BackendState.HEALTHY,
+                         must_answer=backend.stuck_prompt is not None or bool(backend.given_up),
+                         heard_ago_s=None if backend.socket is None else now - backend.socket.heard,
+                         answered_ago_s=now - backend.answered, interval_s=self.config.health_interval_s)
 
     async def probe(self, backend: Backend) -> None:
         error: str | None = None

@@ -92,11 +92,12 @@ class Reconciler:
         await self.health.probe_all()
         self.pool.ready.set()
 
-    async def step(self) -> None:
-        """One whole pass: probe every backend, give up on the prompts of static backends out of reach, check the
-        hosts and containers, recycle, finish drains, scale."""
+    async def step(self, *, every: bool = False) -> None:
+        """One whole pass: probe the backends (``every`` one, or those due: ``policy.health.probe_due``), give up on
+        the prompts of static backends out of reach, check the hosts and containers, recycle, finish drains,
+        scale."""
         async with self._step_lock:
-            await self.health.probe_all()
+            await self.health.probe_all(every=every)
             await give_up_silent(self.pool, self.containers.on_lost)
             await self.containers.check_hosts()
             await self._recycle()

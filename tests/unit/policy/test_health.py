@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from comfyart.policy.health import HealthCount, Recycle, after_health_check, recycle_reason, static_backend_lost
+from comfyart.policy.health import (
+    HealthCount,
+    Recycle,
+    after_health_check,
+    probe_due,
+    recycle_reason,
+    static_backend_lost,
+)
 
 
 @pytest.mark.parametrize("start, results, expected_healthy", [
@@ -82,3 +89,17 @@ def test_a_static_backend_that_answers_its_socket_keeps_its_prompts():
                                    lost_after_s=20.0)
     assert static_backend_lost(failed_checks=3, unhealthy_threshold=3, silent_s=20.0, holds_prompts=True,
                                lost_after_s=20.0)
+
+
+@pytest.mark.parametrize(("healthy", "must_answer", "heard_ago_s", "answered_ago_s", "due"), [
+    (True, False, 1.0, 5.0, False),  # busy and heard: its socket says it is alive
+    (True, False, 1.0, 30.0, True),  # but its VRAM figures are refreshed every STATS_EVERY intervals
+    (True, False, 6.0, 5.0, True),  # silent for more than an interval (an idle ComfyUI sends nothing)
+    (True, False, None, 1.0, True),  # no socket yet
+    (True, True, 0.1, 0.1, True),  # a stuck prompt, or prompts to take off it: it must answer
+    (False, False, 0.1, 0.1, True),  # unhealthy: asked every round, to come back
+    (True, False, 5.0, 29.9, False),  # heard exactly an interval ago
+])
+def test_a_backend_heard_on_its_socket_is_probed_less_often(healthy, must_answer, heard_ago_s, answered_ago_s, due):
+    assert probe_due(healthy=healthy, must_answer=must_answer, heard_ago_s=heard_ago_s,
+                     answered_ago_s=answered_ago_s, interval_s=5.0) is due
