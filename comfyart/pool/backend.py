@@ -80,6 +80,12 @@ class Backend:
     created_ms: int = field(default_factory=now_ms)
     # called when its state, mode or VRAM size changes: the pool it is in bumps its generation
     on_change: Callable[[], None] | None = field(default=None, repr=False, compare=False)
+    # called with its id when one of its prompts leaves the book: the pool looks at it again for a free slot
+    on_room: Callable[[str], None] | None = field(default=None, repr=False, compare=False)
+
+    def room_made(self) -> None:
+        if self.on_room is not None:
+            self.on_room(self.id)
 
     @property
     def managed(self) -> bool:

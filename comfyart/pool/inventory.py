@@ -48,6 +48,9 @@ class Inventories:
         # within one: every LoRA loader lists the same files)
         self._choice_sets: dict[frozenset[str], frozenset[str]] = {}
         self._merged: _Merged | None = None
+        self._merged_generation = -1
+        self._distinct: list[Inventory] = []
+        self._distinct_generation = -1
         self._merging: asyncio.Lock = asyncio.Lock()
         self._parsing: asyncio.Lock = asyncio.Lock()
         self._limit = asyncio.Semaphore(READ_CONCURRENCY)
@@ -164,15 +167,22 @@ class Inventories:
 
     def distinct(self) -> list[Inventory]:
         """The distinct inventories that list something: the backends', and those hosts' containers last reported
-        (a host whose containers were scaled away still has what they had)."""
-        inventories = [inv for _, inv in self.known()] + list(self.pool.host_inventories.values())
-        return list({inv.digest: inv for inv in inventories if inv.listed}.values())
+        (a host whose containers were scaled away still has what they had). Worked out again only when the pool's
+        generation changed (a backend joined or left, an inventory changed): every submission asks."""
+        if self._distinct_generation != self.pool.generation:
+            inventories = [inv for _, inv in self.known()] + list(self.pool.host_inventories.values())
+            self._distinct = list({inv.digest: inv for inv in inventories if inv.listed}.values())
+            self._distinct_generation = self.pool.generation
+            self.forget_unused()
+        return self._distinct
 
     async def merged(self) -> _Merged | None:
         """The fleet's ``/object_info`` (every node class any backend has, each combo's choices the union of every
         backend's) and its combo inputs; None while no backend has reported one. Built again, off the event loop,
         only when the set of documents changed."""
-        self.forget_unused()
+        if self._merged is not None and self._merged_generation == self.pool.generation:
+            return self._merged  # nothing changed: the dispatcher asks at every window
+        generation = self.pool.generation
         digests = frozenset(inv.digest for inv in self.distinct())
         if not digests:
             return None
@@ -182,6 +192,7 @@ class Inventories:
                 object_info = await asyncio.to_thread(_merge, documents)
                 combos = frozenset(c for inv in self.distinct() for c in inv.choices)
                 self._merged = _Merged(digests, object_info, combos)
+            self._merged_generation = generation
         return self._merged
 
     async def fleet(self) -> Fleet | None:

@@ -35,12 +35,13 @@ class BackendTable(dict[str, Backend]):
     """The pool's backends by id. Whatever adds, replaces or removes one calls ``on_change`` (the pool's
     generation goes up), and a backend put in is told to call it when its state, mode or VRAM size changes."""
 
-    def __init__(self, on_change: Callable[[], None]) -> None:
+    def __init__(self, on_change: Callable[[], None], on_room: Callable[[str], None]) -> None:
         super().__init__()
         self.on_change = on_change
+        self.on_room = on_room
 
     def __setitem__(self, backend_id: str, backend: Backend) -> None:
-        backend.on_change = self.on_change
+        backend.on_change, backend.on_room = self.on_change, self.on_room
         super().__setitem__(backend_id, backend)
         self.on_change()
 
@@ -68,7 +69,13 @@ class Pool:
         # goes up whenever a backend joins or leaves, or one's state, mode, tags, VRAM size or what it can run
         # changes (``bump_generation``): what is worked out from those is kept until it does
         self.generation = 0
-        self.backends: dict[str, Backend] = BackendTable(self.bump_generation)
+        self.backends: dict[str, Backend] = BackendTable(self.bump_generation, self.room_made)
+        # the backends that may have a free slot, in pool order: a full one leaves until one of its prompts ends
+        # (``room_made``), and all come back when the generation (or the slot count) changes; a dispatch round
+        # then looks at a handful of backends, not at 1,000
+        self._roomy: set[str] = set()
+        self._rank: dict[str, int] = {}
+        self._roomy_key: tuple[int, int] = (-1, 0)
         self._could_run: dict[Needs, frozenset[str]] = {}
         self._could_run_generation = -1
         self.recent_errors: deque[dict[str, Any]] = deque(maxlen=RECENT)
@@ -96,10 +103,26 @@ class Pool:
         return [b.slot() for b in self.backends.values()]
 
     def open_slots(self, limit: int) -> list[BackendSlot]:
-        """The slots of the healthy, accepting backends that hold fewer than ``limit`` prompts: the only ones a
-        dispatch round can give a prompt to (the full ones cost a length check each, not a slot)."""
-        return [b.slot() for b in self.backends.values()
-                if len(b.prompts) < limit and b.state == BackendState.HEALTHY and b.accepting]
+        """The slots of the healthy, accepting backends that hold fewer than ``limit`` prompts, in pool order: the
+        only ones a dispatch round can give a prompt to."""
+        if self._roomy_key != (self.generation, limit):
+            self._roomy_key = (self.generation, limit)
+            self._rank = {backend_id: rank for rank, backend_id in enumerate(self.backends)}
+            self._roomy = set(self.backends)
+        slots = []
+        for backend_id in sorted(self._roomy, key=self._rank.__getitem__):
+            backend = self.backends.get(backend_id)
+            if backend is not None and len(backend.prompts) < limit and backend.state == BackendState.HEALTHY \
+                    and backend.accepting:
+                slots.append(backend.slot())
+            else:  # full, or not usable: back when a prompt of its ends, or the generation changes
+                self._roomy.discard(backend_id)
+        return slots
+
+    def room_made(self, backend_id: str) -> None:
+        """A prompt of ``backend_id`` left the book: it may have a free slot again."""
+        if backend_id in self._rank:
+            self._roomy.add(backend_id)
 
     def usable(self, backend_id: str) -> bool:
         """Whether the backend is in the pool, healthy and accepting prompts."""
@@ -173,8 +196,10 @@ class Pool:
 
     def learn_inventory(self, backend: Backend, inventory: Inventory) -> None:
         """``backend`` listed ``inventory``: what its host's containers have (``pool.inventory`` calls this)."""
-        if backend.managed:
-            self.host_inventories[(backend.kind, backend.host)] = inventory
+        key = (backend.kind, backend.host)
+        if backend.managed and self.host_inventories.get(key) is not inventory:
+            self.host_inventories[key] = inventory
+            self.bump_generation()
 
     def note_blocked(self, needs: dict[Needs, int]) -> None:
         """The dispatcher's view of the blocked tasks' needs; a change wakes the autoscaler."""

@@ -93,6 +93,7 @@ class PromptBook:
         backend.prompt_costs.pop(prompt_id, None)
         if backend.prompts.pop(prompt_id, None) is not None and done:
             backend.tasks_done += 1
+        backend.room_made()
         if not backend.prompts:
             backend.idle_since = time.monotonic()
         self.on_change()
@@ -107,3 +108,4 @@ class PromptBook:
         self._prompts.pop(prompt_id, None)
         backend.prompts.pop(prompt_id, None)
         backend.prompt_costs.pop(prompt_id, None)
+        backend.room_made()

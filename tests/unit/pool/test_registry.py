@@ -41,6 +41,26 @@ def test_open_slots_are_the_usable_backends_with_room():
     assert [pool.usable(b) for b in "abcdefz"] == [True, True, True, False, False, False, False]
 
 
+def test_a_full_backend_is_looked_at_again_only_once_one_of_its_prompts_ends():
+    from comfyart.tracker.prompts import PromptBook
+    pool = pool_of(backend("a"), backend("b"), backend("c"))
+    book = PromptBook()
+    assert [s.id for s in pool.open_slots(1)] == ["a", "b", "c"]
+    book.open(pool.backends["b"], "p1", "t1", {})
+    assert [s.id for s in pool.open_slots(1)] == ["a", "c"]
+    assert "b" not in pool._roomy  # left out of the next rounds: a round looks at the backends with room only
+    book.close(pool.backends["b"], "p1", done=True)
+    assert [s.id for s in pool.open_slots(1)] == ["a", "b", "c"]  # back, in pool order
+    book.open(pool.backends["a"], "p2", "t2", {})
+    assert [s.id for s in pool.open_slots(1)] == ["b", "c"]
+    assert [s.id for s in pool.open_slots(2)] == ["a", "b", "c"]  # more slots each: every backend looked at again
+    book.drop(pool.backends["a"], "p2")
+    pool.backends["c"].disable()
+    assert [s.id for s in pool.open_slots(2)] == ["a", "b"]
+    pool.backends["c"].activate()  # a change of mode: the generation changed
+    assert [s.id for s in pool.open_slots(2)] == ["a", "b", "c"]
+
+
 @pytest.mark.parametrize("change", [
     lambda pool: pool.backends.__setitem__("z", backend("z")),
     lambda pool: pool.backends.__setitem__("a", backend("a")),  # replaced: a new backend under the same id
