@@ -61,7 +61,7 @@ from comfyart.comfy.inventory import graph_needs, read_inventory  # noqa: E402
 from comfyart.config.fleet import PoolConfig, StaticBackendConfig  # noqa: E402
 from comfyart.policy.inventory import Inventory  # noqa: E402
 from comfyart.policy.needs import Needs, graph_cost, graph_models, needs_of_record, needs_record  # noqa: E402
-from comfyart.policy.scheduling import BackendSlot, QueuedTask, Strategy, assign  # noqa: E402
+from comfyart.policy.scheduling import BackendSlot, PoolView, QueuedTask, Strategy, assign, could_run  # noqa: E402
 from comfyart.pool.inventory import Inventories  # noqa: E402
 from comfyart.pool.registry import Pool  # noqa: E402
 
@@ -152,8 +152,24 @@ def window_costs(tasks: list[QueuedTask], plain: list[QueuedTask], inventories: 
     inflight, size = WINDOWS[window]
     loaded = [t.needs for t in tasks[:8]]  # the models each backend has loaded: what affinity matches
 
+    kept: dict[Needs, frozenset[str]] = {}
+
     def placing(window_tasks: list[QueuedTask], board: list[BackendSlot]) -> Callable[[], list]:
-        return lambda: assign(window_tasks, board, strategy=strategy, prefetch=1, waiting=10_000)
+        """A round as the dispatcher runs it: ``assign`` gets the backends with a free slot (``Pool.open_slots``)
+        and the pool's view, whose answer to which backends could run what is kept until the pool changes."""
+        free = [b for b in board if b.inflight < 2]
+
+        def could_run_kept(needs: Needs) -> frozenset[str]:
+            if needs not in kept:
+                kept[needs] = frozenset(could_run(needs, board))
+            return kept[needs]
+        view = PoolView(could_run_kept, lambda _: True)
+        kept.clear()
+        return lambda: assign(window_tasks, free, strategy=strategy, prefetch=1, waiting=10_000, view=view)
+
+    def forgetting(layout_inventories: list[Inventory]) -> Callable[[], None]:
+        forget = clear_verdicts(layout_inventories)
+        return lambda: (forget(), kept.clear())  # type: ignore[func-returns-value]
 
     run_plain = placing(plain[:size], slots(inventories["shared_4"], inflight, loaded, backends))
     expected = run_plain()
@@ -162,7 +178,7 @@ def window_costs(tasks: list[QueuedTask], plain: list[QueuedTask], inventories: 
         run = placing(tasks[:size], slots(layout_inventories, inflight, loaded, backends))
         assert run() == expected, "the needs check changed where tasks went"
         warm = figures(cpu_samples(run, reps), len(expected))
-        cold = figures(cpu_samples(run, max(3, reps // 4), clear_verdicts(layout_inventories)), len(expected))
+        cold = figures(cpu_samples(run, max(3, reps // 4), forgetting(layout_inventories)), len(expected))
         entry[layout] = {"warm": warm, "cold": cold,
                          "check_us_per_task": round(warm["median"] - entry["plain"]["median"], 2),
                          "check_us_per_task_cold": round(cold["median"] - entry["plain"]["median"], 2)}
