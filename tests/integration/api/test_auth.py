@@ -44,6 +44,7 @@ ADMIN_ROUTES = {
     ("GET", "/api/pool"), ("POST", "/api/pool/health-check"), ("POST", "/api/pool/scale"),
     ("POST", "/api/pool/backends"), ("DELETE", "/api/pool/backends/{name}"),
     ("POST", "/api/pool/backends/{backend_id}/{action}"), ("GET", "/api/pool/backends/{backend_id}/logs"),
+    ("POST", "/api/pool/backends/{backend_id}/refresh"), ("POST", "/api/pool/refresh"),
     ("GET", "/api/scheduler"), ("PUT", "/api/scheduler"),
     ("POST", "/api/workflows/infer"), ("PUT", "/api/workflows/{name}"), ("DELETE", "/api/workflows/{name}"),
     ("GET", "/api/keys"), ("POST", "/api/keys"), ("DELETE", "/api/keys/{key_id}"),
