@@ -14,8 +14,7 @@ from comfyart.api.comfyui.front import FrontDoor
 from comfyart.api.requests import RunOptions, Scheduling, TaskSubmission
 from comfyart.api.security import Security
 from comfyart.auth import Principal, can_see
-from comfyart.comfy.inventory import admitted_needs, missing_from_fleet, not_in_fleet
-from comfyart.comfy.validate import GraphRefused
+from comfyart.comfy.inventory import checked_needs
 from comfyart.dispatcher import Dispatcher
 from comfyart.errors import InvalidInput, NotFound
 from comfyart.files.inputs import InputStore
@@ -130,7 +129,5 @@ def checked_graph(services: Services, options: Scheduling, fleet: Fleet) -> dict
     ``/object_info`` (GraphRefused) and some backend of the fleet has everything it needs (NotInFleet, 422)."""
     if not isinstance(options, TaskSubmission) or options.prompt is None:
         return None
-    verdict = services.front.prompts.check(options.prompt, fleet.object_info)
-    if verdict.error is not None:
-        raise not_in_fleet(verdict) if missing_from_fleet(verdict) else GraphRefused(verdict)
-    return admitted_needs(options.prompt, fleet, tags=options.requires or (), vram_mb=options.vram_mb)
+    return checked_needs(options.prompt, fleet, also_allowed=services.front.prompts.stored_input,
+                         tags=options.requires or (), vram_mb=options.vram_mb)

@@ -8,10 +8,18 @@ delivers those files to whichever backend runs the prompt. Every string is inter
 from __future__ import annotations
 
 import sys
-from collections.abc import Container, Iterable, Mapping
+from collections.abc import Callable, Container, Iterable, Mapping
 from typing import Any
 
-from comfyart.comfy.validate import FILE_UPLOADS, GraphRefused, Verdict, combo_options, error_of, output_nodes
+from comfyart.comfy.validate import (
+    FILE_UPLOADS,
+    GraphRefused,
+    Verdict,
+    combo_options,
+    error_of,
+    output_nodes,
+    validate,
+)
 from comfyart.policy.inventory import Combo, Fleet, Inventory, listed
 from comfyart.policy.needs import (
     MODEL_SUFFIXES,
@@ -77,12 +85,6 @@ def graph_needs(graph: Mapping[str, Any], combos: Container[Combo]) -> tuple[fro
             if isinstance(value, (str, int, float)) and not isinstance(value, bool) and (node_class, name) in combos:
                 values.add((node_class, name, str(value)))
     return frozenset(nodes), frozenset(values)
-
-
-def with_graph(needs: Needs, graph: Mapping[str, Any], combos: Container[Combo]) -> Needs:
-    """``needs`` with what ``graph`` asks of a backend's inventory."""
-    nodes, values = graph_needs(graph, combos)
-    return Needs(needs.tags, needs.vram, needs.models, nodes, values)
 
 
 def merge_object_info(merged: dict[str, Any], info: dict[str, Any]) -> None:
@@ -181,3 +183,14 @@ def admitted_needs(graph: Mapping[str, Any], fleet: Fleet, *, tags: Iterable[str
     if refusal is not None:
         raise refusal
     return needs_record(needs, graph_cost(graph))
+
+
+def checked_needs(graph: Mapping[str, Any], fleet: Fleet, *, also_allowed: Callable[[Any], bool] = lambda v: False,
+                  tags: Iterable[str] = (), vram_mb: int | None = None) -> dict[str, Any]:
+    """A graph queued through comfyart's own API, checked against the fleet: ComfyUI's validation against the
+    merged ``/object_info`` (GraphRefused; NotInFleet when only node classes or model files are missing), then
+    that one backend has all it needs (NotInFleet). Returns what it needs, as its record keeps it."""
+    verdict = validate(graph, fleet.object_info, also_allowed=also_allowed)
+    if verdict.error is not None:
+        raise not_in_fleet(verdict) if missing_from_fleet(verdict) else GraphRefused(verdict)
+    return admitted_needs(graph, fleet, tags=tags, vram_mb=vram_mb)

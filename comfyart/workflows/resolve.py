@@ -11,8 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from comfyart.comfy.inventory import admitted_needs, graph_needs, missing_from_fleet, not_in_fleet
-from comfyart.comfy.validate import GraphRefused, validate
+from comfyart.comfy.inventory import checked_needs, graph_needs
 from comfyart.errors import InvalidInput, NotFound
 from comfyart.files.inputs import InputStore, StoredInput
 from comfyart.files.outputs import OutputStore
@@ -113,11 +112,9 @@ class Resolver:
                                   params=values)
         if fleet is not None:
             graph = apply(definition.graph, definition.params, values, names)
-            verdict = validate(graph, fleet.object_info, also_allowed=lambda value: value in names.values())
-            if verdict.error is not None:
-                raise not_in_fleet(verdict) if missing_from_fleet(verdict) else GraphRefused(verdict)
             tags, vram_mb = _requirements(run, definition)
-            run = dataclasses.replace(run, needs=admitted_needs(graph, fleet, tags=tags, vram_mb=vram_mb))
+            run = dataclasses.replace(run, needs=checked_needs(graph, fleet, tags=tags, vram_mb=vram_mb,
+                                                               also_allowed=lambda value: value in names.values()))
         return await self.tasks.create(run, max_queued=max_queued)
 
     async def _source(self, image: ImageInput,

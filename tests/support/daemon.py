@@ -45,6 +45,22 @@ async def running_daemon(settings: Settings, events: EventHub | None = None) -> 
 
 
 @asynccontextmanager
+async def serving(app: Any) -> AsyncIterator[str]:
+    """An aiohttp ``app`` served on 127.0.0.1 (a backend that misbehaves on purpose, a webhook receiver) for the
+    block; yields its base URL."""
+    from aiohttp import web
+
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
+
+
+@asynccontextmanager
 async def http_receiver(handler: Callable[..., Any], path: str = "/hook") -> AsyncIterator[str]:
     """An aiohttp server on 127.0.0.1 answering POST ``path`` with ``handler`` (a webhook receiver); yields its
     URL."""
@@ -52,14 +68,8 @@ async def http_receiver(handler: Callable[..., Any], path: str = "/hook") -> Asy
 
     app = web.Application()
     app.router.add_post(path, handler)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
-        yield f"http://127.0.0.1:{port}{path}"
-    finally:
-        await runner.cleanup()
+    async with serving(app) as base:
+        yield base + path
 
 
 def make_settings(tmp_path: Path, redis_url: str, **sections: Any) -> Settings:

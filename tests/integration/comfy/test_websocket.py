@@ -8,7 +8,7 @@ import aiohttp
 from aiohttp import web
 
 from comfyart.comfy.websocket import BackendSocket
-from tests.support.ports import free_port
+from tests.support.daemon import serving
 
 
 async def test_only_a_frame_is_heard_not_the_socket_closing():
@@ -24,20 +24,13 @@ async def test_only_a_frame_is_heard_not_the_socket_closing():
 
     app = web.Application()
     app.router.add_get("/ws", one_frame_then_close)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
-        async with aiohttp.ClientSession() as session, session.ws_connect(f"http://127.0.0.1:{port}/ws") as ws:
-            socket = BackendSocket(ws)
-            frames, heard_at_frame = [], 0.0
-            async for frame in socket.frames():
-                frames.append(frame)
-                heard_at_frame = socket.heard
-            closed_at = time.monotonic()
-    finally:
-        await runner.cleanup()
+    async with serving(app) as base, aiohttp.ClientSession() as session, session.ws_connect(base + "/ws") as ws:
+        socket = BackendSocket(ws)
+        frames, heard_at_frame = [], 0.0
+        async for frame in socket.frames():
+            frames.append(frame)
+            heard_at_frame = socket.heard
+        closed_at = time.monotonic()
     assert frames == ['{"type": "status"}']
     assert closed_at - heard_at_frame >= 0.4  # the close came half a second later
     assert socket.heard == heard_at_frame, "the socket's close counted as hearing from the backend"

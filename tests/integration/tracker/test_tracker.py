@@ -21,8 +21,8 @@ from comfyart.store.stores import Stores
 from comfyart.tracker.outcomes import Outcomes
 from comfyart.tracker.prompts import PromptBook
 from comfyart.tracker.tracker import Tracker
+from tests.support.daemon import serving
 from tests.support.graphs import basic_graph
-from tests.support.ports import free_port
 
 PROMPT_ID = "4b1d6a2e-0000-4000-8000-000000000001"
 
@@ -55,18 +55,13 @@ async def test_a_prompt_that_ends_between_the_history_and_queue_lookups_is_not_r
     app.router.add_get("/history/{prompt_id}", history)
     app.router.add_get("/queue", queue)
     app.router.add_get("/view", view)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
+    async with serving(app) as url:
         stores = Stores.on(redis_client, "lookups")
         store = stores.tasks
         task = await store.create(NewTask(basic_graph()))
         assert await stores.queue.claim_id(task.id, 30)
         await stores.queue.record_submission(task.id, backend="static:peer", prompt_id=PROMPT_ID, attempts=1)
         async with aiohttp.ClientSession() as session:
-            url = f"http://127.0.0.1:{port}"
             pool = Pool(config=PoolConfig(), providers=[], connect=lambda url: ComfyClient(session, url))
             backend = Backend(id="static:peer", kind="static", host="", url=url, client=ComfyClient(session, url))
             pool.backends[backend.id] = backend
@@ -84,5 +79,3 @@ async def test_a_prompt_that_ends_between_the_history_and_queue_lookups_is_not_r
         assert record.attempts == 1 and record.history == []
         assert [o.filename for o in record.outputs] == ["a_00001_.png"]
         assert PROMPT_ID not in book and not backend.prompts  # the slot is free
-    finally:
-        await runner.cleanup()
