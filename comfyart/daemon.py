@@ -113,7 +113,8 @@ async def build_core(settings: Settings, stores: Stores, session: aiohttp.Client
     client_id = await stores.pool.client_id()
     tracker = Tracker(store=stores.tasks, queue=stores.queue, pool=pool, book=book, outcomes=outcomes,
                       config=settings.tracking, client_id=client_id)
-    resolver = Resolver(workflows=stores.workflows, tasks=stores.tasks, inputs=inputs, outputs=outputs)
+    resolver = Resolver(workflows=stores.workflows, tasks=stores.tasks, inputs=inputs, outputs=outputs,
+                        preview_method=settings.comfyui.preview_method)
     dispatcher = Dispatcher(store=stores.tasks, queue=stores.queue, pool=pool, book=book, outcomes=outcomes,
                             resolver=resolver, config=settings.scheduler, client_id=client_id,
                             upload_timeout_s=settings.tracking.download_timeout_s,
@@ -181,7 +182,8 @@ async def build(settings: Settings, stores: Stores, session: aiohttp.ClientSessi
                          keep_s=settings.dashboard.stats_keep_s)
     services = Services(stores.tasks, stores.queue, pool, core.controls, outputs, stores.workflows, core.resolver,
                         inputs, core.tracker, core.dispatcher, front, core.inventories, file_errors, objects, security,
-                        metrics, stats, dashboard=settings.dashboard.enabled)
+                        metrics, stats, dashboard=settings.dashboard.enabled,
+                        editor=settings.comfyui.editor)
     loops: dict[str, Callable[[], Awaitable[None]]] = {
         "pool": core.reconciler.run, "inventories": core.inventories.run,
         "tracker": core.tracker.run, "dispatcher": core.dispatcher.run,

@@ -58,6 +58,7 @@ class Services:
     metrics: Metrics | None = None
     stats: StatsHistory | None = None
     dashboard: bool = True
+    editor: bool = True  # ComfyUI's web editor at /comfy/
     holdings: Holdings = field(default_factory=Holdings)  # /api/pool's and /api/models' answers, remembered
 
 

@@ -234,6 +234,19 @@ def history_outcome(entry: dict[str, Any] | None) -> HistoryOutcome:
     return HistoryOutcome(finished=True, succeeded=False, error=error, outputs=outputs)
 
 
+PREVIEW_METHODS = frozenset({"auto", "latent2rgb", "taesd", "none", "default"})
+
+
+def with_preview_method(extra_data: dict[str, Any] | None, default: str) -> dict[str, Any] | None:
+    """A prompt's ``extra_data`` as sent to a backend: its own ``preview_method`` kept (the editor sends the user's
+    setting), else ``default``. Newer ComfyUI sends previews only for a prompt that asks, and resets the method on
+    every prompt, so one without it gets the server's launch default (usually none). ``default`` "default" sends
+    nothing: the backend decides."""
+    if (extra_data and "preview_method" in extra_data) or default == "default":
+        return extra_data
+    return {**(extra_data or {}), "preview_method": default}
+
+
 DEFAULT_MAX_NODES = 5000
 
 

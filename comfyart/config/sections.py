@@ -44,6 +44,17 @@ class DashboardConfig(Section):
                                 description="how long samples are kept (in Redis, about 100 bytes each)")
 
 
+class ComfyUIConfig(Section):
+    """ComfyUI's own web editor, and what the prompts sent to backends ask of them."""
+
+    editor: bool = Field(True, description="serve ComfyUI's web editor (the comfyui-frontend-package wheel) at "
+                                           "/comfy/, with the ComfyUI API under it")
+    preview_method: Literal["auto", "latent2rgb", "taesd", "none", "default"] = Field(
+        "auto", description="live previews for a prompt that does not choose (extra_data.preview_method; the "
+                            "editor sends its own setting): newer ComfyUI sends previews only when asked; 'default' "
+                            "leaves it to the backend's --preview-method, 'none' saves the decoding on the GPU")
+
+
 class WebhooksConfig(Section):
     """Deliveries of finished tasks to their ``webhook`` URL."""
 

@@ -19,6 +19,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from comfyart.config.fleet import DockerConfig, PoolConfig, ProcessConfig, StaticBackendConfig
 from comfyart.config.sections import (
     AuthConfig,
+    ComfyUIConfig,
     DashboardConfig,
     LimitsConfig,
     OutputsConfig,
@@ -54,6 +55,7 @@ class Settings(BaseSettings):
     auth: AuthConfig = Field(default_factory=AuthConfig)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
     dashboard: DashboardConfig = Field(default_factory=DashboardConfig)
+    comfyui: ComfyUIConfig = Field(default_factory=ComfyUIConfig)
 
     @classmethod
     def settings_customise_sources(cls, settings_cls: type, init_settings: PydanticBaseSettingsSource,

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from comfyart.comfy.inventory import checked_needs, graph_needs
+from comfyart.comfy.protocol import with_preview_method
 from comfyart.errors import InvalidInput, NotFound
 from comfyart.files.inputs import InputStore, StoredInput
 from comfyart.files.outputs import OutputStore
@@ -51,8 +52,9 @@ def backend_name(path: Path, sha256: str) -> str:
 
 class Resolver:
     def __init__(self, *, workflows: WorkflowStore, tasks: TaskStore, inputs: InputStore, outputs: OutputStore,
-                 rng: random.Random | None = None) -> None:
+                 rng: random.Random | None = None, preview_method: str = "default") -> None:
         self.workflows = workflows
+        self.preview_method = preview_method  # for a prompt that does not choose (comfyui.preview_method)
         self.tasks = tasks
         self.inputs = inputs
         self.outputs = outputs
@@ -163,7 +165,8 @@ class Resolver:
             if task.prompt is None:
                 raise InvalidInput(f"task {task.id} has neither a prompt nor a workflow")
             extra_data = {k: v for k, v in (task.extra_data or {}).items() if k != "client_id"} or None
-            return PreparedPrompt(task.prompt, self._named_inputs(task.prompt), extra_data, task.comfy_targets)
+            return PreparedPrompt(task.prompt, self._named_inputs(task.prompt),
+                                  with_preview_method(extra_data, self.preview_method), task.comfy_targets)
         try:
             definition = await self.definition(task.workflow, task.workflow_version, known_stored=known_stored)
         except NotFound:
@@ -178,7 +181,7 @@ class Resolver:
                 raise InvalidInput(f"params.{image.param}: {exc}") from None
             uploads.append(Upload(image.param, path, backend_name(path, sha256), content_type))
         graph = apply(definition.graph, definition.params, values, {u.param: u.name for u in uploads})
-        return PreparedPrompt(graph, uploads)
+        return PreparedPrompt(graph, uploads, with_preview_method(None, self.preview_method))
 
 
     def _named_inputs(self, graph: Mapping[str, Any]) -> list[Upload]:

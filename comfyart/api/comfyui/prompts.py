@@ -43,8 +43,10 @@ class Prompts:
         self.quotas = quotas
         self.limits = limits
 
-    async def queue_prompt(self, body: dict[str, Any], principal: Principal = NOBODY) -> tuple[int, dict[str, Any]]:
-        """POST /prompt: (status, answer) as ComfyUI gives them. Raises QuotaExceeded."""
+    async def queue_prompt(self, body: dict[str, Any], principal: Principal = NOBODY,
+                           usage_source: str | None = None) -> tuple[int, dict[str, Any]]:
+        """POST /prompt: (status, answer) as ComfyUI gives them; ``usage_source`` is the ``Comfy-Usage-Source``
+        header, kept in ``extra_data`` as newer ComfyUI keeps it. Raises QuotaExceeded."""
         def refused(kind: str, message: str, node_errors: dict[str, Any] | None = None) -> tuple[int, dict[str, Any]]:
             return 400, {"error": {"type": kind, "message": message, "details": message, "extra_info": {}},
                          "node_errors": node_errors or {}}
@@ -87,6 +89,8 @@ class Prompts:
             if body.get("front") is True:
                 number = -number
         prompt_id = prompt_id or str(uuid.uuid4())
+        if usage_source and "comfy_usage_source" not in extra_data:
+            extra_data = {**extra_data, "comfy_usage_source": usage_source[:100]}
         extra_data = {**extra_data, **({"client_id": client_id} if client_id else {}),
                       "create_time": int(time.time() * 1000)}
         for secret in ("auth_token_comfy_org", "api_key_comfy_org"):

@@ -13,6 +13,7 @@ from starlette.requests import HTTPConnection
 
 from comfyart.api.auth import AdminCaller, Caller
 from comfyart.api.comfyui.catalog import Catalog
+from comfyart.api.comfyui.editor import EDITOR_PREFIX
 from comfyart.api.comfyui.files import Files
 from comfyart.api.comfyui.front import FrontDoor
 from comfyart.api.comfyui.prompts import Prompts
@@ -112,7 +113,7 @@ async def prompt_post(request: Request, principal: Caller, prompts: PromptsDep, 
     if not isinstance(body, dict):
         return _bad_json()
     try:
-        status, answer = await prompts.queue_prompt(body, principal)
+        status, answer = await prompts.queue_prompt(body, principal, request.headers.get("comfy-usage-source"))
     except TransientError as exc:
         return _unavailable(exc)
     except QuotaExceeded as exc:
@@ -350,17 +351,20 @@ JOB_ROUTES: list[tuple[str, str, Callable[..., Any]]] = [
 
 
 def build_router() -> APIRouter:
-    """Everything is also served under ``/api``, as ComfyUI does. With auth on, each API key has its own ComfyUI: its
+    """Everything is also served under ``/api``, as ComfyUI does, and both again under ``/comfy`` for the editor
+    served there (its page asks ``<its folder>/api/...``). With auth on, each API key has its own ComfyUI: its
     prompt ids, client ids, queue, history and jobs; another key's prompt is as unknown as a missing one.
     ``POST /free`` (it unloads models everywhere) is for admins."""
     router = APIRouter()
-    for prefix in ("", "/api"):
+    for prefix in ("", "/api", EDITOR_PREFIX, EDITOR_PREFIX + "/api"):
         for method, path, endpoint in ROUTES:
             router.add_api_route(prefix + path, endpoint, methods=[method], include_in_schema=prefix == "",
                                  tags=["ComfyUI-compatible"])
             if method == "GET":  # aiohttp, so ComfyUI, answers HEAD on every GET route (download tools ask it)
                 router.add_api_route(prefix + path, endpoint, methods=["HEAD"], include_in_schema=False)
         router.add_api_websocket_route(prefix + "/ws", socket)
-    for method, path, endpoint in JOB_ROUTES:
-        router.add_api_route(path, endpoint, methods=[method], tags=["ComfyUI-compatible"])
+    for prefix in ("", EDITOR_PREFIX):
+        for method, path, endpoint in JOB_ROUTES:
+            router.add_api_route(prefix + path, endpoint, methods=[method], tags=["ComfyUI-compatible"],
+                                 include_in_schema=prefix == "")
     return router
