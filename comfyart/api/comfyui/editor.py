@@ -4,6 +4,7 @@ comfyart, never copied into it). The page takes its API base from its own path, 
 from __future__ import annotations
 
 import functools
+import importlib.util
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -22,11 +23,10 @@ HASHED = "public, max-age=31536000, immutable"  # the build names every asset by
 @functools.cache
 def frontend_files() -> Path | None:
     """The wheel's ``static`` folder; None when the package is not installed (the editor is then not served)."""
-    try:
-        import comfyui_frontend_package
-    except ImportError:
+    spec = importlib.util.find_spec("comfyui_frontend_package")
+    if spec is None or spec.origin is None:
         return None
-    static = Path(comfyui_frontend_package.__file__).parent / "static"
+    static = Path(spec.origin).parent / "static"
     return static if (static / "index.html").is_file() else None
 
 
