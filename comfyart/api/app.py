@@ -5,7 +5,19 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from comfyart import __version__
-from comfyart.api import dashboard, events, inputs, inventory, keys, pool, scheduler, system, tasks, workflows
+from comfyart.api import (
+    dashboard,
+    events,
+    inputs,
+    inventory,
+    keys,
+    pool,
+    scheduler,
+    signin,
+    system,
+    tasks,
+    workflows,
+)
 from comfyart.api.auth import AuthMiddleware
 from comfyart.api.comfyui.routes import build_router
 from comfyart.api.deps import Services
@@ -19,10 +31,10 @@ def create_app(services: Services) -> FastAPI:
     app.state.services = services
     security = services.security
     # outermost first: a body over its limit is refused before anyone is asked who sent it
-    app.add_middleware(AuthMiddleware, authenticator=security.authenticator)
+    app.add_middleware(AuthMiddleware, authenticator=security.authenticator, public_url=security.public_url)
     app.add_middleware(BodyLimit, limits=security.limits)
     add_error_handlers(app)
-    for resource in (tasks, workflows, inputs, pool, inventory, scheduler, keys, events):
+    for resource in (tasks, workflows, inputs, pool, inventory, scheduler, keys, events, signin):
         app.include_router(resource.router)
     app.include_router(build_router())
     app.include_router(system.router)
