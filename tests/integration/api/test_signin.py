@@ -84,8 +84,8 @@ async def test_the_admin_user_signs_in_and_a_wrong_credential_gets_no_cookie(tmp
         assert admin.headers["location"] == "/comfy/"
         assert (await with_cookie(api, session_of(admin)).get("/api/pool")).status_code == 200
         for fields in ({"key": "ca_abcdefghijkl_wrong"}, {"key": ALICE_KEY + "x"}, {"key": ""},
-                       {"user": ADMIN_USER, "password": "wrong password!"}, {"user": "rooot", "password": ADMIN_PASSWORD},
-                       {"user": ADMIN_USER}, {}):
+                       {"user": ADMIN_USER, "password": "wrong password!"},
+                       {"user": "rooot", "password": ADMIN_PASSWORD}, {"user": ADMIN_USER}, {}):
             refused = await sign_in(api, **fields, next="/comfy/")
             assert refused.status_code == 401, fields
             assert "set-cookie" not in refused.headers and "Sign-in failed" in refused.text
