@@ -5,19 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from comfyart import __version__
-from comfyart.api import (
-    dashboard,
-    events,
-    inputs,
-    inventory,
-    keys,
-    pool,
-    scheduler,
-    signin,
-    system,
-    tasks,
-    workflows,
-)
+from comfyart.api import dashboard, events, inputs, inventory, keys, pool, scheduler, signin, system, tasks, workflows
 from comfyart.api.auth import AuthMiddleware
 from comfyart.api.comfyui.routes import build_router
 from comfyart.api.deps import Services
