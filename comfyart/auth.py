@@ -195,3 +195,122 @@ def config_keys(auth: AuthConfig) -> list[KeyRecord]:
                       sha256=k.key_sha256 or hash_key(k.key.get_secret_value() if k.key else ""), created_ms=0,
                       max_queued=k.max_queued, submissions_per_minute=k.submissions_per_minute, source="config")
             for k in auth.keys]
+
+
+# ---------------------------------------------------------------------------------------------------- sessions
+SESSION_COOKIE = "comfyart_session"
+SIGNIN_PATH = "/comfy/signin"
+SIGNOUT_PATH = "/comfy/signout"
+EDITOR_PATH = "/comfy/"
+UNSAFE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+class SessionKind(enum.StrEnum):
+    API_KEY = "api_key"  # a key made at run time: found by its id, its record re-read on each use
+    CONFIG_KEY = "config_key"  # a key of the configuration, by its SHA-256
+    ADMIN_USER = "admin_user"  # the basic-auth admin user, by name and a fingerprint of the password
+
+
+@dataclass(frozen=True)
+class SessionRef:
+    """What a browser session stands for: the credential it was opened with, never the credential itself. The
+    session holds only while that credential does (a key revoked, or gone from the configuration, ends it)."""
+
+    kind: SessionKind
+    key_id: str | None = None
+    sha256: str | None = None
+    user: str | None = None
+    fingerprint: str | None = None
+
+    def encode(self) -> str:
+        fields = {"key_id": self.key_id, "sha256": self.sha256, "user": self.user, "fingerprint": self.fingerprint}
+        return json.dumps({"kind": self.kind.value, **{k: v for k, v in fields.items() if v is not None}})
+
+    @classmethod
+    def decode(cls, raw: str) -> SessionRef:
+        """Raises ValueError (or KeyError) when ``raw`` is not a session's value."""
+        data = json.loads(raw)
+        return cls(kind=SessionKind(data["kind"]), key_id=data.get("key_id"), sha256=data.get("sha256"),
+                   user=data.get("user"), fingerprint=data.get("fingerprint"))
+
+
+def password_fingerprint(user: str, password: str) -> str:
+    """A slow hash of the admin password (scrypt, salted with the user): a session of the admin user ends when the
+    password changes, and the copy in Redis gives the password away no faster than a brute-force search."""
+    return hashlib.scrypt(password.encode(), salt=f"comfyart-session:{user}".encode(), n=1 << 14, r=8, p=1,
+                          dklen=32).hex()
+
+
+def session_token_digest(token: str) -> str:
+    """What a session is stored under: a dump of Redis gives no cookie away."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def new_session_token() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def local_next(target: str | None) -> str:
+    """Where to go after signing in: ``target`` when it is a path of the editor on this server, else the editor.
+    Anything that a browser could read as another host (``//evil``, ``/\\evil``, a scheme, control characters)
+    goes to the editor."""
+    if not target or not target.startswith(EDITOR_PATH) or len(target) > 2000:
+        return EDITOR_PATH
+    if "\\" in target or any(ord(c) < 0x21 or ord(c) == 0x7F for c in target):
+        return EDITOR_PATH
+    return target
+
+
+def session_cookie(token: str, *, max_age_s: int, secure: bool) -> str:
+    """The Set-Cookie value of a session: out of scripts' reach (HttpOnly), never sent by another site's page
+    (SameSite=Strict), on every path of the server (the editor's API and WebSocket, the REST API)."""
+    return (f"{SESSION_COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/; Max-Age={max_age_s}"
+            + ("; Secure" if secure else ""))
+
+
+def cleared_session_cookie(*, secure: bool) -> str:
+    return session_cookie("", max_age_s=0, secure=secure)
+
+
+def cookie_value(header: str | None, name: str) -> str | None:
+    """The value of cookie ``name`` in a ``Cookie`` header, or None (an empty value is none)."""
+    for part in (header or "").split(";"):
+        key, sep, value = part.strip().partition("=")
+        if sep and key == name and value.strip():
+            return value.strip().strip('"')
+    return None
+
+
+_DEFAULT_PORTS = {"http": "80", "https": "443"}
+
+
+def _host_and_port(netloc: str) -> tuple[str, str]:
+    """``(host, port)`` of ``host[:port]`` in lower case; the port empty when not written."""
+    netloc = netloc.strip().lower()
+    if netloc.startswith("["):  # an IPv6 literal
+        host, _, rest = netloc.partition("]")
+        return host + "]", rest.removeprefix(":")
+    host, _, port = netloc.partition(":")
+    return host, port
+
+
+def origin_allowed(origin: str, host: str | None, also: str | None = None) -> bool:
+    """Whether a browser's ``Origin`` is this server: the request's own ``Host``, or ``also``
+    (``server.public_url``, for a proxy that rewrites the Host). A Host without a port matches on the name alone:
+    the scheme a TLS-terminating proxy took off is not known here, and a page of the same host on another port is
+    the same site to a browser anyway. ``null`` and anything unreadable are foreign."""
+    scheme, sep, netloc = origin.strip().partition("://")
+    if not sep or not netloc or "/" in netloc or scheme not in _DEFAULT_PORTS:
+        return False
+    name, port = _host_and_port(netloc)
+    port = port or _DEFAULT_PORTS[scheme]
+    if host:
+        host_name, host_port = _host_and_port(host)
+        if host_name == name and host_port in ("", port):
+            return True
+    if also:  # a URL: its scheme and port are known
+        also_scheme, _, rest = also.partition("://")
+        also_name, also_port = _host_and_port(rest.split("/", 1)[0])
+        return (also_scheme == scheme and also_name == name
+                and (also_port or _DEFAULT_PORTS.get(also_scheme, "")) == port)
+    return False

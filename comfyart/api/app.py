@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from comfyart import __version__
-from comfyart.api import dashboard, events, inputs, inventory, keys, pool, scheduler, system, tasks, workflows
+from comfyart.api import dashboard, events, inputs, inventory, keys, pool, scheduler, signin, system, tasks, workflows
 from comfyart.api.auth import AuthMiddleware
 from comfyart.api.comfyui.editor import build_editor_router, frontend_files
 from comfyart.api.comfyui.routes import build_router
@@ -20,13 +20,13 @@ def create_app(services: Services) -> FastAPI:
     app.state.services = services
     security = services.security
     # outermost first: a body over its limit is refused before anyone is asked who sent it
-    app.add_middleware(AuthMiddleware, authenticator=security.authenticator)
+    app.add_middleware(AuthMiddleware, authenticator=security.authenticator, public_url=security.public_url)
     app.add_middleware(BodyLimit, limits=security.limits)
     add_error_handlers(app)
     editor_files = frontend_files() if services.editor else None
     if editor_files is not None:  # first: its bundled extensions/core before the node packs' /comfy/extensions/...
         app.include_router(build_editor_router(editor_files))
-    for resource in (tasks, workflows, inputs, pool, inventory, scheduler, keys, events):
+    for resource in (tasks, workflows, inputs, pool, inventory, scheduler, keys, events, signin):
         app.include_router(resource.router)
     app.include_router(build_router())
     app.include_router(system.router)

@@ -13,19 +13,42 @@ from fastapi import Depends
 from loguru import logger
 from starlette.requests import HTTPConnection
 
-from comfyart.auth import NOBODY, Credentials, KeyRecord, Principal, Role, credentials_from, hash_key, key_id_of
+from comfyart.auth import (
+    EDITOR_PATH,
+    NOBODY,
+    SESSION_COOKIE,
+    SIGNIN_PATH,
+    SIGNOUT_PATH,
+    UNSAFE_METHODS,
+    Credentials,
+    KeyRecord,
+    Principal,
+    Role,
+    SessionKind,
+    SessionRef,
+    cookie_value,
+    credentials_from,
+    hash_key,
+    key_id_of,
+    origin_allowed,
+    password_fingerprint,
+)
 from comfyart.errors import Forbidden, TransientError
 from comfyart.store.api_keys import KeyStore
+from comfyart.store.sessions import SessionStore
 
 
 class Authenticator:
     """Turns presented credentials into a Principal, or None when they are wrong, revoked or absent."""
 
     def __init__(self, keys: KeyStore, *, config_keys: Sequence[KeyRecord] = (),
-                 admin_user: tuple[str, str] | None = None) -> None:
+                 admin_user: tuple[str, str] | None = None, sessions: SessionStore | None = None) -> None:
         self.keys = keys
         self.config_keys = {record.sha256: record for record in config_keys}
         self.admin_user = admin_user
+        self.sessions = sessions  # None: no browser sessions
+        # computed once: scrypt is slow on purpose
+        self.admin_fingerprint = password_fingerprint(*admin_user) if admin_user else None
 
     async def identify(self, credentials: Credentials) -> Principal | None:
         if credentials.basic is not None:
@@ -45,8 +68,40 @@ class Authenticator:
         if configured is not None:
             return configured.principal()
         key_id = key_id_of(credentials.bearer)
-        if key_id is None:
+        return None if key_id is None else await self._run_time_key(key_id, digest)
+
+    async def sign_in(self, credentials: Credentials) -> tuple[Principal, str] | None:
+        """A new browser session for valid ``credentials``: (who, the session's token), or None."""
+        principal = await self.identify(credentials)
+        if principal is None or self.sessions is None:
             return None
+        return principal, await self.sessions.create(self._session_ref(principal, credentials))
+
+    def _session_ref(self, principal: Principal, credentials: Credentials) -> SessionRef:
+        if credentials.basic is not None:
+            return SessionRef(SessionKind.ADMIN_USER, user=principal.name, fingerprint=self.admin_fingerprint)
+        digest = hash_key(credentials.bearer or "")
+        if digest in self.config_keys:
+            return SessionRef(SessionKind.CONFIG_KEY, sha256=digest)
+        return SessionRef(SessionKind.API_KEY, key_id=principal.id, sha256=digest)
+
+    async def identify_session(self, token: str) -> Principal | None:
+        """Who a session cookie names, while the credential it was opened with still holds (checked on each
+        use: a key revoked, or a configuration key or admin user removed, ends every session it opened)."""
+        ref = await self.sessions.lookup(token) if self.sessions is not None else None
+        if ref is None:
+            return None
+        if ref.kind is SessionKind.ADMIN_USER:
+            if self.admin_user is None or self.admin_fingerprint is None or ref.user != self.admin_user[0]:
+                return None
+            return Principal(id=f"user:{ref.user}", name=ref.user, role=Role.ADMIN) \
+                if hmac.compare_digest(ref.fingerprint or "", self.admin_fingerprint) else None
+        if ref.kind is SessionKind.CONFIG_KEY:
+            configured = self.config_keys.get(ref.sha256 or "")
+            return configured.principal() if configured is not None else None
+        return await self._run_time_key(ref.key_id or "", ref.sha256 or "")
+
+    async def _run_time_key(self, key_id: str, digest: str) -> Principal | None:
         try:
             record = await self.keys.get(key_id)
         except (ValueError, KeyError):  # a record that does not decode is no valid key
@@ -64,16 +119,20 @@ ASGIApp = Callable[[dict[str, Any], Callable[[], Awaitable[Any]], Callable[[Any]
 class AuthMiddleware:
     """Puts the caller's Principal in ``scope["state"]["principal"]`` and turns away anyone without valid
     credentials, except on ``/healthz``, the dashboard's files (``/`` and ``/ui/…``: they hold no data, and the page
-    asks for a key), and a GET that carries a URL signature (its route checks it). Routes then only decide what the
-    Principal may do."""
+    asks for a key), the sign-in page, and a GET that carries a URL signature (its route checks it). A browser
+    signed in at ``/comfy/signin`` is named by its session cookie when it sends no Authorization; such a request
+    that changes something (or opens a WebSocket) from another site's page is refused. Routes then only decide what
+    the Principal may do."""
 
-    OPEN_PATHS = frozenset({"/healthz", "/"})
+    OPEN_PATHS = frozenset({"/healthz", "/", SIGNIN_PATH, SIGNOUT_PATH})
     OPEN_PREFIX = "/ui/"
     SIGNED_PATHS = re.compile(r"^/api/tasks/[^/]+/outputs/[^/]+$")
+    EDITOR_PAGES = frozenset({"/comfy", EDITOR_PATH})  # a browser without a session is sent to sign in
 
-    def __init__(self, app: ASGIApp, authenticator: Authenticator | None) -> None:
+    def __init__(self, app: ASGIApp, authenticator: Authenticator | None, public_url: str | None = None) -> None:
         self.app = app
         self.authenticator = authenticator  # None: auth is off, everyone is NOBODY
+        self.public_url = public_url  # a browser's Origin may name it (behind a proxy that rewrites the Host)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -88,26 +147,67 @@ class AuthMiddleware:
         query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
         streaming = scope["type"] == "websocket" or scope["path"].endswith("/events")
         credentials = credentials_from(headers, query, token_in_query=streaming)
+        presented = credentials.bearer is not None or credentials.basic is not None or credentials.malformed
+        session = None if presented else cookie_value(headers.get("cookie"), SESSION_COOKIE)
+        if (session is not None or scope["path"] in (SIGNIN_PATH, SIGNOUT_PATH)) and self._cross_site(scope, headers):
+            await _refuse(scope, receive, send, "refused: a request from another site's page (its Origin is not "
+                                                "this server)", "", status=403)
+            return
         try:
-            principal = None if credentials.malformed else await self.authenticator.identify(credentials)
+            principal = await self._identify(credentials, session)
         except TransientError as exc:  # Redis away: the key cannot be checked now
             await _refuse(scope, receive, send, f"cannot check credentials now: {exc}", "", status=503)
             return
-        if principal is None:
-            presented = credentials.bearer is not None or credentials.basic is not None or credentials.malformed
-            signed = (scope["type"] == "http" and scope["method"] in ("GET", "HEAD") and "signature" in query
-                      and self.SIGNED_PATHS.match(scope["path"]) is not None)
-            open_path = scope["path"] in self.OPEN_PATHS or (scope["type"] == "http"
-                                                             and scope["path"].startswith(self.OPEN_PREFIX))
-            if presented or not (open_path or signed):
-                # with an admin user, browsers get the basic challenge too, and ask for a user and password
-                challenge = 'Bearer realm="comfyart"' + (', Basic realm="comfyart"'
-                                                         if self.authenticator.admin_user else "")
-                await _refuse(scope, receive, send, "invalid or revoked credentials" if presented
-                              else "authentication required: send Authorization: Bearer <API key>", challenge)
-                return
+        if principal is None and not self._may_pass(scope, query, presented):
+            await self._turn_away(scope, receive, send, presented, session is not None)
+            return
         state["principal"] = principal
         await self.app(scope, receive, send)
+
+    async def _identify(self, credentials: Credentials, session: str | None) -> Principal | None:
+        assert self.authenticator is not None
+        if credentials.malformed:
+            return None
+        if session is not None:
+            return await self.authenticator.identify_session(session)
+        return await self.authenticator.identify(credentials)
+
+    def _cross_site(self, scope: dict[str, Any], headers: dict[str, str]) -> bool:
+        """Whether a browser sent this state-changing request (or WebSocket) from another site's page."""
+        changes = scope["type"] == "websocket" or scope["method"] in UNSAFE_METHODS
+        origin = headers.get("origin")
+        return changes and origin is not None and not origin_allowed(origin, headers.get("host"), self.public_url)
+
+    def _may_pass(self, scope: dict[str, Any], query: dict[str, list[str]], presented: bool) -> bool:
+        """Whether a request nobody was found for still reaches its route (which then answers it or checks it)."""
+        if presented:
+            return False
+        signed = (scope["type"] == "http" and scope["method"] in ("GET", "HEAD") and "signature" in query
+                  and self.SIGNED_PATHS.match(scope["path"]) is not None)
+        return signed or scope["path"] in self.OPEN_PATHS or (scope["type"] == "http"
+                                                               and scope["path"].startswith(self.OPEN_PREFIX))
+
+    async def _turn_away(self, scope: dict[str, Any], receive: Any, send: Any, presented: bool,
+                         had_session: bool) -> None:
+        assert self.authenticator is not None
+        if (not presented and scope["type"] == "http" and scope["method"] in ("GET", "HEAD")
+                and scope["path"] in self.EDITOR_PAGES):
+            # a person opening the editor: to the sign-in page, and back here after
+            await _redirect(send, f"{SIGNIN_PATH}?next={EDITOR_PATH}")
+            return
+        # with an admin user, browsers get the basic challenge too, and ask for a user and password
+        challenge = 'Bearer realm="comfyart"' + (', Basic realm="comfyart"' if self.authenticator.admin_user else "")
+        detail = ("invalid or revoked credentials" if presented
+                  else f"session expired or ended: sign in again at {SIGNIN_PATH}" if had_session
+                  else "authentication required: send Authorization: Bearer <API key>")
+        await _refuse(scope, receive, send, detail, challenge)
+
+
+async def _redirect(send: Any, location: str) -> None:
+    await send({"type": "http.response.start", "status": 303,
+                "headers": [(b"location", location.encode()), (b"content-length", b"0"),
+                            (b"cache-control", b"no-store")]})
+    await send({"type": "http.response.body", "body": b""})
 
 
 async def _refuse(scope: dict[str, Any], receive: Any, send: Any, detail: str, challenge: str,
@@ -119,7 +219,10 @@ async def _refuse(scope: dict[str, Any], receive: Any, send: Any, detail: str, c
         return
     body = json.dumps({"detail": detail}).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    headers.append((b"www-authenticate", challenge.encode()) if status == 401 else (b"retry-after", b"1"))
+    if status == 401:
+        headers.append((b"www-authenticate", challenge.encode()))
+    elif status == 503:
+        headers.append((b"retry-after", b"1"))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 

@@ -13,6 +13,7 @@ from comfyart.config.sections import LimitsConfig
 from comfyart.config.settings import Settings
 from comfyart.store.api_keys import KeyStore
 from comfyart.store.quotas import Quotas
+from comfyart.store.sessions import SessionStore
 from comfyart.store.stores import Stores
 
 
@@ -50,7 +51,8 @@ async def build_security(settings: Settings, stores: Stores) -> Security:
                         public_url=public_url)
     admin_user = (auth.admin_user, auth.admin_password.get_secret_value()) \
         if auth.admin_user and auth.admin_password else None
-    authenticator = Authenticator(keys, config_keys=config_keys(auth), admin_user=admin_user)
+    sessions = SessionStore(stores.client, stores.keys, ttl_s=auth.session_ttl_s)
+    authenticator = Authenticator(keys, config_keys=config_keys(auth), admin_user=admin_user, sessions=sessions)
     logger.info("auth on config_keys={} run_time_keys={} admin_user={}", len(auth.keys), len(await keys.records()),
                 "yes" if admin_user else "no")
     return Security(authenticator=authenticator, keys=keys,

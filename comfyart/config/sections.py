@@ -114,6 +114,8 @@ class AuthConfig(Section):
                                                               "one kept in Redis")
     signed_url_ttl_s: int = Field(24 * 3600, ge=60, le=30 * 24 * 3600,
                                   description="default life of a signed output URL (webhooks carry them)")
+    session_ttl_s: int = Field(7 * 24 * 3600, ge=60, le=365 * 24 * 3600,
+                               description="life of a browser session opened at /comfy/signin (the editor)")
     quotas: QuotaConfig = Field(default_factory=QuotaConfig)
 
     @model_validator(mode="after")

@@ -49,6 +49,9 @@ The pool and the scheduler (``store.pool``):
 Callers (``store.api_keys``):
     P:keys                  hash: key id -> JSON record (name, role, sha256, created_ms, revoked_ms, quotas)
     P:url-secret            string: the secret output URLs are signed with, made once when the config gives none
+    P:session:{sha256}      string, expiring after auth.session_ttl_s: a browser session (store.sessions), under
+                            the SHA-256 of its cookie (a dump of Redis gives no cookie away); JSON naming the
+                            credential it was opened with (``auth.SessionRef``), never the credential itself
 
 The dashboard's charts (``store.stats``):
     P:stats:samples         list: queue depth and finished tasks per interval, newest first, capped
@@ -82,6 +85,7 @@ class Keys:
         self.client_id = f"{p}:client-id"
         self.api_keys = f"{p}:keys"
         self.url_secret = f"{p}:url-secret"
+        self.session_prefix = f"{p}:session:"  # + SHA-256 of a session's cookie
         self.stats_samples = f"{p}:stats:samples"
 
     # ------------------------------------------------------------------ tasks
@@ -103,6 +107,9 @@ class Keys:
 
     def owner_rate(self, owner: str) -> str:
         return f"{self.owner_prefix}{owner}:rate"
+
+    def session(self, token_digest: str) -> str:
+        return self.session_prefix + token_digest
 
     # ------------------------------------------------------------------ the ComfyUI-compatible API
     def _comfy_space(self, owner: str | None) -> str:
