@@ -43,6 +43,7 @@ from comfyart.pool.registry import Pool
 from comfyart.pool.watch import ClusterWatch
 from comfyart.stats import StatsHistory
 from comfyart.store.stores import Stores
+from comfyart.store.userdata import UserData
 from comfyart.tracker.outcomes import Outcomes
 from comfyart.tracker.prompts import PromptBook
 from comfyart.tracker.tracker import Tracker
@@ -163,7 +164,9 @@ async def build(settings: Settings, stores: Stores, session: aiohttp.ClientSessi
     front = FrontDoor(store=stores.tasks, queue=stores.queue, comfy=stores.comfy, pool=pool,
                       inventories=core.inventories, outputs=outputs,
                       inputs=inputs, tracker=core.tracker, session=session, events=events, objects=objects,
-                      quotas=security.quotas, limits=settings.limits)
+                      quotas=security.quotas, limits=settings.limits,
+                      userdata=UserData(stores.client, stores.keys, max_bytes=settings.limits.userdata_max_bytes,
+                                        max_file_bytes=settings.limits.userdata_max_file_bytes))
     watch = ClusterWatch(events, pool_summary=lambda: {b.id: {"status": b.state.value, "mode": b.mode.value,
                                                               "inflight": len(b.prompts)}
                                                        for b in pool.backends.values()},

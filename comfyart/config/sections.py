@@ -143,6 +143,9 @@ class LimitsConfig(Section):
     max_upload_bytes: int = Field(64 << 20, ge=1024, description="an uploaded image")
     max_json_depth: int = Field(64, ge=4, le=1000, description="nesting of any JSON a request sends")
     max_graph_nodes: int = Field(5000, ge=1, description="nodes in one prompt graph")
+    userdata_max_bytes: int = Field(64 << 20, ge=1024, description="a user's saved files and settings (the web "
+                                    "editor's userdata) in all; more answers 413")
+    userdata_max_file_bytes: int = Field(16 << 20, ge=1024, description="one userdata file; larger answers 413")
 
 
 class RedisConfig(Section):

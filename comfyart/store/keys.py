@@ -53,6 +53,14 @@ Callers (``store.api_keys``):
                             the SHA-256 of its cookie (a dump of Redis gives no cookie away); JSON naming the
                             credential it was opened with (``auth.SessionRef``), never the credential itself
 
+The web editor's userdata (``store.userdata``: ComfyUI's user manager, one space per API key; ``P:userdata:...``
+when auth is off, one shared space):
+    P:owner:{o}:userdata:files  hash: path -> the file's bytes (settings are the file comfy.settings.json)
+    P:owner:{o}:userdata:meta   hash: path -> "size created_ms modified_ms": a listing without reading the files
+    P:owner:{o}:userdata:dirs   hash: directory -> how many files are below it (a directory exists while it holds
+                                one; a file cannot be written where one is, nor below a file)
+    P:owner:{o}:userdata:bytes  counter: the bytes of all its files, against ``limits.userdata_max_bytes``
+
 The dashboard's charts (``store.stats``):
     P:stats:samples         list: queue depth and finished tasks per interval, newest first, capped
 """
@@ -120,6 +128,12 @@ class Keys:
 
     def comfy_prompts(self, owner: str | None) -> str:
         return f"{self._comfy_space(owner)}:prompts"
+
+    # ------------------------------------------------------------------ the web editor's userdata
+    def userdata(self, owner: str | None) -> list[str]:
+        """One owner's userdata keys, in the order its scripts take them: files, meta, dirs, bytes."""
+        space = f"{self.prefix}:userdata" if owner is None else f"{self.owner_prefix}{owner}:userdata"
+        return [f"{space}:files", f"{space}:meta", f"{space}:dirs", f"{space}:bytes"]
 
     # ------------------------------------------------------------------ workflows
     def workflow(self, name: str) -> str:

@@ -20,6 +20,7 @@ from comfyart.store.comfy_index import ComfyIndex
 from comfyart.store.queue import TaskQueue
 from comfyart.store.quotas import Quotas
 from comfyart.store.tasks import TaskStore
+from comfyart.store.userdata import UserData
 from comfyart.tracker.tracker import Tracker
 
 
@@ -27,9 +28,10 @@ class FrontDoor:
     def __init__(self, *, store: TaskStore, queue: TaskQueue, comfy: ComfyIndex, pool: Pool,
                  inventories: Inventories, outputs: OutputStore,
                  inputs: InputStore, tracker: Tracker, session: aiohttp.ClientSession, events: EventHub,
-                 objects: S3Outputs | None = None, quotas: Quotas | None = None,
+                 userdata: UserData, objects: S3Outputs | None = None, quotas: Quotas | None = None,
                  limits: LimitsConfig | None = None) -> None:
         self.limits = limits or LimitsConfig()
+        self.userdata = userdata  # the web editor's settings and saved files, per caller (api.comfyui.userdata)
         self.comfy = comfy
         self.pool = pool
         self.catalog = Catalog(pool, inventories)

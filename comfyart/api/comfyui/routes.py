@@ -19,6 +19,7 @@ from comfyart.api.comfyui.front import FrontDoor
 from comfyart.api.comfyui.prompts import Prompts
 from comfyart.api.comfyui.shapes import FEATURES, JOB_STATUS, history_entry, in_history, job, queue_item
 from comfyart.api.comfyui.sockets import Sockets
+from comfyart.api.comfyui.userdata import USERDATA_ROUTES
 from comfyart.api.limits import parse_json
 from comfyart.errors import BackendUnavailable, QuotaExceeded, TransientError
 from comfyart.models import FINAL_STATUSES, Task, TaskStatus
@@ -357,7 +358,7 @@ def build_router() -> APIRouter:
     ``POST /free`` (it unloads models everywhere) is for admins."""
     router = APIRouter()
     for prefix in ("", "/api", EDITOR_PREFIX, EDITOR_PREFIX + "/api"):
-        for method, path, endpoint in ROUTES:
+        for method, path, endpoint in ROUTES + USERDATA_ROUTES:
             router.add_api_route(prefix + path, endpoint, methods=[method], include_in_schema=prefix == "",
                                  tags=["ComfyUI-compatible"])
             if method == "GET":  # aiohttp, so ComfyUI, answers HEAD on every GET route (download tools ask it)
