@@ -31,6 +31,25 @@ async def map_http_errors(what: str) -> AsyncIterator[None]:
         raise BackendUnavailable(f"{what}: {type(exc).__name__}: {exc}".rstrip(": ")) from exc
 
 
+class BackendFile:
+    """A backend's answer to a GET whose body is still to be read: its status and content type, its body in chunks
+    (a broken transfer ends it early, with a BackendUnavailable), then ``close``."""
+
+    def __init__(self, response: aiohttp.ClientResponse, path: str) -> None:
+        self._response = response
+        self.path = path
+        self.status = response.status
+        self.content_type = response.headers.get("Content-Type")
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        async with map_http_errors(f"GET {self.path}"):
+            async for chunk in self._response.content.iter_chunked(1 << 16):
+                yield chunk
+
+    def close(self) -> None:
+        self._response.release()
+
+
 class ComfyClient:
     def __init__(self, session: aiohttp.ClientSession, base_url: str, *, timeout_s: float = 30.0) -> None:
         self.session = session
@@ -108,6 +127,15 @@ class ComfyClient:
             self.session.get(self.base_url + path, timeout=self.timeout) as response,
         ):
             return response.status, await response.read()
+
+    async def open_file(self, path: str) -> BackendFile:
+        """GET ``path`` (a file the backend serves: a custom node's script, a template, a preview) without reading
+        its body yet: the caller reads ``chunks`` and closes it."""
+        try:
+            response = await self.session.get(self.base_url + path, timeout=self.timeout)
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            raise BackendUnavailable(f"GET {path}: {type(exc).__name__}: {exc}".rstrip(": ")) from exc
+        return BackendFile(response, path)
 
     async def free(self, body: dict[str, Any]) -> None:
         """POST /free: unload models and/or drop cached outputs once the running prompt ends."""

@@ -79,6 +79,17 @@ class InputStore:
         path = self.root / input_id[:2] / input_id
         return path if path.is_file() else None
 
+    def listing(self) -> list[str]:
+        """The ids of the stored inputs, newest first. It reads the directory: call it off the event loop."""
+        found = []
+        for path in self.root.glob("??/*"):
+            try:
+                if INPUT_ID.match(path.name) and path.is_file():
+                    found.append((path.stat().st_mtime, path.name))
+            except OSError:  # removed while listed
+                continue
+        return [name for _, name in sorted(found, reverse=True)]
+
     @staticmethod
     def content_type(input_id: str) -> str:
         return CONTENT_TYPES["." + input_id.rsplit(".", 1)[-1]]

@@ -17,6 +17,10 @@ Tasks (``store.tasks``, ``store.queue``, ``store.comfy_index``, ``store.webhooks
     P:comfy:prompts         zset: those prompt ids scored by created_ms: that API's history and jobs
     P:comfy:open            zset: ids of that API's tasks not yet final, scored by their queue number
     P:comfy:number          counter: that API's queue numbers
+    P:comfy:everyone        zset: with auth on, the task ids of every owner's prompts of that API, scored by
+                            created_ms: what an admin's /api/jobs lists (kept with each owner's own index)
+    P:comfy:anyone:{id}     string: the task id of the latest of those prompts with that prompt id, whoever the
+                            owner: what an admin's /api/jobs/{id} finds
     P:webhooks              zset: ids of final tasks whose webhook is yet to be delivered, scored by when the
                             next attempt is due (ms); added by the transition to a final status itself, so a
                             crash cannot lose a delivery
@@ -84,6 +88,7 @@ class Keys:
         self.prompt_prefix = f"{p}:prompt:"
         self.comfy_open = f"{p}:comfy:open"
         self.comfy_number = f"{p}:comfy:number"
+        self.comfy_everyone = f"{p}:comfy:everyone"
         self.webhooks = f"{p}:webhooks"
         self.owner_prefix = f"{p}:owner:"  # + owner + ':open' in the transition script
         self.workflows = f"{p}:workflows"
@@ -134,6 +139,9 @@ class Keys:
         """One owner's userdata keys, in the order its scripts take them: files, meta, dirs, bytes."""
         space = f"{self.prefix}:userdata" if owner is None else f"{self.owner_prefix}{owner}:userdata"
         return [f"{space}:files", f"{space}:meta", f"{space}:dirs", f"{space}:bytes"]
+
+    def comfy_anyone(self, comfy_prompt_id: str) -> str:
+        return f"{self.prefix}:comfy:anyone:{comfy_prompt_id}"
 
     # ------------------------------------------------------------------ workflows
     def workflow(self, name: str) -> str:

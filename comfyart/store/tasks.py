@@ -179,6 +179,9 @@ class TaskStore:
                     pipe.set(keys.comfy_prompt(new.comfy.comfy_prompt_id, owner), task_id)
                     pipe.zadd(keys.comfy_prompts(owner), {new.comfy.comfy_prompt_id: created})
                     pipe.zadd(keys.comfy_open, {task_id: new.comfy.number})
+                    if owner is not None:  # an admin sees every owner's prompts through these
+                        pipe.zadd(keys.comfy_everyone, {task_id: created})
+                        pipe.set(keys.comfy_anyone(new.comfy.comfy_prompt_id), task_id)
                 await pipe.execute()
         self.queue.note_queued()
         if self.events.listening:

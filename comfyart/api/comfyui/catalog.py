@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import json
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar, cast
@@ -67,27 +68,56 @@ class Catalog:
             raise BackendUnavailable("no backend has listed its nodes (/object_info) yet")
         return merged
 
+    async def _answers(self, path: str) -> list[tuple[str, int, Any]]:
+        """Every healthy backend's answer to an informational GET: (backend id, status, JSON); a 404 without JSON
+        (ComfyUI's own) as None. Backends that fail, or answer anything else, are left out."""
+        backends = self.pool.healthy()
+        if not backends:
+            raise BackendUnavailable(f"no healthy backend to answer {path}")
+        limit = asyncio.Semaphore(FETCH_CONCURRENCY)
+
+        async def one(backend: Any) -> tuple[str, int, Any] | None:
+            async with limit:
+                try:
+                    status, body = await backend.client.get(path)
+                except BackendUnavailable:
+                    return None
+            try:
+                return (backend.id, status, parse_json(body, BACKEND_JSON_DEPTH)) if status in (200, 404) else None
+            except ValueError:
+                return (backend.id, 404, None) if status == 404 else None
+
+        return [a for a in await asyncio.gather(*(one(b) for b in backends)) if a is not None]
+
+    async def _listing(self, path: str, ttl_s: float) -> tuple[int, Any, dict[Any, list[str]]]:
+        async def fetch() -> tuple[int, Any, dict[Any, list[str]]]:
+            answers = await self._answers(path)
+            if not answers:
+                raise BackendUnavailable(f"no healthy backend answered {path}")
+            status, body = union_of_answers([(status, body) for _, status, body in answers])
+            return status, body, listed_by(answers)
+
+        return await self._cached(f"json:{path}", ttl_s, fetch)
+
     async def backend_json(self, path: str, ttl_s: float = INFO_TTL_S) -> tuple[int, Any]:
         """The healthy backends' answer to an informational GET (status, JSON), cached: lists (``/embeddings``,
         ``/extensions``, ``/models/{folder}``) are the union of every backend's, as backends may hold different
         models and node packs; anything else is the first good answer."""
-        async def fetch() -> tuple[int, Any]:
-            limit = asyncio.Semaphore(FETCH_CONCURRENCY)
+        status, body, _ = await self._listing(path, ttl_s)
+        return status, body
 
-            async def one(backend: Any) -> tuple[int, Any] | None:
-                async with limit:
-                    try:
-                        status, body = await backend.client.get(path)
-                        return (status, parse_json(body, BACKEND_JSON_DEPTH)) if status in (200, 404) else None
-                    except (BackendUnavailable, ValueError):
-                        return None
+    async def listed_by(self, path: str, ttl_s: float = INFO_TTL_S) -> dict[Any, list[str]]:
+        """Which backends listed each item of a list GET (``/extensions``: which of them serve a script), read with
+        ``backend_json``'s answer and cached with it."""
+        return (await self._listing(path, ttl_s))[2]
 
-            answers = [a for a in await asyncio.gather(*(one(b) for b in self.pool.healthy())) if a is not None]
-            if not answers:
-                raise BackendUnavailable(f"no healthy backend answered {path}")
-            return union_of_answers(answers)
+    async def merged_json(self, path: str, ttl_s: float = INFO_TTL_S) -> dict[str, Any]:
+        """The healthy backends' JSON objects for ``path`` merged into one (``merge_objects``), cached; ``{}`` when
+        none answers one (an older ComfyUI without the route). BackendUnavailable when no backend is healthy."""
+        async def fetch() -> dict[str, Any]:
+            return merge_objects([body for _, status, body in await self._answers(path) if status == 200])
 
-        return await self._cached(f"json:{path}", ttl_s, fetch)
+        return await self._cached(f"merged:{path}", ttl_s, fetch)
 
     async def system_stats(self) -> dict[str, Any]:
         async def fetch() -> dict[str, Any]:
@@ -121,11 +151,69 @@ class Catalog:
 
 def union_of_answers(answers: list[tuple[int, Any]]) -> tuple[int, Any]:
     """One answer for several backends' (status, JSON): the union of their good lists, in first-seen order (each
-    backend answers its own sorted); else the first good answer; else the first."""
+    backend answers its own sorted; an object item counts once by its ``name``, the first backend's kept); else the
+    first good answer; else the first."""
     good = [body for status, body in answers if status == 200]
     if good and all(isinstance(body, list) for body in good):
-        merged: dict[Any, None] = {}
+        merged: dict[Any, Any] = {}
         for body in good:
-            merged.update(dict.fromkeys(item for item in body if isinstance(item, (str, int, float))))
-        return 200, list(merged)
+            for item in body:
+                key = _item_key(item)
+                if key is not None:
+                    merged.setdefault(key, item)
+        return 200, list(merged.values())
     return (200, good[0]) if good else answers[0]
+
+
+def _item_key(item: Any) -> Any:
+    """What makes a list item the same on two backends: a name or number itself, an object its ``name``."""
+    if isinstance(item, (str, int, float)):
+        return item
+    if isinstance(item, dict) and isinstance(item.get("name"), str):
+        return ("name", item["name"])
+    return None
+
+
+def listed_by(answers: list[tuple[str, int, Any]]) -> dict[Any, list[str]]:
+    """For list answers (backend id, status, JSON): each item (``_item_key``) and the backends that listed it."""
+    sources: dict[Any, list[str]] = {}
+    for backend_id, status, body in answers:
+        if status == 200 and isinstance(body, list):
+            for item in body:
+                key = _item_key(item)
+                if key is not None and backend_id not in sources.setdefault(key, []):
+                    sources[key].append(backend_id)
+    return sources
+
+
+def merge_objects(bodies: list[Any]) -> dict[str, Any]:
+    """Several backends' JSON objects as one: objects merged key by key, at every depth; lists joined without
+    repeats (two backends with the same node pack list it once); any other value the first backend's. Bodies that
+    are not objects are left out."""
+    merged: dict[str, Any] = {}
+    for body in bodies:
+        if isinstance(body, dict):
+            merged = deep_merge(merged, body)
+    return merged
+
+
+def deep_merge(base: Any, update: Any) -> Any:
+    """``update`` merged into ``base`` (neither changed): ``merge_objects`` for one pair."""
+    if isinstance(base, dict) and isinstance(update, dict):
+        merged = dict(base)
+        for key, value in update.items():
+            merged[key] = deep_merge(merged[key], value) if key in merged else value
+        return merged
+    if isinstance(base, list) and isinstance(update, list):
+        seen = {_canonical(item) for item in base}
+        joined = list(base)
+        for item in update:
+            if _canonical(item) not in seen:
+                seen.add(_canonical(item))
+                joined.append(item)
+        return joined
+    return base
+
+
+def _canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))

@@ -20,6 +20,7 @@ from comfyart.api.comfyui.prompts import Prompts
 from comfyart.api.comfyui.shapes import FEATURES, JOB_STATUS, history_entry, in_history, job, queue_item
 from comfyart.api.comfyui.sockets import Sockets
 from comfyart.api.comfyui.userdata import USERDATA_ROUTES
+from comfyart.api.comfyui.startup import STARTUP_ROUTES, UNPREFIXED_ROUTES, sees_everyone
 from comfyart.api.limits import parse_json
 from comfyart.errors import BackendUnavailable, QuotaExceeded, TransientError
 from comfyart.models import FINAL_STATUSES, Task, TaskStatus
@@ -288,7 +289,7 @@ async def jobs(principal: Caller, comfy: IndexDep, status: str | None = None, wo
             raise ValueError
     except ValueError:
         return JSONResponse({"error": "limit and offset must be whole numbers (limit from 1)"}, status_code=400)
-    tasks = await comfy.history(owner=principal.owner)
+    tasks = await comfy.history(owner=principal.owner, everyone=sees_everyone(principal))
     found = [j for j in (job(t) for t in tasks if JOB_STATUS[t.status] in wanted)
              if workflow_id is None or j["workflow_id"] == workflow_id]
     if sort_by == "execution_duration":
@@ -302,14 +303,14 @@ async def jobs(principal: Caller, comfy: IndexDep, status: str | None = None, wo
 
 
 async def job_one(job_id: str, principal: Caller, comfy: IndexDep) -> Response:
-    task = await comfy.task(job_id, principal.owner)
+    task = await comfy.task(job_id, principal.owner, everyone=sees_everyone(principal))
     if task is None:
         return JSONResponse({"error": "Job not found"}, status_code=404)
     return JSONResponse(job(task, detail=True))
 
 
 async def job_cancel(job_id: str, principal: Caller, comfy: IndexDep, prompts: PromptsDep) -> Response:
-    task = await comfy.task(job_id, principal.owner)
+    task = await comfy.task(job_id, principal.owner, everyone=sees_everyone(principal))
     if task is None:
         return JSONResponse({"error": "Job not found"}, status_code=404)
     cancelled = await prompts.cancel(task, only_if=(TaskStatus.PENDING, TaskStatus.RUNNING))
@@ -323,7 +324,7 @@ async def jobs_cancel(request: Request, principal: Caller, comfy: IndexDep, prom
         return JSONResponse({"error": "job_ids must be a list of job ids"}, status_code=400)
     cancelled = False
     for job_id in ids:
-        task = await comfy.task(job_id, principal.owner)
+        task = await comfy.task(job_id, principal.owner, everyone=sees_everyone(principal))
         if task is not None:
             cancelled |= await prompts.cancel(task, only_if=(TaskStatus.PENDING, TaskStatus.RUNNING))
     return JSONResponse({"cancelled": cancelled})
@@ -358,14 +359,14 @@ def build_router() -> APIRouter:
     ``POST /free`` (it unloads models everywhere) is for admins."""
     router = APIRouter()
     for prefix in ("", "/api", EDITOR_PREFIX, EDITOR_PREFIX + "/api"):
-        for method, path, endpoint in ROUTES + USERDATA_ROUTES:
+        for method, path, endpoint in ROUTES + USERDATA_ROUTES + STARTUP_ROUTES:
             router.add_api_route(prefix + path, endpoint, methods=[method], include_in_schema=prefix == "",
                                  tags=["ComfyUI-compatible"])
             if method == "GET":  # aiohttp, so ComfyUI, answers HEAD on every GET route (download tools ask it)
                 router.add_api_route(prefix + path, endpoint, methods=["HEAD"], include_in_schema=False)
         router.add_api_websocket_route(prefix + "/ws", socket)
     for prefix in ("", EDITOR_PREFIX):
-        for method, path, endpoint in JOB_ROUTES:
+        for method, path, endpoint in JOB_ROUTES + UNPREFIXED_ROUTES:
             router.add_api_route(prefix + path, endpoint, methods=[method], tags=["ComfyUI-compatible"],
                                  include_in_schema=prefix == "")
     return router

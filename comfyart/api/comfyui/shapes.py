@@ -2,11 +2,14 @@
 backend frames rewritten for their client, queue items, history entries, jobs, and how a prompt ended."""
 from __future__ import annotations
 
+import datetime
 import json
+import mimetypes
 import struct
 import time
 from collections.abc import Sequence
 from typing import Any
+from urllib.parse import urlencode
 
 from comfyart.models import FINAL_STATUSES, OutputFile, Relay, Task, TaskStatus
 
@@ -156,3 +159,32 @@ def job(task: Task, *, detail: bool = False) -> dict[str, Any]:
                                                        else "error", "completed": task.status is TaskStatus.COMPLETED},
                     workflow={"prompt": task.prompt or {}, "extra_data": task.extra_data or {}})
     return body
+
+
+def job_assets(task: Task, offset: int, limit: int | None) -> dict[str, Any]:
+    """``GET /api/jobs/{id}/assets``: a page of the task's output files, each with its link through ``/api/view``,
+    and the size and type comfyart stored it with (a file not stored yet has neither)."""
+    created = _iso(task.finished_ms or task.created_ms)
+    assets = []
+    for node_id, node_output in public_outputs(task, task.comfy_outputs).items():
+        refs = [(key, ref) for key, value in node_output.items() if isinstance(value, list)
+                for ref in value if isinstance(ref, dict) and "filename" in ref]
+        for index, (key, ref) in enumerate(refs):
+            name = str(ref["filename"])
+            subfolder = str(ref.get("subfolder") or "")
+            stored = next((o for o in task.outputs if o.node_id == node_id and o.filename == name
+                           and public_subfolder(task.id, o.subfolder) == subfolder), None)
+            query = urlencode({"filename": name, "subfolder": subfolder, "type": ref.get("type", "output")})
+            assets.append({"id": f"{task.id}-{node_id}-{index}", "name": name, "preview_url": f"/api/view?{query}",
+                           "mime_type": stored.content_type if stored else mimetypes.guess_type(name)[0],
+                           "size": stored.size if stored else None, "node_id": node_id, "output_key": key,
+                           "output_index": index, "created_at": created})
+    page = assets[offset:offset + limit] if limit is not None else assets[offset:]
+    return {"job_id": task.comfy_prompt_id, "assets": page,
+            "pagination": {"offset": offset, "limit": limit, "total": len(assets),
+                           "has_more": offset + len(page) < len(assets)}}
+
+
+def _iso(ms: int) -> str:
+    return datetime.datetime.fromtimestamp(ms / 1000, tz=datetime.UTC).isoformat(timespec="milliseconds") \
+        .replace("+00:00", "Z")

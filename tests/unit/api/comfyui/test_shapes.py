@@ -91,3 +91,29 @@ def test_history_queue_and_job_views():
     assert done["execution_status"]["completed"] is True
     assert job(make_task(status=TaskStatus.RUNNING))["status"] == "in_progress"
     assert job(make_task(status=TaskStatus.CANCELED))["execution_error"]["prompt_id"] == "p-1"
+
+
+def test_job_assets_list_each_output_file_with_its_link_size_and_type():
+    from comfyart.api.comfyui.shapes import job_assets
+    t = make_task(outputs=[make_output("a.png"), make_output("b.png")],
+                  comfy_outputs={"3": {"images": [{"filename": "a.png", "subfolder": "sub", "type": "output"},
+                                                  {"filename": "b.png", "subfolder": "sub", "type": "output"}],
+                                       "text": ["not a file"]},
+                                 "7": {"gifs": [{"filename": "c.webm", "subfolder": "", "type": "temp"}]}})
+    page = job_assets(t, 0, None)
+    assert page["job_id"] == "p-1"
+    assert page["pagination"] == {"offset": 0, "limit": None, "total": 3, "has_more": False}
+    first, second, third = page["assets"]
+    assert first == {"id": "T1-3-0", "name": "a.png", "preview_url": "/api/view?filename=a.png&subfolder=T1%2Fsub"
+                     "&type=output", "mime_type": "image/png", "size": 1, "node_id": "3", "output_key": "images",
+                     "output_index": 0, "created_at": "1970-01-01T00:00:03.000Z"}
+    assert (second["name"], second["output_index"]) == ("b.png", 1)
+    # a file comfyart has not stored (yet): its type from its name, no size
+    assert (third["node_id"], third["output_index"], third["size"], third["mime_type"]) == ("7", 0, None,
+                                                                                            "video/webm")
+    assert third["preview_url"] == "/api/view?filename=c.webm&subfolder=T1&type=temp"
+    later = job_assets(t, 1, 1)
+    assert [a["name"] for a in later["assets"]] == ["b.png"]
+    assert later["pagination"] == {"offset": 1, "limit": 1, "total": 3, "has_more": True}
+    assert job_assets(t, 5, 10)["assets"] == []
+    assert job_assets(make_task(), 0, None)["assets"] == []
