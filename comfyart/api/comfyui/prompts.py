@@ -45,8 +45,8 @@ class Prompts:
 
     async def queue_prompt(self, body: dict[str, Any], principal: Principal = NOBODY,
                            usage_source: str | None = None) -> tuple[int, dict[str, Any]]:
-        """POST /prompt: (status, answer) as ComfyUI gives them; ``usage_source`` is the ``Comfy-Usage-Source``
-        header, kept in ``extra_data`` as newer ComfyUI keeps it. Raises QuotaExceeded."""
+        """POST /prompt: (status, answer) as ComfyUI gives them; ``usage_source``: see ``_extra``. Raises
+        QuotaExceeded."""
         def refused(kind: str, message: str, node_errors: dict[str, Any] | None = None) -> tuple[int, dict[str, Any]]:
             return 400, {"error": {"type": kind, "message": message, "details": message, "extra_info": {}},
                          "node_errors": node_errors or {}}
@@ -89,12 +89,7 @@ class Prompts:
             if body.get("front") is True:
                 number = -number
         prompt_id = prompt_id or str(uuid.uuid4())
-        if usage_source and "comfy_usage_source" not in extra_data:
-            extra_data = {**extra_data, "comfy_usage_source": usage_source[:100]}
-        extra_data = {**extra_data, **({"client_id": client_id} if client_id else {}),
-                      "create_time": int(time.time() * 1000)}
-        for secret in ("auth_token_comfy_org", "api_key_comfy_org"):
-            extra_data.pop(secret, None)
+        extra_data = _extra(extra_data, client_id, usage_source)
         comfy = ComfyPrompt(prompt_id, number, client_id=client_id, extra_data=extra_data, comfy_targets=targets)
         task = await self.store.create(NewTask(graph, priority=1 if body.get("front") is True else 0,
                                                owner=principal.owner, comfy=comfy, needs=needs),
@@ -133,3 +128,14 @@ class Prompts:
         except (InvalidTransition, NotFound):
             return False
         return True
+
+
+def _extra(given: dict[str, Any], client_id: str | None, usage_source: str | None) -> dict[str, Any]:
+    """The ``extra_data`` kept with a prompt: the client's, with its client id and creation time, the
+    ``Comfy-Usage-Source`` header as newer ComfyUI keeps it, and without the client's comfy.org credentials."""
+    extra_data = {**given, **({"client_id": client_id} if client_id else {}), "create_time": int(time.time() * 1000)}
+    if usage_source and "comfy_usage_source" not in given:
+        extra_data["comfy_usage_source"] = usage_source[:100]
+    for secret in ("auth_token_comfy_org", "api_key_comfy_org"):
+        extra_data.pop(secret, None)
+    return extra_data

@@ -19,8 +19,8 @@ from comfyart.api.comfyui.front import FrontDoor
 from comfyart.api.comfyui.prompts import Prompts
 from comfyart.api.comfyui.shapes import FEATURES, JOB_STATUS, history_entry, in_history, job, queue_item
 from comfyart.api.comfyui.sockets import Sockets
-from comfyart.api.comfyui.userdata import USERDATA_ROUTES
 from comfyart.api.comfyui.startup import STARTUP_ROUTES, UNPREFIXED_ROUTES, sees_everyone
+from comfyart.api.comfyui.userdata import USERDATA_ROUTES
 from comfyart.api.limits import parse_json
 from comfyart.errors import BackendUnavailable, QuotaExceeded, TransientError
 from comfyart.models import FINAL_STATUSES, Task, TaskStatus
