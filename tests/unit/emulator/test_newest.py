@@ -6,8 +6,13 @@ import uuid
 
 import pytest
 
-from comfyart.emulator.newest import (PREVIEW_METHODS, is_canonical_uuid, preview_method, queued_extra_data,
-                                      sends_previews)
+from comfyart.emulator.newest import (
+    PREVIEW_METHODS,
+    is_canonical_uuid,
+    preview_method,
+    queued_extra_data,
+    sends_previews,
+)
 
 
 def test_only_canonical_lowercase_uuids_are_prompt_ids():
