@@ -1,7 +1,8 @@
 """``python -m comfyart.emulator --host H --port N``: serve the emulator until SIGINT/SIGTERM.
 
 ``--count K`` serves K independent emulators on ports N .. N+K-1 from one process (a fleet for benchmarks:
-each has its own queue, history, sockets and files, as K ComfyUI servers would)."""
+each has its own queue, history, sockets and files, as K ComfyUI servers would). ``--newest`` behaves as the newest
+ComfyUI server; ``--demo-pack`` and ``--extension PACK=DIR`` serve node packs' web extensions."""
 from __future__ import annotations
 
 import argparse
@@ -16,8 +17,10 @@ from aiohttp import web
 
 from comfyart.emulator.app import build_app
 from comfyart.emulator.behaviour import Behaviour
-from comfyart.emulator.engine import DEFAULT_CHECKPOINTS, Emulator
+from comfyart.emulator.engine import DEFAULT_CHECKPOINTS, Emulator, Flavour
+from comfyart.emulator.frontend_assets import DEMO_PACK
 from comfyart.emulator.inventory import node_classes
+from comfyart.emulator.newest import PREVIEW_METHODS
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -43,12 +46,43 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--fail-node-types", default="", help="comma-separated node types that raise")
     parser.add_argument("--behaviour", default="{}", help="JSON object merged into the run-time behaviour")
     parser.add_argument("--count", type=int, default=1, help="independent emulators on consecutive ports")
+    _flavour_args(parser)
     args = parser.parse_args(argv)
     try:  # a typo would leave out nothing: refuse it before starting
         node_classes(_names(args.without_nodes))
     except ValueError as exc:
         parser.error(f"--without-nodes: {exc}")
+    try:
+        args.extensions = parse_extensions(args.extension)
+    except ValueError as exc:
+        parser.error(f"--extension: {exc}")
     return args
+
+
+def _flavour_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--newest", action="store_true",
+                        help="behave as the newest ComfyUI server instead of 0.3.64 (see comfyart/emulator/newest.py)")
+    parser.add_argument("--preview-method", default="none", choices=PREVIEW_METHODS,
+                        help="ComfyUI's --preview-method: a sampler's previews unless \"none\" (newest: each prompt's "
+                             "extra_data.preview_method overrides it)")
+    parser.add_argument("--devices", type=int, default=1, help="GPUs /system_stats lists in --newest mode")
+    parser.add_argument("--extension", action="append", default=[], metavar="PACK=DIR",
+                        help="serve DIR's .js files as node pack PACK's web extension (repeatable)")
+    parser.add_argument("--demo-pack", action="store_true",
+                        help=f"serve the built-in demo node pack \"{DEMO_PACK}\" (web extension, example workflow)")
+
+
+def parse_extensions(values: list[str]) -> tuple[tuple[str, str], ...]:
+    """``PACK=DIR`` values as (pack, directory) pairs; a missing directory or a bad pair is a ValueError."""
+    packs = []
+    for value in values:
+        name, sep, folder = value.partition("=")
+        if not sep or not name.strip() or "/" in name:
+            raise ValueError(f"{value!r} is not PACK=DIR")
+        if not os.path.isdir(folder):
+            raise ValueError(f"{folder!r} is not a directory")
+        packs.append((name.strip(), os.path.abspath(folder)))
+    return tuple(packs)
 
 
 def _names(text: str) -> list[str]:
@@ -56,8 +90,10 @@ def _names(text: str) -> list[str]:
 
 
 def _emulator(args: argparse.Namespace, base_dir: str) -> Emulator:
+    flavour = Flavour(newest=args.newest, preview_method=args.preview_method, devices=args.devices,
+                      extensions=args.extensions, demo_pack=args.demo_pack)
     return Emulator(base_dir, _behaviour(args), checkpoints=_names(args.checkpoints), vram_mb=args.vram_mb,
-                    gpu=args.gpu, without_nodes=_names(args.without_nodes))
+                    gpu=args.gpu, without_nodes=_names(args.without_nodes), flavour=flavour)
 
 
 def _behaviour(args: argparse.Namespace) -> Behaviour:

@@ -1,5 +1,5 @@
 """What the route modules share: ComfyUI's bare 500 answer, request bodies read as JSON the way its server reads
-them, and the features the server announces.
+them.
 """
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ from typing import Any
 from aiohttp import web
 
 FAILURE_TEXT = "500 Internal Server Error\n\nServer got itself in trouble"
-SERVER_FEATURES = {"supports_preview_metadata": True, "max_upload_size": 104857600}
 
 
 def failure() -> web.Response:

@@ -9,9 +9,9 @@ import asyncio
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from comfyart.emulator import routes_files, routes_info, routes_prompts, routes_socket
-from comfyart.emulator.answers import SERVER_FEATURES
+from comfyart.emulator import routes_files, routes_frontend, routes_info, routes_jobs, routes_prompts, routes_socket
 from comfyart.emulator.engine import EMULATOR, Emulator, app_key
+from comfyart.emulator.newest import FEATURES_0_3_64
 
 TASKS: web.AppKey[list[asyncio.Task[None]]] = app_key("tasks", list)
 _LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
@@ -19,10 +19,13 @@ _LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
 
 def build_app(emu: Emulator) -> web.Application:
     app = web.Application(middlewares=[_origin_check, _options_ok, _empty_not_found],
-                          client_max_size=SERVER_FEATURES["max_upload_size"])
+                          client_max_size=int(FEATURES_0_3_64["max_upload_size"]))
     app[EMULATOR] = emu
-    tables = (routes_socket.routes, routes_prompts.routes, routes_files.routes, routes_info.routes)
-    app.add_routes(routes_info.internal)
+    tables = (routes_socket.routes, routes_prompts.routes, routes_files.routes, routes_info.routes,
+              routes_frontend.routes)
+    app.add_routes(routes_frontend.internal)
+    app.add_routes(routes_frontend.static)
+    app.add_routes(routes_jobs.routes)  # declared with their /api prefix, as the newest server.py does
     for table in tables:
         app.add_routes(table)
     # every route is mirrored under /api, as ComfyUI does

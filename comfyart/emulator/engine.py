@@ -13,6 +13,7 @@ import random
 import string
 import sys
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
@@ -22,13 +23,30 @@ from comfyart.emulator.behaviour import CLOSE_SOCKETS, Behaviour
 from comfyart.emulator.execution import PromptRun, QueueItem
 from comfyart.emulator.inventory import ModelFolders, node_classes
 
+NEWEST_VERSION = "0.38.1"  # comfyui_version.py of the newest indexed Comfy-Org/ComfyUI
 DEFAULT_CHECKPOINTS = ["v1-5-pruned-emaonly-fp16.safetensors", "sd_xl_base_1.0.safetensors",
                        "dreamshaper_8.safetensors", "realisticVision_v60.safetensors"]
 
 
+@dataclass(frozen=True)
+class Flavour:
+    """Which ComfyUI the emulator is: 0.3.64 by default; ``newest`` the newest server (see ``newest.py``).
+    ``preview_method`` is ComfyUI's ``--preview-method`` (the launch default), ``devices`` how many GPUs
+    /system_stats lists (newest lists every one), ``extensions`` the node packs' web folders by pack name (ComfyUI's
+    EXTENSION_WEB_DIRS) and ``demo_pack`` serves the built-in demo pack (``frontend.DEMO_PACK``)."""
+
+    newest: bool = False
+    preview_method: str = "none"
+    devices: int = 1
+    extensions: tuple[tuple[str, str], ...] = ()
+    demo_pack: bool = False
+
+
 class Emulator:
     def __init__(self, base_dir: str, behaviour: Behaviour, *, checkpoints: list[str], vram_mb: int,
-                 gpu: str | None = None, without_nodes: Iterable[str] = ()) -> None:
+                 gpu: str | None = None, without_nodes: Iterable[str] = (), flavour: Flavour = Flavour()) -> None:
+        self.flavour = flavour
+        self.models_dir = os.path.join(base_dir, "models")
         self.output_dir = os.path.join(base_dir, "output")
         self.input_dir = os.path.join(base_dir, "input")
         self.temp_dir = os.path.join(base_dir, "temp")
@@ -38,7 +56,7 @@ class Emulator:
         if not os.path.exists(example):  # ComfyUI ships one; the default LoadImage graph names it
             Image.new("RGB", (64, 64), (96, 128, 160)).save(example)
         self.behaviour = behaviour
-        self.models = ModelFolders(os.path.join(base_dir, "models"))
+        self.models = ModelFolders(self.models_dir)
         self.models.seed("checkpoints", checkpoints)
         self.nodes = node_classes(without_nodes)
         self.vram_total = vram_mb * 1024 * 1024
@@ -133,20 +151,35 @@ class Emulator:
     # ------------------------------------------------------------------ system figures
     def system_stats(self) -> dict[str, Any]:
         ram_total, ram_free = _memory()
-        system = {"os": "posix", "ram_total": ram_total, "ram_free": ram_free, "comfyui_version": "0.3.64",
-                  "required_frontend_version": "1.27.10", "installed_templates_version": "0.1.95",
-                  "required_templates_version": "0.1.95", "python_version": sys.version,
-                  "pytorch_version": "emulated", "embedded_python": False, "argv": ["comfyart.emulator"]}
-        if self.gpu_index is None:
-            device = {"name": "cpu", "type": "cpu", "index": None, "vram_total": ram_total, "vram_free": ram_free,
-                      "torch_vram_total": ram_total, "torch_vram_free": ram_free}
-        else:
-            used = (2 << 30 if self.loaded_model else 0) + (1 << 30 if self.running else 0)
-            free = max(0, self.vram_total - used)
-            device = {"name": f"cuda:0 Emulated GPU {self.gpu_index} : cudaMallocAsync", "type": "cuda", "index": 0,
-                      "vram_total": self.vram_total, "vram_free": free,
-                      "torch_vram_total": self.vram_total, "torch_vram_free": free}
-        return {"system": system, "devices": [device]}
+        newest = self.flavour.newest
+        system: dict[str, Any] = {
+            "os": sys.platform if newest else "posix", "ram_total": ram_total, "ram_free": ram_free,
+            "comfyui_version": NEWEST_VERSION if newest else "0.3.64",
+            "required_frontend_version": "1.53.6" if newest else "1.27.10",
+            "installed_templates_version": "0.1.95", "required_templates_version": "0.1.95"}
+        if newest:
+            system["comfy_package_versions"] = {}
+        system.update({"python_version": sys.version, "pytorch_version": "emulated", "embedded_python": False})
+        if newest:
+            system["deploy_environment"] = "local"
+        system["argv"] = ["comfyart.emulator"]
+        return {"system": system, "devices": self._devices(ram_total, ram_free)}
+
+    def _devices(self, ram_total: int, ram_free: int) -> list[dict[str, Any]]:
+        count = self.flavour.devices if self.flavour.newest else 1
+        if self.gpu_index is None and count == 1:
+            return [{"name": "cpu", "type": "cpu", "index": None, "vram_total": ram_total, "vram_free": ram_free,
+                     "torch_vram_total": ram_total, "torch_vram_free": ram_free}]
+        used = (2 << 30 if self.loaded_model else 0) + (1 << 30 if self.running else 0)
+        devices = []
+        # 0.3.64 names its one device; the newest server lists every one, the primary (which runs) first
+        for index in range(count):
+            free = max(0, self.vram_total - used) if index == 0 else self.vram_total
+            host_gpu = self.gpu_index if index == 0 and self.gpu_index is not None else index
+            devices.append({"name": f"cuda:{index} Emulated GPU {host_gpu} : cudaMallocAsync", "type": "cuda",
+                            "index": index, "vram_total": self.vram_total, "vram_free": free,
+                            "torch_vram_total": self.vram_total, "torch_vram_free": free})
+        return devices
 
 
 def app_key(name: str, kind: Any) -> Any:

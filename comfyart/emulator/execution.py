@@ -16,6 +16,7 @@ from PIL import Image
 from comfyart.emulator.behaviour import CLOSE_SOCKETS, junk_frames
 from comfyart.emulator.catalogue import SPECS
 from comfyart.emulator.images import preview_frame
+from comfyart.emulator.newest import LOADING, preview_method, sends_previews
 from comfyart.emulator.nodes import Context, NodeError, NodeResult, run_node
 from comfyart.emulator.ordering import ExecutionOrder
 
@@ -79,6 +80,10 @@ class PromptRun:
         self.new_cache: dict[str, NodeResult] = {}
         self.outcome = "success"
         self.error_data: dict[str, Any] = {}
+        flavour = emu.flavour
+        # the newest server lets each prompt pick its latent previews; 0.3.64 has only --preview-method
+        self.latent_previews = sends_previews(preview_method(flavour.newest, flavour.preview_method,
+                                                             item.extra_data.get("preview_method")))
 
     async def run(self) -> None:
         await self._start()
@@ -213,7 +218,11 @@ class PromptRun:
         if class_type in behaviour.fail_node_types:
             raise NodeError(f"emulated failure in {class_type} (node {node_id})")
         if class_type == "CheckpointLoaderSimple" and emu.loaded_model != inputs.get("ckpt_name"):
+            if emu.flavour.newest:  # progress.py set_activity: what the running node spends its time on
+                self.states[node_id]["activity"] = LOADING
+                await self.progress_state()
             await asyncio.sleep(behaviour.model_load_s)
+            self.states[node_id].pop("activity", None)
             emu.loaded_model = inputs.get("ckpt_name")
             emu.model_loads += 1
         if behaviour.node_s:
@@ -229,7 +238,7 @@ class PromptRun:
         """What the node may touch: its folders, and progress, preview and text frames sent as ComfyUI does."""
         emu, behaviour, pid, cid = self.emu, self.emu.behaviour, self.pid, self.cid
 
-        async def report_progress(value: int, maximum: int, preview: Image.Image | None) -> None:
+        async def report_progress(value: int, maximum: int, preview: Image.Image | None, jpeg: bool = False) -> None:
             if class_type == "KSampler" and behaviour.step_s:
                 await asyncio.sleep(behaviour.step_s)
             if emu.interrupt_requested:
@@ -238,7 +247,7 @@ class PromptRun:
             await self.progress_state()
             metadata_first = preview is not None and cid is not None and \
                 emu.socket_flags.get(cid, {}).get("supports_preview_metadata") is True
-            frame = preview_frame(preview, node_id, pid, metadata_first) if preview is not None else None
+            frame = preview_frame(preview, node_id, pid, metadata_first, jpeg) if preview is not None else None
             if frame is not None and metadata_first:
                 await emu.post(cid, frame)
             await emu.send("progress", {"value": value, "max": maximum, "prompt_id": pid, "node": node_id}, cid,
@@ -254,7 +263,7 @@ class PromptRun:
         return Context(output_dir=emu.output_dir, input_dir=emu.input_dir, temp_dir=emu.temp_dir,
                        temp_prefix=emu.temp_prefix(node_id), prompt=self.item.prompt,
                        extra_pnginfo=self.item.extra_data.get("extra_pnginfo"), report_progress=report_progress,
-                       send_text=send_text)
+                       send_text=send_text, latent_previews=self.latent_previews)
 
 
 def _error_data(pid: str, node_id: str, class_type: str, executed: list[str], exc: Exception,

@@ -8,14 +8,20 @@ import struct
 from PIL import Image
 
 
-def preview_frame(image: Image.Image, node_id: str, prompt_id: str, with_metadata: bool) -> bytes:
+def preview_frame(image: Image.Image, node_id: str, prompt_id: str, with_metadata: bool, jpeg: bool = False) -> bytes:
+    """A PREVIEW_IMAGE frame (1: format code, image) or, for a socket that announced ``supports_preview_metadata``,
+    PREVIEW_IMAGE_WITH_METADATA (4); a sampler's latent previews are JPEG, SaveImageWebsocket's PNG."""
     buffer = io.BytesIO()
-    image.save(buffer, format="PNG", compress_level=1)
+    if jpeg:
+        image.convert("RGB").save(buffer, format="JPEG", quality=95)
+    else:
+        image.save(buffer, format="PNG", compress_level=1)
     data = buffer.getvalue()
     if not with_metadata:
-        return struct.pack(">II", 1, 2) + data
+        return struct.pack(">II", 1, 1 if jpeg else 2) + data
     metadata = json.dumps({"node_id": node_id, "prompt_id": prompt_id, "display_node_id": node_id,
-                           "parent_node_id": None, "real_node_id": node_id, "image_type": "image/png"}).encode()
+                           "parent_node_id": None, "real_node_id": node_id,
+                           "image_type": "image/jpeg" if jpeg else "image/png"}).encode()
     return struct.pack(">II", 4, len(metadata)) + metadata + data
 
 

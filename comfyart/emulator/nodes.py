@@ -47,9 +47,10 @@ class Context:
     temp_prefix: str
     prompt: dict[str, Any]
     extra_pnginfo: Any
-    report_progress: Callable[[int, int, Image.Image | None], Any]  # async (value, max, preview)
+    report_progress: Callable[..., Any]  # async (value, max, preview image or None[, jpeg])
     send_text: Callable[[str], Any]  # async: binary TEXT frame for this node
     step_s: float = 0.0
+    latent_previews: bool = False  # the prompt's preview method sends a sampler's previews
 
 
 def _seeded_image(width: int, height: int, seed: int, text: str) -> Image.Image:
@@ -134,11 +135,17 @@ async def _vae_encode(inputs: dict[str, Any], ctx: Context) -> NodeResult:
     return (Latent(images[0].size[0], images[0].size[1], len(images), source=list(images)),), None
 
 
+def _latent_preview(latent: Latent, seed: int, step: int) -> Image.Image:
+    """What latent2rgb shows: a picture at the latent's size (an eighth of the image's)."""
+    return _seeded_image(max(1, latent.width // 8), max(1, latent.height // 8), seed + step, "preview")
+
+
 async def _ksampler(inputs: dict[str, Any], ctx: Context) -> NodeResult:
     latent: Latent = inputs["latent_image"]
     steps = inputs["steps"]
     for step in range(1, steps + 1):
-        await ctx.report_progress(step, steps, None)
+        preview = _latent_preview(latent, inputs["seed"], step) if ctx.latent_previews else None
+        await ctx.report_progress(step, steps, preview, True)
     return (Latent(latent.width, latent.height, latent.batch, inputs["seed"], str(inputs["positive"][1]),
                    latent.source, inputs["denoise"]),), None
 

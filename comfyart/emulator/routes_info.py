@@ -1,6 +1,6 @@
 """What the server tells about itself, and the emulator's own controls: ``/object_info``, ``/system_stats``,
-``/features``, ``/models``, ``/free``, the frontend's constant routes and ``/internal/*``, and
-``/emulator/control`` and ``/emulator/stats``.
+``/features``, ``/models``, ``/free``, the frontend's constant routes, and ``/emulator/control`` and
+``/emulator/stats``.
 """
 from __future__ import annotations
 
@@ -10,12 +10,12 @@ from typing import Any
 
 from aiohttp import web
 
-from comfyart.emulator.answers import SERVER_FEATURES, failure, json_object
+from comfyart.emulator.answers import failure, json_object
 from comfyart.emulator.engine import EMULATOR, Emulator
 from comfyart.emulator.inventory import MODEL_FOLDERS
+from comfyart.emulator.newest import server_features
 
 routes = web.RouteTableDef()
-internal = web.RouteTableDef()  # the frontend's routes; ComfyUI does not mirror these under /api
 
 
 @routes.post("/free")
@@ -38,8 +38,9 @@ def _input_files(emu: Emulator) -> list[str]:
 @routes.get("/object_info")
 async def object_info(request: web.Request) -> web.Response:
     emu = request.app[EMULATOR]
-    files = _input_files(emu)
-    return web.json_response({name: spec.object_info(files, emu.models) for name, spec in emu.nodes.items()})
+    files, newest = _input_files(emu), emu.flavour.newest
+    return web.json_response({name: spec.object_info(files, emu.models, newest=newest)
+                              for name, spec in emu.nodes.items()})
 
 
 @routes.get("/object_info/{node_class}")
@@ -47,7 +48,8 @@ async def object_info_one(request: web.Request) -> web.Response:
     emu = request.app[EMULATOR]
     name = request.match_info["node_class"]
     spec = emu.nodes.get(name)
-    return web.json_response({name: spec.object_info(_input_files(emu), emu.models)} if spec else {})
+    return web.json_response({name: spec.object_info(_input_files(emu), emu.models, newest=emu.flavour.newest)}
+                             if spec else {})
 
 
 @routes.get("/system_stats")
@@ -57,7 +59,7 @@ async def system_stats(request: web.Request) -> web.Response:
 
 @routes.get("/features")
 async def features(request: web.Request) -> web.Response:
-    return web.json_response(SERVER_FEATURES)
+    return web.json_response(server_features(request.app[EMULATOR].flavour.newest))
 
 
 @routes.get("/models")
@@ -84,8 +86,7 @@ async def userdata(request: web.Request) -> web.Response:
     return web.Response(status=404, text="Directory not found")
 
 
-for _path, _value in (("/embeddings", []), ("/extensions", []), ("/settings", {}), ("/i18n", {}),
-                      ("/users", {"storage": "server", "migrated": True}), ("/workflow_templates", {}),
+for _path, _value in (("/embeddings", []), ("/settings", {}), ("/users", {"storage": "server", "migrated": True}),
                       ("/v2/userdata", [])):
     routes.get(_path)(_constant(_value))
 
@@ -110,23 +111,3 @@ async def post_control(request: web.Request) -> web.Response:
     except (ValueError, KeyError, AttributeError) as exc:
         return web.json_response({"error": f"bad control: {exc}"}, status=400)
     return web.json_response(emu.behaviour.__dict__)
-
-
-@internal.get("/internal/logs/raw")
-async def logs_raw(request: web.Request) -> web.Response:
-    return web.json_response({"entries": [], "size": {"cols": 80, "rows": 24}})
-
-
-@internal.get("/internal/folder_paths")
-async def folder_paths(request: web.Request) -> web.Response:
-    emu = request.app[EMULATOR]
-    return web.json_response({"checkpoints": [os.path.join(os.path.dirname(emu.output_dir), "models",
-                                                           "checkpoints")]})
-
-
-@internal.get("/internal/files/{kind}")
-async def internal_files(request: web.Request) -> web.Response:
-    base = request.app[EMULATOR].folders().get(request.match_info["kind"])
-    if base is None:
-        return web.Response(status=404)
-    return web.json_response(sorted(os.listdir(base)))

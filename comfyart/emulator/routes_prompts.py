@@ -9,7 +9,8 @@ from aiohttp import web
 from comfyart.emulator.answers import failure, json_body, json_object
 from comfyart.emulator.behaviour import DEEP
 from comfyart.emulator.engine import EMULATOR, Emulator
-from comfyart.emulator.execution import QueueItem
+from comfyart.emulator.execution import QueueItem, now_ms
+from comfyart.emulator.newest import INVALID_PROMPT_ID, is_canonical_uuid, queued_extra_data
 from comfyart.emulator.validation import validate_prompt
 
 routes = web.RouteTableDef()
@@ -46,6 +47,9 @@ async def post_prompt(request: web.Request) -> web.Response:
         prompt = {}
     if not isinstance(prompt, dict) or not all(isinstance(n, dict) for n in prompt.values()):
         return failure()
+    newest = emu.flavour.newest
+    if newest and body.get("prompt_id") is not None and not is_canonical_uuid(body["prompt_id"]):
+        return web.json_response({"error": INVALID_PROMPT_ID, "node_errors": {}}, status=400)
     prompt_id = str(body.get("prompt_id") or uuid.uuid4())
     targets = body.get("partial_execution_targets")
     ok, error, outputs, node_errors = validate_prompt(prompt, targets, emu.input_dir, emu.models, emu.nodes)
@@ -54,6 +58,8 @@ async def post_prompt(request: web.Request) -> web.Response:
     extra_data = dict(body.get("extra_data") or {})
     if "client_id" in body:
         extra_data["client_id"] = body["client_id"]
+    extra_data = queued_extra_data(extra_data, request.headers.get("Comfy-Usage-Source"), newest=newest,
+                                   now_ms=now_ms())
     emu.enqueue(QueueItem(number, prompt_id, prompt, extra_data, outputs))
     await emu.broadcast_status()
     if emu.behaviour.drop_prompt_answers > 0:

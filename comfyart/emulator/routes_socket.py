@@ -6,8 +6,8 @@ import uuid
 
 from aiohttp import WSMsgType, web
 
-from comfyart.emulator.answers import SERVER_FEATURES
 from comfyart.emulator.engine import EMULATOR
+from comfyart.emulator.newest import server_features
 
 routes = web.RouteTableDef()
 
@@ -38,7 +38,8 @@ async def websocket(request: web.Request) -> web.StreamResponse:
                     continue
                 if isinstance(parsed, dict) and parsed.get("type") == "feature_flags":
                     emu.socket_flags[sid] = parsed.get("data") or {}
-                    await ws.send_str(json.dumps({"type": "feature_flags", "data": SERVER_FEATURES}))
+                    flags = server_features(emu.flavour.newest)
+                    await ws.send_str(json.dumps({"type": "feature_flags", "data": flags}))
     finally:
         if emu.sockets.get(sid) is ws:
             del emu.sockets[sid]

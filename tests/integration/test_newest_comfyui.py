@@ -1,0 +1,73 @@
+"""comfyart in front of backends that behave as the newest ComfyUI server (the emulator's ``--newest``): its REST
+tasks and ComfyUI-API prompts complete with outputs, the backends accept the prompt ids comfyart mints, and a
+prompt's ``extra_data.preview_method`` decides whether its previews reach the client's socket."""
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import httpx
+
+from tests.support.daemon import make_settings, running_daemon, static_backends, wait_for_tasks
+from tests.support.graphs import basic_graph, text_to_image_graph
+
+
+async def _frames_until_end(ws: aiohttp.ClientWebSocketResponse, prompt_id: str) -> list[Any]:
+    frames: list[Any] = []
+    async with asyncio.timeout(30):
+        while True:
+            message = await ws.receive()
+            if message.type == aiohttp.WSMsgType.BINARY:
+                frames.append(message.data)
+                continue
+            frame = json.loads(message.data)
+            frames.append(frame)
+            if frame["type"] == "executing" and frame["data"] == {"node": None, "prompt_id": prompt_id}:
+                return frames
+
+
+async def test_comfyart_runs_tasks_and_prompts_on_newest_backends(tmp_path: Path, redis_url, emulator):
+    emus = [emulator("--newest", "--node-seconds", "0.05") for _ in range(2)]
+    settings = make_settings(tmp_path, redis_url, static_backends=static_backends(*emus))
+    async with running_daemon(settings) as api, httpx.AsyncClient() as plain:
+        tasks = [(await api.post("/api/tasks", json={"prompt": basic_graph(color=i, prefix=f"new/{i}")})).json()
+                 for i in range(4)]
+        prompts = [(await api.post("/prompt", json={"prompt": basic_graph(color=9 + i, prefix="door/p")})).json()
+                   for i in range(2)]
+        assert all("prompt_id" in p for p in prompts), prompts
+        records = await wait_for_tasks(api, [t["id"] for t in tasks])
+        assert [r["status"] for r in records] == ["completed"] * 4
+        assert all(r["outputs"] for r in records)
+        held: dict[str, Any] = {}
+        for emu in emus:
+            held.update((await plain.get(emu.url + "/history")).json())
+        for record in records:
+            backend_id = record["prompt_id"]
+            assert str(uuid.UUID(backend_id)) == backend_id  # a canonical uuid: the newest server accepts it
+            assert held[backend_id]["status"]["status_str"] == "success"
+        for prompt in prompts:
+            deadline = asyncio.get_running_loop().time() + 30
+            while not (entry := (await api.get(f"/history/{prompt['prompt_id']}")).json()):
+                assert asyncio.get_running_loop().time() < deadline, "prompt never finished"
+                await asyncio.sleep(0.1)
+            assert entry[prompt["prompt_id"]]["outputs"]
+
+
+async def test_previews_reach_the_client_only_for_a_prompt_that_asks_for_them(tmp_path: Path, redis_url, emulator):
+    emus = [emulator("--newest") for _ in range(2)]
+    settings = make_settings(tmp_path, redis_url, static_backends=static_backends(*emus))
+    async with running_daemon(settings) as api, aiohttp.ClientSession() as session:
+        url = f"{str(api.base_url).replace('http', 'ws')}/ws?clientId=viewer"
+        async with session.ws_connect(url) as ws:
+            await ws.receive()
+            counts = []
+            for seed, extra in ((1, {"preview_method": "auto"}), (2, {})):
+                body = {"prompt": text_to_image_graph(seed=seed, steps=3), "client_id": "viewer", "extra_data": extra}
+                prompt_id = (await api.post("/prompt", json=body)).json()["prompt_id"]
+                frames = await _frames_until_end(ws, prompt_id)
+                counts.append(sum(isinstance(f, bytes) for f in frames))
+            assert counts == [3, 0]
