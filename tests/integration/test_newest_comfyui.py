@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 import httpx
 
 from tests.support.daemon import make_settings, running_daemon, static_backends, wait_for_tasks
@@ -57,17 +58,22 @@ async def test_comfyart_runs_tasks_and_prompts_on_newest_backends(tmp_path: Path
             assert entry[prompt["prompt_id"]]["outputs"]
 
 
-async def test_previews_reach_the_client_only_for_a_prompt_that_asks_for_them(tmp_path: Path, redis_url, emulator):
+@pytest.mark.parametrize("configured, expected", [("auto", [3, 3, 0]), ("default", [3, 0, 0])])
+async def test_previews_reach_the_client_as_its_prompt_or_the_configured_default_asks(
+        tmp_path: Path, redis_url, emulator, configured, expected):
+    """Newest ComfyUI previews only a prompt that asks: the client's own choice goes through, and a prompt without one
+    gets ``comfyui.preview_method`` ("default": the backend's own, none here)."""
     emus = [emulator("--newest") for _ in range(2)]
-    settings = make_settings(tmp_path, redis_url, static_backends=static_backends(*emus))
+    settings = make_settings(tmp_path, redis_url, static_backends=static_backends(*emus),
+                             comfyui={"preview_method": configured})
     async with running_daemon(settings) as api, aiohttp.ClientSession() as session:
         url = f"{str(api.base_url).replace('http', 'ws')}/ws?clientId=viewer"
         async with session.ws_connect(url) as ws:
             await ws.receive()
             counts = []
-            for seed, extra in ((1, {"preview_method": "auto"}), (2, {})):
+            for seed, extra in ((1, {"preview_method": "auto"}), (2, {}), (3, {"preview_method": "none"})):
                 body = {"prompt": text_to_image_graph(seed=seed, steps=3), "client_id": "viewer", "extra_data": extra}
                 prompt_id = (await api.post("/prompt", json=body)).json()["prompt_id"]
                 frames = await _frames_until_end(ws, prompt_id)
                 counts.append(sum(isinstance(f, bytes) for f in frames))
-            assert counts == [3, 0]
+            assert counts == expected

@@ -183,3 +183,19 @@ def test_good_frames_still_parse_after_the_checks():
         == Progress("p", "3", 2.0, 4.0)
     executed = parse_frame('{"type": "executed", "data": {"prompt_id": "p", "node": "9", "output": {"images": []}}}')
     assert executed == Executed("p", "9", {"images": []})
+
+
+@pytest.mark.parametrize("extra_data, default, expected", [
+    (None, "auto", {"preview_method": "auto"}),
+    ({}, "taesd", {"preview_method": "taesd"}),
+    ({"extra_pnginfo": {}}, "none", {"extra_pnginfo": {}, "preview_method": "none"}),
+    ({"preview_method": "latent2rgb"}, "auto", {"preview_method": "latent2rgb"}),  # the client's own choice
+    ({"preview_method": "none"}, "auto", {"preview_method": "none"}),
+    (None, "default", None),  # the backend's own: nothing sent
+    ({"a": 1}, "default", {"a": 1}),
+    ({"preview_method": "taesd"}, "default", {"preview_method": "taesd"}),
+])
+def test_a_prompt_keeps_its_preview_method_or_gets_the_configured_one(extra_data, default, expected):
+    from comfyart.comfy.protocol import with_preview_method
+
+    assert with_preview_method(extra_data, default) == expected
