@@ -158,7 +158,10 @@ class Emulator:
             "required_frontend_version": "1.53.6" if newest else "1.27.10",
             "installed_templates_version": "0.1.95", "required_templates_version": "0.1.95"}
         if newest:
-            system["comfy_package_versions"] = {}
+            # a list of {name, installed, required}, as newer ComfyUI answers it (the 1.58 page iterates it)
+            system["comfy_package_versions"] = [
+                {"name": "comfyui-workflow-templates", "installed": "0.1.95", "required": "0.1.95"},
+                {"name": "comfyui-embedded-docs", "installed": "0.2.6", "required": "0.2.6"}]
         system.update({"python_version": sys.version, "pytorch_version": "emulated", "embedded_python": False})
         if newest:
             system["deploy_environment"] = "local"
