@@ -16,6 +16,7 @@ from starlette.types import Scope
 EDITOR_PREFIX = "/comfy"
 # the editor's own extensions, bundled with it; any other /comfy/extensions/<pack>/ is a node pack's, from a backend
 BUNDLED_EXTENSIONS = "extensions/core"
+ROOT_IMAGES = "assets/images"
 PAGE_HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
 HASHED = "public, max-age=31536000, immutable"  # the build names every asset by its content
 
@@ -57,6 +58,8 @@ def build_editor_router(static: Path) -> APIRouter:
     router = APIRouter(include_in_schema=False)
     for folder in mounted_folders(static):
         router.mount(f"{EDITOR_PREFIX}/{folder}", EditorFiles(static / folder, hashed=folder == "assets"))
+    if (static / ROOT_IMAGES).is_dir():  # the page names a few images from the site's root (its favicon's frames)
+        router.mount(f"/{ROOT_IMAGES}", EditorFiles(static / ROOT_IMAGES, hashed=False))
     page = (static / "index.html").read_bytes()
 
     async def editor_page() -> Response:
