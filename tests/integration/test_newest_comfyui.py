@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import pytest
 import httpx
+import pytest
 
 from tests.support.daemon import make_settings, running_daemon, static_backends, wait_for_tasks
 from tests.support.graphs import basic_graph, text_to_image_graph

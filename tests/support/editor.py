@@ -16,9 +16,9 @@ from tests.support.paths import ROOT
 ARTIFACTS = Path(os.environ.get("COMFYART_ARTIFACTS", ROOT / "artifacts")) / "editor"
 VIEWPORT = {"width": 1400, "height": 900}
 # answers a real ComfyUI gives the page too, and the page expects: no user.css saved, no saved workflows or
-# subgraphs yet, no templates file of the user's, no logo index in the templates package
-EXPECTED_NOT_FOUND = re.compile(r"/user\.css$|/api/userdata\?dir=|/api/userdata/comfy\.templates\.json$"
-                                r"|/templates/index_logo\.json$")
+# subgraphs yet, no templates file or workflow index of the user's, no logo index in the templates package
+EXPECTED_NOT_FOUND = re.compile(r"/user\.css$|/api/userdata\?dir=|/templates/index_logo\.json$"
+                                r"|/api/userdata/(comfy\.templates|workflows%2F\.index)\.json$")
 # what the page's API client hears, counted in window.__heard
 HEARD = ("execution_start", "progress", "progress_state", "executed", "execution_success", "execution_error",
          "execution_interrupted", "b_preview", "b_preview_with_metadata")
