@@ -63,6 +63,8 @@ async def test_the_default_workflow_runs_to_a_saved_image_with_progress_and_prev
         assert json.loads(png.info["prompt"])["70"]["inputs"]["sampler_name"] == "res_multistep"
     history = httpx.get(f"{emu.url}/history/{texts[-1]['data']['prompt_id']}").json()
     assert [entry["status"]["status_str"] for entry in history.values()] == ["success"]
+    stats = httpx.get(emu.url + "/emulator/stats").json()  # UNETLoader loads a model as a checkpoint loader does
+    assert stats["model_loads"] == 1 and stats["loaded_model"] == "z_image_turbo_bf16.safetensors"
 
 
 def test_without_its_models_the_default_workflow_is_refused_as_comfyui_refuses_it(emulator):
