@@ -11,15 +11,15 @@ import json
 import os
 import signal
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 
 from aiohttp import web
 
 from comfyart.emulator.app import build_app
 from comfyart.emulator.behaviour import Behaviour
-from comfyart.emulator.engine import DEFAULT_CHECKPOINTS, Emulator, Flavour
+from comfyart.emulator.engine import DEFAULT_CHECKPOINTS, DEFAULT_MODELS, Emulator, Flavour
 from comfyart.emulator.frontend_assets import DEMO_PACK
-from comfyart.emulator.inventory import node_classes
+from comfyart.emulator.inventory import MODEL_FOLDERS, node_classes
 from comfyart.emulator.newest import PREVIEW_METHODS
 
 
@@ -32,10 +32,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--node-seconds", type=float, default=0.0, help="time every executed node takes")
     parser.add_argument("--step-seconds", type=float, default=0.02, help="time each KSampler step takes")
     parser.add_argument("--model-load-seconds", type=float, default=0.0,
-                        help="time CheckpointLoaderSimple takes when the checkpoint changes")
+                        help="time CheckpointLoaderSimple or UNETLoader takes when the model changes")
     parser.add_argument("--checkpoints", default=",".join(DEFAULT_CHECKPOINTS),
                         help="comma-separated checkpoint names: empty files created in <base-dir>/models/checkpoints, "
                              "whose files (with a model extension) are the checkpoints it has; \"\" adds none")
+    parser.add_argument("--models", default=_listed(DEFAULT_MODELS),
+                        help="comma-separated FOLDER/NAME model files besides the checkpoints, created as "
+                             "--checkpoints creates its own (default: those the web editor's default workflow "
+                             "loads); \"\" adds none")
     parser.add_argument("--without-nodes", default="",
                         help="comma-separated node classes this server lacks (absent from /object_info, refused)")
     parser.add_argument("--vram-mb", type=int, default=24576, help="VRAM reported when a GPU is pinned")
@@ -52,6 +56,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         node_classes(_names(args.without_nodes))
     except ValueError as exc:
         parser.error(f"--without-nodes: {exc}")
+    try:
+        args.model_files = parse_models(args.models)
+    except ValueError as exc:
+        parser.error(f"--models: {exc}")
     try:
         args.extensions = parse_extensions(args.extension)
     except ValueError as exc:
@@ -85,6 +93,24 @@ def parse_extensions(values: list[str]) -> tuple[tuple[str, str], ...]:
     return tuple(packs)
 
 
+def parse_models(text: str) -> dict[str, list[str]]:
+    """``FOLDER/NAME,...`` as names by model folder; a value without a folder or of an unknown folder is a
+    ValueError."""
+    models: dict[str, list[str]] = {}
+    for value in _names(text):
+        folder, sep, name = value.partition("/")
+        if not sep or not name:
+            raise ValueError(f"{value!r} is not FOLDER/NAME")
+        if folder not in MODEL_FOLDERS:
+            raise ValueError(f"{folder!r} is no model folder (one of {', '.join(MODEL_FOLDERS)})")
+        models.setdefault(folder, []).append(name)
+    return models
+
+
+def _listed(models: Mapping[str, Sequence[str]]) -> str:
+    return ",".join(f"{folder}/{name}" for folder, names in models.items() for name in names)
+
+
 def _names(text: str) -> list[str]:
     return [name.strip() for name in text.split(",") if name.strip()]
 
@@ -93,7 +119,8 @@ def _emulator(args: argparse.Namespace, base_dir: str) -> Emulator:
     flavour = Flavour(newest=args.newest, preview_method=args.preview_method, devices=args.devices,
                       extensions=args.extensions, demo_pack=args.demo_pack)
     return Emulator(base_dir, _behaviour(args), checkpoints=_names(args.checkpoints), vram_mb=args.vram_mb,
-                    gpu=args.gpu, without_nodes=_names(args.without_nodes), flavour=flavour)
+                    gpu=args.gpu, without_nodes=_names(args.without_nodes), flavour=flavour,
+                    models=args.model_files)
 
 
 def _behaviour(args: argparse.Namespace) -> Behaviour:

@@ -3,8 +3,11 @@
 Specs use ComfyUI's own shape (``{"required": {name: [TYPE, opts]}}``) so validation, /object_info
 and execution all read the same table. Tooltips, descriptions and output tooltips are those of ComfyUI 0.3.64
 (shared/comfyui/transcripts/13_misc_endpoints.json, and its nodes.py / comfy_extras for the classes that
-transcript leaves out). ``newest`` adds what the newest server.py ``node_info`` (Comfy-Org/ComfyUI@002c3fb9)
-adds to every entry: ``is_input_list``, ``has_intermediate_output`` and ``search_aliases``.
+transcript leaves out: the loaders, ``ModelSamplingAuraFlow`` and ``EmptySD3LatentImage`` that the web editor's
+default workflow uses come from nodes.py, comfy_extras/nodes_model_advanced.py and nodes_sd3.py). A loader's file
+list is its model folder's, read on each request (``model_choices``). ``newest`` adds what the newest server.py
+``node_info`` (Comfy-Org/ComfyUI@002c3fb9) adds to every entry: ``is_input_list``, ``has_intermediate_output`` and
+``search_aliases``.
 """
 from __future__ import annotations
 
@@ -24,12 +27,22 @@ SAMPLERS = ["euler", "euler_cfg_pp", "euler_ancestral", "euler_ancestral_cfg_pp"
 SCHEDULERS = ["simple", "sgm_uniform", "karras", "exponential", "ddim_uniform", "beta", "normal", "linear_quadratic",
               "kl_optimal"]
 UPSCALE_METHODS = ["nearest-exact", "bilinear", "area", "bicubic", "lanczos"]
+CLIP_TYPES = ["stable_diffusion", "stable_cascade", "sd3", "stable_audio", "mochi", "ltxv", "pixart", "cosmos",
+              "lumina2", "wan", "hidream", "chroma", "ace", "omnigen2", "qwen_image", "hunyuan_image"]
+WEIGHT_DTYPES = ["default", "fp8_e4m3fn", "fp8_e4m3fn_fast", "fp8_e5m2"]
+MAX_RESOLUTION = 16384
+# the model folder a loader's combo lists, as its INPUT_TYPES asks folder_paths
+MODEL_LISTS = {("CheckpointLoaderSimple", "ckpt_name"): "checkpoints", ("CLIPLoader", "clip_name"): "text_encoders",
+               ("VAELoader", "vae_name"): "vae", ("UNETLoader", "unet_name"): "diffusion_models"}
+# VAELoader.vae_list: a tiny autoencoder is offered where vae_approx holds both halves (taef1's two are swapped there,
+# which changes nothing: both must be present)
+_TINY_VAES = ("taesd", "taesdxl", "taesd3", "taef1")
 
 
 @dataclass
 class NodeSpec:
     name: str
-    display_name: str
+    display_name: str | None  # None: a V3 node whose schema names none (the page shows its name)
     category: str
     required: dict[str, list]
     outputs: Sequence[str] = ()
@@ -78,12 +91,25 @@ class NodeSpec:
         return info
 
 
+def model_choices(node: str, name: str, models: Mapping[str, list[str]]) -> list[str] | None:
+    """The choices of a loader's file input, from the server's model folders; None for any other input."""
+    folder = MODEL_LISTS.get((node, name))
+    if folder is None:
+        return None
+    choices = list(models.get(folder, []))
+    if node == "VAELoader":
+        approx = models.get("vae_approx", [])
+        choices += [tiny for tiny in _TINY_VAES
+                    if all(any(f.startswith(f"{tiny}_{half}.") for f in approx) for half in ("encoder", "decoder"))]
+        choices.append("pixel_space")
+    return choices
+
+
 def _dynamic_spec(node: str, name: str, spec: list, input_files: list[str], models: Mapping[str, list[str]]) -> list:
     if node == "LoadImage" and name == "image":
         return [sorted(input_files), {"image_upload": True}]
-    if node == "CheckpointLoaderSimple" and name == "ckpt_name":
-        return [list(models.get("checkpoints", [])), {}]
-    return spec
+    choices = model_choices(node, name, models)
+    return spec if choices is None else [choices, *spec[1:]]
 
 
 def _int(default: int, lo: int, hi: int, step: int | None = None, **extra: Any) -> list:
@@ -103,6 +129,24 @@ SYS_MAXSIZE = 0x7FFFFFFFFFFFFFFF  # PrimitiveInt's bounds: Python's sys.maxsize 
 def _tip(kind: Any, tooltip: str, **opts: Any) -> list:
     return [kind, {**opts, "tooltip": tooltip}]
 
+
+_CLIP_RECIPES = ("[Recipes]\n\nstable_diffusion: clip-l\nstable_cascade: clip-g\nsd3: t5 xxl/ clip-g / clip-l\n"
+                 "stable_audio: t5 base\nmochi: t5 xxl\ncosmos: old t5 xxl\nlumina2: gemma 2 2B\nwan: umt5 xxl\n "
+                 "hidream: llama-3.1 (Recommend) or t5\nomnigen2: qwen vl 2.5 3B")
+# what the web editor's default workflow (Z-Image Turbo) uses beyond the classic text-to-image nodes
+_EDITOR_DEFAULT_NODES = [
+    NodeSpec("CLIPLoader", "Load CLIP", "advanced/loaders", {"clip_name": [[]], "type": [CLIP_TYPES]}, ("CLIP",),
+             description=_CLIP_RECIPES, optional={"device": [["default", "cpu"], {"advanced": True}]}),
+    NodeSpec("VAELoader", "Load VAE", "loaders", {"vae_name": [[]]}, ("VAE",)),
+    NodeSpec("UNETLoader", "Load Diffusion Model", "advanced/loaders",
+             {"unet_name": [[]], "weight_dtype": [WEIGHT_DTYPES]}, ("MODEL",)),
+    NodeSpec("ModelSamplingAuraFlow", "ModelSamplingAuraFlow", "advanced/model",
+             {"model": ["MODEL"], "shift": ["FLOAT", {"default": 1.73, "min": 0.0, "max": 100.0, "step": 0.01}]},
+             ("MODEL",), python_module="comfy_extras.nodes_model_advanced"),
+    NodeSpec("EmptySD3LatentImage", None, "latent/sd3",
+             {"width": _int(1024, 16, MAX_RESOLUTION, 16), "height": _int(1024, 16, MAX_RESOLUTION, 16),
+              "batch_size": _int(1, 1, 4096)}, ("LATENT",), python_module="comfy_extras.nodes_sd3", v3=True),
+]
 
 SPECS: dict[str, NodeSpec] = {s.name: s for s in [
     NodeSpec("CheckpointLoaderSimple", "Load Checkpoint", "loaders",
@@ -186,6 +230,7 @@ SPECS: dict[str, NodeSpec] = {s.name: s for s in [
              ("INT",), python_module="comfy_extras.nodes_primitive", v3=True),
     NodeSpec("PreviewAny", "Preview Any", "utils", {"source": ["*", {}]}, output_node=True,
              python_module="comfy_extras.nodes_preview_any"),
+    *_EDITOR_DEFAULT_NODES,
     NodeSpec("SaveImageWebsocket", "SaveImageWebsocket", "api/image", {"images": ["IMAGE"]}, output_node=True,
              python_module="custom_nodes.websocket_image_save"),
 ]}

@@ -12,7 +12,7 @@ import os
 import random
 import string
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +26,9 @@ from comfyart.emulator.inventory import ModelFolders, node_classes
 NEWEST_VERSION = "0.38.1"  # comfyui_version.py of the newest indexed Comfy-Org/ComfyUI
 DEFAULT_CHECKPOINTS = ["v1-5-pruned-emaonly-fp16.safetensors", "sd_xl_base_1.0.safetensors",
                        "dreamshaper_8.safetensors", "realisticVision_v60.safetensors"]
+# the files the web editor's default workflow (Z-Image Turbo) loads, by model folder: a plain emulator runs it
+DEFAULT_MODELS: Mapping[str, Sequence[str]] = {"text_encoders": ["qwen_3_4b.safetensors"], "vae": ["ae.safetensors"],
+                                               "diffusion_models": ["z_image_turbo_bf16.safetensors"]}
 
 
 @dataclass(frozen=True)
@@ -44,7 +47,8 @@ class Flavour:
 
 class Emulator:
     def __init__(self, base_dir: str, behaviour: Behaviour, *, checkpoints: list[str], vram_mb: int,
-                 gpu: str | None = None, without_nodes: Iterable[str] = (), flavour: Flavour = Flavour()) -> None:
+                 gpu: str | None = None, without_nodes: Iterable[str] = (), flavour: Flavour = Flavour(),
+                 models: Mapping[str, Sequence[str]] = DEFAULT_MODELS) -> None:
         self.flavour = flavour
         self.models_dir = os.path.join(base_dir, "models")
         self.output_dir = os.path.join(base_dir, "output")
@@ -58,6 +62,8 @@ class Emulator:
         self.behaviour = behaviour
         self.models = ModelFolders(self.models_dir)
         self.models.seed("checkpoints", checkpoints)
+        for folder, names in models.items():
+            self.models.seed(folder, names)
         self.nodes = node_classes(without_nodes)
         self.vram_total = vram_mb * 1024 * 1024
         self.gpu_index = gpu if gpu is not None else _visible_gpu()

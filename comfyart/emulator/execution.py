@@ -23,6 +23,9 @@ from comfyart.emulator.ordering import ExecutionOrder
 if TYPE_CHECKING:
     from comfyart.emulator.engine import Emulator
 
+# the loaders whose model the server holds in VRAM: loading another one takes --model-load-seconds
+MODEL_LOADERS = {"CheckpointLoaderSimple": "ckpt_name", "UNETLoader": "unet_name"}
+
 
 @dataclass
 class QueueItem:
@@ -217,13 +220,14 @@ class PromptRun:
                 await asyncio.sleep(3600)
         if class_type in behaviour.fail_node_types:
             raise NodeError(f"emulated failure in {class_type} (node {node_id})")
-        if class_type == "CheckpointLoaderSimple" and emu.loaded_model != inputs.get("ckpt_name"):
+        model = inputs.get(MODEL_LOADERS.get(class_type, ""))
+        if class_type in MODEL_LOADERS and emu.loaded_model != model:
             if emu.flavour.newest:  # progress.py set_activity: what the running node spends its time on
                 self.states[node_id]["activity"] = LOADING
                 await self.progress_state()
             await asyncio.sleep(behaviour.model_load_s)
             self.states[node_id].pop("activity", None)
-            emu.loaded_model = inputs.get("ckpt_name")
+            emu.loaded_model = model
             emu.model_loads += 1
         if behaviour.node_s:
             await asyncio.sleep(behaviour.node_s)

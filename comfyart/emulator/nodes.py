@@ -122,6 +122,22 @@ async def _checkpoint_loader(inputs: dict[str, Any], ctx: Context) -> NodeResult
     return (("model", name), ("clip", name), ("vae", name)), None
 
 
+async def _clip_loader(inputs: dict[str, Any], ctx: Context) -> NodeResult:
+    return (("clip", inputs["clip_name"]),), None
+
+
+async def _vae_loader(inputs: dict[str, Any], ctx: Context) -> NodeResult:
+    return (("vae", inputs["vae_name"]),), None
+
+
+async def _unet_loader(inputs: dict[str, Any], ctx: Context) -> NodeResult:
+    return (("model", inputs["unet_name"]),), None
+
+
+async def _model_sampling(inputs: dict[str, Any], ctx: Context) -> NodeResult:
+    return (inputs["model"],), None  # the patched sampling changes nothing the emulator draws
+
+
 async def _clip_text_encode(inputs: dict[str, Any], ctx: Context) -> NodeResult:
     return (("conditioning", inputs["text"]),), None
 
@@ -242,8 +258,13 @@ async def _save_image_websocket(inputs: dict[str, Any], ctx: Context) -> NodeRes
 
 IMPLEMENTATIONS: dict[str, Callable[[dict[str, Any], Context], Awaitable[NodeResult]]] = {
     "CheckpointLoaderSimple": _checkpoint_loader,
+    "CLIPLoader": _clip_loader,
+    "VAELoader": _vae_loader,
+    "UNETLoader": _unet_loader,
+    "ModelSamplingAuraFlow": _model_sampling,
     "CLIPTextEncode": _clip_text_encode,
     "EmptyLatentImage": _empty_latent_image,
+    "EmptySD3LatentImage": _empty_latent_image,  # the same Latent: the emulator draws no channels
     "VAEEncode": _vae_encode,
     "KSampler": _ksampler,
     "VAEDecode": _vae_decode,

@@ -9,7 +9,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from comfyart.emulator.catalogue import SPECS, NodeSpec
+from comfyart.emulator.catalogue import SPECS, NodeSpec, model_choices
 
 Error = dict[str, Any]
 LISTED_CHOICES = 20  # ComfyUI lists a combo's choices in an error up to this many ("gigantic lists" are not sent)
@@ -39,11 +39,12 @@ class Validator:
         inputs = node["inputs"]
         errors: list[Error] = []
         valid = True
-        for name, config in spec.required.items():
+        for name, config in {**spec.required, **spec.optional}.items():  # ComfyUI checks an optional one given
             if name not in inputs:
-                errors.append(_error("required_input_missing", "Required input is missing", name,
-                                     {"input_name": name}))
-                valid = False
+                if name in spec.required:
+                    errors.append(_error("required_input_missing", "Required input is missing", name,
+                                         {"input_name": name}))
+                    valid = False
                 continue
             value = inputs[name]
             input_type = config[0]
@@ -120,8 +121,9 @@ class Validator:
                 return _error("value_bigger_than_max", f"Value {value} bigger than max of {info['max']}", name,
                               {"input_name": name, "input_config": shown_config, "received_value": value})
             return None
-        if isinstance(input_type, list) or (spec.name == "CheckpointLoaderSimple" and name == "ckpt_name"):
-            options = self.models.get("checkpoints", []) if spec.name == "CheckpointLoaderSimple" else input_type
+        files = model_choices(spec.name, name, self.models)  # a loader's list, read now as ComfyUI reads it
+        if isinstance(input_type, list) or files is not None:
+            options = files if files is not None else input_type
             if value not in options:
                 listed = len(options) <= LISTED_CHOICES
                 shown = f"{name}: '{value}' not in {options if listed else f'(list of length {len(options)})'}"

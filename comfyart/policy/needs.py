@@ -10,12 +10,17 @@ _MODEL_INPUTS = frozenset({"ckpt_name", "lora_name", "vae_name", "unet_name", "c
                            "clip_name2", "clip_name3", "clip_name4", "control_net_name", "model_name",
                            "style_model_name", "gligen_name", "hypernetwork_name", "upscale_model"})
 MODEL_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin", ".gguf", ".sft", ".onnx")
+# choices a loader offers that name no file of its folder: VAELoader's "no VAE" and the tiny autoencoders it puts
+# together from vae_approx (nodes.py ``VAELoader.vae_list``)
+BUILT_IN_CHOICES = frozenset({"pixel_space", "taesd", "taesdxl", "taesd3", "taef1"})
 
 
 def names_model(key: str, value: str) -> bool:
     """Whether input ``key`` set to ``value`` names a model file: a loader input, or any ``*_name`` input whose
     value is a model file (custom loaders follow that convention)."""
-    return bool(value) and (key in _MODEL_INPUTS or (key.endswith("_name") and value.lower().endswith(MODEL_SUFFIXES)))
+    if not value or value in BUILT_IN_CHOICES:
+        return False
+    return key in _MODEL_INPUTS or (key.endswith("_name") and value.lower().endswith(MODEL_SUFFIXES))
 
 
 def graph_models(graph: Mapping[str, Any]) -> frozenset[str]:

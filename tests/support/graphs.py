@@ -30,6 +30,42 @@ def text_to_image_graph(seed: int = 1, steps: int = 4) -> dict[str, Any]:
     }
 
 
+EDITOR_PROMPT_TEXT = (
+    "anime RPG game style, cute anime girl with gigantic fennec ears and a big fluffy fox tail with long wavy blonde "
+    "hair and large blue eyes blonde colored eyelashes wearing a pink sweater a large oversized gold trimmed black "
+    "winter coat and a long blue maxi skirt and a red scarf, she is sitting beside a campfire in the wilderness at "
+    "night playing guitar with a milky way galaxy sky")
+EDITOR_NEGATIVE_TEXT = "low quality, bad anatomy, extra digits, missing digits, extra limbs, missing limbs"
+
+
+def _node(class_type: str, title: str, ver: str = "0.3.64", **inputs: Any) -> dict[str, Any]:
+    return {"inputs": inputs, "class_type": class_type,
+            "_meta": {"title": title, "cnr_id": "comfy-core", "ver": ver}}
+
+
+def default_editor_graph() -> dict[str, Any]:
+    """What ComfyUI web editor 1.58.1 sends for its default workflow (workflowStore ``defaultGraph``, Z-Image
+    Turbo): its widgets' values and links as graphToPrompt writes them, keys in the page's (numeric) order, each
+    node titled by its ``display_name`` (its class where the server gives none), with the ``cnr_id`` and ``ver``
+    the workflow's node properties carry."""
+    return {
+        "9": _node("SaveImage", "Save Image", filename_prefix="ComfyUI", images=["65", 0]),
+        "62": _node("CLIPLoader", "Load CLIP", "0.3.73", clip_name="qwen_3_4b.safetensors", type="lumina2",
+                    device="default"),
+        "63": _node("VAELoader", "Load VAE", "0.3.73", vae_name="ae.safetensors"),
+        "65": _node("VAEDecode", "VAE Decode", samples=["70", 0], vae=["63", 0]),
+        "66": _node("UNETLoader", "Load Diffusion Model", "0.3.73", unet_name="z_image_turbo_bf16.safetensors",
+                    weight_dtype="default"),
+        "67": _node("CLIPTextEncode", "CLIP Text Encode (Prompt)", "0.3.73", text=EDITOR_PROMPT_TEXT, clip=["62", 0]),
+        "68": _node("EmptySD3LatentImage", "EmptySD3LatentImage", width=1024, height=1024, batch_size=1),
+        "69": _node("ModelSamplingAuraFlow", "ModelSamplingAuraFlow", shift=3, model=["66", 0]),
+        "70": _node("KSampler", "KSampler", seed=42, steps=8, cfg=1, sampler_name="res_multistep", scheduler="simple",
+                    denoise=1, model=["69", 0], positive=["67", 0], negative=["71", 0], latent_image=["68", 0]),
+        "71": _node("CLIPTextEncode", "CLIP Text Encode (Prompt)", "0.3.73", text=EDITOR_NEGATIVE_TEXT,
+                    clip=["62", 0]),
+    }
+
+
 # a graph the store keeps and never runs
 STORED_GRAPH = {"1": {"class_type": "EmptyImage", "inputs": {}}}
 

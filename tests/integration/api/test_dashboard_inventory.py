@@ -7,11 +7,13 @@ from pathlib import Path
 
 from playwright.async_api import Browser, expect
 
+from comfyart.emulator.engine import DEFAULT_MODELS
 from tests.support.daemon import make_settings, running_daemon, wait_for_pool, wait_for_tasks
 from tests.support.dashboard import ADMIN_KEY, CLIENT_KEY, DESKTOP, browser, open_page, shot, sign_in
 from tests.support.graphs import text_to_image_graph
 
 __all__ = ["browser"]  # the fixture
+DEFAULTS = sum(len(names) for names in DEFAULT_MODELS.values())  # the editor's default models: on every emulator
 
 
 async def test_the_pool_shows_inventories_and_a_blocked_task_says_why(tmp_path: Path, redis_url, emulator,
@@ -37,7 +39,7 @@ async def test_the_pool_shows_inventories_and_a_blocked_task_says_why(tmp_path: 
         await page.click("nav a[data-view=pool]")
         card_one = page.locator(".backend[data-backend='static:one']")
         card_two = page.locator(".backend[data-backend='static:two']")
-        await expect(card_one.locator("[data-role=inventory]")).to_contain_text("2 models")
+        await expect(card_one.locator("[data-role=inventory]")).to_contain_text(f"· {2 + DEFAULTS} models")
         await expect(card_one.locator("[data-role=only-here]")).to_have_text("only here: one.safetensors, ImageInvert")
         await expect(card_two.locator("[data-role=only-here]")).to_have_text("only here: two.safetensors")
 
@@ -46,11 +48,12 @@ async def test_the_pool_shows_inventories_and_a_blocked_task_says_why(tmp_path: 
         await card_two.locator("button[data-action=refresh]").click()
         await expect(card_two.locator("[data-role=only-here]")).to_have_text(
             "only here: late.safetensors, two.safetensors")
-        await expect(page.locator(".toast.info")).to_contain_text("static:two: inventory read, 3 models")
+        await expect(page.locator(".toast.info")).to_contain_text(
+            f"static:two: inventory read, {3 + DEFAULTS} models")
 
         # the fleet's models, each with the backends that hold it
         await page.click("#models-panel summary")
-        await expect(page.locator("#models tr[data-model]")).to_have_count(4)
+        await expect(page.locator("#models tr[data-model]")).to_have_count(4 + DEFAULTS)
         shared = page.locator("#models tr[data-model='shared.safetensors'] [data-backend]")
         await expect(shared).to_have_text(["static:one", "static:two"])
         await expect(page.locator("#models tr[data-model='late.safetensors']")).to_contain_text("checkpoints")

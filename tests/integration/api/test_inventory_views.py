@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from comfyart.emulator.engine import DEFAULT_MODELS
 from tests.support.daemon import make_settings, running_daemon, wait_for_pool
 
 ADMIN_KEY = "inv-admin-key-0123456789abcdef"
 CLIENT_KEY = "inv-client-key-0123456789abcdef"
 ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}
 CLIENT = {"Authorization": f"Bearer {CLIENT_KEY}"}
+# every emulator also holds the files the web editor's default workflow loads
+SHARED_DEFAULTS = {name: folder for folder, names in DEFAULT_MODELS.items() for name in names}
 
 
 def two_emulators(tmp_path: Path, redis_url: str, emulator, *more: dict):
@@ -37,7 +40,7 @@ async def test_the_pool_shows_what_each_backend_alone_has(tmp_path: Path, redis_
     for backend, model in ((one, "one.safetensors"), (two, "two.safetensors")):
         summary = backend["inventory"]
         assert summary["listed"] and summary["read_ms"] > 0 and summary["error"] is None
-        assert summary["models"] == 2 and summary["nodes"] > 10 and summary["shared_with"] == 0
+        assert summary["models"] == 2 + len(SHARED_DEFAULTS) and summary["nodes"] > 10 and summary["shared_with"] == 0
         assert summary["only_here"]["models"] == [model] and summary["only_here"]["more_models"] == 0
     assert one["inventory"]["only_here"]["nodes"] == ["ImageInvert"] and two["inventory"]["only_here"]["nodes"] == []
     assert one["inventory"]["nodes"] == two["inventory"]["nodes"] + 1
@@ -56,16 +59,20 @@ async def test_models_lists_each_model_with_the_backends_that_hold_it(tmp_path: 
         refused = await api.get("/api/models", params={"backend": "static:two"}, headers=CLIENT)
         unknown = await api.get("/api/models", params={"backend": "static:nobody"})
     held = {m["name"]: ([b["id"] for b in m["backends"]], m["kinds"], m["healthy"]) for m in admin["models"]}
+    both = ["static:one", "static:two"]
     assert held == {"one.safetensors": (["static:one"], ["checkpoints"], 1),
-                    "shared.safetensors": (["static:one", "static:two"], ["checkpoints"], 2),
-                    "two.safetensors": (["static:two"], ["checkpoints"], 1)}
-    assert admin["count"] == 3 and admin["unlisted"] == [] and admin["unread"] == []
+                    "shared.safetensors": (both, ["checkpoints"], 2),
+                    "two.safetensors": (["static:two"], ["checkpoints"], 1),
+                    **{name: (both, [folder], 2) for name, folder in SHARED_DEFAULTS.items()}}
+    assert admin["count"] == 3 + len(SHARED_DEFAULTS) and admin["unlisted"] == [] and admin["unread"] == []
     assert all(b["status"] == "healthy" and b["mode"] == "active" for m in admin["models"] for b in m["backends"])
     # a client learns which models there are and how many backends hold each, not which backends
-    assert [(m["name"], m["held_by"]) for m in client["models"]] == [
-        ("one.safetensors", 1), ("shared.safetensors", 2), ("two.safetensors", 1)]
+    assert [(m["name"], m["held_by"]) for m in client["models"]] == sorted(
+        [("one.safetensors", 1), ("shared.safetensors", 2), ("two.safetensors", 1),
+         *((name, 2) for name in SHARED_DEFAULTS)])
     assert all("backends" not in m for m in client["models"]) and "unread" not in client
-    assert [m["name"] for m in of_two["models"]] == ["shared.safetensors", "two.safetensors"]
+    assert [m["name"] for m in of_two["models"]] == sorted(["shared.safetensors", "two.safetensors",
+                                                            *SHARED_DEFAULTS])
     assert [m["name"] for m in found["models"]] == ["shared.safetensors"]
     assert refused.status_code == 403 and "admins" in refused.json()["detail"]
     assert unknown.status_code == 404
@@ -88,12 +95,12 @@ async def test_a_model_copied_onto_a_backend_shows_after_its_refresh(tmp_path: P
     assert before["models"] == []
     assert refreshed.status_code == 200, refreshed.text
     answer = refreshed.json()
-    assert answer["id"] == "static:one" and answer["inventory"]["models"] == 3
+    assert answer["id"] == "static:one" and answer["inventory"]["models"] == 3 + len(SHARED_DEFAULTS)
     assert sorted(answer["inventory"]["only_here"]["models"]) == ["new.safetensors", "one.safetensors"]
     assert [(m["name"], [b["id"] for b in m["backends"]]) for m in after["models"]] == [
         ("new.safetensors", ["static:one"])]
     assert {b["id"]: b["inventory"]["models"] for b in pool["backends"] if b["inventory"]["read"]} == {
-        "static:one": 3, "static:two": 2}
+        "static:one": 3 + len(SHARED_DEFAULTS), "static:two": 2 + len(SHARED_DEFAULTS)}
     assert everyone["refreshed"] == 2 and everyone["failed"] == {}
     assert down.status_code == 503
     detail = down.json()["detail"]

@@ -5,11 +5,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from comfyart.emulator.engine import DEFAULT_MODELS
 from tests.support.cli import run_cli
 from tests.support.daemon import make_settings, running_daemon, wait_for_pool
 
 ADMIN_KEY = "cli-inv-admin-key-0123456789abcdef"
 CLIENT_KEY = "cli-inv-client-key-0123456789abcdef"
+# every emulator also holds the files the web editor's default workflow loads
+SHARED_DEFAULTS = {name: folder for folder, names in DEFAULT_MODELS.items() for name in names}
 
 
 async def cli(url: str, *args: str, key: str = ADMIN_KEY) -> tuple[int, str, str]:
@@ -32,12 +35,17 @@ async def test_models_and_pool_refresh(tmp_path: Path, redis_url, emulator):
         code, out, err = await cli(url, "models")
         assert code == 0, err
         rows = [line.split() for line in out.splitlines()]
-        assert rows == [["MODEL", "KIND", "WHERE"], ["one.safetensors", "checkpoints", "static:one"],
-                        ["shared.safetensors", "checkpoints", "static:one,", "static:two"]]
+        both = ["static:one,", "static:two"]
+        assert rows == [["MODEL", "KIND", "WHERE"], *sorted(
+            [["one.safetensors", "checkpoints", "static:one"], ["shared.safetensors", "checkpoints", *both],
+             *([name, folder, *both] for name, folder in SHARED_DEFAULTS.items())])]
         code, out, _ = await cli(url, "models", key=CLIENT_KEY)  # a client: how many hold it, not which
-        assert code == 0 and "shared.safetensors  checkpoints  2 backend(s), 2 healthy" in out and "static:" not in out
+        rows = [line.split() for line in out.splitlines()]
+        assert code == 0 and "static:" not in out
+        assert ["shared.safetensors", "checkpoints", "2", "backend(s),", "2", "healthy"] in rows
         code, out, _ = await cli(url, "models", "--backend", "static:two", "--json")
-        assert code == 0 and [m["name"] for m in json.loads(out)["models"]] == ["shared.safetensors"]
+        assert code == 0 and [m["name"] for m in json.loads(out)["models"]] == sorted(
+            ["shared.safetensors", *SHARED_DEFAULTS])
         code, out, _ = await cli(url, "models", "--find", "ONE")
         assert code == 0 and "one.safetensors" in out and "shared" not in out
 
@@ -46,7 +54,8 @@ async def test_models_and_pool_refresh(tmp_path: Path, redis_url, emulator):
         assert code == 0 and "only here: one.safetensors, ImageInvert" in out, out
         (two.base_dir / "models" / "checkpoints" / "two.safetensors").write_bytes(b"")
         code, out, err = await cli(url, "pool", "refresh", "static:two")
-        assert code == 0 and out.startswith("static:two: inventory: ") and "2 models" in out, err
+        assert code == 0 and out.startswith("static:two: inventory: "), err
+        assert f"{2 + len(SHARED_DEFAULTS)} models" in out
         assert "only here: two.safetensors" in out
         code, out, err = await cli(url, "pool", "refresh", "--json")
         assert code == 0 and json.loads(out)["refreshed"] == 2, err

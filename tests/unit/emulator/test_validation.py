@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from comfyart.emulator.engine import DEFAULT_MODELS
 from comfyart.emulator.validation import validate_prompt
-from tests.support.graphs import basic_graph
+from tests.support.graphs import basic_graph, default_editor_graph
 
 MODELS = {"checkpoints": ["a.safetensors"]}
 
@@ -82,3 +83,28 @@ def test_inputs_that_are_not_an_object_fail_their_node_as_comfyui_does(tmp_path,
     assert not ok and reason["type"] == "exception_during_inner_validation"
     assert reason["details"] == exception_message and reason["extra_info"]["exception_type"] == "TypeError"
     assert node_errors["2"]["dependent_outputs"] == ["3"]
+
+
+def test_the_editors_default_workflow_is_valid_where_its_models_are(tmp_path):
+    ok, error, outputs, node_errors = check(default_editor_graph(), tmp_path, dict(DEFAULT_MODELS))
+    assert (ok, error, outputs, node_errors) == (True, {}, ["9"], {})
+
+
+def test_a_loaders_file_is_checked_against_its_own_model_folder(tmp_path):
+    models = {**DEFAULT_MODELS, "vae": []}
+    ok, _, _, node_errors = check(default_editor_graph(), tmp_path, models)
+    assert not ok and list(node_errors) == ["63"]
+    assert node_errors["63"]["errors"] == [{
+        "type": "value_not_in_list", "message": "Value not in list",
+        "details": "vae_name: 'ae.safetensors' not in ['pixel_space']",
+        "extra_info": {"input_name": "vae_name", "input_config": [["pixel_space"], {}],
+                       "received_value": "ae.safetensors"}}]
+
+
+def test_an_optional_input_given_is_checked_as_comfyui_checks_it(tmp_path):
+    graph = default_editor_graph()
+    graph["62"]["inputs"]["device"] = "tpu"
+    ok, _, _, node_errors = check(graph, tmp_path, dict(DEFAULT_MODELS))
+    assert not ok and node_errors["62"]["errors"][0]["details"] == "device: 'tpu' not in ['default', 'cpu']"
+    del graph["62"]["inputs"]["device"]  # left out: the node's own default
+    assert check(graph, tmp_path, dict(DEFAULT_MODELS))[0]

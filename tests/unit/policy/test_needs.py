@@ -1,7 +1,7 @@
 """What a graph needs (policy.needs): the models its loaders name, and its cost."""
 import pytest
 
-from comfyart.policy.needs import graph_cost, graph_models
+from comfyart.policy.needs import graph_cost, graph_models, names_model
 
 
 # ---------------------------------------------------------------------------------------------------- models
@@ -23,6 +23,14 @@ def test_graph_models_finds_every_loader_input():
 def test_graph_models_ignores_links_and_empty_values():
     assert graph_models({"1": {"class_type": "X", "inputs": {"ckpt_name": ["2", 0]}},
                          "2": {"class_type": "Y", "inputs": {"ckpt_name": ""}}}) == frozenset()
+
+
+@pytest.mark.parametrize("choice", ["pixel_space", "taesd", "taesdxl", "taesd3", "taef1"])
+def test_a_vae_loaders_built_in_choices_are_no_model_files(choice):
+    graph = {"1": {"class_type": "VAELoader", "inputs": {"vae_name": choice}},
+             "2": {"class_type": "VAELoader", "inputs": {"vae_name": "ae.safetensors"}}}
+    assert graph_models(graph) == {"ae.safetensors"}
+    assert not names_model("vae_name", choice) and names_model("vae_name", f"{choice}.safetensors")
 
 
 # ---------------------------------------------------------------------------------------------------- cost
