@@ -17,7 +17,7 @@ from playwright.async_api import Browser, Page, expect
 from tests.support.daemon import make_settings, running_daemon, static_backends, wait_for_pool, wait_for_tasks
 from tests.support.dashboard import browser
 from tests.support.editor import heard, load_api_graph, new_context, node_types, open_editor, shot
-from tests.support.graphs import text_to_image_graph
+from tests.support.graphs import default_editor_graph, text_to_image_graph
 
 __all__ = ["browser"]  # the fixture
 
@@ -67,10 +67,14 @@ async def test_the_editor_runs_on_every_backend_and_shows_every_result(tmp_path:
         assert {"KSampler", "SaveImage", "ImageInvert", "LoadImage"} <= await node_types(page)
         assert await page.evaluate("window.__emulatorDemoPackLoaded") is True
 
-        await load_api_graph(page, text_to_image_graph(steps=6), "text to image")
+        # the page opened on its own default workflow (text to image): it runs six times
+        assert "UNETLoader" in await page.evaluate("window.app.graph._nodes.map(n => n.type)")
+        await shot(page, "default-workflow")
         await queue_from_page(page, 6)
         tasks = (await api.get("/api/tasks", params={"limit": 10})).json()["tasks"]
         assert len(tasks) == 6
+        first = (await api.get(f"/api/tasks/{tasks[0]['id']}")).json()
+        assert first["prompt"] == default_editor_graph()  # the page's own graph, as it sent it
         finished = await wait_for_tasks(api, [t["id"] for t in tasks])
         assert {t["status"] for t in finished} == {"completed"}
         assert {t["backend"] for t in finished} == {"static:emu0", "static:emu1"}  # both GPUs ran the page's prompts
@@ -88,6 +92,8 @@ async def test_the_editor_runs_on_every_backend_and_shows_every_result(tmp_path:
         loaded = [await thumbnails.nth(i).evaluate("img => img.complete && img.naturalWidth > 0") for i in range(6)]
         assert loaded == [True] * 6
         await shot(page, "job-panel")
+        await page.click("[data-testid=queue-overlay-toggle]")  # closed again: the canvas with its last result
+        await shot(page, "default-workflow-finished")
     assert problems == []
 
 
