@@ -51,26 +51,36 @@ class ComfyIndex:
                       owner: str | None = None, everyone: bool = False) -> list[Task]:
         """Tasks queued through the ComfyUI-compatible API (by ``owner``, or by any owner with ``everyone``): a page
         of them, by creation."""
+        task_ids = await self.history_ids(owner, everyone=everyone, newest_first=newest_first, offset=offset,
+                                          limit=limit)
+        found = [t for t in await self.tasks.get_many(task_ids) if t is not None]
+        return latest_of_each(found) if everyone else found
+
+    async def history_ids(self, owner: str | None, *, everyone: bool = False, newest_first: bool = True,
+                          offset: int = 0, limit: int | None = None) -> list[str]:
+        """The task ids of ``history``, by creation, without reading a record."""
         end = -1 if limit is None else offset + limit - 1
         read = self.redis.zrevrange if newest_first else self.redis.zrange
         with map_redis_errors():
             if everyone:
-                task_ids = texts(await read(self.keys.comfy_everyone, offset, end))
-            else:
-                ids = texts(await read(self.keys.comfy_prompts(owner), offset, end))
-                async with self.redis.pipeline(transaction=False) as pipe:
-                    for prompt_id in ids:
-                        pipe.get(self.keys.comfy_prompt(prompt_id, owner))
-                    task_ids = texts(await pipe.execute())
-        found = [t for t in await self.tasks.get_many([t for t in task_ids if t]) if t is not None]
-        return _latest_of_each(found) if everyone else found
+                return texts(await read(self.keys.comfy_everyone, offset, end))
+            ids = texts(await read(self.keys.comfy_prompts(owner), offset, end))
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for prompt_id in ids:
+                    pipe.get(self.keys.comfy_prompt(prompt_id, owner))
+                return [t for t in texts(await pipe.execute()) if t]
 
-    async def open(self, owner: str | None = None) -> list[Task]:
-        """Those of ``owner`` not final yet, in queue-number order."""
+    async def open(self, owner: str | None = None, *, everyone: bool = False) -> list[Task]:
+        """Those of ``owner`` (of anyone with ``everyone``) not final yet, in queue-number order."""
         with map_redis_errors():
             ids = texts(await self.redis.zrange(self.keys.comfy_open, 0, -1))
         return [t for t in await self.tasks.get_many(ids)
-                if t is not None and t.status not in FINAL_STATUSES and t.owner == owner]
+                if t is not None and t.status not in FINAL_STATUSES and (everyone or t.owner == owner)]
+
+    async def open_ids(self) -> set[str]:
+        """The task ids of every owner's open prompts, without reading a record."""
+        with map_redis_errors():
+            return set(texts(await self.redis.zrange(self.keys.comfy_open, 0, -1)))
 
     async def forget(self, comfy_prompt_ids: Sequence[str] | None = None, owner: str | None = None) -> None:
         """Take prompt ids out of ``owner``'s ComfyUI-compatible history (all of them with None); the task records
@@ -94,7 +104,7 @@ class ComfyIndex:
                                               args=[t for _, t in known])
 
 
-def _latest_of_each(tasks: list[Task]) -> list[Task]:
+def latest_of_each(tasks: list[Task]) -> list[Task]:
     """``tasks`` less those whose owner gave their prompt id again since (its own history forgot them)."""
     latest: dict[tuple[str | None, str | None], Task] = {}
     for task in tasks:

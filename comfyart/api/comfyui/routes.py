@@ -1,100 +1,43 @@
-"""The ``APIRouter`` of ComfyUI's routes: each one a top-level function, served at the root and under ``/api`` (and
-``/api/jobs``), that reaches the ``FrontDoor``'s collaborators through the dependencies below."""
+"""The ``APIRouter`` of ComfyUI's routes: each one a top-level function, served at the root and under ``/api``, and
+both again under ``/comfy`` for the web editor, that reaches the ``FrontDoor``'s collaborators through
+``comfyui.deps``. The editor's start-up routes, its user data and the jobs API are in modules of their own."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends, Request, WebSocket
+from fastapi import APIRouter, Request, WebSocket
 from fastapi.responses import JSONResponse, Response
 from loguru import logger
 from starlette.background import BackgroundTask
-from starlette.requests import HTTPConnection
 
 from comfyart.api.auth import AdminCaller, Caller
-from comfyart.api.comfyui.catalog import Catalog
+from comfyart.api.comfyui.deps import (
+    CatalogDep,
+    FilesDep,
+    IndexDep,
+    PoolDep,
+    PromptsDep,
+    SocketsDep,
+    bad_json,
+    json_body,
+    unavailable,
+)
 from comfyart.api.comfyui.editor import EDITOR_PREFIX
-from comfyart.api.comfyui.files import Files
-from comfyart.api.comfyui.front import FrontDoor
-from comfyart.api.comfyui.prompts import Prompts
-from comfyart.api.comfyui.shapes import FEATURES, JOB_STATUS, history_entry, in_history, job, queue_item
-from comfyart.api.comfyui.sockets import Sockets
-from comfyart.api.comfyui.startup import STARTUP_ROUTES, UNPREFIXED_ROUTES, sees_everyone
+from comfyart.api.comfyui.jobs import JOB_ROUTES
+from comfyart.api.comfyui.shapes import FEATURES, history_entry, in_history, queue_item
+from comfyart.api.comfyui.startup import STARTUP_ROUTES, UNPREFIXED_ROUTES
 from comfyart.api.comfyui.userdata import USERDATA_ROUTES
-from comfyart.api.limits import parse_json
 from comfyart.errors import BackendUnavailable, QuotaExceeded, TransientError
 from comfyart.models import FINAL_STATUSES, Task, TaskStatus
-from comfyart.pool.registry import Pool
-from comfyart.store.comfy_index import ComfyIndex
 
 MAX_PAGE = 1_000_000_000
 
 
-# ---------------------------------------------------------------------------------------------------- dependencies
-# Coroutines though they never wait: FastAPI runs a plain function dependency in a worker thread, a thread hop on
-# every request.
-def _front(connection: HTTPConnection) -> FrontDoor:
-    """The ComfyUI API's collaborators, among the services ``create_app`` put on the app's state."""
-    front: FrontDoor = connection.app.state.services.front
-    return front
-
-
-async def _index(connection: HTTPConnection) -> ComfyIndex:
-    return _front(connection).comfy
-
-
-async def _catalog(connection: HTTPConnection) -> Catalog:
-    return _front(connection).catalog
-
-
-async def _prompts(connection: HTTPConnection) -> Prompts:
-    return _front(connection).prompts
-
-
-async def _sockets(connection: HTTPConnection) -> Sockets:
-    return _front(connection).sockets
-
-
-async def _files(connection: HTTPConnection) -> Files:
-    return _front(connection).files
-
-
-async def _pool(connection: HTTPConnection) -> Pool:
-    return _front(connection).pool
-
-
-IndexDep = Annotated[ComfyIndex, Depends(_index)]  # prompt ids, history and open prompts of each owner
-CatalogDep = Annotated[Catalog, Depends(_catalog)]
-PromptsDep = Annotated[Prompts, Depends(_prompts)]
-SocketsDep = Annotated[Sockets, Depends(_sockets)]
-FilesDep = Annotated[Files, Depends(_files)]
-PoolDep = Annotated[Pool, Depends(_pool)]
-
-
 # ---------------------------------------------------------------------------------------------------- answers
-async def _body(request: Request) -> Any:
-    """The body as JSON; None when it is not JSON or nests too deep (both answer as invalid JSON)."""
-    request_body = await request.body()
-    try:
-        return parse_json(request_body, _front(request).limits.max_json_depth) if request_body else {}
-    except ValueError:
-        return None
-
-
 def _listed(value: Any) -> list[Any]:
     """A list field of a request; anything else counts as none."""
     return value if isinstance(value, list) else []
-
-
-def _bad_json() -> JSONResponse:
-    return JSONResponse({"error": {"type": "invalid_json", "message": "body is not valid JSON", "details": "",
-                                   "extra_info": {}}, "node_errors": {}}, status_code=400)
-
-
-def _unavailable(exc: TransientError) -> JSONResponse:
-    return JSONResponse({"error": {"type": "unavailable", "message": str(exc), "details": "", "extra_info": {}},
-                         "node_errors": {}}, status_code=503,
-                        headers={"Retry-After": str(max(1, round(exc.retry_after_s)))})
 
 
 def _over_quota(exc: QuotaExceeded) -> JSONResponse:
@@ -111,13 +54,13 @@ def _ended(tasks: Iterable[Task | None]) -> list[str]:
 
 # ---------------------------------------------------------------------------------------------------- routes
 async def prompt_post(request: Request, principal: Caller, prompts: PromptsDep, sockets: SocketsDep) -> Response:
-    body = await _body(request)
+    body = await json_body(request)
     if not isinstance(body, dict):
-        return _bad_json()
+        return bad_json()
     try:
         status, answer = await prompts.queue_prompt(body, principal, request.headers.get("comfy-usage-source"))
     except TransientError as exc:
-        return _unavailable(exc)
+        return unavailable(exc)
     except QuotaExceeded as exc:
         return _over_quota(exc)
     # the queue's new length goes to the sockets after this answer, as ComfyUI orders them
@@ -139,9 +82,9 @@ async def queue_get(principal: Caller, comfy: IndexDep, catalog: CatalogDep) -> 
 
 
 async def queue_post(request: Request, principal: Caller, comfy: IndexDep, prompts: PromptsDep) -> Response:
-    body = await _body(request)
+    body = await json_body(request)
     if not isinstance(body, dict):
-        return _bad_json()
+        return bad_json()
     if body.get("clear") is True:
         for task in await comfy.open(principal.owner):
             await prompts.cancel(task, only_if=(TaskStatus.PENDING,))
@@ -153,7 +96,7 @@ async def queue_post(request: Request, principal: Caller, comfy: IndexDep, promp
 
 
 async def interrupt(request: Request, principal: Caller, comfy: IndexDep, prompts: PromptsDep) -> Response:
-    body = await _body(request)
+    body = await json_body(request)
     prompt_id = body.get("prompt_id") if isinstance(body, dict) else None
     if prompt_id:
         task = await comfy.task(str(prompt_id), principal.owner)
@@ -198,9 +141,9 @@ async def history_one(prompt_id: str, principal: Caller, comfy: IndexDep, catalo
 
 
 async def history_post(request: Request, principal: Caller, comfy: IndexDep) -> Response:
-    body = await _body(request)
+    body = await json_body(request)
     if not isinstance(body, dict):
-        return _bad_json()
+        return bad_json()
     owner = principal.owner
     if body.get("clear") is True:
         await comfy.forget(_ended(await comfy.history(owner=owner)), owner)
@@ -227,21 +170,21 @@ async def system_stats(catalog: CatalogDep) -> Any:
     try:
         return await catalog.system_stats()
     except TransientError as exc:
-        return _unavailable(exc)
+        return unavailable(exc)
 
 
 async def object_info(catalog: CatalogDep) -> Any:
     try:
         return await catalog.object_info()
     except TransientError as exc:
-        return _unavailable(exc)
+        return unavailable(exc)
 
 
 async def object_info_one(node_class: str, catalog: CatalogDep) -> Any:
     try:
         info = await catalog.object_info()
     except TransientError as exc:
-        return _unavailable(exc)
+        return unavailable(exc)
     return {node_class: info[node_class]} if node_class in info else {}
 
 
@@ -252,7 +195,7 @@ def passthrough(path: str) -> Callable[..., Any]:
         try:
             status, body = await catalog.backend_json(path.format(folder=folder))
         except TransientError as exc:
-            return _unavailable(exc)
+            return unavailable(exc)
         return JSONResponse(body, status_code=status)
     return answer
 
@@ -262,72 +205,15 @@ async def features() -> Any:
 
 
 async def free(request: Request, principal: AdminCaller, pool: PoolDep) -> Response:
-    body = await _body(request)
+    body = await json_body(request)
     if not isinstance(body, dict):
-        return _bad_json()
+        return bad_json()
     for backend in pool.healthy():
         try:
             await backend.client.free(body)
         except BackendUnavailable as exc:
             logger.debug("POST /free failed backend={} error={}", backend.id, exc)
     return Response(status_code=200)
-
-
-async def jobs(principal: Caller, comfy: IndexDep, status: str | None = None, workflow_id: str | None = None,
-               sort_by: str = "created_at",
-               sort_order: str = "desc", limit: str | None = None, offset: str = "0") -> Response:
-    wanted = set(status.split(",")) if status else set(JOB_STATUS.values())
-    if not wanted <= set(JOB_STATUS.values()) or sort_by not in ("created_at", "execution_duration") \
-            or sort_order not in ("asc", "desc"):
-        return JSONResponse({"error": "status must be pending, in_progress, completed, failed or cancelled; "
-                                      "sort_by created_at or execution_duration; sort_order asc or desc"},
-                            status_code=400)
-    try:
-        count = int(limit) if limit is not None else None
-        start = int(offset)
-        if start < 0 or (count is not None and count < 1):
-            raise ValueError
-    except ValueError:
-        return JSONResponse({"error": "limit and offset must be whole numbers (limit from 1)"}, status_code=400)
-    tasks = await comfy.history(owner=principal.owner, everyone=sees_everyone(principal))
-    found = [j for j in (job(t) for t in tasks if JOB_STATUS[t.status] in wanted)
-             if workflow_id is None or j["workflow_id"] == workflow_id]
-    if sort_by == "execution_duration":
-        found.sort(key=lambda j: (j["execution_end_time"] or 0) - (j["execution_start_time"] or 0),
-                   reverse=sort_order == "desc")
-    else:
-        found.sort(key=lambda j: j["create_time"], reverse=sort_order == "desc")
-    page = found[start:start + count] if count is not None else found[start:]
-    return JSONResponse({"jobs": page, "pagination": {"offset": start, "limit": count, "total": len(found),
-                                                      "has_more": start + len(page) < len(found)}})
-
-
-async def job_one(job_id: str, principal: Caller, comfy: IndexDep) -> Response:
-    task = await comfy.task(job_id, principal.owner, everyone=sees_everyone(principal))
-    if task is None:
-        return JSONResponse({"error": "Job not found"}, status_code=404)
-    return JSONResponse(job(task, detail=True))
-
-
-async def job_cancel(job_id: str, principal: Caller, comfy: IndexDep, prompts: PromptsDep) -> Response:
-    task = await comfy.task(job_id, principal.owner, everyone=sees_everyone(principal))
-    if task is None:
-        return JSONResponse({"error": "Job not found"}, status_code=404)
-    cancelled = await prompts.cancel(task, only_if=(TaskStatus.PENDING, TaskStatus.RUNNING))
-    return JSONResponse({"cancelled": cancelled})
-
-
-async def jobs_cancel(request: Request, principal: Caller, comfy: IndexDep, prompts: PromptsDep) -> Response:
-    body = await _body(request)
-    ids = body.get("job_ids") if isinstance(body, dict) else None
-    if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
-        return JSONResponse({"error": "job_ids must be a list of job ids"}, status_code=400)
-    cancelled = False
-    for job_id in ids:
-        task = await comfy.task(job_id, principal.owner, everyone=sees_everyone(principal))
-        if task is not None:
-            cancelled |= await prompts.cancel(task, only_if=(TaskStatus.PENDING, TaskStatus.RUNNING))
-    return JSONResponse({"cancelled": cancelled})
 
 
 async def socket(websocket: WebSocket, principal: Caller, sockets: SocketsDep) -> None:
@@ -345,10 +231,6 @@ ROUTES: list[tuple[str, str, Callable[..., Any]]] = [
     ("GET", "/extensions", passthrough("/extensions")), ("GET", "/models", passthrough("/models")),
     ("GET", "/models/{folder}", passthrough("/models/{folder}")), ("GET", "/features", features),
     ("POST", "/free", free),
-]
-JOB_ROUTES: list[tuple[str, str, Callable[..., Any]]] = [
-    ("GET", "/api/jobs", jobs), ("GET", "/api/jobs/{job_id}", job_one),
-    ("POST", "/api/jobs/cancel", jobs_cancel), ("POST", "/api/jobs/{job_id}/cancel", job_cancel),
 ]
 
 

@@ -1,71 +1,30 @@
 """The rest of what ComfyUI's web editor asks at start-up and in its queue panel, for the whole pool: translations,
 templates, subgraph blueprints, node replacements and model folders merged over the healthy backends; custom nodes'
-scripts and other backends' files proxied from a backend that has them; the ``/internal`` routes; a job's assets.
+scripts and other backends' files proxied from a backend that has them; the ``/internal`` routes.
 ``STARTUP_ROUTES`` are served bare and under ``/api`` as ``routes.ROUTES`` are; ``UNPREFIXED_ROUTES`` as they are."""
 from __future__ import annotations
 
 import asyncio
 import mimetypes
 from collections.abc import Callable, Sequence
-from typing import Annotated, Any
+from typing import Any
 from urllib.parse import quote, urlencode
 
-from fastapi import Depends
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from loguru import logger
-from starlette.requests import HTTPConnection
 
 from comfyart.api.auth import Caller
-from comfyart.api.comfyui.catalog import Catalog
-from comfyart.api.comfyui.front import FrontDoor
-from comfyart.api.comfyui.shapes import job_assets
-from comfyart.auth import Principal
+from comfyart.api.comfyui.deps import CatalogDep, FrontDep, PoolDep, unavailable
 from comfyart.errors import BackendUnavailable, TransientError
 from comfyart.pool.backend import Backend
 from comfyart.pool.registry import Pool
-from comfyart.store.comfy_index import ComfyIndex
 
 EXTENSION_CACHE_S = 60  # a custom node's script changes when its backend's node pack does: rarely
 FILE_CACHE_S = 300
 LOG_SIZE = {"cols": 80, "rows": 24}  # what ComfyUI reports without a terminal
 
 
-# ---------------------------------------------------------------------------------------------------- dependencies
-# (routes.py's, again: routes.py imports this module.) Coroutines, so FastAPI does not hop to a thread for them.
-def _front(connection: HTTPConnection) -> FrontDoor:
-    front: FrontDoor = connection.app.state.services.front
-    return front
-
-
-async def _catalog(connection: HTTPConnection) -> Catalog:
-    return _front(connection).catalog
-
-
-async def _pool(connection: HTTPConnection) -> Pool:
-    return _front(connection).pool
-
-
-async def _index(connection: HTTPConnection) -> ComfyIndex:
-    return _front(connection).comfy
-
-
-async def _front_door(connection: HTTPConnection) -> FrontDoor:
-    return _front(connection)
-
-
-CatalogDep = Annotated[Catalog, Depends(_catalog)]
-PoolDep = Annotated[Pool, Depends(_pool)]
-IndexDep = Annotated[ComfyIndex, Depends(_index)]
-FrontDep = Annotated[FrontDoor, Depends(_front_door)]
-
-
 # ---------------------------------------------------------------------------------------------------- helpers
-def sees_everyone(principal: Principal) -> bool:
-    """Whether the jobs routes show the caller every owner's prompts: an admin's, with auth on (with auth off there
-    is one namespace, everyone's already)."""
-    return principal.admin and principal.authenticated
-
-
 def safe_path(path: str) -> str | None:
     """A relative file path from a request, URL-quoted for a backend, or None when it could leave its folder (``..``,
     an absolute path, a backslash) or names nothing."""
@@ -73,12 +32,6 @@ def safe_path(path: str) -> str | None:
     if not path or "\\" in path or "\0" in path or any(s in ("", ".", "..") for s in segments):
         return None
     return quote(path, safe="/")
-
-
-def _unavailable(exc: TransientError) -> JSONResponse:
-    return JSONResponse({"error": {"type": "unavailable", "message": str(exc), "details": "", "extra_info": {}},
-                         "node_errors": {}}, status_code=503,
-                        headers={"Retry-After": str(max(1, round(exc.retry_after_s)))})
 
 
 def _not_found(message: str) -> JSONResponse:
@@ -119,7 +72,7 @@ async def _file_from_any(pool: Pool, path: str, *, cache_s: int | None = None) -
     """``path`` from the first healthy backend that has it; 404 when none has, 503 when none is healthy."""
     backends = pool.healthy()
     if not backends:
-        return _unavailable(BackendUnavailable(f"no healthy backend to answer {path.split('?')[0]}"))
+        return unavailable(BackendUnavailable(f"no healthy backend to answer {path.split('?')[0]}"))
     answer = await proxied(backends, path, cache_s=cache_s)
     return answer if answer is not None else Response(status_code=404)
 
@@ -131,7 +84,7 @@ def merged(path: str) -> Callable[..., Any]:
         try:
             return JSONResponse(await catalog.merged_json(path))
         except TransientError as exc:
-            return _unavailable(exc)
+            return unavailable(exc)
     return answer
 
 
@@ -141,7 +94,7 @@ def listed(path: str) -> Callable[..., Any]:
         try:
             status, body = await catalog.backend_json(path.format(folder=quote(folder or "", safe="")))
         except TransientError as exc:
-            return _unavailable(exc)
+            return unavailable(exc)
         return JSONResponse(body, status_code=status) if status == 200 else Response(status_code=status)
     return answer
 
@@ -189,7 +142,7 @@ async def extension_file(pack: str, path: str, catalog: CatalogDep, pool: PoolDe
     try:
         sources = await catalog.listed_by("/extensions")
     except TransientError as exc:
-        return _unavailable(exc)
+        return unavailable(exc)
     listed_path = f"/extensions/{quote(pack, safe='')}/{path}"
     pack_prefix = f"/extensions/{quote(pack, safe='')}/"
     holders = sources.get(listed_path) or list(dict.fromkeys(
@@ -203,7 +156,7 @@ async def folder_paths(catalog: CatalogDep) -> Response:
     try:
         status, body = await catalog.backend_json("/internal/folder_paths")
     except TransientError as exc:
-        return _unavailable(exc)
+        return unavailable(exc)
     return JSONResponse(body if status == 200 and isinstance(body, dict) else {})
 
 
@@ -237,21 +190,6 @@ async def user_css() -> Response:
     return Response(status_code=404, media_type="text/css")  # the caller's own is /api/userdata/user.css
 
 
-async def job_assets_page(job_id: str, principal: Caller, comfy: IndexDep, limit: str | None = None,
-                          offset: str = "0") -> Response:
-    try:
-        count = int(limit) if limit is not None else None
-        start = int(offset)
-        if start < 0 or (count is not None and count < 1):
-            raise ValueError
-    except ValueError:
-        return JSONResponse({"error": "limit and offset must be whole numbers (limit from 1)"}, status_code=400)
-    task = await comfy.task(job_id, principal.owner, everyone=sees_everyone(principal))
-    if task is None:
-        return _not_found("Job not found")
-    return JSONResponse(job_assets(task, start, count))
-
-
 STARTUP_ROUTES: list[tuple[str, str, Callable[..., Any]]] = [
     ("GET", "/i18n", merged("/i18n")), ("GET", "/workflow_templates", merged("/workflow_templates")),
     ("GET", "/global_subgraphs", merged("/global_subgraphs")),
@@ -269,5 +207,4 @@ UNPREFIXED_ROUTES: list[tuple[str, str, Callable[..., Any]]] = [
     ("GET", "/internal/folder_paths", folder_paths), ("GET", "/internal/logs", logs),
     ("GET", "/internal/logs/raw", logs_raw), ("PATCH", "/internal/logs/subscribe", logs_subscribe),
     ("GET", "/internal/files/{directory_type}", internal_files), ("GET", "/user.css", user_css),
-    ("GET", "/api/jobs/{job_id}/assets", job_assets_page),
 ]

@@ -7,13 +7,13 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Callable
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import Depends, Request
+from fastapi import Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
-from starlette.requests import HTTPConnection
 
 from comfyart.api.auth import Caller
+from comfyart.api.comfyui.deps import UserDataDep
 from comfyart.api.limits import parse_json
 from comfyart.clock import now_ms
 from comfyart.policy.userdata import (
@@ -31,13 +31,6 @@ from comfyart.store.userdata import ABSENT, ANY, Expect, UserData, UserDataRefus
 
 SETTINGS_TRIES = 32  # read-merge-write rounds before a settings change that keeps meeting another gives up
 
-
-async def _userdata(connection: HTTPConnection) -> UserData:
-    userdata: UserData = connection.app.state.services.front.userdata
-    return userdata
-
-
-UserDataDep = Annotated[UserData, Depends(_userdata)]
 
 
 # ---------------------------------------------------------------------------------------------------- requests

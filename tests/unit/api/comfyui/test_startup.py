@@ -2,7 +2,8 @@
 owner's jobs."""
 from __future__ import annotations
 
-from comfyart.api.comfyui.startup import safe_path, sees_everyone
+from comfyart.api.comfyui.deps import sees_everyone
+from comfyart.api.comfyui.startup import safe_path
 from comfyart.auth import NOBODY, Principal, Role
 
 
