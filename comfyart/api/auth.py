@@ -195,8 +195,11 @@ class AuthMiddleware:
             # a person opening the editor: to the sign-in page, and back here after
             await _redirect(send, f"{SIGNIN_PATH}?next={EDITOR_PATH}")
             return
-        # with an admin user, browsers get the basic challenge too, and ask for a user and password
-        challenge = 'Bearer realm="comfyart"' + (', Basic realm="comfyart"' if self.authenticator.admin_user else "")
+        # with an admin user, browsers get the basic challenge too, and ask for a user and password; not the
+        # editor's requests, nor a browser whose session ended: the sign-in page asks, not the browser's own box
+        basic = (self.authenticator.admin_user and not had_session
+                 and not scope["path"].startswith(EDITOR_PATH))
+        challenge = 'Bearer realm="comfyart"' + (', Basic realm="comfyart"' if basic else "")
         detail = ("invalid or revoked credentials" if presented
                   else f"session expired or ended: sign in again at {SIGNIN_PATH}" if had_session
                   else "authentication required: send Authorization: Bearer <API key>")
