@@ -77,3 +77,26 @@ async def test_previews_reach_the_client_as_its_prompt_or_the_configured_default
                 frames = await _frames_until_end(ws, prompt_id)
                 counts.append(sum(isinstance(f, bytes) for f in frames))
             assert counts == expected
+
+
+async def test_every_gpu_of_every_newest_backend_and_what_a_node_is_doing_reach_the_client(
+        tmp_path: Path, redis_url, emulator):
+    """Newest ComfyUI lists every GPU of a multi-GPU server in /system_stats, and says in ``progress_state`` what a
+    running node spends its time on (``activity``): comfyart lists every device of every backend, and passes the
+    activity on to the prompt's client."""
+    emus = [emulator("--newest", "--devices", "2", "--model-load-seconds", "0.2") for _ in range(2)]
+    settings = make_settings(tmp_path, redis_url, static_backends=static_backends(*emus))
+    async with running_daemon(settings) as api, aiohttp.ClientSession() as session:
+        devices = (await api.get("/system_stats")).json()["devices"]
+        assert len(devices) == 4
+        assert sorted(d["backend"] for d in devices) == ["static:emu0"] * 2 + ["static:emu1"] * 2
+        assert len({d["name"] for d in devices}) == 4  # each named by its backend too
+        url = f"{str(api.base_url).replace('http', 'ws')}/ws?clientId=watcher"
+        async with session.ws_connect(url) as ws:
+            await ws.receive()
+            body = {"prompt": text_to_image_graph(steps=2), "client_id": "watcher"}
+            prompt_id = (await api.post("/prompt", json=body)).json()["prompt_id"]
+            frames = await _frames_until_end(ws, prompt_id)
+        activities = {state.get("activity") for f in frames if isinstance(f, dict) and f["type"] == "progress_state"
+                      for state in f["data"]["nodes"].values()}
+        assert "loading" in activities
