@@ -4,7 +4,6 @@ prompt's ``extra_data.preview_method`` decides whether its previews reach the cl
 from __future__ import annotations
 
 import asyncio
-import json
 import uuid
 from pathlib import Path
 from typing import Any
@@ -15,20 +14,7 @@ import pytest
 
 from tests.support.daemon import make_settings, running_daemon, static_backends, wait_for_tasks
 from tests.support.graphs import basic_graph, text_to_image_graph
-
-
-async def _frames_until_end(ws: aiohttp.ClientWebSocketResponse, prompt_id: str) -> list[Any]:
-    frames: list[Any] = []
-    async with asyncio.timeout(30):
-        while True:
-            message = await ws.receive()
-            if message.type == aiohttp.WSMsgType.BINARY:
-                frames.append(message.data)
-                continue
-            frame = json.loads(message.data)
-            frames.append(frame)
-            if frame["type"] == "executing" and frame["data"] == {"node": None, "prompt_id": prompt_id}:
-                return frames
+from tests.support.sockets import frames_until_end
 
 
 async def test_comfyart_runs_tasks_and_prompts_on_newest_backends(tmp_path: Path, redis_url, emulator):
@@ -74,7 +60,7 @@ async def test_previews_reach_the_client_as_its_prompt_or_the_configured_default
             for seed, extra in ((1, {"preview_method": "auto"}), (2, {}), (3, {"preview_method": "none"})):
                 body = {"prompt": text_to_image_graph(seed=seed, steps=3), "client_id": "viewer", "extra_data": extra}
                 prompt_id = (await api.post("/prompt", json=body)).json()["prompt_id"]
-                frames = await _frames_until_end(ws, prompt_id)
+                frames = await frames_until_end(ws, prompt_id)
                 counts.append(sum(isinstance(f, bytes) for f in frames))
             assert counts == expected
 
@@ -96,7 +82,7 @@ async def test_every_gpu_of_every_newest_backend_and_what_a_node_is_doing_reach_
             await ws.receive()
             body = {"prompt": text_to_image_graph(steps=2), "client_id": "watcher"}
             prompt_id = (await api.post("/prompt", json=body)).json()["prompt_id"]
-            frames = await _frames_until_end(ws, prompt_id)
+            frames = await frames_until_end(ws, prompt_id)
         activities = {state.get("activity") for f in frames if isinstance(f, dict) and f["type"] == "progress_state"
                       for state in f["data"]["nodes"].values()}
         assert "loading" in activities

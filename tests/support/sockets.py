@@ -22,3 +22,23 @@ async def frames_until_quiet(ws: aiohttp.ClientWebSocketResponse, quiet_s: float
         else:
             assert message.type == aiohttp.WSMsgType.TEXT, message
             frames.append(json.loads(message.data))
+
+
+async def frames_until_end(ws: aiohttp.ClientWebSocketResponse, prompt_ids: str | set[str],
+                           timeout_s: float = 30) -> list[Any]:
+    """Every frame (text as JSON, binary as bytes) until each of ``prompt_ids`` (one, or a set) sent its end marker
+    (``executing`` with no node)."""
+    waiting = {prompt_ids} if isinstance(prompt_ids, str) else set(prompt_ids)
+    frames: list[Any] = []
+    async with asyncio.timeout(timeout_s):
+        while waiting:
+            message = await ws.receive()
+            if message.type == aiohttp.WSMsgType.BINARY:
+                frames.append(message.data)
+                continue
+            assert message.type == aiohttp.WSMsgType.TEXT, message
+            frame = json.loads(message.data)
+            frames.append(frame)
+            if frame["type"] == "executing" and frame["data"].get("node") is None:
+                waiting.discard(frame["data"].get("prompt_id"))
+    return frames

@@ -197,14 +197,21 @@ async def userdata_list(request: Request, principal: Caller, userdata: UserDataD
                                 full_info=_flag(request, "full_info", ""), split=_flag(request, "split", "")))
 
 
-async def userdata_get(file: str, request: Request, principal: Caller, userdata: UserDataDep) -> Response:
+def _one_file(request: Request, file: str) -> str | Response:
+    """The one file a GET or DELETE names (never a move), or the answer to give instead."""
     target = _target(request, file)
     if target is None or target[1] is not None:
         return Response(status_code=404)
     try:
-        path = user_path(target[0])
+        return user_path(target[0])
     except BadUserPath as exc:
         return _text(400, str(exc))
+
+
+async def userdata_get(file: str, request: Request, principal: Caller, userdata: UserDataDep) -> Response:
+    path = _one_file(request, file)
+    if isinstance(path, Response):
+        return path
     content = await userdata.read(principal.owner, path)
     if content is None:
         return Response(status_code=404)
@@ -240,13 +247,9 @@ async def userdata_post(file: str, request: Request, principal: Caller, userdata
 
 
 async def userdata_delete(file: str, request: Request, principal: Caller, userdata: UserDataDep) -> Response:
-    target = _target(request, file)
-    if target is None or target[1] is not None:
-        return Response(status_code=404)
-    try:
-        path = user_path(target[0])
-    except BadUserPath as exc:
-        return _text(400, str(exc))
+    path = _one_file(request, file)
+    if isinstance(path, Response):
+        return path
     return Response(status_code=204 if await userdata.delete(principal.owner, path) else 404)
 
 

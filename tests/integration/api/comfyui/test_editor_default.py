@@ -10,9 +10,9 @@ from pathlib import Path
 import aiohttp
 from PIL import Image
 
-from tests.integration.api.comfyui.test_routes import frames_until_end
 from tests.support.daemon import make_settings, running_daemon, static_backends
 from tests.support.graphs import default_editor_graph
+from tests.support.sockets import frames_until_end
 
 
 async def test_the_default_workflow_runs_through_comfyart_on_either_server(tmp_path: Path, redis_url, emulator):

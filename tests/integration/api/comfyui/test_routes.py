@@ -19,24 +19,7 @@ from PIL import Image
 
 from tests.support.daemon import make_settings, running_daemon, static_backends, wait_for_tasks
 from tests.support.graphs import basic_graph, text_to_image_graph
-
-
-async def frames_until_end(ws: aiohttp.ClientWebSocketResponse, prompt_ids: set, timeout_s: float = 30) -> list[Any]:
-    """Every frame (text as JSON, binary as bytes) until each of ``prompt_ids`` sent its end marker."""
-    frames: list[Any] = []
-    ended: set = set()
-    async with asyncio.timeout(timeout_s):
-        while ended != prompt_ids:
-            message = await ws.receive()
-            if message.type == aiohttp.WSMsgType.BINARY:
-                frames.append(message.data)
-                continue
-            assert message.type == aiohttp.WSMsgType.TEXT, message
-            frame = json.loads(message.data)
-            frames.append(frame)
-            if frame["type"] == "executing" and frame["data"]["node"] is None:
-                ended.add(frame["data"]["prompt_id"])
-    return frames
+from tests.support.sockets import frames_until_end
 
 
 def kinds(frames: list[Any], prompt_id: str) -> list[str]:

@@ -15,7 +15,7 @@ import httpx
 
 from tests.support.daemon import make_settings, running_daemon, static_backends
 from tests.support.graphs import basic_graph
-from tests.support.sockets import frames_until_quiet
+from tests.support.sockets import frames_until_end, frames_until_quiet
 
 ALICE_KEY = "alice-client-key-0123456789abcdef"
 BOB_KEY = "bob-client-key-0123456789abcdef0"
@@ -30,21 +30,6 @@ IMAGE_SIZE = {"1": {"class_type": "EmptyImage", "inputs": {"width": 40, "height"
 def two_callers(tmp_path: Path, redis_url: str, emulator: Any) -> Any:
     auth = {"keys": [{"name": "alice", "key": ALICE_KEY}, {"name": "bob", "key": BOB_KEY}]}
     return make_settings(tmp_path, redis_url, auth=auth, static_backends=static_backends(emulator()))
-
-
-async def frames_until_end(ws: aiohttp.ClientWebSocketResponse, prompt_id: str, timeout_s: float = 30) -> list[Any]:
-    """Every frame until ``prompt_id`` sent its end marker (``executing`` with no node)."""
-    frames: list[Any] = []
-    async with asyncio.timeout(timeout_s):
-        while True:
-            message = await ws.receive()
-            if message.type == aiohttp.WSMsgType.BINARY:
-                frames.append(message.data)
-                continue
-            frame = json.loads(message.data)
-            frames.append(frame)
-            if frame == {"type": "executing", "data": {"node": None, "prompt_id": prompt_id}}:
-                return frames
 
 
 async def in_history(api: httpx.AsyncClient, prompt_id: str, timeout_s: float = 30) -> None:
