@@ -2,27 +2,35 @@
 image, and what /object_info costs, through comfyart with 8 emulated backends.
 
     python3 bench/editor.py [--loads N] [--clicks N] [--prompts N] [--requests N] [--cold N] [--backends K]
+                           [--preview-method none|auto]
 
 1. page ready   headless Chromium (Debian's, driven by Playwright) opens ``/comfy/`` in a fresh browser context
-                (nothing cached), --loads times, then as often in one context (its cache warm). The editor is ready
-                (``READY_JS``) when ``window.app.graph`` exists, every node class of the pool's ``/object_info`` is
-                registered with LiteGraph (the node library is loaded), the page's WebSocket is open and the Run
-                button is on the page and enabled; the page itself notes the moment (``performance.now()``, from
-                navigation start), polling every 10 ms from a script run before the page's own.
-2. queue        the page's own Run button, --clicks times: click to the first ``progress`` event its API client
-                emits, and to the result image (``/api/view?type=output``) loaded (the resource timing's
-                ``responseEnd``), all in page time. Then a client that does what the page does on Run (its socket
-                open with the feature_flags handshake; ``POST /api/prompt`` with the body the page sent, its
-                client_id, extra_pnginfo.workflow and preview_method, a new seed each time; the first ``progress``
-                frame, ``executed``, then ``GET /api/view`` of its image), --prompts times, taking turns straight at
-                one emulator (``/api/prompt``, ``/ws``) and through comfyart (``/comfy/api/prompt``, ``/comfy/ws``).
+                (nothing cached), --loads times, then as often in a browser with a profile (its disk cache warm).
+                The editor is ready (``READY_JS``) when ``window.app.graph`` exists, every node class of the pool's
+                ``/object_info`` is registered with LiteGraph (the node library is loaded), the page's WebSocket is
+                open and the Run button is on the page and enabled; the page itself notes the moment
+                (``performance.now()``, from navigation start), polling every 10 ms from a script run before the
+                page's own. Also the bytes the page transferred by then.
+2. queue        the page's own Run button, --clicks times, on the text-to-image graph (loaded with
+                ``app.loadApiJson``, fitted in view: the canvas loads a node's image only when it draws the node):
+                click to the first ``progress`` event its API client emits, to ``executed``, and to the SaveImage
+                node's image loaded (the resource timing's ``responseEnd`` of its ``/api/view?type=output``; not
+                the job panel's thumbnail, which the page shows seconds later), all in page time. Then a client that
+                does what the page does on Run (its socket open with the feature_flags handshake; ``POST
+                /api/prompt`` with the body the page sent: its client_id, extra_pnginfo.workflow, preview_method,
+                a new seed each time; the first ``progress`` frame, ``executed``, then ``GET /api/view`` of its
+                image), --prompts times, taking turns straight at one of the emulators (``/api/prompt``, ``/ws``)
+                and through comfyart (``/comfy/api/prompt``, ``/comfy/ws``).
 3. object_info  ``GET /comfy/api/object_info``: the first request after the daemon read every backend's inventory
-                (a new daemon each of --cold times), then --requests repeats; its size, raw and as sent (with
-                ``Accept-Encoding: gzip``), and what gzip would make of it.
+                (a new daemon each of --cold times), then --requests repeats; its size, whether it is sent
+                compressed when asked (``Accept-Encoding: gzip``), and what gzip would make of it. Over the
+                emulators (a small document), and over K servers of bench/object_info_fleet.py (2 MB each, as a
+                ComfyUI with custom node packs answers; their model lists differ, so the merge is larger).
 
 Auth is off (everything on loopback). Chromium may reach 127.0.0.1 only: ``--host-resolver-rules`` fails every
-other name and a route aborts any request elsewhere (the page asks api.comfy.org for release notes); the hosts it
-tried are reported. Backends are one emulator process serving K emulators (--step-seconds 0.05, 4 KSampler steps).
+other name and every other request goes to a proxy that is not there (the page asks api.comfy.org for release
+notes); the hosts it tried are reported. Backends are one emulator process serving K emulators (--step-seconds
+0.05, 4 KSampler steps; --preview-method none, ComfyUI's default, unless told).
 Prints a table and writes bench/results/editor.json.
 """
 from __future__ import annotations
@@ -42,11 +50,11 @@ from urllib.parse import urlencode, urlparse
 
 import aiohttp
 import httpx
-from playwright.async_api import Browser, BrowserContext, Page, Request, async_playwright
+from playwright.async_api import Browser, BrowserContext, Page, Playwright, Request, async_playwright
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from pipeline import RESULTS, ROOT, percentile  # noqa: E402
-from scheduling import Bench, sampler_graph  # noqa: E402
+from scheduling import Bench, free_port_block, sampler_graph  # noqa: E402
 
 STEP_S, STEPS = 0.05, 4
 EMULATOR_FLAGS = ("--step-seconds", str(STEP_S), "--node-seconds", "0", "--model-load-seconds", "0")
@@ -55,6 +63,8 @@ CHROMIUM = "/usr/bin/chromium"
 # page.route: Playwright turns the HTTP cache off in a context that routes, and the warm figure needs it)
 LOOPBACK_ONLY = ("--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1", "--proxy-server=http://127.0.0.1:9",
                  "--proxy-bypass-list=127.0.0.1")
+CHROMIUM_ARGS = ["--no-sandbox", *LOOPBACK_ONLY]
+VIEWPORT = {"width": 1366, "height": 900}
 # run before the page's scripts: note when the editor first is ready (CLASSES: the pool's node classes)
 READY_JS = """
 (() => {
@@ -91,6 +101,8 @@ SET_SEED_JS = """
 }
 """
 
+TRANSFERRED_JS = """() => [window.__benchReady, performance.getEntriesByType('navigation')
+  .concat(performance.getEntriesByType('resource')).reduce((sum, e) => sum + (e.transferSize ?? 0), 0)]"""
 SHOWN_JS = "() => window.app.graph.nodes.find((n) => n.type === 'SaveImage').imgs?.[0]?.naturalWidth > 0"
 
 
@@ -119,16 +131,29 @@ def start_daemon(rig: Bench, redis_url: str, urls: list[str], name: str) -> str:
 
 
 # ------------------------------------------------------------------ 3. /object_info
+def stop_last(rig: Bench) -> None:
+    """The process started last (a daemon, a fleet): stopped, before the next one starts."""
+    process = rig.processes.pop()
+    process.terminate()
+    process.wait(20)
+
+
+def synthetic_fleet(rig: Bench, count: int) -> list[str]:
+    """``count`` servers of bench/object_info_fleet.py: a 2 MB ``/object_info`` each, model lists differing."""
+    port = free_port_block(count)
+    rig.spawn([sys.executable, str(ROOT / "bench" / "object_info_fleet.py"), "--port", str(port), "--count",
+               str(count), "--kind", "different"], port + count - 1)
+    return [f"http://127.0.0.1:{port + i}" for i in range(count)]
+
+
 def object_info_figures(rig: Bench, redis_url: str, urls: list[str], cold: int, requests: int) -> tuple[dict, str]:
     """Cold (a new daemon each time, first request once its inventories are read) and repeated requests; the API
-    of the last daemon, which the other sections use."""
+    of the last daemon, left running."""
     firsts, api = [], ""
     for i in range(cold):
         if api:
-            previous = rig.processes.pop()  # one daemon at a time on the backends
-            previous.terminate()
-            previous.wait(20)
-        api = start_daemon(rig, redis_url, urls, f"editor-{i}")
+            stop_last(rig)  # one daemon at a time on the backends
+        api = start_daemon(rig, redis_url, urls, f"editor-{len(rig.processes)}-{i}")
         start = time.perf_counter()
         httpx.get(f"{api}/comfy/api/object_info", timeout=60).raise_for_status()
         firsts.append(time.perf_counter() - start)
@@ -143,22 +168,40 @@ def object_info_figures(rig: Bench, redis_url: str, urls: list[str], cold: int, 
     figures = {"backends": len(urls), "classes": len(answer.json()), "cold": {"runs": cold, **ms(firsts)},
                "cached": {"requests": requests, **ms(repeats)}, "bytes": len(raw),
                "content_encoding_asked_gzip": zipped.headers.get("content-encoding", "identity"),
-               "bytes_on_the_wire_asked_gzip": int(zipped.headers.get("content-length", len(zipped.content))),
                "bytes_if_gzipped": len(gzip.compress(raw, 6))}
     return figures, api
+
+
+def large_documents(rig: Bench, redis_url: str, args: argparse.Namespace) -> tuple[dict, dict, list[str]]:
+    """/object_info and the page's start over servers of 2 MB documents (a ComfyUI with custom node packs and a
+    models volume): their figures, and the hosts the page tried beyond loopback."""
+    urls = synthetic_fleet(rig, args.backends)
+    figures, api = object_info_figures(rig, redis_url, urls, args.cold, args.requests)
+    browsed, _ = asyncio.run(browser_sections(api, args.loads, 0))
+    stop_last(rig)  # its daemon
+    stop_last(rig)  # the servers
+    return figures, browsed["page_ready"], browsed["hosts_refused"]
 
 
 # ------------------------------------------------------------------ 1. page ready
 class Browsing:
     """One Chromium for the run; contexts that reach loopback only and note when the editor is ready."""
 
-    def __init__(self, browser: Browser, base: str, classes: list[str]) -> None:
-        self.browser, self.base = browser, base
+    def __init__(self, playwright: Playwright, browser: Browser, base: str, classes: list[str]) -> None:
+        self.playwright, self.browser, self.base = playwright, browser, base
         self.ready_js = READY_JS.replace("CLASSES", json.dumps(classes))
         self.refused: set[str] = set()
 
     async def context(self) -> BrowserContext:
-        context = await self.browser.new_context(viewport={"width": 1366, "height": 900})
+        """A fresh context: nothing cached (its cache lives in memory, too small for the page's 11 MB script)."""
+        return await self._watched(await self.browser.new_context(viewport=VIEWPORT))
+
+    async def profile(self, folder: Path) -> BrowserContext:
+        """A browser with a profile in ``folder``: a disk cache, as a user's browser has."""
+        return await self._watched(await self.playwright.chromium.launch_persistent_context(
+            folder, executable_path=CHROMIUM, args=CHROMIUM_ARGS, viewport=VIEWPORT))
+
+    async def _watched(self, context: BrowserContext) -> BrowserContext:
         await context.add_init_script(self.ready_js)
         context.on("requestfailed", self._note_refused)
         return context
@@ -168,34 +211,43 @@ class Browsing:
         if host != "127.0.0.1":
             self.refused.add(host)
 
-    async def open_editor(self, context: BrowserContext) -> tuple[Page, float]:
-        """A new page of ``context`` at /comfy/, and seconds from navigation start until the editor was ready."""
+    async def open_editor(self, context: BrowserContext) -> tuple[Page, float, int]:
+        """A new page of ``context`` at /comfy/: seconds from navigation start until the editor was ready, and the
+        bytes it had transferred by then (what its cache spared is not counted)."""
         page = await context.new_page()
         await page.goto(f"{self.base}/comfy/")
         await page.wait_for_function("window.__benchReady !== undefined", timeout=60_000)
-        return page, float(await page.evaluate("window.__benchReady")) / 1000
+        ready, transferred = await page.evaluate(TRANSFERRED_JS)
+        return page, float(ready) / 1000, int(transferred)
 
 
 async def page_ready(browsing: Browsing, loads: int) -> dict[str, Any]:
     # an untimed first visit: a new user's first page opens the template browser and saves the tutorial as seen
     context = await browsing.context()
-    page, _ = await browsing.open_editor(context)
+    page, _, _ = await browsing.open_editor(context)
     await page.wait_for_timeout(1500)
     await context.close()
-    cold = []
+    cold: list[tuple[float, int]] = []
     for _ in range(loads):
         context = await browsing.context()
-        cold.append((await browsing.open_editor(context))[1])
+        cold.append((await browsing.open_editor(context))[1:])
         await context.close()
-    context = await browsing.context()
-    warm = []
+    with tempfile.TemporaryDirectory(prefix="comfyart-bench-profile-") as folder:
+        warm = await warm_loads(browsing, Path(folder), loads)
+    return {"loads": loads, **{name: {**ms([s for s, _ in runs]), "kb_transferred_p50": round(
+        percentile([b for _, b in runs], 0.5) / 1024)} for name, runs in (("cold_cache", cold), ("warm_cache", warm))}}
+
+
+async def warm_loads(browsing: Browsing, folder: Path, loads: int) -> list[tuple[float, int]]:
+    context = await browsing.profile(folder)
+    warm: list[tuple[float, int]] = []
     for i in range(loads + 1):
-        page, seconds = await browsing.open_editor(context)
+        page, seconds, transferred = await browsing.open_editor(context)
         if i:  # the first visit fills the cache
-            warm.append(seconds)
+            warm.append((seconds, transferred))
         await page.close()
     await context.close()
-    return {"loads": loads, "cold_cache": ms(cold), "warm_cache": ms(warm)}
+    return warm
 
 
 # ------------------------------------------------------------------ 2. queue, in the page
@@ -203,7 +255,7 @@ async def clicks(browsing: Browsing, count: int) -> tuple[dict[str, Any], dict[s
     """The Run button ``count`` times on the text-to-image graph (a new seed each); the figures and the body the
     page posted to /api/prompt."""
     context = await browsing.context()
-    page, _ = await browsing.open_editor(context)
+    page, _, _ = await browsing.open_editor(context)
     posted: list[Any] = []
     page.on("request", lambda r: posted.append(r.post_data_json)
             if r.method == "POST" and r.url.endswith("/api/prompt") else None)
@@ -310,14 +362,18 @@ async def client_runs(direct: str, api: str, body: dict[str, Any], prompts: int)
 
 
 # ------------------------------------------------------------------ the run
-async def browser_sections(api: str, loads: int, count: int) -> tuple[dict[str, Any], dict[str, Any]]:
+async def browser_sections(api: str, loads: int, count: int) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """Page ready, then ``count`` Run clicks (none: no graph of the pool's can run); the figures and the body of
+    the page's first prompt."""
     classes = sorted(httpx.get(f"{api}/comfy/api/object_info", timeout=60).json())
+    body = None
     async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", *LOOPBACK_ONLY])
+        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
-            browsing = Browsing(browser, api, classes)
+            browsing = Browsing(playwright, browser, api, classes)
             result: dict[str, Any] = {"page_ready": await page_ready(browsing, loads)}
-            result["queue_click"], body = await clicks(browsing, count)
+            if count:
+                result["queue_click"], body = await clicks(browsing, count)
             result["hosts_refused"] = sorted(browsing.refused)
         finally:
             await browser.close()
@@ -338,15 +394,25 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=50, help="repeated /object_info requests")
     parser.add_argument("--cold", type=int, default=3, help="daemons started, each asked /object_info once")
     parser.add_argument("--backends", type=int, default=8)
+    parser.add_argument("--preview-method", default="none", choices=("none", "auto"),
+                        help="the emulators' --preview-method (none: ComfyUI's default; auto: a preview each step)")
     args = parser.parse_args()
     rig = Bench(Path(tempfile.mkdtemp(prefix="comfyart-bench-editor-")))
     try:
         redis_url = rig.redis()
-        urls = rig.fleet(args.backends, args.backends, *EMULATOR_FLAGS)
-        results: dict[str, Any] = {"backends": args.backends, "steps": STEPS, "step_s": STEP_S, "auth": "off"}
-        results["object_info"], api = object_info_figures(rig, redis_url, urls, args.cold, args.requests)
+        urls = rig.fleet(args.backends, args.backends, *EMULATOR_FLAGS, "--preview-method", args.preview_method)
+        results: dict[str, Any] = {"backends": args.backends, "steps": STEPS, "step_s": STEP_S, "auth": "off",
+                                   "backend_preview_method": args.preview_method, "object_info": {},
+                                   "page_ready": {}}
+        large, results["page_ready"]["2mb_documents"], refused = large_documents(rig, redis_url, args)
+        results["object_info"]["emulators"], api = object_info_figures(rig, redis_url, urls, args.cold,
+                                                                       args.requests)
+        results["object_info"]["2mb_documents"] = large
         browsed, body = asyncio.run(browser_sections(api, args.loads, args.clicks))
-        results.update(browsed)
+        results["page_ready"]["emulators"] = browsed["page_ready"]
+        results["queue_click"] = browsed["queue_click"]
+        results["hosts_refused"] = sorted({*refused, *browsed["hosts_refused"]})
+        assert body is not None
         results["queue_client"] = asyncio.run(client_runs(urls[0], api, body, args.prompts))
     finally:
         rig.close()
