@@ -100,7 +100,6 @@ SET_SEED_JS = """
   if (control) control.value = 'fixed';
 }
 """
-
 TRANSFERRED_JS = """() => [window.__benchReady, performance.getEntriesByType('navigation')
   .concat(performance.getEntriesByType('resource')).reduce((sum, e) => sum + (e.transferSize ?? 0), 0)]"""
 SHOWN_JS = "() => window.app.graph.nodes.find((n) => n.type === 'SaveImage').imgs?.[0]?.naturalWidth > 0"
