@@ -135,8 +135,15 @@ def embeddings(backend: int) -> list[str]:
     return [name.rsplit("/", 1)[-1].removesuffix(".safetensors") for name in models_of(backend)["embeddings"]]
 
 
+# enough of ComfyUI's /system_stats for a daemon's health checks, and its /extensions (none) for the web editor's
+# start: bench/editor.py runs a daemon and the editor over these servers
+SYSTEM_STATS = json.dumps({"system": {"os": "posix", "comfyui_version": "0.3.64", "ram_total": 0, "ram_free": 0},
+                           "devices": []}).encode()
+
+
 async def serve(port: int, count: int, kind: str) -> None:
-    """``count`` servers on ``port``.. answering GET /object_info and /embeddings, until SIGTERM."""
+    """``count`` servers on ``port``.. answering GET /object_info, /embeddings, /system_stats and /extensions, until
+    SIGTERM."""
     runners = []
     bodies: dict[int, tuple[bytes, bytes]] = {}
     for index in range(count):
@@ -147,6 +154,8 @@ async def serve(port: int, count: int, kind: str) -> None:
         app = web.Application()
         app.router.add_get("/object_info", functools.partial(_answer, info))
         app.router.add_get("/embeddings", functools.partial(_answer, listed))
+        app.router.add_get("/system_stats", functools.partial(_answer, SYSTEM_STATS))
+        app.router.add_get("/extensions", functools.partial(_answer, b"[]"))
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         await web.TCPSite(runner, "127.0.0.1", port + index).start()
