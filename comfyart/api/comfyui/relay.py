@@ -48,7 +48,7 @@ class FrameRelay:
         connection.open.add(relay.task_id)
         frame = {"type": kind, "data": rewrite_frame(relay, kind, data)}
         if kind == "progress" and connection.preview_metadata:
-            connection.hold(frame)
+            connection.hold(frame, relay.task_id)
         else:
             connection.put(frame)
 
@@ -62,6 +62,7 @@ class FrameRelay:
         if connection is None or relay.task_id in connection.ended:
             return
         if connection.preview_metadata:
-            connection.put_preview(with_metadata(payload, relay, connection.nodes.get(relay.task_id)))
+            preview = with_metadata(payload, relay, connection.nodes.get(relay.task_id))
+            connection.put_preview(preview, relay.task_id)
         else:
             connection.put(payload)

@@ -37,6 +37,10 @@ class Connection:
         self.closed = False
         self.preview_metadata = False
         self.held: dict[str, Any] | None = None
+        self.held_task: str | None = None
+        # tasks whose progress no preview followed: their progress goes out at once (a backend that sends no
+        # previews, such as ComfyUI asked for none, would otherwise make every step wait HOLD_PROGRESS_S)
+        self.unpreviewed: set[str] = set()
         # by task id, not by the client's prompt id: a client may reuse its prompt id, and each run is told in full
         self.open: set[str] = set()  # its prompts not ended yet: no status may tell it the queue is shorter
         self.ended: collections.OrderedDict[str, None] = collections.OrderedDict()  # recent ends: no frame after
@@ -57,15 +61,26 @@ class Connection:
         self.flush_held()
         self._append(frame)
 
-    def hold(self, progress: dict[str, Any]) -> None:
+    def hold(self, progress: dict[str, Any], task_id: str) -> None:
         """A progress frame that waits for its preview: backends send comfyart type-1 previews after their
-        progress, but a client that asked for metadata gets type 4, which ComfyUI sends before it."""
+        progress, but a client that asked for metadata gets type 4, which ComfyUI sends before it. Not for a task
+        whose progress no preview followed before (see ``unpreviewed``)."""
+        if task_id in self.unpreviewed:
+            self.put(progress)
+            return
         self.flush_held()
-        self.held = progress
+        self.held, self.held_task = progress, task_id
         self.ready.set()
 
-    def put_preview(self, preview: bytes) -> None:
+    def put_preview(self, preview: bytes, task_id: str) -> None:
+        self.unpreviewed.discard(task_id)
         self._append(preview)
+        self.flush_held()
+
+    def no_preview_came(self) -> None:
+        """The held progress waited HOLD_PROGRESS_S in vain: it goes out, and its task's next ones do not wait."""
+        if self.held_task is not None:
+            self.unpreviewed.add(self.held_task)
         self.flush_held()
 
     def flush_held(self) -> None:
@@ -84,6 +99,7 @@ class Connection:
     def end(self, task_id: str) -> None:
         """The task's prompt ended (its end told, where there is one to tell): no frame of it may follow."""
         self.nodes.pop(task_id, None)
+        self.unpreviewed.discard(task_id)
         self.open.discard(task_id)
         self.ended[task_id] = None
         if len(self.ended) > ENDED_REMEMBERED:
@@ -220,7 +236,7 @@ class Sockets:
                         async with asyncio.timeout(HOLD_PROGRESS_S):
                             await connection.ready.wait()
                     except TimeoutError:
-                        connection.flush_held()
+                        connection.no_preview_came()
                 await connection.ready.wait()
                 connection.ready.clear()
                 while connection.frames and self.connections.get(key) is connection:

@@ -64,3 +64,36 @@ def test_a_reused_prompt_id_is_relayed_again_after_its_first_run_ended():
     relay.forward(Relay("second task", "fixed", "one", "alice"), "execution_start", {"prompt_id": "b"})
     assert [f["type"] for f in socket.frames] == ["execution_start"]
     assert socket.open == {"second task"}
+
+
+def test_a_progress_waits_for_its_preview_only_while_previews_follow_it():
+    """For a client that asked for preview metadata, a progress frame is held until its preview (type 4 goes first,
+    as ComfyUI sends it); once a progress waited in vain, that task's progress goes out at once, until a preview
+    comes again."""
+    connection = Connection("one", "alice")
+    connection.preview_metadata = True
+    relay = FrameRelay({socket_key("alice", "one"): connection})
+    mine = Relay("task", "mine", "one", "alice")
+
+    def step(n: int) -> None:
+        relay.forward(mine, "progress", {"prompt_id": "backend's", "node": "9", "value": n, "max": 9})
+
+    def sent() -> list[Any]:
+        frames = [f if isinstance(f, dict) else struct.unpack(">I", f[:4])[0] for f in connection.frames]
+        connection.frames.clear()
+        return [f["data"]["value"] if isinstance(f, dict) else f"preview {f}" for f in frames]
+
+    step(1)
+    assert sent() == [] and connection.held is not None
+    relay.forward_binary(mine, PREVIEW)
+    assert sent() == ["preview 4", 1]
+    step(2)
+    connection.no_preview_came()  # what the socket's writer does after HOLD_PROGRESS_S
+    assert sent() == [2]
+    step(3)
+    assert sent() == [3] and connection.held is None  # no waiting any more
+    relay.forward_binary(mine, PREVIEW)
+    step(4)
+    assert sent() == ["preview 4"] and connection.held is not None  # previews again: it waits again
+    connection.end("task")
+    assert "task" not in connection.unpreviewed
