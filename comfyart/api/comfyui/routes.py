@@ -35,6 +35,15 @@ MAX_PAGE = 1_000_000_000
 
 
 # ---------------------------------------------------------------------------------------------------- answers
+def accepts_gzip(accept_encoding: str) -> bool:
+    """Whether an ``Accept-Encoding`` takes gzip (``q=0`` refuses it)."""
+    for part in accept_encoding.lower().split(","):
+        name, _, params = part.strip().partition(";")
+        if name.strip() in ("gzip", "*"):
+            return params.replace(" ", "") not in ("q=0", "q=0.0", "q=0.00", "q=0.000")
+    return False
+
+
 def _listed(value: Any) -> list[Any]:
     """A list field of a request; anything else counts as none."""
     return value if isinstance(value, list) else []
@@ -173,11 +182,15 @@ async def system_stats(catalog: CatalogDep) -> Any:
         return unavailable(exc)
 
 
-async def object_info(catalog: CatalogDep) -> Any:
+async def object_info(request: Request, catalog: CatalogDep) -> Response:
     try:
-        return await catalog.object_info()
+        encoded = await catalog.object_info_encoded()
     except TransientError as exc:
         return unavailable(exc)
+    if accepts_gzip(request.headers.get("accept-encoding", "")):
+        return Response(encoded.gzip, media_type="application/json",
+                        headers={"Content-Encoding": "gzip", "Vary": "Accept-Encoding"})
+    return Response(encoded.json, media_type="application/json", headers={"Vary": "Accept-Encoding"})
 
 
 async def object_info_one(node_class: str, catalog: CatalogDep) -> Any:

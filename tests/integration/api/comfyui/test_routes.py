@@ -118,6 +118,12 @@ async def test_bad_prompts_get_comfyuis_400_and_nothing_is_queued(tmp_path: Path
         assert (await api.get("/api/tasks")).json()["total"] == 0
         # the pool's /object_info, merged and served
         info = (await api.get("/object_info")).json()
+        # gzipped for a client that takes it (the editor's, at every load: a large fleet's runs to megabytes)
+        zipped = await api.get("/comfy/api/object_info", headers={"Accept-Encoding": "gzip"})
+        plain = await api.get("/comfy/api/object_info", headers={"Accept-Encoding": "identity"})
+        assert zipped.headers["content-encoding"] == "gzip" and "content-encoding" not in plain.headers
+        assert zipped.json() == plain.json() == info and len(zipped.content) == len(plain.content)
+        assert int(zipped.headers["content-length"]) < len(plain.content) / 3
         assert info["EmptyImage"]["output"] == ["IMAGE"]
         assert (await api.get("/object_info/SaveImage")).json()["SaveImage"]["output_node"] is True
         assert (await api.get("/api/object_info/Nope")).json() == {}

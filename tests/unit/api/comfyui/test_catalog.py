@@ -1,6 +1,8 @@
 """What the ComfyUI-compatible API answers from its backends (api.comfyui.catalog): cached answers."""
 from __future__ import annotations
 
+import pytest
+
 
 async def test_cached_answers_are_reused_and_bounded():
     from comfyart.api.comfyui.catalog import CACHED_ANSWERS, Catalog
@@ -68,3 +70,27 @@ def test_objects_of_several_backends_merge_at_every_depth():
     base = {"a": {"b": [1]}}
     deep_merge(base, {"a": {"b": [2], "c": 3}})
     assert base == {"a": {"b": [1]}}  # neither input changes
+
+
+@pytest.mark.parametrize("header, takes", [
+    ("gzip, deflate, br, zstd", True), ("GZIP", True), ("br;q=1.0, gzip;q=0.8", True), ("*", True),
+    ("gzip;q=0", False), ("gzip; q=0.0", False), ("identity", False), ("", False), ("deflate, br", False),
+    ("x-gzip", False),
+])
+def test_a_gzipped_answer_goes_to_a_client_that_takes_gzip(header: str, takes: bool):
+    from comfyart.api.comfyui.routes import accepts_gzip
+
+    assert accepts_gzip(header) is takes
+
+
+def test_an_encoded_document_is_what_a_json_response_writes_and_its_gzip():
+    import gzip
+
+    from starlette.responses import JSONResponse
+
+    from comfyart.api.comfyui.catalog import encode_document
+
+    document = {"KSampler": {"input": {"required": {"seed": ["INT", {"max": 2**64 - 1}]}}, "name": "Échantillon"}}
+    encoded = encode_document(document)
+    assert encoded.json == JSONResponse(document).body
+    assert gzip.decompress(encoded.gzip) == encoded.json
