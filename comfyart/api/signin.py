@@ -79,8 +79,10 @@ def credentials_of(form: dict[str, str]) -> Credentials:
     return Credentials()
 
 
-def is_https(request: Request) -> bool:
-    return request.url.scheme == "https"
+def is_https(request: Request, public_url: str | None) -> bool:
+    """Whether the browser reached this server over https: the request's own scheme, or the configured
+    ``server.public_url`` (behind a proxy that ends TLS, the request here is plain http)."""
+    return request.url.scheme == "https" or (public_url or "").lower().startswith("https://")
 
 
 def _page(request: Request, authenticator: Authenticator, next_path: str | None, status: int = 200,
@@ -115,7 +117,7 @@ async def signin(request: Request, services: ServicesDep) -> Response:
     assert authenticator.sessions is not None  # sign_in opens none without
     answer = RedirectResponse(local_next(form.get("next")), status_code=303, headers={"Cache-Control": "no-store"})
     answer.headers.append("Set-Cookie", session_cookie(token, max_age_s=authenticator.sessions.ttl_s,
-                                                       secure=is_https(request)))
+                                                       secure=is_https(request, services.security.public_url)))
     return answer
 
 
@@ -127,7 +129,7 @@ async def signout(request: Request, services: ServicesDep) -> Response:
     if authenticator is not None and authenticator.sessions is not None and token is not None:
         await authenticator.sessions.delete(token)
     answer = RedirectResponse(SIGNIN_PATH, status_code=303, headers={"Cache-Control": "no-store"})
-    answer.headers.append("Set-Cookie", cleared_session_cookie(secure=is_https(request)))
+    answer.headers.append("Set-Cookie", cleared_session_cookie(secure=is_https(request, services.security.public_url)))
     return answer
 
 

@@ -5,6 +5,8 @@ import base64
 import hashlib
 import re
 
+import pytest
+
 from comfyart.api.signin import PAGE_HEADERS, STYLE, credentials_of, signin_page
 from comfyart.auth import Credentials
 
@@ -34,3 +36,18 @@ def test_a_typed_key_wins_then_the_user_and_password() -> None:
     assert credentials_of({"key": "", "user": "root", "password": "pw"}) == Credentials(basic=("root", "pw"))
     assert credentials_of({"user": "root"}) == Credentials()
     assert credentials_of({}) == Credentials()
+
+
+@pytest.mark.parametrize("scheme, public_url, secure", [
+    ("https", None, True), ("http", None, False), ("http", "https://comfy.example.org", True),
+    ("http", "HTTPS://comfy.example.org/base", True), ("http", "http://127.0.0.1:8100", False),
+])
+def test_the_cookie_is_secure_when_the_browser_came_over_https(scheme: str, public_url: str | None, secure: bool):
+    """Behind a proxy that ends TLS the request here is plain http: ``server.public_url`` says how browsers come."""
+    from starlette.requests import Request
+
+    from comfyart.api.signin import is_https
+
+    request = Request({"type": "http", "scheme": scheme, "server": ("127.0.0.1", 8100), "path": "/comfy/signin",
+                       "headers": [], "query_string": b""})
+    assert is_https(request, public_url) is secure
