@@ -46,11 +46,19 @@ async def returning_user(api, key: str) -> None:
     assert answer.status_code == 200
 
 
-async def queue_from_page(page: Page, times: int) -> None:
-    """Click Run ``times`` times, as a user does; each click queues the open workflow once."""
+async def queue_from_page(page: Page, api, times: int) -> None:
+    """Click Run ``times`` times, as a user does: each click queues the open workflow once, and the next click comes
+    once comfyart has it (the page posts it after the click, and ignores a click while it is still queueing)."""
+    total = (await api.get("/api/tasks", params={"limit": 1})).json()["total"]
     for _ in range(times):
         await page.click("[data-testid=queue-button]")
-        await asyncio.sleep(0.2)
+        for _ in range(200):
+            if (await api.get("/api/tasks", params={"limit": 1})).json()["total"] > total:
+                break
+            await asyncio.sleep(0.05)
+        else:
+            raise AssertionError("a click on Run queued no prompt within 10 s")
+        total += 1
 
 
 async def test_the_editor_runs_on_every_backend_and_shows_every_result(tmp_path: Path, redis_url, emulator,
@@ -70,7 +78,7 @@ async def test_the_editor_runs_on_every_backend_and_shows_every_result(tmp_path:
         # the page opened on its own default workflow (text to image): it runs six times
         assert "UNETLoader" in await page.evaluate("window.app.graph._nodes.map(n => n.type)")
         await shot(page, "default-workflow")
-        await queue_from_page(page, 6)
+        await queue_from_page(page, api, 6)
         tasks = (await api.get("/api/tasks", params={"limit": 10})).json()["tasks"]
         assert len(tasks) == 6
         first = (await api.get(f"/api/tasks/{tasks[0]['id']}")).json()
@@ -107,7 +115,7 @@ async def test_a_job_cancelled_in_the_panel_is_interrupted_on_its_own_backend(tm
         await returning_user(api, ALICE_KEY)
         page = await open_editor(await new_context(browser, problems), str(api.base_url).rstrip("/"), ALICE_KEY)
         await load_api_graph(page, text_to_image_graph(steps=20), "slow")
-        await queue_from_page(page, 3)
+        await queue_from_page(page, api, 3)
         running = await wait_for_running(api, 2)  # one on each backend; the third waits
 
         await page.click("[data-testid=queue-overlay-toggle]")
@@ -142,7 +150,7 @@ async def test_saved_workflows_and_jobs_are_each_users_own(tmp_path: Path, redis
             await returning_user(api, key)
         alice = await open_editor(await new_context(browser, problems), base, ALICE_KEY)
         await load_api_graph(alice, text_to_image_graph(steps=2), "lighthouse")
-        await queue_from_page(alice, 2)
+        await queue_from_page(alice, api, 2)
         await alice.keyboard.press("Control+s")  # saves the open workflow under its name
         await alice.keyboard.press("Enter")
         await expect_saved(api, ALICE_KEY, "workflows/lighthouse.json")
@@ -160,7 +168,7 @@ async def test_saved_workflows_and_jobs_are_each_users_own(tmp_path: Path, redis
         await bob.click("[data-testid=workflows-tab-button]")
         await expect(bob.get_by_text("lighthouse")).to_have_count(0)
         await load_api_graph(bob, text_to_image_graph(seed=7, steps=2), "bobs")
-        await queue_from_page(bob, 1)
+        await queue_from_page(bob, api, 1)
         await bob.click("[data-testid=queue-overlay-toggle]")
         await expect(bob.locator("[data-job-id]")).to_have_count(1, timeout=15_000)  # his own only
         await shot(bob, "bob-own-jobs")
@@ -188,7 +196,7 @@ async def test_an_image_uploaded_from_the_page_reaches_whichever_backend_runs_it
         await (await chooser.value).set_files(str(picture))
         await page.wait_for_function("""() => window.app.graph._nodes.find(n => n.type === 'LoadImage')
                                         .widgets[0].value !== 'missing.png'""")
-        await queue_from_page(page, 4)
+        await queue_from_page(page, api, 4)
         tasks = (await api.get("/api/tasks", params={"limit": 10})).json()["tasks"]
         finished = await wait_for_tasks(api, [t["id"] for t in tasks])
         assert [t["status"] for t in finished] == ["completed"] * 4
