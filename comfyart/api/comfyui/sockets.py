@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import collections
 import json
+import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import WebSocket, WebSocketDisconnect
@@ -22,6 +24,8 @@ from comfyart.store.queue import TaskQueue
 from comfyart.store.tasks import TaskStore
 
 HOLD_PROGRESS_S = 0.05
+# how long a prompt the backend finished may hold back the next one's frames while comfyart stores its outputs
+FINISHING_S = 10.0
 ENDED_REMEMBERED = 1000
 OUTBOX_FRAMES = 4096  # a client this far behind is disconnected, as it would stall nothing else
 
@@ -42,6 +46,11 @@ class Connection:
         self.ended: collections.OrderedDict[str, None] = collections.OrderedDict()  # recent ends: no frame after
         self.status_sent: int | None = None
         self.nodes: dict[str, str | None] = {}  # task id -> node running, for preview metadata
+        # prompts whose backend told their end, not yet told here (their outputs are being stored), each with the
+        # time until which the frames of the client's other prompts wait behind it: ComfyUI tells a prompt's end
+        # before the next one's start, and the editor forgets the running prompt at any prompt's end
+        self.finishing: dict[str, float] = {}
+        self.waiting: list[Callable[[], None]] = []  # those frames, each as the call that queues it
 
     def _append(self, frame: Any) -> None:
         if self.closed:
@@ -88,6 +97,45 @@ class Connection:
         self.ended[task_id] = None
         if len(self.ended) > ENDED_REMEMBERED:
             self.ended.popitem(last=False)
+        self.finished(task_id)
+
+    def finishing_on_backend(self, task_id: str) -> None:
+        """The backend told the end of ``task_id``'s prompt: the frames of others wait until it is told here."""
+        self.finishing.setdefault(task_id, time.monotonic() + FINISHING_S)
+
+    def send(self, task_id: str, queue_it: Callable[[], None]) -> None:
+        """Queue a frame of ``task_id`` now, or once the prompts the backend finished before it are told."""
+        if task_id in self.finishing:
+            self.finished(task_id)  # it runs again (another attempt): it holds nothing back
+        if self.finishing:
+            self.waiting.append(queue_it)
+            self.ready.set()
+        else:
+            queue_it()
+
+    def finished(self, task_id: str | None = None) -> None:
+        """``task_id`` no longer holds frames back (None: those past their time); with none left, the waiting
+        frames go out in their order."""
+        now = time.monotonic()
+        self.finishing = {t: until for t, until in self.finishing.items() if t != task_id and until > now}
+        if not self.finishing:
+            waiting, self.waiting = self.waiting, []
+            for queue_it in waiting:
+                queue_it()
+
+    def wait_s(self) -> float | None:
+        """How long the writer may wait for a new frame before a held one must go out anyway (None: no limit)."""
+        if self.held is not None and not self.frames:
+            return HOLD_PROGRESS_S
+        if self.waiting:
+            return max(0.0, min(self.finishing.values(), default=0.0) - time.monotonic())
+        return None
+
+    def overdue(self) -> None:
+        """The writer waited ``wait_s``: a held progress frame goes out alone, frames held back past their time."""
+        if self.held is not None and not self.frames:
+            self.flush_held()
+        self.finished()
 
     def close(self) -> None:
         self.closed = True
@@ -215,12 +263,11 @@ class Sockets:
                                                         name=f"comfyui client {sid}")
         try:
             while not connection.closed:
-                if connection.held is not None and not connection.frames:
-                    try:  # a held progress frame goes out alone when no preview follows it soon
-                        async with asyncio.timeout(HOLD_PROGRESS_S):
-                            await connection.ready.wait()
-                    except TimeoutError:
-                        connection.flush_held()
+                try:  # a held progress frame goes out alone when no preview follows it soon
+                    async with asyncio.timeout(connection.wait_s()):
+                        await connection.ready.wait()
+                except TimeoutError:
+                    connection.overdue()
                 await connection.ready.wait()
                 connection.ready.clear()
                 while connection.frames and self.connections.get(key) is connection:
