@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import itertools
 import json
 import time
 import uuid
@@ -50,7 +51,9 @@ class Connection:
         # time until which the frames of the client's other prompts wait behind it: ComfyUI tells a prompt's end
         # before the next one's start, and the editor forgets the running prompt at any prompt's end
         self.finishing: dict[str, float] = {}
-        self.waiting: list[Callable[[], None]] = []  # those frames, each as the call that queues it
+        # those frames: (task id, the tasks it waits for, the call that queues it)
+        self.waiting: list[tuple[str, set[str], Callable[[], None]]] = []
+        self._releasing = False
 
     def _append(self, frame: Any) -> None:
         if self.closed:
@@ -103,25 +106,45 @@ class Connection:
         """The backend told the end of ``task_id``'s prompt: the frames of others wait until it is told here."""
         self.finishing.setdefault(task_id, time.monotonic() + FINISHING_S)
 
-    def send(self, task_id: str, queue_it: Callable[[], None]) -> None:
-        """Queue a frame of ``task_id`` now, or once the prompts the backend finished before it are told."""
-        if task_id in self.finishing:
-            self.finished(task_id)  # it runs again (another attempt): it holds nothing back
-        if self.finishing:
-            self.waiting.append(queue_it)
+    def send(self, task_id: str, queue_it: Callable[[], None], *, end: bool = False) -> None:
+        """Queue a frame of ``task_id`` (``end``: its end) now, or once the prompts whose backend finished them
+        before it are told; a task's own frames keep their order."""
+        if end:  # behind the prompts its backend finished before it
+            ahead = set(itertools.takewhile(lambda other: other != task_id, self.finishing))
+        else:
+            if task_id in self.finishing:
+                self.finished(task_id)  # it runs again (another attempt): it holds nothing back
+            ahead = set(self.finishing)
+        if ahead or any(waiting == task_id for waiting, _, _ in self.waiting):
+            self.waiting.append((task_id, ahead, queue_it))
             self.ready.set()
         else:
             queue_it()
 
     def finished(self, task_id: str | None = None) -> None:
-        """``task_id`` no longer holds frames back (None: those past their time); with none left, the waiting
-        frames go out in their order."""
+        """``task_id`` (None: those past their time) no longer holds frames back: the frames waiting for nothing
+        else go out."""
         now = time.monotonic()
         self.finishing = {t: until for t, until in self.finishing.items() if t != task_id and until > now}
-        if not self.finishing:
-            waiting, self.waiting = self.waiting, []
-            for queue_it in waiting:
-                queue_it()
+        for _, ahead, _ in self.waiting:
+            ahead.intersection_update(self.finishing)
+        if self._releasing:
+            return  # a waiting end being queued: the loop below goes on
+        self._releasing = True
+        try:
+            while (item := self._releasable()) is not None:
+                self.waiting.remove(item)
+                item[2]()
+        finally:
+            self._releasing = False
+
+    def _releasable(self) -> tuple[str, set[str], Callable[[], None]] | None:
+        held_back: set[str] = set()
+        for item in self.waiting:
+            if not item[1] and item[0] not in held_back:
+                return item
+            held_back.add(item[0])
+        return None
 
     def wait_s(self) -> float | None:
         """How long the writer may wait for a new frame before a held one must go out anyway (None: no limit)."""
@@ -207,10 +230,14 @@ class Sockets:
             connection.open.discard(task.id)
             return  # a prompt deleted from the queue ends silently, as in ComfyUI
         kind, data = terminal_message(task)
-        connection.put({"type": kind, "data": data})
-        connection.put_status(await self.remaining())
-        connection.put({"type": "executing", "data": {"node": None, "prompt_id": task.comfy_prompt_id}})
-        connection.end(task.id)
+        remaining, prompt_id = await self.remaining(), task.comfy_prompt_id
+
+        def tell() -> None:
+            connection.put({"type": kind, "data": data})
+            connection.put_status(remaining)
+            connection.put({"type": "executing", "data": {"node": None, "prompt_id": prompt_id}})
+            connection.end(task.id)
+        connection.send(task.id, tell, end=True)
 
     async def _broadcast_interrupted(self, task_id: str, owner: str | None) -> None:
         """ComfyUI sends ``execution_interrupted`` even for a prompt without a client id, to every socket (it is

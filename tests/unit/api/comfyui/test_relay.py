@@ -117,3 +117,30 @@ def test_a_prompt_that_runs_again_holds_nothing_back():
     relay.forward(first, "execution_start", {"prompt_id": "b1-again"})  # its next attempt, on another backend
     assert [f["type"] for f in one.frames] == ["execution_start", "execution_start"]
     assert one.finishing == {} and one.wait_s() is None
+
+
+def told_end(connection: Connection, task_id: str, prompt_id: str) -> None:
+    """What Sockets._send_end does once the task is final."""
+    def tell() -> None:
+        connection.put({"type": "execution_success", "data": {"prompt_id": prompt_id}})
+        connection.end(task_id)
+    connection.send(task_id, tell, end=True)
+
+
+def test_a_prompt_held_back_that_ends_meanwhile_is_told_in_order_after_the_one_before():
+    connections = sockets()
+    relay = FrameRelay(connections)
+    one = connections[socket_key("alice", "one")]
+    first, second, third = (Relay(f"t{i}", name, "one", "alice") for i, name in enumerate(("a", "b", "c")))
+    relay.forward(first, "execution_start", {"prompt_id": "b1"})
+    relay.forward(first, "execution_success", {"prompt_id": "b1"})
+    relay.forward(second, "execution_start", {"prompt_id": "b2"})  # a cached run: over at once
+    relay.forward(second, "execution_success", {"prompt_id": "b2"})
+    relay.forward(third, "execution_start", {"prompt_id": "b3"})
+    told_end(one, "t1", "b")  # the second's outputs were stored first: its end waits for the first's
+    assert [(f["type"], f["data"]["prompt_id"]) for f in one.frames] == [("execution_start", "a")]
+    told_end(one, "t0", "a")
+    assert [(f["type"], f["data"]["prompt_id"]) for f in one.frames] == [
+        ("execution_start", "a"), ("execution_success", "a"), ("execution_start", "b"), ("execution_success", "b"),
+        ("execution_start", "c")]
+    assert one.waiting == [] and one.finishing == {}
