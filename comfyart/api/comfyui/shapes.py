@@ -152,7 +152,8 @@ def job(task: Task, *, detail: bool = False) -> dict[str, Any]:
     workflow = ((task.extra_data or {}).get("extra_pnginfo") or {}).get("workflow")
     error = None
     if task.status in (TaskStatus.FAILED, TaskStatus.CANCELED):
-        error = terminal_message(task)[1]
+        kind, told = terminal_message(task)
+        error = told if kind == "execution_error" else None  # an interrupted one is only "cancelled"
     body = {"id": task.comfy_prompt_id, "status": JOB_STATUS[task.status], "priority": _number(task),
             "create_time": task.created_ms, "execution_start_time": task.started_ms,
             "execution_end_time": task.finished_ms, "execution_error": error, "outputs_count": len(files),

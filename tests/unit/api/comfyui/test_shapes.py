@@ -90,7 +90,9 @@ def test_history_queue_and_job_views():
     assert done["status"] == "completed" and done["outputs_count"] == 1 and done["previewable_outputs_count"] == 1
     assert done["execution_status"]["completed"] is True
     assert job(make_task(status=TaskStatus.RUNNING))["status"] == "in_progress"
-    assert job(make_task(status=TaskStatus.CANCELED))["execution_error"]["prompt_id"] == "p-1"
+    assert job(make_task(status=TaskStatus.FAILED, error="boom"))["execution_error"]["prompt_id"] == "p-1"
+    cancelled = job(make_task(status=TaskStatus.CANCELED))  # ComfyUI: no execution_error for an interrupted one
+    assert cancelled["status"] == "cancelled" and "execution_error" not in cancelled
 
 
 def test_job_assets_list_each_output_file_with_its_link_size_and_type():
