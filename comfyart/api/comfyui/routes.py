@@ -14,7 +14,7 @@ from starlette.requests import HTTPConnection
 from comfyart.api.auth import AdminCaller, Caller
 from comfyart.api.comfyui.catalog import Catalog
 from comfyart.api.comfyui.editor import EDITOR_PREFIX
-from comfyart.api.comfyui.files import Files
+from comfyart.api.comfyui.files import Files, ViewOptions
 from comfyart.api.comfyui.front import FrontDoor
 from comfyart.api.comfyui.prompts import Prompts
 from comfyart.api.comfyui.shapes import FEATURES, JOB_STATUS, history_entry, in_history, job, queue_item
@@ -211,8 +211,8 @@ async def history_post(request: Request, principal: Caller, comfy: IndexDep) -> 
 
 
 async def view(principal: Caller, files: FilesDep, filename: str = "", subfolder: str = "",
-               type: str = "output") -> Response:
-    return await files.view(filename, subfolder, type, principal)
+               type: str = "output", preview: str | None = None, channel: str = "") -> Response:
+    return await files.view(filename, subfolder, type, principal, ViewOptions(preview, channel))
 
 
 async def upload(request: Request, principal: Caller, files: FilesDep) -> Response:
