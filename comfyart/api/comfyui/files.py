@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +41,8 @@ class Files:
         self.objects = objects
         self.limits = limits
 
-    async def view(self, filename: str, subfolder: str, kind: str, principal: Principal = NOBODY) -> Response:
+    async def view(self, filename: str, subfolder: str, kind: str, principal: Principal = NOBODY,
+                   options: ViewOptions | None = None) -> Response:
         if not filename or "\0" in filename or "\0" in subfolder:
             return Response(status_code=404)
         if ".." in filename.replace("\\", "/").split("/") or filename.startswith(("/", "\\")):
@@ -63,7 +65,7 @@ class Files:
                         return RedirectResponse(await self.objects.presign(output.path), status_code=307)
                     path = self.outputs.find(task.id, output.filename)
                     if path is not None:
-                        return FileResponse(path, media_type=output.content_type, filename=output.filename)
+                        return await serve_file(path, output.content_type, output.filename, options)
             backend = self.pool.backends.get(task.backend or "")
             if backend is not None and task.status not in FINAL_STATUSES:
                 return await self._proxy_view(backend, filename, rest, kind)  # not downloaded yet
@@ -71,7 +73,7 @@ class Files:
         if kind == "input":
             path = self.inputs.path(filename)
             if path is not None:
-                return FileResponse(path, media_type=self.inputs.content_type(filename), filename=filename)
+                return await serve_file(path, self.inputs.content_type(filename), filename, options)
         return Response(status_code=404)
 
     async def _proxy_view(self, backend: Any, filename: str, subfolder: str, kind: str) -> Response:
@@ -146,6 +148,64 @@ class Files:
         if task is None or not can_see(principal, task.owner):
             return None
         return self.outputs.find(task.id, ref["filename"])
+
+
+@dataclass(frozen=True)
+class ViewOptions:
+    """/view's ``preview=webp|jpeg[;quality]`` and ``channel=rgba|rgb|a`` (the mask editor asks an image's colours
+    and its alpha apart)."""
+
+    preview: str | None = None
+    channel: str = ""  # none asked: rgba (but a jpeg preview stays one)
+
+
+# shown in the browser, as ComfyUI does (the editor's "Open Image"); anything else is an attachment, never a page
+INLINE_TYPES = frozenset({"image/png", "image/jpeg", "image/webp", "image/gif", "image/avif", "video/mp4",
+                          "video/webm", "audio/mpeg", "audio/wav", "audio/ogg", "audio/flac"})
+
+
+async def serve_file(path: Any, content_type: str | None, filename: str, options: ViewOptions | None) -> Response:
+    inline = content_type in INLINE_TYPES
+    headers = {"X-Content-Type-Options": "nosniff"}
+    if options is not None and (options.preview or options.channel not in ("", "rgba")) and inline \
+            and str(content_type).startswith("image/"):
+        try:
+            data, content_type = await asyncio.to_thread(reencode, Path(path), options)
+        except (OSError, ValueError, Image.DecompressionBombError):
+            pass  # served as it is
+        else:
+            return Response(data, media_type=content_type, headers={
+                **headers, "Content-Disposition": f'inline; filename="{_quoted(filename)}"'})
+    return FileResponse(path, media_type=content_type, filename=filename, headers=headers,
+                        content_disposition_type="inline" if inline else "attachment")
+
+
+def _quoted(filename: str) -> str:
+    return "".join(c for c in filename if c.isprintable() and c not in '"\\')
+
+
+def reencode(path: Path, options: ViewOptions) -> tuple[bytes, str]:
+    """The image as ComfyUI 0.3.64's /view re-encodes it: a preview (webp where asked or where the alpha is
+    wanted, else jpeg), or PNG of its colours (``rgb``) or of its alpha on black (``a``)."""
+    buffer = io.BytesIO()
+    with Image.open(path) as image:
+        if options.preview:
+            kind, *rest = options.preview.split(";")
+            fmt = "webp" if kind not in ("webp", "jpeg") or "a" in options.channel else kind
+            quality = int(rest[-1]) if rest and rest[-1].isdigit() else 90
+            picture = image.convert("RGB") if fmt == "jpeg" or options.channel == "rgb" else image
+            picture.save(buffer, format=fmt, quality=quality)
+            return buffer.getvalue(), f"image/{fmt}"
+        if options.channel == "rgb":
+            image.convert("RGB").save(buffer, format="PNG")
+        elif options.channel == "a":
+            alpha = image.getchannel("A") if image.mode == "RGBA" else Image.new("L", image.size, 255)
+            layer = Image.new("RGBA", image.size)
+            layer.putalpha(alpha)
+            layer.save(buffer, format="PNG")
+        else:
+            image.save(buffer, format="PNG")
+        return buffer.getvalue(), "image/png"
 
 
 class MaskError(ValueError):

@@ -17,6 +17,8 @@ RELAYED = frozenset({"execution_start", "execution_cached", "executing", "progre
 # sends them to every socket (its previews too, as type 1: no client negotiated metadata). The lifecycle frames it
 # sends only when there is a client id.
 BROADCAST_WITHOUT_CLIENT = frozenset({"progress", "progress_state"})
+# the backend's end of a prompt: its end is told once the task is final, and the client's next prompt waits for it
+BACKEND_ENDS = frozenset({"execution_success", "execution_error", "execution_interrupted"})
 PROGRESS_TEXT = 3  # send_progress_text names no socket, whoever's prompt it is: every socket gets it
 
 
@@ -40,14 +42,24 @@ class FrameRelay:
                         listener.put(frame)
             return
         connection = self.connections.get(relay.socket or "")
-        if (connection is None or kind not in RELAYED or (kind == "executing" and data.get("node") is None)
-                or relay.task_id in connection.ended):
+        if connection is None or relay.task_id in connection.ended:
             return
-        if kind in ("executing", "progress") and data.get("node") is not None:
-            connection.nodes[relay.task_id] = str(data["node"])
+        if kind in BACKEND_ENDS or (kind == "executing" and data.get("node") is None):
+            if relay.task_id in connection.open:
+                connection.finishing_on_backend(relay.task_id)
+            return
+        if kind not in RELAYED:
+            return
         connection.open.add(relay.task_id)
         frame = {"type": kind, "data": rewrite_frame(relay, kind, data)}
-        if kind == "progress" and connection.preview_metadata:
+        connection.send(relay.task_id, lambda: self._queue(connection, relay, frame))
+
+    @staticmethod
+    def _queue(connection: Connection, relay: Relay, frame: dict[str, Any]) -> None:
+        data = frame["data"]
+        if frame["type"] in ("executing", "progress") and data.get("node") is not None:
+            connection.nodes[relay.task_id] = str(data["node"])  # the node of the previews that follow
+        if frame["type"] == "progress" and connection.preview_metadata:
             connection.hold(frame, relay.task_id)
         else:
             connection.put(frame)
@@ -61,8 +73,11 @@ class FrameRelay:
         connection = self.connections.get(relay.socket or "")
         if connection is None or relay.task_id in connection.ended:
             return
-        if connection.preview_metadata:
-            preview = with_metadata(payload, relay, connection.nodes.get(relay.task_id))
-            connection.put_preview(preview, relay.task_id)
-        else:
-            connection.put(payload)
+
+        def queue_it() -> None:
+            if connection.preview_metadata:
+                preview = with_metadata(payload, relay, connection.nodes.get(relay.task_id))
+                connection.put_preview(preview, relay.task_id)
+            else:
+                connection.put(payload)
+        connection.send(relay.task_id, queue_it)

@@ -24,6 +24,7 @@ from comfyart.api.comfyui.deps import (
     unavailable,
 )
 from comfyart.api.comfyui.editor import EDITOR_PREFIX
+from comfyart.api.comfyui.files import ViewOptions
 from comfyart.api.comfyui.jobs import JOB_ROUTES
 from comfyart.api.comfyui.shapes import FEATURES, history_entry, in_history, queue_item
 from comfyart.api.comfyui.startup import STARTUP_ROUTES, UNPREFIXED_ROUTES
@@ -163,8 +164,8 @@ async def history_post(request: Request, principal: Caller, comfy: IndexDep) -> 
 
 
 async def view(principal: Caller, files: FilesDep, filename: str = "", subfolder: str = "",
-               type: str = "output") -> Response:
-    return await files.view(filename, subfolder, type, principal)
+               type: str = "output", preview: str | None = None, channel: str = "") -> Response:
+    return await files.view(filename, subfolder, type, principal, ViewOptions(preview, channel))
 
 
 async def upload(request: Request, principal: Caller, files: FilesDep) -> Response:

@@ -109,9 +109,13 @@ def terminal_message(task: Task) -> tuple[str, dict[str, Any]]:
 
 
 def queue_item(task: Task, outputs_to_execute: list[str]) -> list[Any]:
+    return [_number(task), task.comfy_prompt_id, task.prompt or {}, task.extra_data or {}, outputs_to_execute]
+
+
+def _number(task: Task) -> float:
+    """Its queue number as ComfyUI writes it: a whole one (its own count) as an integer."""
     number = task.number if task.number is not None else 0
-    return [int(number) if float(number).is_integer() else number, task.comfy_prompt_id, task.prompt or {},
-            task.extra_data or {}, outputs_to_execute]
+    return int(number) if float(number).is_integer() else number
 
 
 def in_history(task: Task) -> bool:
@@ -148,15 +152,19 @@ def job(task: Task, *, detail: bool = False) -> dict[str, Any]:
     workflow = ((task.extra_data or {}).get("extra_pnginfo") or {}).get("workflow")
     error = None
     if task.status in (TaskStatus.FAILED, TaskStatus.CANCELED):
-        error = terminal_message(task)[1]
-    body = {"id": task.comfy_prompt_id, "status": JOB_STATUS[task.status], "priority": task.number,
+        kind, told = terminal_message(task)
+        error = told if kind == "execution_error" else None  # an interrupted one is only "cancelled"
+    body = {"id": task.comfy_prompt_id, "status": JOB_STATUS[task.status], "priority": _number(task),
             "create_time": task.created_ms, "execution_start_time": task.started_ms,
             "execution_end_time": task.finished_ms, "execution_error": error, "outputs_count": len(files),
             "previewable_outputs_count": len(previewable), "preview_output": previewable[0] if previewable else None,
             "workflow_id": workflow.get("id") if isinstance(workflow, dict) else None}
+    body = {key: value for key, value in body.items() if value is not None}  # as ComfyUI's prune_dict
     if detail:
-        body.update(outputs=outputs, execution_status={"status_str": "success" if task.status is TaskStatus.COMPLETED
-                                                       else "error", "completed": task.status is TaskStatus.COMPLETED},
+        status = history_entry(task, [])["status"] if in_history(task) else {
+            "status_str": "success" if task.status is TaskStatus.COMPLETED else "error",
+            "completed": task.status is TaskStatus.COMPLETED}
+        body.update(outputs=outputs, execution_status=status,
                     workflow={"prompt": task.prompt or {}, "extra_data": task.extra_data or {}})
     return body
 

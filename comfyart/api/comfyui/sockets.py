@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import itertools
 import json
+import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import WebSocket, WebSocketDisconnect
@@ -22,6 +25,8 @@ from comfyart.store.queue import TaskQueue
 from comfyart.store.tasks import TaskStore
 
 HOLD_PROGRESS_S = 0.05
+# how long a prompt the backend finished may hold back the next one's frames while comfyart stores its outputs
+FINISHING_S = 10.0
 ENDED_REMEMBERED = 1000
 OUTBOX_FRAMES = 4096  # a client this far behind is disconnected, as it would stall nothing else
 
@@ -46,6 +51,13 @@ class Connection:
         self.ended: collections.OrderedDict[str, None] = collections.OrderedDict()  # recent ends: no frame after
         self.status_sent: int | None = None
         self.nodes: dict[str, str | None] = {}  # task id -> node running, for preview metadata
+        # prompts whose backend told their end, not yet told here (their outputs are being stored), each with the
+        # time until which the frames of the client's other prompts wait behind it: ComfyUI tells a prompt's end
+        # before the next one's start, and the editor forgets the running prompt at any prompt's end
+        self.finishing: dict[str, float] = {}
+        # those frames: (task id, the tasks it waits for, the call that queues it)
+        self.waiting: list[tuple[str, set[str], Callable[[], None]]] = []
+        self._releasing = False
 
     def _append(self, frame: Any) -> None:
         if self.closed:
@@ -77,12 +89,6 @@ class Connection:
         self._append(preview)
         self.flush_held()
 
-    def no_preview_came(self) -> None:
-        """The held progress waited HOLD_PROGRESS_S in vain: it goes out, and its task's next ones do not wait."""
-        if self.held_task is not None:
-            self.unpreviewed.add(self.held_task)
-        self.flush_held()
-
     def flush_held(self) -> None:
         if self.held is not None:
             held, self.held = self.held, None
@@ -104,6 +110,68 @@ class Connection:
         self.ended[task_id] = None
         if len(self.ended) > ENDED_REMEMBERED:
             self.ended.popitem(last=False)
+        self.finished(task_id)
+
+    def finishing_on_backend(self, task_id: str) -> None:
+        """The backend told the end of ``task_id``'s prompt: the frames of others wait until it is told here."""
+        self.finishing.setdefault(task_id, time.monotonic() + FINISHING_S)
+
+    def send(self, task_id: str, queue_it: Callable[[], None], *, end: bool = False) -> None:
+        """Queue a frame of ``task_id`` (``end``: its end) now, or once the prompts whose backend finished them
+        before it are told; a task's own frames keep their order."""
+        if end:  # behind the prompts its backend finished before it
+            ahead = set(itertools.takewhile(lambda other: other != task_id, self.finishing))
+        else:
+            if task_id in self.finishing:
+                self.finished(task_id)  # it runs again (another attempt): it holds nothing back
+            ahead = set(self.finishing)
+        if ahead or any(waiting == task_id for waiting, _, _ in self.waiting):
+            self.waiting.append((task_id, ahead, queue_it))
+            self.ready.set()
+        else:
+            queue_it()
+
+    def finished(self, task_id: str | None = None) -> None:
+        """``task_id`` (None: those past their time) no longer holds frames back: the frames waiting for nothing
+        else go out."""
+        now = time.monotonic()
+        self.finishing = {t: until for t, until in self.finishing.items() if t != task_id and until > now}
+        for _, ahead, _ in self.waiting:
+            ahead.intersection_update(self.finishing)
+        if self._releasing:
+            return  # a waiting end being queued: the loop below goes on
+        self._releasing = True
+        try:
+            while (item := self._releasable()) is not None:
+                self.waiting.remove(item)
+                item[2]()
+        finally:
+            self._releasing = False
+
+    def _releasable(self) -> tuple[str, set[str], Callable[[], None]] | None:
+        held_back: set[str] = set()
+        for item in self.waiting:
+            if not item[1] and item[0] not in held_back:
+                return item
+            held_back.add(item[0])
+        return None
+
+    def wait_s(self) -> float | None:
+        """How long the writer may wait for a new frame before a held one must go out anyway (None: no limit)."""
+        if self.held is not None and not self.frames:
+            return HOLD_PROGRESS_S
+        if self.waiting:
+            return max(0.0, min(self.finishing.values(), default=0.0) - time.monotonic())
+        return None
+
+    def overdue(self) -> None:
+        """The writer waited ``wait_s``: a held progress frame goes out alone (and its task's next ones do not wait:
+        no preview follows them), frames held back past their time."""
+        if self.held is not None and not self.frames:
+            if self.held_task is not None:
+                self.unpreviewed.add(self.held_task)
+            self.flush_held()
+        self.finished()
 
     def close(self) -> None:
         self.closed = True
@@ -175,10 +243,14 @@ class Sockets:
             connection.open.discard(task.id)
             return  # a prompt deleted from the queue ends silently, as in ComfyUI
         kind, data = terminal_message(task)
-        connection.put({"type": kind, "data": data})
-        connection.put_status(await self.remaining())
-        connection.put({"type": "executing", "data": {"node": None, "prompt_id": task.comfy_prompt_id}})
-        connection.end(task.id)
+        remaining, prompt_id = await self.remaining(), task.comfy_prompt_id
+
+        def tell() -> None:
+            connection.put({"type": kind, "data": data})
+            connection.put_status(remaining)
+            connection.put({"type": "executing", "data": {"node": None, "prompt_id": prompt_id}})
+            connection.end(task.id)
+        connection.send(task.id, tell, end=True)
 
     async def _broadcast_interrupted(self, task_id: str, owner: str | None) -> None:
         """ComfyUI sends ``execution_interrupted`` even for a prompt without a client id, to every socket (it is
@@ -231,12 +303,11 @@ class Sockets:
                                                         name=f"comfyui client {sid}")
         try:
             while not connection.closed:
-                if connection.held is not None and not connection.frames:
-                    try:  # a held progress frame goes out alone when no preview follows it soon
-                        async with asyncio.timeout(HOLD_PROGRESS_S):
-                            await connection.ready.wait()
-                    except TimeoutError:
-                        connection.no_preview_came()
+                try:  # a held progress frame goes out alone when no preview follows it soon
+                    async with asyncio.timeout(connection.wait_s()):
+                        await connection.ready.wait()
+                except TimeoutError:
+                    connection.overdue()
                 await connection.ready.wait()
                 connection.ready.clear()
                 while connection.frames and self.connections.get(key) is connection:

@@ -296,3 +296,31 @@ async def test_a_mask_upload_becomes_the_alpha_of_its_original(tmp_path: Path, r
         missing = await api.post("/upload/mask", files={"image": ("m.png", mask.getvalue())},
                                  data={"original_ref": json.dumps({"filename": "nope.png"})})
         assert missing.status_code == 400
+
+
+async def test_view_gives_the_mask_editor_an_images_colours_and_alpha_apart(tmp_path: Path, redis_url, emulator):
+    """The editor's mask editor loads an image twice, ``channel=rgb`` and ``channel=a``; with the Comfy.PreviewFormat
+    setting the page asks ``preview=webp;90``; and its "Open Image" shows an image rather than downloading it.
+    Answers as ComfyUI 0.3.64's /view (read against a real one)."""
+    settings = make_settings(tmp_path, redis_url, static_backends=static_backends(emulator()))
+    picture = io.BytesIO()
+    Image.new("RGBA", (8, 6), (10, 20, 30, 77)).save(picture, format="PNG")
+    async with running_daemon(settings) as api:
+        name = (await api.post("/upload/image", files={"image": ("o.png", picture.getvalue())})).json()["name"]
+
+        async def view(**options: str) -> tuple[httpx.Response, Image.Image]:
+            answer = await api.get("/api/view", params={"filename": name, "type": "input", **options})
+            assert answer.status_code == 200 and answer.headers["x-content-type-options"] == "nosniff"
+            assert answer.headers["content-disposition"].startswith("inline")
+            return answer, Image.open(io.BytesIO(answer.content))
+
+        answer, image = await view()
+        assert answer.content == picture.getvalue() and answer.headers["content-type"] == "image/png"
+        answer, image = await view(channel="rgb")
+        assert image.mode == "RGB" and image.getpixel((2, 2)) == (10, 20, 30)
+        answer, image = await view(channel="a")
+        assert image.mode == "RGBA" and image.getpixel((2, 2)) == (0, 0, 0, 77)
+        answer, image = await view(preview="webp;90")
+        assert answer.headers["content-type"] == "image/webp" and image.format == "WEBP" and image.size == (8, 6)
+        answer, image = await view(preview="jpeg;80")
+        assert answer.headers["content-type"] == "image/jpeg" and image.mode == "RGB"

@@ -154,3 +154,27 @@ async def test_a_reused_prompt_id_tells_its_second_run_as_fully_as_its_first(tmp
         assert kinds(runs[1]) == expected  # ComfyUI tells a reused prompt id's run in full (transcript 03)
         assert all(f["data"]["prompt_id"] == fixed for run in runs for f in run)
         assert runs[1][-4]["data"]["output"]["images"] != runs[0][-4]["data"]["output"]["images"]
+
+
+async def test_prompts_run_one_after_another_are_told_one_after_another(tmp_path: Path, redis_url, emulator):
+    """One backend runs a client's prompts back to back (the next sent ahead to its queue while one runs). ComfyUI
+    tells each one's end before the next one's start; the editor (frontend 1.58) forgets its running prompt on any
+    prompt's ``execution_success``, so an end told after the next start loses that one from the page."""
+    settings = make_settings(tmp_path, redis_url, static_backends=static_backends(emulator("--node-seconds", "0.2")),
+                             scheduler={"prefetch": 1})  # the default
+    async with (running_daemon(settings) as api, aiohttp.ClientSession() as session,
+                session.ws_connect(f"{str(api.base_url).replace('http', 'ws')}/ws?clientId=me") as ws):
+        await ws.receive()
+        ids = [(await api.post("/prompt", json={"prompt": basic_graph(color=1, prefix="seq/p"),
+                                                "client_id": "me"})).json()["prompt_id"]]
+        frames = []
+        while not frames or frames[-1]["type"] != "execution_start":
+            frames.append(json.loads((await ws.receive()).data))
+        for color in (2, 3):  # queued while the first runs: sent ahead to the backend's queue
+            ids.append((await api.post("/prompt", json={"prompt": basic_graph(color=color, prefix="seq/p"),
+                                                        "client_id": "me"})).json()["prompt_id"])
+        frames += await frames_until_end(ws, ids[-1])
+    told = [(f["data"]["prompt_id"], f["type"]) for f in frames if f["type"] != "status"]
+    assert [prompt for prompt, _ in told] == [ids[0]] * 14 + [ids[1]] * 14 + [ids[2]] * 14, told
+    for run in (told[0:14], told[14:28], told[28:42]):
+        assert [kind for _, kind in run[-2:]] == ["execution_success", "executing"]

@@ -3,6 +3,7 @@ socket, every socket of the prompt's caller and no other caller's."""
 from __future__ import annotations
 
 import struct
+import time
 from typing import Any
 
 import pytest
@@ -88,7 +89,7 @@ def test_a_progress_waits_for_its_preview_only_while_previews_follow_it():
     relay.forward_binary(mine, PREVIEW)
     assert sent() == ["preview 4", 1]
     step(2)
-    connection.no_preview_came()  # what the socket's writer does after HOLD_PROGRESS_S
+    connection.overdue()  # what the socket's writer does after HOLD_PROGRESS_S
     assert sent() == [2]
     step(3)
     assert sent() == [3] and connection.held is None  # no waiting any more
@@ -97,3 +98,82 @@ def test_a_progress_waits_for_its_preview_only_while_previews_follow_it():
     assert sent() == ["preview 4"] and connection.held is not None  # previews again: it waits again
     connection.end("task")
     assert "task" not in connection.unpreviewed
+
+
+@pytest.mark.parametrize("backend_end", [("execution_success", "x"), ("execution_error", "x"),
+                                         ("execution_interrupted", "x"), ("executing", None)])
+def test_the_next_prompts_frames_wait_until_the_end_of_the_one_its_backend_finished_is_told(backend_end):
+    connections = sockets()
+    relay = FrameRelay(connections)
+    one = connections[socket_key("alice", "one")]
+    one.preview_metadata = True
+    first, second = Relay("t1", "first", "one", "alice"), Relay("t2", "second", "one", "alice")
+    relay.forward(first, "execution_start", {"prompt_id": "b1"})
+    kind, node = backend_end
+    relay.forward(first, kind, {"prompt_id": "b1", "node": node})  # its end: told once the task is final
+    relay.forward(second, "execution_start", {"prompt_id": "b2"})
+    relay.forward(second, "progress", {"prompt_id": "b2", "node": "7", "value": 0, "max": 1})
+    relay.forward_binary(second, PREVIEW)
+    assert [f["type"] for f in one.frames] == ["execution_start"]
+    one.put({"type": "execution_success", "data": {"prompt_id": "first"}})  # as Sockets._send_end tells it
+    one.end("t1")
+    assert [f if isinstance(f, bytes) else f["type"] for f in one.frames][:3] == [
+        "execution_start", "execution_success", "execution_start"]
+    preview = one.frames[3]
+    assert isinstance(preview, bytes) and struct.unpack(">I", preview[:4])[0] == 4  # node 7's, with metadata
+    assert one.frames[4]["type"] == "progress" and len(one.frames) == 5  # after its preview, as ComfyUI sends it
+
+
+def test_a_prompt_whose_end_is_never_told_holds_the_next_one_back_for_a_while_only(monkeypatch):
+    connections = sockets()
+    relay = FrameRelay(connections)
+    one = connections[socket_key("alice", "one")]
+    first, second = Relay("t1", "first", "one", "alice"), Relay("t2", "second", "one", "alice")
+    relay.forward(first, "execution_start", {"prompt_id": "b1"})
+    relay.forward(first, "execution_error", {"prompt_id": "b1"})  # retried elsewhere, say: no end told yet
+    relay.forward(second, "execution_start", {"prompt_id": "b2"})
+    assert len(one.frames) == 1 and one.wait_s() is not None and 9 < one.wait_s() <= 10
+    clock = time.monotonic() + 10.5
+    monkeypatch.setattr(time, "monotonic", lambda: clock)
+    assert one.wait_s() == 0.0
+    one.overdue()
+    assert [f["data"]["prompt_id"] for f in one.frames] == ["first", "second"]
+
+
+def test_a_prompt_that_runs_again_holds_nothing_back():
+    connections = sockets()
+    relay = FrameRelay(connections)
+    one = connections[socket_key("alice", "one")]
+    first = Relay("t1", "first", "one", "alice")
+    relay.forward(first, "execution_start", {"prompt_id": "b1"})
+    relay.forward(first, "execution_error", {"prompt_id": "b1"})
+    relay.forward(first, "execution_start", {"prompt_id": "b1-again"})  # its next attempt, on another backend
+    assert [f["type"] for f in one.frames] == ["execution_start", "execution_start"]
+    assert one.finishing == {} and one.wait_s() is None
+
+
+def told_end(connection: Connection, task_id: str, prompt_id: str) -> None:
+    """What Sockets._send_end does once the task is final."""
+    def tell() -> None:
+        connection.put({"type": "execution_success", "data": {"prompt_id": prompt_id}})
+        connection.end(task_id)
+    connection.send(task_id, tell, end=True)
+
+
+def test_a_prompt_held_back_that_ends_meanwhile_is_told_in_order_after_the_one_before():
+    connections = sockets()
+    relay = FrameRelay(connections)
+    one = connections[socket_key("alice", "one")]
+    first, second, third = (Relay(f"t{i}", name, "one", "alice") for i, name in enumerate(("a", "b", "c")))
+    relay.forward(first, "execution_start", {"prompt_id": "b1"})
+    relay.forward(first, "execution_success", {"prompt_id": "b1"})
+    relay.forward(second, "execution_start", {"prompt_id": "b2"})  # a cached run: over at once
+    relay.forward(second, "execution_success", {"prompt_id": "b2"})
+    relay.forward(third, "execution_start", {"prompt_id": "b3"})
+    told_end(one, "t1", "b")  # the second's outputs were stored first: its end waits for the first's
+    assert [(f["type"], f["data"]["prompt_id"]) for f in one.frames] == [("execution_start", "a")]
+    told_end(one, "t0", "a")
+    assert [(f["type"], f["data"]["prompt_id"]) for f in one.frames] == [
+        ("execution_start", "a"), ("execution_success", "a"), ("execution_start", "b"), ("execution_success", "b"),
+        ("execution_start", "c")]
+    assert one.waiting == [] and one.finishing == {}

@@ -90,7 +90,9 @@ def test_history_queue_and_job_views():
     assert done["status"] == "completed" and done["outputs_count"] == 1 and done["previewable_outputs_count"] == 1
     assert done["execution_status"]["completed"] is True
     assert job(make_task(status=TaskStatus.RUNNING))["status"] == "in_progress"
-    assert job(make_task(status=TaskStatus.CANCELED))["execution_error"]["prompt_id"] == "p-1"
+    assert job(make_task(status=TaskStatus.FAILED, error="boom"))["execution_error"]["prompt_id"] == "p-1"
+    cancelled = job(make_task(status=TaskStatus.CANCELED))  # ComfyUI: no execution_error for an interrupted one
+    assert cancelled["status"] == "cancelled" and "execution_error" not in cancelled
 
 
 def test_job_assets_list_each_output_file_with_its_link_size_and_type():
@@ -117,3 +119,16 @@ def test_job_assets_list_each_output_file_with_its_link_size_and_type():
     assert later["pagination"] == {"offset": 1, "limit": 1, "total": 3, "has_more": True}
     assert job_assets(t, 5, 10)["assets"] == []
     assert job_assets(make_task(), 0, None)["assets"] == []
+
+
+def test_a_job_is_shaped_as_newer_comfyui_shapes_it():
+    """comfy_execution/jobs.py: the queue number as ComfyUI counts it (an integer), no field that would be null
+    (prune_dict), and a finished job's execution_status is its history entry's status, messages included."""
+    done = job(make_task(number=4.0, outputs=[make_output("a.png")]), detail=True)
+    assert done["priority"] == 4 and isinstance(done["priority"], int)
+    assert "execution_error" not in done and None not in done.values()
+    assert done["execution_status"]["messages"][-1][0] == "execution_success"
+    assert job(make_task(number=2.5))["priority"] == 2.5
+    waiting = job(make_task(status=TaskStatus.PENDING, started_ms=None, finished_ms=None), detail=True)
+    assert "execution_start_time" not in waiting and "preview_output" not in waiting
+    assert waiting["execution_status"] == {"status_str": "error", "completed": False}
