@@ -3,6 +3,7 @@ calls: routes only decide what that caller may do), the error handlers, and one 
 from __future__ import annotations
 
 from fastapi import FastAPI
+from loguru import logger
 
 from comfyart import __version__
 from comfyart.api import dashboard, events, inputs, inventory, keys, pool, scheduler, signin, system, tasks, workflows
@@ -26,6 +27,9 @@ def create_app(services: Services) -> FastAPI:
     editor_files = frontend_files() if services.editor else None
     if editor_files is not None:  # first: its bundled extensions/core before the node packs' /comfy/extensions/...
         app.include_router(build_editor_router(editor_files))
+    elif services.editor:
+        logger.warning("ComfyUI's web editor is not served at /comfy/: the comfyui-frontend-package wheel is not "
+                       "installed (pip install -r requirements.txt), or set comfyui.editor: false")
     for resource in (tasks, workflows, inputs, pool, inventory, scheduler, keys, events, signin):
         app.include_router(resource.router)
     app.include_router(build_router())
