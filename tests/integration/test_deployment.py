@@ -121,6 +121,8 @@ def test_image_builds_runs_unprivileged_is_healthy_and_runs_a_workflow(engine: D
             output = httpx.get(f"{base}/api/tasks/{task_id}/outputs/{record['outputs'][0]['filename']}", timeout=10)
             assert output.content[:8] == b"\x89PNG\r\n\x1a\n"
             assert httpx.get(f"{base}/", timeout=10).status_code == 200  # the dashboard ships in the image
+            editor = httpx.get(f"{base}/comfy/", timeout=10)  # and ComfyUI's editor, from its wheel
+            assert editor.status_code == 200 and "<title>ComfyUI</title>" in editor.text
         finally:
             container.stop(timeout=30)
             logs = container.logs().decode()
