@@ -53,7 +53,6 @@ async def open_editor(context: BrowserContext, base: str, key: str | None) -> Pa
     """Open ``/comfy/``: signed out, it sends the browser to the sign-in page, where ``key`` signs in; then wait
     until the editor has built its graph and node library, and count what its API client hears."""
     page = await context.new_page()
-    page.on("pageerror", lambda error: None)  # recorded by the context's weberror
     await page.goto(base + "/comfy/")
     if key is not None:
         await expect(page.locator("#key")).to_be_visible()
