@@ -28,6 +28,7 @@ from comfyart.auth import (
     local_next,
     session_cookie,
 )
+from comfyart.errors import QuotaExceeded
 
 MAX_FORM_BYTES = 16 * 1024  # a key, a user, a password and a path: far less
 FAILED = "Sign-in failed: the key, or the user and password, were not accepted."
@@ -104,11 +105,21 @@ async def signin_form(request: Request, services: ServicesDep) -> Response:
 @router.post(SIGNIN_PATH)
 async def signin(request: Request, services: ServicesDep) -> Response:
     """A session for the key, or the admin user, in the form: 303 to ``next`` (a path of the editor) with its
-    cookie; anything wrong: 401 and the page again, saying no more than that it failed."""
+    cookie; anything wrong: 401 and the page again, saying no more than that it failed; more than 20 attempts a
+    minute from one address: 429."""
     authenticator = services.security.authenticator
     if authenticator is None:
         return RedirectResponse(EDITOR_PATH, status_code=303)
     form = await read_form(request)
+    quotas = services.security.quotas
+    if quotas is not None:  # every attempt counts, before any credential is looked at
+        try:
+            await quotas.sign_in_attempt(request.client.host if request.client else "unknown")
+        except QuotaExceeded as exc:
+            request.scope.setdefault("state", {})["principal"] = None
+            refused = _page(request, authenticator, form.get("next"), status=429, message=str(exc).capitalize())
+            refused.headers["Retry-After"] = exc.retry_after
+            return refused
     opened = await authenticator.sign_in(credentials_of(form))
     if opened is None:
         request.scope.setdefault("state", {})["principal"] = None  # the page then offers no sign-out

@@ -56,6 +56,7 @@ Callers (``store.api_keys``):
     P:session:{sha256}      string, expiring after auth.session_ttl_s: a browser session (store.sessions), under
                             the SHA-256 of its cookie (a dump of Redis gives no cookie away); JSON naming the
                             credential it was opened with (``auth.SessionRef``), never the credential itself
+    P:signin:{address}      string, expiring: the sign-in attempts of one address (store.quotas.sign_in_attempt)
 
 The web editor's userdata (``store.userdata``: ComfyUI's user manager, one space per API key; ``P:userdata:...``
 when auth is off, one shared space):
@@ -120,6 +121,9 @@ class Keys:
 
     def owner_rate(self, owner: str) -> str:
         return f"{self.owner_prefix}{owner}:rate"
+
+    def signin_rate(self, address: str) -> str:
+        return f"{self.prefix}:signin:{address}"
 
     def session(self, token_digest: str) -> str:
         return self.session_prefix + token_digest

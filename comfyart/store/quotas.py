@@ -29,6 +29,10 @@ return {1, 0}
 """
 
 
+SIGNIN_PER_MINUTE = 20.0  # sign-in attempts from one address: plenty for a person, nothing for a guesser
+SIGNIN_BURST = 10
+
+
 class Quotas:
     def __init__(self, client: aioredis.Redis, keys: Keys, config: QuotaConfig) -> None:
         self.redis = client
@@ -59,4 +63,16 @@ class Quotas:
             retry_after_s = int(retry_after_ms) / 1000
             # in the whole seconds of the Retry-After header, so the message and the header never disagree
             raise QuotaExceeded(f"quota: {per_minute:g} submissions a minute; retry in "
+                                f"{whole_seconds(retry_after_s)} s", retry_after_s=retry_after_s)
+
+    async def sign_in_attempt(self, address: str) -> None:
+        """Count one attempt to sign in from ``address`` (any outcome), or raise QuotaExceeded with when to come
+        back: keys and passwords are long, and a guesser gets 20 tries a minute."""
+        with map_redis_errors():
+            allowed, retry_after_ms = await self._rate(keys=[self.keys.signin_rate(address)],
+                                                       args=[int(time.time() * 1000), repr(SIGNIN_PER_MINUTE),
+                                                             SIGNIN_BURST])
+        if not int(allowed):
+            retry_after_s = int(retry_after_ms) / 1000
+            raise QuotaExceeded(f"too many sign-in attempts from this address; retry in "
                                 f"{whole_seconds(retry_after_s)} s", retry_after_s=retry_after_s)

@@ -193,3 +193,15 @@ async def test_with_auth_off_the_sign_in_page_sends_to_the_editor(tmp_path: Path
         for answer in (await api.get("/comfy/signin"), await sign_in(api, key="anything")):
             assert answer.status_code == 303 and answer.headers["location"] == "/comfy/"
             assert "set-cookie" not in answer.headers
+
+
+async def test_a_guesser_gets_ten_tries_at_once_and_then_twenty_a_minute(tmp_path: Path, redis_url):
+    async with running_daemon(secured(tmp_path, redis_url)) as api:
+        wrong = [(await sign_in(api, key=f"guess-{i}-0123456789abcdefghij")).status_code for i in range(10)]
+        assert wrong == [401] * 10
+        refused = await sign_in(api, key=ALICE_KEY)  # counted before any credential is looked at
+        assert refused.status_code == 429 and "set-cookie" not in refused.headers
+        assert 1 <= int(refused.headers["retry-after"]) <= 3
+        assert "too many sign-in attempts" in refused.text.lower()
+        # the API's own callers are not slowed: a key in a header is no sign-in
+        assert (await as_key(api, ALICE_KEY).get("/api/tasks")).status_code == 200
