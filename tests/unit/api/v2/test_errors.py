@@ -20,12 +20,12 @@ CONTRACT = {
 
 
 def test_every_code_of_the_contract_has_its_status():
-    assert ERROR_STATUS == CONTRACT
+    assert CONTRACT == ERROR_STATUS
     assert all(status_of(code) == status for code, status in CONTRACT.items())
 
 
 def test_retry_after_goes_with_the_429s_that_say_when():
-    assert RETRY_AFTER_CODES == {"queue_full", "rate_limited", "too_many_streams", "deployment_not_ready"}
+    assert {"queue_full", "rate_limited", "too_many_streams", "deployment_not_ready"} == RETRY_AFTER_CODES
     assert all(ERROR_STATUS[code] == 429 for code in RETRY_AFTER_CODES)
 
 

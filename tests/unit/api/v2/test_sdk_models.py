@@ -36,7 +36,7 @@ def running() -> Task:
 def succeeded() -> Task:
     files = [make_output("ComfyUI_00001_.png", node="9"), make_output("clip.mp4", node="12"),
              make_output("a.latent", node="13"), make_output("notes.txt", node="14")]
-    for stored, content_type in zip(files[1:], ("video/mp4", "application/octet-stream", "text/plain")):
+    for stored, content_type in zip(files[1:], ("video/mp4", "application/octet-stream", "text/plain"), strict=True):
         stored.content_type = content_type
     return make_task(outputs=files, prompt=text_to_image_graph(), progress=1.0)
 
@@ -84,7 +84,7 @@ def test_the_sdk_reads_each_output_as_an_asset():
     model = Job.model_validate_json(wire(body))
     assert [o.type for o in model.outputs] == [OutputType.image, OutputType.video, OutputType.latent,
                                                OutputType.text]
-    for raw, read in zip(body["outputs"], model.outputs):
+    for raw, read in zip(body["outputs"], model.outputs, strict=True):
         Output.model_validate_json(wire(raw))
         assert str(read.url) == f"{BASE}/api/v2/assets/{read.id}/content"
         assert read.url_expires_at.utcoffset() is not None and read.hash is None and read.job_id == "T1"

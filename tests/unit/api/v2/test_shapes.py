@@ -58,7 +58,7 @@ def test_any_task_past_its_retention_is_expired(status, canceling):
 
 def test_the_statuses_are_the_contracts_and_canceling_is_not_terminal():
     assert STATUSES == ("queued", "running", "succeeded", "canceling", "canceled", "failed", "expired")
-    assert TERMINAL == {"succeeded", "canceled", "failed", "expired"}
+    assert {"succeeded", "canceled", "failed", "expired"} == TERMINAL
 
 
 def test_timestamps_are_timezone_aware_iso():
