@@ -6,8 +6,7 @@ import uuid
 
 import pytest
 
-from comfyart.policy.idempotency import (MAX_KEY_LENGTH, Held, held, job_value, pending_value, reuse_error,
-                                         valid_key)
+from comfyart.policy.idempotency import MAX_KEY_LENGTH, Held, held, job_value, pending_value, reuse_error, valid_key
 
 PRINTABLE = [chr(code) for code in range(0x20, 0x7F)]
 NOT_PRINTABLE = [chr(code) for code in range(0x20)] + ["\x7f", "\x80", "\xa0", "\xe9", "\u2028", "\u00ff",
