@@ -58,6 +58,12 @@ Callers (``store.api_keys``):
                             credential it was opened with (``auth.SessionRef``), never the credential itself
     P:signin:{address}      string, expiring: the sign-in attempts of one address (store.quotas.sign_in_attempt)
 
+Idempotency-Keys of ``POST /api/v2/jobs`` (``store.idempotency``, values as ``policy.idempotency`` says):
+    P:owner:{o}:idem:{key}  string, expiring 24 h after its claim: ``pending:<claim token>`` while the submission is
+                            in progress or its outcome unknown, ``job:<task id>`` once it made a job. Owner ids hold
+                            no ":idem:" (key ids are base32, config ids ``config:<name without colons>``), so two
+                            owners' keys never meet. ``P:idem:{key}`` when auth is off: one shared space
+
 The web editor's userdata (``store.userdata``: ComfyUI's user manager, one space per API key; ``P:userdata:...``
 when auth is off, one shared space):
     P:owner:{o}:userdata:files  hash: path -> the file's bytes (settings are the file comfy.settings.json)
@@ -127,6 +133,10 @@ class Keys:
 
     def session(self, token_digest: str) -> str:
         return self.session_prefix + token_digest
+
+    def idempotency(self, key: str, owner: str | None) -> str:
+        """An Idempotency-Key of one owner (None: auth off)."""
+        return f"{self.prefix}:idem:{key}" if owner is None else f"{self.owner_prefix}{owner}:idem:{key}"
 
     # ------------------------------------------------------------------ the ComfyUI-compatible API
     def _comfy_space(self, owner: str | None) -> str:
