@@ -72,6 +72,14 @@ when auth is off, one shared space):
                                 one; a file cannot be written where one is, nor below a file)
     P:owner:{o}:userdata:bytes  counter: the bytes of all its files, against ``limits.userdata_max_bytes``
 
+The v2 API's assets (``store.assets``; the blobs themselves are files, ``files.assets``; ``P:assets:...`` when auth
+is off, one shared space):
+    P:asset:{id}                    hash: one asset (owner, hash, size, content_type, file_path, created_ms,
+                                    expires_ms, job_id; '' for none), a key that expires with the asset
+    P:owner:{o}:assets:blob:{hex}   zset: the ids of the owner's assets of one blob (its BLAKE3 hex digest),
+                                    scored by when each expires (+inf: never): the blobs an owner may mint assets
+                                    of, and its asset of the same blob and file_path that an upload returns again
+
 The dashboard's charts (``store.stats``):
     P:stats:samples         list: queue depth and finished tasks per interval, newest first, capped
 """
@@ -107,6 +115,7 @@ class Keys:
         self.url_secret = f"{p}:url-secret"
         self.session_prefix = f"{p}:session:"  # + SHA-256 of a session's cookie
         self.stats_samples = f"{p}:stats:samples"
+        self.asset_prefix = f"{p}:asset:"  # + asset id: a record (the asset script builds record keys from it)
 
     # ------------------------------------------------------------------ tasks
     def task(self, task_id: str) -> str:
@@ -156,6 +165,15 @@ class Keys:
 
     def comfy_anyone(self, comfy_prompt_id: str) -> str:
         return f"{self.prefix}:comfy:anyone:{comfy_prompt_id}"
+
+    # ------------------------------------------------------------------ the v2 API's assets
+    def asset(self, asset_id: str) -> str:
+        return self.asset_prefix + asset_id
+
+    def asset_blob(self, owner: str | None, hex_digest: str) -> str:
+        """The index of one owner's assets of one blob."""
+        space = f"{self.prefix}:assets" if owner is None else f"{self.owner_prefix}{owner}:assets"
+        return f"{space}:blob:{hex_digest}"
 
     # ------------------------------------------------------------------ workflows
     def workflow(self, name: str) -> str:

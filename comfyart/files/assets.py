@@ -1,0 +1,172 @@
+"""The v2 API's blobs on disk (API-V2.md §6.6): the bytes of assets, stored once per content under
+``data_dir/assets``, named by their BLAKE3 digest.
+
+    assets/tmp/             uploads being written (``.upload-*``): a crash leaves them, nothing reads them, a
+                            sweep at start-up may remove any
+    assets/blobs/ab/ab…     a blob, ``blobs/<hex[:2]>/<hex>`` (``policy.assets.blob_relpath``); never rewritten
+
+An upload streams to a temp file while it is hashed (BLAKE3, and SHA-256 for whoever needs a familiar digest),
+never held whole in memory; then it is linked under its digest, unless that blob is there already (dedup: the temp
+file is dropped). Linking, not renaming, makes the "already there" test and the install one atomic step, so two
+uploads of the same bytes at once end with one blob and both succeed. Every file operation runs in the store's
+own FileThread, off the event loop; so does the hashing, which costs more CPU than the writing.
+
+Which owner may read which blob is the store's business (``store.assets``): a blob here has no owner.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import os
+import tempfile
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from blake3 import blake3
+
+from comfyart.errors import Conflict, InvalidInput
+from comfyart.files.filethread import FileThread
+from comfyart.policy.assets import blob_hex, blob_name, blob_relpath
+
+
+class PayloadTooLarge(InvalidInput):
+    """An upload past its size cap (413 ``payload_too_large``); nothing of it is kept."""
+
+    code = "payload_too_large"
+
+    def __init__(self, max_bytes: int) -> None:
+        super().__init__(f"upload larger than {max_bytes} bytes")
+        self.max_bytes = max_bytes
+
+
+class HashMismatch(Conflict):
+    """An upload whose bytes are not the ``expected_hash`` the client named (409 ``hash_mismatch``); nothing of
+    it is kept."""
+
+    code = "hash_mismatch"
+
+    def __init__(self, expected: str, actual: str) -> None:
+        super().__init__(f"expected_hash is {expected} but the bytes received hash to {actual}")
+        self.expected = expected
+        self.actual = actual
+
+
+@dataclass(frozen=True)
+class Blob:
+    """A stored blob: ``hash`` is ``blake3:<hex>``; ``created_new`` says this write installed it (False: the
+    same bytes were there already)."""
+
+    hash: str
+    sha256: str
+    size: int
+    path: Path
+    created_new: bool
+
+    @property
+    def hex(self) -> str:
+        return self.hash.removeprefix("blake3:")
+
+
+class _Sink:
+    """One upload being written: its temp file and its digests. Touched only in the file thread."""
+
+    def __init__(self, tmp_dir: Path) -> None:
+        fd, name = tempfile.mkstemp(dir=tmp_dir, prefix=".upload-")
+        self.path = Path(name)
+        self.out = os.fdopen(fd, "wb")
+        self.blake3 = blake3()
+        self.sha256 = hashlib.sha256()
+        self.discarded = False
+
+    def write(self, chunk: bytes) -> None:
+        self.blake3.update(chunk)
+        self.sha256.update(chunk)
+        self.out.write(chunk)
+
+    def finish(self) -> None:
+        """Flush and sync: a blob is only linked once its bytes are on disk, so a crash never leaves a blob that
+        is shorter than its name says."""
+        self.out.flush()
+        os.fsync(self.out.fileno())
+        self.out.close()
+
+    def install(self, target: Path) -> bool:
+        """Link the file as ``target`` unless a blob is there already, then drop the temp name. True: installed;
+        False: the same bytes were there (dedup)."""
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(self.path, target)
+            installed = True
+        except FileExistsError:
+            installed = False
+        except OSError:  # a filesystem without hard links: a rename is atomic too, and the bytes are the same
+            installed = not target.exists()
+            os.replace(self.path, target)
+        self.discard()
+        return installed
+
+    def discard(self) -> None:
+        """Close and remove the temp file; a second call does nothing (its name may be another upload's by then)."""
+        self.out.close()
+        if not self.discarded:
+            self.discarded = True
+            with contextlib.suppress(FileNotFoundError):
+                self.path.unlink()
+
+
+def _make_dir(path: Path) -> None:
+    path.mkdir(parents=True, exist_ok=True)
+
+
+class BlobStore:
+    """The blobs below ``root`` (``data_dir/assets``). ``aclose`` ends its file thread."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root.resolve()
+        self.tmp_dir = self.root / "tmp"
+        self.blobs_dir = self.root / "blobs"
+        self.files = FileThread("comfyart assets")
+
+    def blob_path(self, hex_digest: str) -> Path:
+        """Where the blob of a digest lies (or would): ValueError for anything that is not a digest."""
+        return self.blobs_dir / blob_relpath(hex_digest)
+
+    async def find(self, hex_digest: str) -> Blob | None:
+        """The blob of a digest, if stored (its SHA-256 is not known without reading it: empty)."""
+        path = self.blob_path(hex_digest)
+        try:
+            size = (await self.files.run(path.stat)).st_size
+        except FileNotFoundError:
+            return None
+        return Blob(blob_name(hex_digest), "", size, path, created_new=False)
+
+    async def write_stream(self, chunks: AsyncIterator[bytes], *, max_bytes: int,
+                           expected_hash: str | None = None) -> Blob:
+        """Store the bytes of ``chunks`` as a blob. PayloadTooLarge past ``max_bytes``, HashMismatch when they are
+        not ``expected_hash`` (``blake3:<hex>``; a malformed one is BadAssetHash before anything is read); either
+        way, and when the caller is cancelled, the temp file is gone."""
+        expected_hex = blob_hex(expected_hash) if expected_hash is not None else None
+        await self.files.run(_make_dir, self.tmp_dir)
+        sink = await self.files.run(_Sink, self.tmp_dir)
+        try:
+            size = 0
+            async for chunk in chunks:
+                size += len(chunk)
+                if size > max_bytes:
+                    raise PayloadTooLarge(max_bytes)
+                await self.files.run(sink.write, chunk)
+            await self.files.run(sink.finish)
+            hex_digest = sink.blake3.hexdigest()
+            if expected_hex is not None and expected_hex != hex_digest:
+                raise HashMismatch(blob_name(expected_hex), blob_name(hex_digest))
+            target = self.blob_path(hex_digest)
+            created_new = await self.files.run(sink.install, target)
+            return Blob(blob_name(hex_digest), sink.sha256.hexdigest(), size, target, created_new)
+        finally:
+            # after _install this finds nothing to remove; shielded: a cancelled upload still cleans up
+            await asyncio.shield(self.files.run(sink.discard))
+
+    async def aclose(self) -> None:
+        await self.files.aclose()
