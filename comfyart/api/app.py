@@ -13,6 +13,7 @@ from comfyart.api.comfyui.routes import build_router
 from comfyart.api.deps import Services
 from comfyart.api.errors import add_error_handlers
 from comfyart.api.limits import BodyLimit
+from comfyart.api.v2 import jobs as v2_jobs
 
 
 def create_app(services: Services) -> FastAPI:
@@ -32,6 +33,7 @@ def create_app(services: Services) -> FastAPI:
                        "installed (pip install -r requirements.txt), or set comfyui.editor: false")
     for resource in (tasks, workflows, inputs, pool, inventory, scheduler, keys, events, signin):
         app.include_router(resource.router)
+    app.include_router(v2_jobs.router)
     app.include_router(build_router())
     app.include_router(system.router)
     if services.dashboard:

@@ -28,6 +28,7 @@ from comfyart.pool.controls import PoolControls
 from comfyart.pool.inventory import Inventories
 from comfyart.pool.registry import Pool
 from comfyart.stats import StatsHistory
+from comfyart.store.idempotency import IdempotencyStore
 from comfyart.store.queue import TaskQueue
 from comfyart.store.tasks import TaskStore
 from comfyart.store.workflows import WorkflowStore
@@ -60,6 +61,7 @@ class Services:
     dashboard: bool = True
     editor: bool = True  # ComfyUI's web editor at /comfy/
     holdings: Holdings = field(default_factory=Holdings)  # /api/pool's and /api/models' answers, remembered
+    idempotency: IdempotencyStore | None = None  # Idempotency-Keys of POST /api/v2/jobs (None: the header is refused)
 
 
 # Dependencies are coroutines though they never wait: FastAPI runs a plain function dependency in a worker thread.

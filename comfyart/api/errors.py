@@ -4,11 +4,14 @@ they say when to come back, or how to sign in); never a stack trace."""
 from __future__ import annotations
 
 from fastapi import FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException
 
 from comfyart.api.auth import Unauthenticated
 from comfyart.api.limits import BodyTooLarge
+from comfyart.api.v2.answers import V2Refused, is_v2, v2_answer
 from comfyart.comfy.inventory import NotInFleet
 from comfyart.comfy.validate import GraphRefused
 from comfyart.errors import (
@@ -64,6 +67,8 @@ def headers_of(exc: Exception) -> dict[str, str] | None:
 
 
 async def answer(request: Request, exc: Exception) -> JSONResponse:
+    if isinstance(exc, V2Refused) or is_v2(request.url.path):  # the v2 API's own envelope
+        return v2_answer(exc, None if isinstance(exc, V2Refused) else status_of(exc))
     if isinstance(exc, GraphRefused):  # ComfyUI's own answer beside the one line, as POST /prompt gives it
         return JSONResponse({"detail": str(exc), "error": exc.error, "node_errors": exc.node_errors},
                             status_code=status_of(exc))
@@ -80,10 +85,20 @@ def one_line(exc: RequestValidationError) -> str:
 
 
 async def invalid(request: Request, exc: Exception) -> JSONResponse:
+    if is_v2(request.url.path):
+        return v2_answer(exc)
     return problem(422, one_line(exc) if isinstance(exc, RequestValidationError) else str(exc))
 
 
+async def http_answer(request: Request, exc: Exception) -> Response:
+    """Starlette's own refusals (no such route, method not allowed): FastAPI's answer, or the v2 envelope."""
+    if is_v2(request.url.path) or not isinstance(exc, HTTPException):
+        return v2_answer(exc)
+    return await http_exception_handler(request, exc)
+
+
 def add_error_handlers(app: FastAPI) -> None:
-    for kind in (*STATUS, BadRequest):
+    for kind in (*STATUS, BadRequest, V2Refused):
         app.add_exception_handler(kind, answer)
     app.add_exception_handler(RequestValidationError, invalid)
+    app.add_exception_handler(HTTPException, http_answer)

@@ -11,6 +11,7 @@ from comfyart.config.settings import Settings
 from comfyart.store.api_keys import KeyStore
 from comfyart.store.comfy_index import ComfyIndex
 from comfyart.store.deliveries import Deliveries
+from comfyart.store.idempotency import IdempotencyStore
 from comfyart.store.keys import Keys
 from comfyart.store.pool import PoolStore
 from comfyart.store.queue import TaskQueue
@@ -34,6 +35,7 @@ class Stores:
     pool: PoolStore
     api_keys: KeyStore
     stats: StatsSamples
+    idempotency: IdempotencyStore
 
     @classmethod
     async def open(cls, settings: Settings, events: EventHub | None = None) -> Stores:
@@ -53,7 +55,7 @@ class Stores:
         tasks = TaskStore(client, keys, queue, events=events)
         return cls(client, embedded, keys, queue, tasks, ComfyIndex(client, keys, tasks), Deliveries(client, keys),
                    WorkflowStore(client, keys), PoolStore(client, keys), KeyStore(client, keys),
-                   StatsSamples(client, keys))
+                   StatsSamples(client, keys), IdempotencyStore(client, keys))
 
     def quotas(self, config: QuotaConfig) -> Quotas:
         return Quotas(self.client, self.keys, config)

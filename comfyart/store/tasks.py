@@ -7,11 +7,12 @@ event on the daemon's bus. The keys are in ``store.keys``.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
 import ulid
+from redis.asyncio.client import Pipeline
 
 from comfyart.bus import EventHub
 from comfyart.clock import now_ms
@@ -153,11 +154,14 @@ class TaskStore:
         return TaskId(str(ulid.from_int(value)))
 
     # ------------------------------------------------------------------ creating
-    async def create(self, new: NewTask, *, max_queued: int = 0) -> Task:
+    async def create(self, new: NewTask, *, max_queued: int = 0,
+                     bind: Callable[[Pipeline, TaskId], Awaitable[None]] | None = None) -> Task:
         """Queue a task: a whole graph, or a workflow's name, version and parameter values (the graph is resolved
         at dispatch, which keeps a long queue small). A task of the ComfyUI-compatible API (``new.comfy``) is
         found by its prompt id, within its owner's namespace. With ``max_queued`` an owner may have that many
-        tasks unfinished, else QuotaExceeded."""
+        tasks unfinished, else QuotaExceeded. ``bind``: queues more writes on the task's MULTI (an
+        Idempotency-Key bound to the new id, ``IdempotencyStore.bind_in``), so they commit with the record or not
+        at all."""
         task_id = self._new_id()
         owner = new.owner
         if owner is not None and max_queued > 0:  # without a limit, the open set is written with the record
@@ -182,6 +186,8 @@ class TaskStore:
                     if owner is not None:  # an admin sees every owner's prompts through these
                         pipe.zadd(keys.comfy_everyone, {task_id: created})
                         pipe.set(keys.comfy_anyone(new.comfy.comfy_prompt_id), task_id)
+                if bind is not None:
+                    await bind(pipe, task_id)
                 await pipe.execute()
         self.queue.note_queued()
         if self.events.listening:
