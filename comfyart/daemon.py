@@ -186,7 +186,7 @@ async def build(settings: Settings, stores: Stores, session: aiohttp.ClientSessi
     services = Services(stores.tasks, stores.queue, pool, core.controls, outputs, stores.workflows, core.resolver,
                         inputs, core.tracker, core.dispatcher, front, core.inventories, file_errors, objects, security,
                         metrics, stats, dashboard=settings.dashboard.enabled,
-                        editor=settings.comfyui.editor, idempotency=stores.idempotency)
+                        editor=settings.comfyui.editor, idempotency=stores.idempotency, api_v2=settings.api_v2)
     loops: dict[str, Callable[[], Awaitable[None]]] = {
         "pool": core.reconciler.run, "inventories": core.inventories.run,
         "tracker": core.tracker.run, "dispatcher": core.dispatcher.run,

@@ -15,6 +15,7 @@ from comfyart.api.requests import RunOptions, Scheduling, TaskSubmission
 from comfyart.api.security import Security
 from comfyart.auth import Principal, can_see
 from comfyart.comfy.inventory import checked_needs
+from comfyart.config.sections import ApiV2Config
 from comfyart.dispatcher import Dispatcher
 from comfyart.errors import InvalidInput, NotFound
 from comfyart.files.inputs import InputStore
@@ -62,6 +63,7 @@ class Services:
     editor: bool = True  # ComfyUI's web editor at /comfy/
     holdings: Holdings = field(default_factory=Holdings)  # /api/pool's and /api/models' answers, remembered
     idempotency: IdempotencyStore | None = None  # Idempotency-Keys of POST /api/v2/jobs (None: the header is refused)
+    api_v2: ApiV2Config = field(default_factory=ApiV2Config)
 
 
 # Dependencies are coroutines though they never wait: FastAPI runs a plain function dependency in a worker thread.

@@ -55,6 +55,18 @@ class ComfyUIConfig(Section):
                             "leaves it to the backend's --preview-method, 'none' saves the decoding on the GPU")
 
 
+class ApiV2Config(Section):
+    """Comfy API v2 (``/api/v2``: the official Comfy SDK's jobs and assets API) for the whole fleet."""
+
+    job_retention_s: int = Field(7 * 24 * 3600, ge=60, le=365 * 24 * 3600,
+                                 description="how long a finished v2 job and its outputs are kept; then the job "
+                                             "answers 'expired' and its outputs are removed")
+    max_upload_bytes: int = Field(1 << 30, ge=1024, description="one uploaded asset (streamed to disk, never held "
+                                                               "in memory); larger answers 413")
+    max_streams_per_key: int = Field(8, ge=1, le=1000, description="event streams (SSE) one key may hold open; "
+                                                                  "more answer 429 too_many_streams")
+
+
 class WebhooksConfig(Section):
     """Deliveries of finished tasks to their ``webhook`` URL."""
 

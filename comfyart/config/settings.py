@@ -18,6 +18,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from comfyart.config.fleet import DockerConfig, PoolConfig, ProcessConfig, StaticBackendConfig
 from comfyart.config.sections import (
+    ApiV2Config,
     AuthConfig,
     ComfyUIConfig,
     DashboardConfig,
@@ -56,6 +57,7 @@ class Settings(BaseSettings):
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
     dashboard: DashboardConfig = Field(default_factory=DashboardConfig)
     comfyui: ComfyUIConfig = Field(default_factory=ComfyUIConfig)
+    api_v2: ApiV2Config = Field(default_factory=ApiV2Config)
 
     @classmethod
     def settings_customise_sources(cls, settings_cls: type, init_settings: PydanticBaseSettingsSource,
