@@ -76,11 +76,13 @@ class InvalidInput(PermanentError):
 
 
 class QuotaExceeded(PermanentError):
-    """A client's quota refuses the request for now (HTTP 429)."""
+    """A client's quota refuses the request for now (HTTP 429). ``kind``: ``rate`` (too many requests a
+    minute) or ``queue`` (too many tasks unfinished at once)."""
 
-    def __init__(self, message: str, retry_after_s: float = 1.0) -> None:
+    def __init__(self, message: str, retry_after_s: float = 1.0, kind: str = "rate") -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
+        self.kind = kind
 
     @property
     def retry_after(self) -> str:

@@ -141,6 +141,13 @@ class Task(BaseModel):
                                                          "addresses only")
     webhook_deliveries: list[dict[str, Any]] = Field(default_factory=list,
                                                      description="each attempt to deliver the webhook")
+    # queued through Comfy API v2 (/api/v2/jobs): the dashboard and /api/tasks ignore these
+    v2: bool = Field(False, description="queued through /api/v2/jobs: kept for api_v2.job_retention_s after its "
+                                        "end, then expired and its outputs removed")
+    labels: dict[str, str] | None = Field(None, description="its v2 metadata labels")
+    cancel_asked_ms: int | None = Field(None, description="when a v2 cancel of it running was asked: it shows "
+                                                          "'canceling' until its backend confirms")
+    expired_ms: int | None = Field(None, description="when its v2 retention ended and its outputs were removed")
 
 
 @dataclass(frozen=True)
@@ -203,3 +210,5 @@ class NewTask:
     retry_of: str | None = None
     comfy: ComfyPrompt | None = None
     needs: dict[str, Any] | None = None  # policy.needs.needs_record, worked out at submission
+    v2: bool = False  # queued through /api/v2/jobs: retained, then expired
+    labels: dict[str, str] | None = None  # its v2 metadata labels

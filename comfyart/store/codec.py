@@ -9,9 +9,9 @@ from comfyart.bus import Event
 from comfyart.models import Task, TaskStatus
 
 JSON_FIELDS = ("prompt", "outputs", "node_errors", "params", "history", "requires", "extra_data", "comfy_outputs",
-               "comfy_messages", "webhook_deliveries", "comfy_targets", "needs")
+               "comfy_messages", "webhook_deliveries", "comfy_targets", "needs", "labels")
 INT_FIELDS = ("created_ms", "updated_ms", "started_ms", "finished_ms", "node_step", "node_max", "attempts",
-              "workflow_version", "submitted_ms", "priority", "vram_mb")
+              "workflow_version", "submitted_ms", "priority", "vram_mb", "cancel_asked_ms", "expired_ms")
 FLOAT_FIELDS = ("progress", "number")
 # what a task event leaves out: large, and in the record for whoever needs it
 UNPUBLISHED = frozenset({"prompt", "params", "history", "extra_data", "comfy_outputs", "comfy_messages",

@@ -129,6 +129,10 @@ def record_fields(new: NewTask, created_ms: int) -> dict[str, Any]:
         fields.update({k: v for k, v in new.comfy.fields().items() if v is not None})
     if new.needs is not None:
         fields["needs"] = new.needs
+    if new.v2:
+        fields["v2"] = 1
+    if new.labels:
+        fields["labels"] = new.labels
     return fields
 
 
@@ -211,7 +215,7 @@ class TaskStore:
                 if await self._admit(keys=[key], args=[max_queued, task_id]):
                     return
         raise QuotaExceeded(f"quota: {max_queued} tasks pending or running at once; wait for some to finish",
-                            retry_after_s=5)
+                            retry_after_s=5, kind="queue")
 
     # ------------------------------------------------------------------ reading
     async def get(self, task_id: str) -> Task:

@@ -1,7 +1,8 @@
 """A comfyart task as Comfy API v2 shows it (API-V2.md §4, §5, §6.7): its status among v2's seven, the Job object
 (progress, outputs as assets, error, metrics, follow-up links), its workflow, a list item, and the list's opaque
 cursors. Pure: the time (``now_ms``), the retention, the public address and what the task record does not hold
-(whether a cancel is under way, the queue position, the labels) come in as arguments.
+(the queue position) come in as arguments; a cancel under way and the labels are the record's (``cancel_asked_ms``,
+``labels``), or arguments.
 
 What the SDK checks strictly: every required key present (nullable ones as None), timestamps timezone-aware,
 ``output.url`` absolute, ``status`` and ``output.type`` from their enums."""
@@ -18,6 +19,7 @@ from typing import Any
 from urllib.parse import quote
 
 from comfyart.models import FINAL_STATUSES, OutputFile, Task, TaskStatus
+from comfyart.policy import retention
 
 QUEUED, RUNNING, SUCCEEDED, CANCELING, CANCELED, FAILED, EXPIRED = (
     "queued", "running", "succeeded", "canceling", "canceled", "failed", "expired")
@@ -33,18 +35,18 @@ OUTPUT_ID_PREFIX = "o1."
 
 
 # ---------------------------------------------------------------------------------------------------- status
-def expires_at_ms(task: Task, retention_s: int) -> int:
-    """The job's retention deadline: created + ``retention_s``."""
-    return task.created_ms + retention_s * 1000
+def expires_at_ms(task: Task, retention_s: int, now_ms: int) -> int:
+    """The job's retention deadline (``policy.retention``): its end + ``retention_s``; an estimate until it ends."""
+    return retention.expires_at_ms(task, now_ms=now_ms, retention_s=retention_s)
 
 
-def v2_status(task: Task, *, now_ms: int, retention_s: int, canceling: bool) -> str:
-    """The v2 status of ``task``: ``expired`` once its retention deadline is past (whatever its own status);
-    ``canceling`` while it still runs after a cancel was asked (comfyart's task record has no mark for that: the
-    caller knows it); otherwise its own status mapped one to one."""
-    if now_ms >= expires_at_ms(task, retention_s):
+def v2_status(task: Task, *, now_ms: int, retention_s: int, canceling: bool = False) -> str:
+    """The v2 status of ``task``: ``expired`` once it ended and its retention deadline is past, or the sweep
+    marked it (``policy.retention``); ``canceling`` while it still runs after a v2 cancel was asked (its record's
+    ``cancel_asked_ms``, or ``canceling``); otherwise its own status mapped one to one."""
+    if retention.is_expired(task, now_ms=now_ms, retention_s=retention_s):
         return EXPIRED
-    if canceling and task.status is TaskStatus.RUNNING:
+    if (canceling or task.cancel_asked_ms is not None) and task.status is TaskStatus.RUNNING:
         return CANCELING
     return V2_STATUS[task.status]
 
@@ -197,10 +199,11 @@ def job_urls(task_id: str, base_url: str) -> dict[str, str]:
 def job(task: Task, *, base_url: str, now_ms: int, retention_s: int, queue_position: int | None = None,
         canceling: bool = False, metadata: Mapping[str, str] | None = None) -> dict[str, Any]:
     """``task`` as a v2 Job. ``queue_position``: 1-based, shown while queued only; ``canceling``: a cancel was
-    asked and not yet confirmed (see ``v2_status``); ``metadata``: the job's labels (the task record has no field
-    for them: the caller keeps them). An expired job shows no outputs: their bytes are gone."""
+    asked and not yet confirmed (see ``v2_status``); ``metadata``: the job's labels (default: the record's). An
+    expired job shows no outputs: their bytes are gone."""
     status = v2_status(task, now_ms=now_ms, retention_s=retention_s, canceling=canceling)
-    expires = expires_at_ms(task, retention_s)
+    expires = expires_at_ms(task, retention_s, now_ms)
+    metadata = task.labels if metadata is None else metadata
     outputs = [] if status == EXPIRED else [output(task.id, stored, base_url=base_url, expires_ms=expires)
                                             for stored in task.outputs]
     return {"id": task.id, "status": status, "created_at": iso(task.created_ms),
@@ -223,7 +226,7 @@ def list_item(task: Task, *, now_ms: int, retention_s: int, canceling: bool = Fa
     """One job of ``GET /api/v2/jobs`` as the SDK's JobSummary reads it (no outputs, no links)."""
     return {"id": task.id, "status": v2_status(task, now_ms=now_ms, retention_s=retention_s, canceling=canceling),
             "create_time": iso(task.created_ms), "update_time": iso(task.updated_ms),
-            "metadata": dict(metadata or {})}
+            "metadata": dict((task.labels if metadata is None else metadata) or {})}
 
 
 # ---------------------------------------------------------------------------------------------------- cursors

@@ -75,7 +75,7 @@ def test_the_sdk_reads_a_job_in_each_state(make, status, canceling):
 
 
 def test_the_sdk_reads_an_expired_job():
-    model = Job.model_validate_json(wire(shown(succeeded(), now_ms=1000 + RETENTION_S * 1000)))
+    model = Job.model_validate_json(wire(shown(succeeded(), now_ms=3000 + RETENTION_S * 1000)))
     assert model.status is JobStatus.expired and model.outputs == []
 
 

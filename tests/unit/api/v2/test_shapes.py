@@ -25,7 +25,7 @@ from comfyart.api.v2.shapes import (
     workflow_response,
 )
 from comfyart.comfy.protocol import describe_error
-from comfyart.models import TaskStatus
+from comfyart.models import FINAL_STATUSES, TaskStatus
 from tests.support.graphs import invert_graph, text_to_image_graph
 from tests.support.tasks import make_output, make_task
 
@@ -48,12 +48,32 @@ def test_every_task_status_maps_onto_v2(status, canceling, expected):
     assert v2_status(task, now_ms=1000 + DAY_S * 1000 - 1, retention_s=DAY_S, canceling=canceling) == expected
 
 
-@pytest.mark.parametrize("status", list(TaskStatus))
+@pytest.mark.parametrize("status", sorted(FINAL_STATUSES))
 @pytest.mark.parametrize("canceling", [False, True])
-def test_any_task_past_its_retention_is_expired(status, canceling):
-    task = make_task(status=status, created_ms=1000)
-    assert v2_status(task, now_ms=1000 + 60_000, retention_s=60, canceling=canceling) == "expired"
-    assert v2_status(task, now_ms=1000 + 59_999, retention_s=60, canceling=canceling) != "expired"
+def test_a_finished_job_past_its_end_plus_retention_is_expired(status, canceling):
+    task = make_task(status=status, created_ms=1000, finished_ms=3000)
+    assert v2_status(task, now_ms=3000 + 60_000, retention_s=60, canceling=canceling) == "expired"
+    assert v2_status(task, now_ms=3000 + 59_999, retention_s=60, canceling=canceling) != "expired"
+
+
+@pytest.mark.parametrize("status", [TaskStatus.PENDING, TaskStatus.RUNNING])
+def test_a_job_that_has_not_ended_is_never_expired(status):
+    task = make_task(status=status, created_ms=1000, finished_ms=None)
+    assert v2_status(task, now_ms=10**13, retention_s=60) in ("queued", "running")
+    assert job(task, base_url=BASE, now_ms=50_000, retention_s=60)["expires_at"] == iso(110_000)
+
+
+def test_a_job_the_sweep_marked_stays_expired_and_a_cancel_asked_shows_canceling():
+    assert v2_status(make_task(expired_ms=5000), now_ms=4000, retention_s=DAY_S) == "expired"
+    running = make_task(status=TaskStatus.RUNNING, finished_ms=None, cancel_asked_ms=2500)
+    assert v2_status(running, now_ms=3000, retention_s=DAY_S) == "canceling"
+    assert job(running, base_url=BASE, now_ms=3000, retention_s=DAY_S)["status"] == "canceling"
+
+
+def test_a_job_shows_its_labels():
+    task = make_task(labels={"run": "a"})
+    assert job(task, base_url=BASE, now_ms=3000, retention_s=DAY_S)["metadata"] == {"run": "a"}
+    assert list_item(task, now_ms=3000, retention_s=DAY_S)["metadata"] == {"run": "a"}
 
 
 def test_the_statuses_are_the_contracts_and_canceling_is_not_terminal():
@@ -77,7 +97,7 @@ def test_a_job_has_every_key_and_links_absolute_from_the_public_url():
                             "cancel": "https://art.example/prefix/api/v2/jobs/T1/cancel"}
     assert (body["status"], body["queue_position"], body["progress"]) == ("queued", 3, None)
     assert (body["started_at"], body["completed_at"], body["error"]) == (None, None, None)
-    assert body["created_at"] == iso(1000) and body["expires_at"] == iso(1000 + DAY_S * 1000)
+    assert body["created_at"] == iso(1000) and body["expires_at"] == iso(1500 + DAY_S * 1000)
     assert body["metadata"] == {"client": "acme"} and body["outputs"] == []
     assert body["metrics"] == {"queue_ms": None, "execution_ms": None}
 
@@ -104,13 +124,13 @@ def test_a_finished_job_shows_its_times_metrics_and_outputs_as_assets():
     assert first == {"node_id": "3", "name": "a.png", "type": "image", "content_type": "image/png", "size_bytes": 1,
                      "id": output_asset_id("T1", "a.png"), "hash": None,
                      "url": f"https://art.example/prefix/api/v2/assets/{output_asset_id('T1', 'a.png')}/content",
-                     "url_expires_at": iso(1000 + DAY_S * 1000), "job_id": "T1"}
+                     "url_expires_at": iso(3000 + DAY_S * 1000), "job_id": "T1"}
     assert (second["node_id"], second["type"]) == ("7", "video")
     assert body["progress"]["value"] == 1.0 and body["progress"]["nodes_done"] == 3
 
 
 def test_an_expired_job_shows_no_outputs_and_no_progress():
-    body = job(make_task(outputs=[make_output("a.png")]), base_url=BASE, now_ms=1000 + 60_000, retention_s=60)
+    body = job(make_task(outputs=[make_output("a.png")]), base_url=BASE, now_ms=3000 + 60_000, retention_s=60)
     assert (body["status"], body["outputs"], body["progress"]) == ("expired", [], None)
     assert body["completed_at"] == iso(3000)
 
