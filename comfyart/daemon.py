@@ -21,6 +21,7 @@ from comfyart.api.app import create_app
 from comfyart.api.comfyui.front import FrontDoor
 from comfyart.api.deps import Services
 from comfyart.api.security import build_security
+from comfyart.api.v2.retention import RetentionSweep
 from comfyart.auth import auth_problem
 from comfyart.bus import EventHub
 from comfyart.comfy.client import ComfyClient
@@ -42,6 +43,7 @@ from comfyart.pool.reconciler import Reconciler
 from comfyart.pool.registry import Pool
 from comfyart.pool.watch import ClusterWatch
 from comfyart.stats import StatsHistory
+from comfyart.store.jobs import JobIndex
 from comfyart.store.stores import Stores
 from comfyart.store.userdata import UserData
 from comfyart.tracker.outcomes import Outcomes
@@ -191,7 +193,9 @@ async def build(settings: Settings, stores: Stores, session: aiohttp.ClientSessi
         "pool": core.reconciler.run, "inventories": core.inventories.run,
         "tracker": core.tracker.run, "dispatcher": core.dispatcher.run,
         "comfyui front door": front.run, "cluster events": watch.run, "webhooks": webhooks.run,
-        "metrics": lambda: metrics.run(events), "stats": stats.run}
+        "metrics": lambda: metrics.run(events), "stats": stats.run,
+        "v2 retention": RetentionSweep(JobIndex(stores.tasks), outputs, objects,
+                                       retention_s=settings.api_v2.job_retention_s).run}
     return Daemon(settings, stores, session, core, services, loops)
 
 

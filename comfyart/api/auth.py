@@ -13,6 +13,7 @@ from fastapi import Depends
 from loguru import logger
 from starlette.requests import HTTPConnection
 
+from comfyart.api.v2.errors import error_body
 from comfyart.auth import (
     EDITOR_PATH,
     NOBODY,
@@ -113,6 +114,8 @@ class Authenticator:
 
 
 # ---------------------------------------------------------------------------------------------------- middleware
+V2_PREFIX, V2_HEALTH_PATH = "/api/v2", "/api/v2/health"
+V2_REFUSAL_CODES = {401: "unauthorized", 403: "forbidden", 503: "upstream_unreachable"}  # the middleware's statuses
 ASGIApp = Callable[[dict[str, Any], Callable[[], Awaitable[Any]], Callable[[Any], Awaitable[None]]], Awaitable[None]]
 
 
@@ -124,7 +127,7 @@ class AuthMiddleware:
     that changes something (or opens a WebSocket) from another site's page is refused. Routes then only decide what
     the Principal may do."""
 
-    OPEN_PATHS = frozenset({"/healthz", "/", SIGNIN_PATH, SIGNOUT_PATH})
+    OPEN_PATHS = frozenset({"/healthz", "/", SIGNIN_PATH, SIGNOUT_PATH, V2_HEALTH_PATH})
     OPEN_PREFIX = "/ui/"
     SIGNED_PATHS = re.compile(r"^/api/tasks/[^/]+/outputs/[^/]+$")
     EDITOR_PAGES = frozenset({"/comfy", EDITOR_PATH})  # a browser without a session is sent to sign in
@@ -220,7 +223,7 @@ async def _refuse(scope: dict[str, Any], receive: Any, send: Any, detail: str, c
         await receive()  # websocket.connect
         await send({"type": "websocket.close", "code": 1008, "reason": detail[:120]})
         return
-    body = json.dumps({"detail": detail}).encode()
+    body = json.dumps(_refusal_body(scope["path"], status, detail)).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     if status == 401:
         headers.append((b"www-authenticate", challenge.encode()))
@@ -228,6 +231,13 @@ async def _refuse(scope: dict[str, Any], receive: Any, send: Any, detail: str, c
         headers.append((b"retry-after", b"1"))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
+
+
+def _refusal_body(path: str, status: int, detail: str) -> dict[str, Any]:
+    """FastAPI's ``{"detail"}``, or on Comfy API v2's paths its envelope (``api.v2.errors``)."""
+    if path != V2_PREFIX and not path.startswith(V2_PREFIX + "/"):
+        return {"detail": detail}
+    return error_body(V2_REFUSAL_CODES.get(status, "unauthorized"), detail)
 
 
 # ---------------------------------------------------------------------------------------------------- in routes

@@ -52,6 +52,16 @@ class S3Outputs:
             raise ObjectStoreUnavailable(f"uploading {key} to bucket {self.bucket}: {exc}") from exc
         return await self.presign(key)
 
+    async def delete(self, keys: list[str]) -> None:
+        """Remove objects (a v2 job's outputs past their retention); a key already gone is no error."""
+        for start in range(0, len(keys), 1000):  # S3 deletes at most 1000 objects a request
+            chunk = [{"Key": key} for key in keys[start:start + 1000]]
+            try:
+                await asyncio.to_thread(self._client.delete_objects, Bucket=self.bucket,
+                                        Delete={"Objects": chunk, "Quiet": True})
+            except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+                raise ObjectStoreUnavailable(f"deleting from bucket {self.bucket}: {exc}") from exc
+
     async def presign(self, key: str) -> str:
         return await asyncio.to_thread(self._client.generate_presigned_url, "get_object",
                                        Params={"Bucket": self.bucket, "Key": key},

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 from pathlib import Path
 
 MAX_NAME_BYTES = 200  # file systems allow 255; the node-id prefix of a second file with the name needs room
@@ -43,6 +44,12 @@ class OutputStore:
     def relative(self, path: Path) -> str:
         """``path`` (one ``destination`` gave) relative to the store."""
         return str(path.relative_to(self.root))
+
+    def remove_task(self, task_id: str) -> None:
+        """Remove a task's stored outputs (blocking: call it in a thread); none stored is no error."""
+        if "/" in task_id or "\\" in task_id or task_id in ("", ".", ".."):
+            return
+        shutil.rmtree(self.root / task_id, ignore_errors=True)
 
     def find(self, task_id: str, filename: str) -> Path | None:
         """The stored file of a task, or None; never a path outside the store."""

@@ -159,13 +159,13 @@ class TaskStore:
 
     # ------------------------------------------------------------------ creating
     async def create(self, new: NewTask, *, max_queued: int = 0,
-                     bind: Callable[[Pipeline, TaskId], Awaitable[None]] | None = None) -> Task:
+                     bind: Callable[[Pipeline, TaskId, int], Awaitable[None]] | None = None) -> Task:
         """Queue a task: a whole graph, or a workflow's name, version and parameter values (the graph is resolved
         at dispatch, which keeps a long queue small). A task of the ComfyUI-compatible API (``new.comfy``) is
         found by its prompt id, within its owner's namespace. With ``max_queued`` an owner may have that many
         tasks unfinished, else QuotaExceeded. ``bind``: queues more writes on the task's MULTI (an
-        Idempotency-Key bound to the new id, ``IdempotencyStore.bind_in``), so they commit with the record or not
-        at all."""
+        Idempotency-Key bound to the new id, ``IdempotencyStore.bind_in``; a v2 job's indexes, scored by the
+        record's created_ms, which it is given), so they commit with the record or not at all."""
         task_id = self._new_id()
         owner = new.owner
         if owner is not None and max_queued > 0:  # without a limit, the open set is written with the record
@@ -191,7 +191,7 @@ class TaskStore:
                         pipe.zadd(keys.comfy_everyone, {task_id: created})
                         pipe.set(keys.comfy_anyone(new.comfy.comfy_prompt_id), task_id)
                 if bind is not None:
-                    await bind(pipe, task_id)
+                    await bind(pipe, task_id, created)
                 await pipe.execute()
         self.queue.note_queued()
         if self.events.listening:

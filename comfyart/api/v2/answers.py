@@ -43,10 +43,12 @@ def refusal_of(exc: Exception) -> V2Refused:
     with its one line (comfyart's errors carry one already), or of its own status when it has one."""
     if isinstance(exc, V2Refused):
         return exc
+    if isinstance(exc, QuotaExceeded):  # too many unfinished: the queue is full for this key; else its rate
+        return V2Refused("queue_full" if exc.kind == "queue" else "rate_limited", str(exc))
     if isinstance(exc, (GraphRefused, NotInFleet)):
         return V2Refused("invalid_workflow", str(exc), {"node_errors": exc.node_errors, "error": exc.error})
     simple: list[tuple[type[Exception], str]] = [
-        (NotFound, "not_found"), (QuotaExceeded, "rate_limited"), (TransientError, "upstream_unreachable"),
+        (NotFound, "not_found"), (TransientError, "upstream_unreachable"),
         (BodyTooLarge, "payload_too_large"), (Unauthenticated, "unauthorized"), (Forbidden, "forbidden")]
     for kind, code in simple:
         if isinstance(exc, kind):

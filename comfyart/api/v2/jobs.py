@@ -2,12 +2,17 @@
 Idempotency-Key), read a job, its workflow, and cancel it. A job is a comfyart task; a client sees its own only
 (another's answers 404 ``not_found``, as a missing one). Errors leave in the v2 envelope (``api.v2.answers``).
 
-Decisions (open for the next routes): the retention is RETENTION_S (no setting yet); ``queue_position`` is not
-computed (null); a cancel ends a task ``canceled`` at once in comfyart, so ``canceling`` shows only in the cancel's
-own answer while the task still reads running; links are made under ``server.public_url`` or, without one, the
-address the request came to."""
+Decisions: a job is a task marked ``v2`` (kept ``api_v2.job_retention_s`` after its end, then ``expired``:
+``policy.retention``, ``api.v2.retention``), with its ``metadata`` labels, indexed for the list (``store.jobs``) in
+the record's own transaction. ``queue_position``: its 1-based place in comfyart's queue (null once dispatched to a
+backend, even before it starts there). A cancel of a queued job ends it ``canceled`` at once; of a running one
+marks the record (``cancel_asked_ms``: every process shows ``canceling``) and interrupts it on its backend, which
+ends it ``canceled`` when the backend reports the interruption (or after the tracker's grace). Links are made under
+``server.public_url`` or, without one, the address the request came to."""
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -22,10 +27,9 @@ from comfyart.api.v2.submission import Refusal, read_submission
 from comfyart.auth import Principal
 from comfyart.clock import now_ms
 from comfyart.errors import InvalidInput, InvalidTransition, QuotaExceeded
-from comfyart.models import NewTask, Task, TaskStatus
+from comfyart.models import NewTask, Task, TaskId, TaskStatus
 from comfyart.policy.idempotency import Held, reuse_error, valid_key
-
-RETENTION_S = 7 * 24 * 3600
+from comfyart.store.jobs import JobIndex
 
 router = APIRouter()
 
@@ -34,10 +38,10 @@ def base_url(request: Request, services: Services) -> str:
     return (services.security.public_url or str(request.base_url)).rstrip("/")
 
 
-def job_answer(task: Task, request: Request, services: Services, *, status_code: int = 200,
-               canceling: bool = False) -> JSONResponse:
-    body = shapes.job(task, base_url=base_url(request, services), now_ms=now_ms(), retention_s=RETENTION_S,
-                      canceling=canceling)
+async def job_answer(task: Task, request: Request, services: Services, *, status_code: int = 200) -> JSONResponse:
+    position = await JobIndex(services.store).queue_position(task.id) if task.status is TaskStatus.PENDING else None
+    body = shapes.job(task, base_url=base_url(request, services), now_ms=now_ms(),
+                      retention_s=services.api_v2.job_retention_s, queue_position=position)
     headers = {"Location": body["urls"]["self"]} if status_code == 201 else None
     return JSONResponse(body, status_code=status_code, headers=headers)
 
@@ -47,8 +51,13 @@ async def create_once(services: Services, principal: Principal, key: str | None,
     """Queue ``new``; with an Idempotency-Key, only if this request wins the key (else 422
     ``idempotency_key_reuse``), the key bound to the task in the task's own transaction, and released when the
     task is definitely refused."""
+    jobs = JobIndex(services.store)
+
+    async def index(pipe: Any, task_id: TaskId, created_ms: int) -> None:
+        jobs.index_in(pipe, task_id, created_ms, new.owner, new.labels or {})
+
     if key is None:
-        return await services.store.create(new, max_queued=max_queued)
+        return await services.store.create(new, max_queued=max_queued, bind=index)
     store = services.idempotency
     if store is None:
         raise V2Refused("invalid_request", "this server takes no Idempotency-Key")
@@ -57,8 +66,9 @@ async def create_once(services: Services, principal: Principal, key: str | None,
         refused = reuse_error(claim.held or Held(job_id=None))
         raise V2Refused(refused["code"], refused["message"], refused["details"])
 
-    async def bind(pipe: Any, task_id: str) -> None:
+    async def bind(pipe: Any, task_id: TaskId, created_ms: int) -> None:
         await store.bind_in(pipe, claim, task_id)
+        await index(pipe, task_id, created_ms)
 
     try:
         return await services.store.create(new, max_queued=max_queued, bind=bind)
@@ -80,14 +90,14 @@ async def submit_job(request: Request, principal: Caller, services: ServicesDep)
         raise V2Refused(read.code, read.message, status=read.status)
     options = TaskSubmission.model_construct(prompt=read.workflow, priority=read.priority, params={})
     admission = await admit(services, principal, options)  # the rate, then the graph against the fleet
-    task = await create_once(services, principal, key, admission.new_task(options, prompt=read.workflow),
-                             admission.max_queued)
-    return job_answer(task, request, services, status_code=201)
+    new = dataclasses.replace(admission.new_task(options, prompt=read.workflow), v2=True, labels=read.metadata)
+    task = await create_once(services, principal, key, new, admission.max_queued)
+    return await job_answer(task, request, services, status_code=201)
 
 
 @router.get("/api/v2/jobs/{task_id}", response_model=None)
 async def get_job(task: VisibleTask, request: Request, services: ServicesDep) -> JSONResponse:
-    return job_answer(task, request, services)
+    return await job_answer(task, request, services)
 
 
 @router.get("/api/v2/jobs/{task_id}/workflow", response_model=None)
@@ -98,10 +108,23 @@ async def get_job_workflow(task: VisibleTask) -> dict[str, Any]:
 
 @router.post("/api/v2/jobs/{task_id}/cancel", response_model=None)
 async def cancel_job(task: VisibleTask, request: Request, services: ServicesDep) -> JSONResponse:
-    """Cancel: 200 and the Job, canceled (or canceling while its backend stops it); a job that already ended
-    answers as it is (a cancel is idempotent)."""
+    """Cancel: 200 and the Job, canceled (queued), or canceling while its backend stops it (running); a job that
+    already ended, or whose cancel was asked already, answers as it is (a cancel is idempotent)."""
+    if task.status is TaskStatus.RUNNING and task.cancel_asked_ms is None:
+        await interrupt(services, task.id)
+    elif task.status is TaskStatus.PENDING:
+        with contextlib.suppress(InvalidTransition):
+            await services.tracker.cancel(task.id)
+    return await job_answer(await services.store.get(task.id), request, services)
+
+
+async def interrupt(services: Services, task_id: str) -> None:
+    """Mark the running job's cancel asked, then interrupt it on its backend; when this process cannot (it
+    started meanwhile elsewhere, or its backend says it does not run it), it is canceled outright."""
     try:
-        task = await services.tracker.cancel(task.id)
-    except InvalidTransition:
-        task = await services.store.get(task.id)
-    return job_answer(task, request, services, canceling=task.status is TaskStatus.RUNNING)
+        await JobIndex(services.store).ask_cancel(task_id, now_ms())
+    except InvalidTransition:  # it ended meanwhile
+        return
+    if not await services.tracker.interrupt(task_id):
+        with contextlib.suppress(InvalidTransition):
+            await services.tracker.cancel(task_id)

@@ -5,8 +5,7 @@ that says why. Pure: the graph is only checked for shape here; its check against
 Decisions:
 - ``extra_data`` is closed (only ``api_key_comfy_org``, a string) and never kept: comfyart sends no per-prompt
   extra_data to its backends, and a comfy.org key must not rest in Redis.
-- ``metadata`` (the job's labels) is checked, and a non-empty one refused with ``metadata_not_supported`` until
-  tasks keep labels (the SDK sends none unless asked to).
+- ``metadata`` (the job's labels, ``api.v2.labels``) is checked and kept on the task; the list filters on it.
 - ``priority`` is comfyart's (``high``/``normal``/``low`` or -100..100), not the contract's ±1e6."""
 from __future__ import annotations
 
@@ -99,7 +98,4 @@ def read_submission(body: Any, *, max_nodes: int) -> Submission | Refusal:
         problem = labels_problem(metadata)
         if problem is not None:
             return Refusal("metadata_invalid", problem)
-        if metadata:
-            return Refusal("metadata_not_supported", "this server does not keep job labels (metadata) yet; "
-                                                     "submit without them")
-    return Submission(body["workflow"], priority, {})
+    return Submission(body["workflow"], priority, dict(metadata or {}))

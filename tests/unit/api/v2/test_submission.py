@@ -24,7 +24,6 @@ GRAPH = basic_graph()
     ({"workflow": GRAPH, "extra_data": {"api_key_comfy_org": 1}}, "invalid_request", None, "must be a string"),
     ({"workflow": GRAPH, "priority": 1000}, "invalid_request", 422, "priority: must be"),
     ({"workflow": GRAPH, "metadata": {"a b": "x"}}, "metadata_invalid", None, "label key"),
-    ({"workflow": GRAPH, "metadata": {"team": "x"}}, "metadata_not_supported", None, "labels"),
 ])
 def test_refusals(body, code, status, words):
     refusal = read_submission(body, max_nodes=100)
@@ -37,6 +36,8 @@ def test_a_good_body_and_what_is_not_kept():
                             "metadata": {}}, max_nodes=100)
     assert read == Submission(GRAPH, 1, {})
     assert read_submission({"workflow": GRAPH, "priority": None}, max_nodes=100) == Submission(GRAPH)
+    labelled = read_submission({"workflow": GRAPH, "metadata": {"team": "x", "run.id": "7"}}, max_nodes=100)
+    assert labelled == Submission(GRAPH, 0, {"team": "x", "run.id": "7"})
     too_big = read_submission({"workflow": GRAPH}, max_nodes=1)
     assert isinstance(too_big, Refusal) and too_big.code == "invalid_workflow"
 
