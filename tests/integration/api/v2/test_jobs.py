@@ -13,7 +13,7 @@ from comfy_low.models import Job
 
 from tests.integration.api.test_auth import ALICE_KEY, CAROL_KEY, as_key, secured
 from tests.support.daemon import healthy_count, make_settings, running_daemon, static_backends, wait_for_pool
-from tests.support.graphs import basic_graph
+from tests.support.graphs import basic_graph, text_to_image_graph
 
 
 @pytest.fixture
@@ -96,3 +96,22 @@ async def test_another_clients_job_is_not_found(tmp_path: Path, redis_url, emula
         assert (await alice.get(f"/api/v2/jobs/{job['id']}")).status_code == 200
         await alice.aclose()
         await carol.aclose()
+
+
+async def test_a_running_jobs_cancel_answers_canceling_until_its_backend_confirms(tmp_path: Path, redis_url,
+                                                                                   emulator):
+    settings = make_settings(tmp_path, redis_url, static_backends=static_backends(emulator("--step-seconds", "0.1")))
+    async with running_daemon(settings) as api:
+        await wait_for_pool(api, lambda pool: healthy_count(pool) == 1)
+        job = (await api.post("/api/v2/jobs", json={"workflow": text_to_image_graph(steps=100)})).json()
+        deadline = time.monotonic() + 30
+        while (await api.get(job["urls"]["self"])).json()["status"] != "running" and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        asked = await api.post(job["urls"]["cancel"])
+        assert asked.status_code == 200 and asked.json()["status"] == "canceling"
+        Job.model_validate(asked.json())
+        task = (await api.get(f"/api/tasks/{job['id']}")).json()
+        assert task["cancel_asked_ms"] is not None  # in Redis: every comfyart process shows canceling
+        assert (await api.post(job["urls"]["cancel"])).json()["status"] in ("canceling", "canceled")
+        done = await polled(api, job["urls"]["self"])
+        assert done["status"] == "canceled" and done["completed_at"] is not None
