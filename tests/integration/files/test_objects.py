@@ -10,7 +10,9 @@ import httpx
 import pytest
 from moto.server import ThreadedMotoServer
 
+from comfyart.config.sections import S3Config
 from comfyart.errors import ConfigError
+from comfyart.files.objects import S3Outputs
 from tests.support.daemon import make_settings, running_daemon, wait_for_tasks
 from tests.support.graphs import basic_graph
 from tests.support.ports import free_port
@@ -66,3 +68,17 @@ async def test_a_missing_bucket_stops_the_daemon_with_a_clear_error(tmp_path: Pa
     with pytest.raises(ConfigError, match="cannot use bucket 'absent'"):
         async with running_daemon(settings):
             pass
+
+
+async def test_objects_of_an_expired_v2_job_are_deleted(tmp_path: Path, s3_endpoint):
+    s3_client(s3_endpoint).create_bucket(Bucket="renders")
+    objects = S3Outputs(S3Config(endpoint_url=s3_endpoint, bucket="renders", prefix="out/", region="us-east-1",
+                                 **CREDENTIALS))
+    source = tmp_path / "a.png"
+    source.write_bytes(b"png")
+    keys = [objects.key("T1", "a.png"), objects.key("T1", "b.png"), objects.key("T2", "a.png")]
+    for key in keys:
+        await objects.put(source, key, "image/png")
+    await objects.delete(keys[:2] + ["out/T1/never-there.png"])  # a missing key is no error
+    listed = s3_client(s3_endpoint).list_objects_v2(Bucket="renders")["Contents"]
+    assert [o["Key"] for o in listed] == [keys[2]]
