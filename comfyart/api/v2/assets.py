@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request, Response
@@ -105,6 +106,25 @@ def content_type_of(raw: str | None, declared: str | None) -> str:
     return value
 
 
+@dataclass(frozen=True)
+class UploadFields:
+    file_path: str
+    content_type: str
+    expires_ms: int | None
+    expected_hash: str | None
+
+
+def upload_fields(form: StreamedForm, now: int) -> UploadFields:
+    """The checked text parts of an upload (422 ``invalid_request`` for a bad one)."""
+    raw_path = _one(form.fields, "file_path")
+    if raw_path is None:
+        raise refused("file_path is required")
+    return UploadFields(asset_file_path(raw_path), content_type_of(_one(form.fields, "content_type"),
+                                                                   form.file_content_type),
+                        expires_ms(now, expires_in_of(_one(form.fields, "expires_in"))),
+                        _one(form.fields, "expected_hash"))
+
+
 @router.post("/api/v2/assets", response_model=None)
 async def upload_asset(request: Request, principal: Caller, services: ServicesDep,
                        stores: AssetStores) -> JSONResponse:
@@ -112,23 +132,20 @@ async def upload_asset(request: Request, principal: Caller, services: ServicesDe
     ``expires_in``): its bytes go to disk as they arrive, hashed on the way."""
     blobs, assets = stores
     form = StreamedForm(request.headers.get("content-type", ""))
+    now = now_ms()
+    checked: list[UploadFields] = []
 
-    def expected() -> str | None:  # asked once the body has ended: the form may name it after the file
-        return _one(form.fields, "expected_hash")
+    def expected() -> str | None:  # asked once the body has ended (the form may name its fields after the
+        checked.append(upload_fields(form, now))  # file), before the blob is installed: a refusal keeps nothing
+        return checked[0].expected_hash
 
     with asset_errors():
         blob = await blobs.write_stream(file_chunks(form, request.stream()),
                                         max_bytes=services.api_v2.max_upload_bytes, expected_hash=expected)
-        raw_path = _one(form.fields, "file_path")
-        if raw_path is None:
-            raise refused("file_path is required")
-        file_path = asset_file_path(raw_path)
-        content_type = content_type_of(_one(form.fields, "content_type"), form.file_content_type)
-        now = now_ms()
-        expiry = expires_ms(now, expires_in_of(_one(form.fields, "expires_in")))
+    fields = checked[0]
     record, created_new = await assets.create(principal.owner, hash=blob.hash, size=blob.size,
-                                              content_type=content_type, file_path=file_path, now_ms=now,
-                                              expires_ms=expiry)
+                                              content_type=fields.content_type, file_path=fields.file_path,
+                                              now_ms=now, expires_ms=fields.expires_ms)
     return asset_answer(record, request, services, created_new=created_new)
 
 
