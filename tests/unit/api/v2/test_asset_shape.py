@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from comfy_low.models import Asset
 
-from comfyart.api.v2.assets import asset_body, content_type_of, expires_in_of
 from comfyart.api.v2.answers import V2Refused
+from comfyart.api.v2.assets import asset_body, content_type_of, expires_in_of
 from comfyart.store.assets import AssetRecord
 
 NOW = 1_765_000_000_000
