@@ -28,6 +28,7 @@ from comfyart.comfy.client import ComfyClient
 from comfyart.config.settings import Settings
 from comfyart.dispatcher import Dispatcher
 from comfyart.errors import ConfigError
+from comfyart.files.assets import BlobStore
 from comfyart.files.inputs import InputStore
 from comfyart.files.objects import S3Outputs
 from comfyart.files.outputs import OutputStore
@@ -100,7 +101,7 @@ class Core:
 
 
 async def build_core(settings: Settings, stores: Stores, session: aiohttp.ClientSession, *, outputs: OutputStore,
-                     inputs: InputStore, objects: S3Outputs | None) -> Core:
+                     inputs: InputStore, objects: S3Outputs | None, blobs: BlobStore | None = None) -> Core:
     timeout_s = settings.tracking.submit_timeout_s
     pool = Pool(config=settings.pool, providers=build_providers(settings),
                 connect=lambda url: ComfyClient(session, url, timeout_s=timeout_s))
@@ -117,7 +118,7 @@ async def build_core(settings: Settings, stores: Stores, session: aiohttp.Client
     tracker = Tracker(store=stores.tasks, queue=stores.queue, pool=pool, book=book, outcomes=outcomes,
                       config=settings.tracking, client_id=client_id)
     resolver = Resolver(workflows=stores.workflows, tasks=stores.tasks, inputs=inputs, outputs=outputs,
-                        preview_method=settings.comfyui.preview_method)
+                        preview_method=settings.comfyui.preview_method, blobs=blobs, assets=stores.assets)
     dispatcher = Dispatcher(store=stores.tasks, queue=stores.queue, pool=pool, book=book, outcomes=outcomes,
                             resolver=resolver, config=settings.scheduler, client_id=client_id,
                             upload_timeout_s=settings.tracking.download_timeout_s,
@@ -160,7 +161,8 @@ async def build(settings: Settings, stores: Stores, session: aiohttp.ClientSessi
     if migrated:
         logger.info("queue migrated to the priority queue tasks={}", migrated)
     outputs, inputs = OutputStore(settings.data_dir / "outputs"), InputStore(settings.data_dir / "inputs")
-    core = await build_core(settings, stores, session, outputs=outputs, inputs=inputs, objects=objects)
+    blobs = BlobStore(settings.data_dir / "assets")  # the v2 API's uploads
+    core = await build_core(settings, stores, session, outputs=outputs, inputs=inputs, objects=objects, blobs=blobs)
     pool = core.pool
     security = await build_security(settings, stores)
     front = FrontDoor(store=stores.tasks, queue=stores.queue, comfy=stores.comfy, pool=pool,
@@ -188,7 +190,8 @@ async def build(settings: Settings, stores: Stores, session: aiohttp.ClientSessi
     services = Services(stores.tasks, stores.queue, pool, core.controls, outputs, stores.workflows, core.resolver,
                         inputs, core.tracker, core.dispatcher, front, core.inventories, file_errors, objects, security,
                         metrics, stats, dashboard=settings.dashboard.enabled,
-                        editor=settings.comfyui.editor, idempotency=stores.idempotency, api_v2=settings.api_v2)
+                        editor=settings.comfyui.editor, idempotency=stores.idempotency, api_v2=settings.api_v2,
+                        blobs=blobs, assets=stores.assets)
     loops: dict[str, Callable[[], Awaitable[None]]] = {
         "pool": core.reconciler.run, "inventories": core.inventories.run,
         "tracker": core.tracker.run, "dispatcher": core.dispatcher.run,

@@ -13,6 +13,8 @@ from comfyart.api.comfyui.routes import build_router
 from comfyart.api.deps import Services
 from comfyart.api.errors import add_error_handlers
 from comfyart.api.limits import BodyLimit
+from comfyart.api.v2 import assets as v2_assets
+from comfyart.api.v2 import content as v2_content
 from comfyart.api.v2 import jobs as v2_jobs
 from comfyart.api.v2 import listing as v2_listing
 
@@ -24,7 +26,7 @@ def create_app(services: Services) -> FastAPI:
     security = services.security
     # outermost first: a body over its limit is refused before anyone is asked who sent it
     app.add_middleware(AuthMiddleware, authenticator=security.authenticator, public_url=security.public_url)
-    app.add_middleware(BodyLimit, limits=security.limits)
+    app.add_middleware(BodyLimit, limits=security.limits, v2_upload_bytes=services.api_v2.max_upload_bytes)
     add_error_handlers(app)
     editor_files = frontend_files() if services.editor else None
     if editor_files is not None:  # first: its bundled extensions/core before the node packs' /comfy/extensions/...
@@ -34,8 +36,8 @@ def create_app(services: Services) -> FastAPI:
                        "installed (pip install -r requirements.txt), or set comfyui.editor: false")
     for resource in (tasks, workflows, inputs, pool, inventory, scheduler, keys, events, signin):
         app.include_router(resource.router)
-    app.include_router(v2_jobs.router)
-    app.include_router(v2_listing.router)
+    for v2_resource in (v2_jobs, v2_listing, v2_assets, v2_content):
+        app.include_router(v2_resource.router)
     app.include_router(build_router())
     app.include_router(system.router)
     if services.dashboard:

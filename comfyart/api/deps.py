@@ -3,6 +3,7 @@ caller may see (``VisibleTask``), and the admission of a new task: its owner, qu
 checked against the pool's ``/object_info``, and the one place a request becomes a ``NewTask``."""
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
@@ -18,6 +19,7 @@ from comfyart.comfy.inventory import checked_needs
 from comfyart.config.sections import ApiV2Config
 from comfyart.dispatcher import Dispatcher
 from comfyart.errors import InvalidInput, NotFound
+from comfyart.files.assets import BlobStore
 from comfyart.files.inputs import InputStore
 from comfyart.files.objects import S3Outputs
 from comfyart.files.outputs import OutputStore
@@ -29,6 +31,7 @@ from comfyart.pool.controls import PoolControls
 from comfyart.pool.inventory import Inventories
 from comfyart.pool.registry import Pool
 from comfyart.stats import StatsHistory
+from comfyart.store.assets import AssetStore
 from comfyart.store.idempotency import IdempotencyStore
 from comfyart.store.queue import TaskQueue
 from comfyart.store.tasks import TaskStore
@@ -64,6 +67,8 @@ class Services:
     holdings: Holdings = field(default_factory=Holdings)  # /api/pool's and /api/models' answers, remembered
     idempotency: IdempotencyStore | None = None  # Idempotency-Keys of POST /api/v2/jobs (None: the header is refused)
     api_v2: ApiV2Config = field(default_factory=ApiV2Config)
+    blobs: BlobStore | None = None  # the v2 assets' bytes and records (None: the assets routes answer 404)
+    assets: AssetStore | None = None
 
 
 # Dependencies are coroutines though they never wait: FastAPI runs a plain function dependency in a worker thread.
@@ -110,10 +115,12 @@ class Admission:
                        retry_of=retry_of, needs=self.needs if prompt is not None else None)
 
 
-async def admit(services: Services, principal: Principal, options: Scheduling) -> Admission:
+async def admit(services: Services, principal: Principal, options: Scheduling,
+                input_names: Collection[str] = ()) -> Admission:
     """Admit a new task of the caller: its submission rate is checked (QuotaExceeded), a client key's webhook
     may not name a private address, and a new graph must pass ComfyUI's validation against the pool's
-    ``/object_info`` (GraphRefused) once a backend has answered it."""
+    ``/object_info`` (GraphRefused) once a backend has answered it; ``input_names``: files the dispatcher will
+    deliver (a v2 graph's assets), valid wherever an input file is."""
     security, webhook = services.security, options.webhook
     public_only = webhook is not None and not principal.admin
     if webhook is not None and public_only and not security.private_webhooks:
@@ -125,14 +132,16 @@ async def admit(services: Services, principal: Principal, options: Scheduling) -
         await security.quotas.submission(principal)
         max_queued = security.quotas.max_queued(principal)
     fleet = await services.front.prompts.known_fleet() if isinstance(options, (TaskSubmission, RunOptions)) else None
-    needs = checked_graph(services, options, fleet) if fleet is not None else None
+    needs = checked_graph(services, options, fleet, input_names) if fleet is not None else None
     return Admission(principal.owner, public_only, max_queued, fleet, needs)
 
 
-def checked_graph(services: Services, options: Scheduling, fleet: Fleet) -> dict[str, Any] | None:
+def checked_graph(services: Services, options: Scheduling, fleet: Fleet,
+                  input_names: Collection[str] = ()) -> dict[str, Any] | None:
     """What a new raw graph needs of a backend, once it passed ComfyUI's validation against the fleet's
     ``/object_info`` (GraphRefused) and some backend of the fleet has everything it needs (NotInFleet, 422)."""
     if not isinstance(options, TaskSubmission) or options.prompt is None:
         return None
-    return checked_needs(options.prompt, fleet, also_allowed=services.front.prompts.stored_input,
+    stored_input = services.front.prompts.stored_input
+    return checked_needs(options.prompt, fleet, also_allowed=lambda value: value in input_names or stored_input(value),
                          tags=options.requires or (), vram_mb=options.vram_mb)

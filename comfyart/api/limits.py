@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from comfyart.api.v2.errors import error_body
 from comfyart.config.sections import LimitsConfig
 
 MULTIPART_OVERHEAD = 1 << 20  # form fields and boundaries around an upload
@@ -47,8 +48,13 @@ def parse_json(raw: str | bytes, max_depth: int) -> Any:
     return value
 
 
-def body_limit(limits: LimitsConfig, content_type: str) -> int:
-    """The most bytes a request body may have: uploads (multipart) get the upload limit."""
+V2_UPLOAD_PATH = "/api/v2/assets"
+
+
+def body_limit(limits: LimitsConfig, content_type: str, path: str = "", v2_upload_bytes: int | None = None) -> int:
+    """The most bytes a request body may have: uploads (multipart) get the upload limit, v2 assets theirs."""
+    if content_type.startswith("multipart/form-data") and path == V2_UPLOAD_PATH and v2_upload_bytes is not None:
+        return v2_upload_bytes + MULTIPART_OVERHEAD
     if content_type.startswith("multipart/form-data"):
         return limits.max_upload_bytes + MULTIPART_OVERHEAD
     return limits.max_body_bytes
@@ -58,19 +64,23 @@ class BodyLimit:
     """Refuses a body over its limit before a route reads it: by its Content-Length at once (413), or, for a
     chunked body, as soon as the bytes read pass the limit (BodyTooLarge, answered 413)."""
 
-    def __init__(self, app: Any, limits: LimitsConfig) -> None:
+    def __init__(self, app: Any, limits: LimitsConfig, v2_upload_bytes: int | None = None) -> None:
         self.app = app
         self.limits = limits
+        self.v2_upload_bytes = v2_upload_bytes
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", ())}
-        limit = body_limit(self.limits, headers.get("content-type", ""))
+        path = scope.get("path", "")
+        limit = body_limit(self.limits, headers.get("content-type", ""), path, self.v2_upload_bytes)
         declared = headers.get("content-length", "")
         if declared.isdigit() and int(declared) > limit:
-            body = json.dumps({"detail": f"body larger than {limit} bytes"}).encode()
+            message = f"body larger than {limit} bytes"
+            refusal = error_body("payload_too_large", message) if path.startswith("/api/v2/") else {"detail": message}
+            body = json.dumps(refusal).encode()
             await send({"type": "http.response.start", "status": 413,
                         "headers": [(b"content-type", b"application/json"),
                                     (b"content-length", str(len(body)).encode())]})

@@ -20,7 +20,7 @@ import contextlib
 import hashlib
 import os
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -143,11 +143,12 @@ class BlobStore:
         return Blob(blob_name(hex_digest), "", size, path, created_new=False)
 
     async def write_stream(self, chunks: AsyncIterator[bytes], *, max_bytes: int,
-                           expected_hash: str | None = None) -> Blob:
+                           expected_hash: str | Callable[[], str | None] | None = None) -> Blob:
         """Store the bytes of ``chunks`` as a blob. PayloadTooLarge past ``max_bytes``, HashMismatch when they are
         not ``expected_hash`` (``blake3:<hex>``; a malformed one is BadAssetHash before anything is read); either
-        way, and when the caller is cancelled, the temp file is gone."""
-        expected_hex = blob_hex(expected_hash) if expected_hash is not None else None
+        way, and when the caller is cancelled, the temp file is gone. A callable ``expected_hash`` is asked once
+        the chunks are all read (a multipart form may name it after its file), before the blob is installed."""
+        expected_hex = blob_hex(expected_hash) if isinstance(expected_hash, str) else None
         await self.files.run(_make_dir, self.tmp_dir)
         sink = await self.files.run(_Sink, self.tmp_dir)
         try:
@@ -159,6 +160,9 @@ class BlobStore:
                 await self.files.run(sink.write, chunk)
             await self.files.run(sink.finish)
             hex_digest = sink.blake3.hexdigest()
+            if callable(expected_hash):
+                named = expected_hash()
+                expected_hex = blob_hex(named) if named is not None else None
             if expected_hex is not None and expected_hex != hex_digest:
                 raise HashMismatch(blob_name(expected_hex), blob_name(hex_digest))
             target = self.blob_path(hex_digest)

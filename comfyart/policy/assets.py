@@ -8,7 +8,9 @@ uploaded them. The routes answer with these decisions; ``files.assets`` and ``st
 from __future__ import annotations
 
 import re
+from collections.abc import Container, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from comfyart.policy.userdata import BadUserPath, user_path
 
@@ -140,3 +142,104 @@ def byte_range(header: str | None, size: int) -> tuple[int, int] | None | Unsati
 def content_range(start: int, end: int, size: int) -> str:
     """A 206 answer's ``Content-Range`` header for ``byte_range``'s ``(start, end)``."""
     return f"bytes {start}-{end}/{size}"
+
+
+# ---------------------------------------------------------------------------------------------------- inputs
+ASSET_TYPE = "core/ASSET"
+MAX_PATH_CHARS = 1024  # a longer string of a graph is text, never an asset's file_path
+
+
+@dataclass(frozen=True)
+class GraphAssets:
+    """What a submitted graph names of its owner's assets: the ids of its ``core/ASSET`` references (``None``
+    for a malformed one), and the strings of its node inputs that could be an asset's ``file_path``."""
+
+    ids: list[str | None]
+    paths: list[str]
+
+
+def _reference_id(value: dict[str, Any]) -> str | None:
+    info = value.get("info")
+    asset_id = info.get("id") if isinstance(info, dict) else None
+    return asset_id if isinstance(asset_id, str) and asset_id else None
+
+
+def _is_reference(value: Any) -> bool:
+    return isinstance(value, dict) and value.get("__type") == ASSET_TYPE
+
+
+def _references(value: Any, found: list[str | None]) -> None:
+    if _is_reference(value):
+        found.append(_reference_id(value))
+    elif isinstance(value, dict):
+        for item in value.values():
+            _references(item, found)
+    elif isinstance(value, list):
+        for item in value:
+            _references(item, found)
+
+
+def _could_be_path(value: str) -> bool:
+    if len(value) > MAX_PATH_CHARS:
+        return False
+    try:
+        return asset_file_path(value) == value
+    except BadFilePath:
+        return False
+
+
+def graph_assets(workflow: Mapping[str, Any]) -> GraphAssets:
+    """The asset references anywhere in the node inputs of an API-format graph, and its input strings that could
+    be file paths (a node input's own value only: a link's node id is not a file)."""
+    ids: list[str | None] = []
+    paths: dict[str, None] = {}
+    for node in workflow.values():
+        inputs = node.get("inputs") if isinstance(node, dict) else None
+        for value in inputs.values() if isinstance(inputs, dict) else ():
+            if isinstance(value, str):
+                if _could_be_path(value):
+                    paths[value] = None
+            else:
+                _references(value, ids)
+    return GraphAssets(ids, list(paths))
+
+
+def missing_ids(ids: list[str | None], known: Container[str]) -> list[str | None]:
+    """The references among ``ids`` that name no asset of the owner (None: a malformed one), in order, once each."""
+    return list(dict.fromkeys(asset_id for asset_id in ids if asset_id is None or asset_id not in known))
+
+
+def _substituted(value: Any, by_id: Mapping[str, str]) -> Any:
+    if _is_reference(value):
+        return by_id[_reference_id(value) or ""]
+    if isinstance(value, dict):
+        return {key: _substituted(item, by_id) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_substituted(item, by_id) for item in value]
+    return value
+
+
+def with_input_names(workflow: Mapping[str, Any], by_id: Mapping[str, str],
+                     by_path: Mapping[str, str]) -> dict[str, Any]:
+    """The graph with each asset reference replaced by the backend file name of its asset (``by_id``; every
+    reference must be there: ``missing_ids`` first), and each input string that is one of the owner's
+    ``file_path``s by the name of that asset (``by_path``). The graph given is not changed."""
+    resolved: dict[str, Any] = {}
+    for node_id, node in workflow.items():
+        inputs = node.get("inputs") if isinstance(node, dict) else None
+        if not isinstance(inputs, dict):
+            resolved[node_id] = node
+            continue
+        new_inputs = {name: by_path.get(value, value) if isinstance(value, str) else _substituted(value, by_id)
+                      for name, value in inputs.items()}
+        resolved[node_id] = {**node, "inputs": new_inputs}
+    return resolved
+
+
+def input_name_digest(value: str) -> str | None:
+    """The blob digest of a backend file name ``comfy_input_name`` made (``<hex>`` or ``<hex>.<ext>``), or None
+    for any other string: what the dispatcher delivers to a backend before the prompt that loads it."""
+    digest, dot, extension = value.partition(".")
+    if not _HEX.fullmatch(digest) or (dot and not _EXTENSION.fullmatch(dot + extension)):
+        return None
+    return digest

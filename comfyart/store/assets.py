@@ -21,10 +21,10 @@ from comfyart.store.redis import map_redis_errors, text_map, texts
 
 NEVER = "+inf"  # the index score of an asset without expiry
 
-# KEYS: the new record, its owner's index of its blob. ARGV: id, record prefix, now (ms), expires (ms or ''),
-# then the record's fields as name, value pairs. An asset of this owner and blob that is still live and has the
-# same file_path, content_type and job_id is the same asset: it is returned (and kept at least as long as asked)
-# instead of a second one. Returns {'new' | 'existing', id}.
+# KEYS: the new record, its owner's index of its blob, its owner's file paths. ARGV: id, record prefix, now (ms),
+# expires (ms or ''), then the record's fields as name, value pairs. An asset of this owner and blob that is still
+# live and has the same file_path, content_type and job_id is the same asset: it is returned (and kept at least as
+# long as asked) instead of a second one. Either way the owner's file_path names it. Returns {'new' | 'existing', id}.
 _CREATE = """
 local id, prefix, now, expires = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
 local fields = {}
@@ -45,6 +45,7 @@ for _, other in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
       redis.call('HSET', prefix .. other, 'expires_ms', expires)
       redis.call('ZADD', KEYS[2], expires, other)
     end
+    redis.call('HSET', KEYS[3], fields['file_path'], other)
     return {'existing', other}
   end
 end
@@ -55,12 +56,16 @@ else
   redis.call('PEXPIREAT', KEYS[1], expires)
   redis.call('ZADD', KEYS[2], expires, id)
 end
+redis.call('HSET', KEYS[3], fields['file_path'], id)
 return {'new', id}
 """
 
-# KEYS: the record, its owner's index of its blob. ARGV: id, owner ('' for none). Returns 1 when it was there.
+# KEYS: the record, its owner's index of its blob, its owner's file paths. ARGV: id, owner ('' for none). Returns
+# 1 when it was there.
 _DELETE = """
 if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[2] then return 0 end
+local path = redis.call('HGET', KEYS[1], 'file_path')
+if path and redis.call('HGET', KEYS[3], path) == ARGV[1] then redis.call('HDEL', KEYS[3], path) end
 redis.call('DEL', KEYS[1])
 redis.call('ZREM', KEYS[2], ARGV[1])
 return 1
@@ -137,7 +142,8 @@ class AssetStore:
             args += [name, value]
         with map_redis_errors():
             outcome, asset_id = texts(await self._create(
-                keys=[self.keys.asset(record.id), self.keys.asset_blob(owner, record.hex)], args=args))
+                keys=[self.keys.asset(record.id), self.keys.asset_blob(owner, record.hex),
+                      self.keys.asset_paths(owner)], args=args))
         if outcome == "new":
             return record, True
         existing = await self.get(owner, asset_id)
@@ -164,7 +170,8 @@ class AssetStore:
         if record is not None:
             with map_redis_errors():
                 deleted = await self._delete(keys=[self.keys.asset(asset_id),
-                                                   self.keys.asset_blob(owner, record.hex)],
+                                                   self.keys.asset_blob(owner, record.hex),
+                                                   self.keys.asset_paths(owner)],
                                              args=[asset_id, owner or ""])
         if not deleted:
             raise NotFound(f"asset {asset_id} not found")
@@ -176,3 +183,33 @@ class AssetStore:
             ids = texts(await self.redis.zrange(self.keys.asset_blob(owner, hex_digest), NEVER, now_ms,
                                                 byscore=True, desc=True, offset=0, num=1))
         return await self.get(owner, ids[0]) if ids else None
+
+    async def by_paths(self, owner: str | None, file_paths: list[str]) -> dict[str, AssetRecord]:
+        """``owner``'s live assets named by each of ``file_paths`` that names one (the latest uploaded under it),
+        by file_path: two round trips whatever the number of paths."""
+        if not file_paths:
+            return {}
+        with map_redis_errors():
+            ids = await self.redis.hmget(self.keys.asset_paths(owner), file_paths)
+        found = {path: asset_id.decode() if isinstance(asset_id, bytes) else asset_id
+                 for path, asset_id in zip(file_paths, ids, strict=True) if asset_id is not None}
+        records = await self.many(owner, list(set(found.values())))
+        return {path: records[asset_id] for path, asset_id in found.items() if asset_id in records}
+
+    async def many(self, owner: str | None, asset_ids: list[str]) -> dict[str, AssetRecord]:
+        """``owner``'s live assets among ``asset_ids``, by id (others', expired and malformed ones left out), in one
+        round trip."""
+        wanted = [asset_id for asset_id in dict.fromkeys(asset_ids) if is_asset_id(asset_id)]
+        if not wanted:
+            return {}
+        with map_redis_errors():
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for asset_id in wanted:
+                    pipe.hgetall(self.keys.asset(asset_id))
+                replies = await pipe.execute()
+        records = {}
+        for asset_id, reply in zip(wanted, replies, strict=True):
+            fields = text_map(reply)
+            if fields and fields.get("owner", "") == (owner or ""):
+                records[asset_id] = AssetRecord.from_fields(asset_id, fields)
+        return records

@@ -79,6 +79,8 @@ is off, one shared space):
     P:owner:{o}:assets:blob:{hex}   zset: the ids of the owner's assets of one blob (its BLAKE3 hex digest),
                                     scored by when each expires (+inf: never): the blobs an owner may mint assets
                                     of, and its asset of the same blob and file_path that an upload returns again
+    P:owner:{o}:assets:paths        hash: file_path -> the id of the owner's latest asset of that path (a graph
+                                    naming ``photo.png`` loads it); an entry whose asset expired is read as none
 
 The dashboard's charts (``store.stats``):
     P:stats:samples         list: queue depth and finished tasks per interval, newest first, capped
@@ -174,6 +176,11 @@ class Keys:
         """The index of one owner's assets of one blob."""
         space = f"{self.prefix}:assets" if owner is None else f"{self.owner_prefix}{owner}:assets"
         return f"{space}:blob:{hex_digest}"
+
+    def asset_paths(self, owner: str | None) -> str:
+        """One owner's file_path -> asset id."""
+        space = f"{self.prefix}:assets" if owner is None else f"{self.owner_prefix}{owner}:assets"
+        return f"{space}:paths"
 
     # ------------------------------------------------------------------ workflows
     def workflow(self, name: str) -> str:

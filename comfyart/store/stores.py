@@ -9,6 +9,7 @@ from comfyart.bus import EventHub
 from comfyart.config.sections import QuotaConfig
 from comfyart.config.settings import Settings
 from comfyart.store.api_keys import KeyStore
+from comfyart.store.assets import AssetStore
 from comfyart.store.comfy_index import ComfyIndex
 from comfyart.store.deliveries import Deliveries
 from comfyart.store.idempotency import IdempotencyStore
@@ -36,6 +37,7 @@ class Stores:
     api_keys: KeyStore
     stats: StatsSamples
     idempotency: IdempotencyStore
+    assets: AssetStore
 
     @classmethod
     async def open(cls, settings: Settings, events: EventHub | None = None) -> Stores:
@@ -55,7 +57,7 @@ class Stores:
         tasks = TaskStore(client, keys, queue, events=events)
         return cls(client, embedded, keys, queue, tasks, ComfyIndex(client, keys, tasks), Deliveries(client, keys),
                    WorkflowStore(client, keys), PoolStore(client, keys), KeyStore(client, keys),
-                   StatsSamples(client, keys), IdempotencyStore(client, keys))
+                   StatsSamples(client, keys), IdempotencyStore(client, keys), AssetStore(client, keys))
 
     def quotas(self, config: QuotaConfig) -> Quotas:
         return Quotas(self.client, self.keys, config)

@@ -11,14 +11,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from comfyart.clock import now_ms
 from comfyart.comfy.inventory import checked_needs, graph_needs
 from comfyart.comfy.protocol import with_preview_method
 from comfyart.errors import InvalidInput, NotFound
+from comfyart.files.assets import BlobStore
 from comfyart.files.inputs import InputStore, StoredInput
 from comfyart.files.outputs import OutputStore
 from comfyart.models import NewTask, Task, TaskStatus
+from comfyart.policy.assets import input_name_digest
 from comfyart.policy.inventory import Combo, Fleet
 from comfyart.policy.needs import Needs, graph_cost, graph_models, needs_of_record
+from comfyart.store.assets import AssetStore
 from comfyart.store.tasks import TaskStore
 from comfyart.store.workflows import WorkflowStore
 from comfyart.workflows.definition import WorkflowDefinition
@@ -52,8 +56,10 @@ def backend_name(path: Path, sha256: str) -> str:
 
 class Resolver:
     def __init__(self, *, workflows: WorkflowStore, tasks: TaskStore, inputs: InputStore, outputs: OutputStore,
-                 rng: random.Random | None = None, preview_method: str = "default") -> None:
+                 rng: random.Random | None = None, preview_method: str = "default", blobs: BlobStore | None = None,
+                 assets: AssetStore | None = None) -> None:
         self.workflows = workflows
+        self.blobs, self.assets = blobs, assets  # the v2 assets a raw graph loads
         self.preview_method = preview_method  # for a prompt that does not choose (comfyui.preview_method)
         self.tasks = tasks
         self.inputs = inputs
@@ -165,7 +171,8 @@ class Resolver:
             if task.prompt is None:
                 raise InvalidInput(f"task {task.id} has neither a prompt nor a workflow")
             extra_data = {k: v for k, v in (task.extra_data or {}).items() if k != "client_id"} or None
-            return PreparedPrompt(task.prompt, self._named_inputs(task.prompt),
+            named = self._named_inputs(task.prompt) + await self._asset_inputs(task, task.prompt)
+            return PreparedPrompt(task.prompt, named,
                                   with_preview_method(extra_data, self.preview_method), task.comfy_targets)
         try:
             definition = await self.definition(task.workflow, task.workflow_version, known_stored=known_stored)
@@ -183,7 +190,6 @@ class Resolver:
         graph = apply(definition.graph, definition.params, values, {u.param: u.name for u in uploads})
         return PreparedPrompt(graph, uploads, with_preview_method(None, self.preview_method))
 
-
     def _named_inputs(self, graph: Mapping[str, Any]) -> list[Upload]:
         """Stored inputs a raw graph names by their id (as the ComfyUI-compatible upload answers them): each goes
         to the backend under that same name, so the graph needs no change."""
@@ -194,6 +200,28 @@ class Resolver:
                     path = self.inputs.path(value)
                     if path is not None:
                         uploads[value] = Upload(f"{node_id}.{name}", path, value, self.inputs.content_type(value))
+        return list(uploads.values())
+
+    async def _asset_inputs(self, task: Task, graph: Mapping[str, Any]) -> list[Upload]:
+        """The v2 assets a raw graph loads by their backend names (``policy.assets.comfy_input_name``, as the v2
+        submission resolved them): each goes to the backend under that name, but only while the task's owner has
+        a live asset of that blob: knowing a digest gives nobody another's bytes. InvalidInput when a blob the
+        graph names is stored but no asset of the owner's holds it any more (deleted or expired since)."""
+        if self.blobs is None or self.assets is None:
+            return []
+        uploads: dict[str, Upload] = {}
+        for node_id, node in graph.items():
+            for name, value in (node.get("inputs") or {}).items() if isinstance(node, dict) else ():
+                digest = input_name_digest(value) if isinstance(value, str) and value not in uploads else None
+                if digest is None or self.inputs.path(value) is not None:
+                    continue
+                blob = await self.blobs.find(digest)
+                if blob is None:
+                    continue  # not one of ours: a backend's own file, its validation decides
+                record = await self.assets.of_blob(task.owner, digest, now_ms=now_ms())
+                if record is None:
+                    raise InvalidInput(f"{node_id}.{name}: the asset of {value} was deleted or has expired")
+                uploads[value] = Upload(f"{node_id}.{name}", blob.path, value, record.content_type)
         return list(uploads.values())
 
     async def needs(self, task: Task, combos: Container[Combo] = ()) -> tuple[Needs, float]:

@@ -23,6 +23,7 @@ from comfyart.api.deps import Services, ServicesDep, VisibleTask, admit
 from comfyart.api.requests import TaskSubmission, json_body
 from comfyart.api.v2 import shapes
 from comfyart.api.v2.answers import V2Refused
+from comfyart.api.v2.inputs import resolve_assets
 from comfyart.api.v2.submission import Refusal, read_submission
 from comfyart.auth import Principal
 from comfyart.clock import now_ms
@@ -88,9 +89,10 @@ async def submit_job(request: Request, principal: Caller, services: ServicesDep)
     read = read_submission(await json_body(request, limits), max_nodes=limits.max_graph_nodes)
     if isinstance(read, Refusal):
         raise V2Refused(read.code, read.message, status=read.status)
-    options = TaskSubmission.model_construct(prompt=read.workflow, priority=read.priority, params={})
-    admission = await admit(services, principal, options)  # the rate, then the graph against the fleet
-    new = dataclasses.replace(admission.new_task(options, prompt=read.workflow), v2=True, labels=read.metadata)
+    resolved = await resolve_assets(services.assets, principal.owner, read.workflow)  # core/ASSET -> file names
+    options = TaskSubmission.model_construct(prompt=resolved.workflow, priority=read.priority, params={})
+    admission = await admit(services, principal, options, resolved.input_names)  # the rate, then the graph
+    new = dataclasses.replace(admission.new_task(options, prompt=resolved.workflow), v2=True, labels=read.metadata)
     task = await create_once(services, principal, key, new, admission.max_queued)
     return await job_answer(task, request, services, status_code=201)
 

@@ -99,3 +99,28 @@ async def test_what_is_no_asset_id_is_not_found(assets: AssetStore, asset_id: st
     assert await assets.get("alice", asset_id) is None
     with pytest.raises(NotFound):
         await assets.delete("alice", asset_id)
+
+
+async def test_an_owners_file_paths_name_its_latest_live_asset(assets: AssetStore) -> None:
+    first, _ = await _upload(assets, "alice")
+    assert await assets.by_paths("alice", ["photo.png", "none.png"]) == {"photo.png": first}
+    assert await assets.by_paths("bob", ["photo.png"]) == {}
+    assert await assets.by_paths("alice", []) == {}
+    newer, _ = await _upload(assets, "alice", hex_digest=OTHER_HEX)
+    assert await assets.by_paths("alice", ["photo.png"]) == {"photo.png": newer}
+    await assets.delete("alice", first.id)  # not the one the path names: it still names the newer one
+    assert await assets.by_paths("alice", ["photo.png"]) == {"photo.png": newer}
+    await assets.delete("alice", newer.id)
+    assert await assets.by_paths("alice", ["photo.png"]) == {}
+    short, _ = await _upload(assets, "alice", file_path="brief.png", expires_ms=NOW + 50)
+    await assets.redis.delete(assets.keys.asset(short.id))  # as Redis expires it
+    assert await assets.by_paths("alice", ["brief.png"]) == {}
+
+
+async def test_many_reads_only_the_owners_live_assets(assets: AssetStore) -> None:
+    mine, _ = await _upload(assets, "alice")
+    theirs, _ = await _upload(assets, "bob")
+    missing = str(uuid.uuid4())
+    assert await assets.many("alice", [mine.id, theirs.id, missing, "garbage", mine.id]) == {mine.id: mine}
+    assert await assets.many(None, [mine.id]) == {}
+    assert await assets.many("alice", []) == {}
