@@ -13,6 +13,7 @@ from comfyart.api.comfyui.routes import build_router
 from comfyart.api.deps import Services
 from comfyart.api.errors import add_error_handlers
 from comfyart.api.limits import BodyLimit
+from comfyart.api.v2 import events as v2_events
 from comfyart.api.v2 import jobs as v2_jobs
 
 
@@ -34,6 +35,7 @@ def create_app(services: Services) -> FastAPI:
     for resource in (tasks, workflows, inputs, pool, inventory, scheduler, keys, events, signin):
         app.include_router(resource.router)
     app.include_router(v2_jobs.router)
+    app.include_router(v2_events.router)
     app.include_router(build_router())
     app.include_router(system.router)
     if services.dashboard:

@@ -13,6 +13,7 @@ from comfyart.api.auth import Caller
 from comfyart.api.comfyui.front import FrontDoor
 from comfyart.api.requests import RunOptions, Scheduling, TaskSubmission
 from comfyart.api.security import Security
+from comfyart.api.v2.stream import StreamSlots
 from comfyart.auth import Principal, can_see
 from comfyart.comfy.inventory import checked_needs
 from comfyart.config.sections import ApiV2Config
@@ -64,6 +65,7 @@ class Services:
     holdings: Holdings = field(default_factory=Holdings)  # /api/pool's and /api/models' answers, remembered
     idempotency: IdempotencyStore | None = None  # Idempotency-Keys of POST /api/v2/jobs (None: the header is refused)
     api_v2: ApiV2Config = field(default_factory=ApiV2Config)
+    v2_streams: StreamSlots = field(default_factory=StreamSlots)  # the v2 event streams each key holds open
 
 
 # Dependencies are coroutines though they never wait: FastAPI runs a plain function dependency in a worker thread.
