@@ -15,6 +15,9 @@ from typing import Any
 import httpx
 import pytest
 from comfy_low.models import Output, Progress
+from comfy_sdk import AsyncComfy
+from comfy_sdk import events as sdk_events
+from comfy_sdk.events import OutputReady, Preview, StatusChange
 from PIL import Image
 
 from comfyart.api.v2 import events as v2_events
@@ -74,7 +77,7 @@ async def test_a_running_job_streams_status_progress_previews_outputs_then_its_e
     assert len(progress) >= 2
     for _, data in progress:
         Progress.model_validate(data)
-    assert progress[-1][1]["current_node"] == "3" and progress[-1][1]["steps"] == 12
+    assert any(data["current_node"] == "3" and data["steps"] == 12 for _, data in progress)
     duration = progress[-1][0] - progress[0][0]
     assert len(progress) <= duration / THROTTLE_S + 3  # throttled: not every 0.25 s write
     previews = [data for _, name, data in frames if name == "preview"]
@@ -135,3 +138,23 @@ async def test_another_keys_job_is_not_found(tmp_path: Path, redis_url, emulator
             assert other.status_code == 404 and other.json()["error"]["code"] == "not_found"
             answer, frames = await read_stream(alice, job["urls"]["events"])
             assert answer.status_code == 200 and frames[-1][1:] == ("status", {"status": "succeeded"})
+
+
+async def test_the_comfy_sdk_reads_the_stream_as_typed_events(api, monkeypatch):
+    monkeypatch.setenv("COMFY_BASE_URL", str(api.base_url))
+    monkeypatch.setenv("COMFY_API_KEY", "unused-auth-is-off")
+    async with AsyncComfy() as comfy:
+        job = await comfy.submit(comfy.workflows.from_json(text_to_image_graph(steps=10)))
+        events = [event async for event in job.events()]
+    kinds = [type(event).__name__ for event in events]
+    assert isinstance(events[0], StatusChange) and events[0].status in ("queued", "running"), kinds
+    assert isinstance(events[-1], StatusChange) and events[-1].status == "succeeded", kinds
+    assert any(isinstance(event, sdk_events.Progress) and event.steps == 10 for event in events), kinds
+    previews = [event for event in events if isinstance(event, Preview)]
+    assert previews and previews[0].node_id == "3"
+    with previews[0].to_pil() as image:
+        assert image.format == "JPEG"
+    ready = [i for i, event in enumerate(events) if isinstance(event, OutputReady)]
+    assert len(ready) == 1 and ready[0] == len(events) - 2  # before the terminal status
+    output = events[ready[0]]
+    assert isinstance(output, OutputReady) and output.output.content_type == "image/png"
