@@ -112,7 +112,7 @@ async def _frames(follower: JobFollower, keepalive_s: float) -> AsyncIterator[by
     while not stream.ended:
         event = await follower.subscription.get(stream.wait_s(time.monotonic()))
         now = time.monotonic()
-        if event is None and follower.subscription.closed or event is not None and event["type"] == "lagged":
+        if (event is None and follower.subscription.closed) or (event is not None and event["type"] == "lagged"):
             if not await follower.catch_up():
                 return
             sending = stream.on_job(follower.job(), now)

@@ -121,25 +121,32 @@ class EventStream:
             if output["id"] not in self.outputs:
                 self.outputs.add(output["id"])
                 frames.append(frame("output", output))
-        if terminal:
+        if terminal:  # what was held back is stale now
             self.ended, self.status = True, status
             frames.append(frame("status", status))
+        else:
+            frames += self._due(now)
         return self._sent(frames, now)
 
     def on_preview(self, data: Mapping[str, Any] | None, now: float) -> list[bytes]:
-        if self.ended or data is None:
+        if self.ended:
             return []
-        sent = self.preview_frames.offer(frame("preview", data), now)
-        return self._sent([sent] if sent is not None else [], now)
+        sent = self.preview_frames.offer(frame("preview", data), now) if data is not None else None
+        return self._sent([sent, *self._due(now)] if sent is not None else self._due(now), now)
 
     def on_time(self, now: float) -> list[bytes]:
         """What is due without news: held-back frames whose time came, else a keepalive after a quiet spell."""
         if self.ended:
             return []
-        frames = [f for f in (self.progress_frames.due(now), self.preview_frames.due(now)) if f is not None]
+        frames = self._due(now)
         if not frames and now - self.last_sent >= self.keepalive_s:
             frames = [KEEPALIVE]
         return self._sent(frames, now)
+
+    def _due(self, now: float) -> list[bytes]:
+        """Held-back frames whose time came: sent with whatever goes out next, so that a flood of one kind (a
+        sampler's previews) never keeps the other waiting."""
+        return [f for f in (self.progress_frames.due(now), self.preview_frames.due(now)) if f is not None]
 
     def wait_s(self, now: float) -> float:
         """How long the stream may wait for news before ``on_time`` has something to send."""

@@ -117,6 +117,20 @@ def test_previews_are_throttled_apart_from_progress():
     assert decoded(stream.on_time(THROTTLE_S)) == [("preview", {"node_id": "3", "n": 2})]
 
 
+def test_a_flood_of_previews_never_keeps_held_progress_waiting():
+    stream = EventStream(keepalive_s=15)
+    stream.on_job(job("running", progress=progress(0.1)), 0.0)
+    stream.on_job(job("running", progress=progress(0.2)), 0.1)  # held back
+    assert decoded(stream.on_preview({"n": 1}, 0.2)) == [("preview", {"n": 1})]
+    assert stream.on_preview({"n": 2}, 0.3) == []  # held back
+    assert decoded(stream.on_preview({"n": 3}, THROTTLE_S)) == [("progress", progress(0.2))]  # its time came
+    assert decoded(stream.on_preview({"n": 4}, THROTTLE_S + 0.25)) == [("preview", {"n": 4})]  # the latest
+    stream.on_job(job("running", progress=progress(0.3)), THROTTLE_S + 0.3)  # held back
+    assert decoded(stream.on_preview(None, 2 * THROTTLE_S)) == [("progress", progress(0.3))]
+    stream.on_job(job("running", progress=progress(0.4)), 2 * THROTTLE_S + 0.1)  # held, then the end
+    assert decoded(stream.on_job(job("canceled"), 5.0)) == [("status", {"status": "canceled"})]
+
+
 def test_a_quiet_stream_sends_a_keepalive_only_after_keepalive_s_without_a_frame():
     stream = EventStream(keepalive_s=15, last_sent=0.0)
     stream.on_job(job("queued"), 1.0)
