@@ -26,8 +26,8 @@ def _everything(event: Event) -> bool:
 class Subscription:
     """An async iterator of the events its filter accepts, from the moment it was made."""
 
-    def __init__(self, hub: EventHub, accepts: Accepts, capacity: int) -> None:
-        self._hub = hub
+    def __init__(self, hubs: tuple[EventHub, ...], accepts: Accepts, capacity: int) -> None:
+        self._hubs = hubs
         self.accepts = accepts
         self._capacity = capacity
         self._events: collections.deque[Event] = collections.deque()
@@ -42,8 +42,7 @@ class Subscription:
             self.lagged = True
             self._events.clear()
             self._events.append({"type": "lagged", "detail": f"more than {self._capacity} events behind"})
-            self._hub._subscribers.discard(self)
-            self.closed = True
+            self._leave()
         else:
             self._events.append(event)
         self._arrived.set()
@@ -71,9 +70,13 @@ class Subscription:
         return event
 
     def close(self) -> None:
-        self.closed = True
-        self._hub._subscribers.discard(self)
+        self._leave()
         self._arrived.set()
+
+    def _leave(self) -> None:
+        self.closed = True
+        for hub in self._hubs:
+            hub._subscribers.discard(self)
 
     def __enter__(self) -> Subscription:
         return self
@@ -99,8 +102,13 @@ class EventHub:
         for subscriber in list(self._subscribers):
             subscriber.offer(event)
 
-    def subscribe(self, accepts: Accepts = _everything, *, capacity: int = DEFAULT_CAPACITY) -> Subscription:
-        """Use as a context manager, so a stream that ends for any reason unsubscribes."""
-        subscription = Subscription(self, accepts, capacity)
-        self._subscribers.add(subscription)
+    def subscribe(self, accepts: Accepts = _everything, *, capacity: int = DEFAULT_CAPACITY,
+                  also: tuple[EventHub, ...] = ()) -> Subscription:
+        """Use as a context manager, so a stream that ends for any reason unsubscribes. ``also``: other hubs whose
+        events the same subscription takes, in the order they were published (e.g. the tracker's previews, a hub
+        of their own so that nobody else pays for them)."""
+        hubs = (self, *also)
+        subscription = Subscription(hubs, accepts, capacity)
+        for hub in hubs:
+            hub._subscribers.add(subscription)
         return subscription

@@ -15,6 +15,7 @@ from comfyart.api.errors import add_error_handlers
 from comfyart.api.limits import BodyLimit
 from comfyart.api.v2 import assets as v2_assets
 from comfyart.api.v2 import content as v2_content
+from comfyart.api.v2 import events as v2_events
 from comfyart.api.v2 import jobs as v2_jobs
 from comfyart.api.v2 import listing as v2_listing
 
@@ -36,7 +37,7 @@ def create_app(services: Services) -> FastAPI:
                        "installed (pip install -r requirements.txt), or set comfyui.editor: false")
     for resource in (tasks, workflows, inputs, pool, inventory, scheduler, keys, events, signin):
         app.include_router(resource.router)
-    for v2_resource in (v2_jobs, v2_listing, v2_assets, v2_content):
+    for v2_resource in (v2_jobs, v2_listing, v2_events, v2_assets, v2_content):
         app.include_router(v2_resource.router)
     app.include_router(build_router())
     app.include_router(system.router)

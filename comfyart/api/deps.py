@@ -14,6 +14,7 @@ from comfyart.api.auth import Caller
 from comfyart.api.comfyui.front import FrontDoor
 from comfyart.api.requests import RunOptions, Scheduling, TaskSubmission
 from comfyart.api.security import Security
+from comfyart.api.v2.stream import StreamSlots
 from comfyart.auth import Principal, can_see
 from comfyart.comfy.inventory import checked_needs
 from comfyart.config.sections import ApiV2Config
@@ -69,6 +70,7 @@ class Services:
     api_v2: ApiV2Config = field(default_factory=ApiV2Config)
     blobs: BlobStore | None = None  # the v2 assets' bytes and records (None: the assets routes answer 404)
     assets: AssetStore | None = None
+    v2_streams: StreamSlots = field(default_factory=StreamSlots)  # the v2 event streams each key holds open
 
 
 # Dependencies are coroutines though they never wait: FastAPI runs a plain function dependency in a worker thread.

@@ -17,6 +17,14 @@ if TYPE_CHECKING:  # only named here: what the book does to a backend needs none
     from comfyart.pool.backend import Backend
 
 
+@dataclass(frozen=True)
+class Preview:
+    """A backend's preview frame (ComfyUI's binary type 1 or 4, as it came) and the node that ran when it came."""
+
+    node: str | None
+    payload: bytes
+
+
 @dataclass
 class PromptState:
     task_id: str
@@ -44,6 +52,7 @@ class PromptState:
     # or at this monotonic time at the latest
     relay: Relay | None = None  # queued through the ComfyUI-compatible API: its frames go to its client
     messages: list[list[Any]] = field(default_factory=list)  # its execution_* messages, for that client
+    preview: Preview | None = None  # the latest preview the backend sent of it (as sent: read by who shows it)
 
 
 class PromptBook:
@@ -68,6 +77,11 @@ class PromptBook:
 
     def get(self, prompt_id: str) -> PromptState | None:
         return self._prompts.get(prompt_id)
+
+    def latest_preview(self, task_id: str, prompt_id: str | None) -> Preview | None:
+        """The latest preview of ``task_id``'s attempt ``prompt_id``, while that attempt is in flight."""
+        state = self._prompts.get(prompt_id or "")
+        return state.preview if state is not None and state.task_id == task_id else None
 
     def holds(self, prompt_id: str, state: PromptState) -> bool:
         """Whether ``state`` is still the entry of ``prompt_id`` (not closed meanwhile: canceled, settled)."""
@@ -109,3 +123,13 @@ class PromptBook:
         backend.prompts.pop(prompt_id, None)
         backend.prompt_costs.pop(prompt_id, None)
         backend.room_made()
+
+
+def note_running(running: dict[str, str], backend_id: str, kind: str, data: Mapping[str, Any]) -> None:
+    """Keep ``running`` (backend id -> the prompt it runs) up to date from one frame of that backend: its preview
+    frames carry no prompt id, so they belong to the prompt that started last and has not ended."""
+    prompt_id = data.get("prompt_id")
+    if kind == "execution_start" and isinstance(prompt_id, str):
+        running[backend_id] = prompt_id
+    elif kind == "executing" and data.get("node") is None and running.get(backend_id) == prompt_id:
+        del running[backend_id]

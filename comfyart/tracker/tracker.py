@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 from loguru import logger
 
+from comfyart.bus import EventHub
 from comfyart.clock import now_ms
 from comfyart.comfy import protocol
 from comfyart.comfy.websocket import BackendSocket
@@ -26,7 +27,7 @@ from comfyart.pool.registry import Pool
 from comfyart.store.queue import TaskQueue
 from comfyart.store.tasks import TaskStore
 from comfyart.tracker.outcomes import Outcomes
-from comfyart.tracker.prompts import PromptBook, PromptState
+from comfyart.tracker.prompts import Preview, PromptBook, PromptState, note_running
 from comfyart.tracker.reactions import Fail, MarkRunning, Settle, react
 
 WATCHDOG_TICK_S = 0.5
@@ -60,6 +61,7 @@ class Tracker:
         self._watchers: dict[str, tuple[Backend, asyncio.Task[None]]] = {}
         self._epochs: dict[str, int] = {}  # backend id -> how many times its socket connected
         self._running: dict[str, str] = {}  # backend id -> the prompt it runs: its preview frames carry no id
+        self.previews = EventHub()  # every prompt's previews, for the live streams that show them (api.v2)
 
     # ------------------------------------------------------------------ loop
     async def run(self) -> None:
@@ -177,7 +179,7 @@ class Tracker:
     async def _frames(self, backend: Backend, socket: BackendSocket) -> None:
         async for frame in socket.frames():
             if isinstance(frame, bytes):
-                self._relay_preview(backend, frame)
+                self._preview(backend, frame)
                 continue
             kind = protocol.frame_kind(frame)
             if kind is not None and kind not in protocol.TRACKED_KINDS and not self._relaying(backend):
@@ -185,6 +187,7 @@ class Tracker:
             kind, data = protocol.split_frame(frame)
             if data is None:
                 continue
+            note_running(self._running, backend.id, kind, data)
             if self.frames is not None:
                 self._relay(backend, kind, data)
             event = protocol.parse_message(kind, data)
@@ -195,21 +198,12 @@ class Tracker:
     def _relaying(self, backend: Backend) -> bool:
         """Whether a prompt of ``backend`` was queued through the ComfyUI-compatible API: its client hears every
         frame about it."""
-        if self.frames is None:
-            return False
-        for prompt_id in backend.prompts:
-            state = self.book.get(prompt_id)
-            if state is not None and state.relay is not None:
-                return True
-        return False
+        return self.frames is not None and any((state := self.book.get(prompt_id)) is not None
+                                               and state.relay is not None for prompt_id in backend.prompts)
 
     def _relay(self, backend: Backend, kind: str, data: dict[str, Any]) -> None:
         """Pass a frame on to the ComfyUI client whose prompt it is about."""
         prompt_id = data.get("prompt_id")
-        if kind == "execution_start" and isinstance(prompt_id, str):
-            self._running[backend.id] = prompt_id
-        elif kind == "executing" and data.get("node") is None and self._running.get(backend.id) == prompt_id:
-            del self._running[backend.id]
         state = self.book.get(prompt_id) if isinstance(prompt_id, str) else None
         if state is None or state.relay is None or self.frames is None:
             return
@@ -217,11 +211,16 @@ class Tracker:
             state.messages.append([kind, data])
         self.frames.forward(state.relay, kind, data)
 
-    def _relay_preview(self, backend: Backend, payload: bytes) -> None:
-        """A preview image: it carries no prompt id, so it goes to the client of the prompt the backend runs."""
-        state = self.book.get(self._running.get(backend.id, ""))
-        if state is not None and state.relay is not None and self.frames is not None:
+    def _preview(self, backend: Backend, payload: bytes) -> None:
+        """A preview (of the prompt the backend runs: it names none) goes to its ComfyUI client, is kept as its
+        latest, and is published on ``previews`` while someone listens."""
+        if (state := self.book.get(self._running.get(backend.id, ""))) is None:
+            return
+        if state.relay is not None and self.frames is not None:
             self.frames.forward_binary(state.relay, payload)
+        state.preview = Preview(state.node, payload)
+        if self.previews.listening:
+            self.previews.publish({"type": "preview", "id": state.task_id, "preview": state.preview})
 
     # ------------------------------------------------------------------ events
     async def handle(self, backend: Backend, event: protocol.Event) -> None:

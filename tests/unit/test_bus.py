@@ -25,3 +25,19 @@ async def test_subscribers_get_what_they_filter_and_a_slow_one_is_cut_off():
 async def _take(subscription, count):
     for _ in range(count):
         yield await asyncio.wait_for(subscription.__anext__(), 1)
+
+
+async def test_one_subscription_takes_the_events_of_several_hubs_and_leaves_them_all():
+    tasks, previews = EventHub(), EventHub()
+    with tasks.subscribe(lambda e: e["id"] == "a", also=(previews,)) as both:
+        assert tasks.listening and previews.listening
+        tasks.publish({"type": "task", "id": "a"})
+        previews.publish({"type": "preview", "id": "b"})
+        previews.publish({"type": "preview", "id": "a"})
+        assert [await both.get(0), await both.get(0)] == [{"type": "task", "id": "a"}, {"type": "preview", "id": "a"}]
+    assert not tasks.listening and not previews.listening
+    lagging = tasks.subscribe(capacity=1, also=(previews,))
+    previews.publish({"type": "preview", "id": "a"})
+    previews.publish({"type": "preview", "id": "a"})
+    assert (await lagging.get(0))["type"] == "lagged"
+    assert not tasks.listening and not previews.listening  # cut off from both
