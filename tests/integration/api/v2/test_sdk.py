@@ -70,12 +70,10 @@ def test_a_reused_idempotency_key_raises_and_runs_one_prompt(server: V2Server):
 def test_another_keys_job_is_not_found_and_no_key_is_unauthorized(server: V2Server):
     with server.sdk("alice") as alice:
         job = alice.submit(alice.workflows.from_json(text_to_image_graph(seed=11)))
-    with server.sdk("bob") as bob:
-        with pytest.raises(NotFound):
-            bob.jobs.get(job.id)
-    with server.sdk(None) as nobody:
-        with pytest.raises(Unauthorized):
-            nobody.jobs.get(job.id)
+    with server.sdk("bob") as bob, pytest.raises(NotFound):
+        bob.jobs.get(job.id)
+    with server.sdk(None) as nobody, pytest.raises(Unauthorized):
+        nobody.jobs.get(job.id)
     with server.sdk("ops") as admin:  # an admin sees every job
         assert admin.jobs.get(job.id).wait(timeout=60).status == "succeeded"
 
