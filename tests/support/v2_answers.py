@@ -20,7 +20,7 @@ DOCUMENTED: dict[tuple[str, str], frozenset[int]] = {
     ("POST", "/api/v2/jobs/{task_id}/cancel"): frozenset({200, 401, 403, 404, 422, 429}),
 }
 # a route the table does not name yet (assets, events, the list): any status some v2 route documents
-ANY_V2 = frozenset({200, 201, 206, 302, 400, 401, 402, 403, 404, 409, 413, 415, 416, 422, 429, 501, 503})
+ANY_V2 = frozenset({200, 201, 204, 206, 302, 400, 401, 402, 403, 404, 409, 413, 415, 416, 422, 429, 501, 503})
 # invalid_request is 400 for a malformed request and 422 for a bad field (§3); a bad Range is 416, a big body 413,
 # a method the route does not take 405, a body that is not JSON by its content-type 415 (comfyart's own answer: the
 # contract says 400 for a body that is not JSON, which the SDK, sending JSON always, never meets)
@@ -34,6 +34,8 @@ def v2_problems(method: str, path: str, status: int, headers: dict[str, str], te
     """What is wrong with the answer ``status``/``headers``/``text`` to ``method`` on the OpenAPI ``path``."""
     allowed = documented(method, path)
     problems = [] if status in allowed else [f"status {status} not documented for {method} {path}"]
+    if method == "HEAD":  # no body to read
+        return problems
     try:
         body = json.loads(text) if text else None
     except ValueError:
