@@ -97,8 +97,9 @@ SUBMISSIONS = (JSON_VALUES.map(lambda value: json.dumps(value).encode())
                                                                           "priority": JSON_VALUES}).map(
                    lambda value: json.dumps(value).encode())
                | st.binary(max_size=64))
-# what an HTTP header can carry: printable ASCII, empty, or longer than the contract's 255
-IDEMPOTENCY_KEYS = st.none() | st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=300)
+# what an HTTP header can carry (printable ASCII, no space at either end), empty, or longer than the contract's 255
+IDEMPOTENCY_KEYS = st.none() | st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=300).filter(
+    lambda key: key == key.strip())
 JOB_IDS = st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E, exclude_characters="/?#%"), min_size=1,
                   max_size=40)
 
