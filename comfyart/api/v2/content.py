@@ -20,8 +20,10 @@ from comfyart.api.v2.answers import V2Refused
 from comfyart.api.v2.errors import error_body
 from comfyart.api.v2.shapes import parse_output_asset_id
 from comfyart.auth import Principal, can_see
+from comfyart.clock import now_ms
 from comfyart.errors import NotFound
 from comfyart.policy.assets import Unsatisfiable, byte_range, content_range
+from comfyart.policy.retention import is_expired
 
 router = APIRouter()
 
@@ -81,7 +83,11 @@ async def output_answer(principal: Principal, services: Services, task_id: str, 
     record = next((o for o in task.outputs if o.filename == filename), None) if task is not None else None
     if task is None or record is None or not can_see(principal, task.owner):
         raise V2Refused("not_found", "no such asset")
-    if services.objects is not None:
+    if task.v2 and is_expired(task, now_ms=now_ms(), retention_s=services.api_v2.job_retention_s):
+        raise V2Refused("output_unavailable", f"job {task_id} has expired: its outputs are no longer stored")
+    if record.bucket is not None:  # kept in object storage: the client fetches it there
+        if services.objects is None:
+            raise V2Refused("output_unavailable", "this output is in object storage, which is not configured now")
         return RedirectResponse(await services.objects.presign(record.path), status_code=302)
     return await file_answer(services.outputs.find(task_id, filename), record.content_type, range_header)
 

@@ -7,14 +7,20 @@ from __future__ import annotations
 import asyncio
 import io
 import os
+import time
 from pathlib import Path
 
 import httpx
 import pytest
+import redis.asyncio as aioredis
 from blake3 import blake3
 from comfy_low.models import Asset, Job
 from PIL import Image
 
+from comfyart.api.v2.retention import RetentionSweep
+from comfyart.files.outputs import OutputStore
+from comfyart.store.jobs import JobIndex
+from comfyart.store.stores import Stores
 from tests.integration.api.test_auth import ADMIN_KEY, ALICE_KEY, CAROL_KEY, as_key, secured
 from tests.integration.api.v2.test_jobs import polled
 from tests.support.daemon import healthy_count, make_settings, running_daemon, static_backends, wait_for_pool
@@ -230,3 +236,30 @@ async def test_a_large_upload_streams_to_disk_in_flat_memory(tmp_path: Path, red
     assert made.status_code == 201, made.text
     assert made.json()["size_bytes"] == size
     assert peak < 8 << 20, f"peak {peak} bytes while uploading {size}"
+
+
+async def test_an_expired_job_shows_no_outputs_and_their_bytes_are_gone(started):
+    """The retention sweep, run as the daemon's loop would a retention after the job's end, on the daemon's own
+    Redis and output store: the job answers expired without outputs, and its output's content is unavailable."""
+    api, _, settings = started
+    submitted = await api.post("/api/v2/jobs", json={"workflow": load_image_graph(
+        {"__type": "core/ASSET", "info": {"id": (await upload(api, png_bytes())).json()["id"]}})})
+    done = await polled(api, submitted.json()["urls"]["self"])
+    output_id = done["outputs"][0]["id"]
+    assert (await api.get(f"/api/v2/assets/{output_id}/content")).status_code == 200
+    retention_s = settings.api_v2.job_retention_s
+    redis = aioredis.from_url(settings.redis.url or "", decode_responses=True)
+    try:
+        jobs = JobIndex(Stores.on(redis, settings.redis.prefix).tasks)
+        later = int(time.time() * 1000) + retention_s * 1000 + 1000
+        sweep = RetentionSweep(jobs, OutputStore(settings.data_dir / "outputs"), None, retention_s=retention_s,
+                               clock=lambda: later)
+        assert await sweep.sweep() == 1
+    finally:
+        await redis.aclose()
+    expired = (await api.get(f"/api/v2/jobs/{done['id']}")).json()
+    Job.model_validate(expired)
+    assert expired["status"] == "expired" and expired["outputs"] == []
+    gone = await api.get(f"/api/v2/assets/{output_id}/content")
+    assert gone.status_code == 404 and error_of(gone) == "output_unavailable"
+    assert not list((settings.data_dir / "outputs").rglob("*.png"))
