@@ -43,6 +43,9 @@ def should_retry(end: AttemptEnd, *, attempts: int, max_retries: int) -> bool:
     return end in RETRYABLE and attempts <= max_retries
 
 
+PROGRESS_DECIMALS = 4  # a task's progress is kept to this many decimals
+
+
 def prompt_progress(*, total_nodes: int, cached_nodes: int, finished_nodes: int, step: float | None,
                     step_max: float | None) -> float:
     """Fraction of a prompt done, from 0.0 to 1.0: cached nodes count as done, the running node counts by its
@@ -53,4 +56,4 @@ def prompt_progress(*, total_nodes: int, cached_nodes: int, finished_nodes: int,
     if step is not None and step_max:
         running_fraction = max(0.0, min(1.0, step / step_max))
     done = min(total_nodes, cached_nodes + finished_nodes) + running_fraction
-    return round(max(0.0, min(1.0, done / total_nodes)), 4)
+    return round(max(0.0, min(1.0, done / total_nodes)), PROGRESS_DECIMALS)

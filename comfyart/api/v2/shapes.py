@@ -20,6 +20,7 @@ from urllib.parse import quote
 
 from comfyart.models import FINAL_STATUSES, OutputFile, Task, TaskStatus
 from comfyart.policy import retention
+from comfyart.policy.attempts import PROGRESS_DECIMALS
 
 QUEUED, RUNNING, SUCCEEDED, CANCELING, CANCELED, FAILED, EXPIRED = (
     "queued", "running", "succeeded", "canceling", "canceled", "failed", "expired")
@@ -135,6 +136,14 @@ def nodes_total(task: Task) -> int:
     return sum(1 for node in (task.prompt or {}).values() if isinstance(node, dict) and "class_type" in node)
 
 
+def nodes_done(value: float, total: int) -> int:
+    """The nodes done that the fraction ``value`` stands for. The fraction was rounded (``PROGRESS_DECIMALS``), so
+    3 of 23 nodes (0.13043...) is kept as 0.1304, which is 2.9992 nodes: up to half a unit of the last decimal,
+    times the nodes, is rounding, not a node still running."""
+    rounding = 0.5 * 10.0 ** -PROGRESS_DECIMALS
+    return min(total, math.floor((value + rounding) * total + 1e-9))
+
+
 def progress(task: Task, status: str) -> dict[str, Any] | None:
     """The latest progress snapshot, complete in itself; None while queued (and once expired). comfyart keeps the
     fraction done (cached and finished nodes, the running one by its steps), the running node and its steps; the
@@ -143,7 +152,7 @@ def progress(task: Task, status: str) -> dict[str, Any] | None:
         return None
     total = nodes_total(task)
     value = 1.0 if status == SUCCEEDED else max(0.0, min(1.0, task.progress))
-    done = min(total, math.floor(value * total + 1e-6))
+    done = nodes_done(value, total)
     if task.node is not None and status != SUCCEEDED:
         done = min(done, max(0, total - 1))
     kind = _class_of(task, task.node)

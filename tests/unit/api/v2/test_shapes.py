@@ -17,6 +17,7 @@ from comfyart.api.v2.shapes import (
     job_error,
     list_item,
     metrics,
+    nodes_done,
     output_asset_id,
     output_type,
     parse_output_asset_id,
@@ -26,6 +27,7 @@ from comfyart.api.v2.shapes import (
 )
 from comfyart.comfy.protocol import describe_error
 from comfyart.models import FINAL_STATUSES, TaskStatus
+from comfyart.policy.attempts import prompt_progress
 from tests.support.graphs import invert_graph, text_to_image_graph
 from tests.support.tasks import make_output, make_task
 
@@ -170,6 +172,16 @@ def test_progress_of_a_running_job_is_a_complete_snapshot():
     assert progress(task, "running") == {"value": 0.5, "nodes_done": 3, "nodes_total": 7, "current_node": "3",
                                          "current_node_class": "KSampler", "step": 21, "steps": 50,
                                          "message": "KSampler 21/50"}
+
+
+def test_nodes_done_are_the_nodes_the_rounded_fraction_stands_for():
+    # seen against a real ComfyUI: 3 of 23 nodes done showed nodes_done 2 (0.1304 * 23 = 2.9992)
+    for total in range(1, 400):
+        for done in range(total + 1):
+            for step in ((None, None), (1, 2)) if done < total else ((None, None),):
+                value = prompt_progress(total_nodes=total, cached_nodes=0, finished_nodes=done, step=step[0],
+                                        step_max=step[1])
+                assert nodes_done(value, total) == done, (total, done, step, value)
 
 
 def test_the_running_node_never_counts_as_done():
