@@ -3,6 +3,7 @@ app's handlers (``api.errors``) hand every error of a v2 path here. A route refu
 own errors (a task not found, a quota, a graph the fleet refuses…) map to the v2 code that says the same."""
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from fastapi.exceptions import RequestValidationError
@@ -45,10 +46,12 @@ def refusal_of(exc: Exception) -> V2Refused:
         return exc
     if isinstance(exc, QuotaExceeded):  # too many unfinished: the queue is full for this key; else its rate
         return V2Refused("queue_full" if exc.kind == "queue" else "rate_limited", str(exc))
+    if isinstance(exc, NotFound):  # v2 calls a task a job
+        return V2Refused("not_found", re.sub(r"^no task ", "no job ", str(exc)))
     if isinstance(exc, (GraphRefused, NotInFleet)):
         return V2Refused("invalid_workflow", str(exc), {"node_errors": exc.node_errors, "error": exc.error})
     simple: list[tuple[type[Exception], str]] = [
-        (NotFound, "not_found"), (TransientError, "upstream_unreachable"),
+        (TransientError, "upstream_unreachable"),
         (BodyTooLarge, "payload_too_large"), (Unauthenticated, "unauthorized"), (Forbidden, "forbidden")]
     for kind, code in simple:
         if isinstance(exc, kind):

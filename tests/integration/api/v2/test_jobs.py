@@ -76,6 +76,7 @@ async def test_a_refused_graph_frees_its_key_and_answers_in_the_v2_envelope(api)
     assert not_json.status_code == 400 and not_json.json()["error"]["code"] == "invalid_request"
     missing = await api.get("/api/v2/jobs/01NOSUCHJOB")
     assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
+    assert missing.json()["error"]["message"] == "no job 01NOSUCHJOB"  # v2's word for a task
     assert (await api.get("/api/tasks")).json()["total"] == 0
     assert (await api.post("/api/v2/jobs", json={"workflow": basic_graph()}, headers=headers)).status_code == 201
 
