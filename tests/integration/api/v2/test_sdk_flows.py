@@ -120,7 +120,9 @@ def test_inputs_uploaded_by_hash_and_by_multipart_run_on_both_backends(server: V
         assert absent.status_code == 404  # so the next handle uploads its bytes (multipart)
         uploaded = client.assets.from_bytes(fresh, filename="fresh.png")
         assert uploaded.commit() and uploaded.created_new is True
-        assert http.get(f"/api/v2/assets/{uploaded.id}/content").content == fresh
+        link = uploaded.get_download_url()
+        assert link.url == f"{server.base_url}/api/v2/assets/{uploaded.id}/content" and link.expires_at is None
+        assert http.get(link.url).content == fresh
         runs = []
         try:
             for backend, (handle, seed) in enumerate(((again, 201), (uploaded, 202))):
