@@ -30,6 +30,18 @@ def text_to_image_graph(seed: int = 1, steps: int = 4) -> dict[str, Any]:
     }
 
 
+def image_to_image_graph(image: Any, seed: int = 1, steps: int = 4, denoise: float = 0.6) -> dict[str, Any]:
+    """``text_to_image_graph`` starting from an input image instead of an empty latent: LoadImage of ``image`` (a
+    file name, a ``core/ASSET`` reference, or an SDK asset handle) encoded by the checkpoint's VAE (node 10, 11)."""
+    graph = text_to_image_graph(seed=seed, steps=steps)
+    del graph["5"]
+    graph["10"] = {"class_type": "LoadImage", "inputs": {"image": image}}
+    graph["11"] = {"class_type": "VAEEncode", "inputs": {"pixels": ["10", 0], "vae": ["4", 2]}}
+    graph["3"]["inputs"].update(latent_image=["11", 0], denoise=denoise)
+    graph["9"]["inputs"]["filename_prefix"] = "i2i"
+    return graph
+
+
 EDITOR_PROMPT_TEXT = (
     "anime RPG game style, cute anime girl with gigantic fennec ears and a big fluffy fox tail with long wavy blonde "
     "hair and large blue eyes blonde colored eyelashes wearing a pink sweater a large oversized gold trimmed black "

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
@@ -24,6 +25,7 @@ from comfy_sdk import AsyncComfy, Comfy
 
 from tests.support.daemon import serve_subprocess, static_backends
 from tests.support.emulator import EmulatorProcess
+from tests.support.paths import ROOT
 from tests.support.ports import free_port, wait_for_port
 
 # name -> (key, role); quotas generous enough that no test's pace decides an answer
@@ -121,6 +123,25 @@ class V2Server:
             queue = httpx.get(f"{emu.url}/queue", timeout=10).json()
             seen.update(str(item[1]) for part in ("queue_running", "queue_pending") for item in queue[part])
         return len(seen)
+
+
+@contextmanager
+def emulators(workdir: Path, count: int, *args: str) -> Iterator[list[EmulatorProcess]]:
+    """``count`` emulator processes (``args`` their command line options) for a block longer than one test (the
+    ``emulator`` fixture's are the test's own), each with its base directory under ``workdir``; stopped after."""
+    started: list[EmulatorProcess] = []
+    try:
+        for _ in range(count):
+            port = free_port()
+            process = subprocess.Popen([sys.executable, "-m", "comfyart.emulator", "--host", "127.0.0.1", "--port",
+                                        str(port), "--base-dir", str(workdir / f"emulator-{port}"), *args], cwd=ROOT,
+                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            started.append(EmulatorProcess(port, workdir / f"emulator-{port}", process))
+            wait_for_port(port)
+        yield started
+    finally:
+        for emu in started:
+            emu.stop()
 
 
 @contextmanager

@@ -5,20 +5,24 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
+import redis
 from comfy_sdk import IdempotencyKeyReuse, NotFound, Unauthorized
 
 from tests.support.emulator import EmulatorProcess
 from tests.support.graphs import text_to_image_graph
-from tests.support.v2 import V2Server, v2_server, wait_for_job
+from tests.support.v2 import V2Server, emulators, v2_server, wait_for_job
 
 
-@pytest.fixture
-def server(tmp_path: Path, redis_url: str, emulator) -> Iterator[V2Server]:
-    with v2_server(tmp_path, redis_url, [emulator(), emulator()]) as started:
-        yield started
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, redis_server: str) -> Iterator[V2Server]:
+    """One server for the module: each test reads its own jobs, and counts the prompts it adds."""
+    with redis.Redis.from_url(redis_server) as client:
+        client.flushall()
+    workdir = tmp_path_factory.mktemp("sdk")
+    with emulators(workdir, 2) as started, v2_server(workdir, redis_server, started) as running:
+        yield running
 
 
 def slow(emulators: list[EmulatorProcess], step_s: float) -> None:
@@ -28,6 +32,7 @@ def slow(emulators: list[EmulatorProcess], step_s: float) -> None:
 
 def test_a_graph_submitted_through_the_sdk_runs_to_succeeded(server: V2Server):
     before = {name: os.environ.get(name) for name in ("COMFY_BASE_URL", "COMFY_API_KEY")}
+    prompts = server.prompts_run()
     with server.sdk("alice") as client:
         assert {name: os.environ.get(name) for name in before} == before  # set for the construction only
         job = client.submit(client.workflows.from_json(text_to_image_graph(seed=7)))
@@ -39,7 +44,7 @@ def test_a_graph_submitted_through_the_sdk_runs_to_succeeded(server: V2Server):
         assert workflow.format == "api" and workflow.graph == text_to_image_graph(seed=7)
         again = client.jobs.get(job.id)
         assert again.id == job.id and again.status == "succeeded"
-    assert server.prompts_run() == 1
+    assert server.prompts_run() == prompts + 1
 
 
 async def test_the_async_client_with_its_key_from_the_environment(server: V2Server):
@@ -54,6 +59,7 @@ async def test_the_async_client_with_its_key_from_the_environment(server: V2Serv
 
 
 def test_a_reused_idempotency_key_raises_and_runs_one_prompt(server: V2Server):
+    prompts = server.prompts_run()
     with server.sdk("alice") as client:
         workflow = client.workflows.from_json(text_to_image_graph(seed=9))
         first = client.submit(workflow, idempotency_key="order-1")
@@ -64,7 +70,7 @@ def test_a_reused_idempotency_key_raises_and_runs_one_prompt(server: V2Server):
         assert first.wait(timeout=60).status == "succeeded"
     with server.sdk("bob") as other:  # keys live in their owner's namespace
         assert other.submit(workflow, idempotency_key="order-1").wait(timeout=60).status == "succeeded"
-    assert server.prompts_run() == 2
+    assert server.prompts_run() == prompts + 2
 
 
 def test_another_keys_job_is_not_found_and_no_key_is_unauthorized(server: V2Server):
@@ -79,16 +85,20 @@ def test_another_keys_job_is_not_found_and_no_key_is_unauthorized(server: V2Serv
 
 
 def test_a_queued_job_is_canceled(server: V2Server):
+    prompts = server.prompts_run()
     slow(server.emulators, 1.5)  # 4 steps: each emulator busy for 6 s with one prompt
-    with server.sdk("alice") as client:
-        busy = [client.submit(client.workflows.from_json(text_to_image_graph(seed=20 + i))) for i in range(2)]
-        with server.http("alice") as http:
-            for job in busy:
-                wait_for_job(http, job.id, ("running",), timeout_s=20)
-        waiting = client.submit(client.workflows.from_json(text_to_image_graph(seed=30)))
-        assert waiting.refresh().status == "queued"
-        assert waiting.cancel().status == "canceled"
-        assert client.jobs.get(waiting.id).status == "canceled"
+    try:
+        with server.sdk("alice") as client:
+            busy = [client.submit(client.workflows.from_json(text_to_image_graph(seed=20 + i))) for i in range(2)]
+            with server.http("alice") as http:
+                for job in busy:
+                    wait_for_job(http, job.id, ("running",), timeout_s=20)
+            waiting = client.submit(client.workflows.from_json(text_to_image_graph(seed=30)))
+            assert waiting.refresh().status == "queued"
+            assert waiting.cancel().status == "canceled"
+            assert client.jobs.get(waiting.id).status == "canceled"
+            slow(server.emulators, 0.0)
+            assert [job.wait(timeout=60).status for job in busy] == ["succeeded", "succeeded"]
+    finally:
         slow(server.emulators, 0.0)
-        assert [job.wait(timeout=60).status for job in busy] == ["succeeded", "succeeded"]
-    assert server.prompts_run() == 2  # the canceled job never reached a backend
+    assert server.prompts_run() == prompts + 2  # the canceled job never reached a backend
