@@ -6,6 +6,7 @@ a boto3 client of it, and the ``outputs`` section that puts a daemon's outputs t
         settings = make_settings(tmp_path, redis_url, outputs=s3_outputs(endpoint, "renders"))"""
 from __future__ import annotations
 
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -24,9 +25,12 @@ def moto_s3() -> Iterator[str]:
     port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
+    endpoint = f"http://127.0.0.1:{port}"
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield endpoint
     finally:
+        # moto keeps its buckets in this process's memory, across servers: the next test starts empty
+        urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST"), timeout=10)
         server.stop()
 
 

@@ -5,34 +5,21 @@ import hashlib
 from collections.abc import Iterator
 from pathlib import Path
 
-import boto3
 import httpx
 import pytest
-from moto.server import ThreadedMotoServer
 
 from comfyart.config.sections import S3Config
 from comfyart.errors import ConfigError
 from comfyart.files.objects import S3Outputs
 from tests.support.daemon import make_settings, running_daemon, wait_for_tasks
 from tests.support.graphs import basic_graph
-from tests.support.ports import free_port
-
-CREDENTIALS = {"access_key_id": "comfyart-test", "secret_access_key": "not-a-real-secret"}
+from tests.support.objects import S3_CREDENTIALS, moto_s3, s3_client
 
 
 @pytest.fixture
 def s3_endpoint() -> Iterator[str]:
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
-
-
-def s3_client(endpoint: str):
-    return boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
-                        aws_access_key_id=CREDENTIALS["access_key_id"],
-                        aws_secret_access_key=CREDENTIALS["secret_access_key"])
+    with moto_s3() as endpoint:
+        yield endpoint
 
 
 async def test_outputs_go_to_the_bucket_with_presigned_urls(tmp_path: Path, redis_url, emulator, s3_endpoint):
@@ -41,7 +28,7 @@ async def test_outputs_go_to_the_bucket_with_presigned_urls(tmp_path: Path, redi
     settings = make_settings(tmp_path, redis_url, static_backends=[{"name": "emu0", "url": emu.url}],
                              outputs={"storage": "s3", "s3": {"endpoint_url": s3_endpoint, "bucket": "renders",
                                                               "prefix": "out/", "region": "us-east-1",
-                                                              **CREDENTIALS}})
+                                                              **S3_CREDENTIALS}})
     async with running_daemon(settings) as api:
         task_id = (await api.post("/api/tasks", json={"prompt": basic_graph(prefix="s3/x")})).json()["id"]
         [task] = await wait_for_tasks(api, [task_id])
@@ -59,12 +46,12 @@ async def test_outputs_go_to_the_bucket_with_presigned_urls(tmp_path: Path, redi
         assert redirect.status_code == 307 and "renders" in redirect.headers["location"]
         followed = await api.get(f"/api/tasks/{task_id}/outputs/{output['filename']}", follow_redirects=True)
         assert followed.content == data
-        assert CREDENTIALS["secret_access_key"] not in redirect.text + str(task)
+        assert S3_CREDENTIALS["secret_access_key"] not in redirect.text + str(task)
 
 
 async def test_a_missing_bucket_stops_the_daemon_with_a_clear_error(tmp_path: Path, redis_url, s3_endpoint):
     settings = make_settings(tmp_path, redis_url, outputs={"storage": "s3", "s3": {
-        "endpoint_url": s3_endpoint, "bucket": "absent", "region": "us-east-1", **CREDENTIALS}})
+        "endpoint_url": s3_endpoint, "bucket": "absent", "region": "us-east-1", **S3_CREDENTIALS}})
     with pytest.raises(ConfigError, match="cannot use bucket 'absent'"):
         async with running_daemon(settings):
             pass
@@ -73,7 +60,7 @@ async def test_a_missing_bucket_stops_the_daemon_with_a_clear_error(tmp_path: Pa
 async def test_objects_of_an_expired_v2_job_are_deleted(tmp_path: Path, s3_endpoint):
     s3_client(s3_endpoint).create_bucket(Bucket="renders")
     objects = S3Outputs(S3Config(endpoint_url=s3_endpoint, bucket="renders", prefix="out/", region="us-east-1",
-                                 **CREDENTIALS))
+                                 **S3_CREDENTIALS))
     source = tmp_path / "a.png"
     source.write_bytes(b"png")
     keys = [objects.key("T1", "a.png"), objects.key("T1", "b.png"), objects.key("T2", "a.png")]
