@@ -9,8 +9,8 @@ import pytest
 from comfyart.policy.assets import (
     BLOB_GRACE_MS,
     TMP_MAX_AGE_MS,
-    blob_removable,
     blob_relpath,
+    blob_removable,
     is_blob_digest,
     tmp_leftover,
 )

@@ -18,6 +18,7 @@ from comfyart.files.assets import Blob, BlobStore
 from comfyart.policy.assets import BLOB_GRACE_MS
 from comfyart.store.assets import AssetStore
 from comfyart.store.keys import Keys
+from tests.support.daemon import make_settings, running_daemon
 from tests.support.ports import free_port
 
 HOUR_MS = 3_600_000
@@ -135,3 +136,31 @@ async def test_redis_away_while_blobs_are_aside_puts_them_all_back(blobs: BlobSt
     finally:
         await dead.aclose()
     assert blob.path.read_bytes() == b"bytes" and not list(blobs.condemned_dir.iterdir())
+
+
+async def test_the_daemon_sweeps_upload_leftovers_at_start_up(tmp_path: Path, redis_url: str) -> None:
+    settings = make_settings(tmp_path, redis_url)
+    tmp_dir = settings.data_dir / "assets" / "tmp"
+    tmp_dir.mkdir(parents=True)
+    leftover = tmp_dir / ".upload-crashed"
+    leftover.write_bytes(b"half an upload")
+    two_hours_ago = time.time() - 7200
+    os.utime(leftover, (two_hours_ago, two_hours_ago))
+    async with running_daemon(settings):
+        for _ in range(100):
+            if not leftover.exists():
+                break
+            await asyncio.sleep(0.05)
+    assert not leftover.exists()
+
+
+async def test_an_upload_of_bytes_already_stored_claims_their_blob(blobs: BlobStore, assets: AssetStore) -> None:
+    """Deduplicated, the upload installs nothing: it still claims the blob, so a sweep that found no asset of it
+    leaves it for the asset record the upload makes next."""
+    blob = await _blob(blobs, b"twice")
+    old = time.time() - 2 * BLOB_GRACE_MS / 1000
+    os.utime(blob.path, (old, old))
+    again = await _blob(blobs, b"twice")
+    assert not again.created_new
+    assert await BlobSweep(blobs, assets).sweep() == SweepCount()
+    assert blob.path.read_bytes() == b"twice"
