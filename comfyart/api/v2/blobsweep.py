@@ -12,7 +12,10 @@ asset made after the move was claimed first. The grace (``BLOB_GRACE_MS``, an ho
 to its asset record. A blob moved aside when the process stopped is judged again by the next sweep.
 
 Cost per sweep: a directory listing of every blob (in the blob store's file thread, one subdirectory at a time), a
-Redis round trip per ``BATCH`` blobs past the grace, and one more per batch of those moved aside.
+Redis round trip per ``BATCH`` blobs past the grace (500 ZCOUNTs: about 7 ms on a local redis-server), and one more
+per batch of those moved aside. In Redis, each blob with an asset has its index of every owner's assets
+(``store.keys`` ``P:blob:{hex}:assets``): about 200 bytes with one asset, 50 more per asset (measured); the sweep
+drops it with the blob. Every asset store, upload, from-hash and delivery claims a blob with one utime.
 """
 from __future__ import annotations
 
