@@ -15,7 +15,7 @@ Cost per sweep: a directory listing of every blob (in the blob store's file thre
 Redis round trip per ``BATCH`` blobs past the grace (500 ZCOUNTs: about 7 ms on a local redis-server), and one more
 per batch of those moved aside. In Redis, each blob with an asset has its index of every owner's assets
 (``store.keys`` ``P:blob:{hex}:assets``): about 200 bytes with one asset, 50 more per asset (measured); the sweep
-drops it with the blob. Every asset store, upload, from-hash and delivery claims a blob with one utime.
+drops it with the blob. Every upload, from-hash and delivery claims its blob with one utime (file thread).
 """
 from __future__ import annotations
 
