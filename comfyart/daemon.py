@@ -21,6 +21,7 @@ from comfyart.api.app import create_app
 from comfyart.api.comfyui.front import FrontDoor
 from comfyart.api.deps import Services
 from comfyart.api.security import build_security
+from comfyart.api.v2.blobsweep import BlobSweep
 from comfyart.api.v2.retention import RetentionSweep
 from comfyart.auth import auth_problem
 from comfyart.bus import EventHub
@@ -198,7 +199,8 @@ async def build(settings: Settings, stores: Stores, session: aiohttp.ClientSessi
         "comfyui front door": front.run, "cluster events": watch.run, "webhooks": webhooks.run,
         "metrics": lambda: metrics.run(events), "stats": stats.run,
         "v2 retention": RetentionSweep(JobIndex(stores.tasks), outputs, objects,
-                                       retention_s=settings.api_v2.job_retention_s).run}
+                                       retention_s=settings.api_v2.job_retention_s).run,
+        "v2 blob sweep": BlobSweep(blobs, stores.assets).run}
     return Daemon(settings, stores, session, core, services, loops)
 
 

@@ -11,11 +11,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import os
 import time
 import uuid
 from collections import Counter
 from collections.abc import Container, Sequence
-from typing import Any
+from pathlib import Path
+from typing import Any, BinaryIO
 
 from loguru import logger
 
@@ -301,14 +303,19 @@ class Dispatcher:
         logger.debug("submitted task={} backend={} prompt={}", state.task_id, backend.id, prompt_id)
 
     async def _upload(self, backend: Backend, prepared: PreparedPrompt) -> None:
-        """Put each input image on the backend just before the prompt, so any backend can run any task."""
+        """Put each input file on the backend just before the prompt, so any backend can run any task. An open
+        file stays readable if its blob is removed meanwhile."""
         for upload in prepared.uploads:
             try:
-                data = await asyncio.to_thread(upload.path.read_bytes)
+                file, size = await asyncio.to_thread(_open_sized, upload.path)
             except OSError as exc:
                 raise InvalidInput(f"params.{upload.param}: cannot read {upload.path.name}: {exc.strerror}") from exc
-            stored = await backend.client.upload_image(data, name=upload.name, content_type=upload.content_type,
-                                                       timeout_s=self.upload_timeout_s)
+            try:  # streamed from the file: a 1 GiB asset costs a chunk of memory per delivery, not 1 GiB
+                stored = await backend.client.upload_image(file, size=size, name=upload.name,
+                                                           content_type=upload.content_type,
+                                                           timeout_s=self.upload_timeout_s)
+            finally:
+                await asyncio.to_thread(file.close)
             if stored != upload.name:
                 raise BackendUnavailable(f"stored {upload.name} as {stored} despite overwrite")
 
@@ -358,3 +365,10 @@ class Dispatcher:
         self.book.close(backend, prompt_id, done=False)
         await self.outcomes.requeue(state.task_id, AttemptEnd.NOT_ACCEPTED,
                                     f"{backend.id} did not take the prompt: {exc}", prompt_id=prompt_id)
+
+
+def _open_sized(path: Path) -> tuple[BinaryIO, int]:
+    """An input file opened for a delivery, and its size (of the file opened, not of whatever the path names
+    next)."""
+    file = path.open("rb")
+    return file, os.fstat(file.fileno()).st_size

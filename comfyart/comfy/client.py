@@ -20,6 +20,7 @@ from comfyart.comfy.websocket import BackendSocket, reconnecting
 from comfyart.errors import BackendUnavailable, PromptRejected
 
 WRITE_BATCH_BYTES = 1 << 20
+UPLOAD_CHUNK_BYTES = 1 << 20  # a streamed upload's read off the event loop: one hop per MiB
 Offload = Callable[..., Awaitable[Any]]  # runs a blocking call off the event loop: asyncio.to_thread's shape
 
 
@@ -174,11 +175,15 @@ class ComfyClient:
             raise BackendUnavailable("GET /system_stats is not ComfyUI's answer")
         return payload
 
-    async def upload_image(self, data: bytes, *, name: str, content_type: str, timeout_s: float) -> str:
+    async def upload_image(self, data: bytes | BinaryIO, *, name: str, content_type: str, timeout_s: float,
+                           size: int | None = None, offload: Offload = asyncio.to_thread) -> str:
         """POST /upload/image with overwrite, so the backend keeps ``name``; returns the name the graph must use
-        (``subfolder/name`` when the backend put it in a subfolder)."""
+        (``subfolder/name`` when the backend put it in a subfolder). ``data``: the bytes, or an open file of
+        ``size`` bytes from its current position, streamed: read a chunk at a time through ``offload`` (off the
+        event loop), never held whole; the caller closes it."""
         form = aiohttp.FormData()
-        form.add_field("image", data, filename=name, content_type=content_type)
+        body: bytes | _FileChunks = data if isinstance(data, bytes) else _FileChunks(data, size, offload)
+        form.add_field("image", body, filename=name, content_type=content_type)
         form.add_field("type", "input")
         form.add_field("overwrite", "true")
         async with (
@@ -258,3 +263,28 @@ class _OutputFile:
             self.file.close()
             if self.path is not None and os.path.exists(self.path + ".part"):
                 os.unlink(self.path + ".part")
+
+
+async def _chunks_of(file: BinaryIO, size: int, offload: Offload) -> AsyncIterator[bytes]:
+    left = size
+    while left > 0:
+        chunk = await offload(file.read, min(UPLOAD_CHUNK_BYTES, left))
+        if not chunk:
+            raise OSError(f"{getattr(file, 'name', 'a file')} ended {left} bytes early while being uploaded")
+        left -= len(chunk)
+        yield chunk
+
+
+class _FileChunks(aiohttp.AsyncIterablePayload):
+    """A file's bytes as a multipart part, read a chunk at a time as the request is sent. Its size is known, so
+    the request has a Content-Length (as a whole upload's has), and no chunked transfer encoding."""
+
+    def __init__(self, file: BinaryIO, size: int | None, offload: Offload) -> None:
+        if size is None:
+            raise ValueError("a streamed upload needs its size")
+        super().__init__(_chunks_of(file, size, offload))
+        self._file_size = size
+
+    @property
+    def size(self) -> int:
+        return self._file_size

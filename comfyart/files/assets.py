@@ -1,9 +1,12 @@
 """The v2 API's blobs on disk (API-V2.md §6.6): the bytes of assets, stored once per content under
 ``data_dir/assets``, named by their BLAKE3 digest.
 
-    assets/tmp/             uploads being written (``.upload-*``): a crash leaves them, nothing reads them, a
-                            sweep at start-up may remove any
-    assets/blobs/ab/ab…     a blob, ``blobs/<hex[:2]>/<hex>`` (``policy.assets.blob_relpath``); never rewritten
+    assets/tmp/             uploads being written (``.upload-*``): a crash leaves them, nothing reads them; the
+                            GC removes those untouched for an hour
+    assets/blobs/ab/ab…     a blob, ``blobs/<hex[:2]>/<hex>`` (``policy.assets.blob_relpath``); never rewritten;
+                            its mtime says when it was last written or claimed (``hold``), which the GC reads
+    assets/condemned/ab…    a blob the GC (``api.v2.blobsweep``) moved aside: removed, or put back when an asset
+                            of it appeared meanwhile
 
 An upload streams to a temp file while it is hashed (BLAKE3, and SHA-256 for whoever needs a familiar digest),
 never held whole in memory; then it is linked under its digest, unless that blob is there already (dedup: the temp
@@ -28,7 +31,7 @@ from blake3 import blake3
 
 from comfyart.errors import Conflict, InvalidInput
 from comfyart.files.filethread import FileThread
-from comfyart.policy.assets import blob_hex, blob_name, blob_relpath
+from comfyart.policy.assets import blob_hex, blob_name, blob_relpath, is_blob_digest
 
 
 class PayloadTooLarge(InvalidInput):
@@ -96,14 +99,18 @@ class _Sink:
         """Link the file as ``target`` unless a blob is there already, then drop the temp name. True: installed;
         False: the same bytes were there (dedup)."""
         target.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            os.link(self.path, target)
-            installed = True
-        except FileExistsError:
-            installed = False
-        except OSError:  # a filesystem without hard links: a rename is atomic too, and the bytes are the same
-            installed = not target.exists()
-            os.replace(self.path, target)
+        while True:
+            try:
+                os.link(self.path, target)
+                installed = True
+            except FileExistsError:
+                if not _claim(target):  # the GC took it away between the two calls: install ours after all
+                    continue
+                installed = False
+            except OSError:  # a filesystem without hard links: a rename is atomic too, and the bytes are the same
+                installed = not target.exists()
+                os.replace(self.path, target)
+            break
         self.discard()
         return installed
 
@@ -120,6 +127,16 @@ def _make_dir(path: Path) -> None:
     path.mkdir(parents=True, exist_ok=True)
 
 
+def _claim(path: Path) -> bool:
+    """Set a blob's mtime to now, telling the GC it is wanted (``policy.assets.blob_removable``): False when it is
+    not there."""
+    try:
+        os.utime(path)
+    except FileNotFoundError:
+        return False
+    return True
+
+
 class BlobStore:
     """The blobs below ``root`` (``data_dir/assets``). ``aclose`` ends its file thread."""
 
@@ -127,6 +144,7 @@ class BlobStore:
         self.root = root.resolve()
         self.tmp_dir = self.root / "tmp"
         self.blobs_dir = self.root / "blobs"
+        self.condemned_dir = self.root / "condemned"
         self.files = FileThread("comfyart assets")
 
     def blob_path(self, hex_digest: str) -> Path:
@@ -172,5 +190,100 @@ class BlobStore:
             # after _install this finds nothing to remove; shielded: a cancelled upload still cleans up
             await asyncio.shield(self.files.run(sink.discard))
 
+    async def hold(self, hex_digest: str) -> Blob | None:
+        """``find``, and tell the GC the blob is wanted (its mtime: ``policy.assets.blob_removable``): what one
+        calls before an asset record is made of a blob already stored, or before its bytes are read for a
+        delivery."""
+        path = self.blob_path(hex_digest)
+        if not await self.files.run(_claim, path):
+            return None
+        return await self.find(hex_digest)
+
+    # ------------------------------------------------------------------ the GC's file work (api.v2.blobsweep)
+    async def blob_dirs(self) -> list[str]:
+        """The blobs' subdirectories (``ab``...), each listed on its own by ``blob_ages``."""
+        return await self.files.run(_subdirs, self.blobs_dir)
+
+    async def blob_ages(self, subdir: str) -> list[tuple[str, int]]:
+        """(hex digest, mtime in ms) of each blob of one subdirectory."""
+        return await self.files.run(_ages, self.blobs_dir / subdir, is_blob_digest)
+
+    async def condemned(self) -> list[tuple[str, int]]:
+        """Blobs a GC moved aside and had not settled (it stopped half-way): (hex, mtime ms) each."""
+        return await self.files.run(_ages, self.condemned_dir, is_blob_digest)
+
+    async def condemn(self, hex_digests: list[str]) -> list[tuple[str, int]]:
+        """Move each blob aside (``condemned/<hex>``, one atomic rename: from then on an upload of the same
+        bytes installs them again, and a claim finds nothing), and return (hex, mtime ms) of those moved, read
+        after the move: a claim made before it shows."""
+        return await self.files.run(_condemn, self, hex_digests)
+
+    async def settle(self, remove: list[str], restore: list[str]) -> int:
+        """Unlink the condemned blobs of ``remove``; put those of ``restore`` back (unless an upload of the same
+        bytes has meanwhile). Returns the bytes freed."""
+        return await self.files.run(_settle, self, remove, restore)
+
+    async def tmp_files(self) -> list[tuple[str, int]]:
+        """(name, mtime ms) of each file in ``tmp``."""
+        return await self.files.run(_ages, self.tmp_dir, lambda name: True)
+
+    async def remove_tmp(self, names: list[str]) -> int:
+        """Unlink files of ``tmp``; returns the bytes freed."""
+        return await self.files.run(_unlink_all, [self.tmp_dir / name for name in names])
+
     async def aclose(self) -> None:
         await self.files.aclose()
+
+
+# the GC's file work, run in the store's file thread
+def _subdirs(path: Path) -> list[str]:
+    try:
+        return sorted(entry.name for entry in os.scandir(path) if entry.is_dir(follow_symlinks=False))
+    except FileNotFoundError:
+        return []
+
+
+def _ages(path: Path, wanted: Callable[[str], bool]) -> list[tuple[str, int]]:
+    found = []
+    try:
+        entries = list(os.scandir(path))
+    except FileNotFoundError:
+        return []
+    for entry in entries:
+        if wanted(entry.name) and entry.is_file(follow_symlinks=False):
+            with contextlib.suppress(FileNotFoundError):
+                found.append((entry.name, entry.stat(follow_symlinks=False).st_mtime_ns // 1_000_000))
+    return found
+
+
+def _condemn(store: BlobStore, hex_digests: list[str]) -> list[tuple[str, int]]:
+    store.condemned_dir.mkdir(parents=True, exist_ok=True)
+    moved = []
+    for hex_digest in hex_digests:
+        aside = store.condemned_dir / hex_digest
+        try:
+            os.rename(store.blob_path(hex_digest), aside)
+        except FileNotFoundError:
+            continue
+        moved.append((hex_digest, aside.stat().st_mtime_ns // 1_000_000))
+    return moved
+
+
+def _settle(store: BlobStore, remove: list[str], restore: list[str]) -> int:
+    for hex_digest in restore:
+        target = store.blob_path(hex_digest)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileExistsError):  # the same bytes were uploaded again meanwhile
+            os.link(store.condemned_dir / hex_digest, target)
+    _unlink_all([store.condemned_dir / hex_digest for hex_digest in restore])
+    return _unlink_all([store.condemned_dir / hex_digest for hex_digest in remove])
+
+
+def _unlink_all(paths: list[Path]) -> int:
+    freed = 0
+    for path in paths:
+        with contextlib.suppress(FileNotFoundError):
+            size = path.stat().st_size
+            path.unlink()
+            freed += size
+    return freed

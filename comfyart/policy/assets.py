@@ -243,3 +243,27 @@ def input_name_digest(value: str) -> str | None:
     if not _HEX.fullmatch(digest) or (dot and not _EXTENSION.fullmatch(dot + extension)):
         return None
     return digest
+
+
+# ---------------------------------------------------------------------------------------------------- lifetime
+BLOB_GRACE_MS = 3_600_000  # a blob written or claimed this recently is kept even with no asset (see blob_removable)
+TMP_MAX_AGE_MS = 3_600_000  # an upload's temp file untouched this long is a leftover (a crash, a stalled client)
+
+
+def blob_removable(*, referenced: bool, mtime_ms: int, now_ms: int, grace_ms: int = BLOB_GRACE_MS) -> bool:
+    """Whether the blob GC may remove a blob: no live asset of any owner names it (``referenced``: read in Redis)
+    and nobody has claimed it for ``grace_ms`` (its mtime: an upload writes or touches it, and so do ``from-hash``
+    and a delivery to a backend, before they act on it). The grace covers the gap between such a claim and the
+    asset record it leads to; a clock behind the file's (mtime in the future) keeps it."""
+    return not referenced and mtime_ms <= now_ms - grace_ms
+
+
+def tmp_leftover(*, mtime_ms: int, now_ms: int, max_age_ms: int = TMP_MAX_AGE_MS) -> bool:
+    """Whether a file of ``assets/tmp`` is a leftover to remove: nothing has written it for ``max_age_ms`` (an
+    upload in progress writes it with every chunk)."""
+    return mtime_ms <= now_ms - max_age_ms
+
+
+def is_blob_digest(name: str) -> bool:
+    """Whether a file name below the blobs' directory is a blob's (anything else there is not the GC's)."""
+    return _HEX.fullmatch(name) is not None

@@ -5,7 +5,8 @@ indistinguishable"). The owner None is auth off: one shared space.
 
 A record with an expiry is a Redis key with that expiry: it vanishes on time without a sweep; its index entry is
 scored by the same time and is read only from ``now`` on. Creation and deletion are each one Lua script, so the
-record and its index never disagree.
+record and its indexes never disagree. Besides the owner's index of a blob, one index per blob holds every owner's
+assets of it: ``live_blobs`` answers the blob GC from it, one round trip for a batch of blobs.
 """
 from __future__ import annotations
 
@@ -21,15 +22,17 @@ from comfyart.store.redis import map_redis_errors, text_map, texts
 
 NEVER = "+inf"  # the index score of an asset without expiry
 
-# KEYS: the new record, its owner's index of its blob, its owner's file paths. ARGV: id, record prefix, now (ms),
-# expires (ms or ''), then the record's fields as name, value pairs. An asset of this owner and blob that is still
-# live and has the same file_path, content_type and job_id is the same asset: it is returned (and kept at least as
-# long as asked) instead of a second one. Either way the owner's file_path names it. Returns {'new' | 'existing', id}.
+# KEYS: the new record, its owner's index of its blob, its owner's file paths, every owner's index of the blob.
+# ARGV: id, record prefix, now (ms), expires (ms or ''), then the record's fields as name, value pairs. An asset of
+# this owner and blob that is still live and has the same file_path, content_type and job_id is the same asset: it
+# is returned (and kept at least as long as asked) instead of a second one. Either way the owner's file_path names
+# it. Returns {'new' | 'existing', id}.
 _CREATE = """
 local id, prefix, now, expires = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
 local fields = {}
 for i = 5, #ARGV, 2 do fields[ARGV[i]] = ARGV[i + 1] end
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. now)
+redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', '(' .. now)
 for _, other in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
   local same = redis.call('HMGET', prefix .. other, 'file_path', 'content_type', 'job_id')
   if same[1] == fields['file_path'] and same[2] == fields['content_type'] and same[3] == fields['job_id'] then
@@ -39,11 +42,13 @@ for _, other in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
         redis.call('PERSIST', prefix .. other)
         redis.call('HSET', prefix .. other, 'expires_ms', '')
         redis.call('ZADD', KEYS[2], '+inf', other)
+        redis.call('ZADD', KEYS[4], '+inf', other)
       end
     elseif score ~= 'inf' and tonumber(expires) > tonumber(score) then
       redis.call('PEXPIREAT', prefix .. other, expires)
       redis.call('HSET', prefix .. other, 'expires_ms', expires)
       redis.call('ZADD', KEYS[2], expires, other)
+      redis.call('ZADD', KEYS[4], expires, other)
     end
     redis.call('HSET', KEYS[3], fields['file_path'], other)
     return {'existing', other}
@@ -52,15 +57,18 @@ end
 for i = 5, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
 if expires == '' then
   redis.call('ZADD', KEYS[2], '+inf', id)
+  redis.call('ZADD', KEYS[4], '+inf', id)
 else
   redis.call('PEXPIREAT', KEYS[1], expires)
   redis.call('ZADD', KEYS[2], expires, id)
+  redis.call('ZADD', KEYS[4], expires, id)
 end
 redis.call('HSET', KEYS[3], fields['file_path'], id)
 return {'new', id}
 """
 
-# KEYS: the record, its owner's index of its blob, its owner's file paths. ARGV: id, owner ('' for none). Returns
+# KEYS: the record, its owner's index of its blob, its owner's file paths, every owner's index of the blob. ARGV:
+# id, owner ('' for none). Returns
 # 1 when it was there.
 _DELETE = """
 if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[2] then return 0 end
@@ -68,6 +76,7 @@ local path = redis.call('HGET', KEYS[1], 'file_path')
 if path and redis.call('HGET', KEYS[3], path) == ARGV[1] then redis.call('HDEL', KEYS[3], path) end
 redis.call('DEL', KEYS[1])
 redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('ZREM', KEYS[4], ARGV[1])
 return 1
 """
 
@@ -143,7 +152,7 @@ class AssetStore:
         with map_redis_errors():
             outcome, asset_id = texts(await self._create(
                 keys=[self.keys.asset(record.id), self.keys.asset_blob(owner, record.hex),
-                      self.keys.asset_paths(owner)], args=args))
+                      self.keys.asset_paths(owner), self.keys.blob_assets(record.hex)], args=args))
         if outcome == "new":
             return record, True
         existing = await self.get(owner, asset_id)
@@ -171,7 +180,8 @@ class AssetStore:
             with map_redis_errors():
                 deleted = await self._delete(keys=[self.keys.asset(asset_id),
                                                    self.keys.asset_blob(owner, record.hex),
-                                                   self.keys.asset_paths(owner)],
+                                                   self.keys.asset_paths(owner),
+                                                   self.keys.blob_assets(record.hex)],
                                              args=[asset_id, owner or ""])
         if not deleted:
             raise NotFound(f"asset {asset_id} not found")
@@ -213,3 +223,26 @@ class AssetStore:
             if fields and fields.get("owner", "") == (owner or ""):
                 records[asset_id] = AssetRecord.from_fields(asset_id, fields)
         return records
+
+    async def live_blobs(self, hex_digests: list[str], *, now_ms: int) -> set[str]:
+        """Which of ``hex_digests`` a live asset of any owner names (one not expired, not deleted): the blobs the
+        GC keeps. One round trip for the lot (a ZCOUNT each)."""
+        if not hex_digests:
+            return set()
+        with map_redis_errors():
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for hex_digest in hex_digests:
+                    pipe.zcount(self.keys.blob_assets(hex_digest), now_ms, NEVER)
+                counts = await pipe.execute()
+        return {hex_digest for hex_digest, count in zip(hex_digests, counts, strict=True) if count}
+
+    async def forget_blobs(self, hex_digests: list[str], *, now_ms: int) -> None:
+        """Drop the expired entries of these blobs' indexes of every owner's assets (the GC removed the blobs): an
+        index left empty is no key any more. One round trip."""
+        if not hex_digests:
+            return
+        with map_redis_errors():
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for hex_digest in hex_digests:
+                    pipe.zremrangebyscore(self.keys.blob_assets(hex_digest), "-inf", f"({now_ms}")
+                await pipe.execute()

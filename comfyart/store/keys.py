@@ -81,6 +81,8 @@ is off, one shared space):
                                     of, and its asset of the same blob and file_path that an upload returns again
     P:owner:{o}:assets:paths        hash: file_path -> the id of the owner's latest asset of that path (a graph
                                     naming ``photo.png`` loads it); an entry whose asset expired is read as none
+    P:blob:{hex}:assets             zset: the ids of every owner's assets of one blob, scored by when each expires
+                                    (+inf: never): the blob GC keeps a blob while one is live (``blob_assets``)
 
 The dashboard's charts (``store.stats``):
     P:stats:samples         list: queue depth and finished tasks per interval, newest first, capped
@@ -176,6 +178,10 @@ class Keys:
         """The index of one owner's assets of one blob."""
         space = f"{self.prefix}:assets" if owner is None else f"{self.owner_prefix}{owner}:assets"
         return f"{space}:blob:{hex_digest}"
+
+    def blob_assets(self, hex_digest: str) -> str:
+        """Every owner's assets of one blob: whether the blob GC may remove it."""
+        return f"{self.prefix}:blob:{hex_digest}:assets"
 
     def asset_paths(self, owner: str | None) -> str:
         """One owner's file_path -> asset id."""

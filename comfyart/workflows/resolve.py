@@ -215,7 +215,7 @@ class Resolver:
                 digest = input_name_digest(value) if isinstance(value, str) and value not in uploads else None
                 if digest is None or self.inputs.path(value) is not None:
                     continue
-                blob = await self.blobs.find(digest)
+                blob = await self.blobs.hold(digest)  # claimed: the blob GC leaves it for its delivery
                 if blob is None:
                     continue  # not one of ours: a backend's own file, its validation decides
                 record = await self.assets.of_blob(task.owner, digest, now_ms=now_ms())

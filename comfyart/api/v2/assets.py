@@ -166,7 +166,8 @@ async def asset_from_hash(request: Request, principal: Caller, services: Service
             raise refused("file_path must be a string")
         expiry = expires_ms(now, expires_in_of(body.get("expires_in")))
         known = await assets.of_blob(principal.owner, hex_digest, now_ms=now)
-        if known is None or await blobs.find(hex_digest) is None:
+        # claimed before the new record: the blob GC, which may have read no live asset of it, leaves it be
+        if known is None or await blobs.hold(hex_digest) is None:
             raise V2Refused("blob_not_found", f"no blob {body['hash']}")
         file_path = asset_file_path(raw_path) if raw_path is not None else known.file_path
     record, created_new = await assets.create(principal.owner, hash=known.hash, size=known.size,

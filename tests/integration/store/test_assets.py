@@ -124,3 +124,27 @@ async def test_many_reads_only_the_owners_live_assets(assets: AssetStore) -> Non
     assert await assets.many("alice", [mine.id, theirs.id, missing, "garbage", mine.id]) == {mine.id: mine}
     assert await assets.many(None, [mine.id]) == {}
     assert await assets.many("alice", []) == {}
+
+
+async def test_a_blob_is_live_while_an_asset_of_any_owner_names_it(assets: AssetStore,
+                                                                   redis_client: aioredis.Redis) -> None:
+    """What the blob GC asks: one owner's asset keeps a blob, whoever else had one; deleted and expired ones do
+    not; an asset kept longer (uploaded again) keeps it longer."""
+    assert await assets.live_blobs([HEX, OTHER_HEX], now_ms=NOW) == set()
+    alice, _ = await _upload(assets, "alice", expires_ms=NOW + 60_000)
+    bob, _ = await _upload(assets, "bob")
+    anyone, _ = await _upload(assets, None, hex_digest=OTHER_HEX, expires_ms=NOW + 60_000)
+    assert await assets.live_blobs([HEX, OTHER_HEX], now_ms=NOW) == {HEX, OTHER_HEX}
+    await assets.delete("bob", bob.id)
+    assert await assets.live_blobs([HEX], now_ms=NOW) == {HEX}  # alice's still names it
+    assert await assets.live_blobs([HEX, OTHER_HEX], now_ms=NOW + 60_001) == set()  # both expired by then
+    again, created = await _upload(assets, "alice", expires_ms=NOW + 120_000)  # the same asset, kept longer
+    assert again.id == alice.id and not created
+    assert await assets.live_blobs([HEX], now_ms=NOW + 60_001) == {HEX}
+    await _upload(assets, "alice")  # and for good
+    assert await assets.live_blobs([HEX], now_ms=NOW + 10**9) == {HEX}
+    await assets.delete("alice", alice.id)
+    assert await assets.live_blobs([HEX, OTHER_HEX], now_ms=NOW + 60_001) == set()
+    await assets.forget_blobs([HEX, OTHER_HEX], now_ms=NOW + 60_001)
+    assert not await redis_client.exists(Keys("test").blob_assets(HEX), Keys("test").blob_assets(OTHER_HEX))
+    assert anyone.owner is None
