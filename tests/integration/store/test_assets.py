@@ -14,7 +14,9 @@ from comfyart.store.keys import Keys
 
 HEX = "ab" * 32
 OTHER_HEX = "cd" * 32
-NOW = int(time.time() * 1000)  # Redis expires records by its own clock: times must be real ones
+# Redis expires records by its own clock, so times must be real ones; an hour ahead, so that a record set to expire
+# a minute after NOW outlives a long run of the suite between this import and the test
+NOW = int(time.time() * 1000) + 3_600_000
 
 
 @pytest.fixture
