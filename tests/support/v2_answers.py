@@ -18,8 +18,17 @@ DOCUMENTED: dict[tuple[str, str], frozenset[int]] = {
     ("GET", "/api/v2/jobs/{task_id}"): frozenset({200, 401, 403, 404, 422, 429}),
     ("GET", "/api/v2/jobs/{task_id}/workflow"): frozenset({200, 401, 403, 404, 422, 429}),
     ("POST", "/api/v2/jobs/{task_id}/cancel"): frozenset({200, 401, 403, 404, 422, 429}),
+    ("GET", "/api/v2/jobs"): frozenset({200, 400, 401, 403, 422, 429}),
+    ("GET", "/api/v2/jobs/{task_id}/events"): frozenset({200, 401, 403, 404, 422, 429}),
+    ("GET", "/api/v2/health"): frozenset({200}),
+    ("POST", "/api/v2/assets"): frozenset({200, 201, 400, 401, 403, 409, 413, 415, 422, 429}),
+    ("POST", "/api/v2/assets/from-hash"): frozenset({200, 201, 400, 401, 403, 404, 413, 415, 422, 429}),
+    ("HEAD", "/api/v2/assets/by-hash/{blob_hash}"): frozenset({200, 401, 403, 404, 422, 429}),
+    ("GET", "/api/v2/assets/{asset_id}"): frozenset({200, 401, 403, 404, 422, 429}),
+    ("DELETE", "/api/v2/assets/{asset_id}"): frozenset({204, 401, 403, 404, 422, 429}),
+    ("GET", "/api/v2/assets/{asset_id}/content"): frozenset({200, 206, 302, 401, 403, 404, 416, 422, 429}),
 }
-# a route the table does not name yet (assets, events, the list): any status some v2 route documents
+# a route the table does not name: any status some v2 route documents
 ANY_V2 = frozenset({200, 201, 204, 206, 302, 400, 401, 402, 403, 404, 409, 413, 415, 416, 422, 429, 501, 503})
 # invalid_request is 400 for a malformed request and 422 for a bad field (§3); a bad Range is 416, a big body 413,
 # a method the route does not take 405, a body that is not JSON by its content-type 415 (comfyart's own answer: the
