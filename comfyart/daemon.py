@@ -21,8 +21,6 @@ from comfyart.api.app import create_app
 from comfyart.api.comfyui.front import FrontDoor
 from comfyart.api.deps import Services
 from comfyart.api.security import build_security
-from comfyart.api.v2.blobsweep import BlobSweep
-from comfyart.api.v2.retention import RetentionSweep
 from comfyart.auth import auth_problem
 from comfyart.bus import EventHub
 from comfyart.comfy.client import ComfyClient
@@ -48,6 +46,8 @@ from comfyart.stats import StatsHistory
 from comfyart.store.jobs import JobIndex
 from comfyart.store.stores import Stores
 from comfyart.store.userdata import UserData
+from comfyart.sweeps.blobs import BlobSweep
+from comfyart.sweeps.jobs import RetentionSweep
 from comfyart.tracker.outcomes import Outcomes
 from comfyart.tracker.prompts import PromptBook
 from comfyart.tracker.tracker import Tracker

@@ -5,7 +5,7 @@
                             GC removes those untouched for an hour
     assets/blobs/ab/ab…     a blob, ``blobs/<hex[:2]>/<hex>`` (``policy.assets.blob_relpath``); never rewritten;
                             its mtime says when it was last written or claimed (``hold``), which the GC reads
-    assets/condemned/ab…    a blob the GC (``api.v2.blobsweep``) moved aside: removed, or put back when an asset
+    assets/condemned/ab…    a blob the GC (``sweeps.blobs``) moved aside: removed, or put back when an asset
                             of it appeared meanwhile
 
 An upload streams to a temp file while it is hashed (BLAKE3, and SHA-256 for whoever needs a familiar digest),
@@ -199,7 +199,7 @@ class BlobStore:
             return None
         return await self.find(hex_digest)
 
-    # ------------------------------------------------------------------ the GC's file work (api.v2.blobsweep)
+    # ------------------------------------------------------------------ the GC's file work (sweeps.blobs)
     async def blob_dirs(self) -> list[str]:
         """The blobs' subdirectories (``ab``...), each listed on its own by ``blob_ages``."""
         return await self.files.run(_subdirs, self.blobs_dir)

@@ -2,7 +2,7 @@
 
 Decisions: a job that has not ended is never expired, however long it waits or runs. A finished job's deadline
 is its end + the retention; an unfinished one shows ``now`` + the retention, the earliest it could be (it grows
-until the job ends). Past the deadline the job is expired: the sweep (``api.v2.retention``) removes its outputs and
+until the job ends). Past the deadline the job is expired: the sweep (``sweeps.jobs``) removes its outputs and
 marks the record (``expired_ms``), which keeps it expired whatever the retention becomes later."""
 from __future__ import annotations
 

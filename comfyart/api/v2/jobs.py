@@ -3,7 +3,7 @@ Idempotency-Key), read a job, its workflow, and cancel it. A job is a comfyart t
 (another's answers 404 ``not_found``, as a missing one). Errors leave in the v2 envelope (``api.v2.answers``).
 
 Decisions: a job is a task marked ``v2`` (kept ``api_v2.job_retention_s`` after its end, then ``expired``:
-``policy.retention``, ``api.v2.retention``), with its ``metadata`` labels, indexed for the list (``store.jobs``) in
+``policy.retention``, ``sweeps.jobs``), with its ``metadata`` labels, indexed for the list (``store.jobs``) in
 the record's own transaction. ``queue_position``: its 1-based place in comfyart's queue (null once dispatched to a
 backend, even before it starts there). A cancel of a queued job ends it ``canceled`` at once; of a running one
 marks the record (``cancel_asked_ms``: every process shows ``canceling``) and interrupts it on its backend, which

@@ -17,10 +17,10 @@ from blake3 import blake3
 from comfy_low.models import Asset, Job
 from PIL import Image
 
-from comfyart.api.v2.retention import RetentionSweep
 from comfyart.files.outputs import OutputStore
 from comfyart.store.jobs import JobIndex
 from comfyart.store.stores import Stores
+from comfyart.sweeps.jobs import RetentionSweep
 from tests.integration.api.test_auth import ADMIN_KEY, ALICE_KEY, CAROL_KEY, as_key, secured
 from tests.integration.api.v2.test_jobs import polled
 from tests.support.daemon import healthy_count, make_settings, running_daemon, static_backends, wait_for_pool

@@ -15,12 +15,12 @@ import pytest
 import redis.asyncio as aioredis
 from comfy_low.models import Job
 
-from comfyart.api.v2.retention import RetentionSweep
 from comfyart.config.settings import Settings
 from comfyart.files.objects import S3Outputs
 from comfyart.files.outputs import OutputStore
 from comfyart.store.jobs import JobIndex
 from comfyart.store.stores import Stores
+from comfyart.sweeps.jobs import RetentionSweep
 from tests.integration.api.v2.test_jobs import polled
 from tests.support.daemon import healthy_count, make_settings, running_daemon, static_backends, wait_for_pool
 from tests.support.graphs import basic_graph

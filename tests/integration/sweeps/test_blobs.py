@@ -1,4 +1,4 @@
-"""The v2 blob GC (api.v2.blobsweep) on a real directory and a real redis-server: blobs no live asset names go,
+"""The v2 blob GC (sweeps.blobs) on a real directory and a real redis-server: blobs no live asset names go,
 others stay, upload leftovers go after an hour, and a blob claimed or given an asset while the sweep was deciding
 is put back."""
 from __future__ import annotations
@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 import redis.asyncio as aioredis
 
-from comfyart.api.v2.blobsweep import BlobSweep, SweepCount
 from comfyart.errors import TransientError
 from comfyart.files.assets import Blob, BlobStore
 from comfyart.policy.assets import BLOB_GRACE_MS
 from comfyart.store.assets import AssetStore
 from comfyart.store.keys import Keys
+from comfyart.sweeps.blobs import BlobSweep, SweepCount
 from tests.support.daemon import make_settings, running_daemon
 from tests.support.ports import free_port
 
