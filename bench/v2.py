@@ -5,7 +5,9 @@ submissions, what a finished v2 job keeps in Redis, and (once the assets route e
 
 1. latency   one job at a time, the same graph both ways, alternating: ``POST /api/v2/jobs`` then
              ``GET /api/v2/jobs/{id}`` until terminal, against ``POST /api/tasks`` then ``GET /api/tasks/{id}``,
-             both polled every --poll-ms: submit-to-result p50/p99, the submit call alone, and the v2 overhead.
+             both polled every --poll-ms: submit-to-result p50/p99 as the client sees it, the submit call alone,
+             one poll, and the record's own created-to-finished (no polling in it: what the server took); the v2
+             overhead of each (p50).
 2. submits   --clients concurrent clients submit --jobs jobs through v2, each with an Idempotency-Key used once
              (and the same through /api/tasks, no key): jobs/s accepted. Then, every job finished, the Redis bytes
              a finished v2 job keeps (MEMORY USAGE over every key of the daemon's prefix, less what was there
@@ -58,39 +60,48 @@ ROUTES = {  # route -> (submit path, body of graph i, read path of an id, field 
 }
 
 
-def one_job(client: httpx.Client, route: str, i: int, poll_s: float) -> tuple[float, float, str]:
-    """Submit graph ``i`` through ``route`` and poll it to its end: (submit ms, submit-to-result ms, status)."""
+def one_job(client: httpx.Client, route: str, i: int, poll_s: float) -> dict[str, Any]:
+    """Submit graph ``i`` through ``route`` and poll it to its end: the submit call, submit-to-result and each
+    poll (ms, as the client saw them), the record's own created-to-finished (ms: no polling in it), the status."""
     submit_path, body, read_path, done = ROUTES[route]
     start = time.perf_counter()
     answer = client.post(submit_path, json=body(i))
     submitted = time.perf_counter()
     answer.raise_for_status()
     job_id = answer.json()["id"]
+    polls = []
     while True:
+        asked = time.perf_counter()
         status = client.get(read_path.format(job_id)).json()["status"]
+        polls.append((time.perf_counter() - asked) * 1000)
         if status in done:
-            return (submitted - start) * 1000, (time.perf_counter() - start) * 1000, status
+            result = (time.perf_counter() - start) * 1000
+            record = client.get(f"/api/tasks/{job_id}").json()  # a v2 job is a task
+            return {"submit": (submitted - start) * 1000, "result": result, "poll": polls,
+                    "in_server": record["finished_ms"] - record["created_ms"], "status": status}
         time.sleep(poll_s)
 
 
 def latency(api: str, count: int, poll_ms: float) -> dict[str, Any]:
-    times: dict[str, dict[str, list[float]]] = {r: {"submit": [], "result": []} for r in ROUTES}
+    times: dict[str, dict[str, list[float]]] = {r: {"submit": [], "result": [], "poll": [], "in_server": []}
+                                                for r in ROUTES}
     statuses: dict[str, set[str]] = {r: set() for r in ROUTES}
     headers = {"Authorization": f"Bearer {CLIENT_KEY}"}
     with httpx.Client(base_url=api, headers=headers, timeout=30) as client:
         for i in range(count):
             for route in (ROUTES if i % 2 == 0 else reversed(list(ROUTES))):  # alternate: no drift favours one
-                submit_ms, result_ms, status = one_job(client, route, 1_000_000 + i * 2 + len(route), poll_ms / 1000)
-                times[route]["submit"].append(submit_ms)
-                times[route]["result"].append(result_ms)
-                statuses[route].add(status)
+                measured = one_job(client, route, 1_000_000 + i * 2 + len(route), poll_ms / 1000)
+                for kind in ("submit", "result", "in_server"):
+                    times[route][kind].append(measured[kind])
+                times[route]["poll"] += measured["poll"]
+                statuses[route].add(measured["status"])
     figures: dict[str, Any] = {"jobs_per_route": count, "poll_ms": poll_ms}
     for route, measured in times.items():
         for kind, values in measured.items():
             figures[f"{route}_{kind}_ms_p50"] = round(percentile(values, 0.5), 2)
             figures[f"{route}_{kind}_ms_p99"] = round(percentile(values, 0.99), 2)
         figures[f"{route}_statuses"] = sorted(statuses[route])
-    for kind in ("submit", "result"):
+    for kind in ("submit", "result", "poll", "in_server"):
         figures[f"v2_overhead_{kind}_ms_p50"] = round(figures[f"v2_{kind}_ms_p50"] - figures[f"tasks_{kind}_ms_p50"], 2)
     return figures
 
