@@ -57,8 +57,8 @@ def test_the_session_is_read_from_its_own_cookie_only(header: str | None, value:
     ("https://comfy.example", "comfy.example:443", None),
     ("http://comfy.example", "comfy.example:80", None),
     ("http://[::1]:8100", "[::1]:8100", None),
-    ("https://comfy.example", "10.0.0.5:8100", "https://comfy.example/"),  # behind a proxy that rewrites the Host
-    ("https://comfy.example:8443", "10.0.0.5:8100", "https://comfy.example:8443/base"),
+    ("https://comfy.example", "127.0.0.5:8100", "https://comfy.example/"),  # behind a proxy that rewrites the Host
+    ("https://comfy.example:8443", "127.0.0.5:8100", "https://comfy.example:8443/base"),
 ])
 def test_an_origin_of_this_server_is_allowed(origin: str, host: str, also: str | None) -> None:
     assert origin_allowed(origin, host, also)
@@ -76,8 +76,8 @@ def test_an_origin_of_this_server_is_allowed(origin: str, host: str, also: str |
     ("file://127.0.0.1:8100", "127.0.0.1:8100", None),
     ("http://127.0.0.1:8100/path", "127.0.0.1:8100", None),
     ("http://[::2]:8100", "[::1]:8100", None),
-    ("https://evil.example", "10.0.0.5:8100", "https://comfy.example"),
-    ("http://comfy.example", "10.0.0.5:8100", "https://comfy.example"),
+    ("https://evil.example", "127.0.0.5:8100", "https://comfy.example"),
+    ("http://comfy.example", "127.0.0.5:8100", "https://comfy.example"),
 ])
 def test_any_other_origin_is_foreign(origin: str, host: str | None, also: str | None) -> None:
     assert not origin_allowed(origin, host, also)

@@ -155,27 +155,30 @@ async def setting_get(setting_id: str, principal: Caller, userdata: UserDataDep)
     return JSONResponse((await _settings(userdata, principal.owner))[0].get(setting_id))
 
 
-async def settings_post(request: Request, principal: Caller, userdata: UserDataDep) -> Response:
+async def _json_value(request: Request, userdata: UserData, not_json: str) -> Any:
+    """The body of a settings change as JSON, or the answer to give instead (too large, or ``not_json``)."""
     raw = await _read_body(request, userdata.max_file_bytes)
     if raw is None:
         return _too_large(userdata)
     try:
-        update = _json(raw, request)
+        return _json(raw, request)
     except ValueError:
-        return _text(400, "Settings must be a JSON object: the body is not JSON")
+        return _text(400, not_json)
+
+
+async def settings_post(request: Request, principal: Caller, userdata: UserDataDep) -> Response:
+    update = await _json_value(request, userdata, "Settings must be a JSON object: the body is not JSON")
+    if isinstance(update, Response):
+        return update
     if not isinstance(update, dict):
         return _text(400, "Settings must be a JSON object")
     return await _change_settings(userdata, principal.owner, lambda settings: merged_settings(settings, update))
 
 
 async def setting_post(setting_id: str, request: Request, principal: Caller, userdata: UserDataDep) -> Response:
-    raw = await _read_body(request, userdata.max_file_bytes)
-    if raw is None:
-        return _too_large(userdata)
-    try:
-        value = _json(raw, request)
-    except ValueError:
-        return _text(400, "A setting's value must be JSON")
+    value = await _json_value(request, userdata, "A setting's value must be JSON")
+    if isinstance(value, Response):
+        return value
     return await _change_settings(userdata, principal.owner, lambda settings: {**settings, setting_id: value})
 
 
