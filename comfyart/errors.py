@@ -99,5 +99,10 @@ class Forbidden(PermanentError):
     """The caller's role does not allow the request (HTTP 403)."""
 
 
+class Fenced(ComfyartError):
+    """A write of a leader whose term is over: the fencing epoch in Redis moved on (another replica leads now).
+    Neither transient nor a refusal of the request: the loop that made it stops and the replica steps down."""
+
+
 class ConfigError(ComfyartError):
     pass

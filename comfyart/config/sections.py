@@ -55,6 +55,28 @@ class ComfyUIConfig(Section):
                             "leaves it to the backend's --preview-method, 'none' saves the decoding on the GPU")
 
 
+class ClusterConfig(Section):
+    """Several comfyart processes (replicas) on one Redis: every replica serves the API, one leader at a time
+    runs the loops that must be single (the pool, the dispatcher, the tracker, webhooks, stats, retention)."""
+
+    name: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,80}$",
+                             description="this replica's name among the others; omitted: HOST:PORT")
+    lease_s: float = Field(5.0, ge=0.5, le=300, description="how long a leader's lease lasts unrenewed: a standby "
+                                                            "takes over this long after a leader dies")
+    renew_interval_s: float = Field(1.0, gt=0, le=60, description="how often the leader renews its lease; under "
+                                                                 "lease_s / 2")
+    standby_poll_s: float = Field(0.25, gt=0, le=60, description="how often a standby tries to take the lease")
+    heartbeat_s: float = Field(2.0, gt=0, le=60, description="how often a replica says it is alive; gone after "
+                                                            "three missed")
+
+    @model_validator(mode="after")
+    def _renewed_in_time(self) -> ClusterConfig:
+        if self.renew_interval_s * 2 > self.lease_s:
+            raise ValueError(f"cluster.renew_interval_s ({self.renew_interval_s:g}) must be at most half of "
+                             f"cluster.lease_s ({self.lease_s:g}): one late renewal must not lose the lease")
+        return self
+
+
 class ApiV2Config(Section):
     """Comfy API v2 (``/api/v2``: the official Comfy SDK's jobs and assets API) for the whole fleet."""
 

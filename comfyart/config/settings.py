@@ -20,6 +20,7 @@ from comfyart.config.fleet import DockerConfig, PoolConfig, ProcessConfig, Stati
 from comfyart.config.sections import (
     ApiV2Config,
     AuthConfig,
+    ClusterConfig,
     ComfyUIConfig,
     DashboardConfig,
     LimitsConfig,
@@ -58,6 +59,7 @@ class Settings(BaseSettings):
     dashboard: DashboardConfig = Field(default_factory=DashboardConfig)
     comfyui: ComfyUIConfig = Field(default_factory=ComfyUIConfig)
     api_v2: ApiV2Config = Field(default_factory=ApiV2Config)
+    cluster: ClusterConfig = Field(default_factory=ClusterConfig)
 
     @classmethod
     def settings_customise_sources(cls, settings_cls: type, init_settings: PydanticBaseSettingsSource,

@@ -86,6 +86,15 @@ is off, one shared space):
 
 The dashboard's charts (``store.stats``):
     P:stats:samples         list: queue depth and finished tasks per interval, newest first, capped
+
+Replicas (``store.lease``, ``store.replicas``; several ``comfyart serve`` on one Redis, one of them the leader):
+    P:leader                string: "{replica} {epoch} {since_ms}", expiring with the lease (PX): who runs the
+                            loops that must be single (pool, dispatcher, tracker, webhooks, stats, retention)
+    P:leader:epoch          counter: the fencing epoch, raised by every election and never expiring; every
+                            script a leader's loops run compares it with the epoch of the term that runs them
+    P:leader:history        list: the latest elections (JSON), newest first, capped
+    P:replicas              zset: replica names scored by their last heartbeat (ms)
+    P:replica:{name}        hash: one replica's record (url, version, role, started, heartbeat), expiring
 """
 from __future__ import annotations
 
@@ -119,6 +128,10 @@ class Keys:
         self.url_secret = f"{p}:url-secret"
         self.session_prefix = f"{p}:session:"  # + SHA-256 of a session's cookie
         self.stats_samples = f"{p}:stats:samples"
+        self.leader = f"{p}:leader"
+        self.leader_epoch = f"{p}:leader:epoch"
+        self.leader_history = f"{p}:leader:history"
+        self.replicas = f"{p}:replicas"
         self.asset_prefix = f"{p}:asset:"  # + asset id: a record (the asset script builds record keys from it)
 
     # ------------------------------------------------------------------ tasks
@@ -171,6 +184,9 @@ class Keys:
         return f"{self.prefix}:comfy:anyone:{comfy_prompt_id}"
 
     # ------------------------------------------------------------------ the v2 API's assets
+    def replica(self, name: str) -> str:
+        return f"{self.prefix}:replica:{name}"
+
     def asset(self, asset_id: str) -> str:
         return self.asset_prefix + asset_id
 
