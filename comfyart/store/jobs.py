@@ -21,10 +21,16 @@ from typing import Any, cast
 from redis.asyncio.client import Pipeline
 
 from comfyart.models import FINAL_STATUSES, Task, TaskId, TaskStatus
+from comfyart.store.fence import FENCED_CALL, fence_arg
 from comfyart.store.redis import map_redis_errors, texts
 from comfyart.store.tasks import TaskStore
 
 PAGE_READ = 200  # ids read at a time while a page is filled
+
+# KEYS: epoch (``store.fence``), the retained set   ARGV: epoch, id, id, ...   (the sweep is a leader's loop)
+_FORGET_RETAINED = FENCED_CALL + """
+for i = 2, #ARGV do redis.call('ZREM', KEYS[2], ARGV[i]) end
+"""
 
 
 def scopes(owner: str | None) -> list[str]:
@@ -40,6 +46,7 @@ class JobIndex:
         self.redis = tasks.redis
         base = f"{tasks.keys.prefix}:v2"
         self.all_jobs, self.retained, self._base = f"{base}:jobs", f"{base}:retained", base
+        self._forget_retained = tasks.redis.register_script(_FORGET_RETAINED)
 
     def owner_jobs(self, owner: str) -> str:
         return f"{self._base}:owner:{owner}:jobs"
@@ -111,12 +118,16 @@ class JobIndex:
         tasks = await self.tasks.get_many(ids)
         gone = [i for i, t in zip(ids, tasks, strict=True) if t is None]
         if gone:
-            with map_redis_errors():
-                await self.redis.zrem(self.retained, *gone)
+            await self._forget(gone)
         return [t for t in tasks if t is not None]
 
     async def mark_expired(self, task_id: str, now_ms: int) -> None:
         """Its outputs are removed: the record says so for good, and the sweep forgets it."""
         await self.tasks.update(task_id, allowed_from=sorted(FINAL_STATUSES), expired_ms=now_ms)
+        await self._forget([task_id])
+
+    async def _forget(self, task_ids: list[str]) -> None:
+        """The sweep is done with these: they leave the retained set."""
         with map_redis_errors():
-            await self.redis.zrem(self.retained, task_id)
+            await self._forget_retained(keys=[self.tasks.keys.leader_epoch, self.retained],
+                                        args=[fence_arg(), *task_ids])

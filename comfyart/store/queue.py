@@ -18,15 +18,20 @@ from comfyart.errors import InvalidTransition, NotFound
 from comfyart.models import TaskId, TaskStatus
 from comfyart.policy.priority import STRICT_LEVEL_MS, queue_score
 from comfyart.store.codec import WRITE_FIELDS, field_args, task_event
+from comfyart.store.fence import FENCED_CALL, fence_arg
 from comfyart.store.keys import Keys
 from comfyart.store.redis import map_redis_errors, text, text_set, texts
 
-# KEYS: queue, claims   ARGV: lease end (ms), id, id, ...   returns 1 per id claimed, 0 per id no longer queued
-_CLAIM = """
+# Every script the leader's loops run here is fenced (``store.fence``): KEYS[1] the fencing epoch, ARGV[1] the
+# caller's epoch ('' = none).
+
+# KEYS: epoch, queue, claims   ARGV: epoch, lease end (ms), id, id, ...   returns 1 per id claimed, 0 per id no
+# longer queued
+_CLAIM = FENCED_CALL + """
 local claimed = {}
-for i = 2, #ARGV do
-  if redis.call('ZREM', KEYS[1], ARGV[i]) == 1 then
-    redis.call('ZADD', KEYS[2], ARGV[1], ARGV[i])
+for i = 3, #ARGV do
+  if redis.call('ZREM', KEYS[2], ARGV[i]) == 1 then
+    redis.call('ZADD', KEYS[3], ARGV[2], ARGV[i])
     claimed[#claimed + 1] = 1
   else
     claimed[#claimed + 1] = 0
@@ -43,45 +48,50 @@ local function score(task_key, level_ms)
 end
 """
 
-# KEYS: task, queue, claims, active   ARGV: id, level ms
-_REQUEUE = _SCORE + """
-redis.call('ZREM', KEYS[3], ARGV[1])
-redis.call('SREM', KEYS[4], ARGV[1])
-redis.call('ZADD', KEYS[2], score(KEYS[1], ARGV[2]), ARGV[1])
+# KEYS: epoch, task, queue, claims, active   ARGV: epoch, id, level ms
+_REQUEUE = FENCED_CALL + _SCORE + """
+redis.call('ZREM', KEYS[4], ARGV[2])
+redis.call('SREM', KEYS[5], ARGV[2])
+redis.call('ZADD', KEYS[3], score(KEYS[2], ARGV[3]), ARGV[2])
 """
 
-# KEYS: claims, queue   ARGV: claims whose lease ends at or before this (ms, or '+inf') go back to the queue,
-# task key prefix, level ms
-_RETURN_CLAIMS = _SCORE + """
-local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+# KEYS: epoch, claims   ARGV: epoch, id
+_RELEASE_CLAIM = FENCED_CALL + """
+redis.call('ZREM', KEYS[2], ARGV[2])
+"""
+
+# KEYS: epoch, claims, queue   ARGV: epoch, claims whose lease ends at or before this (ms, or '+inf') go back to
+# the queue, task key prefix, level ms
+_RETURN_CLAIMS = FENCED_CALL + _SCORE + """
+local ids = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[2])
 for _, id in ipairs(ids) do
-  redis.call('ZREM', KEYS[1], id)
-  redis.call('ZADD', KEYS[2], score(ARGV[2] .. id, ARGV[3]), id)
+  redis.call('ZREM', KEYS[2], id)
+  redis.call('ZADD', KEYS[3], score(ARGV[3] .. id, ARGV[4]), id)
 end
 return ids
 """
 
-# KEYS: claims, active   ARGV: task key prefix, prompt key prefix, now_ms, then per task: id, prompt id, number
-# of field/value pairs, field, value, ...   Returns one outcome per task.
+# KEYS: epoch, claims, active   ARGV: epoch, task key prefix, prompt key prefix, now_ms, then per task: id, prompt
+# id, number of field/value pairs, field, value, ...   Returns one outcome per task.
 # Only a pending task whose claim this dispatcher still holds is submitted: an expired lease or a cancel wins.
-_RECORD_SUBMISSIONS = WRITE_FIELDS + """
+_RECORD_SUBMISSIONS = FENCED_CALL + WRITE_FIELDS + """
 local outcomes = {}
-local i = 4
+local i = 5
 while i <= #ARGV do
   local id, prompt_id, pairs = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
-  local task_key = ARGV[1] .. id
+  local task_key = ARGV[2] .. id
   local first, last = i + 3, i + 2 + 2 * pairs
   i = last + 1
   local status = redis.call('HGET', task_key, 'status')
   local outcome = 'ok'
   if not status then outcome = 'missing'
   elseif status ~= 'pending' then outcome = status
-  elseif redis.call('ZSCORE', KEYS[1], id) == false then outcome = 'unclaimed' end
-  redis.call('ZREM', KEYS[1], id)
+  elseif redis.call('ZSCORE', KEYS[2], id) == false then outcome = 'unclaimed' end
+  redis.call('ZREM', KEYS[2], id)
   if outcome == 'ok' then
-    write_fields(task_key, first, last, ARGV[3])
-    redis.call('SET', ARGV[2] .. prompt_id, id)
-    redis.call('SADD', KEYS[2], id)
+    write_fields(task_key, first, last, ARGV[4])
+    redis.call('SET', ARGV[3] .. prompt_id, id)
+    redis.call('SADD', KEYS[3], id)
   end
   outcomes[#outcomes + 1] = outcome
 end
@@ -146,6 +156,7 @@ class TaskQueue:
         self.wakeups: list[asyncio.Event] = []  # set whenever a task enters the queue: the loops that wait on it
         self._claim = client.register_script(_CLAIM)
         self._requeue = client.register_script(_REQUEUE)
+        self._release_claim = client.register_script(_RELEASE_CLAIM)
         self._return_claims = client.register_script(_RETURN_CLAIMS)
         self._record_submissions = client.register_script(_RECORD_SUBMISSIONS)
         self._by_priority = client.register_script(_BY_PRIORITY)
@@ -182,8 +193,8 @@ class TaskQueue:
         if not task_ids:
             return []
         with map_redis_errors():
-            claimed = await self._claim(keys=[self.keys.queue, self.keys.claims],
-                                        args=[now_ms() + int(lease_s * 1000), *task_ids])
+            claimed = await self._claim(keys=[self.keys.leader_epoch, self.keys.queue, self.keys.claims],
+                                        args=[fence_arg(), now_ms() + int(lease_s * 1000), *task_ids])
         return [bool(c) for c in claimed]
 
     async def claim(self, timeout_s: float, lease_s: float) -> TaskId | None:
@@ -209,16 +220,20 @@ class TaskQueue:
             self.wakeups.remove(queued)
 
     async def release_claim(self, task_id: str) -> None:
+        """Drop a claim (its task failed before it was submitted)."""
         with map_redis_errors():
-            await self.redis.zrem(self.keys.claims, task_id)
+            await self._release_claim(keys=[self.keys.leader_epoch, self.keys.claims], args=[fence_arg(), task_id])
 
     async def requeue(self, task_id: str) -> None:
         """Put a task back in the queue at its place (its priority and creation time): ahead of every task of its
         level queued after it."""
         with map_redis_errors():
-            await self._requeue(keys=[self.keys.task(task_id), self.keys.queue, self.keys.claims, self.keys.active],
-                                args=[task_id, self.level_ms])
+            await self._requeue_one(task_id)
         self.note_queued()
+
+    async def _requeue_one(self, task_id: str) -> None:
+        await self._requeue(keys=[self.keys.leader_epoch, self.keys.task(task_id), self.keys.queue,
+                                  self.keys.claims, self.keys.active], args=[fence_arg(), task_id, self.level_ms])
 
     async def return_expired_claims(self) -> list[TaskId]:
         """Claims whose lease ran out (their dispatch failed half-way) go back to the queue."""
@@ -230,8 +245,8 @@ class TaskQueue:
 
     async def _return_claims_until(self, lease_end: Any) -> list[TaskId]:
         with map_redis_errors():
-            ids = await self._return_claims(keys=[self.keys.claims, self.keys.queue],
-                                            args=[lease_end, self.keys.task_prefix, self.level_ms])
+            ids = await self._return_claims(keys=[self.keys.leader_epoch, self.keys.claims, self.keys.queue],
+                                            args=[fence_arg(), lease_end, self.keys.task_prefix, self.level_ms])
         if ids:
             self.note_queued()
         return [TaskId(i) for i in ids]
@@ -246,8 +261,7 @@ class TaskQueue:
                 await self.redis.rename(self.keys.queue, legacy)
             ids = list(reversed(texts(await self.redis.lrange(legacy, 0, -1))))
             for task_id in ids:
-                await self._requeue(keys=[self.keys.task(task_id), self.keys.queue, self.keys.claims,
-                                          self.keys.active], args=[task_id, self.level_ms])
+                await self._requeue_one(task_id)
             await self.redis.delete(legacy)
         return len(ids)
 
@@ -328,7 +342,7 @@ class TaskQueue:
         if not submissions:
             return []
         now = now_ms()
-        args: list[Any] = [self.keys.task_prefix, self.keys.prompt_prefix, now]
+        args: list[Any] = [fence_arg(), self.keys.task_prefix, self.keys.prompt_prefix, now]
         for submission in submissions:
             fields: dict[str, Any] = {"backend": submission.backend, "prompt_id": submission.prompt_id,
                                       "attempts": submission.attempts, "error": None, "submitted_ms": now}
@@ -337,7 +351,8 @@ class TaskQueue:
             pairs = field_args(fields)
             args += [submission.task_id, submission.prompt_id, len(pairs) // 2, *pairs]
         with map_redis_errors():
-            outcomes = await self._record_submissions(keys=[self.keys.claims, self.keys.active], args=args)
+            outcomes = await self._record_submissions(keys=[self.keys.leader_epoch, self.keys.claims,
+                                                            self.keys.active], args=args)
         if self.events.listening:
             for submission, outcome in zip(submissions, outcomes, strict=True):
                 if outcome == "ok":

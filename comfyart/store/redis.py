@@ -20,6 +20,7 @@ from redis.retry import Retry
 from comfyart.config.settings import Settings
 from comfyart.errors import ConfigError, StoreUnavailable
 from comfyart.redact import redact_url
+from comfyart.store.fence import FENCED_ERROR, refused
 
 REDIS_CONNECTIONS = 64
 REDIS_CONNECTION_WAIT_S = 20  # then the command fails as Redis unavailable
@@ -30,7 +31,8 @@ EMBEDDED_STOP_WAIT_S = 2.0  # for our closed connections to leave the embedded s
 def map_redis_errors() -> Iterator[None]:
     """Redis errors become StoreUnavailable, which loops treat as a hiccup and carry on. Not while the task is being
     cancelled: redis-py can turn the CancelledError it met into a connection error, and a loop that then carried
-    on would never end (a daemon's clean stop hung on its cluster-events loop for good)."""
+    on would never end (a daemon's clean stop hung on its cluster-events loop for good). A fenced script's refusal
+    (``store.fence``) becomes Fenced, and trips the context's fence."""
     try:
         yield
     except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError) as exc:
@@ -38,6 +40,10 @@ def map_redis_errors() -> Iterator[None]:
         if task is not None and task.cancelling():
             raise asyncio.CancelledError() from exc
         raise StoreUnavailable(f"Redis unavailable: {exc}") from exc
+    except redis.exceptions.ResponseError as exc:
+        if str(exc).startswith(FENCED_ERROR):
+            raise refused(str(exc)) from exc
+        raise
 
 
 @cache

@@ -20,29 +20,37 @@ from comfyart.errors import InvalidTransition, NotFound, QuotaExceeded
 from comfyart.models import FINAL_STATUSES, NewTask, Task, TaskId, TaskStatus, sources_of
 from comfyart.store.batching import GroupCommit
 from comfyart.store.codec import WRITE_FIELDS, decode, encode, field_args, task_event
+from comfyart.store.fence import FENCED_CALL, FENCED_LUA, fence_arg, refused
 from comfyart.store.keys import Keys
 from comfyart.store.queue import TaskQueue
 from comfyart.store.redis import fields as redis_fields
 from comfyart.store.redis import map_redis_errors, text_map, text_set, texts
 
-# Many transitions in one call (``GroupCommit`` gathers them), each checked and applied on its own, in order.
-# KEYS: all-index prefix (P:tasks), active set, queue, claims, open prompts of the ComfyUI-compatible API, webhooks
-#       due, owners' prefix (P:owner:)
-# ARGV: task key prefix, now_ms, then per transition: id, allowed statuses joined by ',' ('' = any non-final), new
-#       status ('' = keep), expected field ('' = none), its expected value, number of field/value pairs, field,
-#       value, ...
-# Returns per transition: outcome ('ok', 'missing', 'refused'), status before, client_id, webhook due, owner
-_TRANSITIONS = WRITE_FIELDS + """
+# Many transitions in one call (``GroupCommit`` gathers them, from several callers), each checked and applied on
+# its own, in order; each carries its caller's fencing epoch (``store.fence``: a stale one is refused, that item
+# alone).
+# KEYS: the fencing epoch, all-index prefix (P:tasks), active set, queue, claims, open prompts of the
+#       ComfyUI-compatible API, webhooks due, owners' prefix (P:owner:)
+# ARGV: task key prefix, now_ms, then per transition: fencing epoch ('' = none), id, allowed statuses joined by ','
+#       ('' = any non-final), new status ('' = keep), expected field ('' = none), its expected value, number of
+#       field/value pairs, field, value, ...
+# Returns per transition: outcome ('ok', 'missing', 'refused', 'fenced'), status before (the refusal's message when
+# fenced), client_id, webhook due, owner
+_TRANSITIONS = FENCED_LUA + WRITE_FIELDS + """
 local results = {}
 local i = 3
 while i <= #ARGV do
-  local id, allowed, new, expect_field, expect_value = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
-  local first, last = i + 6, i + 5 + 2 * tonumber(ARGV[i + 5])
+  local fence, id, allowed, new = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+  local expect_field, expect_value = ARGV[i + 4], ARGV[i + 5]
+  local first, last = i + 7, i + 6 + 2 * tonumber(ARGV[i + 6])
   i = last + 1
   local task_key = ARGV[1] .. id
-  local current = redis.call('HGET', task_key, 'status')
+  local refusal = fenced(fence)
+  local current = refusal or redis.call('HGET', task_key, 'status')
   local outcome, client_id, webhook, owner = 'ok', '', '', ''
-  if not current then
+  if refusal then
+    outcome = 'fenced'
+  elseif not current then
     outcome, current = 'missing', ''
   elseif expect_field ~= '' and redis.call('HGET', task_key, expect_field) ~= expect_value then
     outcome = 'refused'
@@ -56,19 +64,19 @@ while i <= #ARGV do
     if new ~= '' and new ~= current then
       local created = redis.call('HGET', task_key, 'created_ms')
       redis.call('HSET', task_key, 'status', new)
-      if current ~= 'pending' then redis.call('ZREM', KEYS[1] .. ':' .. current, id) end
-      if new ~= 'pending' then redis.call('ZADD', KEYS[1] .. ':' .. new, created, id) end
+      if current ~= 'pending' then redis.call('ZREM', KEYS[2] .. ':' .. current, id) end
+      if new ~= 'pending' then redis.call('ZADD', KEYS[2] .. ':' .. new, created, id) end
       if new == 'completed' or new == 'failed' or new == 'canceled' then
-        redis.call('SREM', KEYS[2], id)
-        redis.call('ZREM', KEYS[3], id)
+        redis.call('SREM', KEYS[3], id)
         redis.call('ZREM', KEYS[4], id)
         redis.call('ZREM', KEYS[5], id)
+        redis.call('ZREM', KEYS[6], id)
         if redis.call('HEXISTS', task_key, 'webhook') == 1 then
-          redis.call('ZADD', KEYS[6], ARGV[2], id)
+          redis.call('ZADD', KEYS[7], ARGV[2], id)
           webhook = '1'
         end
         local open_owner = redis.call('HGET', task_key, 'owner')
-        if open_owner then redis.call('SREM', KEYS[7] .. open_owner .. ':open', id) end
+        if open_owner then redis.call('SREM', KEYS[8] .. open_owner .. ':open', id) end
       end
     end
     local ids = redis.call('HMGET', task_key, 'client_id', 'owner')
@@ -86,17 +94,18 @@ redis.call('SADD', KEYS[1], ARGV[2])
 return 1
 """
 
-# ARGV: task key prefix, now_ms, then per task: id, prompt id, number of field/value pairs, field, value, ...
+# KEYS: the fencing epoch   ARGV: fencing epoch, task key prefix, now_ms, then per task: id, prompt id, number of
+# field/value pairs, field, value, ...
 # Progress of a running attempt: written only while the task is pending or running that very prompt.
-_PROGRESS = WRITE_FIELDS + """
-local i = 3
+_PROGRESS = FENCED_CALL + WRITE_FIELDS + """
+local i = 4
 while i <= #ARGV do
-  local task_key, prompt_id, pairs = ARGV[1] .. ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
+  local task_key, prompt_id, pairs = ARGV[2] .. ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
   local first, last = i + 3, i + 2 + 2 * pairs
   i = last + 1
   local current = redis.call('HMGET', task_key, 'status', 'prompt_id')
   if (current[1] == 'pending' or current[1] == 'running') and current[2] == prompt_id then
-    write_fields(task_key, first, last, ARGV[2])
+    write_fields(task_key, first, last, ARGV[3])
   end
 end
 """
@@ -144,8 +153,8 @@ class TaskStore:
         self.events = events  # every change a task goes through is published here
         self._transitions = client.register_script(_TRANSITIONS)
         self.transitions = GroupCommit(self._send_transitions)  # status changes share round trips
-        self._transition_keys = [keys.tasks, keys.active, keys.queue, keys.claims, keys.comfy_open, keys.webhooks,
-                                 keys.owner_prefix]
+        self._transition_keys = [keys.leader_epoch, keys.tasks, keys.active, keys.queue, keys.claims,
+                                 keys.comfy_open, keys.webhooks, keys.owner_prefix]
         self._progress = client.register_script(_PROGRESS)
         self._admit = client.register_script(_ADMIT)
         self._last_id = 0
@@ -291,13 +300,17 @@ class TaskStore:
         """Write ``fields`` (None deletes one) and move to ``to`` if the current status allows it and, with
         ``expect=(field, value)``, if that field still holds that value (e.g. the prompt id of the attempt being
         ended). Without ``allowed_from`` a status change follows the transition table, and a bare field update
-        applies only to a task that is not final. Returns the status before the change; raises InvalidTransition."""
+        applies only to a task that is not final. Returns the status before the change; raises InvalidTransition.
+        Fenced by the context's fence (``store.fence``): a leader's loop whose epoch is over gets Fenced, a user's
+        change (no fence) goes through."""
         if allowed_from is None:
             allowed_from = sources_of(to) if to is not None else []
         pairs = field_args(fields)
         outcome, previous, client_id, webhook_due, owner = await self.transitions(
-            [task_id, ",".join(allowed_from), to.value if to else "", *(expect or ("", "")), len(pairs) // 2,
-             *pairs])
+            [fence_arg(), task_id, ",".join(allowed_from), to.value if to else "", *(expect or ("", "")),
+             len(pairs) // 2, *pairs])
+        if outcome == "fenced":
+            raise refused(previous)
         if outcome == "missing":
             raise NotFound(f"no task {task_id}")
         if outcome == "refused":
@@ -326,12 +339,12 @@ class TaskStore:
         that ended, or moved on to another attempt, is left as it is."""
         if not updates:
             return
-        args: list[Any] = [self.keys.task_prefix, now_ms()]
+        args: list[Any] = [fence_arg(), self.keys.task_prefix, now_ms()]
         for task_id, prompt_id, fields in updates:
             pairs = field_args(fields)
             args += [task_id, prompt_id, len(pairs) // 2, *pairs]
         with map_redis_errors():
-            await self._progress(args=args)
+            await self._progress(keys=[self.keys.leader_epoch], args=args)
         if self.events.listening:
             for task_id, prompt_id, fields in updates:
                 self.events.publish({"type": "progress", "id": task_id, "prompt_id": prompt_id, **fields})
