@@ -14,6 +14,7 @@ from comfyart.store.comfy_index import ComfyIndex
 from comfyart.store.deliveries import Deliveries
 from comfyart.store.idempotency import IdempotencyStore
 from comfyart.store.keys import Keys
+from comfyart.store.lease import LeaseStore
 from comfyart.store.pool import PoolStore
 from comfyart.store.queue import TaskQueue
 from comfyart.store.quotas import Quotas
@@ -38,6 +39,7 @@ class Stores:
     stats: StatsSamples
     idempotency: IdempotencyStore
     assets: AssetStore
+    lease: LeaseStore  # the leader's lease, over a small connection pool of its own
 
     @classmethod
     async def open(cls, settings: Settings, events: EventHub | None = None) -> Stores:
@@ -57,7 +59,8 @@ class Stores:
         tasks = TaskStore(client, keys, queue, events=events)
         return cls(client, embedded, keys, queue, tasks, ComfyIndex(client, keys, tasks), Deliveries(client, keys),
                    WorkflowStore(client, keys), PoolStore(client, keys), KeyStore(client, keys),
-                   StatsSamples(client, keys), IdempotencyStore(client, keys), AssetStore(client, keys))
+                   StatsSamples(client, keys), IdempotencyStore(client, keys), AssetStore(client, keys),
+                   LeaseStore(client, keys))
 
     def quotas(self, config: QuotaConfig) -> Quotas:
         return Quotas(self.client, self.keys, config)
@@ -68,6 +71,9 @@ class Stores:
         try:
             await self.tasks.transitions.aclose()
         finally:
-            await self.client.aclose()
-            if self.embedded is not None:
-                await self.embedded.stop()
+            try:
+                await self.lease.aclose()
+            finally:
+                await self.client.aclose()
+                if self.embedded is not None:
+                    await self.embedded.stop()
