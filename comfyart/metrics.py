@@ -3,13 +3,14 @@
 Two kinds of figures:
 * read when scraped: tasks by status and queue depth (Redis), the queue by priority (a Redis script over the head
   of the queue, ``PRIORITY_SCAN`` entries at most), and each backend's state, in-flight prompts and VRAM, plus the
-  counters the pool, dispatcher, attempts and webhooks keep;
+  counters the pool, dispatcher, attempts and webhooks keep, and the cluster: live replicas, whether this replica
+  holds the lease, the fencing epoch and the elections seen (``cluster.replicas.Replica.figures``);
 * followed from the task events as they happen (``Metrics.run``): tasks finished by status, how long tasks waited
   for a backend and how long they ran (histograms).
 """
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +20,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from comfyart.bus import EventHub
+from comfyart.cluster.replicas import ClusterFigures
 from comfyart.models import FINAL_STATUSES, TaskStatus
 from comfyart.pool.registry import Pool
 from comfyart.store.queue import TaskQueue
@@ -39,6 +41,7 @@ class Snapshot:
     queued_by_priority: dict[str, int] = field(default_factory=dict)
     backends: list[dict[str, Any]] = field(default_factory=list)
     counters: dict[str, dict[str, int]] = field(default_factory=dict)
+    cluster: ClusterFigures | None = None
 
 
 class _ReadAtScrape(Collector):
@@ -98,13 +101,34 @@ class _ReadAtScrape(Collector):
             for event, count in sorted(counts.items()):
                 family.add_metric([event], count)
             yield family
+        if snap.cluster is not None:
+            yield from cluster_families(snap.cluster)
+
+
+def cluster_families(figures: ClusterFigures) -> Iterable[Any]:
+    """The replicas' figures. Every replica reports the same cluster-wide values but ``comfyart_cluster_leader``:
+    aggregate them with max(), not sum()."""
+    for name, help_text, value in (
+            ("comfyart_cluster_replicas", "Replicas whose heartbeat is alive", figures.replicas),
+            ("comfyart_cluster_leader", "1 on the replica that holds the leader's lease", int(figures.leader)),
+            ("comfyart_cluster_epoch", "The fencing epoch: raised by every election", figures.epoch)):
+        gauge = GaugeMetricFamily(name, help_text)
+        gauge.add_metric([], value)
+        yield gauge
+    elections = CounterMetricFamily("comfyart_cluster_elections", "Elections of a leader seen in the history since "
+                                    "this replica started")
+    elections.add_metric([], figures.elections)
+    yield elections
 
 
 class Metrics:
     def __init__(self, *, store: TaskStore, queue: TaskQueue, pool: Pool,
-                 counters: Mapping[str, Mapping[str, int]]) -> None:
-        """``counters``: the live counters of the pool, the dispatcher, the attempts and the webhooks, by name."""
+                 counters: Mapping[str, Mapping[str, int]],
+                 cluster: Callable[[], Awaitable[ClusterFigures]] | None = None) -> None:
+        """``counters``: the live counters of the pool, the dispatcher, the attempts and the webhooks, by name;
+        ``cluster``: reads the replicas' figures at each scrape (None: no cluster figures)."""
         self.store = store
+        self.cluster = cluster
         self.queue = queue
         self.pool = pool
         self.counters = counters
@@ -128,7 +152,8 @@ class Metrics:
         self._read.snapshot = Snapshot(
             tasks_by_status=statuses, depth=depth, queued_by_priority=await self.queue.by_priority(PRIORITY_SCAN),
             backends=[b.describe() for b in self.pool.backends.values()],
-            counters={name: dict(values) for name, values in self.counters.items()})
+            counters={name: dict(values) for name, values in self.counters.items()},
+            cluster=await self.cluster() if self.cluster is not None else None)
         return generate_latest(self.registry)
 
     def observe(self, event: dict[str, Any]) -> None:

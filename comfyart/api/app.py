@@ -8,6 +8,7 @@ from loguru import logger
 from comfyart import __version__
 from comfyart.api import dashboard, events, inputs, inventory, keys, pool, scheduler, signin, system, tasks, workflows
 from comfyart.api.auth import AuthMiddleware
+from comfyart.api.cluster import router as cluster_router
 from comfyart.api.comfyui.editor import build_editor_router, frontend_files
 from comfyart.api.comfyui.routes import build_router
 from comfyart.api.deps import Services
@@ -41,6 +42,7 @@ def create_app(services: Services) -> FastAPI:
         app.include_router(v2_resource.router)
     app.include_router(build_router())
     app.include_router(system.router)
+    app.include_router(cluster_router)
     if services.dashboard:
         app.include_router(dashboard.router)
     return app

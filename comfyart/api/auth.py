@@ -127,7 +127,7 @@ class AuthMiddleware:
     that changes something (or opens a WebSocket) from another site's page is refused. Routes then only decide what
     the Principal may do."""
 
-    OPEN_PATHS = frozenset({"/healthz", "/", SIGNIN_PATH, SIGNOUT_PATH, V2_HEALTH_PATH})
+    OPEN_PATHS = frozenset({"/healthz", "/readyz", "/", SIGNIN_PATH, SIGNOUT_PATH, V2_HEALTH_PATH})
     OPEN_PREFIX = "/ui/"
     SIGNED_PATHS = re.compile(r"^/api/tasks/[^/]+/outputs/[^/]+$")
     EDITOR_PAGES = frozenset({"/comfy", EDITOR_PATH})  # a browser without a session is sent to sign in

@@ -16,6 +16,7 @@ from comfyart.api.requests import RunOptions, Scheduling, TaskSubmission
 from comfyart.api.security import Security
 from comfyart.api.v2.stream import StreamSlots
 from comfyart.auth import Principal, can_see
+from comfyart.cluster.replicas import Replica
 from comfyart.comfy.inventory import checked_needs
 from comfyart.config.sections import ApiV2Config
 from comfyart.dispatcher import Dispatcher
@@ -71,6 +72,7 @@ class Services:
     blobs: BlobStore | None = None  # the v2 assets' bytes and records (None: the assets routes answer 404)
     assets: AssetStore | None = None
     v2_streams: StreamSlots = field(default_factory=StreamSlots)  # the v2 event streams each key holds open
+    replica: Replica | None = None  # this replica among the others on the Redis (issue 24; None: not registered)
 
 
 # Dependencies are coroutines though they never wait: FastAPI runs a plain function dependency in a worker thread.

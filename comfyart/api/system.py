@@ -1,4 +1,5 @@
-"""The daemon itself: ``/healthz`` (for load balancers, no key), ``/metrics`` (Prometheus, admins), ``/api/me``
+"""The daemon itself: ``/healthz`` (alive: for a container's health check, no key), ``/readyz`` (this replica
+takes traffic: for load balancers, no key), ``/metrics`` (Prometheus, admins), ``/api/me``
 (the caller as the daemon sees it) and ``/api/stats`` (the dashboard's charts)."""
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from fastapi.responses import JSONResponse
 from comfyart.api.auth import Caller, admin_only
 from comfyart.api.deps import ServicesDep
 from comfyart.api.errors import problem
+from comfyart.cluster.view import unready_reason
 from comfyart.errors import NotFound
 
 router = APIRouter()
@@ -52,3 +54,24 @@ async def healthz(services: ServicesDep) -> dict[str, Any] | JSONResponse:
         return problem(503, f"redis unreachable: {type(exc).__name__}")
     return {"status": "ok", "backends": len(services.pool.backends),
             "healthy_backends": len(services.pool.healthy()), "queue_length": await services.queue.length()}
+
+
+@router.get("/readyz", response_model=None)
+async def readyz(services: ServicesDep) -> dict[str, Any] | JSONResponse:
+    """200 {"ready": true, "replica", "role"} when this replica can serve: Redis answers, its first heartbeat is
+    written, the pool is ready and it is not stopping; 503 with the reason otherwise. A load balancer sends
+    traffic by it; ``/healthz`` stays the liveness check."""
+    replica = services.replica
+    try:
+        await services.store.ping()
+        redis_answers = True
+    except Exception:  # any failure to reach Redis: not ready
+        redis_answers = False
+    reason = unready_reason(redis_answers=redis_answers, joined=replica is None or replica.joined,
+                            pool_ready=services.pool.ready.is_set(),
+                            stopping=replica is not None and replica.stopping)
+    who = {"replica": replica.name if replica else None, "role": replica.role if replica else None}
+    if reason is not None:
+        return JSONResponse({"ready": False, "reason": reason, **who, "detail": f"not ready: {reason}"},
+                            status_code=503)
+    return {"ready": True, **who}

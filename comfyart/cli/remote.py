@@ -1,8 +1,8 @@
-"""The CLI's commands that talk to a running daemon over its REST API: submit (and wait), tasks, task, cancel,
-retry, pool (and ``pool refresh``), models, workflows. ``--url`` (``COMFYART_URL``) and ``--key``
-(``COMFYART_KEY``) say where and as whom; ``--json`` prints the daemon's JSON for scripts (``options``: before or
-after the command). Exit codes: 0 done, 1 the daemon refused, the task did not complete or a backend did not answer
-its refresh, 2 bad arguments or no daemon to talk to, 130 interrupted.
+"""The CLI's commands that talk to a running daemon over its REST API: submit (and wait), tasks, task, cancel, retry,
+pool (and ``pool refresh``), models, workflows, status (health and replicas). ``--url`` (``COMFYART_URL``) and ``--key``
+(``COMFYART_KEY``) say where and as whom; ``--json`` prints the daemon's JSON for scripts (``options``: before or after
+the command). Exit codes: 0 done, 1 the daemon refused, the task did not complete or a backend did not answer its
+refresh, 2 bad arguments or no daemon to talk to, 130 interrupted.
 """
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ from comfyart.cli.render import (
     pool_lines,
     printable,
     progress_line,
+    status_lines,
     task_lines,
     task_table,
     workflow_table,
@@ -33,6 +34,8 @@ from comfyart.workflows.definition import Workflow, WorkflowDefinition
 
 FINAL = ("completed", "failed", "canceled")
 SHOWN_ONLY = frozenset(Workflow.model_fields) - frozenset(WorkflowDefinition.model_fields) | {"versions"}
+HIDDEN_REPLICAS = {401: "replicas: an admin key sees them (--key)", 403: "replicas: an admin key sees them (--key)",
+                   404: "replicas: this daemon keeps no registry of them"}
 INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a command stopped by Ctrl-C
 
 
@@ -94,9 +97,10 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
             parser.add_argument("name", help="the workflow's name")
         if action == "put":
             parser.add_argument("file", type=Path, help="its definition, JSON")
+    remote("status", "the daemon's health, and its replicas: which leads, epoch, versions, heartbeats (admin)")
 
 
-REMOTE_COMMANDS = ("submit", "tasks", "task", "cancel", "retry", "pool", "models", "workflows")
+REMOTE_COMMANDS = ("submit", "tasks", "task", "cancel", "retry", "pool", "models", "workflows", "status")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -366,5 +370,15 @@ def workflows(client: httpx.Client, args: argparse.Namespace) -> int:
     return 0
 
 
+def status(client: httpx.Client, args: argparse.Namespace) -> int:
+    """``/healthz`` and, for an admin key, ``/api/cluster``; exit 1 when the daemon is unhealthy (503)."""
+    health = _answer(client.get("/healthz"))
+    response = client.get("/api/cluster")
+    hidden = HIDDEN_REPLICAS.get(response.status_code)
+    cluster = None if hidden else _answer(response)
+    _print(args, {"health": health, "cluster": cluster}, "\n".join(status_lines(health, cluster, hidden)))
+    return 0
+
+
 COMMANDS = {"submit": submit, "tasks": tasks, "task": task, "cancel": cancel, "retry": retry, "pool": pool,
-            "models": models, "workflows": workflows}
+            "models": models, "workflows": workflows, "status": status}

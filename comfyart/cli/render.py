@@ -157,3 +157,55 @@ def models_table(models: Sequence[dict[str, Any]]) -> list[str]:
                          else f"{b['id']} ({b['status'] if b['status'] != 'healthy' else b['mode']})"
                          for b in model["backends"])
     return table(["MODEL", "KIND", "WHERE"], [[m["name"], ",".join(m["kinds"]), where(m)] for m in models])
+
+
+def age(ms: int) -> str:
+    """A duration for people: 450ms, 3.2s, 4m 10s, 2h 5m, 3d 4h."""
+    ms = max(0, ms)
+    if ms < 1000:
+        return f"{ms}ms"
+    if ms < 60_000:
+        return f"{ms / 1000:.1f}s"
+    seconds = ms // 1000
+    for unit, size, smaller, smaller_size in (("d", 86400, "h", 3600), ("h", 3600, "m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit} {seconds % size // smaller_size}{smaller}"
+    return f"{seconds // 60}m {seconds % 60}s"
+
+
+def status_lines(health: dict[str, Any] | None, cluster: dict[str, Any] | None, hidden: str | None = None) -> list[str]:
+    """``comfyart status``: the daemon's health (``/healthz``), then its replicas (``/api/cluster``; None: not
+    shown, ``hidden`` says why)."""
+    lines = []
+    if health is not None:
+        lines.append(f"daemon {health.get('status', '?')}  backends {health.get('backends', 0)} "
+                     f"({health.get('healthy_backends', 0)} healthy)  queue {health.get('queue_length', 0)}")
+    if cluster is None:
+        return [*lines, hidden or "replicas: not shown"]
+    return [*lines, *cluster_lines(cluster)]
+
+
+def cluster_lines(cluster: dict[str, Any]) -> list[str]:
+    """The leader (its epoch and since when), then a row a replica: name (``*``: the one answering), role as it
+    believes, version, heartbeat age, address, and a note when its fleet configuration differs from the leader's.
+    Ages are counted against the answering replica's clock (``now_ms``), not this machine's."""
+    now = int(cluster.get("now_ms") or 0)
+    leader = cluster.get("leader")
+    if leader:
+        since = leader.get("since") or leader.get("since_ms")
+        lines = [f"leader {printable(leader['name'])}  epoch {leader['epoch']}  since {since} "
+                 f"({age(now - int(leader['since_ms']))} ago)"]
+    else:
+        lines = ["leader none: no replica holds the lease now"]
+    rows = []
+    for replica in cluster.get("replicas") or []:
+        name = replica["name"] + (" *" if replica["name"] == cluster.get("replica") else "")
+        note = ""
+        if replica.get("config_differs"):
+            note = "config differs: " + (", ".join(replica.get("differing_sections") or []) or "?")
+        role = replica.get("role", "?") + ("" if replica.get("leader") or replica.get("role") != "leader"
+                                           else " (no lease)")
+        rows.append([name, role, replica.get("version", "?"), f"{age(now - int(replica['heartbeat_ms']))} ago",
+                     replica.get("url", ""), note])
+    lines += table(["REPLICA", "ROLE", "VERSION", "HEARTBEAT", "URL", ""], rows) if rows else ["(no replicas)"]
+    return lines

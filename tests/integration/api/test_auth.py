@@ -48,7 +48,7 @@ ADMIN_ROUTES = {
     ("GET", "/api/scheduler"), ("PUT", "/api/scheduler"),
     ("POST", "/api/workflows/infer"), ("PUT", "/api/workflows/{name}"), ("DELETE", "/api/workflows/{name}"),
     ("GET", "/api/keys"), ("POST", "/api/keys"), ("DELETE", "/api/keys/{key_id}"),
-    ("POST", "/free"), ("POST", "/api/free"), ("GET", "/metrics"),
+    ("POST", "/free"), ("POST", "/api/free"), ("GET", "/metrics"), ("GET", "/api/cluster"),
 }
 
 

@@ -6,11 +6,14 @@ from __future__ import annotations
 import pytest
 
 from comfyart.cli.render import (
+    age,
+    cluster_lines,
     inventory_line,
     models_table,
     node_error_lines,
     pool_lines,
     printable,
+    status_lines,
     task_lines,
     task_table,
     workflow_table,
@@ -154,3 +157,50 @@ def test_models_table_says_where_each_model_is():
         "a.safetensors  checkpoints        static:one, static:two (unhealthy)",
         "b.safetensors  checkpoints,loras  static:one (draining)",
         "c.safetensors  loras              3 backend(s), 2 healthy"]
+
+
+CLUSTER = {
+    "replica": "r2", "now_ms": 1_000_000,
+    "leader": {"name": "r1", "epoch": 12, "since_ms": 1_000_000 - 125_000, "since": "2026-12-07T01:00:00.000Z"},
+    "replicas": [
+        {"name": "r1", "role": "leader", "version": "0.2.0", "heartbeat_ms": 999_600, "url": "http://r1:8100",
+         "leader": True, "config_differs": False, "differing_sections": []},
+        {"name": "r2", "role": "standby", "version": "0.2.0", "heartbeat_ms": 998_800, "url": "http://r2:8100",
+         "leader": False, "config_differs": False, "differing_sections": []},
+        {"name": "r3\x1b[31m", "role": "leader", "version": "0.1.0", "heartbeat_ms": 994_000,
+         "url": "http://r3:8100", "leader": False, "config_differs": True,
+         "differing_sections": ["pool", "static_backends"]},
+    ],
+    "elections": [],
+}
+
+
+def test_cluster_lines_show_the_leader_and_each_replica():
+    lines = cluster_lines(CLUSTER)
+    assert lines[0] == "leader r1  epoch 12  since 2026-12-07T01:00:00.000Z (2m 5s ago)"
+    assert lines[1].split() == ["REPLICA", "ROLE", "VERSION", "HEARTBEAT", "URL"]
+    assert lines[2].split() == ["r1", "leader", "0.2.0", "400ms", "ago", "http://r1:8100"]
+    assert lines[3].split() == ["r2", "*", "standby", "0.2.0", "1.2s", "ago", "http://r2:8100"]  # * : answering
+    # believes it leads without the lease; configured otherwise; its name cannot drive the terminal
+    assert "\x1b" not in lines[4] and "leader (no lease)" in lines[4] and "6.0s ago" in lines[4]
+    assert lines[4].endswith("config differs: pool, static_backends")
+
+
+def test_cluster_lines_without_a_leader_or_replicas():
+    assert cluster_lines({"replica": "r1", "now_ms": 5, "leader": None, "replicas": []}) == [
+        "leader none: no replica holds the lease now", "(no replicas)"]
+
+
+def test_status_lines_put_health_first_and_say_why_replicas_are_hidden():
+    health = {"status": "ok", "backends": 3, "healthy_backends": 2, "queue_length": 7}
+    lines = status_lines(health, CLUSTER)
+    assert lines[0] == "daemon ok  backends 3 (2 healthy)  queue 7" and lines[1].startswith("leader r1")
+    assert status_lines(health, None, "replicas: an admin key sees them (--key)") == [
+        lines[0], "replicas: an admin key sees them (--key)"]
+
+
+@pytest.mark.parametrize(("ms", "text"), [(-5, "0ms"), (999, "999ms"), (1_000, "1.0s"), (59_949, "59.9s"),
+                                          (60_000, "1m 0s"), (3_599_000, "59m 59s"), (3_600_000, "1h 0m"),
+                                          (90_061_000, "1d 1h")])
+def test_age(ms, text):
+    assert age(ms) == text
