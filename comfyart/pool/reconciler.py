@@ -55,6 +55,10 @@ class Reconciler:
 
     # ------------------------------------------------------------------ loop
     async def run(self) -> None:
+        """Run the pool for one leader's term: the cooldowns of an earlier term forgotten, ``start`` reads the
+        static backends again and adopts the containers running (the pool was emptied: ``Pool.reset``)."""
+        self.reset_cooldowns()
+        self.containers.reset_backoff()
         async with asyncio.TaskGroup() as launches:
             self.launches = launches
             await self.start()
