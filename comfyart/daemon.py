@@ -1,5 +1,10 @@
 """``comfyart serve``: ``build`` makes every service of one daemon and wires them; ``run`` owns the one TaskGroup of
 root tasks (the API server and each loop). SIGINT/SIGTERM stop it cleanly; a root task that fails stops it too.
+
+The loops are of two kinds: every replica's (``Daemon.loops``: the ComfyUI front door, cluster events, metrics, the
+v2 blob sweep, the leadership, and the leader's terms) and the leader's (``Daemon.leader_loops``: pool, inventories,
+tracker, dispatcher, webhooks, stats, v2 retention), which ``cluster.terms.LeaderTerms`` runs while this replica
+leads. A process alone on its Redis leads at once (``build_leadership``), so it runs everything, as before.
 """
 from __future__ import annotations
 
@@ -23,6 +28,7 @@ from comfyart.api.deps import Services
 from comfyart.api.security import build_security
 from comfyart.auth import auth_problem
 from comfyart.bus import EventHub
+from comfyart.cluster.terms import LeaderTerms, Leading, SoleLeadership
 from comfyart.comfy.client import ComfyClient
 from comfyart.config.settings import Settings
 from comfyart.dispatcher import Dispatcher
@@ -57,6 +63,7 @@ from comfyart.workflows.resolve import Resolver
 
 BACKEND_CONNECTIONS = 16  # to one backend at once: its WebSocket, submissions, downloads, checks
 GRACEFUL_SHUTDOWN_S = 5
+LEADER_STOP_S = 10  # the leader's loops to stop at SIGTERM (the outputs being written finished) before handing over
 GC_GEN0_THRESHOLD = 20_000  # allocations between gen-0 collections (CPython's default: 700)
 WS_MAX_BYTES = 1 << 20  # a frame a client sends us: ComfyUI's clients send a few hundred bytes
 
@@ -100,6 +107,15 @@ class Core:
     resolver: Resolver
     inventories: Inventories
 
+    async def reset(self) -> None:
+        """The leader's in-process state made fresh, at each term's start and end: the pool empty and not ready
+        (the reconciler's start reads it again), the book empty (the tracker's recovery reads it again)."""
+        self.tracker.recovered.clear()
+        self.book.clear()
+        self.containers.let_go()
+        self.pool.reset()
+        self.inventories.forget_unused()
+
 
 async def build_core(settings: Settings, stores: Stores, session: aiohttp.ClientSession, *, outputs: OutputStore,
                      inputs: InputStore, objects: S3Outputs | None, blobs: BlobStore | None = None) -> Core:
@@ -118,29 +134,43 @@ async def build_core(settings: Settings, stores: Stores, session: aiohttp.Client
     client_id = await stores.pool.client_id()
     tracker = Tracker(store=stores.tasks, queue=stores.queue, pool=pool, book=book, outcomes=outcomes,
                       config=settings.tracking, client_id=client_id)
+    # the tracker's recovery runs first in each term: the dispatcher waits for it (``recovered``)
     resolver = Resolver(workflows=stores.workflows, tasks=stores.tasks, inputs=inputs, outputs=outputs,
                         preview_method=settings.comfyui.preview_method, blobs=blobs, assets=stores.assets)
     dispatcher = Dispatcher(store=stores.tasks, queue=stores.queue, pool=pool, book=book, outcomes=outcomes,
                             resolver=resolver, config=settings.scheduler, client_id=client_id,
                             upload_timeout_s=settings.tracking.download_timeout_s,
                             claim_lease_s=settings.tracking.claim_lease_s, pool_store=stores.pool,
-                            inventories=inventories)
+                            inventories=inventories, recovered=tracker.recovered)
     await dispatcher.load_overrides()
     return Core(pool, containers, reconciler, PoolControls(pool, reconciler=reconciler, health=health,
                                                            store=stores.pool),
                 book, outcomes, tracker, dispatcher, resolver, inventories)
 
 
+Loops = dict[str, Callable[[], Awaitable[None]]]
+
+
 @dataclass
 class Daemon:
-    """Every service of one daemon, wired: ``loops`` are its root tasks besides the API server."""
+    """Every service of one daemon, wired: ``loops`` are its root tasks besides the API server (``terms`` among
+    them, which runs ``leader_loops`` while this replica leads)."""
 
     settings: Settings
     stores: Stores
     session: aiohttp.ClientSession
     core: Core
     services: Services
-    loops: dict[str, Callable[[], Awaitable[None]]]
+    loops: Loops
+    leader_loops: Loops
+    leadership: Leading
+    terms: LeaderTerms
+
+
+def build_leadership(stores: Stores, settings: Settings) -> Leading:
+    """Who leads: a process alone on its Redis leads at once and for good (``SoleLeadership``)."""
+    del stores, settings  # the lease in Redis (cluster.leadership) is built from these
+    return SoleLeadership()
 
 
 async def build(settings: Settings, stores: Stores, session: aiohttp.ClientSession, events: EventHub) -> Daemon:
@@ -158,9 +188,6 @@ async def build(settings: Settings, stores: Stores, session: aiohttp.ClientSessi
                                  bool(await stores.pool.static_backends()))
     if warning is not None:
         logger.warning(warning)
-    migrated = await stores.queue.migrate()
-    if migrated:
-        logger.info("queue migrated to the priority queue tasks={}", migrated)
     outputs, inputs = OutputStore(settings.data_dir / "outputs"), InputStore(settings.data_dir / "inputs")
     blobs = BlobStore(settings.data_dir / "assets")  # the v2 API's uploads
     core = await build_core(settings, stores, session, outputs=outputs, inputs=inputs, objects=objects, blobs=blobs)
@@ -193,15 +220,18 @@ async def build(settings: Settings, stores: Stores, session: aiohttp.ClientSessi
                         metrics, stats, dashboard=settings.dashboard.enabled,
                         editor=settings.comfyui.editor, idempotency=stores.idempotency, api_v2=settings.api_v2,
                         blobs=blobs, assets=stores.assets)
-    loops: dict[str, Callable[[], Awaitable[None]]] = {
+    leader_loops: Loops = {  # single across the replicas: each run() starts its term afresh
         "pool": core.reconciler.run, "inventories": core.inventories.run,
-        "tracker": core.tracker.run, "dispatcher": core.dispatcher.run,
-        "comfyui front door": front.run, "cluster events": watch.run, "webhooks": webhooks.run,
-        "metrics": lambda: metrics.run(events), "stats": stats.run,
-        "v2 retention": RetentionSweep(JobIndex(stores.tasks), outputs, objects,
-                                       retention_s=settings.api_v2.job_retention_s).run,
-        "v2 blob sweep": BlobSweep(blobs, stores.assets).run}
-    return Daemon(settings, stores, session, core, services, loops)
+        "tracker": core.tracker.run, "dispatcher": core.dispatcher.run, "webhooks": webhooks.run,
+        "stats": stats.run, "v2 retention": RetentionSweep(JobIndex(stores.tasks), outputs, objects,
+                                                          retention_s=settings.api_v2.job_retention_s).run}
+    leadership = build_leadership(stores, settings)
+    terms = LeaderTerms(leadership, leader_loops, reset=core.reset)
+    loops: Loops = {
+        "comfyui front door": front.run, "cluster events": watch.run, "metrics": lambda: metrics.run(events),
+        "v2 blob sweep": BlobSweep(blobs, stores.assets).run, "leadership": leadership.run,
+        "leader terms": terms.run}
+    return Daemon(settings, stores, session, core, services, loops, leader_loops, leadership, terms)
 
 
 def no_backend_warning(configured: bool, registered: bool) -> str | None:
@@ -266,6 +296,11 @@ def listen_problem(host: str, port: int, code: int | None, reason: str) -> str:
 
 async def serve(daemon: Daemon, listener: socket.socket, *, ready: asyncio.Event | None, stop: asyncio.Event,
                 own_process: bool) -> None:
+    """Run the daemon's root tasks until ``stop`` (SIGINT/SIGTERM) or until one fails. The order at a stop: the
+    leader's loops stop first (``LeaderTerms.stop``: no claim or submission more, the outputs being written
+    finished; ``LEADER_STOP_S`` at most), then the lease is released (a standby takes over at once, no lease to
+    wait out), then the API stops (``GRACEFUL_SHUTDOWN_S`` for the requests under way), then every other loop; last,
+    the local backend processes are stopped and the connections closed. A root that fails skips to the release."""
     settings = daemon.settings
     server = _Server(uvicorn.Config(create_app(daemon.services), host=settings.server.host,
                                     port=settings.server.port, log_config=None, access_log=False, lifespan="off",
@@ -277,6 +312,7 @@ async def serve(daemon: Daemon, listener: socket.socket, *, ready: asyncio.Event
     async def until_stopped(api: asyncio.Task[None]) -> None:
         await stop.wait()
         logger.info("stopping")
+        await _hand_over(daemon)
         server.should_exit = True
         await api
         raise _Stopping
@@ -302,8 +338,18 @@ async def serve(daemon: Daemon, listener: socket.socket, *, ready: asyncio.Event
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
-        await asyncio.shield(_close(daemon.core.containers, daemon.stores, daemon.session))
+        await asyncio.shield(_close(daemon.core.containers, daemon.stores, daemon.session, daemon.leadership))
     logger.info("stopped")
+
+
+async def _hand_over(daemon: Daemon) -> None:
+    """SIGTERM's first steps: the leader's loops stopped, then the lease released."""
+    try:
+        async with asyncio.timeout(LEADER_STOP_S):
+            await daemon.terms.stop()
+    except TimeoutError:
+        logger.warning("the leader's loops did not stop within {} s; handing over all the same", LEADER_STOP_S)
+    await daemon.leadership.release()
 
 
 async def _api(server: uvicorn.Server, listener: socket.socket) -> None:
@@ -330,8 +376,11 @@ def tune_gc() -> None:
     gc.set_threshold(GC_GEN0_THRESHOLD, *gc.get_threshold()[1:])
 
 
-async def _close(containers: Containers | None, stores: Stores, session: aiohttp.ClientSession) -> None:
+async def _close(containers: Containers | None, stores: Stores, session: aiohttp.ClientSession,
+                 leadership: Leading | None = None) -> None:
     try:
+        if leadership is not None:
+            await leadership.release()  # done already after a stop; after a failed root, a standby takes over now
         if containers is not None:
             await containers.shutdown()
     finally:

@@ -64,7 +64,7 @@ class Dispatcher:
     def __init__(self, *, store: TaskStore, queue: TaskQueue, pool: Pool, book: PromptBook, outcomes: Outcomes,
                  resolver: Resolver, config: SchedulerConfig, client_id: str, upload_timeout_s: float = 300.0,
                  claim_lease_s: float = 30.0, pool_store: PoolStore | None = None,
-                 inventories: Inventories | None = None) -> None:
+                 inventories: Inventories | None = None, recovered: asyncio.Event | None = None) -> None:
         self.store = store
         self.queue = queue
         self.pool = pool
@@ -80,6 +80,8 @@ class Dispatcher:
         self.pool_store = pool_store
         self.inventories = inventories or Inventories(pool, pool.config)  # read again when a backend lacks a need
         self.wake = asyncio.Event()  # a task queued, or a slot freed
+        # the tracker's recovery of the term is done: before, a claim could race its requeue of the same tasks
+        self.recovered = recovered
         queue.wakeups.append(self.wake)
         pool.wakeups.append(self.wake)
         self.counters = Counter({"dispatched": 0, "same_models": 0, "model_changes": 0})
@@ -93,9 +95,11 @@ class Dispatcher:
 
     # ------------------------------------------------------------------ settings
     async def load_overrides(self) -> None:
+        """The run-time settings kept in Redis, read afresh: a setting not there is back to its configured value."""
         if self.pool_store is not None:
-            await self.apply({k: v for k, v in (await self.pool_store.scheduler_override()).items()
-                              if k in SchedulerConfig.model_fields}, persist=False)
+            stored = await self.pool_store.scheduler_override()
+            self.overrides = {}
+            await self.apply({k: v for k, v in stored.items() if k in SchedulerConfig.model_fields}, persist=False)
 
     async def apply(self, changes: dict[str, Any], *, persist: bool = True) -> SchedulerConfig:
         """PUT /api/scheduler: change settings at run time (None: back to the configured value). Raises
@@ -118,7 +122,17 @@ class Dispatcher:
 
     # ------------------------------------------------------------------ loop
     async def run(self) -> None:
+        """Dispatch for one leader's term, from a fresh start (the window, skips and blocked tasks of an earlier
+        term forgotten, the scheduler's run-time settings read again), once the pool is ready and the tracker has
+        recovered what was in flight."""
+        self._queued, self._skips, self.blocked, self._next_blocked_check = {}, Counter(), {}, 0.0
+        try:
+            await self.load_overrides()
+        except TransientError as exc:  # the settings read at start-up (or last term) stay
+            logger.warning("scheduler settings not read again error={}", exc)
         await self.pool.ready.wait()
+        if self.recovered is not None:
+            await self.recovered.wait()
         next_lease_check = 0.0
         async with asyncio.TaskGroup() as submissions:
             while True:

@@ -64,6 +64,7 @@ class StatsHistory:
         """Follow the task events and write a sample every ``interval_s``, the first one at once, until cancelled."""
         loop = asyncio.get_running_loop()
         next_at = loop.time()
+        self._ended.clear()  # a leader's new term: counts of ends from the first sample of its own
         while True:  # a subscription cut off as lagged loses some counts, and subscribes again
             with self.events.subscribe(is_ending, capacity=100_000) as subscription:
                 while not subscription.closed:

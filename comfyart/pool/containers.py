@@ -40,6 +40,19 @@ class Containers:
         self.spawn_backoff = Backoff(first_s=2 * pool.config.health_interval_s, max_s=SPAWN_BACKOFF_MAX_S)
         self._spawn_failures = 0
         self._next_spawn_at = 0.0
+        # local processes of a term that ended, out of the pool (``let_go``): stopped at shutdown unless a later
+        # term adopts them again
+        self.let_go_processes: list[tuple[Provider, Spawned]] = []
+
+    def reset_backoff(self) -> None:
+        """A new term: the failed starts of an earlier one hold nothing back."""
+        self._spawn_failures, self._next_spawn_at = 0, 0.0
+
+    def let_go(self) -> None:
+        """A leader's term ended and its pool is about to be emptied: containers stay up (the next leader adopts
+        them), and the local processes are kept in mind, to be stopped at shutdown as today."""
+        self.let_go_processes += [(b.provider, b.spawned) for b in self.pool.backends.values()
+                                  if b.kind == "process" and b.provider is not None and b.spawned is not None]
 
     @property
     def providers(self) -> list[Provider]:
@@ -49,6 +62,7 @@ class Containers:
     async def handle_leftovers(self) -> None:
         """At start-up: what an earlier run of this instance left running is adopted (when it still fits the
         configuration), the rest removed."""
+        self.let_go_processes = []  # leftovers again: adopted or removed below
         for provider in self.providers:
             try:
                 leftovers = await provider.leftovers()
@@ -246,5 +260,8 @@ class Containers:
         for backend in list(self.pool.backends.values()):
             if backend.kind == "process" and backend.provider and backend.spawned:
                 await backend.provider.remove(backend.spawned)
+        for provider, spawned in self.let_go_processes:
+            await provider.remove(spawned)
+        self.let_go_processes = []
         for provider in self.providers:
             await provider.close()

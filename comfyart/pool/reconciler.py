@@ -55,21 +55,28 @@ class Reconciler:
 
     # ------------------------------------------------------------------ loop
     async def run(self) -> None:
-        async with asyncio.TaskGroup() as launches:
-            self.launches = launches
-            await self.start()
-            next_round = 0.0
-            while True:
-                self.wake.clear()
-                try:
-                    if time.monotonic() >= next_round:
-                        next_round = time.monotonic() + self.pool.config.health_interval_s
-                        await self.step()
-                    else:
-                        await self.react()
-                except TransientError as exc:  # Redis (the queue length) away for a moment: next round
-                    logger.warning("pool round cut short error={}", exc)
-                await self._until(next_round)
+        """Run the pool for one leader's term: the cooldowns of an earlier term forgotten, ``start`` reads the
+        static backends again and adopts the containers running (the pool was emptied: ``Pool.reset``)."""
+        self.reset_cooldowns()
+        self.containers.reset_backoff()
+        try:
+            async with asyncio.TaskGroup() as launches:
+                self.launches = launches
+                await self.start()
+                next_round = 0.0
+                while True:
+                    self.wake.clear()
+                    try:
+                        if time.monotonic() >= next_round:
+                            next_round = time.monotonic() + self.pool.config.health_interval_s
+                            await self.step()
+                        else:
+                            await self.react()
+                    except TransientError as exc:  # Redis (the queue length) away for a moment: next round
+                        logger.warning("pool round cut short error={}", exc)
+                    await self._until(next_round)
+        finally:
+            self.launches = None  # between terms nothing starts (an admin's scale order waits for the next)
 
     async def _until(self, next_round: float) -> None:
         """Sleep until the next round, or until REACT_DELAY_S after a wake-up, whichever comes first."""
@@ -212,8 +219,7 @@ class Reconciler:
             self._last_scale_down = now
         if decision.undrain:
             pool.notify()
-        if decision.start:
-            assert self.launches is not None, "containers start from the running loop"
+        if decision.start and self.launches is not None:  # None: not leading (containers start from the loop)
             started = self.containers.start(decision.start, self.launches)
             if started:
                 self._last_scale_up = now

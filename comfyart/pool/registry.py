@@ -186,6 +186,21 @@ class Pool:
         usable (its state, mode) changed: answers kept from before are worked out again."""
         self.generation += 1
 
+    def reset(self) -> None:
+        """Forget every backend and what was learnt of them (not the counters and recent history of /api/pool): a
+        leader's term starts or ended, and the reconciler's ``start`` reads them again."""
+        self.ready.clear()
+        self.backends.clear()
+        self._roomy, self._rank, self._roomy_key = set(), {}, (-1, 0)
+        self._could_run.clear()
+        self.hosts_down.clear()
+        self.host_inventories.clear()
+        self.blocked_needs = {}
+        self.override = ScaleOverride()
+        self.last_decision, self.last_decision_ms = None, None
+        self.replacements = 0
+        self.notify()
+
     def add_static(self, static: StaticBackendConfig, source: str) -> Backend:
         """A backend someone else runs, from the configuration or registered through the API (``source``)."""
         backend = Backend(f"static:{static.name}", "static", "static", static.url, self.connect(static.url),

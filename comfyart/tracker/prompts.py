@@ -117,6 +117,15 @@ class PromptBook:
         return [(prompt_id, state) for prompt_id in list(backend.prompts)
                 if (state := self._prompts.get(prompt_id)) is not None]
 
+    def clear(self) -> None:
+        """Forget every entry (a leader's term starts or ended: the next term's recovery reads what is in flight
+        from Redis again)."""
+        for prompt_id, state in list(self._prompts.items()):
+            state.backend.prompts.pop(prompt_id, None)
+            state.backend.prompt_costs.pop(prompt_id, None)
+        self._prompts.clear()
+        self.on_change()
+
     def drop(self, backend: Backend, prompt_id: str) -> None:
         """A lost backend's attempt ended: its entry leaves the book, and counts as no task served."""
         self._prompts.pop(prompt_id, None)

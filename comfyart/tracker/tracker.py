@@ -19,8 +19,8 @@ from comfyart.clock import now_ms
 from comfyart.comfy import protocol
 from comfyart.comfy.websocket import BackendSocket
 from comfyart.config.sections import TrackingConfig
-from comfyart.errors import BackendUnavailable, InvalidTransition, NotFound, TransientError
-from comfyart.models import Relay, Task, TaskStatus, relay_of
+from comfyart.errors import BackendUnavailable, Fenced, InvalidTransition, NotFound, TransientError
+from comfyart.models import Relay, Task, TaskStatus
 from comfyart.policy.attempts import AttemptEnd
 from comfyart.pool.backend import Backend
 from comfyart.pool.registry import Pool
@@ -29,6 +29,7 @@ from comfyart.store.tasks import TaskStore
 from comfyart.tracker.outcomes import Outcomes
 from comfyart.tracker.prompts import Preview, PromptBook, PromptState, note_running
 from comfyart.tracker.reactions import Fail, MarkRunning, Settle, react
+from comfyart.tracker.recovery import recover
 
 WATCHDOG_TICK_S = 0.5
 FOLLOW_PASS_S = 1.0  # the longest a backend's socket that ended waits to be started again
@@ -62,9 +63,15 @@ class Tracker:
         self._epochs: dict[str, int] = {}  # backend id -> how many times its socket connected
         self._running: dict[str, str] = {}  # backend id -> the prompt it runs: its preview frames carry no id
         self.previews = EventHub()  # every prompt's previews, for the live streams that show them (api.v2)
+        self.recovered = asyncio.Event()  # this term's recovery is done: the dispatcher may claim
 
     # ------------------------------------------------------------------ loop
     async def run(self) -> None:
+        """Follow the backends for one leader's term, from a fresh start: what an earlier term knew (sockets,
+        their epochs, the prompts they ran) is forgotten, and the recovery reads again what is in flight. The
+        outputs' file thread is closed at the end and starts again with the next term's first download."""
+        self.recovered.clear()
+        self._watchers, self._epochs, self._running = {}, {}, {}
         try:
             await self._run()
         finally:
@@ -73,6 +80,7 @@ class Tracker:
     async def _run(self) -> None:
         await self.pool.ready.wait()
         await self.recover()
+        self.recovered.set()
         async with asyncio.TaskGroup() as watchers:
             watchers.create_task(self._watchdog(), name="prompt watchdog")
             watchers.create_task(self._progress_writer(), name="progress writer")
@@ -98,25 +106,8 @@ class Tracker:
                 self._watchers[backend.id] = (backend, task)
 
     async def recover(self) -> None:
-        """After a restart: re-attach tasks whose backend is still in the pool, requeue the others."""
-        requeued = await self.queue.recover_claimed()
-        reattached = 0
-        for task in await self.store.active_tasks():
-            backend = self.pool.backends.get(task.backend or "")
-            if backend is not None and task.prompt_id:
-                # confirmed or not, the first lookup decides: /history, /queue, or never seen (requeued)
-                state = self.book.open(backend, task.prompt_id, task.id, task.prompt or {}, relay=relay_of(task))
-                state.submitted = True
-                state.started = task.status is TaskStatus.RUNNING
-                if task.submitted_ms:
-                    state.since -= max(0.0, time.time() - task.submitted_ms / 1000)  # task_timeout keeps counting
-                reattached += 1
-            else:
-                await self.outcomes.requeue(task.id, AttemptEnd.BACKEND_LOST, "its backend is gone after a restart",
-                                            prompt_id=task.prompt_id)
-                requeued += 1
-        if reattached or requeued:
-            logger.info("recovered tasks reattached={} requeued={}", reattached, requeued)
+        """At the start of a term: re-attach tasks whose backend is still in the pool, requeue the others."""
+        await recover(store=self.store, queue=self.queue, pool=self.pool, book=self.book, outcomes=self.outcomes)
 
     # ------------------------------------------------------------------ sockets
     async def _follow(self, backend: Backend) -> None:
@@ -134,6 +125,8 @@ class Tracker:
                     logger.debug("websocket down backend={} error={}", backend.id, exc)
                 except TransientError as exc:
                     logger.warning("tracking paused backend={} error={}", backend.id, exc)
+                except Fenced:
+                    raise  # another replica leads: this term is over
                 except Exception as exc:  # noqa: BLE001 - whatever one backend sends must not stop the tracker
                     # a frame that got past the protocol's checks and broke its handler: a bug to fix, logged
                     # whole; meanwhile this backend's socket starts over, and the watchdog's /history checks cover
