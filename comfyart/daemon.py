@@ -18,12 +18,11 @@ import uvicorn
 from loguru import logger
 
 from comfyart.api.app import create_app
-from comfyart.api.comfyui.front import FrontDoor
+from comfyart.api.comfyui.front import FrontDoor, replication_loops
 from comfyart.api.deps import Services
 from comfyart.api.security import build_security
 from comfyart.auth import auth_problem
 from comfyart.bus import EventHub
-from comfyart.cluster.bridge import build as build_bridge
 from comfyart.comfy.client import ComfyClient
 from comfyart.config.settings import Settings
 from comfyart.dispatcher import Dispatcher
@@ -146,7 +145,6 @@ class Daemon:
 
 async def build(settings: Settings, stores: Stores, session: aiohttp.ClientSession, events: EventHub) -> Daemon:
     """Make and wire every service (a bad configuration raises ConfigError)."""
-    bridge = await build_bridge(stores, events)  # before anything writes: it reads from the stream's end
     file_errors: list[str] = []
     if settings.workflows.directory is not None:
         file_errors = (await load_workflow_files(settings.workflows.directory, stores.workflows)).errors
@@ -203,8 +201,7 @@ async def build(settings: Settings, stores: Stores, session: aiohttp.ClientSessi
         "v2 retention": RetentionSweep(JobIndex(stores.tasks), outputs, objects,
                                        retention_s=settings.api_v2.job_retention_s).run,
         "v2 blob sweep": BlobSweep(blobs, stores.assets).run}
-    if bridge is not None:
-        loops["event bridge"] = bridge.run
+    loops.update(await replication_loops(stores, events, front, core.tracker))  # replicated: events, frames
     return Daemon(settings, stores, session, core, services, loops)
 
 
