@@ -73,6 +73,17 @@ class Subscription:
         self._leave()
         self._arrived.set()
 
+    def cut(self, detail: str) -> None:
+        """End the subscription with a ``lagged`` event: what it had not read yet is dropped, its reader re-reads
+        the records and subscribes again (events were lost upstream: ``EventHub.cut_all``)."""
+        if self.closed:
+            return
+        self.lagged = True
+        self._events.clear()
+        self._events.append({"type": "lagged", "detail": detail})
+        self._leave()
+        self._arrived.set()
+
     def _leave(self) -> None:
         self.closed = True
         for hub in self._hubs:
@@ -101,6 +112,12 @@ class EventHub:
     def publish(self, event: Event) -> None:
         for subscriber in list(self._subscribers):
             subscriber.offer(event)
+
+    def cut_all(self, detail: str) -> None:
+        """Cut every subscription (``Subscription.cut``): the events they would have had are gone (a replica's
+        bridge found the Redis stream trimmed or lost past what it had read)."""
+        for subscriber in list(self._subscribers):
+            subscriber.cut(detail)
 
     def subscribe(self, accepts: Accepts = _everything, *, capacity: int = DEFAULT_CAPACITY,
                   also: tuple[EventHub, ...] = ()) -> Subscription:

@@ -23,7 +23,7 @@ import uvicorn
 from loguru import logger
 
 from comfyart.api.app import create_app
-from comfyart.api.comfyui.front import FrontDoor
+from comfyart.api.comfyui.front import FrontDoor, replication_loops
 from comfyart.api.deps import Services
 from comfyart.api.security import build_security
 from comfyart.auth import auth_problem
@@ -231,6 +231,7 @@ async def build(settings: Settings, stores: Stores, session: aiohttp.ClientSessi
         "comfyui front door": front.run, "cluster events": watch.run, "metrics": lambda: metrics.run(events),
         "v2 blob sweep": BlobSweep(blobs, stores.assets).run, "leadership": leadership.run,
         "leader terms": terms.run}
+    loops.update(await replication_loops(stores, events, front, core.tracker))  # replicated: events, frames
     return Daemon(settings, stores, session, core, services, loops, leader_loops, leadership, terms)
 
 

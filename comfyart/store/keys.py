@@ -95,6 +95,10 @@ Replicas (``store.lease``, ``store.replicas``; several ``comfyart serve`` on one
     P:leader:history        list: the latest elections (JSON), newest first, capped
     P:replicas              zset: replica names scored by their last heartbeat (ms)
     P:replica:{name}        hash: one replica's record (url, version, role, started, heartbeat), expiring
+    P:events                stream: every task event (``store.eventlog``), when replicated; capped
+    P:frames:{h}            pub/sub channel: relayed ComfyUI frames for one socket (h: sha1 of its socket key)
+    P:frames:owner:{owner}  pub/sub channel: frames for every socket of an owner ('-': no owner)
+    P:previews:{task}       pub/sub channel: a task's previews, for v2 event streams on other replicas
 """
 from __future__ import annotations
 
@@ -132,6 +136,9 @@ class Keys:
         self.leader_epoch = f"{p}:leader:epoch"
         self.leader_history = f"{p}:leader:history"
         self.replicas = f"{p}:replicas"
+        self.events = f"{p}:events"
+        self.frames_prefix = f"{p}:frames:"  # + sha1 hex of a socket key, or owner:{owner or -}
+        self.previews_prefix = f"{p}:previews:"  # + task id
         self.asset_prefix = f"{p}:asset:"  # + asset id: a record (the asset script builds record keys from it)
 
     # ------------------------------------------------------------------ tasks

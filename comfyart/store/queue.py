@@ -18,6 +18,7 @@ from comfyart.errors import InvalidTransition, NotFound
 from comfyart.models import TaskId, TaskStatus
 from comfyart.policy.priority import STRICT_LEVEL_MS, queue_score
 from comfyart.store.codec import WRITE_FIELDS, field_args, task_event
+from comfyart.store.eventlog import LOG_EVENT, published, stream_args
 from comfyart.store.fence import FENCED_CALL, fence_arg
 from comfyart.store.keys import Keys
 from comfyart.store.redis import map_redis_errors, text, text_set, texts
@@ -71,16 +72,17 @@ end
 return ids
 """
 
-# KEYS: epoch, claims, active   ARGV: epoch, task key prefix, prompt key prefix, now_ms, then per task: id, prompt
-# id, number of field/value pairs, field, value, ...   Returns one outcome per task.
+# KEYS: epoch, claims, active   ARGV: epoch, task key prefix, prompt key prefix, now_ms, event stream and its cap
+# (``store.eventlog``), then per task: id, prompt id, the event's fields (JSON), number of field/value pairs, field,
+# value, ...   Returns one outcome per task.
 # Only a pending task whose claim this dispatcher still holds is submitted: an expired lease or a cancel wins.
-_RECORD_SUBMISSIONS = FENCED_CALL + WRITE_FIELDS + """
+_RECORD_SUBMISSIONS = FENCED_CALL + WRITE_FIELDS + LOG_EVENT + """
 local outcomes = {}
-local i = 5
+local i = 7
 while i <= #ARGV do
-  local id, prompt_id, pairs = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
+  local id, prompt_id, data, pairs = ARGV[i], ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[i + 3])
   local task_key = ARGV[2] .. id
-  local first, last = i + 3, i + 2 + 2 * pairs
+  local first, last = i + 4, i + 3 + 2 * pairs
   i = last + 1
   local status = redis.call('HGET', task_key, 'status')
   local outcome = 'ok'
@@ -92,6 +94,7 @@ while i <= #ARGV do
     write_fields(task_key, first, last, ARGV[4])
     redis.call('SET', ARGV[3] .. prompt_id, id)
     redis.call('SADD', KEYS[3], id)
+    log_event(ARGV[5], ARGV[6], 'task', id, 'pending', 'pending', '', '', '', data)
   end
   outcomes[#outcomes + 1] = outcome
 end
@@ -148,10 +151,13 @@ def _submission_refusal(task_id: str, outcome: str) -> Exception | None:
 
 
 class TaskQueue:
-    def __init__(self, client: aioredis.Redis, keys: Keys, *, events: EventHub, ageing_s: float = 0.0) -> None:
+    def __init__(self, client: aioredis.Redis, keys: Keys, *, events: EventHub, ageing_s: float = 0.0,
+                 stream: str = "") -> None:
         self.redis = client
         self.keys = keys
-        self.events = events  # a recorded submission is published as a task event
+        # a recorded submission is published as a task event: here, or logged on ``stream`` (``store.eventlog``)
+        self.events = events
+        self.stream = stream
         self.ageing_s = ageing_s  # a queued task gains one priority level per this long (0: strict priority)
         self.wakeups: list[asyncio.Event] = []  # set whenever a task enters the queue: the loops that wait on it
         self._claim = client.register_script(_CLAIM)
@@ -342,18 +348,20 @@ class TaskQueue:
         if not submissions:
             return []
         now = now_ms()
-        args: list[Any] = [fence_arg(), self.keys.task_prefix, self.keys.prompt_prefix, now]
+        args: list[Any] = [fence_arg(), self.keys.task_prefix, self.keys.prompt_prefix, now,
+                           *stream_args(self.stream)]
         for submission in submissions:
             fields: dict[str, Any] = {"backend": submission.backend, "prompt_id": submission.prompt_id,
                                       "attempts": submission.attempts, "error": None, "submitted_ms": now}
             if submission.resolved_prompt is not None:
                 fields["prompt"] = submission.resolved_prompt
             pairs = field_args(fields)
-            args += [submission.task_id, submission.prompt_id, len(pairs) // 2, *pairs]
+            data = published({key: value for key, value in fields.items() if key != "error"}) if self.stream else ""
+            args += [submission.task_id, submission.prompt_id, data, len(pairs) // 2, *pairs]
         with map_redis_errors():
             outcomes = await self._record_submissions(keys=[self.keys.leader_epoch, self.keys.claims,
                                                             self.keys.active], args=args)
-        if self.events.listening:
+        if self.events.listening and not self.stream:
             for submission, outcome in zip(submissions, outcomes, strict=True):
                 if outcome == "ok":
                     self.events.publish(task_event(

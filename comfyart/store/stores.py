@@ -12,6 +12,7 @@ from comfyart.store.api_keys import KeyStore
 from comfyart.store.assets import AssetStore
 from comfyart.store.comfy_index import ComfyIndex
 from comfyart.store.deliveries import Deliveries
+from comfyart.store.eventlog import EventLog, replicated
 from comfyart.store.idempotency import IdempotencyStore
 from comfyart.store.keys import Keys
 from comfyart.store.lease import LeaseStore
@@ -41,22 +42,33 @@ class Stores:
     assets: AssetStore
     lease: LeaseStore  # the leader's lease, over a small connection pool of its own
 
+    @property
+    def replicated(self) -> bool:
+        """Whether task events go through Redis (``store.eventlog``): then a bridge must publish them."""
+        return bool(self.tasks.stream)
+
+    def event_log(self) -> EventLog:
+        return EventLog(self.client, self.keys)
+
     @classmethod
     async def open(cls, settings: Settings, events: EventHub | None = None) -> Stores:
         """Connect to the configured Redis (or start the embedded one); raises ConfigError when it does not
         answer. Task changes are published on ``events``."""
         client, embedded = await connect_redis(settings)
         return cls.on(client, settings.redis.prefix, events=events, ageing_s=settings.scheduler.priority_ageing_s,
-                      embedded=embedded)
+                      embedded=embedded, replicated=replicated(settings))
 
     @classmethod
     def on(cls, client: aioredis.Redis, prefix: str, *, events: EventHub | None = None, ageing_s: float = 0.0,
-           embedded: EmbeddedRedis | None = None) -> Stores:
-        """The stores of a client already connected, under ``prefix``."""
+           embedded: EmbeddedRedis | None = None, replicated: bool = False) -> Stores:
+        """The stores of a client already connected, under ``prefix``. ``replicated``: task changes go through
+        the stream ``P:events`` (``store.eventlog``), which every replica's bridge publishes on its hub; else the
+        stores publish on ``events`` themselves."""
         keys = Keys(prefix)
         events = events or EventHub()
-        queue = TaskQueue(client, keys, events=events, ageing_s=ageing_s)
-        tasks = TaskStore(client, keys, queue, events=events)
+        stream = keys.events if replicated else ""
+        queue = TaskQueue(client, keys, events=events, ageing_s=ageing_s, stream=stream)
+        tasks = TaskStore(client, keys, queue, events=events, stream=stream)
         return cls(client, embedded, keys, queue, tasks, ComfyIndex(client, keys, tasks), Deliveries(client, keys),
                    WorkflowStore(client, keys), PoolStore(client, keys), KeyStore(client, keys),
                    StatsSamples(client, keys), IdempotencyStore(client, keys), AssetStore(client, keys),

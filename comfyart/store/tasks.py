@@ -20,6 +20,7 @@ from comfyart.errors import InvalidTransition, NotFound, QuotaExceeded
 from comfyart.models import FINAL_STATUSES, NewTask, Task, TaskId, TaskStatus, sources_of
 from comfyart.store.batching import GroupCommit
 from comfyart.store.codec import WRITE_FIELDS, decode, encode, field_args, task_event
+from comfyart.store.eventlog import EVENTS_KEPT, LOG_EVENT, published, stream_args
 from comfyart.store.fence import FENCED_CALL, FENCED_LUA, fence_arg, refused
 from comfyart.store.keys import Keys
 from comfyart.store.queue import TaskQueue
@@ -31,18 +32,19 @@ from comfyart.store.redis import map_redis_errors, text_map, text_set, texts
 # alone).
 # KEYS: the fencing epoch, all-index prefix (P:tasks), active set, queue, claims, open prompts of the
 #       ComfyUI-compatible API, webhooks due, owners' prefix (P:owner:)
-# ARGV: task key prefix, now_ms, then per transition: fencing epoch ('' = none), id, allowed statuses joined by ','
-#       ('' = any non-final), new status ('' = keep), expected field ('' = none), its expected value, number of
-#       field/value pairs, field, value, ...
+# ARGV: task key prefix, now_ms, the event stream ('' = none: one process) and its cap (``store.eventlog``), then
+#       per transition: fencing epoch ('' = none), id, allowed statuses joined by ',' ('' = any non-final), new
+#       status ('' = keep), expected field ('' = none), its expected value, the event's published fields (JSON),
+#       number of field/value pairs, field, value, ...
 # Returns per transition: outcome ('ok', 'missing', 'refused', 'fenced'), status before (the refusal's message when
 # fenced), client_id, webhook due, owner
-_TRANSITIONS = FENCED_LUA + WRITE_FIELDS + """
+_TRANSITIONS = FENCED_LUA + WRITE_FIELDS + LOG_EVENT + """
 local results = {}
-local i = 3
+local i = 5
 while i <= #ARGV do
   local fence, id, allowed, new = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
-  local expect_field, expect_value = ARGV[i + 4], ARGV[i + 5]
-  local first, last = i + 7, i + 6 + 2 * tonumber(ARGV[i + 6])
+  local expect_field, expect_value, data = ARGV[i + 4], ARGV[i + 5], ARGV[i + 6]
+  local first, last = i + 8, i + 7 + 2 * tonumber(ARGV[i + 7])
   i = last + 1
   local task_key = ARGV[1] .. id
   local refusal = fenced(fence)
@@ -81,6 +83,9 @@ while i <= #ARGV do
     end
     local ids = redis.call('HMGET', task_key, 'client_id', 'owner')
     client_id, owner = ids[1] or '', ids[2] or ''
+    local after = new
+    if after == '' then after = current end
+    log_event(ARGV[3], ARGV[4], 'task', id, after, current, client_id, owner, webhook, data)
   end
   results[#results + 1] = {outcome, current, client_id, webhook, owner}
 end
@@ -94,21 +99,30 @@ redis.call('SADD', KEYS[1], ARGV[2])
 return 1
 """
 
-# KEYS: the fencing epoch   ARGV: fencing epoch, task key prefix, now_ms, then per task: id, prompt id, number of
-# field/value pairs, field, value, ...
-# Progress of a running attempt: written only while the task is pending or running that very prompt.
-_PROGRESS = FENCED_CALL + WRITE_FIELDS + """
-local i = 4
+# KEYS: the fencing epoch   ARGV: fencing epoch, task key prefix, now_ms, event stream and its cap, then per task:
+# id, prompt id, the event's fields (JSON), number of field/value pairs, field, value, ...
+# Progress of a running attempt: written (and logged) only while the task is pending or running that very prompt.
+_PROGRESS = FENCED_CALL + WRITE_FIELDS + LOG_EVENT + """
+local i = 6
 while i <= #ARGV do
-  local task_key, prompt_id, pairs = ARGV[2] .. ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
-  local first, last = i + 3, i + 2 + 2 * pairs
+  local id, prompt_id, data, pairs = ARGV[i], ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[i + 3])
+  local task_key = ARGV[2] .. id
+  local first, last = i + 4, i + 3 + 2 * pairs
   i = last + 1
   local current = redis.call('HMGET', task_key, 'status', 'prompt_id')
   if (current[1] == 'pending' or current[1] == 'running') and current[2] == prompt_id then
     write_fields(task_key, first, last, ARGV[3])
+    log_event(ARGV[4], ARGV[5], 'progress', id, '', '', '', '', '', data)
   end
 end
 """
+
+def _created_entry(task_id: str, new: NewTask, created_ms: int) -> dict[Any, Any]:
+    """The stream entry of a new task (``store.eventlog``): what ``create`` publishes locally in one process."""
+    client_id = new.comfy.client_id if new.comfy is not None else None
+    return {"t": "task", "id": task_id, "s": TaskStatus.PENDING.value, "p": "", "c": client_id or "",
+            "o": new.owner or "", "w": "", "d": published({"created_ms": created_ms})}
+
 
 OWNED_PAGE = 500  # an owner's tasks are read this many at a time when filtered by status
 
@@ -146,11 +160,15 @@ def record_fields(new: NewTask, created_ms: int) -> dict[str, Any]:
 
 
 class TaskStore:
-    def __init__(self, client: aioredis.Redis, keys: Keys, queue: TaskQueue, *, events: EventHub) -> None:
+    def __init__(self, client: aioredis.Redis, keys: Keys, queue: TaskQueue, *, events: EventHub,
+                 stream: str = "") -> None:
         self.redis = client
         self.keys = keys
         self.queue = queue  # a new task enters it in the same transaction as its record
-        self.events = events  # every change a task goes through is published here
+        # every change a task goes through is published here: at once by this store without ``stream``, else
+        # logged on ``stream`` by the script that makes it, and published by every replica's bridge
+        self.events = events
+        self.stream = stream
         self._transitions = client.register_script(_TRANSITIONS)
         self.transitions = GroupCommit(self._send_transitions)  # status changes share round trips
         self._transition_keys = [keys.leader_epoch, keys.tasks, keys.active, keys.queue, keys.claims,
@@ -201,9 +219,12 @@ class TaskStore:
                         pipe.set(keys.comfy_anyone(new.comfy.comfy_prompt_id), task_id)
                 if bind is not None:
                     await bind(pipe, task_id, created)
+                if self.stream:
+                    pipe.xadd(self.stream, dict(_created_entry(task_id, new, created)), maxlen=EVENTS_KEPT,
+                              approximate=True)
                 await pipe.execute()
         self.queue.note_queued()
-        if self.events.listening:
+        if self.events.listening and not self.stream:
             client_id = new.comfy.client_id if new.comfy is not None else None
             self.events.publish(task_event(task_id, TaskStatus.PENDING, None, client_id, {"created_ms": created},
                                            owner))
@@ -308,20 +329,20 @@ class TaskStore:
         pairs = field_args(fields)
         outcome, previous, client_id, webhook_due, owner = await self.transitions(
             [fence_arg(), task_id, ",".join(allowed_from), to.value if to else "", *(expect or ("", "")),
-             len(pairs) // 2, *pairs])
+             published(fields) if self.stream else "", len(pairs) // 2, *pairs])
         if outcome == "fenced":
             raise refused(previous)
         if outcome == "missing":
             raise NotFound(f"no task {task_id}")
         if outcome == "refused":
             raise InvalidTransition(f"task {task_id} is {previous}; cannot move to {to or 'an update'}")
-        if self.events.listening:
+        if self.events.listening and not self.stream:
             self.events.publish(task_event(task_id, to or TaskStatus(previous), TaskStatus(previous), client_id,
                                            {**fields, "webhook_due": True} if webhook_due else fields, owner))
         return TaskStatus(previous)
 
     async def _send_transitions(self, transitions: Sequence[list[Any]]) -> list[list[str]]:
-        args: list[Any] = [self.keys.task_prefix, now_ms()]
+        args: list[Any] = [self.keys.task_prefix, now_ms(), *stream_args(self.stream)]
         for transition in transitions:
             args += transition
         with map_redis_errors():
@@ -339,13 +360,14 @@ class TaskStore:
         that ended, or moved on to another attempt, is left as it is."""
         if not updates:
             return
-        args: list[Any] = [fence_arg(), self.keys.task_prefix, now_ms()]
+        args: list[Any] = [fence_arg(), self.keys.task_prefix, now_ms(), *stream_args(self.stream)]
         for task_id, prompt_id, fields in updates:
             pairs = field_args(fields)
-            args += [task_id, prompt_id, len(pairs) // 2, *pairs]
+            data = published({"prompt_id": prompt_id, **fields}) if self.stream else ""
+            args += [task_id, prompt_id, data, len(pairs) // 2, *pairs]
         with map_redis_errors():
             await self._progress(keys=[self.keys.leader_epoch], args=args)
-        if self.events.listening:
+        if self.events.listening and not self.stream:
             for task_id, prompt_id, fields in updates:
                 self.events.publish({"type": "progress", "id": task_id, "prompt_id": prompt_id, **fields})
 

@@ -3,14 +3,17 @@ clients that see it stop answering."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
+import subprocess
 
 import redis.asyncio as aioredis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from comfyart.store.queue import TaskQueue
+from tests.support.ports import wait_for_port
 
 
 def redis_server_binary() -> str:
@@ -38,3 +41,35 @@ async def stop_writes_once_queued(queue: TaskQueue, admin: aioredis.Redis) -> as
         await admin.execute_command("CLIENT", "PAUSE", "10000", "WRITE")
 
     return asyncio.create_task(stop_writes(), name="stop redis writes")
+
+
+class RestartableRedis:
+    """A redis-server of a test's own that can be stopped and started again on the same port, with its data
+    (append-only file, fsync'd at every write) or without (``restart(keep_data=False)``)."""
+
+    def __init__(self, port: int, directory: str) -> None:
+        self.port = port
+        self.directory = directory
+        self.url = f"redis://127.0.0.1:{port}/0"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "yes", "--appendfsync", "always", "--dir", self.directory],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for_port(self.port)
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(10)
+            self.process = None
+
+    def restart(self, *, keep_data: bool = True) -> None:
+        self.stop()
+        if not keep_data:
+            shutil.rmtree(os.path.join(self.directory, "appendonlydir"), ignore_errors=True)  # Redis 7
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(os.path.join(self.directory, "appendonly.aof"))  # Redis 6
+        self.start()

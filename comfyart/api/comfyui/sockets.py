@@ -197,6 +197,8 @@ class Sockets:
         self.events = events
         self.limits = limits
         self.connections: dict[str, Connection] = {}  # by socket_key(owner, client id)
+        # replicated: hear the frames other replicas relay to a socket while it is open here (``build_frames``)
+        self.follow: Callable[[str, str | None], Callable[[], None]] | None = None
         self._remaining: int | None = None
 
     async def run(self) -> None:
@@ -301,6 +303,7 @@ class Sockets:
             connection.open = replaced.open
         reader = asyncio.get_running_loop().create_task(self._read_client(websocket, connection),
                                                         name=f"comfyui client {sid}")
+        unfollow = self.follow(key, principal.owner) if self.follow is not None else None
         try:
             while not connection.closed:
                 try:  # a held progress frame goes out alone when no preview follows it soon
@@ -325,6 +328,8 @@ class Sockets:
             reader.cancel()
             if self.connections.get(key) is connection:
                 del self.connections[key]
+            if unfollow is not None:
+                unfollow()
 
     async def _read_client(self, websocket: WebSocket, connection: Connection) -> None:
         first = True

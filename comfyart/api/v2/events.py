@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -56,7 +56,8 @@ class JobFollower:
     def __init__(self, task: Task, services: Services, base: str, key: str) -> None:
         self.task, self.services, self.base = task, services, base
         self._held = [self.subscribe()]  # the one subscription open now, for the finalizer too
-        self._closer = weakref.finalize(self, _give_back, self._held, services.v2_streams, key)
+        unwatch = services.front.watch_previews(task.id)  # replicated: previews made by another replica too
+        self._closer = weakref.finalize(self, _give_back, self._held, services.v2_streams, key, unwatch)
 
     @property
     def subscription(self) -> Subscription:
@@ -99,9 +100,10 @@ class JobFollower:
         return await self.reread()
 
 
-def _give_back(held: list[Subscription], slots: StreamSlots, key: str) -> None:
+def _give_back(held: list[Subscription], slots: StreamSlots, key: str, unwatch: Callable[[], None]) -> None:
     held[0].close()
     slots.give_back(key)
+    unwatch()
 
 
 async def _frames(follower: JobFollower, keepalive_s: float) -> AsyncIterator[bytes]:
