@@ -4,7 +4,15 @@ root tasks (the API server and each loop). SIGINT/SIGTERM stop it cleanly; a roo
 The loops are of two kinds: every replica's (``Daemon.loops``: the ComfyUI front door, cluster events, metrics, the
 v2 blob sweep, the leadership, and the leader's terms) and the leader's (``Daemon.leader_loops``: pool, inventories,
 tracker, dispatcher, webhooks, stats, v2 retention), which ``cluster.terms.LeaderTerms`` runs while this replica
-leads. A process alone on its Redis leads at once (``build_leadership``), so it runs everything, as before.
+leads. The leadership is the lease in Redis (``cluster.leadership``, under ``cluster.replicas.replica_name``); a
+process alone on its Redis takes it at its first try, and a restart under the same name takes its own lease back at
+once, so a single ``comfyart serve`` runs everything as before. Every replica joins the registry (``Replica``: its
+heartbeat a root task, ``/api/cluster``, ``/readyz``, the cluster metrics). A replica started beside others with
+another fleet configuration runs as a standby (its start-up line says so): it never runs the leader's loops while
+another leads, so it never touches their containers.
+
+Writes Redis cannot fence are checked against ``leadership.valid()`` right before they happen: the dispatcher's POST
+/prompt, the containers' spawn and remove, the tracker's backend socket (its client id is shared by every term).
 """
 from __future__ import annotations
 
@@ -28,7 +36,9 @@ from comfyart.api.deps import Services
 from comfyart.api.security import build_security
 from comfyart.auth import auth_problem
 from comfyart.bus import EventHub
-from comfyart.cluster.terms import LeaderTerms, Leading, SoleLeadership
+from comfyart.cluster.leadership import Leadership
+from comfyart.cluster.replicas import Replica, join, replica_name, standby_warning
+from comfyart.cluster.terms import FenceBinding, LeaderTerms, Leading
 from comfyart.comfy.client import ComfyClient
 from comfyart.config.settings import Settings
 from comfyart.dispatcher import Dispatcher
@@ -49,6 +59,7 @@ from comfyart.pool.reconciler import Reconciler
 from comfyart.pool.registry import Pool
 from comfyart.pool.watch import ClusterWatch
 from comfyart.stats import StatsHistory
+from comfyart.store.fence import FENCE, Fence
 from comfyart.store.jobs import JobIndex
 from comfyart.store.stores import Stores
 from comfyart.store.userdata import UserData
@@ -118,7 +129,10 @@ class Core:
 
 
 async def build_core(settings: Settings, stores: Stores, session: aiohttp.ClientSession, *, outputs: OutputStore,
-                     inputs: InputStore, objects: S3Outputs | None, blobs: BlobStore | None = None) -> Core:
+                     inputs: InputStore, objects: S3Outputs | None, blobs: BlobStore | None = None,
+                     valid: Callable[[], bool] | None = None) -> Core:
+    """``valid``: whether this replica's term still holds (``Leadership.valid``), checked before each write
+    Redis cannot fence."""
     timeout_s = settings.tracking.submit_timeout_s
     pool = Pool(config=settings.pool, providers=build_providers(settings),
                 connect=lambda url: ComfyClient(session, url, timeout_s=timeout_s))
@@ -127,13 +141,14 @@ async def build_core(settings: Settings, stores: Stores, session: aiohttp.Client
                         objects=objects)
     inventories = Inventories(pool, settings.pool)
     containers = Containers(pool, on_lost=outcomes.backend_lost, inventories=inventories,
-                            adopt_leftovers=settings.docker.leftovers == "adopt" if settings.docker else True)
+                            adopt_leftovers=settings.docker.leftovers == "adopt" if settings.docker else True,
+                            valid=valid)
     health = HealthChecks(pool, settings.pool, inventories)
     reconciler = Reconciler(pool, health=health, containers=containers, statics=settings.static_backends,
                             store=stores.pool, queue=stores.queue)
     client_id = await stores.pool.client_id()
     tracker = Tracker(store=stores.tasks, queue=stores.queue, pool=pool, book=book, outcomes=outcomes,
-                      config=settings.tracking, client_id=client_id)
+                      config=settings.tracking, client_id=client_id, valid=valid)
     # the tracker's recovery runs first in each term: the dispatcher waits for it (``recovered``)
     resolver = Resolver(workflows=stores.workflows, tasks=stores.tasks, inputs=inputs, outputs=outputs,
                         preview_method=settings.comfyui.preview_method, blobs=blobs, assets=stores.assets)
@@ -141,7 +156,7 @@ async def build_core(settings: Settings, stores: Stores, session: aiohttp.Client
                             resolver=resolver, config=settings.scheduler, client_id=client_id,
                             upload_timeout_s=settings.tracking.download_timeout_s,
                             claim_lease_s=settings.tracking.claim_lease_s, pool_store=stores.pool,
-                            inventories=inventories, recovered=tracker.recovered)
+                            inventories=inventories, recovered=tracker.recovered, valid=valid)
     await dispatcher.load_overrides()
     return Core(pool, containers, reconciler, PoolControls(pool, reconciler=reconciler, health=health,
                                                            store=stores.pool),
@@ -165,12 +180,12 @@ class Daemon:
     leader_loops: Loops
     leadership: Leading
     terms: LeaderTerms
+    replica: Replica
 
 
-def build_leadership(stores: Stores, settings: Settings) -> Leading:
-    """Who leads: a process alone on its Redis leads at once and for good (``SoleLeadership``)."""
-    del stores, settings  # the lease in Redis (cluster.leadership) is built from these
-    return SoleLeadership()
+def build_leadership(stores: Stores, settings: Settings) -> Leadership:
+    """Who leads: the lease in Redis (``stores.lease``), taken under this replica's name."""
+    return Leadership(stores.lease, replica=replica_name(settings), config=settings.cluster)
 
 
 async def build(settings: Settings, stores: Stores, session: aiohttp.ClientSession, events: EventHub) -> Daemon:
@@ -190,7 +205,9 @@ async def build(settings: Settings, stores: Stores, session: aiohttp.ClientSessi
         logger.warning(warning)
     outputs, inputs = OutputStore(settings.data_dir / "outputs"), InputStore(settings.data_dir / "inputs")
     blobs = BlobStore(settings.data_dir / "assets")  # the v2 API's uploads
-    core = await build_core(settings, stores, session, outputs=outputs, inputs=inputs, objects=objects, blobs=blobs)
+    leadership = build_leadership(stores, settings)
+    core = await build_core(settings, stores, session, outputs=outputs, inputs=inputs, objects=objects, blobs=blobs,
+                            valid=leadership.valid)
     pool = core.pool
     security = await build_security(settings, stores)
     front = FrontDoor(store=stores.tasks, queue=stores.queue, comfy=stores.comfy, pool=pool,
@@ -225,13 +242,14 @@ async def build(settings: Settings, stores: Stores, session: aiohttp.ClientSessi
         "tracker": core.tracker.run, "dispatcher": core.dispatcher.run, "webhooks": webhooks.run,
         "stats": stats.run, "v2 retention": RetentionSweep(JobIndex(stores.tasks), outputs, objects,
                                                           retention_s=settings.api_v2.job_retention_s).run}
-    leadership = build_leadership(stores, settings)
-    terms = LeaderTerms(leadership, leader_loops, reset=core.reset)
+    terms = LeaderTerms(leadership, leader_loops, reset=core.reset, fence=FenceBinding(FENCE, Fence))
+    replica = join(settings, stores, leading=lambda: leadership.term is not None)
+    services.replica, metrics.cluster = replica, replica.figures
     loops: Loops = {
         "comfyui front door": front.run, "cluster events": watch.run, "metrics": lambda: metrics.run(events),
-        "v2 blob sweep": BlobSweep(blobs, stores.assets).run, "leadership": leadership.run,
-        "leader terms": terms.run}
-    return Daemon(settings, stores, session, core, services, loops, leader_loops, leadership, terms)
+        "v2 blob sweep": BlobSweep(blobs, stores.assets).run, "heartbeat": replica.heartbeat.run,
+        "leadership": leadership.run, "leader terms": terms.run}
+    return Daemon(settings, stores, session, core, services, loops, leader_loops, leadership, terms, replica)
 
 
 def no_backend_warning(configured: bool, registered: bool) -> str | None:
@@ -312,6 +330,7 @@ async def serve(daemon: Daemon, listener: socket.socket, *, ready: asyncio.Event
     async def until_stopped(api: asyncio.Task[None]) -> None:
         await stop.wait()
         logger.info("stopping")
+        daemon.replica.stopping = True  # /readyz turns clients away first
         await _hand_over(daemon)
         server.should_exit = True
         await api
@@ -320,7 +339,11 @@ async def serve(daemon: Daemon, listener: socket.socket, *, ready: asyncio.Event
     async def announce() -> None:
         while not server.started:
             await asyncio.sleep(0.05)
-        logger.info("comfyart serving url=http://{}:{}", settings.server.host, settings.server.port)
+        logger.info("comfyart serving url=http://{}:{} replica={}", settings.server.host, settings.server.port,
+                    daemon.replica.name)
+        warning = await standby_warning(daemon.replica)
+        if warning is not None:
+            logger.warning(warning)
         if own_process:
             tune_gc()
         if ready is not None:

@@ -15,7 +15,7 @@ import os
 import time
 import uuid
 from collections import Counter
-from collections.abc import Container, Sequence
+from collections.abc import Callable, Container, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -48,6 +48,7 @@ from comfyart.policy.scheduling import (
 from comfyart.pool.backend import Backend
 from comfyart.pool.inventory import Inventories
 from comfyart.pool.registry import Pool
+from comfyart.store.fence import ensure_leading
 from comfyart.store.pool import PoolStore
 from comfyart.store.queue import Submission, TaskQueue
 from comfyart.store.tasks import TaskStore
@@ -64,7 +65,8 @@ class Dispatcher:
     def __init__(self, *, store: TaskStore, queue: TaskQueue, pool: Pool, book: PromptBook, outcomes: Outcomes,
                  resolver: Resolver, config: SchedulerConfig, client_id: str, upload_timeout_s: float = 300.0,
                  claim_lease_s: float = 30.0, pool_store: PoolStore | None = None,
-                 inventories: Inventories | None = None, recovered: asyncio.Event | None = None) -> None:
+                 inventories: Inventories | None = None, recovered: asyncio.Event | None = None,
+                 valid: Callable[[], bool] | None = None) -> None:
         self.store = store
         self.queue = queue
         self.pool = pool
@@ -82,6 +84,7 @@ class Dispatcher:
         self.wake = asyncio.Event()  # a task queued, or a slot freed
         # the tracker's recovery of the term is done: before, a claim could race its requeue of the same tasks
         self.recovered = recovered
+        self.valid = valid  # the leadership's term still valid: checked right before each POST /prompt
         queue.wakeups.append(self.wake)
         pool.wakeups.append(self.wake)
         self.counters = Counter({"dispatched": 0, "same_models": 0, "model_changes": 0})
@@ -301,6 +304,7 @@ class Dispatcher:
             return
         if not self.book.holds(prompt_id, state):
             return  # canceled while its inputs were uploading
+        ensure_leading(self.valid, f"POST /prompt of task {state.task_id}")  # nothing fences a backend's queue
         try:
             await backend.client.submit(prepared.graph, client_id=self.client_id, prompt_id=prompt_id,
                                         extra_data=prepared.extra_data, targets=prepared.targets)

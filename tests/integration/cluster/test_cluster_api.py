@@ -80,7 +80,7 @@ async def test_ready_when_joined_and_not_when_stopping(tmp_path: Path, redis_url
     settings = settings_for(tmp_path, redis_url, emulator)
     async with running_replica(settings, leading=lambda: False) as (api, daemon):
         response = await ready(api)  # no key needed, as for /healthz
-        # the role this replica believes (standby here: running_replica's wiring says so until the lease decides)
+        # the role this replica believes (standby here: running_replica's ``leading`` overrides what it reports)
         assert response.json() == {"ready": True, "replica": f"{socket.gethostname()}:{settings.server.port}",
                                    "role": daemon.services.replica.role}
         assert (await api.get("/healthz")).status_code == 200
@@ -101,11 +101,13 @@ async def test_not_ready_before_the_first_heartbeat(tmp_path: Path, redis_url, e
         assert response.status_code == 503 and response.json()["reason"].startswith("not joined")
 
 
-async def test_a_daemon_without_the_registry_is_ready_and_has_no_cluster_view(tmp_path: Path, redis_url, emulator):
+async def test_a_plain_daemon_joins_the_registry_and_leads_at_once(tmp_path: Path, redis_url, emulator):
     from tests.support.daemon import running_daemon
 
-    async with running_daemon(settings_for(tmp_path, redis_url, emulator)) as api:
-        if (await api.get("/api/cluster", headers=ADMIN)).status_code == 404:  # the daemon wires no registry (yet)
-            assert (await ready(api)).json() == {"ready": True, "replica": None, "role": None}
-        else:  # the daemon wires it itself: the same answers as running_replica's
-            assert (await ready(api)).json()["ready"] is True
+    settings = settings_for(tmp_path, redis_url, emulator)
+    async with running_daemon(settings) as api:
+        name = f"{socket.gethostname()}:{settings.server.port}"
+        assert (await ready(api)).json() == {"ready": True, "replica": name, "role": "leader"}
+        cluster = (await api.get("/api/cluster", headers=ADMIN)).json()
+        assert cluster["leader"]["name"] == name and [r["name"] for r in cluster["replicas"]] == [name]
+        assert cluster["replicas"][0]["role"] == "leader" and cluster["elections"][0]["replica"] == name
