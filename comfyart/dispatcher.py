@@ -51,6 +51,7 @@ from comfyart.pool.registry import Pool
 from comfyart.store.fence import ensure_leading
 from comfyart.store.pool import PoolStore
 from comfyart.store.queue import Submission, TaskQueue
+from comfyart.store.redis import cancelled_meanwhile
 from comfyart.store.tasks import TaskStore
 from comfyart.tracker.outcomes import Outcomes
 from comfyart.tracker.prompts import PromptBook, PromptState
@@ -139,6 +140,7 @@ class Dispatcher:
         next_lease_check = 0.0
         async with asyncio.TaskGroup() as submissions:
             while True:
+                cancelled_meanwhile()  # ends with its term even if a Redis call swallowed the cancel
                 try:
                     if time.monotonic() >= next_lease_check:
                         next_lease_check = time.monotonic() + self.claim_lease_s / 4
@@ -390,3 +392,4 @@ def _open_sized(path: Path) -> tuple[BinaryIO, int]:
     next)."""
     file = path.open("rb")
     return file, os.fstat(file.fileno()).st_size
+
