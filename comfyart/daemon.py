@@ -4,15 +4,10 @@ root tasks (the API server and each loop). SIGINT/SIGTERM stop it cleanly; a roo
 The loops are of two kinds: every replica's (``Daemon.loops``: the ComfyUI front door, cluster events, metrics, the
 v2 blob sweep, the leadership, and the leader's terms) and the leader's (``Daemon.leader_loops``: pool, inventories,
 tracker, dispatcher, webhooks, stats, v2 retention), which ``cluster.terms.LeaderTerms`` runs while this replica
-leads. The leadership is the lease in Redis (``cluster.leadership``, under ``cluster.replicas.replica_name``); a
-process alone on its Redis takes it at its first try, and a restart under the same name takes its own lease back at
-once, so a single ``comfyart serve`` runs everything as before. Every replica joins the registry (``Replica``: its
-heartbeat a root task, ``/api/cluster``, ``/readyz``, the cluster metrics). A replica started beside others with
-another fleet configuration runs as a standby (its start-up line says so): it never runs the leader's loops while
-another leads, so it never touches their containers.
-
-Writes Redis cannot fence are checked against ``leadership.valid()`` right before they happen: the dispatcher's POST
-/prompt, the containers' spawn and remove, the tracker's backend socket (its client id is shared by every term).
+leads: the lease in Redis (``cluster.leadership``), which a process alone takes at once (a restart under the same
+name takes its own lease back), so one ``comfyart serve`` runs everything as before. Every replica joins the
+registry (``cluster.replicas``); one configured for another fleet stands by (its start-up line says so). Writes Redis
+cannot fence (POST /prompt, spawn/remove, backend sockets) check ``leadership.valid()`` right before.
 """
 from __future__ import annotations
 
@@ -130,9 +125,7 @@ class Core:
 
 async def build_core(settings: Settings, stores: Stores, session: aiohttp.ClientSession, *, outputs: OutputStore,
                      inputs: InputStore, objects: S3Outputs | None, blobs: BlobStore | None = None,
-                     valid: Callable[[], bool] | None = None) -> Core:
-    """``valid``: whether this replica's term still holds (``Leadership.valid``), checked before each write
-    Redis cannot fence."""
+                     valid: Callable[[], bool] | None = None) -> Core:  # valid: Leadership.valid
     timeout_s = settings.tracking.submit_timeout_s
     pool = Pool(config=settings.pool, providers=build_providers(settings),
                 connect=lambda url: ComfyClient(session, url, timeout_s=timeout_s))
@@ -168,8 +161,7 @@ Loops = dict[str, Callable[[], Awaitable[None]]]
 
 @dataclass
 class Daemon:
-    """Every service of one daemon, wired: ``loops`` are its root tasks besides the API server (``terms`` among
-    them, which runs ``leader_loops`` while this replica leads)."""
+    """Every service, wired: ``loops`` are the root tasks besides the API (``terms`` runs ``leader_loops``)."""
 
     settings: Settings
     stores: Stores
@@ -193,15 +185,12 @@ async def build(settings: Settings, stores: Stores, session: aiohttp.ClientSessi
     file_errors: list[str] = []
     if settings.workflows.directory is not None:
         file_errors = (await load_workflow_files(settings.workflows.directory, stores.workflows)).errors
-    objects: S3Outputs | None = None
-    if settings.outputs.storage == "s3":
-        assert settings.outputs.s3 is not None  # the config's validator insists
-        objects = S3Outputs(settings.outputs.s3)
+    objects = S3Outputs(settings.outputs.s3) if settings.outputs.storage == "s3" and settings.outputs.s3 else None
+    if objects is not None:  # the config's validator insists on outputs.s3 with storage s3
         await objects.check()
     configured = (settings.docker is not None and bool(settings.docker.hosts)) or settings.processes is not None
-    warning = no_backend_warning(configured or bool(settings.static_backends),
-                                 bool(await stores.pool.static_backends()))
-    if warning is not None:
+    if (warning := no_backend_warning(configured or bool(settings.static_backends),
+                                      bool(await stores.pool.static_backends()))) is not None:
         logger.warning(warning)
     outputs, inputs = OutputStore(settings.data_dir / "outputs"), InputStore(settings.data_dir / "inputs")
     blobs = BlobStore(settings.data_dir / "assets")  # the v2 API's uploads
@@ -341,8 +330,7 @@ async def serve(daemon: Daemon, listener: socket.socket, *, ready: asyncio.Event
             await asyncio.sleep(0.05)
         logger.info("comfyart serving url=http://{}:{} replica={}", settings.server.host, settings.server.port,
                     daemon.replica.name)
-        warning = await standby_warning(daemon.replica)
-        if warning is not None:
+        if (warning := await standby_warning(daemon.replica)) is not None:
             logger.warning(warning)
         if own_process:
             tune_gc()
