@@ -4,7 +4,10 @@ root tasks (the API server and each loop). SIGINT/SIGTERM stop it cleanly; a roo
 The loops are of two kinds: every replica's (``Daemon.loops``: the ComfyUI front door, cluster events, metrics, the
 v2 blob sweep, the leadership, and the leader's terms) and the leader's (``Daemon.leader_loops``: pool, inventories,
 tracker, dispatcher, webhooks, stats, v2 retention), which ``cluster.terms.LeaderTerms`` runs while this replica
-leads. A process alone on its Redis leads at once (``build_leadership``), so it runs everything, as before.
+leads: the lease in Redis (``cluster.leadership``), which a process alone takes at once (a restart under the same
+name takes its own lease back), so one ``comfyart serve`` runs everything as before. Every replica joins the
+registry (``cluster.replicas``); one configured for another fleet stands by (its start-up line says so). Writes Redis
+cannot fence (POST /prompt, spawn/remove, backend sockets) check ``leadership.valid()`` right before.
 """
 from __future__ import annotations
 
@@ -28,7 +31,9 @@ from comfyart.api.deps import Services
 from comfyart.api.security import build_security
 from comfyart.auth import auth_problem
 from comfyart.bus import EventHub
-from comfyart.cluster.terms import LeaderTerms, Leading, SoleLeadership
+from comfyart.cluster.leadership import Leadership
+from comfyart.cluster.replicas import Replica, join, replica_name, standby_warning
+from comfyart.cluster.terms import FenceBinding, LeaderTerms, Leading
 from comfyart.comfy.client import ComfyClient
 from comfyart.config.settings import Settings
 from comfyart.dispatcher import Dispatcher
@@ -49,6 +54,7 @@ from comfyart.pool.reconciler import Reconciler
 from comfyart.pool.registry import Pool
 from comfyart.pool.watch import ClusterWatch
 from comfyart.stats import StatsHistory
+from comfyart.store.fence import FENCE, Fence
 from comfyart.store.jobs import JobIndex
 from comfyart.store.stores import Stores
 from comfyart.store.userdata import UserData
@@ -118,7 +124,8 @@ class Core:
 
 
 async def build_core(settings: Settings, stores: Stores, session: aiohttp.ClientSession, *, outputs: OutputStore,
-                     inputs: InputStore, objects: S3Outputs | None, blobs: BlobStore | None = None) -> Core:
+                     inputs: InputStore, objects: S3Outputs | None, blobs: BlobStore | None = None,
+                     valid: Callable[[], bool] | None = None) -> Core:  # valid: Leadership.valid
     timeout_s = settings.tracking.submit_timeout_s
     pool = Pool(config=settings.pool, providers=build_providers(settings),
                 connect=lambda url: ComfyClient(session, url, timeout_s=timeout_s))
@@ -127,13 +134,14 @@ async def build_core(settings: Settings, stores: Stores, session: aiohttp.Client
                         objects=objects)
     inventories = Inventories(pool, settings.pool)
     containers = Containers(pool, on_lost=outcomes.backend_lost, inventories=inventories,
-                            adopt_leftovers=settings.docker.leftovers == "adopt" if settings.docker else True)
+                            adopt_leftovers=settings.docker.leftovers == "adopt" if settings.docker else True,
+                            valid=valid)
     health = HealthChecks(pool, settings.pool, inventories)
     reconciler = Reconciler(pool, health=health, containers=containers, statics=settings.static_backends,
                             store=stores.pool, queue=stores.queue)
     client_id = await stores.pool.client_id()
     tracker = Tracker(store=stores.tasks, queue=stores.queue, pool=pool, book=book, outcomes=outcomes,
-                      config=settings.tracking, client_id=client_id)
+                      config=settings.tracking, client_id=client_id, valid=valid)
     # the tracker's recovery runs first in each term: the dispatcher waits for it (``recovered``)
     resolver = Resolver(workflows=stores.workflows, tasks=stores.tasks, inputs=inputs, outputs=outputs,
                         preview_method=settings.comfyui.preview_method, blobs=blobs, assets=stores.assets)
@@ -141,7 +149,7 @@ async def build_core(settings: Settings, stores: Stores, session: aiohttp.Client
                             resolver=resolver, config=settings.scheduler, client_id=client_id,
                             upload_timeout_s=settings.tracking.download_timeout_s,
                             claim_lease_s=settings.tracking.claim_lease_s, pool_store=stores.pool,
-                            inventories=inventories, recovered=tracker.recovered)
+                            inventories=inventories, recovered=tracker.recovered, valid=valid)
     await dispatcher.load_overrides()
     return Core(pool, containers, reconciler, PoolControls(pool, reconciler=reconciler, health=health,
                                                            store=stores.pool),
@@ -153,8 +161,7 @@ Loops = dict[str, Callable[[], Awaitable[None]]]
 
 @dataclass
 class Daemon:
-    """Every service of one daemon, wired: ``loops`` are its root tasks besides the API server (``terms`` among
-    them, which runs ``leader_loops`` while this replica leads)."""
+    """Every service, wired: ``loops`` are the root tasks besides the API (``terms`` runs ``leader_loops``)."""
 
     settings: Settings
     stores: Stores
@@ -165,12 +172,12 @@ class Daemon:
     leader_loops: Loops
     leadership: Leading
     terms: LeaderTerms
+    replica: Replica
 
 
-def build_leadership(stores: Stores, settings: Settings) -> Leading:
-    """Who leads: a process alone on its Redis leads at once and for good (``SoleLeadership``)."""
-    del stores, settings  # the lease in Redis (cluster.leadership) is built from these
-    return SoleLeadership()
+def build_leadership(stores: Stores, settings: Settings) -> Leadership:
+    """Who leads: the lease in Redis (``stores.lease``), taken under this replica's name."""
+    return Leadership(stores.lease, replica=replica_name(settings), config=settings.cluster)
 
 
 async def build(settings: Settings, stores: Stores, session: aiohttp.ClientSession, events: EventHub) -> Daemon:
@@ -178,19 +185,18 @@ async def build(settings: Settings, stores: Stores, session: aiohttp.ClientSessi
     file_errors: list[str] = []
     if settings.workflows.directory is not None:
         file_errors = (await load_workflow_files(settings.workflows.directory, stores.workflows)).errors
-    objects: S3Outputs | None = None
-    if settings.outputs.storage == "s3":
-        assert settings.outputs.s3 is not None  # the config's validator insists
-        objects = S3Outputs(settings.outputs.s3)
+    objects = S3Outputs(settings.outputs.s3) if settings.outputs.storage == "s3" and settings.outputs.s3 else None
+    if objects is not None:  # the config's validator insists on outputs.s3 with storage s3
         await objects.check()
     configured = (settings.docker is not None and bool(settings.docker.hosts)) or settings.processes is not None
-    warning = no_backend_warning(configured or bool(settings.static_backends),
-                                 bool(await stores.pool.static_backends()))
-    if warning is not None:
+    if (warning := no_backend_warning(configured or bool(settings.static_backends),
+                                      bool(await stores.pool.static_backends()))) is not None:
         logger.warning(warning)
     outputs, inputs = OutputStore(settings.data_dir / "outputs"), InputStore(settings.data_dir / "inputs")
     blobs = BlobStore(settings.data_dir / "assets")  # the v2 API's uploads
-    core = await build_core(settings, stores, session, outputs=outputs, inputs=inputs, objects=objects, blobs=blobs)
+    leadership = build_leadership(stores, settings)
+    core = await build_core(settings, stores, session, outputs=outputs, inputs=inputs, objects=objects, blobs=blobs,
+                            valid=leadership.valid)
     pool = core.pool
     security = await build_security(settings, stores)
     front = FrontDoor(store=stores.tasks, queue=stores.queue, comfy=stores.comfy, pool=pool,
@@ -221,18 +227,19 @@ async def build(settings: Settings, stores: Stores, session: aiohttp.ClientSessi
                         editor=settings.comfyui.editor, idempotency=stores.idempotency, api_v2=settings.api_v2,
                         blobs=blobs, assets=stores.assets)
     leader_loops: Loops = {  # single across the replicas: each run() starts its term afresh
-        "pool": core.reconciler.run, "inventories": core.inventories.run,
-        "tracker": core.tracker.run, "dispatcher": core.dispatcher.run, "webhooks": webhooks.run,
-        "stats": stats.run, "v2 retention": RetentionSweep(JobIndex(stores.tasks), outputs, objects,
-                                                          retention_s=settings.api_v2.job_retention_s).run}
-    leadership = build_leadership(stores, settings)
-    terms = LeaderTerms(leadership, leader_loops, reset=core.reset)
+        "pool": core.reconciler.run, "inventories": core.inventories.run, "tracker": core.tracker.run,
+        "dispatcher": core.dispatcher.run, "webhooks": webhooks.run, "stats": stats.run,
+        "v2 retention": RetentionSweep(JobIndex(stores.tasks), outputs, objects,
+                                       retention_s=settings.api_v2.job_retention_s).run}
+    terms = LeaderTerms(leadership, leader_loops, reset=core.reset, fence=FenceBinding(FENCE, Fence))
+    replica = join(settings, stores, leading=lambda: leadership.term is not None)
+    services.replica, metrics.cluster = replica, replica.figures
     loops: Loops = {
         "comfyui front door": front.run, "cluster events": watch.run, "metrics": lambda: metrics.run(events),
-        "v2 blob sweep": BlobSweep(blobs, stores.assets).run, "leadership": leadership.run,
-        "leader terms": terms.run}
+        "v2 blob sweep": BlobSweep(blobs, stores.assets).run, "heartbeat": replica.heartbeat.run,
+        "leadership": leadership.run, "leader terms": terms.run}
     loops.update(await replication_loops(stores, events, front, core.tracker))  # replicated: events, frames
-    return Daemon(settings, stores, session, core, services, loops, leader_loops, leadership, terms)
+    return Daemon(settings, stores, session, core, services, loops, leader_loops, leadership, terms, replica)
 
 
 def no_backend_warning(configured: bool, registered: bool) -> str | None:
@@ -256,8 +263,7 @@ async def run(settings: Settings, *, ready: asyncio.Event | None = None,
     with listen_socket(settings.server.host, settings.server.port) as listener:
         events = events if events is not None else EventHub()
         stores = await Stores.open(settings, events)
-        # aiohttp's default caps all connections at 100, and every backend's WebSocket holds one for good: with a
-        # few dozen backends, submissions and downloads would queue for a connection. The cap is per backend.
+        # aiohttp caps all connections at 100 by default, and each backend's WebSocket holds one: capped per backend
         session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0, limit_per_host=BACKEND_CONNECTIONS))
         try:
             daemon = await build(settings, stores, session, events)
@@ -313,6 +319,7 @@ async def serve(daemon: Daemon, listener: socket.socket, *, ready: asyncio.Event
     async def until_stopped(api: asyncio.Task[None]) -> None:
         await stop.wait()
         logger.info("stopping")
+        daemon.replica.stopping = True  # /readyz turns clients away first
         await _hand_over(daemon)
         server.should_exit = True
         await api
@@ -321,7 +328,10 @@ async def serve(daemon: Daemon, listener: socket.socket, *, ready: asyncio.Event
     async def announce() -> None:
         while not server.started:
             await asyncio.sleep(0.05)
-        logger.info("comfyart serving url=http://{}:{}", settings.server.host, settings.server.port)
+        logger.info("comfyart serving url=http://{}:{} replica={}", settings.server.host, settings.server.port,
+                    daemon.replica.name)
+        if (warning := await standby_warning(daemon.replica)) is not None:
+            logger.warning(warning)
         if own_process:
             tune_gc()
         if ready is not None:

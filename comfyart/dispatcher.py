@@ -15,7 +15,7 @@ import os
 import time
 import uuid
 from collections import Counter
-from collections.abc import Container, Sequence
+from collections.abc import Callable, Container, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -48,8 +48,10 @@ from comfyart.policy.scheduling import (
 from comfyart.pool.backend import Backend
 from comfyart.pool.inventory import Inventories
 from comfyart.pool.registry import Pool
+from comfyart.store.fence import ensure_leading
 from comfyart.store.pool import PoolStore
 from comfyart.store.queue import Submission, TaskQueue
+from comfyart.store.redis import cancelled_meanwhile
 from comfyart.store.tasks import TaskStore
 from comfyart.tracker.outcomes import Outcomes
 from comfyart.tracker.prompts import PromptBook, PromptState
@@ -64,7 +66,8 @@ class Dispatcher:
     def __init__(self, *, store: TaskStore, queue: TaskQueue, pool: Pool, book: PromptBook, outcomes: Outcomes,
                  resolver: Resolver, config: SchedulerConfig, client_id: str, upload_timeout_s: float = 300.0,
                  claim_lease_s: float = 30.0, pool_store: PoolStore | None = None,
-                 inventories: Inventories | None = None, recovered: asyncio.Event | None = None) -> None:
+                 inventories: Inventories | None = None, recovered: asyncio.Event | None = None,
+                 valid: Callable[[], bool] | None = None) -> None:
         self.store = store
         self.queue = queue
         self.pool = pool
@@ -82,6 +85,7 @@ class Dispatcher:
         self.wake = asyncio.Event()  # a task queued, or a slot freed
         # the tracker's recovery of the term is done: before, a claim could race its requeue of the same tasks
         self.recovered = recovered
+        self.valid = valid  # the leadership's term still valid: checked right before each POST /prompt
         queue.wakeups.append(self.wake)
         pool.wakeups.append(self.wake)
         self.counters = Counter({"dispatched": 0, "same_models": 0, "model_changes": 0})
@@ -136,6 +140,7 @@ class Dispatcher:
         next_lease_check = 0.0
         async with asyncio.TaskGroup() as submissions:
             while True:
+                cancelled_meanwhile()  # ends with its term even if a Redis call swallowed the cancel
                 try:
                     if time.monotonic() >= next_lease_check:
                         next_lease_check = time.monotonic() + self.claim_lease_s / 4
@@ -301,6 +306,7 @@ class Dispatcher:
             return
         if not self.book.holds(prompt_id, state):
             return  # canceled while its inputs were uploading
+        ensure_leading(self.valid, f"POST /prompt of task {state.task_id}")  # nothing fences a backend's queue
         try:
             await backend.client.submit(prepared.graph, client_id=self.client_id, prompt_id=prompt_id,
                                         extra_data=prepared.extra_data, targets=prepared.targets)
@@ -386,3 +392,4 @@ def _open_sized(path: Path) -> tuple[BinaryIO, int]:
     next)."""
     file = path.open("rb")
     return file, os.fstat(file.fileno()).st_size
+

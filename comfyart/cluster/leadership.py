@@ -83,6 +83,7 @@ class Leadership:
         self._refused = False  # another replica held the lease at a try since this replica's last term
         self._unreachable = False  # the last lease call got no answer (logged once per outage)
         self._releasing: asyncio.Task[None] | None = None
+        self._unreleased: int | None = None  # the epoch of a term that ended when ``run`` was cancelled
         self._lease_ms = int(config.lease_s * 1000)
 
     # ------------------------------------------------------------------ what the daemon uses
@@ -121,13 +122,16 @@ class Leadership:
     async def release(self) -> None:
         """End the term and delete the lease, so a standby takes over at its next try (SIGTERM). Final: this
         replica does not lead again. Waits at most ``RELEASE_WAIT_S``, and finishes even if the caller is
-        cancelled meanwhile."""
+        cancelled meanwhile. Idempotent: a second call (the daemon's close after its stop) does nothing more; a
+        call after ``run`` was cancelled mid-term (a root task failed) still deletes that term's lease."""
         self._retired = True
-        term = self.term
-        if term is None:
+        term, epoch, self._unreleased = self.term, self._unreleased, None
+        if term is not None:
+            self.step_down(RELEASED)
+            epoch = term.epoch
+        if epoch is None:
             return
-        self.step_down(RELEASED)
-        self._releasing = asyncio.create_task(self._release_lease(term.epoch), name="leadership release")
+        self._releasing = asyncio.create_task(self._release_lease(epoch), name="leadership release")
         await asyncio.shield(self._releasing)
 
     async def run(self) -> None:
@@ -137,6 +141,8 @@ class Leadership:
                 term = await self._stand_by()
                 await self._hold(term)
         finally:
+            if self.term is not None:
+                self._unreleased = self.term.epoch
             self.step_down(STOPPED)
 
     # ------------------------------------------------------------------ standby

@@ -19,7 +19,7 @@ from loguru import logger
 
 from comfyart import __version__
 from comfyart.clock import now_ms
-from comfyart.cluster.view import describe_cluster, fleet_fingerprint
+from comfyart.cluster.view import describe_cluster, differing_sections, fleet_fingerprint
 from comfyart.config.settings import Settings
 from comfyart.errors import TransientError
 from comfyart.store.replicas import ReplicaRecord, ReplicaStore
@@ -181,3 +181,25 @@ def join(settings: Settings, stores: Stores, *, leading: Callable[[], bool]) -> 
     heartbeat = Heartbeat(store, ReplicaIdentity.of(settings), interval_s=settings.cluster.heartbeat_s,
                           leading=leading)
     return Replica(store, heartbeat)
+
+
+def config_difference(me: ReplicaIdentity, others: list[ReplicaRecord]) -> str | None:
+    """The start-up line of a replica whose fleet configuration differs from a live replica's, or None: same."""
+    for record in others:
+        if record.name == me.name:
+            continue
+        differs = differing_sections(me.fleet, record.fleet)
+        if differs:
+            return (f"replica {me.name} runs beside {record.name} ({record.role}) with another fleet configuration "
+                    f"(differs in: {', '.join(differs)}): it stands by while another replica leads and never "
+                    f"touches that one's backends; it drives its own configuration's fleet only if it takes the "
+                    f"lease (give every replica the same configuration, or another redis.prefix)")
+    return None
+
+
+async def standby_warning(replica: Replica) -> str | None:
+    """``config_difference`` against the live replicas; None when Redis does not answer (nothing to compare)."""
+    try:
+        return config_difference(replica.identity, await replica.store.live())
+    except TransientError:
+        return None

@@ -11,19 +11,20 @@ carries the term's epoch. The term ends when the leadership says so (``term.lost
 again, and it waits for the next term. Any other exception of a leader loop, and a leader loop that returns, fail
 ``run`` (the daemon stops, as when a root task fails).
 
-``SoleLeadership`` is the leadership of a process alone on its Redis: it leads at once and for good.
+The daemon runs it over ``cluster.leadership.Leadership`` (its ``Term`` is the ``LeaderTerm`` here) with the fence
+bound to ``store.fence`` (``FenceBinding(FENCE, Fence)``); a process alone on its Redis takes the lease at its first
+try, so it leads at once, as before replicas.
 """
 from __future__ import annotations
 
 import asyncio
 import contextvars
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from loguru import logger
 
-from comfyart.clock import now_ms
 from comfyart.errors import Fenced
 
 Loop = Callable[[], Awaitable[None]]
@@ -195,55 +196,3 @@ async def _first_set(events: Mapping[str, asyncio.Event], *others: Awaitable[Non
         pass
     return next((name for name, event in events.items() if event.is_set()), None)
 
-
-@dataclass
-class Term:
-    """A term of ``SoleLeadership`` (the same fields as ``cluster.leadership.Term``)."""
-
-    epoch: int
-    since_ms: int
-    lost: asyncio.Event = field(default_factory=asyncio.Event)
-    reason: str | None = None
-
-
-class SoleLeadership:
-    """A process alone on its Redis leads at once, for good: a term ends only when it is stepped down from (the
-    next begins at once) or released (at shutdown: no other follows). Its terms carry no fence (epoch 0)."""
-
-    def __init__(self) -> None:
-        self.term: Term | None = None
-        self.epoch = 0
-        self._released = False
-
-    def valid(self) -> bool:
-        return self.term is not None and not self.term.lost.is_set()
-
-    async def acquired(self) -> Term:
-        """A new term at once (never, once released)."""
-        if self._released:
-            await asyncio.Event().wait()  # until cancelled
-        self.epoch += 1
-        self.term = Term(self.epoch, now_ms())
-        logger.debug("leading epoch={}", self.epoch)
-        return self.term
-
-    def step_down(self, reason: str) -> None:
-        self._end(reason)
-
-    def wake(self) -> None:
-        """Nothing to wake: no other replica's lease is waited for."""
-
-    async def release(self) -> None:
-        self._released = True
-        self._end("released")
-
-    async def run(self) -> None:
-        """Nothing to renew: waits until cancelled."""
-        await asyncio.Event().wait()
-
-    def _end(self, reason: str) -> None:
-        term = self.term
-        if term is not None and not term.lost.is_set():
-            term.reason = reason
-            term.lost.set()
-        self.term = None

@@ -60,10 +60,11 @@ class ComfyClient:
     def ws_url(self, client_id: str) -> str:
         return self.base_url.replace("http", "ws", 1) + f"/ws?clientId={client_id}"
 
-    def connections(self, client_id: str) -> AsyncGenerator[BackendSocket, None]:
+    def connections(self, client_id: str, *, before_connect: Callable[[], None] | None = None,
+                    ) -> AsyncGenerator[BackendSocket, None]:
         """The backend's WebSocket under ``client_id``, connected again each time the caller is done with the
-        last connection (``comfy.websocket.reconnecting``)."""
-        return reconnecting(self.session, self.ws_url(client_id))
+        last connection (``comfy.websocket.reconnecting``; ``before_connect`` runs before each connect)."""
+        return reconnecting(self.session, self.ws_url(client_id), before_connect=before_connect)
 
     async def _get_json(self, path: str, *, timeout: aiohttp.ClientTimeout | None = None) -> Any:
         async with (

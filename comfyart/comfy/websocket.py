@@ -48,12 +48,16 @@ class BackendSocket:
 
 
 async def reconnecting(session: aiohttp.ClientSession, url: str, *, backoff: Backoff = RECONNECT,
-                      rand: Callable[[], float] = random.random) -> AsyncGenerator[BackendSocket, None]:
+                      rand: Callable[[], float] = random.random,
+                      before_connect: Callable[[], None] | None = None) -> AsyncGenerator[BackendSocket, None]:
     """Connect to ``url``, yield the connection, and once the caller is done with it (it closed, or the caller
     moved on), wait the backoff's next delay and connect again; a connection that opens starts the backoff over.
-    The caller stops by breaking out of its loop."""
+    The caller stops by breaking out of its loop. ``before_connect`` runs right before each connect; what it
+    raises ends the generator (a replica no longer leading must not take the shared client id back)."""
     delays = backoff.delays(rand)
     while True:
+        if before_connect is not None:
+            before_connect()
         try:
             async with session.ws_connect(url, heartbeat=HEARTBEAT_S, max_msg_size=BACKEND_FRAME_MAX) as ws:
                 delays = backoff.delays(rand)

@@ -20,6 +20,7 @@ from comfyart.pool.inventory import Inventories
 from comfyart.pool.providers.base import Provider, Spawned
 from comfyart.pool.registry import Pool
 from comfyart.redact import redact_url
+from comfyart.store.fence import ensure_leading
 
 STARTUP_PROBE_TIMEOUT_S = 2.0
 STARTUP_POLL_S = 0.2
@@ -30,8 +31,10 @@ LostHandler = Callable[[Backend, str], Awaitable[None]]
 
 class Containers:
     def __init__(self, pool: Pool, *, on_lost: LostHandler, adopt_leftovers: bool = True,
-                 rand: Callable[[], float] = random.random, inventories: Inventories | None = None) -> None:
+                 rand: Callable[[], float] = random.random, inventories: Inventories | None = None,
+                 valid: Callable[[], bool] | None = None) -> None:
         self.pool = pool
+        self.valid = valid  # the leadership's term still valid: checked right before a provider spawns or removes
         self.inventories = inventories or Inventories(pool, pool.config)
         self.on_lost = on_lost  # the lost backend's prompts go back to the queue
         self.adopt_leftovers = adopt_leftovers
@@ -81,6 +84,7 @@ class Containers:
                  and (not image or spawned.image in ("", image)))
         if not adopt:
             logger.info("removing leftover backend={} running={}", spawned.name, spawned.running)
+            ensure_leading(self.valid, f"removing {spawned.name}")
             await provider.remove(spawned)
             return
         backend = self._backend_for(provider, spawned, BackendState.UNHEALTHY)  # healthy once it answers a probe
@@ -139,6 +143,7 @@ class Containers:
     async def _launch(self, backend: Backend, provider: Provider, placement: Placement) -> None:
         """Start one backend and wait until it answers /system_stats; on failure record why and remove it."""
         logger.info("starting backend={} gpu={}", backend.id, placement.gpu)
+        ensure_leading(self.valid, f"starting {backend.id}")  # a Docker create is not fenced by Redis
         try:
             backend.spawned = await provider.spawn(placement)
             backend.name = backend.spawned.name
@@ -248,8 +253,8 @@ class Containers:
             await self.remove_quietly(backend.provider, backend.spawned)
         self.pool.notify()
 
-    @staticmethod
-    async def remove_quietly(provider: Provider, spawned: Spawned) -> None:
+    async def remove_quietly(self, provider: Provider, spawned: Spawned) -> None:
+        ensure_leading(self.valid, f"removing {spawned.name}")
         try:
             await provider.remove(spawned)
         except ComfyartError as exc:

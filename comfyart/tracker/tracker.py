@@ -9,7 +9,7 @@ import asyncio
 import contextlib
 import functools
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any, Protocol
 
 from loguru import logger
@@ -24,6 +24,7 @@ from comfyart.models import Relay, Task, TaskStatus
 from comfyart.policy.attempts import AttemptEnd
 from comfyart.pool.backend import Backend
 from comfyart.pool.registry import Pool
+from comfyart.store.fence import ensure_leading
 from comfyart.store.queue import TaskQueue
 from comfyart.store.tasks import TaskStore
 from comfyart.tracker.outcomes import Outcomes
@@ -50,7 +51,7 @@ class FrameSink(Protocol):
 
 class Tracker:
     def __init__(self, *, store: TaskStore, queue: TaskQueue, pool: Pool, book: PromptBook, outcomes: Outcomes,
-                 config: TrackingConfig, client_id: str) -> None:
+                 config: TrackingConfig, client_id: str, valid: Callable[[], bool] | None = None) -> None:
         self.store = store
         self.queue = queue
         self.pool = pool
@@ -58,6 +59,9 @@ class Tracker:
         self.outcomes = outcomes
         self.config = config
         self.client_id = client_id  # kept across restarts: events of earlier prompts still reach us
+        # the leadership's term still valid: checked before each socket connects, as ComfyUI hands the shared
+        # client id to the newest socket, and a replica that no longer leads must not take it back from the leader
+        self.valid = valid
         self.frames: FrameSink | None = None
         self._watchers: dict[str, tuple[Backend, asyncio.Task[None]]] = {}
         self._epochs: dict[str, int] = {}  # backend id -> how many times its socket connected
@@ -112,7 +116,8 @@ class Tracker:
     # ------------------------------------------------------------------ sockets
     async def _follow(self, backend: Backend) -> None:
         """One WebSocket per backend, reconnected (``comfy.websocket``) until the backend leaves the pool."""
-        async with contextlib.aclosing(backend.client.connections(self.client_id)) as sockets:
+        guard = functools.partial(ensure_leading, self.valid, f"the socket to {backend.id}")
+        async with contextlib.aclosing(backend.client.connections(self.client_id, before_connect=guard)) as sockets:
             async for socket in sockets:
                 if self.pool.backends.get(backend.id) is not backend:
                     return

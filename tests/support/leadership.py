@@ -8,7 +8,8 @@ import contextvars
 from dataclasses import dataclass
 
 from comfyart.clock import now_ms
-from comfyart.cluster.terms import FenceBinding, Term
+from comfyart.cluster.leadership import Term
+from comfyart.cluster.terms import FenceBinding
 
 
 @dataclass

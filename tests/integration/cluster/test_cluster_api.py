@@ -41,8 +41,8 @@ async def test_the_cluster_lists_the_replicas_the_leader_and_the_elections(tmp_p
     async with running_replica(settings) as (api, _):
         await ready(api)
         now = int(time.time() * 1000)
-        await redis_client.set("test-p:leader", f"blue-1 7 {now - 65_000}", px=60_000)
-        for epoch, name in ((6, "green-1"), (7, "blue-1")):
+        epoch_now = int(await redis_client.get("test-p:leader:epoch"))  # its own election, at its start
+        for epoch, name in ((6, "green-1"), (7, "blue-1")):  # two older ones, as if in another order
             await redis_client.lpush("test-p:leader:history", json.dumps(
                 {"epoch": epoch, "replica": name, "since_ms": now - 65_000, "reason": "expired"}))
         # another replica, configured with other static backends
@@ -54,7 +54,7 @@ async def test_the_cluster_lists_the_replicas_the_leader_and_the_elections(tmp_p
         assert (await api.get("/api/cluster")).status_code == 401
         answer = (await api.get("/api/cluster", headers=ADMIN)).json()
         assert answer["replica"] == "blue-1"
-        assert answer["leader"]["name"] == "blue-1" and answer["leader"]["epoch"] == 7
+        assert answer["leader"]["name"] == "blue-1" and answer["leader"]["epoch"] == epoch_now
         assert answer["leader"]["since"].endswith("Z")
         mine, theirs = answer["replicas"][0], answer["replicas"][1]  # by name: blue-1, green-1
         assert (mine["name"], mine["leader"], mine["config_differs"], mine["role"]) == ("blue-1", True, False, "leader")
@@ -62,13 +62,14 @@ async def test_the_cluster_lists_the_replicas_the_leader_and_the_elections(tmp_p
         assert abs(mine["heartbeat_ms"] - answer["now_ms"]) < 5_000
         assert (theirs["name"], theirs["leader"], theirs["config_differs"], theirs["differing_sections"]) == (
             "green-1", False, True, ["static_backends"])
-        assert [e["epoch"] for e in answer["elections"]] == [7, 6]
+        assert [e["epoch"] for e in answer["elections"]] == [7, 6, epoch_now]
 
         metrics = (await api.get("/metrics", headers=ADMIN)).text
         for line in ("comfyart_cluster_replicas 2.0", "comfyart_cluster_leader 1.0",
-                     "comfyart_cluster_elections_total 2.0"):
+                     "comfyart_cluster_elections_total 3.0"):
             assert line in metrics, metrics[-1500:]
-        assert "comfyart_cluster_epoch 0.0" in metrics  # the counter is the lease's to raise; not written here
+        epoch_line = next(line for line in metrics.splitlines() if line.startswith("comfyart_cluster_epoch "))
+        assert float(epoch_line.split()[1]) == epoch_now  # the lease's epoch, raised by its own election
     assert await redis_client.zrange("test-p:replicas", 0, -1) == ["green-1"]  # it left when it stopped
 
 
@@ -80,7 +81,7 @@ async def test_ready_when_joined_and_not_when_stopping(tmp_path: Path, redis_url
     settings = settings_for(tmp_path, redis_url, emulator)
     async with running_replica(settings, leading=lambda: False) as (api, daemon):
         response = await ready(api)  # no key needed, as for /healthz
-        # the role this replica believes (standby here: running_replica's wiring says so until the lease decides)
+        # the role this replica believes (standby here: running_replica's ``leading`` overrides what it reports)
         assert response.json() == {"ready": True, "replica": f"{socket.gethostname()}:{settings.server.port}",
                                    "role": daemon.services.replica.role}
         assert (await api.get("/healthz")).status_code == 200
@@ -96,16 +97,21 @@ async def test_not_ready_before_the_first_heartbeat(tmp_path: Path, redis_url, e
     settings = settings_for(tmp_path, redis_url, emulator, cluster={"heartbeat_s": 60})
     async with running_replica(settings) as (api, daemon):
         await ready(api)
+        async with asyncio.timeout(10):  # its beat as the leader: written at once when its role changed
+            while (await api.get("/api/cluster", headers=ADMIN)).json()["replicas"][0]["role"] != "leader":
+                await asyncio.sleep(0.05)
         daemon.services.replica.heartbeat.joined.clear()  # as before its first beat (the next is a minute away)
         response = await api.get("/readyz")
         assert response.status_code == 503 and response.json()["reason"].startswith("not joined")
 
 
-async def test_a_daemon_without_the_registry_is_ready_and_has_no_cluster_view(tmp_path: Path, redis_url, emulator):
+async def test_a_plain_daemon_joins_the_registry_and_leads_at_once(tmp_path: Path, redis_url, emulator):
     from tests.support.daemon import running_daemon
 
-    async with running_daemon(settings_for(tmp_path, redis_url, emulator)) as api:
-        if (await api.get("/api/cluster", headers=ADMIN)).status_code == 404:  # the daemon wires no registry (yet)
-            assert (await ready(api)).json() == {"ready": True, "replica": None, "role": None}
-        else:  # the daemon wires it itself: the same answers as running_replica's
-            assert (await ready(api)).json()["ready"] is True
+    settings = settings_for(tmp_path, redis_url, emulator)
+    async with running_daemon(settings) as api:
+        name = f"{socket.gethostname()}:{settings.server.port}"
+        assert (await ready(api)).json() == {"ready": True, "replica": name, "role": "leader"}
+        cluster = (await api.get("/api/cluster", headers=ADMIN)).json()
+        assert cluster["leader"]["name"] == name and [r["name"] for r in cluster["replicas"]] == [name]
+        assert cluster["replicas"][0]["role"] == "leader" and cluster["elections"][0]["replica"] == name

@@ -63,6 +63,8 @@ async def test_a_second_term_in_the_same_process_recovers_what_the_first_left(tm
             return run
 
         leadership = StandInLeadership()
+        # the writes Redis cannot fence ask this leadership, not the daemon's lease (never taken here)
+        core.dispatcher.valid = core.tracker.valid = core.containers.valid = leadership.valid
         terms = LeaderTerms(leadership, {name: noting(name, loop) for name, loop in daemon.leader_loops.items()},
                             reset=core.reset, fence=FENCING)
         async with asyncio.TaskGroup() as tasks:

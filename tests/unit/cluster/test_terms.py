@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 
 import pytest
 
-from comfyart.cluster.terms import LeaderLoopExited, LeaderTerms, SoleLeadership
+from comfyart.cluster.terms import LeaderLoopExited, LeaderTerms
 from comfyart.errors import Fenced
 from tests.support.leadership import FENCE, FENCING, Fence, StandInLeadership
 
@@ -166,33 +166,3 @@ async def test_stop_ends_the_term_being_led_and_any_wait_for_one():
     await asyncio.wait_for(task, 5)
     assert leadership.step_downs == []
 
-
-async def test_a_process_alone_leads_at_once_and_again_after_a_step_down_until_released():
-    leadership = SoleLeadership()
-    assert not leadership.valid()
-    first = await asyncio.wait_for(leadership.acquired(), 1)
-    assert leadership.valid() and leadership.term is first and first.epoch == 1
-    leadership.step_down("fenced")
-    assert first.lost.is_set() and first.reason == "fenced" and not leadership.valid()
-    second = await asyncio.wait_for(leadership.acquired(), 1)
-    assert second.epoch == 2 and leadership.valid()
-    await leadership.release()
-    assert second.lost.is_set() and second.reason == "released" and not leadership.valid()
-    with pytest.raises(TimeoutError):
-        await asyncio.wait_for(leadership.acquired(), 0.1)
-    await leadership.release()  # twice: nothing more happens
-    with pytest.raises(TimeoutError):
-        await asyncio.wait_for(leadership.run(), 0.05)  # nothing to renew: it only waits
-
-
-async def test_terms_over_the_sole_leadership_lead_at_once_and_end_at_stop():
-    recorder = Recorder()
-    leadership = SoleLeadership()
-    terms = LeaderTerms(leadership, {"tracker": recorder.loop("tracker")}, reset=recorder.reset)
-    task = asyncio.get_running_loop().create_task(terms.run())
-    await until(lambda: recorder.running == 1)
-    assert recorder.fences == [("tracker", None), ("tracker inner", None)]  # no fence: writes carry no epoch
-    await terms.stop()
-    await leadership.release()
-    await asyncio.wait_for(task, 5)
-    assert recorder.running == 0 and not leadership.valid()
