@@ -24,7 +24,7 @@ from comfyart.models import FINAL_STATUSES, Task, TaskId, TaskStatus
 from comfyart.store.redis import map_redis_errors, texts
 from comfyart.store.tasks import TaskStore
 
-PAGE_READ = 200  # ids read at a time while a page is filled
+PAGE_READ = 200  # ids read at a time while a page is filled whose records other filters must check
 
 
 def scopes(owner: str | None) -> list[str]:
@@ -89,8 +89,11 @@ class JobIndex:
         top: Any = after[0] if after is not None else "+inf"
         offset = 0
         while len(found) <= limit:
+            # with one filter at most every id of the set matches: read only what the page still lacks (ties with
+            # the cursor and vanished records are made up by the next pass)
+            wanted = PAGE_READ if len(filters) > 1 else min(PAGE_READ, limit + 1 - len(found))
             with map_redis_errors():
-                batch = await self.redis.zrevrangebyscore(source, top, "-inf", start=offset, num=PAGE_READ,
+                batch = await self.redis.zrevrangebyscore(source, top, "-inf", start=offset, num=wanted,
                                                           withscores=True)
             if not batch:
                 break
