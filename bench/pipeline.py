@@ -22,6 +22,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import yaml
@@ -191,14 +192,21 @@ def main() -> None:
     finally:
         rig.close()
         shutil.rmtree(rig.workdir, ignore_errors=True)
+    report("pipeline", results)
+
+
+def report(name: str, results: dict[str, Any]) -> None:
+    """Add the machine to ``results``, write them to bench/results/NAME.json and print them, a figure a line."""
     results["machine"] = {"cpus": os.cpu_count(), "python": sys.version.split()[0]}
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "pipeline.json").write_text(json.dumps(results, indent=2))
-    print(f"{'benchmark':<12} {'figure':<26} value")
-    for section in ("overhead", "throughput"):
+    (RESULTS / f"{name}.json").write_text(json.dumps(results, indent=2))
+    sections = [section for section in results if section != "machine"]
+    width = max(len(key) for section in sections for key in results[section]) + 2
+    print(f"{'benchmark':<12} {'figure':<{width}} value")
+    for section in sections:
         for key, value in results[section].items():
-            print(f"{section:<12} {key:<26} {value}")
-    print(f"written to {RESULTS / 'pipeline.json'}")
+            print(f"{section:<12} {key:<{width}} {value}")
+    print(f"written to {RESULTS / f'{name}.json'}")
 
 
 if __name__ == "__main__":

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import shutil
 import sys
@@ -39,7 +38,7 @@ import httpx
 import redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from pipeline import RESULTS, Rig, percentile  # noqa: E402  (bench/ is not a package)
+from pipeline import Rig, percentile, report  # noqa: E402  (bench/ is not a package)
 
 CLIENT_KEY = "bench-v2-client-key-0123456789abcdef"
 ADMIN_KEY = "bench-v2-admin-key-0123456789abcdef"
@@ -247,14 +246,7 @@ def main() -> None:
     finally:
         rig.close()
         shutil.rmtree(rig.workdir, ignore_errors=True)
-    results["machine"] = {"cpus": os.cpu_count(), "python": sys.version.split()[0]}
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "v2.json").write_text(json.dumps(results, indent=2))
-    print(f"{'benchmark':<10} {'figure':<36} value")
-    for section in ("latency", "submits", "upload"):
-        for key, value in results[section].items():
-            print(f"{section:<10} {key:<36} {value}")
-    print(f"written to {RESULTS / 'v2.json'}")
+    report("v2", results)
 
 
 if __name__ == "__main__":

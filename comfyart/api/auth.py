@@ -13,7 +13,7 @@ from fastapi import Depends
 from loguru import logger
 from starlette.requests import HTTPConnection
 
-from comfyart.api.v2.errors import error_body
+from comfyart.api.v2.errors import error_body, is_v2
 from comfyart.auth import (
     EDITOR_PATH,
     NOBODY,
@@ -114,7 +114,7 @@ class Authenticator:
 
 
 # ---------------------------------------------------------------------------------------------------- middleware
-V2_PREFIX, V2_HEALTH_PATH = "/api/v2", "/api/v2/health"
+V2_HEALTH_PATH = "/api/v2/health"
 V2_REFUSAL_CODES = {401: "unauthorized", 403: "forbidden", 503: "upstream_unreachable"}  # the middleware's statuses
 ASGIApp = Callable[[dict[str, Any], Callable[[], Awaitable[Any]], Callable[[Any], Awaitable[None]]], Awaitable[None]]
 
@@ -235,7 +235,7 @@ async def _refuse(scope: dict[str, Any], receive: Any, send: Any, detail: str, c
 
 def _refusal_body(path: str, status: int, detail: str) -> dict[str, Any]:
     """FastAPI's ``{"detail"}``, or on Comfy API v2's paths its envelope (``api.v2.errors``)."""
-    if path != V2_PREFIX and not path.startswith(V2_PREFIX + "/"):
+    if not is_v2(path):
         return {"detail": detail}
     return error_body(V2_REFUSAL_CODES.get(status, "unauthorized"), detail)
 

@@ -11,7 +11,8 @@ from starlette.exceptions import HTTPException
 
 from comfyart.api.auth import Unauthenticated
 from comfyart.api.limits import BodyTooLarge
-from comfyart.api.v2.answers import V2Refused, is_v2, v2_answer
+from comfyart.api.v2.answers import V2Refused, v2_answer
+from comfyart.api.v2.errors import is_v2
 from comfyart.comfy.inventory import NotInFleet
 from comfyart.comfy.validate import GraphRefused
 from comfyart.errors import (

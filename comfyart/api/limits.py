@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from comfyart.api.v2.errors import error_body
+from comfyart.api.v2.errors import error_body, is_v2
 from comfyart.config.sections import LimitsConfig
 
 MULTIPART_OVERHEAD = 1 << 20  # form fields and boundaries around an upload
@@ -79,7 +79,7 @@ class BodyLimit:
         declared = headers.get("content-length", "")
         if declared.isdigit() and int(declared) > limit:
             message = f"body larger than {limit} bytes"
-            refusal = error_body("payload_too_large", message) if path.startswith("/api/v2/") else {"detail": message}
+            refusal = error_body("payload_too_large", message) if is_v2(path) else {"detail": message}
             body = json.dumps(refusal).encode()
             await send({"type": "http.response.start", "status": 413,
                         "headers": [(b"content-type", b"application/json"),

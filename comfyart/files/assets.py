@@ -190,14 +190,12 @@ class BlobStore:
             # after _install this finds nothing to remove; shielded: a cancelled upload still cleans up
             await asyncio.shield(self.files.run(sink.discard))
 
-    async def hold(self, hex_digest: str) -> Blob | None:
-        """``find``, and tell the GC the blob is wanted (its mtime: ``policy.assets.blob_removable``): what one
-        calls before an asset record is made of a blob already stored, or before its bytes are read for a
-        delivery."""
+    async def hold(self, hex_digest: str) -> Path | None:
+        """The blob's path, if it is stored, told to the GC as wanted (its mtime: ``policy.assets.blob_removable``)
+        in the same file-thread hop: what one calls before an asset record is made of a blob already stored, or
+        before its bytes are read for a delivery."""
         path = self.blob_path(hex_digest)
-        if not await self.files.run(_claim, path):
-            return None
-        return await self.find(hex_digest)
+        return path if await self.files.run(_claim, path) else None
 
     # ------------------------------------------------------------------ the GC's file work (sweeps.blobs)
     async def blob_dirs(self) -> list[str]:

@@ -25,7 +25,7 @@ from comfyart.store.fence import FENCED_CALL, fence_arg
 from comfyart.store.redis import map_redis_errors, texts
 from comfyart.store.tasks import TaskStore
 
-PAGE_READ = 200  # ids read at a time while a page is filled
+PAGE_READ = 200  # ids read at a time while a page is filled whose records other filters must check
 
 # KEYS: epoch (``store.fence``), the retained set   ARGV: epoch, id, id, ...   (the sweep is a leader's loop)
 _FORGET_RETAINED = FENCED_CALL + """
@@ -96,8 +96,11 @@ class JobIndex:
         top: Any = after[0] if after is not None else "+inf"
         offset = 0
         while len(found) <= limit:
+            # with one filter at most every id of the set matches: read only what the page still lacks (ties with
+            # the cursor and vanished records are made up by the next pass)
+            wanted = PAGE_READ if len(filters) > 1 else min(PAGE_READ, limit + 1 - len(found))
             with map_redis_errors():
-                batch = await self.redis.zrevrangebyscore(source, top, "-inf", start=offset, num=PAGE_READ,
+                batch = await self.redis.zrevrangebyscore(source, top, "-inf", start=offset, num=wanted,
                                                           withscores=True)
             if not batch:
                 break

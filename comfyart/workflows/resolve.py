@@ -215,13 +215,13 @@ class Resolver:
                 digest = input_name_digest(value) if isinstance(value, str) and value not in uploads else None
                 if digest is None or self.inputs.path(value) is not None:
                     continue
-                blob = await self.blobs.hold(digest)  # claimed: the blob GC leaves it for its delivery
-                if blob is None:
+                blob_path = await self.blobs.hold(digest)  # claimed: the blob GC leaves it for its delivery
+                if blob_path is None:
                     continue  # not one of ours: a backend's own file, its validation decides
                 record = await self.assets.of_blob(task.owner, digest, now_ms=now_ms())
                 if record is None:
                     raise InvalidInput(f"{node_id}.{name}: the asset of {value} was deleted or has expired")
-                uploads[value] = Upload(f"{node_id}.{name}", blob.path, value, record.content_type)
+                uploads[value] = Upload(f"{node_id}.{name}", blob_path, value, record.content_type)
         return list(uploads.values())
 
     async def needs(self, task: Task, combos: Container[Combo] = ()) -> tuple[Needs, float]:

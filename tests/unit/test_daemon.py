@@ -40,3 +40,26 @@ def test_no_backend_warning_only_when_nothing_could_run_a_task():
     assert no_backend_warning(False, False) == (
         "no backends: the configuration names none (docker.hosts, processes, static_backends) and none was registered "
         "(POST /api/pool/backends); tasks wait until one is. config/demo.yaml runs two emulated ComfyUIs")
+
+
+async def test_a_root_that_swallowed_its_cancel_is_cancelled_again_until_it_ends():
+    """A cancel that meets a Redis call can be lost there (redis-py on Python 3.11): the root task is cancelled
+    again, so the daemon's stop never waits on a loop that carries on."""
+    import asyncio
+
+    from comfyart.daemon import _root
+
+    swallowed = []
+
+    async def deaf() -> None:
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            swallowed.append(True)  # as a library that catches it and carries on
+        await asyncio.Event().wait()
+
+    root = asyncio.get_running_loop().create_task(_root("deaf", deaf(), asyncio.Event()))
+    await asyncio.sleep(0.01)
+    root.cancel()
+    done, _ = await asyncio.wait({root}, timeout=5)
+    assert done == {root} and root.cancelled() and swallowed == [True]

@@ -17,8 +17,6 @@ from comfyart.comfy.inventory import NotInFleet
 from comfyart.comfy.validate import GraphRefused
 from comfyart.errors import Forbidden, NotFound, QuotaExceeded, TransientError
 
-V2_PREFIX = "/api/v2"
-
 
 class V2Refused(Exception):
     """A v2 route's refusal: its code, one line, details, and the status when not the code's own."""
@@ -29,9 +27,6 @@ class V2Refused(Exception):
         self.code, self.message, self.details = code, message, details
         self.status = status if status is not None else status_of(code)
 
-
-def is_v2(path: str) -> bool:
-    return path == V2_PREFIX or path.startswith(V2_PREFIX + "/")
 
 
 def _retry_after(exc: Exception) -> str:

@@ -57,3 +57,11 @@ def error_body(code: str, message: str, details: Mapping[str, Any] | None = None
 def status_of(code: str) -> int:
     """The HTTP status ``code`` answers with."""
     return ERROR_STATUS[code]
+
+
+V2_PREFIX = "/api/v2"
+
+
+def is_v2(path: str) -> bool:
+    """Whether ``path`` is one of the v2 API's: its answers, refusals included, are in the v2 envelope."""
+    return path == V2_PREFIX or path.startswith(V2_PREFIX + "/")

@@ -20,15 +20,12 @@ from fastapi.responses import StreamingResponse
 
 from comfyart.api.auth import Caller
 from comfyart.api.deps import Services, ServicesDep, VisibleTask
-from comfyart.api.v2 import shapes
 from comfyart.api.v2.answers import V2Refused
-from comfyart.api.v2.jobs import base_url
+from comfyart.api.v2.jobs import base_url, job_body
 from comfyart.api.v2.stream import EventStream, StreamSlots, preview_data
 from comfyart.bus import Event, Subscription
-from comfyart.clock import now_ms
 from comfyart.errors import NotFound
-from comfyart.models import Task, TaskStatus
-from comfyart.store.jobs import JobIndex
+from comfyart.models import Task
 from comfyart.tracker.prompts import Preview
 
 KEEPALIVE_S = 15.0  # read when a stream opens: the SDK gives up on a stream silent for 45 s
@@ -77,10 +74,7 @@ class JobFollower:
 
     async def job(self) -> dict[str, Any]:
         """The job as GET /api/v2/jobs/{id} answers it, its place in the queue included while it waits."""
-        position = await JobIndex(self.services.store).queue_position(self.task.id) \
-            if self.task.status is TaskStatus.PENDING else None
-        return shapes.job(self.task, base_url=self.base, now_ms=now_ms(),
-                          retention_s=self.services.api_v2.job_retention_s, queue_position=position)
+        return await job_body(self.task, self.base, self.services)
 
     async def reread(self) -> bool:
         """The record as it is now; False when it is gone."""

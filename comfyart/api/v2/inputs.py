@@ -6,6 +6,7 @@ dispatcher puts the bytes on whichever backend runs the job (``workflows.resolve
 the job's owner still has an asset of them."""
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,12 +37,14 @@ async def resolve_assets(assets: AssetStore | None, owner: str | None, workflow:
         if found.ids:
             raise V2Refused("missing_asset", "this server keeps no assets", {"missing_ids": found.ids})
         return ResolvedGraph(workflow, frozenset())
-    records = await assets.many(owner, [asset_id for asset_id in found.ids if asset_id is not None])
+    records, named = await asyncio.gather(  # the references and the file_paths at once: one wait, not two
+        assets.many(owner, [asset_id for asset_id in found.ids if asset_id is not None]),
+        assets.by_paths(owner, found.paths))
     missing = missing_ids(found.ids, records)
     if missing:
         raise V2Refused("missing_asset", f"no asset {', '.join(str(m) for m in missing)}",
                         {"missing_ids": missing})
-    by_path = {path: _name(record) for path, record in (await assets.by_paths(owner, found.paths)).items()}
+    by_path = {path: _name(record) for path, record in named.items()}
     by_id = {asset_id: _name(record) for asset_id, record in records.items()}
     if not by_id and not by_path:
         return ResolvedGraph(workflow, frozenset())

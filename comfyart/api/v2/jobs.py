@@ -39,10 +39,15 @@ def base_url(request: Request, services: Services) -> str:
     return (services.security.public_url or str(request.base_url)).rstrip("/")
 
 
-async def job_answer(task: Task, request: Request, services: Services, *, status_code: int = 200) -> JSONResponse:
+async def job_body(task: Task, base: str, services: Services) -> dict[str, Any]:
+    """The Job as every v2 answer and event stream shows it: its place in comfyart's queue read while it waits."""
     position = await JobIndex(services.store).queue_position(task.id) if task.status is TaskStatus.PENDING else None
-    body = shapes.job(task, base_url=base_url(request, services), now_ms=now_ms(),
-                      retention_s=services.api_v2.job_retention_s, queue_position=position)
+    return shapes.job(task, base_url=base, now_ms=now_ms(), retention_s=services.api_v2.job_retention_s,
+                      queue_position=position)
+
+
+async def job_answer(task: Task, request: Request, services: Services, *, status_code: int = 200) -> JSONResponse:
+    body = await job_body(task, base_url(request, services), services)
     headers = {"Location": body["urls"]["self"]} if status_code == 201 else None
     return JSONResponse(body, status_code=status_code, headers=headers)
 
