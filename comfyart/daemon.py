@@ -32,6 +32,7 @@ from comfyart.api.security import build_security
 from comfyart.auth import auth_problem
 from comfyart.bus import EventHub
 from comfyart.cluster.leadership import Leadership
+from comfyart.cluster.locator import file_stores
 from comfyart.cluster.replicas import Replica, join, replica_name, standby_warning
 from comfyart.cluster.terms import FenceBinding, LeaderTerms, Leading
 from comfyart.comfy.client import ComfyClient
@@ -192,8 +193,7 @@ async def build(settings: Settings, stores: Stores, session: aiohttp.ClientSessi
     if (warning := no_backend_warning(configured or bool(settings.static_backends),
                                       bool(await stores.pool.static_backends()))) is not None:
         logger.warning(warning)
-    outputs, inputs = OutputStore(settings.data_dir / "outputs"), InputStore(settings.data_dir / "inputs")
-    blobs = BlobStore(settings.data_dir / "assets")  # the v2 API's uploads
+    outputs, inputs, blobs, files = await file_stores(settings, stores)  # files: the other replicas' (or None)
     leadership = build_leadership(stores, settings)
     core = await build_core(settings, stores, session, outputs=outputs, inputs=inputs, objects=objects, blobs=blobs,
                             valid=leadership.valid)
@@ -225,7 +225,7 @@ async def build(settings: Settings, stores: Stores, session: aiohttp.ClientSessi
                         inputs, core.tracker, core.dispatcher, front, core.inventories, file_errors, objects, security,
                         metrics, stats, dashboard=settings.dashboard.enabled,
                         editor=settings.comfyui.editor, idempotency=stores.idempotency, api_v2=settings.api_v2,
-                        blobs=blobs, assets=stores.assets)
+                        blobs=blobs, assets=stores.assets, files=files)
     leader_loops: Loops = {  # single across the replicas: each run() starts its term afresh
         "pool": core.reconciler.run, "inventories": core.inventories.run, "tracker": core.tracker.run,
         "dispatcher": core.dispatcher.run, "webhooks": webhooks.run, "stats": stats.run,

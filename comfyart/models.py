@@ -79,6 +79,8 @@ class OutputFile(BaseModel):
                                   "storage the object's key")
     bucket: str | None = Field(None, description="with object storage: the bucket that holds it")
     url: str | None = Field(None, description="with object storage: a presigned URL of the object")
+    replica: str | None = Field(None, description="with several replicas: the one whose data directory holds the file "
+                                                  "(every other fetches it from there)")
 
 
 class Attempt(BaseModel):

@@ -14,6 +14,7 @@ from comfyart.api.comfyui.routes import build_router
 from comfyart.api.deps import Services
 from comfyart.api.errors import add_error_handlers
 from comfyart.api.limits import BodyLimit
+from comfyart.api.peer import router as peer_router
 from comfyart.api.v2 import assets as v2_assets
 from comfyart.api.v2 import content as v2_content
 from comfyart.api.v2 import events as v2_events
@@ -43,6 +44,7 @@ def create_app(services: Services) -> FastAPI:
     app.include_router(build_router())
     app.include_router(system.router)
     app.include_router(cluster_router)
+    app.include_router(peer_router)
     if services.dashboard:
         app.include_router(dashboard.router)
     return app

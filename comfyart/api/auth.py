@@ -129,6 +129,7 @@ class AuthMiddleware:
 
     OPEN_PATHS = frozenset({"/healthz", "/readyz", "/", SIGNIN_PATH, SIGNOUT_PATH, V2_HEALTH_PATH})
     OPEN_PREFIX = "/ui/"
+    PEER_PREFIX = "/api/cluster/peer/files/"  # other replicas: the route checks the cluster's secret (api.peer)
     SIGNED_PATHS = re.compile(r"^/api/tasks/[^/]+/outputs/[^/]+$")
     EDITOR_PAGES = frozenset({"/comfy", EDITOR_PATH})  # a browser without a session is sent to sign in
 
@@ -187,8 +188,8 @@ class AuthMiddleware:
             return False
         signed = (scope["type"] == "http" and scope["method"] in ("GET", "HEAD") and "signature" in query
                   and self.SIGNED_PATHS.match(scope["path"]) is not None)
-        return signed or scope["path"] in self.OPEN_PATHS or (scope["type"] == "http"
-                                                               and scope["path"].startswith(self.OPEN_PREFIX))
+        return signed or scope["path"] in self.OPEN_PATHS or (
+            scope["type"] == "http" and scope["path"].startswith((self.OPEN_PREFIX, self.PEER_PREFIX)))
 
     async def _turn_away(self, scope: dict[str, Any], receive: Any, send: Any, presented: bool,
                          had_session: bool) -> None:

@@ -16,6 +16,7 @@ from comfyart.api.requests import RunOptions, Scheduling, TaskSubmission
 from comfyart.api.security import Security
 from comfyart.api.v2.stream import StreamSlots
 from comfyart.auth import Principal, can_see
+from comfyart.cluster.locator import FileLocator
 from comfyart.cluster.replicas import Replica
 from comfyart.comfy.inventory import checked_needs
 from comfyart.config.sections import ApiV2Config
@@ -73,6 +74,7 @@ class Services:
     assets: AssetStore | None = None
     v2_streams: StreamSlots = field(default_factory=StreamSlots)  # the v2 event streams each key holds open
     replica: Replica | None = None  # this replica among the others on the Redis (issue 24; None: not registered)
+    files: FileLocator | None = None  # the other replicas' files (issue 24; None: one process, or a shared data_dir)
 
 
 # Dependencies are coroutines though they never wait: FastAPI runs a plain function dependency in a worker thread.
@@ -136,6 +138,8 @@ async def admit(services: Services, principal: Principal, options: Scheduling,
         await security.quotas.submission(principal)
         max_queued = security.quotas.max_queued(principal)
     fleet = await services.front.prompts.known_fleet() if isinstance(options, (TaskSubmission, RunOptions)) else None
+    if fleet is not None and isinstance(options, TaskSubmission):
+        await services.inputs.learn(options.prompt)  # inputs another replica took pass the graph check
     needs = checked_graph(services, options, fleet, input_names) if fleet is not None else None
     return Admission(principal.owner, public_only, max_queued, fleet, needs)
 

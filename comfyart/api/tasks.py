@@ -163,7 +163,7 @@ async def serve_output(task_id: str, record: OutputFile, services: Services) -> 
     object storage a redirect to a fresh presigned URL."""
     if record.bucket is not None and services.objects is not None:
         return RedirectResponse(await services.objects.presign(record.path), status_code=307)
-    path = services.outputs.find(task_id, record.filename)
+    path = await services.outputs.locate(task_id, record.filename, record.replica)
     if path is None:
         raise NotFound(f"task {task_id} has no output {record.filename}")
     return FileResponse(path, media_type=record.content_type, filename=record.filename)

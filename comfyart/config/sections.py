@@ -68,6 +68,11 @@ class ClusterConfig(Section):
     standby_poll_s: float = Field(0.25, gt=0, le=60, description="how often a standby tries to take the lease")
     heartbeat_s: float = Field(2.0, gt=0, le=60, description="how often a replica says it is alive; gone after "
                                                             "three missed")
+    shared_files: bool = Field(False, description="data_dir's outputs/, inputs/ and assets/ are one filesystem "
+                                                  "shared by every replica: no replica fetches a file from another")
+    file_cache_mb: int = Field(2048, ge=1, description="copies of files other replicas hold, kept under "
+                                                      "data_dir/cache to serve them again; the least recently used "
+                                                      "go first past this size")
 
     @model_validator(mode="after")
     def _renewed_in_time(self) -> ClusterConfig:

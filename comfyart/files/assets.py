@@ -26,12 +26,16 @@ import tempfile
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from blake3 import blake3
 
 from comfyart.errors import Conflict, InvalidInput
 from comfyart.files.filethread import FileThread
 from comfyart.policy.assets import blob_hex, blob_name, blob_relpath, is_blob_digest
+
+if TYPE_CHECKING:
+    from comfyart.files.cache import RemoteFiles
 
 
 class PayloadTooLarge(InvalidInput):
@@ -146,6 +150,7 @@ class BlobStore:
         self.blobs_dir = self.root / "blobs"
         self.condemned_dir = self.root / "condemned"
         self.files = FileThread("comfyart assets")
+        self.remote: RemoteFiles | None = None  # the other replicas' blobs (None: one process, this disk only)
 
     def blob_path(self, hex_digest: str) -> Path:
         """Where the blob of a digest lies (or would): ValueError for anything that is not a digest."""
@@ -185,6 +190,8 @@ class BlobStore:
                 raise HashMismatch(blob_name(expected_hex), blob_name(hex_digest))
             target = self.blob_path(hex_digest)
             created_new = await self.files.run(sink.install, target)
+            if self.remote is not None:  # the other replicas learn that this one holds it
+                await self.remote.stored("blobs", hex_digest)
             return Blob(blob_name(hex_digest), sink.sha256.hexdigest(), size, target, created_new)
         finally:
             # after _install this finds nothing to remove; shielded: a cancelled upload still cleans up
@@ -196,6 +203,20 @@ class BlobStore:
         before its bytes are read for a delivery."""
         path = self.blob_path(hex_digest)
         return path if await self.files.run(_claim, path) else None
+
+    async def locate(self, hex_digest: str) -> Path | None:
+        """``hold`` here, else a copy of another replica's blob (``remote``), else None. FileUnreachable when
+        the replicas that hold it do not answer."""
+        path = await self.hold(hex_digest)
+        if path is not None or self.remote is None:
+            return path
+        return await self.remote.fetch("blobs", hex_digest)
+
+    async def known(self, hex_digest: str) -> bool:
+        """Whether the blob is stored here or on another replica (not fetched)."""
+        if await self.find(hex_digest) is not None:
+            return True
+        return self.remote is not None and bool(await self.remote.known("blobs", [hex_digest]))
 
     # ------------------------------------------------------------------ the GC's file work (sweeps.blobs)
     async def blob_dirs(self) -> list[str]:

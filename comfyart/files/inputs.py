@@ -10,12 +10,17 @@ import hashlib
 import os
 import re
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from comfyart.files.cache import RemoteFiles
 
 INPUT_ID = re.compile(r"^[0-9a-f]{64}\.(png|jpg|webp|gif|bmp|tiff)$")
 MAX_UPLOAD_BYTES = 64 << 20
+MAX_REMEMBERED = 10_000  # input ids another replica holds, remembered for the synchronous graph checks
 IMAGE_KINDS = "PNG, JPEG, WEBP, GIF, BMP or TIFF"
 
 _WEBP = ("image/webp", ".webp")  # RIFF....WEBP: a signature with a gap, checked on its own
@@ -67,10 +72,24 @@ class StoredInput:
     content_type: str
 
 
+def named_input_ids(graph: Any) -> set[str]:
+    """The input ids a graph's node inputs name (a value's last path component, as ``/upload/image`` answers
+    it with a subfolder)."""
+    names = set()
+    for node in graph.values() if isinstance(graph, dict) else ():
+        inputs = node.get("inputs") if isinstance(node, dict) else None
+        for value in inputs.values() if isinstance(inputs, dict) else ():
+            if isinstance(value, str) and INPUT_ID.match(name := value.rsplit("/", 1)[-1]):
+                names.add(name)
+    return names
+
+
 class InputStore:
     def __init__(self, root: Path) -> None:
         self.root = root.resolve()
         self.root.mkdir(parents=True, exist_ok=True)
+        self.remote: RemoteFiles | None = None  # the other replicas' inputs (None: one process, this disk only)
+        self.elsewhere: set[str] = set()  # ids ``known`` found on another replica (an upload is never undone)
 
     def path(self, input_id: str) -> Path | None:
         """The file of a stored input, or None (also for anything that is not an input id)."""
@@ -78,6 +97,37 @@ class InputStore:
             return None
         path = self.root / input_id[:2] / input_id
         return path if path.is_file() else None
+
+    async def locate(self, input_id: str) -> Path | None:
+        """The file of a stored input: on this disk, else a copy of another replica's (``remote``), else None.
+        FileUnreachable when the replica that holds it does not answer."""
+        path = self.path(input_id)
+        if path is not None or self.remote is None or not INPUT_ID.match(input_id):
+            return path
+        return await self.remote.fetch("inputs", input_id)
+
+    async def known(self, names: Iterable[str]) -> set[str]:
+        """Those of ``names`` that are stored inputs, here or on another replica."""
+        ids = {name for name in names if INPUT_ID.match(name)}
+        here = {name for name in ids if self.path(name) is not None}
+        if self.remote is None or not ids - here:
+            return here
+        return here | await self.remote.known("inputs", ids - here)
+
+    def is_stored(self, input_id: str) -> bool:
+        """Whether ``input_id`` is a stored input: here, or on another replica as a ``learn`` found (the graph
+        checks are synchronous: they call ``learn`` first)."""
+        return input_id in self.elsewhere or self.path(input_id) is not None
+
+    async def learn(self, graph: Any) -> None:
+        """Look up, on the other replicas, the input ids a graph names that are not here (``is_stored`` then
+        knows them). One process: nothing to do."""
+        if self.remote is None:
+            return
+        found = await self.known(named_input_ids(graph) - self.elsewhere)
+        if len(self.elsewhere) + len(found) > MAX_REMEMBERED:
+            self.elsewhere.clear()
+        self.elsewhere |= {name for name in found if self.path(name) is None}
 
     def listing(self) -> list[str]:
         """The ids of the stored inputs, newest first. It reads the directory: call it off the event loop."""
@@ -123,4 +173,6 @@ class InputStore:
         finally:
             if os.path.exists(partial):
                 os.unlink(partial)
+        if self.remote is not None:  # the other replicas learn that this one holds it
+            await self.remote.stored("inputs", input_id)
         return StoredInput(input_id, size, content_type)

@@ -5,6 +5,10 @@ import os
 import re
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from comfyart.files.cache import RemoteFiles
 
 MAX_NAME_BYTES = 200  # file systems allow 255; the node-id prefix of a second file with the name needs room
 UNSAFE = re.compile(r"[\x00-\x1f\x7f]")
@@ -27,6 +31,8 @@ def safe_filename(name: str) -> str:
 class OutputStore:
     def __init__(self, root: Path) -> None:
         self.root = root.resolve()
+        self.remote: RemoteFiles | None = None  # the other replicas' outputs (None: one process, this disk only)
+        self.holder: str | None = None  # this replica's name, on each output record, for the others to fetch it
 
     def task_dir(self, task_id: str) -> Path:
         path = self.root / task_id
@@ -59,3 +65,11 @@ class OutputStore:
         if candidate.parent != (self.root / task_id).resolve() or not candidate.is_file():
             return None
         return candidate
+
+    async def locate(self, task_id: str, filename: str, holder: str | None) -> Path | None:
+        """The stored file of a task: on this disk, else a copy from ``holder``, the replica that downloaded it
+        (``OutputFile.replica``), else None. FileUnreachable when that replica does not answer."""
+        path = self.find(task_id, filename)
+        if path is not None or self.remote is None or holder is None:
+            return path
+        return await self.remote.fetch("outputs", f"{task_id}/{filename}", holder)

@@ -80,12 +80,13 @@ class Outcomes:
             destination = Path(path)
             stored = OutputFile(node_id=ref.node_id, filename=destination.name, subfolder=ref.subfolder,
                                 type=ref.type, size=size, content_type=content_type, sha256=sha256,
-                                path=self.outputs.relative(destination))
+                                path=self.outputs.relative(destination), replica=self.outputs.holder)
             if self.objects is not None:
                 key = self.objects.key(task_id, destination.name)
                 url = await self.objects.put(destination, key, content_type)
                 await self.files.run(destination.unlink)
-                stored = stored.model_copy(update={"path": key, "bucket": self.objects.bucket, "url": url})
+                stored = stored.model_copy(update={"path": key, "bucket": self.objects.bucket, "url": url,
+                                                   "replica": None})
             files.append(stored)
         return files
 

@@ -16,6 +16,7 @@ from comfyart.comfy.inventory import checked_needs, graph_needs
 from comfyart.comfy.protocol import with_preview_method
 from comfyart.errors import InvalidInput, NotFound
 from comfyart.files.assets import BlobStore
+from comfyart.files.cache import FileUnreachable
 from comfyart.files.inputs import InputStore, StoredInput
 from comfyart.files.outputs import OutputStore
 from comfyart.models import NewTask, Task, TaskStatus
@@ -128,9 +129,15 @@ class Resolver:
     async def _source(self, image: ImageInput,
                       may_read: Callable[[Task], bool] = lambda task: True) -> tuple[Path, str, str]:
         """(path, sha256, content type) of an image parameter's file, or ValueError saying why it has none."""
+        try:
+            return await self._located(image, may_read)
+        except FileUnreachable as exc:  # its holder is down: said as the parameter's problem
+            raise ValueError(str(exc)) from None
+
+    async def _located(self, image: ImageInput, may_read: Callable[[Task], bool]) -> tuple[Path, str, str]:
         ref = image.ref
         if ref.input is not None:
-            path = self.inputs.path(ref.input)
+            path = await self.inputs.locate(ref.input)
             if path is None:
                 raise ValueError(f"no uploaded input {ref.input}")
             return path, ref.input.split(".")[0], self.inputs.content_type(ref.input)
@@ -143,7 +150,7 @@ class Resolver:
         if task.status is not TaskStatus.COMPLETED:
             raise ValueError(f"task {task.id} is {task.status}, not completed")
         record = next((o for o in task.outputs if o.filename == ref.filename), None)
-        path = self.outputs.find(task.id, ref.filename or "") if record is not None else None
+        path = await self.outputs.locate(task.id, record.filename, record.replica) if record is not None else None
         if record is None or path is None:
             raise ValueError(f"task {task.id} has no output {ref.filename}")
         if not record.content_type.startswith("image/"):
@@ -171,7 +178,11 @@ class Resolver:
             if task.prompt is None:
                 raise InvalidInput(f"task {task.id} has neither a prompt nor a workflow")
             extra_data = {k: v for k, v in (task.extra_data or {}).items() if k != "client_id"} or None
-            named = self._named_inputs(task.prompt) + await self._asset_inputs(task, task.prompt)
+            try:
+                named = await self._named_inputs(task.prompt)
+                named += await self._asset_inputs(task, task.prompt, {upload.name for upload in named})
+            except FileUnreachable as exc:  # its holder is down: the task fails with the one line that says so
+                raise InvalidInput(str(exc)) from None
             return PreparedPrompt(task.prompt, named,
                                   with_preview_method(extra_data, self.preview_method), task.comfy_targets)
         try:
@@ -190,19 +201,20 @@ class Resolver:
         graph = apply(definition.graph, definition.params, values, {u.param: u.name for u in uploads})
         return PreparedPrompt(graph, uploads, with_preview_method(None, self.preview_method))
 
-    def _named_inputs(self, graph: Mapping[str, Any]) -> list[Upload]:
+    async def _named_inputs(self, graph: Mapping[str, Any]) -> list[Upload]:
         """Stored inputs a raw graph names by their id (as the ComfyUI-compatible upload answers them): each goes
-        to the backend under that same name, so the graph needs no change."""
+        to the backend under that same name, so the graph needs no change. One another replica took is copied
+        here first (``InputStore.locate``)."""
         uploads: dict[str, Upload] = {}
         for node_id, node in graph.items():
             for name, value in (node.get("inputs") or {}).items() if isinstance(node, dict) else ():
                 if isinstance(value, str) and 68 <= len(value) <= 69 and value not in uploads:
-                    path = self.inputs.path(value)
+                    path = await self.inputs.locate(value)
                     if path is not None:
                         uploads[value] = Upload(f"{node_id}.{name}", path, value, self.inputs.content_type(value))
         return list(uploads.values())
 
-    async def _asset_inputs(self, task: Task, graph: Mapping[str, Any]) -> list[Upload]:
+    async def _asset_inputs(self, task: Task, graph: Mapping[str, Any], named: Container[str]) -> list[Upload]:
         """The v2 assets a raw graph loads by their backend names (``policy.assets.comfy_input_name``, as the v2
         submission resolved them): each goes to the backend under that name, but only while the task's owner has
         a live asset of that blob: knowing a digest gives nobody another's bytes. InvalidInput when a blob the
@@ -213,9 +225,9 @@ class Resolver:
         for node_id, node in graph.items():
             for name, value in (node.get("inputs") or {}).items() if isinstance(node, dict) else ():
                 digest = input_name_digest(value) if isinstance(value, str) and value not in uploads else None
-                if digest is None or self.inputs.path(value) is not None:
+                if digest is None or value in named:
                     continue
-                blob_path = await self.blobs.hold(digest)  # claimed: the blob GC leaves it for its delivery
+                blob_path = await self.blobs.locate(digest)  # claimed: the blob GC leaves it for its delivery
                 if blob_path is None:
                     continue  # not one of ours: a backend's own file, its validation decides
                 record = await self.assets.of_blob(task.owner, digest, now_ms=now_ms())

@@ -63,7 +63,7 @@ class Files:
                 if output.filename == filename and output.subfolder == rest and output.type == kind:
                     if output.bucket is not None and self.objects is not None:
                         return RedirectResponse(await self.objects.presign(output.path), status_code=307)
-                    path = self.outputs.find(task.id, output.filename)
+                    path = await self.outputs.locate(task.id, output.filename, output.replica)
                     if path is not None:
                         return await serve_file(path, output.content_type, output.filename, options)
             backend = self.pool.backends.get(task.backend or "")
@@ -71,7 +71,7 @@ class Files:
                 return await self._proxy_view(backend, filename, rest, kind)  # not downloaded yet
             return Response(status_code=404)
         if kind == "input":
-            path = self.inputs.path(filename)
+            path = await self.inputs.locate(filename)
             if path is not None:
                 return await serve_file(path, self.inputs.content_type(filename), filename, options)
         return Response(status_code=404)
@@ -137,7 +137,7 @@ class Files:
             return None
         if not isinstance(ref, dict) or not isinstance(ref.get("filename"), str):
             return None
-        path = self.inputs.path(ref["filename"])
+        path = await self.inputs.locate(ref["filename"])
         if path is not None:
             return path
         task_id = str(ref.get("subfolder") or "").partition("/")[0]
@@ -147,7 +147,8 @@ class Files:
             return None
         if task is None or not can_see(principal, task.owner):
             return None
-        return self.outputs.find(task.id, ref["filename"])
+        record = next((o for o in task.outputs if o.filename == ref["filename"]), None)
+        return await self.outputs.locate(task.id, ref["filename"], record.replica if record is not None else None)
 
 
 @dataclass(frozen=True)

@@ -73,6 +73,7 @@ class Prompts:
         fleet = await self.catalog.inventories.fleet()
         if fleet is None:
             raise BackendUnavailable("no backend has listed its nodes (/object_info) yet")
+        await self.inputs.learn(graph)  # inputs another replica took: the check below lets them through
         verdict = self.check(graph, fleet.object_info, targets)
         if verdict.error is not None:
             return 400, {"error": verdict.error, "node_errors": verdict.node_errors}
@@ -112,7 +113,7 @@ class Prompts:
 
     def stored_input(self, value: Any) -> bool:
         return isinstance(value, str) and INPUT_ID.match(value.rsplit("/", 1)[-1]) is not None \
-            and self.inputs.path(value.rsplit("/", 1)[-1]) is not None
+            and self.inputs.is_stored(value.rsplit("/", 1)[-1])
 
     async def interrupt(self, task: Task) -> bool:
         try:

@@ -167,7 +167,8 @@ async def asset_from_hash(request: Request, principal: Caller, services: Service
         expiry = expires_ms(now, expires_in_of(body.get("expires_in")))
         known = await assets.of_blob(principal.owner, hex_digest, now_ms=now)
         # claimed before the new record: the blob GC, which may have read no live asset of it, leaves it be
-        if known is None or await blobs.hold(hex_digest) is None:
+        # claimed here; held by another replica (its GC sees the new record), it is known from the file index
+        if known is None or (await blobs.hold(hex_digest) is None and not await blobs.known(hex_digest)):
             raise V2Refused("blob_not_found", f"no blob {body['hash']}")
         file_path = asset_file_path(raw_path) if raw_path is not None else known.file_path
     record, created_new = await assets.create(principal.owner, hash=known.hash, size=known.size,
@@ -185,7 +186,7 @@ async def head_by_hash(blob_hash: str, principal: Caller, stores: AssetStores) -
     except BadAssetHash:
         return Response(status_code=404)
     known = await assets.of_blob(principal.owner, hex_digest, now_ms=now_ms())
-    mintable = known is not None and await blobs.find(hex_digest) is not None
+    mintable = known is not None and await blobs.known(hex_digest)
     return Response(status_code=200 if mintable else 404)
 
 

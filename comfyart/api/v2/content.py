@@ -89,7 +89,8 @@ async def output_answer(principal: Principal, services: Services, task_id: str, 
         if services.objects is None:
             raise V2Refused("output_unavailable", "this output is in object storage, which is not configured now")
         return RedirectResponse(await services.objects.presign(record.path), status_code=302)
-    return await file_answer(services.outputs.find(task_id, filename), record.content_type, range_header)
+    return await file_answer(await services.outputs.locate(task_id, filename, record.replica), record.content_type,
+                             range_header)
 
 
 @router.get("/api/v2/assets/{asset_id}/content", response_model=None)
@@ -101,4 +102,4 @@ async def asset_content(asset_id: str, request: Request, principal: Caller, serv
     record = await services.assets.get(principal.owner, asset_id) if services.assets is not None else None
     if record is None or services.blobs is None:
         raise V2Refused("not_found", f"no asset {asset_id}")
-    return await file_answer(services.blobs.blob_path(record.hex), record.content_type, range_header)
+    return await file_answer(await services.blobs.locate(record.hex), record.content_type, range_header)
