@@ -18,7 +18,8 @@ import httpx
 import redis
 from PIL import Image
 
-from tests.support.cluster import ReplicaProcess, leader_of, wait_completed
+from tests.support.cluster import ReplicaProcess, leader_of, running_replica, wait_completed
+from tests.support.daemon import make_settings, wait_for_tasks
 from tests.support.graphs import image_to_image_graph
 
 PEER = "/api/cluster/peer/files"
@@ -134,3 +135,18 @@ def test_a_holder_that_is_gone_gives_one_line(tmp_path: Path, redis_url: str, em
                                          f"which is not reachable")
         assert view.status_code == 503
         assert view.json()["detail"] == f"input {name} is on replica {leader.name}, which is not reachable"
+
+
+async def test_one_process_writes_no_index_and_serves_no_peer(tmp_path: Path, emulator):
+    emu = emulator()
+    settings = make_settings(tmp_path, None, static_backends=[{"name": "emu", "url": emu.url}])
+    async with running_replica(settings) as (api, daemon):
+        assert not daemon.stores.replicated and daemon.services.files is None
+        answer = await api.post("/upload/image", files={"image": ("p.png", png((9, 9, 9)), "image/png")})
+        name = answer.json()["name"]
+        task = (await api.post("/api/tasks", json={"prompt": image_to_image_graph(name)})).json()
+        [done] = await wait_for_tasks(api, [task["id"]])
+        assert done["status"] == "completed" and done["outputs"][0]["replica"] is None
+        assert await daemon.stores.client.keys("comfyart:files:*") == []
+        assert await daemon.stores.client.exists("comfyart:cluster:secret") == 0
+        assert (await api.get(f"{PEER}/inputs/{name}", headers={"X-Comfyart-Peer": ""})).status_code == 404
