@@ -146,11 +146,11 @@ def kill_rounds(replicas: list[Replica], r: redis.Redis, feeder: Feeder, args: a
         before = r.lindex(history_key, 0)
         kills.append(int(time.time() * 1000))
         leader.kill()
-        latest = wait_for(lambda: (r.lindex(history_key, 0) != before) and r.lindex(history_key, 0),
+        latest = wait_for(lambda before=before: (r.lindex(history_key, 0) != before) and r.lindex(history_key, 0),
                           f"no election after kill {round_number + 1}", timing["lease_s"] * 3 + 30)
         elections.append(int(json.loads(latest)["since_ms"]))
         done = r.zcard(completed_key)
-        wait_for(lambda: r.zcard(completed_key) > done, f"no completion after kill {round_number + 1}", 60)
+        wait_for(lambda done=done: r.zcard(completed_key) > done, f"no completion after kill {round_number + 1}", 60)
         leader.start()
         print(f"kill {round_number + 1}/{args.kills}: {leader.name} killed, "
               f"{json.loads(latest)['replica']} leads", flush=True)
