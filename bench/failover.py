@@ -14,7 +14,8 @@ The measure, per kill (``pair_takeovers``): three instants after the kill, all o
 here): ``lease`` the new term's ``since_ms`` (``P:leader:history``, Redis's clock at the election), ``dispatch``
 the first recorded submission in the event stream ``P:events`` at or after that election (the entry's id is
 Redis's clock at the commit; a submission is the entry ``t=task s=pending p=pending`` whose data has
-``submitted_ms``), ``completion`` the first move to ``completed`` at or after the election. Counting from the
+``submitted_ms``), ``completion`` the first move to ``completed`` at or after the election (often before the
+first dispatch: a task the dead leader had submitted, which the new leader's tracker adopts). Counting from the
 election, not the kill, leaves out a script the dead leader had already sent (Redis runs it after the kill, under
 the old, still valid epoch). Printed as p50/p90/max; every task must complete exactly once (every record
 completed, each prompt in the emulators' own /history once, no other prompt run).
