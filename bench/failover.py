@@ -17,8 +17,9 @@ Redis's clock at the commit; a submission is the entry ``t=task s=pending p=pend
 ``submitted_ms``), ``completion`` the first move to ``completed`` at or after the election (often before the
 first dispatch: a task the dead leader had submitted, which the new leader's tracker adopts). Counting from the
 election, not the kill, leaves out a script the dead leader had already sent (Redis runs it after the kill, under
-the old, still valid epoch). Printed as p50/p90/max; every task must complete exactly once (every record
-completed, each prompt in the emulators' own /history once, no other prompt run).
+the old, still valid epoch). The stream is on, as by default with ``redis.url``. Printed as p50/p90/max; every
+task must complete exactly once (every record completed, each prompt in the emulators' own /history once, no
+other prompt run).
 
 Cluster timing: ``--lease-s 5 --renew-interval-s 1 --standby-poll-s 0.25`` (the product's defaults), ``--fast``
 2 / 0.5 / 0.25 (the failover tests'). About 12 s a kill with the defaults (the lease, a restart, the settling),

@@ -1,7 +1,7 @@
 """Scheduling benchmark: does comfyart keep every GPU busy? Six measurements against emulated backends.
 
     python3 bench/scheduling.py [--quick] [--only overhead,idle_gap,throughput,makespan,affinity,scale]
-    python3 bench/scheduling.py --only replication [--replicas 3] [--clients 1] [--rounds 2] [--submit-to leader]
+    python3 bench/scheduling.py --only replication [--replicas 3] [--clients 1] [--rounds 3] [--submit-to leader]
 
 1. overhead    one backend, 1 s tasks: makespan through comfyart ÷ the same prompts posted straight into the
                emulator's queue, and the latency comfyart adds per task (p50/p99).
@@ -17,9 +17,9 @@
 6. scale       1,000 backends registered, 100,000 tasks of 10 s queued by workflow name: Redis bytes per queued
                task, the daemon's CPU at steady state (every backend busy), and how long a new high-priority task
                takes to reach a backend (the next slot to free up).
-7. replication (only when named: issue 24) throughput's run with one process against one leader plus followers
-               whose /api/events clients follow every task, back to back: tasks/s and CPU per task of each
-               (bench/replication.py).
+7. replication (only when named: issue 24) throughput's run with one process (without, then with the event
+               stream) against one leader plus followers whose /api/events clients follow every task, in turns:
+               tasks/s and CPU per task of each (bench/replication.py).
 
 Backends are emulator fleets (many independent emulators per process), Redis is a redis-server of its own, and
 comfyart runs as `comfyart serve`. Prints a table and writes bench/results/scheduling.json.
@@ -343,7 +343,7 @@ def main() -> None:
                         help="comma-separated sections to run (replication runs only when named)")
     parser.add_argument("--replicas", type=int, default=3, help="replication: the leader and its followers")
     parser.add_argument("--clients", type=int, default=1, help="replication: /api/events clients per follower")
-    parser.add_argument("--rounds", type=int, default=2, help="replication: turns of each mode (median)")
+    parser.add_argument("--rounds", type=int, help="replication: turns of each mode, medians (default 3, --quick 1)")
     parser.add_argument("--submit-to", choices=("leader", "round_robin"), default="leader",
                         help="replication: where tasks are posted (round_robin: every replica in turn)")
     parser.add_argument("--workdir", default=default_workdir(),
@@ -373,7 +373,7 @@ def main() -> None:
                                          5 if quick else 20)
             elif section == "replication":
                 options = {"replicas": args.replicas, "clients": args.clients, "submit_to": args.submit_to,
-                           "rounds": 1 if quick else args.rounds}
+                           "rounds": args.rounds or (1 if quick else 3)}
                 results[section] = replication(bench, redis_url, bench.fleet(64, 32), 500 if quick else 3000,
                                                options)
             else:
