@@ -7,7 +7,8 @@ the change's own round trip, the stream and the bridge).
 
     python3 bench/event_latency.py [--tasks 300] [--backends 8]
 
-Prints JSON: p50/p90/p99/max in ms per replica, and the Redis cost (stream length, bytes per entry)."""
+Prints p50/p90/p99/max in ms per replica, and the Redis cost (stream length, bytes per entry); writes
+bench/results/event_latency.json. ``--tasks 30 --backends 2`` is a smoke run (seconds)."""
 from __future__ import annotations
 
 import argparse
@@ -25,7 +26,7 @@ import httpx
 import redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from pipeline import Rig  # noqa: E402
+from pipeline import Rig, report  # noqa: E402
 
 STAMPS = {"running": "started_ms", "completed": "finished_ms"}
 
@@ -95,9 +96,9 @@ def main() -> None:
         result["stream"] = {"entries": length, "entries_per_task": round(length / args.tasks, 2),
                             "field_bytes_per_entry": round(size),
                             "memory_bytes_per_entry": round(client.memory_usage("bench-latency:events") / length)}
-        print(json.dumps(result, indent=2))
     finally:
         rig.close()
+    report("event_latency", result)
 
 
 if __name__ == "__main__":

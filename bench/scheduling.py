@@ -1,6 +1,7 @@
 """Scheduling benchmark: does comfyart keep every GPU busy? Six measurements against emulated backends.
 
     python3 bench/scheduling.py [--quick] [--only overhead,idle_gap,throughput,makespan,affinity,scale]
+    python3 bench/scheduling.py --only replication [--replicas 3] [--clients 1] [--rounds 3] [--submit-to leader]
 
 1. overhead    one backend, 1 s tasks: makespan through comfyart ÷ the same prompts posted straight into the
                emulator's queue, and the latency comfyart adds per task (p50/p99).
@@ -16,6 +17,9 @@
 6. scale       1,000 backends registered, 100,000 tasks of 10 s queued by workflow name: Redis bytes per queued
                task, the daemon's CPU at steady state (every backend busy), and how long a new high-priority task
                takes to reach a backend (the next slot to free up).
+7. replication (only when named: issue 24) throughput's run with one process (without, then with the event
+               stream) against one leader plus followers whose /api/events clients follow every task, in turns:
+               tasks/s and CPU per task of each (bench/replication.py).
 
 Backends are emulator fleets (many independent emulators per process), Redis is a redis-server of its own, and
 comfyart runs as `comfyart serve`. Prints a table and writes bench/results/scheduling.json.
@@ -42,6 +46,7 @@ import redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from pipeline import RESULTS, Rig, cpu_seconds, graph, percentile, run_direct, wait_port  # noqa: E402
+from replication import replication  # noqa: E402
 
 CHECKPOINTS = ["v1-5-pruned-emaonly-fp16.safetensors", "sd_xl_base_1.0.safetensors", "dreamshaper_8.safetensors",
                "realisticVision_v60.safetensors"]
@@ -334,7 +339,13 @@ SECTIONS = ("overhead", "idle_gap", "throughput", "makespan", "affinity", "scale
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer tasks (a smoke run)")
-    parser.add_argument("--only", default=",".join(SECTIONS), help="comma-separated sections to run")
+    parser.add_argument("--only", default=",".join(SECTIONS),
+                        help="comma-separated sections to run (replication runs only when named)")
+    parser.add_argument("--replicas", type=int, default=3, help="replication: the leader and its followers")
+    parser.add_argument("--clients", type=int, default=1, help="replication: /api/events clients per follower")
+    parser.add_argument("--rounds", type=int, help="replication: turns of each mode, medians (default 3, --quick 1)")
+    parser.add_argument("--submit-to", choices=("leader", "round_robin"), default="leader",
+                        help="replication: where tasks are posted (round_robin: every replica in turn)")
     parser.add_argument("--workdir", default=default_workdir(),
                         help="where the emulators and the daemon keep their files (default: /dev/shm when it is "
                              "there, else the system's temporary directory)")
@@ -360,6 +371,11 @@ def main() -> None:
             elif section == "scale":
                 results[section] = scale(bench, redis_url, 200 if quick else 1000, 10_000 if quick else 100_000,
                                          5 if quick else 20)
+            elif section == "replication":
+                options = {"replicas": args.replicas, "clients": args.clients, "submit_to": args.submit_to,
+                           "rounds": args.rounds or (1 if quick else 3)}
+                results[section] = replication(bench, redis_url, bench.fleet(64, 32), 500 if quick else 3000,
+                                               options)
             else:
                 parser.error(f"no section {section}")
             results[section]["bench_seconds"] = round(time.monotonic() - started, 1)

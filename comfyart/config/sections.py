@@ -68,6 +68,13 @@ class ClusterConfig(Section):
     standby_poll_s: float = Field(0.25, gt=0, le=60, description="how often a standby tries to take the lease")
     heartbeat_s: float = Field(2.0, gt=0, le=60, description="how often a replica says it is alive; gone after "
                                                             "three missed")
+    replicated: bool | None = Field(None, description="task events, ComfyUI frames and previews go through Redis "
+                                                      "to every replica; omitted: on with redis.url (a Redis "
+                                                      "others may share), off with the embedded one. Off saves a "
+                                                      "stream entry per change for one process on its own Redis")
+    events_kept: int = Field(100_000, ge=1000, le=10_000_000,
+                             description="task events kept in Redis for replicas to catch up after a blip "
+                                         "(about 300 bytes each)")
     shared_files: bool = Field(False, description="data_dir's outputs/, inputs/ and assets/ are one filesystem "
                                                   "shared by every replica: no replica fetches a file from another")
     file_cache_mb: int = Field(2048, ge=1, description="copies of files other replicas hold, kept under "

@@ -9,6 +9,7 @@ import { drawCharts } from "./charts.js";
 import { $, clock, duration, h, mib, toast } from "./dom.js";
 import { renderInventory, renderModels } from "./inventory.js";
 import { FINAL, drawProgress, renderCard, renderRow } from "./render.js";
+import { leaderLine, renderReplicas } from "./replicas.js";
 import { firstRunnable, matchesText, paramDefault, promptText, shiftCounts } from "./summary.js";
 
 const KEY_STORAGE = "comfyart.key";
@@ -579,9 +580,11 @@ let poolReads = 0;
 
 async function loadPool() {
   const read = ++poolReads;
-  const pool = await api("/api/pool");
+  // the replicas are read beside the pool; a daemon with no registry answers 404, and then none are drawn
+  const [pool, cluster] = await Promise.all([api("/api/pool"), api("/api/cluster").catch(() => null)]);
   if (read !== poolReads) return; // a later read was sent meanwhile: its answer is the one to draw
   state.pool = pool;
+  state.cluster = cluster;
   const running = state.pool.backends.flatMap((b) => b.tasks || []).filter((id) => !state.tasks.has(id));
   await Promise.all(running.map((id) => api(`/api/tasks/${encodeURIComponent(id)}`)
     .then((task) => state.tasks.set(id, task), () => null)));
@@ -606,6 +609,8 @@ function drawPool() {
       h("dt", {}, "free slots"), h("dd", {}, String(host.free_slots)),
       host.down ? [h("dt", {}, "problem"), h("dd", { class: "error" }, host.down)] : null))));
   if (!pool.hosts.length) $("#hosts").append(h("p", { class: "muted" }, "No Docker or process hosts configured."));
+  $("#replicas").replaceChildren(...renderReplicas(state.cluster));
+  $("#replicas-line").textContent = leaderLine(state.cluster);
   drawBackends();
   loadModels().catch(complain);
   $("#pool-errors").replaceChildren(...pool.recent_errors.slice(-10).reverse().map((e) =>

@@ -6,8 +6,8 @@ replica saw, so a reconnect resumes where it stopped (and says so when the strea
 is XADDed *inside* the script that makes the change (``store.tasks``' transitions, ``store.queue``'s recorded
 submissions, progress) or in the MULTI that creates the task, so the stream's order is the commit order and no
 change is ever committed without its event, nor an event sent for a change that did not land. The stream is capped
-(``XADD MAXLEN ~ EVENTS_KEPT``): about 300 bytes an entry, so 100,000 entries are ~30 MB. XREAD BLOCK wakes on the
-XADD, so the latency is pub/sub's.
+(``XADD MAXLEN ~ cluster.events_kept``): about 300 bytes an entry, so 100,000 entries are ~30 MB. XREAD BLOCK wakes
+on the XADD, so the latency is pub/sub's.
 
 In a replicated store (``stream`` set) the stores publish nothing on the local hub themselves: every replica's
 ``cluster.bridge.EventBridge`` reads the stream and publishes each event on its own hub, the writer's included, so
@@ -32,7 +32,7 @@ from comfyart.store.codec import UNPUBLISHED, task_event
 from comfyart.store.keys import Keys
 from comfyart.store.redis import map_redis_errors, text
 
-EVENTS_KEPT = 100_000  # the stream's cap (approximate: MAXLEN ~ trims whole macro nodes)
+EVENTS_KEPT = 100_000  # cluster.events_kept's default (approximate: MAXLEN ~ trims whole macro nodes)
 
 # Lua: append one task event to the stream named by ARGV[stream_at] (capped by ARGV[stream_at + 1]); nothing when
 # the name is '' (one process: the caller publishes locally). Every script that logs events takes these two ARGVs.
@@ -48,6 +48,8 @@ end
 def replicated(settings: Settings) -> bool:
     """Whether task events, frames and previews go through Redis for other replicas: with a Redis of one's own
     (``redis.url``), which other replicas may share; never with the embedded one, which no other process serves."""
+    if settings.cluster.replicated is not None:
+        return settings.cluster.replicated
     return settings.redis.url is not None
 
 
@@ -70,9 +72,9 @@ def event_of(entry: dict[str, str]) -> Event:
                       entry.get("c") or None, data, entry.get("o") or None)
 
 
-def stream_args(stream: str) -> list[Any]:
+def stream_args(stream: str, kept: int = EVENTS_KEPT) -> list[Any]:
     """The two ARGVs ``LOG_EVENT`` takes: the stream's name ('' = none) and its cap."""
-    return [stream, EVENTS_KEPT]
+    return [stream, kept]
 
 
 def id_after(first: str, second: str) -> bool:

@@ -18,7 +18,7 @@ from comfyart.errors import InvalidTransition, NotFound
 from comfyart.models import TaskId, TaskStatus
 from comfyart.policy.priority import STRICT_LEVEL_MS, queue_score
 from comfyart.store.codec import WRITE_FIELDS, field_args, task_event
-from comfyart.store.eventlog import LOG_EVENT, published, stream_args
+from comfyart.store.eventlog import EVENTS_KEPT, LOG_EVENT, published, stream_args
 from comfyart.store.fence import FENCED_CALL, fence_arg
 from comfyart.store.keys import Keys
 from comfyart.store.redis import map_redis_errors, text, text_set, texts
@@ -152,12 +152,13 @@ def _submission_refusal(task_id: str, outcome: str) -> Exception | None:
 
 class TaskQueue:
     def __init__(self, client: aioredis.Redis, keys: Keys, *, events: EventHub, ageing_s: float = 0.0,
-                 stream: str = "") -> None:
+                 stream: str = "", events_kept: int = EVENTS_KEPT) -> None:
         self.redis = client
         self.keys = keys
         # a recorded submission is published as a task event: here, or logged on ``stream`` (``store.eventlog``)
         self.events = events
         self.stream = stream
+        self.events_kept = events_kept  # the stream's cap (cluster.events_kept)
         self.ageing_s = ageing_s  # a queued task gains one priority level per this long (0: strict priority)
         self.wakeups: list[asyncio.Event] = []  # set whenever a task enters the queue: the loops that wait on it
         self._claim = client.register_script(_CLAIM)
@@ -349,7 +350,7 @@ class TaskQueue:
             return []
         now = now_ms()
         args: list[Any] = [fence_arg(), self.keys.task_prefix, self.keys.prompt_prefix, now,
-                           *stream_args(self.stream)]
+                           *stream_args(self.stream, self.events_kept)]
         for submission in submissions:
             fields: dict[str, Any] = {"backend": submission.backend, "prompt_id": submission.prompt_id,
                                       "attempts": submission.attempts, "error": None, "submitted_ms": now}

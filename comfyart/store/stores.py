@@ -12,7 +12,7 @@ from comfyart.store.api_keys import KeyStore
 from comfyart.store.assets import AssetStore
 from comfyart.store.comfy_index import ComfyIndex
 from comfyart.store.deliveries import Deliveries
-from comfyart.store.eventlog import EventLog, replicated
+from comfyart.store.eventlog import EVENTS_KEPT, EventLog, replicated
 from comfyart.store.idempotency import IdempotencyStore
 from comfyart.store.keys import Keys
 from comfyart.store.lease import LeaseStore
@@ -56,19 +56,21 @@ class Stores:
         answer. Task changes are published on ``events``."""
         client, embedded = await connect_redis(settings)
         return cls.on(client, settings.redis.prefix, events=events, ageing_s=settings.scheduler.priority_ageing_s,
-                      embedded=embedded, replicated=replicated(settings))
+                      embedded=embedded, replicated=replicated(settings),
+                      events_kept=settings.cluster.events_kept)
 
     @classmethod
     def on(cls, client: aioredis.Redis, prefix: str, *, events: EventHub | None = None, ageing_s: float = 0.0,
-           embedded: EmbeddedRedis | None = None, replicated: bool = False) -> Stores:
+           embedded: EmbeddedRedis | None = None, replicated: bool = False,
+           events_kept: int = EVENTS_KEPT) -> Stores:
         """The stores of a client already connected, under ``prefix``. ``replicated``: task changes go through
         the stream ``P:events`` (``store.eventlog``), which every replica's bridge publishes on its hub; else the
         stores publish on ``events`` themselves."""
         keys = Keys(prefix)
         events = events or EventHub()
         stream = keys.events if replicated else ""
-        queue = TaskQueue(client, keys, events=events, ageing_s=ageing_s, stream=stream)
-        tasks = TaskStore(client, keys, queue, events=events, stream=stream)
+        queue = TaskQueue(client, keys, events=events, ageing_s=ageing_s, stream=stream, events_kept=events_kept)
+        tasks = TaskStore(client, keys, queue, events=events, stream=stream, events_kept=events_kept)
         return cls(client, embedded, keys, queue, tasks, ComfyIndex(client, keys, tasks), Deliveries(client, keys),
                    WorkflowStore(client, keys), PoolStore(client, keys), KeyStore(client, keys),
                    StatsSamples(client, keys), IdempotencyStore(client, keys), AssetStore(client, keys),

@@ -161,7 +161,7 @@ def record_fields(new: NewTask, created_ms: int) -> dict[str, Any]:
 
 class TaskStore:
     def __init__(self, client: aioredis.Redis, keys: Keys, queue: TaskQueue, *, events: EventHub,
-                 stream: str = "") -> None:
+                 stream: str = "", events_kept: int = EVENTS_KEPT) -> None:
         self.redis = client
         self.keys = keys
         self.queue = queue  # a new task enters it in the same transaction as its record
@@ -169,6 +169,7 @@ class TaskStore:
         # logged on ``stream`` by the script that makes it, and published by every replica's bridge
         self.events = events
         self.stream = stream
+        self.events_kept = events_kept  # the stream's cap (cluster.events_kept)
         self._transitions = client.register_script(_TRANSITIONS)
         self.transitions = GroupCommit(self._send_transitions)  # status changes share round trips
         self._transition_keys = [keys.leader_epoch, keys.tasks, keys.active, keys.queue, keys.claims,
@@ -220,7 +221,7 @@ class TaskStore:
                 if bind is not None:
                     await bind(pipe, task_id, created)
                 if self.stream:
-                    pipe.xadd(self.stream, dict(_created_entry(task_id, new, created)), maxlen=EVENTS_KEPT,
+                    pipe.xadd(self.stream, dict(_created_entry(task_id, new, created)), maxlen=self.events_kept,
                               approximate=True)
                 await pipe.execute()
         self.queue.note_queued()
@@ -342,7 +343,7 @@ class TaskStore:
         return TaskStatus(previous)
 
     async def _send_transitions(self, transitions: Sequence[list[Any]]) -> list[list[str]]:
-        args: list[Any] = [self.keys.task_prefix, now_ms(), *stream_args(self.stream)]
+        args: list[Any] = [self.keys.task_prefix, now_ms(), *stream_args(self.stream, self.events_kept)]
         for transition in transitions:
             args += transition
         with map_redis_errors():
@@ -360,7 +361,7 @@ class TaskStore:
         that ended, or moved on to another attempt, is left as it is."""
         if not updates:
             return
-        args: list[Any] = [fence_arg(), self.keys.task_prefix, now_ms(), *stream_args(self.stream)]
+        args: list[Any] = [fence_arg(), self.keys.task_prefix, now_ms(), *stream_args(self.stream, self.events_kept)]
         for task_id, prompt_id, fields in updates:
             pairs = field_args(fields)
             data = published({"prompt_id": prompt_id, **fields}) if self.stream else ""

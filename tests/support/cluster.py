@@ -6,8 +6,8 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -136,3 +136,40 @@ def assert_each_ran_once(records: Sequence[dict[str, Any]], emulators: Sequence[
     ran = prompt_ids(emulators)
     assert len(ran) == len(set(ran)), "a prompt id taken twice"
     assert sorted(ran) == sorted(r["prompt_id"] for r in records)
+
+
+@contextmanager
+def replica_set(workdir: Path, redis_url: str, emulators: Sequence[EmulatorProcess], count: int = 2,
+                **sections: Any) -> Iterator[list[ReplicaProcess]]:
+    """``count`` replicas r0, r1, … started one after the other (r0 leads first); each killed at the end, a paused
+    one woken first."""
+    started = [ReplicaProcess(workdir, redis_url, emulators, f"r{i}", **sections) for i in range(count)]
+    try:
+        for replica in started:
+            replica.start()
+        yield started
+    finally:
+        for replica in started:
+            if replica.process is not None and replica.process.poll() is None:
+                replica.signal(signal.SIGCONT)
+            replica.stop(signal.SIGKILL)
+
+
+def all_tasks(replica: ReplicaProcess) -> list[dict[str, Any]]:
+    """Every task record (no graphs), through ``replica``, as the admin sees them."""
+    records: list[dict[str, Any]] = []
+    with replica.http("ops") as admin:
+        while True:
+            page = admin.get("/api/tasks", params={"limit": 500, "offset": len(records)}).json()
+            records += page["tasks"]
+            if len(records) >= page["total"] or not page["tasks"]:
+                return records
+
+
+def output_files(replicas: Sequence[ReplicaProcess]) -> list[str]:
+    """The output files every replica holds (relative to its data_dir/outputs), with repeats."""
+    found: list[str] = []
+    for replica in replicas:
+        root = Path(replica.config["data_dir"]) / "outputs"
+        found += [str(path.relative_to(root)) for path in root.rglob("*") if path.is_file()] if root.exists() else []
+    return found

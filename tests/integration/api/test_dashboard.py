@@ -119,6 +119,14 @@ async def test_submit_watch_retry_cancel_and_drain_from_the_page(tmp_path: Path,
         backends = page.locator("#backends .backend")
         await expect(backends).to_have_count(2)
         await expect(page.locator("#hosts")).to_contain_text("0, 1")
+        # the control plane: this daemon, alone, leads under the epoch /api/cluster names
+        cluster = (await api.get("/api/cluster")).json()
+        replica = page.locator("#replicas .replica")
+        await expect(replica).to_have_count(1)
+        await expect(replica.locator("[data-role=role]")).to_have_text("leader")
+        await expect(replica).to_contain_text(f"epoch{cluster['leader']['epoch']}, leading since")
+        await expect(page.locator("#replicas-line")).to_have_text(
+            f"1 replica; {cluster['leader']['name']} leads (epoch {cluster['leader']['epoch']}).")
         first = backends.first
         backend_id = await first.get_attribute("data-backend")
         created = await first.get_attribute("data-created")

@@ -127,3 +127,16 @@ async def until_answers(stores: Stores) -> None:
         except Exception:  # noqa: BLE001 - not yet
             await asyncio.sleep(0.1)
     pytest.fail("Redis did not come back")
+
+
+async def test_the_stream_keeps_about_events_kept_entries(redis_url: str):
+    client = aioredis.from_url(redis_url, decode_responses=True)
+    try:
+        stores = Stores.on(client, "kept", replicated=True, events_kept=1000)
+        for _ in range(3000 // 5):
+            await a_life(stores)
+        length = await client.xlen(stores.keys.events)
+    finally:
+        await client.aclose()
+    # MAXLEN ~ trims whole macro nodes (100 entries each by default): about the cap, never the 3,000 written
+    assert 1000 <= length < 1200

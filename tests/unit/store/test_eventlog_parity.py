@@ -31,3 +31,14 @@ def test_a_due_webhook_is_said():
 def test_progress():
     event = event_of({"t": "progress", "id": "T1", "d": published({"prompt_id": "p", "progress": 0.5})})
     assert event == {"type": "progress", "id": "T1", "prompt_id": "p", "progress": 0.5}
+
+
+def test_events_go_through_redis_with_a_redis_of_ones_own_unless_told():
+    from comfyart.config.settings import Settings
+    from comfyart.store.eventlog import replicated
+
+    shared = {"redis": {"url": "redis://127.0.0.1:6379/0"}}
+    assert not replicated(Settings())  # the embedded Redis: one process
+    assert replicated(Settings.model_validate(shared))
+    assert not replicated(Settings.model_validate({**shared, "cluster": {"replicated": False}}))
+    assert replicated(Settings.model_validate({"cluster": {"replicated": True}}))
