@@ -9,7 +9,7 @@ import asyncio
 import contextlib
 import functools
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
 from loguru import logger
@@ -27,6 +27,7 @@ from comfyart.pool.registry import Pool
 from comfyart.store.fence import ensure_leading
 from comfyart.store.queue import TaskQueue
 from comfyart.store.tasks import TaskStore
+from comfyart.tracker.cancels import CancelFollower
 from comfyart.tracker.latecomers import LateGuard
 from comfyart.tracker.outcomes import Outcomes
 from comfyart.tracker.prompts import Preview, PromptBook, PromptState, note_running
@@ -67,6 +68,7 @@ class Tracker:
         # a vanished prompt may still land, POSTed late by a leader whose lease ran out meanwhile (``latecomers``)
         self.late = LateGuard(lease_s + config.submit_timeout_s, book)
         self.frames: FrameSink | None = None
+        self.stopping: set[str] = set()  # tasks a request on this replica cancels or interrupts right now
         self._watchers: dict[str, tuple[Backend, asyncio.Task[None]]] = {}
         self._epochs: dict[str, int] = {}  # backend id -> how many times its socket connected
         self._running: dict[str, str] = {}  # backend id -> the prompt it runs: its preview frames carry no id
@@ -91,6 +93,8 @@ class Tracker:
         self.recovered.set()
         async with asyncio.TaskGroup() as watchers:
             watchers.create_task(watch_prompts(self), name="prompt watchdog")
+            if self.store.stream:  # replicated: cancels made on other replicas reach the leader as events
+                watchers.create_task(CancelFollower(self).run(), name="cancel follower")
             watchers.create_task(self._progress_writer(), name="progress writer")
             seen, next_pass = -1, 0.0
             while True:
@@ -325,11 +329,19 @@ class Tracker:
         """ComfyUI's POST /interrupt for one task, when its prompt is the one its backend runs now (asked of the
         backend: a lost execution_start must not make it look queued); otherwise nothing happens. The backend is
         asked to interrupt it, and the task ends ``canceled`` when the backend reports the interruption (its
-        frames until then, as from one ComfyUI), or after ``INTERRUPT_GRACE_S`` at the latest."""
-        task = await self.store.get(task_id)
-        state = self.book.get(task.prompt_id or "")
-        if state is None or state.task_id != task_id or task.status not in (TaskStatus.PENDING, TaskStatus.RUNNING):
-            return False
+        frames until then, as from one ComfyUI), or after ``INTERRUPT_GRACE_S`` at the latest. Asked again while
+        the backend is at it, it changes nothing."""
+        with self._stopping(task_id):
+            task = await self.store.get(task_id)
+            state = self.book.get(task.prompt_id or "")
+            if state is None or state.task_id != task_id or task.status not in (TaskStatus.PENDING,
+                                                                                TaskStatus.RUNNING):
+                return False
+            if state.interrupt_by is not None:
+                return True
+            return await self._interrupt(state, task)
+
+    async def _interrupt(self, state: PromptState, task: Task) -> bool:
         try:
             running = protocol.prompt_running(await state.backend.client.queue(), task.prompt_id or "")
         except BackendUnavailable:
@@ -346,6 +358,10 @@ class Tracker:
     async def cancel(self, task_id: str) -> Task:
         """DELETE /api/tasks/{id}: a queued task leaves the queue; a submitted one is interrupted (or taken out of
         the backend's queue). Either way it ends ``canceled``; a final task raises InvalidTransition."""
+        with self._stopping(task_id):
+            return await self._cancel(task_id)
+
+    async def _cancel(self, task_id: str) -> Task:
         await self.store.cancel(task_id)
         task = await self.store.get(task_id)  # read after the status change: a submission recorded before it shows
         state = self.book.get(task.prompt_id or "")
@@ -357,3 +373,15 @@ class Tracker:
         logger.info("task canceled task={}", task_id)
         return task
 
+    @contextlib.contextmanager
+    def _stopping(self, task_id: str) -> Iterator[None]:
+        """A request on this replica stops the task: the cancel follower leaves it to it."""
+        self.stopping.add(task_id)
+        try:
+            yield
+        finally:
+            self.stopping.discard(task_id)
+
+    def leading(self) -> bool:
+        """Whether this replica's term is valid now: its tracker follows the backends (else the leader's does)."""
+        return self.valid is None or self.valid()
