@@ -142,7 +142,7 @@ async def build_core(settings: Settings, stores: Stores, session: aiohttp.Client
                             store=stores.pool, queue=stores.queue)
     client_id = await stores.pool.client_id()
     tracker = Tracker(store=stores.tasks, queue=stores.queue, pool=pool, book=book, outcomes=outcomes,
-                      config=settings.tracking, client_id=client_id, valid=valid)
+                      config=settings.tracking, client_id=client_id, valid=valid, lease_s=settings.cluster.lease_s)
     # the tracker's recovery runs first in each term: the dispatcher waits for it (``recovered``)
     resolver = Resolver(workflows=stores.workflows, tasks=stores.tasks, inputs=inputs, outputs=outputs,
                         preview_method=settings.comfyui.preview_method, blobs=blobs, assets=stores.assets)

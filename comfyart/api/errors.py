@@ -17,6 +17,7 @@ from comfyart.comfy.inventory import NotInFleet
 from comfyart.comfy.validate import GraphRefused
 from comfyart.errors import (
     Conflict,
+    Fenced,
     Forbidden,
     InvalidInput,
     InvalidTransition,
@@ -42,8 +43,11 @@ class BadRequest(Exception):
 STATUS: dict[type[Exception], int] = {
     NotFound: 404, ParameterError: 422, InvalidInput: 422, Conflict: 412, StateConflict: 409,
     InvalidTransition: 409, Forbidden: 403, QuotaExceeded: 429, TransientError: 503, BodyTooLarge: 413,
-    Unauthenticated: 401, GraphRefused: 400, NotInFleet: 422,
+    Unauthenticated: 401, GraphRefused: 400, NotInFleet: 422, Fenced: 503,
 }
+# leadership moved while the request ran (a write under a term that ended): the next try reaches the new leader, or
+# is forwarded to it; the fence's own message names Redis scripts, which the caller has no use for
+MOVED = "leadership moved to another replica while this request ran; retry"
 
 
 def problem(status: int, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -64,6 +68,8 @@ def headers_of(exc: Exception) -> dict[str, str] | None:
         return {"Retry-After": exc.retry_after}
     if isinstance(exc, TransientError):
         return {"Retry-After": str(max(1, round(exc.retry_after_s)))}
+    if isinstance(exc, Fenced):
+        return {"Retry-After": "1"}
     return None
 
 
@@ -73,7 +79,7 @@ async def answer(request: Request, exc: Exception) -> JSONResponse:
     if isinstance(exc, GraphRefused):  # ComfyUI's own answer beside the one line, as POST /prompt gives it
         return JSONResponse({"detail": str(exc), "error": exc.error, "node_errors": exc.node_errors},
                             status_code=status_of(exc))
-    return problem(status_of(exc), str(exc), headers_of(exc))
+    return problem(status_of(exc), MOVED if isinstance(exc, Fenced) else str(exc), headers_of(exc))
 
 
 def one_line(exc: RequestValidationError) -> str:

@@ -9,7 +9,7 @@ import asyncio
 import contextlib
 import functools
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
 from loguru import logger
@@ -27,12 +27,14 @@ from comfyart.pool.registry import Pool
 from comfyart.store.fence import ensure_leading
 from comfyart.store.queue import TaskQueue
 from comfyart.store.tasks import TaskStore
+from comfyart.tracker.cancels import CancelFollower
+from comfyart.tracker.latecomers import LateGuard
 from comfyart.tracker.outcomes import Outcomes
 from comfyart.tracker.prompts import Preview, PromptBook, PromptState, note_running
 from comfyart.tracker.reactions import Fail, MarkRunning, Settle, react
 from comfyart.tracker.recovery import recover
+from comfyart.tracker.watchdog import watch_prompts
 
-WATCHDOG_TICK_S = 0.5
 FOLLOW_PASS_S = 1.0  # the longest a backend's socket that ended waits to be started again
 INTERRUPT_GRACE_S = 60.0
 BROKEN_FRAME_PAUSE_S = 5.0  # after a frame that broke its handler, before that backend's socket starts over
@@ -51,7 +53,8 @@ class FrameSink(Protocol):
 
 class Tracker:
     def __init__(self, *, store: TaskStore, queue: TaskQueue, pool: Pool, book: PromptBook, outcomes: Outcomes,
-                 config: TrackingConfig, client_id: str, valid: Callable[[], bool] | None = None) -> None:
+                 config: TrackingConfig, client_id: str, valid: Callable[[], bool] | None = None,
+                 lease_s: float = 0.0) -> None:
         self.store = store
         self.queue = queue
         self.pool = pool
@@ -62,7 +65,10 @@ class Tracker:
         # the leadership's term still valid: checked before each socket connects, as ComfyUI hands the shared
         # client id to the newest socket, and a replica that no longer leads must not take it back from the leader
         self.valid = valid
+        # a vanished prompt may still land, POSTed late by a leader whose lease ran out meanwhile (``latecomers``)
+        self.late = LateGuard(lease_s + config.submit_timeout_s, book)
         self.frames: FrameSink | None = None
+        self.stopping: set[str] = set()  # tasks a request on this replica cancels or interrupts right now
         self._watchers: dict[str, tuple[Backend, asyncio.Task[None]]] = {}
         self._epochs: dict[str, int] = {}  # backend id -> how many times its socket connected
         self._running: dict[str, str] = {}  # backend id -> the prompt it runs: its preview frames carry no id
@@ -86,7 +92,9 @@ class Tracker:
         await self.recover()
         self.recovered.set()
         async with asyncio.TaskGroup() as watchers:
-            watchers.create_task(self._watchdog(), name="prompt watchdog")
+            watchers.create_task(watch_prompts(self), name="prompt watchdog")
+            if self.store.stream:  # replicated: cancels made on other replicas reach the leader as events
+                watchers.create_task(CancelFollower(self).run(), name="cancel follower")
             watchers.create_task(self._progress_writer(), name="progress writer")
             seen, next_pass = -1, 0.0
             while True:
@@ -225,6 +233,7 @@ class Tracker:
         prompt_id = getattr(event, "prompt_id", None)
         state = self.book.get(prompt_id) if prompt_id else None
         if state is None or prompt_id is None:
+            await self.late.on_frame(backend, prompt_id)  # a prompt that vanished, landing late: taken off
             return  # not ours (another client's prompt, or one already settled)
         reaction = react(state, event, epoch=self._epochs.get(backend.id, 0), now=time.monotonic())
         try:
@@ -262,15 +271,17 @@ class Tracker:
     # ------------------------------------------------------------------ settling from /history
     async def reconcile(self, backend: Backend) -> bool:
         """Look up every confirmed prompt of ``backend`` in /history (and /queue for the unfinished); True when
-        that told of something the socket had not (a prompt ended, started, or gone)."""
+        that told of something the socket had not (a prompt ended, started, or gone). A vanished prompt that
+        landed late after all is taken off the backend (``latecomers``)."""
         pending = [pid for pid, state in self.book.items() if pid in backend.prompts and state.submitted]
-        if not pending:
+        if not pending and not self.late.expects():
             return False
         try:
             queue = await backend.client.queue()
         except BackendUnavailable as exc:
             logger.debug("reconcile skipped backend={} error={}", backend.id, exc)
             return False
+        await self.late.on_queue(backend, queue)
         missed = False
         for prompt_id in pending:
             missed |= await self.settle(backend, prompt_id, queue=queue)
@@ -303,6 +314,7 @@ class Tracker:
                     await self._mark_running(prompt_id, state)
             elif queue is not None and not protocol.prompt_in_queue(queue, prompt_id):
                 self.book.close(backend, prompt_id, done=False)
+                self.late.vanished(prompt_id, state.task_id, backend)
                 await self.outcomes.requeue(state.task_id, AttemptEnd.VANISHED,
                                             f"{backend.id} has no record of prompt {prompt_id} (restarted?)",
                                             prompt_id=prompt_id)
@@ -312,58 +324,24 @@ class Tracker:
         finally:
             state.settling = False
 
-    # ------------------------------------------------------------------ the watchdog
-    async def _watchdog(self) -> None:
-        """Per prompt: past ``task_timeout_s`` it is ended and retried; silent for ``silence_s`` it is looked up
-        in /history (a socket can miss events, or belong to a backend that restarted and forgot the prompt)."""
-        async with asyncio.TaskGroup() as checks:
-            busy: set[str] = set()
-            while True:
-                await asyncio.sleep(WATCHDOG_TICK_S)
-                now = time.monotonic()
-                for prompt_id, state in self.book.items():
-                    if prompt_id in busy or not state.submitted or state.settling:
-                        continue
-                    check: Coroutine[Any, Any, Any]
-                    if state.interrupt_by is not None and now >= state.interrupt_by:
-                        check = self._cancel_quietly(state.task_id)
-                    elif now - state.since >= self.config.task_timeout_s:
-                        check = self._time_out(prompt_id, state)
-                    elif now - state.last_seen >= self.config.silence_s:
-                        state.last_seen = now
-                        check = self.settle(state.backend, prompt_id)
-                    else:
-                        continue
-                    busy.add(prompt_id)
-                    task = checks.create_task(check, name=f"watchdog {prompt_id}")
-                    task.add_done_callback(functools.partial(_discard, busy, prompt_id))
-
-    async def _cancel_quietly(self, task_id: str) -> None:
-        with contextlib.suppress(InvalidTransition, NotFound, TransientError):
-            await self.cancel(task_id)
-
-    async def _time_out(self, prompt_id: str, state: PromptState) -> None:
-        backend = state.backend
-        if not self.book.holds(prompt_id, state):
-            return
-        running = await self.outcomes.stop_on_backend(backend, prompt_id)
-        if running:
-            backend.stuck_prompt = prompt_id  # unhealthy while it still holds it: a hung node ignores /interrupt
-        self.book.close(backend, prompt_id, done=False)
-        await self.outcomes.requeue(state.task_id, AttemptEnd.TIMED_OUT,
-                                    f"no result from {backend.id} within task_timeout "
-                                    f"({self.config.task_timeout_s:g} s)", prompt_id=prompt_id)
-
     # ------------------------------------------------------------------ requests
     async def interrupt(self, task_id: str) -> bool:
         """ComfyUI's POST /interrupt for one task, when its prompt is the one its backend runs now (asked of the
         backend: a lost execution_start must not make it look queued); otherwise nothing happens. The backend is
         asked to interrupt it, and the task ends ``canceled`` when the backend reports the interruption (its
-        frames until then, as from one ComfyUI), or after ``INTERRUPT_GRACE_S`` at the latest."""
-        task = await self.store.get(task_id)
-        state = self.book.get(task.prompt_id or "")
-        if state is None or state.task_id != task_id or task.status not in (TaskStatus.PENDING, TaskStatus.RUNNING):
-            return False
+        frames until then, as from one ComfyUI), or after ``INTERRUPT_GRACE_S`` at the latest. Asked again while
+        the backend is at it, it changes nothing."""
+        with self._stopping(task_id):
+            task = await self.store.get(task_id)
+            state = self.book.get(task.prompt_id or "")
+            if state is None or state.task_id != task_id or task.status not in (TaskStatus.PENDING,
+                                                                                TaskStatus.RUNNING):
+                return False
+            if state.interrupt_by is not None:
+                return True
+            return await self._interrupt(state, task)
+
+    async def _interrupt(self, state: PromptState, task: Task) -> bool:
         try:
             running = protocol.prompt_running(await state.backend.client.queue(), task.prompt_id or "")
         except BackendUnavailable:
@@ -380,6 +358,10 @@ class Tracker:
     async def cancel(self, task_id: str) -> Task:
         """DELETE /api/tasks/{id}: a queued task leaves the queue; a submitted one is interrupted (or taken out of
         the backend's queue). Either way it ends ``canceled``; a final task raises InvalidTransition."""
+        with self._stopping(task_id):
+            return await self._cancel(task_id)
+
+    async def _cancel(self, task_id: str) -> Task:
         await self.store.cancel(task_id)
         task = await self.store.get(task_id)  # read after the status change: a submission recorded before it shows
         state = self.book.get(task.prompt_id or "")
@@ -391,6 +373,15 @@ class Tracker:
         logger.info("task canceled task={}", task_id)
         return task
 
+    @contextlib.contextmanager
+    def _stopping(self, task_id: str) -> Iterator[None]:
+        """A request on this replica stops the task: the cancel follower leaves it to it."""
+        self.stopping.add(task_id)
+        try:
+            yield
+        finally:
+            self.stopping.discard(task_id)
 
-def _discard(busy: set[str], prompt_id: str, _: object) -> None:
-    busy.discard(prompt_id)
+    def leading(self) -> bool:
+        """Whether this replica's term is valid now: its tracker follows the backends (else the leader's does)."""
+        return self.valid is None or self.valid()

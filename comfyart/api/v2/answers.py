@@ -15,7 +15,7 @@ from comfyart.api.limits import BodyTooLarge
 from comfyart.api.v2.errors import RETRY_AFTER_CODES, error_body, status_of
 from comfyart.comfy.inventory import NotInFleet
 from comfyart.comfy.validate import GraphRefused
-from comfyart.errors import Forbidden, NotFound, QuotaExceeded, TransientError
+from comfyart.errors import Fenced, Forbidden, NotFound, QuotaExceeded, TransientError
 
 
 class V2Refused(Exception):
@@ -45,6 +45,8 @@ def refusal_of(exc: Exception) -> V2Refused:
         return V2Refused("not_found", re.sub(r"^no task ", "no job ", str(exc)))
     if isinstance(exc, (GraphRefused, NotInFleet)):
         return V2Refused("invalid_workflow", str(exc), {"node_errors": exc.node_errors, "error": exc.error})
+    if isinstance(exc, Fenced):  # leadership moved under the request: the next try reaches the new leader
+        return V2Refused("upstream_unreachable", "leadership moved to another replica while this request ran; retry")
     simple: list[tuple[type[Exception], str]] = [
         (TransientError, "upstream_unreachable"),
         (BodyTooLarge, "payload_too_large"), (Unauthenticated, "unauthorized"), (Forbidden, "forbidden")]
@@ -67,7 +69,7 @@ def v2_answer(exc: Exception, status: int | None = None) -> JSONResponse:
     if status is not None and refusal.code == "invalid_request" and not isinstance(exc, V2Refused):
         refusal.status = status
     headers = {"Retry-After": _retry_after(exc)} if refusal.code in RETRY_AFTER_CODES or \
-        isinstance(exc, TransientError) else None
+        isinstance(exc, (TransientError, Fenced)) else None
     if isinstance(exc, Unauthenticated):
         headers = {"WWW-Authenticate": 'Bearer realm="comfyart"'}
     return JSONResponse(error_body(refusal.code, refusal.message, refusal.details), status_code=refusal.status,

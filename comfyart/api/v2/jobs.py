@@ -126,11 +126,15 @@ async def cancel_job(task: VisibleTask, request: Request, services: ServicesDep)
 
 
 async def interrupt(services: Services, task_id: str) -> None:
-    """Mark the running job's cancel asked, then interrupt it on its backend; when this process cannot (it
-    started meanwhile elsewhere, or its backend says it does not run it), it is canceled outright."""
+    """Mark the running job's cancel asked, then interrupt it on its backend; when this process cannot (its
+    backend says it does not run it), it is canceled outright. On a replica that does not lead, the mark is all:
+    the leader's tracker hears of it (``tracker.cancels``) and interrupts it, and the job stays ``canceling`` until
+    the backend confirms."""
     try:
         await JobIndex(services.store).ask_cancel(task_id, now_ms())
     except InvalidTransition:  # it ended meanwhile
+        return
+    if not services.tracker.leading():
         return
     if not await services.tracker.interrupt(task_id):
         with contextlib.suppress(InvalidTransition):
