@@ -86,6 +86,9 @@ async def test_the_editor_runs_on_every_backend_and_shows_every_result(tmp_path:
         finished = await wait_for_tasks(api, [t["id"] for t in tasks])
         assert {t["status"] for t in finished} == {"completed"}
         assert {t["backend"] for t in finished} == {"static:emu0", "static:emu1"}  # both GPUs ran the page's prompts
+        # a prompt's end frames reach the page as its task completes (the relay holds them until its outputs are
+        # stored, so the page's /view finds them): the last may land just after the record reads completed
+        await page.wait_for_function("(window.__heard.execution_success || 0) >= 6", timeout=10_000)
         counts = await heard(page)
         assert counts.get("execution_success") == 6 and counts.get("executed") == 6
         assert counts.get("progress", 0) >= 6 and counts.get("b_preview_with_metadata", 0) >= 6, counts
