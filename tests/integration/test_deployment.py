@@ -53,6 +53,14 @@ def test_compose_file_is_valid_and_configures_the_daemon(monkeypatch: pytest.Mon
     assert settings.redis.url == "redis://127.0.0.1:6379/0" and settings.server.host == "127.0.0.1"
     assert str(settings.data_dir) == "/data" and settings.auth.keys == []
 
+    assert settings.cluster.shared_files  # the replicas share the data volume
+
+    # the second replica (profile "replicas"): the same daemon on another port, the same Redis and data volume
+    second = services["comfyart-b"]
+    assert second["profiles"] == ["replicas"] and "profiles" not in daemon  # started only when asked for
+    assert second["environment"] == {**daemon["environment"], "COMFYART_SERVER__PORT": "8101"}
+    assert second["volumes"] == daemon["volumes"] and second["network_mode"] == "host"
+
     # without an image it says what is missing
     missing = compose("config", env={k: v for k, v in COMPOSE_ENV.items() if k != "COMFYUI_IMAGE"})
     assert missing.returncode != 0 and "COMFYUI_IMAGE" in missing.stderr
