@@ -31,6 +31,7 @@ from comfyart.api.deps import Services
 from comfyart.api.security import build_security
 from comfyart.auth import auth_problem
 from comfyart.bus import EventHub
+from comfyart.cluster.gate import build as build_gate
 from comfyart.cluster.leadership import Leadership
 from comfyart.cluster.replicas import Replica, join, replica_name, standby_warning
 from comfyart.cluster.terms import FenceBinding, LeaderTerms, Leading
@@ -47,6 +48,7 @@ from comfyart.pool.containers import Containers
 from comfyart.pool.controls import PoolControls
 from comfyart.pool.health import HealthChecks
 from comfyart.pool.inventory import Inventories
+from comfyart.pool.mirror import build as build_mirror
 from comfyart.pool.providers.base import Provider
 from comfyart.pool.providers.docker import DockerProvider
 from comfyart.pool.providers.process import ProcessProvider
@@ -200,15 +202,12 @@ async def build(settings: Settings, stores: Stores, session: aiohttp.ClientSessi
     pool = core.pool
     security = await build_security(settings, stores)
     front = FrontDoor(store=stores.tasks, queue=stores.queue, comfy=stores.comfy, pool=pool,
-                      inventories=core.inventories, outputs=outputs,
-                      inputs=inputs, tracker=core.tracker, session=session, events=events, objects=objects,
-                      quotas=security.quotas, limits=settings.limits,
+                      inventories=core.inventories, outputs=outputs, inputs=inputs, tracker=core.tracker,
+                      session=session, events=events, objects=objects, quotas=security.quotas, limits=settings.limits,
                       userdata=UserData(stores.client, stores.keys, max_bytes=settings.limits.userdata_max_bytes,
                                         max_file_bytes=settings.limits.userdata_max_file_bytes))
-    watch = ClusterWatch(events, pool_summary=lambda: {b.id: {"status": b.state.value, "mode": b.mode.value,
-                                                              "inflight": len(b.prompts)}
-                                                       for b in pool.backends.values()},
-                         queue_depth=stores.queue.depth, autoscaler=pool.describe_decision)
+    watch = ClusterWatch(events, pool_summary=lambda: _pool_summary(pool), queue_depth=stores.queue.depth,
+                         autoscaler=pool.describe_decision)
     webhooks = WebhookSender(store=stores.tasks, deliveries=stores.deliveries, session=session,
                              config=settings.webhooks, events=events,
                              # signed from the task's end, so every delivery of one webhook carries the same body
@@ -223,23 +222,32 @@ async def build(settings: Settings, stores: Stores, session: aiohttp.ClientSessi
                          keep_s=settings.dashboard.stats_keep_s)
     services = Services(stores.tasks, stores.queue, pool, core.controls, outputs, stores.workflows, core.resolver,
                         inputs, core.tracker, core.dispatcher, front, core.inventories, file_errors, objects, security,
-                        metrics, stats, dashboard=settings.dashboard.enabled,
-                        editor=settings.comfyui.editor, idempotency=stores.idempotency, api_v2=settings.api_v2,
-                        blobs=blobs, assets=stores.assets)
+                        metrics, stats, dashboard=settings.dashboard.enabled, editor=settings.comfyui.editor,
+                        idempotency=stores.idempotency, api_v2=settings.api_v2, blobs=blobs, assets=stores.assets)
+    mirror = build_mirror(stores, pool, core.inventories, core.dispatcher.describe,  # replicated: pool mirror
+                          leading=lambda: terms.leading() or leadership.term is not None)
     leader_loops: Loops = {  # single across the replicas: each run() starts its term afresh
         "pool": core.reconciler.run, "inventories": core.inventories.run, "tracker": core.tracker.run,
         "dispatcher": core.dispatcher.run, "webhooks": webhooks.run, "stats": stats.run,
         "v2 retention": RetentionSweep(JobIndex(stores.tasks), outputs, objects,
-                                       retention_s=settings.api_v2.job_retention_s).run}
+                                       retention_s=settings.api_v2.job_retention_s).run, **mirror.leader_loops}
     terms = LeaderTerms(leadership, leader_loops, reset=core.reset, fence=FenceBinding(FENCE, Fence))
     replica = join(settings, stores, leading=lambda: leadership.term is not None)
     services.replica, metrics.cluster = replica, replica.figures
     loops: Loops = {
         "comfyui front door": front.run, "cluster events": watch.run, "metrics": lambda: metrics.run(events),
         "v2 blob sweep": BlobSweep(blobs, stores.assets).run, "heartbeat": replica.heartbeat.run,
-        "leadership": leadership.run, "leader terms": terms.run}
+        "leadership": leadership.run, "leader terms": terms.run, **mirror.loops}
     loops.update(await replication_loops(stores, events, front, core.tracker))  # replicated: events, frames
+    services.gate = build_gate(stores, replica.name, epoch=lambda: terms.current.epoch if terms.current else None,
+                               events_connected=lambda: front.bridge is None or front.bridge.connected)
     return Daemon(settings, stores, session, core, services, loops, leader_loops, leadership, terms, replica)
+
+
+def _pool_summary(pool: Pool) -> dict[str, dict[str, Any]]:
+    """Each backend's status, mode and prompts in flight, for the cluster events (``pool.watch``)."""
+    return {b.id: {"status": b.state.value, "mode": b.mode.value, "inflight": len(b.prompts)}
+            for b in pool.backends.values()}
 
 
 def no_backend_warning(configured: bool, registered: bool) -> str | None:

@@ -16,6 +16,7 @@ from comfyart.api.requests import RunOptions, Scheduling, TaskSubmission
 from comfyart.api.security import Security
 from comfyart.api.v2.stream import StreamSlots
 from comfyart.auth import Principal, can_see
+from comfyart.cluster.gate import LeaderGate
 from comfyart.cluster.replicas import Replica
 from comfyart.comfy.inventory import checked_needs
 from comfyart.config.sections import ApiV2Config
@@ -73,6 +74,7 @@ class Services:
     assets: AssetStore | None = None
     v2_streams: StreamSlots = field(default_factory=StreamSlots)  # the v2 event streams each key holds open
     replica: Replica | None = None  # this replica among the others on the Redis (issue 24; None: not registered)
+    gate: LeaderGate | None = None  # replicated: who leads (``api.forward``); None in one process
 
 
 # Dependencies are coroutines though they never wait: FastAPI runs a plain function dependency in a worker thread.
