@@ -54,7 +54,7 @@ from comfyart.pool.providers.docker import DockerProvider
 from comfyart.pool.providers.process import ProcessProvider
 from comfyart.pool.reconciler import Reconciler
 from comfyart.pool.registry import Pool
-from comfyart.pool.watch import ClusterWatch
+from comfyart.pool.watch import ClusterWatch, pool_summary
 from comfyart.stats import StatsHistory
 from comfyart.store.fence import FENCE, Fence
 from comfyart.store.jobs import JobIndex
@@ -206,7 +206,7 @@ async def build(settings: Settings, stores: Stores, session: aiohttp.ClientSessi
                       session=session, events=events, objects=objects, quotas=security.quotas, limits=settings.limits,
                       userdata=UserData(stores.client, stores.keys, max_bytes=settings.limits.userdata_max_bytes,
                                         max_file_bytes=settings.limits.userdata_max_file_bytes))
-    watch = ClusterWatch(events, pool_summary=lambda: _pool_summary(pool), queue_depth=stores.queue.depth,
+    watch = ClusterWatch(events, pool_summary=lambda: pool_summary(pool), queue_depth=stores.queue.depth,
                          autoscaler=pool.describe_decision)
     webhooks = WebhookSender(store=stores.tasks, deliveries=stores.deliveries, session=session,
                              config=settings.webhooks, events=events,
@@ -242,12 +242,6 @@ async def build(settings: Settings, stores: Stores, session: aiohttp.ClientSessi
     services.gate = build_gate(stores, replica.name, epoch=lambda: terms.current.epoch if terms.current else None,
                                events_connected=lambda: front.bridge is None or front.bridge.connected)
     return Daemon(settings, stores, session, core, services, loops, leader_loops, leadership, terms, replica)
-
-
-def _pool_summary(pool: Pool) -> dict[str, dict[str, Any]]:
-    """Each backend's status, mode and prompts in flight, for the cluster events (``pool.watch``)."""
-    return {b.id: {"status": b.state.value, "mode": b.mode.value, "inflight": len(b.prompts)}
-            for b in pool.backends.values()}
 
 
 def no_backend_warning(configured: bool, registered: bool) -> str | None:
