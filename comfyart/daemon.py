@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import gc
 import signal
 import socket
@@ -28,11 +27,13 @@ from loguru import logger
 from comfyart.api.app import create_app
 from comfyart.api.comfyui.front import FrontDoor, replication_loops
 from comfyart.api.deps import Services
+from comfyart.api.listener import listen_socket
 from comfyart.api.security import build_security
 from comfyart.auth import auth_problem
 from comfyart.bus import EventHub
+from comfyart.cluster.gate import build as build_gate
 from comfyart.cluster.leadership import Leadership
-from comfyart.cluster.locator import file_stores
+from comfyart.cluster.locator import FileLocator, file_stores
 from comfyart.cluster.replicas import Replica, join, replica_name, standby_warning
 from comfyart.cluster.terms import FenceBinding, LeaderTerms, Leading
 from comfyart.comfy.client import ComfyClient
@@ -48,12 +49,13 @@ from comfyart.pool.containers import Containers
 from comfyart.pool.controls import PoolControls
 from comfyart.pool.health import HealthChecks
 from comfyart.pool.inventory import Inventories
+from comfyart.pool.mirror import build as build_mirror
 from comfyart.pool.providers.base import Provider
 from comfyart.pool.providers.docker import DockerProvider
 from comfyart.pool.providers.process import ProcessProvider
 from comfyart.pool.reconciler import Reconciler
 from comfyart.pool.registry import Pool
-from comfyart.pool.watch import ClusterWatch
+from comfyart.pool.watch import ClusterWatch, pool_summary
 from comfyart.stats import StatsHistory
 from comfyart.store.fence import FENCE, Fence
 from comfyart.store.jobs import JobIndex
@@ -200,15 +202,12 @@ async def build(settings: Settings, stores: Stores, session: aiohttp.ClientSessi
     pool = core.pool
     security = await build_security(settings, stores)
     front = FrontDoor(store=stores.tasks, queue=stores.queue, comfy=stores.comfy, pool=pool,
-                      inventories=core.inventories, outputs=outputs,
-                      inputs=inputs, tracker=core.tracker, session=session, events=events, objects=objects,
-                      quotas=security.quotas, limits=settings.limits,
+                      inventories=core.inventories, outputs=outputs, inputs=inputs, tracker=core.tracker,
+                      session=session, events=events, objects=objects, quotas=security.quotas, limits=settings.limits,
                       userdata=UserData(stores.client, stores.keys, max_bytes=settings.limits.userdata_max_bytes,
                                         max_file_bytes=settings.limits.userdata_max_file_bytes))
-    watch = ClusterWatch(events, pool_summary=lambda: {b.id: {"status": b.state.value, "mode": b.mode.value,
-                                                              "inflight": len(b.prompts)}
-                                                       for b in pool.backends.values()},
-                         queue_depth=stores.queue.depth, autoscaler=pool.describe_decision)
+    watch = ClusterWatch(events, pool_summary=lambda: pool_summary(pool), queue_depth=stores.queue.depth,
+                         autoscaler=pool.describe_decision)
     webhooks = WebhookSender(store=stores.tasks, deliveries=stores.deliveries, session=session,
                              config=settings.webhooks, events=events,
                              # signed from the task's end, so every delivery of one webhook carries the same body
@@ -223,22 +222,26 @@ async def build(settings: Settings, stores: Stores, session: aiohttp.ClientSessi
                          keep_s=settings.dashboard.stats_keep_s)
     services = Services(stores.tasks, stores.queue, pool, core.controls, outputs, stores.workflows, core.resolver,
                         inputs, core.tracker, core.dispatcher, front, core.inventories, file_errors, objects, security,
-                        metrics, stats, dashboard=settings.dashboard.enabled,
-                        editor=settings.comfyui.editor, idempotency=stores.idempotency, api_v2=settings.api_v2,
-                        blobs=blobs, assets=stores.assets, files=files)
+                        metrics, stats, dashboard=settings.dashboard.enabled, editor=settings.comfyui.editor,
+                        idempotency=stores.idempotency, api_v2=settings.api_v2, blobs=blobs, assets=stores.assets,
+                        files=files)
+    mirror = build_mirror(stores, pool, core.inventories, core.dispatcher.describe,  # replicated: pool mirror
+                          leading=lambda: terms.leading() or leadership.term is not None)
     leader_loops: Loops = {  # single across the replicas: each run() starts its term afresh
         "pool": core.reconciler.run, "inventories": core.inventories.run, "tracker": core.tracker.run,
         "dispatcher": core.dispatcher.run, "webhooks": webhooks.run, "stats": stats.run,
         "v2 retention": RetentionSweep(JobIndex(stores.tasks), outputs, objects,
-                                       retention_s=settings.api_v2.job_retention_s).run}
+                                       retention_s=settings.api_v2.job_retention_s).run, **mirror.leader_loops}
     terms = LeaderTerms(leadership, leader_loops, reset=core.reset, fence=FenceBinding(FENCE, Fence))
     replica = join(settings, stores, leading=lambda: leadership.term is not None)
     services.replica, metrics.cluster = replica, replica.figures
     loops: Loops = {
         "comfyui front door": front.run, "cluster events": watch.run, "metrics": lambda: metrics.run(events),
         "v2 blob sweep": BlobSweep(blobs, stores.assets).run, "heartbeat": replica.heartbeat.run,
-        "leadership": leadership.run, "leader terms": terms.run}
+        "leadership": leadership.run, "leader terms": terms.run, **mirror.loops}
     loops.update(await replication_loops(stores, events, front, core.tracker))  # replicated: events, frames
+    services.gate = build_gate(stores, replica.name, epoch=lambda: terms.current.epoch if terms.current else None,
+                               events_connected=lambda: front.bridge is None or front.bridge.connected)
     return Daemon(settings, stores, session, core, services, loops, leader_loops, leadership, terms, replica)
 
 
@@ -271,34 +274,6 @@ async def run(settings: Settings, *, ready: asyncio.Event | None = None,
             await _close(None, stores, session)
             raise
         await serve(daemon, listener, ready=ready, stop=stop or asyncio.Event(), own_process=own_process)
-
-
-def listen_socket(host: str, port: int) -> socket.socket:
-    """The API's socket, bound before anything else starts (Redis, backends): a port already taken stops
-    ``comfyart serve`` at once with one line. Left to uvicorn, the bind failed inside the running daemon, whose
-    ``sys.exit`` then left it hung, deaf to SIGTERM."""
-    # IPPROTO_TCP named outright: asyncio turns Nagle's algorithm off (TCP_NODELAY) only on connections of a socket
-    # whose protocol says TCP, and with it on every answer waited ~40 ms for the client's delayed ACK
-    listener = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM,
-                             socket.IPPROTO_TCP)
-    try:
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind((host, port))
-    except OSError as exc:
-        listener.close()
-        raise ConfigError(listen_problem(host, port, exc.errno, exc.strerror or str(exc))) from exc
-    return listener
-
-
-def listen_problem(host: str, port: int, code: int | None, reason: str) -> str:
-    """What to tell someone whose daemon cannot listen on ``host:port``."""
-    where = f"cannot listen on {f'[{host}]' if ':' in host else host}:{port}: {reason[:1].lower()}{reason[1:]}"
-    if code == errno.EADDRINUSE:
-        return (f"{where} (another comfyart serve? set server.port, e.g. COMFYART_SERVER__PORT={port + 1} "
-                f"comfyart serve ...)")
-    if code in (errno.EACCES, errno.EPERM):
-        return f"{where} (ports below 1024 need privileges: set server.port)"
-    return f"{where} (check server.host and server.port)"
 
 
 async def serve(daemon: Daemon, listener: socket.socket, *, ready: asyncio.Event | None, stop: asyncio.Event,
@@ -349,7 +324,8 @@ async def serve(daemon: Daemon, listener: socket.socket, *, ready: asyncio.Event
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
-        await asyncio.shield(_close(daemon.core.containers, daemon.stores, daemon.session, daemon.leadership))
+        await asyncio.shield(_close(daemon.core.containers, daemon.stores, daemon.session, daemon.leadership,
+                                    daemon.services.files))
     logger.info("stopped")
 
 
@@ -403,12 +379,14 @@ def tune_gc() -> None:
 
 
 async def _close(containers: Containers | None, stores: Stores, session: aiohttp.ClientSession,
-                 leadership: Leading | None = None) -> None:
+                 leadership: Leading | None = None, files: FileLocator | None = None) -> None:
     try:
         if leadership is not None:
             await leadership.release()  # done already after a stop; after a failed root, a standby takes over now
         if containers is not None:
             await containers.shutdown()
     finally:
+        if files is not None:
+            await files.aclose()  # its HTTP client to the other replicas, its cache's file thread
         await session.close()
         await stores.aclose()

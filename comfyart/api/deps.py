@@ -16,6 +16,7 @@ from comfyart.api.requests import RunOptions, Scheduling, TaskSubmission
 from comfyart.api.security import Security
 from comfyart.api.v2.stream import StreamSlots
 from comfyart.auth import Principal, can_see
+from comfyart.cluster.gate import LeaderGate
 from comfyart.cluster.locator import FileLocator
 from comfyart.cluster.replicas import Replica
 from comfyart.comfy.inventory import checked_needs
@@ -75,6 +76,7 @@ class Services:
     v2_streams: StreamSlots = field(default_factory=StreamSlots)  # the v2 event streams each key holds open
     replica: Replica | None = None  # this replica among the others on the Redis (issue 24; None: not registered)
     files: FileLocator | None = None  # the other replicas' files (issue 24; None: one process, or a shared data_dir)
+    gate: LeaderGate | None = None  # replicated: who leads (``api.forward``); None in one process
 
 
 # Dependencies are coroutines though they never wait: FastAPI runs a plain function dependency in a worker thread.

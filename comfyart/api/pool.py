@@ -1,15 +1,19 @@
 """``/api/pool`` (admins only): the backends and hosts (each backend with its inventory's summary), a health check
 on demand, scaling limits, static backends registered at run time, one backend's log, its inventory read again on
-demand (or every healthy backend's), and what can be done to one backend (drain, recycle, enable, disable)."""
+demand (or every healthy backend's), and what can be done to one backend (drain, recycle, enable, disable).
+
+Reads answer from this replica's pool (a standby's mirrors the leader's, ``pool.mirror``); every other route acts on
+the leader's objects, and a standby sends it to the leader (``api.forward.on_leader``)."""
 from __future__ import annotations
 
 from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from comfyart.api.auth import admin_only
 from comfyart.api.deps import ServicesDep
+from comfyart.api.forward import on_leader
 from comfyart.api.inventory import described_backend, described_pool
 from comfyart.api.requests import BackendRegistration, ScaleChange, body_doc
 from comfyart.errors import BackendUnavailable, NotFound
@@ -25,16 +29,20 @@ async def get_pool(services: ServicesDep) -> dict[str, Any]:
 
 
 @router.post("/api/pool/health-check", response_model=None)
-async def health_check_now(services: ServicesDep) -> dict[str, Any]:
+async def health_check_now(request: Request, services: ServicesDep) -> dict[str, Any] | Response:
     """Run one round now (probes, container checks, recycling, scaling) and return the pool."""
+    if (forwarded := await on_leader(request, services)) is not None:
+        return forwarded
     await services.controls.check_now()
     return {**described_pool(services), "queue_length": await services.queue.length()}
 
 
 @router.post("/api/pool/refresh", response_model=None)
-async def refresh_inventories(services: ServicesDep) -> dict[str, Any]:
+async def refresh_inventories(request: Request, services: ServicesDep) -> dict[str, Any] | Response:
     """Read every healthy backend's inventory now; the pool, with ``failed``: the backends that did not answer
     (id: why)."""
+    if (forwarded := await on_leader(request, services)) is not None:
+        return forwarded
     healthy = services.pool.healthy()
     answers = await services.inventories.refresh(healthy)
     failed = {b.id: b.inventory_error for b, answer in zip(healthy, answers, strict=True) if answer is None}
@@ -43,33 +51,41 @@ async def refresh_inventories(services: ServicesDep) -> dict[str, Any]:
 
 
 @router.post("/api/pool/scale", response_model=None, openapi_extra=body_doc(ScaleChange))
-async def scale(request: Request, services: ServicesDep) -> dict[str, Any]:
+async def scale(request: Request, services: ServicesDep) -> dict[str, Any] | Response:
     """Set ``min_containers``, ``max_containers`` or a fixed ``target`` at run time (``null``: back to the
     configuration); kept in Redis across restarts."""
+    if (forwarded := await on_leader(request, services)) is not None:
+        return forwarded
     change = await ScaleChange.read(request, services.security.limits)
     await services.controls.set_scale(change.changes())
     return services.pool.describe()
 
 
 @router.post("/api/pool/backends", status_code=201, openapi_extra=body_doc(BackendRegistration))
-async def register_backend(request: Request, services: ServicesDep) -> JSONResponse:
+async def register_backend(request: Request, services: ServicesDep) -> Response:
     """Register a static ComfyUI backend (a machine can announce itself at boot); kept in Redis. The same
     name and URL again answers 200."""
+    if (forwarded := await on_leader(request, services)) is not None:
+        return forwarded
     static = await BackendRegistration.read(request, services.security.limits)
     backend, created = await services.controls.register_static(static)
     return JSONResponse(backend.describe(), status_code=201 if created else 200)
 
 
 @router.delete("/api/pool/backends/{name}", status_code=202, response_model=None)
-async def deregister_backend(name: str, services: ServicesDep) -> dict[str, Any]:
+async def deregister_backend(name: str, request: Request, services: ServicesDep) -> dict[str, Any] | Response:
     """Forget a registered static backend: it takes no new work and leaves once its prompts are done."""
+    if (forwarded := await on_leader(request, services)) is not None:
+        return forwarded
     return (await services.controls.deregister_static(name)).describe()
 
 
 @router.get("/api/pool/backends/{backend_id}/logs", response_model=None)
-async def backend_logs(backend_id: str, services: ServicesDep,
-                       lines: int = Query(100, ge=1, le=10_000)) -> dict[str, Any]:
+async def backend_logs(backend_id: str, request: Request, services: ServicesDep,
+                       lines: int = Query(100, ge=1, le=10_000)) -> dict[str, Any] | Response:
     """The last lines of a container's (or local process's) log, from Docker (or its log file)."""
+    if (forwarded := await on_leader(request, services)) is not None:
+        return forwarded
     backend = services.pool.backends.get(backend_id)
     if backend is None:
         raise NotFound(f"no backend {backend_id}")
@@ -80,9 +96,11 @@ async def backend_logs(backend_id: str, services: ServicesDep,
 
 
 @router.post("/api/pool/backends/{backend_id}/refresh", response_model=None)
-async def refresh_inventory(backend_id: str, services: ServicesDep) -> dict[str, Any]:
+async def refresh_inventory(backend_id: str, request: Request, services: ServicesDep) -> dict[str, Any] | Response:
     """Read the backend's inventory (``/object_info``, ``/embeddings``) now; the backend with its summary. 503
     when it does not answer (its last inventory stays)."""
+    if (forwarded := await on_leader(request, services)) is not None:
+        return forwarded
     backend = services.pool.get(backend_id)
     if await services.inventories.read(backend) is None:
         raise BackendUnavailable(f"backend {backend_id} did not list its inventory: {backend.inventory_error}")
@@ -90,7 +108,10 @@ async def refresh_inventory(backend_id: str, services: ServicesDep) -> dict[str,
 
 
 @router.post("/api/pool/backends/{backend_id}/{action}", response_model=None)
-async def control_backend(backend_id: str, action: str, services: ServicesDep) -> dict[str, Any]:
+async def control_backend(backend_id: str, action: str, request: Request,
+                          services: ServicesDep) -> dict[str, Any] | Response:
     """``drain`` (no new work, then stopped; a static one waits), ``recycle`` (drain, then replace),
     ``enable`` (take work again; cancels a drain), ``disable`` (no new work, kept as is)."""
+    if (forwarded := await on_leader(request, services)) is not None:
+        return forwarded
     return (await services.controls.act(backend_id, action)).describe()

@@ -59,7 +59,8 @@ async def healthz(services: ServicesDep) -> dict[str, Any] | JSONResponse:
 @router.get("/readyz", response_model=None)
 async def readyz(services: ServicesDep) -> dict[str, Any] | JSONResponse:
     """200 {"ready": true, "replica", "role"} when this replica can serve: Redis answers, its first heartbeat is
-    written, the pool is ready and it is not stopping; 503 with the reason otherwise. A load balancer sends
+    written, its event bridge follows the stream (replicated), the pool is ready (a standby's: mirrored from the
+    leader) and it is not stopping; 503 with the reason otherwise. A load balancer sends
     traffic by it; ``/healthz`` stays the liveness check."""
     replica = services.replica
     try:
@@ -69,7 +70,8 @@ async def readyz(services: ServicesDep) -> dict[str, Any] | JSONResponse:
         redis_answers = False
     reason = unready_reason(redis_answers=redis_answers, joined=replica is None or replica.joined,
                             pool_ready=services.pool.ready.is_set(),
-                            stopping=replica is not None and replica.stopping)
+                            stopping=replica is not None and replica.stopping,
+                            events_connected=services.gate is None or services.gate.events_connected())
     who = {"replica": replica.name if replica else None, "role": replica.role if replica else None}
     if reason is not None:
         return JSONResponse({"ready": False, "reason": reason, **who, "detail": f"not ready: {reason}"},

@@ -58,7 +58,8 @@ def describe_cluster(me: str, leader: LeaderRecord | None, replicas: Sequence[Re
                           else dict(entry) for entry in elections]}
 
 
-def unready_reason(*, redis_answers: bool, joined: bool, pool_ready: bool, stopping: bool) -> str | None:
+def unready_reason(*, redis_answers: bool, joined: bool, pool_ready: bool, stopping: bool,
+                   events_connected: bool = True) -> str | None:
     """Why this replica should take no traffic now (``GET /readyz`` answers 503 with it), or None: ready. In the
     order an operator fixes them: a stopping replica is going anyway; without Redis nothing works."""
     if stopping:
@@ -67,6 +68,8 @@ def unready_reason(*, redis_answers: bool, joined: bool, pool_ready: bool, stopp
         return "redis unreachable"
     if not joined:
         return "not joined: its first heartbeat is not written yet"
+    if not events_connected:
+        return "event bridge not connected: task events from other replicas do not arrive"
     if not pool_ready:
-        return "pool not ready: leftovers and static backends not handled yet"
+        return "pool not ready: leftovers and static backends not handled yet, or no pool mirrored from the leader"
     return None

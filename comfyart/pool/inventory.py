@@ -44,6 +44,7 @@ class Inventories:
         self.config = config
         self._shared: dict[str, Inventory] = {}  # digest -> the one parsed copy, while a backend has it
         self._documents: dict[str, bytes] = {}  # digest -> its /object_info, zlib-compressed
+        self._embedding_lists: dict[str, bytes] = {}  # digest -> its /embeddings answer (b"": none), for the mirror
         # every distinct set of combo choices the inventories hold, each once: most recur across documents (and
         # within one: every LoRA loader lists the same files)
         self._choice_sets: dict[frozenset[str], frozenset[str]] = {}
@@ -104,7 +105,34 @@ class Inventories:
                 self.counters["parsed"] += 1
                 self._shared[digest] = inventory
                 self._documents[digest] = await asyncio.to_thread(zlib.compress, body, 1)
+                self._embedding_lists[digest] = embeddings
             return inventory
+
+    # ------------------------------------------------------------------ the mirror's (issue 24)
+    def document(self, digest: str) -> tuple[bytes, bytes] | None:
+        """The compressed ``/object_info`` and the ``/embeddings`` answer of a document this pool holds: what the
+        leader publishes for standbys (``cluster.mirror``)."""
+        body = self._documents.get(digest)
+        return None if body is None else (body, self._embedding_lists.get(digest, b""))
+
+    def shared(self, digest: str) -> Inventory | None:
+        """The parsed document of a digest this pool holds."""
+        return self._shared.get(digest)
+
+    async def adopt(self, digest: str, compressed: bytes, embeddings: bytes) -> Inventory:
+        """A document the leader published, parsed once per digest as if read here (ValueError: not one)."""
+        known = self._shared.get(digest)
+        if known is not None:
+            return known
+        body = await asyncio.to_thread(zlib.decompress, compressed)
+        return await self._parsed(body, embeddings, digest)
+
+    def hold(self, digest: str, inventory: Inventory, compressed: bytes, embeddings: bytes) -> None:
+        """Keep an adopted document (again: a change of the pool meanwhile may have dropped it as unused) for the
+        backends about to get it."""
+        self._shared.setdefault(digest, inventory)
+        self._documents.setdefault(digest, compressed)
+        self._embedding_lists.setdefault(digest, embeddings)
 
     def _failed(self, backend: Backend, reason: str) -> None:
         self.counters["failed"] += 1
@@ -157,6 +185,7 @@ class Inventories:
         for digest in unused:
             del self._shared[digest]
             self._documents.pop(digest, None)
+            self._embedding_lists.pop(digest, None)
         if unused and not self._parsing.locked():  # (a parse adds to them meanwhile)
             self._choice_sets = {s: s for inventory in self._shared.values() for s in inventory.choices.values()}
 

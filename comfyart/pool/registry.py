@@ -8,7 +8,7 @@ import asyncio
 import contextlib
 from collections import deque
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from comfyart.clock import now_ms
 from comfyart.comfy.client import ComfyClient
@@ -23,6 +23,9 @@ from comfyart.policy.scheduling import BackendSlot, PoolView, could_run
 from comfyart.pool.backend import Backend
 from comfyart.pool.providers.base import Provider
 from comfyart.store.pool import ScaleOverride
+
+if TYPE_CHECKING:
+    from comfyart.pool.mirrored import Mirrored
 
 RECENT = 20  # errors and scaling decisions kept for /api/pool
 COULD_RUN_KEPT = 1024  # distinct needs whose answer ``could_run`` keeps in one generation
@@ -97,6 +100,9 @@ class Pool:
         self.counters = {"started": 0, "lost": 0, "recycled": 0, "stopped": 0}
         self._changed = asyncio.Event()  # set, and replaced, at each change
         self.wakeups: list[asyncio.Event] = []  # set on every change too, for loops that wait on several things
+        # a standby replica's: the leader's pool as last published (``pool.mirrored``); its descriptions answer
+        # for this pool's. None on the leader, and in one process
+        self.mirrored: Mirrored | None = None
 
     # ------------------------------------------------------------------ views
     def slots(self) -> list[BackendSlot]:
@@ -190,6 +196,7 @@ class Pool:
         """Forget every backend and what was learnt of them (not the counters and recent history of /api/pool): a
         leader's term starts or ended, and the reconciler's ``start`` reads them again."""
         self.ready.clear()
+        self.mirrored = None
         self.backends.clear()
         self._roomy, self._rank, self._roomy_key = set(), {}, (-1, 0)
         self._could_run.clear()
@@ -245,7 +252,9 @@ class Pool:
 
     # ------------------------------------------------------------------ description
     def describe_decision(self) -> dict[str, Any] | None:
-        """The autoscaler's last decision and why (None before its first)."""
+        """The autoscaler's last decision and why (None before its first); on a standby, the leader's."""
+        if self.mirrored is not None:
+            return self.mirrored.decision
         decision = self.last_decision
         return None if decision is None else {
             "desired": decision.desired, "start": decision.start, "drain": list(decision.drain),
@@ -253,6 +262,8 @@ class Pool:
             "limited_by": list(decision.limited_by), "at_ms": self.last_decision_ms}
 
     def describe(self) -> dict[str, Any]:
+        if self.mirrored is not None:  # a standby: the leader's pool, as it last published it
+            return self.mirrored.describe()
         hosts = []
         for provider in self.providers:
             for host, view in zip(provider.hosts, self.host_views(provider), strict=True):

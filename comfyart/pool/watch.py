@@ -7,6 +7,7 @@ from typing import Any
 
 from comfyart.bus import EventHub
 from comfyart.errors import TransientError
+from comfyart.pool.registry import Pool
 
 WATCH_INTERVAL_S = 1.0
 
@@ -55,3 +56,9 @@ class ClusterWatch:
         if depth != self._depth:
             self._depth = depth
             self.hub.publish({"type": "queue", **depth})
+
+
+def pool_summary(pool: Pool) -> dict[str, dict[str, Any]]:
+    """Each backend's status, mode and prompts in flight (a standby's: the leader's, mirrored)."""
+    return {b.id: {"status": b.state.value, "mode": b.mode.value, "inflight": len(b.prompts)}
+            for b in pool.backends.values()}

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import yaml
 
-from comfyart.daemon import listen_socket
+from comfyart.api.listener import listen_socket
 from tests.support.paths import ROOT
 from tests.support.ports import free_port, wait_for_port
 

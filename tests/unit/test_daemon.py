@@ -1,5 +1,5 @@
 """The daemon's own process tunes its garbage collector once serving (daemon.tune_gc), and says why it cannot
-listen (daemon.listen_problem)."""
+listen (api.listener.listen_problem)."""
 from __future__ import annotations
 
 import json
@@ -7,7 +7,8 @@ import subprocess
 import sys
 from errno import EACCES, EADDRINUSE, EADDRNOTAVAIL, EPERM
 
-from comfyart.daemon import listen_problem, no_backend_warning
+from comfyart.api.listener import listen_problem
+from comfyart.daemon import no_backend_warning
 from tests.support.paths import ROOT
 
 

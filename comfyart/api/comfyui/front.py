@@ -12,6 +12,7 @@ from comfyart.api.comfyui.prompts import Prompts
 from comfyart.api.comfyui.relay import FrameRelay
 from comfyart.api.comfyui.sockets import Sockets
 from comfyart.bus import EventHub
+from comfyart.cluster.bridge import EventBridge
 from comfyart.cluster.bridge import build as build_bridge
 from comfyart.cluster.frames import FramePlane
 from comfyart.config.sections import LimitsConfig
@@ -52,6 +53,7 @@ class FrontDoor:
         # a v2 stream hears a task's previews from the tracker here; replicated, from other replicas' too
         # (``replication_loops``); returns the release
         self.watch_previews: Callable[[str], Callable[[], None]] = _no_watch
+        self.bridge: EventBridge | None = None  # replicated: the event bridge (``/readyz`` asks if it is connected)
 
     async def run(self) -> None:
         """Sends each client the end of its prompts, and every socket the queue length when it changes."""
@@ -74,6 +76,7 @@ async def replication_loops(stores: Stores, events: EventHub, front: FrontDoor,
     bridge = await build_bridge(stores, events)
     frames = build_frames(stores, front, tracker)
     loops: dict[str, Callable[[], Awaitable[None]]] = {}
+    front.bridge = bridge
     if bridge is not None:
         loops["event bridge"] = bridge.run
     if frames is not None:

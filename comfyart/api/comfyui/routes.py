@@ -29,6 +29,8 @@ from comfyart.api.comfyui.jobs import JOB_ROUTES
 from comfyart.api.comfyui.shapes import FEATURES, history_entry, in_history, queue_item
 from comfyart.api.comfyui.startup import STARTUP_ROUTES, UNPREFIXED_ROUTES
 from comfyart.api.comfyui.userdata import USERDATA_ROUTES
+from comfyart.api.deps import ServicesDep
+from comfyart.api.forward import on_leader
 from comfyart.errors import BackendUnavailable, QuotaExceeded, TransientError
 from comfyart.models import FINAL_STATUSES, Task, TaskStatus
 
@@ -105,7 +107,11 @@ async def queue_post(request: Request, principal: Caller, comfy: IndexDep, promp
     return Response(status_code=200)
 
 
-async def interrupt(request: Request, principal: Caller, comfy: IndexDep, prompts: PromptsDep) -> Response:
+async def interrupt(request: Request, principal: Caller, comfy: IndexDep, prompts: PromptsDep,
+                    services: ServicesDep) -> Response:
+    # the prompts run on the leader's backends, through its tracker: a standby sends the request there
+    if (forwarded := await on_leader(request, services)) is not None:
+        return forwarded
     body = await json_body(request)
     prompt_id = body.get("prompt_id") if isinstance(body, dict) else None
     if prompt_id:

@@ -51,8 +51,8 @@ async def test_a_second_term_in_the_same_process_recovers_what_the_first_left(tm
         daemon = await build(settings, stores, session, events)
         core = daemon.core
         assert set(daemon.leader_loops) == {"pool", "inventories", "tracker", "dispatcher", "webhooks", "stats",
-                                            "v2 retention"}
-        assert {"leadership", "leader terms", "comfyui front door", "metrics"} <= set(daemon.loops)
+                                            "v2 retention", "pool publisher"}  # replicated: a redis.url
+        assert {"leadership", "leader terms", "comfyui front door", "metrics", "pool mirror"} <= set(daemon.loops)
         fences: list[tuple[str, int | None]] = []
 
         def noting(name: str, loop: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[None]]:

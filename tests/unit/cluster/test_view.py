@@ -81,11 +81,12 @@ def test_without_a_leader_replicas_are_compared_with_the_one_answering():
     assert describe_cluster("r9", None, [replica("r1")], [], now_ms=1)["replicas"][0]["config_differs"] is False
 
 
-@pytest.mark.parametrize(("redis_answers", "joined", "pool_ready", "stopping"),
-                         list(itertools.product([True, False], repeat=4)))
-def test_ready_only_when_everything_holds(redis_answers, joined, pool_ready, stopping):
-    reason = unready_reason(redis_answers=redis_answers, joined=joined, pool_ready=pool_ready, stopping=stopping)
-    if redis_answers and joined and pool_ready and not stopping:
+@pytest.mark.parametrize(("redis_answers", "joined", "pool_ready", "stopping", "events_connected"),
+                         list(itertools.product([True, False], repeat=5)))
+def test_ready_only_when_everything_holds(redis_answers, joined, pool_ready, stopping, events_connected):
+    reason = unready_reason(redis_answers=redis_answers, joined=joined, pool_ready=pool_ready, stopping=stopping,
+                            events_connected=events_connected)
+    if redis_answers and joined and pool_ready and not stopping and events_connected:
         assert reason is None
     elif stopping:
         assert reason == "stopping"
@@ -93,5 +94,7 @@ def test_ready_only_when_everything_holds(redis_answers, joined, pool_ready, sto
         assert reason == "redis unreachable"
     elif not joined:
         assert reason is not None and reason.startswith("not joined")
+    elif not events_connected:
+        assert reason is not None and reason.startswith("event bridge not connected")
     else:
         assert reason is not None and reason.startswith("pool not ready")
