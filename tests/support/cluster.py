@@ -112,11 +112,11 @@ def wait_completed(replica: ReplicaProcess, ids: Sequence[str], timeout_s: float
     """The records of ``ids`` once every one is final (asserted completed), read through ``replica``."""
     deadline = time.monotonic() + timeout_s
     while True:
-        records = tasks_of(replica, ids)
-        if all(r["status"] in ("completed", "failed", "canceled") for r in records):
+        records = tasks_of(replica, ids)  # an answer with no status is an error (Redis away a moment): read again
+        if all(r.get("status") in ("completed", "failed", "canceled") for r in records):
             assert [r["id"] for r in records if r["status"] != "completed"] == []
             return records
-        assert time.monotonic() < deadline, f"{sum(r['status'] != 'completed' for r in records)} tasks not done"
+        assert time.monotonic() < deadline, f"{sum(r.get('status') != 'completed' for r in records)} tasks not done"
         time.sleep(0.25)
 
 
