@@ -34,7 +34,7 @@ from comfyart.bus import EventHub
 from comfyart.cluster.gate import build as build_gate
 from comfyart.cluster.leadership import Leadership
 from comfyart.cluster.locator import FileLocator, file_stores
-from comfyart.cluster.replicas import Replica, join, replica_name, standby_warning
+from comfyart.cluster.replicas import Replica, join, refusal, replica_name, standby_warning
 from comfyart.cluster.terms import FenceBinding, LeaderTerms, Leading
 from comfyart.comfy.client import ComfyClient
 from comfyart.config.settings import Settings
@@ -134,7 +134,7 @@ async def build_core(settings: Settings, stores: Stores, session: aiohttp.Client
                 connect=lambda url: ComfyClient(session, url, timeout_s=timeout_s))
     book = PromptBook(on_change=pool.notify)
     outcomes = Outcomes(store=stores.tasks, queue=stores.queue, book=book, outputs=outputs, config=settings.tracking,
-                        objects=objects)
+                        objects=objects, valid=valid)
     inventories = Inventories(pool, settings.pool)
     containers = Containers(pool, on_lost=outcomes.backend_lost, inventories=inventories,
                             adopt_leftovers=settings.docker.leftovers == "adopt" if settings.docker else True,
@@ -273,6 +273,9 @@ async def run(settings: Settings, *, ready: asyncio.Event | None = None,
         except BaseException:
             await _close(None, stores, session)
             raise
+        if (problem := await refusal(daemon.replica)) is not None:  # before it beats or asks for the lease
+            await _close(None, stores, session, files=daemon.services.files)
+            raise ConfigError(problem)
         await serve(daemon, listener, ready=ready, stop=stop or asyncio.Event(), own_process=own_process)
 
 
@@ -282,7 +285,8 @@ async def serve(daemon: Daemon, listener: socket.socket, *, ready: asyncio.Event
     leader's loops stop first (``LeaderTerms.stop``: no claim or submission more, the outputs being written
     finished; ``LEADER_STOP_S`` at most), then the lease is released (a standby takes over at once, no lease to
     wait out), then the API stops (``GRACEFUL_SHUTDOWN_S`` for the requests under way), then every other loop; last,
-    the local backend processes are stopped and the connections closed. A root that fails skips to the release."""
+    the local backend processes are stopped and the connections closed. Alone (not replicated) the API stops first,
+    as no standby waits. A root that fails skips to the release."""
     settings = daemon.settings
     server = _Server(uvicorn.Config(create_app(daemon.services), host=settings.server.host,
                                     port=settings.server.port, log_config=None, access_log=False, lifespan="off",
@@ -295,9 +299,12 @@ async def serve(daemon: Daemon, listener: socket.socket, *, ready: asyncio.Event
         await stop.wait()
         logger.info("stopping")
         daemon.replica.stopping = True  # /readyz turns clients away first
-        await _hand_over(daemon)
+        if daemon.stores.replicated:  # a standby takes the fleet over at once; clients go on at the other replicas
+            await _hand_over(daemon)
         server.should_exit = True
         await api
+        if not daemon.stores.replicated:  # alone: the requests under way still found the pool and the tracker
+            await _hand_over(daemon)
         raise _Stopping
 
     async def announce() -> None:

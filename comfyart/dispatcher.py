@@ -11,13 +11,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import os
+import random
 import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Container, Sequence
-from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 from loguru import logger
 
@@ -32,8 +31,11 @@ from comfyart.errors import (
     PromptRejected,
     TransientError,
 )
+from comfyart.files.cache import FileUnreachable
+from comfyart.files.inputs import open_sized
 from comfyart.models import Task, TaskStatus, relay_of
 from comfyart.policy.attempts import AfterUncertainSubmit, AttemptEnd, after_uncertain_submit
+from comfyart.policy.deferral import Deferrals
 from comfyart.policy.inventory import Combo, lacking_reason
 from comfyart.policy.needs import Needs
 from comfyart.policy.scheduling import (
@@ -94,6 +96,7 @@ class Dispatcher:
         # cancel meanwhile is caught by record_submission)
         self._queued: dict[str, tuple[QueuedTask, Task]] = {}
         self._skips: Counter[str] = Counter()
+        self.deferred = Deferrals()  # tasks whose input file's replica did not answer: tried again later
         self._seq = 0
         self._next_blocked_check = 0.0
 
@@ -130,6 +133,7 @@ class Dispatcher:
         term forgotten, the scheduler's run-time settings read again), once the pool is ready and the tracker has
         recovered what was in flight."""
         self._queued, self._skips, self.blocked, self._next_blocked_check = {}, Counter(), {}, 0.0
+        self.deferred = Deferrals()
         try:
             await self.load_overrides()
         except TransientError as exc:  # the settings read at start-up (or last term) stay
@@ -212,9 +216,10 @@ class Dispatcher:
             self._queued = {k: v for k, v in self._queued.items() if k in keep}
             self._skips = Counter({k: v for k, v in self._skips.items() if k in keep})
         window = []
+        now = time.monotonic()
         for task_id in ids:
             queued, _ = self._queued.get(task_id, (None, None))
-            if queued is not None:
+            if queued is not None and self.deferred.due(task_id, now):
                 skips = self._skips.get(task_id, 0)
                 window.append(queued if not skips else dataclasses.replace(queued, skips=skips))
         return ordered(window, self.settings.order, now_ms(), self.settings.priority_ageing_s)
@@ -251,9 +256,15 @@ class Dispatcher:
         prepared_list: list[tuple[Task, Backend, QueuedTask, PreparedPrompt]] = []
         for (task, backend, queued), prepared in zip(
                 claimed, await self.resolver.prepare_many([task for task, _, _ in claimed]), strict=True):
-            if isinstance(prepared, InvalidInput):
+            if isinstance(prepared, InvalidInput) or isinstance(prepared, FileUnreachable) and not self.deferred.defer(
+                    task.id, time.monotonic(), random.random()):
                 await self._unrunnable(task.id, str(prepared))
                 continue
+            if isinstance(prepared, FileUnreachable):  # its replica may come back: tried again later, others go on
+                logger.warning("task waits for its input file task={} error={}", task.id, prepared)
+                await self.queue.requeue(task.id)
+                continue
+            self.deferred.forget(task.id)
             if self.pool.backends.get(backend.id) is not backend or not backend.accepting:
                 await self.queue.requeue(task.id)  # lost or drained since the round began
                 continue
@@ -327,7 +338,7 @@ class Dispatcher:
         file stays readable if its blob is removed meanwhile."""
         for upload in prepared.uploads:
             try:
-                file, size = await asyncio.to_thread(_open_sized, upload.path)
+                file, size = await asyncio.to_thread(open_sized, upload.path)
             except OSError as exc:
                 raise InvalidInput(f"params.{upload.param}: cannot read {upload.path.name}: {exc.strerror}") from exc
             try:  # streamed from the file: a 1 GiB asset costs a chunk of memory per delivery, not 1 GiB
@@ -385,11 +396,4 @@ class Dispatcher:
         self.book.close(backend, prompt_id, done=False)
         await self.outcomes.requeue(state.task_id, AttemptEnd.NOT_ACCEPTED,
                                     f"{backend.id} did not take the prompt: {exc}", prompt_id=prompt_id)
-
-
-def _open_sized(path: Path) -> tuple[BinaryIO, int]:
-    """An input file opened for a delivery, and its size (of the file opened, not of whatever the path names
-    next)."""
-    file = path.open("rb")
-    return file, os.fstat(file.fileno()).st_size
 

@@ -22,6 +22,10 @@ FORWARD_TIMEOUT_S = 60.0  # a health-check round or an inventory refresh may tak
 HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
                         "transfer-encoding", "upgrade", "host", "content-length", "content-encoding"})
 
+# checked here already (the auth middleware: a browser's request from another site was refused); sent on, the page's
+# Origin would not match the leader's Host, and the leader would refuse a request this replica let through
+CHECKED_HERE = frozenset({"origin"})
+
 
 class NoLeader(TransientError):
     """A request for the leader while none can be reached."""
@@ -39,10 +43,12 @@ async def on_leader(request: Request, services: Services) -> Response | None:
     leader = await gate.leader()
     if leader is None:
         raise NoLeader("no leader at the moment: try again shortly")
-    headers = [(name, value) for name, value in request.headers.items() if name.lower() not in HOP_BY_HOP]
+    headers = [(name, value) for name, value in request.headers.items()
+               if name.lower() not in HOP_BY_HOP and name.lower() not in CHECKED_HERE]
     headers.append((FORWARDED_HEADER, gate.name))
     try:
-        async with httpx.AsyncClient(timeout=FORWARD_TIMEOUT_S) as client:
+        # trust_env off: the caller's credentials never go through a proxy the environment names
+        async with httpx.AsyncClient(timeout=FORWARD_TIMEOUT_S, trust_env=False) as client:
             answer = await client.request(request.method, leader.url + request.url.path,
                                           params=list(request.query_params.multi_items()),
                                           content=await request.body(), headers=headers)

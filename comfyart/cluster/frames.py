@@ -198,7 +198,7 @@ class FramePlane:
 
     async def _listen(self, pubsub: Any) -> None:
         while not pubsub.subscribed:
-            await asyncio.sleep(0.01)
+            await asyncio.sleep(0.05)  # until the first subscribe (its own channel) went through
         while True:
             try:
                 with map_redis_errors():

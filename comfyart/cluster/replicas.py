@@ -39,11 +39,13 @@ def replica_name(settings: Settings) -> str:
 
 
 def replica_url(settings: Settings) -> str:
-    """Where other replicas and operators reach this one: ``server.public_url``, else http://HOST:PORT, with this
-    machine's host name for an address that listens everywhere."""
+    """Where other replicas and operators reach this one: ``cluster.advertise_url``, else http://HOST:PORT, with
+    this machine's host name for an address that listens everywhere. Never ``server.public_url``: that is a
+    proxy's or a load balancer's address, which may answer from any replica (a file asked of its holder, or an
+    admin request forwarded to the leader, would land elsewhere)."""
     server = settings.server
-    if server.public_url:
-        return server.public_url.rstrip("/")
+    if settings.cluster.advertise_url:
+        return settings.cluster.advertise_url.rstrip("/")
     host = socket.gethostname() if server.host in UNSPECIFIED_HOSTS else server.host
     return f"http://{f'[{host}]' if ':' in host else host}:{server.port}"
 
@@ -195,6 +197,26 @@ def config_difference(me: ReplicaIdentity, others: list[ReplicaRecord]) -> str |
                     f"touches that one's backends; it drives its own configuration's fleet only if it takes the "
                     f"lease (give every replica the same configuration, or another redis.prefix)")
     return None
+
+
+def name_clash(me: ReplicaIdentity, others: list[ReplicaRecord]) -> str | None:
+    """The start-up refusal of a replica whose name a live replica elsewhere already has, or None. Two of one name
+    would take the lease from each other at every poll (each "retakes its own"), and overwrite each other's record.
+    A record of this name at this replica's own address is its predecessor's (it was killed: this process holds
+    its port now), taken over."""
+    for record in others:
+        if record.name == me.name and record.url != me.url:
+            return (f"another live replica is named {me.name} (at {record.url}, pid {record.pid}): give each replica "
+                    f"its own cluster.name (or leave it out: HOST:PORT)")
+    return None
+
+
+async def refusal(replica: Replica) -> str | None:
+    """``name_clash`` against the live replicas; None when Redis does not answer (nothing to compare)."""
+    try:
+        return name_clash(replica.identity, await replica.store.live())
+    except TransientError:
+        return None
 
 
 async def standby_warning(replica: Replica) -> str | None:

@@ -133,6 +133,9 @@ class LeaderTerms:
                                                                   name=f"term {term.epoch}", context=context)
         finally:
             self.current = None
+            # the term's fence trips as it ends: a task of it that outlives it (a cancel swallowed in a Redis call)
+            # passes no ``ensure_leading`` more, even once this replica leads again under a newer epoch
+            tripped.set()
             try:
                 if self.reset is not None:
                     await self.reset()

@@ -61,6 +61,12 @@ class ClusterConfig(Section):
 
     name: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,80}$",
                              description="this replica's name among the others; omitted: HOST:PORT")
+    advertise_url: str | None = Field(None, pattern=r"^https?://[^/\s]+/?$",
+                                      description="where the other replicas reach this one (forwarded admin "
+                                                  "requests, files); omitted: http://HOST:PORT, with this "
+                                                  "machine's host name when server.host listens everywhere. "
+                                                  "Never server.public_url: behind a load balancer that reaches "
+                                                  "any replica")
     lease_s: float = Field(5.0, ge=0.5, le=300, description="how long a leader's lease lasts unrenewed: a standby "
                                                             "takes over this long after a leader dies")
     renew_interval_s: float = Field(1.0, gt=0, le=60, description="how often the leader renews its lease; under "

@@ -13,7 +13,7 @@ import tempfile
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 if TYPE_CHECKING:
     from comfyart.files.cache import RemoteFiles
@@ -176,3 +176,10 @@ class InputStore:
         if self.remote is not None:  # the other replicas learn that this one holds it
             await self.remote.stored("inputs", input_id)
         return StoredInput(input_id, size, content_type)
+
+
+def open_sized(path: Path) -> tuple[BinaryIO, int]:
+    """An input file opened for a delivery, and its size (of the file opened, not of whatever the path names
+    next)."""
+    file = path.open("rb")
+    return file, os.fstat(file.fileno()).st_size

@@ -98,16 +98,21 @@ class PoolMirror:
         self._failing = False
 
     async def run(self) -> None:
-        while True:
-            if not self.leading():
-                try:
-                    await self.follow()
-                    self._failing = False
-                except TransientError as exc:
-                    if not self._failing:
-                        logger.warning("pool mirror cannot read the leader's pool, trying again error={}", exc)
-                    self._failing = True
-            await asyncio.sleep(POLL_S)
+        """Until cancelled (the daemon's stop); then the store's connections close (this root loop outlives the
+        publisher, a leader loop the term stops first)."""
+        try:
+            while True:
+                if not self.leading():
+                    try:
+                        await self.follow()
+                        self._failing = False
+                    except TransientError as exc:
+                        if not self._failing:
+                            logger.warning("pool mirror cannot read the leader's pool, trying again error={}", exc)
+                        self._failing = True
+                await asyncio.sleep(POLL_S)
+        finally:
+            await self.store.aclose()
 
     async def follow(self) -> bool:
         """Apply the latest snapshot if it is not the one applied; whether one was applied."""

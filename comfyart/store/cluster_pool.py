@@ -51,6 +51,9 @@ class ClusterPool:
         self.pool_key = f"{keys.prefix}:cluster:pool"
         self._publish = client.register_script(_PUBLISH_POOL)
 
+    async def aclose(self) -> None:
+        await self.redis.aclose()
+
     def inventory_key(self, digest: str) -> str:
         return f"{self.keys.prefix}:cluster:inventory:{digest}"
 

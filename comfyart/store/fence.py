@@ -56,8 +56,10 @@ def refused(message: str) -> Fenced:
 def ensure_leading(valid: Callable[[], bool] | None, what: str) -> None:
     """Right before a write Redis cannot fence (a POST /prompt, a provider's spawn or remove, a backend socket
     under the shared client id): raises ``Fenced``, tripping the fence, when ``valid`` (the leadership's: the term
-    and its local deadline) says this replica's term is over. None: nothing to check (no leadership given)."""
-    if valid is not None and not valid():
+    and its local deadline) says this replica's term is over, or when the caller's own term is (its fence tripped:
+    a task of an earlier term while this replica leads again). None: nothing to check (no leadership given)."""
+    fence = FENCE.get()
+    if valid is not None and (not valid() or fence is not None and fence.tripped.is_set()):
         raise refused(f"its term is over: {what} not done")
 
 

@@ -3,11 +3,13 @@
 Nothing fences a backend's queue: a leader that paused between its last validity check (``ensure_leading``) and
 its POST /prompt can land the prompt seconds later, after the new leader's recovery found it in neither /history
 nor /queue (``AttemptEnd.VANISHED``) and sent its task out again under a new prompt id: run as it is, the task
-would run twice. So every vanished prompt id is watched for ``keep_s`` (the lease plus the submit timeout: the
-longest an old leader's POST can still be under way), and when one shows up after all, in a backend's /queue (a
-reconcile) or in a frame of the shared client id's socket (its execution_start, executing, progress), it is taken
-off that backend: deleted from its queue, or interrupted if it runs. Its frames change nothing meanwhile: the book
-no longer holds it, and the task store refuses to end an attempt that is not the task's current one.
+would run twice. So every vanished prompt id is watched for ``keep_s`` (the lease plus the submit timeout, the
+longest an old leader's POST is under way when nothing pauses it, and at least ``LATE_WATCH_MIN_S``: a pause lasts
+as long as it lasts; at most ``LATE_WATCH_MAX`` ids, the oldest forgotten first). When one shows up after all, in
+a backend's /queue (a reconcile) or in a frame of the shared client id's socket (its execution_start, executing,
+progress), it is taken off that backend: deleted from its queue, or interrupted if it runs. Its frames change
+nothing meanwhile: the book no longer holds it, and the task store refuses to end an attempt that is not the
+task's current one.
 
 The decisions (``LateWatch``, ``late_in_queue``) are pure; ``LateGuard`` carries them out.
 """
@@ -24,6 +26,9 @@ from comfyart.comfy import protocol
 from comfyart.errors import BackendUnavailable
 from comfyart.pool.backend import Backend
 
+LATE_WATCH_MIN_S = 600.0  # a leader paused between its last check and its POST may wake this late and still land
+LATE_WATCH_MAX = 10_000  # vanished ids watched at once: a failover of a huge fleet does not grow it without end
+
 
 @dataclass(frozen=True)
 class Vanished:
@@ -37,13 +42,17 @@ class Vanished:
 class LateWatch:
     """Vanished prompt ids, each for ``keep_s`` from when it vanished. ``now`` is the monotonic time."""
 
-    def __init__(self, keep_s: float) -> None:
+    def __init__(self, keep_s: float, most: int = LATE_WATCH_MAX) -> None:
         self.keep_s = keep_s
-        self._watched: dict[str, Vanished] = {}
+        self.most = most
+        self._watched: dict[str, Vanished] = {}  # in the order they vanished
 
     def note(self, prompt_id: str, *, task_id: str, backend_id: str, now: float) -> None:
         self.prune(now)
+        self._watched.pop(prompt_id, None)
         self._watched[prompt_id] = Vanished(task_id, backend_id, now + self.keep_s)
+        while len(self._watched) > self.most:
+            del self._watched[next(iter(self._watched))]
 
     def get(self, prompt_id: str, now: float) -> Vanished | None:
         """The watch on ``prompt_id``, while it lasts."""

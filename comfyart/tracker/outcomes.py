@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import collections
 import functools
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from comfyart.files.outputs import OutputStore
 from comfyart.models import Attempt, OutputFile, Task, TaskStatus
 from comfyart.policy.attempts import AttemptEnd, should_retry
 from comfyart.pool.backend import Backend
+from comfyart.store.fence import ensure_leading
 from comfyart.store.queue import TaskQueue
 from comfyart.store.tasks import TaskStore
 from comfyart.tracker.prompts import PromptBook, PromptState
@@ -30,8 +32,10 @@ MAX_DOWNLOAD_TRIES = 3
 
 class Outcomes:
     def __init__(self, *, store: TaskStore, queue: TaskQueue, book: PromptBook, outputs: OutputStore,
-                 config: TrackingConfig, objects: S3Outputs | None = None) -> None:
+                 config: TrackingConfig, objects: S3Outputs | None = None,
+                 valid: Callable[[], bool] | None = None) -> None:
         self.store = store
+        self.valid = valid  # the leadership's: a prompt is stopped on a backend only by the leader of the moment
         self.queue = queue
         self.book = book
         self.outputs = outputs
@@ -150,7 +154,9 @@ class Outcomes:
 
     async def stop_on_backend(self, backend: Backend, prompt_id: str) -> bool:
         """Interrupt the prompt if it runs, or take it out of the backend's queue; returns whether it was running.
-        Best effort: an unreachable backend is left as it is."""
+        Best effort: an unreachable backend is left as it is. Not fenced by Redis: a leader that woke after its lease
+        went (its watchdog's clock jumped) must not interrupt a prompt the new leader re-attached."""
+        ensure_leading(self.valid, f"stopping prompt {prompt_id} on {backend.id}")
         try:
             return await backend.client.withdraw(prompt_id)
         except BackendUnavailable as exc:

@@ -28,7 +28,7 @@ from comfyart.store.fence import ensure_leading
 from comfyart.store.queue import TaskQueue
 from comfyart.store.tasks import TaskStore
 from comfyart.tracker.cancels import CancelFollower
-from comfyart.tracker.latecomers import LateGuard
+from comfyart.tracker.latecomers import LATE_WATCH_MIN_S, LateGuard
 from comfyart.tracker.outcomes import Outcomes
 from comfyart.tracker.prompts import Preview, PromptBook, PromptState, note_running
 from comfyart.tracker.reactions import Fail, MarkRunning, Settle, react
@@ -66,7 +66,7 @@ class Tracker:
         # client id to the newest socket, and a replica that no longer leads must not take it back from the leader
         self.valid = valid
         # a vanished prompt may still land, POSTed late by a leader whose lease ran out meanwhile (``latecomers``)
-        self.late = LateGuard(lease_s + config.submit_timeout_s, book)
+        self.late = LateGuard(max(lease_s + config.submit_timeout_s, LATE_WATCH_MIN_S), book)
         self.frames: FrameSink | None = None
         self.stopping: set[str] = set()  # tasks a request on this replica cancels or interrupts right now
         self._watchers: dict[str, tuple[Backend, asyncio.Task[None]]] = {}

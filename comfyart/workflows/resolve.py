@@ -128,11 +128,9 @@ class Resolver:
 
     async def _source(self, image: ImageInput,
                       may_read: Callable[[Task], bool] = lambda task: True) -> tuple[Path, str, str]:
-        """(path, sha256, content type) of an image parameter's file, or ValueError saying why it has none."""
-        try:
-            return await self._located(image, may_read)
-        except FileUnreachable as exc:  # its holder is down: said as the parameter's problem
-            raise ValueError(str(exc)) from None
+        """(path, sha256, content type) of an image parameter's file, or ValueError saying why it has none
+        (FileUnreachable, a TransientError, while the replica that holds it does not answer)."""
+        return await self._located(image, may_read)
 
     async def _located(self, image: ImageInput, may_read: Callable[[Task], bool]) -> tuple[Path, str, str]:
         ref = image.ref
@@ -158,31 +156,29 @@ class Resolver:
         return path, record.sha256, record.content_type
 
     # ------------------------------------------------------------------ dispatch
-    async def prepare_many(self, tasks: Sequence[Task]) -> list[PreparedPrompt | InvalidInput]:
+    async def prepare_many(self, tasks: Sequence[Task]) -> list[PreparedPrompt | InvalidInput | FileUnreachable]:
         """``prepare`` for each task, its workflow versions checked in one round trip: a dispatch round
         prepares hundreds of tasks at once, and each Redis round trip waits for a lap of a busy event loop."""
         stored = await self.workflows.stored_versions((t.workflow, t.workflow_version) for t in tasks
                                                       if t.workflow is not None and t.workflow_version is not None)
-        prepared: list[PreparedPrompt | InvalidInput] = []
+        prepared: list[PreparedPrompt | InvalidInput | FileUnreachable] = []
         for task in tasks:
             try:
                 prepared.append(await self.prepare(task, known_stored=(task.workflow, task.workflow_version) in stored))
-            except InvalidInput as exc:
+            except (InvalidInput, FileUnreachable) as exc:
                 prepared.append(exc)
         return prepared
 
     async def prepare(self, task: Task, *, known_stored: bool = False) -> PreparedPrompt:
         """The graph to submit for ``task`` and the files to upload first. Raises InvalidInput when it can no
-        longer run (its workflow version or an input file is gone): retrying elsewhere would not help."""
+        longer run (its workflow version or an input file is gone): retrying elsewhere would not help; raises
+        FileUnreachable while an input file's replica does not answer (it may come back: the task waits)."""
         if task.workflow is None or task.workflow_version is None:
             if task.prompt is None:
                 raise InvalidInput(f"task {task.id} has neither a prompt nor a workflow")
             extra_data = {k: v for k, v in (task.extra_data or {}).items() if k != "client_id"} or None
-            try:
-                named = await self._named_inputs(task.prompt)
-                named += await self._asset_inputs(task, task.prompt, {upload.name for upload in named})
-            except FileUnreachable as exc:  # its holder is down: the task fails with the one line that says so
-                raise InvalidInput(str(exc)) from None
+            named = await self._named_inputs(task.prompt)
+            named += await self._asset_inputs(task, task.prompt, {upload.name for upload in named})
             return PreparedPrompt(task.prompt, named,
                                   with_preview_method(extra_data, self.preview_method), task.comfy_targets)
         try:

@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from tests.support.cluster import ReplicaProcess, assert_each_ran_once, leader_of, tasks_of, wait_completed
+from tests.support.daemon import serve_subprocess
 
 SLOW = ("--step-seconds", "0.1")  # 4 steps: about half a second a prompt
 
@@ -133,4 +134,23 @@ def test_a_daemon_with_other_backends_stands_by_and_is_shown_differing(tmp_path:
             assert [b["id"] for b in admin.get("/api/pool").json()["backends"]] == ["static:emu0"]
     finally:
         second.stop(signal.SIGKILL)
+        first.stop(signal.SIGKILL)
+
+
+def test_a_second_replica_of_the_same_name_refuses_to_start(tmp_path: Path, redis_url: str, emulator):
+    backend = emulator()
+    first = ReplicaProcess(tmp_path / "a", redis_url, [backend], "gpu")
+    twin = ReplicaProcess(tmp_path / "b", redis_url, [backend], "gpu")  # the same cluster.name, another port
+    try:
+        first.start()
+        assert leader_of([first]) is first
+        epoch = first.cluster()["leader"]["epoch"]
+        twin.process = serve_subprocess(twin.config, twin.workdir / "comfyart.yaml")
+        assert twin.process.wait(60) == 2
+        assert "another live replica is named gpu" in twin.log()
+        assert "term started" not in twin.log()  # it never asked for the lease
+        assert first.cluster()["leader"] | {"since": None, "since_ms": None} == {
+            "name": "gpu", "epoch": epoch, "since": None, "since_ms": None}  # the first one's term went on
+    finally:
+        twin.stop(signal.SIGKILL)
         first.stop(signal.SIGKILL)

@@ -137,6 +137,25 @@ def test_a_holder_that_is_gone_gives_one_line(tmp_path: Path, redis_url: str, em
         assert view.json()["detail"] == f"input {name} is on replica {leader.name}, which is not reachable"
 
 
+def test_a_task_whose_image_is_on_a_replica_away_waits_for_it(tmp_path: Path, redis_url: str, emulator):
+    backend = emulator()
+    with pair(tmp_path, redis_url, [backend]) as (leader, standby):
+        data = png((10, 200, 30))
+        name = upload(standby, data)
+        standby.stop(signal.SIGTERM)  # restarting, as in a rolling upgrade
+        with leader.http("alice") as alice:
+            task_id = alice.post("/api/tasks", json={"prompt": image_to_image_graph(name)}).json()["id"]
+            time.sleep(3.0)  # tried, put off, tried again
+            record = alice.get(f"/api/tasks/{task_id}").json()
+        assert record["status"] == "pending", record  # not failed: its file's replica may come back
+        assert "task waits for its input file" in leader.log()
+        standby.start()
+        [done] = wait_completed(leader, [task_id], timeout_s=90)
+        assert done["attempts"] == 1  # waiting spent no attempt
+        delivered = httpx.get(f"{backend.url}/view", params={"filename": name, "type": "input"})
+        assert delivered.status_code == 200 and delivered.content == data
+
+
 async def test_one_process_writes_no_index_and_serves_no_peer(tmp_path: Path, emulator):
     emu = emulator()
     settings = make_settings(tmp_path, None, static_backends=[{"name": "emu", "url": emu.url}])

@@ -91,6 +91,16 @@ def test_a_standby_answers_like_the_leader_and_forwards_its_changes(tmp_path: Pa
             put = admin.put("/api/scheduler", json={"lookahead": 7})
             assert put.status_code == 200 and put.json()["lookahead"] == 7
         assert get(leader, "/api/pool").json()["config"]["max_containers"] == 3
+
+        # a browser signed in on the standby (its session cookie, its page's Origin) changes the scale too: the
+        # standby checked the Origin; the leader, whose host the page's Origin is not, must not refuse it
+        with httpx.Client(base_url=standby.base_url, timeout=30) as browser:
+            signed = browser.post("/comfy/signin", data={"key": standby.key("ops")},
+                                  headers={"Origin": standby.base_url})
+            assert signed.status_code == 303 and browser.cookies, signed.text
+            scaled = browser.post("/api/pool/scale", json={"max_containers": 3},
+                                  headers={"Origin": standby.base_url})
+            assert scaled.status_code == 200, scaled.text
         assert get(leader, "/api/scheduler").json()["lookahead"] == 7
         eventually(lambda: backends(leader).get("static:extra") == ("healthy", "active"), "extra healthy")
         eventually(lambda: backends(standby) == backends(leader), "the extra backend on the standby")

@@ -2,6 +2,7 @@
 differs), ``/api/cluster``'s answer, and ``/readyz``'s verdict for every combination."""
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import socket
 
@@ -47,7 +48,11 @@ def test_the_name_and_address_of_a_replica():
     assert replica_url(Settings(server={"host": "10.0.0.5", "port": 8100})) == "http://10.0.0.5:8100"
     assert replica_url(Settings(server={"host": "0.0.0.0", "port": 8100})) == f"http://{host}:8100"
     assert replica_url(Settings(server={"host": "::1", "port": 8100})) == "http://[::1]:8100"
-    assert replica_url(Settings(server={"public_url": "https://art.example/"})) == "https://art.example"
+    # a proxy's address answers from any replica: never the one the others reach this one at
+    behind_a_proxy = {"public_url": "https://art.example/", "host": "127.0.0.2", "port": 8100}
+    assert replica_url(Settings(server=behind_a_proxy)) == "http://127.0.0.2:8100"
+    assert replica_url(Settings(server=behind_a_proxy, cluster={"advertise_url": "http://gpu-a:8100/"})) == \
+        "http://gpu-a:8100"
 
 
 def test_the_identity_makes_the_record_of_each_heartbeat():
@@ -98,3 +103,17 @@ def test_ready_only_when_everything_holds(redis_answers, joined, pool_ready, sto
         assert reason is not None and reason.startswith("event bridge not connected")
     else:
         assert reason is not None and reason.startswith("pool not ready")
+
+
+def test_a_live_replica_of_the_same_name_elsewhere_refuses_the_start_its_own_predecessor_does_not():
+    from comfyart.cluster.replicas import name_clash
+
+    me = ReplicaIdentity("gpu:8100", "http://gpu-a:8100", "0.1.0", 5, 42)
+    assert name_clash(me, []) is None
+    assert name_clash(me, [replica("other")]) is None
+    predecessor = dataclasses.replace(replica("gpu:8100"), url="http://gpu-a:8100")  # killed; we hold its port
+    assert name_clash(me, [predecessor]) is None
+    twin = dataclasses.replace(replica("gpu:8100"), url="http://gpu-b:8100")
+    assert name_clash(me, [replica("other"), twin]) == (
+        "another live replica is named gpu:8100 (at http://gpu-b:8100, pid 1): give each replica its own "
+        "cluster.name (or leave it out: HOST:PORT)")

@@ -24,3 +24,14 @@ async def test_a_term_over_refuses_the_write_and_trips_the_fence():
     finally:
         FENCE.reset(token)
     assert fence.tripped.is_set()  # the term ends even if a loop swallowed the error
+
+
+async def test_a_task_of_an_earlier_term_is_refused_while_the_replica_leads_again():
+    earlier = Fence(7, asyncio.Event())
+    earlier.tripped.set()  # its term ended (cluster.terms trips a term's fence as it ends)
+    token = FENCE.set(earlier)
+    try:
+        with pytest.raises(Fenced, match="its term is over"):
+            ensure_leading(lambda: True, "POST /prompt of task t1")  # this replica leads, under a newer epoch
+    finally:
+        FENCE.reset(token)

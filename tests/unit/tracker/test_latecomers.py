@@ -60,3 +60,16 @@ def test_late_in_queue_ignores_an_expired_watch():
 ])
 def test_a_frame_of_a_watched_prompt_the_book_does_not_hold_is_late(prompt_id, book, now, late):
     assert (late_frame(prompt_id, watching("late1"), book, now) is not None) is late
+
+
+def test_at_most_so_many_are_watched_the_oldest_forgotten_first():
+    from comfyart.tracker.latecomers import LateWatch
+
+    watch = LateWatch(keep_s=600.0, most=3)
+    for i in range(5):
+        watch.note(f"p{i}", task_id=f"t{i}", backend_id="b", now=float(i))
+    assert watch.watched(5.0) == ["p2", "p3", "p4"]
+    watch.note("p2", task_id="t2", backend_id="b", now=6.0)  # vanished again: now the newest
+    watch.note("p5", task_id="t5", backend_id="b", now=7.0)
+    assert watch.watched(7.0) == ["p4", "p2", "p5"]
+
