@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -111,6 +112,17 @@ class Rig:
                 process.wait(20)
             except subprocess.TimeoutExpired:
                 process.kill()
+
+
+def register(api: str, urls: list[str]) -> None:
+    """Announce ``urls`` as static backends b0, b1, … to the daemon at ``api``, 16 at a time."""
+    def one(item: tuple[int, str]) -> None:
+        index, url = item
+        answer = httpx.post(f"{api}/api/pool/backends", json={"name": f"b{index}", "url": url}, timeout=60)
+        if answer.status_code >= 300:
+            raise RuntimeError(f"registering {url}: HTTP {answer.status_code} {answer.text}")
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(one, enumerate(urls)))
 
 
 def cpu_seconds(pid: int) -> float:

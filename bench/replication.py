@@ -20,7 +20,6 @@ from __future__ import annotations
 import statistics
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
@@ -29,7 +28,7 @@ import httpx
 import redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from pipeline import Rig, cpu_seconds, graph  # noqa: E402
+from pipeline import Rig, cpu_seconds, graph, register  # noqa: E402
 from replicas import EventClients, Replica, agreed_leader  # noqa: E402
 
 SECTIONS = {"scheduler": {"prefetch": 1}, "tracking": {"silence_s": 30}}  # the throughput section's daemon
@@ -39,17 +38,6 @@ def post_round_robin(apis: list[str], count: int) -> list[str]:
     with httpx.Client(timeout=60) as client:
         return [client.post(apis[i % len(apis)] + "/api/tasks", json={"prompt": graph(20_000 + i)}).json()["id"]
                 for i in range(count)]
-
-
-def register(api: str, urls: list[str]) -> None:
-    """As the throughput section registers them: 16 at a time."""
-    def one(item: tuple[int, str]) -> None:
-        index, url = item
-        answer = httpx.post(f"{api}/api/pool/backends", json={"name": f"b{index}", "url": url}, timeout=60)
-        if answer.status_code >= 300:
-            raise RuntimeError(f"registering {url}: HTTP {answer.status_code} {answer.text}")
-    with ThreadPoolExecutor(16) as pool:
-        list(pool.map(one, enumerate(urls)))
 
 
 def wait_completed(api: str, count: int, timeout_s: float = 600) -> None:

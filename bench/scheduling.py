@@ -45,7 +45,7 @@ import httpx
 import redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from pipeline import RESULTS, Rig, cpu_seconds, graph, percentile, run_direct, wait_port  # noqa: E402
+from pipeline import RESULTS, Rig, cpu_seconds, graph, percentile, register, run_direct, wait_port  # noqa: E402
 from replication import replication  # noqa: E402
 
 CHECKPOINTS = ["v1-5-pruned-emaonly-fp16.safetensors", "sd_xl_base_1.0.safetensors", "dreamshaper_8.safetensors",
@@ -102,16 +102,6 @@ def free_port_block(size: int) -> int:
         except OSError:
             continue
     raise RuntimeError("no block of free ports")
-
-
-def register(api: str, urls: list[str]) -> None:
-    def one(item: tuple) -> None:
-        index, url = item
-        answer = httpx.post(f"{api}/api/pool/backends", json={"name": f"b{index}", "url": url}, timeout=60)
-        if answer.status_code >= 300:
-            raise RuntimeError(f"registering {url}: HTTP {answer.status_code} {answer.text}")
-    with ThreadPoolExecutor(16) as pool:
-        list(pool.map(one, enumerate(urls)))
 
 
 def post_tasks(api: str, bodies: list[dict]) -> list[str]:

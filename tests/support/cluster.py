@@ -173,3 +173,12 @@ def output_files(replicas: Sequence[ReplicaProcess]) -> list[str]:
         root = Path(replica.config["data_dir"]) / "outputs"
         found += [str(path.relative_to(root)) for path in root.rglob("*") if path.is_file()] if root.exists() else []
     return found
+
+
+@contextmanager
+def leader_and_standby(workdir: Path, redis_url: str, emulators: Sequence[EmulatorProcess],
+                       ) -> Iterator[tuple[ReplicaProcess, ReplicaProcess]]:
+    """Two replicas (``replica_set``), as (the one that leads, the other)."""
+    with replica_set(workdir, redis_url, emulators, 2) as pair:
+        leader = leader_of(pair)
+        yield leader, next(r for r in pair if r is not leader)

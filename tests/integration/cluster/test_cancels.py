@@ -3,33 +3,18 @@ the leader's tracker hears of it through the event bridge and stops the prompt o
 serve`` processes on one redis-server, one slow emulator; what ran is read from the emulator's own /history."""
 from __future__ import annotations
 
-import signal
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from tests.support.cluster import ReplicaProcess, leader_of, tasks_of
+from tests.support.cluster import ReplicaProcess, leader_and_standby, tasks_of
 from tests.support.graphs import text_to_image_graph
 from tests.support.v2 import wait_for_job
 
 SLOW = ("--step-seconds", "2")  # 4 steps: some 8 s a prompt, unless it is stopped
 
-
-@contextmanager
-def pair(tmp_path: Path, redis_url: str, emulators: list) -> Iterator[tuple[ReplicaProcess, ReplicaProcess]]:
-    started = [ReplicaProcess(tmp_path, redis_url, emulators, f"r{i}") for i in range(2)]
-    try:
-        for replica in started:
-            replica.start()
-        leader = leader_of(started)
-        yield leader, next(r for r in started if r is not leader)
-    finally:
-        for replica in started:
-            replica.stop(signal.SIGKILL)
 
 
 def history_entry(emulator_url: str, prompt_id: str, timeout_s: float = 6.0) -> dict[str, Any]:
@@ -54,7 +39,7 @@ def wait_running(replica: ReplicaProcess, task_id: str) -> dict[str, Any]:
 
 def test_a_rest_cancel_on_the_standby_stops_the_prompt_on_its_backend(tmp_path: Path, redis_url: str, emulator):
     emu = emulator(*SLOW)
-    with pair(tmp_path, redis_url, [emu]) as (_, standby):
+    with leader_and_standby(tmp_path, redis_url, [emu]) as (_, standby):
         task_id = standby.submit(1)[0]
         record = wait_running(standby, task_id)
         with standby.http("alice") as alice:
@@ -70,7 +55,7 @@ def test_a_rest_cancel_on_the_standby_stops_the_prompt_on_its_backend(tmp_path: 
 def test_a_v2_cancel_on_the_standby_is_canceling_until_the_backend_stopped_it(tmp_path: Path, redis_url: str,
                                                                               emulator):
     emu = emulator(*SLOW)
-    with pair(tmp_path, redis_url, [emu]) as (_, standby), standby.http("alice") as alice:
+    with leader_and_standby(tmp_path, redis_url, [emu]) as (_, standby), standby.http("alice") as alice:
         job_id = alice.post("/api/v2/jobs", json={"workflow": text_to_image_graph(seed=3)}).json()["id"]
         wait_for_job(alice, job_id, ("running",), timeout_s=30)
         prompt_id = tasks_of(standby, [job_id])[0]["prompt_id"]

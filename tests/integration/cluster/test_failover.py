@@ -7,33 +7,17 @@ from __future__ import annotations
 
 import signal
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
-from tests.support.cluster import ReplicaProcess, assert_each_ran_once, leader_of, tasks_of, wait_completed
+from tests.support.cluster import ReplicaProcess, assert_each_ran_once, leader_of, replica_set, tasks_of, wait_completed
 from tests.support.daemon import serve_subprocess
 
 SLOW = ("--step-seconds", "0.1")  # 4 steps: about half a second a prompt
 
 
-@contextmanager
-def replicas(tmp_path: Path, redis_url: str, emulators: list, count: int = 2) -> Iterator[list[ReplicaProcess]]:
-    started = [ReplicaProcess(tmp_path, redis_url, emulators, f"r{i}") for i in range(count)]
-    try:
-        for replica in started:
-            replica.start()
-        yield started
-    finally:
-        for replica in started:
-            if replica.process is not None and replica.process.poll() is None:
-                replica.signal(signal.SIGCONT)
-            replica.stop(signal.SIGKILL)
-
-
 def test_one_leads_and_tasks_submitted_to_both_run_once(tmp_path: Path, redis_url: str, emulator):
     emulators = [emulator(*SLOW), emulator(*SLOW)]
-    with replicas(tmp_path, redis_url, emulators) as (first, second):
+    with replica_set(tmp_path, redis_url, emulators) as (first, second):
         leader = leader_of([first, second])
         standby = second if leader is first else first
         view = standby.cluster()
@@ -47,7 +31,7 @@ def test_one_leads_and_tasks_submitted_to_both_run_once(tmp_path: Path, redis_ur
 
 def test_sigkill_of_the_leader_hands_its_tasks_in_flight_to_the_standby(tmp_path: Path, redis_url: str, emulator):
     emulators = [emulator(*SLOW) for _ in range(3)]
-    with replicas(tmp_path, redis_url, emulators) as pair:
+    with replica_set(tmp_path, redis_url, emulators) as pair:
         leader = leader_of(pair)
         standby = next(r for r in pair if r is not leader)
         ids = leader.submit(30) + standby.submit(30, seed=100)
@@ -71,7 +55,7 @@ def test_sigkill_of_the_leader_hands_its_tasks_in_flight_to_the_standby(tmp_path
 
 def test_a_leader_paused_past_its_lease_writes_nothing_when_it_wakes(tmp_path: Path, redis_url: str, emulator):
     emulators = [emulator(*SLOW), emulator(*SLOW)]
-    with replicas(tmp_path, redis_url, emulators) as pair:
+    with replica_set(tmp_path, redis_url, emulators) as pair:
         old = leader_of(pair)
         new = next(r for r in pair if r is not old)
         old_epoch = new.cluster()["leader"]["epoch"]
@@ -100,7 +84,7 @@ def test_a_leader_paused_past_its_lease_writes_nothing_when_it_wakes(tmp_path: P
 
 def test_sigterm_of_the_leader_hands_over_within_a_second(tmp_path: Path, redis_url: str, emulator):
     emulators = [emulator(*SLOW), emulator(*SLOW)]
-    with replicas(tmp_path, redis_url, emulators) as pair:
+    with replica_set(tmp_path, redis_url, emulators) as pair:
         leader = leader_of(pair)
         other = next(r for r in pair if r is not leader)
         ids = other.submit(40)

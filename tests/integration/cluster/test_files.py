@@ -9,8 +9,6 @@ import base64
 import io
 import signal
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -18,25 +16,12 @@ import httpx
 import redis
 from PIL import Image
 
-from tests.support.cluster import ReplicaProcess, leader_of, running_replica, wait_completed
+from tests.support.cluster import ReplicaProcess, leader_and_standby, running_replica, wait_completed
 from tests.support.daemon import make_settings, wait_for_tasks
 from tests.support.graphs import image_to_image_graph
 
 PEER = "/api/cluster/peer/files"
 
-
-@contextmanager
-def pair(tmp_path: Path, redis_url: str, emulators: list) -> Iterator[tuple[ReplicaProcess, ReplicaProcess]]:
-    """(leader, standby), each with its own data_dir."""
-    started = [ReplicaProcess(tmp_path, redis_url, emulators, f"r{i}") for i in range(2)]
-    try:
-        for replica in started:
-            replica.start()
-        leader = leader_of(started)
-        yield leader, next(r for r in started if r is not leader)
-    finally:
-        for replica in started:
-            replica.stop(signal.SIGKILL)
 
 
 def png(color: tuple[int, int, int]) -> bytes:
@@ -61,7 +46,7 @@ def output_of(replica: ReplicaProcess) -> tuple[dict[str, Any], dict[str, Any]]:
 
 
 def test_an_output_the_leader_downloaded_is_served_by_the_standby(tmp_path: Path, redis_url: str, emulator):
-    with pair(tmp_path, redis_url, [emulator()]) as (leader, standby):
+    with leader_and_standby(tmp_path, redis_url, [emulator()]) as (leader, standby):
         task, output = output_of(leader)
         assert output["replica"] == leader.name
         stored = (leader.workdir / "data" / "outputs" / output["path"]).read_bytes()
@@ -81,7 +66,7 @@ def test_an_output_the_leader_downloaded_is_served_by_the_standby(tmp_path: Path
 
 
 def test_the_peer_route_wants_the_cluster_secret_and_stays_in_its_stores(tmp_path: Path, redis_url: str, emulator):
-    with pair(tmp_path, redis_url, [emulator()]) as (leader, standby):
+    with leader_and_standby(tmp_path, redis_url, [emulator()]) as (leader, standby):
         data = png((10, 200, 30))
         name = upload(standby, data)
         secret = redis.Redis.from_url(redis_url).get("comfyart:cluster:secret")
@@ -102,7 +87,7 @@ def test_the_peer_route_wants_the_cluster_secret_and_stays_in_its_stores(tmp_pat
 def test_an_image_uploaded_to_the_standby_reaches_the_backend_through_the_leader(tmp_path: Path, redis_url: str,
                                                                                  emulator):
     backend = emulator()
-    with pair(tmp_path, redis_url, [backend]) as (leader, standby):
+    with leader_and_standby(tmp_path, redis_url, [backend]) as (leader, standby):
         data = png((200, 40, 90))
         name = upload(standby, data)
         assert not list((leader.workdir / "data" / "inputs").rglob(name))
@@ -123,7 +108,7 @@ def test_an_image_uploaded_to_the_standby_reaches_the_backend_through_the_leader
 
 
 def test_a_holder_that_is_gone_gives_one_line(tmp_path: Path, redis_url: str, emulator):
-    with pair(tmp_path, redis_url, [emulator()]) as (leader, standby):
+    with leader_and_standby(tmp_path, redis_url, [emulator()]) as (leader, standby):
         task, output = output_of(leader)
         name = upload(leader, png((1, 2, 3)))
         leader.stop(signal.SIGTERM)
@@ -139,7 +124,7 @@ def test_a_holder_that_is_gone_gives_one_line(tmp_path: Path, redis_url: str, em
 
 def test_a_task_whose_image_is_on_a_replica_away_waits_for_it(tmp_path: Path, redis_url: str, emulator):
     backend = emulator()
-    with pair(tmp_path, redis_url, [backend]) as (leader, standby):
+    with leader_and_standby(tmp_path, redis_url, [backend]) as (leader, standby):
         data = png((10, 200, 30))
         name = upload(standby, data)
         standby.stop(signal.SIGTERM)  # restarting, as in a rolling upgrade

@@ -8,31 +8,18 @@ from __future__ import annotations
 
 import signal
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from tests.support.cluster import ReplicaProcess, leader_of, wait_completed
+from tests.support.cluster import ReplicaProcess, leader_and_standby, leader_of, wait_completed
 from tests.support.graphs import text_to_image_graph
 from tests.support.v2 import wait_for_job
 
 SLOW = ("--step-seconds", "0.1")  # a 4-step prompt takes about half a second, a 40-step one four
 
-
-@contextmanager
-def pair(tmp_path: Path, redis_url: str, emulators: list) -> Iterator[tuple[ReplicaProcess, ReplicaProcess]]:
-    started = [ReplicaProcess(tmp_path, redis_url, emulators, f"r{i}") for i in range(2)]
-    try:
-        for replica in started:
-            replica.start()
-        leader = leader_of(started)
-        yield leader, next(r for r in started if r is not leader)
-    finally:
-        for replica in started:
-            replica.stop(signal.SIGKILL)
 
 
 def eventually(check: Callable[[], Any], what: str, timeout_s: float = 15.0) -> Any:
@@ -56,7 +43,7 @@ def backends(replica: ReplicaProcess) -> dict[str, tuple[str, str]]:
 def test_a_standby_answers_like_the_leader_and_forwards_its_changes(tmp_path: Path, redis_url: str, emulator):
     emulators = [emulator(*SLOW), emulator(*SLOW)]
     extra = emulator(*SLOW)
-    with pair(tmp_path, redis_url, emulators) as (leader, standby):
+    with leader_and_standby(tmp_path, redis_url, emulators) as (leader, standby):
         ready = eventually(lambda: get(standby, "/readyz", None).status_code == 200, "standby ready")
         assert ready and get(standby, "/readyz", None).json()["role"] == "standby"
         eventually(lambda: backends(leader) == {"static:emu0": ("healthy", "active"),
@@ -132,7 +119,7 @@ def test_a_standby_answers_like_the_leader_and_forwards_its_changes(tmp_path: Pa
 
 
 def test_a_request_forwarded_once_is_not_forwarded_again(tmp_path: Path, redis_url: str, emulator):
-    with pair(tmp_path, redis_url, [emulator()]) as (leader, standby):
+    with leader_and_standby(tmp_path, redis_url, [emulator()]) as (leader, standby):
         with standby.http("ops") as admin:
             looped = admin.post("/api/pool/scale", json={"max_containers": 17},
                                 headers={"X-Comfyart-Forwarded": "elsewhere"})
