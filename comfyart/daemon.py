@@ -141,7 +141,7 @@ async def build_core(settings: Settings, stores: Stores, session: aiohttp.Client
                             valid=valid)
     health = HealthChecks(pool, settings.pool, inventories)
     reconciler = Reconciler(pool, health=health, containers=containers, statics=settings.static_backends,
-                            store=stores.pool, queue=stores.queue)
+                            store=stores.pool, queue=stores.queue, dns=settings.dns_backends)
     client_id = await stores.pool.client_id()
     tracker = Tracker(store=stores.tasks, queue=stores.queue, pool=pool, book=book, outcomes=outcomes,
                       config=settings.tracking, client_id=client_id, valid=valid, lease_s=settings.cluster.lease_s)
@@ -192,7 +192,7 @@ async def build(settings: Settings, stores: Stores, session: aiohttp.ClientSessi
     if objects is not None:  # the config's validator insists on outputs.s3 with storage s3
         await objects.check()
     configured = (settings.docker is not None and bool(settings.docker.hosts)) or settings.processes is not None
-    if (warning := no_backend_warning(configured or bool(settings.static_backends),
+    if (warning := no_backend_warning(configured or bool(settings.static_backends or settings.dns_backends),
                                       bool(await stores.pool.static_backends()))) is not None:
         logger.warning(warning)
     outputs, inputs, blobs, files = await file_stores(settings, stores)  # files: the other replicas' (or None)

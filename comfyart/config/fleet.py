@@ -2,6 +2,7 @@
 size and health rules."""
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -170,3 +171,58 @@ class StaticBackendConfig(Section):
         if not url.startswith(("http://", "https://")):
             raise ValueError("must start with http:// or https://")
         return url.rstrip("/")
+
+
+DNS_NAME_PATTERN = r"^(?=.{1,253}$)[A-Za-z0-9_]([A-Za-z0-9_-]{0,62})(\.[A-Za-z0-9_]([A-Za-z0-9_-]{0,62}))*\.?$"
+
+
+class DnsBackendConfig(Section):
+    """ComfyUIs found by a DNS name (a Kubernetes headless Service): one backend per address it resolves to, each
+    run by someone else, as a static backend is. Looked up by the leader every ``interval_s``."""
+
+    name: Annotated[str, StringConstraints(pattern=DNS_NAME_PATTERN)] = Field(
+        description="the name resolved (A and AAAA records), e.g. comfyui.gpu.svc.cluster.local; its backends' ids "
+                    "are dns:<name>:<address>")
+    port: int = Field(8188, ge=1, le=65535, description="the port ComfyUI listens on at every address")
+    scheme: Literal["http", "https"] = Field("http", description="how every address is spoken to")
+    path: str = Field("", pattern=r"^(/[^\s?#]*)?$", description="a path prefix ComfyUI is served under, e.g. "
+                                                               "/comfyui; empty: none")
+    tags: list[Tag] = _tags_field()
+    weight: float = _weight_field()
+    interval_s: float = Field(5.0, gt=0, description="between two lookups")
+    nameserver: str | None = Field(
+        None, description="the DNS server asked, IP[:PORT] ([IPv6]:PORT); omitted: the system's (/etc/resolv.conf)")
+    timeout_s: float = Field(3.0, gt=0, description="a lookup that takes longer failed (the backends are kept)")
+    empty_grace_s: float = Field(
+        30.0, ge=0, description="a name that resolves to no address (NXDOMAIN, no record) for this long drains its "
+                                "backends (scaled to zero); shorter, it is taken for a blip and they are kept")
+
+    @field_validator("nameserver")
+    @classmethod
+    def _nameserver(cls, nameserver: str | None) -> str | None:
+        if nameserver is not None:
+            parse_nameserver(nameserver)  # ValueError: the configuration is refused
+        return nameserver
+
+    def nameserver_address(self) -> tuple[str, int] | None:
+        return None if self.nameserver is None else parse_nameserver(self.nameserver)
+
+
+def parse_nameserver(text: str) -> tuple[str, int]:
+    """``IP``, ``IP:PORT``, ``[IPv6]:PORT`` or a bare IPv6 address: (address, port); ValueError otherwise."""
+    host, port = text, "53"
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        if rest:
+            if not rest.startswith(":"):
+                raise ValueError(f"nameserver {text!r}: expected [IPv6]:PORT")
+            port = rest[1:]
+    elif text.count(":") == 1:
+        host, port = text.split(":")
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError(f"nameserver {text!r}: not an IP address (IP[:PORT], [IPv6]:PORT)") from None
+    if not port.isdigit() or not 0 < int(port) <= 65535:
+        raise ValueError(f"nameserver {text!r}: port must be 1..65535")
+    return str(address), int(port)

@@ -16,7 +16,7 @@ from pydantic import (
 from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from comfyart.config.fleet import DockerConfig, PoolConfig, ProcessConfig, StaticBackendConfig
+from comfyart.config.fleet import DnsBackendConfig, DockerConfig, PoolConfig, ProcessConfig, StaticBackendConfig
 from comfyart.config.sections import (
     ApiV2Config,
     AuthConfig,
@@ -49,6 +49,7 @@ class Settings(BaseSettings):
     processes: ProcessConfig | None = None
     pool: PoolConfig = Field(default_factory=PoolConfig)
     static_backends: list[StaticBackendConfig] = Field(default_factory=list)
+    dns_backends: list[DnsBackendConfig] = Field(default_factory=list)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
     workflows: WorkflowsConfig = Field(default_factory=WorkflowsConfig)
@@ -75,6 +76,9 @@ class Settings(BaseSettings):
         names = [b.name for b in self.static_backends]
         if len(names) != len(set(names)):
             raise ValueError("static backend names must be unique")
+        dns_names = [b.name.rstrip(".").lower() for b in self.dns_backends]
+        if len(dns_names) != len(set(dns_names)):
+            raise ValueError("dns_backends names must be unique")
         return self
 
 

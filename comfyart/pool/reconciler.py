@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from loguru import logger
 
 from comfyart.clock import now_ms
-from comfyart.config.fleet import StaticBackendConfig
+from comfyart.config.fleet import DnsBackendConfig, StaticBackendConfig
 from comfyart.errors import TransientError
 from comfyart.models import BackendMode, BackendState
 from comfyart.policy.autoscale import ContainerState, ContainerView, ScaleInput, decide_scale, free_container_slots
@@ -25,6 +25,7 @@ from comfyart.policy.health import Recycle, recycle_reason
 from comfyart.policy.placement import serves_any, unserved
 from comfyart.pool.backend import AfterDrain
 from comfyart.pool.containers import Containers
+from comfyart.pool.discovery import DnsBackends
 from comfyart.pool.health import HealthChecks
 from comfyart.pool.registry import Pool
 from comfyart.pool.unreachable import give_up_silent
@@ -37,9 +38,11 @@ REACT_DELAY_S = 1.0  # from a change to the reaction to it: what arrives meanwhi
 class Reconciler:
     def __init__(self, pool: Pool, *, health: HealthChecks, containers: Containers,
                  statics: Sequence[StaticBackendConfig] = (), store: PoolStore | None = None,
-                 queue: TaskQueue | None = None) -> None:
+                 queue: TaskQueue | None = None, dns: Sequence[DnsBackendConfig] = ()) -> None:
         self.pool = pool
         self.statics = list(statics)  # the configuration's static backends
+        # the backends found by DNS (``dns_backends``): looked up at each start, then by a loop of the pool's term
+        self.dns = DnsBackends(dns, pool, health) if dns else None
         self.health = health
         self.containers = containers
         self.store = store
@@ -63,6 +66,8 @@ class Reconciler:
             async with asyncio.TaskGroup() as launches:
                 self.launches = launches
                 await self.start()
+                if self.dns is not None:  # its term is the pool's: cancelled with it, started afresh with it
+                    launches.create_task(self.dns.run(), name="dns backends")
                 next_round = 0.0
                 while True:
                     self.wake.clear()
@@ -87,7 +92,7 @@ class Reconciler:
 
     async def start(self) -> None:
         """Static backends (configured, then registered at run time), scale settings made at run time, the
-        leftovers of an earlier run; one probe of everything; then the pool is ready."""
+        backends found by DNS, the leftovers of an earlier run; one probe of everything; then the pool is ready."""
         for static in self.statics:
             self.pool.add_static(static, "config")
         if self.store is not None:
@@ -95,6 +100,8 @@ class Reconciler:
                 if f"static:{name}" not in self.pool.backends:
                     self.pool.add_static(static, "api")
             self.pool.override = await self.store.scale_override()
+        if self.dns is not None:  # before ready: the tracker's recovery finds the backends its prompts are on
+            await self.dns.first_look()
         await self.containers.handle_leftovers()
         await self.health.probe_all()
         self.pool.ready.set()
