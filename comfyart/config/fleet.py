@@ -173,20 +173,20 @@ class StaticBackendConfig(Section):
         return url.rstrip("/")
 
 
-DNS_NAME_PATTERN = r"^(?=.{1,253}$)[A-Za-z0-9_]([A-Za-z0-9_-]{0,62})(\.[A-Za-z0-9_]([A-Za-z0-9_-]{0,62}))*\.?$"
+DNS_NAME_PATTERN = r"^[A-Za-z0-9_]([A-Za-z0-9_-]{0,62})(\.[A-Za-z0-9_]([A-Za-z0-9_-]{0,62}))*\.?$"
 
 
 class DnsBackendConfig(Section):
     """ComfyUIs found by a DNS name (a Kubernetes headless Service): one backend per address it resolves to, each
-    run by someone else, as a static backend is. Looked up by the leader every ``interval_s``."""
+    run by someone else, as a static backend is. Looked up by the leader every interval_s."""
 
-    name: Annotated[str, StringConstraints(pattern=DNS_NAME_PATTERN)] = Field(
+    name: Annotated[str, StringConstraints(pattern=DNS_NAME_PATTERN, max_length=253)] = Field(
         description="the name resolved (A and AAAA records), e.g. comfyui.gpu.svc.cluster.local; its backends' ids "
                     "are dns:<name>:<address>")
     port: int = Field(8188, ge=1, le=65535, description="the port ComfyUI listens on at every address")
     scheme: Literal["http", "https"] = Field("http", description="how every address is spoken to")
-    path: str = Field("", pattern=r"^(/[^\s?#]*)?$", description="a path prefix ComfyUI is served under, e.g. "
-                                                               "/comfyui; empty: none")
+    path: str | None = Field(None, pattern=r"^/[^\s?#]*$", description="a path prefix ComfyUI is served under, "
+                                                                        "e.g. /comfyui; omitted: none")
     tags: list[Tag] = _tags_field()
     weight: float = _weight_field()
     interval_s: float = Field(5.0, gt=0, description="between two lookups")

@@ -152,7 +152,7 @@ class DnsName:
 
     def _add(self, address: str) -> Backend:
         config = self.config
-        url = backend_url(config.scheme, address, config.port, config.path)
+        url = backend_url(config.scheme, address, config.port, config.path or "")
         backend = Backend(backend_id(config.name, address), "static", address, url, self.pool.connect(url),
                           port=config.port, name=f"{config.name} {address}", state=BackendState.UNHEALTHY,
                           source=SOURCE, tags=frozenset(config.tags), weight=config.weight)
