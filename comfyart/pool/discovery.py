@@ -69,8 +69,12 @@ def dns_lookup(configs: Sequence[DnsBackendConfig]) -> Lookup:
         return [] if answer.rrset is None else [record.to_text() for record in answer.rrset]
 
     async def lookup(config: DnsBackendConfig) -> frozenset[str]:
-        ipv4, ipv6 = await asyncio.gather(one_type(config, "A"), one_type(config, "AAAA"))
-        return addresses([*ipv4, *ipv6])
+        try:
+            async with asyncio.TaskGroup() as both:  # one failed: the other is cancelled, not left behind
+                ipv4, ipv6 = both.create_task(one_type(config, "A")), both.create_task(one_type(config, "AAAA"))
+        except* LookupFailed as failed:
+            raise failed.exceptions[0] from None
+        return addresses([*ipv4.result(), *ipv6.result()])
 
     return lookup
 
@@ -89,7 +93,6 @@ class DnsName:
 
     async def run(self) -> None:
         """Look up and apply every ``interval_s``, until cancelled (the term ends)."""
-        self.failing_since = self.empty_since = None
         await self.pool.ready.wait()
         while True:
             await self.refresh()
@@ -176,7 +179,9 @@ class DnsBackends:
 
     async def first_look(self) -> None:
         """Each name once, before the pool is ready; a failed lookup falls back to the last answer (none in a
-        fresh process: the names' backends join at the loop's first lookup)."""
+        fresh process: the names' backends join at the loop's first lookup). A term starts with no streak."""
+        for name in self.names:
+            name.failing_since = name.empty_since = None
         await asyncio.gather(*(name.refresh(fall_back=True) for name in self.names))
 
     async def run(self) -> None:
