@@ -104,10 +104,8 @@ class DnsName:
         if answer is None and fall_back:
             answer = self.last_answer
         now = time.monotonic()
-        if answer is not None and not answer:
-            self.empty_since = self.empty_since if self.empty_since is not None else now
-        else:
-            self.empty_since = None
+        if answer is not None:  # a failed lookup neither starts nor ends an empty streak
+            self.empty_since = None if answer else self.empty_since if self.empty_since is not None else now
         acted_on = believed(answer, empty_for_s=0.0 if self.empty_since is None else now - self.empty_since,
                             grace_s=self.config.empty_grace_s)
         await self.apply(acted_on)

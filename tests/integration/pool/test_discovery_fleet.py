@@ -80,7 +80,7 @@ async def test_backends_join_and_drain_as_the_name_changes_and_every_task_runs_o
 
             records = await wait_for_tasks(api, ids, timeout_s=120)
 
-    assert joined_s < 3 * INTERVAL_S + 2, joined_s
+    assert joined_s < INTERVAL_S + 4, joined_s  # a lookup, a probe, the inventory read, a dispatch
     assert [r["status"] for r in records] == ["completed"] * 100, [r for r in records if r["status"] != "completed"]
     assert all(r["attempts"] == 1 for r in records)
     by_task = {r["id"]: r for r in records}
