@@ -1,6 +1,8 @@
 """``/api/pool`` (admins only): the backends and hosts (each backend with its inventory's summary), a health check
 on demand, scaling limits, static backends registered at run time, one backend's log, its inventory read again on
-demand (or every healthy backend's), and what can be done to one backend (drain, recycle, enable, disable).
+demand (or every healthy backend's), and what can be done to one backend (drain, recycle, enable, disable). One
+backend's state, and the backends at an address (``GET /api/pool/backends?address=HOST:PORT``): what ``comfyart
+drain`` reads in a Kubernetes pod's ``preStop`` hook, where the pod knows its IP and port, not its backend id.
 
 Reads answer from this replica's pool (a standby's mirrors the leader's, ``pool.mirror``); every other route acts on
 the leader's objects, and a standby sends it to the leader (``api.forward.on_leader``)."""
@@ -16,7 +18,8 @@ from comfyart.api.deps import ServicesDep
 from comfyart.api.forward import on_leader
 from comfyart.api.inventory import described_backend, described_pool
 from comfyart.api.requests import BackendRegistration, ScaleChange, body_doc
-from comfyart.errors import BackendUnavailable, NotFound
+from comfyart.errors import BackendUnavailable, InvalidInput, NotFound
+from comfyart.policy.drain import parse_address, url_address
 
 router = APIRouter(dependencies=[Depends(admin_only)])
 
@@ -70,6 +73,36 @@ async def register_backend(request: Request, services: ServicesDep) -> Response:
     static = await BackendRegistration.read(request, services.security.limits)
     backend, created = await services.controls.register_static(static)
     return JSONResponse(backend.describe(), status_code=201 if created else 200)
+
+
+@router.get("/api/pool/backends", response_model=None)
+async def list_backends(services: ServicesDep,
+                        address: str | None = Query(None, max_length=300, description="only the backends whose URL "
+                                                    "points at this HOST:PORT")) -> dict[str, Any]:
+    """The backends as ``/api/pool`` describes them (no inventories), or those at ``address``: a pod finds
+    itself by its IP and port. On a standby, the leader's, as last mirrored."""
+    described = services.pool.describe()["backends"]
+    if address is None:
+        return {"backends": described}
+    try:
+        wanted = parse_address(address)
+    except ValueError as exc:
+        raise InvalidInput(f"address: {exc}") from None
+    ids = {b.id for b in services.pool.backends.values() if url_address(b.url) == wanted}
+    return {"backends": [b for b in described if b["id"] in ids]}
+
+
+@router.get("/api/pool/backends/{backend_id}", response_model=None)
+async def get_backend(backend_id: str, services: ServicesDep) -> dict[str, Any]:
+    """One backend as ``/api/pool`` describes it (no inventory): its health, mode, prompts in flight. 404 once it
+    left the pool."""
+    pool = services.pool
+    if pool.mirrored is None:  # here, the backend itself; a standby's describes the leader's as it published it
+        return pool.get(backend_id).describe()
+    found: dict[str, Any] | None = next((b for b in pool.describe()["backends"] if b["id"] == backend_id), None)
+    if found is None:
+        raise NotFound(f"no backend {backend_id}")
+    return found
 
 
 @router.delete("/api/pool/backends/{name}", status_code=202, response_model=None)
