@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from comfyart.clock import now_ms
-from tests.support.daemon import running_daemon
+from tests.support.daemon import running_daemon, wait_for_tasks
 from tests.support.drain import DRAINED, SLOW, long_prompt_on_emu0, settings_over, submit
 
 
@@ -35,4 +35,4 @@ async def test_drain_by_address_then_wait_until_it_holds_no_prompt(tmp_path: Pat
         assert done.json()["backends"][DRAINED]["inflight"] == 0
         record = (await api.get(f"/api/tasks/{long_task}")).json()
         assert record["status"] == "completed" and record["finished_ms"] <= answered_ms
-        assert {(await api.get(f"/api/tasks/{t}")).json()["backend"] for t in more} == {"static:emu1"}
+        assert {r["backend"] for r in await wait_for_tasks(api, more)} == {"static:emu1"}
