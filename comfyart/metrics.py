@@ -5,6 +5,12 @@ Two kinds of figures:
   of the queue, ``PRIORITY_SCAN`` entries at most), and each backend's state, in-flight prompts and VRAM, plus the
   counters the pool, dispatcher, attempts and webhooks keep, and the cluster: live replicas, whether this replica
   holds the lease, the fencing epoch and the elections seen (``cluster.replicas.Replica.figures``);
+* for an autoscaler outside comfyart (issue 25: KEDA or an HPA scaling a Kubernetes Deployment of ComfyUI pods):
+  ``comfyart_autoscaler_wanted_backends``, the count of the autoscaler's last decision (``Pool.describe_decision``:
+  with a Docker or process provider, the containers it wants; with none, the backends the load wants,
+  ``policy.autoscale.wanted_backends``), and ``comfyart_queue_depth_by_tags``, the unfinished tasks by the tags they
+  require and where they are (``store.depth``). Every replica serves both: the decision is a standby's from the
+  pool mirror (the leader publishes it with its pool), the depth is read from Redis at the scrape;
 * followed from the task events as they happen (``Metrics.run``): tasks finished by status, how long tasks waited
   for a backend and how long they ran (histograms).
 """
@@ -23,10 +29,12 @@ from comfyart.bus import EventHub
 from comfyart.cluster.replicas import ClusterFigures
 from comfyart.models import FINAL_STATUSES, TaskStatus
 from comfyart.pool.registry import Pool
+from comfyart.store.depth import DepthByTags, TagDepth
 from comfyart.store.queue import TaskQueue
 from comfyart.store.tasks import TaskStore
 
 PRIORITY_SCAN = 100_000  # queued entries the priority breakdown reads; the rest are counted as "beyond_scan"
+TAGS_SCAN = 100_000  # queued entries whose tags are read; the rest are counted apart
 # seconds: a task waits from milliseconds (an idle pool) to hours (a long queue), and runs as long
 WAIT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200, float("inf"))
 RUN_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600, 1200, 1800, 3600, float("inf"))
@@ -42,6 +50,8 @@ class Snapshot:
     backends: list[dict[str, Any]] = field(default_factory=list)
     counters: dict[str, dict[str, int]] = field(default_factory=dict)
     cluster: ClusterFigures | None = None
+    by_tags: DepthByTags | None = None
+    decision: dict[str, Any] | None = None  # the autoscaler's last (``Pool.describe_decision``)
 
 
 class _ReadAtScrape(Collector):
@@ -103,6 +113,30 @@ class _ReadAtScrape(Collector):
             yield family
         if snap.cluster is not None:
             yield from cluster_families(snap.cluster)
+        yield from scaling_families(snap.decision, snap.by_tags)
+
+
+def scaling_families(decision: dict[str, Any] | None, by_tags: DepthByTags | None) -> Iterable[Any]:
+    """What an autoscaler outside comfyart scales by (see the module docstring). No wanted count before the
+    autoscaler's first decision (a scaler keeps its replicas while the metric is absent)."""
+    wanted = GaugeMetricFamily("comfyart_autoscaler_wanted_backends", "Backends comfyart's autoscaler wants: with a "
+                               "Docker or process provider, its containers; with none, the backends the load wants "
+                               "(one per pool.tasks_per_container tasks, queued or running, within min/max)")
+    if decision is not None:
+        wanted.add_metric([], decision["desired"])
+    yield wanted
+    if by_tags is None:
+        return
+    depth = GaugeMetricFamily("comfyart_queue_depth_by_tags", "Unfinished tasks by the tags they require (sorted, "
+                              "comma-separated; '-': none) and where they are: queued, submitted, running (the "
+                              f"queue's head, {TAGS_SCAN} at most)", labels=["tags", "state"])
+    for (tags, state), count in sorted(by_tags.counts.items()):
+        depth.add_metric([tags, state], count)
+    yield depth
+    beyond = GaugeMetricFamily("comfyart_queue_depth_by_tags_unscanned", "Queued tasks beyond the head of the "
+                               "queue whose tags were not read")
+    beyond.add_metric([], by_tags.beyond_scan)
+    yield beyond
 
 
 def cluster_families(figures: ClusterFigures) -> Iterable[Any]:
@@ -132,6 +166,7 @@ class Metrics:
         self.queue = queue
         self.pool = pool
         self.counters = counters
+        self.tag_depth = TagDepth(queue)
         self.registry = CollectorRegistry()
         self._read = _ReadAtScrape()
         self.registry.register(self._read)
@@ -153,7 +188,8 @@ class Metrics:
             tasks_by_status=statuses, depth=depth, queued_by_priority=await self.queue.by_priority(PRIORITY_SCAN),
             backends=[b.describe() for b in self.pool.backends.values()],
             counters={name: dict(values) for name, values in self.counters.items()},
-            cluster=await self.cluster() if self.cluster is not None else None)
+            cluster=await self.cluster() if self.cluster is not None else None,
+            by_tags=await self.tag_depth.read(TAGS_SCAN), decision=self.pool.describe_decision())
         return generate_latest(self.registry)
 
     def observe(self, event: dict[str, Any]) -> None:

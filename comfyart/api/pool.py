@@ -1,6 +1,9 @@
 """``/api/pool`` (admins only): the backends and hosts (each backend with its inventory's summary), a health check
 on demand, scaling limits, static backends registered at run time, one backend's log, its inventory read again on
-demand (or every healthy backend's), and what can be done to one backend (drain, recycle, enable, disable).
+demand (or every healthy backend's), and what can be done to one backend (drain, recycle, enable, disable). One
+backend's state, and the backends at an address (``GET /api/pool/backends?address=HOST:PORT``): what ``comfyart
+drain`` reads in a Kubernetes pod's ``preStop`` hook, where the pod knows its IP and port, not its backend id; the
+same drain for a hook with only an HTTP client (``POST /api/pool/drain``, ``GET /api/pool/drained``: ``api.drain``).
 
 Reads answer from this replica's pool (a standby's mirrors the leader's, ``pool.mirror``); every other route acts on
 the leader's objects, and a standby sends it to the leader (``api.forward.on_leader``)."""
@@ -13,6 +16,7 @@ from fastapi.responses import JSONResponse, Response
 
 from comfyart.api.auth import admin_only
 from comfyart.api.deps import ServicesDep
+from comfyart.api.drain import backends_at, described, wait_drained
 from comfyart.api.forward import on_leader
 from comfyart.api.inventory import described_backend, described_pool
 from comfyart.api.requests import BackendRegistration, ScaleChange, body_doc
@@ -70,6 +74,53 @@ async def register_backend(request: Request, services: ServicesDep) -> Response:
     static = await BackendRegistration.read(request, services.security.limits)
     backend, created = await services.controls.register_static(static)
     return JSONResponse(backend.describe(), status_code=201 if created else 200)
+
+
+@router.get("/api/pool/backends", response_model=None)
+async def list_backends(services: ServicesDep,
+                        address: str | None = Query(None, max_length=300, description="only the backends whose URL "
+                                                    "points at this HOST:PORT")) -> dict[str, Any]:
+    """The backends as ``/api/pool`` describes them (no inventories), or those at ``address``: a pod finds
+    itself by its IP and port. On a standby, the leader's, as last mirrored."""
+    found = services.pool.describe()["backends"]
+    if address is None:
+        return {"backends": found}
+    ids = set(backends_at(services, address))
+    return {"backends": [b for b in found if b["id"] in ids]}
+
+
+@router.get("/api/pool/backends/{backend_id}", response_model=None)
+async def get_backend(backend_id: str, services: ServicesDep) -> dict[str, Any]:
+    """One backend as ``/api/pool`` describes it (no inventory): its health, mode, prompts in flight. 404 once it
+    left the pool."""
+    found = described(services, backend_id)
+    if found is None:
+        raise NotFound(f"no backend {backend_id}")
+    return found
+
+
+@router.post("/api/pool/drain", response_model=None)
+async def drain_at(request: Request, services: ServicesDep,
+                   address: str = Query(..., max_length=300, description="HOST:PORT: the pod's IP and ComfyUI port")
+                   ) -> dict[str, Any] | Response:
+    """Drain the backends whose URL points at ``address`` (a Kubernetes ``preStop`` hook); then ``GET
+    /api/pool/drained`` waits until they hold no prompt. 404 when none is there."""
+    if (forwarded := await on_leader(request, services)) is not None:
+        return forwarded
+    ids = backends_at(services, address)
+    if not ids:
+        raise NotFound(f"no backend at {address}")
+    return {"backends": [(await services.controls.act(backend_id, "drain")).describe() for backend_id in ids]}
+
+
+@router.get("/api/pool/drained", response_model=None)
+async def drained(services: ServicesDep,
+                  address: str = Query(..., max_length=300, description="HOST:PORT: the pod's IP and ComfyUI port"),
+                  wait_s: float = Query(0.0, ge=0, le=86_400, description="wait this long for the drain to end")
+                  ) -> dict[str, Any]:
+    """``{"drained": true, ...}`` once the backends at ``address`` hold no prompt (or left the pool); 409 when one
+    still holds a prompt, or takes work, after ``wait_s``. Any replica answers (a read)."""
+    return await wait_drained(services, address, wait_s)
 
 
 @router.delete("/api/pool/backends/{name}", status_code=202, response_model=None)

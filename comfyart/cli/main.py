@@ -1,6 +1,6 @@
 """Command line: ``comfyart serve --config FILE``; ``comfyart keys create|list|revoke`` for API keys (in Redis);
-``submit``, ``tasks``, ``task``, ``cancel``, ``pool``, ``models``, ``workflows`` against a running daemon
-(``remote``)."""
+``submit``, ``tasks``, ``task``, ``cancel``, ``pool``, ``models``, ``workflows``, ``status``, ``drain`` against a
+running daemon (``remote``)."""
 from __future__ import annotations
 
 import argparse

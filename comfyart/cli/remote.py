@@ -1,8 +1,9 @@
 """The CLI's commands that talk to a running daemon over its REST API: submit (and wait), tasks, task, cancel, retry,
-pool (and ``pool refresh``), models, workflows, status (health and replicas). ``--url`` (``COMFYART_URL``) and ``--key``
-(``COMFYART_KEY``) say where and as whom; ``--json`` prints the daemon's JSON for scripts (``options``: before or after
-the command). Exit codes: 0 done, 1 the daemon refused, the task did not complete or a backend did not answer its
-refresh, 2 bad arguments or no daemon to talk to, 130 interrupted.
+pool (and ``pool refresh``), models, workflows, status (health and replicas), drain (a backend, before it goes away:
+``cli.drain``). ``--url`` (``COMFYART_URL``) and ``--key`` (``COMFYART_KEY``) say where and as whom; ``--json``
+prints the daemon's JSON for scripts (``options``: before or after the command). Exit codes: 0 done, 1 the daemon
+refused, the task did not complete or a backend did not answer its refresh (``drain``: still busy at its timeout),
+2 bad arguments or no daemon to talk to (``drain``: or no such backend), 130 interrupted.
 """
 from __future__ import annotations
 
@@ -17,6 +18,9 @@ from urllib.parse import quote
 
 import httpx
 
+from comfyart.cli import drain
+from comfyart.cli.answers import CommandFailed
+from comfyart.cli.answers import answer as _answer
 from comfyart.cli.options import PLACEMENT, add_remote_options
 from comfyart.cli.render import (
     inventory_line,
@@ -37,12 +41,6 @@ SHOWN_ONLY = frozenset(Workflow.model_fields) - frozenset(WorkflowDefinition.mod
 HIDDEN_REPLICAS = {401: "replicas: an admin key sees them (--key)", 403: "replicas: an admin key sees them (--key)",
                    404: "replicas: this daemon keeps no registry of them"}
 INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a command stopped by Ctrl-C
-
-
-class CommandFailed(Exception):
-    def __init__(self, message: str, code: int = 1) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -98,9 +96,10 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         if action == "put":
             parser.add_argument("file", type=Path, help="its definition, JSON")
     remote("status", "the daemon's health, and its replicas: which leads, epoch, versions, heartbeats (admin)")
+    drain.add_command(remote("drain", drain.HELP))
 
 
-REMOTE_COMMANDS = ("submit", "tasks", "task", "cancel", "retry", "pool", "models", "workflows", "status")
+REMOTE_COMMANDS = ("submit", "tasks", "task", "cancel", "retry", "pool", "models", "workflows", "status", "drain")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -121,23 +120,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------------------------------- helpers
-def _answer(response: httpx.Response) -> Any:
-    """The JSON of a 2xx answer; otherwise CommandFailed with the daemon's one-line reason."""
-    if response.status_code >= 300:
-        try:
-            body = response.json()
-        except ValueError:
-            body = None
-        detail = body.get("detail") if isinstance(body, dict) else None
-        raise CommandFailed(f"{response.request.method} {response.request.url.path}: HTTP {response.status_code}"
-                            + (f": {printable(detail)}" if detail else ""))
-    try:
-        return response.json() if response.content else None
-    except ValueError:
-        raise CommandFailed(f"{response.request.method} {response.request.url}: the answer is not JSON "
-                            "(is that a comfyart daemon?)") from None
-
-
 def _print(args: argparse.Namespace, data: Any, text: str) -> None:
     print(json.dumps(data, indent=2) if args.json else text)
 
@@ -381,4 +363,4 @@ def status(client: httpx.Client, args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"submit": submit, "tasks": tasks, "task": task, "cancel": cancel, "retry": retry, "pool": pool,
-            "models": models, "workflows": workflows, "status": status}
+            "models": models, "workflows": workflows, "status": status, "drain": drain.drain}

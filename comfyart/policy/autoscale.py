@@ -91,6 +91,28 @@ def wanted_containers(load: int, limits: ScaleLimits, static_capacity: int) -> i
     return max(0, math.ceil(load / limits.tasks_per_container) - static_capacity)
 
 
+def wanted_backends(load: int, limits: ScaleLimits) -> int:
+    """Backends the load wants when comfyart runs none of them (no Docker or process provider: Kubernetes, or
+    whoever runs them, scales to this count, read from the ``comfyart_autoscaler_wanted_backends`` gauge): one per
+    ``tasks_per_container`` tasks, queued or running, within min/max (or the ``target`` set at run time). No static
+    capacity is taken off: those backends are the ones being scaled, and counting them would scale them away."""
+    wanted = limits.target if limits.target is not None else math.ceil(load / limits.tasks_per_container)
+    return max(limits.min_containers, min(limits.max_containers, wanted))
+
+
+def decide_elsewhere(queued: int, running: int, up: int, limits: ScaleLimits) -> ScaleDecision:
+    """The decision of a pool whose backends someone else scales (``wanted_backends``): a count and why, no
+    action. ``up``: backends taking work now, for the reason's words."""
+    load = queued + running
+    desired = wanted_backends(load, limits)
+    basis = (f"target {limits.target}" if limits.target is not None else
+             f"load {load} (queued {queued}, running {running}) at {limits.tasks_per_container:g} per backend "
+             f"wants {math.ceil(load / limits.tasks_per_container)}")
+    return ScaleDecision(desired, reason=f"{basis}, bounded to {desired} by min {limits.min_containers}/max "
+                                         f"{limits.max_containers}; {up} up; no provider here: whoever runs the "
+                                         "backends scales them (comfyart_autoscaler_wanted_backends)")
+
+
 def decide_scale(observed: ScaleInput, limits: ScaleLimits) -> ScaleDecision:
     """The desired container count and the actions that move toward it.
 

@@ -20,7 +20,15 @@ from comfyart.clock import now_ms
 from comfyart.config.fleet import DnsBackendConfig, StaticBackendConfig
 from comfyart.errors import TransientError
 from comfyart.models import BackendMode, BackendState
-from comfyart.policy.autoscale import ContainerState, ContainerView, ScaleInput, decide_scale, free_container_slots
+from comfyart.policy.autoscale import (
+    ContainerState,
+    ContainerView,
+    ScaleDecision,
+    ScaleInput,
+    decide_elsewhere,
+    decide_scale,
+    free_container_slots,
+)
 from comfyart.policy.health import Recycle, recycle_reason
 from comfyart.policy.placement import serves_any, unserved
 from comfyart.pool.backend import AfterDrain
@@ -207,17 +215,13 @@ class Reconciler:
 
     async def _autoscale(self) -> None:
         pool = self.pool
-        if not pool.providers:
+        if not pool.providers:  # someone else runs the backends: the count they should scale to, no action
+            await self._decide_elsewhere()
             return
         now = time.monotonic()
         observed = await self._observe(now)
         decision = decide_scale(observed, pool.limits())
-        if decision.acts or pool.last_decision is None or decision.reason != pool.last_decision.reason:
-            if decision.acts:
-                logger.info("autoscale {}", decision.reason)
-                pool.recent_scaling.append({"reason": decision.reason, "start": decision.start,
-                                            "drain": list(decision.drain), "at_ms": now_ms()})
-            pool.last_decision, pool.last_decision_ms = decision, now_ms()
+        self._record(decision)
         for backend_id in decision.undrain:
             pool.backends[backend_id].activate()
         for backend_id in decision.drain:
@@ -233,3 +237,22 @@ class Reconciler:
                 pool.replacements = max(0, pool.replacements - started)
         if decision.desired <= sum(1 for c in observed.containers if not c.draining):
             pool.replacements = 0  # nothing is owed to a pool that has what it wants
+
+    async def _decide_elsewhere(self) -> None:
+        """No provider (Kubernetes scales the backends, issue 25): the policy's count for the load is recorded as
+        the decision, which ``/metrics`` exports on every replica (a standby's from the pool mirror)."""
+        pool = self.pool
+        queued = await self.queue.waiting() if self.queue is not None else 0
+        running = sum(len(b.prompts) for b in pool.backends.values())
+        up = sum(1 for b in pool.backends.values() if b.state == BackendState.HEALTHY and b.accepting)
+        self._record(decide_elsewhere(queued, running, up, pool.limits()))
+
+    def _record(self, decision: ScaleDecision) -> None:
+        """Keep ``decision`` as the last one when it acts or says something new (a scaling that acts is logged)."""
+        pool = self.pool
+        if decision.acts or pool.last_decision is None or decision.reason != pool.last_decision.reason:
+            if decision.acts:
+                logger.info("autoscale {}", decision.reason)
+                pool.recent_scaling.append({"reason": decision.reason, "start": decision.start,
+                                            "drain": list(decision.drain), "at_ms": now_ms()})
+            pool.last_decision, pool.last_decision_ms = decision, now_ms()

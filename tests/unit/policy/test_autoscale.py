@@ -1,5 +1,6 @@
-"""The autoscaler (policy.autoscale): decide_scale by table and by invariants over thousands of small pools, and the
-containers it wants and the slots it has room for."""
+"""The autoscaler (policy.autoscale): decide_scale by table and by invariants over thousands of small pools, the
+containers it wants and the slots it has room for, and the backends it wants of whoever else runs them (no
+provider: Kubernetes scales to the count)."""
 from __future__ import annotations
 
 import dataclasses
@@ -14,8 +15,10 @@ from comfyart.policy.autoscale import (
     ContainerView,
     ScaleInput,
     ScaleLimits,
+    decide_elsewhere,
     decide_scale,
     free_container_slots,
+    wanted_backends,
     wanted_containers,
 )
 from comfyart.policy.placement import HostView
@@ -273,3 +276,32 @@ def host(ports=(100, 104), gpus=(), used_ports=(), used_gpus=(), available=True)
 ])
 def test_free_slots(hosts, expected):
     assert free_container_slots(hosts) == expected
+
+
+# ------------------------------------------------------------------------------------------ no provider
+@pytest.mark.parametrize("load, lo, hi, per, target, expected", [
+    (0, 0, 4, 2, None, 0), (0, 1, 4, 2, None, 1), (1, 0, 4, 2, None, 1), (4, 0, 4, 2, None, 2),
+    (5, 0, 4, 2, None, 3), (100, 0, 4, 2, None, 4), (3, 0, 10, 0.5, None, 6), (0, 0, 4, 2, 3, 3),
+    (50, 0, 4, 2, 0, 0),
+])
+def test_wanted_backends(load, lo, hi, per, target, expected):
+    assert wanted_backends(load, limits(min=lo, max=hi, per=per, target=target)) == expected
+
+
+def test_wanted_backends_over_many_loads_is_the_bounded_ceiling_and_never_counts_the_backends_up():
+    for load, lo, hi, per in itertools.product(range(30), range(3), range(3, 6), (0.5, 1.0, 2.0, 3.0)):
+        wanted = wanted_backends(load, limits(min=lo, max=hi, per=per))
+        assert lo <= wanted <= hi
+        assert wanted == min(hi, max(lo, -(-load // per)))
+        # the same as decide_scale for a pool of containers, with no static backend taking load off
+        assert wanted == decide_scale(ScaleInput(load, 0, (), 100), limits(min=lo, max=hi, per=per)).desired
+
+
+def test_a_decision_elsewhere_gives_a_count_and_why_and_acts_on_nothing():
+    decision = decide_elsewhere(queued=3, running=2, up=1, limits=limits(min=0, max=4, per=2))
+    assert decision.desired == 3 and not decision.acts and decision.limited_by == ()
+    assert "load 5 (queued 3, running 2) at 2 per backend wants 3, bounded to 3 by min 0/max 4; 1 up" \
+        in decision.reason
+    idle = decide_elsewhere(queued=0, running=0, up=2, limits=limits(min=0, max=4))
+    assert idle.desired == 0 and "wants 0, bounded to 0" in idle.reason
+    assert decide_elsewhere(0, 0, 0, limits(min=0, max=4, target=2)).reason.startswith("target 2, bounded to 2")
