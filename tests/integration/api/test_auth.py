@@ -45,6 +45,8 @@ ADMIN_ROUTES = {
     ("POST", "/api/pool/backends"), ("DELETE", "/api/pool/backends/{name}"),
     ("POST", "/api/pool/backends/{backend_id}/{action}"), ("GET", "/api/pool/backends/{backend_id}/logs"),
     ("POST", "/api/pool/backends/{backend_id}/refresh"), ("POST", "/api/pool/refresh"),
+    ("GET", "/api/pool/backends"), ("GET", "/api/pool/backends/{backend_id}"),  # a backend by address or id
+    ("POST", "/api/pool/drain"), ("GET", "/api/pool/drained"),  # a preStop hook's drain
     ("GET", "/api/scheduler"), ("PUT", "/api/scheduler"),
     ("POST", "/api/workflows/infer"), ("PUT", "/api/workflows/{name}"), ("DELETE", "/api/workflows/{name}"),
     ("GET", "/api/keys"), ("POST", "/api/keys"), ("DELETE", "/api/keys/{key_id}"),
