@@ -103,7 +103,7 @@ def daemon_settings(overlay: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Pat
     config_mount = next(m for m in daemon["volumeMounts"] if m["name"] == "config")
     config_map = find(objects, "ConfigMap", next(v for v in deployment["spec"]["template"]["spec"]["volumes"]
                                                  if v["name"] == "config")["configMap"]["name"])
-    environment = {"POD_IP": "10.1.2.3", "POD_NAME": "comfyart-7d9f-x2k"}
+    environment = {"POD_IP": "127.1.2.3", "POD_NAME": "comfyart-7d9f-x2k"}
     for entry in daemon["env"]:
         if "value" in entry:
             environment[entry["name"]] = re.sub(r"\$\((\w+)\)", lambda m: environment[m[1]], entry["value"])
@@ -124,7 +124,7 @@ def daemon_settings(overlay: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Pat
 def test_the_config_map_is_a_configuration_the_daemon_accepts(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
     objects = render("base")
     settings, document = daemon_settings("base", monkeypatch, tmp_path)
-    assert settings.cluster.name == "comfyart-7d9f-x2k" and settings.cluster.advertise_url == "http://10.1.2.3:8100"
+    assert settings.cluster.name == "comfyart-7d9f-x2k" and settings.cluster.advertise_url == "http://127.1.2.3:8100"
     assert settings.server.host == "0.0.0.0" and settings.server.port == 8100
     assert {key.name: key.role for key in settings.auth.keys} == {"ops": "admin", "drain": "admin"}
     # redis.url names the Redis Service and its port

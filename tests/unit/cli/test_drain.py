@@ -8,13 +8,13 @@ from comfyart.cli.main import build_parser, main
 
 
 def test_a_backend_or_an_address_and_a_timeout_that_implies_waiting():
-    args = build_parser().parse_args(["drain", "--address", "10.0.3.7:8188", "--timeout", "25"])
-    assert (args.address, args.backend, args.wait, args.timeout) == ("10.0.3.7:8188", None, False, 25.0)
+    args = build_parser().parse_args(["drain", "--address", "127.0.3.7:8188", "--timeout", "25"])
+    assert (args.address, args.backend, args.wait, args.timeout) == ("127.0.3.7:8188", None, False, 25.0)
     args = build_parser().parse_args(["drain", "--backend", "static:gpu-0", "--wait"])
     assert (args.backend, args.wait, args.timeout) == ("static:gpu-0", True, None)
 
 
-@pytest.mark.parametrize("argv", [["drain"], ["drain", "--backend", "a", "--address", "10.0.0.1:1"]])
+@pytest.mark.parametrize("argv", [["drain"], ["drain", "--backend", "a", "--address", "127.0.0.1:1"]])
 def test_exactly_one_of_backend_and_address(argv, capsys):
     with pytest.raises(SystemExit) as exited:
         build_parser().parse_args(argv)
@@ -22,7 +22,7 @@ def test_exactly_one_of_backend_and_address(argv, capsys):
 
 
 @pytest.mark.parametrize("argv, said", [
-    (["drain", "--address", "10.0.3.7"], "--address '10.0.3.7' is not HOST:PORT"),
+    (["drain", "--address", "127.0.3.7"], "--address '127.0.3.7' is not HOST:PORT"),
     (["drain", "--backend", "a", "--timeout", "-1"], "--timeout must be >= 0"),
 ])
 def test_refused_before_any_request(argv, said, capsys):

@@ -45,7 +45,7 @@ def test_the_name_and_address_of_a_replica():
     host = socket.gethostname()
     assert replica_name(Settings(server={"port": 8123})) == f"{host}:8123"
     assert replica_name(Settings(cluster={"name": "blue-1"})) == "blue-1"
-    assert replica_url(Settings(server={"host": "10.0.0.5", "port": 8100})) == "http://10.0.0.5:8100"
+    assert replica_url(Settings(server={"host": "127.0.0.5", "port": 8100})) == "http://127.0.0.5:8100"
     assert replica_url(Settings(server={"host": "0.0.0.0", "port": 8100})) == f"http://{host}:8100"
     assert replica_url(Settings(server={"host": "::1", "port": 8100})) == "http://[::1]:8100"
     # a proxy's address answers from any replica: never the one the others reach this one at

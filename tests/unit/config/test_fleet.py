@@ -36,8 +36,8 @@ def test_a_dns_backend_has_sensible_defaults():
 
 
 @pytest.mark.parametrize(("nameserver", "address"), [
-    ("10.96.0.10", ("10.96.0.10", 53)), ("127.0.0.1:5353", ("127.0.0.1", 5353)),
-    ("[fd00::a]:5353", ("fd00::a", 5353)), ("fd00::a", ("fd00::a", 53)), ("[fd00::a]", ("fd00::a", 53)),
+    ("127.96.0.10", ("127.96.0.10", 53)), ("127.0.0.1:5353", ("127.0.0.1", 5353)),
+    ("[::1]:5353", ("::1", 5353)), ("::1", ("::1", 53)), ("[::1]", ("::1", 53)),
 ])
 def test_a_nameserver_is_an_ip_with_an_optional_port(nameserver, address):
     from comfyart.config.fleet import DnsBackendConfig
@@ -45,7 +45,7 @@ def test_a_nameserver_is_an_ip_with_an_optional_port(nameserver, address):
     assert DnsBackendConfig(name="comfyui", nameserver=nameserver).nameserver_address() == address
 
 
-@pytest.mark.parametrize("nameserver", ["kube-dns", "10.0.0.1:0", "10.0.0.1:dns", "[fd00::a]x", "10.0.0.1:70000"])
+@pytest.mark.parametrize("nameserver", ["kube-dns", "127.0.0.1:0", "127.0.0.1:dns", "[::1]x", "127.0.0.1:70000"])
 def test_a_nameserver_that_is_not_an_ip_and_port_is_refused(nameserver):
     from comfyart.config.fleet import DnsBackendConfig
 

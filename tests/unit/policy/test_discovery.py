@@ -8,14 +8,14 @@ import pytest
 
 from comfyart.policy.discovery import Plan, address_of, addresses, backend_id, backend_url, believed, plan
 
-A, B, C = "10.0.0.1", "10.0.0.2", "10.0.0.3"
+A, B, C = "127.0.0.1", "127.0.0.2", "127.0.0.3"
 
 
 def test_an_address_is_always_the_same_backend_whatever_the_names_case_or_final_dot():
-    assert backend_id("ComfyUI.gpu.svc.cluster.local.", A) == "dns:comfyui.gpu.svc.cluster.local:10.0.0.1"
+    assert backend_id("ComfyUI.gpu.svc.cluster.local.", A) == "dns:comfyui.gpu.svc.cluster.local:127.0.0.1"
     assert address_of("comfyui.gpu.svc.cluster.local", backend_id("COMFYUI.gpu.svc.cluster.local", A)) == A
-    assert address_of("comfyui.gpu.svc.cluster.local", backend_id("comfyui.gpu.svc.cluster.local", "fd00::7")) \
-        == "fd00::7"
+    assert address_of("comfyui.gpu.svc.cluster.local", backend_id("comfyui.gpu.svc.cluster.local", "::1")) \
+        == "::1"
 
 
 def test_a_backend_of_another_name_or_kind_is_not_the_names():
@@ -25,12 +25,12 @@ def test_a_backend_of_another_name_or_kind_is_not_the_names():
 
 
 def test_urls_bracket_ipv6_and_carry_the_path():
-    assert backend_url("http", A, 8188) == "http://10.0.0.1:8188"
-    assert backend_url("https", "fd00::7", 443, "/comfyui/") == "https://[fd00::7]:443/comfyui"
+    assert backend_url("http", A, 8188) == "http://127.0.0.1:8188"
+    assert backend_url("https", "::1", 443, "/comfyui/") == "https://[::1]:443/comfyui"
 
 
 def test_addresses_are_written_one_way():
-    assert addresses(["10.0.0.1", "fd00:0:0::7", "10.0.0.1"]) == frozenset({A, "fd00::7"})
+    assert addresses(["127.0.0.1", "0:0:0::1", "127.0.0.1"]) == frozenset({A, "::1"})
 
 
 @pytest.mark.parametrize(("answer", "empty_for_s", "expected"), [
