@@ -59,6 +59,7 @@ from comfyart.pool.watch import ClusterWatch, pool_summary
 from comfyart.stats import StatsHistory
 from comfyart.store.fence import FENCE, Fence
 from comfyart.store.jobs import JobIndex
+from comfyart.store.redis import until_it_ends
 from comfyart.store.stores import Stores
 from comfyart.store.userdata import UserData
 from comfyart.sweeps.blobs import BlobSweep
@@ -353,23 +354,10 @@ async def _api(server: uvicorn.Server, listener: socket.socket) -> None:
         raise _RootExited(f"api failed to start (exit {exc.code})") from None
 
 
-RECANCEL_S = 0.5  # how long a root task may take to end after its cancel before it is cancelled again
-
-
 async def _root(name: str, coroutine: Awaitable[None], stop: asyncio.Event) -> None:
-    """Run a root as a task of its own, cancelled again and again until it ends once the daemon cancels it: a
-    cancel that meets a Redis call can be swallowed there (redis-py's timeouts on Python 3.11), and the loop would
-    then run on for good, holding the daemon's stop."""
-    inner = asyncio.ensure_future(coroutine)
-    try:
-        await asyncio.shield(inner)
-    except asyncio.CancelledError:
-        while not inner.done():
-            inner.cancel()
-            done, _ = await asyncio.wait({inner}, timeout=RECANCEL_S)
-            if not done:
-                logger.warning("{} did not end on its cancel (swallowed on the way): cancelled again", name)
-        raise
+    """A root loop, ended for good when the daemon cancels it (``until_it_ends``); one that returns on its own
+    before the stop is a failure."""
+    await until_it_ends(name, coroutine)
     if not stop.is_set():
         raise _RootExited(f"{name} stopped on its own")
 

@@ -26,6 +26,7 @@ from typing import Any, Protocol
 from loguru import logger
 
 from comfyart.errors import Fenced
+from comfyart.store.redis import until_it_ends
 
 Loop = Callable[[], Awaitable[None]]
 
@@ -167,32 +168,11 @@ class _TermOver(Exception):
     """Raised in a term's TaskGroup to end it (its message: why)."""
 
 
-RECANCEL_S = 0.5  # how long a leader loop may take to end after its cancel before it is cancelled again
-
-
 async def _leader_loop(name: str, loop: Loop) -> None:
-    """Run ``loop`` as a task of its own, cancelled again and again until it ends when the term cancels it: a
-    cancel that meets a Redis call can be swallowed there (redis-py's timeouts on Python 3.11), and the loop would
-    then wait on for good (for a pool that a finished term never readies), holding the term and the daemon's stop."""
-    inner = asyncio.create_task(_awaited(loop), name=f"{name} (this term)")
-    try:
-        await asyncio.shield(inner)
-    except asyncio.CancelledError:
-        await _cancel_until_done(name, inner)
-        raise
+    """A leader loop, ended for good when the term cancels it (``until_it_ends``: a loop that went on would wait
+    for a pool a finished term never readies, holding the term and the daemon's stop)."""
+    await until_it_ends(f"leader loop {name}", loop())
     raise LeaderLoopExited(f"{name} stopped on its own")
-
-
-async def _awaited(loop: Loop) -> None:
-    await loop()
-
-
-async def _cancel_until_done(name: str, task: asyncio.Task[None]) -> None:
-    while not task.done():
-        task.cancel()
-        done, _ = await asyncio.wait({task}, timeout=RECANCEL_S)
-        if not done:
-            logger.warning("leader loop {} did not end on its cancel (swallowed on the way): cancelled again", name)
 
 
 async def _over(term: LeaderTerm, tripped: asyncio.Event, stopping: asyncio.Event) -> None:

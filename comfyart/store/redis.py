@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Awaitable, Iterator, Mapping
 from contextlib import contextmanager
 from functools import cache
 from pathlib import Path
@@ -53,6 +53,30 @@ def cancelled_meanwhile() -> None:
     task = asyncio.current_task()
     if task is not None and task.cancelling():
         raise asyncio.CancelledError
+
+
+RECANCEL_S = 0.5  # how long a task may take to end after its cancel before ``until_it_ends`` cancels it again
+
+
+async def until_it_ends(name: str, work: Awaitable[None]) -> None:
+    """Run ``work`` as a task of its own and return when it returns. Cancelled, cancel it, and again every
+    ``RECANCEL_S`` until it has ended, then raise: a cancel that meets a Redis call can be swallowed there
+    (redis-py's timeouts on Python 3.11), and the loop would run on for good, holding its owner's stop (the
+    daemon's roots, a leader's term)."""
+    inner = asyncio.get_running_loop().create_task(_awaited(work), name=name)
+    try:
+        await asyncio.shield(inner)
+    except asyncio.CancelledError:
+        while not inner.done():
+            inner.cancel()
+            done, _ = await asyncio.wait({inner}, timeout=RECANCEL_S)
+            if not done:
+                logger.warning("{} did not end on its cancel (swallowed on the way): cancelled again", name)
+        raise
+
+
+async def _awaited(work: Awaitable[None]) -> None:
+    await work
 
 
 @cache

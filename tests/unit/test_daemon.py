@@ -49,17 +49,10 @@ async def test_a_root_that_swallowed_its_cancel_is_cancelled_again_until_it_ends
     import asyncio
 
     from comfyart.daemon import _root
+    from tests.support.loops import deaf_loop
 
-    swallowed = []
-
-    async def deaf() -> None:
-        try:
-            await asyncio.sleep(3600)
-        except asyncio.CancelledError:
-            swallowed.append(True)  # as a library that catches it and carries on
-        await asyncio.Event().wait()
-
-    root = asyncio.get_running_loop().create_task(_root("deaf", deaf(), asyncio.Event()))
+    swallowed: list[bool] = []
+    root = asyncio.get_running_loop().create_task(_root("deaf", deaf_loop(swallowed)(), asyncio.Event()))
     await asyncio.sleep(0.01)
     root.cancel()
     done, _ = await asyncio.wait({root}, timeout=5)

@@ -11,6 +11,7 @@ import pytest
 from comfyart.cluster.terms import LeaderLoopExited, LeaderTerms
 from comfyart.errors import Fenced
 from tests.support.leadership import FENCE, FENCING, Fence, StandInLeadership
+from tests.support.loops import deaf_loop
 
 
 class Recorder:
@@ -171,16 +172,9 @@ async def test_stop_ends_the_term_being_led_and_any_wait_for_one():
 async def test_a_loop_that_swallowed_its_cancel_is_cancelled_again_and_the_term_still_ends():
     """A cancel that meets a Redis call can be lost there (redis-py's timeouts on Python 3.11): the loop then
     waits on (here: for an event nobody sets). The term cancels it again until it ends, so stop() returns."""
-    swallowed, leadership = [], StandInLeadership()
-
-    async def deaf() -> None:
-        try:
-            await asyncio.sleep(3600)
-        except asyncio.CancelledError:
-            swallowed.append(True)  # as a library that catches it and carries on
-        await asyncio.Event().wait()
-
-    terms = LeaderTerms(leadership, {"deaf": deaf})
+    swallowed: list[bool] = []
+    leadership = StandInLeadership()
+    terms = LeaderTerms(leadership, {"deaf": deaf_loop(swallowed)})
     task = asyncio.get_running_loop().create_task(terms.run())
     leadership.grant(3)
     await until(terms.leading)
