@@ -182,3 +182,12 @@ def leader_and_standby(workdir: Path, redis_url: str, emulators: Sequence[Emulat
     with replica_set(workdir, redis_url, emulators, 2) as pair:
         leader = leader_of(pair)
         yield leader, next(r for r in pair if r is not leader)
+
+
+def eventually(check: Callable[[], Any], what: str, timeout_s: float = 20.0) -> Any:
+    """``check()`` once it answers something true (polled every 0.1 s); fails after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while not (answer := check()):
+        assert time.monotonic() < deadline, f"not after {timeout_s} s: {what}"
+        time.sleep(0.1)
+    return answer

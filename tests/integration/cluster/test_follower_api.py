@@ -8,27 +8,18 @@ from __future__ import annotations
 
 import signal
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from tests.support.cluster import ReplicaProcess, leader_and_standby, leader_of, wait_completed
+from tests.support.cluster import ReplicaProcess, eventually, leader_and_standby, leader_of, wait_completed
 from tests.support.graphs import text_to_image_graph
 from tests.support.v2 import wait_for_job
 
 SLOW = ("--step-seconds", "0.1")  # a 4-step prompt takes about half a second, a 40-step one four
 
 
-
-def eventually(check: Callable[[], Any], what: str, timeout_s: float = 15.0) -> Any:
-    """``check()`` once it answers something true."""
-    deadline = time.monotonic() + timeout_s
-    while not (answer := check()):
-        assert time.monotonic() < deadline, f"not after {timeout_s} s: {what}"
-        time.sleep(0.1)
-    return answer
 
 
 def get(replica: ReplicaProcess, path: str, key: str | None = "ops", **params: Any) -> httpx.Response:

@@ -6,27 +6,18 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
 from comfyart.clock import now_ms
-from tests.support.cluster import ReplicaProcess, leader_and_standby, tasks_of, wait_completed
+from tests.support.cluster import ReplicaProcess, eventually, leader_and_standby, tasks_of, wait_completed
 from tests.support.graphs import text_to_image_graph
 from tests.support.paths import ROOT
 
 SLOW = ("--step-seconds", "0.25")  # a 12-step prompt: about 3 s
 
-
-def eventually(check: Callable[[], Any], what: str, timeout_s: float = 20.0) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while not (answer := check()):
-        assert time.monotonic() < deadline, f"not after {timeout_s} s: {what}"
-        time.sleep(0.1)
-    return answer
 
 
 def gauges(replica: ReplicaProcess) -> tuple[float | None, dict[tuple[str, str], float]]:
